@@ -1,0 +1,8 @@
+#!/usr/bin/env node
+// Runs the TypeScript sources through tsx's loader, so `npx infer-gateway` works from a checkout.
+// Container images run the esbuild bundle instead (see Dockerfile).
+import { register } from 'tsx/esm/api'
+
+register()
+const { main } = await import('../hack/cli.ts')
+process.exitCode = await main(process.argv.slice(2))

@@ -1,0 +1,322 @@
+// The data plane's HTTP surface: OpenAI-compatible inference routes plus health and metrics.
+// Request path: read body (bounded) → parse → match route → pick endpoints → forward with
+// retries → stream or return the upstream response. Every gateway-made error is OpenAI-shaped.
+import { randomUUID } from 'node:crypto'
+import type { Context } from 'hono'
+import { Hono } from 'hono'
+import { type AccessLogger, discardLogger } from './access-log.js'
+import { parseJsonObject, readBodyLimited } from './body.js'
+import { errors, GatewayError } from './errors.js'
+import type { GatewayMetrics } from './metrics.js'
+import { statusClass } from './metrics.js'
+import type { EndpointPicker } from './picker.js'
+import { endpointId } from './picker.js'
+import { forward } from './proxy/forward.js'
+import { type ResponseOutcome, toClientResponse } from './proxy/respond.js'
+import type { UpstreamPool } from './proxy/upstream-pool.js'
+import type { RouteDecision } from './router.js'
+import type { SnapshotStore } from './snapshot-store.js'
+
+export interface Lifecycle {
+  /** Set when shutdown begins: readiness fails so load balancers stop sending new traffic. */
+  draining: boolean
+}
+
+export interface AppDeps {
+  readonly store: SnapshotStore
+  readonly picker: EndpointPicker
+  readonly pool: UpstreamPool
+  readonly metrics: GatewayMetrics
+  readonly accessLog?: AccessLogger
+  readonly lifecycle?: Lifecycle
+  /** Request body limit in bytes (default 10 MiB). */
+  readonly maxBodyBytes?: number
+  readonly random?: () => number
+}
+
+const INFERENCE_APIS = {
+  '/v1/chat/completions': 'chat',
+  '/v1/completions': 'completions',
+  '/v1/embeddings': 'embeddings',
+} as const
+
+type InferencePath = keyof typeof INFERENCE_APIS
+
+export function errorResponse(err: GatewayError, requestId?: string): Response {
+  const headers = new Headers({ 'content-type': 'application/json', ...err.headers })
+  if (requestId) headers.set('x-request-id', requestId)
+  return new Response(JSON.stringify(err.toBody()), { status: err.status, headers })
+}
+
+export function createApp(deps: AppDeps): Hono {
+  const app = new Hono()
+  const log = deps.accessLog ?? discardLogger
+  const lifecycle = deps.lifecycle ?? { draining: false }
+  const maxBody = deps.maxBodyBytes ?? 10 * 1024 * 1024
+  const random = deps.random ?? Math.random
+  const { metrics } = deps
+
+  app.get('/healthz', (c) => c.json({ status: 'ok' }))
+  app.get('/readyz', (c) => {
+    if (lifecycle.draining) return c.json({ status: 'draining' }, 503)
+    const snap = deps.store.snapshot
+    if (!snap) return c.json({ status: 'no-config' }, 503)
+    return c.json({ status: 'ready', snapshotVersion: snap.version })
+  })
+  app.get('/metrics', async (c) => {
+    const text = await metrics.registry.metrics()
+    return c.body(text, 200, { 'content-type': metrics.registry.contentType })
+  })
+  app.get('/v1/models', (c) => {
+    const table = deps.store.table
+    if (!table) return errorResponse(errors.notReady())
+    return c.json({
+      object: 'list',
+      data: table.models.map((m) => ({
+        id: m.id,
+        object: 'model',
+        created: m.created,
+        owned_by: 'infer-gateway',
+      })),
+    })
+  })
+
+  for (const path of Object.keys(INFERENCE_APIS) as InferencePath[]) {
+    app.post(path, (c) => handleInference(c, path))
+  }
+
+  app.notFound((c) => errorResponse(errors.notFound(c.req.path)))
+  app.onError((err) => {
+    if (err instanceof GatewayError) return errorResponse(err)
+    return errorResponse(errors.internal())
+  })
+
+  async function handleInference(c: Context, path: InferencePath): Promise<Response> {
+    const startedAt = performance.now()
+    const api = INFERENCE_APIS[path]
+    const requestId = c.req.header('x-request-id') || randomUUID()
+    let model: string | undefined
+    let decision: RouteDecision | undefined
+    let modelLabel = 'unknown'
+    metrics.inflight.inc()
+    let inflightOpen = true
+    const closeInflight = (): void => {
+      if (inflightOpen) {
+        inflightOpen = false
+        metrics.inflight.dec()
+      }
+    }
+
+    const fail = (err: GatewayError, extra: { endpoint?: string; attempts?: number } = {}) => {
+      closeInflight()
+      const duration = performance.now() - startedAt
+      metrics.requests.inc({
+        model: modelLabel,
+        api,
+        status_class: statusClass(err.status),
+        code: err.code,
+      })
+      metrics.duration.observe({ model: modelLabel, api }, duration / 1000)
+      log({
+        time: new Date().toISOString(),
+        request_id: requestId,
+        method: 'POST',
+        path,
+        status: err.status,
+        duration_ms: round(duration),
+        ...(model !== undefined ? { model } : {}),
+        ...decisionFields(decision),
+        ...extra,
+        error_code: err.code,
+      })
+      return errorResponse(err, requestId)
+    }
+
+    const table = deps.store.table
+    let body: Record<string, unknown>
+    let raw: Uint8Array
+    try {
+      raw = await readBodyLimited(c.req.raw, maxBody)
+      body = parseJsonObject(raw)
+    } catch (e) {
+      return fail(e instanceof GatewayError ? e : errors.invalidJson(String(e)))
+    }
+    const m = body['model']
+    if (typeof m !== 'string' || m === '') return fail(errors.missingModel())
+    model = m
+    if (!table) return fail(errors.notReady())
+    if (table.hasModel(m)) modelLabel = m
+
+    const result = table.resolve({ model: m, path, header: (n) => c.req.header(n) })
+    if (result.kind === 'unknown-model') return fail(errors.modelNotFound(m))
+    if (result.kind === 'no-rule') return fail(errors.routeNotFound(m))
+    decision = result.decision
+    const server = decision.server
+
+    const candidates = deps.picker.pick({
+      requestId,
+      model: m,
+      isLora: decision.isLora,
+      server,
+      body,
+      header: (n) => c.req.header(n),
+    })
+    if (candidates.length === 0) return fail(errors.noReadyEndpoint(server.key))
+
+    // Re-serialise only when the model is rewritten; otherwise the client's bytes go through.
+    let upstreamBody: string | Uint8Array = raw
+    if (decision.upstreamModel !== m) {
+      upstreamBody = JSON.stringify({ ...body, model: decision.upstreamModel })
+    }
+
+    const headers = upstreamHeaders(c.req.raw.headers, requestId)
+    const abort = new AbortController()
+    const clientSignal = c.req.raw.signal
+    const onClientAbort = (): void => abort.abort(new ClientClosedError())
+    clientSignal.addEventListener('abort', onClientAbort, { once: true })
+    let timedOut = false
+    const requestMs = server.trafficPolicy.timeouts.requestMs
+    const timer =
+      requestMs > 0
+        ? setTimeout(() => {
+            timedOut = true
+            abort.abort(errors.upstreamTimeout(`request exceeded ${requestMs} ms`))
+          }, requestMs)
+        : undefined
+    const cleanup = (): void => {
+      if (timer) clearTimeout(timer)
+      clientSignal.removeEventListener('abort', onClientAbort)
+    }
+
+    let up: Awaited<ReturnType<typeof forward>>
+    try {
+      up = await forward(
+        deps.pool,
+        {
+          server,
+          candidates,
+          method: 'POST',
+          path,
+          headers,
+          body: upstreamBody,
+          signal: abort.signal,
+          onAttemptFailed: (f) =>
+            metrics.upstreamFailures.inc({ server: server.key, reason: f.reason }),
+        },
+        random,
+      )
+    } catch (e) {
+      cleanup()
+      if (e instanceof ClientClosedError)
+        return fail(new GatewayError(499, 'client_closed', 'client closed the request'))
+      return fail(e instanceof GatewayError ? e : errors.upstreamUnavailable(String(e)))
+    }
+
+    const d = decision
+    const endpoint = endpointId(up.endpoint)
+    const onDone = (o: ResponseOutcome): void => {
+      cleanup()
+      closeInflight()
+      const duration = performance.now() - startedAt
+      const status = o.error === 'client_closed' ? 499 : o.status
+      metrics.requests.inc({
+        model: modelLabel,
+        api,
+        status_class: statusClass(status),
+        code: o.error ?? '',
+      })
+      metrics.duration.observe({ model: modelLabel, api }, duration / 1000)
+      if (o.firstByteMs !== undefined)
+        metrics.ttft.observe({ model: modelLabel, api }, o.firstByteMs / 1000)
+      if (o.usage) {
+        metrics.tokens.inc({ model: modelLabel, type: 'input' }, o.usage.promptTokens)
+        metrics.tokens.inc({ model: modelLabel, type: 'output' }, o.usage.completionTokens)
+      }
+      log({
+        time: new Date().toISOString(),
+        request_id: requestId,
+        method: 'POST',
+        path,
+        status,
+        duration_ms: round(duration),
+        model: m,
+        ...decisionFields(d),
+        endpoint,
+        attempts: up.attempts,
+        stream: o.stream,
+        ...(o.usage
+          ? { prompt_tokens: o.usage.promptTokens, completion_tokens: o.usage.completionTokens }
+          : {}),
+        ...(o.firstByteMs !== undefined ? { first_byte_ms: round(o.firstByteMs) } : {}),
+        upstream_headers_ms: round(up.headersMs),
+        bytes: o.bytes,
+        ...(o.error ? { error_code: o.error } : {}),
+      })
+    }
+    try {
+      return await toClientResponse(up, {
+        startedAt,
+        extraHeaders: { 'x-request-id': requestId },
+        signal: abort.signal,
+        timedOut: () => timedOut,
+        onDone,
+      })
+    } catch {
+      // The non-streaming body failed before anything reached the client: we can still answer.
+      if (timedOut) return errorResponse(errors.upstreamTimeout('response body'), requestId)
+      if (abort.signal.aborted)
+        return errorResponse(
+          new GatewayError(499, 'client_closed', 'client closed the request'),
+          requestId,
+        )
+      return errorResponse(
+        errors.upstreamUnavailable(`${up.endpoint.name}: response body cut`),
+        requestId,
+      )
+    }
+  }
+
+  return app
+}
+
+class ClientClosedError extends Error {
+  readonly code = 'client_closed'
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000
+}
+
+function decisionFields(d: RouteDecision | undefined): Record<string, string> {
+  if (!d) return {}
+  return {
+    route: d.route.key,
+    rule: d.rule.name,
+    server: d.server.key,
+    upstream_model: d.upstreamModel,
+  }
+}
+
+const DROP_REQUEST_HEADERS = new Set([
+  'host',
+  'connection',
+  'keep-alive',
+  'proxy-authorization',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'content-length',
+  'expect',
+])
+
+function upstreamHeaders(h: Headers, requestId: string): Record<string, string> {
+  const out: Record<string, string> = {}
+  h.forEach((v, k) => {
+    if (!DROP_REQUEST_HEADERS.has(k)) out[k] = v
+  })
+  out['x-request-id'] = requestId
+  out['content-type'] = 'application/json'
+  return out
+}

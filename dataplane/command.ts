@@ -1,0 +1,101 @@
+// `infer-gateway dataplane`: run one data-plane process.
+import { parseArgs } from 'node:util'
+import { startGateway } from './gateway.js'
+import { stderrLogger } from './log.js'
+
+export const dataplaneHelp = `Usage: infer-gateway dataplane (--config <file|dir>... | --snapshot <file>) [options]
+
+Runs the data plane: an OpenAI-compatible gateway routing by ModelRoute/ModelServer.
+
+Config (one of):
+  --config <path>          ModelRoute/ModelServer/StaticEndpoints YAML (file or directory;
+                           repeatable). Compiled in-process; hot-reloaded on change.
+  --snapshot <path>        A compiled routing snapshot (JSON, optionally gzipped), as the operator
+                           publishes it. Hot-reloaded on change.
+Options:
+  --host <addr>            Listen address (default 0.0.0.0)
+  --port <n>               Listen port (default 8080)
+  --max-body-bytes <n>     Request body limit (default 10485760)
+  --poll-interval <ms>     Config re-read interval (default 500)
+  --drain-delay <ms>       On SIGTERM, keep serving this long after /readyz fails (default 5000)
+  --shutdown-timeout <ms>  Then wait at most this long for in-flight requests (default 30000)
+  --no-access-log          Do not write JSON access-log lines to stdout
+  -h, --help               Show this help
+`
+
+export async function runDataplaneCommand(args: readonly string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: [...args],
+    options: {
+      config: { type: 'string', multiple: true },
+      snapshot: { type: 'string' },
+      host: { type: 'string', default: '0.0.0.0' },
+      port: { type: 'string', default: '8080' },
+      'max-body-bytes': { type: 'string' },
+      'poll-interval': { type: 'string' },
+      'drain-delay': { type: 'string', default: '5000' },
+      'shutdown-timeout': { type: 'string', default: '30000' },
+      'no-access-log': { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  })
+  if (values.help) {
+    process.stdout.write(dataplaneHelp)
+    return
+  }
+  const configPaths = values.config ?? []
+  if (configPaths.length > 0 === (values.snapshot !== undefined)) {
+    throw new UsageError('give exactly one of --config or --snapshot')
+  }
+  const log = stderrLogger('dataplane')
+  const gw = await startGateway({
+    config:
+      values.snapshot !== undefined
+        ? { kind: 'snapshot', paths: [values.snapshot] }
+        : { kind: 'manifests', paths: configPaths },
+    host: values.host,
+    port: intArg('port', values.port),
+    ...(values['max-body-bytes']
+      ? { maxBodyBytes: intArg('max-body-bytes', values['max-body-bytes']) }
+      : {}),
+    ...(values['poll-interval']
+      ? { pollMs: intArg('poll-interval', values['poll-interval']) }
+      : {}),
+    ...(values['no-access-log'] ? {} : { accessLog: process.stdout }),
+    log,
+    processMetrics: true,
+  })
+  log('info', 'data plane listening', { url: gw.url })
+  await untilSignal()
+  log('info', 'shutting down: readiness off, draining')
+  const { forced } = await gw.shutdown({
+    drainDelayMs: intArg('drain-delay', values['drain-delay']),
+    deadlineMs: intArg('shutdown-timeout', values['shutdown-timeout']),
+  })
+  log('info', 'stopped', { forcedConnections: forced })
+}
+
+export class UsageError extends Error {
+  override readonly name = 'UsageError'
+  readonly code = 'USAGE'
+}
+
+export function intArg(name: string, v: string): number {
+  const n = Number(v)
+  if (!Number.isInteger(n) || n < 0)
+    throw new UsageError(`--${name} must be a non-negative integer, got "${v}"`)
+  return n
+}
+
+export function untilSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const on = (s: NodeJS.Signals): void => {
+      process.off('SIGINT', on)
+      process.off('SIGTERM', on)
+      resolve(s)
+    }
+    process.on('SIGINT', on)
+    process.on('SIGTERM', on)
+  })
+}

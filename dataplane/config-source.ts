@@ -1,0 +1,276 @@
+// Standalone configuration from files, hot-reloaded. Either CRD manifests (ModelRoute/ModelServer
+// plus StaticEndpoints, compiled here with the operator's compiler) or a compiled snapshot (what the
+// operator publishes; JSON, optionally gzipped). Files are re-read on fs events and on a short poll,
+// because kubelet updates ConfigMap volumes by swapping a `..data` symlink, which plain watches on
+// the file itself miss. A bad file never replaces the live config: the error names file, line and
+// field, and a metric counts it.
+import { createHash } from 'node:crypto'
+import { type FSWatcher, watch } from 'node:fs'
+import { readdir, readFile, stat } from 'node:fs/promises'
+import { basename, dirname, join } from 'node:path'
+import { gunzipSync } from 'node:zlib'
+import { compileSnapshot, parseManifests, validateSnapshot } from '../api/index.js'
+import type { RoutingSnapshot } from '../api/snapshot.js'
+import type { Logger } from './log.js'
+import type { GatewayMetrics } from './metrics.js'
+import type { SnapshotStore } from './snapshot-store.js'
+
+export type ConfigKind = 'manifests' | 'snapshot'
+
+export interface ConfigSourceOptions {
+  readonly kind: ConfigKind
+  /** Files or directories (directories: every *.yaml|*.yml|*.json inside, dotfiles skipped). */
+  readonly paths: readonly string[]
+  readonly store: SnapshotStore
+  readonly metrics: GatewayMetrics
+  readonly log: Logger
+  /** Poll interval; fs events trigger an immediate check as well. Default 500 ms. */
+  readonly pollMs?: number
+}
+
+export interface ReloadProblem {
+  readonly file: string
+  readonly line?: number
+  readonly column?: number
+  readonly path?: string
+  readonly message: string
+}
+
+export class ConfigLoadError extends Error {
+  override readonly name = 'ConfigLoadError'
+  readonly code = 'CONFIG_INVALID'
+  readonly problems: readonly ReloadProblem[]
+  constructor(problems: readonly ReloadProblem[]) {
+    super(problems.map(formatProblem).join('; '))
+    this.problems = problems
+  }
+}
+
+export function formatProblem(p: ReloadProblem): string {
+  const loc =
+    p.line !== undefined
+      ? `${p.file}:${p.line}${p.column !== undefined ? `:${p.column}` : ''}`
+      : p.file
+  return `${loc}: ${p.path ? `${p.path}: ` : ''}${p.message}`
+}
+
+interface FileContent {
+  readonly name: string
+  readonly data: Buffer
+}
+
+async function listFiles(paths: readonly string[]): Promise<string[]> {
+  const out: string[] = []
+  for (const p of paths) {
+    const s = await stat(p)
+    if (s.isDirectory()) {
+      const names = (await readdir(p))
+        .filter((n) => !n.startsWith('.') && /\.(ya?ml|json|gz)$/.test(n))
+        .sort()
+      for (const n of names) out.push(join(p, n))
+    } else out.push(p)
+  }
+  return out
+}
+
+export class FileConfigSource {
+  private readonly opts: ConfigSourceOptions
+  private lastDigest: string | undefined
+  private version = 0
+  private timer: NodeJS.Timeout | undefined
+  private watchers: FSWatcher[] = []
+  private running: Promise<boolean> | undefined
+  private again = false
+
+  constructor(opts: ConfigSourceOptions) {
+    this.opts = opts
+  }
+
+  /** Loads once (throws on an invalid initial config) and starts watching. */
+  async start(): Promise<void> {
+    const ok = await this.check()
+    this.watch()
+    if (!ok && !this.opts.store.snapshot) {
+      throw new ConfigLoadError([
+        { file: this.opts.paths.join(','), message: 'initial configuration is invalid (see log)' },
+      ])
+    }
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer)
+    this.timer = undefined
+    for (const w of this.watchers) w.close()
+    this.watchers = []
+  }
+
+  /** Re-reads the files; resolves true when the live config is (now) the files' content. */
+  check(): Promise<boolean> {
+    if (this.running) {
+      this.again = true
+      return this.running
+    }
+    this.running = this.doCheck().finally(() => {
+      this.running = undefined
+      if (this.again) {
+        this.again = false
+        void this.check()
+      }
+    })
+    return this.running
+  }
+
+  private watch(): void {
+    const dirs = new Set<string>()
+    for (const p of this.opts.paths) dirs.add(p.match(/\.(ya?ml|json|gz)$/) ? dirname(p) : p)
+    for (const d of dirs) {
+      try {
+        const w = watch(d, { persistent: false }, () => {
+          void this.check()
+        })
+        w.on('error', () => {})
+        this.watchers.push(w)
+      } catch {
+        // Polling still covers this directory.
+      }
+    }
+    this.timer = setInterval(() => void this.check(), this.opts.pollMs ?? 500)
+    this.timer.unref()
+  }
+
+  private async doCheck(): Promise<boolean> {
+    const { log, metrics } = this.opts
+    let files: FileContent[]
+    try {
+      const names = await listFiles(this.opts.paths)
+      files = await Promise.all(names.map(async (name) => ({ name, data: await readFile(name) })))
+    } catch (e) {
+      // A file mid-swap can vanish for a moment; the next poll sees the new one.
+      const msg = e instanceof Error ? e.message : String(e)
+      if (this.lastDigest !== `read-error:${msg}`) {
+        this.lastDigest = `read-error:${msg}`
+        metrics.reloads.inc({ result: 'failure' })
+        log('error', 'config read failed; keeping last good config', { error: msg })
+      }
+      return false
+    }
+    const h = createHash('sha256')
+    for (const f of files) h.update(f.name).update('\0').update(f.data).update('\0')
+    const digest = h.digest('hex')
+    if (digest === this.lastDigest) return this.opts.store.snapshot !== undefined
+    this.lastDigest = digest
+    try {
+      const snapshot =
+        this.opts.kind === 'manifests' ? this.compile(files) : this.loadSnapshot(files)
+      if (!snapshot) return true
+      this.opts.store.swap(snapshot)
+      metrics.reloads.inc({ result: 'success' })
+      metrics.snapshotVersion.set(snapshot.version)
+      metrics.lastReloadSuccess.set(Date.now() / 1000)
+      log('info', 'config loaded', {
+        version: snapshot.version,
+        hash: snapshot.hash,
+        routes: snapshot.routes.length,
+        servers: Object.keys(snapshot.servers).length,
+      })
+      return true
+    } catch (e) {
+      metrics.reloads.inc({ result: 'failure' })
+      const problems =
+        e instanceof ConfigLoadError
+          ? e.problems
+          : [
+              {
+                file: files.map((f) => f.name).join(','),
+                message: e instanceof Error ? e.message : String(e),
+              },
+            ]
+      for (const p of problems) {
+        log('error', `config rejected; keeping last good config: ${formatProblem(p)}`, { ...p })
+      }
+      return false
+    }
+  }
+
+  private compile(files: readonly FileContent[]): RoutingSnapshot {
+    const parsed = parseManifests(
+      files.map((f) => ({ name: f.name, text: f.data.toString('utf8') })),
+    )
+    if (parsed.issues.length > 0) {
+      throw new ConfigLoadError(
+        parsed.issues.map((i) => ({
+          file: i.file,
+          line: i.line,
+          column: i.column,
+          path: i.path,
+          message: i.message,
+        })),
+      )
+    }
+    const { snapshot, diagnostics } = compileSnapshot({
+      routes: parsed.routes,
+      servers: parsed.servers,
+      endpoints: parsed.endpoints,
+      version: this.version + 1,
+    })
+    // Standalone treats the files as one unit: a dangling reference is a typo to fix, not a
+    // partial config to run with.
+    const fatal = diagnostics.filter((d) => d.severity === 'error')
+    if (fatal.length > 0) {
+      throw new ConfigLoadError(
+        fatal.map((d) => ({
+          file: `${d.kind} ${d.key}`,
+          ...(d.path ? { path: d.path } : {}),
+          message: `${d.reason}: ${d.message}`,
+        })),
+      )
+    }
+    for (const d of diagnostics)
+      this.opts.log('warn', `${d.kind} ${d.key}: ${d.reason}: ${d.message}`)
+    this.version = snapshot.version
+    return snapshot
+  }
+
+  private loadSnapshot(files: readonly FileContent[]): RoutingSnapshot | undefined {
+    const file = files[0]
+    if (!file || files.length !== 1) {
+      throw new ConfigLoadError([
+        {
+          file: this.opts.paths.join(','),
+          message: `expected exactly one snapshot file, found ${files.length}`,
+        },
+      ])
+    }
+    let data = file.data
+    if (data[0] === 0x1f && data[1] === 0x8b) data = gunzipSync(data)
+    let json: unknown
+    try {
+      json = JSON.parse(data.toString('utf8'))
+    } catch (e) {
+      throw new ConfigLoadError([
+        {
+          file: basename(file.name),
+          message: `not valid JSON: ${e instanceof Error ? e.message : String(e)}`,
+        },
+      ])
+    }
+    let snapshot: RoutingSnapshot
+    try {
+      snapshot = validateSnapshot(json)
+    } catch (e) {
+      throw new ConfigLoadError([
+        { file: file.name, message: e instanceof Error ? e.message : String(e) },
+      ])
+    }
+    const current = this.opts.store.snapshot
+    if (current && snapshot.version < current.version) {
+      this.opts.log('warn', 'ignoring older snapshot version', {
+        version: snapshot.version,
+        current: current.version,
+      })
+      return undefined
+    }
+    if (current && snapshot.hash === current.hash) return undefined
+    return snapshot
+  }
+}

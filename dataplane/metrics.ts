@@ -1,0 +1,74 @@
+// The data plane's own Prometheus metrics, on a registry per instance (tests run several gateways
+// in one process). Labels are bounded: model names come from the snapshot (anything else is
+// "unknown"), statuses are classes, never raw paths or client identities.
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
+
+const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
+
+export class GatewayMetrics {
+  readonly registry = new Registry()
+  readonly requests = new Counter({
+    name: 'infer_gateway_requests_total',
+    help: 'Requests handled, by model, endpoint kind and status class.',
+    labelNames: ['model', 'api', 'status_class', 'code'] as const,
+    registers: [this.registry],
+  })
+  readonly duration = new Histogram({
+    name: 'infer_gateway_request_duration_seconds',
+    help: 'Time from request received to last response byte.',
+    labelNames: ['model', 'api'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  })
+  readonly ttft = new Histogram({
+    name: 'infer_gateway_time_to_first_byte_seconds',
+    help: 'Time from request received to the first upstream body byte (TTFT for streams).',
+    labelNames: ['model', 'api'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  })
+  readonly tokens = new Counter({
+    name: 'infer_gateway_tokens_total',
+    help: 'Tokens reported by upstream usage, by model and type (input|output).',
+    labelNames: ['model', 'type'] as const,
+    registers: [this.registry],
+  })
+  readonly inflight = new Gauge({
+    name: 'infer_gateway_inflight_requests',
+    help: 'Requests currently being proxied.',
+    registers: [this.registry],
+  })
+  readonly upstreamFailures = new Counter({
+    name: 'infer_gateway_upstream_attempt_failures_total',
+    help: 'Failed upstream attempts (each may be retried), by server and reason.',
+    labelNames: ['server', 'reason'] as const,
+    registers: [this.registry],
+  })
+  readonly reloads = new Counter({
+    name: 'infer_gateway_config_reloads_total',
+    help: 'Configuration reload attempts by result (success|failure).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  })
+  readonly snapshotVersion = new Gauge({
+    name: 'infer_gateway_snapshot_version',
+    help: 'Version of the routing snapshot in use.',
+    registers: [this.registry],
+  })
+  readonly lastReloadSuccess = new Gauge({
+    name: 'infer_gateway_config_last_reload_success_timestamp_seconds',
+    help: 'Unix time of the last successful configuration load.',
+    registers: [this.registry],
+  })
+
+  constructor(opts: { processMetrics?: boolean } = {}) {
+    // Reload counters exist from the start so "no failures yet" reads 0, not absent.
+    this.reloads.inc({ result: 'success' }, 0)
+    this.reloads.inc({ result: 'failure' }, 0)
+    if (opts.processMetrics) collectDefaultMetrics({ register: this.registry })
+  }
+}
+
+export function statusClass(status: number): string {
+  return `${Math.floor(status / 100)}xx`
+}

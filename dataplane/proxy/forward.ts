@@ -1,0 +1,178 @@
+// Sends one request upstream, walking the ordered candidates on retryable failures. Retries only
+// happen here, before anything reached the client: once `forward` returns, the caller owns the
+// response and no other endpoint is tried.
+import type { Dispatcher } from 'undici'
+import type { RetryOn, SnapshotEndpoint, SnapshotServer } from '../../api/snapshot.js'
+import { errors, type GatewayError } from '../errors.js'
+import type { UpstreamPool } from './upstream-pool.js'
+
+export interface ForwardRequest {
+  readonly server: SnapshotServer
+  readonly candidates: readonly SnapshotEndpoint[]
+  readonly method: 'POST' | 'GET'
+  readonly path: string
+  readonly headers: Record<string, string>
+  readonly body: string | Uint8Array | undefined
+  /** Aborted when the client goes away or the total deadline passes. */
+  readonly signal: AbortSignal
+  readonly onAttemptFailed?: (info: AttemptFailure) => void
+}
+
+export interface AttemptFailure {
+  readonly endpoint: SnapshotEndpoint
+  readonly attempt: number
+  readonly reason: RetryOn | 'timeout' | 'other'
+  readonly status?: number
+  readonly detail: string
+}
+
+export interface UpstreamResponse {
+  readonly endpoint: SnapshotEndpoint
+  readonly attempts: number
+  readonly statusCode: number
+  readonly headers: Dispatcher.ResponseData['headers']
+  readonly body: Dispatcher.ResponseData['body']
+  /** ms from the first attempt until response headers of the final one. */
+  readonly headersMs: number
+}
+
+const CONNECT_FAILURE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EPIPE',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CLOSED',
+])
+
+function errCode(e: unknown): string | undefined {
+  if (typeof e === 'object' && e !== null && 'code' in e) {
+    const c = (e as { code: unknown }).code
+    return typeof c === 'string' ? c : undefined
+  }
+  return undefined
+}
+
+function errMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e)
+}
+
+export function backoffMs(
+  attempt: number,
+  base: number,
+  max: number,
+  random: () => number,
+): number {
+  // Exponential with "equal jitter": never less than half the step, so retries still spread out.
+  const step = Math.min(max, base * 2 ** Math.max(0, attempt - 1))
+  return step / 2 + random() * (step / 2)
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason)
+    const t = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort)
+      resolve()
+    }, ms)
+    const onAbort = (): void => {
+      clearTimeout(t)
+      reject(signal.reason)
+    }
+    signal.addEventListener('abort', onAbort, { once: true })
+  })
+}
+
+export async function forward(
+  pool: UpstreamPool,
+  req: ForwardRequest,
+  random: () => number = Math.random,
+): Promise<UpstreamResponse> {
+  const { server } = req
+  const policy = server.trafficPolicy
+  const retryOn = new Set(policy.retry.retryOn)
+  const attempts = Math.max(1, policy.retry.attempts)
+  if (req.candidates.length === 0) throw errors.noReadyEndpoint(server.key)
+  const agent = pool.agent(policy.timeouts.connectMs)
+  const started = performance.now()
+  let lastError: GatewayError = errors.upstreamUnavailable('no attempt made')
+
+  for (let attempt = 1; attempt <= attempts; attempt++) {
+    const endpoint = req.candidates[(attempt - 1) % req.candidates.length]
+    if (!endpoint) break
+    if (attempt > 1) {
+      await sleep(
+        backoffMs(attempt - 1, policy.retry.intervalMs, policy.retry.maxIntervalMs, random),
+        req.signal,
+      )
+    }
+    const origin = `${server.protocol}://${endpoint.address.includes(':') ? `[${endpoint.address}]` : endpoint.address}:${endpoint.port}`
+    let res: Dispatcher.ResponseData
+    try {
+      res = await agent.request({
+        origin,
+        path: req.path,
+        method: req.method,
+        headers: req.headers,
+        body: req.body ?? null,
+        signal: req.signal,
+        headersTimeout: policy.timeouts.responseHeaderMs,
+        bodyTimeout: policy.timeouts.idleMs,
+      })
+    } catch (e) {
+      if (req.signal.aborted) throw req.signal.reason
+      const code = errCode(e)
+      if (code === 'UND_ERR_HEADERS_TIMEOUT') {
+        // The engine accepted the request and may be working on it: retrying elsewhere would
+        // double the GPU work, so a header timeout ends the request.
+        req.onAttemptFailed?.({ endpoint, attempt, reason: 'timeout', detail: 'response headers' })
+        throw errors.upstreamTimeout(
+          `no response headers within ${policy.timeouts.responseHeaderMs} ms`,
+        )
+      }
+      const connectFailure = code !== undefined && CONNECT_FAILURE_CODES.has(code)
+      const detail = `${endpoint.name}: ${code ?? errMessage(e)}`
+      req.onAttemptFailed?.({
+        endpoint,
+        attempt,
+        reason: connectFailure ? 'connect-failure' : 'other',
+        detail,
+      })
+      lastError =
+        code === 'UND_ERR_CONNECT_TIMEOUT'
+          ? errors.upstreamTimeout(`connect to ${endpoint.name}`)
+          : errors.upstreamUnavailable(detail)
+      if (connectFailure && retryOn.has('connect-failure')) continue
+      throw lastError
+    }
+
+    const status = res.statusCode
+    const retryable =
+      (status >= 500 && retryOn.has('5xx')) || (status === 429 && retryOn.has('429'))
+    if (retryable && attempt < attempts) {
+      req.onAttemptFailed?.({
+        endpoint,
+        attempt,
+        reason: status === 429 ? '429' : '5xx',
+        status,
+        detail: `${endpoint.name}: HTTP ${status}`,
+      })
+      // Drain so the keep-alive socket goes back to the pool instead of being torn down.
+      res.body.dump().catch(() => {})
+      continue
+    }
+    return {
+      endpoint,
+      attempts: attempt,
+      statusCode: status,
+      headers: res.headers,
+      body: res.body,
+      headersMs: performance.now() - started,
+    }
+  }
+  throw lastError
+}

@@ -1,0 +1,237 @@
+// Turns an upstream response into the client's response. Streams (SSE) pass through chunk by
+// chunk with no buffering, watched for usage and first-token time; a stream cut by the upstream
+// ends with an OpenAI-shaped error event, never a clean `[DONE]`. Plain JSON bodies are read whole
+// (the upstream finishes them anyway) so usage can be logged and a stalled body can still be a 504.
+import type { UpstreamResponse } from './forward.js'
+
+export interface Usage {
+  readonly promptTokens: number
+  readonly completionTokens: number
+}
+
+export interface ResponseOutcome {
+  readonly status: number
+  readonly usage?: Usage
+  /** ms from `startedAt` until the first body byte arrived from upstream. */
+  readonly firstByteMs?: number
+  readonly bytes: number
+  /** Set when the body did not complete: `client_closed`, `upstream_cut`, `timeout`. */
+  readonly error?: string
+  readonly stream: boolean
+}
+
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'content-length',
+])
+
+export function responseHeaders(
+  upstream: UpstreamResponse['headers'],
+  extra: Record<string, string>,
+): Headers {
+  const h = new Headers()
+  for (const [k, v] of Object.entries(upstream)) {
+    if (v === undefined || HOP_BY_HOP.has(k)) continue
+    if (Array.isArray(v)) for (const item of v) h.append(k, item)
+    else h.set(k, v)
+  }
+  for (const [k, v] of Object.entries(extra)) h.set(k, v)
+  return h
+}
+
+export function isEventStream(headers: UpstreamResponse['headers']): boolean {
+  const ct = headers['content-type']
+  const s = Array.isArray(ct) ? ct[0] : ct
+  return typeof s === 'string' && s.toLowerCase().startsWith('text/event-stream')
+}
+
+export function parseUsage(u: unknown): Usage | undefined {
+  if (typeof u !== 'object' || u === null) return undefined
+  const rec = u as Record<string, unknown>
+  const p = rec['prompt_tokens']
+  const c = rec['completion_tokens']
+  if (typeof p !== 'number') return undefined
+  return { promptTokens: p, completionTokens: typeof c === 'number' ? c : 0 }
+}
+
+function errorEvent(message: string, code: string): Uint8Array {
+  const body = JSON.stringify({ error: { message, type: 'server_error', code, param: null } })
+  return new TextEncoder().encode(`data: ${body}\n\n`)
+}
+
+/** Scans SSE text for `data:` lines carrying `usage`, holding partial lines across chunks. */
+class SseUsageScanner {
+  private readonly decoder = new TextDecoder()
+  private tail = ''
+  usage: Usage | undefined
+
+  push(chunk: Uint8Array): void {
+    const text = this.tail + this.decoder.decode(chunk, { stream: true })
+    let start = 0
+    for (;;) {
+      const nl = text.indexOf('\n', start)
+      if (nl < 0) break
+      this.line(text.slice(start, nl))
+      start = nl + 1
+    }
+    this.tail = text.slice(start)
+  }
+
+  private line(line: string): void {
+    // Cheap pre-check: only lines that mention usage are parsed.
+    if (!line.startsWith('data:') || !line.includes('"usage"')) return
+    try {
+      const obj = JSON.parse(line.slice(5)) as Record<string, unknown>
+      const u = parseUsage(obj['usage'])
+      if (u) this.usage = u
+    } catch {
+      // A non-JSON data line is the upstream's business; we only observe.
+    }
+  }
+}
+
+export interface RespondOptions {
+  readonly startedAt: number
+  readonly extraHeaders: Record<string, string>
+  /** Aborts when the client disconnects or the total deadline passes. */
+  readonly signal: AbortSignal
+  /** Distinguishes a total-deadline abort from a client disconnect. */
+  readonly timedOut: () => boolean
+  readonly onDone: (o: ResponseOutcome) => void
+}
+
+export async function toClientResponse(
+  up: UpstreamResponse,
+  opts: RespondOptions,
+): Promise<Response> {
+  const headers = responseHeaders(up.headers, opts.extraHeaders)
+  if (isEventStream(up.headers)) return streamResponse(up, headers, opts)
+  return bufferedResponse(up, headers, opts)
+}
+
+async function bufferedResponse(
+  up: UpstreamResponse,
+  headers: Headers,
+  opts: RespondOptions,
+): Promise<Response> {
+  const chunks: Uint8Array[] = []
+  let firstByteMs: number | undefined
+  let bytes = 0
+  try {
+    for await (const chunk of up.body) {
+      const c = chunk as Uint8Array
+      if (firstByteMs === undefined) firstByteMs = performance.now() - opts.startedAt
+      bytes += c.byteLength
+      chunks.push(c)
+    }
+  } catch (e) {
+    const timeout = opts.timedOut() || isBodyTimeout(e)
+    const error =
+      opts.signal.aborted && !opts.timedOut()
+        ? 'client_closed'
+        : timeout
+          ? 'timeout'
+          : 'upstream_cut'
+    opts.onDone({
+      status: up.statusCode,
+      bytes,
+      error,
+      stream: false,
+      ...(firstByteMs !== undefined ? { firstByteMs } : {}),
+    })
+    throw e
+  }
+  const body = Buffer.concat(chunks)
+  let usage: Usage | undefined
+  const ct = headers.get('content-type') ?? ''
+  if (up.statusCode < 300 && ct.includes('json') && body.byteLength < 16 * 1024 * 1024) {
+    try {
+      usage = parseUsage((JSON.parse(body.toString('utf8')) as Record<string, unknown>)['usage'])
+    } catch {
+      // Not our body to judge; pass it through.
+    }
+  }
+  opts.onDone({
+    status: up.statusCode,
+    bytes,
+    stream: false,
+    ...(usage ? { usage } : {}),
+    ...(firstByteMs !== undefined ? { firstByteMs } : {}),
+  })
+  return new Response(body, { status: up.statusCode, headers })
+}
+
+export function isBodyTimeout(e: unknown): boolean {
+  return (
+    typeof e === 'object' &&
+    e !== null &&
+    'code' in e &&
+    (e as { code: unknown }).code === 'UND_ERR_BODY_TIMEOUT'
+  )
+}
+
+function streamResponse(up: UpstreamResponse, headers: Headers, opts: RespondOptions): Response {
+  const iterator = up.body[Symbol.asyncIterator]()
+  const scanner = new SseUsageScanner()
+  let firstByteMs: number | undefined
+  let bytes = 0
+  let finished = false
+  const finish = (error?: string): void => {
+    if (finished) return
+    finished = true
+    opts.onDone({
+      status: up.statusCode,
+      bytes,
+      stream: true,
+      ...(scanner.usage ? { usage: scanner.usage } : {}),
+      ...(firstByteMs !== undefined ? { firstByteMs } : {}),
+      ...(error ? { error } : {}),
+    })
+  }
+  headers.set('cache-control', 'no-cache')
+  headers.set('x-accel-buffering', 'no')
+  const stream = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const { value, done } = await iterator.next()
+        if (done) {
+          finish()
+          controller.close()
+          return
+        }
+        const c = value as Uint8Array
+        if (firstByteMs === undefined) firstByteMs = performance.now() - opts.startedAt
+        bytes += c.byteLength
+        scanner.push(c)
+        controller.enqueue(c)
+      } catch (e) {
+        if (opts.signal.aborted && !opts.timedOut()) {
+          finish('client_closed')
+          controller.close()
+          return
+        }
+        const timeout = opts.timedOut() || isBodyTimeout(e)
+        finish(timeout ? 'timeout' : 'upstream_cut')
+        controller.enqueue(
+          timeout
+            ? errorEvent('upstream stream timed out', 'upstream_timeout')
+            : errorEvent('upstream closed the stream before it finished', 'upstream_stream_cut'),
+        )
+        controller.close()
+      }
+    },
+    cancel() {
+      // The client went away: stop the engine's work too.
+      finish('client_closed')
+      up.body.destroy()
+    },
+  })
+  return new Response(stream, { status: up.statusCode, headers })
+}

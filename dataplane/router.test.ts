@@ -1,0 +1,185 @@
+import { describe, expect, it } from 'vitest'
+import { endpoint, route, server, snapshot } from '../test/helpers/snapshot.js'
+import { RouteTable } from './router.js'
+
+const a = server('a', [endpoint('a-0', '127.0.0.2', 8000)], { model: 'org/base-model' })
+const b = server('b', [endpoint('b-0', '127.0.0.3', 8000)])
+const noHeaders = (): undefined => undefined
+
+function req(model: string, headers: Record<string, string> = {}, path = '/v1/chat/completions') {
+  return { model, path, header: (n: string) => headers[n] }
+}
+
+describe('RouteTable', () => {
+  it('matches modelName, rewrites the model for base requests, keeps LoRA names', () => {
+    const t = new RouteTable(
+      snapshot(
+        [
+          route('r', {
+            modelName: 'base',
+            loraAdapters: ['lora-x'],
+            rules: [{ name: 'all', targets: [{ server: a.key, weight: 100 }] }],
+          }),
+        ],
+        [a],
+      ),
+    )
+    const r1 = t.resolve(req('base'))
+    expect(r1.kind).toBe('ok')
+    if (r1.kind === 'ok') {
+      expect(r1.decision.isLora).toBe(false)
+      expect(r1.decision.upstreamModel).toBe('org/base-model')
+    }
+    const r2 = t.resolve(req('lora-x'))
+    expect(r2.kind === 'ok' && r2.decision.isLora && r2.decision.upstreamModel === 'lora-x').toBe(
+      true,
+    )
+    expect(t.resolve(req('nope')).kind).toBe('unknown-model')
+    expect(t.models.map((m) => m.id)).toEqual(['base', 'lora-x'])
+  })
+
+  it('takes the first matching rule; header, uri and body-model conditions are ANDed', () => {
+    const t = new RouteTable(
+      snapshot(
+        [
+          route('r', {
+            modelName: 'm',
+            rules: [
+              {
+                name: 'premium',
+                match: {
+                  headers: [{ name: 'x-tier', match: { kind: 'exact', value: 'gold' } }],
+                  uri: { kind: 'prefix', value: '/v1/chat' },
+                },
+                targets: [{ server: b.key, weight: 1 }],
+              },
+              {
+                name: 'regex',
+                match: {
+                  headers: [{ name: 'x-user', match: { kind: 'regex', value: '^team-[0-9]+$' } }],
+                },
+                targets: [{ server: b.key, weight: 1 }],
+              },
+              { name: 'default', targets: [{ server: a.key, weight: 1 }] },
+            ],
+          }),
+        ],
+        [a, b],
+      ),
+    )
+    const pick = (h: Record<string, string>, path?: string) => {
+      const r = t.resolve(req('m', h, path))
+      return r.kind === 'ok' ? r.decision.rule.name : r.kind
+    }
+    expect(pick({ 'x-tier': 'gold' })).toBe('premium')
+    expect(pick({ 'x-tier': 'gold' }, '/v1/completions')).toBe('default')
+    expect(pick({ 'x-user': 'team-42' })).toBe('regex')
+    expect(pick({ 'x-user': 'team-x' })).toBe('default')
+  })
+
+  it('oldest route wins on duplicate names and falls through when its rules do not match', () => {
+    const older = route('older', {
+      modelName: 'dup',
+      creationTimestamp: '2025-01-01T00:00:00Z',
+      rules: [
+        {
+          name: 'only-gold',
+          match: { headers: [{ name: 'x-tier', match: { kind: 'exact', value: 'gold' } }] },
+          targets: [{ server: a.key, weight: 1 }],
+        },
+      ],
+    })
+    const younger = route('younger', {
+      modelName: 'dup',
+      rules: [{ name: 'any', targets: [{ server: b.key, weight: 1 }] }],
+    })
+    const t = new RouteTable(snapshot([older, younger], [a, b]))
+    const gold = t.resolve(req('dup', { 'x-tier': 'gold' }))
+    expect(gold.kind === 'ok' && gold.decision.route.name).toBe('older')
+    const plain = t.resolve(req('dup'))
+    expect(plain.kind === 'ok' && plain.decision.route.name).toBe('younger')
+  })
+
+  it('reports no-rule when a known model matches no rule', () => {
+    const t = new RouteTable(
+      snapshot(
+        [
+          route('r', {
+            modelName: 'm',
+            rules: [
+              {
+                name: 'x',
+                match: { headers: [], bodyModel: 'other' },
+                targets: [{ server: a.key, weight: 1 }],
+              },
+            ],
+          }),
+        ],
+        [a],
+      ),
+    )
+    expect(t.resolve({ model: 'm', path: '/v1/completions', header: noHeaders }).kind).toBe(
+      'no-rule',
+    )
+  })
+
+  it('splits by weight (90/10) following the random source', () => {
+    let x = 0
+    const seq = () => {
+      x = (x + 0.001) % 1
+      return x
+    }
+    const t = new RouteTable(
+      snapshot(
+        [
+          route('r', {
+            modelName: 'm',
+            rules: [
+              {
+                name: 'canary',
+                targets: [
+                  { server: a.key, weight: 90 },
+                  { server: b.key, weight: 10 },
+                ],
+              },
+            ],
+          }),
+        ],
+        [a, b],
+      ),
+      seq,
+    )
+    const counts: Record<string, number> = {}
+    for (let i = 0; i < 1000; i++) {
+      const r = t.resolve(req('m'))
+      if (r.kind === 'ok')
+        counts[r.decision.server.name] = (counts[r.decision.server.name] ?? 0) + 1
+    }
+    expect(counts['a']).toBe(900)
+    expect(counts['b']).toBe(100)
+  })
+
+  it('drops zero-weight and missing-server targets, and rules left without targets', () => {
+    const t = new RouteTable(
+      snapshot(
+        [
+          route('r', {
+            modelName: 'm',
+            rules: [
+              {
+                name: 'dead',
+                targets: [
+                  { server: 'default/missing', weight: 5 },
+                  { server: a.key, weight: 0 },
+                ],
+              },
+            ],
+          }),
+        ],
+        [a],
+      ),
+    )
+    expect(t.resolve(req('m')).kind).toBe('unknown-model')
+    expect(t.models).toEqual([])
+  })
+})

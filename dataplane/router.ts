@@ -1,0 +1,180 @@
+// Turns a snapshot into a lookup table and answers "which server gets this request?". Built once
+// per snapshot (compiled regexes, model maps), so the per-request cost is a map lookup plus the
+// few rule checks of the routes that claim the model.
+import type {
+  RoutingSnapshot,
+  SnapshotMatch,
+  SnapshotRoute,
+  SnapshotRule,
+  SnapshotServer,
+  SnapshotStringMatch,
+} from '../api/snapshot.js'
+
+export interface RouteRequest {
+  readonly model: string
+  readonly path: string
+  /** Lower-cased header names. */
+  readonly header: (name: string) => string | undefined
+}
+
+export interface RouteDecision {
+  readonly route: SnapshotRoute
+  readonly rule: SnapshotRule
+  readonly server: SnapshotServer
+  /** The request named a LoRA adapter of the route (the model is then never rewritten). */
+  readonly isLora: boolean
+  /** The model name to send upstream. */
+  readonly upstreamModel: string
+}
+
+export type RouteResult =
+  | { readonly kind: 'ok'; readonly decision: RouteDecision }
+  | { readonly kind: 'unknown-model' }
+  | { readonly kind: 'no-rule' }
+
+type StringTest = (s: string) => boolean
+
+interface CompiledRule {
+  readonly rule: SnapshotRule
+  readonly headers: readonly { readonly name: string; readonly test: StringTest }[]
+  readonly uri?: StringTest
+  readonly bodyModel?: string
+  readonly targets: readonly { readonly server: SnapshotServer; readonly cumulative: number }[]
+  readonly totalWeight: number
+}
+
+interface CompiledRoute {
+  readonly route: SnapshotRoute
+  readonly rules: readonly CompiledRule[]
+}
+
+export interface PublicModel {
+  readonly id: string
+  readonly created: number
+  readonly route: string
+}
+
+export class RouteTable {
+  private readonly byModel = new Map<string, CompiledRoute[]>()
+  private readonly byLora = new Map<string, CompiledRoute[]>()
+  readonly models: readonly PublicModel[]
+  readonly snapshot: RoutingSnapshot
+  private readonly random: () => number
+
+  /** `random` returns [0,1); injectable so weighted splits are testable. */
+  constructor(snapshot: RoutingSnapshot, random: () => number = Math.random) {
+    this.snapshot = snapshot
+    this.random = random
+    const models = new Map<string, PublicModel>()
+    // Routes arrive in precedence order (oldest first); keeping insertion order preserves it.
+    for (const route of snapshot.routes) {
+      const compiled = compileRoute(route, snapshot)
+      if (compiled.rules.length === 0) continue
+      const created = Math.floor(Date.parse(route.creationTimestamp) / 1000) || 0
+      if (route.modelName) {
+        push(this.byModel, route.modelName, compiled)
+        if (!models.has(route.modelName))
+          models.set(route.modelName, { id: route.modelName, created, route: route.key })
+      }
+      for (const lora of route.loraAdapters) {
+        push(this.byLora, lora, compiled)
+        if (!models.has(lora)) models.set(lora, { id: lora, created, route: route.key })
+      }
+    }
+    this.models = [...models.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+  }
+
+  hasModel(model: string): boolean {
+    return this.byModel.has(model) || this.byLora.has(model)
+  }
+
+  resolve(req: RouteRequest): RouteResult {
+    const base = this.byModel.get(req.model)
+    const lora = base ? undefined : this.byLora.get(req.model)
+    const routes = base ?? lora
+    if (!routes) return { kind: 'unknown-model' }
+    const isLora = base === undefined
+    for (const r of routes) {
+      for (const cr of r.rules) {
+        if (!ruleMatches(cr, req)) continue
+        const server = this.pickTarget(cr)
+        const upstreamModel = !isLora && server.model ? server.model : req.model
+        return {
+          kind: 'ok',
+          decision: { route: r.route, rule: cr.rule, server, isLora, upstreamModel },
+        }
+      }
+    }
+    return { kind: 'no-rule' }
+  }
+
+  private pickTarget(cr: CompiledRule): SnapshotServer {
+    const first = cr.targets[0]
+    if (cr.targets.length === 1 && first) return first.server
+    const x = this.random() * cr.totalWeight
+    for (const t of cr.targets) if (x < t.cumulative) return t.server
+    // Only reachable through floating-point edge cases; the last target owns the top of the range.
+    const last = cr.targets[cr.targets.length - 1]
+    if (!last) throw new Error('rule without targets')
+    return last.server
+  }
+}
+
+function push<K, V>(m: Map<K, V[]>, k: K, v: V): void {
+  const list = m.get(k)
+  if (list) list.push(v)
+  else m.set(k, [v])
+}
+
+function compileRoute(route: SnapshotRoute, snapshot: RoutingSnapshot): CompiledRoute {
+  const rules: CompiledRule[] = []
+  for (const rule of route.rules) {
+    let cumulative = 0
+    const targets: { server: SnapshotServer; cumulative: number }[] = []
+    for (const t of rule.targets) {
+      const server = snapshot.servers[t.server]
+      if (!server || t.weight <= 0) continue
+      cumulative += t.weight
+      targets.push({ server, cumulative })
+    }
+    if (targets.length === 0) continue
+    rules.push({ rule, ...compileMatch(rule.match), targets, totalWeight: cumulative })
+  }
+  return { route, rules }
+}
+
+function compileMatch(
+  m: SnapshotMatch | undefined,
+): Pick<CompiledRule, 'headers' | 'uri' | 'bodyModel'> {
+  if (!m) return { headers: [] }
+  return {
+    headers: m.headers.map((h) => ({ name: h.name.toLowerCase(), test: stringTest(h.match) })),
+    ...(m.uri ? { uri: stringTest(m.uri) } : {}),
+    ...(m.bodyModel !== undefined ? { bodyModel: m.bodyModel } : {}),
+  }
+}
+
+export function stringTest(m: SnapshotStringMatch): StringTest {
+  const v = m.value
+  switch (m.kind) {
+    case 'exact':
+      return (s) => s === v
+    case 'prefix':
+      return (s) => s.startsWith(v)
+    case 'regex': {
+      // Unanchored, as Kthena's Go `regexp.MatchString`: users anchor with ^…$ when they mean it.
+      const re = new RegExp(v)
+      return (s) => re.test(s)
+    }
+  }
+}
+
+function ruleMatches(cr: CompiledRule, req: RouteRequest): boolean {
+  if (cr.bodyModel !== undefined && cr.bodyModel !== req.model) return false
+  if (cr.uri && !cr.uri(req.path)) return false
+  for (const h of cr.headers) {
+    const v = req.header(h.name)
+    if (v === undefined || !h.test(v)) return false
+  }
+  return true
+}

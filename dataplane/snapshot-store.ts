@@ -1,0 +1,35 @@
+// Holds the live routing table. A swap replaces one reference: requests already routed keep the
+// objects they resolved, so a reload never disturbs in-flight traffic.
+import type { RoutingSnapshot } from '../api/snapshot.js'
+import { RouteTable } from './router.js'
+
+export type SnapshotListener = (snapshot: RoutingSnapshot) => void
+
+export class SnapshotStore {
+  private current: RouteTable | undefined
+  private readonly listeners: SnapshotListener[] = []
+  private readonly random: () => number
+
+  constructor(random: () => number = Math.random) {
+    this.random = random
+  }
+
+  get table(): RouteTable | undefined {
+    return this.current
+  }
+
+  get snapshot(): RoutingSnapshot | undefined {
+    return this.current?.snapshot
+  }
+
+  /** Builds the table first, so a snapshot that fails to compile never replaces the live one. */
+  swap(snapshot: RoutingSnapshot): void {
+    const table = new RouteTable(snapshot, this.random)
+    this.current = table
+    for (const l of this.listeners) l(snapshot)
+  }
+
+  onSwap(l: SnapshotListener): void {
+    this.listeners.push(l)
+  }
+}

@@ -1,0 +1,73 @@
+// `infer-gateway <command>`: one entry, thin wiring to each part's command module.
+import { UsageError } from '../dataplane/command.js'
+
+interface Command {
+  readonly summary: string
+  readonly run: (args: readonly string[]) => Promise<void>
+}
+
+const commands: Record<string, Command> = {
+  dataplane: {
+    summary: 'run the data plane (standalone from YAML, or from a compiled snapshot)',
+    run: async (args) => (await import('../dataplane/command.js')).runDataplaneCommand(args),
+  },
+  sim: {
+    summary: 'run simulated inference engines (vLLM/SGLang/TGI-like) on 127.0.0.x',
+    run: async (args) => (await import('./sim/command.js')).runSimCommand(args),
+  },
+  demo: {
+    summary: 'start 4 simulated engines and the gateway on :8080 with an example config',
+    run: async (args) => (await import('./demo.js')).runDemoCommand(args),
+  },
+  compile: {
+    summary: 'compile ModelRoute/ModelServer YAML into a routing snapshot (JSON on stdout)',
+    run: async (args) => (await import('./compile-command.js')).runCompileCommand(args),
+  },
+}
+
+export const rootHelp = `Usage: infer-gateway <command> [options]
+
+Infer Gateway: a Kubernetes-native LLM inference gateway.
+
+Commands:
+${Object.entries(commands)
+  .map(([name, c]) => `  ${name.padEnd(12)} ${c.summary}`)
+  .join('\n')}
+
+Run 'infer-gateway <command> --help' for a command's options.
+`
+
+export async function main(argv: readonly string[]): Promise<number> {
+  const [name, ...rest] = argv
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(rootHelp)
+    return name === undefined ? 1 : 0
+  }
+  const cmd = commands[name]
+  if (!cmd) {
+    process.stderr.write(`infer-gateway: unknown command "${name}"\n\n${rootHelp}`)
+    return 2
+  }
+  try {
+    await cmd.run(rest)
+    return 0
+  } catch (e) {
+    const usage =
+      e instanceof UsageError ||
+      (e instanceof TypeError && 'code' in e && String(e.code).startsWith('ERR_PARSE_ARGS'))
+    process.stderr.write(`infer-gateway ${name}: ${e instanceof Error ? e.message : String(e)}\n`)
+    return usage ? 2 : 1
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code
+    },
+    (e: unknown) => {
+      process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
+      process.exitCode = 1
+    },
+  )
+}
