@@ -1,0 +1,422 @@
+// The pure compiler: ModelRoutes + ModelServers + endpoints → one RoutingSnapshot. Both the
+// operator and the standalone data plane call it. It is deterministic (no clock, no randomness,
+// no dependence on input order) so every operator replica produces byte-identical snapshots, and
+// it never throws on bad objects: it leaves them out and says why in a Diagnostic.
+
+import { canonicalCopy } from './canonical-json.js'
+import { parseDuration } from './duration.js'
+import type { ModelRoute, ModelServer, StringMatch, TrafficPolicy } from './schema.js'
+import {
+  DEFAULT_RETRY,
+  DEFAULT_TIMEOUTS,
+  type RoutingSnapshot,
+  SNAPSHOT_SCHEMA_VERSION,
+  type SnapshotEndpoint,
+  type SnapshotMatch,
+  type SnapshotRoute,
+  type SnapshotRule,
+  type SnapshotServer,
+  type SnapshotStringMatch,
+  type SnapshotTarget,
+  type SnapshotTrafficPolicy,
+} from './snapshot.js'
+import { snapshotHash } from './snapshot-validate.js'
+import { formatIssue, formatPath, validateModelRoute, validateModelServer } from './validate.js'
+
+export { SnapshotInvalidError, snapshotHash, validateSnapshot } from './snapshot-validate.js'
+
+export interface EndpointInput {
+  name: string
+  address: string
+  port?: number
+  ready: boolean
+  labels?: Record<string, string>
+}
+
+export interface CompileInput {
+  routes: readonly unknown[]
+  servers: readonly unknown[]
+  /** Keyed by "namespace/name" of the ModelServer the endpoints belong to. */
+  endpoints: Readonly<Record<string, readonly EndpointInput[]>>
+  version: number
+}
+
+export interface Diagnostic {
+  kind: 'ModelRoute' | 'ModelServer'
+  /** "namespace/name" */
+  key: string
+  severity: 'error' | 'warning'
+  /** CamelCase, e.g. ModelServerNotFound, Invalid, DuplicateModelName. */
+  reason: string
+  message: string
+  path?: string
+}
+
+export interface CompileResult {
+  snapshot: RoutingSnapshot
+  diagnostics: Diagnostic[]
+}
+
+export const DEFAULT_NAMESPACE = 'default'
+
+/** Kthena's default `retryInterval`. */
+const DEFAULT_RETRY_INTERVAL_MS = 100
+
+function namespaceOf(meta: { namespace?: string | undefined }): string {
+  return meta.namespace ?? DEFAULT_NAMESPACE
+}
+
+/** Best-effort key of an object that failed validation, so its diagnostic can still be filed. */
+function rawKey(obj: unknown): string {
+  const meta =
+    typeof obj === 'object' && obj !== null ? (obj as { metadata?: unknown }).metadata : undefined
+  const m: { namespace?: unknown; name?: unknown } =
+    typeof meta === 'object' && meta !== null ? meta : {}
+  const ns = typeof m.namespace === 'string' ? m.namespace : DEFAULT_NAMESPACE
+  const name = typeof m.name === 'string' ? m.name : '<unnamed>'
+  return `${ns}/${name}`
+}
+
+/**
+ * Validate every object; keep the valid ones keyed by ns/name. Objects that share a key cannot
+ * come from one API server; if a caller passes them anyway, keeping either would depend on input
+ * order, so both are dropped.
+ */
+function admit<T extends { metadata: { name: string; namespace?: string | undefined } }>(
+  kind: Diagnostic['kind'],
+  objects: readonly unknown[],
+  validate: (
+    o: unknown,
+  ) =>
+    | { ok: true; value: T }
+    | { ok: false; issues: { path: string; message: string; code: string }[] },
+  diagnostics: Diagnostic[],
+): Map<string, T> {
+  const out = new Map<string, T>()
+  const dup = new Set<string>()
+  for (const obj of objects) {
+    const r = validate(obj)
+    if (!r.ok) {
+      const first = r.issues[0]
+      const diag: Diagnostic = {
+        kind,
+        key: rawKey(obj),
+        severity: 'error',
+        reason: 'Invalid',
+        message: r.issues.map(formatIssue).join('; '),
+      }
+      if (first !== undefined && first.path !== '') diag.path = first.path
+      diagnostics.push(diag)
+      continue
+    }
+    const key = `${namespaceOf(r.value.metadata)}/${r.value.metadata.name}`
+    if (out.has(key)) dup.add(key)
+    else out.set(key, r.value)
+  }
+  for (const key of [...dup].sort()) {
+    out.delete(key)
+    diagnostics.push({
+      kind,
+      key,
+      severity: 'error',
+      reason: 'DuplicateName',
+      message: `more than one ${kind.toLowerCase()} named "${key}" was given; all were ignored`,
+    })
+  }
+  return out
+}
+
+// ---------------------------------------------------------------------------------------------
+// servers
+
+function durationMs(s: string | undefined, fallback: number): number {
+  // Sub-millisecond parts round up so a tiny non-zero timeout never becomes 0 ("unbounded").
+  return s === undefined ? fallback : Math.ceil(parseDuration(s))
+}
+
+export function compileTrafficPolicy(tp: TrafficPolicy | undefined): SnapshotTrafficPolicy {
+  const t = tp?.timeouts
+  const timeouts = {
+    connectMs: durationMs(t?.connect, DEFAULT_TIMEOUTS.connectMs),
+    // Kthena's single `timeout` bounds dial + send + response headers: our responseHeader.
+    responseHeaderMs: durationMs(
+      t?.responseHeader ?? tp?.timeout,
+      DEFAULT_TIMEOUTS.responseHeaderMs,
+    ),
+    idleMs: durationMs(t?.idle, DEFAULT_TIMEOUTS.idleMs),
+    requestMs: durationMs(t?.request, DEFAULT_TIMEOUTS.requestMs),
+  }
+  const r = tp?.retry
+  if (r === undefined)
+    return { timeouts, retry: { ...DEFAULT_RETRY, retryOn: [...DEFAULT_RETRY.retryOn] } }
+  const retryOn = r.retryOn === undefined ? [...DEFAULT_RETRY.retryOn] : [...new Set(r.retryOn)]
+  return {
+    timeouts,
+    retry: {
+      // Kthena counts retries after the first try; the snapshot counts tries.
+      attempts: r.attempts + 1,
+      intervalMs: durationMs(r.retryInterval, DEFAULT_RETRY_INTERVAL_MS),
+      maxIntervalMs: durationMs(r.maxRetryInterval, DEFAULT_RETRY.maxIntervalMs),
+      retryOn,
+    },
+  }
+}
+
+function sortedLabels(labels: Record<string, string> | undefined): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const k of Object.keys(labels ?? {}).sort()) {
+    const v = labels?.[k]
+    if (v !== undefined) out[k] = v
+  }
+  return out
+}
+
+function compileServer(
+  key: string,
+  ms: ModelServer,
+  endpoints: readonly EndpointInput[],
+  diagnostics: Diagnostic[],
+): SnapshotServer {
+  const port = ms.spec.workloadPort.port
+  const eps: SnapshotEndpoint[] = endpoints
+    .map((e) => ({
+      name: e.name,
+      address: e.address,
+      port: e.port ?? port,
+      ready: e.ready,
+      labels: sortedLabels(e.labels),
+    }))
+    .sort((a, b) => cmp(a.name, b.name) || cmp(a.address, b.address) || a.port - b.port)
+  // Endpoint names are scheduling identities; two endpoints with one name would share state.
+  const unique: SnapshotEndpoint[] = []
+  for (const e of eps) {
+    if (unique.at(-1)?.name === e.name) {
+      diagnostics.push({
+        kind: 'ModelServer',
+        key,
+        severity: 'warning',
+        reason: 'DuplicateEndpointName',
+        message: `endpoint name "${e.name}" appears more than once; only the first is used`,
+      })
+      continue
+    }
+    unique.push(e)
+  }
+  const [namespace = DEFAULT_NAMESPACE, name = ''] = key.split('/')
+  const server: SnapshotServer = {
+    key,
+    namespace,
+    name,
+    ...(ms.spec.model !== undefined ? { model: ms.spec.model } : {}),
+    engine: ms.spec.inferenceEngine,
+    protocol: ms.spec.workloadPort.protocol,
+    port,
+    trafficPolicy: compileTrafficPolicy(ms.spec.trafficPolicy),
+    endpoints: unique,
+  }
+  return server
+}
+
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0
+}
+
+// ---------------------------------------------------------------------------------------------
+// routes
+
+function compileStringMatch(m: StringMatch): SnapshotStringMatch {
+  // Validation guarantees exactly one is set.
+  if (m.exact !== undefined) return { kind: 'exact', value: m.exact }
+  if (m.prefix !== undefined) return { kind: 'prefix', value: m.prefix }
+  return { kind: 'regex', value: m.regex ?? '' }
+}
+
+function compileMatch(
+  m: NonNullable<ModelRoute['spec']['rules'][number]['modelMatch']>,
+): SnapshotMatch {
+  const headers = Object.entries(m.headers ?? {})
+    .map(([name, sm]) => ({ name: name.toLowerCase(), match: compileStringMatch(sm) }))
+    .sort((a, b) => cmp(a.name, b.name))
+  return {
+    headers,
+    ...(m.uri !== undefined ? { uri: compileStringMatch(m.uri) } : {}),
+    ...(m.body?.model !== undefined ? { bodyModel: m.body.model } : {}),
+  }
+}
+
+interface OrderedRoute {
+  key: string
+  route: ModelRoute
+  /** ms since epoch; missing timestamps sort last. */
+  created: number
+  createdText: string
+}
+
+function compileRoute(
+  { key, route, createdText }: OrderedRoute,
+  servers: ReadonlyMap<string, SnapshotServer>,
+  diagnostics: Diagnostic[],
+): SnapshotRoute | undefined {
+  const ns = namespaceOf(route.metadata)
+  const rules: SnapshotRule[] = []
+  route.spec.rules.forEach((rule, r) => {
+    const targets: SnapshotTarget[] = []
+    // Weights are all set or none (validated); none → equal weights.
+    rule.targetModels.forEach((t, i) => {
+      const path = formatPath(['spec', 'rules', r, 'targetModels', i])
+      if (t.modelServerName === undefined || t.modelServerName === '') {
+        diagnostics.push({
+          kind: 'ModelRoute',
+          key,
+          severity: 'warning',
+          reason: 'ProviderNotSupported',
+          message: `${path} refers to external model provider "${t.externalModelProviderName ?? ''}", which is not supported yet; target ignored`,
+          path,
+        })
+        return
+      }
+      const serverKey = `${ns}/${t.modelServerName}`
+      if (!servers.has(serverKey)) {
+        diagnostics.push({
+          kind: 'ModelRoute',
+          key,
+          severity: 'error',
+          reason: 'ModelServerNotFound',
+          message: `${path} refers to modelserver "${t.modelServerName}" which does not exist`,
+          path,
+        })
+        return
+      }
+      targets.push({ server: serverKey, weight: t.weight ?? 100 })
+    })
+    // A rule whose remaining targets all weigh 0 could never be picked; drop it like an empty one.
+    if (targets.length === 0 || targets.every((t) => t.weight === 0)) return
+    rules.push({
+      name: rule.name ?? `rule-${r}`,
+      ...(rule.modelMatch !== undefined ? { match: compileMatch(rule.modelMatch) } : {}),
+      targets,
+    })
+  })
+  if (rules.length === 0) {
+    diagnostics.push({
+      kind: 'ModelRoute',
+      key,
+      severity: 'error',
+      reason: 'NoUsableRules',
+      message: 'no rule has a usable target; the route is not served',
+    })
+    return undefined
+  }
+  const spec = route.spec
+  const rl = spec.rateLimit
+  return {
+    key,
+    namespace: ns,
+    name: route.metadata.name,
+    ...(spec.modelName !== undefined && spec.modelName !== '' ? { modelName: spec.modelName } : {}),
+    loraAdapters: [...(spec.loraAdapters ?? [])],
+    creationTimestamp: createdText,
+    rules,
+    ...(rl !== undefined
+      ? {
+          rateLimit: {
+            unit: rl.unit,
+            ...(rl.inputTokensPerUnit !== undefined
+              ? { inputTokensPerUnit: rl.inputTokensPerUnit }
+              : {}),
+            ...(rl.outputTokensPerUnit !== undefined
+              ? { outputTokensPerUnit: rl.outputTokensPerUnit }
+              : {}),
+            ...(rl.global !== undefined
+              ? {
+                  global:
+                    rl.global.redis !== undefined
+                      ? { redis: { address: rl.global.redis.address } }
+                      : {},
+                }
+              : {}),
+          },
+        }
+      : {}),
+  }
+}
+
+/** Oldest first (Kthena "prefer oldest"); no timestamp sorts last; then by key. */
+function orderRoutes(routes: ReadonlyMap<string, ModelRoute>): OrderedRoute[] {
+  const out: OrderedRoute[] = []
+  for (const [key, route] of routes) {
+    const ts = route.metadata.creationTimestamp
+    const created = ts === undefined ? Number.POSITIVE_INFINITY : Date.parse(ts)
+    // Missing timestamps only happen in standalone files; the snapshot carries '' for them.
+    out.push({ key, route, created, createdText: ts ?? '' })
+  }
+  return out.sort((a, b) =>
+    a.created === b.created ? cmp(a.key, b.key) : a.created < b.created ? -1 : 1,
+  )
+}
+
+function warnDuplicates(routes: readonly SnapshotRoute[], diagnostics: Diagnostic[]): void {
+  const owner = new Map<string, string>()
+  for (const r of routes) {
+    const names = [
+      ...new Set([...(r.modelName !== undefined ? [r.modelName] : []), ...r.loraAdapters]),
+    ]
+    for (const name of names) {
+      const older = owner.get(name)
+      if (older === undefined) {
+        owner.set(name, r.key)
+        continue
+      }
+      diagnostics.push({
+        kind: 'ModelRoute',
+        key: r.key,
+        severity: 'warning',
+        reason: 'DuplicateModelName',
+        message: `model "${name}" is also claimed by older modelroute "${older}", which takes precedence where its rules match`,
+      })
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export function compileSnapshot(input: CompileInput): CompileResult {
+  const diagnostics: Diagnostic[] = []
+  const validServers = admit('ModelServer', input.servers, validateModelServer, diagnostics)
+  const validRoutes = admit('ModelRoute', input.routes, validateModelRoute, diagnostics)
+
+  const servers = new Map<string, SnapshotServer>()
+  for (const key of [...validServers.keys()].sort()) {
+    const ms = validServers.get(key)
+    if (ms !== undefined)
+      servers.set(key, compileServer(key, ms, input.endpoints[key] ?? [], diagnostics))
+  }
+
+  const routes: SnapshotRoute[] = []
+  for (const ordered of orderRoutes(validRoutes)) {
+    const r = compileRoute(ordered, servers, diagnostics)
+    if (r !== undefined) routes.push(r)
+  }
+  warnDuplicates(routes, diagnostics)
+
+  const content = {
+    schemaVersion: SNAPSHOT_SCHEMA_VERSION,
+    routes,
+    servers: Object.fromEntries(servers),
+  }
+  // Canonical key order makes `JSON.stringify(snapshot)` byte-identical across replicas too.
+  const snapshot: RoutingSnapshot = canonicalCopy({
+    ...content,
+    version: input.version,
+    hash: snapshotHash(content),
+  })
+  diagnostics.sort(
+    (a, b) =>
+      cmp(a.kind, b.kind) ||
+      cmp(a.key, b.key) ||
+      cmp(a.path ?? '', b.path ?? '') ||
+      cmp(a.reason, b.reason) ||
+      cmp(a.message, b.message),
+  )
+  return { snapshot, diagnostics }
+}

@@ -1,0 +1,151 @@
+// Checking a snapshot on the receiving side. The data plane gets snapshots from a ConfigMap file
+// or the push channel and must never swap in one it does not understand, so it validates shape,
+// schema version, internal references and the content hash before use.
+
+import { z } from 'zod'
+import { canonicalJson, sha256Hex } from './canonical-json.js'
+import {
+  type RoutingSnapshot,
+  SNAPSHOT_SCHEMA_VERSION,
+  type SnapshotRoute,
+  type SnapshotServer,
+} from './snapshot.js'
+import { formatPath, type PathSegment } from './validate.js'
+
+export class SnapshotInvalidError extends Error {
+  readonly code = 'SNAPSHOT_INVALID'
+  override readonly name = 'SnapshotInvalidError'
+  /** Field path of the first problem, e.g. `routes[0].rules[1].targets[0].server`. */
+  readonly path: string
+  constructor(path: string, message: string) {
+    super(path === '' ? message : `${path}: ${message}`)
+    this.path = path
+  }
+}
+
+/** sha256 (hex) of the canonical JSON of everything except `version` and `hash`. */
+export function snapshotHash(
+  s: Pick<RoutingSnapshot, 'schemaVersion' | 'routes' | 'servers'>,
+): string {
+  return sha256Hex(
+    canonicalJson({ schemaVersion: s.schemaVersion, routes: s.routes, servers: s.servers }),
+  )
+}
+
+const stringMatch = z.strictObject({
+  kind: z.enum(['exact', 'prefix', 'regex']),
+  value: z.string(),
+})
+
+const match = z.strictObject({
+  headers: z.array(z.strictObject({ name: z.string().min(1), match: stringMatch })),
+  uri: stringMatch.exactOptional(),
+  bodyModel: z.string().exactOptional(),
+})
+
+const route = z.strictObject({
+  key: z.string().min(1),
+  namespace: z.string().min(1),
+  name: z.string().min(1),
+  modelName: z.string().exactOptional(),
+  loraAdapters: z.array(z.string()),
+  creationTimestamp: z.string(),
+  rules: z.array(
+    z.strictObject({
+      name: z.string(),
+      match: match.exactOptional(),
+      targets: z
+        .array(z.strictObject({ server: z.string(), weight: z.number().int().min(0).max(100) }))
+        .min(1),
+    }),
+  ),
+  rateLimit: z
+    .strictObject({
+      inputTokensPerUnit: z.number().int().min(1).exactOptional(),
+      outputTokensPerUnit: z.number().int().min(1).exactOptional(),
+      unit: z.enum(['second', 'minute', 'hour', 'day', 'month']),
+      global: z
+        .strictObject({ redis: z.strictObject({ address: z.string() }).exactOptional() })
+        .exactOptional(),
+    })
+    .exactOptional(),
+}) satisfies z.ZodType<SnapshotRoute>
+
+const ms = z.number().int().min(0)
+
+const server = z.strictObject({
+  key: z.string().min(1),
+  namespace: z.string().min(1),
+  name: z.string().min(1),
+  model: z.string().exactOptional(),
+  engine: z.enum(['vLLM', 'SGLang', 'TGI', 'TensorRT-LLM', 'Generic']),
+  protocol: z.enum(['http', 'https']),
+  port: z.number().int().min(1).max(65535),
+  trafficPolicy: z.strictObject({
+    timeouts: z.strictObject({ connectMs: ms, responseHeaderMs: ms, idleMs: ms, requestMs: ms }),
+    retry: z.strictObject({
+      attempts: z.number().int().min(1),
+      intervalMs: ms,
+      maxIntervalMs: ms,
+      retryOn: z.array(z.enum(['connect-failure', '5xx', '429'])),
+    }),
+  }),
+  endpoints: z.array(
+    z.strictObject({
+      name: z.string().min(1),
+      address: z.string().min(1),
+      port: z.number().int().min(1).max(65535),
+      ready: z.boolean(),
+      labels: z.record(z.string(), z.string()),
+    }),
+  ),
+}) satisfies z.ZodType<SnapshotServer>
+
+const snapshotSchema = z.strictObject({
+  // Checked separately first so a newer publisher gets a clear "unsupported version" message.
+  schemaVersion: z.literal(SNAPSHOT_SCHEMA_VERSION),
+  version: z.number().int().min(0),
+  hash: z.string().regex(/^[0-9a-f]{64}$/),
+  routes: z.array(route),
+  servers: z.record(z.string(), server),
+}) satisfies z.ZodType<RoutingSnapshot>
+
+function fail(path: readonly PathSegment[], message: string): never {
+  throw new SnapshotInvalidError(formatPath(path), message)
+}
+
+/** Validate an untrusted snapshot; throws `SnapshotInvalidError` naming the first bad field. */
+export function validateSnapshot(x: unknown): RoutingSnapshot {
+  if (typeof x !== 'object' || x === null || Array.isArray(x)) fail([], 'must be an object')
+  const version = (x as { schemaVersion?: unknown }).schemaVersion
+  if (version !== SNAPSHOT_SCHEMA_VERSION) {
+    fail(
+      ['schemaVersion'],
+      `unsupported snapshot schema version ${JSON.stringify(version)} (expected ${SNAPSHOT_SCHEMA_VERSION})`,
+    )
+  }
+  const r = snapshotSchema.safeParse(x)
+  if (!r.success) {
+    const iss = r.error.issues[0]
+    const path = (iss?.path ?? []).filter((p): p is PathSegment => typeof p !== 'symbol')
+    fail(path, iss?.message.toLowerCase() ?? 'invalid')
+  }
+  const snap: RoutingSnapshot = r.data
+  for (const [key, s] of Object.entries(snap.servers)) {
+    if (s.key !== key) fail(['servers', key, 'key'], `must equal its map key "${key}"`)
+  }
+  snap.routes.forEach((rt, ri) => {
+    rt.rules.forEach((rule, ui) => {
+      rule.targets.forEach((t, ti) => {
+        if (snap.servers[t.server] === undefined) {
+          fail(
+            ['routes', ri, 'rules', ui, 'targets', ti, 'server'],
+            `refers to server "${t.server}" which is not in the snapshot`,
+          )
+        }
+      })
+    })
+  })
+  if (snapshotHash(snap) !== snap.hash) fail(['hash'], 'does not match the snapshot content')
+  return snap
+}
