@@ -9,9 +9,9 @@ import { parseJsonObject, readBodyLimited } from './body.js'
 import { errors, GatewayError } from './errors.js'
 import type { GatewayMetrics } from './metrics.js'
 import { statusClass } from './metrics.js'
-import type { EndpointPicker } from './picker.js'
+import type { DispatchOutcome, EndpointPicker, PickContext } from './picker.js'
 import { endpointId } from './picker.js'
-import { forward } from './proxy/forward.js'
+import { type AttemptFailure, forward } from './proxy/forward.js'
 import { type ResponseOutcome, toClientResponse } from './proxy/respond.js'
 import type { UpstreamPool } from './proxy/upstream-pool.js'
 import type { RouteDecision } from './router.js'
@@ -153,14 +153,16 @@ export function createApp(deps: AppDeps): Hono {
     decision = result.decision
     const server = decision.server
 
-    const candidates = deps.picker.pick({
+    const pickCtx: PickContext = {
       requestId,
       model: m,
       isLora: decision.isLora,
       server,
       body,
       header: (n) => c.req.header(n),
-    })
+    }
+    const picker = deps.picker
+    const candidates = picker.pick(pickCtx)
     if (candidates.length === 0) return fail(errors.noReadyEndpoint(server.key))
 
     // Re-serialise only when the model is rewritten; otherwise the client's bytes go through.
@@ -188,6 +190,7 @@ export function createApp(deps: AppDeps): Hono {
       clientSignal.removeEventListener('abort', onClientAbort)
     }
 
+    let dispatchedAt = performance.now()
     let up: Awaited<ReturnType<typeof forward>>
     try {
       up = await forward(
@@ -200,8 +203,18 @@ export function createApp(deps: AppDeps): Hono {
           headers,
           body: upstreamBody,
           signal: abort.signal,
-          onAttemptFailed: (f) =>
-            metrics.upstreamFailures.inc({ server: server.key, reason: f.reason }),
+          onAttemptStart: (ep) => {
+            dispatchedAt = performance.now()
+            picker.onDispatch?.(pickCtx, ep)
+          },
+          onAttemptFailed: (f) => {
+            metrics.upstreamFailures.inc({ server: server.key, reason: f.reason })
+            picker.onComplete?.(pickCtx, f.endpoint, {
+              status: f.status ?? 0,
+              failure: FAILURE_OF[f.reason],
+              durationMs: performance.now() - dispatchedAt,
+            })
+          },
         },
         random,
       )
@@ -217,6 +230,25 @@ export function createApp(deps: AppDeps): Hono {
     const onDone = (o: ResponseOutcome): void => {
       cleanup()
       closeInflight()
+      const sinceDispatch = dispatchedAt - startedAt
+      picker.onComplete?.(pickCtx, up.endpoint, {
+        status: o.status,
+        ...(o.error
+          ? {
+              failure:
+                o.error === 'client_closed'
+                  ? 'aborted'
+                  : o.error === 'timeout'
+                    ? 'timeout'
+                    : 'stream_cut',
+            }
+          : {}),
+        ...(o.firstByteMs !== undefined ? { firstByteMs: o.firstByteMs - sinceDispatch } : {}),
+        durationMs: performance.now() - dispatchedAt,
+        ...(o.usage
+          ? { promptTokens: o.usage.promptTokens, completionTokens: o.usage.completionTokens }
+          : {}),
+      })
       const duration = performance.now() - startedAt
       const status = o.error === 'client_closed' ? 499 : o.status
       metrics.requests.inc({
@@ -277,6 +309,15 @@ export function createApp(deps: AppDeps): Hono {
   }
 
   return app
+}
+
+const FAILURE_OF: Record<AttemptFailure['reason'], NonNullable<DispatchOutcome['failure']>> = {
+  'connect-failure': 'connect',
+  '5xx': 'retry_status',
+  '429': 'retry_status',
+  timeout: 'timeout',
+  aborted: 'aborted',
+  other: 'other',
 }
 
 class ClientClosedError extends Error {

@@ -50,6 +50,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     log,
     ...(opts.pollMs !== undefined ? { pollMs: opts.pollMs } : {}),
   })
+  const picker: EndpointPicker = opts.picker ?? new RoundRobinPicker()
+  if (picker.onSnapshot) {
+    const onSnapshot = picker.onSnapshot.bind(picker)
+    store.onSwap(onSnapshot)
+  }
   await source.start()
   const accessLog =
     opts.accessLog === undefined
@@ -59,7 +64,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         : jsonLineLogger(opts.accessLog)
   const app = createApp({
     store,
-    picker: opts.picker ?? new RoundRobinPicker(),
+    picker,
     pool,
     metrics,
     accessLog,
@@ -89,6 +94,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     async shutdown(o) {
       source.stop()
       const r = await server.shutdown(o)
+      await picker.close?.()
       await pool.close()
       return r
     },

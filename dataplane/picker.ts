@@ -1,7 +1,7 @@
 // The seam the scheduler plugs into: given the chosen server, return endpoints in the order to
 // try them (first is the target, the rest are fallbacks for retries). Until the scheduler lands,
 // a round-robin over ready endpoints fills the seam.
-import type { SnapshotEndpoint, SnapshotServer } from '../api/snapshot.js'
+import type { RoutingSnapshot, SnapshotEndpoint, SnapshotServer } from '../api/snapshot.js'
 
 export interface PickContext {
   readonly requestId: string
@@ -13,9 +13,34 @@ export interface PickContext {
   readonly header: (name: string) => string | undefined
 }
 
+/** How one dispatch to one endpoint ended (each retry attempt is its own dispatch). */
+export interface DispatchOutcome {
+  /** HTTP status from the endpoint; 0 when no response arrived. */
+  readonly status: number
+  /**
+   * Why the dispatch did not complete normally: `connect` (refused/reset/connect timeout),
+   * `timeout` (headers/idle/total), `stream_cut` (upstream broke the body), `aborted` (client
+   * left), `retry_status` (a 5xx/429 the proxy retried elsewhere).
+   */
+  readonly failure?: 'connect' | 'timeout' | 'stream_cut' | 'aborted' | 'retry_status' | 'other'
+  /** ms from dispatch to the first body byte (TTFT for streams). */
+  readonly firstByteMs?: number
+  /** ms from dispatch to the end of the response. */
+  readonly durationMs: number
+  readonly promptTokens?: number
+  readonly completionTokens?: number
+}
+
 export interface EndpointPicker {
   /** Ordered candidates; empty when nothing is ready. */
   pick(ctx: PickContext): readonly SnapshotEndpoint[]
+  /** A request is being sent to `endpoint` (once per attempt). */
+  onDispatch?(ctx: PickContext, endpoint: SnapshotEndpoint): void
+  /** Exactly once per `onDispatch`: feeds in-flight counts, latency and health. */
+  onComplete?(ctx: PickContext, endpoint: SnapshotEndpoint, outcome: DispatchOutcome): void
+  /** A new snapshot went live (start/stop watching endpoints). */
+  onSnapshot?(snapshot: RoutingSnapshot): void
+  close?(): Promise<void>
 }
 
 /** Rotates the starting point per server; fallbacks follow in ring order. */

@@ -15,13 +15,15 @@ export interface ForwardRequest {
   readonly body: string | Uint8Array | undefined
   /** Aborted when the client goes away or the total deadline passes. */
   readonly signal: AbortSignal
+  /** Called before each attempt; every start is followed by exactly one failure report or the returned response. */
+  readonly onAttemptStart?: (endpoint: SnapshotEndpoint, attempt: number) => void
   readonly onAttemptFailed?: (info: AttemptFailure) => void
 }
 
 export interface AttemptFailure {
   readonly endpoint: SnapshotEndpoint
   readonly attempt: number
-  readonly reason: RetryOn | 'timeout' | 'other'
+  readonly reason: RetryOn | 'timeout' | 'aborted' | 'other'
   readonly status?: number
   readonly detail: string
 }
@@ -112,6 +114,7 @@ export async function forward(
     }
     const origin = `${server.protocol}://${endpoint.address.includes(':') ? `[${endpoint.address}]` : endpoint.address}:${endpoint.port}`
     let res: Dispatcher.ResponseData
+    req.onAttemptStart?.(endpoint, attempt)
     try {
       res = await agent.request({
         origin,
@@ -124,7 +127,10 @@ export async function forward(
         bodyTimeout: policy.timeouts.idleMs,
       })
     } catch (e) {
-      if (req.signal.aborted) throw req.signal.reason
+      if (req.signal.aborted) {
+        req.onAttemptFailed?.({ endpoint, attempt, reason: 'aborted', detail: 'aborted' })
+        throw req.signal.reason
+      }
       const code = errCode(e)
       if (code === 'UND_ERR_HEADERS_TIMEOUT') {
         // The engine accepted the request and may be working on it: retrying elsewhere would
