@@ -34,13 +34,25 @@ export async function runDemoCommand(args: readonly string[]): Promise<void> {
   const timeScale = Number(values['time-scale'])
   const base = { port: 8000, timeScale, maxNumSeqs: 8 } as const
   const sims: SimOptions[] = [
-    { ...base, name: 'sim-0', host: '127.0.0.2', model: LLAMA, metricsFormat: 'vllm', loras: ['sql-lora'], maxLoras: 2, seed: 1 },
+    {
+      ...base,
+      name: 'sim-0',
+      host: '127.0.0.2',
+      model: LLAMA,
+      metricsFormat: 'vllm',
+      loras: ['sql-lora'],
+      maxLoras: 2,
+      seed: 1,
+    },
     { ...base, name: 'sim-1', host: '127.0.0.3', model: LLAMA, metricsFormat: 'vllm', seed: 2 },
     { ...base, name: 'sim-2', host: '127.0.0.4', model: LLAMA, metricsFormat: 'sglang', seed: 3 },
     { ...base, name: 'sim-3', host: '127.0.0.5', model: QWEN, metricsFormat: 'tgi', seed: 4 },
   ]
   const fleet = await startFleet(sims)
-  for (const s of fleet.sims) process.stdout.write(`engine ${s.name} (${sims.find((o) => o.name === s.name)?.metricsFormat}) on ${s.url}\n`)
+  for (const s of fleet.sims)
+    process.stdout.write(
+      `engine ${s.name} (${sims.find((o) => o.name === s.name)?.metricsFormat}) on ${s.url}\n`,
+    )
   const configDir = fileURLToPath(new URL('../examples/demo/', import.meta.url))
   let gw: Awaited<ReturnType<typeof startGateway>>
   try {

@@ -1,0 +1,60 @@
+// Child processes for benchmarks: each part runs in its own process (as in production), so the
+// gateway's event loop is not shared with the load generator or the engines.
+import { type ChildProcess, spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+
+export const CLI = fileURLToPath(new URL('../../bin/infer-gateway.js', import.meta.url))
+
+export interface Proc {
+  readonly child: ChildProcess
+  stop(): Promise<void>
+}
+
+/** Spawns `infer-gateway <args>` and resolves once a line of its output matches `ready`. */
+export async function spawnCli(
+  args: readonly string[],
+  ready: RegExp,
+  nodeArgs: readonly string[] = [],
+  timeoutMs = 30_000,
+): Promise<Proc> {
+  const child = spawn(process.execPath, [...nodeArgs, CLI, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let seen = ''
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(
+      () =>
+        reject(
+          new Error(`timed out waiting for ${ready} from ${args.join(' ')}; output:\n${seen}`),
+        ),
+      timeoutMs,
+    )
+    const onData = (b: Buffer): void => {
+      seen += b.toString()
+      if (ready.test(seen)) {
+        clearTimeout(timer)
+        resolve()
+      }
+    }
+    child.stdout?.on('data', onData)
+    child.stderr?.on('data', onData)
+    child.once('exit', (code) => {
+      clearTimeout(timer)
+      reject(new Error(`${args.join(' ')} exited with ${code}; output:\n${seen}`))
+    })
+  })
+  child.removeAllListeners('exit')
+  // Keep draining output so a chatty child never blocks on a full pipe.
+  child.stdout?.resume()
+  child.stderr?.resume()
+  return {
+    child,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null) return resolve()
+        child.once('exit', () => resolve())
+        child.kill('SIGTERM')
+        setTimeout(() => child.kill('SIGKILL'), 5000).unref()
+      }),
+  }
+}
