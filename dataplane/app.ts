@@ -2,11 +2,14 @@
 // Request path: read body (bounded) → parse → match route → pick endpoints → forward with
 // retries → stream or return the upstream response. Every gateway-made error is OpenAI-shaped.
 import { randomUUID } from 'node:crypto'
+import type { ServerResponse } from 'node:http'
+import type { HttpBindings } from '@hono/node-server'
 import type { Context } from 'hono'
 import { Hono } from 'hono'
 import { type AccessLogger, discardLogger } from './access-log.js'
-import { parseJsonObject, readBodyLimited } from './body.js'
+import { parseJsonObject } from './body.js'
 import { errors, GatewayError } from './errors.js'
+import { fetchInbound, nodeInbound } from './inbound.js'
 import type { GatewayMetrics } from './metrics.js'
 import { statusClass } from './metrics.js'
 import type { DispatchOutcome, EndpointPicker, PickContext } from './picker.js'
@@ -94,7 +97,12 @@ export function createApp(deps: AppDeps): Hono {
   async function handleInference(c: Context, path: InferencePath): Promise<Response> {
     const startedAt = performance.now()
     const api = INFERENCE_APIS[path]
-    const requestId = c.req.header('x-request-id') || randomUUID()
+    const env = c.env as Partial<HttpBindings> | undefined
+    const inbound =
+      env?.incoming && env.outgoing
+        ? nodeInbound(env.incoming, env.outgoing as ServerResponse)
+        : fetchInbound(c.req.raw)
+    const requestId = inbound.header('x-request-id') || randomUUID()
     let model: string | undefined
     let decision: RouteDecision | undefined
     let modelLabel = 'unknown'
@@ -136,7 +144,7 @@ export function createApp(deps: AppDeps): Hono {
     let body: Record<string, unknown>
     let raw: Uint8Array
     try {
-      raw = await readBodyLimited(c.req.raw, maxBody)
+      raw = await inbound.readBody(maxBody)
       body = parseJsonObject(raw)
     } catch (e) {
       return fail(e instanceof GatewayError ? e : errors.invalidJson(String(e)))
@@ -147,7 +155,7 @@ export function createApp(deps: AppDeps): Hono {
     if (!table) return fail(errors.notReady())
     if (table.hasModel(m)) modelLabel = m
 
-    const result = table.resolve({ model: m, path, header: (n) => c.req.header(n) })
+    const result = table.resolve({ model: m, path, header: inbound.header })
     if (result.kind === 'unknown-model') return fail(errors.modelNotFound(m))
     if (result.kind === 'no-rule') return fail(errors.routeNotFound(m))
     decision = result.decision
@@ -159,7 +167,7 @@ export function createApp(deps: AppDeps): Hono {
       isLora: decision.isLora,
       server,
       body,
-      header: (n) => c.req.header(n),
+      header: inbound.header,
     }
     const picker = deps.picker
     const candidates = picker.pick(pickCtx)
@@ -171,11 +179,9 @@ export function createApp(deps: AppDeps): Hono {
       upstreamBody = JSON.stringify({ ...body, model: decision.upstreamModel })
     }
 
-    const headers = upstreamHeaders(c.req.raw.headers, requestId)
+    const headers = upstreamHeaders(inbound.headers(), requestId)
     const abort = new AbortController()
-    const clientSignal = c.req.raw.signal
-    const onClientAbort = (): void => abort.abort(new ClientClosedError())
-    clientSignal.addEventListener('abort', onClientAbort, { once: true })
+    const unsubscribeClientGone = inbound.onClientGone(() => abort.abort(new ClientClosedError()))
     let timedOut = false
     const requestMs = server.trafficPolicy.timeouts.requestMs
     const timer =
@@ -187,7 +193,7 @@ export function createApp(deps: AppDeps): Hono {
         : undefined
     const cleanup = (): void => {
       if (timer) clearTimeout(timer)
-      clientSignal.removeEventListener('abort', onClientAbort)
+      unsubscribeClientGone()
     }
 
     let dispatchedAt = performance.now()
@@ -352,11 +358,12 @@ const DROP_REQUEST_HEADERS = new Set([
   'expect',
 ])
 
-function upstreamHeaders(h: Headers, requestId: string): Record<string, string> {
+function upstreamHeaders(h: Record<string, string>, requestId: string): Record<string, string> {
   const out: Record<string, string> = {}
-  h.forEach((v, k) => {
-    if (!DROP_REQUEST_HEADERS.has(k)) out[k] = v
-  })
+  for (const k in h) {
+    const v = h[k]
+    if (v !== undefined && !DROP_REQUEST_HEADERS.has(k)) out[k] = v
+  }
   out['x-request-id'] = requestId
   out['content-type'] = 'application/json'
   return out
