@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util'
 import { startGateway } from './gateway.js'
 import { stderrLogger } from './log.js'
 
-export const dataplaneHelp = `Usage: infer-gateway dataplane (--config <file|dir>... | --snapshot <file>) [options]
+export const dataplaneHelp = `Usage: infer-gateway dataplane (--config <file|dir>... | [--snapshot <file>] [--push-url <url>]) [options]
 
 Runs the data plane: an OpenAI-compatible gateway routing by ModelRoute/ModelServer.
 
@@ -11,7 +11,9 @@ Config (one of):
   --config <path>          ModelRoute/ModelServer/StaticEndpoints YAML (file or directory;
                            repeatable). Compiled in-process; hot-reloaded on change.
   --snapshot <path>        A compiled routing snapshot (JSON, optionally gzipped), as the operator
-                           publishes it. Hot-reloaded on change.
+                           publishes it to a ConfigMap. Hot-reloaded on change.
+  --push-url <url>         The operator's push channel (long-poll); may be combined with
+                           --snapshot (the newest version wins).
 Options:
   --host <addr>            Listen address (default 0.0.0.0)
   --port <n>               Listen port (default 8080)
@@ -29,6 +31,7 @@ export async function runDataplaneCommand(args: readonly string[]): Promise<void
     options: {
       config: { type: 'string', multiple: true },
       snapshot: { type: 'string' },
+      'push-url': { type: 'string' },
       host: { type: 'string', default: '0.0.0.0' },
       port: { type: 'string', default: '8080' },
       'max-body-bytes': { type: 'string' },
@@ -45,15 +48,23 @@ export async function runDataplaneCommand(args: readonly string[]): Promise<void
     return
   }
   const configPaths = values.config ?? []
-  if (configPaths.length > 0 === (values.snapshot !== undefined)) {
-    throw new UsageError('give exactly one of --config or --snapshot')
+  const pushUrl = values['push-url']
+  if (configPaths.length > 0 && (values.snapshot !== undefined || pushUrl !== undefined)) {
+    throw new UsageError(
+      '--config (standalone YAML) cannot be combined with --snapshot or --push-url',
+    )
+  }
+  if (configPaths.length === 0 && values.snapshot === undefined && pushUrl === undefined) {
+    throw new UsageError('give --config, or --snapshot and/or --push-url')
   }
   const log = stderrLogger('dataplane')
   const gw = await startGateway({
-    config:
-      values.snapshot !== undefined
-        ? { kind: 'snapshot', paths: [values.snapshot] }
-        : { kind: 'manifests', paths: configPaths },
+    ...(values.snapshot !== undefined
+      ? { config: { kind: 'snapshot' as const, paths: [values.snapshot] } }
+      : configPaths.length > 0
+        ? { config: { kind: 'manifests' as const, paths: configPaths } }
+        : {}),
+    ...(pushUrl !== undefined ? { pushUrl } : {}),
     host: values.host,
     port: intArg('port', values.port),
     ...(values['max-body-bytes']

@@ -270,7 +270,8 @@ export class FileConfigSource {
       })
       return undefined
     }
-    if (current && snapshot.hash === current.hash) return undefined
+    // Same version: already live (the push channel may have delivered it first).
+    if (current && snapshot.version === current.version) return undefined
     return snapshot
   }
 }

@@ -8,11 +8,15 @@ import { type Logger, silentLogger } from './log.js'
 import { GatewayMetrics } from './metrics.js'
 import { type EndpointPicker, RoundRobinPicker } from './picker.js'
 import { UpstreamPool } from './proxy/upstream-pool.js'
+import { PushSource } from './push-source.js'
 import { listen, type RunningServer } from './server.js'
 import { SnapshotStore } from './snapshot-store.js'
 
 export interface GatewayOptions {
-  readonly config: { readonly kind: ConfigKind; readonly paths: readonly string[] }
+  /** Files to load (standalone YAML, or a published snapshot file such as a ConfigMap mount). */
+  readonly config?: { readonly kind: ConfigKind; readonly paths: readonly string[] }
+  /** The operator's push channel (long-poll); combined with a snapshot file, the newest version wins. */
+  readonly pushUrl?: string
   readonly host?: string
   readonly port?: number
   readonly maxBodyBytes?: number
@@ -30,7 +34,8 @@ export interface Gateway {
   readonly port: number
   readonly store: SnapshotStore
   readonly metrics: GatewayMetrics
-  readonly source: FileConfigSource
+  readonly source: FileConfigSource | undefined
+  readonly push: PushSource | undefined
   readonly server: RunningServer
   readonly lifecycle: Lifecycle
   shutdown(opts?: { drainDelayMs?: number; deadlineMs?: number }): Promise<{ forced: number }>
@@ -42,20 +47,25 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const store = new SnapshotStore(opts.random)
   const lifecycle: Lifecycle = { draining: false }
   const pool = new UpstreamPool()
-  const source = new FileConfigSource({
-    kind: opts.config.kind,
-    paths: opts.config.paths,
-    store,
-    metrics,
-    log,
-    ...(opts.pollMs !== undefined ? { pollMs: opts.pollMs } : {}),
-  })
+  if (!opts.config && !opts.pushUrl) throw new Error('a gateway needs config files or a push URL')
+  const source = opts.config
+    ? new FileConfigSource({
+        kind: opts.config.kind,
+        paths: opts.config.paths,
+        store,
+        metrics,
+        log,
+        ...(opts.pollMs !== undefined ? { pollMs: opts.pollMs } : {}),
+      })
+    : undefined
+  const push = opts.pushUrl ? new PushSource({ url: opts.pushUrl, store, metrics, log }) : undefined
   const picker: EndpointPicker = opts.picker ?? new RoundRobinPicker()
   if (picker.onSnapshot) {
     const onSnapshot = picker.onSnapshot.bind(picker)
     store.onSwap(onSnapshot)
   }
-  await source.start()
+  await push?.start()
+  await source?.start()
   const accessLog =
     opts.accessLog === undefined
       ? discardLogger
@@ -80,7 +90,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       lifecycle,
     })
   } catch (e) {
-    source.stop()
+    source?.stop()
+    await push?.stop()
     throw e
   }
   return {
@@ -89,10 +100,12 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     store,
     metrics,
     source,
+    push,
     server,
     lifecycle,
     async shutdown(o) {
-      source.stop()
+      source?.stop()
+      await push?.stop()
       const r = await server.shutdown(o)
       await picker.close?.()
       await pool.close()

@@ -29,6 +29,20 @@ export class SnapshotStore {
     for (const l of this.listeners) l(snapshot)
   }
 
+  /**
+   * For published snapshots (file and push channel may both feed one store): apply only a newer
+   * version, so two sources never make the data plane flip back and forth.
+   */
+  offer(snapshot: RoutingSnapshot): 'applied' | 'stale' | 'same' {
+    const cur = this.current?.snapshot
+    if (cur) {
+      if (snapshot.version < cur.version) return 'stale'
+      if (snapshot.version === cur.version) return 'same'
+    }
+    this.swap(snapshot)
+    return 'applied'
+  }
+
   onSwap(l: SnapshotListener): void {
     this.listeners.push(l)
   }

@@ -25,7 +25,7 @@ describe('infer-gateway CLI', () => {
     expect(run('nope').status).toBe(2)
     const r = run('dataplane', '--config', 'a.yaml', '--snapshot', 'b.json')
     expect(r.status).toBe(2)
-    expect(r.stderr).toContain('exactly one of --config or --snapshot')
+    expect(r.stderr).toContain('cannot be combined')
   })
 
   it('compile prints the snapshot of the demo config', () => {

@@ -9,6 +9,7 @@ import {
   type SnapshotServer,
   type SnapshotTimeouts,
 } from '../../api/snapshot.js'
+import { snapshotHash } from '../../api/snapshot-validate.js'
 
 export function endpoint(
   name: string,
@@ -63,11 +64,12 @@ export function snapshot(
   servers: readonly SnapshotServer[],
   version = 1,
 ): RoutingSnapshot {
-  return {
-    schemaVersion: 1,
+  const body = {
+    schemaVersion: 1 as const,
     version,
-    hash: `test-${version}`,
+    hash: '',
     routes,
     servers: Object.fromEntries(servers.map((s) => [s.key, s])),
   }
+  return { ...body, hash: snapshotHash(body) }
 }
