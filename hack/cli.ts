@@ -19,6 +19,10 @@ const commands: Record<string, Command> = {
     summary: 'start 4 simulated engines and the gateway on :8080 with an example config',
     run: async (args) => (await import('./demo.js')).runDemoCommand(args),
   },
+  'dev-cluster': {
+    summary: 'start a local kube-apiserver + etcd on 127.0.0.1 (hack/cluster/build.sh builds them)',
+    run: async (args) => (await import('./cluster/dev-cluster.js')).runDevClusterCommand(args),
+  },
   compile: {
     summary: 'compile ModelRoute/ModelServer YAML into a routing snapshot (JSON on stdout)',
     run: async (args) => (await import('./compile-command.js')).runCompileCommand(args),
