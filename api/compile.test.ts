@@ -213,10 +213,12 @@ describe('compileSnapshot: routes', () => {
       'spec.rules[0].targetModels[0] refers to modelserver "x" which does not exist',
       'spec.rules[1].targetModels[0] refers to modelserver "missing" which does not exist',
     ])
-    expect(diagnostics.find((d) => d.reason === 'ProviderNotSupported')).toMatchObject({
+    expect(diagnostics.find((d) => d.reason === 'ExternalModelProviderNotFound')).toMatchObject({
       key: 'default/provider',
-      severity: 'warning',
+      severity: 'error',
       path: 'spec.rules[0].targetModels[0]',
+      message:
+        'spec.rules[0].targetModels[0] refers to externalmodelprovider "openai" which does not exist',
     })
     expect(reasons(diagnostics.filter((d) => d.reason === 'NoUsableRules'))).toEqual([
       'default/cross:NoUsableRules',
@@ -334,6 +336,46 @@ describe('compileSnapshot: servers', () => {
         path: 'spec.workloadPort.port',
       },
     ])
+  })
+
+  it('compiles the scheduler profile: order kept, default weights, durations in ms', () => {
+    const { snapshot, diagnostics } = compile({
+      servers: [
+        server('s', {
+          scheduler: {
+            plugins: [
+              { name: 'session-affinity', weight: 5, args: { ttl: '1m30s', cookie: 'sid' } },
+              { name: 'prefix-cache', args: { blockSizeTokens: 32 } },
+              { name: 'fairness', args: { queueTimeout: '2s', tenantWeights: { a: 2 } } },
+            ],
+          },
+        }),
+        server('plain'),
+      ],
+    })
+    expect(diagnostics).toEqual([])
+    expect(snapshot.servers['default/s']?.scheduler).toEqual({
+      plugins: [
+        { name: 'session-affinity', weight: 5, args: { ttlMs: 90_000, cookie: 'sid' } },
+        { name: 'prefix-cache', weight: 1, args: { blockSizeTokens: 32 } },
+        { name: 'fairness', weight: 0, args: { queueTimeoutMs: 2000, tenantWeights: { a: 2 } } },
+      ],
+    })
+    // No profile in the CR: none in the snapshot, so the data plane's default applies.
+    expect(snapshot.servers['default/plain']).not.toHaveProperty('scheduler')
+    expect(validateSnapshot(JSON.parse(JSON.stringify(snapshot)))).toEqual(snapshot)
+  })
+
+  it('rejects a server whose scheduler profile is invalid, naming the field', () => {
+    const { diagnostics } = compile({
+      servers: [
+        server('s', {
+          scheduler: { plugins: [{ name: 'least-latency', args: { ttftTpotWeightFactor: 2 } }] },
+        }),
+      ],
+    })
+    expect(diagnostics[0]?.path).toBe('spec.scheduler.plugins[0].args.ttftTpotWeightFactor')
+    expect(diagnostics[0]?.message).toContain('must be 0..1')
   })
 })
 

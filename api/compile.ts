@@ -5,19 +5,40 @@
 
 import { canonicalCopy } from './canonical-json.js'
 import { parseDuration } from './duration.js'
-import type { ModelRoute, ModelServer, StringMatch, TrafficPolicy } from './schema.js'
+import {
+  checkRouteAccess,
+  compileAuthorization,
+  compilePolicies,
+  compileRouteTierLimits,
+} from './policy-compile.js'
+import {
+  DEFAULT_ANTHROPIC_MAX_TOKENS,
+  DEFAULT_ANTHROPIC_VERSION,
+  DEFAULT_AUTH,
+  DEFAULT_AZURE_API_VERSION,
+  type ExternalModelProvider,
+  effectiveBaseURL,
+  secretFileName,
+  validateExternalModelProvider,
+} from './provider.js'
+import type { ModelRoute, ModelServer, Scheduler, StringMatch, TrafficPolicy } from './schema.js'
 import {
   DEFAULT_RETRY,
   DEFAULT_TIMEOUTS,
   type RoutingSnapshot,
+  type SchedulerArgValue,
   SNAPSHOT_SCHEMA_VERSION,
   type SnapshotEndpoint,
+  type SnapshotFallback,
   type SnapshotMatch,
+  type SnapshotProvider,
   type SnapshotRoute,
   type SnapshotRule,
+  type SnapshotScheduler,
   type SnapshotServer,
   type SnapshotStringMatch,
   type SnapshotTarget,
+  type SnapshotTargetRef,
   type SnapshotTrafficPolicy,
 } from './snapshot.js'
 import { snapshotHash } from './snapshot-validate.js'
@@ -39,10 +60,14 @@ export interface CompileInput {
   /** Keyed by "namespace/name" of the ModelServer the endpoints belong to. */
   endpoints: Readonly<Record<string, readonly EndpointInput[]>>
   version: number
+  /** GatewayPolicy objects (ours); at most one applies. */
+  policies?: readonly unknown[]
+  /** ExternalModelProvider objects. */
+  providers?: readonly unknown[]
 }
 
 export interface Diagnostic {
-  kind: 'ModelRoute' | 'ModelServer'
+  kind: 'ModelRoute' | 'ModelServer' | 'GatewayPolicy' | 'ExternalModelProvider'
   /** "namespace/name" */
   key: string
   severity: 'error' | 'warning'
@@ -162,6 +187,30 @@ export function compileTrafficPolicy(tp: TrafficPolicy | undefined): SnapshotTra
   }
 }
 
+/** Duration arguments per plugin; the snapshot carries them as `<name>Ms`. */
+const DURATION_ARGS: Readonly<Record<string, readonly string[]>> = {
+  'session-affinity': ['ttl'],
+  fairness: ['queueTimeout'],
+}
+
+export function compileScheduler(s: Scheduler): SnapshotScheduler {
+  return {
+    plugins: s.plugins.map((p) => {
+      const durations = DURATION_ARGS[p.name] ?? []
+      const args: Record<string, SchedulerArgValue> = {}
+      for (const [k, v] of Object.entries(p.args ?? {})) {
+        if (v === undefined) continue
+        if (durations.includes(k) && typeof v === 'string') args[`${k}Ms`] = durationMs(v, 0)
+        else args[k] = v as SchedulerArgValue
+      }
+      // Admission-only plugins carry weight 0 so "weight > 0" means "scores".
+      const weight =
+        'weight' in p && p.weight !== undefined ? p.weight : p.name === 'fairness' ? 0 : 1
+      return { name: p.name, weight, args }
+    }),
+  }
+}
+
 function sortedLabels(labels: Record<string, string> | undefined): Record<string, string> {
   const out: Record<string, string> = {}
   for (const k of Object.keys(labels ?? {}).sort()) {
@@ -213,6 +262,7 @@ function compileServer(
     port,
     trafficPolicy: compileTrafficPolicy(ms.spec.trafficPolicy),
     endpoints: unique,
+    ...(ms.spec.scheduler !== undefined ? { scheduler: compileScheduler(ms.spec.scheduler) } : {}),
   }
   return server
 }
@@ -255,46 +305,70 @@ interface OrderedRoute {
 function compileRoute(
   { key, route, createdText }: OrderedRoute,
   servers: ReadonlyMap<string, SnapshotServer>,
+  providers: ReadonlyMap<string, SnapshotProvider>,
   diagnostics: Diagnostic[],
 ): SnapshotRoute | undefined {
   const ns = namespaceOf(route.metadata)
   const rules: SnapshotRule[] = []
+  /** A target reference resolved in the route's namespace, or a diagnostic and undefined. */
+  const resolve = (
+    t: { modelServerName?: string | undefined; externalModelProviderName?: string | undefined },
+    path: string,
+  ): SnapshotTargetRef | undefined => {
+    if (t.modelServerName === undefined || t.modelServerName === '') {
+      const name = t.externalModelProviderName ?? ''
+      const providerKey = `${ns}/${name}`
+      if (providers.has(providerKey)) return { provider: providerKey }
+      diagnostics.push({
+        kind: 'ModelRoute',
+        key,
+        severity: 'error',
+        reason: 'ExternalModelProviderNotFound',
+        message: `${path} refers to externalmodelprovider "${name}" which does not exist`,
+        path,
+      })
+      return undefined
+    }
+    const serverKey = `${ns}/${t.modelServerName}`
+    if (servers.has(serverKey)) return { server: serverKey }
+    diagnostics.push({
+      kind: 'ModelRoute',
+      key,
+      severity: 'error',
+      reason: 'ModelServerNotFound',
+      message: `${path} refers to modelserver "${t.modelServerName}" which does not exist`,
+      path,
+    })
+    return undefined
+  }
   route.spec.rules.forEach((rule, r) => {
     const targets: SnapshotTarget[] = []
     // Weights are all set or none (validated); none → equal weights.
     rule.targetModels.forEach((t, i) => {
-      const path = formatPath(['spec', 'rules', r, 'targetModels', i])
-      if (t.modelServerName === undefined || t.modelServerName === '') {
-        diagnostics.push({
-          kind: 'ModelRoute',
-          key,
-          severity: 'warning',
-          reason: 'ProviderNotSupported',
-          message: `${path} refers to external model provider "${t.externalModelProviderName ?? ''}", which is not supported yet; target ignored`,
-          path,
-        })
-        return
-      }
-      const serverKey = `${ns}/${t.modelServerName}`
-      if (!servers.has(serverKey)) {
-        diagnostics.push({
-          kind: 'ModelRoute',
-          key,
-          severity: 'error',
-          reason: 'ModelServerNotFound',
-          message: `${path} refers to modelserver "${t.modelServerName}" which does not exist`,
-          path,
-        })
-        return
-      }
-      targets.push({ server: serverKey, weight: t.weight ?? 100 })
+      const ref = resolve(t, formatPath(['spec', 'rules', r, 'targetModels', i]))
+      if (ref !== undefined) targets.push({ ...ref, weight: t.weight ?? 100 })
     })
     // A rule whose remaining targets all weigh 0 could never be picked; drop it like an empty one.
     if (targets.length === 0 || targets.every((t) => t.weight === 0)) return
+    let fallback: SnapshotFallback | undefined
+    if (rule.fallback !== undefined) {
+      const refs: SnapshotTargetRef[] = []
+      rule.fallback.targets.forEach((t, i) => {
+        const ref = resolve(t, formatPath(['spec', 'rules', r, 'fallback', 'targets', i]))
+        if (ref !== undefined) refs.push(ref)
+      })
+      if (refs.length > 0) {
+        fallback = {
+          targets: refs,
+          on: [...new Set(rule.fallback.on ?? FALLBACK_ON_ALL)].sort(),
+        }
+      }
+    }
     rules.push({
       name: rule.name ?? `rule-${r}`,
       ...(rule.modelMatch !== undefined ? { match: compileMatch(rule.modelMatch) } : {}),
       targets,
+      ...(fallback !== undefined ? { fallback } : {}),
     })
   })
   if (rules.length === 0) {
@@ -338,6 +412,96 @@ function compileRoute(
           },
         }
       : {}),
+    ...(spec.authorization !== undefined
+      ? { authorization: compileAuthorization(spec.authorization) }
+      : {}),
+    ...(spec.tierLimits !== undefined
+      ? { tierLimits: compileRouteTierLimits(spec.tierLimits) }
+      : {}),
+  }
+}
+
+const FALLBACK_ON_ALL = ['no-ready-endpoints', 'connect-failure', '5xx', '429'] as const
+
+// ---------------------------------------------------------------------------------------------
+// providers
+
+function decimal(s: string): number {
+  return Number(s)
+}
+
+function compileProvider(key: string, p: ExternalModelProvider): SnapshotProvider {
+  const spec = p.spec
+  const [namespace = DEFAULT_NAMESPACE, name = ''] = key.split('/')
+  const defaults = DEFAULT_AUTH[spec.providerType]
+  const auth = spec.auth
+  const scheme = auth?.scheme ?? defaults.scheme
+  const headers: Record<string, string> = {}
+  for (const k of Object.keys(spec.headers ?? {}).sort((a, b) =>
+    cmp(a.toLowerCase(), b.toLowerCase()),
+  )) {
+    const v = spec.headers?.[k]
+    if (v !== undefined) headers[k.toLowerCase()] = v
+  }
+  const pricing = spec.pricing
+  return {
+    key,
+    namespace,
+    name,
+    type: spec.providerType,
+    ...(spec.model !== undefined && spec.model !== '' ? { model: spec.model } : {}),
+    // Validation guarantees a base URL for the types without a public default.
+    baseURL: effectiveBaseURL(spec) ?? '',
+    insecureSkipVerify: spec.insecureSkipVerify,
+    ...(auth !== undefined
+      ? {
+          credential: {
+            scheme,
+            header:
+              scheme === 'Bearer'
+                ? 'authorization'
+                : (auth.header ?? defaults.apiKeyHeader).toLowerCase(),
+            secretFile: secretFileName(namespace, auth.secretRef.name, auth.secretRef.key),
+            secretRef: { name: auth.secretRef.name, key: auth.secretRef.key },
+          },
+        }
+      : {}),
+    headers,
+    ...(spec.azure !== undefined
+      ? {
+          azure: {
+            deployment: spec.azure.deployment,
+            apiVersion: spec.azure.apiVersion ?? DEFAULT_AZURE_API_VERSION,
+          },
+        }
+      : {}),
+    ...(spec.providerType === 'HuggingFace'
+      ? { huggingFace: { api: spec.huggingFace?.api ?? 'Router' } }
+      : {}),
+    ...(spec.providerType === 'Anthropic'
+      ? {
+          anthropic: {
+            version: spec.anthropic?.version ?? DEFAULT_ANTHROPIC_VERSION,
+            defaultMaxTokens: spec.anthropic?.defaultMaxTokens ?? DEFAULT_ANTHROPIC_MAX_TOKENS,
+          },
+        }
+      : {}),
+    ...(spec.providerType === 'Gemini'
+      ? { gemini: { apiVersion: spec.gemini?.apiVersion ?? 'v1beta' } }
+      : {}),
+    ...(pricing !== undefined
+      ? {
+          pricing: {
+            inputPerMillion: decimal(pricing.inputPerMillion),
+            outputPerMillion: decimal(pricing.outputPerMillion),
+            ...(pricing.cachedInputPerMillion !== undefined
+              ? { cachedInputPerMillion: decimal(pricing.cachedInputPerMillion) }
+              : {}),
+            currency: pricing.currency ?? 'USD',
+          },
+        }
+      : {}),
+    trafficPolicy: compileTrafficPolicy(spec.trafficPolicy),
   }
 }
 
@@ -392,17 +556,34 @@ export function compileSnapshot(input: CompileInput): CompileResult {
       servers.set(key, compileServer(key, ms, input.endpoints[key] ?? [], diagnostics))
   }
 
+  const validProviders = admit(
+    'ExternalModelProvider',
+    input.providers ?? [],
+    validateExternalModelProvider,
+    diagnostics,
+  )
+  const providers = new Map<string, SnapshotProvider>()
+  for (const key of [...validProviders.keys()].sort()) {
+    const p = validProviders.get(key)
+    if (p !== undefined) providers.set(key, compileProvider(key, p))
+  }
+
   const routes: SnapshotRoute[] = []
   for (const ordered of orderRoutes(validRoutes)) {
-    const r = compileRoute(ordered, servers, diagnostics)
+    const r = compileRoute(ordered, servers, providers, diagnostics)
     if (r !== undefined) routes.push(r)
   }
   warnDuplicates(routes, diagnostics)
+  const policy = compilePolicies(input.policies ?? [], diagnostics)
+  for (const r of routes) checkRouteAccess(r.key, r, policy, diagnostics)
 
   const content = {
     schemaVersion: SNAPSHOT_SCHEMA_VERSION,
     routes,
     servers: Object.fromEntries(servers),
+    ...(policy !== undefined ? { policy } : {}),
+    // Only when there are any, so snapshots without providers keep their hashes.
+    ...(providers.size > 0 ? { providers: Object.fromEntries(providers) } : {}),
   }
   // Canonical key order makes `JSON.stringify(snapshot)` byte-identical across replicas too.
   const snapshot: RoutingSnapshot = canonicalCopy({

@@ -137,7 +137,7 @@ metadata: { name: s }
       ),
     ).toBe(true)
     expect(issues.find((i) => i.code === 'UNKNOWN_KIND')?.message).toBe(
-      'unknown kind "ConfigMap" (expected ModelRoute, ModelServer or StaticEndpoints)',
+      'unknown kind "ConfigMap" (expected ModelRoute, ModelServer, ExternalModelProvider, StaticEndpoints or GatewayPolicy)',
     )
   })
 
@@ -218,6 +218,8 @@ endpoints:
       routes: [],
       servers: [],
       endpoints: {},
+      policies: [],
+      providers: [],
       issues: [],
     })
   })

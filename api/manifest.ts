@@ -14,6 +14,8 @@ import {
 } from 'yaml'
 import { z } from 'zod'
 import type { EndpointInput } from './compile.js'
+import { validateGatewayPolicy } from './policy.js'
+import { validateExternalModelProvider } from './provider.js'
 import { API_VERSION, objectMetaSchema } from './schema.js'
 import {
   formatPath,
@@ -47,6 +49,10 @@ export interface ParsedManifests {
   servers: unknown[]
   /** Keyed by "namespace/name" of the ModelServer the endpoints feed. */
   endpoints: Record<string, EndpointInput[]>
+  /** GatewayPolicy documents (ours); the compiler applies at most one. */
+  policies: unknown[]
+  /** ExternalModelProvider documents. */
+  providers: unknown[]
   issues: ManifestIssue[]
 }
 
@@ -72,16 +78,29 @@ const staticEndpointsSchema = z.looseObject({
   ),
 })
 
-type Kind = 'ModelRoute' | 'ModelServer' | 'StaticEndpoints'
+type Kind =
+  | 'ModelRoute'
+  | 'ModelServer'
+  | 'StaticEndpoints'
+  | 'GatewayPolicy'
+  | 'ExternalModelProvider'
 
 const API_VERSION_OF: Readonly<Record<Kind, string>> = {
   ModelRoute: API_VERSION,
   ModelServer: API_VERSION,
   StaticEndpoints: STANDALONE_API_VERSION,
+  GatewayPolicy: API_VERSION,
+  ExternalModelProvider: API_VERSION,
 }
 
 function isKind(k: unknown): k is Kind {
-  return k === 'ModelRoute' || k === 'ModelServer' || k === 'StaticEndpoints'
+  return (
+    k === 'ModelRoute' ||
+    k === 'ModelServer' ||
+    k === 'StaticEndpoints' ||
+    k === 'GatewayPolicy' ||
+    k === 'ExternalModelProvider'
+  )
 }
 
 /**
@@ -124,7 +143,14 @@ interface PendingEndpoints {
 }
 
 export function parseManifests(files: readonly ManifestFile[]): ParsedManifests {
-  const out: ParsedManifests = { routes: [], servers: [], endpoints: {}, issues: [] }
+  const out: ParsedManifests = {
+    routes: [],
+    servers: [],
+    endpoints: {},
+    policies: [],
+    providers: [],
+    issues: [],
+  }
   const seen = new Map<string, Seen>()
   const pending: PendingEndpoints[] = []
   const serverKeys = new Set<string>()
@@ -201,7 +227,7 @@ export function parseManifests(files: readonly ManifestFile[]): ParsedManifests 
           const msg =
             kind === undefined
               ? 'kind is required'
-              : `unknown kind ${JSON.stringify(kind)} (expected ModelRoute, ModelServer or StaticEndpoints)`
+              : `unknown kind ${JSON.stringify(kind)} (expected ModelRoute, ModelServer, ExternalModelProvider, StaticEndpoints or GatewayPolicy)`
           issue([...prefix, 'kind'], 'kind', msg, 'UNKNOWN_KIND')
           return
         }
@@ -242,6 +268,26 @@ export function parseManifests(files: readonly ManifestFile[]): ParsedManifests 
           accept = () => {
             serverKeys.add(key)
             out.servers.push(obj)
+          }
+        } else if (kind === 'ExternalModelProvider') {
+          const r = validateExternalModelProvider(obj)
+          if (!r.ok) {
+            report(r.issues)
+            return
+          }
+          key = `${r.value.metadata.namespace ?? 'default'}/${r.value.metadata.name}`
+          accept = () => {
+            out.providers.push(obj)
+          }
+        } else if (kind === 'GatewayPolicy') {
+          const r = validateGatewayPolicy(obj)
+          if (!r.ok) {
+            report(r.issues)
+            return
+          }
+          key = `${r.value.metadata.namespace ?? 'default'}/${r.value.metadata.name}`
+          accept = () => {
+            out.policies.push(obj)
           }
         } else {
           const r = validateWith(staticEndpointsSchema, obj)

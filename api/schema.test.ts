@@ -119,6 +119,56 @@ describe('JSON Schema for the CRDs', () => {
     expect(new RegExp(pattern).test('1m30s')).toBe(true)
     expect(new RegExp(pattern).test('soon')).toBe(false)
     expect(at(js, 'kvConnector.type').enum).toEqual(['http', 'lmcache', 'nixl', 'mooncake'])
-    expect(at(js, 'scheduler')['x-kubernetes-preserve-unknown-fields']).toBe(true)
+    // The plugin union is served to the API server in structural form (no oneOf).
+    const plugin = at(js, 'scheduler.plugins.[]')
+    expect(plugin.oneOf).toBeUndefined()
+    expect(plugin.required).toEqual(['name'])
+    expect(at(js, 'scheduler.plugins.[].name').enum).toContain('prefix-cache')
+    expect(at(js, 'scheduler.plugins.[].args')['x-kubernetes-preserve-unknown-fields']).toBe(true)
+    expect(at(js, 'scheduler.plugins')['x-kubernetes-list-map-keys']).toEqual(['name'])
+    expect(JSON.stringify(js)).not.toContain('x-infer-gateway')
+  })
+
+  it('checks scheduler plugin names, weights and per-plugin arguments with field paths', () => {
+    const spec = (scheduler: unknown) => ({
+      metadata: { name: 'ms' },
+      spec: {
+        inferenceEngine: 'vLLM',
+        workloadSelector: { matchLabels: { a: 'b' } },
+        workloadPort: { port: 8000 },
+        scheduler,
+      },
+    })
+    const ok = modelServerSchema.safeParse(
+      spec({
+        plugins: [
+          { name: 'prefix-cache', weight: 3, args: { blockSizeTokens: 16, loadMargin: 4 } },
+          { name: 'session-affinity', args: { header: 'x-session-id', ttl: '10m' } },
+          { name: 'fairness', args: { tenantHeader: 'x-tenant', queueTimeout: '5s' } },
+        ],
+      }),
+    )
+    expect(ok.success).toBe(true)
+    const bad = modelServerSchema.safeParse(
+      spec({
+        plugins: [
+          { name: 'prefix-cache', args: { blockSizeTokens: 0, typo: 1 } },
+          { name: 'fairness', weight: 2 },
+          { name: 'no-such-plugin' },
+        ],
+      }),
+    )
+    expect(bad.success).toBe(false)
+    const paths = bad.error?.issues.map((i) => i.path.join('.'))
+    expect(paths).toEqual([
+      'spec.scheduler.plugins.0.args.blockSizeTokens',
+      'spec.scheduler.plugins.0.args',
+      'spec.scheduler.plugins.1',
+      'spec.scheduler.plugins.2.name',
+    ])
+    const dup = modelServerSchema.safeParse(
+      spec({ plugins: [{ name: 'random' }, { name: 'random' }] }),
+    )
+    expect(dup.error?.issues[0]?.message).toBe('duplicate plugin "random"')
   })
 })

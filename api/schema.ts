@@ -7,7 +7,10 @@
 // all targets or none, regex compilation, …) live in validate.ts.
 
 import { z } from 'zod'
-import { DURATION_PATTERN } from './duration.js'
+import { DURATION_PATTERN, parseDuration } from './duration.js'
+import { ruleFallbackSchema } from './fallback-schema.js'
+import { routeAuthorizationSchema, routeTierLimitsSchema } from './limits-schema.js'
+import { SCHEDULER_PLUGIN_NAMES } from './snapshot.js'
 
 export const API_GROUP = 'networking.matrixinfer.ai'
 export const API_VERSION = `${API_GROUP}/v1alpha1` as const
@@ -133,6 +136,8 @@ export const ruleSchema = z.strictObject({
     .array(targetModelSchema)
     .min(1, { error: 'must have at least one target' })
     .max(16, { error: 'must have at most 16 targets' }),
+  /** Ours: ordered targets tried when the weighted pick cannot serve (see fallback-schema.ts). */
+  fallback: ruleFallbackSchema.optional(),
 })
 export type Rule = z.infer<typeof ruleSchema>
 
@@ -176,6 +181,10 @@ export const modelRouteSpecSchema = z
       .min(1, { error: 'must have at least one rule' })
       .max(16, { error: 'must have at most 16 rules' }),
     rateLimit: rateLimitSchema.optional(),
+    /** Ours: who may call this route (needs a GatewayPolicy for identities). */
+    authorization: routeAuthorizationSchema.optional(),
+    /** Ours: per route × tier limits, on top of the tier's own. */
+    tierLimits: routeTierLimitsSchema.optional(),
   })
   .meta({
     'x-kubernetes-validations': [
@@ -250,6 +259,193 @@ export const trafficPolicySchema = z.strictObject({
 })
 export type TrafficPolicy = z.infer<typeof trafficPolicySchema>
 
+// ---------------------------------------------------------------------------------------------
+// Scheduler profile (ours): which plugins score endpoints, with what weight and arguments.
+// Per-plugin argument objects are strict so a typo fails with its field path; the data plane
+// fills in defaults for whatever is left out.
+
+/** Real number within bounds, worded like `intRange`. */
+function numRange(min: number, max: number) {
+  const msg = `must be ${min}..${max}`
+  return z.number().min(min, { error: msg }).max(max, { error: msg })
+}
+
+/** A duration with an upper bound (parseDuration also rejects overflowing values). */
+function boundedDuration(maxMs: number, what: string) {
+  return durationSchema.refine(
+    (s) => {
+      try {
+        return parseDuration(s) <= maxMs
+      } catch {
+        return false
+      }
+    },
+    { error: `must be at most ${what}` },
+  )
+}
+
+/** RFC 9110 token: a header or cookie name. */
+const httpToken = z
+  .string()
+  .regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, { error: 'must be a valid header/cookie name' })
+
+const pluginWeight = numRange(0, 100)
+const loadMargin = numRange(0, 100_000)
+
+export const schedulerPluginArgSchemas = {
+  'least-kv-cache': z.strictObject({}),
+  'least-latency': z.strictObject({
+    /** Kthena's TTFTTPOTWeightFactor: share of TTFT in the score, the rest is TPOT. */
+    ttftTpotWeightFactor: numRange(0, 1).optional(),
+  }),
+  'least-pending': z.strictObject({
+    /** Extra weight of a queued request over a running one (a queued one gets no service). */
+    queueWeight: numRange(0, 100).optional(),
+    /** Filter: drop endpoints with at least this many queued requests (unless all have). */
+    maxWaitingRequests: intRange(1).optional(),
+  }),
+  'prefix-cache': z.strictObject({
+    /** Tokens per hashed block (the engine's KV block size is used when it exports one). */
+    blockSizeTokens: intRange(1, 1024).optional(),
+    /** Characters per token for cutting text into blocks without a tokenizer. */
+    charsPerToken: intRange(1, 16).optional(),
+    /** Blocks hashed per request; longer prompts are matched on this prefix only. */
+    maxBlocks: intRange(1, 16_384).optional(),
+    /** Blocks remembered per endpoint when the engine does not export num_gpu_blocks. */
+    lruCapacity: intRange(16, 10_000_000).optional(),
+    /** Stop preferring a cached endpoint once its pending requests exceed the least-loaded one's by this much. */
+    loadMargin: loadMargin.optional(),
+    /** Leading blocks that key rendezvous hashing for prefixes no endpoint holds yet. */
+    affinityBlocks: intRange(1, 1024).optional(),
+    /** Rendezvous placement only among endpoints this close to the least-loaded one. */
+    coldLoadMargin: loadMargin.optional(),
+  }),
+  'lora-affinity': z.strictObject({
+    /** Stop preferring the adapter's endpoint once its load exceeds the least-loaded one's by this much. */
+    loadMargin: loadMargin.optional(),
+  }),
+  'session-affinity': z.strictObject({
+    header: httpToken.optional(),
+    cookie: httpToken.optional(),
+    ttl: boundedDuration(7 * 24 * 3_600_000, '168h').optional(),
+    maxSessions: intRange(1, 10_000_000).optional(),
+  }),
+  'gpu-aware': z.strictObject({
+    /** Pod labels that name the GPU type, first present wins. */
+    labelKeys: z
+      .array(z.string().min(1, { error: 'must not be empty' }))
+      .min(1)
+      .max(8)
+      .optional(),
+    /** Relative capacity per GPU type (label value), e.g. {H100: 4, A10: 1}. */
+    capacities: z.record(z.string(), numRange(0.01, 10_000)).optional(),
+    /** Capacity of endpoints whose GPU type is unlabelled or not in `capacities`. */
+    defaultCapacity: numRange(0.01, 10_000).optional(),
+  }),
+  fairness: z.strictObject({
+    /** Request header carrying the tenant identity (until auth provides one). */
+    tenantHeader: httpToken.optional(),
+    /** Request header carrying an integer priority; higher is served first. */
+    priorityHeader: httpToken.optional(),
+    /** Share of service per tenant relative to others (default 1). */
+    tenantWeights: z.record(z.string(), numRange(0.01, 10_000)).optional(),
+    inputTokenWeight: numRange(0, 1000).optional(),
+    outputTokenWeight: numRange(0, 1000).optional(),
+    maxQueue: intRange(1, 1_000_000).optional(),
+    maxQueuePerTenant: intRange(1, 1_000_000).optional(),
+    queueTimeout: boundedDuration(3_600_000, '1h').optional(),
+    /** Concurrency an endpoint takes before it counts as saturated; learned from the engine when unset. */
+    maxInFlightPerEndpoint: intRange(1, 1_000_000).optional(),
+    /** Fraction of the server's concurrency kept free of backlogged tenants (default 0.05). */
+    headroom: numRange(0, 0.5).optional(),
+  }),
+  random: z.strictObject({}),
+  'round-robin': z.strictObject({}),
+} as const satisfies Record<(typeof SCHEDULER_PLUGIN_NAMES)[number], z.ZodType>
+
+/** Fairness only admits; it has no score, so no weight. */
+function pluginEntry<N extends Exclude<(typeof SCHEDULER_PLUGIN_NAMES)[number], 'fairness'>>(
+  name: N,
+) {
+  return z.strictObject({
+    name: z.literal(name),
+    weight: pluginWeight.optional(),
+    args: schedulerPluginArgSchemas[name].optional(),
+  })
+}
+
+/** Marks the union below so the CRD generator can give the API server a structural equivalent. */
+const STRUCTURAL_PLUGIN_MARK = 'x-infer-gateway-scheduler-plugin'
+
+export const schedulerPluginSchema = z
+  .discriminatedUnion(
+    'name',
+    [
+      pluginEntry('least-kv-cache'),
+      pluginEntry('least-latency'),
+      pluginEntry('least-pending'),
+      pluginEntry('prefix-cache'),
+      pluginEntry('lora-affinity'),
+      pluginEntry('session-affinity'),
+      pluginEntry('gpu-aware'),
+      z.strictObject({
+        name: z.literal('fairness'),
+        args: schedulerPluginArgSchemas.fairness.optional(),
+      }),
+      pluginEntry('random'),
+      pluginEntry('round-robin'),
+    ],
+    {
+      error: (iss) => {
+        if (iss.code !== 'invalid_union') return undefined
+        const input = iss.input
+        const name =
+          typeof input === 'object' && input !== null
+            ? (input as { name?: unknown }).name
+            : undefined
+        return name === undefined ? 'is required' : oneOf(SCHEDULER_PLUGIN_NAMES).error(iss)
+      },
+    },
+  )
+  .meta({ [STRUCTURAL_PLUGIN_MARK]: true })
+export type SchedulerPlugin = z.infer<typeof schedulerPluginSchema>
+
+export const schedulerSchema = z.strictObject({
+  /** Replaces the default profile's plugin list as a whole; order is kept. */
+  plugins: z
+    .array(schedulerPluginSchema)
+    .min(1, { error: 'must have at least one plugin' })
+    .max(16, { error: 'must have at most 16 plugins' })
+    .superRefine((plugins, ctx) => {
+      const seen = new Set<string>()
+      plugins.forEach((p, i) => {
+        if (seen.has(p.name)) {
+          ctx.addIssue({
+            code: 'custom',
+            path: [i, 'name'],
+            message: `duplicate plugin "${p.name}"`,
+          })
+        }
+        seen.add(p.name)
+      })
+    })
+    .meta({ 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['name'] }),
+})
+export type Scheduler = z.infer<typeof schedulerSchema>
+
+/** What the API server gets for one plugin entry: the union above is not a structural schema. */
+function structuralPluginSchema(): JsonSchema {
+  return {
+    type: 'object',
+    required: ['name'],
+    properties: {
+      name: { type: 'string', enum: [...SCHEDULER_PLUGIN_NAMES] },
+      weight: { type: 'number', minimum: 0, maximum: 100 },
+      args: { type: 'object', 'x-kubernetes-preserve-unknown-fields': true },
+    },
+  }
+}
+
 export const modelServerSpecSchema = z.strictObject({
   model: z.string().max(256, { error: 'must be at most 256 characters' }).optional(),
   inferenceEngine: z.enum(inferenceEngines, oneOf(inferenceEngines)),
@@ -261,11 +457,8 @@ export const modelServerSpecSchema = z.strictObject({
       type: z.enum(kvConnectorTypes, oneOf(kvConnectorTypes)).optional(),
     })
     .optional(),
-  /** Reserved for the scheduler profile (a later issue); carried through unchecked. */
-  scheduler: z
-    .record(z.string(), z.unknown())
-    .meta({ 'x-kubernetes-preserve-unknown-fields': true })
-    .optional(),
+  /** Ours: scheduler profile; absent = the data plane's default profile. */
+  scheduler: schedulerSchema.optional(),
 })
 export type ModelServerSpec = z.infer<typeof modelServerSpecSchema>
 
@@ -283,19 +476,26 @@ export type ModelServer = z.infer<typeof modelServerSchema>
 
 export type JsonSchema = z.core.JSONSchema.JSONSchema
 
-function crdJsonSchema(schema: z.ZodType): JsonSchema {
+/** CRD-flavoured JSON Schema of a zod schema (shared with the provider CRD in provider.ts). */
+export function crdJsonSchema(schema: z.ZodType): JsonSchema {
   return z.toJSONSchema(schema, {
     target: 'openapi-3.0',
     // Input side: defaulted fields are optional and carry `default`, which is what the API
     // server's defaulting wants.
     io: 'input',
-    // The scheduler stub is `unknown`; everything else is representable.
     unrepresentable: 'any',
     override: ({ jsonSchema }) => {
+      if (jsonSchema[STRUCTURAL_PLUGIN_MARK] === true) {
+        // The discriminated union becomes oneOf, which a structural CRD schema forbids: give the
+        // API server names and weights; per-plugin arguments are checked by our validation.
+        for (const k of Object.keys(jsonSchema)) delete jsonSchema[k]
+        Object.assign(jsonSchema, structuralPluginSchema())
+        return
+      }
       // Structural CRD schemas forbid `additionalProperties: false`; the API server prunes
       // unknown fields instead.
       if (jsonSchema.additionalProperties === false) delete jsonSchema.additionalProperties
-      // An open map (the scheduler stub) is expressed by preserve-unknown-fields alone.
+      // An open map is expressed by preserve-unknown-fields alone.
       if (jsonSchema['x-kubernetes-preserve-unknown-fields'] === true) {
         delete jsonSchema.additionalProperties
       }

@@ -87,6 +87,23 @@ describe('validateSnapshot', () => {
     )
   })
 
+  it('accepts a scheduler profile and rejects an unknown plugin name', () => {
+    const good = resealed(goodSnapshot(), (x) => {
+      ;(x.servers['default/s'] as { scheduler?: unknown }).scheduler = {
+        plugins: [{ name: 'prefix-cache', weight: 3, args: { blockSizeTokens: 16 } }],
+      }
+    })
+    expect(validateSnapshot(good).servers['default/s']?.scheduler?.plugins[0]?.name).toBe(
+      'prefix-cache',
+    )
+    const bad = resealed(goodSnapshot(), (x) => {
+      ;(x.servers['default/s'] as { scheduler?: unknown }).scheduler = {
+        plugins: [{ name: 'telepathy', weight: 1, args: {} }],
+      }
+    })
+    expect(errorOf(bad).path).toBe('servers["default/s"].scheduler.plugins[0].name')
+  })
+
   it('rejects non-objects and a server filed under the wrong key', () => {
     expect(errorOf(null).message).toBe('must be an object')
     const bad = resealed(goodSnapshot(), (x) => {

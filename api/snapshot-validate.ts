@@ -6,10 +6,18 @@ import { z } from 'zod'
 import { canonicalJson, sha256Hex } from './canonical-json.js'
 import {
   type RoutingSnapshot,
+  SCHEDULER_PLUGIN_NAMES,
   SNAPSHOT_SCHEMA_VERSION,
+  type SnapshotProvider,
   type SnapshotRoute,
   type SnapshotServer,
+  type SnapshotTargetRef,
 } from './snapshot.js'
+import {
+  snapshotAuthorizationSchema,
+  snapshotPolicySchema,
+  snapshotRouteTierLimitsSchema,
+} from './snapshot-policy.js'
 import { formatPath, type PathSegment } from './validate.js'
 
 export class SnapshotInvalidError extends Error {
@@ -25,10 +33,17 @@ export class SnapshotInvalidError extends Error {
 
 /** sha256 (hex) of the canonical JSON of everything except `version` and `hash`. */
 export function snapshotHash(
-  s: Pick<RoutingSnapshot, 'schemaVersion' | 'routes' | 'servers'>,
+  s: Pick<RoutingSnapshot, 'schemaVersion' | 'routes' | 'servers' | 'policy' | 'providers'>,
 ): string {
   return sha256Hex(
-    canonicalJson({ schemaVersion: s.schemaVersion, routes: s.routes, servers: s.servers }),
+    canonicalJson({
+      schemaVersion: s.schemaVersion,
+      routes: s.routes,
+      servers: s.servers,
+      // Only when present, so snapshots without a policy keep the hashes they always had.
+      ...(s.policy !== undefined ? { policy: s.policy } : {}),
+      ...(s.providers !== undefined ? { providers: s.providers } : {}),
+    }),
   )
 }
 
@@ -43,6 +58,17 @@ const match = z.strictObject({
   bodyModel: z.string().exactOptional(),
 })
 
+const weight = z.number().int().min(0).max(100)
+const targetRef = z.union([
+  z.strictObject({ server: z.string() }),
+  z.strictObject({ provider: z.string() }),
+])
+const target = z.union([
+  z.strictObject({ server: z.string(), weight }),
+  z.strictObject({ provider: z.string(), weight }),
+])
+const fallbackOn = z.enum(['no-ready-endpoints', 'connect-failure', '5xx', '429'])
+
 const route = z.strictObject({
   key: z.string().min(1),
   namespace: z.string().min(1),
@@ -54,9 +80,10 @@ const route = z.strictObject({
     z.strictObject({
       name: z.string(),
       match: match.exactOptional(),
-      targets: z
-        .array(z.strictObject({ server: z.string(), weight: z.number().int().min(0).max(100) }))
-        .min(1),
+      targets: z.array(target).min(1),
+      fallback: z
+        .strictObject({ targets: z.array(targetRef).min(1), on: z.array(fallbackOn).min(1) })
+        .exactOptional(),
     }),
   ),
   rateLimit: z
@@ -69,9 +96,29 @@ const route = z.strictObject({
         .exactOptional(),
     })
     .exactOptional(),
+  authorization: snapshotAuthorizationSchema.exactOptional(),
+  tierLimits: snapshotRouteTierLimitsSchema.exactOptional(),
 }) satisfies z.ZodType<SnapshotRoute>
 
 const ms = z.number().int().min(0)
+
+const schedulerArg = z.union([
+  z.string(),
+  z.number(),
+  z.boolean(),
+  z.array(z.string()),
+  z.record(z.string(), z.number()),
+])
+
+const scheduler = z.strictObject({
+  plugins: z.array(
+    z.strictObject({
+      name: z.enum(SCHEDULER_PLUGIN_NAMES),
+      weight: z.number().min(0).max(100),
+      args: z.record(z.string(), schedulerArg),
+    }),
+  ),
+})
 
 const server = z.strictObject({
   key: z.string().min(1),
@@ -99,7 +146,66 @@ const server = z.strictObject({
       labels: z.record(z.string(), z.string()),
     }),
   ),
+  scheduler: scheduler.exactOptional(),
 }) satisfies z.ZodType<SnapshotServer>
+
+const msRange = z.number().int().min(0)
+const provider = z.strictObject({
+  key: z.string().min(1),
+  namespace: z.string().min(1),
+  name: z.string().min(1),
+  type: z.enum([
+    'OpenAI',
+    'AzureOpenAI',
+    'DeepSeek',
+    'HuggingFace',
+    'Gemini',
+    'Anthropic',
+    'OpenAICompatible',
+  ]),
+  model: z.string().exactOptional(),
+  baseURL: z.string().regex(/^https?:\/\/[^?#]+$/),
+  insecureSkipVerify: z.boolean(),
+  credential: z
+    .strictObject({
+      scheme: z.enum(['Bearer', 'APIKey']),
+      header: z.string().min(1),
+      secretFile: z.string().regex(/^[-._a-zA-Z0-9]{1,253}$/),
+      secretRef: z.strictObject({ name: z.string().min(1), key: z.string().min(1) }),
+    })
+    .exactOptional(),
+  headers: z.record(z.string(), z.string()),
+  azure: z
+    .strictObject({ deployment: z.string().min(1), apiVersion: z.string().min(1) })
+    .exactOptional(),
+  huggingFace: z.strictObject({ api: z.enum(['Router', 'TGI']) }).exactOptional(),
+  anthropic: z
+    .strictObject({ version: z.string().min(1), defaultMaxTokens: z.number().int().min(1) })
+    .exactOptional(),
+  gemini: z.strictObject({ apiVersion: z.enum(['v1beta', 'v1']) }).exactOptional(),
+  pricing: z
+    .strictObject({
+      inputPerMillion: z.number().min(0),
+      outputPerMillion: z.number().min(0),
+      cachedInputPerMillion: z.number().min(0).exactOptional(),
+      currency: z.string().min(1),
+    })
+    .exactOptional(),
+  trafficPolicy: z.strictObject({
+    timeouts: z.strictObject({
+      connectMs: msRange,
+      responseHeaderMs: msRange,
+      idleMs: msRange,
+      requestMs: msRange,
+    }),
+    retry: z.strictObject({
+      attempts: z.number().int().min(1),
+      intervalMs: msRange,
+      maxIntervalMs: msRange,
+      retryOn: z.array(z.enum(['connect-failure', '5xx', '429'])),
+    }),
+  }),
+}) satisfies z.ZodType<SnapshotProvider>
 
 const snapshotSchema = z.strictObject({
   // Checked separately first so a newer publisher gets a clear "unsupported version" message.
@@ -108,6 +214,8 @@ const snapshotSchema = z.strictObject({
   hash: z.string().regex(/^[0-9a-f]{64}$/),
   routes: z.array(route),
   servers: z.record(z.string(), server),
+  policy: snapshotPolicySchema.exactOptional(),
+  providers: z.record(z.string(), provider).exactOptional(),
 }) satisfies z.ZodType<RoutingSnapshot>
 
 function fail(path: readonly PathSegment[], message: string): never {
@@ -134,15 +242,27 @@ export function validateSnapshot(x: unknown): RoutingSnapshot {
   for (const [key, s] of Object.entries(snap.servers)) {
     if (s.key !== key) fail(['servers', key, 'key'], `must equal its map key "${key}"`)
   }
+  for (const [key, p] of Object.entries(snap.providers ?? {})) {
+    if (p.key !== key) fail(['providers', key, 'key'], `must equal its map key "${key}"`)
+  }
+  const checkRef = (t: SnapshotTargetRef, path: PathSegment[]): void => {
+    if (t.provider !== undefined) {
+      if (snap.providers?.[t.provider] === undefined)
+        fail(
+          [...path, 'provider'],
+          `refers to provider "${t.provider}" which is not in the snapshot`,
+        )
+    } else if (snap.servers[t.server] === undefined) {
+      fail([...path, 'server'], `refers to server "${t.server}" which is not in the snapshot`)
+    }
+  }
   snap.routes.forEach((rt, ri) => {
     rt.rules.forEach((rule, ui) => {
       rule.targets.forEach((t, ti) => {
-        if (snap.servers[t.server] === undefined) {
-          fail(
-            ['routes', ri, 'rules', ui, 'targets', ti, 'server'],
-            `refers to server "${t.server}" which is not in the snapshot`,
-          )
-        }
+        checkRef(t, ['routes', ri, 'rules', ui, 'targets', ti])
+      })
+      rule.fallback?.targets.forEach((t, ti) => {
+        checkRef(t, ['routes', ri, 'rules', ui, 'fallback', 'targets', ti])
       })
     })
   })

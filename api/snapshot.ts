@@ -3,6 +3,14 @@
 // it can travel through a ConfigMap, a file or the push channel unchanged. It holds everything the
 // data plane needs and nothing it must not hold (no Secret values, only references).
 
+import type {
+  SnapshotAuthorization,
+  SnapshotPolicy,
+  SnapshotRouteTierLimits,
+} from './snapshot-policy.js'
+
+export type * from './snapshot-policy.js'
+
 /** Bumped on any incompatible change to the shape below; the data plane rejects other versions. */
 export const SNAPSHOT_SCHEMA_VERSION = 1 as const
 
@@ -30,19 +38,38 @@ export interface SnapshotMatch {
   readonly bodyModel?: string
 }
 
-export interface SnapshotTarget {
-  /** Key of a server in `RoutingSnapshot.servers` ("namespace/name"). */
-  readonly server: string
+/**
+ * Where a target sends traffic: a server of `RoutingSnapshot.servers` or (ours) a provider of
+ * `RoutingSnapshot.providers`, by "namespace/name" key. Exactly one is set; the other is absent so
+ * `t.provider !== undefined` narrows.
+ */
+export type SnapshotTargetRef =
+  | { readonly server: string; readonly provider?: undefined }
+  | { readonly provider: string; readonly server?: undefined }
+
+export type SnapshotTarget = SnapshotTargetRef & {
   /** 0..100; targets without weights in the CR get equal weights. */
   readonly weight: number
+}
+
+/** Ours: when a failed target hands the request to the next fallback target. */
+export type FallbackOn = 'no-ready-endpoints' | 'connect-failure' | '5xx' | '429'
+
+/** Ours: ordered targets tried after the weighted pick failed, before any byte reached the client. */
+export interface SnapshotFallback {
+  readonly targets: readonly SnapshotTargetRef[]
+  /** Sorted; never empty. */
+  readonly on: readonly FallbackOn[]
 }
 
 export interface SnapshotRule {
   /** Rule name from the CR, or `rule-<index>` when unnamed. */
   readonly name: string
   readonly match?: SnapshotMatch
-  /** Only targets whose server exists; a rule left with none is dropped by the compiler. */
+  /** Only targets whose server/provider exists; a rule left with none is dropped by the compiler. */
   readonly targets: readonly SnapshotTarget[]
+  /** Ours; absent = no fallback. */
+  readonly fallback?: SnapshotFallback
 }
 
 export type RateLimitUnit = 'second' | 'minute' | 'hour' | 'day' | 'month'
@@ -66,6 +93,10 @@ export interface SnapshotRoute {
   readonly creationTimestamp: string
   readonly rules: readonly SnapshotRule[]
   readonly rateLimit?: SnapshotRateLimit
+  /** Ours: who may call the route; absent = the policy's default (or open without a policy). */
+  readonly authorization?: SnapshotAuthorization
+  /** Ours: per route × tier limits. */
+  readonly tierLimits?: readonly SnapshotRouteTierLimits[]
 }
 
 export interface SnapshotTimeouts {
@@ -106,6 +137,47 @@ export interface SnapshotEndpoint {
   readonly labels: Readonly<Record<string, string>>
 }
 
+/** Scheduler plugins the data plane implements (ours; see dataplane/scheduler/README.md). */
+export const SCHEDULER_PLUGIN_NAMES = [
+  'least-kv-cache',
+  'least-latency',
+  'least-pending',
+  'prefix-cache',
+  'lora-affinity',
+  'session-affinity',
+  'gpu-aware',
+  'fairness',
+  'random',
+  'round-robin',
+] as const
+
+export type SchedulerPluginName = (typeof SCHEDULER_PLUGIN_NAMES)[number]
+
+/** Plugin argument values as JSON: scalars, string lists, and string→number maps. */
+export type SchedulerArgValue =
+  | string
+  | number
+  | boolean
+  | readonly string[]
+  | Readonly<Record<string, number>>
+
+export interface SnapshotSchedulerPlugin {
+  readonly name: SchedulerPluginName
+  /** Multiplies the plugin's 0..1 score; 0 for admission-only plugins (fairness). */
+  readonly weight: number
+  /**
+   * Arguments as the user gave them, durations turned into `<name>Ms` milliseconds. Absent keys
+   * take the data plane's defaults, so improving a default needs no recompile.
+   */
+  readonly args: Readonly<Record<string, SchedulerArgValue>>
+}
+
+/** A ModelServer's scheduler profile; absent on the server = the data plane's default profile. */
+export interface SnapshotScheduler {
+  /** In the order given; replaces the default plugin list as a whole. */
+  readonly plugins: readonly SnapshotSchedulerPlugin[]
+}
+
 export interface SnapshotServer {
   /** "namespace/name" of the ModelServer. */
   readonly key: string
@@ -119,6 +191,63 @@ export interface SnapshotServer {
   readonly trafficPolicy: SnapshotTrafficPolicy
   /** Sorted by name. */
   readonly endpoints: readonly SnapshotEndpoint[]
+  /** Absent = the data plane's default scheduler profile. */
+  readonly scheduler?: SnapshotScheduler
+}
+
+/** Ours (Kthena has OpenAI and Anthropic). */
+export type ProviderType =
+  | 'OpenAI'
+  | 'AzureOpenAI'
+  | 'DeepSeek'
+  | 'HuggingFace'
+  | 'Gemini'
+  | 'Anthropic'
+  | 'OpenAICompatible'
+
+/** How the data plane authenticates to a provider. Holds a file name, never the key. */
+export interface SnapshotProviderCredential {
+  /** `Bearer`: `authorization: Bearer <key>`; `APIKey`: the bare key in `header`. */
+  readonly scheme: 'Bearer' | 'APIKey'
+  /** Lower-cased header name that carries the key. */
+  readonly header: string
+  /** Entry of the mounted credentials (a file name under the data plane's secrets directory). */
+  readonly secretFile: string
+  /** The Secret and key it was copied from, for messages and status. */
+  readonly secretRef: { readonly name: string; readonly key: string }
+}
+
+/** Prices per 1M tokens, for cost estimates. */
+export interface SnapshotPricing {
+  readonly inputPerMillion: number
+  readonly outputPerMillion: number
+  /** Input tokens read from the provider's prompt cache; absent = `inputPerMillion`. */
+  readonly cachedInputPerMillion?: number
+  readonly currency: string
+}
+
+/** An ExternalModelProvider as the data plane needs it (ours beyond Kthena's fields). */
+export interface SnapshotProvider {
+  /** "namespace/name" of the ExternalModelProvider. */
+  readonly key: string
+  readonly namespace: string
+  readonly name: string
+  readonly type: ProviderType
+  /** When set, replaces the request `model`. */
+  readonly model?: string
+  /** Effective API root, no trailing slash (defaults applied by the compiler). */
+  readonly baseURL: string
+  readonly insecureSkipVerify: boolean
+  /** Absent = no credential is sent. */
+  readonly credential?: SnapshotProviderCredential
+  /** Static headers, lower-cased names, reserved ones already rejected. */
+  readonly headers: Readonly<Record<string, string>>
+  readonly azure?: { readonly deployment: string; readonly apiVersion: string }
+  readonly huggingFace?: { readonly api: 'Router' | 'TGI' }
+  readonly anthropic?: { readonly version: string; readonly defaultMaxTokens: number }
+  readonly gemini?: { readonly apiVersion: 'v1beta' | 'v1' }
+  readonly pricing?: SnapshotPricing
+  readonly trafficPolicy: SnapshotTrafficPolicy
 }
 
 export interface RoutingSnapshot {
@@ -131,6 +260,10 @@ export interface RoutingSnapshot {
   readonly routes: readonly SnapshotRoute[]
   /** Keyed by "namespace/name". */
   readonly servers: Readonly<Record<string, SnapshotServer>>
+  /** Ours: ExternalModelProviders keyed by "namespace/name"; absent when there are none. */
+  readonly providers?: Readonly<Record<string, SnapshotProvider>>
+  /** The GatewayPolicy (authentication, tiers, limits); absent = no authentication. */
+  readonly policy?: SnapshotPolicy
 }
 
 export const DEFAULT_TIMEOUTS: SnapshotTimeouts = {

@@ -32,7 +32,7 @@ export const modelRouteStatusSchema = z.object({
   targets: z.string().optional(),
   /** Target servers as resolved ("namespace/name"), in rule order, de-duplicated. */
   resolvedTargets: z.array(z.string()).optional(),
-  /** Version of the snapshot that last included this object. */
+  /** Version of the first snapshot that carried this object's current generation. */
   snapshotVersion: z.number().int().min(0).optional(),
 })
 export type ModelRouteStatus = z.infer<typeof modelRouteStatusSchema>

@@ -241,7 +241,7 @@ describe('validateModelServer', () => {
           retry: { attempts: 2, retryInterval: '100ms', maxRetryInterval: '1s', retryOn: ['5xx'] },
         },
         kvConnector: { type: 'nixl' },
-        scheduler: { plugins: ['anything'] },
+        scheduler: { plugins: [{ name: 'prefix-cache', weight: 3 }, { name: 'least-pending' }] },
       }),
     )
     expect(r.ok).toBe(true)

@@ -259,6 +259,16 @@ function checkRoute(route: ModelRoute): ValidationIssue[] {
         })
       }
     })
+    // Ours: fallback targets follow the same rules as targetModels (the one-of is in the schema).
+    rule.fallback?.targets.forEach((t, i) => {
+      if (nonEmpty(t.externalModelProviderName) && loras.length > 0) {
+        out.push({
+          path: formatPath([...rulePath, 'fallback', 'targets', i, 'externalModelProviderName']),
+          message: 'lora routes must fall back to a modelServerName',
+          code: 'LORA_NEEDS_SERVER',
+        })
+      }
+    })
     const weighted = targets.filter((t) => t.weight !== undefined)
     if (weighted.length > 0 && weighted.length < targets.length) {
       const first = targets.findIndex((t) => t.weight === undefined)

@@ -22,6 +22,11 @@ export interface AccessLogEntry {
   readonly upstream_headers_ms?: number
   readonly bytes?: number
   readonly error_code?: string
+  /** Authentication: how the caller was identified, who, their tenant and tier. Never a credential. */
+  readonly auth?: string
+  readonly subject?: string
+  readonly tenant?: string
+  readonly tier?: string
 }
 
 export type AccessLogger = (entry: AccessLogEntry) => void

@@ -9,11 +9,13 @@ import { Hono } from 'hono'
 import { type AccessLogger, discardLogger } from './access-log.js'
 import { parseJsonObject } from './body.js'
 import { errors, GatewayError } from './errors.js'
+import type { Filters, Identity, Admission as LimitAdmission } from './filters/index.js'
 import { fetchInbound, nodeInbound } from './inbound.js'
 import type { GatewayMetrics } from './metrics.js'
 import { statusClass } from './metrics.js'
-import type { DispatchOutcome, EndpointPicker, PickContext } from './picker.js'
+import type { Admission, DispatchOutcome, EndpointPicker, PickContext } from './picker.js'
 import { endpointId } from './picker.js'
+import { type ChainDeps, dispatchChain, ProviderRuntime } from './providers/index.js'
 import { type AttemptFailure, forward } from './proxy/forward.js'
 import { type ResponseOutcome, toClientResponse } from './proxy/respond.js'
 import type { UpstreamPool } from './proxy/upstream-pool.js'
@@ -31,10 +33,14 @@ export interface AppDeps {
   readonly pool: UpstreamPool
   readonly metrics: GatewayMetrics
   readonly accessLog?: AccessLogger
+  /** Authentication, authorization and rate limits (absent: none). */
+  readonly filters?: Filters
   readonly lifecycle?: Lifecycle
   /** Request body limit in bytes (default 10 MiB). */
   readonly maxBodyBytes?: number
   readonly random?: () => number
+  /** External providers' connections and credentials (default: no credentials mounted). */
+  readonly providers?: ProviderRuntime
 }
 
 const INFERENCE_APIS = {
@@ -58,6 +64,16 @@ export function createApp(deps: AppDeps): Hono {
   const maxBody = deps.maxBodyBytes ?? 10 * 1024 * 1024
   const random = deps.random ?? Math.random
   const { metrics } = deps
+  const providers = deps.providers ?? new ProviderRuntime()
+  const chainDeps: ChainDeps = {
+    pool: deps.pool,
+    picker: deps.picker,
+    metrics,
+    accessLog: log,
+    transport: providers.transport,
+    credentials: providers.credentials,
+    random,
+  }
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }))
   app.get('/readyz', (c) => {
@@ -66,16 +82,46 @@ export function createApp(deps: AppDeps): Hono {
     if (!snap) return c.json({ status: 'no-config' }, 503)
     return c.json({ status: 'ready', snapshotVersion: snap.version })
   })
+  const debugView = deps.picker.debug
+  if (debugView) {
+    // The picker's live view of each endpoint (engine metrics, own load, health, plugin state).
+    // Read-only, on the serving port like /metrics: it shows pod addresses and load, nothing
+    // secret. Documented in dataplane/scheduler/README.md.
+    app.get(
+      '/debug/endpoints',
+      () =>
+        new Response(JSON.stringify(debugView.call(deps.picker), null, 2), {
+          headers: { 'content-type': 'application/json' },
+        }),
+    )
+  }
   app.get('/metrics', async (c) => {
     const text = await metrics.registry.metrics()
     return c.body(text, 200, { 'content-type': metrics.registry.contentType })
   })
-  app.get('/v1/models', (c) => {
+  app.get('/v1/models', async (c) => {
     const table = deps.store.table
     if (!table) return errorResponse(errors.notReady())
+    let models = table.models
+    const filters = deps.filters?.active ? deps.filters : undefined
+    if (filters !== undefined) {
+      // Callers see only the models they may call (and need credentials where any are needed).
+      const env = c.env as Partial<HttpBindings> | undefined
+      let identity: Identity
+      try {
+        identity = await filters.authenticate({
+          header: (n) => c.req.header(n),
+          remoteAddress: env?.incoming?.socket.remoteAddress,
+        })
+      } catch (e) {
+        return errorResponse(e instanceof GatewayError ? e : errors.internal())
+      }
+      const routes = new Map(table.snapshot.routes.map((r) => [r.key, r]))
+      models = models.filter((m) => filters.visible(identity, routes.get(m.route), m.id))
+    }
     return c.json({
       object: 'list',
-      data: table.models.map((m) => ({
+      data: models.map((m) => ({
         id: m.id,
         object: 'model',
         created: m.created,
@@ -103,20 +149,28 @@ export function createApp(deps: AppDeps): Hono {
         ? nodeInbound(env.incoming, env.outgoing as ServerResponse)
         : fetchInbound(c.req.raw)
     const requestId = inbound.header('x-request-id') || randomUUID()
+    const filters = deps.filters?.active ? deps.filters : undefined
+    let identity: Identity | undefined
+    let limits: LimitAdmission | undefined
     let model: string | undefined
     let decision: RouteDecision | undefined
     let modelLabel = 'unknown'
     metrics.inflight.inc()
     let inflightOpen = true
+    let admission: Admission | undefined
     const closeInflight = (): void => {
       if (inflightOpen) {
         inflightOpen = false
         metrics.inflight.dec()
+        admission?.release()
       }
     }
 
     const fail = (err: GatewayError, extra: { endpoint?: string; attempts?: number } = {}) => {
       closeInflight()
+      // Nothing was generated: the reserved tokens go back.
+      limits?.settle({ status: 0 })
+      filters?.observe(identity, err.status)
       const duration = performance.now() - startedAt
       metrics.requests.inc({
         model: modelLabel,
@@ -134,10 +188,23 @@ export function createApp(deps: AppDeps): Hono {
         duration_ms: round(duration),
         ...(model !== undefined ? { model } : {}),
         ...decisionFields(decision),
+        ...identityFields(identity),
         ...extra,
         error_code: err.code,
       })
       return errorResponse(err, requestId)
+    }
+
+    if (filters !== undefined) {
+      // Before the body is read: a caller with bad credentials does not get to upload 10 MiB.
+      try {
+        identity = await filters.authenticate({
+          header: inbound.header,
+          remoteAddress: env?.incoming?.socket.remoteAddress,
+        })
+      } catch (e) {
+        return fail(e instanceof GatewayError ? e : errors.internal())
+      }
     }
 
     const table = deps.store.table
@@ -158,6 +225,61 @@ export function createApp(deps: AppDeps): Hono {
     const result = table.resolve({ model: m, path, header: inbound.header })
     if (result.kind === 'unknown-model') return fail(errors.modelNotFound(m))
     if (result.kind === 'no-rule') return fail(errors.routeNotFound(m))
+    if (filters !== undefined && identity !== undefined) {
+      try {
+        filters.authorize(identity, result.decision.route, m)
+        limits = await filters.admit({
+          route: result.decision.route,
+          identity,
+          api,
+          model: m,
+          body,
+        })
+      } catch (e) {
+        return fail(e instanceof GatewayError ? e : errors.internal())
+      }
+      if (limits?.injectUsage) {
+        // Ask the engine for usage so the stream settles exactly; the usage-only chunk is
+        // removed again on the way back (the client did not ask for it).
+        const so = body['stream_options']
+        body = {
+          ...body,
+          stream_options: {
+            ...(typeof so === 'object' && so !== null ? so : {}),
+            include_usage: true,
+          },
+        }
+        raw = Buffer.from(JSON.stringify(body))
+      }
+    }
+    if (result.kind === 'chain') {
+      // External providers and fallback lists (dataplane/providers/): that module serves the rest
+      // of the request and writes its access-log line and metrics.
+      return dispatchChain(
+        result.decision,
+        {
+          requestId,
+          path,
+          api,
+          model: m,
+          modelLabel,
+          body,
+          raw,
+          inbound,
+          startedAt,
+          closeInflight,
+          ...(identity !== undefined ? { identity, logFields: identityFields(identity) } : {}),
+          ...(limits !== undefined ? { limits } : {}),
+          ...(filters !== undefined
+            ? {
+                stripHeaders: filters.stripHeaders,
+                observe: (status: number) => filters.observe(identity, status),
+              }
+            : {}),
+        },
+        chainDeps,
+      )
+    }
     decision = result.decision
     const server = decision.server
 
@@ -168,8 +290,24 @@ export function createApp(deps: AppDeps): Hono {
       server,
       body,
       header: inbound.header,
+      ...(inbound.header(EXPLAIN_HEADER) === '1' ? { explain: {} } : {}),
+      ...(identity !== undefined ? { identity } : {}),
     }
     const picker = deps.picker
+    if (picker.admit) {
+      // Admission may queue (fairness while the server is saturated); the pick comes after it so
+      // a request that waited is placed on the current view of the endpoints.
+      const gone = new AbortController()
+      const unsubscribe = inbound.onClientGone(() => gone.abort())
+      try {
+        const a = picker.admit(pickCtx, gone.signal)
+        admission = a instanceof Promise ? await a : a
+      } catch (e) {
+        return fail(e instanceof GatewayError ? e : errors.internal())
+      } finally {
+        unsubscribe()
+      }
+    }
     const candidates = picker.pick(pickCtx)
     if (candidates.length === 0) return fail(errors.noReadyEndpoint(server.key))
 
@@ -179,7 +317,7 @@ export function createApp(deps: AppDeps): Hono {
       upstreamBody = JSON.stringify({ ...body, model: decision.upstreamModel })
     }
 
-    const headers = upstreamHeaders(inbound.headers(), requestId)
+    const headers = upstreamHeaders(inbound.headers(), requestId, filters?.stripHeaders)
     const abort = new AbortController()
     const unsubscribeClientGone = inbound.onClientGone(() => abort.abort(new ClientClosedError()))
     let timedOut = false
@@ -257,6 +395,8 @@ export function createApp(deps: AppDeps): Hono {
       })
       const duration = performance.now() - startedAt
       const status = o.error === 'client_closed' ? 499 : o.status
+      limits?.settle({ status: o.status, ...(o.usage ? { usage: o.usage } : {}) })
+      filters?.observe(identity, status)
       metrics.requests.inc({
         model: modelLabel,
         api,
@@ -279,6 +419,7 @@ export function createApp(deps: AppDeps): Hono {
         duration_ms: round(duration),
         model: m,
         ...decisionFields(d),
+        ...identityFields(identity),
         endpoint,
         attempts: up.attempts,
         stream: o.stream,
@@ -291,10 +432,18 @@ export function createApp(deps: AppDeps): Hono {
         ...(o.error ? { error_code: o.error } : {}),
       })
     }
+    const streamFilter = limits?.streamFilter()
     try {
       return await toClientResponse(up, {
         startedAt,
-        extraHeaders: { 'x-request-id': requestId },
+        extraHeaders: {
+          'x-request-id': requestId,
+          ...(pickCtx.explain?.text !== undefined
+            ? { [EXPLAIN_HEADER]: pickCtx.explain.text }
+            : {}),
+          ...limits?.headers,
+        },
+        ...(streamFilter !== undefined ? { streamFilter } : {}),
         signal: abort.signal,
         timedOut: () => timedOut,
         onDone,
@@ -317,6 +466,9 @@ export function createApp(deps: AppDeps): Hono {
   return app
 }
 
+/** Request header `1` asks for the scheduler's decision summary in the same-named response header. */
+export const EXPLAIN_HEADER = 'x-infer-gateway-explain'
+
 const FAILURE_OF: Record<AttemptFailure['reason'], NonNullable<DispatchOutcome['failure']>> = {
   'connect-failure': 'connect',
   '5xx': 'retry_status',
@@ -332,6 +484,16 @@ class ClientClosedError extends Error {
 
 function round(ms: number): number {
   return Math.round(ms * 1000) / 1000
+}
+
+function identityFields(id: Identity | undefined): Record<string, string> {
+  if (id === undefined) return {}
+  return {
+    auth: id.method,
+    subject: id.subject,
+    tenant: id.tenant,
+    ...(id.tier ? { tier: id.tier } : {}),
+  }
 }
 
 function decisionFields(d: RouteDecision | undefined): Record<string, string> {
@@ -358,11 +520,16 @@ const DROP_REQUEST_HEADERS = new Set([
   'expect',
 ])
 
-function upstreamHeaders(h: Record<string, string>, requestId: string): Record<string, string> {
+function upstreamHeaders(
+  h: Record<string, string>,
+  requestId: string,
+  strip?: ReadonlySet<string>,
+): Record<string, string> {
   const out: Record<string, string> = {}
   for (const k in h) {
     const v = h[k]
-    if (v !== undefined && !DROP_REQUEST_HEADERS.has(k)) out[k] = v
+    // `strip`: the client's gateway credential and proxy identity headers never reach engines.
+    if (v !== undefined && !DROP_REQUEST_HEADERS.has(k) && !strip?.has(k)) out[k] = v
   }
   out['x-request-id'] = requestId
   out['content-type'] = 'application/json'

@@ -59,6 +59,12 @@ interface FileContent {
   readonly data: Buffer
 }
 
+function isNotFound(e: unknown): boolean {
+  return (
+    typeof e === 'object' && e !== null && 'code' in e && (e as { code: unknown }).code === 'ENOENT'
+  )
+}
+
 async function listFiles(paths: readonly string[]): Promise<string[]> {
   const out: string[] = []
   for (const p of paths) {
@@ -90,7 +96,10 @@ export class FileConfigSource {
   async start(): Promise<void> {
     const ok = await this.check()
     this.watch()
-    if (!ok && !this.opts.store.snapshot) {
+    // A published snapshot may not exist yet (optional ConfigMap mount before the operator's first
+    // publish, or the push channel delivers first): serve not-ready and keep watching. Standalone
+    // YAML that does not load is the user's error to see at once.
+    if (!ok && !this.opts.store.snapshot && this.opts.kind === 'manifests') {
       throw new ConfigLoadError([
         { file: this.opts.paths.join(','), message: 'initial configuration is invalid (see log)' },
       ])
@@ -147,6 +156,13 @@ export class FileConfigSource {
     } catch (e) {
       // A file mid-swap can vanish for a moment; the next poll sees the new one.
       const msg = e instanceof Error ? e.message : String(e)
+      if (this.opts.kind === 'snapshot' && isNotFound(e)) {
+        if (this.lastDigest !== 'missing') {
+          this.lastDigest = 'missing'
+          log('info', 'snapshot file not there yet; waiting for it', { paths: this.opts.paths })
+        }
+        return false
+      }
       if (this.lastDigest !== `read-error:${msg}`) {
         this.lastDigest = `read-error:${msg}`
         metrics.reloads.inc({ result: 'failure' })
@@ -211,6 +227,8 @@ export class FileConfigSource {
       routes: parsed.routes,
       servers: parsed.servers,
       endpoints: parsed.endpoints,
+      policies: parsed.policies,
+      providers: parsed.providers,
       version: this.version + 1,
     })
     // Standalone treats the files as one unit: a dangling reference is a typo to fix, not a

@@ -4,11 +4,15 @@ import type { Writable } from 'node:stream'
 import { type AccessLogger, discardLogger, jsonLineLogger } from './access-log.js'
 import { createApp, type Lifecycle } from './app.js'
 import { type ConfigKind, FileConfigSource } from './config-source.js'
+import { Filters } from './filters/index.js'
+import { SecretStore } from './filters/secrets.js'
 import { type Logger, silentLogger } from './log.js'
 import { GatewayMetrics } from './metrics.js'
-import { type EndpointPicker, RoundRobinPicker } from './picker.js'
+import type { EndpointPicker } from './picker.js'
+import { ProviderRuntime } from './providers/index.js'
 import { UpstreamPool } from './proxy/upstream-pool.js'
 import { PushSource } from './push-source.js'
+import { Scheduler, type SchedulerOptions } from './scheduler/index.js'
 import { listen, type RunningServer } from './server.js'
 import { SnapshotStore } from './snapshot-store.js'
 
@@ -24,9 +28,16 @@ export interface GatewayOptions {
   /** Where access-log lines go; `undefined` discards them. */
   readonly accessLog?: Writable | AccessLogger
   readonly log?: Logger
+  /** Default: the model-aware Scheduler (scraping every endpoint's /metrics). */
   readonly picker?: EndpointPicker
+  /** Options of the default Scheduler (ignored when `picker` is given). */
+  readonly scheduler?: SchedulerOptions
   readonly processMetrics?: boolean
   readonly random?: () => number
+  /** Mounted credentials Secret (one file per entry): API-key hashes, client secrets, … */
+  readonly secretsDir?: string
+  /** Re-read interval of `secretsDir` (default 1000 ms). */
+  readonly secretsPollMs?: number
 }
 
 export interface Gateway {
@@ -38,6 +49,8 @@ export interface Gateway {
   readonly push: PushSource | undefined
   readonly server: RunningServer
   readonly lifecycle: Lifecycle
+  /** Authentication and rate limits. */
+  readonly filters: Filters
   shutdown(opts?: { drainDelayMs?: number; deadlineMs?: number }): Promise<{ forced: number }>
 }
 
@@ -59,11 +72,22 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       })
     : undefined
   const push = opts.pushUrl ? new PushSource({ url: opts.pushUrl, store, metrics, log }) : undefined
-  const picker: EndpointPicker = opts.picker ?? new RoundRobinPicker()
+  const picker: EndpointPicker = opts.picker ?? new Scheduler({ log, ...opts.scheduler })
   if (picker.onSnapshot) {
     const onSnapshot = picker.onSnapshot.bind(picker)
     store.onSwap(onSnapshot)
   }
+  const secrets = new SecretStore({
+    ...(opts.secretsDir !== undefined ? { dir: opts.secretsDir } : {}),
+    ...(opts.secretsPollMs !== undefined ? { pollMs: opts.secretsPollMs } : {}),
+    log,
+  })
+  // Secrets first: the first snapshot's API keys are resolved against them.
+  await secrets.start()
+  const filters = new Filters({ registry: metrics.registry, log, secrets })
+  store.onSwap((s) => filters.onSnapshot(s))
+  // Provider keys are entries of the same mounted credentials (see api/provider.ts secretFileName).
+  const providers = new ProviderRuntime({ secrets, log })
   await push?.start()
   await source?.start()
   const accessLog =
@@ -78,6 +102,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     pool,
     metrics,
     accessLog,
+    filters,
+    providers,
     lifecycle,
     ...(opts.maxBodyBytes !== undefined ? { maxBodyBytes: opts.maxBodyBytes } : {}),
     ...(opts.random ? { random: opts.random } : {}),
@@ -92,6 +118,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   } catch (e) {
     source?.stop()
     await push?.stop()
+    secrets.stop()
+    await filters.close()
+    await providers.close()
+    // Only a picker we created (it scrapes engines); a caller's picker is the caller's.
+    if (opts.picker === undefined) await picker.close?.()
     throw e
   }
   return {
@@ -103,12 +134,17 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     push,
     server,
     lifecycle,
+    filters,
     async shutdown(o) {
       source?.stop()
       await push?.stop()
+      secrets.stop()
       const r = await server.shutdown(o)
+      // After the drain: in-flight requests settle their reservations first.
+      await filters.close()
       await picker.close?.()
       await pool.close()
+      await providers.close()
       return r
     },
   }

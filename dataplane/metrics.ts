@@ -60,6 +60,32 @@ export class GatewayMetrics {
     help: 'Unix time of the last successful configuration load.',
     registers: [this.registry],
   })
+  // External providers (dataplane/providers/). Provider and model values come from the snapshot;
+  // tenants from the authenticated identity ("none" without authentication).
+  readonly providerRequests = new Counter({
+    name: 'infer_gateway_provider_requests_total',
+    help: 'Requests sent to external providers, by provider, type and outcome (status class, code).',
+    labelNames: ['provider', 'provider_type', 'status_class', 'code'] as const,
+    registers: [this.registry],
+  })
+  readonly providerTokens = new Counter({
+    name: 'infer_gateway_provider_tokens_total',
+    help: 'Tokens reported by external providers, by provider, upstream model, tenant and type (input|output|cached_input).',
+    labelNames: ['provider', 'model', 'tenant', 'type'] as const,
+    registers: [this.registry],
+  })
+  readonly providerCost = new Counter({
+    name: 'infer_gateway_provider_cost_total',
+    help: 'Estimated cost of provider requests from the configured prices per 1M tokens, by provider, upstream model, tenant and currency.',
+    labelNames: ['provider', 'model', 'tenant', 'currency'] as const,
+    registers: [this.registry],
+  })
+  readonly fallbacks = new Counter({
+    name: 'infer_gateway_fallbacks_total',
+    help: 'Requests handed from one route target to the next fallback target, by route, from, to and reason.',
+    labelNames: ['route', 'from', 'to', 'reason'] as const,
+    registers: [this.registry],
+  })
 
   constructor(opts: { processMetrics?: boolean } = {}) {
     // Reload counters exist from the start so "no failures yet" reads 0, not absent.

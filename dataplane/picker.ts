@@ -1,7 +1,9 @@
-// The seam the scheduler plugs into: given the chosen server, return endpoints in the order to
-// try them (first is the target, the rest are fallbacks for retries). Until the scheduler lands,
-// a round-robin over ready endpoints fills the seam.
+// The seam the scheduler plugs into: given the chosen server, optionally admit the request (it may
+// wait in a queue), then return endpoints in the order to try them (first is the target, the rest
+// are fallbacks for retries). The model-aware scheduler (scheduler/) implements it; the
+// round-robin below is the minimal picker for tests and benchmarks.
 import type { RoutingSnapshot, SnapshotEndpoint, SnapshotServer } from '../api/snapshot.js'
+import type { Identity } from './filters/identity.js'
 
 export interface PickContext {
   readonly requestId: string
@@ -11,6 +13,20 @@ export interface PickContext {
   /** The parsed request body (chat/completions/embeddings). */
   readonly body: Readonly<Record<string, unknown>>
   readonly header: (name: string) => string | undefined
+  /** Present when the client asked for a decision explanation; the picker fills `text`. */
+  readonly explain?: ExplainSink
+  /** Who is calling (set when authentication is configured): tenant and tier for fairness. */
+  readonly identity?: Identity
+}
+
+/** Where a picker leaves a one-line summary of its decision (sent back as a response header). */
+export interface ExplainSink {
+  text?: string
+}
+
+/** A place held from admission until the request is over; `release` is idempotent. */
+export interface Admission {
+  release(): void
 }
 
 /** How one dispatch to one endpoint ended (each retry attempt is its own dispatch). */
@@ -32,6 +48,13 @@ export interface DispatchOutcome {
 }
 
 export interface EndpointPicker {
+  /**
+   * Admission before `pick`: `undefined` or an Admission = go ahead now; a promise = wait (e.g.
+   * queued while the server is saturated); a GatewayError thrown or rejected = refuse (429/503
+   * with Retry-After). The caller releases the Admission once the request has finished.
+   * `signal` aborts when the client disconnects (a waiting request is then dropped).
+   */
+  admit?(ctx: PickContext, signal: AbortSignal): Admission | Promise<Admission> | undefined
   /** Ordered candidates; empty when nothing is ready. */
   pick(ctx: PickContext): readonly SnapshotEndpoint[]
   /** A request is being sent to `endpoint` (once per attempt). */
@@ -40,6 +63,8 @@ export interface EndpointPicker {
   onComplete?(ctx: PickContext, endpoint: SnapshotEndpoint, outcome: DispatchOutcome): void
   /** A new snapshot went live (start/stop watching endpoints). */
   onSnapshot?(snapshot: RoutingSnapshot): void
+  /** The picker's view of endpoints, served as JSON by GET /debug/endpoints. */
+  debug?(): unknown
   close?(): Promise<void>
 }
 

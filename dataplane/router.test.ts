@@ -183,3 +183,67 @@ describe('RouteTable', () => {
     expect(t.models).toEqual([])
   })
 })
+
+describe('RouteTable: providers and fallback (chain decisions)', () => {
+  const p = {
+    key: 'default/openai',
+    namespace: 'default',
+    name: 'openai',
+    type: 'OpenAI',
+    model: 'gpt-4o-mini',
+    baseURL: 'https://api.openai.com/v1',
+    insecureSkipVerify: false,
+    headers: {},
+    trafficPolicy: a.trafficPolicy,
+  } as const
+  function table(rules: Parameters<typeof route>[1]['rules'], random = () => 0): RouteTable {
+    const s = snapshot([route('r', { modelName: 'm', rules })], [a, b])
+    return new RouteTable({ ...s, providers: { [p.key]: p } }, random)
+  }
+
+  it('plain server picks without fallback stay plain decisions', () => {
+    expect(
+      table([{ name: 'x', targets: [{ server: a.key, weight: 1 }] }]).resolve(req('m')).kind,
+    ).toBe('ok')
+  })
+
+  it('a provider pick is a chain with the provider model', () => {
+    const r = table(
+      [
+        {
+          name: 'x',
+          targets: [
+            { server: a.key, weight: 50 },
+            { provider: p.key, weight: 50 },
+          ],
+        },
+      ],
+      () => 0.9,
+    ).resolve(req('m'))
+    expect(r.kind).toBe('chain')
+    if (r.kind !== 'chain') return
+    expect(r.decision.targets.map((t) => [t.kind, t.upstreamModel])).toEqual([
+      ['provider', 'gpt-4o-mini'],
+    ])
+    expect(r.decision.fallbackOn.size).toBe(0)
+  })
+
+  it('fallback targets follow the weighted pick in order, the pick not repeated', () => {
+    const r = table([
+      {
+        name: 'x',
+        targets: [{ server: a.key, weight: 1 }],
+        fallback: {
+          targets: [{ server: a.key }, { provider: p.key }, { server: b.key }],
+          on: ['429', '5xx'],
+        },
+      },
+    ]).resolve(req('m'))
+    if (r.kind !== 'chain') throw new Error(r.kind)
+    expect(
+      r.decision.targets.map((t) => (t.kind === 'server' ? t.server.key : t.provider.key)),
+    ).toEqual([a.key, p.key, b.key])
+    expect([...r.decision.fallbackOn].sort()).toEqual(['429', '5xx'])
+    expect(r.decision.targets[0]?.upstreamModel).toBe('org/base-model')
+  })
+})

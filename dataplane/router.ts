@@ -2,12 +2,15 @@
 // per snapshot (compiled regexes, model maps), so the per-request cost is a map lookup plus the
 // few rule checks of the routes that claim the model.
 import type {
+  FallbackOn,
   RoutingSnapshot,
   SnapshotMatch,
+  SnapshotProvider,
   SnapshotRoute,
   SnapshotRule,
   SnapshotServer,
   SnapshotStringMatch,
+  SnapshotTargetRef,
 } from '../api/snapshot.js'
 
 export interface RouteRequest {
@@ -27,10 +30,39 @@ export interface RouteDecision {
   readonly upstreamModel: string
 }
 
+/** One place a request can go, with the model name to send there. */
+export type RouteTarget =
+  | { readonly kind: 'server'; readonly server: SnapshotServer; readonly upstreamModel: string }
+  | {
+      readonly kind: 'provider'
+      readonly provider: SnapshotProvider
+      readonly upstreamModel: string
+    }
+
+/**
+ * A decision that involves an external provider or a fallback list (ours): the targets to try in
+ * order, the weighted pick first. Plain self-hosted decisions stay `RouteDecision`, so the
+ * common path does not pay for what it does not use.
+ */
+export interface ChainDecision {
+  readonly route: SnapshotRoute
+  readonly rule: SnapshotRule
+  readonly isLora: boolean
+  /** The weighted pick, then the rule's fallback targets in order (the pick not repeated). */
+  readonly targets: readonly RouteTarget[]
+  /** Failures that move on to the next target; empty without a fallback list. */
+  readonly fallbackOn: ReadonlySet<FallbackOn>
+}
+
 export type RouteResult =
   | { readonly kind: 'ok'; readonly decision: RouteDecision }
+  | { readonly kind: 'chain'; readonly decision: ChainDecision }
   | { readonly kind: 'unknown-model' }
   | { readonly kind: 'no-rule' }
+
+type Resolved =
+  | { readonly kind: 'server'; readonly server: SnapshotServer }
+  | { readonly kind: 'provider'; readonly provider: SnapshotProvider }
 
 type StringTest = (s: string) => boolean
 
@@ -39,8 +71,11 @@ interface CompiledRule {
   readonly headers: readonly { readonly name: string; readonly test: StringTest }[]
   readonly uri?: StringTest
   readonly bodyModel?: string
-  readonly targets: readonly { readonly server: SnapshotServer; readonly cumulative: number }[]
+  readonly targets: readonly { readonly target: Resolved; readonly cumulative: number }[]
   readonly totalWeight: number
+  /** Resolved fallback targets (unknown keys dropped); empty = no fallback. */
+  readonly fallback: readonly Resolved[]
+  readonly fallbackOn: ReadonlySet<FallbackOn>
 }
 
 interface CompiledRoute {
@@ -97,26 +132,47 @@ export class RouteTable {
     for (const r of routes) {
       for (const cr of r.rules) {
         if (!ruleMatches(cr, req)) continue
-        const server = this.pickTarget(cr)
-        const upstreamModel = !isLora && server.model ? server.model : req.model
+        const picked = this.pickTarget(cr)
+        if (picked.kind === 'server' && cr.fallback.length === 0) {
+          const server = picked.server
+          const upstreamModel = !isLora && server.model ? server.model : req.model
+          return {
+            kind: 'ok',
+            decision: { route: r.route, rule: cr.rule, server, isLora, upstreamModel },
+          }
+        }
+        const targets = [picked, ...cr.fallback.filter((f) => !sameTarget(f, picked))].map(
+          (t): RouteTarget =>
+            t.kind === 'server'
+              ? {
+                  kind: 'server',
+                  server: t.server,
+                  upstreamModel: !isLora && t.server.model ? t.server.model : req.model,
+                }
+              : {
+                  kind: 'provider',
+                  provider: t.provider,
+                  upstreamModel: t.provider.model ?? req.model,
+                },
+        )
         return {
-          kind: 'ok',
-          decision: { route: r.route, rule: cr.rule, server, isLora, upstreamModel },
+          kind: 'chain',
+          decision: { route: r.route, rule: cr.rule, isLora, targets, fallbackOn: cr.fallbackOn },
         }
       }
     }
     return { kind: 'no-rule' }
   }
 
-  private pickTarget(cr: CompiledRule): SnapshotServer {
+  private pickTarget(cr: CompiledRule): Resolved {
     const first = cr.targets[0]
-    if (cr.targets.length === 1 && first) return first.server
+    if (cr.targets.length === 1 && first) return first.target
     const x = this.random() * cr.totalWeight
-    for (const t of cr.targets) if (x < t.cumulative) return t.server
+    for (const t of cr.targets) if (x < t.cumulative) return t.target
     // Only reachable through floating-point edge cases; the last target owns the top of the range.
     const last = cr.targets[cr.targets.length - 1]
     if (!last) throw new Error('rule without targets')
-    return last.server
+    return last.target
   }
 }
 
@@ -126,19 +182,48 @@ function push<K, V>(m: Map<K, V[]>, k: K, v: V): void {
   else m.set(k, [v])
 }
 
+function resolveRef(t: SnapshotTargetRef, snapshot: RoutingSnapshot): Resolved | undefined {
+  if (t.provider !== undefined) {
+    const provider = snapshot.providers?.[t.provider]
+    return provider ? { kind: 'provider', provider } : undefined
+  }
+  const server = snapshot.servers[t.server]
+  return server ? { kind: 'server', server } : undefined
+}
+
+function sameTarget(a: Resolved, b: Resolved): boolean {
+  return a.kind === 'server'
+    ? b.kind === 'server' && a.server.key === b.server.key
+    : b.kind === 'provider' && a.provider.key === b.provider.key
+}
+
+const NO_FALLBACK: ReadonlySet<FallbackOn> = new Set()
+
 function compileRoute(route: SnapshotRoute, snapshot: RoutingSnapshot): CompiledRoute {
   const rules: CompiledRule[] = []
   for (const rule of route.rules) {
     let cumulative = 0
-    const targets: { server: SnapshotServer; cumulative: number }[] = []
+    const targets: { target: Resolved; cumulative: number }[] = []
     for (const t of rule.targets) {
-      const server = snapshot.servers[t.server]
-      if (!server || t.weight <= 0) continue
+      const target = resolveRef(t, snapshot)
+      if (!target || t.weight <= 0) continue
       cumulative += t.weight
-      targets.push({ server, cumulative })
+      targets.push({ target, cumulative })
     }
     if (targets.length === 0) continue
-    rules.push({ rule, ...compileMatch(rule.match), targets, totalWeight: cumulative })
+    const fallback: Resolved[] = []
+    for (const f of rule.fallback?.targets ?? []) {
+      const target = resolveRef(f, snapshot)
+      if (target && !fallback.some((x) => sameTarget(x, target))) fallback.push(target)
+    }
+    rules.push({
+      rule,
+      ...compileMatch(rule.match),
+      targets,
+      totalWeight: cumulative,
+      fallback,
+      fallbackOn: fallback.length > 0 ? new Set(rule.fallback?.on ?? []) : NO_FALLBACK,
+    })
   }
   return { route, rules }
 }

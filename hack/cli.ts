@@ -11,6 +11,10 @@ const commands: Record<string, Command> = {
     summary: 'run the data plane (standalone from YAML, or from a compiled snapshot)',
     run: async (args) => (await import('../dataplane/command.js')).runDataplaneCommand(args),
   },
+  operator: {
+    summary: 'run the operator: watch CRDs and Pods, publish routing snapshots, write status',
+    run: async (args) => (await import('../operator/command.js')).runOperatorCommand(args),
+  },
   sim: {
     summary: 'run simulated inference engines (vLLM/SGLang/TGI-like) on 127.0.0.x',
     run: async (args) => (await import('./sim/command.js')).runSimCommand(args),
@@ -56,9 +60,10 @@ export async function main(argv: readonly string[]): Promise<number> {
     await cmd.run(rest)
     return 0
   } catch (e) {
-    const usage =
-      e instanceof UsageError ||
-      (e instanceof TypeError && 'code' in e && String(e.code).startsWith('ERR_PARSE_ARGS'))
+    // Usage errors of every command carry code 'USAGE' (operator/ cannot import the data
+    // plane's class); node's parseArgs throws ERR_PARSE_ARGS_* TypeErrors.
+    const code = typeof e === 'object' && e !== null && 'code' in e ? String(e.code) : ''
+    const usage = e instanceof UsageError || code === 'USAGE' || code.startsWith('ERR_PARSE_ARGS')
     process.stderr.write(`infer-gateway ${name}: ${e instanceof Error ? e.message : String(e)}\n`)
     return usage ? 2 : 1
   }

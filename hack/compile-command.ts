@@ -41,6 +41,8 @@ export async function runCompileCommand(args: readonly string[]): Promise<void> 
     routes: parsed.routes,
     servers: parsed.servers,
     endpoints: parsed.endpoints,
+    policies: parsed.policies,
+    providers: parsed.providers,
     version: Number(values.version),
   })
   for (const d of diagnostics)

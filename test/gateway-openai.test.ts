@@ -5,6 +5,7 @@ import OpenAI, { APIError } from 'openai'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type Gateway, startGateway } from '../dataplane/gateway.js'
 import { memoryLogger } from '../dataplane/log.js'
+import { RoundRobinPicker } from '../dataplane/picker.js'
 import { type SimHandle, type SimOptions, startSimulator } from '../hack/sim/index.js'
 import { ConfigVolume, manifests, type RouteSpec, type ServerSpec } from './helpers/config.js'
 
@@ -149,6 +150,10 @@ beforeAll(async () => {
     maxBodyBytes: 64 * 1024,
     pollMs: 100,
     log,
+    // The proxy's own retry path is under test here: a picker that does not scrape engines keeps
+    // sending to the dying endpoint first, so retries must carry the requests (the scheduler's
+    // passive ejection is tested in test/scheduling.test.ts).
+    picker: new RoundRobinPicker(),
   })
   client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'unused', maxRetries: 0 })
 })

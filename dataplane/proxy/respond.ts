@@ -105,6 +105,25 @@ export interface RespondOptions {
   /** Distinguishes a total-deadline abort from a client disconnect. */
   readonly timedOut: () => boolean
   readonly onDone: (o: ResponseOutcome) => void
+  /** Rewrites a stream on its way to the client (the rate-limit filter's token accounting). */
+  readonly streamFilter?: StreamFilter
+}
+
+/**
+ * Sees every upstream SSE chunk before the client does. It may hold bytes back (a partial
+ * event), drop events (the usage-only chunk the client did not ask for) or end the stream early
+ * with bytes of its own (an error event); ending aborts the upstream request.
+ */
+export interface StreamFilter {
+  transform(chunk: Uint8Array): StreamFilterResult | Promise<StreamFilterResult>
+  /** Whatever is still held when the upstream finished. */
+  flush(): Uint8Array | undefined
+}
+
+export interface StreamFilterResult {
+  readonly out?: Uint8Array
+  /** Set: write `out`, then end the stream; `end` is the outcome's error code. */
+  readonly end?: string
 }
 
 export async function toClientResponse(
@@ -202,6 +221,8 @@ function streamResponse(up: UpstreamResponse, headers: Headers, opts: RespondOpt
       try {
         const { value, done } = await iterator.next()
         if (done) {
+          const rest = opts.streamFilter?.flush()
+          if (rest !== undefined && rest.byteLength > 0) controller.enqueue(rest)
           finish()
           controller.close()
           return
@@ -210,7 +231,17 @@ function streamResponse(up: UpstreamResponse, headers: Headers, opts: RespondOpt
         if (firstByteMs === undefined) firstByteMs = performance.now() - opts.startedAt
         bytes += c.byteLength
         scanner.push(c)
-        controller.enqueue(c)
+        if (opts.streamFilter === undefined) {
+          controller.enqueue(c)
+          return
+        }
+        const r = await opts.streamFilter.transform(c)
+        if (r.out !== undefined && r.out.byteLength > 0) controller.enqueue(r.out)
+        if (r.end !== undefined) {
+          finish(r.end)
+          controller.close()
+          up.body.destroy()
+        }
       } catch (e) {
         if (opts.signal.aborted && !opts.timedOut()) {
           finish('client_closed')

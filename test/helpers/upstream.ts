@@ -17,6 +17,12 @@ export async function startUpstream(host: string, handler: Handler): Promise<Tes
   const requests: TestUpstream['requests'] = []
   const up: { handler: Handler } = { handler }
   const server = createServer((req, res) => {
+    // Not an engine: the data plane's scheduler scrapes GET /metrics on every endpoint; answer
+    // those with 404 (no metrics) and keep the scripted handler for inference requests.
+    if (req.method === 'GET' && req.url?.startsWith('/metrics')) {
+      res.writeHead(404).end()
+      return
+    }
     const chunks: Buffer[] = []
     req.on('data', (c: Buffer) => chunks.push(c))
     req.on('end', () => {

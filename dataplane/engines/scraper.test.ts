@@ -1,0 +1,200 @@
+import { readFileSync } from 'node:fs'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { afterEach, describe, expect, it } from 'vitest'
+import { MetricsScraper, type ScrapeResult, type ScrapeTarget } from './scraper.js'
+
+const VLLM = readFileSync(new URL('./testdata/vllm-metrics-sample.txt', import.meta.url), 'utf8')
+
+interface Fake {
+  readonly origin: string
+  readonly hits: number
+  readonly maxConcurrent: number
+  close(): Promise<void>
+}
+
+async function fake(
+  host: string,
+  handler: (req: IncomingMessage, res: ServerResponse) => void,
+): Promise<Fake> {
+  let hits = 0
+  let active = 0
+  let maxConcurrent = 0
+  const server: Server = createServer((req, res) => {
+    hits++
+    active++
+    maxConcurrent = Math.max(maxConcurrent, active)
+    res.on('close', () => active--)
+    handler(req, res)
+  })
+  await new Promise<void>((r) => server.listen(0, host, r))
+  const port = (server.address() as AddressInfo).port
+  return {
+    origin: `http://${host}:${port}`,
+    get hits() {
+      return hits
+    },
+    get maxConcurrent() {
+      return maxConcurrent
+    },
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections()
+        server.close(() => r())
+      }),
+  }
+}
+
+const text =
+  (body: string, delayMs = 0) =>
+  (_q: IncomingMessage, res: ServerResponse) => {
+    setTimeout(() => {
+      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' })
+      res.end(body)
+    }, delayMs)
+  }
+
+const cleanups: (() => Promise<void>)[] = []
+afterEach(async () => {
+  for (const c of cleanups.splice(0)) await c()
+})
+
+function scraper(opts: Partial<ConstructorParameters<typeof MetricsScraper>[0]> = {}) {
+  const results = new Map<string, ScrapeResult[]>()
+  const s = new MetricsScraper({
+    intervalMs: 50,
+    timeoutMs: 200,
+    onResult: (id, r) => {
+      const list = results.get(id) ?? []
+      list.push(r)
+      results.set(id, list)
+    },
+    ...opts,
+  })
+  cleanups.push(() => s.close())
+  return { s, results }
+}
+
+function target(id: string, origin: string): ScrapeTarget {
+  return { id, origin, engine: 'vLLM' }
+}
+
+const until = async (cond: () => boolean, ms = 3000): Promise<void> => {
+  const end = Date.now() + ms
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time')
+    await new Promise((r) => setTimeout(r, 10))
+  }
+}
+
+describe('MetricsScraper', () => {
+  it('scrapes each endpoint repeatedly and maps the engine metrics (DP series summed)', async () => {
+    const f = await fake('127.0.0.21', text(VLLM))
+    cleanups.push(() => f.close())
+    const started: string[] = []
+    const { s, results } = scraper({ onStart: (id) => started.push(id) })
+    s.sync([target('a', f.origin)])
+    await until(() => (results.get('a')?.length ?? 0) >= 3)
+    const r = results.get('a')?.[0]
+    expect(r?.ok).toBe(true)
+    if (r?.ok) {
+      expect(r.metrics.running).toBe(12)
+      expect(r.metrics.waiting).toBe(3)
+      expect(r.metrics.kvCacheUsage).toBeCloseTo((0.6312 + 0.4187) / 2, 6)
+    }
+    expect(started.filter((x) => x === 'a').length).toBeGreaterThanOrEqual(3)
+  })
+
+  it('reports an unreachable endpoint and one that answers with something else, and backs off the latter', async () => {
+    const dead = await fake('127.0.0.22', text(''))
+    const deadOrigin = dead.origin
+    await dead.close()
+    const notFound = await fake('127.0.0.23', (_q, res) => {
+      res.writeHead(404)
+      res.end()
+    })
+    const live = await fake('127.0.0.24', text(VLLM))
+    cleanups.push(
+      () => notFound.close(),
+      () => live.close(),
+    )
+    const { s, results } = scraper({ maxBackoffMs: 5_000 })
+    s.sync([
+      target('dead', deadOrigin),
+      target('404', notFound.origin),
+      target('live', live.origin),
+    ])
+    await new Promise((r) => setTimeout(r, 700))
+    const d = results.get('dead')?.[0]
+    expect(d).toMatchObject({ ok: false, kind: 'unreachable', error: 'ECONNREFUSED' })
+    expect(results.get('404')?.[0]).toMatchObject({
+      ok: false,
+      kind: 'bad_response',
+      error: 'HTTP 404',
+    })
+    // Useless answers slow the loop down exponentially; healthy ones keep the interval.
+    expect(notFound.hits).toBeLessThanOrEqual(4)
+    expect(live.hits).toBeGreaterThanOrEqual(8)
+  })
+
+  it('gives up on a stalled endpoint after the timeout', async () => {
+    const stall = await fake('127.0.0.25', () => {})
+    cleanups.push(() => stall.close())
+    const { s, results } = scraper({ timeoutMs: 100 })
+    s.sync([target('stall', stall.origin)])
+    await until(() => (results.get('stall')?.length ?? 0) >= 1)
+    const r = results.get('stall')?.[0]
+    expect(r).toMatchObject({ ok: false, kind: 'unreachable', error: 'timeout' })
+    expect(r?.durationMs).toBeLessThan(400)
+  })
+
+  it('treats text without any load signal as a bad response', async () => {
+    const f = await fake('127.0.0.26', text('some_other_metric 1\n'))
+    cleanups.push(() => f.close())
+    const { s, results } = scraper()
+    s.sync([target('x', f.origin)])
+    await until(() => (results.get('x')?.length ?? 0) >= 1)
+    expect(results.get('x')?.[0]).toMatchObject({ ok: false, kind: 'bad_response' })
+  })
+
+  it('bounds scrapes in flight across endpoints', async () => {
+    const fakes = await Promise.all(
+      [30, 31, 32, 33, 34, 35].map((h) => fake(`127.0.0.${h}`, text(VLLM, 60))),
+    )
+    for (const f of fakes) cleanups.push(() => f.close())
+    let active = 0
+    let peak = 0
+    const { s, results } = scraper({
+      concurrency: 2,
+      onStart: () => {
+        active++
+        peak = Math.max(peak, active)
+      },
+      onResult: () => {
+        active--
+      },
+    })
+    s.sync(fakes.map((f, i) => target(`e${i}`, f.origin)))
+    await new Promise((r) => setTimeout(r, 600))
+    expect(peak).toBe(2)
+    expect(results.size).toBe(0) // the custom onResult above replaced the recorder
+    expect(fakes.every((f) => f.hits >= 1)).toBe(true)
+  })
+
+  it('stops scraping endpoints that left and restarts one whose engine changed', async () => {
+    const f = await fake('127.0.0.27', text(VLLM))
+    cleanups.push(() => f.close())
+    const { s } = scraper()
+    s.sync([target('a', f.origin)])
+    await until(() => f.hits >= 2)
+    expect(s.targets).toEqual(['a'])
+    s.sync([{ id: 'a', origin: f.origin, engine: 'SGLang' }])
+    expect(s.targets).toEqual(['a'])
+    s.sync([])
+    expect(s.targets).toEqual([])
+    await new Promise((r) => setTimeout(r, 100))
+    const after = f.hits
+    await new Promise((r) => setTimeout(r, 250))
+    expect(f.hits).toBe(after)
+  })
+})

@@ -1,0 +1,308 @@
+// The data plane's own view of every endpoint's engine: one scrape loop per endpoint of the live
+// snapshot, sharing a small concurrency budget so a large fleet cannot open hundreds of sockets at
+// once, each scrape bounded by a short timeout. Results go to a callback; the scheduler's endpoint
+// state decides what a failure means (stale metrics degrade to local signals, unreachable
+// endpoints get ejected).
+//
+// Why per-endpoint loops instead of one global tick: a slow or dead pod then only delays its own
+// next scrape, never the fleet's, and jitter keeps the loops from synchronising into bursts.
+
+import { Agent } from 'undici'
+import type { InferenceEngine } from '../../api/snapshot.js'
+import type { GenericMapping } from './adapters/index.js'
+import { EngineMetricsTracker } from './tracker.js'
+import type { EngineMetrics } from './view.js'
+
+export interface ScrapeTarget {
+  /** Stable key of the endpoint (the scheduler uses `address:port`). */
+  readonly id: string
+  /** `http://host:port` (IPv6 hosts in brackets). */
+  readonly origin: string
+  readonly engine: InferenceEngine
+  readonly generic?: GenericMapping
+}
+
+export type ScrapeFailureKind =
+  /** No HTTP answer: refused, reset, DNS, or timed out. Counts against the endpoint's health. */
+  | 'unreachable'
+  /** An HTTP answer that is not usable metrics (non-200, oversized, nothing recognisable). */
+  | 'bad_response'
+
+export type ScrapeResult =
+  | { readonly ok: true; readonly metrics: EngineMetrics; readonly durationMs: number }
+  | {
+      readonly ok: false
+      readonly kind: ScrapeFailureKind
+      readonly error: string
+      readonly durationMs: number
+    }
+
+export interface ScraperOptions {
+  /** Time between the starts of two scrapes of one endpoint. Default 200 ms. */
+  readonly intervalMs?: number
+  /** Whole-scrape deadline (connect + headers + body). Default 500 ms. */
+  readonly timeoutMs?: number
+  /** Scrapes in flight at once across all endpoints. Default 16. */
+  readonly concurrency?: number
+  /** Largest body read; bigger answers are a `bad_response`. Default 8 MiB. */
+  readonly maxBytes?: number
+  /** Longest pause for an endpoint whose answers are not metrics. Default 30 s. */
+  readonly maxBackoffMs?: number
+  /** Called right before each scrape request goes out (to snapshot local counters). */
+  readonly onStart?: (id: string) => void
+  readonly onResult: (id: string, result: ScrapeResult) => void
+  readonly random?: () => number
+}
+
+export class ScraperError extends Error {
+  override readonly name = 'ScraperError'
+  readonly code = 'SCRAPE_TOO_LARGE'
+}
+
+/** The abort reason of a scrape that ran out of time. */
+class ScrapeTimeoutError extends Error {
+  override readonly name = 'TimeoutError'
+  readonly code = 'SCRAPE_TIMEOUT'
+}
+
+interface Loop {
+  readonly target: ScrapeTarget
+  readonly tracker: EngineMetricsTracker
+  readonly abort: AbortController
+  /** Consecutive answers that were not metrics: drives the slow-down. */
+  useless: number
+  timer: NodeJS.Timeout | undefined
+  wake: (() => void) | undefined
+}
+
+/** Counting semaphore; waiters are served in arrival order. */
+class Semaphore {
+  #free: number
+  readonly #waiters: (() => void)[] = []
+  constructor(n: number) {
+    this.#free = n
+  }
+  acquire(): Promise<void> {
+    if (this.#free > 0) {
+      this.#free--
+      return Promise.resolve()
+    }
+    return new Promise((resolve) => this.#waiters.push(resolve))
+  }
+  release(): void {
+    const next = this.#waiters.shift()
+    if (next) next()
+    else this.#free++
+  }
+}
+
+const TEXT_ACCEPT = 'text/plain;version=0.0.4;q=1,*/*;q=0.1'
+
+export class MetricsScraper {
+  readonly intervalMs: number
+  readonly timeoutMs: number
+  readonly #opts: ScraperOptions
+  readonly #maxBytes: number
+  readonly #maxBackoffMs: number
+  readonly #random: () => number
+  readonly #sem: Semaphore
+  readonly #agent: Agent
+  readonly #loops = new Map<string, Loop>()
+  #closed = false
+
+  constructor(opts: ScraperOptions) {
+    this.#opts = opts
+    this.intervalMs = Math.max(10, opts.intervalMs ?? 200)
+    this.timeoutMs = Math.max(10, opts.timeoutMs ?? 500)
+    this.#maxBytes = opts.maxBytes ?? 8 * 1024 * 1024
+    this.#maxBackoffMs = opts.maxBackoffMs ?? 30_000
+    this.#random = opts.random ?? Math.random
+    this.#sem = new Semaphore(Math.max(1, opts.concurrency ?? 16))
+    // One keep-alive socket per engine is plenty at a few scrapes per second; a dedicated agent
+    // keeps scrapes out of the proxy pool so they never queue behind inference streams.
+    this.#agent = new Agent({
+      connections: 1,
+      keepAliveTimeout: 10_000,
+      connect: { timeout: this.timeoutMs },
+      headersTimeout: this.timeoutMs,
+      bodyTimeout: this.timeoutMs,
+    })
+  }
+
+  /** The endpoints currently scraped. */
+  get targets(): string[] {
+    return [...this.#loops.keys()]
+  }
+
+  /**
+   * Make the running loops match `targets`: new ones start at once (with a small random delay so
+   * a snapshot with many endpoints does not scrape them all in the same millisecond), missing
+   * ones stop, and an endpoint whose engine or origin changed starts over with fresh state.
+   */
+  sync(targets: readonly ScrapeTarget[]): void {
+    if (this.#closed) return
+    const want = new Map(targets.map((t) => [t.id, t]))
+    for (const [id, loop] of this.#loops) {
+      const t = want.get(id)
+      if (
+        t === undefined ||
+        t.engine !== loop.target.engine ||
+        t.origin !== loop.target.origin ||
+        t.generic !== loop.target.generic
+      ) {
+        this.#stop(loop)
+        this.#loops.delete(id)
+      }
+    }
+    for (const t of want.values()) {
+      if (this.#loops.has(t.id)) continue
+      const loop: Loop = {
+        target: t,
+        tracker: new EngineMetricsTracker(t.engine, t.generic ? { generic: t.generic } : {}),
+        abort: new AbortController(),
+        useless: 0,
+        timer: undefined,
+        wake: undefined,
+      }
+      this.#loops.set(t.id, loop)
+      void this.#run(loop)
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true
+    for (const loop of this.#loops.values()) this.#stop(loop)
+    this.#loops.clear()
+    await this.#agent.close().catch(() => {})
+  }
+
+  #stop(loop: Loop): void {
+    loop.abort.abort()
+    if (loop.timer) clearTimeout(loop.timer)
+    loop.wake?.()
+  }
+
+  #sleep(loop: Loop, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      loop.wake = resolve
+      loop.timer = setTimeout(resolve, ms)
+      // Scrapes must never keep a process alive on their own.
+      loop.timer.unref()
+    })
+  }
+
+  async #run(loop: Loop): Promise<void> {
+    await this.#sleep(loop, this.#random() * Math.min(50, this.intervalMs / 2))
+    while (!loop.abort.signal.aborted) {
+      const started = performance.now()
+      await this.#sem.acquire()
+      let result: ScrapeResult
+      try {
+        if (loop.abort.signal.aborted) break
+        this.#opts.onStart?.(loop.target.id)
+        result = await this.#scrapeOnce(loop)
+      } finally {
+        this.#sem.release()
+      }
+      if (loop.abort.signal.aborted) break
+      loop.useless = result.ok || result.kind === 'unreachable' ? 0 : loop.useless + 1
+      try {
+        this.#opts.onResult(loop.target.id, result)
+      } catch {
+        // A consumer bug must not kill the loop; the next result is another chance.
+      }
+      // An endpoint that answers but exports nothing we understand is polled ever more slowly:
+      // hammering it every 200 ms would buy nothing.
+      const base =
+        loop.useless === 0
+          ? this.intervalMs
+          : Math.min(this.#maxBackoffMs, this.intervalMs * 2 ** Math.min(loop.useless, 16))
+      const jitter = 1 + (this.#random() - 0.5) * 0.2
+      const wait = Math.max(0, base * jitter - (performance.now() - started))
+      await this.#sleep(loop, wait)
+    }
+  }
+
+  async #scrapeOnce(loop: Loop): Promise<ScrapeResult> {
+    const t0 = performance.now()
+    const elapsed = (): number => performance.now() - t0
+    // A timer we clear ourselves: AbortSignal.timeout would fire after a completed scrape and
+    // abort a body nobody listens to any more.
+    const ac = new AbortController()
+    const timer = setTimeout(() => ac.abort(new ScrapeTimeoutError()), this.timeoutMs)
+    const onStop = (): void => ac.abort()
+    loop.abort.signal.addEventListener('abort', onStop, { once: true })
+    let text: string
+    try {
+      const res = await this.#agent.request({
+        origin: loop.target.origin,
+        path: loop.tracker.metricsPath,
+        method: 'GET',
+        headers: { accept: TEXT_ACCEPT },
+        signal: ac.signal,
+      })
+      // Errors after this point surface through the reads below, never as a stray event.
+      res.body.on('error', () => {})
+      if (res.statusCode !== 200) {
+        await res.body.dump().catch(() => {})
+        return {
+          ok: false,
+          kind: 'bad_response',
+          error: `HTTP ${res.statusCode}`,
+          durationMs: elapsed(),
+        }
+      }
+      try {
+        text = await readLimited(res.body, this.#maxBytes)
+      } catch (e) {
+        res.body.destroy()
+        if (e instanceof ScraperError) {
+          return { ok: false, kind: 'bad_response', error: e.message, durationMs: elapsed() }
+        }
+        throw e
+      }
+    } catch (e) {
+      return { ok: false, kind: 'unreachable', error: describe(e), durationMs: elapsed() }
+    } finally {
+      clearTimeout(timer)
+      loop.abort.signal.removeEventListener('abort', onStop)
+    }
+    const { metrics, parsed } = loop.tracker.ingestText(text)
+    if (parsed.sampleCount === 0 || metrics.missing.length === 2) {
+      return {
+        ok: false,
+        kind: 'bad_response',
+        error:
+          parsed.sampleCount === 0
+            ? 'no Prometheus samples in the answer'
+            : `no load signals for engine ${loop.target.engine}`,
+        durationMs: elapsed(),
+      }
+    }
+    return { ok: true, metrics, durationMs: elapsed() }
+  }
+}
+
+async function readLimited(body: AsyncIterable<unknown>, max: number): Promise<string> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of body) {
+    const b = chunk as Buffer
+    size += b.byteLength
+    if (size > max) throw new ScraperError(`metrics larger than ${max} bytes`)
+    chunks.push(b)
+  }
+  return Buffer.concat(chunks).toString('utf8')
+}
+
+function describe(e: unknown): string {
+  if (typeof e === 'object' && e !== null) {
+    const code = (e as { code?: unknown }).code
+    const name = (e as { name?: unknown }).name
+    if (name === 'TimeoutError' || code === 'UND_ERR_ABORTED' || name === 'AbortError') {
+      return 'timeout'
+    }
+    if (typeof code === 'string') return code
+  }
+  return e instanceof Error ? e.message : String(e)
+}

@@ -1,0 +1,114 @@
+// A fixed-capacity set of block hashes with CLOCK eviction, in typed arrays: what prefix-cache
+// remembers per endpoint. A Map of tens of thousands of entries per endpoint, churned on every
+// dispatch, costs rehashing and garbage-collection pauses on the request path; this table
+// allocates once and does O(1) work per insert and lookup.
+//
+// Layout: `keys[slot]` holds hash+1 (0 = empty) and `ref[slot]` the CLOCK reference bit; an
+// open-addressing index (linear probing, power-of-two size ≥ 2 × capacity) maps a hash to its
+// slot+1. Evicting a slot deletes its index entry with backward-shift deletion, so the index
+// never fills with tombstones. Hashes must be integers in [0, 2^30) (prompt.ts makes them so).
+
+export class BlockTable {
+  readonly capacity: number
+  readonly #keys: Int32Array
+  readonly #ref: Uint8Array
+  readonly #index: Int32Array
+  readonly #mask: number
+  #size = 0
+  #hand = 0
+
+  constructor(capacity: number) {
+    this.capacity = Math.max(1, Math.floor(capacity))
+    this.#keys = new Int32Array(this.capacity)
+    this.#ref = new Uint8Array(this.capacity)
+    let n = 2
+    while (n < this.capacity * 2) n *= 2
+    this.#index = new Int32Array(n)
+    this.#mask = n - 1
+  }
+
+  get size(): number {
+    return this.#size
+  }
+
+  has(hash: number): boolean {
+    return this.#find(hash) >= 0
+  }
+
+  /**
+   * Insert `hash`, or mark it referenced if present. When full, the CLOCK hand clears reference
+   * bits until it finds an unreferenced slot and reuses it: blocks touched since the hand last
+   * passed survive one more round, blocks inserted together leave in insertion order.
+   */
+  touch(hash: number): void {
+    const at = this.#find(hash)
+    if (at >= 0) {
+      this.#ref[at] = 1
+      return
+    }
+    let slot: number
+    if (this.#size < this.capacity) {
+      slot = this.#size++
+    } else {
+      while (this.#ref[this.#hand] === 1) {
+        this.#ref[this.#hand] = 0
+        this.#hand = this.#hand + 1 === this.capacity ? 0 : this.#hand + 1
+      }
+      slot = this.#hand
+      this.#hand = this.#hand + 1 === this.capacity ? 0 : this.#hand + 1
+      this.#unindex((this.#keys[slot] as number) - 1)
+    }
+    this.#keys[slot] = hash + 1
+    this.#ref[slot] = 0
+    let i = mix(hash) & this.#mask
+    while (this.#index[i] !== 0) i = (i + 1) & this.#mask
+    this.#index[i] = slot + 1
+  }
+
+  /** Every hash held (tests, resizing). */
+  *hashes(): IterableIterator<number> {
+    for (let s = 0; s < this.#size; s++) yield (this.#keys[s] as number) - 1
+  }
+
+  #find(hash: number): number {
+    let i = mix(hash) & this.#mask
+    for (;;) {
+      const v = this.#index[i] as number
+      if (v === 0) return -1
+      if (this.#keys[v - 1] === hash + 1) return v - 1
+      i = (i + 1) & this.#mask
+    }
+  }
+
+  /** Backward-shift deletion: later entries of the probe run move up into the hole. */
+  #unindex(hash: number): void {
+    const mask = this.#mask
+    let i = mix(hash) & mask
+    for (;;) {
+      const v = this.#index[i] as number
+      if (v === 0) return
+      if (this.#keys[v - 1] === hash + 1) break
+      i = (i + 1) & mask
+    }
+    let hole = i
+    let j = (i + 1) & mask
+    for (;;) {
+      const v = this.#index[j] as number
+      if (v === 0) break
+      const home = mix((this.#keys[v - 1] as number) - 1) & mask
+      // Move the entry at j into the hole unless its home lies cyclically in (hole, j].
+      const inRange = hole <= j ? home > hole && home <= j : home > hole || home <= j
+      if (!inRange) {
+        this.#index[hole] = v
+        hole = j
+      }
+      j = (j + 1) & mask
+    }
+    this.#index[hole] = 0
+  }
+}
+
+/** Hashes arrive well mixed already; one multiply spreads sequential test values too. */
+function mix(h: number): number {
+  return Math.imul(h, 0x9e3779b1) >>> 0
+}

@@ -1,0 +1,234 @@
+import { describe, expect, it } from 'vitest'
+import { GatewayError } from '../../errors.js'
+import type { EndpointState } from '../state.js'
+import { chat, pickContext, request, scraped, server, state } from '../testkit.js'
+import type { Admission, SchedRequest } from '../types.js'
+import { FairnessPlugin } from './fairness.js'
+
+const ok = { status: 200, durationMs: 1 }
+
+function setup(args: Record<string, number | string | Record<string, number>> = {}) {
+  const now = 0
+  const p = new FairnessPlugin(
+    { maxInFlightPerEndpoint: 1, headroom: 0, ...args },
+    { random: Math.random, now: () => now },
+  )
+  const eps = [state('a', 2), state('b', 3)]
+  const order: string[] = []
+  /** Admit, then (once admitted) dispatch to the least busy endpoint, as the scheduler would. */
+  const submit = (
+    tenant: string,
+    opts: { priority?: number; signal?: AbortSignal; tokens?: number } = {},
+  ) => {
+    const headers: Record<string, string> = { 'x-tenant-id': tenant }
+    if (opts.priority !== undefined) headers['x-priority'] = String(opts.priority)
+    const req = request(
+      pickContext(server([]), { ...chat('x'.repeat(opts.tokens ?? 40)), max_tokens: 10 }, headers),
+    )
+    // Synchronous refusals become rejections, as `await picker.admit()` sees them in the app.
+    const admitted = new Promise<Admission>((resolve) =>
+      resolve(p.admit(req, () => eps, opts.signal ?? new AbortController().signal)),
+    ).then((a) => {
+      const ep = [...eps].sort((x, y) => x.inFlight - y.inFlight)[0] as EndpointState
+      ep.dispatchStarted(req.ticket, 0)
+      p.onDispatch(req)
+      order.push(tenant)
+      return { req, ep, admission: a }
+    })
+    return admitted
+  }
+  const finish = (r: { req: SchedRequest; ep: EndpointState; admission: Admission }) => {
+    r.ep.dispatchEnded(r.req.ticket, ok, 0)
+    r.admission.release()
+    p.onComplete(r.req, r.ep, ok)
+  }
+  return { p, eps, submit, finish, order }
+}
+
+const tick = () => new Promise((r) => setTimeout(r, 0))
+
+describe('fairness', () => {
+  it('admits everything while no concurrency limit is known', async () => {
+    const p = new FairnessPlugin({}, { random: Math.random, now: () => 0 })
+    const eps = [state('a', 2)]
+    for (let i = 0; i < 50; i++) {
+      const r = request(pickContext(server([]), chat('hi')))
+      const a = p.admit(r, () => eps, new AbortController().signal)
+      expect(a).not.toBeInstanceOf(Promise)
+      eps[0]?.dispatchStarted(r.ticket, 0)
+      p.onDispatch(r)
+    }
+    expect(p.queued).toBe(0)
+  })
+
+  it('learns the limit from the engine (running while queueing) when none is configured', () => {
+    const p = new FairnessPlugin({}, { random: Math.random, now: () => 0 })
+    const a = state('a', 2)
+    scraped(a, 0, { running: 4, waiting: 3 })
+    const r = request(pickContext(server([]), chat('hi')))
+    const adm = p.admit(r, () => [a], new AbortController().signal)
+    expect(adm).toBeInstanceOf(Promise)
+    p.close()
+  })
+
+  it('queues once saturated and releases the light tenant ahead of the heavy backlog', async () => {
+    const { submit, finish, order, p } = setup()
+    const running = [await submit('heavy'), await submit('heavy')] // both endpoints full
+    const heavy = Array.from({ length: 5 }, () => submit('heavy'))
+    await tick()
+    const light = submit('light')
+    await tick()
+    expect(p.queued).toBe(6)
+    expect(order).toEqual(['heavy', 'heavy'])
+    // Each completion frees one place: light goes first, not after the five heavy ones.
+    finish(running[0] as Awaited<ReturnType<typeof submit>>)
+    const first = await Promise.race([light, ...heavy])
+    expect(order[2]).toBe('light')
+    finish(first)
+    finish(running[1] as Awaited<ReturnType<typeof submit>>)
+    for (const h of heavy) finish(await h)
+    expect(order.slice(3)).toEqual(['heavy', 'heavy', 'heavy', 'heavy', 'heavy'])
+    expect(p.queued).toBe(0)
+    p.close()
+  })
+
+  it('serves higher priority first and weights tenants by their share', async () => {
+    const { submit, finish, order, p } = setup({ tenantWeights: { gold: 3 } })
+    const running = [await submit('a'), await submit('a')]
+    const queued = [
+      submit('low', { priority: -1 }),
+      submit('bronze'),
+      submit('urgent', { priority: 5 }),
+    ]
+    await tick()
+    finish(running[0] as Awaited<ReturnType<typeof submit>>)
+    await tick()
+    expect(order[2]).toBe('urgent')
+    finish(running[1] as Awaited<ReturnType<typeof submit>>)
+    const [low, bronze, urgent] = queued
+    finish(await (bronze as ReturnType<typeof submit>))
+    finish(await (low as ReturnType<typeof submit>))
+    finish(await (urgent as ReturnType<typeof submit>))
+    expect(order.slice(3)).toEqual(['bronze', 'low'])
+    // A weight-3 tenant is charged a third per token.
+    const before = p.counter('gold')
+    finish(await submit('gold'))
+    const goldCost = p.counter('gold') - before
+    const b2 = p.counter('plain')
+    finish(await submit('plain'))
+    expect(p.counter('plain') - b2).toBeCloseTo(goldCost * 3, 6)
+    p.close()
+  })
+
+  it('settles the estimate against actual usage', async () => {
+    const { submit, p } = setup({ maxInFlightPerEndpoint: 100 })
+    const r = await submit('t')
+    const est = p.counter('t')
+    r.ep.dispatchEnded(r.req.ticket, ok, 0)
+    p.onComplete(r.req, r.ep, { ...ok, promptTokens: 1000, completionTokens: 100 })
+    expect(p.counter('t')).toBe(1000 + 2 * 100)
+    expect(est).not.toBe(1200)
+    p.close()
+  })
+
+  it('rejects with 429 and Retry-After when the queue or a tenant queue is full', async () => {
+    const { submit, p } = setup({ maxQueue: 3, maxQueuePerTenant: 2 })
+    await submit('a')
+    await submit('a')
+    void submit('t1')
+    void submit('t1')
+    const perTenant = await submit('t1').catch((e: unknown) => e)
+    expect(perTenant).toBeInstanceOf(GatewayError)
+    expect((perTenant as GatewayError).code).toBe('tenant_queue_full')
+    expect((perTenant as GatewayError).status).toBe(429)
+    expect((perTenant as GatewayError).headers['retry-after']).toBe('1')
+    void submit('t2')
+    const full = await submit('t3').catch((e: unknown) => e)
+    expect((full as GatewayError).code).toBe('queue_full')
+    expect(p.rejectedTotal).toBe(2)
+    p.close()
+  })
+
+  it('times out a queued request with 503 queue_timeout and Retry-After', async () => {
+    const { submit, p } = setup({ queueTimeoutMs: 30 })
+    await submit('a')
+    await submit('a')
+    const e = await submit('late').catch((err: unknown) => err)
+    expect(e).toBeInstanceOf(GatewayError)
+    expect((e as GatewayError).status).toBe(503)
+    expect((e as GatewayError).code).toBe('queue_timeout')
+    expect((e as GatewayError).headers['retry-after']).toBe('1')
+    expect(p.queued).toBe(0)
+    p.close()
+  })
+
+  it('drops a queued request whose client left', async () => {
+    const { submit, p } = setup()
+    await submit('a')
+    await submit('a')
+    const ac = new AbortController()
+    const waiting = submit('gone', { signal: ac.signal })
+    await tick()
+    expect(p.queued).toBe(1)
+    ac.abort()
+    const e = await waiting.catch((err: unknown) => err)
+    expect((e as GatewayError).status).toBe(499)
+    expect(p.queued).toBe(0)
+    p.close()
+  })
+
+  it('keeps headroom free of the backlog for a tenant arriving without one', async () => {
+    // 2 endpoints × 2 = 4 places; headroom 0.25 → 1 place the backlog may not take.
+    const { submit, finish, order, p } = setup({ maxInFlightPerEndpoint: 2, headroom: 0.25 })
+    const heavy = Array.from({ length: 6 }, () => submit('heavy'))
+    await tick()
+    // While nobody is backlogged, all four places are taken straight away; the rest queue.
+    expect(order.filter((t) => t === 'heavy')).toHaveLength(4)
+    expect(p.queued).toBe(2)
+    const running = await Promise.all(heavy.slice(0, 4))
+    finish(running[0] as Awaited<ReturnType<typeof submit>>)
+    await tick()
+    // One completion: the backlog may only refill up to the headroom line.
+    expect(order).toHaveLength(4)
+    // The light tenant has no backlog and a smaller counter: it takes the headroom at once.
+    const light = await submit('light')
+    expect(order.at(-1)).toBe('light')
+    finish(light)
+    for (const r of running.slice(1)) finish(r)
+    for (const h of heavy.slice(4)) finish(await h)
+    expect(p.queued).toBe(0)
+    p.close()
+  })
+
+  it('places admitted requests only on endpoints below their limit (failing open)', () => {
+    const p = new FairnessPlugin(
+      { maxInFlightPerEndpoint: 2 },
+      { random: Math.random, now: () => 0 },
+    )
+    const [a, b] = [state('a', 2), state('b', 3)]
+    const t = { promptTokens: 1, outputTokens: 1, stream: false }
+    a.dispatchStarted(t, 0)
+    a.dispatchStarted(t, 0)
+    const req = request(pickContext(server([]), chat('x')))
+    expect(p.filter(req, [a, b])).toEqual([b])
+    b.dispatchStarted(t, 0)
+    b.dispatchStarted(t, 0)
+    expect(p.filter(req, [a, b])).toEqual([])
+  })
+
+  it('a place released before dispatch (e.g. no endpoint) frees capacity again', async () => {
+    const p = new FairnessPlugin(
+      { maxInFlightPerEndpoint: 1, headroom: 0 },
+      { random: Math.random, now: () => 0 },
+    )
+    const eps = [state('a', 2)]
+    const r1 = request(pickContext(server([]), chat('1')))
+    const a1 = p.admit(r1, () => eps, new AbortController().signal) as Admission
+    const r2 = request(pickContext(server([]), chat('2')))
+    const a2 = p.admit(r2, () => eps, new AbortController().signal)
+    expect(a2).toBeInstanceOf(Promise)
+    a1.release()
+    await expect(a2).resolves.toBeDefined()
+    p.close()
+  })
+})

@@ -1,0 +1,65 @@
+import { describe, expect, it } from 'vitest'
+import { pickContext, request, scores, scraped, server, state } from '../testkit.js'
+import { LORA_SCORES, loraAffinity, residentAdapters } from './lora-affinity.js'
+
+const loraReq = (adapter: string, now = 1) =>
+  request(pickContext(server([]), {}, {}, { model: adapter, isLora: true }), now)
+const ticket = (lora: string) => ({ promptTokens: 1, outputTokens: 1, stream: false, lora })
+
+describe('lora-affinity', () => {
+  it('abstains for base-model requests', () => {
+    expect(
+      scores(loraAffinity({}), request(pickContext(server([]))), [state('a', 2)]),
+    ).toBeUndefined()
+  })
+
+  it('prefers loaded > queued there > free slot > must evict, honouring max_lora', () => {
+    const [loaded, queued, free, full] = [
+      state('a', 2),
+      state('b', 3),
+      state('c', 4),
+      state('d', 5),
+    ]
+    scraped(loaded, 0, { lora: { maxLora: 2, running: ['sql', 'chat'], waiting: [] } })
+    scraped(queued, 0, { lora: { maxLora: 2, running: ['x', 'y'], waiting: ['sql'] } })
+    scraped(free, 0, { lora: { maxLora: 2, running: ['x'], waiting: [] } })
+    scraped(full, 0, { lora: { maxLora: 2, running: ['x', 'y'], waiting: [] } })
+    expect(scores(loraAffinity({}), loraReq('sql'), [loaded, queued, free, full])).toEqual([
+      LORA_SCORES.loaded,
+      LORA_SCORES.queuedThere,
+      LORA_SCORES.freeSlot,
+      LORA_SCORES.mustEvict,
+    ])
+  })
+
+  it('remembers adapters it sent recently (idle adapters vanish from the metric but stay loaded)', () => {
+    const [a, b] = [state('a', 2), state('b', 3)]
+    scraped(a, 0, { lora: { maxLora: 1, running: [], waiting: [] } })
+    scraped(b, 0, { lora: { maxLora: 1, running: [], waiting: [] } })
+    a.dispatchStarted(ticket('sql'), 0)
+    a.dispatchEnded(ticket('sql'), { status: 200, durationMs: 1 }, 0)
+    expect([...residentAdapters(a, 1)]).toEqual(['sql'])
+    expect(scores(loraAffinity({}), loraReq('sql'), [a, b])).toEqual([1, LORA_SCORES.freeSlot])
+    // With one slot, a newer adapter displaces the belief about the older one.
+    a.dispatchStarted(ticket('chat'), 2)
+    expect([...residentAdapters(a, 3)]).toEqual(['chat'])
+    expect(scores(loraAffinity({}), loraReq('sql'), [a, b])).toEqual([
+      LORA_SCORES.mustEvict,
+      LORA_SCORES.freeSlot,
+    ])
+  })
+
+  it('is soft: drops the preference for an endpoint loaded beyond the margin', () => {
+    const [a, b] = [state('a', 2), state('b', 3)]
+    scraped(a, 0, { running: 12, lora: { maxLora: 2, running: ['sql'], waiting: [] } })
+    scraped(b, 0, { running: 1, lora: { maxLora: 2, running: [], waiting: [] } })
+    expect(scores(loraAffinity({ loadMargin: 20 }), loraReq('sql'), [a, b])).toEqual([
+      1,
+      LORA_SCORES.freeSlot,
+    ])
+    expect(scores(loraAffinity({ loadMargin: 5 }), loraReq('sql'), [a, b])).toEqual([
+      0,
+      LORA_SCORES.freeSlot,
+    ])
+  })
+})

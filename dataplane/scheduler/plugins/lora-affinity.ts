@@ -1,0 +1,84 @@
+// lora-affinity: for a request naming a LoRA adapter, prefer endpoints that already have it loaded,
+// then endpoints with a free adapter slot, last those that must evict another adapter first. A
+// soft preference (a score, never a filter): every endpoint stays eligible, and the preference is
+// dropped for an endpoint whose outstanding requests exceed the least-loaded candidate's by more
+// than `loadMargin`, so a popular adapter spreads to a second pod instead of queueing on one.
+//
+// What is loaded comes from `vllm:lora_requests_info` (adapters of running and waiting requests,
+// `max_lora` slots) plus this replica's own recent dispatches: an adapter idle for a moment stays
+// in its slot on the engine but disappears from the metric, and forgetting it would make the next
+// request for it load it somewhere else.
+
+import { numArg } from '../args.js'
+import type { EndpointState } from '../state.js'
+import type { Plugin, PluginArgs, SchedRequest } from '../types.js'
+
+/**
+ * Loaded beats everything within the load margin; an adapter already queued on a pod will be
+ * loaded there; a free slot still costs a load (a miss), so it ranks well below.
+ */
+export const LORA_SCORES = { loaded: 1, queuedThere: 0.6, freeSlot: 0.3, mustEvict: 0 } as const
+
+/**
+ * Where `adapter` stands on `ep`: resident (running there, or among the `max_lora` adapters this
+ * replica sent most recently), and how many slots the believed-resident adapters fill.
+ * Allocation-free: this runs for every endpoint of every LoRA request.
+ */
+export function adapterOn(
+  ep: EndpointState,
+  adapter: string,
+  now: number,
+): { resident: boolean; used: number; slots: number } {
+  const info = ep.fresh(now)?.lora
+  const slots = info?.maxLora ?? 1
+  const running = info?.running ?? []
+  let used = running.length
+  let resident = running.includes(adapter)
+  // loraSeen iterates oldest first; the newest `slots − running` others fill the rest.
+  const seen = ep.loraSeen.size
+  let k = 0
+  for (const name of ep.loraSeen.keys()) {
+    k++
+    if (seen - k >= slots) continue
+    if (running.includes(name)) continue
+    if (used >= slots) break
+    used++
+    if (name === adapter) resident = true
+  }
+  return { resident, used, slots }
+}
+
+/** Adapters believed resident on `ep` (tests, debug). */
+export function residentAdapters(ep: EndpointState, now: number): Set<string> {
+  const info = ep.fresh(now)?.lora
+  const out = new Set<string>(info?.running ?? [])
+  for (const name of ep.loraSeen.keys()) if (adapterOn(ep, name, now).resident) out.add(name)
+  return out
+}
+
+export function loraAffinity(args: PluginArgs): Plugin {
+  const margin = numArg(args, 'loadMargin', 16, 0, 100_000)
+  return {
+    name: 'lora-affinity',
+    score(req: SchedRequest, eps: readonly EndpointState[], out: Float64Array): boolean {
+      const adapter = req.lora
+      if (adapter === undefined) return false
+      let minLoad = Number.POSITIVE_INFINITY
+      for (const e of eps) minLoad = Math.min(minLoad, e.pending(req.now))
+      for (let i = 0; i < eps.length; i++) {
+        const e = eps[i] as EndpointState
+        if (e.pending(req.now) - minLoad > margin) {
+          out[i] = 0
+          continue
+        }
+        const on = adapterOn(e, adapter, req.now)
+        if (on.resident) out[i] = LORA_SCORES.loaded
+        else if (e.fresh(req.now)?.lora?.waiting.includes(adapter) === true) {
+          out[i] = LORA_SCORES.queuedThere
+        } else if (on.used < on.slots) out[i] = LORA_SCORES.freeSlot
+        else out[i] = LORA_SCORES.mustEvict
+      }
+      return true
+    },
+  }
+}

@@ -1,0 +1,84 @@
+// Scheduler profiles: the plugin registry, the default profile, and how a snapshot's profile
+// becomes plugin instances. Plugins with unchanged name and arguments survive a snapshot swap
+// with their state (prefix-cache beliefs, sessions, fairness counters); weights may change freely.
+
+import { canonicalJson } from '../../api/canonical-json.js'
+import type {
+  SchedulerPluginName,
+  SnapshotScheduler,
+  SnapshotSchedulerPlugin,
+} from '../../api/snapshot.js'
+import { fairness } from './plugins/fairness.js'
+import { gpuAware } from './plugins/gpu-aware.js'
+import { leastKvCache } from './plugins/least-kv-cache.js'
+import { leastLatency } from './plugins/least-latency.js'
+import { leastPending } from './plugins/least-pending.js'
+import { loraAffinity } from './plugins/lora-affinity.js'
+import { prefixCache } from './plugins/prefix-cache.js'
+import { randomPlugin } from './plugins/random.js'
+import { roundRobin } from './plugins/round-robin.js'
+import { sessionAffinity } from './plugins/session-affinity.js'
+import type { Plugin, PluginEnv, PluginFactory } from './types.js'
+
+export const PLUGINS: Readonly<Record<SchedulerPluginName, PluginFactory>> = {
+  'least-kv-cache': leastKvCache,
+  'least-latency': leastLatency,
+  'least-pending': leastPending,
+  'prefix-cache': prefixCache,
+  'lora-affinity': loraAffinity,
+  'session-affinity': sessionAffinity,
+  'gpu-aware': gpuAware,
+  fairness,
+  random: randomPlugin,
+  'round-robin': roundRobin,
+}
+
+/**
+ * Used for every ModelServer without `spec.scheduler`. Cache affinity leads (a prefix hit saves
+ * the most time), bounded by load through the plugins' margins; queue depth and KV headroom
+ * spread the rest. lora-affinity, session-affinity and gpu-aware abstain unless the request names
+ * an adapter, carries a session key, or the fleet mixes GPU types. No fairness queue by default:
+ * admission control changes failure modes (429/503 under overload) and is opted into per server.
+ */
+export const DEFAULT_PROFILE: SnapshotScheduler = {
+  plugins: [
+    { name: 'prefix-cache', weight: 3, args: {} },
+    { name: 'least-pending', weight: 2, args: {} },
+    { name: 'least-kv-cache', weight: 1, args: {} },
+    { name: 'lora-affinity', weight: 4, args: {} },
+    { name: 'session-affinity', weight: 4, args: {} },
+    { name: 'gpu-aware', weight: 3, args: {} },
+  ],
+}
+
+export interface ProfileEntry {
+  readonly key: string
+  readonly name: SchedulerPluginName
+  readonly weight: number
+  readonly plugin: Plugin
+}
+
+export function entryKey(p: SnapshotSchedulerPlugin): string {
+  return `${p.name}:${canonicalJson(p.args)}`
+}
+
+/**
+ * Plugin instances for `profile`, reusing those of `previous` whose name and arguments match.
+ * Returns the entries and the instances that were not reused (to be closed).
+ */
+export function buildProfile(
+  profile: SnapshotScheduler,
+  previous: readonly ProfileEntry[],
+  env: PluginEnv,
+): { entries: ProfileEntry[]; dropped: Plugin[] } {
+  const old = new Map(previous.map((e) => [e.key, e]))
+  const entries: ProfileEntry[] = []
+  for (const p of profile.plugins) {
+    const key = entryKey(p)
+    const reuse = old.get(key)
+    old.delete(key)
+    const plugin = reuse?.plugin ?? PLUGINS[p.name](p.args, env)
+    entries.push({ key, name: p.name, weight: p.weight, plugin })
+  }
+  return { entries, dropped: [...old.values()].map((e) => e.plugin) }
+}

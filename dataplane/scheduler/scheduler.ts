@@ -1,0 +1,466 @@
+// The model-aware scheduler: the data plane's EndpointPicker. Per request and per chosen
+// ModelServer it runs admission (fairness, when the profile has it), then
+// filters → weighted scorers → an ordered list: the target first, retry fallbacks after.
+//
+// - Engine view: a scrape loop per endpoint of the live snapshot (engines/scraper.ts), blended
+//   with this replica's own in-flight counts and measured latency (state.ts).
+// - Passive health: endpoints failing connections or scrapes are ejected for a growing backoff
+//   period and come back only once they answer again. If EVERY candidate is ejected, they are
+//   all tried anyway, best score first (panic mode, as Envoy does): answering 503 at once would
+//   turn a network blip or a stale view into a certain outage, while the proxy's retries over the
+//   ordered list still give a live endpoint the chance to answer.
+// - Profiles: per ModelServer (`spec.scheduler`), else DEFAULT_PROFILE; taking effect on the
+//   snapshot swap, keeping plugin state where name and arguments are unchanged.
+// - Explain: with `ctx.explain` set, a one-line summary of the scores goes back to the caller.
+
+import type { RoutingSnapshot, SnapshotEndpoint, SnapshotServer } from '../../api/snapshot.js'
+import { MetricsScraper, type ScrapeResult, type ScrapeTarget } from '../engines/scraper.js'
+import type { Logger } from '../log.js'
+import type { Admission, DispatchOutcome, EndpointPicker, PickContext } from '../picker.js'
+import { buildProfile, DEFAULT_PROFILE, type ProfileEntry } from './profile.js'
+import { expectedOutputTokens, promptPieces } from './prompt.js'
+import { Scratch } from './scores.js'
+import {
+  DEFAULT_HEALTH,
+  DEFAULT_STATE_OPTIONS,
+  EndpointState,
+  endpointKey,
+  type HealthOptions,
+  type LoadTicket,
+  type StateOptions,
+} from './state.js'
+import type { Plugin, PluginEnv, SchedRequest } from './types.js'
+
+export interface ScrapeOptions {
+  /** Default 200 ms. */
+  readonly intervalMs?: number
+  /** Default 500 ms. */
+  readonly timeoutMs?: number
+  /** Default 16. */
+  readonly concurrency?: number
+}
+
+export interface SchedulerOptions {
+  /** `false` = no scraping (local signals only: tests, or engines without metrics). */
+  readonly scrape?: false | ScrapeOptions
+  /** Default: 5 × the scrape interval, at least 1 s. */
+  readonly staleAfterMs?: number
+  readonly health?: Partial<HealthOptions>
+  readonly random?: () => number
+  readonly now?: () => number
+  readonly log?: Logger
+}
+
+/** Where a request's scheduling record lives on its PickContext. */
+const REQUEST: unique symbol = Symbol('infer-gateway.scheduler.request')
+
+/** Characters per token when estimating prompt tokens from text. */
+const CHARS_PER_TOKEN = 4
+/** Endpoints shown per explain line. */
+const EXPLAIN_TOP = 4
+
+class Request implements SchedRequest {
+  readonly ctx: PickContext
+  now: number
+  readonly lora: string | undefined
+  readonly ticket: LoadTicket
+  readonly scratch = new Map<Plugin, unknown>()
+  readonly pieces: readonly string[]
+
+  constructor(ctx: PickContext, now: number) {
+    this.ctx = ctx
+    this.now = now
+    this.lora = ctx.isLora ? ctx.model : undefined
+    this.pieces = promptPieces(ctx.body)
+    let chars = 0
+    for (const p of this.pieces) chars += p.length
+    this.ticket = {
+      promptTokens: Math.ceil(chars / CHARS_PER_TOKEN),
+      outputTokens: expectedOutputTokens(ctx.body),
+      stream: ctx.body['stream'] === true,
+      ...(this.lora !== undefined ? { lora: this.lora } : {}),
+    }
+  }
+
+  text(): string {
+    return this.pieces.join('')
+  }
+}
+
+class ServerScheduler {
+  readonly key: string
+  server: SnapshotServer
+  entries: ProfileEntry[]
+  custom: boolean
+  /** Ready endpoints, snapshot order, and the snapshot object each stands for. */
+  ready: EndpointState[] = []
+  readonly endpointOf = new Map<EndpointState, SnapshotEndpoint>()
+  /** Every endpoint of the server (ready or not): plugins forget the ones that leave. */
+  members = new Set<EndpointState>()
+  admission: Plugin | undefined
+
+  constructor(server: SnapshotServer, entries: ProfileEntry[], custom: boolean) {
+    this.key = server.key
+    this.server = server
+    this.entries = entries
+    this.custom = custom
+    this.admission = entries.find((e) => e.plugin.admit !== undefined)?.plugin
+  }
+}
+
+/** A bounded sample of recent decision costs (µs), for the debug view. */
+class CostSample {
+  readonly #ring = new Float64Array(1024)
+  #n = 0
+  add(us: number): void {
+    this.#ring[this.#n % this.#ring.length] = us
+    this.#n++
+  }
+  summary(): { decisions: number; p50Us: number | null; p99Us: number | null } {
+    const k = Math.min(this.#n, this.#ring.length)
+    if (k === 0) return { decisions: 0, p50Us: null, p99Us: null }
+    const s = Array.from(this.#ring.subarray(0, k)).sort((a, b) => a - b)
+    const at = (p: number): number =>
+      Math.round((s[Math.min(k - 1, Math.ceil(p * k) - 1)] ?? 0) * 10) / 10
+    return { decisions: this.#n, p50Us: at(0.5), p99Us: at(0.99) }
+  }
+}
+
+export class Scheduler implements EndpointPicker {
+  readonly #now: () => number
+  readonly #random: () => number
+  readonly #log: Logger | undefined
+  readonly #stateOpts: StateOptions
+  readonly #env: PluginEnv
+  readonly #scraper: MetricsScraper | undefined
+  #states = new Map<string, EndpointState>()
+  #servers = new Map<string, ServerScheduler>()
+  readonly #freeSlots: number[] = []
+  #nextSlot = 0
+  readonly #total = new Scratch()
+  readonly #part = new Scratch()
+  readonly #costs = new CostSample()
+
+  constructor(opts: SchedulerOptions = {}) {
+    this.#now = opts.now ?? (() => performance.now())
+    this.#random = opts.random ?? Math.random
+    this.#log = opts.log
+    const scrape = opts.scrape === false ? undefined : (opts.scrape ?? {})
+    const interval = scrape?.intervalMs ?? 200
+    this.#stateOpts = {
+      ...DEFAULT_STATE_OPTIONS,
+      staleAfterMs: opts.staleAfterMs ?? Math.max(1_000, 5 * interval),
+      health: { ...DEFAULT_HEALTH, ...opts.health },
+    }
+    this.#env = { random: this.#random, now: this.#now }
+    if (scrape !== undefined) {
+      this.#scraper = new MetricsScraper({
+        intervalMs: interval,
+        ...(scrape.timeoutMs !== undefined ? { timeoutMs: scrape.timeoutMs } : {}),
+        ...(scrape.concurrency !== undefined ? { concurrency: scrape.concurrency } : {}),
+        random: this.#random,
+        onStart: (id) => this.#states.get(id)?.scrapeStarted(),
+        onResult: (id, r) => this.#onScrape(id, r),
+      })
+    }
+  }
+
+  /** Endpoint state by `address:port` (tests, benchmarks). */
+  state(id: string): EndpointState | undefined {
+    return this.#states.get(id)
+  }
+
+  /** The plugin instances of a server's profile (tests, benchmarks). */
+  plugins(serverKey: string): readonly Plugin[] {
+    return this.#servers.get(serverKey)?.entries.map((e) => e.plugin) ?? []
+  }
+
+  onSnapshot(snapshot: RoutingSnapshot): void {
+    const servers = Object.values(snapshot.servers).sort((a, b) => (a.key < b.key ? -1 : 1))
+    // One state per address:port, shared by every server listing it (one engine, one load).
+    const states = new Map<string, EndpointState>()
+    const targets = new Map<string, ScrapeTarget>()
+    for (const s of servers) {
+      for (const ep of s.endpoints) {
+        const id = endpointKey(ep)
+        if (states.has(id)) continue
+        let st = this.#states.get(id)
+        if (st === undefined) st = new EndpointState(ep, this.#allocSlot(), this.#stateOpts)
+        st.labels = ep.labels
+        st.probed = this.#scraper !== undefined
+        states.set(id, st)
+        const host = ep.address.includes(':') ? `[${ep.address}]` : ep.address
+        targets.set(id, { id, origin: `${s.protocol}://${host}:${ep.port}`, engine: s.engine })
+      }
+    }
+    const next = new Map<string, ServerScheduler>()
+    for (const s of servers) {
+      const prev = this.#servers.get(s.key)
+      const profile = s.scheduler ?? DEFAULT_PROFILE
+      const { entries, dropped } = buildProfile(profile, prev?.entries ?? [], this.#env)
+      for (const p of dropped) p.close?.()
+      const ss = new ServerScheduler(s, entries, s.scheduler !== undefined)
+      for (const ep of s.endpoints) {
+        const st = states.get(endpointKey(ep)) as EndpointState
+        ss.members.add(st)
+        if (ep.ready && !ss.endpointOf.has(st)) {
+          ss.ready.push(st)
+          ss.endpointOf.set(st, ep)
+        }
+      }
+      if (prev !== undefined) {
+        for (const st of prev.members) {
+          if (ss.members.has(st)) continue
+          for (const e of entries) e.plugin.forget?.(st)
+        }
+      }
+      next.set(s.key, ss)
+    }
+    for (const [key, prev] of this.#servers) {
+      if (!next.has(key)) for (const e of prev.entries) e.plugin.close?.()
+    }
+    // Slots of departed endpoints are reused only now, after every plugin forgot them.
+    for (const [id, st] of this.#states) if (!states.has(id)) this.#freeSlots.push(st.slot)
+    this.#states = states
+    this.#servers = next
+    this.#scraper?.sync([...targets.values()])
+  }
+
+  admit(ctx: PickContext, signal: AbortSignal): Admission | Promise<Admission> | undefined {
+    const ss = this.#serverFor(ctx.server)
+    if (ss.admission?.admit === undefined) return undefined
+    const req = this.#request(ctx)
+    return ss.admission.admit(req, () => ss.ready, signal)
+  }
+
+  pick(ctx: PickContext): readonly SnapshotEndpoint[] {
+    const t0 = this.#now()
+    const ss = this.#serverFor(ctx.server)
+    const req = this.#request(ctx)
+    req.now = t0
+    const all = ss.ready
+    if (all.length === 0) return []
+    let list: readonly EndpointState[] = all
+    let ejected = 0
+    for (const e of all) if (e.isEjected(t0)) ejected++
+    const panic = ejected === all.length
+    if (ejected > 0 && !panic) list = all.filter((e) => !e.isEjected(t0))
+    for (const entry of ss.entries) {
+      const f = entry.plugin.filter
+      if (f === undefined) continue
+      const kept = f.call(entry.plugin, req, list)
+      if (kept.length > 0) list = kept
+    }
+    const n = list.length
+    const total = this.#total.get(n)
+    total.fill(0, 0, n)
+    const part = this.#part.get(n)
+    const explain = ctx.explain
+    const rows: { name: string; weight: number; scores: number[] }[] = []
+    for (const entry of ss.entries) {
+      const score = entry.plugin.score
+      if (score === undefined || entry.weight <= 0) continue
+      if (!score.call(entry.plugin, req, list, part)) continue
+      for (let i = 0; i < n; i++) {
+        // Clamped to 0..1 (NaN counts as 0) so one misbehaving plugin cannot swamp the rest.
+        const v = part[i] as number
+        total[i] = (total[i] as number) + entry.weight * (v > 0 ? Math.min(1, v) : 0)
+      }
+      if (explain !== undefined) {
+        rows.push({
+          name: entry.name,
+          weight: entry.weight,
+          scores: Array.from(part.subarray(0, n)),
+        })
+      }
+    }
+    // Equal totals must not always favour the first endpoint in snapshot order.
+    for (let i = 0; i < n; i++) total[i] = (total[i] as number) + this.#random() * 1e-9
+    const k = Math.min(n, Math.max(1, ctx.server.trafficPolicy.retry.attempts))
+    const order = topK(total, n, k)
+    const out: SnapshotEndpoint[] = []
+    for (const i of order) out.push(ss.endpointOf.get(list[i] as EndpointState) as SnapshotEndpoint)
+    const us = (this.#now() - t0) * 1000
+    this.#costs.add(us)
+    if (explain !== undefined) {
+      explain.text = explainLine(ss, list, total, rows, topK(total, n, Math.min(n, EXPLAIN_TOP)), {
+        panic,
+        ejected,
+        us,
+      })
+    }
+    return out
+  }
+
+  onDispatch(ctx: PickContext, endpoint: SnapshotEndpoint): void {
+    const st = this.#states.get(endpointKey(endpoint))
+    if (st === undefined) return
+    const req = this.#request(ctx)
+    req.now = this.#now()
+    st.dispatchStarted(req.ticket, req.now)
+    const ss = this.#servers.get(ctx.server.key)
+    if (ss === undefined) return
+    for (const e of ss.entries) e.plugin.onDispatch?.(req, st)
+  }
+
+  onComplete(ctx: PickContext, endpoint: SnapshotEndpoint, outcome: DispatchOutcome): void {
+    const st = this.#states.get(endpointKey(endpoint))
+    const req = this.#request(ctx)
+    req.now = this.#now()
+    if (st === undefined) return
+    const wasEjected = st.isEjected(req.now)
+    st.dispatchEnded(req.ticket, outcome, req.now)
+    if (!wasEjected && st.isEjected(req.now)) {
+      this.#log?.('warn', 'endpoint ejected', {
+        endpoint: st.name,
+        address: st.id,
+        reason: st.ejectReason,
+        periodMs: st.ejectedUntil - st.ejectedAt,
+      })
+    }
+    const ss = this.#servers.get(ctx.server.key)
+    if (ss === undefined) return
+    for (const e of ss.entries) e.plugin.onComplete?.(req, st, outcome)
+  }
+
+  debug(): unknown {
+    const now = this.#now()
+    const servers: Record<string, unknown> = {}
+    for (const ss of this.#servers.values()) {
+      const plugins: Record<string, unknown> = {}
+      for (const e of ss.entries) {
+        const d = e.plugin.debug?.(now)
+        if (d !== undefined) plugins[e.name] = d
+      }
+      servers[ss.key] = {
+        profile: ss.custom ? 'custom' : 'default',
+        plugins: ss.entries.map((e) => ({ name: e.name, weight: e.weight })),
+        endpoints: ss.ready.map((s) => s.name),
+        ...(Object.keys(plugins).length > 0 ? { state: plugins } : {}),
+      }
+    }
+    return {
+      scrape:
+        this.#scraper === undefined
+          ? { enabled: false }
+          : {
+              enabled: true,
+              intervalMs: this.#scraper.intervalMs,
+              timeoutMs: this.#scraper.timeoutMs,
+              staleAfterMs: this.#stateOpts.staleAfterMs,
+            },
+      decisions: this.#costs.summary(),
+      servers,
+      endpoints: [...this.#states.values()].map((s) => s.view(now)),
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const ss of this.#servers.values()) for (const e of ss.entries) e.plugin.close?.()
+    await this.#scraper?.close()
+  }
+
+  #onScrape(id: string, r: ScrapeResult): void {
+    const st = this.#states.get(id)
+    if (st === undefined) return
+    const now = this.#now()
+    const wasEjected = st.isEjected(now)
+    if (r.ok) st.scrapeSucceeded(now, r.metrics)
+    else st.scrapeFailed(now, r.kind === 'bad_response', r.error)
+    if (!wasEjected && st.isEjected(now)) {
+      this.#log?.('warn', 'endpoint ejected', {
+        endpoint: st.name,
+        address: st.id,
+        reason: st.ejectReason,
+        periodMs: st.ejectedUntil - st.ejectedAt,
+      })
+    }
+  }
+
+  /**
+   * The scheduling record of a request, kept on its context under a private symbol: a WeakMap
+   * would do the same, but every request's entry costs the garbage collector an ephemeron.
+   */
+  #request(ctx: PickContext): Request {
+    const holder = ctx as PickContext & { [REQUEST]?: Request }
+    let r = holder[REQUEST]
+    if (r === undefined) {
+      r = new Request(ctx, this.#now())
+      holder[REQUEST] = r
+    }
+    return r
+  }
+
+  /**
+   * The scheduler of the request's server. A request resolved against a snapshot that is no
+   * longer live (it waited in admission across a swap) gets a throwaway default scheduler over
+   * its own server object, so it is still served.
+   */
+  #serverFor(server: SnapshotServer): ServerScheduler {
+    const ss = this.#servers.get(server.key)
+    if (ss !== undefined) return ss
+    const tmp = new ServerScheduler(
+      server,
+      buildProfile(DEFAULT_PROFILE, [], this.#env).entries,
+      false,
+    )
+    for (const ep of server.endpoints) {
+      if (!ep.ready) continue
+      // An endpoint the live snapshot no longer has gets a throwaway state; its slot only indexes
+      // the throwaway plugins above, so it need not be unique.
+      const st = this.#states.get(endpointKey(ep)) ?? new EndpointState(ep, 0, this.#stateOpts)
+      tmp.ready.push(st)
+      tmp.endpointOf.set(st, ep)
+    }
+    return tmp
+  }
+
+  #allocSlot(): number {
+    return this.#freeSlots.pop() ?? this.#nextSlot++
+  }
+}
+
+/** Indices of the k largest values, largest first (k is small: the retry budget). */
+function topK(values: Float64Array, n: number, k: number): number[] {
+  const out: number[] = []
+  for (let r = 0; r < k; r++) {
+    let best = -1
+    for (let i = 0; i < n; i++) {
+      if (out.includes(i)) continue
+      if (best < 0 || (values[i] as number) > (values[best] as number)) best = i
+    }
+    if (best < 0) break
+    out.push(best)
+  }
+  return out
+}
+
+function fmt(n: number): string {
+  return (Math.round(n * 100) / 100).toString()
+}
+
+/**
+ * `server=default/m profile=default pick=pod-a | pod-a 4.85 = prefix-cache 0.95x3 +
+ * least-pending 1x2 | pod-b … | 12.3us` — ASCII only, one header line.
+ */
+function explainLine(
+  ss: ServerScheduler,
+  list: readonly EndpointState[],
+  total: Float64Array,
+  rows: readonly { name: string; weight: number; scores: number[] }[],
+  top: readonly number[],
+  info: { panic: boolean; ejected: number; us: number },
+): string {
+  const first = top[0]
+  const parts = [
+    `server=${ss.key} profile=${ss.custom ? 'custom' : 'default'} pick=${first === undefined ? '-' : (list[first]?.name ?? '-')}${info.panic ? ' panic=all-ejected' : info.ejected > 0 ? ` ejected=${info.ejected}` : ''}`,
+  ]
+  for (const i of top) {
+    const terms = rows.map((r) => `${r.name} ${fmt(r.scores[i] ?? 0)}x${fmt(r.weight)}`)
+    parts.push(
+      `${list[i]?.name ?? '?'} ${fmt(total[i] ?? 0)}${terms.length > 0 ? ` = ${terms.join(' + ')}` : ''}`,
+    )
+  }
+  parts.push(`${fmt(info.us)}us`)
+  return parts.join(' | ').replace(/[^\x20-\x7e]/g, '?')
+}

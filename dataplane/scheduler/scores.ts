@@ -1,0 +1,27 @@
+// Normalisations shared by scorers. Scores are relative to the candidates of one decision: the
+// weighted sum only has to rank endpoints, so what matters is each plugin's spread.
+
+/**
+ * out[i] = (max − cost_i) / (max − min): the cheapest candidate scores 1, the dearest 0, and all
+ * score 1 when they are equal (a plugin with nothing to say must not favour anyone).
+ */
+export function inverseMinMax(costs: ArrayLike<number>, n: number, out: Float64Array): void {
+  let min = Number.POSITIVE_INFINITY
+  let max = Number.NEGATIVE_INFINITY
+  for (let i = 0; i < n; i++) {
+    const c = costs[i] ?? 0
+    if (c < min) min = c
+    if (c > max) max = c
+  }
+  const span = max - min
+  for (let i = 0; i < n; i++) out[i] = span > 0 ? (max - (costs[i] ?? 0)) / span : 1
+}
+
+/** A reusable scratch array of at least `n` doubles (scoring allocates nothing per request). */
+export class Scratch {
+  #buf = new Float64Array(64)
+  get(n: number): Float64Array {
+    if (this.#buf.length < n) this.#buf = new Float64Array(Math.max(n, this.#buf.length * 2))
+    return this.#buf
+  }
+}

@@ -1,0 +1,63 @@
+// The plugin contract of the scheduler. A request goes through: admission (optional, may queue)
+// → filters (each may narrow the candidates, never to nothing) → scorers (each fills a 0..1 score
+// per candidate, or abstains) → weighted sum → ordered pick. Plugins that keep state learn from
+// dispatch and completion, which the proxy reports once per attempt.
+
+import type { SchedulerArgValue, SchedulerPluginName } from '../../api/snapshot.js'
+import type { Admission, DispatchOutcome, PickContext } from '../picker.js'
+import type { EndpointState, LoadTicket } from './state.js'
+
+/** Per-request scheduling record, shared by all plugins for one request. */
+export interface SchedRequest {
+  readonly ctx: PickContext
+  /** Clock of the decision (performance.now() ms). */
+  now: number
+  /** The adapter name when the request targets a LoRA adapter. */
+  readonly lora: string | undefined
+  readonly ticket: LoadTicket
+  /** The flattened prompt (chat template applied) as pieces to read in order. */
+  readonly pieces: readonly string[]
+  /** The same joined into one string (allocates; for tests and diagnostics). */
+  text(): string
+  /** Plugin-private data for this request (e.g. prompt hashes made while scoring, used at dispatch). */
+  readonly scratch: Map<Plugin, unknown>
+}
+
+export type { Admission }
+
+export interface PluginEnv {
+  readonly random: () => number
+  readonly now: () => number
+}
+
+export interface Plugin {
+  readonly name: SchedulerPluginName
+  /** May narrow the candidates; the framework ignores an empty result (filters fail open). */
+  filter?(req: SchedRequest, eps: readonly EndpointState[]): readonly EndpointState[]
+  /**
+   * Write one score in 0..1 per candidate into `out` (same order as `eps`). Return false to
+   * abstain: the plugin does not apply to this request (e.g. lora-affinity for a base-model
+   * request) and its weight is left out, so it cannot tilt the decision either way.
+   */
+  score?(req: SchedRequest, eps: readonly EndpointState[], out: Float64Array): boolean
+  /**
+   * Admission before scoring: resolve to proceed, reject with a GatewayError (429/503) to refuse.
+   * `undefined` = admitted at once without a place to release. `signal`: the client left.
+   */
+  admit?(
+    req: SchedRequest,
+    eps: () => readonly EndpointState[],
+    signal: AbortSignal,
+  ): Admission | Promise<Admission> | undefined
+  onDispatch?(req: SchedRequest, ep: EndpointState): void
+  onComplete?(req: SchedRequest, ep: EndpointState, outcome: DispatchOutcome): void
+  /** The endpoint left this server: drop what is remembered about it. */
+  forget?(ep: EndpointState): void
+  /** Plugin state for GET /debug/endpoints. */
+  debug?(now: number): Record<string, unknown>
+  close?(): void
+}
+
+export type PluginArgs = Readonly<Record<string, SchedulerArgValue>>
+
+export type PluginFactory = (args: PluginArgs, env: PluginEnv) => Plugin

@@ -1,0 +1,242 @@
+// `infer-gateway operator`: flags → KubeConfig, Controller, HTTP listener; SIGTERM → graceful stop.
+import { randomUUID } from 'node:crypto'
+import { hostname } from 'node:os'
+import { parseArgs } from 'node:util'
+import { KubeConfig } from '@kubernetes/client-node'
+import { OPERATOR_LEASE, SYSTEM_NAMESPACE } from '../api/crd.js'
+import { parseDuration } from '../api/index.js'
+import { Controller, type ControllerOptions } from './controller.js'
+import { OperatorError } from './errors.js'
+import { type Logger, type LogLevel, stderrLogger } from './log.js'
+import { OperatorMetrics } from './metrics.js'
+import { SnapshotPushServer } from './push-server.js'
+import { listenOperator } from './server.js'
+import { DEFAULT_MAX_SNAPSHOT_BYTES } from './snapshot-configmap.js'
+
+export const operatorHelp = `Usage: infer-gateway operator [options]
+
+Runs the operator: watches ModelRoute, ModelServer and Pods, compiles the routing snapshot,
+publishes it to the ConfigMap ${'`'}infer-gateway-snapshot${'`'} and the push channel (GET /v1/snapshot),
+and writes status conditions and Events on every ModelRoute/ModelServer.
+
+Cluster:
+  --kubeconfig <path>       Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then the
+                            in-cluster service account)
+  --namespace <ns>          Own namespace: snapshot ConfigMap and Lease
+                            (default: $POD_NAMESPACE or ${SYSTEM_NAMESPACE})
+  --pod-selector <sel>      Only watch Pods matching this label selector (default: all Pods)
+Serving:
+  --host <addr>             Listen address (default 0.0.0.0)
+  --port <n>                Push channel, /healthz, /readyz and /metrics (default 8082)
+  --push-port <n>           Same as --port
+  --http-port <n>           An extra listener with the same routes (e.g. for probes)
+Leader election (one writer among replicas):
+  --leader-elect            Use a coordination.k8s.io/v1 Lease (default: off, single writer)
+  --identity <id>           Lease holder identity (default: $POD_NAME, else host_random)
+  --lease-name <name>       Lease name (default ${OPERATOR_LEASE})
+  --lease-duration <d>      Lease validity without renewal (default 15s)
+  --renew-deadline <d>      Leader steps down after failing to renew this long (default 10s)
+  --retry-period <d>        Time between acquire/renew attempts (default 2s)
+Tuning:
+  --debounce <d>            Batching window for snapshot rebuilds (default 50ms)
+  --resync <d>              Full reconcile period, 0 = off (default 5m)
+  --relist <d>              Informer full re-list period, 0 = off (default 10m)
+  --watch-timeout <d>       Server-side watch timeout; each watch draws from [d, 2d] (default 5m)
+  --stall-timeout <d>       Restart a watch silent for this long (default 2×watch-timeout + 30s)
+  --max-backoff <d>         Cap of the list/watch retry backoff (default 30s)
+  --max-snapshot-bytes <n>  Largest gzipped snapshot written to the ConfigMap (default ${DEFAULT_MAX_SNAPSHOT_BYTES})
+  --shutdown-timeout <d>    On SIGTERM, wait this long for in-flight writes (default 10s)
+  --log-level <level>       debug, info, warn or error (default info)
+  -h, --help                Show this help
+
+Durations are Go-style: 500ms, 15s, 1m30s.
+`
+
+export class OperatorUsageError extends Error {
+  override readonly name = 'UsageError'
+  readonly code = 'USAGE'
+}
+
+function duration(name: string, v: string): number {
+  try {
+    return parseDuration(v)
+  } catch {
+    throw new OperatorUsageError(`--${name} must be a duration like 500ms, 15s or 1m, got "${v}"`)
+  }
+}
+
+function port(name: string, v: string): number {
+  const n = Number(v)
+  if (!Number.isInteger(n) || n < 0 || n > 65535)
+    throw new OperatorUsageError(`--${name} must be a port number (0-65535), got "${v}"`)
+  return n
+}
+
+const LEVELS = ['debug', 'info', 'warn', 'error'] as const
+
+export interface OperatorConfig {
+  readonly kubeconfig: string | undefined
+  readonly host: string
+  readonly ports: readonly number[]
+  readonly logLevel: LogLevel
+  readonly shutdownTimeoutMs: number
+  readonly controller: Omit<ControllerOptions, 'kc' | 'push' | 'metrics' | 'log'>
+}
+
+/** Parses flags (exported for tests); throws OperatorUsageError on bad input. */
+export function parseOperatorArgs(
+  args: readonly string[],
+  env: NodeJS.ProcessEnv = process.env,
+): OperatorConfig | 'help' {
+  const { values } = parseArgs({
+    args: [...args],
+    options: {
+      kubeconfig: { type: 'string' },
+      namespace: { type: 'string' },
+      'pod-selector': { type: 'string' },
+      host: { type: 'string', default: '0.0.0.0' },
+      port: { type: 'string' },
+      'push-port': { type: 'string' },
+      'http-port': { type: 'string' },
+      'leader-elect': { type: 'boolean', default: false },
+      identity: { type: 'string' },
+      'lease-name': { type: 'string', default: OPERATOR_LEASE },
+      'lease-duration': { type: 'string', default: '15s' },
+      'renew-deadline': { type: 'string', default: '10s' },
+      'retry-period': { type: 'string', default: '2s' },
+      debounce: { type: 'string', default: '50ms' },
+      resync: { type: 'string', default: '5m' },
+      relist: { type: 'string', default: '10m' },
+      'watch-timeout': { type: 'string', default: '5m' },
+      'stall-timeout': { type: 'string' },
+      'max-backoff': { type: 'string', default: '30s' },
+      'max-snapshot-bytes': { type: 'string', default: String(DEFAULT_MAX_SNAPSHOT_BYTES) },
+      'shutdown-timeout': { type: 'string', default: '10s' },
+      'log-level': { type: 'string', default: 'info' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+    allowPositionals: false,
+  })
+  if (values.help) return 'help'
+  if (
+    values.port !== undefined &&
+    values['push-port'] !== undefined &&
+    values.port !== values['push-port']
+  )
+    throw new OperatorUsageError('--port and --push-port are the same setting; give one')
+  const main = port('port', values.port ?? values['push-port'] ?? '8082')
+  const ports =
+    values['http-port'] !== undefined ? [main, port('http-port', values['http-port'])] : [main]
+  const logLevel = values['log-level'] as LogLevel
+  if (!LEVELS.includes(logLevel))
+    throw new OperatorUsageError(`--log-level must be one of ${LEVELS.join(', ')}`)
+  const leaseDurationMs = duration('lease-duration', values['lease-duration'])
+  const renewDeadlineMs = duration('renew-deadline', values['renew-deadline'])
+  const retryPeriodMs = duration('retry-period', values['retry-period'])
+  if (
+    values['leader-elect'] &&
+    !(retryPeriodMs < renewDeadlineMs && renewDeadlineMs < leaseDurationMs)
+  )
+    throw new OperatorUsageError('need --retry-period < --renew-deadline < --lease-duration')
+  if (leaseDurationMs < 1000) throw new OperatorUsageError('--lease-duration must be at least 1s')
+  const watchMs = duration('watch-timeout', values['watch-timeout'])
+  if (watchMs < 1000) throw new OperatorUsageError('--watch-timeout must be at least 1s')
+  const watchS = Math.round(watchMs / 1000)
+  const maxBytes = Number(values['max-snapshot-bytes'])
+  if (!Number.isInteger(maxBytes) || maxBytes < 1)
+    throw new OperatorUsageError('--max-snapshot-bytes must be a positive integer')
+  const maxBackoff = duration('max-backoff', values['max-backoff'])
+  const namespace = values.namespace ?? env['POD_NAMESPACE'] ?? SYSTEM_NAMESPACE
+  const identity = values.identity ?? env['POD_NAME'] ?? `${hostname()}_${randomUUID().slice(0, 8)}`
+  return {
+    kubeconfig: values.kubeconfig,
+    host: values.host,
+    ports,
+    logLevel,
+    shutdownTimeoutMs: duration('shutdown-timeout', values['shutdown-timeout']),
+    controller: {
+      namespace,
+      identity,
+      leaderElection: values['leader-elect']
+        ? { leaseName: values['lease-name'], leaseDurationMs, renewDeadlineMs, retryPeriodMs }
+        : undefined,
+      debounceMs: duration('debounce', values.debounce),
+      resyncMs: duration('resync', values.resync),
+      relistMs: duration('relist', values.relist),
+      watchTimeoutSeconds: [watchS, watchS * 2],
+      stallMs:
+        values['stall-timeout'] !== undefined
+          ? duration('stall-timeout', values['stall-timeout'])
+          : watchS * 2000 + 30_000,
+      watchdogMs: Math.min(5000, Math.max(100, Math.round(watchMs / 4))),
+      listTimeoutMs: Math.min(60_000, Math.max(1000, watchMs)),
+      watchBackoff: { baseMs: Math.min(1000, maxBackoff), maxMs: maxBackoff },
+      ...(values['pod-selector'] !== undefined ? { podLabelSelector: values['pod-selector'] } : {}),
+      maxSnapshotBytes: maxBytes,
+    },
+  }
+}
+
+/** Kubeconfig file when given; otherwise client-node's default chain (env, home, in-cluster). */
+export function loadKubeConfig(path: string | undefined): KubeConfig {
+  const kc = new KubeConfig()
+  try {
+    if (path !== undefined) kc.loadFromFile(path)
+    else kc.loadFromDefault()
+  } catch (e) {
+    throw new OperatorError(
+      'KUBECONFIG',
+      `cannot load kubeconfig${path !== undefined ? ` ${path}` : ''}: ${e instanceof Error ? e.message : String(e)}`,
+      { cause: e },
+    )
+  }
+  if (kc.getCurrentCluster() === null)
+    throw new OperatorError(
+      'KUBECONFIG',
+      'no Kubernetes cluster configured: give --kubeconfig, set $KUBECONFIG, or run in a cluster',
+    )
+  return kc
+}
+
+export async function runOperatorCommand(args: readonly string[]): Promise<void> {
+  const cfg = parseOperatorArgs(args)
+  if (cfg === 'help') {
+    process.stdout.write(operatorHelp)
+    return
+  }
+  const log: Logger = stderrLogger('operator', cfg.logLevel)
+  const kc = loadKubeConfig(cfg.kubeconfig)
+  const metrics = new OperatorMetrics({ processMetrics: true })
+  const push = new SnapshotPushServer()
+  const controller = new Controller({ ...cfg.controller, kc, push, metrics, log })
+  const server = await listenOperator({
+    host: cfg.host,
+    ports: cfg.ports,
+    push,
+    metrics,
+    health: controller,
+  })
+  controller.start()
+  log('info', 'operator listening', {
+    urls: server.urls,
+    namespace: cfg.controller.namespace,
+    identity: cfg.controller.identity,
+    leaderElection: cfg.controller.leaderElection !== undefined,
+    cluster: kc.getCurrentCluster()?.server,
+  })
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    const on = (s: NodeJS.Signals): void => {
+      process.off('SIGINT', on)
+      process.off('SIGTERM', on)
+      resolve(s)
+    }
+    process.on('SIGINT', on)
+    process.on('SIGTERM', on)
+  })
+  log('info', 'shutting down', { signal })
+  server.drain()
+  await controller.stop(cfg.shutdownTimeoutMs)
+  await server.close()
+  log('info', 'stopped')
+}

@@ -1,0 +1,686 @@
+// The operator's core: informers → keyed work queue → compile → publish → status.
+//
+// Two kinds of queue keys, both level-triggered (handlers read the latest cached state, never
+// an event payload):
+// - `snapshot`: derive endpoints from Pods, compile every ModelRoute/ModelServer into one
+//   snapshot, publish it if its content hash changed, then queue every object's status. Events
+//   add this key through `addAfter(debounceMs)`, so a burst of changes costs one rebuild.
+// - `status/<Kind>/<ns>/<name>`: compute the object's status from the last compile and patch
+//   the `/status` subresource only if something we own differs.
+// Only the leader runs them. Every replica (leader included) watches the snapshot ConfigMap and
+// serves its content on the push channel, so all replicas serve identical bytes and a restarted
+// leader continues from the stored version instead of inventing one.
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  type KubeConfig,
+  PatchStrategy,
+  setHeaderOptions,
+} from '@kubernetes/client-node'
+import { CRD_NAMES, CRD_VERSION, SNAPSHOT_CONFIGMAP } from '../api/crd.js'
+import { API_GROUP, compileSnapshot, type RoutingSnapshot } from '../api/index.js'
+import { sleep, withTimeout } from './backoff.js'
+import {
+  endpointsFor,
+  PodIndex,
+  type PodRecord,
+  podRecord,
+  podRecordsEqual,
+  type ServerSelector,
+  serverSelector,
+} from './endpoints.js'
+import { isConflict, isNotFound, OperatorError } from './errors.js'
+import { EventRecorder } from './events.js'
+import { Informer, type InformerEvent, type ListPage, type ListRequest } from './informer.js'
+import { LeaderElector } from './leader.js'
+import { errorText, type Logger, silentLogger } from './log.js'
+import type { OperatorMetrics } from './metrics.js'
+import type { SnapshotPushServer } from './push-server.js'
+import { WorkQueue } from './queue.js'
+import {
+  DEFAULT_MAX_SNAPSHOT_BYTES,
+  decodeSnapshotConfigMap,
+  encodeSnapshot,
+  nextVersion,
+  type StoredSnapshot,
+  snapshotConfigMap,
+} from './snapshot-configmap.js'
+import {
+  type CompiledView,
+  indexCompile,
+  type Kind,
+  routeStatus,
+  serverStatus,
+  statusPatch,
+  transitions,
+  viewKey,
+} from './status.js'
+
+export interface LeaderElectionConfig {
+  readonly leaseName: string
+  readonly leaseDurationMs: number
+  readonly renewDeadlineMs: number
+  readonly retryPeriodMs: number
+}
+
+export interface ControllerOptions {
+  readonly kc: KubeConfig
+  /** The operator's own namespace: snapshot ConfigMap and Lease live here. */
+  readonly namespace: string
+  /** Lease holder identity and Event reportingInstance (the Pod name in a cluster). */
+  readonly identity: string
+  /** Absent: this process is the only writer (no Lease). */
+  readonly leaderElection?: LeaderElectionConfig | undefined
+  readonly push: SnapshotPushServer
+  readonly metrics: OperatorMetrics
+  readonly log?: Logger
+  /** Batching window for snapshot rebuilds (default 50 ms). */
+  readonly debounceMs?: number
+  /** Full reconcile of everything, as a safety net (default 5 min; 0 = off). */
+  readonly resyncMs?: number
+  /** Informer full re-list period (default 10 min). */
+  readonly relistMs?: number
+  readonly watchTimeoutSeconds?: readonly [number, number]
+  /** Watchdog: restart a watch silent for this long (default 390 s). */
+  readonly stallMs?: number
+  readonly watchdogMs?: number
+  /** Bound on one LIST page request (default 60 s). */
+  readonly listTimeoutMs?: number
+  /** Bound on one write (ConfigMap, status, Event); default 30 s. */
+  readonly requestTimeoutMs?: number
+  /** Informer retry backoff (default 1 s doubling to 30 s). */
+  readonly watchBackoff?: { readonly baseMs: number; readonly maxMs: number }
+  /** Narrows the Pod watch (e.g. `infer-gateway.io/engine`); default: all Pods. */
+  readonly podLabelSelector?: string
+  readonly maxSnapshotBytes?: number
+  /** Concurrent status patches (default 4). */
+  readonly concurrency?: number
+  readonly configMapName?: string
+}
+
+export const SNAPSHOT_QUEUE_KEY = 'snapshot'
+const STATUS_PREFIX = 'status/'
+
+const ROUTE = { plural: CRD_NAMES.modelRoute.plural, kind: 'ModelRoute' as const }
+const SERVER = { plural: CRD_NAMES.modelServer.plural, kind: 'ModelServer' as const }
+
+/** A CR as cached: the raw object minus managedFields (large, and never read). */
+export interface CustomObject {
+  readonly apiVersion?: string
+  readonly kind?: string
+  readonly metadata: {
+    readonly name: string
+    readonly namespace: string
+    readonly generation?: number
+    readonly uid?: string
+    readonly resourceVersion?: string
+    readonly creationTimestamp?: string
+    readonly [k: string]: unknown
+  }
+  readonly spec?: unknown
+  readonly status?: unknown
+}
+
+function customObject(raw: unknown): CustomObject | undefined {
+  if (typeof raw !== 'object' || raw === null) return undefined
+  const o = raw as { metadata?: Record<string, unknown> }
+  const m = o.metadata
+  if (m === undefined || typeof m['name'] !== 'string' || typeof m['namespace'] !== 'string')
+    return undefined
+  const { managedFields: _drop, ...metadata } = m
+  return { ...(raw as object), metadata } as CustomObject
+}
+
+export class Controller {
+  private readonly o: ControllerOptions
+  private readonly log: Logger
+  private readonly core: CoreV1Api
+  private readonly crs: CustomObjectsApi
+  private readonly routes: Informer<CustomObject>
+  private readonly servers: Informer<CustomObject>
+  private readonly pods: Informer<PodRecord>
+  private readonly configMap: Informer<unknown>
+  private readonly podIndex = new PodIndex()
+  /** namespace → server key → selector; pod events look up only their namespace. */
+  private readonly selectors = new Map<string, Map<string, ServerSelector>>()
+  private readonly queue: WorkQueue
+  private readonly events: EventRecorder
+  private readonly elector: LeaderElector | undefined
+  private leading: boolean
+  private stopping = false
+  private resyncTimer: NodeJS.Timeout | undefined
+  /** What this replica serves: the newest snapshot seen (ConfigMap or own write). */
+  private published: RoutingSnapshot | undefined
+  /**
+   * The ConfigMap's resourceVersion as last seen from any source (watch, own write, fresh read),
+   * for optimistic concurrency; undefined = it does not exist. It may briefly lag behind; a
+   * write with a stale one gets 409, reads the ConfigMap and retries.
+   */
+  private cmRv: string | undefined
+  /** Content hash the ConfigMap holds; undefined when missing or unreadable. */
+  private cmHash: string | undefined
+  /** Highest version seen anywhere (ConfigMap, own writes): the next one goes above it. */
+  private maxVersion = 0
+  private view: CompiledView | undefined
+  private readonly cmName: string
+
+  constructor(o: ControllerOptions) {
+    this.o = o
+    this.log = o.log ?? silentLogger
+    this.core = o.kc.makeApiClient(CoreV1Api)
+    this.crs = o.kc.makeApiClient(CustomObjectsApi)
+    this.cmName = o.configMapName ?? SNAPSHOT_CONFIGMAP
+    this.leading = o.leaderElection === undefined
+    const m = o.metrics
+
+    const common = {
+      kc: o.kc,
+      log: this.log,
+      ...(o.relistMs !== undefined ? { relistMs: o.relistMs } : {}),
+      ...(o.watchTimeoutSeconds !== undefined
+        ? { watchTimeoutSeconds: o.watchTimeoutSeconds }
+        : {}),
+      ...(o.stallMs !== undefined ? { stallMs: o.stallMs } : {}),
+      ...(o.watchdogMs !== undefined ? { watchdogMs: o.watchdogMs } : {}),
+      ...(o.listTimeoutMs !== undefined ? { listTimeoutMs: o.listTimeoutMs } : {}),
+      ...(o.watchBackoff !== undefined ? { backoff: o.watchBackoff } : {}),
+    }
+    const restart = (informer: string) => (reason: string) =>
+      m.informerRestarts.inc({ informer, reason })
+
+    this.routes = new Informer<CustomObject>({
+      ...common,
+      name: 'modelroutes',
+      path: `/apis/${API_GROUP}/${CRD_VERSION}/${ROUTE.plural}`,
+      list: (r) => this.listCustom(ROUTE.plural, r),
+      transform: customObject,
+      onEvent: (e) => this.onCustomEvent('ModelRoute', e),
+      onRestart: restart('modelroutes'),
+    })
+    this.servers = new Informer<CustomObject>({
+      ...common,
+      name: 'modelservers',
+      path: `/apis/${API_GROUP}/${CRD_VERSION}/${SERVER.plural}`,
+      list: (r) => this.listCustom(SERVER.plural, r),
+      transform: customObject,
+      onEvent: (e) => this.onServerEvent(e),
+      onRestart: restart('modelservers'),
+    })
+    // Pods cluster-wide: the union of every ModelServer's matchLabels is not one label selector,
+    // and a watch per server would not scale. Finished Pods are filtered out by the server.
+    this.pods = new Informer<PodRecord>({
+      ...common,
+      name: 'pods',
+      path: '/api/v1/pods',
+      fieldSelector: 'status.phase!=Succeeded,status.phase!=Failed',
+      ...(o.podLabelSelector !== undefined ? { labelSelector: o.podLabelSelector } : {}),
+      list: (r) => this.listPods(r),
+      transform: podRecord,
+      equals: podRecordsEqual,
+      onEvent: (e) => this.onPodEvent(e),
+      onRestart: restart('pods'),
+    })
+    this.configMap = new Informer<unknown>({
+      ...common,
+      name: 'snapshot-configmap',
+      path: `/api/v1/namespaces/${o.namespace}/configmaps`,
+      fieldSelector: `metadata.name=${this.cmName}`,
+      list: (r) => this.listConfigMaps(r),
+      transform: (raw) => raw,
+      onEvent: (e) => this.onConfigMapEvent(e),
+      onRestart: restart('snapshot-configmap'),
+    })
+    m.lastActivitySource = () =>
+      Object.fromEntries(this.informers().map((i) => [i.name, i.lastActivity]))
+
+    this.queue = new WorkQueue({
+      concurrency: o.concurrency ?? 4,
+      backoff: { baseMs: 200, maxMs: 30_000 },
+      handler: (key) => this.handle(key),
+      onError: (key, err, retryInMs) =>
+        this.log('warn', 'reconcile failed; will retry', { key, error: errorText(err), retryInMs }),
+      onProcessed: (key, seconds, ok) => {
+        const kind = key === SNAPSHOT_QUEUE_KEY ? 'snapshot' : (key.split('/')[1] ?? 'unknown')
+        m.reconciles.inc({ kind, result: ok ? 'success' : 'error' })
+        m.reconcileSeconds.observe({ kind }, seconds)
+        m.queueDepth.set(this.queue.depth)
+      },
+    })
+    this.events = new EventRecorder(o.kc, o.identity, this.log, m, o.requestTimeoutMs ?? 30_000)
+    m.leader.set(this.leading ? 1 : 0)
+    const le = o.leaderElection
+    this.elector =
+      le === undefined
+        ? undefined
+        : new LeaderElector({
+            kc: o.kc,
+            namespace: o.namespace,
+            name: le.leaseName,
+            identity: o.identity,
+            leaseDurationMs: le.leaseDurationMs,
+            renewDeadlineMs: le.renewDeadlineMs,
+            retryPeriodMs: le.retryPeriodMs,
+            log: this.log,
+            onStartedLeading: () => {
+              this.leading = true
+              m.leader.set(1)
+              // Level-triggered: rebuild and re-check every status from scratch.
+              this.queue.add(SNAPSHOT_QUEUE_KEY)
+            },
+            onStoppedLeading: () => {
+              this.leading = false
+              // A later term starts from a fresh compile, never from this term's leftovers.
+              this.view = undefined
+              m.leader.set(0)
+            },
+          })
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // lifecycle
+
+  start(): void {
+    for (const i of this.informers()) i.start()
+    this.elector?.start()
+    if (this.leading) this.queue.add(SNAPSHOT_QUEUE_KEY)
+    const every = this.o.resyncMs ?? 5 * 60_000
+    if (every > 0) {
+      this.resyncTimer = setInterval(() => this.queue.add(SNAPSHOT_QUEUE_KEY), every)
+      this.resyncTimer.unref()
+    }
+  }
+
+  /** SIGTERM path: stop watching, finish in-flight writes (bounded), then release the Lease. */
+  async stop(deadlineMs = 10_000): Promise<void> {
+    if (this.stopping) return
+    this.stopping = true
+    clearInterval(this.resyncTimer)
+    await Promise.all(this.informers().map((i) => i.stop()))
+    const { abandoned } = await this.queue.stop(deadlineMs)
+    if (abandoned > 0)
+      this.log('warn', 'shutdown deadline passed with work in flight', { abandoned })
+    await this.elector?.stop()
+  }
+
+  /** All informers have listed at least once. */
+  get synced(): boolean {
+    return this.informers().every((i) => i.synced)
+  }
+
+  get isLeader(): boolean {
+    return this.leading
+  }
+
+  get publishedSnapshot(): RoutingSnapshot | undefined {
+    return this.published
+  }
+
+  get lastCompile(): CompiledView | undefined {
+    return this.view
+  }
+
+  /** Resolves when the queue has nothing to do (tests). */
+  idle(): Promise<void> {
+    return this.queue.idle()
+  }
+
+  private informers(): Informer<unknown>[] {
+    return [this.routes, this.servers, this.pods, this.configMap] as Informer<unknown>[]
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // lists (typed clients; the informer adds paging and selectors)
+
+  private async listCustom(plural: string, r: ListRequest): Promise<ListPage> {
+    const res = (await this.crs.listClusterCustomObject({
+      group: API_GROUP,
+      version: CRD_VERSION,
+      plural,
+      limit: r.limit,
+      ...(r.continueToken !== undefined ? { _continue: r.continueToken } : {}),
+      ...(r.labelSelector !== undefined ? { labelSelector: r.labelSelector } : {}),
+      ...(r.fieldSelector !== undefined ? { fieldSelector: r.fieldSelector } : {}),
+    })) as { items?: unknown[]; metadata?: { resourceVersion?: string; continue?: string } }
+    return {
+      items: res.items ?? [],
+      resourceVersion: res.metadata?.resourceVersion ?? '',
+      continueToken: res.metadata?.continue,
+    }
+  }
+
+  private async listPods(r: ListRequest): Promise<ListPage> {
+    const res = await this.core.listPodForAllNamespaces({
+      limit: r.limit,
+      ...(r.continueToken !== undefined ? { _continue: r.continueToken } : {}),
+      ...(r.labelSelector !== undefined ? { labelSelector: r.labelSelector } : {}),
+      ...(r.fieldSelector !== undefined ? { fieldSelector: r.fieldSelector } : {}),
+    })
+    return {
+      items: res.items,
+      resourceVersion: res.metadata?.resourceVersion ?? '',
+      continueToken: res.metadata?._continue,
+    }
+  }
+
+  private async listConfigMaps(r: ListRequest): Promise<ListPage> {
+    const res = await this.core.listNamespacedConfigMap({
+      namespace: this.o.namespace,
+      limit: r.limit,
+      ...(r.continueToken !== undefined ? { _continue: r.continueToken } : {}),
+      ...(r.fieldSelector !== undefined ? { fieldSelector: r.fieldSelector } : {}),
+    })
+    return {
+      items: res.items,
+      resourceVersion: res.metadata?.resourceVersion ?? '',
+      continueToken: res.metadata?._continue,
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // events → queue
+
+  private scheduleRebuild(): void {
+    this.queue.addAfter(SNAPSHOT_QUEUE_KEY, this.o.debounceMs ?? 50)
+  }
+
+  private onCustomEvent(kind: Kind, e: InformerEvent<CustomObject>): void {
+    if (e.type === 'delete') this.events.forget(kind, e.key)
+    this.queue.add(`${STATUS_PREFIX}${kind}/${e.key}`)
+    // A status-only update (ours, echoed back) changes nothing the compiler reads.
+    const specChanged =
+      e.type !== 'update' || e.old?.metadata.generation !== e.value.metadata.generation
+    if (specChanged) this.scheduleRebuild()
+  }
+
+  private onServerEvent(e: InformerEvent<CustomObject>): void {
+    const old = e.old === undefined ? undefined : serverSelector(e.old)
+    if (old !== undefined) this.selectors.get(old.namespace)?.delete(old.key)
+    if (e.type !== 'delete') {
+      const s = serverSelector(e.value)
+      if (s !== undefined) {
+        let ns = this.selectors.get(s.namespace)
+        if (ns === undefined) {
+          ns = new Map()
+          this.selectors.set(s.namespace, ns)
+        }
+        ns.set(s.key, s)
+      }
+    } else {
+      const s = serverSelector(e.value)
+      if (s !== undefined) this.selectors.get(s.namespace)?.delete(s.key)
+    }
+    this.onCustomEvent('ModelServer', e)
+  }
+
+  private onPodEvent(e: InformerEvent<PodRecord>): void {
+    if (e.type === 'delete') this.podIndex.delete(e.key)
+    else this.podIndex.set(e.value)
+    // Only Pods some ModelServer selects (before or after the change) can change the snapshot.
+    const servers = this.selectors.get(e.value.namespace)
+    if (servers === undefined) return
+    const selected = (p: PodRecord | undefined): boolean =>
+      p !== undefined &&
+      [...servers.values()].some((s) => {
+        const pairs = Object.entries(s.matchLabels)
+        return pairs.length > 0 && pairs.every(([k, v]) => p.labels[k] === v)
+      })
+    if (selected(e.value) || selected(e.old)) this.scheduleRebuild()
+  }
+
+  private onConfigMapEvent(e: InformerEvent<unknown>): void {
+    if (e.type === 'delete') {
+      this.log('warn', 'snapshot configmap was deleted', { name: this.cmName })
+      this.cmRv = undefined
+      this.cmHash = undefined
+      if (this.leading) this.scheduleRebuild()
+      return
+    }
+    this.cmRv = (e.value as { metadata?: { resourceVersion?: string } }).metadata?.resourceVersion
+    let stored: StoredSnapshot
+    try {
+      stored = decodeSnapshotConfigMap(e.value)
+      this.cmHash = stored.snapshot.hash
+    } catch (err) {
+      this.cmHash = undefined
+      this.log('error', 'snapshot configmap is unreadable; the leader will overwrite it', {
+        error: errorText(err),
+      })
+      if (this.leading) this.scheduleRebuild()
+      return
+    }
+    this.adopt(stored.snapshot)
+  }
+
+  /** Takes a stored snapshot as the served one if it is newer than what we have. */
+  private adopt(snapshot: RoutingSnapshot): void {
+    this.maxVersion = Math.max(this.maxVersion, snapshot.version)
+    const cur = this.published
+    // An older event arriving after our own newer write must not roll the state back.
+    if (cur !== undefined && snapshot.version <= cur.version) return
+    this.published = snapshot
+    this.serve(snapshot)
+    // Someone else's write (a previous leader, a human): the leader checks it against its own.
+    if (this.leading) this.scheduleRebuild()
+  }
+
+  private serve(snapshot: RoutingSnapshot): void {
+    this.o.push.publish(snapshot)
+    this.o.metrics.snapshotVersion.set(this.o.push.version ?? snapshot.version)
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // reconcile
+
+  private async handle(key: string): Promise<void> {
+    if (this.stopping || !this.leading) return
+    if (key === SNAPSHOT_QUEUE_KEY) return this.rebuild()
+    if (key.startsWith(STATUS_PREFIX)) {
+      const rest = key.slice(STATUS_PREFIX.length)
+      const slash = rest.indexOf('/')
+      const kind = rest.slice(0, slash)
+      if (kind === 'ModelRoute' || kind === 'ModelServer')
+        return this.reconcileStatus(kind, rest.slice(slash + 1))
+    }
+  }
+
+  private async rebuild(): Promise<void> {
+    // A partial cache compiles to a different snapshot: a restarted leader must not publish a
+    // spurious version before it has seen everything (and the stored ConfigMap).
+    if (!this.synced) {
+      this.queue.addAfter(SNAPSHOT_QUEUE_KEY, 100)
+      return
+    }
+    const t0 = performance.now()
+    const serverObjs = this.servers.values()
+    const routeObjs = this.routes.values()
+    const selectors = serverObjs.map(serverSelector).filter((s) => s !== undefined)
+    const { endpoints, counts } = endpointsFor(selectors, this.podIndex)
+    const { snapshot: compiled, diagnostics } = compileSnapshot({
+      routes: routeObjs,
+      servers: serverObjs,
+      endpoints,
+      version: 0,
+    })
+    this.o.metrics.compileSeconds.observe((performance.now() - t0) / 1000)
+    const generations = new Map<string, number>()
+    for (const r of routeObjs)
+      generations.set(
+        viewKey('ModelRoute', `${r.metadata.namespace}/${r.metadata.name}`),
+        r.metadata.generation ?? 0,
+      )
+    for (const s of serverObjs)
+      generations.set(
+        viewKey('ModelServer', `${s.metadata.namespace}/${s.metadata.name}`),
+        s.metadata.generation ?? 0,
+      )
+
+    let publishError: { reason: string; message: string } | undefined
+    const pub = this.published
+    if (pub !== undefined && pub.hash === compiled.hash) {
+      // Same content: same version. Only a missing, unreadable or outdated ConfigMap needs
+      // writing, and it gets the version the data planes already have for this content.
+      if (this.cmHash !== pub.hash) await this.write(encodeSnapshot(pub))
+      this.serve(pub)
+    } else {
+      // Spread keeps `version` at its canonical key position: bytes stay canonical.
+      const versioned: RoutingSnapshot = { ...compiled, version: nextVersion(this.maxVersion) }
+      const enc = encodeSnapshot(versioned)
+      this.o.metrics.snapshotBytes.set({ encoding: 'json' }, enc.json.length)
+      this.o.metrics.snapshotBytes.set({ encoding: 'gzip' }, enc.gz.length)
+      const limit = this.o.maxSnapshotBytes ?? DEFAULT_MAX_SNAPSHOT_BYTES
+      if (enc.gz.length > limit) {
+        publishError = {
+          reason: 'SnapshotTooLarge',
+          message: `the routing snapshot is ${enc.gz.length} bytes gzipped, above the ${limit}-byte ConfigMap limit; changes are not published (data planes keep version ${pub?.version ?? 'none'})`,
+        }
+        this.o.metrics.publishFailures.inc({ reason: 'too_large' })
+        this.log('error', 'snapshot too large to publish', {
+          gzipBytes: enc.gz.length,
+          limit,
+          routes: versioned.routes.length,
+          servers: Object.keys(versioned.servers).length,
+        })
+      } else {
+        await this.write(enc)
+        this.serve(versioned)
+        this.log('info', 'published snapshot', {
+          version: versioned.version,
+          hash: versioned.hash,
+          gzipBytes: enc.gz.length,
+          routes: versioned.routes.length,
+          servers: Object.keys(versioned.servers).length,
+          compileMs: Math.round(performance.now() - t0),
+        })
+      }
+    }
+    this.view = indexCompile(compiled, diagnostics, {
+      counts,
+      generations,
+      publishedVersion: this.published?.version,
+      ...(publishError !== undefined ? { publishError } : {}),
+    })
+    for (const r of this.routes.keys()) this.queue.add(`${STATUS_PREFIX}ModelRoute/${r}`)
+    for (const s of this.servers.keys()) this.queue.add(`${STATUS_PREFIX}ModelServer/${s}`)
+  }
+
+  /** Writes the ConfigMap with optimistic concurrency; on a conflict reads it and retries. */
+  private async write(enc: ReturnType<typeof encodeSnapshot>): Promise<void> {
+    const ns = this.o.namespace
+    const rv = this.cmRv
+    const body = snapshotConfigMap(ns, this.cmName, enc, rv)
+    try {
+      const res = await this.timed(
+        rv === undefined
+          ? this.core.createNamespacedConfigMap({ namespace: ns, body })
+          : this.core.replaceNamespacedConfigMap({ name: this.cmName, namespace: ns, body }),
+        'configmap write',
+      )
+      this.cmRv = res.metadata?.resourceVersion
+      this.cmHash = enc.snapshot.hash
+      this.maxVersion = Math.max(this.maxVersion, enc.snapshot.version)
+      if (this.published === undefined || this.published.version < enc.snapshot.version)
+        this.published = enc.snapshot
+      this.o.metrics.publishes.inc({ result: 'success' })
+    } catch (e) {
+      this.o.metrics.publishes.inc({ result: 'error' })
+      if (isConflict(e)) {
+        // Exists (create) or changed since we saw it (replace): read it, adopt it, retry.
+        this.o.metrics.publishFailures.inc({ reason: 'conflict' })
+        await this.refreshConfigMap()
+        throw new OperatorError(
+          'CONFIGMAP_CONFLICT',
+          `configmap ${ns}/${this.cmName} changed concurrently; retrying`,
+          { cause: e },
+        )
+      }
+      this.o.metrics.publishFailures.inc({ reason: 'api_error' })
+      throw e
+    }
+  }
+
+  private timed<T>(p: Promise<T>, what: string): Promise<T> {
+    return withTimeout(p, this.o.requestTimeoutMs ?? 30_000, what)
+  }
+
+  private async refreshConfigMap(): Promise<void> {
+    try {
+      const cm = await this.timed(
+        this.core.readNamespacedConfigMap({ name: this.cmName, namespace: this.o.namespace }),
+        'configmap read',
+      )
+      this.cmRv = cm.metadata?.resourceVersion
+      try {
+        const stored = decodeSnapshotConfigMap(cm).snapshot
+        this.cmHash = stored.hash
+        this.adopt(stored)
+      } catch {
+        // Unreadable content: the retry overwrites it.
+        this.cmHash = undefined
+      }
+    } catch (e) {
+      if (!isNotFound(e)) throw e
+      this.cmRv = undefined
+      this.cmHash = undefined
+    }
+  }
+
+  private async reconcileStatus(kind: Kind, key: string): Promise<void> {
+    const view = this.view
+    if (view === undefined) return
+    const obj = (kind === 'ModelRoute' ? this.routes : this.servers).get(key)
+    if (obj === undefined) return // deleted: nothing to write
+    const generation = obj.metadata.generation ?? 0
+    // Not compiled at this generation yet: the pending rebuild queues it again.
+    if (view.generations.get(viewKey(kind, key)) !== generation) return
+    const subject = { kind, key, generation, status: obj.status }
+    const now = new Date().toISOString().replace(/\.\d{3}Z$/, 'Z')
+    const desired =
+      kind === 'ModelRoute' ? routeStatus(subject, view, now) : serverStatus(subject, view, now)
+    const patch = statusPatch(obj.status, desired)
+    if (patch === undefined) return
+    const plural = kind === 'ModelRoute' ? ROUTE.plural : SERVER.plural
+    try {
+      await this.timed(
+        this.crs.patchNamespacedCustomObjectStatus(
+          {
+            group: API_GROUP,
+            version: CRD_VERSION,
+            namespace: obj.metadata.namespace,
+            plural,
+            name: obj.metadata.name,
+            body: patch,
+          },
+          setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+        ),
+        'status patch',
+      )
+      this.o.metrics.statusPatches.inc({ kind, result: 'success' })
+    } catch (e) {
+      if (isNotFound(e)) return // deleted meanwhile
+      this.o.metrics.statusPatches.inc({ kind, result: 'error' })
+      throw e
+    }
+    const subjectRef = {
+      kind,
+      namespace: obj.metadata.namespace,
+      name: obj.metadata.name,
+      uid: obj.metadata.uid,
+      resourceVersion: obj.metadata.resourceVersion,
+    }
+    for (const t of transitions(obj.status, desired)) await this.events.record(subjectRef, t)
+  }
+}
+
+/** Waits until `cond` holds, polling (tests and startup). */
+export async function waitUntil(
+  cond: () => boolean,
+  timeoutMs: number,
+  stepMs = 20,
+): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs
+  while (!cond()) {
+    if (Date.now() > deadline) return false
+    await sleep(stepMs)
+  }
+  return true
+}

@@ -1,0 +1,211 @@
+// The data-plane container's arguments from install.yaml, run for real: the same CLI entry, the
+// same flags and values, with only the cluster-specific parts moved to loopback (the mounted
+// snapshot path → a temp file, the operator Service URL → a local push server, the port → a free
+// one, plus --host 127.0.0.1). Catches a flag the data plane does not know (its parser is strict),
+// probes on the wrong paths, and a grace period shorter than the drain it configures.
+import { type ChildProcess, spawn } from 'node:child_process'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { gzipSync } from 'node:zlib'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { DATAPLANE_NAME, MOUNT_PATHS, SNAPSHOT_KEY } from '../api/crd.js'
+import { installObjects, pushUrl } from '../cdk8s/install.js'
+import { dataplaneHelp } from '../dataplane/command.js'
+import { freePort } from '../hack/cluster/control-plane.js'
+import { listenPushServer, SnapshotPushServer } from '../operator/push-server.js'
+import { endpoint, route, server, snapshot } from './helpers/snapshot.js'
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url))
+
+interface PodSpec {
+  terminationGracePeriodSeconds: number
+  containers: { args: string[] }[]
+}
+
+function dataplanePod(): PodSpec {
+  const d = installObjects().find(
+    (o) =>
+      o['kind'] === 'Deployment' && (o['metadata'] as { name: string }).name === DATAPLANE_NAME,
+  ) as { spec: { template: { spec: PodSpec } } } | undefined
+  if (!d) throw new Error('no data-plane Deployment')
+  return d.spec.template.spec
+}
+
+function snap(version: number) {
+  const s = server('llama', [endpoint('llama-0', '127.0.0.31', 9)], { model: 'llama' })
+  return snapshot(
+    [
+      route('llama', {
+        modelName: 'llama',
+        rules: [{ name: 'all', targets: [{ server: s.key, weight: 1 }] }],
+      }),
+    ],
+    [s],
+    version,
+  )
+}
+
+async function get(url: string): Promise<{ status: number; body: string }> {
+  const r = await fetch(url, { signal: AbortSignal.timeout(2000) })
+  return { status: r.status, body: await r.text() }
+}
+
+async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 15_000): Promise<T> {
+  const deadline = Date.now() + ms
+  let last: unknown
+  while (Date.now() < deadline) {
+    try {
+      const v = await f()
+      if (v !== undefined) return v
+    } catch (e) {
+      last = e
+    }
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`)
+}
+
+let tmp: string
+let push: SnapshotPushServer
+let pushSrv: Awaited<ReturnType<typeof listenPushServer>>
+let child: ChildProcess | undefined
+let output = ''
+
+beforeAll(async () => {
+  tmp = await mkdtemp(join(tmpdir(), 'manifests-dp-'))
+  push = new SnapshotPushServer()
+  pushSrv = await listenPushServer(push, '127.0.0.1', 0)
+})
+
+afterAll(async () => {
+  if (child && child.exitCode === null) child.kill('SIGKILL')
+  await pushSrv?.close()
+  await rm(tmp, { recursive: true, force: true })
+})
+
+describe('the data-plane container args from install.yaml', () => {
+  it('are all flags the data plane knows', () => {
+    const [c] = dataplanePod().containers
+    for (const flag of c?.args.filter((a) => a.startsWith('--')) ?? [])
+      expect(dataplaneHelp).toContain(`${flag} `)
+  })
+
+  it('start a data plane that loads the mounted snapshot, follows the push channel, and drains within the grace period', async () => {
+    const pod = dataplanePod()
+    const [c] = pod.containers
+    if (!c) throw new Error('no container')
+    const port = await freePort()
+    const snapshotFile = join(tmp, SNAPSHOT_KEY)
+    await writeFile(snapshotFile, gzipSync(JSON.stringify(snap(1))))
+    const swap: Record<string, string> = {
+      [`${MOUNT_PATHS.snapshotDir}/${SNAPSHOT_KEY}`]: snapshotFile,
+      [pushUrl('infer-gateway-system')]: pushSrv.url,
+      '8080': String(port),
+      // The mounted credentials Secret (an empty directory when no Secret exists yet).
+      [MOUNT_PATHS.credentialsDir]: tmp,
+    }
+    // args[0] is the bundle path (the image's CMD); from a checkout the same CLI is bin/.
+    expect(c.args[0]).toBe('/app/infer-gateway.mjs')
+    const args = [
+      ...c.args.slice(1).map((a) => swap[a] ?? a),
+      '--host',
+      '127.0.0.1',
+      '--no-access-log',
+    ]
+    expect(args).toContain(snapshotFile)
+    expect(args).toContain(pushSrv.url)
+    const proc = spawn(process.execPath, [join(ROOT, 'bin/infer-gateway.js'), ...args], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    child = proc
+    proc.stdout?.on('data', (b: Buffer) => {
+      output += b.toString()
+    })
+    proc.stderr?.on('data', (b: Buffer) => {
+      output += b.toString()
+    })
+    const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)))
+    const base = `http://127.0.0.1:${port}`
+
+    // The probes of the manifest, on the manifest's paths.
+    await until(`/readyz (output: ${output})`, async () =>
+      (await get(`${base}/readyz`)).status === 200 ? true : undefined,
+    )
+    expect((await get(`${base}/healthz`)).status).toBe(200)
+    const version = async () =>
+      /^infer_gateway_snapshot_version (\d+)/m.exec((await get(`${base}/metrics`)).body)?.[1]
+    expect(await until('snapshot v1 from the file', version)).toBe('1')
+    // The push channel (the operator Service in the cluster) delivers newer versions.
+    push.publish(snap(7))
+    await until('snapshot v7 over the push channel', async () =>
+      (await version()) === '7' ? true : undefined,
+    )
+
+    const t0 = Date.now()
+    proc.kill('SIGTERM')
+    const code = await Promise.race([
+      exited,
+      new Promise<'timeout'>((r) =>
+        setTimeout(() => r('timeout'), pod.terminationGracePeriodSeconds * 1000),
+      ),
+    ])
+    expect(code, output).toBe(0)
+    // It stayed up for the drain delay (readiness off, still serving) before exiting.
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(4_000)
+  }, 60_000)
+
+  // The ConfigMap volume is optional so a pod can start before the operator's first publish: the
+  // data plane then serves not-ready until the push channel (or the file) delivers a snapshot.
+  it('start with no snapshot file yet and become ready from the push channel', async () => {
+    const [c] = dataplanePod().containers
+    if (!c) throw new Error('no container')
+    const port = await freePort()
+    const fresh = new SnapshotPushServer()
+    const freshSrv = await listenPushServer(fresh, '127.0.0.1', 0)
+    const missing = join(tmp, 'not-yet', SNAPSHOT_KEY)
+    const swap: Record<string, string> = {
+      [`${MOUNT_PATHS.snapshotDir}/${SNAPSHOT_KEY}`]: missing,
+      [pushUrl('infer-gateway-system')]: freshSrv.url,
+      '8080': String(port),
+      // The mounted credentials Secret (an empty directory when no Secret exists yet).
+      [MOUNT_PATHS.credentialsDir]: tmp,
+    }
+    const args = [
+      ...c.args.slice(1).map((a) => swap[a] ?? a),
+      '--host',
+      '127.0.0.1',
+      '--no-access-log',
+    ]
+    const proc = spawn(process.execPath, [join(ROOT, 'bin/infer-gateway.js'), ...args], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let out = ''
+    proc.stdout?.on('data', (b: Buffer) => {
+      out += b.toString()
+    })
+    proc.stderr?.on('data', (b: Buffer) => {
+      out += b.toString()
+    })
+    try {
+      const base = `http://127.0.0.1:${port}`
+      expect(
+        await until(
+          `/readyz answering (output: ${out})`,
+          async () => (await get(`${base}/readyz`)).status,
+        ),
+      ).toBe(503)
+      expect(proc.exitCode).toBeNull()
+      fresh.publish(snap(3))
+      await until(`ready after the first publish (output: ${out})`, async () =>
+        (await get(`${base}/readyz`)).status === 200 ? true : undefined,
+      )
+    } finally {
+      proc.kill('SIGKILL')
+      await freshSrv.close()
+    }
+  }, 60_000)
+})
