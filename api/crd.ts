@@ -38,6 +38,13 @@ export const CRD_NAMES = {
     // `gp` is not claimed by any built-in resource; `gwp` avoids a clash with Gateway API tools.
     shortNames: ['gwp'],
   },
+  externalModelProvider: {
+    kind: 'ExternalModelProvider',
+    listKind: 'ExternalModelProviderList',
+    plural: 'externalmodelproviders',
+    singular: 'externalmodelprovider',
+    shortNames: ['emp'],
+  },
 } as const satisfies Record<string, CrdNames>
 
 export type CrdKey = keyof typeof CRD_NAMES
@@ -59,6 +66,12 @@ export const SNAPSHOT_CONFIGMAP = 'infer-gateway-snapshot'
 export const SNAPSHOT_KEY = 'snapshot.json.gz'
 /** Secret values the data plane needs (GatewayPolicy `secretKey` entries), as mounted files. */
 export const CREDENTIALS_SECRET = 'infer-gateway-credentials'
+/**
+ * Label a Secret must carry (value `true`) for the operator to read it as a credentials source
+ * (GatewayPolicy `credentialsSecretName`, ExternalModelProvider `auth.secretRef`). The operator
+ * watches only Secrets with it, so unrelated Secrets never enter its cache.
+ */
+export const CREDENTIAL_SOURCE_LABEL = `${API_GROUP}/credential`
 /** coordination.k8s.io/v1 Lease the operator replicas elect a writer with. */
 export const OPERATOR_LEASE = 'infer-gateway-operator'
 

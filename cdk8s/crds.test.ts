@@ -133,11 +133,12 @@ describe('schemaAt', () => {
 })
 
 describe('crdObjects', () => {
-  it('has ModelRoute (mr), ModelServer (ms) and GatewayPolicy, namespaced, v1alpha1 only', () => {
+  it('has ModelRoute (mr), ModelServer (ms), GatewayPolicy and ExternalModelProvider, namespaced, v1alpha1 only', () => {
     expect(crds.map((c) => c.metadata.name)).toEqual([
       'modelroutes.networking.matrixinfer.ai',
       'modelservers.networking.matrixinfer.ai',
       'gatewaypolicies.networking.matrixinfer.ai',
+      'externalmodelproviders.networking.matrixinfer.ai',
     ])
     expect(crdName('modelRoute')).toBe('modelroutes.networking.matrixinfer.ai')
     for (const c of crds) {

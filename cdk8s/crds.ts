@@ -12,6 +12,11 @@
 import type { JsonValue } from '../api/canonical-json.js'
 import { CRD_CATEGORY, CRD_NAMES, CRD_VERSION, type CrdKey, crdName } from '../api/crd.js'
 import { gatewayPolicyJsonSchema } from '../api/policy.js'
+import {
+  externalModelProviderJsonSchema,
+  externalModelProviderStatusJsonSchema,
+  PROVIDER_PRINTER_COLUMNS,
+} from '../api/provider.js'
 import { API_GROUP, modelRouteJsonSchema, modelServerJsonSchema } from '../api/schema.js'
 import {
   modelRouteStatusJsonSchema,
@@ -306,6 +311,13 @@ export function crdManifests(): CrdObject[] {
       // The operator has no status contract for policies yet; keep whatever it writes.
       status: { type: 'object', 'x-kubernetes-preserve-unknown-fields': true },
       columns: [{ name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' }],
+    }),
+    crd({
+      key: 'externalModelProvider',
+      description: 'A hosted model API (OpenAI, Anthropic, Gemini, ...) usable as a route target.',
+      spec: toStructural(externalModelProviderJsonSchema(), 'spec'),
+      status: statusSchema(externalModelProviderStatusJsonSchema()),
+      columns: PROVIDER_PRINTER_COLUMNS.map((c) => ({ ...c })),
     }),
   ]
 }

@@ -133,15 +133,22 @@ describe('install manifests', () => {
     expect(role['rules']).toEqual([
       {
         apiGroups: ['networking.matrixinfer.ai'],
-        resources: ['modelroutes', 'modelservers', 'gatewaypolicies'],
+        resources: ['modelroutes', 'modelservers', 'gatewaypolicies', 'externalmodelproviders'],
         verbs: ['get', 'list', 'watch'],
       },
       {
         apiGroups: ['networking.matrixinfer.ai'],
-        resources: ['modelroutes/status', 'modelservers/status', 'gatewaypolicies/status'],
+        resources: [
+          'modelroutes/status',
+          'modelservers/status',
+          'gatewaypolicies/status',
+          'externalmodelproviders/status',
+        ],
         verbs: ['patch', 'update'],
       },
       { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch'] },
+      // Credentials sources: the operator lists/watches only labelled ones (RBAC cannot say so).
+      { apiGroups: [''], resources: ['secrets'], verbs: ['list', 'watch'] },
       { apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] },
       { apiGroups: ['events.k8s.io'], resources: ['events'], verbs: ['create', 'patch'] },
     ])
@@ -177,13 +184,16 @@ describe('install manifests', () => {
       },
       { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create'] },
     ])
-    // No wildcard anywhere, and no verb that reads Secrets in bulk.
+    // No wildcard anywhere. Bulk Secret reads exist in exactly one rule (the ClusterRole's
+    // list/watch for labelled credentials sources); no rule may add get/list on others' names.
     const all = objects
       .filter((o) => o.kind === 'Role' || o.kind === 'ClusterRole')
       .flatMap((o) => o['rules'] as Rule[])
     expect(JSON.stringify(all)).not.toContain('*')
-    for (const r of all.filter((x) => x.resources.includes('secrets')))
-      expect(r.verbs).not.toContain('list')
+    const bulk = all.filter((x) => x.resources.includes('secrets') && x.verbs.includes('list'))
+    expect(bulk).toEqual([{ apiGroups: [''], resources: ['secrets'], verbs: ['list', 'watch'] }])
+    for (const r of all.filter((x) => x.resources.includes('secrets') && x.verbs.includes('get')))
+      expect(r.resourceNames).toEqual([CREDENTIALS_SECRET])
   })
 
   it('run the operator as 2 leader-electing replicas with probes, ports and a token', () => {

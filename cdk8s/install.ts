@@ -185,9 +185,12 @@ export class InstallChart extends Chart {
       },
     )
 
-    const plurals = [CRD_NAMES.modelRoute, CRD_NAMES.modelServer, CRD_NAMES.gatewayPolicy].map(
-      (n) => n.plural,
-    )
+    const plurals = [
+      CRD_NAMES.modelRoute,
+      CRD_NAMES.modelServer,
+      CRD_NAMES.gatewayPolicy,
+      CRD_NAMES.externalModelProvider,
+    ].map((n) => n.plural)
     new kplus.k8s.KubeClusterRole(this, 'operator-clusterrole', {
       metadata: { name: OPERATOR_NAME, labels: labels('operator') },
       rules: [
@@ -200,6 +203,11 @@ export class InstallChart extends Chart {
         ),
         // Endpoints are Ready pods matched by each ModelServer's workloadSelector.
         rule([''], ['pods'], ['get', 'list', 'watch']),
+        // Credentials sources (GatewayPolicy credentialsSecretName, provider auth.secretRef) in any
+        // namespace. RBAC cannot scope list/watch to a label, so this permits reading every
+        // Secret; the operator itself only ever lists and watches Secrets labelled
+        // networking.matrixinfer.ai/credential=true (docs/operator.md, "Credentials").
+        rule([''], ['secrets'], ['list', 'watch']),
         // Events on transitions, next to the CR they describe (any namespace).
         rule([''], ['events'], ['create', 'patch']),
         rule(['events.k8s.io'], ['events'], ['create', 'patch']),

@@ -38,6 +38,8 @@ export interface AppDeps {
   readonly lifecycle?: Lifecycle
   /** Request body limit in bytes (default 10 MiB). */
   readonly maxBodyBytes?: number
+  /** Serve GET /debug/endpoints (the picker's view: pod addresses and load). Off by default. */
+  readonly debugEndpoints?: boolean
   readonly random?: () => number
   /** External providers' connections and credentials (default: no credentials mounted). */
   readonly providers?: ProviderRuntime
@@ -83,10 +85,10 @@ export function createApp(deps: AppDeps): Hono {
     return c.json({ status: 'ready', snapshotVersion: snap.version })
   })
   const debugView = deps.picker.debug
-  if (debugView) {
+  if (debugView && deps.debugEndpoints) {
     // The picker's live view of each endpoint (engine metrics, own load, health, plugin state).
-    // Read-only, on the serving port like /metrics: it shows pod addresses and load, nothing
-    // secret. Documented in dataplane/scheduler/README.md.
+    // Read-only and opt-in (--debug-endpoints): nothing secret, but pod addresses and load are
+    // not every client's business. Documented in dataplane/scheduler/README.md.
     app.get(
       '/debug/endpoints',
       () =>

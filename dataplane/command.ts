@@ -22,6 +22,7 @@ Options:
   --drain-delay <ms>       On SIGTERM, keep serving this long after /readyz fails (default 5000)
   --shutdown-timeout <ms>  Then wait at most this long for in-flight requests (default 30000)
   --no-access-log          Do not write JSON access-log lines to stdout
+  --debug-endpoints        Serve GET /debug/endpoints (the scheduler's view of every endpoint)
   --secrets-dir <dir>      Credentials, one file per entry (a mounted Kubernetes Secret): API-key
                            sha256 digests, OAuth2 client secret, trusted-proxy secret, Redis
                            password, provider API keys. Re-read on change.
@@ -42,6 +43,7 @@ export async function runDataplaneCommand(args: readonly string[]): Promise<void
       'drain-delay': { type: 'string', default: '5000' },
       'shutdown-timeout': { type: 'string', default: '30000' },
       'no-access-log': { type: 'boolean', default: false },
+      'debug-endpoints': { type: 'boolean', default: false },
       'secrets-dir': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -78,6 +80,7 @@ export async function runDataplaneCommand(args: readonly string[]): Promise<void
       ? { pollMs: intArg('poll-interval', values['poll-interval']) }
       : {}),
     ...(values['no-access-log'] ? {} : { accessLog: process.stdout }),
+    ...(values['debug-endpoints'] ? { debugEndpoints: true } : {}),
     ...(values['secrets-dir'] !== undefined ? { secretsDir: values['secrets-dir'] } : {}),
     log,
     processMetrics: true,

@@ -24,6 +24,8 @@ export interface GatewayOptions {
   readonly host?: string
   readonly port?: number
   readonly maxBodyBytes?: number
+  /** Serve GET /debug/endpoints (off by default). */
+  readonly debugEndpoints?: boolean
   readonly pollMs?: number
   /** Where access-log lines go; `undefined` discards them. */
   readonly accessLog?: Writable | AccessLogger
@@ -106,6 +108,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     providers,
     lifecycle,
     ...(opts.maxBodyBytes !== undefined ? { maxBodyBytes: opts.maxBodyBytes } : {}),
+    ...(opts.debugEndpoints ? { debugEndpoints: true } : {}),
     ...(opts.random ? { random: opts.random } : {}),
   })
   let server: RunningServer

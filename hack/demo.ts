@@ -62,6 +62,7 @@ export async function runDemoCommand(args: readonly string[]): Promise<void> {
       port: intArg('port', values.port),
       accessLog: process.stdout,
       log: stderrLogger('dataplane'),
+      debugEndpoints: true,
     })
   } catch (e) {
     await fleet.close()

@@ -17,9 +17,23 @@ import {
   PatchStrategy,
   setHeaderOptions,
 } from '@kubernetes/client-node'
-import { CRD_NAMES, CRD_VERSION, SNAPSHOT_CONFIGMAP } from '../api/crd.js'
-import { API_GROUP, compileSnapshot, type RoutingSnapshot } from '../api/index.js'
+import {
+  CRD_NAMES,
+  CRD_VERSION,
+  CREDENTIAL_SOURCE_LABEL,
+  CREDENTIALS_SECRET,
+  SNAPSHOT_CONFIGMAP,
+} from '../api/crd.js'
+import { API_GROUP, compileSnapshot, type Diagnostic, type RoutingSnapshot } from '../api/index.js'
 import { sleep, withTimeout } from './backoff.js'
+import {
+  type CredentialsPlan,
+  conditionsPatch,
+  entriesHash,
+  planCredentials,
+  policyConditions,
+  providerConditions,
+} from './credentials.js'
 import {
   endpointsFor,
   PodIndex,
@@ -96,6 +110,8 @@ export interface ControllerOptions {
   /** Concurrent status patches (default 4). */
   readonly concurrency?: number
   readonly configMapName?: string
+  /** The data plane's credentials Secret in `namespace` (default infer-gateway-credentials). */
+  readonly credentialsSecretName?: string
 }
 
 export const SNAPSHOT_QUEUE_KEY = 'snapshot'
@@ -103,6 +119,32 @@ const STATUS_PREFIX = 'status/'
 
 const ROUTE = { plural: CRD_NAMES.modelRoute.plural, kind: 'ModelRoute' as const }
 const SERVER = { plural: CRD_NAMES.modelServer.plural, kind: 'ModelServer' as const }
+const POLICY = { plural: CRD_NAMES.gatewayPolicy.plural, kind: 'GatewayPolicy' as const }
+const PROVIDER = {
+  plural: CRD_NAMES.externalModelProvider.plural,
+  kind: 'ExternalModelProvider' as const,
+}
+/** Every kind the status queue handles. */
+type StatusKind = Kind | 'GatewayPolicy' | 'ExternalModelProvider'
+/** SSA field manager for the credentials Secret: we own exactly the entries we apply. */
+const CREDENTIALS_FIELD_MANAGER = 'infer-gateway-operator'
+
+/** A credentials source Secret as cached: only what planning reads. */
+interface SourceSecret {
+  readonly metadata: { readonly namespace: string; readonly name: string }
+  readonly data: Readonly<Record<string, string>>
+}
+
+function sourceSecret(raw: unknown): SourceSecret | undefined {
+  const o = raw as { metadata?: { namespace?: unknown; name?: unknown }; data?: unknown }
+  const ns = o.metadata?.namespace
+  const name = o.metadata?.name
+  if (typeof ns !== 'string' || typeof name !== 'string') return undefined
+  const data: Record<string, string> = {}
+  if (typeof o.data === 'object' && o.data !== null)
+    for (const [k, v] of Object.entries(o.data)) if (typeof v === 'string') data[k] = v
+  return { metadata: { namespace: ns, name }, data }
+}
 
 /** A CR as cached: the raw object minus managedFields (large, and never read). */
 export interface CustomObject {
@@ -140,6 +182,14 @@ export class Controller {
   private readonly servers: Informer<CustomObject>
   private readonly pods: Informer<PodRecord>
   private readonly configMap: Informer<unknown>
+  private readonly policies: Informer<CustomObject>
+  private readonly providers: Informer<CustomObject>
+  private readonly secrets: Informer<SourceSecret>
+  /** Last credentials plan (leader only); status of policies and providers reads it. */
+  private plan: CredentialsPlan | undefined
+  /** Hash of the entries last applied to the credentials Secret; undefined = apply again. */
+  private credHash: string | undefined
+  private readonly credName: string
   private readonly podIndex = new PodIndex()
   /** namespace → server key → selector; pod events look up only their namespace. */
   private readonly selectors = new Map<string, Map<string, ServerSelector>>()
@@ -162,6 +212,7 @@ export class Controller {
   /** Highest version seen anywhere (ConfigMap, own writes): the next one goes above it. */
   private maxVersion = 0
   private view: CompiledView | undefined
+  private diagnostics: readonly Diagnostic[] = []
   private readonly cmName: string
 
   constructor(o: ControllerOptions) {
@@ -170,6 +221,7 @@ export class Controller {
     this.core = o.kc.makeApiClient(CoreV1Api)
     this.crs = o.kc.makeApiClient(CustomObjectsApi)
     this.cmName = o.configMapName ?? SNAPSHOT_CONFIGMAP
+    this.credName = o.credentialsSecretName ?? CREDENTIALS_SECRET
     this.leading = o.leaderElection === undefined
     const m = o.metrics
 
@@ -205,6 +257,36 @@ export class Controller {
       transform: customObject,
       onEvent: (e) => this.onServerEvent(e),
       onRestart: restart('modelservers'),
+    })
+    this.policies = new Informer<CustomObject>({
+      ...common,
+      name: 'gatewaypolicies',
+      path: `/apis/${API_GROUP}/${CRD_VERSION}/${POLICY.plural}`,
+      list: (r) => this.listCustom(POLICY.plural, r),
+      transform: customObject,
+      onEvent: (e) => this.onCustomEvent('GatewayPolicy', e),
+      onRestart: restart('gatewaypolicies'),
+    })
+    this.providers = new Informer<CustomObject>({
+      ...common,
+      name: 'externalmodelproviders',
+      path: `/apis/${API_GROUP}/${CRD_VERSION}/${PROVIDER.plural}`,
+      list: (r) => this.listCustom(PROVIDER.plural, r),
+      transform: customObject,
+      onEvent: (e) => this.onCustomEvent('ExternalModelProvider', e),
+      onRestart: restart('externalmodelproviders'),
+    })
+    // Only labelled Secrets: RBAC allows list/watch of every Secret (it cannot scope by label),
+    // but what we ask for is all that is ever in this process's memory.
+    this.secrets = new Informer<SourceSecret>({
+      ...common,
+      name: 'credential-secrets',
+      path: '/api/v1/secrets',
+      labelSelector: `${CREDENTIAL_SOURCE_LABEL}=true`,
+      list: (r) => this.listSecrets(r),
+      transform: sourceSecret,
+      onEvent: () => this.scheduleRebuild(),
+      onRestart: restart('credential-secrets'),
     })
     // Pods cluster-wide: the union of every ModelServer's matchLabels is not one label selector,
     // and a watch per server would not scale. Finished Pods are filtered out by the server.
@@ -271,6 +353,8 @@ export class Controller {
               this.leading = false
               // A later term starts from a fresh compile, never from this term's leftovers.
               this.view = undefined
+              this.plan = undefined
+              this.credHash = undefined
               m.leader.set(0)
             },
           })
@@ -285,7 +369,11 @@ export class Controller {
     if (this.leading) this.queue.add(SNAPSHOT_QUEUE_KEY)
     const every = this.o.resyncMs ?? 5 * 60_000
     if (every > 0) {
-      this.resyncTimer = setInterval(() => this.queue.add(SNAPSHOT_QUEUE_KEY), every)
+      this.resyncTimer = setInterval(() => {
+        // Re-apply the credentials too: someone may have edited or deleted the Secret.
+        this.credHash = undefined
+        this.queue.add(SNAPSHOT_QUEUE_KEY)
+      }, every)
       this.resyncTimer.unref()
     }
   }
@@ -325,7 +413,15 @@ export class Controller {
   }
 
   private informers(): Informer<unknown>[] {
-    return [this.routes, this.servers, this.pods, this.configMap] as Informer<unknown>[]
+    return [
+      this.routes,
+      this.servers,
+      this.pods,
+      this.configMap,
+      this.policies,
+      this.providers,
+      this.secrets,
+    ] as Informer<unknown>[]
   }
 
   // -------------------------------------------------------------------------------------------
@@ -362,6 +458,19 @@ export class Controller {
     }
   }
 
+  private async listSecrets(r: ListRequest): Promise<ListPage> {
+    const res = await this.core.listSecretForAllNamespaces({
+      limit: r.limit,
+      ...(r.continueToken !== undefined ? { _continue: r.continueToken } : {}),
+      ...(r.labelSelector !== undefined ? { labelSelector: r.labelSelector } : {}),
+    })
+    return {
+      items: res.items,
+      resourceVersion: res.metadata?.resourceVersion ?? '',
+      continueToken: res.metadata?._continue,
+    }
+  }
+
   private async listConfigMaps(r: ListRequest): Promise<ListPage> {
     const res = await this.core.listNamespacedConfigMap({
       namespace: this.o.namespace,
@@ -383,7 +492,7 @@ export class Controller {
     this.queue.addAfter(SNAPSHOT_QUEUE_KEY, this.o.debounceMs ?? 50)
   }
 
-  private onCustomEvent(kind: Kind, e: InformerEvent<CustomObject>): void {
+  private onCustomEvent(kind: StatusKind, e: InformerEvent<CustomObject>): void {
     if (e.type === 'delete') this.events.forget(kind, e.key)
     this.queue.add(`${STATUS_PREFIX}${kind}/${e.key}`)
     // A status-only update (ours, echoed back) changes nothing the compiler reads.
@@ -480,6 +589,8 @@ export class Controller {
       const kind = rest.slice(0, slash)
       if (kind === 'ModelRoute' || kind === 'ModelServer')
         return this.reconcileStatus(kind, rest.slice(slash + 1))
+      if (kind === 'GatewayPolicy' || kind === 'ExternalModelProvider')
+        return this.reconcileCredentialStatus(kind, rest.slice(slash + 1))
     }
   }
 
@@ -495,12 +606,25 @@ export class Controller {
     const routeObjs = this.routes.values()
     const selectors = serverObjs.map(serverSelector).filter((s) => s !== undefined)
     const { endpoints, counts } = endpointsFor(selectors, this.podIndex)
+    const policyObjs = this.policies.values()
     const { snapshot: compiled, diagnostics } = compileSnapshot({
       routes: routeObjs,
       servers: serverObjs,
       endpoints,
       version: 0,
+      policies: policyObjs,
+      providers: this.providers.values(),
     })
+    const plan = planCredentials({
+      snapshot: compiled,
+      policies: policyObjs,
+      lookup: (ns, name) => this.secrets.get(`${ns}/${name}`)?.data,
+      target: { namespace: this.o.namespace, name: this.credName },
+      label: CREDENTIAL_SOURCE_LABEL,
+    })
+    // Entries before the snapshot that names them: a data plane never gets a snapshot whose
+    // credentials are not (being) mounted yet.
+    await this.applyCredentials(plan.entries)
     this.o.metrics.compileSeconds.observe((performance.now() - t0) / 1000)
     const generations = new Map<string, number>()
     for (const r of routeObjs)
@@ -561,6 +685,114 @@ export class Controller {
     })
     for (const r of this.routes.keys()) this.queue.add(`${STATUS_PREFIX}ModelRoute/${r}`)
     for (const s of this.servers.keys()) this.queue.add(`${STATUS_PREFIX}ModelServer/${s}`)
+    this.plan = plan
+    this.diagnostics = diagnostics
+    for (const k of this.policies.keys()) this.queue.add(`${STATUS_PREFIX}GatewayPolicy/${k}`)
+    for (const k of this.providers.keys())
+      this.queue.add(`${STATUS_PREFIX}ExternalModelProvider/${k}`)
+  }
+
+  /**
+   * Server-side apply of the entries into the credentials Secret. The field manager owns exactly
+   * the keys it applied: an entry no longer needed is removed by leaving it out, and keys other
+   * writers put there (e.g. a policy pointing at this Secret directly) are never touched.
+   */
+  private async applyCredentials(entries: ReadonlyMap<string, string>): Promise<void> {
+    const hash = entriesHash(entries)
+    if (hash === this.credHash) return
+    const body = {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: {
+        name: this.credName,
+        namespace: this.o.namespace,
+        labels: { 'app.kubernetes.io/managed-by': CREDENTIALS_FIELD_MANAGER },
+      },
+      type: 'Opaque',
+      data: Object.fromEntries(entries),
+    }
+    try {
+      await this.timed(
+        this.core.patchNamespacedSecret(
+          {
+            name: this.credName,
+            namespace: this.o.namespace,
+            body,
+            fieldManager: CREDENTIALS_FIELD_MANAGER,
+            force: true,
+          },
+          setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply),
+        ),
+        'credentials secret apply',
+      )
+    } catch (e) {
+      // The error text from the API server never contains the request body.
+      throw new OperatorError(
+        'CREDENTIALS_WRITE_FAILED',
+        `cannot apply secret ${this.o.namespace}/${this.credName}: ${errorText(e)}`,
+        { cause: e },
+      )
+    }
+    this.credHash = hash
+    this.log('info', 'credentials secret applied', {
+      secret: `${this.o.namespace}/${this.credName}`,
+      entries: [...entries.keys()].sort(),
+    })
+  }
+
+  private async reconcileCredentialStatus(
+    kind: 'GatewayPolicy' | 'ExternalModelProvider',
+    key: string,
+  ): Promise<void> {
+    const plan = this.plan
+    const view = this.view
+    if (plan === undefined || view === undefined) return
+    const obj = (kind === 'GatewayPolicy' ? this.policies : this.providers).get(key)
+    if (obj === undefined) return
+    const generation = obj.metadata.generation ?? 0
+    const diagnostics = this.diagnostics
+    const desired =
+      kind === 'GatewayPolicy'
+        ? policyConditions({ key, generation, snapshot: view.snapshot, diagnostics, plan })
+        : providerConditions({
+            key,
+            generation,
+            diagnostics,
+            plan,
+            publishError: view.publishError,
+          })
+    const now = new Date().toISOString().replace(/\.\d{3}Z$/, 'Z')
+    const patch = conditionsPatch(obj.status, desired, generation, now)
+    if (patch === undefined) return
+    try {
+      await this.timed(
+        this.crs.patchNamespacedCustomObjectStatus(
+          {
+            group: API_GROUP,
+            version: CRD_VERSION,
+            namespace: obj.metadata.namespace,
+            plural: kind === 'GatewayPolicy' ? POLICY.plural : PROVIDER.plural,
+            name: obj.metadata.name,
+            body: patch,
+          },
+          setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+        ),
+        'status patch',
+      )
+      this.o.metrics.statusPatches.inc({ kind, result: 'success' })
+    } catch (e) {
+      if (isNotFound(e)) return
+      this.o.metrics.statusPatches.inc({ kind, result: 'error' })
+      throw e
+    }
+    const subjectRef = {
+      kind,
+      namespace: obj.metadata.namespace,
+      name: obj.metadata.name,
+      uid: obj.metadata.uid,
+      resourceVersion: obj.metadata.resourceVersion,
+    }
+    for (const t of transitions(obj.status, patch.status)) await this.events.record(subjectRef, t)
   }
 
   /** Writes the ConfigMap with optimistic concurrency; on a conflict reads it and retries. */

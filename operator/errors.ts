@@ -14,6 +14,8 @@ export type OperatorErrorCode =
   | 'WATCH_FAILED'
   /** No usable Kubernetes client configuration. */
   | 'KUBECONFIG'
+  /** Applying the data plane's credentials Secret failed (the message never holds a value). */
+  | 'CREDENTIALS_WRITE_FAILED'
 
 export class OperatorError extends Error {
   override readonly name = 'OperatorError'

@@ -11,7 +11,7 @@ import type { Transition } from './status.js'
 export const REPORTING_CONTROLLER = 'infer-gateway.io/operator'
 
 export interface EventSubject {
-  readonly kind: 'ModelRoute' | 'ModelServer'
+  readonly kind: 'ModelRoute' | 'ModelServer' | 'GatewayPolicy' | 'ExternalModelProvider'
   readonly namespace: string
   readonly name: string
   readonly uid?: string | undefined

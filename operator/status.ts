@@ -98,7 +98,7 @@ function cond(
   }
 }
 
-function existingConditions(status: unknown): Condition[] {
+export function existingConditions(status: unknown): Condition[] {
   const c = (status as { conditions?: unknown } | undefined)?.conditions
   return Array.isArray(c) ? (c as Condition[]) : []
 }
@@ -109,7 +109,7 @@ function existingNumber(status: unknown, field: string): number | undefined {
 }
 
 /** lastTransitionTime: kept while the status (True/False/Unknown) stays, `now` when it flips. */
-function withTransitionTimes(
+export function withTransitionTimes(
   desired: readonly DesiredCondition[],
   existing: readonly Condition[],
   now: string,
@@ -320,7 +320,7 @@ export function serverStatus(
   return sv === undefined ? status : { ...status, snapshotVersion: sv }
 }
 
-function same(a: unknown, b: unknown): boolean {
+export function same(a: unknown, b: unknown): boolean {
   if (a === b) return true
   if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false
   if (Array.isArray(a) !== Array.isArray(b)) return false

@@ -81,6 +81,7 @@ describe('install.yaml on a real API server', () => {
       'CustomResourceDefinition',
       'CustomResourceDefinition',
       'CustomResourceDefinition',
+      'CustomResourceDefinition',
       'ServiceAccount',
       'ServiceAccount',
       'ClusterRole',
@@ -98,7 +99,7 @@ describe('install.yaml on a real API server', () => {
     const list = JSON.parse(await ok(['get', 'crd', '-o', 'json'])) as {
       items: { status: { conditions: { type: string; status: string }[] } }[]
     }
-    expect(list.items).toHaveLength(3)
+    expect(list.items).toHaveLength(4)
     for (const c of list.items.flatMap((i) => i.status.conditions)) {
       expect(c.type).not.toBe('NonStructuralSchema')
       expect(c.status).toBe('True')
@@ -143,6 +144,18 @@ describe('RBAC is least privilege (checked by the API server authorizer)', () =>
     ['list', 'modelroutes.networking.matrixinfer.ai', '--all-namespaces'],
     ['watch', 'modelservers.networking.matrixinfer.ai', '--all-namespaces'],
     ['list', 'gatewaypolicies.networking.matrixinfer.ai', '--all-namespaces'],
+    ['list', 'externalmodelproviders.networking.matrixinfer.ai', '--all-namespaces'],
+    [
+      'patch',
+      'externalmodelproviders.networking.matrixinfer.ai/x',
+      '--subresource=status',
+      '-n',
+      NS,
+    ],
+    // Credentials sources: RBAC cannot scope list/watch to a label; the operator only ever asks
+    // for Secrets labelled networking.matrixinfer.ai/credential=true (docs/operator.md).
+    ['list', 'secrets', '--all-namespaces'],
+    ['watch', 'secrets', '--all-namespaces'],
     ['list', 'pods', '--all-namespaces'],
     ['patch', 'modelroutes.networking.matrixinfer.ai/x', '--subresource=status', '-n', NS],
     ['update', 'modelservers.networking.matrixinfer.ai/x', '--subresource=status', '-n', NS],
@@ -161,8 +174,8 @@ describe('RBAC is least privilege (checked by the API server authorizer)', () =>
     ['delete', 'modelservers.networking.matrixinfer.ai', '-n', NS],
     ['delete', 'pods', '-n', NS],
     ['get', 'secrets', '-n', NS],
-    ['list', 'secrets', '-n', SYSTEM_NAMESPACE],
     ['get', 'secret/other', '-n', SYSTEM_NAMESPACE],
+    ['update', 'secret/other', '-n', NS],
     ['get', `configmap/${SNAPSHOT_CONFIGMAP}`, '-n', NS],
     ['update', 'configmap/other', '-n', SYSTEM_NAMESPACE],
     ['update', 'leases.coordination.k8s.io/other', '-n', SYSTEM_NAMESPACE],

@@ -43,6 +43,7 @@ beforeAll(async () => {
   )
   vol = await ConfigVolume.create({ 'gateway.yaml': config() })
   gw = await startGateway({
+    debugEndpoints: true,
     config: { kind: 'manifests', paths: [vol.dir] },
     port: 0,
     pollMs: 100,

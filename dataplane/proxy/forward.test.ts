@@ -53,13 +53,24 @@ describe('forward', () => {
     expect(await res.body.json()).toEqual({ from: 'u1' })
   })
 
-  it('fails with 502 when retries are not configured and the endpoint is dead', async () => {
+  it('fails over a refused connection even with retries off (nothing was sent)', async () => {
     const dead = await deadPort('127.0.0.4')
     const srv = server(
       's',
       [endpoint('dead', '127.0.0.4', dead), endpoint('u1', '127.0.0.2', u1.port)],
       { retry: { attempts: 1 } },
     )
+    const res = await send(srv)
+    expect([res.statusCode, res.endpoint.name, res.attempts]).toEqual([200, 'u1', 2])
+    await res.body.dump()
+  })
+
+  it('fails with 502 when every endpoint refuses and retries are off', async () => {
+    const d1 = await deadPort('127.0.0.4')
+    const d2 = await deadPort('127.0.0.5')
+    const srv = server('s', [endpoint('d1', '127.0.0.4', d1), endpoint('d2', '127.0.0.5', d2)], {
+      retry: { attempts: 1 },
+    })
     await expect(send(srv)).rejects.toMatchObject({ status: 502, code: 'upstream_unavailable' })
   })
 

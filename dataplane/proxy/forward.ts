@@ -51,6 +51,16 @@ const CONNECT_FAILURE_CODES = new Set([
   'UND_ERR_CLOSED',
 ])
 
+/** Failures where the request certainly never reached the engine. */
+const NOT_SENT_CODES = new Set([
+  'ECONNREFUSED',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'UND_ERR_CONNECT_TIMEOUT',
+])
+
 function errCode(e: unknown): string | undefined {
   if (typeof e === 'object' && e !== null && 'code' in e) {
     const c = (e as { code: unknown }).code
@@ -103,16 +113,23 @@ export async function forward(
   const started = performance.now()
   // Created only on failure: an Error captures a stack trace, too costly for every request.
   let lastError: GatewayError | undefined
+  // A connection that was never established carried no request, so moving to the next endpoint
+  // is always safe, even with retries off: a dead pod must not fail requests while the scheduler
+  // has not ejected it yet. Such failovers do not use up `attempts` (at most one per candidate).
+  let budget = attempts
+  let freeFailovers = 0
+  let skipBackoff = false
 
-  for (let attempt = 1; attempt <= attempts; attempt++) {
+  for (let attempt = 1; attempt <= budget; attempt++) {
     const endpoint = req.candidates[(attempt - 1) % req.candidates.length]
     if (!endpoint) break
-    if (attempt > 1) {
+    if (attempt > 1 && !skipBackoff) {
       await sleep(
         backoffMs(attempt - 1, policy.retry.intervalMs, policy.retry.maxIntervalMs, random),
         req.signal,
       )
     }
+    skipBackoff = false
     const origin = `${server.protocol}://${endpoint.address.includes(':') ? `[${endpoint.address}]` : endpoint.address}:${endpoint.port}`
     let res: Dispatcher.ResponseData
     req.onAttemptStart?.(endpoint, attempt)
@@ -153,6 +170,16 @@ export async function forward(
         code === 'UND_ERR_CONNECT_TIMEOUT'
           ? errors.upstreamTimeout(`connect to ${endpoint.name}`)
           : errors.upstreamUnavailable(detail)
+      if (
+        code !== undefined &&
+        NOT_SENT_CODES.has(code) &&
+        freeFailovers < req.candidates.length - 1
+      ) {
+        freeFailovers++
+        budget++
+        skipBackoff = true
+        continue
+      }
       if (connectFailure && retryOn.has('connect-failure')) continue
       throw lastError
     }
@@ -160,7 +187,7 @@ export async function forward(
     const status = res.statusCode
     const retryable =
       (status >= 500 && retryOn.has('5xx')) || (status === 429 && retryOn.has('429'))
-    if (retryable && attempt < attempts) {
+    if (retryable && attempt < budget) {
       req.onAttemptFailed?.({
         endpoint,
         attempt,

@@ -522,6 +522,7 @@ async function runOne(spec: RunSpec, dir: string): Promise<RunResult> {
       '--port',
       String(GW_PORT),
       '--no-access-log',
+      '--debug-endpoints',
       '--drain-delay',
       '0',
     ],
