@@ -14,7 +14,7 @@ import { fetchInbound, nodeInbound } from './inbound.js'
 import type { GatewayMetrics } from './metrics.js'
 import { statusClass } from './metrics.js'
 import type { Admission, DispatchOutcome, EndpointPicker, PickContext } from './picker.js'
-import { endpointId } from './picker.js'
+import { dispatchOutcome, endpointId } from './picker.js'
 import { type ChainDeps, dispatchChain, ProviderRuntime } from './providers/index.js'
 import { type AttemptFailure, forward } from './proxy/forward.js'
 import { type ResponseOutcome, toClientResponse } from './proxy/respond.js'
@@ -376,25 +376,7 @@ export function createApp(deps: AppDeps): Hono {
     const onDone = (o: ResponseOutcome): void => {
       cleanup()
       closeInflight()
-      const sinceDispatch = dispatchedAt - startedAt
-      picker.onComplete?.(pickCtx, up.endpoint, {
-        status: o.status,
-        ...(o.error
-          ? {
-              failure:
-                o.error === 'client_closed'
-                  ? 'aborted'
-                  : o.error === 'timeout'
-                    ? 'timeout'
-                    : 'stream_cut',
-            }
-          : {}),
-        ...(o.firstByteMs !== undefined ? { firstByteMs: o.firstByteMs - sinceDispatch } : {}),
-        durationMs: performance.now() - dispatchedAt,
-        ...(o.usage
-          ? { promptTokens: o.usage.promptTokens, completionTokens: o.usage.completionTokens }
-          : {}),
-      })
+      picker.onComplete?.(pickCtx, up.endpoint, dispatchOutcome(o, dispatchedAt, startedAt))
       const duration = performance.now() - startedAt
       const status = o.error === 'client_closed' ? 499 : o.status
       limits?.settle({ status: o.status, ...(o.usage ? { usage: o.usage } : {}) })

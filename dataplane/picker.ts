@@ -2,8 +2,10 @@
 // wait in a queue), then return endpoints in the order to try them (first is the target, the rest
 // are fallbacks for retries). The model-aware scheduler (scheduler/) implements it; the
 // round-robin below is the minimal picker for tests and benchmarks.
+
 import type { RoutingSnapshot, SnapshotEndpoint, SnapshotServer } from '../api/snapshot.js'
 import type { Identity } from './filters/identity.js'
+import type { ResponseOutcome } from './proxy/respond.js'
 
 export interface PickContext {
   readonly requestId: string
@@ -83,4 +85,32 @@ export class RoundRobinPicker implements EndpointPicker {
 
 export function endpointId(e: SnapshotEndpoint): string {
   return `${e.address}:${e.port}`
+}
+
+/** The picker's view of a finished response (times relative to the dispatch, not the request). */
+export function dispatchOutcome(
+  o: ResponseOutcome,
+  dispatchedAt: number,
+  startedAt: number,
+): DispatchOutcome {
+  return {
+    status: o.status,
+    ...(o.error
+      ? {
+          failure:
+            o.error === 'client_closed'
+              ? 'aborted'
+              : o.error === 'timeout'
+                ? 'timeout'
+                : 'stream_cut',
+        }
+      : {}),
+    ...(o.firstByteMs !== undefined
+      ? { firstByteMs: o.firstByteMs - (dispatchedAt - startedAt) }
+      : {}),
+    durationMs: performance.now() - dispatchedAt,
+    ...(o.usage
+      ? { promptTokens: o.usage.promptTokens, completionTokens: o.usage.completionTokens }
+      : {}),
+  }
 }

@@ -17,7 +17,7 @@ import type { Inbound } from '../inbound.js'
 import type { GatewayMetrics } from '../metrics.js'
 import { statusClass } from '../metrics.js'
 import type { Admission, DispatchOutcome, EndpointPicker, PickContext } from '../picker.js'
-import { endpointId } from '../picker.js'
+import { dispatchOutcome, endpointId } from '../picker.js'
 import { type AttemptFailure, forward, type UpstreamResponse } from '../proxy/forward.js'
 import {
   type ResponseOutcome,
@@ -427,25 +427,7 @@ async function serverStep(
     ctx.unsubscribe()
     release()
     req.closeInflight()
-    const sinceDispatch = dispatchedAt - req.startedAt
-    picker.onComplete?.(pickCtx, up.endpoint, {
-      status: o.status,
-      ...(o.error
-        ? {
-            failure:
-              o.error === 'client_closed'
-                ? 'aborted'
-                : o.error === 'timeout'
-                  ? 'timeout'
-                  : 'stream_cut',
-          }
-        : {}),
-      ...(o.firstByteMs !== undefined ? { firstByteMs: o.firstByteMs - sinceDispatch } : {}),
-      durationMs: performance.now() - dispatchedAt,
-      ...(o.usage
-        ? { promptTokens: o.usage.promptTokens, completionTokens: o.usage.completionTokens }
-        : {}),
-    })
+    picker.onComplete?.(pickCtx, up.endpoint, dispatchOutcome(o, dispatchedAt, req.startedAt))
     const code = o.error ?? ''
     const finalStatus = o.error === 'client_closed' ? 499 : o.status
     record(ctx, {
