@@ -117,7 +117,7 @@ describe('install.yaml on a real API server', () => {
     ])
     const r = await apply(rest)
     expect(r.code).toBe(0)
-    // The namespace has pod-security warn=restricted: any violation is a kubectl warning.
+    // The namespace has pod-security warn=restricted, so every violation is a kubectl warning.
     expect(r.stderr).not.toMatch(/PodSecurity|violate/)
     expect(r.stderr).toBe('')
   })

@@ -37,7 +37,7 @@ function build(model: string, version: number): RoutingSnapshot {
 }
 
 async function publish(data: string | Buffer): Promise<void> {
-  // Write-then-rename, as any sane publisher (and kubelet's symlink swap) makes it atomic.
+  // Write-then-rename makes it atomic, as a sane publisher (and kubelet's symlink swap) does.
   await writeFile(join(dir, '.tmp'), data)
   await rename(join(dir, '.tmp'), join(dir, 'snapshot.json.gz'))
 }
