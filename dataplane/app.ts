@@ -13,10 +13,11 @@ import type { Filters, Identity, Admission as LimitAdmission } from './filters/i
 import { fetchInbound, nodeInbound } from './inbound.js'
 import type { GatewayMetrics } from './metrics.js'
 import { statusClass } from './metrics.js'
-import type { Admission, DispatchOutcome, EndpointPicker, PickContext } from './picker.js'
-import { dispatchOutcome, endpointId } from './picker.js'
+import type { Admission, EndpointPicker, PickContext } from './picker.js'
+import { dispatchOutcome, endpointId, failureOf } from './picker.js'
 import { type ChainDeps, dispatchChain, ProviderRuntime } from './providers/index.js'
-import { type AttemptFailure, forward } from './proxy/forward.js'
+import { forward } from './proxy/forward.js'
+import { upstreamHeaders } from './proxy/headers.js'
 import { type ResponseOutcome, toClientResponse } from './proxy/respond.js'
 import type { UpstreamPool } from './proxy/upstream-pool.js'
 import type { RouteDecision } from './router.js'
@@ -357,7 +358,7 @@ export function createApp(deps: AppDeps): Hono {
             metrics.upstreamFailures.inc({ server: server.key, reason: f.reason })
             picker.onComplete?.(pickCtx, f.endpoint, {
               status: f.status ?? 0,
-              failure: FAILURE_OF[f.reason],
+              failure: failureOf(f.reason),
               durationMs: performance.now() - dispatchedAt,
             })
           },
@@ -453,15 +454,6 @@ export function createApp(deps: AppDeps): Hono {
 /** Request header `1` asks for the scheduler's decision summary in the same-named response header. */
 export const EXPLAIN_HEADER = 'x-infer-gateway-explain'
 
-const FAILURE_OF: Record<AttemptFailure['reason'], NonNullable<DispatchOutcome['failure']>> = {
-  'connect-failure': 'connect',
-  '5xx': 'retry_status',
-  '429': 'retry_status',
-  timeout: 'timeout',
-  aborted: 'aborted',
-  other: 'other',
-}
-
 class ClientClosedError extends Error {
   readonly code = 'client_closed'
 }
@@ -488,34 +480,4 @@ function decisionFields(d: RouteDecision | undefined): Record<string, string> {
     server: d.server.key,
     upstream_model: d.upstreamModel,
   }
-}
-
-const DROP_REQUEST_HEADERS = new Set([
-  'host',
-  'connection',
-  'keep-alive',
-  'proxy-authorization',
-  'proxy-connection',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-  'content-length',
-  'expect',
-])
-
-function upstreamHeaders(
-  h: Record<string, string>,
-  requestId: string,
-  strip?: ReadonlySet<string>,
-): Record<string, string> {
-  const out: Record<string, string> = {}
-  for (const k in h) {
-    const v = h[k]
-    // `strip`: the client's gateway credential and proxy identity headers never reach engines.
-    if (v !== undefined && !DROP_REQUEST_HEADERS.has(k) && !strip?.has(k)) out[k] = v
-  }
-  out['x-request-id'] = requestId
-  out['content-type'] = 'application/json'
-  return out
 }

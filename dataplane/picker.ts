@@ -5,6 +5,7 @@
 
 import type { RoutingSnapshot, SnapshotEndpoint, SnapshotServer } from '../api/snapshot.js'
 import type { Identity } from './filters/identity.js'
+import type { AttemptFailure } from './proxy/forward.js'
 import type { ResponseOutcome } from './proxy/respond.js'
 
 export interface PickContext {
@@ -113,4 +114,20 @@ export function dispatchOutcome(
       ? { promptTokens: o.usage.promptTokens, completionTokens: o.usage.completionTokens }
       : {}),
   }
+}
+
+const FAILURE_OF: Record<AttemptFailure['reason'], NonNullable<DispatchOutcome['failure']>> = {
+  'connect-failure': 'connect',
+  '5xx': 'retry_status',
+  '429': 'retry_status',
+  timeout: 'timeout',
+  aborted: 'aborted',
+  other: 'other',
+}
+
+/** The picker's name for why a proxy attempt failed. */
+export function failureOf(
+  reason: AttemptFailure['reason'],
+): NonNullable<DispatchOutcome['failure']> {
+  return FAILURE_OF[reason]
 }

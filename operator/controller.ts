@@ -432,10 +432,7 @@ export class Controller {
       group: API_GROUP,
       version: CRD_VERSION,
       plural,
-      limit: r.limit,
-      ...(r.continueToken !== undefined ? { _continue: r.continueToken } : {}),
-      ...(r.labelSelector !== undefined ? { labelSelector: r.labelSelector } : {}),
-      ...(r.fieldSelector !== undefined ? { fieldSelector: r.fieldSelector } : {}),
+      ...pageOptions(r),
     })) as { items?: unknown[]; metadata?: { resourceVersion?: string; continue?: string } }
     return {
       items: res.items ?? [],
@@ -445,44 +442,21 @@ export class Controller {
   }
 
   private async listPods(r: ListRequest): Promise<ListPage> {
-    const res = await this.core.listPodForAllNamespaces({
-      limit: r.limit,
-      ...(r.continueToken !== undefined ? { _continue: r.continueToken } : {}),
-      ...(r.labelSelector !== undefined ? { labelSelector: r.labelSelector } : {}),
-      ...(r.fieldSelector !== undefined ? { fieldSelector: r.fieldSelector } : {}),
-    })
-    return {
-      items: res.items,
-      resourceVersion: res.metadata?.resourceVersion ?? '',
-      continueToken: res.metadata?._continue,
-    }
+    const res = await this.core.listPodForAllNamespaces(pageOptions(r))
+    return corePage(res)
   }
 
   private async listSecrets(r: ListRequest): Promise<ListPage> {
-    const res = await this.core.listSecretForAllNamespaces({
-      limit: r.limit,
-      ...(r.continueToken !== undefined ? { _continue: r.continueToken } : {}),
-      ...(r.labelSelector !== undefined ? { labelSelector: r.labelSelector } : {}),
-    })
-    return {
-      items: res.items,
-      resourceVersion: res.metadata?.resourceVersion ?? '',
-      continueToken: res.metadata?._continue,
-    }
+    const res = await this.core.listSecretForAllNamespaces(pageOptions(r))
+    return corePage(res)
   }
 
   private async listConfigMaps(r: ListRequest): Promise<ListPage> {
     const res = await this.core.listNamespacedConfigMap({
       namespace: this.o.namespace,
-      limit: r.limit,
-      ...(r.continueToken !== undefined ? { _continue: r.continueToken } : {}),
-      ...(r.fieldSelector !== undefined ? { fieldSelector: r.fieldSelector } : {}),
+      ...pageOptions(r),
     })
-    return {
-      items: res.items,
-      resourceVersion: res.metadata?.resourceVersion ?? '',
-      continueToken: res.metadata?._continue,
-    }
+    return corePage(res)
   }
 
   // -------------------------------------------------------------------------------------------
@@ -915,4 +889,30 @@ export async function waitUntil(
     await sleep(stepMs)
   }
   return true
+}
+
+/** LIST options common to every watched kind; each informer sets only the selectors it needs. */
+function pageOptions(r: ListRequest): {
+  limit: number
+  _continue?: string
+  labelSelector?: string
+  fieldSelector?: string
+} {
+  return {
+    limit: r.limit,
+    ...(r.continueToken !== undefined ? { _continue: r.continueToken } : {}),
+    ...(r.labelSelector !== undefined ? { labelSelector: r.labelSelector } : {}),
+    ...(r.fieldSelector !== undefined ? { fieldSelector: r.fieldSelector } : {}),
+  }
+}
+
+function corePage(res: {
+  items: unknown[]
+  metadata?: { resourceVersion?: string; _continue?: string }
+}): ListPage {
+  return {
+    items: res.items,
+    resourceVersion: res.metadata?.resourceVersion ?? '',
+    continueToken: res.metadata?._continue,
+  }
 }

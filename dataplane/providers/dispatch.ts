@@ -16,9 +16,10 @@ import type { Identity } from '../filters/identity.js'
 import type { Inbound } from '../inbound.js'
 import type { GatewayMetrics } from '../metrics.js'
 import { statusClass } from '../metrics.js'
-import type { Admission, DispatchOutcome, EndpointPicker, PickContext } from '../picker.js'
-import { dispatchOutcome, endpointId } from '../picker.js'
+import type { Admission, EndpointPicker, PickContext } from '../picker.js'
+import { dispatchOutcome, endpointId, failureOf } from '../picker.js'
 import { type AttemptFailure, forward, type UpstreamResponse } from '../proxy/forward.js'
+import { upstreamHeaders } from '../proxy/headers.js'
 import {
   type ResponseOutcome,
   type StreamFilter,
@@ -279,29 +280,6 @@ function deadline(
 // ---------------------------------------------------------------------------------------------
 // self-hosted targets
 
-const FAILURE_OF: Record<AttemptFailure['reason'], NonNullable<DispatchOutcome['failure']>> = {
-  'connect-failure': 'connect',
-  '5xx': 'retry_status',
-  '429': 'retry_status',
-  timeout: 'timeout',
-  aborted: 'aborted',
-  other: 'other',
-}
-
-const DROP_REQUEST_HEADERS = new Set([
-  'host',
-  'connection',
-  'keep-alive',
-  'proxy-authorization',
-  'proxy-connection',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-  'content-length',
-  'expect',
-])
-
 async function serverStep(
   t: Extract<RouteTarget, { kind: 'server' }>,
   ctx: StepContext,
@@ -343,14 +321,7 @@ async function serverStep(
     t.upstreamModel !== req.model
       ? JSON.stringify({ ...req.body, model: t.upstreamModel })
       : req.raw
-  const headers: Record<string, string> = {}
-  const inHeaders = req.inbound.headers()
-  for (const k in inHeaders) {
-    const v = inHeaders[k]
-    if (v !== undefined && !DROP_REQUEST_HEADERS.has(k) && !req.stripHeaders?.has(k)) headers[k] = v
-  }
-  headers['x-request-id'] = req.requestId
-  headers['content-type'] = 'application/json'
+  const headers = upstreamHeaders(req.inbound.headers(), req.requestId, req.stripHeaders)
 
   const dl = deadline(ctx.client, server.trafficPolicy.timeouts.requestMs)
   let dispatchedAt = performance.now()
@@ -376,7 +347,7 @@ async function serverStep(
           deps.metrics.upstreamFailures.inc({ server: server.key, reason: f.reason })
           picker.onComplete?.(pickCtx, f.endpoint, {
             status: f.status ?? 0,
-            failure: FAILURE_OF[f.reason],
+            failure: failureOf(f.reason),
             durationMs: performance.now() - dispatchedAt,
           })
         },

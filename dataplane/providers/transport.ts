@@ -4,7 +4,7 @@
 // setting never weakens another's connections.
 import { Agent, type Dispatcher } from 'undici'
 import type { SnapshotProvider } from '../../api/snapshot.js'
-import { backoffMs } from '../proxy/forward.js'
+import { backoffMs, errCode, sleep } from '../proxy/forward.js'
 
 export interface ProviderHttpRequest {
   readonly url: string
@@ -53,29 +53,6 @@ function isTlsCode(code: string): boolean {
     code === 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' ||
     code === 'EPROTO'
   )
-}
-
-function errCode(e: unknown): string {
-  if (typeof e === 'object' && e !== null && 'code' in e) {
-    const c = (e as { code: unknown }).code
-    if (typeof c === 'string') return c
-  }
-  return ''
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason)
-    const t = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort)
-      resolve()
-    }, ms)
-    const onAbort = (): void => {
-      clearTimeout(t)
-      reject(signal.reason)
-    }
-    signal.addEventListener('abort', onAbort, { once: true })
-  })
 }
 
 export class ProviderTransport {
@@ -134,7 +111,7 @@ export class ProviderTransport {
         })
       } catch (e) {
         if (signal.aborted) throw new ProviderSendError('aborted', 'aborted', attempt)
-        const code = errCode(e)
+        const code = errCode(e) ?? ''
         if (code === 'UND_ERR_HEADERS_TIMEOUT') {
           // The provider has the request and may be generating (and billing): no retry.
           throw new ProviderSendError(

@@ -96,3 +96,13 @@ export function parseObject(text: string | Uint8Array): Record<string, unknown> 
     return undefined
   }
 }
+
+/** A JSON object (not an array, not null): the shape every provider payload is checked for. */
+export function isObj(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
+/** A finite number from a provider payload, 0 otherwise (usage counters). */
+export function num(v: unknown): number {
+  return typeof v === 'number' && Number.isFinite(v) ? v : 0
+}

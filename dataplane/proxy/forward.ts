@@ -61,7 +61,7 @@ const NOT_SENT_CODES = new Set([
   'UND_ERR_CONNECT_TIMEOUT',
 ])
 
-function errCode(e: unknown): string | undefined {
+export function errCode(e: unknown): string | undefined {
   if (typeof e === 'object' && e !== null && 'code' in e) {
     const c = (e as { code: unknown }).code
     return typeof c === 'string' ? c : undefined
@@ -84,7 +84,8 @@ export function backoffMs(
   return step / 2 + random() * (step / 2)
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
+/** setTimeout that rejects with the signal's reason when aborted. */
+export function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal.aborted) return reject(signal.reason)
     const t = setTimeout(() => {

@@ -8,6 +8,8 @@ import { SSE_DONE, type SseEvent, sseData } from '../sse.js'
 import {
   type BuildInput,
   type BuiltRequest,
+  isObj,
+  num,
   type ParsedResponse,
   type ProviderAdapter,
   ProviderStreamError,
@@ -18,14 +20,6 @@ import { type ProviderUsage, toOpenAIUsage } from '../usage.js'
 import { toAnthropicRequest } from './request.js'
 
 type Obj = Record<string, unknown>
-
-function isObj(v: unknown): v is Obj {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
-}
-
-function n(v: unknown): number {
-  return typeof v === 'number' && Number.isFinite(v) ? v : 0
-}
 
 /** Anthropic → OpenAI finish reasons. */
 export function finishReason(stop: unknown): string {
@@ -46,16 +40,16 @@ export function finishReason(stop: unknown): string {
 /** Anthropic counts cache reads and writes apart from input_tokens; OpenAI's prompt_tokens has all. */
 function usageOf(u: unknown, prev?: ProviderUsage): ProviderUsage | undefined {
   if (!isObj(u)) return prev
-  const read = n(u['cache_read_input_tokens'])
+  const read = num(u['cache_read_input_tokens'])
   const input =
     typeof u['input_tokens'] === 'number'
-      ? n(u['input_tokens']) + n(u['cache_creation_input_tokens']) + read
+      ? num(u['input_tokens']) + num(u['cache_creation_input_tokens']) + read
       : (prev?.promptTokens ?? 0)
   return {
     promptTokens: input,
     completionTokens:
       typeof u['output_tokens'] === 'number'
-        ? n(u['output_tokens'])
+        ? num(u['output_tokens'])
         : (prev?.completionTokens ?? 0),
     ...(read > 0
       ? { cachedPromptTokens: read }
@@ -207,7 +201,7 @@ class AnthropicStream implements StreamTranslator {
       }
       case 'content_block_start': {
         const block = data['content_block']
-        const index = n(data['index'])
+        const index = num(data['index'])
         if (isObj(block) && block['type'] === 'tool_use') {
           const ti = this.tools++
           this.toolIndex.set(index, ti)
@@ -239,7 +233,7 @@ class AnthropicStream implements StreamTranslator {
         if (d['type'] === 'text_delta' && typeof d['text'] === 'string')
           return [this.chunk({ content: d['text'] })]
         if (d['type'] === 'input_json_delta' && typeof d['partial_json'] === 'string') {
-          const ti = this.toolIndex.get(n(data['index']))
+          const ti = this.toolIndex.get(num(data['index']))
           if (ti === undefined || d['partial_json'] === '') return []
           return [
             this.chunk({ tool_calls: [{ index: ti, function: { arguments: d['partial_json'] } }] }),

@@ -11,9 +11,11 @@
 // that would change the answer (n > 1, logprobs, penalties, seed, JSON modes, audio, …) is a 400
 // naming the field, never dropped; only a message's `name` is left out (Anthropic has no place
 // for it).
+
 import type { SnapshotProvider } from '../../../api/snapshot.js'
 import type { GatewayError } from '../../errors.js'
 import { providerErrors } from '../errors.js'
+import { isObj } from '../types.js'
 
 export interface AnthropicTextBlock {
   type: 'text'
@@ -84,10 +86,6 @@ export interface AnthropicRequest {
 }
 
 type Obj = Readonly<Record<string, unknown>>
-
-function isObj(v: unknown): v is Obj {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
-}
 
 /** Fields that translate (or are no-ops at the values OpenAI treats as "off"). */
 const KNOWN = new Set([

@@ -10,6 +10,8 @@ import { SSE_DONE, type SseEvent, sseData } from '../sse.js'
 import {
   type BuildInput,
   type BuiltRequest,
+  isObj,
+  num,
   type ParsedResponse,
   type ProviderAdapter,
   ProviderStreamError,
@@ -20,13 +22,6 @@ import { type ProviderUsage, toOpenAIUsage } from '../usage.js'
 import { toGeminiEmbedRequest, toGeminiRequest } from './request.js'
 
 type Obj = Record<string, unknown>
-
-function isObj(v: unknown): v is Obj {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
-}
-function n(v: unknown): number {
-  return typeof v === 'number' && Number.isFinite(v) ? v : 0
-}
 
 const FILTERED = new Set([
   'SAFETY',
@@ -46,11 +41,11 @@ export function geminiFinish(reason: unknown, hasToolCalls: boolean): string {
 
 export function geminiUsage(u: unknown): ProviderUsage | undefined {
   if (!isObj(u)) return undefined
-  const thoughts = n(u['thoughtsTokenCount'])
-  const cached = n(u['cachedContentTokenCount'])
+  const thoughts = num(u['thoughtsTokenCount'])
+  const cached = num(u['cachedContentTokenCount'])
   return {
-    promptTokens: n(u['promptTokenCount']) + n(u['toolUsePromptTokenCount']),
-    completionTokens: n(u['candidatesTokenCount']) + thoughts,
+    promptTokens: num(u['promptTokenCount']) + num(u['toolUsePromptTokenCount']),
+    completionTokens: num(u['candidatesTokenCount']) + thoughts,
     ...(cached > 0 ? { cachedPromptTokens: cached } : {}),
     ...(thoughts > 0 ? { reasoningTokens: thoughts } : {}),
   }
@@ -252,7 +247,7 @@ class GeminiStream implements StreamTranslator {
     if (r === undefined) return []
     const err = r['error']
     if (isObj(err)) {
-      const code = n(err['code'])
+      const code = num(err['code'])
       throw new ProviderStreamError(
         'provider_stream_error',
         `provider "${this.input.provider.key}" (Gemini) ended the stream with an error: ${typeof err['message'] === 'string' ? err['message'] : String(err['status'])}`,

@@ -6,9 +6,11 @@
 // we map to `content_filter`; and errors carry a machine-readable reason (API_KEY_INVALID) the
 // gateway needs to tell "our key was rejected" from "your request was bad" (Gemini says 400 for
 // both). The price is this translation, unit tested field by field.
+
 import type { SnapshotProvider } from '../../../api/snapshot.js'
 import type { GatewayError } from '../../errors.js'
 import { providerErrors } from '../errors.js'
+import { isObj } from '../types.js'
 
 export interface GeminiPart {
   text?: string
@@ -64,10 +66,6 @@ export interface GeminiEmbedRequest {
 }
 
 type Obj = Readonly<Record<string, unknown>>
-
-function isObj(v: unknown): v is Obj {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
-}
 
 const KNOWN = new Set([
   'model',
