@@ -39,9 +39,18 @@ export interface DispatchOutcome {
   /**
    * Why the dispatch did not complete normally: `connect` (refused/reset/connect timeout),
    * `timeout` (headers/idle/total), `stream_cut` (upstream broke the body), `aborted` (client
-   * left), `retry_status` (a 5xx/429 the proxy retried elsewhere).
+   * left), `retry_status` (a 5xx/429 the proxy retried elsewhere), `protocol` (the endpoint spoke
+   * malformed HTTP), `body_too_large` (its response passed the gateway's body or SSE-line cap).
    */
-  readonly failure?: 'connect' | 'timeout' | 'stream_cut' | 'aborted' | 'retry_status' | 'other'
+  readonly failure?:
+    | 'connect'
+    | 'timeout'
+    | 'stream_cut'
+    | 'aborted'
+    | 'retry_status'
+    | 'protocol'
+    | 'body_too_large'
+    | 'other'
   /** ms from dispatch to the first body byte (TTFT for streams). */
   readonly firstByteMs?: number
   /** ms from dispatch to the end of the response. */
