@@ -69,6 +69,56 @@ describe('startFleet', () => {
     }
   })
 
+  it('restart: same address, refused while down, then an empty cache and fresh counters', async () => {
+    const fleet = await startFleet([
+      {
+        name: 'r0',
+        host: '127.0.0.2',
+        port: 0,
+        model: 'm',
+        metricsFormat: 'vllm',
+        zeroLatency: true,
+      },
+      {
+        name: 'r1',
+        host: '127.0.0.3',
+        port: 0,
+        model: 'm',
+        metricsFormat: 'vllm',
+        zeroLatency: true,
+      },
+    ])
+    try {
+      const before = fleet.sims[1]
+      if (before === undefined) throw new Error('fleet incomplete')
+      const prompt = Array.from({ length: 64 }, (_, i) => `w${i}`).join(' ')
+      await postJson(`${before.url}/v1/completions`, { prompt, max_tokens: 2 })
+      await postJson(`${before.url}/v1/completions`, { prompt, max_tokens: 2 })
+      expect(before.stats().prefixHitTokens).toBeGreaterThan(0)
+      const twoPrompts = before.stats().promptTokens
+      const restarting = fleet.restart('r1', 200)
+      // The listener closes at once: a new connection is refused while the engine is down.
+      await new Promise((r) => setTimeout(r, 50))
+      await expect(fetch(`${before.url}/health`)).rejects.toThrow()
+      const after = await restarting
+      expect(after.url).toBe(before.url)
+      expect(fleet.sims[1]).toBe(after)
+      expect(after.stats().requests).toBe(0)
+      await postJson(`${after.url}/v1/completions`, { prompt, max_tokens: 2 })
+      // Nothing survived the restart: the first repeat of the prompt misses.
+      expect(after.stats().prefixHitTokens).toBe(0)
+      const prom = parseProm(await (await fetch(`${after.url}/metrics`)).text())
+      const prompts = prom.find((x) => x.name === 'vllm:prompt_tokens_total')
+      // Counters start again from zero (a scraper sees them go backwards): one prompt, not three.
+      expect(prompts?.value).toBe(twoPrompts / 2)
+      // The other instance was left alone.
+      expect(fleet.sims[0]?.stats().requests).toBe(0)
+      await expect(fleet.restart('nope', 0)).rejects.toMatchObject({ code: 'unknown_instance' })
+    } finally {
+      await fleet.close()
+    }
+  })
+
   it('rejects invalid options with a typed error', async () => {
     await expect(
       startSimulator({

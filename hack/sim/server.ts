@@ -646,7 +646,15 @@ export async function startSimulator(opts: SimOptions): Promise<SimHandle> {
 }
 
 export interface Fleet {
+  /** The running instances; `restart` replaces an entry in place. */
   sims: SimHandle[]
+  /**
+   * Restart one instance the way a container restart looks from outside: the listener closes
+   * (in-flight streams are cut, new connections are refused) for `downMs`, then a fresh engine
+   * listens on the same address and port with an empty KV cache, no loaded adapters, counters
+   * from zero and a new process start time. Resolves with the new handle once it listens.
+   */
+  restart(name: string, downMs: number): Promise<SimHandle>
   close(): Promise<void>
 }
 
@@ -665,5 +673,19 @@ export async function startFleet(opts: readonly SimOptions[]): Promise<Fleet> {
     await close()
     throw failure
   }
-  return { sims, close }
+  const restart = async (name: string, downMs: number): Promise<SimHandle> => {
+    const i = sims.findIndex((s) => s.name === name)
+    const old = sims[i]
+    const o = opts.find((x) => x.name === name)
+    if (old === undefined || o === undefined) {
+      throw new SimError(404, 'unknown_instance', `no instance named ${name} in this fleet`)
+    }
+    await old.close()
+    await new Promise((r) => setTimeout(r, downMs))
+    // Same port: the endpoint address a gateway knows stays valid, as a pod IP does.
+    const fresh = await startSimulator({ ...o, port: old.port })
+    sims[i] = fresh
+    return fresh
+  }
+  return { sims, restart, close }
 }
