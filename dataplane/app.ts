@@ -39,7 +39,13 @@ export interface AppDeps {
   readonly lifecycle?: Lifecycle
   /** Request body limit in bytes (default 10 MiB). */
   readonly maxBodyBytes?: number
-  /** Serve GET /debug/endpoints (the picker's view: pod addresses and load). Off by default. */
+  /**
+   * Explain routing: serve GET /debug/endpoints (the picker's view: pod addresses, load, scores)
+   * and answer `x-infer-gateway-explain: 1` with the decision line. Off by default: both reveal
+   * pod names and scores.
+   */
+  readonly explain?: boolean
+  /** Old name of `explain` (same effect). */
   readonly debugEndpoints?: boolean
   readonly random?: () => number
   /** External providers' connections and credentials (default: no credentials mounted). */
@@ -85,11 +91,12 @@ export function createApp(deps: AppDeps): Hono {
     if (!snap) return c.json({ status: 'no-config' }, 503)
     return c.json({ status: 'ready', snapshotVersion: snap.version })
   })
+  const explainOn = deps.explain === true || deps.debugEndpoints === true
   const debugView = deps.picker.debug
-  if (debugView && deps.debugEndpoints) {
+  if (debugView && explainOn) {
     // The picker's live view of each endpoint (engine metrics, own load, health, plugin state).
-    // Read-only and opt-in (--debug-endpoints): nothing secret, but pod addresses and load are
-    // not every client's business. Documented in dataplane/scheduler/README.md.
+    // Read-only and opt-in (--explain): nothing secret, but pod addresses and load are
+    // not every client's business. Documented in docs/scheduling.md.
     app.get(
       '/debug/endpoints',
       () =>
@@ -293,7 +300,7 @@ export function createApp(deps: AppDeps): Hono {
       server,
       body,
       header: inbound.header,
-      ...(inbound.header(EXPLAIN_HEADER) === '1' ? { explain: {} } : {}),
+      ...(explainOn && inbound.header(EXPLAIN_HEADER) === '1' ? { explain: {} } : {}),
       ...(identity !== undefined ? { identity } : {}),
     }
     const picker = deps.picker

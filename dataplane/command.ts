@@ -22,7 +22,10 @@ Options:
   --drain-delay <ms>       On SIGTERM, keep serving this long after /readyz fails (default 5000)
   --shutdown-timeout <ms>  Then wait at most this long for in-flight requests (default 30000)
   --no-access-log          Do not write JSON access-log lines to stdout
-  --debug-endpoints        Serve GET /debug/endpoints (the scheduler's view of every endpoint)
+  --explain                Explain routing: answer the request header x-infer-gateway-explain: 1
+                           with the decision (scores per endpoint) and serve GET /debug/endpoints
+                           (the scheduler's view of every endpoint). Off by default: both reveal
+                           pod names, load and scores. --debug-endpoints is an alias.
   --secrets-dir <dir>      Credentials, one file per entry (a mounted Kubernetes Secret): API-key
                            sha256 digests, OAuth2 client secret, trusted-proxy secret, Redis
                            password, provider API keys. Re-read on change.
@@ -43,6 +46,7 @@ export async function runDataplaneCommand(args: readonly string[]): Promise<void
       'drain-delay': { type: 'string', default: '5000' },
       'shutdown-timeout': { type: 'string', default: '30000' },
       'no-access-log': { type: 'boolean', default: false },
+      explain: { type: 'boolean', default: false },
       'debug-endpoints': { type: 'boolean', default: false },
       'secrets-dir': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
@@ -80,7 +84,7 @@ export async function runDataplaneCommand(args: readonly string[]): Promise<void
       ? { pollMs: intArg('poll-interval', values['poll-interval']) }
       : {}),
     ...(values['no-access-log'] ? {} : { accessLog: process.stdout }),
-    ...(values['debug-endpoints'] ? { debugEndpoints: true } : {}),
+    ...(values.explain || values['debug-endpoints'] ? { explain: true } : {}),
     ...(values['secrets-dir'] !== undefined ? { secretsDir: values['secrets-dir'] } : {}),
     log,
     processMetrics: true,

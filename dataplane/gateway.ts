@@ -24,7 +24,9 @@ export interface GatewayOptions {
   readonly host?: string
   readonly port?: number
   readonly maxBodyBytes?: number
-  /** Serve GET /debug/endpoints (off by default). */
+  /** Serve GET /debug/endpoints and the explain header (off by default: they reveal pod names and scores). */
+  readonly explain?: boolean
+  /** Old name of `explain` (same effect). */
   readonly debugEndpoints?: boolean
   readonly pollMs?: number
   /** Where access-log lines go; `undefined` discards them. */
@@ -108,7 +110,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     providers,
     lifecycle,
     ...(opts.maxBodyBytes !== undefined ? { maxBodyBytes: opts.maxBodyBytes } : {}),
-    ...(opts.debugEndpoints ? { debugEndpoints: true } : {}),
+    ...(opts.explain || opts.debugEndpoints ? { explain: true } : {}),
     ...(opts.random ? { random: opts.random } : {}),
   })
   let server: RunningServer
