@@ -17,6 +17,7 @@ import {
   routeAuthorizationSchema,
   tierNameSchema,
 } from './limits-schema.js'
+import { regexProblem } from './regex.js'
 import { API_VERSION, durationSchema, objectMetaSchema } from './schema.js'
 import {
   formatPath,
@@ -395,11 +396,9 @@ function checkPolicy(p: GatewayPolicy): ValidationIssue[] {
     if (set.length !== 1)
       issue(at, 'exactly one of tiktoken, file or charsPerToken must be set', 'TOKENIZER_ONE_OF')
     if (t.models.regex !== undefined) {
-      try {
-        new RegExp(t.models.regex)
-      } catch {
-        issue([...at, 'models', 'regex'], 'invalid regex', 'INVALID_REGEX')
-      }
+      const why = regexProblem(t.models.regex)
+      if (why !== undefined)
+        issue([...at, 'models', 'regex'], `invalid regex (RE2 syntax): ${why}`, 'INVALID_REGEX')
     }
   })
 

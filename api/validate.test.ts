@@ -202,9 +202,31 @@ describe('validateModelRoute: semantic checks (Kthena webhook parity)', () => {
       }),
     )
     expect(codesOf(r)).toEqual(['INVALID_REGEX'])
-    expect(issuesOf(r)[0]).toMatch(
-      /^spec\.rules\[0\]\.modelMatch\.uri\.regex: invalid regex: .*unterminated group/,
+    expect(issuesOf(r)[0]).toBe(
+      'spec.rules[0].modelMatch.uri.regex: invalid regex (RE2 syntax): missing closing ): `^/v1/(chat`',
     )
+  })
+
+  it('regexes that need backtracking (backreferences, lookaround) are refused by field path', () => {
+    const r = validateModelRoute(
+      route({
+        modelName: 'm',
+        rules: [
+          {
+            modelMatch: {
+              headers: { 'x-a': { regex: '^(a)\\1$' }, 'x-b': { regex: '^(?=a)a' } },
+              uri: { regex: '^(a+)+$' },
+            },
+            targetModels: [target('a')],
+          },
+        ],
+      }),
+    )
+    // `^(a+)+$` is fine: on a linear-time engine it cannot blow up.
+    expect(issuesOf(r)).toEqual([
+      'spec.rules[0].modelMatch.headers["x-a"].regex: invalid regex (RE2 syntax): invalid escape sequence: `\\1`',
+      'spec.rules[0].modelMatch.headers["x-b"].regex: invalid regex (RE2 syntax): invalid or unsupported Perl syntax: `(?=`',
+    ])
   })
 
   it('header names must be tokens and string matches need exactly one kind', () => {

@@ -5,6 +5,7 @@
 
 import type { z } from 'zod'
 import { DurationError, parseDuration } from './duration.js'
+import { regexProblem } from './regex.js'
 import {
   type ModelRoute,
   type ModelServer,
@@ -173,14 +174,13 @@ function checkStringMatch(m: StringMatch, at: PathSegment[], out: ValidationIssu
     })
   }
   if (m.regex !== undefined) {
-    try {
-      new RegExp(m.regex)
-    } catch (err) {
-      const why =
-        err instanceof Error ? err.message.replace(/^Invalid regular expression: /, '') : ''
+    // The data plane runs regexes on a linear-time engine (api/regex.ts): what it cannot compile
+    // (backreferences, lookaround) is refused here, not at the first request.
+    const why = regexProblem(m.regex)
+    if (why !== undefined) {
       out.push({
         path: formatPath([...at, 'regex']),
-        message: `invalid regex: ${why}`.toLowerCase(),
+        message: `invalid regex (RE2 syntax): ${why}`,
         code: 'INVALID_REGEX',
       })
     }

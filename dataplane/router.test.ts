@@ -1,3 +1,5 @@
+import { fileURLToPath } from 'node:url'
+import { Worker } from 'node:worker_threads'
 import { describe, expect, it } from 'vitest'
 import { endpoint, route, server, snapshot } from '../test/helpers/snapshot.js'
 import { RouteTable } from './router.js'
@@ -245,5 +247,41 @@ describe('RouteTable: providers and fallback (chain decisions)', () => {
     ).toEqual([a.key, p.key, b.key])
     expect([...r.decision.fallbackOn].sort()).toEqual(['429', '5xx'])
     expect(r.decision.targets[0]?.upstreamModel).toBe('org/base-model')
+  })
+})
+
+describe('RouteTable: regexes', () => {
+  it('header regexes run in linear time: ^(a+)+$ against a hostile header answers', async () => {
+    // In a worker, so a backtracking engine (V8's: 2^40 steps here) shows up as this test's own
+    // deadline failing instead of a blocked test process.
+    const code = `
+      const { parentPort, workerData } = require('node:worker_threads')
+      require('tsx/cjs/api').register()
+      const { RouteTable } = require(workerData.router)
+      const h = require(workerData.helpers)
+      const a = h.server('a', [h.endpoint('a-0', '127.0.0.2', 8000)])
+      const t = new RouteTable(h.snapshot([h.route('r', { modelName: 'm', rules: [{ name: 'evil',
+        match: { headers: [{ name: 'x-user', match: { kind: 'regex', value: '^(a+)+$' } }] },
+        targets: [{ server: a.key, weight: 1 }] }] })], [a]))
+      const kind = (v) => t.resolve({ model: 'm', path: '/v1/chat/completions',
+        header: (n) => (n === 'x-user' ? v : undefined) }).kind
+      parentPort.postMessage([kind('a'.repeat(30) + '!'), kind('a'.repeat(40) + '!'), kind('a'.repeat(31))])`
+    const worker = new Worker(code, {
+      eval: true,
+      workerData: {
+        router: fileURLToPath(new URL('./router.ts', import.meta.url)),
+        helpers: fileURLToPath(new URL('../test/helpers/snapshot.ts', import.meta.url)),
+      },
+    })
+    try {
+      const result = await new Promise((resolve, reject) => {
+        worker.once('message', resolve)
+        worker.once('error', reject)
+        setTimeout(() => reject(new Error('regex match did not finish: backtracking')), 15_000)
+      })
+      expect(result).toEqual(['no-rule', 'no-rule', 'ok'])
+    } finally {
+      await worker.terminate()
+    }
   })
 })

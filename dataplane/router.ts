@@ -1,6 +1,8 @@
 // Turns a snapshot into a lookup table and answers "which server gets this request?". Built once
 // per snapshot (compiled regexes, model maps), so the per-request cost is a map lookup plus the
 // few rule checks of the routes that claim the model.
+
+import { compileRegex } from '../api/regex.js'
 import type {
   FallbackOn,
   RoutingSnapshot,
@@ -246,11 +248,10 @@ export function stringTest(m: SnapshotStringMatch): StringTest {
       return (s) => s === v
     case 'prefix':
       return (s) => s.startsWith(v)
-    case 'regex': {
+    case 'regex':
       // Unanchored, as Kthena's Go `regexp.MatchString`: users anchor with ^…$ when they mean it.
-      const re = new RegExp(v)
-      return (s) => re.test(s)
-    }
+      // Linear-time (RE2): a header value can never make matching backtrack.
+      return compileRegex(v)
   }
 }
 

@@ -17,8 +17,9 @@
 // arrives. docs/auth-and-limits.md has the table.
 import { readFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
-import type { SnapshotStringMatch, SnapshotTokenizer } from '../../../api/snapshot.js'
+import type { SnapshotTokenizer } from '../../../api/snapshot.js'
 import type { Logger } from '../../log.js'
+import { stringTest } from '../../router.js'
 
 export interface TokenCounter {
   readonly kind: 'tiktoken' | 'hf' | 'estimate' | 'ratio'
@@ -175,20 +176,17 @@ export async function tokenizersSettled(timeoutMs = 10_000): Promise<void> {
 const OPENAI_O200K = /^(gpt-4o|gpt-4\.1|gpt-4\.5|gpt-5|o1|o3|o4|chatgpt-4o|gpt-oss)/
 const OPENAI_CL100K = /^(gpt-4|gpt-3\.5|text-embedding-3|text-embedding-ada-002)/
 
-function matches(m: SnapshotStringMatch, s: string): boolean {
-  if (m.kind === 'exact') return s === m.value
-  if (m.kind === 'prefix') return s.startsWith(m.value)
-  return new RegExp(m.value).test(s)
-}
-
 /** Which counter each model name gets under one policy. */
 export class TokenCounters {
   private readonly configs: readonly SnapshotTokenizer[]
   private readonly log: Logger
   private readonly byModel = new Map<string, () => TokenCounter>()
+  /** Compiled once: `models` matches (regexes on the router's linear-time engine). */
+  private readonly tests: readonly ((model: string) => boolean)[]
 
   constructor(configs: readonly SnapshotTokenizer[], log: Logger) {
     this.configs = configs
+    this.tests = configs.map((c) => stringTest(c.match))
     this.log = log
   }
 
@@ -207,7 +205,7 @@ export class TokenCounters {
   }
 
   private resolve(model: string): () => TokenCounter {
-    const cfg = this.configs.find((c) => matches(c.match, model))
+    const cfg = this.configs[this.tests.findIndex((t) => t(model))]
     if (cfg?.charsPerToken !== undefined) {
       const c = ratioCounter(cfg.charsPerToken)
       return () => c
