@@ -61,7 +61,8 @@ export class GatewayMetrics {
     registers: [this.registry],
   })
   // External providers (dataplane/providers/). Provider and model values come from the snapshot;
-  // tenants from the authenticated identity ("none" without authentication).
+  // tiers from the authenticated identity, bounded by the policy ("none" without a tier). Never the
+  // tenant: callers choose tenants (10k tenants made 30k series on an unauthenticated /metrics).
   readonly providerRequests = new Counter({
     name: 'infer_gateway_provider_requests_total',
     help: 'Requests sent to external providers, by provider, type and outcome (status class, code).',
@@ -70,14 +71,14 @@ export class GatewayMetrics {
   })
   readonly providerTokens = new Counter({
     name: 'infer_gateway_provider_tokens_total',
-    help: 'Tokens reported by external providers, by provider, upstream model, tenant and type (input|output|cached_input).',
-    labelNames: ['provider', 'model', 'tenant', 'type'] as const,
+    help: 'Tokens reported by external providers, by provider, upstream model, caller tier and type (input|output|cached_input).',
+    labelNames: ['provider', 'model', 'tier', 'type'] as const,
     registers: [this.registry],
   })
   readonly providerCost = new Counter({
     name: 'infer_gateway_provider_cost_total',
-    help: 'Estimated cost of provider requests from the configured prices per 1M tokens, by provider, upstream model, tenant and currency.',
-    labelNames: ['provider', 'model', 'tenant', 'currency'] as const,
+    help: 'Estimated cost of provider requests from the configured prices per 1M tokens, by provider, upstream model, caller tier and currency.',
+    labelNames: ['provider', 'model', 'tier', 'currency'] as const,
     registers: [this.registry],
   })
   readonly fallbacks = new Counter({

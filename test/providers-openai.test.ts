@@ -291,7 +291,7 @@ describe('OpenAI-compatible providers: errors, usage and cost', () => {
     }
   })
 
-  it('counts tokens and estimated cost per provider, model and tenant', async () => {
+  it('counts tokens and estimated cost per provider, model and tier', async () => {
     const before = await pg.gw.metrics.registry.metrics()
     const costBefore = metricValue(before, 'infer_gateway_provider_cost_total', {
       provider: 'default/deepseek',
@@ -301,7 +301,7 @@ describe('OpenAI-compatible providers: errors, usage and cost', () => {
       messages: [{ role: 'user', content: 'one two three four' }],
     })
     const text = await pg.gw.metrics.registry.metrics()
-    const labels = { provider: 'default/deepseek', model: 'deepseek-chat', tenant: 'none' }
+    const labels = { provider: 'default/deepseek', model: 'deepseek-chat', tier: 'none' }
     expect(
       metricValue(text, 'infer_gateway_provider_tokens_total', { ...labels, type: 'cached_input' }),
     ).toBeGreaterThan(0)

@@ -12,7 +12,7 @@
 import type { FallbackOn, SnapshotProvider } from '../../api/snapshot.js'
 import type { AccessLogEntry, AccessLogger } from '../access-log.js'
 import { errors, GatewayError } from '../errors.js'
-import type { Identity } from '../filters/identity.js'
+import { type Identity, tierLabel } from '../filters/identity.js'
 import type { Inbound } from '../inbound.js'
 import type { GatewayMetrics } from '../metrics.js'
 import { statusClass } from '../metrics.js'
@@ -68,7 +68,7 @@ export interface ChainRequest {
   readonly startedAt: number
   /** Ends the request's in-flight accounting in the app (idempotent). */
   readonly closeInflight: () => void
-  /** The authenticated caller (absent without authentication): tenant label, picker input. */
+  /** The authenticated caller (absent without authentication): tier label, picker input. */
   readonly identity?: Identity
   /** The rate limiter's reservation for this request. */
   readonly limits?: ChainLimits
@@ -833,7 +833,7 @@ function record(ctx: StepContext, o: Outcome): void {
     const labels = {
       provider: p.key,
       model: o.target.upstreamModel,
-      tenant: req.identity?.tenant ?? 'none',
+      tier: tierLabel(req.identity),
     }
     if (u) {
       metrics.providerTokens.inc({ ...labels, type: 'input' }, u.promptTokens)
