@@ -171,4 +171,33 @@ describe('JSON Schema for the CRDs', () => {
     )
     expect(dup.error?.issues[0]?.message).toBe('duplicate plugin "random"')
   })
+
+  it('checks predicted-latency arguments with field paths', () => {
+    const spec = (args: unknown) => ({
+      metadata: { name: 'ms' },
+      spec: {
+        inferenceEngine: 'vLLM',
+        workloadSelector: { matchLabels: { a: 'b' } },
+        workloadPort: { port: 8000 },
+        scheduler: { plugins: [{ name: 'predicted-latency', weight: 6, args }] },
+      },
+    })
+    const good = {
+      maxNumSeqs: 256,
+      tolerance: 0.1,
+      loadBuckets: 8,
+      prefillMsPerToken: 0.2,
+      overheadMs: 15,
+      decodeMsPerToken: 12,
+      blockSizeTokens: 16,
+      affinityBlocks: 4,
+    }
+    expect(modelServerSchema.safeParse(spec(good)).success).toBe(true)
+    const bad = modelServerSchema.safeParse(spec({ maxNumSeqs: 0, tolerance: 2, loadMargin: 8 }))
+    expect(bad.error?.issues.map((i) => `${i.path.join('.')}: ${i.message}`)).toEqual([
+      'spec.scheduler.plugins.0.args.maxNumSeqs: must be 1..1000000',
+      'spec.scheduler.plugins.0.args.tolerance: must be 0..1',
+      expect.stringMatching(/^spec\.scheduler\.plugins\.0\.args: .*loadMargin/),
+    ])
+  })
 })

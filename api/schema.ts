@@ -320,6 +320,25 @@ export const schedulerPluginArgSchemas = {
     /** Rendezvous placement only among endpoints this close to the least-loaded one. */
     coldLoadMargin: loadMargin.optional(),
   }),
+  'predicted-latency': z.strictObject({
+    /** The prefix index's block cutting and size, as for prefix-cache. */
+    blockSizeTokens: intRange(1, 1024).optional(),
+    charsPerToken: intRange(1, 16).optional(),
+    maxBlocks: intRange(1, 16_384).optional(),
+    lruCapacity: intRange(16, 10_000_000).optional(),
+    /** Leading blocks whose hash orders equally good endpoints (rendezvous). */
+    affinityBlocks: intRange(1, 1024).optional(),
+    /** The engine's batch limit (max_num_seqs) until it shows one by queueing. */
+    maxNumSeqs: intRange(1, 1_000_000).optional(),
+    /** Predictions within this fraction of the best count as equally good. */
+    tolerance: numRange(0, 1).optional(),
+    /** Coarse load steps per batch for ordering equally good endpoints. */
+    loadBuckets: intRange(1, 1024).optional(),
+    /** Starting points of the online calibration (ms). */
+    prefillMsPerToken: numRange(0, 100).optional(),
+    overheadMs: numRange(0, 60_000).optional(),
+    decodeMsPerToken: numRange(0, 10_000).optional(),
+  }),
   'lora-affinity': z.strictObject({
     /** Stop preferring the adapter's endpoint once its load exceeds the least-loaded one's by this much. */
     loadMargin: loadMargin.optional(),
@@ -385,6 +404,7 @@ export const schedulerPluginSchema = z
       pluginEntry('least-latency'),
       pluginEntry('least-pending'),
       pluginEntry('prefix-cache'),
+      pluginEntry('predicted-latency'),
       pluginEntry('lora-affinity'),
       pluginEntry('session-affinity'),
       pluginEntry('gpu-aware'),

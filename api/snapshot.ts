@@ -143,6 +143,7 @@ export const SCHEDULER_PLUGIN_NAMES = [
   'least-latency',
   'least-pending',
   'prefix-cache',
+  'predicted-latency',
   'lora-affinity',
   'session-affinity',
   'gpu-aware',

@@ -14,6 +14,7 @@ import { leastKvCache } from './plugins/least-kv-cache.js'
 import { leastLatency } from './plugins/least-latency.js'
 import { leastPending } from './plugins/least-pending.js'
 import { loraAffinity } from './plugins/lora-affinity.js'
+import { predictedLatency } from './plugins/predicted-latency.js'
 import { prefixCache } from './plugins/prefix-cache.js'
 import { randomPlugin } from './plugins/random.js'
 import { roundRobin } from './plugins/round-robin.js'
@@ -25,6 +26,7 @@ export const PLUGINS: Readonly<Record<SchedulerPluginName, PluginFactory>> = {
   'least-latency': leastLatency,
   'least-pending': leastPending,
   'prefix-cache': prefixCache,
+  'predicted-latency': predictedLatency,
   'lora-affinity': loraAffinity,
   'session-affinity': sessionAffinity,
   'gpu-aware': gpuAware,
@@ -34,20 +36,20 @@ export const PLUGINS: Readonly<Record<SchedulerPluginName, PluginFactory>> = {
 }
 
 /**
- * Used for every ModelServer without `spec.scheduler`. Cache affinity leads (a prefix hit saves
- * the most time), bounded by load through the plugins' margins; queue depth and KV headroom
- * spread the rest. lora-affinity, session-affinity and gpu-aware abstain unless the request names
- * an adapter, carries a session key, or the fleet mixes GPU types. No fairness queue by default:
- * admission control changes failure modes (429/503 under overload) and is opted into per server.
+ * Used for every ModelServer without `spec.scheduler`. One scorer decides by predicted time to
+ * first token: the prefill a prefix hit saves against the queueing it adds (an engine at its
+ * batch limit), calibrated online, so the same profile is right when prefill dominates, when
+ * decode does, and when nothing is shared (least loaded) — no load margin to tune.
+ * lora-affinity, session-affinity and gpu-aware abstain unless the request names an adapter,
+ * carries a session key, or the fleet mixes GPU types. No fairness queue by default: admission
+ * control changes failure modes (429/503 under overload) and is opted into per server.
  */
 export const DEFAULT_PROFILE: SnapshotScheduler = {
   plugins: [
-    { name: 'prefix-cache', weight: 3, args: {} },
-    { name: 'least-pending', weight: 2, args: {} },
-    { name: 'least-kv-cache', weight: 1, args: {} },
+    { name: 'predicted-latency', weight: 6, args: {} },
     { name: 'lora-affinity', weight: 4, args: {} },
     { name: 'session-affinity', weight: 4, args: {} },
-    { name: 'gpu-aware', weight: 3, args: {} },
+    { name: 'gpu-aware', weight: 2, args: {} },
   ],
 }
 

@@ -3,7 +3,7 @@ import type { SnapshotScheduler } from '../../api/snapshot.js'
 import type { ExplainSink } from '../picker.js'
 import type { PrefixCachePlugin } from './plugins/prefix-cache.js'
 import { Scheduler } from './scheduler.js'
-import { chat, endpoint, pickContext, seeded, server, snapshot } from './testkit.js'
+import { chat, endpoint, metrics, pickContext, seeded, server, snapshot } from './testkit.js'
 
 const SYSTEM = 'Shared system prompt for the support desk. '.repeat(40)
 const ok = { status: 200, durationMs: 5 }
@@ -64,15 +64,44 @@ describe('Scheduler', () => {
     expect(others.size).toBe(3)
   })
 
-  it('spills a hot prefix to a second pod once the first exceeds the load margin', () => {
+  it('spills a hot prefix to a second pod once queueing on the first would cost more than its prefill', () => {
     const { s, srv } = setup({ n: 3 })
     const seen: string[] = []
     for (let i = 0; i < 20; i++) seen.push(send(s, srv, chat(`${SYSTEM} q${i}`), null).target.name)
     const counts = new Map<string, number>()
     for (const n of seen) counts.set(n, (counts.get(n) ?? 0) + 1)
-    // Sticky while within the default margin (8), then a second pod takes (and caches) it.
+    // Sticky while the pod has free batch slots (8 assumed without metrics), then a second pod
+    // takes (and caches) it: waiting for a slot would cost more than the prefill it saves.
     expect(counts.size).toBeGreaterThan(1)
     expect(Math.max(...counts.values())).toBeLessThan(20)
+  })
+
+  it('replicas agree: same scraped state, same prompt, same pod, whatever random() says', () => {
+    const eps = Array.from({ length: 4 }, (_, i) => endpoint(`pod-${i}`, 10 + i))
+    const srv = server(eps, { attempts: 2 })
+    const replicas = [seeded(1), seeded(99)].map((random) => {
+      const s = new Scheduler({ scrape: false, now: () => 500, random })
+      s.onSnapshot(snapshot([srv]))
+      // The same engine numbers reach every replica (they scrape the same pods).
+      ;[2, 0, 5, 1].forEach((running, i) => {
+        const st = s.state(`127.0.0.${10 + i}:8000`)
+        st?.scrapeStarted()
+        st?.scrapeSucceeded(500, metrics({ running, tpotMeanSec: 0.01 }))
+      })
+      return s
+    })
+    // One replica has a request of its own in flight that the last scrape did not see yet.
+    const extra = replicas[1]?.state('127.0.0.11:8000')
+    extra?.dispatchStarted({ promptTokens: 10, outputTokens: 10, stream: true }, 500)
+    const chosen = new Set<string>()
+    for (let g = 0; g < 30; g++) {
+      const body = chat(`Group ${g} system prompt. ${'Policy text. '.repeat(60)}`, `question ${g}`)
+      const picks = replicas.map((s) => s.pick(pickContext(srv, body)).map((e) => e.name))
+      expect(picks[0]).toEqual(picks[1])
+      chosen.add(picks[0]?.[0] as string)
+    }
+    // New prefixes go to the two least-loaded pods (same load bucket), spread between them.
+    expect([...chosen].sort()).toEqual(['pod-1', 'pod-3'])
   })
 
   it('skips not-ready and ejected endpoints, but tries all of them when all are ejected', () => {
@@ -111,8 +140,7 @@ describe('Scheduler', () => {
     const [target] = s.pick(pickContext(srv, chat(`${SYSTEM} second`), {}, { explain: sink }))
     expect(sink.text).toMatch(/^server=default\/m profile=default pick=pod-\d/)
     expect(sink.text).toContain(`pick=${target?.name}`)
-    expect(sink.text).toMatch(/prefix-cache 0\.\d+x3/)
-    expect(sink.text).toContain('least-pending')
+    expect(sink.text).toMatch(/predicted-latency [\d.]+x6/)
     expect(sink.text).toMatch(/\d+(\.\d+)?us$/)
     expect(sink.text).toMatch(/^[\x20-\x7e]+$/)
   })
@@ -229,8 +257,10 @@ describe('Scheduler', () => {
     expect(d.scrape.enabled).toBe(false)
     expect(d.decisions.decisions).toBe(1)
     expect(d.servers['default/m']?.profile).toBe('default')
-    expect(d.servers['default/m']?.plugins.map((p) => p.name)).toContain('prefix-cache')
-    expect(d.servers['default/m']?.state['prefix-cache']).toBeDefined()
+    expect(d.servers['default/m']?.plugins.map((p) => p.name)).toContain('predicted-latency')
+    expect(d.servers['default/m']?.state['predicted-latency']).toMatchObject({
+      prefix: { blocksPerEndpoint: expect.any(Object) },
+    })
     expect(d.endpoints.map((e) => e.name).sort()).toEqual(['pod-0', 'pod-1'])
     expect(d.endpoints.reduce((n, e) => n + e.local.dispatched, 0)).toBe(1)
   })

@@ -18,7 +18,7 @@ import { MetricsScraper, type ScrapeResult, type ScrapeTarget } from '../engines
 import type { Logger } from '../log.js'
 import type { Admission, DispatchOutcome, EndpointPicker, PickContext } from '../picker.js'
 import { buildProfile, DEFAULT_PROFILE, type ProfileEntry } from './profile.js'
-import { expectedOutputTokens, promptPieces } from './prompt.js'
+import { blockHashes, chainSeed, expectedOutputTokens, promptPieces, rendezvous } from './prompt.js'
 import { Scratch } from './scores.js'
 import {
   DEFAULT_HEALTH,
@@ -58,6 +58,8 @@ const REQUEST: unique symbol = Symbol('infer-gateway.scheduler.request')
 const CHARS_PER_TOKEN = 4
 /** Endpoints shown per explain line. */
 const EXPLAIN_TOP = 4
+/** Bytes of the prompt's head that key the tie-break order. */
+const TIE_KEY_BYTES = 256
 
 class Request implements SchedRequest {
   readonly ctx: PickContext
@@ -84,6 +86,15 @@ class Request implements SchedRequest {
 
   text(): string {
     return this.pieces.join('')
+  }
+
+  #tieKey: number | undefined
+  /** Hash of the model and the prompt's first bytes: the same on every replica. */
+  tieKey(): number {
+    if (this.#tieKey === undefined) {
+      this.#tieKey = blockHashes(this.pieces, TIE_KEY_BYTES, 1, chainSeed(this.ctx.model))[0] ?? 0
+    }
+    return this.#tieKey
   }
 }
 
@@ -274,8 +285,14 @@ export class Scheduler implements EndpointPicker {
         })
       }
     }
-    // Equal totals must not always favour the first endpoint in snapshot order.
-    for (let i = 0; i < n; i++) total[i] = (total[i] as number) + this.#random() * 1e-9
+    // Equal totals are ordered by rendezvous hashing of the prompt's head and the pod name: not
+    // by snapshot position (that would favour one pod), and not at random, so replicas that see
+    // the same state pick the same pod for the same prompt.
+    const key = req.tieKey()
+    for (let i = 0; i < n; i++) {
+      const rv = rendezvous(key, (list[i] as EndpointState).nameHash) / 4_294_967_296
+      total[i] = (total[i] as number) + rv * 1e-9
+    }
     const k = Math.min(n, Math.max(1, ctx.server.trafficPolicy.retry.attempts))
     const order = topK(total, n, k)
     const out: SnapshotEndpoint[] = []

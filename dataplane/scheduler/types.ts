@@ -53,6 +53,8 @@ export interface Plugin {
   onComplete?(req: SchedRequest, ep: EndpointState, outcome: DispatchOutcome): void
   /** The endpoint left this server: drop what is remembered about it. */
   forget?(ep: EndpointState): void
+  /** The engine behind the endpoint restarted (empty KV cache, no adapters): drop what is known. */
+  onEndpointReset?(state: EndpointState): void
   /** Plugin state for GET /debug/endpoints. */
   debug?(now: number): Record<string, unknown>
   close?(): void

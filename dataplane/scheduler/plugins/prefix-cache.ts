@@ -172,6 +172,11 @@ export class PrefixCachePlugin implements Plugin {
     this.#blocks.delete(ep)
   }
 
+  /** A restarted engine's KV cache is empty: nothing of ours is there any more. */
+  onEndpointReset(ep: EndpointState): void {
+    this.#blocks.delete(ep)
+  }
+
   stats(): PrefixCacheStats {
     let blocks = 0
     for (const set of this.#blocks.values()) blocks += set.size

@@ -1,0 +1,208 @@
+// The online latency model behind predicted-latency: what one request's time to first token on
+// an endpoint is expected to be, learned from what the gateway observes.
+//
+//   TTFT ≈ overhead + uncachedTokens × prefillMsPerToken + waitForSlot
+//   waitForSlot = 0 while the engine has a free batch slot, else
+//                 (queue position / capacity) × slot time × waitScale
+//   slot time   ≈ overhead + mean uncached tokens × prefillMsPerToken + mean output tokens × TPOT
+//
+// - overhead and prefillMsPerToken: a least-squares line of observed TTFT against the uncached
+//   tokens the prefix index predicted, over requests dispatched with a free slot (so the TTFT is
+//   prefill, not queueing), with exponential forgetting. One line per endpoint (GPUs differ) shrunk
+//   towards the line pooled over all endpoints while an endpoint has few samples of its own.
+// - waitScale: how far observed queueing exceeded or fell short of the predicted wait (EWMA of the
+//   ratio, clamped), pooled: queue dynamics are a property of the engine type, not of one pod.
+// - TPOT: the endpoint's own (state.ts: proxied streams, else the engine's histogram mean), else
+//   the pooled mean, else the configured prior.
+
+import type { EndpointState } from '../state.js'
+
+/** Per-sample forgetting factor of the fits: about the last 30 samples dominate. */
+const DECAY = 0.97
+/** Below this spread of uncached tokens (std², tokens²) the slope is not identifiable. */
+const MIN_VARIANCE = 32 * 32
+/** Samples of its own after which an endpoint's line counts as much as the pooled one. */
+const SHRINK_SAMPLES = 4
+/** Bounds of the queueing correction: a wrong model must not switch queueing off or explode. */
+const WAIT_SCALE_MIN = 0.25
+const WAIT_SCALE_MAX = 4
+/** Predicted waits shorter than this say too little to calibrate the scale. */
+const MIN_WAIT_SAMPLE_MS = 5
+const EWMA_ALPHA = 0.1
+
+export interface LatencyPriors {
+  /** Prefill cost per uncached prompt token before anything was observed (ms). */
+  readonly prefillMsPerToken: number
+  /** Fixed part of TTFT (scheduling, first forward pass, network) before observations (ms). */
+  readonly overheadMs: number
+  /** Time per output token before any TPOT is known (ms). */
+  readonly decodeMsPerToken: number
+}
+
+/** Observed TTFT (y, ms) against uncached prompt tokens (u), exponentially forgotten. */
+export class PrefillFit {
+  n = 0
+  #su = 0
+  #sy = 0
+  #suu = 0
+  #suy = 0
+
+  add(u: number, y: number): void {
+    this.n = this.n * DECAY + 1
+    this.#su = this.#su * DECAY + u
+    this.#sy = this.#sy * DECAY + y
+    this.#suu = this.#suu * DECAY + u * u
+    this.#suy = this.#suy * DECAY + u * y
+  }
+
+  /** ms per uncached token; `prior` while the samples cannot tell (too few, or all alike). */
+  slope(prior: number): number {
+    if (this.n < 2) return prior
+    const mu = this.#su / this.n
+    const variance = this.#suu / this.n - mu * mu
+    if (variance < MIN_VARIANCE) return prior
+    const cov = this.#suy / this.n - mu * (this.#sy / this.n)
+    return Math.min(100, Math.max(0, cov / variance))
+  }
+
+  /** The line's value at u = 0 for a given slope (never negative). */
+  intercept(slope: number): number {
+    if (this.n <= 0) return 0
+    return Math.max(0, (this.#sy - slope * this.#su) / this.n)
+  }
+}
+
+/** What is learned about one endpoint. */
+export class EndpointModel {
+  readonly fit = new PrefillFit()
+  /** Highest `running` the engine reported: its batch holds at least that many. */
+  maxRunning = 0
+}
+
+export interface Prefill {
+  /** ms per uncached prompt token. */
+  readonly perToken: number
+  /** ms at zero uncached tokens. */
+  readonly overhead: number
+}
+
+export class LatencyModel {
+  readonly priors: LatencyPriors
+  readonly pool = new PrefillFit()
+  /** Observed queueing ÷ predicted wait. */
+  waitScale = 1
+  waitSamples = 0
+  /** Pooled means used for the slot time of requests already in an engine. */
+  meanOutputTokens: number | undefined
+  meanUncachedTokens: number | undefined
+  meanTpotMs: number | undefined
+  readonly #endpoints = new Map<EndpointState, EndpointModel>()
+
+  constructor(priors: LatencyPriors) {
+    this.priors = priors
+  }
+
+  of(ep: EndpointState): EndpointModel {
+    let m = this.#endpoints.get(ep)
+    if (m === undefined) {
+      m = new EndpointModel()
+      this.#endpoints.set(ep, m)
+    }
+    return m
+  }
+
+  peek(ep: EndpointState): EndpointModel | undefined {
+    return this.#endpoints.get(ep)
+  }
+
+  forget(ep: EndpointState): void {
+    this.#endpoints.delete(ep)
+  }
+
+  get endpoints(): ReadonlyMap<EndpointState, EndpointModel> {
+    return this.#endpoints
+  }
+
+  /** Prefill line for `ep`: its own fit shrunk towards the pooled one. */
+  prefill(ep: EndpointState, now: number): Prefill {
+    const poolSlope = this.pool.slope(this.priors.prefillMsPerToken)
+    let poolOverhead = this.pool.n > 0 ? this.pool.intercept(poolSlope) : this.priors.overheadMs
+    const own = this.#endpoints.get(ep)?.fit
+    if (own === undefined || own.n < 0.5) {
+      // Nothing observed through this gateway yet: the engine's own TTFT mean (its histogram)
+      // is evidence of this pod's speed, e.g. while traffic is not streamed.
+      const engineTtft = ep.fresh(now)?.ttftMeanSec
+      if (this.pool.n <= 0 && engineTtft !== undefined) {
+        poolOverhead = Math.max(0, engineTtft * 1000 - poolSlope * (this.meanUncachedTokens ?? 0))
+      }
+      return { perToken: poolSlope, overhead: poolOverhead }
+    }
+    const slope = own.slope(poolSlope)
+    const w = own.n / (own.n + SHRINK_SAMPLES)
+    return {
+      perToken: w * slope + (1 - w) * poolSlope,
+      overhead: w * own.intercept(slope) + (1 - w) * poolOverhead,
+    }
+  }
+
+  tpot(ep: EndpointState, now: number): number {
+    return ep.tpot(now) ?? this.meanTpotMs ?? this.priors.decodeMsPerToken
+  }
+
+  /**
+   * How long a request holds a batch slot on `ep` (ms): its prefill plus its decode. Used to turn
+   * a queue position into a wait; `outputTokens` is the fallback before completions were seen.
+   */
+  slotMs(ep: EndpointState, now: number, p: Prefill, outputTokens: number): number {
+    const u = this.meanUncachedTokens ?? 0
+    const out = this.meanOutputTokens ?? outputTokens
+    return p.overhead + u * p.perToken + out * this.tpot(ep, now)
+  }
+
+  /** Requests ahead in the engine's queue → expected wait for a batch slot (ms). */
+  wait(pending: number, capacity: number, slotMs: number): number {
+    if (pending < capacity) return 0
+    return ((pending - capacity + 1) / capacity) * slotMs * this.waitScale
+  }
+
+  /** One request was dispatched with `uncached` tokens the prefix index did not hold. */
+  dispatched(uncached: number): void {
+    this.meanUncachedTokens = ewma(this.meanUncachedTokens, uncached)
+  }
+
+  /**
+   * An answer came back. `ttftMs` only for streams (else the first byte is the whole answer);
+   * `predicted` is what was predicted at dispatch for this endpoint.
+   */
+  observed(
+    ep: EndpointState,
+    predicted: { readonly uncached: number; readonly waitMs: number },
+    o: { readonly ttftMs?: number; readonly tpotMs?: number; readonly completionTokens?: number },
+    now: number,
+  ): void {
+    if (o.completionTokens !== undefined && o.completionTokens > 0) {
+      this.meanOutputTokens = ewma(this.meanOutputTokens, o.completionTokens)
+    }
+    if (o.tpotMs !== undefined && o.tpotMs >= 0) this.meanTpotMs = ewma(this.meanTpotMs, o.tpotMs)
+    const y = o.ttftMs
+    if (y === undefined || !Number.isFinite(y) || y < 0) return
+    if (predicted.waitMs <= 0) {
+      // Dispatched with a free slot: the TTFT measures prefill (plus overheads).
+      this.of(ep).fit.add(predicted.uncached, y)
+      this.pool.add(predicted.uncached, y)
+      return
+    }
+    if (predicted.waitMs < MIN_WAIT_SAMPLE_MS) return
+    const p = this.prefill(ep, now)
+    const queued = y - p.overhead - predicted.uncached * p.perToken
+    const ratio = Math.min(WAIT_SCALE_MAX, Math.max(WAIT_SCALE_MIN, queued / predicted.waitMs))
+    // The prediction already carried the old scale: move the scale by the ratio, not onto it.
+    const target = Math.min(WAIT_SCALE_MAX, Math.max(WAIT_SCALE_MIN, this.waitScale * ratio))
+    this.waitScale += EWMA_ALPHA * (target - this.waitScale)
+    this.waitSamples++
+  }
+}
+
+function ewma(prev: number | undefined, v: number): number {
+  return prev === undefined ? v : prev + EWMA_ALPHA * (v - prev)
+}

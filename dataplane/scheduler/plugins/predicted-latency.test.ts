@@ -1,0 +1,206 @@
+import { describe, expect, it } from 'vitest'
+import type { EndpointState } from '../state.js'
+import { pickContext, request, scores, scraped, server, state } from '../testkit.js'
+import { ASSUMED_CAPACITY, PredictedLatencyPlugin } from './predicted-latency.js'
+
+// ~2,400 tokens shared by every request of a group, as in issue 9's benchmark.
+const SYSTEM = 'Group policy: answer from the handbook, cite sections, keep it short. '.repeat(140)
+const ok = (firstByteMs: number, durationMs: number, completionTokens: number) => ({
+  status: 200,
+  firstByteMs,
+  durationMs,
+  completionTokens,
+})
+
+function req(system: string | undefined, user: string, maxTokens: number, now = 0) {
+  const messages = [
+    ...(system !== undefined ? [{ role: 'system', content: system }] : []),
+    { role: 'user', content: user },
+  ]
+  return request(pickContext(server([]), { messages, max_tokens: maxTokens, stream: true }), now)
+}
+
+function best(s: readonly number[], eps: readonly EndpointState[]): string {
+  let i = 0
+  for (let j = 1; j < s.length; j++) if ((s[j] as number) > (s[i] as number)) i = j
+  return eps[i]?.name as string
+}
+
+/** Four pods with fresh engine numbers: the cached one first. */
+function fleet(
+  cached: { running: number; waiting: number },
+  tpotSec: number,
+  others: { running: number; waiting: number } = { running: 0, waiting: 0 },
+) {
+  const eps = [state('warm', 2), state('b', 3), state('c', 4), state('d', 5)]
+  scraped(eps[0] as EndpointState, 0, { ...cached, tpotMeanSec: tpotSec })
+  for (const e of eps.slice(1)) scraped(e, 0, { ...others, tpotMeanSec: tpotSec })
+  return eps
+}
+
+describe('predicted-latency', () => {
+  it('prefill-bound: keeps a long shared prefix on the pod that holds it, even at its batch limit', () => {
+    const p = new PredictedLatencyPlugin({})
+    // Batch limit 8 learned (running 8 while queueing 1); short answers (24 tokens × 10 ms).
+    const eps = fleet({ running: 8, waiting: 1 }, 0.01)
+    expect(eps[0]?.learnedCapacity).toBe(8)
+    p.index.record(eps[0] as EndpointState, p.index.hashes(req(SYSTEM, 'earlier question', 24)))
+    const r = req(SYSTEM, 'What is the refund policy?', 24)
+    const s = scores(p, r, eps) as number[]
+    expect(best(s, eps)).toBe('warm')
+    const warm = p.predict(r, eps[0] as EndpointState)
+    const cold = p.predict(r, eps[1] as EndpointState)
+    expect(warm.uncachedTokens).toBeLessThan(50)
+    expect(cold.uncachedTokens).toBeGreaterThan(2000)
+    // Queueing there is predicted, but costs less than the prefill it saves.
+    expect(warm.waitMs).toBeGreaterThan(0)
+    expect(warm.ttftMs).toBeLessThan(cold.ttftMs)
+  })
+
+  it('decode-bound: does not stack on a cached pod at its batch limit while others are idle', () => {
+    const p = new PredictedLatencyPlugin({})
+    // Batch limit 4 learned, 2 queued; long answers (64 tokens × 10 ms) hold the slots.
+    const eps = fleet({ running: 4, waiting: 2 }, 0.01)
+    p.index.record(eps[0] as EndpointState, p.index.hashes(req(SYSTEM, 'earlier question', 64)))
+    const r = req(SYSTEM, 'What is the refund policy?', 64)
+    const s = scores(p, r, eps) as number[]
+    expect(best(s, eps)).not.toBe('warm')
+    const warm = p.predict(r, eps[0] as EndpointState)
+    const idle = p.predict(r, eps[1] as EndpointState)
+    expect(warm.capacity).toBe(4)
+    expect(warm.waitMs).toBeGreaterThan(idle.ttftMs)
+    // The same pod with a free slot keeps its affinity.
+    const free = fleet({ running: 3, waiting: 0 }, 0.01)
+    p.index.record(free[0] as EndpointState, p.index.hashes(req(SYSTEM, 'earlier question', 64)))
+    expect(best(scores(p, r, free) as number[], free)).toBe('warm')
+  })
+
+  it('uniform prompts: picks the least loaded, by batch slots and then by queue', () => {
+    const p = new PredictedLatencyPlugin({})
+    const eps = [state('a', 2), state('b', 3), state('c', 4), state('d', 5)]
+    const loads = [5, 1, 7, 3]
+    for (const [i, e] of eps.entries()) {
+      scraped(e, 0, { running: loads[i] as number, tpotMeanSec: 0.01 })
+    }
+    for (let k = 0; k < 20; k++) {
+      const r = req(undefined, `unrelated prompt ${k} ${'lorem ipsum '.repeat(40 + k)}`, 16)
+      expect(best(scores(p, r, eps) as number[], eps)).toBe('b')
+    }
+    // All at their limit of 4: the shortest queue.
+    const full = [state('a', 2), state('b', 3), state('c', 4)]
+    const queued = [3, 5, 1]
+    for (const [i, e] of full.entries()) scraped(e, 0, { running: 4, waiting: queued[i] as number })
+    const s = scores(p, req(undefined, 'another unrelated prompt', 16), full) as number[]
+    expect(best(s, full)).toBe('c')
+    expect(s[1]).toBeLessThan(s[0] as number)
+  })
+
+  it('equally good pods are ordered by rendezvous on the prompt head, not by load noise', () => {
+    const p = new PredictedLatencyPlugin({})
+    const eps = [state('a', 2), state('b', 3), state('c', 4), state('d', 5)]
+    // 0 and 1 pending out of 8 slots are the same load bucket: a one-request difference (another
+    // replica's in-flight view) must not change where a new prefix goes.
+    const picks = new Set<string>()
+    for (let g = 0; g < 24; g++) {
+      const r = req(`Group ${g}: ${'policy text '.repeat(80)}`, 'question', 16)
+      const quiet = best(scores(p, r, eps) as number[], eps)
+      const target = eps.find((e) => e.name === quiet) as EndpointState
+      target.dispatchStarted({ promptTokens: 1, outputTokens: 1, stream: true }, 0)
+      expect(best(scores(p, r, eps) as number[], eps)).toBe(quiet)
+      target.dispatchEnded(
+        { promptTokens: 1, outputTokens: 1, stream: true },
+        { status: 200, durationMs: 1 },
+        0,
+      )
+      picks.add(quiet)
+    }
+    // And different prefixes still spread over the pods.
+    expect(picks.size).toBe(4)
+  })
+
+  it('calibrates from observed TTFT and TPOT: predictions move towards what the pod did', () => {
+    const p = new PredictedLatencyPlugin({})
+    const ep = state('a', 2)
+    const probe = req(undefined, `fresh prompt ${'lorem ipsum '.repeat(200)}`, 32)
+    const before = p.predict(probe, ep).ttftMs
+    // The pod answers this shape of prompt (~600 tokens, nothing cached) in 300 ms.
+    for (let k = 0; k < 40; k++) {
+      const r = req(undefined, `prompt ${k} ${'lorem ipsum '.repeat(200)}`, 32)
+      p.onDispatch(r, ep)
+      p.onComplete(r, ep, ok(300, 300 + 31 * 25, 32))
+    }
+    const after = p.predict(probe, ep).ttftMs
+    expect(before).toBeLessThan(150)
+    expect(Math.abs(after - 300)).toBeLessThan(15)
+    expect(p.model.tpot(ep, 0)).toBeCloseTo(25, 0)
+    expect(p.model.meanOutputTokens).toBeCloseTo(32, 0)
+  })
+
+  it('learns the prefill cost per token when prompts differ in what is cached', () => {
+    const p = new PredictedLatencyPlugin({})
+    const ep = state('a', 2)
+    // True engine: 20 ms + 0.5 ms per uncached token.
+    for (let k = 0; k < 60; k++) {
+      const words = 20 + ((k * 37) % 400)
+      const r = req(undefined, `p${k} ${'word '.repeat(words)}`, 8)
+      const u = p.predict(r, ep).uncachedTokens
+      p.onDispatch(r, ep)
+      p.onComplete(r, ep, ok(20 + 0.5 * u, 40 + 0.5 * u, 8))
+    }
+    const line = p.model.prefill(ep, 0)
+    expect(line.perToken).toBeCloseTo(0.5, 1)
+    expect(line.overhead).toBeGreaterThan(10)
+    expect(line.overhead).toBeLessThan(30)
+  })
+
+  it('corrects the queueing estimate when queued requests waited longer than predicted', () => {
+    const p = new PredictedLatencyPlugin({ maxNumSeqs: 2 })
+    const ep = state('a', 2)
+    const busy = { promptTokens: 1, outputTokens: 1, stream: true }
+    ep.dispatchStarted(busy, 0)
+    ep.dispatchStarted(busy, 0)
+    const r0 = req(undefined, 'queued prompt', 8)
+    const predicted = p.predict(r0, ep).waitMs
+    expect(predicted).toBeGreaterThan(0)
+    for (let k = 0; k < 30; k++) {
+      const r = req(undefined, `queued prompt ${k}`, 8)
+      ep.dispatchStarted(r.ticket, 0)
+      p.onDispatch(r, ep)
+      const rec = p.predict(r, ep, 1)
+      // Each waited three times the predicted queueing.
+      const prefill = rec.ttftMs - rec.waitMs
+      p.onComplete(r, ep, ok(prefill + 3 * rec.waitMs, prefill + 3 * rec.waitMs + 100, 8))
+      ep.dispatchEnded(r.ticket, { status: 200, durationMs: 1 }, 0)
+    }
+    expect(p.model.waitScale).toBeGreaterThan(2)
+    expect(p.predict(r0, ep).waitMs).toBeGreaterThan(2 * predicted)
+  })
+
+  it('assumes a batch of at least 8 (or maxNumSeqs) until the engine shows its limit', () => {
+    const p = new PredictedLatencyPlugin({})
+    const a = state('a', 2)
+    expect(p.capacity(a)).toBe(ASSUMED_CAPACITY)
+    scraped(a, 0, { running: 12 })
+    scores(p, req(undefined, 'x', 8), [a])
+    expect(p.capacity(a)).toBe(12)
+    scraped(a, 0, { running: 6, waiting: 3 })
+    expect(p.capacity(a)).toBe(6)
+    expect(new PredictedLatencyPlugin({ maxNumSeqs: 32 }).capacity(state('b', 3))).toBe(32)
+  })
+
+  it('forgets an endpoint that left or restarted: prefix and calibration', () => {
+    const p = new PredictedLatencyPlugin({})
+    const [a, b] = [state('a', 2), state('b', 3)]
+    const r = req(SYSTEM, 'q', 8)
+    p.onDispatch(r, a)
+    p.onComplete(r, a, ok(80, 100, 8))
+    expect(p.predict(r, a).uncachedTokens).toBeLessThan(50)
+    expect(p.model.peek(a)).toBeDefined()
+    p.onEndpointReset(a)
+    expect(p.predict(r, a).uncachedTokens).toBeGreaterThan(2000)
+    expect(p.model.peek(a)).toBeUndefined()
+    p.onDispatch(r, b)
+    p.forget(b)
+    expect(p.index.stats().blocksIndexed).toBe(0)
+  })
+})

@@ -1,0 +1,259 @@
+// predicted-latency: send each request where its time to first token is expected to be lowest.
+//
+// Per candidate: predicted TTFT = overhead + uncached prompt tokens × prefill cost per token
+// + wait for a batch slot (latency-model.ts), where
+// - the uncached tokens are what the prefix index (the prefix-cache plugin's block tables and
+//   prompt hashes, reused, recorded at dispatch) says the endpoint does not hold;
+// - the wait is 0 while the engine has a free slot (pending < capacity), else the queue position
+//   over the capacity times the time a request holds a slot. Pending is the engine's
+//   running + waiting blended with this replica's dispatches since the scrape (state.ts); the
+//   capacity is the batch limit learned from the engine (running while it also queued), else
+//   `maxNumSeqs`, else the most it was seen running (at least 8);
+// - overhead, prefill cost, TPOT and a correction of the queueing estimate are calibrated online
+//   from the TTFT and TPOT observed per endpoint.
+// So affinity wins exactly when the prefill it saves outweighs the queueing it adds: a cached pod
+// with free slots is preferred, a cached pod at its batch limit only while its queue is shorter
+// than the prefill elsewhere. With nothing cached anywhere it degrades to least-loaded.
+//
+// Replicas agree. Candidates whose prediction is within `tolerance` of the best (at least one
+// decode step, the engine's time granularity) count as equally good; among those the least
+// loaded in coarse steps (`loadBuckets` per batch) wins, and then the rendezvous hash of the
+// prompt's leading blocks and the pod name. Replicas that never talk therefore put the same new
+// prefix on the same pod unless their views of load differ by a whole bucket, and a few requests
+// of local in-flight difference do not split a prefix over pods.
+
+import type { DispatchOutcome } from '../../picker.js'
+import { intArg, numArg } from '../args.js'
+import { rendezvous } from '../prompt.js'
+import { Scratch } from '../scores.js'
+import type { EndpointState } from '../state.js'
+import type { Plugin, PluginArgs, PluginEnv, SchedRequest } from '../types.js'
+import { LatencyModel, type Prefill } from './latency-model.js'
+import { PrefixCachePlugin } from './prefix-cache.js'
+
+/** Batch slots assumed before the engine showed its limit and none was configured. */
+export const ASSUMED_CAPACITY = 8
+/** Best score outside the band of equally good candidates: below every score inside it. */
+const OUT_OF_BAND_MAX = 0.85
+/** Score steps inside the band: load bucket first, then the rendezvous order. */
+const BUCKET_STEP = 0.1
+const RENDEZVOUS_STEP = 0.01
+/** Smallest band (ms) when no TPOT is known at all. */
+const MIN_TOLERANCE_MS = 1
+
+/** What the plugin predicted for the endpoint a request was dispatched to. */
+interface Dispatched {
+  readonly ep: EndpointState
+  readonly uncached: number
+  readonly waitMs: number
+}
+
+export interface Prediction {
+  /** Predicted TTFT (ms). */
+  readonly ttftMs: number
+  readonly uncachedTokens: number
+  readonly waitMs: number
+  readonly pending: number
+  readonly capacity: number
+}
+
+export class PredictedLatencyPlugin implements Plugin {
+  readonly name = 'predicted-latency'
+  /** The prompt hashing and per-endpoint block tables of prefix-cache, reused as they are. */
+  readonly index: PrefixCachePlugin
+  readonly model: LatencyModel
+  readonly maxNumSeqs: number
+  readonly tolerance: number
+  readonly loadBuckets: number
+  readonly affinityBlocks: number
+  readonly #ttft = new Scratch()
+  readonly #pending = new Scratch()
+  readonly #capacity = new Scratch()
+  readonly #tpot = new Scratch()
+
+  constructor(args: PluginArgs) {
+    this.index = new PrefixCachePlugin(args)
+    this.affinityBlocks = this.index.affinityBlocks
+    this.maxNumSeqs = intArg(args, 'maxNumSeqs', 0, 0, 1_000_000)
+    this.tolerance = numArg(args, 'tolerance', 0.05, 0, 1)
+    this.loadBuckets = intArg(args, 'loadBuckets', 4, 1, 1024)
+    this.model = new LatencyModel({
+      prefillMsPerToken: numArg(args, 'prefillMsPerToken', 0.1, 0, 100),
+      overheadMs: numArg(args, 'overheadMs', 10, 0, 60_000),
+      decodeMsPerToken: numArg(args, 'decodeMsPerToken', 20, 0, 10_000),
+    })
+  }
+
+  /** Batch slots of `ep`: learned from the engine, else configured, else the most seen running. */
+  capacity(ep: EndpointState): number {
+    if (ep.learnedCapacity > 0) return ep.learnedCapacity
+    if (this.maxNumSeqs > 0) return this.maxNumSeqs
+    return Math.max(ASSUMED_CAPACITY, this.model.peek(ep)?.maxRunning ?? 0)
+  }
+
+  /** The prediction for one endpoint (tests, debug); `pendingOffset` excludes a just-sent request. */
+  predict(req: SchedRequest, ep: EndpointState, pendingOffset = 0): Prediction {
+    const hashes = this.index.hashes(req)
+    const depth = hashes.length > 0 ? (this.index.matchDepths(hashes, [ep])[ep.slot] ?? 0) : 0
+    const pending = Math.max(0, ep.pending(req.now) - pendingOffset)
+    const capacity = this.capacity(ep)
+    const p = this.model.prefill(ep, req.now)
+    const uncachedTokens = this.#uncached(req, depth)
+    const waitMs = this.model.wait(pending, capacity, this.#slotMs(req, ep, p))
+    return {
+      ttftMs: p.overhead + uncachedTokens * p.perToken + waitMs,
+      uncachedTokens,
+      waitMs,
+      pending,
+      capacity,
+    }
+  }
+
+  score(req: SchedRequest, eps: readonly EndpointState[], out: Float64Array): boolean {
+    const n = eps.length
+    const hashes = this.index.hashes(req)
+    const blocks = hashes.length
+    const match = blocks > 0 ? this.index.matchDepths(hashes, eps) : undefined
+    const ttft = this.#ttft.get(n)
+    const pending = this.#pending.get(n)
+    const capacity = this.#capacity.get(n)
+    const tpot = this.#tpot.get(n)
+    let best = Number.POSITIVE_INFINITY
+    let minTpot = Number.POSITIVE_INFINITY
+    for (let i = 0; i < n; i++) {
+      const ep = eps[i] as EndpointState
+      const running = ep.fresh(req.now)?.running
+      if (running !== undefined && running > 0) {
+        const m = this.model.of(ep)
+        if (running > m.maxRunning) m.maxRunning = running
+      }
+      const p = this.model.prefill(ep, req.now)
+      const pend = ep.pending(req.now)
+      const cap = this.capacity(ep)
+      const depth = match === undefined ? 0 : (match[ep.slot] ?? 0)
+      const t =
+        p.overhead +
+        this.#uncached(req, depth) * p.perToken +
+        this.model.wait(pend, cap, this.#slotMs(req, ep, p))
+      ttft[i] = t
+      pending[i] = pend
+      capacity[i] = cap
+      const d = this.model.tpot(ep, req.now)
+      tpot[i] = d
+      if (t < best) best = t
+      if (d < minTpot) minTpot = d
+    }
+    // Differences below one decode step, or `tolerance` of the prediction, are not signal.
+    const band =
+      best +
+      Math.max(MIN_TOLERANCE_MS, this.tolerance * best, Number.isFinite(minTpot) ? minTpot : 0)
+    const q = this.loadBuckets
+    let minBucket = q
+    for (let i = 0; i < n; i++) {
+      if ((ttft[i] as number) > band) continue
+      const b = bucket(pending[i] as number, capacity[i] as number, q)
+      if (b < minBucket) minBucket = b
+    }
+    const key = blocks > 0 ? (hashes[Math.min(this.affinityBlocks, blocks) - 1] as number) : 0
+    for (let i = 0; i < n; i++) {
+      const t = ttft[i] as number
+      if (t > band) {
+        out[i] = Math.min(OUT_OF_BAND_MAX, best / t)
+        continue
+      }
+      const b = bucket(pending[i] as number, capacity[i] as number, q)
+      const rv = rendezvous(key, (eps[i] as EndpointState).nameHash) / 4_294_967_296
+      out[i] = 1 - (BUCKET_STEP * (b - minBucket)) / q - RENDEZVOUS_STEP * (1 - rv)
+    }
+    return true
+  }
+
+  onDispatch(req: SchedRequest, ep: EndpointState): void {
+    // The scheduler counted this request in the endpoint's pending already: predict without it.
+    const p = this.predict(req, ep, 1)
+    const rec: Dispatched = { ep, uncached: p.uncachedTokens, waitMs: p.waitMs }
+    req.scratch.set(this, rec)
+    this.model.dispatched(p.uncachedTokens)
+    this.index.onDispatch(req, ep)
+  }
+
+  onComplete(req: SchedRequest, ep: EndpointState, o: DispatchOutcome): void {
+    const rec = req.scratch.get(this) as Dispatched | undefined
+    if (rec === undefined || rec.ep !== ep) return
+    if (o.failure !== undefined || o.status < 200 || o.status >= 300) return
+    // Only a stream's first byte is its first token; a plain response's is the whole answer.
+    const stream = req.ticket.stream && o.firstByteMs !== undefined
+    const tokens = o.completionTokens
+    this.model.observed(
+      ep,
+      rec,
+      {
+        ...(stream ? { ttftMs: o.firstByteMs } : {}),
+        ...(stream && tokens !== undefined && tokens > 1
+          ? { tpotMs: (o.durationMs - (o.firstByteMs as number)) / (tokens - 1) }
+          : {}),
+        ...(tokens !== undefined ? { completionTokens: tokens } : {}),
+      },
+      req.now,
+    )
+  }
+
+  forget(ep: EndpointState): void {
+    this.index.forget(ep)
+    this.model.forget(ep)
+  }
+
+  /** The engine restarted: its KV cache is empty and what was learned of it may not hold. */
+  onEndpointReset(ep: EndpointState): void {
+    this.forget(ep)
+  }
+
+  debug(now: number): Record<string, unknown> {
+    const endpoints: Record<string, unknown> = {}
+    for (const [ep, m] of this.model.endpoints) {
+      const p = this.model.prefill(ep, now)
+      endpoints[ep.name] = {
+        prefillMsPerToken: round(p.perToken, 4),
+        overheadMs: round(p.overhead, 1),
+        tpotMs: round(this.model.tpot(ep, now), 2),
+        samples: round(m.fit.n, 1),
+        capacity: this.capacity(ep),
+        pending: ep.pending(now),
+      }
+    }
+    return {
+      prefix: this.index.debug(),
+      waitScale: round(this.model.waitScale, 3),
+      meanOutputTokens: roundOrNull(this.model.meanOutputTokens),
+      meanUncachedTokens: roundOrNull(this.model.meanUncachedTokens),
+      endpoints,
+    }
+  }
+
+  #uncached(req: SchedRequest, depth: number): number {
+    return Math.max(0, req.ticket.promptTokens - depth * this.index.blockTokens)
+  }
+
+  #slotMs(req: SchedRequest, ep: EndpointState, p: Prefill): number {
+    return this.model.slotMs(ep, req.now, p, req.ticket.outputTokens)
+  }
+}
+
+/** Coarse load step of a candidate with a free slot (`q` = full or queueing). */
+function bucket(pending: number, capacity: number, q: number): number {
+  if (pending >= capacity) return q
+  return Math.floor((q * pending) / capacity)
+}
+
+function round(n: number, digits: number): number {
+  const f = 10 ** digits
+  return Math.round(n * f) / f
+}
+
+function roundOrNull(n: number | undefined): number | null {
+  return n === undefined ? null : round(n, 1)
+}
+
+export function predictedLatency(args: PluginArgs, _env?: PluginEnv): Plugin {
+  return new PredictedLatencyPlugin(args)
+}
