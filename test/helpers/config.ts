@@ -11,6 +11,7 @@ export interface ServerSpec {
   engine?: string
   endpoints: { name: string; address: string; port: number; ready?: boolean }[]
   trafficPolicy?: Record<string, unknown>
+  scheduler?: Record<string, unknown>
 }
 
 export interface RouteSpec {
@@ -37,6 +38,7 @@ export function manifests(servers: readonly ServerSpec[], routes: readonly Route
         workloadSelector: { matchLabels: { app: s.name } },
         workloadPort: { port: s.endpoints[0]?.port ?? 8000 },
         ...(s.trafficPolicy ? { trafficPolicy: s.trafficPolicy } : {}),
+        ...(s.scheduler ? { scheduler: s.scheduler } : {}),
       },
     })
     docs.push({
