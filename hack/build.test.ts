@@ -1,31 +1,266 @@
-import { spawnSync } from 'node:child_process'
-import { mkdtemp, rm } from 'node:fs/promises'
+// `npm run build` output, run for real: the CLI and data-plane bundles, the data plane as a single
+// executable in an empty directory (no Node, no node_modules beside it), and the data-plane
+// bundle on the Node LTS the image ships (when that binary is cached: `npm run node:fetch`).
+// Both data-plane runs serve examples/demo/ unchanged except for where its engines are: the
+// StaticEndpoints are moved to simulated engines (hack/sim) on 127.0.0.x with free ports.
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
+import { chmod, copyFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { describe, expect, it } from 'vitest'
-import { buildAll } from './build.js'
+import { fileURLToPath } from 'node:url'
+import OpenAI from 'openai'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { parseAllDocuments, stringify } from 'yaml'
+import { type BuildResult, buildAll, SEA_FILE } from './build.js'
+import { freePort } from './cluster/control-plane.js'
+import { cachedNode, IMAGE_NODE_MAJOR } from './sea/node-dist.js'
+import { type Fleet, type MetricsFormat, type SimOptions, startFleet } from './sim/index.js'
 
-describe('bundles', () => {
-  it('builds a runnable CLI and a data-plane bundle without the Kubernetes client', async () => {
-    const out = await mkdtemp(join(tmpdir(), 'igw-build-'))
-    try {
-      const r = await buildAll(out)
-      expect(r.dataplaneInputs.some((i) => i.startsWith('dataplane/'))).toBe(true)
-      expect(r.dataplaneInputs.some((i) => i.includes('@kubernetes/client-node'))).toBe(false)
-      const help = spawnSync(process.execPath, [join(out, 'dataplane.mjs'), '--help'], {
-        encoding: 'utf8',
-        timeout: 20_000,
+const DEMO_DIR = fileURLToPath(new URL('../examples/demo/', import.meta.url))
+/** Addresses no other test here uses (ports are ephemeral anyway). */
+const SIM_HOST_BASE = 160
+
+const node24 = await cachedNode(IMAGE_NODE_MAJOR)
+if (!node24)
+  process.stdout.write(
+    `hack/build.test.ts: skipping the Node ${IMAGE_NODE_MAJOR} run of dist/dataplane.mjs: no cached Node ${IMAGE_NODE_MAJOR} binary (npm run node:fetch downloads it)\n`,
+  )
+
+let out: string
+let built: BuildResult
+const cleanups: (() => Promise<void>)[] = []
+
+beforeAll(async () => {
+  out = await mkdtemp(join(tmpdir(), 'igw-build-'))
+  // esbuild twice, the CJS bundle, the blob and postject's injection into a ~100 MB binary:
+  // ~15 s on an idle 2-core machine, several times that on a loaded one.
+  built = await buildAll(out)
+}, 300_000)
+
+afterAll(async () => {
+  for (const c of cleanups.reverse()) await c()
+  await rm(out, { recursive: true, force: true })
+})
+
+interface Doc {
+  kind?: string
+  metadata?: { name?: string }
+  spec?: {
+    model?: string
+    inferenceEngine?: string
+    modelName?: string
+    loraAdapters?: string[]
+  }
+  endpoints?: { name: string; address: string; port?: number; labels?: Record<string, string> }[]
+}
+
+const FORMATS: Record<string, MetricsFormat> = { vLLM: 'vllm', SGLang: 'sglang', TGI: 'tgi' }
+
+interface Demo {
+  readonly configDir: string
+  readonly fleet: Fleet
+  /** The names clients may ask for: every route's modelName and LoRA adapters. */
+  readonly models: readonly string[]
+}
+
+/**
+ * examples/demo/ with its engines started as simulators: one per endpoint name, serving the model
+ * its ModelServer names, with the engine's metrics format and every LoRA adapter a route lists.
+ */
+async function demoWithEngines(): Promise<Demo> {
+  const files = (await readdir(DEMO_DIR)).filter((f) => f.endsWith('.yaml'))
+  const parsed = await Promise.all(
+    files.map(async (f) => ({
+      f,
+      docs: parseAllDocuments(await readFile(join(DEMO_DIR, f), 'utf8')).map(
+        (d) => d.toJS() as Doc,
+      ),
+    })),
+  )
+  const all = parsed.flatMap((p) => p.docs)
+  const servers = new Map(
+    all.filter((d) => d.kind === 'ModelServer').map((d) => [d.metadata?.name, d.spec]),
+  )
+  const routes = all.filter((d) => d.kind === 'ModelRoute')
+  const loras = routes.flatMap((r) => r.spec?.loraAdapters ?? [])
+  const models = routes.flatMap((r) => [
+    ...(r.spec?.modelName ? [r.spec.modelName] : []),
+    ...(r.spec?.loraAdapters ?? []),
+  ])
+  const sims = new Map<string, SimOptions>()
+  for (const d of all.filter((x) => x.kind === 'StaticEndpoints')) {
+    const spec = servers.get(d.metadata?.name)
+    for (const e of d.endpoints ?? []) {
+      const known = sims.get(e.name)
+      if (known && (known.model !== 'unknown' || !spec?.model)) continue
+      sims.set(e.name, {
+        name: e.name,
+        host: known?.host ?? `127.0.0.${SIM_HOST_BASE + sims.size}`,
+        port: 0,
+        model: spec?.model ?? 'unknown',
+        metricsFormat: FORMATS[spec?.inferenceEngine ?? ''] ?? 'vllm',
+        loras,
+        maxLoras: Math.max(1, loras.length),
+        zeroLatency: true,
       })
-      expect(help.status, help.stderr).toBe(0)
-      expect(help.stdout).toContain('Usage: infer-gateway dataplane')
-      const cli = spawnSync(process.execPath, [join(out, 'infer-gateway.mjs'), 'sim', '--help'], {
-        encoding: 'utf8',
-        timeout: 20_000,
-      })
-      expect(cli.status, cli.stderr).toBe(0)
-      expect(cli.stdout).toContain('Usage: sim')
-    } finally {
-      await rm(out, { recursive: true, force: true })
     }
+  }
+  const fleet = await startFleet([...sims.values()])
+  cleanups.push(() => fleet.close())
+  const at = new Map(fleet.sims.map((s) => [s.name, s]))
+  const configDir = await mkdtemp(join(tmpdir(), 'igw-demo-config-'))
+  cleanups.push(() => rm(configDir, { recursive: true, force: true }))
+  for (const { f, docs } of parsed) {
+    if (!docs.some((d) => d.kind === 'StaticEndpoints')) {
+      await copyFile(join(DEMO_DIR, f), join(configDir, f))
+      continue
+    }
+    const moved = docs.map((d) =>
+      d.kind !== 'StaticEndpoints'
+        ? d
+        : {
+            ...d,
+            endpoints: (d.endpoints ?? []).map((e) => {
+              const sim = at.get(e.name)
+              if (!sim) throw new Error(`no simulator for endpoint ${e.name}`)
+              return { ...e, address: sim.host, port: sim.port }
+            }),
+          },
+    )
+    await writeFile(join(configDir, f), moved.map((d) => stringify(d)).join('---\n'))
+  }
+  return { configDir, fleet, models }
+}
+
+async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 30_000): Promise<T> {
+  const deadline = Date.now() + ms
+  let last: unknown
+  while (Date.now() < deadline) {
+    try {
+      const v = await f()
+      if (v !== undefined) return v
+    } catch (e) {
+      last = e
+    }
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`)
+}
+
+/** Starts a data plane (`cmd args --config dir`) and answers every demo model through it. */
+async function serveDemo(cmd: string, args: readonly string[], cwd: string): Promise<void> {
+  const demo = await demoWithEngines()
+  const port = await freePort()
+  let output = ''
+  const proc: ChildProcess = spawn(
+    cmd,
+    [
+      ...args,
+      '--config',
+      demo.configDir,
+      '--host',
+      '127.0.0.1',
+      '--port',
+      String(port),
+      '--drain-delay',
+      '0',
+    ],
+    // No PATH, no NODE_PATH: nothing from the host's Node installation can be found.
+    { cwd, env: { HOME: cwd }, stdio: ['ignore', 'pipe', 'pipe'] },
+  )
+  proc.stdout?.on('data', (b: Buffer) => {
+    output += b.toString()
   })
+  proc.stderr?.on('data', (b: Buffer) => {
+    output += b.toString()
+  })
+  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)))
+  let code: number | null | 'timeout'
+  try {
+    const base = `http://127.0.0.1:${port}`
+    await until(`/readyz (output: ${output})`, async () => {
+      if (proc.exitCode !== null) throw new Error(`exited ${proc.exitCode}: ${output}`)
+      const r = await fetch(`${base}/readyz`, { signal: AbortSignal.timeout(2000) })
+      return r.status === 200 ? true : undefined
+    })
+    const client = new OpenAI({ baseURL: `${base}/v1`, apiKey: 'unused', maxRetries: 0 })
+    expect(demo.models).toContain('llama-3.1-8b')
+    for (const model of demo.models) {
+      const r = await client.chat.completions.create({
+        model,
+        messages: [{ role: 'user', content: `Hello ${model}` }],
+        max_tokens: 4,
+      })
+      expect(r.choices[0]?.message.content, model).toMatch(/\S/)
+    }
+    const stream = await client.chat.completions.create({
+      model: 'llama-3.1-8b',
+      messages: [{ role: 'user', content: 'Stream please' }],
+      max_tokens: 4,
+      stream: true,
+    })
+    let text = ''
+    for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? ''
+    expect(text).toMatch(/\S/)
+    // Every answer came from a simulated engine through this data plane.
+    const served = demo.fleet.sims.reduce((n, s) => n + s.stats().requests, 0)
+    expect(served).toBe(demo.models.length + 1)
+  } finally {
+    proc.kill('SIGTERM')
+    code = await Promise.race([
+      exited,
+      new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 15_000)),
+    ])
+    if (code === 'timeout') proc.kill('SIGKILL')
+  }
+  // A clean exit on SIGTERM (graceful drain), as the kubelet sends it.
+  expect(code, output).toBe(0)
+}
+
+describe('npm run build', () => {
+  it('builds a runnable CLI and a data-plane bundle without the Kubernetes client', () => {
+    expect(built.dataplaneInputs.some((i) => i.startsWith('dataplane/'))).toBe(true)
+    expect(built.dataplaneInputs.some((i) => i.includes('@kubernetes/client-node'))).toBe(false)
+    const help = spawnSync(process.execPath, [join(out, 'dataplane.mjs'), '--help'], {
+      encoding: 'utf8',
+      timeout: 20_000,
+    })
+    expect(help.status, help.stderr).toBe(0)
+    expect(help.stdout).toContain('Usage: infer-gateway dataplane')
+    const cli = spawnSync(process.execPath, [join(out, 'infer-gateway.mjs'), 'sim', '--help'], {
+      encoding: 'utf8',
+      timeout: 20_000,
+    })
+    expect(cli.status, cli.stderr).toBe(0)
+    expect(cli.stdout).toContain('Usage: sim')
+  })
+
+  it.runIf(process.platform === 'linux')(
+    'builds a single executable that serves examples/demo/ from an empty directory',
+    async () => {
+      expect(built.sea?.nodeVersion).toBe(process.version)
+      const dir = await mkdtemp(join(tmpdir(), 'igw-sea-run-'))
+      cleanups.push(() => rm(dir, { recursive: true, force: true }))
+      await copyFile(join(out, SEA_FILE), join(dir, SEA_FILE))
+      await chmod(join(dir, SEA_FILE), 0o755)
+      expect(await readdir(dir)).toEqual([SEA_FILE])
+      await serveDemo(join(dir, SEA_FILE), [], dir)
+    },
+    120_000,
+  )
+
+  it.runIf(node24 !== undefined)(
+    `runs dist/dataplane.mjs on Node ${IMAGE_NODE_MAJOR} (the image's Node) and serves examples/demo/`,
+    async () => {
+      if (!node24) return
+      const v = spawnSync(node24, ['--version'], { encoding: 'utf8' }).stdout.trim()
+      expect(v.startsWith(`v${IMAGE_NODE_MAJOR}.`)).toBe(true)
+      // Only the bundle in the directory: the image has no node_modules either.
+      const dir = await mkdtemp(join(tmpdir(), 'igw-node24-run-'))
+      cleanups.push(() => rm(dir, { recursive: true, force: true }))
+      await copyFile(join(out, 'dataplane.mjs'), join(dir, 'dataplane.mjs'))
+      await serveDemo(node24, [join(dir, 'dataplane.mjs')], dir)
+    },
+    120_000,
+  )
 })
