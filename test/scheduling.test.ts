@@ -144,7 +144,7 @@ describe('model-aware scheduling through the gateway', () => {
     const r = await send('Explain yourself', { 'x-infer-gateway-explain': '1' })
     expect(r.explain).toMatch(/^server=default\/pool profile=default pick=pod-\d/)
     expect(r.explain).toContain(`pick=${r.pod}`)
-    expect(r.explain).toMatch(/prefix-cache [\d.]+x3/)
+    expect(r.explain).toMatch(/predicted-latency [\d.]+x6/)
     const plain = await send('No explanation wanted')
     expect(plain.explain).toBeNull()
     await until(async () => {

@@ -123,20 +123,25 @@ export class LatencyModel {
     return this.#endpoints
   }
 
+  /**
+   * Lowest TTFT mean the engines' histograms report among the current candidates (ms), set per
+   * decision. Until the gateway has timed a first token itself (e.g. no streamed traffic yet), it
+   * stands in for the overhead. The lowest, and for all endpoints alike: an engine's mean also
+   * holds its past queueing, which must not count against it a second time.
+   */
+  engineTtftMs: number | undefined
+
   /** Prefill line for `ep`: its own fit shrunk towards the pooled one. */
-  prefill(ep: EndpointState, now: number): Prefill {
+  prefill(ep: EndpointState): Prefill {
     const poolSlope = this.pool.slope(this.priors.prefillMsPerToken)
-    let poolOverhead = this.pool.n > 0 ? this.pool.intercept(poolSlope) : this.priors.overheadMs
+    const poolOverhead =
+      this.pool.n > 0
+        ? this.pool.intercept(poolSlope)
+        : this.engineTtftMs !== undefined
+          ? Math.max(0, this.engineTtftMs - poolSlope * (this.meanUncachedTokens ?? 0))
+          : this.priors.overheadMs
     const own = this.#endpoints.get(ep)?.fit
-    if (own === undefined || own.n < 0.5) {
-      // Nothing observed through this gateway yet: the engine's own TTFT mean (its histogram)
-      // is evidence of this pod's speed, e.g. while traffic is not streamed.
-      const engineTtft = ep.fresh(now)?.ttftMeanSec
-      if (this.pool.n <= 0 && engineTtft !== undefined) {
-        poolOverhead = Math.max(0, engineTtft * 1000 - poolSlope * (this.meanUncachedTokens ?? 0))
-      }
-      return { perToken: poolSlope, overhead: poolOverhead }
-    }
+    if (own === undefined || own.n < 0.5) return { perToken: poolSlope, overhead: poolOverhead }
     const slope = own.slope(poolSlope)
     const w = own.n / (own.n + SHRINK_SAMPLES)
     return {
@@ -178,7 +183,6 @@ export class LatencyModel {
     ep: EndpointState,
     predicted: { readonly uncached: number; readonly waitMs: number },
     o: { readonly ttftMs?: number; readonly tpotMs?: number; readonly completionTokens?: number },
-    now: number,
   ): void {
     if (o.completionTokens !== undefined && o.completionTokens > 0) {
       this.meanOutputTokens = ewma(this.meanOutputTokens, o.completionTokens)
@@ -193,7 +197,7 @@ export class LatencyModel {
       return
     }
     if (predicted.waitMs < MIN_WAIT_SAMPLE_MS) return
-    const p = this.prefill(ep, now)
+    const p = this.prefill(ep)
     const queued = y - p.overhead - predicted.uncached * p.perToken
     const ratio = Math.min(WAIT_SCALE_MAX, Math.max(WAIT_SCALE_MIN, queued / predicted.waitMs))
     // The prediction already carried the old scale: move the scale by the ratio, not onto it.

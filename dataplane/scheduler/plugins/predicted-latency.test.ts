@@ -147,7 +147,7 @@ describe('predicted-latency', () => {
       p.onDispatch(r, ep)
       p.onComplete(r, ep, ok(20 + 0.5 * u, 40 + 0.5 * u, 8))
     }
-    const line = p.model.prefill(ep, 0)
+    const line = p.model.prefill(ep)
     expect(line.perToken).toBeCloseTo(0.5, 1)
     expect(line.overhead).toBeGreaterThan(10)
     expect(line.overhead).toBeLessThan(30)

@@ -97,7 +97,7 @@ export class PredictedLatencyPlugin implements Plugin {
     const depth = hashes.length > 0 ? (this.index.matchDepths(hashes, [ep])[ep.slot] ?? 0) : 0
     const pending = Math.max(0, ep.pending(req.now) - pendingOffset)
     const capacity = this.capacity(ep)
-    const p = this.model.prefill(ep, req.now)
+    const p = this.model.prefill(ep)
     const uncachedTokens = this.#uncached(req, depth)
     const waitMs = this.model.wait(pending, capacity, this.#slotMs(req, ep, p))
     return {
@@ -118,16 +118,24 @@ export class PredictedLatencyPlugin implements Plugin {
     const pending = this.#pending.get(n)
     const capacity = this.#capacity.get(n)
     const tpot = this.#tpot.get(n)
+    let engineTtft = Number.POSITIVE_INFINITY
+    for (const ep of eps) {
+      const m = ep.fresh(req.now)
+      if (m === undefined) continue
+      if (m.running > 0) {
+        const own = this.model.of(ep)
+        if (m.running > own.maxRunning) own.maxRunning = m.running
+      }
+      if (m.ttftMeanSec !== undefined && m.ttftMeanSec * 1000 < engineTtft) {
+        engineTtft = m.ttftMeanSec * 1000
+      }
+    }
+    this.model.engineTtftMs = Number.isFinite(engineTtft) ? engineTtft : undefined
     let best = Number.POSITIVE_INFINITY
     let minTpot = Number.POSITIVE_INFINITY
     for (let i = 0; i < n; i++) {
       const ep = eps[i] as EndpointState
-      const running = ep.fresh(req.now)?.running
-      if (running !== undefined && running > 0) {
-        const m = this.model.of(ep)
-        if (running > m.maxRunning) m.maxRunning = running
-      }
-      const p = this.model.prefill(ep, req.now)
+      const p = this.model.prefill(ep)
       const pend = ep.pending(req.now)
       const cap = this.capacity(ep)
       const depth = match === undefined ? 0 : (match[ep.slot] ?? 0)
@@ -184,18 +192,13 @@ export class PredictedLatencyPlugin implements Plugin {
     // Only a stream's first byte is its first token; a plain response's is the whole answer.
     const stream = req.ticket.stream && o.firstByteMs !== undefined
     const tokens = o.completionTokens
-    this.model.observed(
-      ep,
-      rec,
-      {
-        ...(stream ? { ttftMs: o.firstByteMs } : {}),
-        ...(stream && tokens !== undefined && tokens > 1
-          ? { tpotMs: (o.durationMs - (o.firstByteMs as number)) / (tokens - 1) }
-          : {}),
-        ...(tokens !== undefined ? { completionTokens: tokens } : {}),
-      },
-      req.now,
-    )
+    this.model.observed(ep, rec, {
+      ...(stream ? { ttftMs: o.firstByteMs } : {}),
+      ...(stream && tokens !== undefined && tokens > 1
+        ? { tpotMs: (o.durationMs - (o.firstByteMs as number)) / (tokens - 1) }
+        : {}),
+      ...(tokens !== undefined ? { completionTokens: tokens } : {}),
+    })
   }
 
   forget(ep: EndpointState): void {
@@ -211,7 +214,7 @@ export class PredictedLatencyPlugin implements Plugin {
   debug(now: number): Record<string, unknown> {
     const endpoints: Record<string, unknown> = {}
     for (const [ep, m] of this.model.endpoints) {
-      const p = this.model.prefill(ep, now)
+      const p = this.model.prefill(ep)
       endpoints[ep.name] = {
         prefillMsPerToken: round(p.perToken, 4),
         overheadMs: round(p.overhead, 1),
