@@ -10,6 +10,7 @@
 import { Agent } from 'undici'
 import type { InferenceEngine } from '../../api/snapshot.js'
 import type { GenericMapping } from './adapters/index.js'
+import type { RestartSignal } from './restart.js'
 import { EngineMetricsTracker } from './tracker.js'
 import type { EngineMetrics } from './view.js'
 
@@ -29,7 +30,13 @@ export type ScrapeFailureKind =
   | 'bad_response'
 
 export type ScrapeResult =
-  | { readonly ok: true; readonly metrics: EngineMetrics; readonly durationMs: number }
+  | {
+      readonly ok: true
+      readonly metrics: EngineMetrics
+      readonly durationMs: number
+      /** The engine process restarted since the previous successful scrape (restart.ts). */
+      readonly restart?: RestartSignal
+    }
   | {
       readonly ok: false
       readonly kind: ScrapeFailureKind
@@ -267,7 +274,7 @@ export class MetricsScraper {
       clearTimeout(timer)
       loop.abort.signal.removeEventListener('abort', onStop)
     }
-    const { metrics, parsed } = loop.tracker.ingestText(text)
+    const { metrics, parsed, restart } = loop.tracker.ingestText(text)
     if (parsed.sampleCount === 0 || metrics.missing.length === 2) {
       return {
         ok: false,
@@ -279,7 +286,9 @@ export class MetricsScraper {
         durationMs: elapsed(),
       }
     }
-    return { ok: true, metrics, durationMs: elapsed() }
+    return restart !== undefined
+      ? { ok: true, metrics, durationMs: elapsed(), restart }
+      : { ok: true, metrics, durationMs: elapsed() }
   }
 }
 

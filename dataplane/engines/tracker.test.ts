@@ -41,4 +41,21 @@ describe('EngineMetricsTracker', () => {
       engineType: 'Generic',
     })
   })
+
+  it('reports an engine restart and starts its interval means over', () => {
+    // Engines declare their families; only declared counters and histograms are compared.
+    const typed = (sum: number, count: number) =>
+      `# TYPE sglang:time_to_first_token_seconds histogram\n${scrape(sum, count)}`
+    const t = new EngineMetricsTracker('SGLang')
+    expect(t.ingestText(typed(10, 10)).restart).toBeUndefined()
+    expect(t.ingestText(typed(12, 20)).restart).toBeUndefined()
+    // Counts fell: a new process. The mean is its own cumulative one, not a negative delta.
+    const after = t.ingestText(typed(3, 10))
+    expect(after.restart).toBe('counter_reset')
+    expect(after.metrics.ttftMeanSec).toBeCloseTo(0.3, 12)
+    expect(t.ingestText(typed(4, 20)).restart).toBeUndefined()
+    const withStart = (s: number) => `process_start_time_seconds ${s}\n${typed(5, 30)}`
+    expect(t.ingestText(withStart(1.7e9)).restart).toBeUndefined()
+    expect(t.ingestText(withStart(1.7e9 + 5)).restart).toBe('start_time')
+  })
 })

@@ -1,10 +1,17 @@
 // Per-endpoint glue: parse one scrape, run the engine's adapter with the previous scrape's state,
-// keep the new state. The scraper (a later issue) holds one tracker per endpoint and drops it when
-// the endpoint leaves the snapshot; a restarted pod is handled by counter-reset detection.
+// keep the new state. The scraper holds one tracker per endpoint and drops it when the endpoint
+// leaves the snapshot. A pod restarted in place (same address) is noticed here (restart.ts): the
+// result says so, and the interval state starts over instead of mixing two processes' totals.
 
 import type { InferenceEngine } from '../../api/snapshot.js'
 import { adapterFor, type GenericMapping } from './adapters/index.js'
 import { type ParsedMetrics, type ParseOptions, parsePrometheusText } from './prom-parser.js'
+import {
+  fingerprint,
+  type ProcessFingerprint,
+  type RestartSignal,
+  restartBetween,
+} from './restart.js'
 import type { AdapterState, EngineAdapter, EngineMetrics } from './view.js'
 
 export interface EngineMetricsTrackerOptions {
@@ -16,12 +23,15 @@ export interface IngestResult {
   readonly metrics: EngineMetrics
   /** The parse result, for its error records and counts. */
   readonly parsed: ParsedMetrics
+  /** Set when this scrape shows the engine process restarted since the previous one. */
+  readonly restart?: RestartSignal
 }
 
 export class EngineMetricsTracker {
   readonly adapter: EngineAdapter
   readonly #parse: ParseOptions
   #state: AdapterState | undefined
+  #process: ProcessFingerprint | undefined
 
   constructor(engine: InferenceEngine, options: EngineMetricsTrackerOptions = {}) {
     this.adapter = adapterFor(engine, options.generic)
@@ -36,7 +46,13 @@ export class EngineMetricsTracker {
   /** Parses one exposition body and folds it into the interval state. */
   ingestText(text: string): IngestResult {
     const parsed = parsePrometheusText(text, this.#parse)
-    return { metrics: this.ingest(parsed), parsed }
+    const process = fingerprint(parsed)
+    const restart = restartBetween(this.#process, process)
+    this.#process = process
+    // Interval means across a restart would mix two processes: start over from this scrape.
+    if (restart !== undefined) this.#state = undefined
+    const metrics = this.ingest(parsed)
+    return restart !== undefined ? { metrics, parsed, restart } : { metrics, parsed }
   }
 
   ingest(parsed: ParsedMetrics): EngineMetrics {
@@ -48,5 +64,6 @@ export class EngineMetricsTracker {
   /** Forget the previous scrape: the next one reports cumulative means again. */
   reset(): void {
     this.#state = undefined
+    this.#process = undefined
   }
 }

@@ -4,11 +4,15 @@
 //
 // - Engine view: a scrape loop per endpoint of the live snapshot (engines/scraper.ts), blended
 //   with this replica's own in-flight counts and measured latency (state.ts).
-// - Passive health: endpoints failing connections or scrapes are ejected for a growing backoff
-//   period and come back only once they answer again. If EVERY candidate is ejected, they are
-//   all tried anyway, best score first (panic mode, as Envoy does): answering 503 at once would
-//   turn a network blip or a stale view into a certain outage, while the proxy's retries over the
-//   ordered list still give a live endpoint the chance to answer.
+// - Passive health (state.ts): two tracks per endpoint. Liveness (refused connections, dead
+//   scrapes) ends on the first answer after a short period, with its backoff; outliers (5xx,
+//   timeouts, cut bodies, malformed HTTP, by streak or failure rate) end after successful trial
+//   requests. When fewer than `panicThreshold` (default half) of a server's ready endpoints are
+//   in rotation, ejection is ignored for that server (panic mode, as Envoy does): so many
+//   ejections are more likely a stale view or a shared cause than so many broken engines, and
+//   piling all traffic on the rest would turn a partial outage into a total one.
+// - Engine restarts (counters going backwards, a new process start time, seen by the scraper):
+//   plugins drop what they remember about that endpoint (`onEndpointReset`).
 // - Profiles: per ModelServer (`spec.scheduler`), else DEFAULT_PROFILE; taking effect on the
 //   snapshot swap, keeping plugin state where name and arguments are unchanged.
 // - Explain: with `ctx.explain` set, a one-line summary of the scores goes back to the caller.
@@ -17,6 +21,7 @@ import type { RoutingSnapshot, SnapshotEndpoint, SnapshotServer } from '../../ap
 import { MetricsScraper, type ScrapeResult, type ScrapeTarget } from '../engines/scraper.js'
 import type { Logger } from '../log.js'
 import type { Admission, DispatchOutcome, EndpointPicker, PickContext } from '../picker.js'
+import { HealthLog } from './health-log.js'
 import { buildProfile, DEFAULT_PROFILE, type ProfileEntry } from './profile.js'
 import { blockHashes, chainSeed, expectedOutputTokens, promptPieces, rendezvous } from './prompt.js'
 import { Scratch } from './scores.js'
@@ -151,6 +156,7 @@ export class Scheduler implements EndpointPicker {
   readonly #total = new Scratch()
   readonly #part = new Scratch()
   readonly #costs = new CostSample()
+  readonly #health: HealthLog
 
   constructor(opts: SchedulerOptions = {}) {
     this.#now = opts.now ?? (() => performance.now())
@@ -164,6 +170,7 @@ export class Scheduler implements EndpointPicker {
       health: { ...DEFAULT_HEALTH, ...opts.health },
     }
     this.#env = { random: this.#random, now: this.#now }
+    this.#health = new HealthLog(opts.log)
     if (scrape !== undefined) {
       this.#scraper = new MetricsScraper({
         intervalMs: interval,
@@ -254,7 +261,9 @@ export class Scheduler implements EndpointPicker {
     let list: readonly EndpointState[] = all
     let ejected = 0
     for (const e of all) if (e.isEjected(t0)) ejected++
-    const panic = ejected === all.length
+    const healthy = all.length - ejected
+    const panicBelow = this.#stateOpts.health.panicThreshold * all.length
+    const panic = ejected > 0 && (healthy === 0 || healthy < panicBelow)
     if (ejected > 0 && !panic) list = all.filter((e) => !e.isEjected(t0))
     for (const entry of ss.entries) {
       const f = entry.plugin.filter
@@ -303,6 +312,7 @@ export class Scheduler implements EndpointPicker {
       explain.text = explainLine(ss, list, total, rows, topK(total, n, Math.min(n, EXPLAIN_TOP)), {
         panic,
         ejected,
+        total: all.length,
         us,
       })
     }
@@ -325,16 +335,8 @@ export class Scheduler implements EndpointPicker {
     const req = this.#request(ctx)
     req.now = this.#now()
     if (st === undefined) return
-    const wasEjected = st.isEjected(req.now)
     st.dispatchEnded(req.ticket, outcome, req.now)
-    if (!wasEjected && st.isEjected(req.now)) {
-      this.#log?.('warn', 'endpoint ejected', {
-        endpoint: st.name,
-        address: st.id,
-        reason: st.ejectReason,
-        periodMs: st.ejectedUntil - st.ejectedAt,
-      })
-    }
+    this.#health.note(st, req.now)
     const ss = this.#servers.get(ctx.server.key)
     if (ss === undefined) return
     for (const e of ss.entries) e.plugin.onComplete?.(req, st, outcome)
@@ -381,17 +383,25 @@ export class Scheduler implements EndpointPicker {
     const st = this.#states.get(id)
     if (st === undefined) return
     const now = this.#now()
-    const wasEjected = st.isEjected(now)
-    if (r.ok) st.scrapeSucceeded(now, r.metrics)
-    else st.scrapeFailed(now, r.kind === 'bad_response', r.error)
-    if (!wasEjected && st.isEjected(now)) {
-      this.#log?.('warn', 'endpoint ejected', {
-        endpoint: st.name,
-        address: st.id,
-        reason: st.ejectReason,
-        periodMs: st.ejectedUntil - st.ejectedAt,
-      })
+    if (r.ok) {
+      if (st.scrapeSucceeded(now, r.metrics, r.restart)) this.#endpointReset(st, now)
+    } else st.scrapeFailed(now, r.kind === 'bad_response', r.error)
+    this.#health.note(st, now)
+  }
+
+  /** The engine behind `st` restarted: every server's plugins forget what they knew about it. */
+  #endpointReset(st: EndpointState, now: number): void {
+    for (const ss of this.#servers.values()) {
+      if (!ss.members.has(st)) continue
+      for (const e of ss.entries) e.plugin.onEndpointReset?.(st)
     }
+    this.#log?.('info', 'engine restart detected', {
+      endpoint: st.name,
+      address: st.id,
+      signal: st.lastRestart,
+      restarts: st.generation,
+    })
+    this.#health.note(st, now)
   }
 
   /**
@@ -466,11 +476,11 @@ function explainLine(
   total: Float64Array,
   rows: readonly { name: string; weight: number; scores: number[] }[],
   top: readonly number[],
-  info: { panic: boolean; ejected: number; us: number },
+  info: { panic: boolean; ejected: number; total: number; us: number },
 ): string {
   const first = top[0]
   const parts = [
-    `server=${ss.key} profile=${ss.custom ? 'custom' : 'default'} pick=${first === undefined ? '-' : (list[first]?.name ?? '-')}${info.panic ? ' panic=all-ejected' : info.ejected > 0 ? ` ejected=${info.ejected}` : ''}`,
+    `server=${ss.key} profile=${ss.custom ? 'custom' : 'default'} pick=${first === undefined ? '-' : (list[first]?.name ?? '-')}${info.panic ? ` panic=${info.ejected === info.total ? 'all' : `${info.ejected}/${info.total}`}-ejected` : info.ejected > 0 ? ` ejected=${info.ejected}` : ''}`,
   ]
   for (const i of top) {
     const terms = rows.map((r) => `${r.name} ${fmt(r.scores[i] ?? 0)}x${fmt(r.weight)}`)

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest'
+import type { DispatchOutcome } from '../picker.js'
 import { DEFAULT_HEALTH, DEFAULT_STATE_OPTIONS, fmix32, hashString } from './state.js'
 import { metrics, scraped, state } from './testkit.js'
 
@@ -83,55 +84,240 @@ describe('EndpointState: blended load', () => {
   })
 })
 
-describe('EndpointState: passive health', () => {
+describe('EndpointState: passive health, liveness track', () => {
   const connectFail = { status: 0, failure: 'connect' as const, durationMs: 1 }
+  const base = DEFAULT_HEALTH.baseEjectionMs
 
-  it('ejects after consecutive connect failures, for a backoff that doubles', () => {
+  it('ejects after consecutive connect failures; unscraped, a failed probe doubles the period', () => {
     const s = state('a', 2)
     s.probed = false
-    s.dispatchStarted(ticket, 0)
     s.dispatchEnded(ticket, connectFail, 0)
     expect(s.isEjected(0)).toBe(false)
-    s.dispatchStarted(ticket, 0)
     s.dispatchEnded(ticket, connectFail, 0)
     expect(s.isEjected(0)).toBe(true)
-    expect(s.ejectReason).toBe('connect')
-    expect(s.isEjected(DEFAULT_HEALTH.baseEjectionMs - 1)).toBe(true)
-    // Unprobed: after the backoff the next request is the probe.
-    expect(s.isEjected(DEFAULT_HEALTH.baseEjectionMs)).toBe(false)
-    const t = DEFAULT_HEALTH.baseEjectionMs
-    s.dispatchEnded(ticket, connectFail, t)
-    s.dispatchEnded(ticket, connectFail, t)
-    expect(s.ejectedUntil - s.ejectedAt).toBe(2 * DEFAULT_HEALTH.baseEjectionMs)
-    // A success resets the backoff.
-    s.dispatchEnded(ticket, ok, t + 5000)
-    expect(s.ejections).toBe(0)
+    expect(s.lastEjection).toMatchObject({ reason: 'connect', periodMs: base, count: 1 })
+    expect(s.isEjected(base - 1)).toBe(true)
+    // Unprobed: after the period the next request is the probe, and one failure is enough.
+    expect(s.isEjected(base)).toBe(false)
+    s.dispatchEnded(ticket, connectFail, base)
+    expect(s.lastEjection).toMatchObject({ periodMs: 2 * base, count: 2 })
+    // Any answer after the period ends the ejection and its doubling.
+    s.dispatchEnded(ticket, { status: 503, durationMs: 1 }, 3 * base + 5)
+    expect(s.ejectionActive).toBe(false)
+    s.dispatchEnded(ticket, connectFail, 4 * base)
+    s.dispatchEnded(ticket, connectFail, 4 * base)
+    expect(s.lastEjection).toMatchObject({ periodMs: base, count: 1 })
   })
 
-  it('a probed endpoint stays out after the backoff until it answers a scrape', () => {
+  it('a scraped endpoint stays out after the period until it answers, then is back at once with its backoff reset', () => {
     const s = state('a', 2)
     s.probed = true
     s.scrapeFailed(0, false, 'ECONNREFUSED')
     expect(s.isEjected(0)).toBe(false)
     s.scrapeFailed(200, false, 'ECONNREFUSED')
     expect(s.isEjected(200)).toBe(true)
-    expect(s.ejectReason).toBe('scrape')
-    expect(s.isEjected(5000)).toBe(true) // backoff over, but no sign of life
-    s.scrapeFailed(5100, true, 'HTTP 404') // answered: alive, just no metrics
-    expect(s.isEjected(5100)).toBe(false)
+    expect(s.lastEjection?.reason).toBe('scrape')
+    // Down for 20 s (a gateway that sat idle while the engine restarted slowly): the outage does
+    // not lengthen the ejection, and the first answer readmits.
+    for (let t = 400; t < 20_000; t += 200) s.scrapeFailed(t, false, 'ECONNREFUSED')
+    expect(s.isEjected(20_000)).toBe(true)
+    expect(s.lastEjection).toMatchObject({ periodMs: base, count: 1 })
+    scraped(s, 20_100, { running: 0 })
+    expect(s.isEjected(20_100)).toBe(false)
+    expect(s.ejectionActive).toBe(false)
+    // Restarted again: again the base period, not a doubled one.
+    s.scrapeFailed(30_000, false, 'ECONNREFUSED')
+    s.scrapeFailed(30_200, false, 'ECONNREFUSED')
+    expect(s.lastEjection).toMatchObject({ reason: 'scrape', periodMs: base, count: 1 })
+    // An HTTP answer that is not metrics is a sign of life too.
+    s.scrapeFailed(31_300, true, 'HTTP 404')
+    expect(s.isEjected(31_300)).toBe(false)
   })
 
-  it('ejects after consecutive 5xx, but not for timeouts or cut streams', () => {
+  it('an engine that answers during the period is back when the period ends, not a scrape later', () => {
     const s = state('a', 2)
-    for (let i = 0; i < 10; i++)
-      s.dispatchEnded(ticket, { status: 0, failure: 'timeout', durationMs: 1 }, 0)
-    expect(s.isEjected(0)).toBe(false)
-    for (let i = 0; i < DEFAULT_HEALTH.consecutive5xx; i++)
-      s.dispatchEnded(ticket, { status: 503, durationMs: 1 }, 0)
-    expect(s.isEjected(0)).toBe(true)
-    expect(s.ejectReason).toBe('5xx')
+    s.probed = true
+    s.scrapeFailed(0, false, 'ECONNREFUSED')
+    s.scrapeFailed(200, false, 'ECONNREFUSED')
+    scraped(s, 600, {})
+    expect(s.isEjected(200 + base - 1)).toBe(true)
+    expect(s.isEjected(200 + base)).toBe(false)
+    // …unless it went away again in between.
+    s.scrapeFailed(800, false, 'ECONNREFUSED')
+    expect(s.isEjected(200 + base)).toBe(true)
   })
 
+  it('scrape failures and proxied successes are separate counts', () => {
+    const s = state('a', 2)
+    s.probed = true
+    s.scrapeFailed(0, false, 'timeout')
+    s.dispatchEnded(ticket, ok, 100) // the engine serves, but its /metrics is wedged
+    s.scrapeFailed(200, false, 'timeout')
+    expect(s.lastEjection?.reason).toBe('scrape')
+    const t = state('b', 3)
+    t.dispatchEnded(ticket, connectFail, 0)
+    scraped(t, 100, {}) // a scrape does not vouch for the proxy's connections
+    t.dispatchEnded(ticket, connectFail, 200)
+    expect(t.lastEjection?.reason).toBe('connect')
+  })
+})
+
+describe('EndpointState: passive health, outlier track', () => {
+  const base = DEFAULT_HEALTH.baseEjectionMs
+  const n = DEFAULT_HEALTH.consecutiveFailures
+  const fail = (failure: DispatchOutcome['failure'], status = 0): DispatchOutcome => ({
+    status,
+    ...(failure !== undefined ? { failure } : {}),
+    durationMs: 1,
+  })
+
+  it('ejects after consecutive failed answers of every kind, named by the kind', () => {
+    const cases: [DispatchOutcome, string][] = [
+      [fail(undefined, 500), '5xx'],
+      [fail('retry_status', 502), '5xx'],
+      [fail('timeout'), 'timeout'],
+      [fail('stream_cut', 200), 'stream_cut'],
+      [fail('protocol'), 'protocol'],
+      [fail('body_too_large', 200), 'body_too_large'],
+      [fail('other'), 'other'],
+    ]
+    for (const [outcome, reason] of cases) {
+      const s = state(`e-${reason}`, 2)
+      for (let i = 0; i < n - 1; i++) s.dispatchEnded(ticket, outcome, 10)
+      expect(s.isEjected(10)).toBe(false)
+      s.dispatchEnded(ticket, outcome, 10)
+      expect(s.isEjected(10)).toBe(true)
+      expect(s.lastEjection?.reason).toBe(reason)
+    }
+  })
+
+  it('client aborts never count, and neither break a streak nor make one; 429 is an answer', () => {
+    const s = state('a', 2)
+    for (let i = 0; i < 100; i++) s.dispatchEnded(ticket, fail('aborted', 200), 10)
+    expect(s.isEjected(10)).toBe(false)
+    for (let i = 0; i < n - 1; i++) s.dispatchEnded(ticket, fail('timeout'), 10)
+    for (let i = 0; i < 10; i++) s.dispatchEnded(ticket, fail('aborted'), 10)
+    s.dispatchEnded(ticket, fail('timeout'), 10)
+    expect(s.lastEjection?.reason).toBe('timeout')
+    const t = state('b', 3)
+    for (let i = 0; i < 20; i++) t.dispatchEnded(ticket, fail('retry_status', 429), 10)
+    expect(t.isEjected(10)).toBe(false)
+  })
+
+  it('ejects on the failure rate when failures are interleaved with successes', () => {
+    const s = state('a', 2)
+    // One stream in three cut mid-way: never 5 in a row, a third of the answers lost.
+    let i = 0
+    for (; i < 60 && !s.isEjected(i); i++) {
+      s.dispatchEnded(ticket, i % 3 === 2 ? fail('stream_cut', 200) : ok, i)
+    }
+    expect(s.lastEjection?.reason).toBe('failure_rate')
+    expect(i).toBeLessThanOrEqual(DEFAULT_HEALTH.failureRateMinRequests + 3)
+    // One in ten is below the default rate (0.25): never ejected.
+    const t = state('b', 3)
+    for (let j = 0; j < 500; j++)
+      t.dispatchEnded(ticket, j % 10 === 9 ? fail('timeout') : ok, j * 5)
+    expect(t.ejectionActive).toBe(false)
+  })
+
+  it('after the period: one trial at a time; two successes end it; a failed trial doubles it, bounded', () => {
+    const s = state('a', 2)
+    s.probed = true
+    scraped(s, 0, {})
+    for (let i = 0; i < n; i++) s.dispatchEnded(ticket, fail(undefined, 500), 0)
+    expect(s.isEjected(base - 1)).toBe(true)
+    // Metrics keep answering all along: that says nothing about the answers to requests.
+    scraped(s, base, {})
+    expect(s.isEjected(base)).toBe(false)
+    s.dispatchStarted(ticket, base) // the trial
+    expect(s.isEjected(base + 1)).toBe(true)
+    // A trial that hangs does not block the next one for longer than the base period.
+    expect(s.isEjected(2 * base)).toBe(false)
+    s.dispatchEnded(ticket, fail(undefined, 500), 2 * base)
+    expect(s.isEjected(2 * base)).toBe(true)
+    expect(s.lastEjection).toMatchObject({ reason: '5xx', periodMs: 2 * base, count: 2 })
+    // Still failing: the period doubles up to the maximum.
+    let t = 2 * base
+    for (let k = 0; k < 8; k++) {
+      t += s.lastEjection?.periodMs ?? 0
+      s.dispatchStarted(ticket, t)
+      s.dispatchEnded(ticket, fail('timeout'), t)
+    }
+    expect(s.lastEjection?.periodMs).toBe(DEFAULT_HEALTH.maxEjectionMs)
+    // Recovered: two good trials and it is fully back.
+    t += DEFAULT_HEALTH.maxEjectionMs
+    s.dispatchStarted(ticket, t)
+    s.dispatchEnded(ticket, ok, t + 1)
+    expect(s.ejectionActive).toBe(true)
+    s.dispatchStarted(ticket, t + 1)
+    s.dispatchEnded(ticket, ok, t + 2)
+    expect(s.ejectionActive).toBe(false)
+    expect(s.isEjected(t + 2)).toBe(false)
+  })
+
+  it('failures of requests sent before the ejection (a hung backlog timing out) do not count', () => {
+    const s = state('a', 2)
+    for (let i = 0; i < n; i++)
+      s.dispatchEnded(ticket, { ...fail('timeout'), durationMs: 3000 }, 3000)
+    expect(s.lastEjection?.at).toBe(3000)
+    // The rest of the backlog times out after the period: old news, no re-ejection.
+    for (let i = 0; i < 20; i++) {
+      s.dispatchEnded(ticket, { ...fail('timeout'), durationMs: 3000 }, 3000 + base + 500)
+    }
+    expect(s.lastEjection?.count).toBe(1)
+    expect(s.isEjected(3000 + base + 500)).toBe(false)
+  })
+
+  it('a scrape success does not end an outlier streak or ejection; the backoff resets after a calm max period', () => {
+    const s = state('a', 2)
+    s.probed = true
+    for (let i = 0; i < n - 1; i++) s.dispatchEnded(ticket, fail(undefined, 500), 0)
+    scraped(s, 1, {})
+    s.dispatchEnded(ticket, fail(undefined, 500), 2)
+    expect(s.lastEjection?.reason).toBe('5xx')
+    // Back after the trials, then a second ejection soon after doubles…
+    const back = (t: number) => {
+      s.dispatchEnded(ticket, ok, t)
+      s.dispatchEnded(ticket, ok, t + 1)
+    }
+    back(base + 10)
+    expect(s.ejectionActive).toBe(false)
+    for (let i = 0; i < n; i++) s.dispatchEnded(ticket, fail(undefined, 500), base + 20)
+    expect(s.lastEjection).toMatchObject({ count: 2, periodMs: 2 * base })
+    // …but one after a whole calm max period starts from the base again.
+    back(4 * base)
+    const later = 4 * base + DEFAULT_HEALTH.maxEjectionMs + 10
+    for (let i = 0; i < n; i++) s.dispatchEnded(ticket, fail(undefined, 500), later)
+    expect(s.lastEjection).toMatchObject({ count: 1, periodMs: base })
+  })
+})
+
+describe('EndpointState: engine restarts', () => {
+  it('a restart bumps the generation, forgets the batch limit and loaded adapters, and cuts an outlier period short', () => {
+    const s = state('a', 2)
+    scraped(s, 0, { running: 8, waiting: 2 })
+    s.dispatchStarted({ ...ticket, lora: 'ad-1' }, 0)
+    expect(s.learnedCapacity).toBe(8)
+    for (let i = 0; i < DEFAULT_HEALTH.consecutiveFailures; i++)
+      s.dispatchEnded(ticket, { status: 500, durationMs: 1 }, 10)
+    expect(s.isEjected(20)).toBe(true)
+    s.scrapeStarted()
+    expect(s.scrapeSucceeded(20, metrics({ running: 1 }))).toBe(false)
+    expect(s.generation).toBe(0)
+    s.scrapeStarted()
+    expect(s.scrapeSucceeded(40, metrics({ running: 1 }), 'start_time')).toBe(true)
+    expect(s.generation).toBe(1)
+    expect(s.lastRestart).toBe('start_time')
+    expect(s.learnedCapacity).toBe(0)
+    expect(s.loraSeen.size).toBe(0)
+    // A new process gets its trials now instead of serving the old one's sentence.
+    expect(s.isEjected(40)).toBe(false)
+    expect(s.ejectionActive).toBe(true)
+    expect(s.view(40)).toMatchObject({ restarts: { count: 1, last: 'start_time' } })
+  })
+})
+
+describe('EndpointState: debug view', () => {
   it('reports a debug view with engine, local and blended numbers', () => {
     const s = state('pod-a', 2, { labels: { gpu: 'H100' } })
     scraped(s, 0, metrics({ running: 2, waiting: 1, kvCacheUsage: 0.5 }))
@@ -140,6 +326,7 @@ describe('EndpointState: passive health', () => {
     expect(v['engine']).toMatchObject({ running: 2, waiting: 1, kvCacheUsage: 0.5 })
     expect(v['blended']).toMatchObject({ pending: 3 })
     expect(v['scrape']).toMatchObject({ fresh: true, ageMs: 100 })
+    expect(v['health']).toMatchObject({ consecutiveFailures: 0, connectFailures: 0 })
   })
 })
 

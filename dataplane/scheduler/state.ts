@@ -6,20 +6,42 @@
 // whichever pod looked idle at the last scrape.
 
 import type { SnapshotEndpoint } from '../../api/snapshot.js'
+import type { RestartSignal } from '../engines/restart.js'
 import type { EngineMetrics } from '../engines/view.js'
 import type { DispatchOutcome } from '../picker.js'
 
 export interface HealthOptions {
-  /** Consecutive connect failures of proxied requests that eject the endpoint. Default 2. */
+  // Liveness: is anything listening? Ends on the first sign of life after the ejection period.
+  /** Consecutive connect failures (refused/reset/connect timeout) of proxied requests. Default 2. */
   readonly connectFailures: number
-  /** Consecutive unreachable scrapes that eject the endpoint. Default 2. */
+  /** Consecutive unreachable scrapes. Default 2. */
   readonly scrapeFailures: number
-  /** Consecutive 5xx answers that eject the endpoint. Default 5. */
-  readonly consecutive5xx: number
-  /** First ejection period; doubles on each ejection without a success in between. Default 1 s. */
+  // Outliers: the engine answers, but badly. Ends with successful trial requests.
+  /**
+   * Consecutive failed answers that eject: 5xx, response-header/idle timeouts, bodies cut
+   * mid-way, malformed HTTP, oversized bodies. Default 5.
+   */
+  readonly consecutiveFailures: number
+  /** Share of failed answers over `failureRateWindowMs` that ejects (0..1; 1 = off). Default 0.25. */
+  readonly failureRate: number
+  /** Answers in the window before the failure rate is judged. Default 10. */
+  readonly failureRateMinRequests: number
+  /** Default 2 s. */
+  readonly failureRateWindowMs: number
+  /** Successful trial requests in a row that end an outlier ejection. Default 2. */
+  readonly probationSuccesses: number
+  /** First ejection period. Default 1 s. */
   readonly baseEjectionMs: number
-  /** Longest ejection period. Default 30 s. */
+  /**
+   * Longest ejection period: outlier ejections double up to it (liveness ejections of a scraped
+   * endpoint end on the first answer, so they never need to). Default 10 s.
+   */
   readonly maxEjectionMs: number
+  /**
+   * Below this share of non-ejected endpoints a server ignores ejection altogether (Envoy's panic
+   * threshold); 0 = only when every endpoint is ejected. Default 0.5.
+   */
+  readonly panicThreshold: number
 }
 
 export interface StateOptions {
@@ -33,9 +55,14 @@ export interface StateOptions {
 export const DEFAULT_HEALTH: HealthOptions = {
   connectFailures: 2,
   scrapeFailures: 2,
-  consecutive5xx: 5,
+  consecutiveFailures: 5,
+  failureRate: 0.25,
+  failureRateMinRequests: 10,
+  failureRateWindowMs: 2_000,
+  probationSuccesses: 2,
   baseEjectionMs: 1_000,
-  maxEjectionMs: 30_000,
+  maxEjectionMs: 10_000,
+  panicThreshold: 0.5,
 }
 
 export const DEFAULT_STATE_OPTIONS: StateOptions = {
@@ -58,7 +85,45 @@ export class Ewma {
   }
 }
 
-export type EjectReason = 'connect' | 'scrape' | '5xx'
+/** Liveness reasons: nothing answered. */
+export type LivenessReason = 'connect' | 'scrape'
+/** Outlier reasons: answers that failed, by kind, or too many of them overall. */
+export type OutlierReason =
+  | '5xx'
+  | 'timeout'
+  | 'stream_cut'
+  | 'protocol'
+  | 'body_too_large'
+  | 'other'
+  | 'failure_rate'
+export type EjectReason = LivenessReason | OutlierReason
+
+/**
+ * One ejection track: active from an ejection until the track's own evidence ends it (the
+ * period alone does not). `count` drives the doubling period.
+ */
+class Ejection<R extends EjectReason> {
+  active = false
+  count = 0
+  at = Number.NEGATIVE_INFINITY
+  until = Number.NEGATIVE_INFINITY
+  reason: R | undefined
+  /** When the track last ended (for the backoff reset and the debug view). */
+  endedAt = Number.NEGATIVE_INFINITY
+
+  start(now: number, reason: R, h: HealthOptions): void {
+    this.active = true
+    this.count++
+    this.at = now
+    this.until = now + Math.min(h.maxEjectionMs, h.baseEjectionMs * 2 ** (this.count - 1))
+    this.reason = reason
+  }
+
+  end(now: number): void {
+    this.active = false
+    this.endedAt = now
+  }
+}
 
 /** Per-request facts the state needs at dispatch and completion. */
 export interface LoadTicket {
@@ -108,13 +173,30 @@ export class EndpointState {
   /** Adapter → last time this replica sent it here (the engine only reports running ones). */
   readonly loraSeen = new Map<string, number>()
 
-  // passive health
+  // engine restarts (restart.ts): plugins drop what they remember when `generation` moves
+  /** Engine restarts seen on this endpoint. */
+  generation = 0
+  lastRestart: RestartSignal | undefined
+  lastRestartAt = Number.NEGATIVE_INFINITY
+
+  // passive health: two independent tracks (see isEjected)
   connectFailures = 0
-  consecutive5xx = 0
-  ejections = 0
-  ejectedAt = Number.NEGATIVE_INFINITY
-  ejectedUntil = Number.NEGATIVE_INFINITY
-  ejectReason: EjectReason | undefined
+  /** Consecutive failed answers (outlier track). */
+  consecutiveFailures = 0
+  readonly #live = new Ejection<LivenessReason>()
+  readonly #outlier = new Ejection<OutlierReason>()
+  /** The latest liveness evidence was positive (an answer, not a refusal or a dead scrape). */
+  #liveUp = true
+  /** Successful trials since the outlier period ended. */
+  #trialsOk = 0
+  /** When the last trial request left (one at a time while on probation). */
+  #trialAt = Number.NEGATIVE_INFINITY
+  /** Failure-rate window: two half-window buckets of [answers, failures]. */
+  #winAt = Number.NEGATIVE_INFINITY
+  #winCur = [0, 0]
+  #winPrev = [0, 0]
+  /** Ejections since this endpoint was last fully in rotation (log aggregation). */
+  episodeEjections = 0
 
   constructor(ep: SnapshotEndpoint, slot: number, opts: StateOptions = DEFAULT_STATE_OPTIONS) {
     this.id = endpointKey(ep)
@@ -190,36 +272,45 @@ export class EndpointState {
     this.#tokensAtScrapeStart = this.inFlightTokens
   }
 
-  scrapeSucceeded(now: number, metrics: EngineMetrics): void {
+  /**
+   * A usable scrape. `restart`: the engine process started over since the previous one (see
+   * `#restarted`); returns true then, so the scheduler tells the plugins to forget the endpoint.
+   */
+  scrapeSucceeded(now: number, metrics: EngineMetrics, restart?: RestartSignal): boolean {
     this.metrics = metrics
     this.scrapedAt = now
-    this.lastReachableAt = now
     this.scrapeFailures = 0
     this.lastScrapeError = undefined
     this.#inFlightAtScrape = this.#inFlightAtScrapeStart
     this.#tokensAtScrape = this.#tokensAtScrapeStart
+    this.#alive(now)
+    if (restart !== undefined) this.#restarted(now, restart)
     // An engine only queues once its batch is full, so `running` at that moment is its limit.
     if (metrics.waiting > 0 && metrics.running > this.learnedCapacity) {
       this.learnedCapacity = metrics.running
     }
+    return restart !== undefined
   }
 
   /** `reachable`: the endpoint answered HTTP, just not with usable metrics. */
   scrapeFailed(now: number, reachable: boolean, error: string): void {
     this.lastScrapeError = error
     if (reachable) {
-      this.lastReachableAt = now
       this.scrapeFailures = 0
+      this.#alive(now)
       return
     }
     this.scrapeFailures++
-    if (this.scrapeFailures >= this.#opts.health.scrapeFailures) this.#eject(now, 'scrape')
+    this.#liveUp = false
+    if (this.scrapeFailures >= this.#opts.health.scrapeFailures) this.#liveDown(now, 'scrape')
   }
 
   dispatchStarted(t: LoadTicket, now: number): void {
     this.inFlight++
     this.inFlightTokens += t.promptTokens + t.outputTokens
     this.dispatched++
+    // On probation, this request is the trial: no other goes here until it ends (see isEjected).
+    if (this.#outlier.active && now >= this.#outlier.until) this.#trialAt = now
     if (t.lora !== undefined) {
       // Re-insert so iteration order is recency order (oldest first).
       this.loraSeen.delete(t.lora)
@@ -235,28 +326,32 @@ export class EndpointState {
     this.inFlight = Math.max(0, this.inFlight - 1)
     this.inFlightTokens = Math.max(0, this.inFlightTokens - t.promptTokens - t.outputTokens)
     this.completed++
-    const h = this.#opts.health
+    // A client that left says nothing about the engine.
+    if (o.failure === 'aborted') return
     if (o.failure === 'connect') {
       this.failures++
       this.connectFailures++
-      if (this.connectFailures >= h.connectFailures) this.#eject(now, 'connect')
+      this.#liveUp = false
+      if (this.#live.active || this.connectFailures >= this.#opts.health.connectFailures) {
+        this.#liveDown(now, 'connect')
+      }
       return
     }
-    if (o.status >= 500) {
+    if (o.status > 0) {
+      // Any HTTP answer, even a 5xx, proves something listens there.
+      this.connectFailures = 0
+      this.#alive(now)
+    }
+    const sentAt = now - Math.max(0, o.durationMs)
+    const bad = outlierKind(o)
+    if (bad !== undefined) {
       this.failures++
-      this.consecutive5xx++
-      if (this.consecutive5xx >= h.consecutive5xx) this.#eject(now, '5xx')
+      this.#outlierFailed(now, sentAt, bad)
       return
     }
-    if (o.status === 0 || o.failure === 'timeout' || o.failure === 'stream_cut') {
-      // Neither proof of life nor of death (a slow engine, a client leaving): leave health alone.
-      if (o.failure !== undefined) this.failures++
-      return
-    }
-    this.connectFailures = 0
-    this.consecutive5xx = 0
-    this.ejections = 0
-    this.lastReachableAt = now
+    // No answer and no named failure: nothing learned.
+    if (o.status === 0) return
+    this.#outlierSucceeded(now, sentAt)
     if (t.stream && o.firstByteMs !== undefined && o.status < 300) {
       this.ttftMs.add(o.firstByteMs, now)
       const n = o.completionTokens ?? 0
@@ -266,29 +361,166 @@ export class EndpointState {
 
   // -------------------------------------------------------------------------------------------
   // health
+  //
+  // Two tracks, each with its own counters, reasons and evidence that ends it:
+  // - liveness (connect failures, unreachable scrapes): nothing listens. Ends on the first answer
+  //   (a scrape, or any proxied HTTP response) once the period is over, and that answer also
+  //   resets the doubling: an engine restarted in place is back in rotation at its next scrape.
+  // - outlier (5xx, timeouts, cut bodies, malformed HTTP, oversized bodies; consecutive or by
+  //   failure rate): the engine answers, badly. Its /metrics may be fine all along, so a scrape
+  //   proves nothing here; after the period, trial requests do (one at a time, `probationSuccesses`
+  //   in a row end it; a failed trial ejects again for twice as long, up to `maxEjectionMs`).
+  // A request's outcome counts only if it was sent after the track's last ejection began: the
+  // backlog a hung engine times out on long after it was ejected is old news.
 
   /**
-   * Out of rotation: during the backoff period, and after it until the endpoint shows it is back
-   * (answers a scrape or a request). Without a scraper, the next request after the backoff is the
-   * probe.
+   * Out of rotation: during either track's period; after a liveness period until the endpoint
+   * answers (when scraped; else the next request is the probe); after an outlier period while a
+   * trial request is outstanding (at most `baseEjectionMs`, so a hung trial cannot keep a
+   * recovered engine out).
    */
   isEjected(now: number): boolean {
-    if (this.ejectedAt === Number.NEGATIVE_INFINITY) return false
-    if (now < this.ejectedUntil) return true
-    return this.probed && this.lastReachableAt < this.ejectedAt
+    const l = this.#live
+    if (l.active && (now < l.until || (this.probed && !this.#liveUp))) return true
+    const o = this.#outlier
+    if (!o.active) return false
+    if (now < o.until) return true
+    const h = this.#opts.health
+    return this.#trialsOk < h.probationSuccesses && now - this.#trialAt < h.baseEjectionMs
   }
 
-  #eject(now: number, reason: EjectReason): void {
-    if (this.isEjected(now)) return
-    this.ejections++
-    const h = this.#opts.health
-    const period = Math.min(h.maxEjectionMs, h.baseEjectionMs * 2 ** (this.ejections - 1))
-    this.ejectedAt = now
-    this.ejectedUntil = now + period
-    this.ejectReason = reason
+  /** An ejection is running on either track (the endpoint is not yet fully back). */
+  get ejectionActive(): boolean {
+    return this.#live.active || this.#outlier.active
+  }
+
+  /** The most recent ejection of either track, active or not. */
+  get lastEjection():
+    | { reason: EjectReason; at: number; periodMs: number; count: number; active: boolean }
+    | undefined {
+    const t: Ejection<EjectReason> = this.#outlier.at > this.#live.at ? this.#outlier : this.#live
+    if (t.reason === undefined) return undefined
+    return {
+      reason: t.reason,
+      at: t.at,
+      periodMs: t.until - t.at,
+      count: t.count,
+      active: t.active,
+    }
+  }
+
+  /** Sign of life: ends a liveness ejection whose period is over, with its doubling. */
+  #alive(now: number): void {
+    this.lastReachableAt = now
+    this.#liveUp = true
+    const l = this.#live
+    if (l.active && now >= l.until) {
+      l.end(now)
+      l.count = 0
+      this.connectFailures = 0
+      this.scrapeFailures = 0
+    }
+  }
+
+  #liveDown(now: number, reason: LivenessReason): void {
+    const l = this.#live
+    // Out already: a continuing outage of a scraped endpoint does not lengthen its ejection (it
+    // ends on the first answer anyway). Unscraped, the failure after the period was the probe.
+    if (l.active && (now < l.until || this.probed)) return
+    this.#begin(l, now, reason)
     this.connectFailures = 0
-    this.consecutive5xx = 0
     this.scrapeFailures = 0
+  }
+
+  #outlierFailed(now: number, sentAt: number, reason: OutlierReason): void {
+    const o = this.#outlier
+    if (sentAt < o.at) return
+    if (o.active) {
+      // Failures of requests sent while out (panic mode) add nothing; a failed trial ejects again.
+      if (now >= o.until) this.#ejectOutlier(now, reason)
+      return
+    }
+    this.consecutiveFailures++
+    this.#count(now, true)
+    const h = this.#opts.health
+    if (this.consecutiveFailures >= h.consecutiveFailures) this.#ejectOutlier(now, reason)
+    else if (this.#rateExceeded()) this.#ejectOutlier(now, 'failure_rate')
+  }
+
+  #outlierSucceeded(now: number, sentAt: number): void {
+    const o = this.#outlier
+    if (sentAt < o.at) return
+    if (!o.active) {
+      this.consecutiveFailures = 0
+      this.#count(now, false)
+      return
+    }
+    this.#trialsOk++
+    if (now >= o.until && this.#trialsOk >= this.#opts.health.probationSuccesses) {
+      o.end(now)
+      this.consecutiveFailures = 0
+      this.#resetWindow()
+    }
+  }
+
+  #ejectOutlier(now: number, reason: OutlierReason): void {
+    const o = this.#outlier
+    // Back in full rotation for a whole max period since the last one: start from the base again.
+    if (!o.active && now - o.endedAt >= this.#opts.health.maxEjectionMs) o.count = 0
+    this.#begin(o, now, reason)
+    this.#trialsOk = 0
+    this.#trialAt = Number.NEGATIVE_INFINITY
+    this.consecutiveFailures = 0
+    this.#resetWindow()
+  }
+
+  #begin<R extends EjectReason>(t: Ejection<R>, now: number, reason: R): void {
+    this.episodeEjections = this.ejectionActive ? this.episodeEjections + 1 : 1
+    t.start(now, reason, this.#opts.health)
+  }
+
+  /**
+   * The engine process started over (a container restart keeps the address): the batch limit
+   * is learned again (the new process may run with another `max_num_seqs`) and no adapter is
+   * loaded any more. Latency estimates stay: the hardware did not change. An outlier period
+   * ends at once: its evidence was about the old process, which the trials now put to the test.
+   */
+  #restarted(now: number, signal: RestartSignal): void {
+    this.generation++
+    this.lastRestart = signal
+    this.lastRestartAt = now
+    this.learnedCapacity = 0
+    this.loraSeen.clear()
+    const o = this.#outlier
+    if (o.active && now < o.until) o.until = now
+  }
+
+  /** Feed the failure-rate window: two buckets of half the window each. */
+  #count(now: number, failed: boolean): void {
+    const half = this.#opts.health.failureRateWindowMs / 2
+    if (now - this.#winAt >= half) {
+      const stale = now - this.#winAt >= 2 * half
+      this.#winPrev[0] = stale ? 0 : (this.#winCur[0] as number)
+      this.#winPrev[1] = stale ? 0 : (this.#winCur[1] as number)
+      this.#winCur[0] = 0
+      this.#winCur[1] = 0
+      this.#winAt = now
+    }
+    this.#winCur[0] = (this.#winCur[0] as number) + 1
+    if (failed) this.#winCur[1] = (this.#winCur[1] as number) + 1
+  }
+
+  #rateExceeded(): boolean {
+    const h = this.#opts.health
+    const n = (this.#winCur[0] as number) + (this.#winPrev[0] as number)
+    const f = (this.#winCur[1] as number) + (this.#winPrev[1] as number)
+    return h.failureRate < 1 && n >= h.failureRateMinRequests && f >= h.failureRate * n
+  }
+
+  #resetWindow(): void {
+    this.#winAt = Number.NEGATIVE_INFINITY
+    this.#winCur.fill(0)
+    this.#winPrev.fill(0)
   }
 
   /** The debug endpoint's view. */
@@ -299,13 +531,22 @@ export class EndpointState {
       address: `${this.address}:${this.port}`,
       labels: this.labels,
       ejected: this.isEjected(now),
-      ...(this.ejectReason !== undefined && this.ejectedAt > Number.NEGATIVE_INFINITY
+      ...lastEjectionView(this.lastEjection, now),
+      health: {
+        connectFailures: this.connectFailures,
+        consecutiveFailures: this.consecutiveFailures,
+        recent: {
+          answers: (this.#winCur[0] as number) + (this.#winPrev[0] as number),
+          failures: (this.#winCur[1] as number) + (this.#winPrev[1] as number),
+        },
+        ...(this.#outlier.active ? { probation: { trialsOk: this.#trialsOk } } : {}),
+      },
+      ...(this.generation > 0
         ? {
-            lastEjection: {
-              reason: this.ejectReason,
-              agoMs: round(now - this.ejectedAt),
-              periodMs: round(this.ejectedUntil - this.ejectedAt),
-              count: this.ejections,
+            restarts: {
+              count: this.generation,
+              last: this.lastRestart,
+              agoMs: round(now - this.lastRestartAt),
             },
           }
         : {}),
@@ -346,6 +587,38 @@ export class EndpointState {
         tpotMs: roundOrNull(this.tpot(now)),
       },
     }
+  }
+}
+
+/** The outlier-track name of a failed answer; undefined for an answer that counts as success. */
+function outlierKind(o: DispatchOutcome): OutlierReason | undefined {
+  if (o.status >= 500) return '5xx'
+  switch (o.failure) {
+    case 'timeout':
+    case 'stream_cut':
+    case 'protocol':
+    case 'body_too_large':
+    case 'other':
+      return o.failure
+    default:
+      // No failure, or a retried 429: the engine answered properly, if busily.
+      return undefined
+  }
+}
+
+function lastEjectionView(
+  e: EndpointState['lastEjection'],
+  now: number,
+): { lastEjection?: Record<string, unknown> } {
+  if (e === undefined) return {}
+  return {
+    lastEjection: {
+      reason: e.reason,
+      agoMs: round(now - e.at),
+      periodMs: round(e.periodMs),
+      count: e.count,
+      active: e.active,
+    },
   }
 }
 

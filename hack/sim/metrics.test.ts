@@ -170,3 +170,18 @@ describe('tgi format', () => {
     expect(pa.some((x) => x.name.endsWith('_total'))).toBe(false)
   })
 })
+
+describe('process start time', () => {
+  it('vLLM exposes process_start_time_seconds like prometheus_client; SGLang and TGI do not', async () => {
+    const v = await start('vllm')
+    const p = parseProm(await scrape(v))
+    const t = promValue(p, 'process_start_time_seconds', {})
+    expect(t).toBeGreaterThan(1.5e9) // Unix seconds, not ms
+    expect(t).toBeLessThan(Date.now() / 1000 + 1)
+    expect(await scrape(v)).toContain('# TYPE process_start_time_seconds gauge')
+    for (const f of ['sglang', 'tgi'] as const) {
+      const s = await start(f)
+      expect(await scrape(s)).not.toContain('process_start_time_seconds')
+    }
+  })
+})

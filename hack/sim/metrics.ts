@@ -54,6 +54,12 @@ export interface MetricsIdentity {
   maxModelLen: number
   /** vLLM only exports lora_requests_info when LoRA is enabled. */
   loraEnabled: boolean
+  /**
+   * `process_start_time_seconds` (vLLM format): Unix seconds, 2 decimals (jiffies) as
+   * prometheus_client's process collector reports it. Default: when this object is made, so a
+   * restarted simulator reports a new start time, as a restarted engine process does.
+   */
+  startTimeSeconds?: number
 }
 
 type Streaming = 'true' | 'false'
@@ -82,8 +88,12 @@ export class SimMetrics implements EngineObserver {
   /** vLLM keeps one lora_requests_info series per label combination ever seen; value = last time. */
   private readonly loraSeries = new Map<string, { running: string; waiting: string; ts: number }>()
 
+  /** Unix seconds the "process" started (see MetricsIdentity.startTimeSeconds). */
+  readonly startTimeSeconds: number
+
   constructor(id: MetricsIdentity) {
     this.id = id
+    this.startTimeSeconds = id.startTimeSeconds ?? Math.round(Date.now() / 10) / 100
     const f = id.format
     this.itl = new Histogram(
       f === 'sglang' ? SGL_ITL : f === 'tgi' ? tgiDurationBuckets() : VLLM_ITL,
@@ -213,6 +223,14 @@ export class SimMetrics implements EngineObserver {
       out.push(`${name}${labelText(sortedLabels(labels))} ${pyFloat(v)}`)
     }
     const sum = (m: Map<Streaming, number>) => (m.get('true') ?? 0) + (m.get('false') ?? 0)
+    // vLLM serves prometheus_client's default registry (one API server process), whose process
+    // collector comes first. SGLang's multiprocess registry and TGI's Rust exporter have none.
+    family(
+      'process_start_time_seconds',
+      'gauge',
+      'Start time of the process since unix epoch in seconds.',
+    )
+    sample('process_start_time_seconds', [], this.startTimeSeconds)
     family('vllm:num_requests_running', 'gauge', 'Number of requests in model execution batches.')
     sample('vllm:num_requests_running', base, g.running)
     family('vllm:num_requests_waiting', 'gauge', 'Number of requests waiting to be processed.')
