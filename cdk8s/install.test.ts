@@ -13,6 +13,7 @@ import {
 } from '../api/crd.js'
 import {
   DRAIN_DELAY_MS,
+  IMAGE_BUNDLES,
   installObjects,
   packageVersion,
   pushUrl,
@@ -228,9 +229,8 @@ describe('install manifests', () => {
       for (const c of pod.containers) {
         expect(c.image).toBe(`ghcr.io/infer-gateway/infer-gateway:${packageVersion()}`)
         expect(c.imagePullPolicy).toBe('IfNotPresent')
-        // Keep the image's ENTRYPOINT (node); args replace CMD.
+        // Keep the image's ENTRYPOINT (node); args replace CMD (args[0] picks the bundle).
         expect(c.command).toBeUndefined()
-        expect(c.args[0]).toBe('/app/infer-gateway.mjs')
         expect(c.securityContext).toMatchObject({
           runAsNonRoot: true,
           runAsUser: 65532,
@@ -251,10 +251,36 @@ describe('install manifests', () => {
     }
   })
 
-  it('agree with the Dockerfile on the bundle path', () => {
+  it('run the full CLI for the operator and the small data-plane bundle for the data plane', () => {
+    const args = (name: string) =>
+      find<Deployment>('Deployment', name).spec.template.spec.containers[0]?.args ?? []
+    expect(args(OPERATOR_NAME).slice(0, 2)).toEqual(['/app/infer-gateway.mjs', 'operator'])
+    // dist/dataplane.mjs takes the data-plane flags directly (no subcommand) and has no
+    // Kubernetes client inside (hack/build.ts refuses to build it otherwise).
+    expect(args(DATAPLANE_NAME)[0]).toBe('/app/dataplane.mjs')
+    expect(args(DATAPLANE_NAME)).not.toContain('dataplane')
+    expect(args(DATAPLANE_NAME)[1]).toBe('--snapshot')
+  })
+
+  it('agree with the Dockerfile on the bundle paths and the user', () => {
     const dockerfile = readFileSync(new URL('../Dockerfile', import.meta.url), 'utf8')
     expect(dockerfile).toMatch(/^CMD \["\/app\/infer-gateway\.mjs"/m)
     expect(dockerfile).toMatch(/^USER 65532:65532$/m)
+    // Both bundles land in /app: the build stage runs `npm run build` and the final stage copies
+    // each bundle the manifests name.
+    expect(dockerfile).toMatch(/^RUN npm run build\b/m)
+    const copies = dockerfile.split('\n').filter((l) => /^COPY --from=build /.test(l))
+    for (const bundle of Object.values(IMAGE_BUNDLES)) {
+      const file = bundle.replace('/app/', '')
+      expect(
+        copies.some((l) => l.includes(`/src/dist/${file} `) && l.trimEnd().endsWith(' /app/')),
+        `${file} copied to /app/`,
+      ).toBe(true)
+    }
+    // A supported Node LTS in both stages (Node 20 left support on 2026-04-30).
+    const froms = dockerfile.split('\n').filter((l) => l.startsWith('FROM '))
+    expect(froms).toHaveLength(2)
+    for (const f of froms) expect(f).toMatch(/\bnode(:|js)24\b/)
   })
 
   it('wire the data plane to the snapshot ConfigMap and the push channel', () => {
@@ -263,7 +289,6 @@ describe('install manifests', () => {
     const [c] = pod.containers
     if (!c) throw new Error('no container')
     const arg = (flag: string) => c.args[c.args.indexOf(flag) + 1]
-    expect(c.args[1]).toBe('dataplane')
     expect(arg('--snapshot')).toBe(`${MOUNT_PATHS.snapshotDir}/${SNAPSHOT_KEY}`)
     expect(arg('--push-url')).toBe(
       `http://${OPERATOR_NAME}.${SYSTEM_NAMESPACE}.svc:${PORTS.operatorPush}/v1/snapshot`,

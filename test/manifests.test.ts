@@ -1,4 +1,5 @@
-// The data-plane container's arguments from install.yaml, run for real: the same CLI entry, the
+// The data-plane container's arguments from install.yaml, run for real: the same entry (the
+// image's /app/dataplane.mjs is dataplane/main.ts bundled; run here from source), the
 // same flags and values, with only the cluster-specific parts moved to loopback (the mounted
 // snapshot path → a temp file, the operator Service URL → a local push server, the port → a free
 // one, plus --host 127.0.0.1). Catches a flag the data plane does not know (its parser is strict),
@@ -18,6 +19,8 @@ import { listenPushServer, SnapshotPushServer } from '../operator/push-server.js
 import { endpoint, route, server, snapshot } from './helpers/snapshot.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
+/** What the image's /app/dataplane.mjs bundles (hack/build.ts), run through tsx. */
+const DATAPLANE_ENTRY = ['--import', 'tsx', join(ROOT, 'dataplane/main.ts')]
 
 interface PodSpec {
   terminationGracePeriodSeconds: number
@@ -106,8 +109,8 @@ describe('the data-plane container args from install.yaml', () => {
       // The mounted credentials Secret (an empty directory when no Secret exists yet).
       [MOUNT_PATHS.credentialsDir]: tmp,
     }
-    // args[0] is the bundle path (the image's CMD); from a checkout the same CLI is bin/.
-    expect(c.args[0]).toBe('/app/infer-gateway.mjs')
+    // args[0] is the bundle path (the image's CMD); from a checkout it is DATAPLANE_ENTRY.
+    expect(c.args[0]).toBe('/app/dataplane.mjs')
     const args = [
       ...c.args.slice(1).map((a) => swap[a] ?? a),
       '--host',
@@ -116,7 +119,7 @@ describe('the data-plane container args from install.yaml', () => {
     ]
     expect(args).toContain(snapshotFile)
     expect(args).toContain(pushSrv.url)
-    const proc = spawn(process.execPath, [join(ROOT, 'bin/infer-gateway.js'), ...args], {
+    const proc = spawn(process.execPath, [...DATAPLANE_ENTRY, ...args], {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
     })
@@ -179,7 +182,7 @@ describe('the data-plane container args from install.yaml', () => {
       '127.0.0.1',
       '--no-access-log',
     ]
-    const proc = spawn(process.execPath, [join(ROOT, 'bin/infer-gateway.js'), ...args], {
+    const proc = spawn(process.execPath, [...DATAPLANE_ENTRY, ...args], {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
     })
