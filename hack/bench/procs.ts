@@ -58,3 +58,40 @@ export async function spawnCli(
       }),
   }
 }
+
+export interface OutputProc extends Proc {
+  /** The last 8 KiB the process printed (stdout and stderr), for error messages. */
+  output(): string
+}
+
+/**
+ * Spawns any executable for a benchmark (peer routers, helper scripts) with its output kept in a
+ * small ring (never a full pipe), for callers that probe readiness themselves.
+ */
+export function spawnProc(
+  bin: string,
+  args: readonly string[],
+  env: Readonly<Record<string, string>> = {},
+): OutputProc {
+  const child = spawn(bin, [...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  })
+  let tail = ''
+  const keep = (b: Buffer): void => {
+    tail = (tail + b.toString()).slice(-8192)
+  }
+  child.stdout?.on('data', keep)
+  child.stderr?.on('data', keep)
+  return {
+    child,
+    output: () => tail,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve()
+        child.once('exit', () => resolve())
+        child.kill('SIGTERM')
+        setTimeout(() => child.kill('SIGKILL'), 5000).unref()
+      }),
+  }
+}

@@ -1,12 +1,21 @@
-// `npm run bench:routing` (tsx hack/bench/routing.ts [--quick] [--no-write] [--only <workload>]):
-// routing quality of the scheduler. A fleet of simulated engines (own process) behind the real
-// data plane (own process, the CLI), driven by an open-loop load generator (this process), for
-// several workloads, arrival rates and scheduling policies. Every policy sees the same request
-// sequence (seeded), and each run starts with a fresh fleet and gateway (cold caches).
+// `npm run bench:routing` (tsx hack/bench/routing.ts [--quick] [--no-write] [--only <regime>]
+// [--routers <a,b>] [--seconds <n>] [--no-peers]): routing quality of the scheduler. A fleet of
+// simulated engines (own process) behind the real data plane (own process, the CLI), driven by an
+// open-loop load generator (this process), for several workloads, engine shapes, arrival rates and
+// routers. Every router sees the same request sequence (seeded), and each run starts with a fresh
+// fleet and gateway (cold caches).
+//
+// Besides our scheduling profiles, each of the headline regimes also runs round-robin and two peer
+// routers from PyPI (sglang-router and vllm-router, `--policy cache_aware`, installed into a cached
+// venv by ./peers.ts; "skipped: <reason>" when pip cannot install them). Two scenarios stress what a
+// fresh fleet does not: engines restarting mid-run (container restarts: same address, empty KV
+// cache, new process start time) and three data-plane replicas behind a round-robin balancer.
 //
 // The simulator's modelled GPU time (prefill per token, decode per token, batching slowdown, KV
 // blocks with prefix caching, LoRA slots) is tens to hundreds of milliseconds per request, so the
-// CPU time of three processes sharing two cores stays small next to it.
+// CPU time of the processes sharing two cores stays small next to it. Routers see the engines
+// only as a real deployment would: `/metrics` and responses (the benchmark itself reads
+// `/sim/stats` afterwards, for the prefix-hit column).
 import { type ChildProcess, spawn } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -16,10 +25,11 @@ import { parseArgs } from 'node:util'
 import { DEFAULT_PROFILE } from '../../dataplane/scheduler/profile.js'
 import type { SimOptions, SimStats } from '../sim/index.js'
 import { percentile } from './load.js'
-import { spawnCli } from './procs.js'
+import { ensurePeer, PEERS, type PeerInstall, type PeerName, startPeer } from './peers.js'
+import { type Proc, spawnCli } from './procs.js'
 import { fmt, table, writeSection } from './report.js'
 import { routingManifests, type SchedulerPluginSpec } from './routing-config.js'
-import type { FleetMember } from './routing-fleet.js'
+import type { FleetMember, RestartReply, RestartRequest } from './routing-fleet.js'
 import {
   burstyTimes,
   type PlannedRequest,
@@ -32,7 +42,9 @@ const { values: opts } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
     'no-write': { type: 'boolean', default: false },
+    'no-peers': { type: 'boolean', default: false },
     only: { type: 'string' },
+    routers: { type: 'string' },
     seconds: { type: 'string' },
   },
 })
@@ -40,19 +52,48 @@ const QUICK = opts.quick
 const DURATION_MS = Number(opts.seconds ?? (QUICK ? 8 : 16)) * 1000
 const WARMUP_MS = Math.min(3000, DURATION_MS / 4)
 const GW_PORT = 18_280
+const BALANCER_PORT = 18_289
+const PEER_PORT = 18_290
+const PEER_METRICS_PORT = 18_291
 const MODEL = 'bench-llm'
 const FLEET_SCRIPT = fileURLToPath(new URL('./routing-fleet.ts', import.meta.url))
+const BALANCER_SCRIPT = fileURLToPath(new URL('./routing-balancer.ts', import.meta.url))
+/** Engines restarted in the restart scenario and how long each is down (a container restart). */
+const RESTARTS = [
+  { pod: 'pod-1', atFraction: 0.35, downMs: 1000 },
+  { pod: 'pod-2', atFraction: 0.5, downMs: 1000 },
+] as const
+const REPLICAS = 3
+
+/** The exact command line of this run, for the report. */
+function reproduce(): string {
+  const flags = process.argv.slice(2).filter((a) => a !== '--no-write')
+  return `npm run bench:routing${flags.length > 0 ? ` -- ${flags.join(' ')}` : ''}`
+}
 
 // ---------------------------------------------------------------------------------------------
 // engine model
 
-/** One simulated pod: the same engine everywhere unless a workload says otherwise. */
-interface PodSpec {
-  readonly timeScale: number
-  readonly labels?: Record<string, string>
+/**
+ * The engine's modelled GPU (hack/sim): what a request costs and how many run at once. Two shapes
+ * so that no policy is flattered by construction: on the prefill-bound one a prefix hit saves most
+ * of a request's time; on the decode-bound one a request holds one of few batch slots for a long
+ * decode, so queueing behind a busy engine costs more than the prefill a hit saves.
+ */
+interface EngineShape {
+  readonly name: string
+  readonly maxNumSeqs: number
+  readonly blockSize: number
+  readonly numGpuBlocks: number
+  readonly prefillOverheadMs: number
+  readonly prefillMsPerToken: number
+  readonly decodeMsPerToken: number
+  readonly batchSlowdown: number
+  readonly loraLoadMs: number
 }
 
-const ENGINE = {
+const PREFILL_BOUND: EngineShape = {
+  name: 'prefill-bound',
   maxNumSeqs: 8,
   blockSize: 16,
   numGpuBlocks: 1024,
@@ -61,24 +102,49 @@ const ENGINE = {
   decodeMsPerToken: 10,
   batchSlowdown: 0.02,
   loraLoadMs: 50,
-} as const
+}
+
+const DECODE_BOUND: EngineShape = {
+  name: 'decode-bound',
+  maxNumSeqs: 4,
+  blockSize: 16,
+  numGpuBlocks: 1024,
+  prefillOverheadMs: 10,
+  prefillMsPerToken: 0.1,
+  decodeMsPerToken: 15,
+  batchSlowdown: 0.02,
+  loraLoadMs: 50,
+}
+
+const SHAPES = [PREFILL_BOUND, DECODE_BOUND] as const
+
+/** One simulated pod: the workload's engine shape, stretched by `timeScale`. */
+interface PodSpec {
+  readonly timeScale: number
+  readonly labels?: Record<string, string>
+}
 
 /** Seconds one request holds a batch slot with nothing cached (half-full batch for decode). */
-function serviceSec(promptTokens: number, outputTokens: number, timeScale: number): number {
+function serviceSec(
+  e: EngineShape,
+  promptTokens: number,
+  outputTokens: number,
+  timeScale: number,
+): number {
   const decode =
-    outputTokens *
-    ENGINE.decodeMsPerToken *
-    (1 + (ENGINE.batchSlowdown * (ENGINE.maxNumSeqs - 1)) / 2)
-  return (
-    (timeScale * (ENGINE.prefillOverheadMs + promptTokens * ENGINE.prefillMsPerToken + decode)) /
-    1000
-  )
+    outputTokens * e.decodeMsPerToken * (1 + (e.batchSlowdown * (e.maxNumSeqs - 1)) / 2)
+  return (timeScale * (e.prefillOverheadMs + promptTokens * e.prefillMsPerToken + decode)) / 1000
 }
 
 /** Requests per second the fleet serves with nothing cached: the 100 % load reference. */
-function capacity(pods: readonly PodSpec[], promptTokens: number, outputTokens: number): number {
+function capacity(
+  e: EngineShape,
+  pods: readonly PodSpec[],
+  promptTokens: number,
+  outputTokens: number,
+): number {
   let c = 0
-  for (const p of pods) c += ENGINE.maxNumSeqs / serviceSec(promptTokens, outputTokens, p.timeScale)
+  for (const p of pods) c += e.maxNumSeqs / serviceSec(e, promptTokens, outputTokens, p.timeScale)
   return c
 }
 
@@ -132,6 +198,7 @@ interface Workload {
   readonly name: string
   readonly title: string
   readonly describe: string
+  readonly shape: EngineShape
   readonly pods: readonly PodSpec[]
   readonly loras?: readonly string[]
   readonly maxLoras?: number
@@ -150,35 +217,42 @@ function homogeneous(timeScale: number): PodSpec[] {
   return [0, 1, 2, 3].map(() => ({ timeScale }))
 }
 const OUT = 16
+const SP_GROUPS = 16
+const SP_SYSTEM = 1500
+const SP_QUESTION = 60
+
+/** The shared-prefix prompt set: SP_GROUPS system prompts, each shared by its group. */
+function sharedSystems(): string[] {
+  return Array.from(
+    { length: SP_GROUPS },
+    (_, g) => `Group ${g} policy. ${words(SP_SYSTEM, rng(100 + g))}`,
+  )
+}
 
 function sharedPrefix(bursty: boolean): Workload {
-  const groups = 16
-  const sys = 1500
-  const q = 60
+  const e = PREFILL_BOUND
   const pods = homogeneous(1)
-  const cap = capacity(pods, sys + q, OUT)
+  const cap = capacity(e, pods, SP_SYSTEM + SP_QUESTION, OUT)
   const name = bursty ? 'bursty' : 'shared-prefix'
   return {
     name,
-    title: bursty ? 'Bursty shared-prefix' : 'Shared prefix',
+    title: bursty ? 'Bursty shared-prefix' : 'Shared prefix, prefill-bound',
     describe: bursty
       ? `the shared-prefix requests arriving in bursts: Poisson at 1.9× the average rate for 2 s, then 0.1× for 2 s`
-      : `${groups} groups, each a ${sys}-token system prompt shared by its requests + a ${q}-token question, ${OUT} output tokens (GAIE's "high-cache" shape scaled down: ${groups} prefixes × ${Math.ceil(sys / ENGINE.blockSize)} blocks exceed one pod's ${ENGINE.numGpuBlocks}-block KV cache, a quarter of them fit)`,
+      : `${SP_GROUPS} groups, each a ${SP_SYSTEM}-token system prompt shared by its requests + a ${SP_QUESTION}-token question, ${OUT} output tokens, prefill-bound engines (GAIE's "high-cache" shape scaled down: ${SP_GROUPS} prefixes × ${Math.ceil(SP_SYSTEM / e.blockSize)} blocks exceed one pod's ${e.numGpuBlocks}-block KV cache, a quarter of them fit)`,
+    shape: e,
     pods,
     capacity: cap,
     plan(load) {
       const r = rng(bursty ? 11 : 10)
-      const systems = Array.from(
-        { length: groups },
-        (_, g) => `Group ${g} policy. ${words(sys, rng(100 + g))}`,
-      )
+      const systems = sharedSystems()
       const rate = load * cap
       const times = bursty
         ? burstyTimes(rate * 1.9, rate * 0.1, 4000, DURATION_MS, r)
         : poissonTimes(rate, DURATION_MS, r)
       return times.map((at) => ({
         at,
-        body: chatBody(MODEL, systems[Math.floor(r() * groups)], words(q, r), OUT),
+        body: chatBody(MODEL, systems[Math.floor(r() * SP_GROUPS)], words(SP_QUESTION, r), OUT),
         tag: 'all',
         outputTokens: OUT,
       }))
@@ -186,14 +260,42 @@ function sharedPrefix(bursty: boolean): Workload {
   }
 }
 
+/** The same prompts on decode-bound engines: few batch slots, long answers. */
+function decodeBound(): Workload {
+  const e = DECODE_BOUND
+  const out = 64
+  const pods = homogeneous(1)
+  const cap = capacity(e, pods, SP_SYSTEM + SP_QUESTION, out)
+  return {
+    name: 'decode-bound',
+    title: 'Shared prefix, decode-bound',
+    describe: `the shared-prefix prompts (${SP_GROUPS} × ${SP_SYSTEM}-token system prompts + ${SP_QUESTION}-token questions) with ${out} output tokens on decode-bound engines (${e.maxNumSeqs} sequences per batch): a request holds a slot ~${fmt(serviceSec(e, SP_SYSTEM + SP_QUESTION, out, 1), 2)} s, of which an uncached prefill is ~${fmt((e.prefillOverheadMs + (SP_SYSTEM + SP_QUESTION) * e.prefillMsPerToken) / 1000, 2)} s, so stacking requests on the engine that holds their prefix costs more queueing than the prefill it saves`,
+    shape: e,
+    pods,
+    capacity: cap,
+    plan(load) {
+      const r = rng(12)
+      const systems = sharedSystems()
+      return poissonTimes(load * cap, DURATION_MS, r).map((at) => ({
+        at,
+        body: chatBody(MODEL, systems[Math.floor(r() * SP_GROUPS)], words(SP_QUESTION, r), out),
+        tag: 'all',
+        outputTokens: out,
+      }))
+    },
+  }
+}
+
 function uniform(): Workload {
+  const e = PREFILL_BOUND
   const prompt = 600
   const pods = homogeneous(2)
-  const cap = capacity(pods, prompt, OUT)
+  const cap = capacity(e, pods, prompt, OUT)
   return {
     name: 'uniform',
     title: 'Uniform (no sharing)',
     describe: `every request a distinct ${prompt}-token prompt, ${OUT} output tokens`,
+    shape: e,
     pods,
     capacity: cap,
     plan(load) {
@@ -209,14 +311,16 @@ function uniform(): Workload {
 }
 
 function multiLora(): Workload {
+  const e = PREFILL_BOUND
   const prompt = 300
   const loras = Array.from({ length: 8 }, (_, i) => `adapter-${i}`)
   const pods = homogeneous(2.5)
-  const cap = capacity(pods, prompt, OUT)
+  const cap = capacity(e, pods, prompt, OUT)
   return {
     name: 'multi-lora',
     title: 'Multi-LoRA',
-    describe: `${loras.length} adapters, uniformly requested, ${prompt}-token distinct prompts; each pod has 2 adapter slots (${ENGINE.loraLoadMs} ms to load one, only idle ones can be evicted), so the fleet's 8 slots fit every adapter exactly once`,
+    describe: `${loras.length} adapters, uniformly requested, ${prompt}-token distinct prompts; each pod has 2 adapter slots (${e.loraLoadMs} ms to load one, only idle ones can be evicted), so the fleet's 8 slots fit every adapter exactly once`,
+    shape: e,
     pods,
     loras,
     maxLoras: 2,
@@ -239,13 +343,15 @@ function multiLora(): Workload {
 }
 
 function twoTenant(): Workload {
+  const e = PREFILL_BOUND
   const prompt = 400
   const pods = homogeneous(2.5)
-  const cap = capacity(pods, prompt, OUT)
+  const cap = capacity(e, pods, prompt, OUT)
   return {
     name: 'two-tenant',
     title: 'Two tenants (heavy + light)',
     describe: `distinct ${prompt}-token prompts from two tenants (header \`x-tenant-id\`): "heavy" at 80 % of capacity and "light" at 10 %; the "light alone" run has only the light tenant`,
+    shape: e,
     pods,
     capacity: cap,
     plan(load) {
@@ -273,6 +379,7 @@ function twoTenant(): Workload {
 }
 
 function heterogeneous(): Workload {
+  const e = PREFILL_BOUND
   const prompt = 400
   const pods: PodSpec[] = [
     { timeScale: 1.5, labels: { 'nvidia.com/gpu.product': 'NVIDIA-H100-80GB-HBM3' } },
@@ -280,11 +387,12 @@ function heterogeneous(): Workload {
     { timeScale: 6, labels: { 'nvidia.com/gpu.product': 'NVIDIA-A10G' } },
     { timeScale: 6, labels: { 'nvidia.com/gpu.product': 'NVIDIA-A10G' } },
   ]
-  const cap = capacity(pods, prompt, OUT)
+  const cap = capacity(e, pods, prompt, OUT)
   return {
     name: 'heterogeneous',
     title: 'Heterogeneous GPUs',
     describe: `two "H100" pods and two "A10G" pods four times slower (label \`nvidia.com/gpu.product\`), distinct ${prompt}-token prompts`,
+    shape: e,
     pods,
     capacity: cap,
     plan(load) {
@@ -300,12 +408,14 @@ function heterogeneous(): Workload {
 }
 
 // ---------------------------------------------------------------------------------------------
-// policies
+// routers
 
 interface Policy {
   readonly name: string
-  /** undefined = the data plane's default profile. */
+  /** Our data plane with these plugins; undefined = its default profile (DEFAULT_PROFILE). */
   readonly plugins?: readonly SchedulerPluginSpec[]
+  /** A peer router from PyPI instead of our data plane. */
+  readonly peer?: PeerName
 }
 
 const alone = (name: string): Policy => ({ name, plugins: [{ name }] })
@@ -313,34 +423,57 @@ const DEFAULT: Policy = { name: 'default profile' }
 const DEFAULT_FAIR: Policy = {
   name: 'default + fairness',
   plugins: [
-    ...DEFAULT_PROFILE.plugins.map((p) => ({ name: p.name, weight: p.weight })),
+    ...DEFAULT_PROFILE.plugins.map((p) => ({ name: p.name, weight: p.weight, args: p.args })),
     { name: 'fairness', args: { tenantHeader: 'x-tenant-id' } },
   ],
 }
 const RR = alone('round-robin')
 const RANDOM = alone('random')
 const LP = alone('least-pending')
+const SGLANG: Policy = { name: 'sglang-router cache_aware', peer: 'sglang' }
+const VLLM: Policy = { name: 'vllm-router cache_aware', peer: 'vllm' }
+const PEER_POLICIES = [SGLANG, VLLM]
+
+/** What happens around the load: nothing, engines restarting, or several gateway replicas. */
+type Scenario = 'fresh' | 'restart' | 'replicas'
 
 interface RunSpec {
   readonly workload: Workload
   readonly policy: Policy
   readonly load: number
+  readonly scenario: Scenario
+}
+
+/** The regime a run belongs to in the report (workload, or workload + scenario). */
+function regimeOf(workload: string, scenario: Scenario): string {
+  return scenario === 'fresh' ? workload : `${workload}+${scenario}`
 }
 
 function matrix(): RunSpec[] {
   const runs: RunSpec[] = []
-  const add = (w: Workload, load: number, policies: readonly Policy[]) => {
-    for (const policy of policies) runs.push({ workload: w, policy, load })
+  const add = (
+    w: Workload,
+    load: number,
+    policies: readonly Policy[],
+    scenario: Scenario = 'fresh',
+  ) => {
+    for (const policy of policies) runs.push({ workload: w, policy, load, scenario })
   }
   const sp = sharedPrefix(false)
+  const db = decodeBound()
   const un = uniform()
   const ml = multiLora()
   const bu = sharedPrefix(true)
   const tt = twoTenant()
   const he = heterogeneous()
+  // The headline regimes: round-robin, our default and both peers, same seeded sequence.
+  const headline = [RR, DEFAULT, ...PEER_POLICIES]
   if (QUICK) {
-    add(sp, 0.7, [RR, LP, DEFAULT])
-    add(un, 0.7, [LP, DEFAULT])
+    add(sp, 0.7, headline)
+    add(db, 0.7, headline)
+    add(un, 0.7, [...headline, LP])
+    add(sp, 0.7, headline, 'restart')
+    add(sp, 0.7, [DEFAULT], 'replicas')
     add(ml, 0.7, [RR, DEFAULT])
     add(tt, 0, [DEFAULT])
     add(tt, 1, [DEFAULT, DEFAULT_FAIR])
@@ -354,9 +487,12 @@ function matrix(): RunSpec[] {
     alone('least-latency'),
     alone('prefix-cache'),
     DEFAULT,
+    ...PEER_POLICIES,
   ])
   add(sp, 0.4, [RR, LP, DEFAULT])
   add(sp, 0.9, [RR, LP, DEFAULT])
+  add(db, 0.7, [RANDOM, RR, LP, alone('prefix-cache'), DEFAULT, ...PEER_POLICIES])
+  add(db, 0.9, [RR, LP, DEFAULT])
   add(un, 0.7, [
     RANDOM,
     RR,
@@ -365,9 +501,14 @@ function matrix(): RunSpec[] {
     alone('least-latency'),
     alone('prefix-cache'),
     DEFAULT,
+    ...PEER_POLICIES,
   ])
   add(un, 0.4, [LP, DEFAULT])
   add(un, 0.9, [LP, DEFAULT])
+  add(sp, 0.7, headline, 'restart')
+  add(db, 0.7, headline, 'restart')
+  add(sp, 0.7, [DEFAULT], 'replicas')
+  add(db, 0.7, [DEFAULT], 'replicas')
   add(ml, 0.7, [RR, LP, alone('lora-affinity'), DEFAULT])
   add(bu, 0.6, [RR, LP, alone('prefix-cache'), DEFAULT])
   add(tt, 0, [DEFAULT])
@@ -381,10 +522,13 @@ function matrix(): RunSpec[] {
 
 interface Fleet {
   readonly members: FleetMember[]
+  /** Restart one engine (see routing-fleet.ts); resolves with its counters from before. */
+  restart(name: string, downMs: number): Promise<SimStats>
   stop(): Promise<void>
 }
 
 async function startFleet(w: Workload): Promise<Fleet> {
+  const { name: _shape, ...engine } = w.shape
   const sims: SimOptions[] = w.pods.map((p, i) => ({
     name: `pod-${i}`,
     host: `127.0.0.${101 + i}`,
@@ -393,12 +537,12 @@ async function startFleet(w: Workload): Promise<Fleet> {
     metricsFormat: 'vllm',
     seed: 1000 + i,
     timeScale: p.timeScale,
-    ...ENGINE,
+    ...engine,
     ...(w.loras !== undefined ? { loras: w.loras, maxLoras: w.maxLoras ?? 1 } : {}),
   }))
   const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', FLEET_SCRIPT], {
     env: { ...process.env, ROUTING_FLEET: JSON.stringify(sims) },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   })
   let seen = ''
   const members = await new Promise<FleetMember[]>((resolve, reject) => {
@@ -421,8 +565,66 @@ async function startFleet(w: Workload): Promise<Fleet> {
   child.removeAllListeners('exit')
   child.stdout?.resume()
   child.stderr?.resume()
+  let ids = 0
+  const waiting = new Map<number, (r: RestartReply) => void>()
+  child.on('message', (m: RestartReply) => waiting.get(m.id)?.(m))
   return {
     members,
+    restart: (name, downMs) =>
+      new Promise<SimStats>((resolve, reject) => {
+        const id = ++ids
+        waiting.set(id, (r) => {
+          waiting.delete(id)
+          if (r.error !== undefined) reject(new Error(`restart ${name}: ${r.error}`))
+          else resolve(r.before)
+        })
+        const req: RestartRequest = { type: 'restart', id, name, downMs }
+        child.send(req)
+      }),
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null) return resolve()
+        child.once('exit', () => resolve())
+        child.kill('SIGTERM')
+        setTimeout(() => child.kill('SIGKILL'), 5000).unref()
+      }),
+  }
+}
+
+async function startBalancerProc(ports: readonly number[]): Promise<Proc> {
+  const child = spawn(process.execPath, ['--import', 'tsx', BALANCER_SCRIPT], {
+    env: {
+      ...process.env,
+      ROUTING_BALANCER: JSON.stringify({
+        backends: ports.map((port) => ({ host: '127.0.0.1', port })),
+        host: '127.0.0.1',
+        port: BALANCER_PORT,
+      }),
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let seen = ''
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`balancer did not start: ${seen}`)), 30_000)
+    const onData = (b: Buffer): void => {
+      seen += b.toString()
+      if (seen.includes('READY ')) {
+        clearTimeout(timer)
+        resolve()
+      }
+    }
+    child.stdout?.on('data', onData)
+    child.stderr?.on('data', onData)
+    child.once('exit', (code) => {
+      clearTimeout(timer)
+      reject(new Error(`balancer exited with ${code}: ${seen}`))
+    })
+  })
+  child.removeAllListeners('exit')
+  child.stdout?.resume()
+  child.stderr?.resume()
+  return {
+    child,
     stop: () =>
       new Promise<void>((resolve) => {
         if (child.exitCode !== null) return resolve()
@@ -443,6 +645,37 @@ interface DebugView {
   servers: Record<string, { state?: Record<string, Record<string, unknown>> }>
 }
 
+/** Our data plane on `port`, with `--explain` (the benchmark reads /debug/endpoints). */
+async function startGatewayProc(file: string, port: number, pods: number): Promise<Proc> {
+  const gw = await spawnCli(
+    [
+      'dataplane',
+      '--config',
+      file,
+      '--host',
+      '127.0.0.1',
+      '--port',
+      String(port),
+      '--no-access-log',
+      '--explain',
+      '--drain-delay',
+      '0',
+    ],
+    /data plane listening/,
+  )
+  // Start with metrics in hand, as a long-running gateway would.
+  const deadline = Date.now() + 5000
+  for (;;) {
+    const d = await getJson<DebugView>(`http://127.0.0.1:${port}/debug/endpoints`)
+    if (d.endpoints.length === pods && d.endpoints.every((e) => e.scrape.fresh)) return gw
+    if (Date.now() > deadline) {
+      await gw.stop()
+      throw new Error('gateway never saw fresh metrics')
+    }
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // one run
 
@@ -456,7 +689,10 @@ interface Stats {
 
 interface RunResult {
   readonly workload: string
+  readonly scenario: Scenario
+  readonly regime: string
   readonly policy: string
+  readonly peer?: PeerName
   readonly load: number
   readonly offeredRps: number
   readonly all: Stats
@@ -465,9 +701,12 @@ interface RunResult {
   readonly outputTokPerSec: number
   readonly rejected: number
   readonly failed: number
+  /** Failed + rejected over the whole run, warm-up included (restarts may fall in it). */
+  readonly errorsAllRun: number
   readonly prefixHitRate: number
   readonly adapterHitRate?: number
   readonly perPod: Record<string, number>
+  readonly replicas: number
   readonly fairness?: Record<string, unknown>
 }
 
@@ -492,58 +731,102 @@ function stats(rs: readonly RequestResult[]): Stats {
   }
 }
 
-async function runOne(spec: RunSpec, dir: string): Promise<RunResult> {
-  const { workload: w, policy, load } = spec
+const isError = (r: RequestResult) => r.error !== undefined || r.status !== 200
+
+/** When each restart begins (ms after the start of the load) in the restart scenario. */
+function restartTimes(): { pod: string; at: number; downMs: number }[] {
+  return RESTARTS.map((x) => ({ pod: x.pod, at: x.atFraction * DURATION_MS, downMs: x.downMs }))
+}
+
+/** Phase of a request in the restart scenario (for the before / during / after split). */
+function phaseOf(at: number): string {
+  const ts = restartTimes()
+  const first = Math.min(...ts.map((t) => t.at))
+  // "after": every engine back for at least a second.
+  const settled = Math.max(...ts.map((t) => t.at + t.downMs)) + 1000
+  return at < first ? 'before' : at < settled ? 'during' : 'after'
+}
+
+async function runOne(spec: RunSpec, dir: string, peers: PeerInstalls): Promise<RunResult> {
+  const { workload: w, policy, load, scenario } = spec
   const plan = w.plan(load)
   const fleet = await startFleet(w)
-  const file = join(dir, 'gateway.yaml')
-  await writeFile(
-    file,
-    routingManifests({
-      model: MODEL,
-      ...(w.loras !== undefined ? { loras: w.loras } : {}),
-      endpoints: fleet.members.map((m, i) => ({
-        name: m.name,
-        address: m.host,
-        port: m.port,
-        ...(w.pods[i]?.labels !== undefined ? { labels: w.pods[i]?.labels ?? {} } : {}),
-      })),
-      retries: 2,
-      ...(policy.plugins !== undefined ? { plugins: policy.plugins } : {}),
-    }),
-  )
-  const gw = await spawnCli(
-    [
-      'dataplane',
-      '--config',
-      file,
-      '--host',
-      '127.0.0.1',
-      '--port',
-      String(GW_PORT),
-      '--no-access-log',
-      '--debug-endpoints',
-      '--drain-delay',
-      '0',
-    ],
-    /data plane listening/,
-  )
-  const origin = `http://127.0.0.1:${GW_PORT}`
+  const procs: Proc[] = []
+  let origin: string
+  const replicas = scenario === 'replicas' ? REPLICAS : 1
   try {
-    // Start with metrics in hand, as a long-running gateway would.
-    const deadline = Date.now() + 5000
-    for (;;) {
-      const d = await getJson<DebugView>(`${origin}/debug/endpoints`)
-      if (d.endpoints.length === w.pods.length && d.endpoints.every((e) => e.scrape.fresh)) break
-      if (Date.now() > deadline) throw new Error('gateway never saw fresh metrics')
-      await new Promise((r) => setTimeout(r, 50))
+    if (policy.peer !== undefined) {
+      const install = peers[policy.peer]
+      if (!install.ok) throw new Error(`peer ${policy.peer} not installed: ${install.reason}`)
+      procs.push(
+        await startPeer({
+          install,
+          name: policy.peer,
+          host: '127.0.0.1',
+          port: PEER_PORT,
+          metricsPort: PEER_METRICS_PORT,
+          workerUrls: fleet.members.map((m) => m.url),
+        }),
+      )
+      origin = `http://127.0.0.1:${PEER_PORT}`
+    } else {
+      const file = join(dir, 'gateway.yaml')
+      await writeFile(
+        file,
+        routingManifests({
+          model: MODEL,
+          ...(w.loras !== undefined ? { loras: w.loras } : {}),
+          endpoints: fleet.members.map((m, i) => ({
+            name: m.name,
+            address: m.host,
+            port: m.port,
+            ...(w.pods[i]?.labels !== undefined ? { labels: w.pods[i]?.labels ?? {} } : {}),
+          })),
+          retries: 2,
+          ...(policy.plugins !== undefined ? { plugins: policy.plugins } : {}),
+        }),
+      )
+      const ports = Array.from({ length: replicas }, (_, i) => GW_PORT + i)
+      // One at a time: starting several CLIs at once on two cores only makes each slower.
+      for (const port of ports) procs.push(await startGatewayProc(file, port, w.pods.length))
+      if (replicas > 1) {
+        procs.push(await startBalancerProc(ports))
+        origin = `http://127.0.0.1:${BALANCER_PORT}`
+      } else {
+        origin = `http://127.0.0.1:${GW_PORT}`
+      }
+    }
+    // Engines restarted in this run: their counters from before the restart, added at the end.
+    const retired: SimStats[] = []
+    const timers: NodeJS.Timeout[] = []
+    const restarts: Promise<void>[] = []
+    if (scenario === 'restart') {
+      for (const r of restartTimes()) {
+        timers.push(
+          setTimeout(() => {
+            restarts.push(
+              fleet.restart(r.pod, r.downMs).then((before) => {
+                retired.push(before)
+              }),
+            )
+          }, r.at),
+        )
+      }
     }
     const results = await runOpenLoop(origin, plan)
-    const measured = results.filter((r) => r.at >= WARMUP_MS)
-    const sims = await Promise.all(
-      fleet.members.map((m) => getJson<SimStats>(`${m.url}/sim/stats`)),
-    )
-    const debug = await getJson<DebugView>(`${origin}/debug/endpoints`)
+    for (const t of timers) clearTimeout(t)
+    await Promise.all(restarts)
+    const tagged =
+      scenario === 'restart' ? results.map((r) => ({ ...r, tag: phaseOf(r.at) })) : results
+    const measured = tagged.filter((r) => r.at >= WARMUP_MS)
+    const sims = [
+      ...(await Promise.all(fleet.members.map((m) => getJson<SimStats>(`${m.url}/sim/stats`)))),
+      ...retired,
+    ]
+    const debug =
+      policy.peer === undefined
+        ? await getJson<DebugView>(`http://127.0.0.1:${GW_PORT}/debug/endpoints`)
+        : undefined
     const ok = measured.filter((r) => r.status === 200 && r.error === undefined)
     const windowSec = (DURATION_MS - WARMUP_MS) / 1000
     const byTag: Record<string, Stats> = {}
@@ -555,27 +838,33 @@ async function runOne(spec: RunSpec, dir: string): Promise<RunResult> {
     const hit = sims.reduce((n, s) => n + s.prefixHitTokens, 0)
     const query = sims.reduce((n, s) => n + s.prefixQueryTokens, 0)
     const loads = sims.reduce((n, s) => n + s.loraLoads, 0)
-    const fairness = debug.servers['default/pool']?.state?.['fairness']
+    const fairness = debug?.servers['default/pool']?.state?.['fairness']
+    const outTokens = plan[0]?.outputTokens ?? OUT
     return {
       workload: w.name,
+      scenario,
+      regime: regimeOf(w.name, scenario),
       policy: policy.name,
+      ...(policy.peer !== undefined ? { peer: policy.peer } : {}),
       load,
       offeredRps: plan.length / (DURATION_MS / 1000),
       all: stats(measured),
       byTag,
       throughputRps: ok.length / windowSec,
-      outputTokPerSec: (ok.length * OUT) / windowSec,
+      outputTokPerSec: (ok.length * outTokens) / windowSec,
       rejected: measured.filter((r) => r.status === 429 || r.status === 503).length,
       failed: measured.filter(
         (r) => r.error !== undefined || (r.status !== 200 && r.status !== 429 && r.status !== 503),
       ).length,
+      errorsAllRun: tagged.filter(isError).length,
       prefixHitRate: query > 0 ? hit / query : 0,
       ...(w.loras !== undefined ? { adapterHitRate: 1 - loads / results.length } : {}),
       perPod,
+      replicas,
       ...(fairness !== undefined ? { fairness } : {}),
     }
   } finally {
-    await gw.stop()
+    for (const p of procs.reverse()) await p.stop()
     await fleet.stop()
   }
 }
@@ -583,8 +872,11 @@ async function runOne(spec: RunSpec, dir: string): Promise<RunResult> {
 // ---------------------------------------------------------------------------------------------
 // report
 
+type PeerInstalls = Record<PeerName, PeerInstall>
+
 const ms = (n: number) => fmt(n, 0)
 const pct = (n: number) => `${fmt(n * 100, 1)} %`
+const ratio = (n: number) => (Number.isFinite(n) ? `${fmt(n, 2)}×` : 'n/a')
 
 /** The two-tenant workload uses `load` as a switch: below 0.5 only the light tenant runs. */
 function loadLabel(r: RunResult): string {
@@ -592,14 +884,28 @@ function loadLabel(r: RunResult): string {
   return `${Math.round(r.load * 100)} %`
 }
 
-function workloadTable(rs: readonly RunResult[], lora: boolean): string {
+function routerLabel(r: RunResult): string {
+  return r.replicas > 1 ? `${r.policy} (${r.replicas} replicas)` : r.policy
+}
+
+/** Round-robin's and the best peer's TTFT p90 in the same regime and load (NaN when absent). */
+function baselines(rs: readonly RunResult[], r: RunResult): { rr: number; peer: number } {
+  const same = rs.filter((x) => x.regime === r.regime && x.load === r.load)
+  const rr = same.find((x) => x.policy === RR.name)?.all.ttft.p90 ?? Number.NaN
+  const peers = same.filter((x) => x.peer !== undefined).map((x) => x.all.ttft.p90)
+  return { rr, peer: peers.length > 0 ? Math.min(...peers) : Number.NaN }
+}
+
+function workloadTable(all: readonly RunResult[], rs: readonly RunResult[], lora: boolean): string {
   const header = [
     'load',
-    'policy',
+    'router',
     'req/s offered',
     'TTFT p50',
     'TTFT p90',
     'TTFT p99',
+    'p90 ÷ round-robin',
+    'p90 ÷ best peer',
     'TPOT p50',
     'E2E p90',
     'done req/s',
@@ -609,56 +915,109 @@ function workloadTable(rs: readonly RunResult[], lora: boolean): string {
   ]
   return table(
     header,
-    rs.map((r) => [
-      loadLabel(r),
-      r.policy,
-      fmt(r.offeredRps, 1),
-      ms(r.all.ttft.p50),
-      ms(r.all.ttft.p90),
-      ms(r.all.ttft.p99),
-      fmt(r.all.tpotP50, 1),
-      ms(r.all.e2eP90),
-      fmt(r.throughputRps, 1),
-      pct(r.prefixHitRate),
-      ...(lora ? [r.adapterHitRate === undefined ? 'n/a' : pct(r.adapterHitRate)] : []),
-      String(r.failed + r.rejected),
-    ]),
+    rs.map((r) => {
+      const b = baselines(all, r)
+      return [
+        loadLabel(r),
+        routerLabel(r),
+        fmt(r.offeredRps, 1),
+        ms(r.all.ttft.p50),
+        ms(r.all.ttft.p90),
+        ms(r.all.ttft.p99),
+        ratio(r.all.ttft.p90 / b.rr),
+        ratio(r.all.ttft.p90 / b.peer),
+        fmt(r.all.tpotP50, 1),
+        ms(r.all.e2eP90),
+        fmt(r.throughputRps, 1),
+        pct(r.prefixHitRate),
+        ...(lora ? [r.adapterHitRate === undefined ? 'n/a' : pct(r.adapterHitRate)] : []),
+        String(r.failed + r.rejected),
+      ]
+    }),
   )
 }
 
 function find(
   rs: readonly RunResult[],
-  w: string,
+  regime: string,
   policy: string,
   load?: number,
 ): RunResult | undefined {
   return rs.find(
-    (r) => r.workload === w && r.policy === policy && (load === undefined || r.load === load),
+    (r) => r.regime === regime && r.policy === policy && (load === undefined || r.load === load),
   )
 }
 
-function targets(rs: readonly RunResult[]): string[] {
+const verdict = (ok: boolean) => (ok ? '**pass**' : '**FAIL**')
+
+/** Issue 9's targets, each with the numbers it was judged on. */
+function headlineTargets(rs: readonly RunResult[]): string[] {
   const out: string[] = []
-  const spRr = find(rs, 'shared-prefix', 'round-robin', 0.7)
+  const regimes: [string, string][] = [
+    ['shared-prefix', 'Shared prefix, prefill-bound'],
+    ['decode-bound', 'Shared prefix, decode-bound'],
+    ['uniform', 'Uniform'],
+    ['shared-prefix+restart', 'Engines restarted mid-run (prefill-bound)'],
+    ['decode-bound+restart', 'Engines restarted mid-run (decode-bound)'],
+  ]
+  for (const [regime, title] of regimes) {
+    const def = find(rs, regime, DEFAULT.name, 0.7)
+    if (def === undefined) continue
+    const b = baselines(rs, def)
+    const p90 = def.all.ttft.p90
+    const vsRr = Number.isNaN(b.rr)
+      ? 'round-robin not run'
+      : `≤ round-robin ${ms(b.rr)} ms: ${verdict(p90 <= b.rr)}`
+    const vsPeer = Number.isNaN(b.peer)
+      ? 'no peer ran (see above)'
+      : `≤ best peer ${ms(b.peer)} ms: ${verdict(p90 <= b.peer)}`
+    out.push(`${title} at 70 %: default TTFT p90 ${ms(p90)} ms; ${vsRr}; ${vsPeer}.`)
+  }
+  const spRr = find(rs, 'shared-prefix', RR.name, 0.7)
   const spDef = find(rs, 'shared-prefix', DEFAULT.name, 0.7)
   if (spRr && spDef) {
     const x = spRr.all.ttft.p90 / spDef.all.ttft.p90
     out.push(
-      `Shared prefix at 70 %: TTFT p90 round-robin ${ms(spRr.all.ttft.p90)} ms vs default ${ms(spDef.all.ttft.p90)} ms → **${fmt(x, 1)}× lower** (target ≥ 3×: ${x >= 3 ? 'met' : 'not met'}).`,
+      `Shared prefix, prefill-bound: ${fmt(x, 1)}× lower TTFT p90 than round-robin (target ≥ 5×): ${verdict(x >= 5)}.`,
     )
   }
+  for (const w of ['shared-prefix', 'decode-bound']) {
+    const fresh = find(rs, w, DEFAULT.name, 0.7)
+    const restarted = find(rs, `${w}+restart`, DEFAULT.name, 0.7)
+    if (fresh && restarted) {
+      const d = restarted.all.ttft.p90 / fresh.all.ttft.p90 - 1
+      out.push(
+        `Restarts (${w}): default TTFT p90 ${ms(restarted.all.ttft.p90)} ms vs ${ms(fresh.all.ttft.p90)} ms fresh → ${d >= 0 ? '+' : ''}${fmt(d * 100, 1)} % (target within 10 %): ${verdict(d <= 0.1)}; ${restarted.errorsAllRun} failed requests over the whole run.`,
+      )
+    }
+    const one = fresh
+    const many = find(rs, `${w}+replicas`, DEFAULT.name, 0.7)
+    if (one && many) {
+      const d = many.all.ttft.p90 / one.all.ttft.p90 - 1
+      const hit = (many.prefixHitRate - one.prefixHitRate) * 100
+      out.push(
+        `${REPLICAS} replicas (${w}): TTFT p90 ${ms(many.all.ttft.p90)} ms vs ${ms(one.all.ttft.p90)} ms with 1 replica → ${d >= 0 ? '+' : ''}${fmt(d * 100, 1)} % (target within 15 %): ${verdict(d <= 0.15)}; prefix hit ${pct(many.prefixHitRate)} vs ${pct(one.prefixHitRate)} (${hit >= 0 ? '+' : ''}${fmt(hit, 1)} points, target within 5): ${verdict(Math.abs(hit) <= 5)}.`,
+      )
+    }
+  }
+  return out
+}
+
+/** Targets of the original scheduler work (issue 3), kept so regressions show. */
+function earlierTargets(rs: readonly RunResult[]): string[] {
+  const out: string[] = []
   const unLp = find(rs, 'uniform', LP.name, 0.7)
   const unDef = find(rs, 'uniform', DEFAULT.name, 0.7)
   if (unLp && unDef) {
     const d = unDef.all.ttft.p90 / unLp.all.ttft.p90 - 1
     out.push(
-      `Uniform at 70 %: TTFT p90 default ${ms(unDef.all.ttft.p90)} ms vs least-pending ${ms(unLp.all.ttft.p90)} ms → **${d >= 0 ? '+' : ''}${fmt(d * 100, 1)} %** (target within 5 %: ${Math.abs(d) <= 0.05 || d < 0 ? 'met' : 'not met'}).`,
+      `Uniform at 70 %: TTFT p90 default ${ms(unDef.all.ttft.p90)} ms vs least-pending ${ms(unLp.all.ttft.p90)} ms → ${d >= 0 ? '+' : ''}${fmt(d * 100, 1)} % (target within 5 %): ${verdict(d <= 0.05)}.`,
     )
   }
   const mlDef = find(rs, 'multi-lora', DEFAULT.name)
   if (mlDef?.adapterHitRate !== undefined) {
     out.push(
-      `Multi-LoRA at 70 %: **${pct(mlDef.adapterHitRate)}** of requests landed where their adapter was loaded with the default profile (target ≥ 95 %: ${mlDef.adapterHitRate >= 0.95 ? 'met' : 'not met'}).`,
+      `Multi-LoRA at 70 %: ${pct(mlDef.adapterHitRate)} of requests landed where their adapter was loaded with the default profile (target ≥ 95 %): ${verdict(mlDef.adapterHitRate >= 0.95)}.`,
     )
   }
   const alone = find(rs, 'two-tenant', DEFAULT.name, 0)
@@ -670,10 +1029,66 @@ function targets(rs: readonly RunResult[]): string[] {
     const x = lf.ttft.p90 / la.ttft.p90 - 1
     const lu = unfair?.byTag['light']
     out.push(
-      `Two tenants: light tenant TTFT p90 alone ${ms(la.ttft.p90)} ms, with the heavy tenant and fairness ${ms(lf.ttft.p90)} ms → **${x >= 0 ? '+' : ''}${fmt(x * 100, 1)} %** (target < 20 %: ${x < 0.2 ? 'met' : 'not met'})${lu ? `; without fairness ${ms(lu.ttft.p90)} ms (${lu.ttft.p90 / la.ttft.p90 - 1 >= 0 ? '+' : ''}${fmt((lu.ttft.p90 / la.ttft.p90 - 1) * 100, 1)} %)` : ''}.`,
+      `Two tenants: light tenant TTFT p90 alone ${ms(la.ttft.p90)} ms, with the heavy tenant and fairness ${ms(lf.ttft.p90)} ms → ${x >= 0 ? '+' : ''}${fmt(x * 100, 1)} % (target < 20 %): ${verdict(x < 0.2)}${lu ? `; without fairness ${ms(lu.ttft.p90)} ms (${lu.ttft.p90 / la.ttft.p90 - 1 >= 0 ? '+' : ''}${fmt((lu.ttft.p90 / la.ttft.p90 - 1) * 100, 1)} %)` : ''}.`,
     )
   }
   return out
+}
+
+/** One line per regime × headline router: the table issue 9 asked for. */
+function headlineTable(rs: readonly RunResult[]): string {
+  const rows: (string | number)[][] = []
+  const order = [
+    'shared-prefix',
+    'decode-bound',
+    'uniform',
+    'shared-prefix+restart',
+    'decode-bound+restart',
+    'shared-prefix+replicas',
+    'decode-bound+replicas',
+  ]
+  const names = new Set([RR.name, DEFAULT.name, ...PEER_POLICIES.map((p) => p.name)])
+  for (const regime of order) {
+    for (const r of rs.filter((x) => x.regime === regime && x.load === 0.7)) {
+      if (!names.has(r.policy)) continue
+      const b = baselines(rs, r)
+      rows.push([
+        REGIME_TITLES[regime] ?? regime,
+        routerLabel(r),
+        ms(r.all.ttft.p50),
+        ms(r.all.ttft.p90),
+        ms(r.all.ttft.p99),
+        ratio(r.all.ttft.p90 / b.rr),
+        ratio(r.all.ttft.p90 / b.peer),
+        pct(r.prefixHitRate),
+        String(r.scenario === 'restart' ? r.errorsAllRun : r.failed + r.rejected),
+      ])
+    }
+  }
+  return table(
+    [
+      'regime (70 % load)',
+      'router',
+      'TTFT p50',
+      'TTFT p90',
+      'TTFT p99',
+      'p90 ÷ round-robin',
+      'p90 ÷ best peer',
+      'prefix hit',
+      'errors',
+    ],
+    rows,
+  )
+}
+
+const REGIME_TITLES: Record<string, string> = {
+  'shared-prefix': 'shared prefix, prefill-bound',
+  'decode-bound': 'shared prefix, decode-bound',
+  uniform: 'uniform prompts',
+  'shared-prefix+restart': 'prefill-bound, 2 of 4 engines restarted',
+  'decode-bound+restart': 'decode-bound, 2 of 4 engines restarted',
+  'shared-prefix+replicas': `prefill-bound, ${REPLICAS} gateway replicas`,
+  'decode-bound+replicas': `decode-bound, ${REPLICAS} gateway replicas`,
 }
 
 function tenantTable(rs: readonly RunResult[]): string {
@@ -700,74 +1115,199 @@ function tenantTable(rs: readonly RunResult[]): string {
   )
 }
 
+/** TTFT per phase of the restart scenario (before the first restart, while any is down, after). */
+function phaseTable(rs: readonly RunResult[]): string {
+  const rows: (string | number)[][] = []
+  for (const r of rs.filter((x) => x.scenario === 'restart')) {
+    for (const phase of ['before', 'during', 'after']) {
+      const s = r.byTag[phase]
+      if (s === undefined) continue
+      rows.push([
+        REGIME_TITLES[r.regime] ?? r.regime,
+        r.policy,
+        phase,
+        `${s.ok}/${s.n}`,
+        ms(s.ttft.p50),
+        ms(s.ttft.p90),
+        ms(s.ttft.p99),
+      ])
+    }
+  }
+  return table(['regime', 'router', 'phase', 'ok/sent', 'TTFT p50', 'TTFT p90', 'TTFT p99'], rows)
+}
+
+/** The engine model, generated from the parameters the run used (issue 9, deliverable 5). */
+function engineModel(): string {
+  const rows = SHAPES.map((e) => [
+    e.name,
+    e.maxNumSeqs,
+    `${e.numGpuBlocks} × ${e.blockSize}`,
+    `${e.prefillOverheadMs} + ${e.prefillMsPerToken} × uncached prompt tokens`,
+    `${e.decodeMsPerToken} × (1 + ${e.batchSlowdown} × (running − 1))`,
+    e.loraLoadMs,
+  ])
+  return `#### Engine model
+
+Each pod is one simulated engine (\`hack/sim\`), modelled as vLLM's v1 scheduler is: a FIFO waiting
+queue; at most \`max_num_seqs\` running sequences; a request is admitted when a batch slot is free
+and its KV blocks fit (head-of-line otherwise); a prefix hit is the run of leading full KV blocks
+already in the cache (hash-chained, LRU eviction of unreferenced blocks; generated tokens are cached
+too); TTFT = queue wait + prefill of the uncached tokens; each later token costs the decode time,
+slowed down by the other running sequences. Two shapes (all times in ms, × the workload's time scale):
+
+${table(['shape', 'max_num_seqs', 'KV blocks × tokens', 'prefill ms', 'decode ms per token', 'LoRA load ms'], rows)}
+
+What the routers see: only what a real vLLM exposes — \`/metrics\` in vLLM v1's exposition
+(\`vllm:num_requests_running\`, \`vllm:num_requests_waiting\`, \`vllm:kv_cache_usage_perc\`,
+\`vllm:cache_config_info\` with \`num_gpu_blocks\` and \`block_size\`, prefix-cache query/hit
+counters, TTFT/ITL/queue histograms, \`vllm:lora_requests_info\`, \`process_start_time_seconds\`)
+and the responses. \`max_num_seqs\` is not exported by vLLM, so no router is told it: ours learns
+the batch limit from \`running\` while requests wait. The benchmark alone reads \`/sim/stats\` (for
+the prefix-hit column). Not modelled: chunked prefill (a long prefill does not slow the running
+decodes), preemption and recomputation, speculative decoding, tensor parallelism, real tokenizers
+(one word = one token), network latency between pods.`
+}
+
+function peerLines(peers: PeerInstalls): string[] {
+  return (Object.keys(PEERS) as PeerName[]).map((n) => {
+    const p = peers[n]
+    return p.ok
+      ? `${PEERS[n].pkg} ${p.version} (PyPI, cached venv; \`--policy cache_aware\`, otherwise its defaults): ran.`
+      : `${PEERS[n].pkg} ${PEERS[n].version}: skipped: ${p.reason}`
+  })
+}
+
+function selected(spec: RunSpec): boolean {
+  if (opts.only !== undefined) {
+    const regime = regimeOf(spec.workload.name, spec.scenario)
+    const only = opts.only.split(',')
+    if (!only.includes(regime) && !only.includes(spec.scenario)) return false
+  }
+  if (opts.routers !== undefined) {
+    const want = opts.routers.split(',')
+    if (!want.some((x) => spec.policy.name.includes(x))) return false
+  }
+  return true
+}
+
+async function installPeers(): Promise<PeerInstalls> {
+  if (opts['no-peers']) {
+    const reason = '--no-peers given'
+    return { sglang: { ok: false, reason }, vllm: { ok: false, reason } }
+  }
+  const [sglang, vllm] = await Promise.all([ensurePeer('sglang'), ensurePeer('vllm')])
+  return { sglang, vllm }
+}
+
 async function main(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'igw-routing-'))
   const started = Date.now()
-  const runs = matrix().filter((r) => opts.only === undefined || r.workload.name === opts.only)
+  const peers = await installPeers()
+  for (const line of peerLines(peers)) process.stdout.write(`${line}\n`)
+  const runs = matrix()
+    .filter(selected)
+    .filter((r) => r.policy.peer === undefined || peers[r.policy.peer].ok)
   const results: RunResult[] = []
   try {
     for (const [i, spec] of runs.entries()) {
       const t0 = Date.now()
-      const r = await runOne(spec, dir)
+      const r = await runOne(spec, dir, peers)
       results.push(r)
       process.stdout.write(
-        `[${i + 1}/${runs.length}] ${r.workload} @${Math.round(r.load * 100)}% ${r.policy}: ` +
+        `[${i + 1}/${runs.length}] ${r.regime} @${Math.round(r.load * 100)}% ${routerLabel(r)}: ` +
           `TTFT p50/p90/p99 ${ms(r.all.ttft.p50)}/${ms(r.all.ttft.p90)}/${ms(r.all.ttft.p99)} ms, ` +
           `${fmt(r.throughputRps, 1)} req/s, prefix hit ${pct(r.prefixHitRate)}` +
           `${r.adapterHitRate !== undefined ? `, adapter hit ${pct(r.adapterHitRate)}` : ''}` +
-          `, errors ${r.failed}+${r.rejected} (${((Date.now() - t0) / 1000).toFixed(1)} s)\n`,
+          `, errors ${r.failed}+${r.rejected} (whole run ${r.errorsAllRun})` +
+          `, per pod ${JSON.stringify(r.perPod)} (${((Date.now() - t0) / 1000).toFixed(1)} s)\n`,
       )
     }
   } finally {
     await rm(dir, { recursive: true, force: true })
   }
-  const byWorkload = new Map<string, RunResult[]>()
-  for (const r of results) byWorkload.set(r.workload, [...(byWorkload.get(r.workload) ?? []), r])
-  const all = [
-    sharedPrefix(false),
-    uniform(),
-    multiLora(),
-    sharedPrefix(true),
-    twoTenant(),
-    heterogeneous(),
+  const byRegime = new Map<string, RunResult[]>()
+  for (const r of results) byRegime.set(r.regime, [...(byRegime.get(r.regime) ?? []), r])
+  const sp = sharedPrefix(false)
+  const db = decodeBound()
+  const all: [Workload, Scenario][] = [
+    [sp, 'fresh'],
+    [db, 'fresh'],
+    [uniform(), 'fresh'],
+    [sp, 'restart'],
+    [db, 'restart'],
+    [sp, 'replicas'],
+    [db, 'replicas'],
+    [multiLora(), 'fresh'],
+    [sharedPrefix(true), 'fresh'],
+    [twoTenant(), 'fresh'],
+    [heterogeneous(), 'fresh'],
   ]
   const sections: string[] = []
-  for (const w of all) {
-    const rs = byWorkload.get(w.name)
+  for (const [w, scenario] of all) {
+    const regime = regimeOf(w.name, scenario)
+    const rs = byRegime.get(regime)
     if (rs === undefined) continue
+    const extra =
+      scenario === 'restart'
+        ? ` Engines restarted during the run: ${restartTimes()
+            .map((t) => `${t.pod} at ${fmt(t.at / 1000, 1)} s, down ${fmt(t.downMs / 1000, 1)} s`)
+            .join(
+              '; ',
+            )} (listener closed: streams in flight cut, connections refused; back on the same address with an empty KV cache, counters from zero and a new process start time). Errors in the table: measured window only; the whole run's are in the summary.`
+        : scenario === 'replicas'
+          ? ` ${REPLICAS} data-plane processes that never talk to each other, behind a round-robin HTTP balancer (per request; hack/bench/balancer.ts).`
+          : ''
     sections.push(
-      `### ${w.title}\n\n${w.describe}. Time scale ${[...new Set(w.pods.map((p) => p.timeScale))].join(' / ')}; 100 % load = ${fmt(w.capacity, 1)} req/s (the fleet's rate with nothing cached).\n\n${workloadTable(rs, w.loras !== undefined)}`,
+      `### ${REGIME_TITLES[regime] !== undefined && scenario !== 'fresh' ? REGIME_TITLES[regime] : w.title}\n\n${w.describe}. Engine shape ${w.shape.name}, time scale ${[...new Set(w.pods.map((p) => p.timeScale))].join(' / ')}; 100 % load = ${fmt(w.capacity, 1)} req/s (the fleet's rate with nothing cached).${extra}\n\n${workloadTable(results, rs, w.loras !== undefined)}`,
     )
+    if (scenario === 'restart') sections.push(`Per phase:\n\n${phaseTable(rs)}`)
     if (w.name === 'two-tenant') sections.push(`Per tenant:\n\n${tenantTable(rs)}`)
   }
+  const profile = DEFAULT_PROFILE.plugins.map((p) => `${p.name} ${p.weight}`).join(', ')
   const text = `## Routing quality (\`npm run bench:routing\`${QUICK ? ' -- --quick' : ''})
 
-Simulated engines (4 pods; vLLM-style metrics; ${ENGINE.maxNumSeqs} sequences per
-batch, ${ENGINE.numGpuBlocks} KV blocks of ${ENGINE.blockSize} tokens with prefix caching, prefill
-${ENGINE.prefillOverheadMs} ms + ${ENGINE.prefillMsPerToken} ms/token, decode ${ENGINE.decodeMsPerToken} ms/token
-+${ENGINE.batchSlowdown * 100} % per extra running sequence; all times × a per-workload time scale that puts
-70 % load near 40 req/s) in one process, the data plane (CLI, standalone
-config, metrics scraped every 200 ms) in another, open-loop Poisson load from a third. Each run:
-fresh fleet and gateway, ${DURATION_MS / 1000} s of arrivals, the first ${WARMUP_MS / 1000} s excluded from
-latency statistics, the same seeded request sequence for every policy. Times in ms measured by
-the client (TTFT = first streamed chunk, TPOT = spacing of the rest); prefix hit = cached prompt
-tokens / prompt tokens over the run, adapter hit = requests that did not have to load their
-adapter; errors = failed + rejected requests.
+Reproduce: \`${reproduce()}\` (peers are installed on first use into
+\`~/.cache/infer-gateway/peers\`; \`--no-peers\` leaves them out).
 
-${targets(results)
+Simulated engines (4 pods, vLLM-style metrics; engine shapes below) in one process, the router
+under test in another (our data plane: the CLI with a standalone config, metrics scraped every
+200 ms; or a peer router), open-loop Poisson load from a third. Each run: fresh fleet and router,
+${DURATION_MS / 1000} s of arrivals, the first ${WARMUP_MS / 1000} s excluded from latency statistics,
+the same seeded request sequence for every router. Times in ms measured by the client (TTFT =
+first streamed chunk, TPOT = spacing of the rest); prefix hit = cached prompt tokens / prompt
+tokens over the run, adapter hit = requests that did not have to load their adapter; errors =
+failed + rejected requests; "÷ round-robin" and "÷ best peer" = TTFT p90 over theirs in the same
+regime and load (below 1 = better). Default profile at run time: ${profile}.
+
+${peerLines(peers)
+  .map((l) => `- ${l}`)
+  .join('\n')}
+
+### Summary (issue 9)
+
+${headlineTable(results)}
+
+${headlineTargets(results)
+  .map((t) => `- ${t}`)
+  .join('\n')}
+${earlierTargets(results)
   .map((t) => `- ${t}`)
   .join('\n')}
 
+${engineModel()}
+
 ${sections.join('\n\n')}
 
-Full run ${((Date.now() - started) / 60000).toFixed(1)} min, measured ${new Date().toISOString().slice(0, 10)} on ${process.platform}/${process.arch}, Node ${process.version}, 2 cores shared by the three processes.`
+Full run ${((Date.now() - started) / 60000).toFixed(1)} min, measured ${new Date().toISOString().slice(0, 10)} on ${process.platform}/${process.arch}, Node ${process.version}, 2 cores shared by all processes.`
   process.stdout.write(`\n${text}\n`)
-  if (!opts['no-write'] && opts.only === undefined) {
+  if (!opts['no-write'] && opts.only === undefined && opts.routers === undefined) {
     const file = await writeSection(QUICK ? 'routing-quick' : 'routing', text, {
       quick: QUICK,
       durationMs: DURATION_MS,
       warmupMs: WARMUP_MS,
-      engine: ENGINE,
+      shapes: SHAPES,
+      defaultProfile: DEFAULT_PROFILE,
+      peers,
       results,
     })
     process.stdout.write(`\nwritten to ${file}\n`)

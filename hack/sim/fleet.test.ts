@@ -96,6 +96,12 @@ describe('startFleet', () => {
       await postJson(`${before.url}/v1/completions`, { prompt, max_tokens: 2 })
       expect(before.stats().prefixHitTokens).toBeGreaterThan(0)
       const twoPrompts = before.stats().promptTokens
+      const startOf = async (url: string) =>
+        parseProm(await (await fetch(`${url}/metrics`)).text()).find(
+          (x) => x.name === 'process_start_time_seconds',
+        )?.value
+      const started = await startOf(before.url)
+      expect(started).toBeGreaterThan(0)
       const restarting = fleet.restart('r1', 200)
       // The listener closes at once: a new connection is refused while the engine is down.
       await new Promise((r) => setTimeout(r, 50))
@@ -111,6 +117,8 @@ describe('startFleet', () => {
       const prompts = prom.find((x) => x.name === 'vllm:prompt_tokens_total')
       // Counters start again from zero (a scraper sees them go backwards): one prompt, not three.
       expect(prompts?.value).toBe(twoPrompts / 2)
+      // A new process start time, as a restarted engine process reports.
+      expect(await startOf(after.url)).toBeGreaterThan(started ?? Number.POSITIVE_INFINITY)
       // The other instance was left alone.
       expect(fleet.sims[0]?.stats().requests).toBe(0)
       await expect(fleet.restart('nope', 0)).rejects.toMatchObject({ code: 'unknown_instance' })
