@@ -94,7 +94,6 @@ export type OutlierReason =
   | 'stream_cut'
   | 'protocol'
   | 'body_too_large'
-  | 'other'
   | 'failure_rate'
 export type EjectReason = LivenessReason | OutlierReason
 
@@ -598,10 +597,12 @@ function outlierKind(o: DispatchOutcome): OutlierReason | undefined {
     case 'stream_cut':
     case 'protocol':
     case 'body_too_large':
-    case 'other':
       return o.failure
     default:
-      // No failure, or a retried 429: the engine answered properly, if busily.
+      // No failure, or a retried 429: the engine answered properly, if busily. `other` (a reset
+      // mid-request, or an error of the gateway's own) is not held against the engine either: an
+      // engine may close on a client's oversized request body, and counting that would let one
+      // client eject every engine in turn. A crashed engine shows up as refused connections.
       return undefined
   }
 }
