@@ -18,6 +18,7 @@ import {
   DEFAULT_AZURE_API_VERSION,
   type ExternalModelProvider,
   effectiveBaseURL,
+  privateAddressProblem,
   secretFileName,
   validateExternalModelProvider,
 } from './provider.js'
@@ -64,6 +65,11 @@ export interface CompileInput {
   policies?: readonly unknown[]
   /** ExternalModelProvider objects. */
   providers?: readonly unknown[]
+  /**
+   * Accept provider baseURLs on loopback/link-local addresses (provider.ts
+   * `privateAddressProblem`). Off by default; tests and sidecar setups opt in.
+   */
+  allowPrivateProviderAddresses?: boolean
 }
 
 export interface Diagnostic {
@@ -565,7 +571,22 @@ export function compileSnapshot(input: CompileInput): CompileResult {
   const providers = new Map<string, SnapshotProvider>()
   for (const key of [...validProviders.keys()].sort()) {
     const p = validProviders.get(key)
-    if (p !== undefined) providers.set(key, compileProvider(key, p))
+    if (p === undefined) continue
+    const why = input.allowPrivateProviderAddresses
+      ? undefined
+      : privateAddressProblem(effectiveBaseURL(p.spec) ?? '')
+    if (why !== undefined) {
+      diagnostics.push({
+        kind: 'ExternalModelProvider',
+        key,
+        severity: 'error',
+        reason: 'PrivateAddress',
+        path: 'spec.baseURL',
+        message: `${why}; refused unless the data plane allows it (--allow-private-provider-addresses)`,
+      })
+      continue
+    }
+    providers.set(key, compileProvider(key, p))
   }
 
   const routes: SnapshotRoute[] = []

@@ -4,6 +4,7 @@ import { parseManifests } from './manifest.js'
 import {
   externalModelProviderJsonSchema,
   PROVIDER_CONDITION_TYPES,
+  privateAddressProblem,
   secretFileName,
   validateExternalModelProvider,
 } from './provider.js'
@@ -272,5 +273,64 @@ describe('compiling providers and fallback', () => {
       '6:3 spec.baseURL',
     ])
     expect(parsed.providers).toHaveLength(1)
+  })
+})
+
+describe('provider baseURLs on loopback / link-local addresses', () => {
+  it('recognises loopback, link-local and this-host literals in every spelling', () => {
+    for (const u of [
+      'http://127.0.0.1:8080/v1',
+      'http://127.9.9.9/v1',
+      'http://2130706433/v1',
+      'http://0x7f.1/v1',
+      'http://169.254.169.254/latest',
+      'http://0.0.0.0:80',
+      'http://[::1]/v1',
+      'http://[::ffff:127.0.0.1]/v1',
+      'http://[::ffff:169.254.169.254]/',
+      'http://[fe80::1]/v1',
+      'http://localhost:8000/v1',
+      'http://LOCALHOST./v1',
+      'http://api.localhost/v1',
+    ]) {
+      expect(privateAddressProblem(u), u).toBeDefined()
+    }
+    for (const u of [
+      'https://api.openai.com/v1',
+      'http://10.0.0.1/v1',
+      'http://[fd00::1]/v1',
+      'http://my-sidecar.svc.cluster.local/v1',
+      'http://169.255.0.1/',
+    ]) {
+      expect(privateAddressProblem(u), u).toBeUndefined()
+    }
+  })
+
+  it('the compiler refuses them by field path unless allowed', () => {
+    const input = {
+      routes: [route([{ targetModels: [{ externalModelProviderName: 'meta' }] }])],
+      servers: [server],
+      endpoints: {},
+      providers: [
+        provider({ baseURL: 'http://169.254.169.254/v1', allowInsecureHTTP: true }, 'meta'),
+        provider({ baseURL: 'https://api.openai.com/v1' }, 'public'),
+      ],
+      version: 1,
+    }
+    const refused = compileSnapshot(input)
+    expect(refused.snapshot.providers?.['default/meta']).toBeUndefined()
+    expect(refused.snapshot.providers?.['default/public']).toBeDefined()
+    expect(refused.diagnostics).toContainEqual({
+      kind: 'ExternalModelProvider',
+      key: 'default/meta',
+      severity: 'error',
+      reason: 'PrivateAddress',
+      path: 'spec.baseURL',
+      message:
+        '169.254.169.254 is a loopback or link-local address; refused unless the data plane allows it (--allow-private-provider-addresses)',
+    })
+    const allowed = compileSnapshot({ ...input, allowPrivateProviderAddresses: true })
+    expect(allowed.snapshot.providers?.['default/meta']?.baseURL).toBe('http://169.254.169.254/v1')
+    expect(allowed.diagnostics.filter((d) => d.reason === 'PrivateAddress')).toEqual([])
   })
 })

@@ -9,6 +9,7 @@
 // Secret values never appear here or in the snapshot: `auth.secretRef` names a Secret key, and the
 // snapshot carries the file name under which the data plane finds it (see `secretFileName`).
 
+import { BlockList, isIP } from 'node:net'
 import { z } from 'zod'
 import { canonicalJson, sha256Hex } from './canonical-json.js'
 import { DurationError, parseDuration } from './duration.js'
@@ -477,6 +478,41 @@ export function validateExternalModelProvider(
 
 // ---------------------------------------------------------------------------------------------
 // helpers shared by the compiler, the operator and the data plane
+
+/**
+ * Addresses a provider baseURL may not name unless the data plane allows it explicitly
+ * (`--allow-private-provider-addresses`, the compiler's `allowPrivateProviderAddresses`): loopback
+ * (the gateway's own ports and sidecars), link-local (169.254.169.254 is every cloud's metadata
+ * service, with the node's credentials) and "this host" (0.0.0.0/8 reaches loopback on Linux).
+ * IPv4-mapped IPv6 forms are covered; the URL parser already normalizes decimal/hex IPv4 forms.
+ * Only literal addresses and `localhost` names are checked: a DNS name is resolved later, by the
+ * transport, and pointing one at these addresses is the DNS owner's decision.
+ */
+const PRIVATE_ADDRESSES = (() => {
+  const b = new BlockList()
+  b.addSubnet('127.0.0.0', 8, 'ipv4')
+  b.addSubnet('169.254.0.0', 16, 'ipv4')
+  b.addSubnet('0.0.0.0', 8, 'ipv4')
+  b.addAddress('::1', 'ipv6')
+  b.addAddress('::', 'ipv6')
+  b.addSubnet('fe80::', 10, 'ipv6')
+  return b
+})()
+
+/** Why `baseURL` points at a loopback/link-local address, or undefined when it does not. */
+export function privateAddressProblem(baseURL: string): string | undefined {
+  if (!URL.canParse(baseURL)) return undefined
+  const host = new URL(baseURL).hostname
+    .replace(/^\[|\]$/g, '')
+    .replace(/\.+$/, '')
+    .toLowerCase()
+  if (host === 'localhost' || host.endsWith('.localhost')) return `"${host}" is loopback`
+  const family = isIP(host)
+  if (family === 0) return undefined
+  if (PRIVATE_ADDRESSES.check(host, family === 4 ? 'ipv4' : 'ipv6'))
+    return `${host} is a loopback or link-local address`
+  return undefined
+}
 
 /** The effective base URL: given or the type's public default; no trailing slash. */
 export function effectiveBaseURL(spec: ExternalModelProviderSpec): string | undefined {

@@ -89,6 +89,10 @@ export function createApp(deps: AppDeps): Hono {
     if (lifecycle.draining) return c.json({ status: 'draining' }, 503)
     const snap = deps.store.snapshot
     if (!snap) return c.json({ status: 'no-config' }, 503)
+    // A config that routes nothing (an accepted empty one, or every route invalid) serves only
+    // 404s: not ready, so load balancers keep sending to replicas that do route.
+    if ((deps.store.table?.models.length ?? 0) === 0)
+      return c.json({ status: 'no-routes', snapshotVersion: snap.version }, 503)
     return c.json({ status: 'ready', snapshotVersion: snap.version })
   })
   const explainOn = deps.explain === true || deps.debugEndpoints === true

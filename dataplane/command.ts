@@ -29,6 +29,23 @@ Options:
   --secrets-dir <dir>      Credentials, one file per entry (a mounted Kubernetes Secret): API-key
                            sha256 digests, OAuth2 client secret, trusted-proxy secret, Redis
                            password, provider API keys. Re-read on change.
+Client limits (hostile or broken clients never hold the gateway; docs/install.md):
+  --headers-timeout <ms>   Time for a client to send the request headers (default 10000)
+  --request-timeout <ms>   Time to receive a whole request, body included (default 60000; 0 =
+                           none). Responses may stream longer.
+  --keep-alive-timeout <ms>  Close a keep-alive connection idle this long (default 65000: longer
+                           than common load balancers' 60 s, so they close first)
+  --max-connections <n>    Open client connections at most (default 10000, or half the open-files
+                           limit if lower). At the cap a new connection evicts the oldest one that
+                           has not sent a request yet, else it is refused with a 503.
+Config safety:
+  --allow-empty-config     Accept a config with no documents (by default an empty or
+                           comments-only file is refused as one caught mid-write; the last good
+                           config stays live)
+  --allow-private-provider-addresses
+                           Allow ExternalModelProvider baseURLs on loopback or link-local
+                           addresses (127.0.0.0/8, ::1, 169.254.0.0/16, fe80::/10, localhost);
+                           refused by default (cloud metadata, the gateway's own ports)
   -h, --help               Show this help
 `
 
@@ -49,6 +66,12 @@ export async function runDataplaneCommand(args: readonly string[]): Promise<void
       explain: { type: 'boolean', default: false },
       'debug-endpoints': { type: 'boolean', default: false },
       'secrets-dir': { type: 'string' },
+      'headers-timeout': { type: 'string' },
+      'request-timeout': { type: 'string' },
+      'keep-alive-timeout': { type: 'string' },
+      'max-connections': { type: 'string' },
+      'allow-empty-config': { type: 'boolean', default: false },
+      'allow-private-provider-addresses': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -86,6 +109,22 @@ export async function runDataplaneCommand(args: readonly string[]): Promise<void
     ...(values['no-access-log'] ? {} : { accessLog: process.stdout }),
     ...(values.explain || values['debug-endpoints'] ? { explain: true } : {}),
     ...(values['secrets-dir'] !== undefined ? { secretsDir: values['secrets-dir'] } : {}),
+    connections: {
+      ...(values['headers-timeout'] !== undefined
+        ? { headersTimeoutMs: intArg('headers-timeout', values['headers-timeout']) }
+        : {}),
+      ...(values['request-timeout'] !== undefined
+        ? { requestTimeoutMs: intArg('request-timeout', values['request-timeout']) }
+        : {}),
+      ...(values['keep-alive-timeout'] !== undefined
+        ? { keepAliveTimeoutMs: intArg('keep-alive-timeout', values['keep-alive-timeout']) }
+        : {}),
+      ...(values['max-connections'] !== undefined
+        ? { maxConnections: intArg('max-connections', values['max-connections']) }
+        : {}),
+    },
+    ...(values['allow-empty-config'] ? { allowEmptyConfig: true } : {}),
+    ...(values['allow-private-provider-addresses'] ? { allowPrivateProviderAddresses: true } : {}),
     log,
     processMetrics: true,
   })

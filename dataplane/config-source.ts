@@ -4,11 +4,19 @@
 // because kubelet updates ConfigMap volumes by swapping a `..data` symlink, which plain watches on
 // the file itself miss. A bad file never replaces the live config: the error names file, line and
 // field, and a metric counts it.
+//
+// Editors and shells do not write atomically (`>` truncates, then writes), so two more guards:
+// - a file is read between two stats; if it changed meanwhile (size, mtime, inode, or a length
+//   that disagrees with the stat), the round is skipped and retried shortly;
+// - a file with no documents (empty, or only comments) is refused, as the moment between the
+//   truncation and the write looks exactly like that, unless `allowEmpty` says an empty config
+//   is intended. Either way the last good config stays live.
 import { createHash } from 'node:crypto'
 import { type FSWatcher, watch } from 'node:fs'
 import { readdir, readFile, stat } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { gunzipSync } from 'node:zlib'
+import { isScalar, parseAllDocuments } from 'yaml'
 import { compileSnapshot, parseManifests, validateSnapshot } from '../api/index.js'
 import type { RoutingSnapshot } from '../api/snapshot.js'
 import type { Logger } from './log.js'
@@ -26,6 +34,10 @@ export interface ConfigSourceOptions {
   readonly log: Logger
   /** Poll interval; fs events trigger an immediate check as well. Default 500 ms. */
   readonly pollMs?: number
+  /** Accept files with no documents (default: refused, see above). */
+  readonly allowEmpty?: boolean
+  /** Compile option: provider baseURLs on loopback/link-local addresses (api/compile.ts). */
+  readonly allowPrivateProviderAddresses?: boolean
 }
 
 export interface ReloadProblem {
@@ -63,6 +75,57 @@ function isNotFound(e: unknown): boolean {
   return (
     typeof e === 'object' && e !== null && 'code' in e && (e as { code: unknown }).code === 'ENOENT'
   )
+}
+
+/** Thrown when a file changed while it was read: not an error, the round is retried. */
+export class FileChangedError extends Error {
+  override readonly name = 'FileChangedError'
+  readonly code = 'CONFIG_FILE_CHANGED'
+}
+
+/**
+ * Reads `name` between two stats and throws FileChangedError when it changed meanwhile.
+ * `between` runs after the read (tests use it to change the file at exactly that moment).
+ */
+export async function readFileStable(name: string, between?: () => Promise<void>): Promise<Buffer> {
+  const before = await stat(name)
+  const data = await readFile(name)
+  if (between) await between()
+  const after = await stat(name)
+  if (
+    before.ino !== after.ino ||
+    before.size !== after.size ||
+    before.mtimeMs !== after.mtimeMs ||
+    data.length !== after.size
+  ) {
+    throw new FileChangedError(`${name} changed while it was read`)
+  }
+  return data
+}
+
+/** YAML documents with content (an empty stream, `---` separators and comments count none). */
+export function documentCount(text: string): number {
+  const docs = parseAllDocuments(text)
+  if (!Array.isArray(docs)) return 0
+  return docs.filter(
+    (d) =>
+      d.errors.length > 0 ||
+      (d.contents !== null && !(isScalar(d.contents) && d.contents.value === null)),
+  ).length
+}
+
+/** Every file read stably; a few quick retries so a start during a write does not fail. */
+async function readAllStable(names: readonly string[]): Promise<FileContent[]> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await Promise.all(
+        names.map(async (name) => ({ name, data: await readFileStable(name) })),
+      )
+    } catch (e) {
+      if (!(e instanceof FileChangedError) || attempt >= 4) throw e
+      await new Promise((r) => setTimeout(r, 25 * attempt))
+    }
+  }
 }
 
 async function listFiles(paths: readonly string[]): Promise<string[]> {
@@ -109,6 +172,8 @@ export class FileConfigSource {
   stop(): void {
     if (this.timer) clearInterval(this.timer)
     this.timer = undefined
+    if (this.retryTimer) clearTimeout(this.retryTimer)
+    this.retryTimer = undefined
     for (const w of this.watchers) w.close()
     this.watchers = []
   }
@@ -127,6 +192,17 @@ export class FileConfigSource {
       }
     })
     return this.running
+  }
+
+  private retryTimer: NodeJS.Timeout | undefined
+
+  private retrySoon(): void {
+    if (this.retryTimer !== undefined) return
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined
+      void this.check()
+    }, 50)
+    this.retryTimer.unref()
   }
 
   private watch(): void {
@@ -152,8 +228,14 @@ export class FileConfigSource {
     let files: FileContent[]
     try {
       const names = await listFiles(this.opts.paths)
-      files = await Promise.all(names.map(async (name) => ({ name, data: await readFile(name) })))
+      files = await readAllStable(names)
     } catch (e) {
+      if (e instanceof FileChangedError) {
+        // Mid-write: the writer's next fs event (or the poll) brings the finished file.
+        log('info', 'config file changed while being read; re-reading', { error: e.message })
+        this.retrySoon()
+        return this.opts.store.snapshot !== undefined
+      }
       // A file mid-swap can vanish for a moment; the next poll sees the new one.
       const msg = e instanceof Error ? e.message : String(e)
       if (this.opts.kind === 'snapshot' && isNotFound(e)) {
@@ -209,6 +291,20 @@ export class FileConfigSource {
   }
 
   private compile(files: readonly FileContent[]): RoutingSnapshot {
+    if (!this.opts.allowEmpty) {
+      const empty = files.filter((f) => documentCount(f.data.toString('utf8')) === 0)
+      if (files.length === 0 || empty.length > 0) {
+        throw new ConfigLoadError(
+          (empty.length > 0 ? empty.map((f) => f.name) : [this.opts.paths.join(',')]).map(
+            (file) => ({
+              file,
+              message:
+                'no documents (empty or only comments): refused, as a file caught mid-write looks like this; pass --allow-empty-config if an empty config is intended',
+            }),
+          ),
+        )
+      }
+    }
     const parsed = parseManifests(
       files.map((f) => ({ name: f.name, text: f.data.toString('utf8') })),
     )
@@ -230,6 +326,7 @@ export class FileConfigSource {
       policies: parsed.policies,
       providers: parsed.providers,
       version: this.version + 1,
+      ...(this.opts.allowPrivateProviderAddresses ? { allowPrivateProviderAddresses: true } : {}),
     })
     // Standalone treats the files as one unit: a dangling reference is a typo to fix, not a
     // partial config to run with.

@@ -13,7 +13,7 @@ import { ProviderRuntime } from './providers/index.js'
 import { UpstreamPool } from './proxy/upstream-pool.js'
 import { PushSource } from './push-source.js'
 import { Scheduler, type SchedulerOptions } from './scheduler/index.js'
-import { listen, type RunningServer } from './server.js'
+import { type ConnectionLimits, listen, type RunningServer } from './server.js'
 import { SnapshotStore } from './snapshot-store.js'
 
 export interface GatewayOptions {
@@ -42,6 +42,12 @@ export interface GatewayOptions {
   readonly secretsDir?: string
   /** Re-read interval of `secretsDir` (default 1000 ms). */
   readonly secretsPollMs?: number
+  /** Client timeouts and the connection cap (server.ts has the defaults). */
+  readonly connections?: ConnectionLimits
+  /** Accept a config with no documents (otherwise refused as a file caught mid-write). */
+  readonly allowEmptyConfig?: boolean
+  /** Standalone: allow provider baseURLs on loopback/link-local addresses (tests, sidecars). */
+  readonly allowPrivateProviderAddresses?: boolean
 }
 
 export interface Gateway {
@@ -73,6 +79,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         metrics,
         log,
         ...(opts.pollMs !== undefined ? { pollMs: opts.pollMs } : {}),
+        ...(opts.allowEmptyConfig ? { allowEmpty: true } : {}),
+        ...(opts.allowPrivateProviderAddresses ? { allowPrivateProviderAddresses: true } : {}),
       })
     : undefined
   const push = opts.pushUrl ? new PushSource({ url: opts.pushUrl, store, metrics, log }) : undefined
@@ -119,6 +127,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       host: opts.host ?? '127.0.0.1',
       port: opts.port ?? 8080,
       lifecycle,
+      ...opts.connections,
     })
   } catch (e) {
     source?.stop()

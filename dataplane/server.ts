@@ -1,13 +1,40 @@
 // HTTP listener with graceful shutdown: readiness flips first (so load balancers stop sending),
 // then the listener closes, in-flight requests get until the deadline to finish, and only then are
 // remaining connections cut.
-import { createServer, type Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
+//
+// Hostile clients are bounded here, before any request reaches the app:
+// - headers must arrive within `headersTimeoutMs`, the whole request (headers + body) within
+//   `requestTimeoutMs`; a response may then stream as long as it needs (Node's request timeout
+//   stops counting once the request is received);
+// - an idle keep-alive connection is closed after `keepAliveTimeoutMs`;
+// - at most `maxConnections` sockets are open. At the cap, a new connection first evicts the
+//   oldest connection that has not sent a request yet (idle floods cannot starve real clients);
+//   when there is none, the new one is refused with an OpenAI-shaped 503 and closed. Either way
+//   file descriptors stay bounded, so config reloads and upstream connections keep working.
+// - requests Node's HTTP parser rejects (malformed, headers too large, unsupported Expect, timed
+//   out) get OpenAI-shaped JSON bodies like every other gateway error.
+import { readFileSync } from 'node:fs'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo, Socket } from 'node:net'
 import { getRequestListener } from '@hono/node-server'
 import type { Hono } from 'hono'
 import type { Lifecycle } from './app.js'
+import { GatewayError } from './errors.js'
 
-export interface ListenOptions {
+export interface ConnectionLimits {
+  /** Time for a client to send the request headers (default 10 s). */
+  readonly headersTimeoutMs?: number
+  /** Time to receive the whole request, body included (default 60 s; 0 = none). */
+  readonly requestTimeoutMs?: number
+  /** Idle time after a response before a keep-alive connection is closed (default 65 s). */
+  readonly keepAliveTimeoutMs?: number
+  /** Open connections at most (default: 10,000, or half the process' file limit if lower). */
+  readonly maxConnections?: number
+  /** How often Node checks the header/request deadlines (default 1 s). */
+  readonly timeoutCheckIntervalMs?: number
+}
+
+export interface ListenOptions extends ConnectionLimits {
   readonly host: string
   readonly port: number
   readonly lifecycle: Lifecycle
@@ -18,26 +45,211 @@ export interface RunningServer {
   readonly url: string
   readonly port: number
   inflight(): number
+  /** Open client connections. */
+  connections(): number
+  /** Connections refused or evicted at the cap since start. */
+  refusedConnections(): number
   /** Drain then close. `drainDelayMs`: time to keep serving after readiness flips. */
   shutdown(opts?: { drainDelayMs?: number; deadlineMs?: number }): Promise<{ forced: number }>
 }
 
+export const DEFAULT_HEADERS_TIMEOUT_MS = 10_000
+export const DEFAULT_REQUEST_TIMEOUT_MS = 60_000
+/** Longer than the 60 s idle timeout of common load balancers, so they close first (no races). */
+export const DEFAULT_KEEP_ALIVE_TIMEOUT_MS = 65_000
+
+/** 10,000, or half the open-files limit when that is lower (the rest: upstreams, config, logs). */
+export function defaultMaxConnections(): number {
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))
+    if (m?.[1]) return Math.max(64, Math.min(10_000, Math.floor(Number(m[1]) / 2)))
+  } catch {
+    // Not Linux: the fixed default.
+  }
+  return 10_000
+}
+
+export class ServerOptionError extends Error {
+  override readonly name = 'ServerOptionError'
+  readonly code = 'SERVER_OPTION_INVALID'
+}
+
+/** Errors the listener itself answers (no request reached the app). */
+export const protocolErrors = {
+  tooManyConnections: (max: number) =>
+    new GatewayError(
+      503,
+      'too_many_connections',
+      `the gateway is at its connection limit (${max}); retry shortly`,
+      { headers: { 'retry-after': '1' } },
+    ),
+  headersTooLarge: () =>
+    new GatewayError(431, 'request_header_too_large', 'request headers are too large'),
+  requestTimeout: () =>
+    new GatewayError(408, 'request_timeout', 'the request was not received in time', {
+      type: 'timeout_error',
+    }),
+  expectationFailed: (expect: string) =>
+    new GatewayError(
+      417,
+      'expectation_failed',
+      `unsupported Expect header "${expect.slice(0, 64)}" (only 100-continue is)`,
+    ),
+  badRequest: (code: string) =>
+    new GatewayError(400, 'invalid_http_request', `malformed HTTP request (${code})`),
+} as const
+
+const REASONS: Readonly<Record<number, string>> = {
+  400: 'Bad Request',
+  408: 'Request Timeout',
+  417: 'Expectation Failed',
+  431: 'Request Header Fields Too Large',
+  503: 'Service Unavailable',
+}
+
+/** A complete HTTP/1.1 response as bytes, for sockets that have no ServerResponse. */
+export function rawErrorResponse(err: GatewayError): string {
+  const body = JSON.stringify(err.toBody())
+  const head = [
+    `HTTP/1.1 ${err.status} ${REASONS[err.status] ?? 'Error'}`,
+    'content-type: application/json',
+    `content-length: ${Buffer.byteLength(body)}`,
+    'connection: close',
+    ...Object.entries(err.headers)
+      .filter(([k]) => k !== 'connection')
+      .map(([k, v]) => `${k}: ${v}`),
+  ]
+  return `${head.join('\r\n')}\r\n\r\n${body}`
+}
+
+/** Writes `err` and closes; the socket is destroyed once written (or after 1 s at the latest). */
+function refuse(socket: Socket, err: GatewayError): void {
+  if (socket.destroyed) return
+  if (!socket.writable) {
+    socket.destroy()
+    return
+  }
+  const timer = setTimeout(() => socket.destroy(), 1000)
+  timer.unref()
+  socket.end(rawErrorResponse(err), () => {
+    clearTimeout(timer)
+    socket.destroy()
+  })
+}
+
+function clientErrorOf(err: NodeJS.ErrnoException): GatewayError {
+  switch (err.code) {
+    case 'HPE_HEADER_OVERFLOW':
+      return protocolErrors.headersTooLarge()
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+    case 'HPE_HEADERS_TIMEOUT':
+      return protocolErrors.requestTimeout()
+    default:
+      return protocolErrors.badRequest(err.code ?? 'parse error')
+  }
+}
+
+function positive(name: string, v: number): number {
+  if (!Number.isInteger(v) || v < 0) throw new ServerOptionError(`${name} must be >= 0, got ${v}`)
+  return v
+}
+
 export async function listen(app: Hono, opts: ListenOptions): Promise<RunningServer> {
+  const headersTimeout = positive(
+    'headersTimeoutMs',
+    opts.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS,
+  )
+  const requestTimeout = positive(
+    'requestTimeoutMs',
+    opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
+  )
+  const keepAliveTimeout = positive(
+    'keepAliveTimeoutMs',
+    opts.keepAliveTimeoutMs ?? DEFAULT_KEEP_ALIVE_TIMEOUT_MS,
+  )
+  const maxConnections = positive('maxConnections', opts.maxConnections ?? defaultMaxConnections())
+  if (headersTimeout <= 0) throw new ServerOptionError('headersTimeoutMs must be > 0')
+  if (maxConnections <= 0) throw new ServerOptionError('maxConnections must be > 0')
+  if (requestTimeout > 0 && headersTimeout > requestTimeout) {
+    throw new ServerOptionError('headersTimeoutMs must not exceed requestTimeoutMs')
+  }
   const listener = getRequestListener(app.fetch)
   let inflight = 0
   let idleWaiters: (() => void)[] = []
-  const server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, (req, res) => {
-    inflight++
-    if (opts.lifecycle.draining) res.setHeader('connection', 'close')
-    res.once('close', () => {
-      inflight--
-      if (inflight === 0) {
-        const w = idleWaiters
-        idleWaiters = []
-        for (const f of w) f()
+  let refused = 0
+  const open = new Set<Socket>()
+  /** Connections that have not sent a request yet, oldest first: evicted first at the cap. */
+  const fresh = new Set<Socket>()
+  const rejected = new WeakSet<Socket>()
+
+  const server = createServer(
+    {
+      headersTimeout,
+      requestTimeout,
+      keepAliveTimeout,
+      connectionsCheckingInterval: opts.timeoutCheckIntervalMs ?? 1000,
+    },
+    (req: IncomingMessage, res: ServerResponse) => {
+      // Written before the socket was refused: never reaches the app.
+      if (rejected.has(req.socket)) {
+        res.destroy()
+        return
       }
+      fresh.delete(req.socket)
+      inflight++
+      if (opts.lifecycle.draining) res.setHeader('connection', 'close')
+      res.once('close', () => {
+        inflight--
+        if (inflight === 0) {
+          const w = idleWaiters
+          idleWaiters = []
+          for (const f of w) f()
+        }
+      })
+      void listener(req, res)
+    },
+  )
+  server.on('connection', (socket: Socket) => {
+    if (open.size >= maxConnections) {
+      const victim = fresh.values().next().value
+      const err = protocolErrors.tooManyConnections(maxConnections)
+      refused++
+      if (victim === undefined) {
+        rejected.add(socket)
+        refuse(socket, err)
+        return
+      }
+      fresh.delete(victim)
+      open.delete(victim)
+      rejected.add(victim)
+      refuse(victim, err)
+    }
+    open.add(socket)
+    fresh.add(socket)
+    socket.once('close', () => {
+      open.delete(socket)
+      fresh.delete(socket)
     })
-    void listener(req, res)
+  })
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    // Node's default handler, but the body is the gateway's JSON error. Nothing to say to a
+    // client that is gone or already has (part of) a response.
+    const pending = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage
+    if (err.code === 'ECONNRESET' || !socket.writable || pending?.headersSent === true) {
+      socket.destroy()
+      return
+    }
+    refuse(socket, clientErrorOf(err))
+  })
+  server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+    const err = protocolErrors.expectationFailed(String(req.headers.expect ?? ''))
+    const body = JSON.stringify(err.toBody())
+    res.writeHead(err.status, {
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(body),
+      connection: 'close',
+    })
+    res.end(body)
   })
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
@@ -53,6 +265,8 @@ export async function listen(app: Hono, opts: ListenOptions): Promise<RunningSer
     url: `http://${hostForUrl}:${addr.port}`,
     port: addr.port,
     inflight: () => inflight,
+    connections: () => open.size,
+    refusedConnections: () => refused,
     async shutdown({ drainDelayMs = 0, deadlineMs = 30_000 } = {}) {
       opts.lifecycle.draining = true
       if (drainDelayMs > 0) await new Promise((r) => setTimeout(r, drainDelayMs))

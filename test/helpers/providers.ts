@@ -86,6 +86,8 @@ export async function startProviderGateway(
     secretsPollMs: 100,
     port: 0,
     pollMs: 100,
+    // The simulators listen on loopback, which provider baseURLs may name only when allowed.
+    allowPrivateProviderAddresses: true,
     picker: new RoundRobinPicker(),
     accessLog: (e) => log.push(e),
   })

@@ -1,0 +1,40 @@
+import { appendFile, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { documentCount, FileChangedError, readFileStable } from './config-source.js'
+
+let dir: string
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'igw-cs-'))
+})
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true })
+})
+
+describe('readFileStable', () => {
+  it('returns the content of a file nobody is writing', async () => {
+    const f = join(dir, 'still.yaml')
+    await writeFile(f, 'a: 1\n')
+    expect((await readFileStable(f)).toString()).toBe('a: 1\n')
+  })
+
+  it('throws FileChangedError when the file changes while it is read', async () => {
+    const f = join(dir, 'moving.yaml')
+    await writeFile(f, 'a: 1\n')
+    await expect(readFileStable(f, () => appendFile(f, 'b: 2\n'))).rejects.toBeInstanceOf(
+      FileChangedError,
+    )
+  })
+})
+
+describe('documentCount', () => {
+  it('counts documents with content; empty and comment-only streams count none', () => {
+    expect(documentCount('')).toBe(0)
+    expect(documentCount('\n\n')).toBe(0)
+    expect(documentCount('# only a comment\n---\n# another\n---\n')).toBe(0)
+    expect(documentCount('a: 1\n---\n# c\n---\nb: 2\n')).toBe(2)
+    // A syntax error is content (reported by the parser with its line), not emptiness.
+    expect(documentCount('{ "kind": ')).toBe(1)
+  })
+})
