@@ -64,6 +64,8 @@ const RESTARTS = [
   { pod: 'pod-2', atFraction: 0.5, downMs: 1000 },
 ] as const
 const REPLICAS = 3
+/** restart-idle: how long after the engines are back the load starts. */
+const IDLE_RESTART_LEAD_MS = 500
 
 /** The exact command line of this run, for the report. */
 function reproduce(): string {
@@ -435,7 +437,12 @@ const VLLM: Policy = { name: 'vllm-router cache_aware', peer: 'vllm' }
 const PEER_POLICIES = [SGLANG, VLLM]
 
 /** What happens around the load: nothing, engines restarting, or several gateway replicas. */
-type Scenario = 'fresh' | 'restart' | 'replicas'
+/**
+ * What happens around the load: nothing; 2 of 4 engines restarting mid-run (under load); the same
+ * restarts while the router sits idle just before the load (the case of issue 9's table: a gateway
+ * that saw its engines go away and come back with nothing to send); several gateway replicas.
+ */
+type Scenario = 'fresh' | 'restart' | 'restart-idle' | 'replicas'
 
 interface RunSpec {
   readonly workload: Workload
@@ -473,6 +480,7 @@ function matrix(): RunSpec[] {
     add(db, 0.7, headline)
     add(un, 0.7, [...headline, LP])
     add(sp, 0.7, headline, 'restart')
+    add(sp, 0.7, [RR, DEFAULT], 'restart-idle')
     add(sp, 0.7, [DEFAULT], 'replicas')
     add(ml, 0.7, [RR, DEFAULT])
     add(tt, 0, [DEFAULT])
@@ -507,6 +515,8 @@ function matrix(): RunSpec[] {
   add(un, 0.9, [LP, DEFAULT])
   add(sp, 0.7, headline, 'restart')
   add(db, 0.7, headline, 'restart')
+  add(sp, 0.7, headline, 'restart-idle')
+  add(db, 0.7, headline, 'restart-idle')
   add(sp, 0.7, [DEFAULT], 'replicas')
   add(db, 0.7, [DEFAULT], 'replicas')
   add(ml, 0.7, [RR, LP, alone('lora-affinity'), DEFAULT])
@@ -813,6 +823,13 @@ async function runOne(spec: RunSpec, dir: string, peers: PeerInstalls): Promise<
         )
       }
     }
+    if (scenario === 'restart-idle') {
+      // Both down at once for their downtime, then the load starts half a second after they are
+      // back: the router has had nothing to send meanwhile, only its scrapes or health checks.
+      const before = await Promise.all(RESTARTS.map((r) => fleet.restart(r.pod, r.downMs)))
+      retired.push(...before)
+      await new Promise((r) => setTimeout(r, IDLE_RESTART_LEAD_MS))
+    }
     const results = await runOpenLoop(origin, plan)
     for (const t of timers) clearTimeout(t)
     await Promise.all(restarts)
@@ -959,6 +976,8 @@ function headlineTargets(rs: readonly RunResult[]): string[] {
     ['uniform', 'Uniform'],
     ['shared-prefix+restart', 'Engines restarted mid-run (prefill-bound)'],
     ['decode-bound+restart', 'Engines restarted mid-run (decode-bound)'],
+    ['shared-prefix+restart-idle', 'Engines restarted while idle (prefill-bound)'],
+    ['decode-bound+restart-idle', 'Engines restarted while idle (decode-bound)'],
   ]
   for (const [regime, title] of regimes) {
     const def = find(rs, regime, DEFAULT.name, 0.7)
@@ -983,12 +1002,14 @@ function headlineTargets(rs: readonly RunResult[]): string[] {
   }
   for (const w of ['shared-prefix', 'decode-bound']) {
     const fresh = find(rs, w, DEFAULT.name, 0.7)
-    const restarted = find(rs, `${w}+restart`, DEFAULT.name, 0.7)
-    if (fresh && restarted) {
-      const d = restarted.all.ttft.p90 / fresh.all.ttft.p90 - 1
-      out.push(
-        `Restarts (${w}): default TTFT p90 ${ms(restarted.all.ttft.p90)} ms vs ${ms(fresh.all.ttft.p90)} ms fresh → ${d >= 0 ? '+' : ''}${fmt(d * 100, 1)} % (target within 10 %): ${verdict(d <= 0.1)}; ${restarted.errorsAllRun} failed requests over the whole run.`,
-      )
+    for (const sc of ['restart', 'restart-idle'] as const) {
+      const restarted = find(rs, `${w}+${sc}`, DEFAULT.name, 0.7)
+      if (fresh && restarted) {
+        const d = restarted.all.ttft.p90 / fresh.all.ttft.p90 - 1
+        out.push(
+          `${sc === 'restart' ? 'Restarts under load' : 'Restarts while idle'} (${w}): default TTFT p90 ${ms(restarted.all.ttft.p90)} ms vs ${ms(fresh.all.ttft.p90)} ms fresh → ${d >= 0 ? '+' : ''}${fmt(d * 100, 1)} % (target within 10 %): ${verdict(d <= 0.1)}; ${restarted.errorsAllRun} failed requests over the whole run; requests per pod ${JSON.stringify(restarted.perPod)}.`,
+        )
+      }
     }
     const one = fresh
     const many = find(rs, `${w}+replicas`, DEFAULT.name, 0.7)
@@ -1044,6 +1065,8 @@ function headlineTable(rs: readonly RunResult[]): string {
     'uniform',
     'shared-prefix+restart',
     'decode-bound+restart',
+    'shared-prefix+restart-idle',
+    'decode-bound+restart-idle',
     'shared-prefix+replicas',
     'decode-bound+replicas',
   ]
@@ -1061,7 +1084,11 @@ function headlineTable(rs: readonly RunResult[]): string {
         ratio(r.all.ttft.p90 / b.rr),
         ratio(r.all.ttft.p90 / b.peer),
         pct(r.prefixHitRate),
-        String(r.scenario === 'restart' ? r.errorsAllRun : r.failed + r.rejected),
+        String(
+          r.scenario === 'fresh' || r.scenario === 'replicas'
+            ? r.failed + r.rejected
+            : r.errorsAllRun,
+        ),
       ])
     }
   }
@@ -1087,6 +1114,8 @@ const REGIME_TITLES: Record<string, string> = {
   uniform: 'uniform prompts',
   'shared-prefix+restart': 'prefill-bound, 2 of 4 engines restarted',
   'decode-bound+restart': 'decode-bound, 2 of 4 engines restarted',
+  'shared-prefix+restart-idle': 'prefill-bound, 2 of 4 engines restarted while idle',
+  'decode-bound+restart-idle': 'decode-bound, 2 of 4 engines restarted while idle',
   'shared-prefix+replicas': `prefill-bound, ${REPLICAS} gateway replicas`,
   'decode-bound+replicas': `decode-bound, ${REPLICAS} gateway replicas`,
 }
@@ -1235,6 +1264,8 @@ async function main(): Promise<void> {
     [uniform(), 'fresh'],
     [sp, 'restart'],
     [db, 'restart'],
+    [sp, 'restart-idle'],
+    [db, 'restart-idle'],
     [sp, 'replicas'],
     [db, 'replicas'],
     [multiLora(), 'fresh'],
@@ -1254,9 +1285,11 @@ async function main(): Promise<void> {
             .join(
               '; ',
             )} (listener closed: streams in flight cut, connections refused; back on the same address with an empty KV cache, counters from zero and a new process start time). Errors in the table: measured window only; the whole run's are in the summary.`
-        : scenario === 'replicas'
-          ? ` ${REPLICAS} data-plane processes that never talk to each other, behind a round-robin HTTP balancer (per request; hack/bench/balancer.ts).`
-          : ''
+        : scenario === 'restart-idle'
+          ? ` Before the load, with the router idle: ${RESTARTS.map((r) => r.pod).join(' and ')} restarted together, down ${fmt(RESTARTS[0].downMs / 1000, 1)} s; the load starts ${IDLE_RESTART_LEAD_MS} ms after they are back (empty KV caches, new process start times).`
+          : scenario === 'replicas'
+            ? ` ${REPLICAS} data-plane processes that never talk to each other, behind a round-robin HTTP balancer (per request; hack/bench/balancer.ts).`
+            : ''
     sections.push(
       `### ${REGIME_TITLES[regime] !== undefined && scenario !== 'fresh' ? REGIME_TITLES[regime] : w.title}\n\n${w.describe}. Engine shape ${w.shape.name}, time scale ${[...new Set(w.pods.map((p) => p.timeScale))].join(' / ')}; 100 % load = ${fmt(w.capacity, 1)} req/s (the fleet's rate with nothing cached).${extra}\n\n${workloadTable(results, rs, w.loras !== undefined)}`,
     )
