@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
-import { MetricsScraper, type ScrapeResult, type ScrapeTarget } from './scraper.js'
+import { lateLimit, MetricsScraper, type ScrapeResult, type ScrapeTarget } from './scraper.js'
 
 const VLLM = readFileSync(new URL('./testdata/vllm-metrics-sample.txt', import.meta.url), 'utf8')
 
@@ -135,6 +135,21 @@ describe('MetricsScraper', () => {
     // Useless answers slow the loop down exponentially; healthy ones keep the interval.
     expect(notFound.hits).toBeLessThanOrEqual(4)
     expect(live.hits).toBeGreaterThanOrEqual(8)
+  })
+
+  it('a timeout that fired late because this process was stalled blames nobody', async () => {
+    const slow = await fake('127.0.0.26', text(VLLM, 20))
+    cleanups.push(() => slow.close())
+    const { s, results } = scraper({ timeoutMs: 50, intervalMs: 10_000 })
+    s.sync([target('s', slow.origin)])
+    // Block this event loop across the scrape: its answer arrives, but the timer runs first.
+    await until(() => slow.hits > 0)
+    const end = performance.now() + 3 * lateLimit(50)
+    while (performance.now() < end) {
+      // busy: a gateway stuck in a long synchronous task
+    }
+    await until(() => (results.get('s')?.length ?? 0) >= 1)
+    expect(results.get('s')?.[0]).toMatchObject({ ok: false, kind: 'inconclusive' })
   })
 
   it('gives up on a stalled endpoint after the timeout', async () => {

@@ -28,6 +28,11 @@ export type ScrapeFailureKind =
   | 'unreachable'
   /** An HTTP answer that is not usable metrics (non-200, oversized, nothing recognisable). */
   | 'bad_response'
+  /**
+   * Timed out, but the timeout itself fired late because this process's event loop was stalled:
+   * the answer may well have been sitting in the socket. Says nothing about the endpoint.
+   */
+  | 'inconclusive'
 
 export type ScrapeResult =
   | {
@@ -212,7 +217,7 @@ export class MetricsScraper {
         this.#sem.release()
       }
       if (loop.abort.signal.aborted) break
-      loop.useless = result.ok || result.kind === 'unreachable' ? 0 : loop.useless + 1
+      loop.useless = result.ok || result.kind !== 'bad_response' ? 0 : loop.useless + 1
       try {
         this.#opts.onResult(loop.target.id, result)
       } catch {
@@ -236,7 +241,11 @@ export class MetricsScraper {
     // A timer we clear ourselves: AbortSignal.timeout would fire after a completed scrape and
     // abort a body nobody listens to any more.
     const ac = new AbortController()
-    const timer = setTimeout(() => ac.abort(new ScrapeTimeoutError()), this.timeoutMs)
+    let late = 0
+    const timer = setTimeout(() => {
+      late = performance.now() - t0 - this.timeoutMs
+      ac.abort(new ScrapeTimeoutError())
+    }, this.timeoutMs)
     const onStop = (): void => ac.abort()
     loop.abort.signal.addEventListener('abort', onStop, { once: true })
     let text: string
@@ -269,6 +278,15 @@ export class MetricsScraper {
         throw e
       }
     } catch (e) {
+      // A gateway busy elsewhere must not eject every engine it failed to listen to in time.
+      if (ac.signal.reason instanceof ScrapeTimeoutError && late > lateLimit(this.timeoutMs)) {
+        return {
+          ok: false,
+          kind: 'inconclusive',
+          error: `timeout (event loop ${Math.round(late)} ms late)`,
+          durationMs: elapsed(),
+        }
+      }
       return { ok: false, kind: 'unreachable', error: describe(e), durationMs: elapsed() }
     } finally {
       clearTimeout(timer)
@@ -290,6 +308,11 @@ export class MetricsScraper {
       ? { ok: true, metrics, durationMs: elapsed(), restart }
       : { ok: true, metrics, durationMs: elapsed() }
   }
+}
+
+/** How late a scrape timeout may fire before it says more about this process than the engine. */
+export function lateLimit(timeoutMs: number): number {
+  return Math.max(250, timeoutMs / 2)
 }
 
 async function readLimited(body: AsyncIterable<unknown>, max: number): Promise<string> {

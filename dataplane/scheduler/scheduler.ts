@@ -385,7 +385,8 @@ export class Scheduler implements EndpointPicker {
     const now = this.#now()
     if (r.ok) {
       if (st.scrapeSucceeded(now, r.metrics, r.restart)) this.#endpointReset(st, now)
-    } else st.scrapeFailed(now, r.kind === 'bad_response', r.error)
+    } else if (r.kind === 'inconclusive') st.lastScrapeError = r.error
+    else st.scrapeFailed(now, r.kind === 'bad_response', r.error)
     this.#health.note(st, now)
   }
 
