@@ -19,6 +19,10 @@ export interface RedisServer {
   start(): Promise<void>
   /** kill, wait `downMs`, start. */
   restart(downMs?: number): Promise<void>
+  /** SIGSTOP: connections stay open, nothing answers (a hung or paused Redis). */
+  pause(): void
+  /** SIGCONT after pause(). */
+  resume(): void
   stop(): Promise<void>
 }
 
@@ -118,7 +122,14 @@ export async function startRedis(
       await new Promise((r) => setTimeout(r, downMs))
       await start()
     },
+    pause() {
+      child?.kill('SIGSTOP')
+    },
+    resume() {
+      child?.kill('SIGCONT')
+    },
     async stop() {
+      if (child) child.kill('SIGCONT')
       await kill()
       await rm(dir, { recursive: true, force: true })
     },

@@ -103,6 +103,21 @@ export function backendContract(make: () => ContractSubject): void {
     expect(r.states[0]?.retryMs).toBeGreaterThan((51 * HOUR) / 100 - 2_000)
   })
 
+  it('caps debt at one period: a charge-back after an outage delays, never locks out', async () => {
+    const s = make()
+    const t = fresh()
+    // 60 requests per minute; a fail-open outage admitted 600 that are now charged back at once.
+    const rpm = (cost: number) => bucket(t, 'req', 60, 60_000, cost)
+    for (let i = 0; i < 600; i++) s.backend.adjust([rpm(1)])
+    await s.settled()
+    const r = await s.backend.reserve([rpm(1)])
+    expect(r.allowed).toBe(false)
+    // At most one minute's worth of debt (-60), so the next request fits in ~61 s, not ~541 s.
+    expect(r.states[0]?.remaining).toBe(-60)
+    expect(r.states[0]?.retryMs).toBeGreaterThan(60_000)
+    expect(r.states[0]?.retryMs).toBeLessThanOrEqual(61_000)
+  })
+
   it('counts calendar budgets until the window ends', async () => {
     const s = make()
     const t = fresh()

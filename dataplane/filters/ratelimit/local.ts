@@ -82,7 +82,10 @@ export class LocalBackend implements RateLimitBackend {
       if (op.cost === 0) continue
       if (op.kind === 'bucket') {
         const l = level(this.buckets.get(op.key), op, now)
-        this.apply(op, Math.min(op.limit, l - op.cost), now)
+        // Debt is capped at one period's allowance: usage charged after a fail-open outage (or a
+        // request far over its reservation) delays a caller at most about one period, instead
+        // of locking it out for as long as the outage's traffic would take to refill.
+        this.apply(op, Math.max(-op.limit, Math.min(op.limit, l - op.cost)), now)
       } else {
         const used = Math.max(0, this.windowUsed(op.key, now) + op.cost)
         this.windows.set(op.key, { used, endMs: op.windowEndMs })

@@ -81,7 +81,8 @@ return out
  *   are retried until Redis answers; the marker makes a retry of an applied call a no-op.
  * - mode `undo`: if the marker (of a reservation) exists, delete it and apply the costs (the
  *   negated reservation). Rolls back a reservation whose outcome was unknown, exactly once.
- * Buckets never exceed their limit; windows never go below zero.
+ * Buckets stay within [-limit, limit] (debt capped at one period, as local.ts); windows never go
+ * below zero.
  */
 export const ADJUST_SCRIPT = `${PRELUDE}
 local n = #KEYS - 1
@@ -100,7 +101,9 @@ for i = 1, n do
   local wend = tonumber(ARGV[b + 4])
   local delta = tonumber(ARGV[b + 5])
   if kind == 'b' then
-    store(i, kind, limit, period, wend, math.min(limit, level(i, kind, limit, period) - delta))
+    local v = math.min(limit, level(i, kind, limit, period) - delta)
+    if v < -limit then v = -limit end
+    store(i, kind, limit, period, wend, v)
   elseif wend > now then
     local used = limit - level(i, kind, limit, period) + delta
     if used < 0 then used = 0 end

@@ -134,3 +134,40 @@ describe('RedisBackend', () => {
     expect(errors.length).toBeGreaterThan(0)
   })
 })
+
+describe('RedisBackend: a paused (SIGSTOP) Redis, fail closed', () => {
+  it('a reservation fails within one timeout, also behind settlements stuck in flight', async () => {
+    const timeoutMs = 1000
+    const b = new RedisBackend({
+      address: redis.address,
+      keyPrefix: 'igw',
+      timeoutMs,
+      log: silentLogger,
+    })
+    await new Promise<void>((r) =>
+      b.client.status === 'ready' ? r() : b.client.once('ready', () => r()),
+    )
+    const op = bucket('paused', 'x', 1000, 60_000, 1)
+    redis.pause()
+    try {
+      // Traffic as the gateway makes it: each request settles (an adjustment) and the next one
+      // reserves while that settlement still waits for the paused Redis.
+      const took: number[] = []
+      for (let i = 0; i < 3; i++) {
+        b.adjust([{ ...op, cost: 1 }])
+        await new Promise((r) => setTimeout(r, 50))
+        const t0 = performance.now()
+        await expect(b.reserve([op])).rejects.toBeInstanceOf(BackendUnavailableError)
+        took.push(performance.now() - t0)
+      }
+      // ~1× the timeout each (it did wait for Redis), never ~2× (stuck behind the settlement).
+      for (const t of took) {
+        expect(t).toBeGreaterThanOrEqual(timeoutMs * 0.9)
+        expect(t).toBeLessThan(timeoutMs * 1.5)
+      }
+    } finally {
+      redis.resume()
+      await b.close()
+    }
+  }, 20_000)
+})

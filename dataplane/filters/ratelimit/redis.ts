@@ -183,17 +183,24 @@ export class RedisBackend implements RateLimitBackend {
   }
 
   async reserve(ops: readonly LimitOp[]): Promise<ReserveResult> {
+    // One deadline for the whole reservation (connection wait included): ioredis' own command
+    // timeout starts only when an auto-pipeline is sent, and one stuck behind an earlier pipeline
+    // (a settlement to a stopped Redis) answered after twice the configured timeout.
+    const deadline = Date.now() + this.opts.timeoutMs
     const waiting = this.ready()
     if (waiting !== undefined) await waiting
     const groups = [...groupByTag(ops, this.split)]
     const calls = groups.map(async ([tag, g]) => {
       const marker = this.marker(tag, markerId())
       try {
-        const r = (await this.evalsha(
-          RESERVE_SHA,
-          RESERVE_SCRIPT,
-          [...g.ops.map((o) => this.key(o)), marker],
-          [...args(g.ops), MARKER_TTL_MS],
+        const r = (await withDeadline(
+          this.evalsha(
+            RESERVE_SHA,
+            RESERVE_SCRIPT,
+            [...g.ops.map((o) => this.key(o)), marker],
+            [...args(g.ops), MARKER_TTL_MS],
+          ),
+          deadline,
         )) as number[]
         return { tag, g, marker, ok: true as const, reply: r }
       } catch (e) {
@@ -324,6 +331,34 @@ export class RedisBackend implements RateLimitBackend {
     if (this.flushTimer) clearTimeout(this.flushTimer)
     this.client.disconnect()
   }
+}
+
+class DeadlineError extends Error {
+  override readonly name = 'DeadlineError'
+  readonly code = 'RATELIMIT_DEADLINE'
+}
+
+/**
+ * `p`, or a DeadlineError at `deadline` (ms since epoch). The command may still run on Redis:
+ * callers treat it as sent (outcome unknown), so a reservation is undone by its marker.
+ */
+function withDeadline<T>(p: Promise<T>, deadline: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new DeadlineError('redis did not answer within the timeout')),
+      Math.max(0, deadline - Date.now()),
+    )
+    p.then(
+      (v) => {
+        clearTimeout(timer)
+        resolve(v)
+      },
+      (e: unknown) => {
+        clearTimeout(timer)
+        reject(e)
+      },
+    )
+  })
 }
 
 function negate(op: LimitOp): LimitOp {
