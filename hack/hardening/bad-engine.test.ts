@@ -142,6 +142,13 @@ describe('bad engine', () => {
     expect(s.requests).toBe(Object.values(s.byMode).reduce((a, b) => a + b, 0))
   })
 
+  it('refuses a max_tokens beyond the context before generating it (fuzz bodies send 1e308)', async () => {
+    e.setMode('ok')
+    const r = await post(chat({ max_tokens: 1e308 }))
+    expect(r.statusCode).toBe(400)
+    expect(await r.body.json()).toMatchObject({ error: { code: 'context_length_exceeded' } })
+  })
+
   it('switches mode over HTTP and refuses unknown modes', async () => {
     const ok = await request(`${e.url}/bad/mode`, { method: 'POST', body: '{"mode":"ok"}' })
     expect(ok.statusCode).toBe(200)

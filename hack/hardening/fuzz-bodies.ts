@@ -240,7 +240,10 @@ const MUTATIONS: Record<string, Mutation> = {
   wide(rng, root, ctx) {
     const n = rng() < 0.9 ? pick(rng, [10, 100, 1000]) : 50_000
     const k = pick(rng, ['messages', 'prompt', 'input', 'tools', 'stop'])
-    const item = k === 'messages' ? '{"role":"user","content":"m"}' : '"s"'
+    // Wide `input` lists are refused (objects), not embedded: 50,000 valid inputs would make the
+    // engine, not the gateway, the subject of the run (a 150 MB embeddings answer).
+    const item =
+      k === 'messages' ? '{"role":"user","content":"m"}' : k === 'input' ? '{"x":1}' : '"s"'
     root[k] = raw(ctx, `[${`${item},`.repeat(n - 1)}${item}]`)
     return `wide:${k}:${n}`
   },

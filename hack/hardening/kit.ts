@@ -82,6 +82,14 @@ export async function rssBytes(pid: number): Promise<number> {
   return Number(m[1]) * 1024
 }
 
+/** CPU time (user + system) a process has used, in seconds (Linux /proc, 100 ticks/s). */
+export async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
+  // Fields after the command name (which may hold spaces) start after the last ')'.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(f[11]) + Number(f[12])) / 100
+}
+
 /** Open file descriptors of a process (Linux /proc). */
 export async function openFds(pid: number): Promise<number> {
   const { readdir } = await import('node:fs/promises')

@@ -337,6 +337,16 @@ export async function startSimulator(opts: SimOptions): Promise<SimHandle> {
     }
     const promptTokens = tokenize(parsed.prompt)
     const n = parsed.maxTokens ?? o.defaultMaxTokens
+    // Refused before generating anything: max_tokens 1e308 must not make the simulator allocate it.
+    if (n > o.maxModelLen) {
+      metrics.requestFailed('validation')
+      throw new SimError(
+        400,
+        'context_length_exceeded',
+        `max_tokens ${n} exceeds this model's maximum context length of ${o.maxModelLen} tokens.`,
+        'max_tokens',
+      )
+    }
     const output = generateWords(o.seed, `${parsed.model}\u0000${parsed.prompt}`, n)
     const meta = nextMeta(kind === 'chat' ? 'chatcmpl' : 'cmpl', parsed.model)
     const drop = failures.dropMidStream

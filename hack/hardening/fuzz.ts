@@ -1,0 +1,133 @@
+// `npm run hardening:fuzz [-- --count 100000 --seed N --concurrency 32]`: the long form of the CI
+// fuzz test. Same bodies (fuzz-bodies.ts; case i of seed s is always the same bytes), a real
+// gateway process in front of simulated engines, and the gateway's RSS sampled throughout.
+// Writes the result into docs/benchmarks.md (hardening section) unless --no-write.
+import { parseArgs } from 'node:util'
+import { runFuzz } from './fuzz-run.js'
+import { chatBody, cpuSeconds, metric, rssBytes, runLoad, settledInflight, sleep } from './kit.js'
+import { mb, type RunRecord, writeHardening } from './report.js'
+import { STACK_MODEL, startStack } from './stack.js'
+
+const { values } = parseArgs({
+  options: {
+    count: { type: 'string', default: '100000' },
+    seed: { type: 'string', default: '20261201' },
+    concurrency: { type: 'string', default: '32' },
+    from: { type: 'string', default: '0' },
+    'max-string-bytes': { type: 'string', default: String(1024 * 1024) },
+    'no-write': { type: 'boolean', default: false },
+  },
+  strict: true,
+})
+
+const count = Number(values.count)
+const seed = Number(values.seed)
+const concurrency = Number(values.concurrency)
+const from = Number(values.from)
+const command = `npm run hardening:fuzz -- --count ${count} --seed ${seed} --concurrency ${concurrency}${from > 0 ? ` --from ${from}` : ''}`
+
+const cpuOf = (u: NodeJS.CpuUsage): number => (u.user + u.system) / 1e6
+const fmt1 = (x: number): string => x.toFixed(1)
+
+// Well-behaved engines: a long upstream timeout, so a 504 can only mean a stuck request path (on a
+// busy machine a 2 s header timeout would count the load generator's own slowness).
+const stack = await startStack({ net: '127.0.20', engines: 2, upstreamTimeout: '30s' })
+const { gw } = stack
+try {
+  // Warm up (JIT, pools, scrapes) so the starting RSS is the gateway at work, not at rest.
+  let n = 0
+  await runLoad({
+    url: gw.url,
+    concurrency: 8,
+    next: (i) =>
+      i < 500 ? { path: '/v1/chat/completions', body: chatBody(STACK_MODEL, n++) } : undefined,
+  })
+  const rssStart = await rssBytes(gw.pid)
+  const cpuStart = await cpuSeconds(gw.pid)
+  const ownCpuStart = process.cpuUsage()
+  let rssMax = rssStart
+  let running = true
+  const sampler = (async () => {
+    while (running) {
+      rssMax = Math.max(rssMax, await rssBytes(gw.pid).catch(() => 0))
+      await sleep(1000)
+    }
+  })()
+  const started = Date.now()
+  const chunk = 10_000
+  const total = {
+    sent: 0,
+    gateway5xx: 0,
+    engine5xx: 0,
+    transportErrors: 0,
+    unshaped: 0,
+    byStatus: {} as Record<number, number>,
+    samples: [] as string[],
+  }
+  for (let at = 0; at < count; at += chunk) {
+    const r = await runFuzz({
+      url: gw.url,
+      model: STACK_MODEL,
+      seed,
+      count: Math.min(chunk, count - at),
+      from: from + at,
+      concurrency,
+      maxStringBytes: Number(values['max-string-bytes']),
+    })
+    total.sent += r.sent
+    total.gateway5xx += r.gateway5xx
+    total.engine5xx += r.engine5xx
+    total.transportErrors += r.transportErrors
+    total.unshaped += r.unshaped
+    for (const [k, v] of Object.entries(r.byStatus))
+      total.byStatus[Number(k)] = (total.byStatus[Number(k)] ?? 0) + v
+    total.samples.push(...r.samples.slice(0, Math.max(0, 20 - total.samples.length)))
+    process.stdout.write(
+      `${total.sent}/${count} in ${Math.round((Date.now() - started) / 1000)} s: gateway 5xx ${total.gateway5xx}, no answer ${total.transportErrors}, RSS ${mb(await rssBytes(gw.pid))} MB\n`,
+    )
+  }
+  running = false
+  await sampler
+  const inflight = await settledInflight(gw.url, 5000)
+  const rssEnd = await rssBytes(gw.pid)
+  const requestsMetric = await metric(gw.url, 'infer_gateway_requests_total').catch(
+    () => Number.NaN,
+  )
+  const growth = rssEnd / rssStart - 1
+  const pass =
+    total.gateway5xx === 0 &&
+    total.transportErrors === 0 &&
+    total.unshaped === 0 &&
+    inflight === 0 &&
+    growth < 0.1 &&
+    !gw.exited()
+  const record: RunRecord = {
+    command,
+    date: new Date().toISOString().slice(0, 10),
+    node: process.version,
+    seconds: Math.round((Date.now() - started) / 1000),
+    requests: total.sent,
+    byStatus: total.byStatus,
+    gateway5xx: total.gateway5xx,
+    engine5xx: total.engine5xx,
+    transportErrors: total.transportErrors,
+    unshaped: total.unshaped,
+    inflightAtEnd: inflight,
+    rssStartMB: mb(rssStart),
+    rssEndMB: mb(rssEnd),
+    rssMaxMB: mb(rssMax),
+    gatewayCpuSeconds: Math.round(((await cpuSeconds(gw.pid)) - cpuStart) * 10) / 10,
+    notes: [
+      `seed ${seed}, cases ${from}–${from + count - 1}, ${concurrency} concurrent; 2 zero-latency simulated engines; the gateway counted ${requestsMetric} requests in \`infer_gateway_requests_total\` (warm-up included).`,
+      `load generator and engines (this process): ${fmt1(cpuOf(process.cpuUsage(ownCpuStart)))} CPU s.`,
+      'Reproduce one case: `fuzzCase(seed, index, { model: "chat" })` from `hack/hardening/fuzz-bodies.ts`.',
+    ],
+    samples: total.samples,
+    pass,
+  }
+  process.stdout.write(`${JSON.stringify(record, null, 2)}\n`)
+  if (!values['no-write']) process.stdout.write(`wrote ${await writeHardening('fuzz', record)}\n`)
+  if (!pass) process.exitCode = 1
+} finally {
+  await stack.stop()
+}

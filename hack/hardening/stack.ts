@@ -1,0 +1,120 @@
+// The set-up the long-form runs share: simulated engines (and optionally one misbehaving engine)
+// on their own loopback addresses, a standalone config file, and the gateway as a child process.
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { manifests } from '../../test/helpers/config.js'
+import { type Fleet, startFleet } from '../sim/index.js'
+import { type BadEngine, startBadEngine } from './bad-engine.js'
+import { type GatewayProc, spawnGateway } from './kit.js'
+
+export const STACK_MODEL = 'chat'
+export const UPSTREAM_MODEL = 'upstream-model'
+
+export interface StackOptions {
+  /** First three octets, e.g. `127.0.20`: the gateway is .1, engines .2, .3, … */
+  readonly net: string
+  readonly engines: number
+  /** Add a misbehaving engine (mode `ok` at start) as the last endpoint. */
+  readonly badEngine?: boolean
+  /** Extra gateway flags (timeouts, limits). */
+  readonly gatewayArgs?: readonly string[]
+  /** Engine response-header and idle timeout (default 2s: a hanging engine is noticed fast). */
+  readonly upstreamTimeout?: string
+  /** Simulator time scale (default: zero latency). */
+  readonly timeScale?: number
+}
+
+export interface Stack {
+  readonly gw: GatewayProc
+  readonly fleet: Fleet
+  readonly bad: BadEngine | undefined
+  readonly configFile: string
+  /** The config text as first written (a rewrite of it keeps the same routes). */
+  readonly config: string
+  readonly command: string
+  stop(): Promise<void>
+}
+
+export async function startStack(o: StackOptions): Promise<Stack> {
+  const fleet = await startFleet(
+    Array.from({ length: o.engines }, (_, i) => ({
+      name: `engine-${i}`,
+      host: `${o.net}.${i + 2}`,
+      port: 0,
+      model: UPSTREAM_MODEL,
+      metricsFormat: 'vllm' as const,
+      maxNumSeqs: 256,
+      ...(o.timeScale !== undefined ? { timeScale: o.timeScale } : { zeroLatency: true }),
+    })),
+  )
+  const bad = o.badEngine
+    ? await startBadEngine({
+        name: 'bad',
+        host: `${o.net}.${o.engines + 2}`,
+        model: UPSTREAM_MODEL,
+      })
+    : undefined
+  const endpoints = [
+    ...fleet.sims.map((s) => ({ name: s.name, address: s.host, port: s.port })),
+    ...(bad ? [{ name: bad.name, address: bad.host, port: bad.port }] : []),
+  ]
+  const config = manifests(
+    [
+      {
+        name: 'pool',
+        model: UPSTREAM_MODEL,
+        endpoints,
+        trafficPolicy: {
+          timeouts: {
+            connect: '1s',
+            responseHeader: o.upstreamTimeout ?? '2s',
+            idle: o.upstreamTimeout ?? '2s',
+          },
+          retry: { attempts: 2, retryInterval: '10ms' },
+        },
+        scheduler: {
+          plugins: [
+            { name: 'prefix-cache', weight: 3 },
+            { name: 'least-pending', weight: 2 },
+            { name: 'fairness', args: { maxInFlightPerEndpoint: 64 } },
+          ],
+        },
+      },
+    ],
+    [
+      {
+        name: 'r',
+        modelName: STACK_MODEL,
+        rules: [{ targetModels: [{ modelServerName: 'pool' }] }],
+      },
+    ],
+  )
+  const dir = await mkdtemp(join(tmpdir(), 'igw-hardening-'))
+  const configFile = join(dir, 'gateway.yaml')
+  await writeFile(configFile, config)
+  const args = ['--config', configFile, ...(o.gatewayArgs ?? [])]
+  let gw: GatewayProc
+  try {
+    gw = await spawnGateway(`${o.net}.1`, args)
+  } catch (e) {
+    await fleet.close()
+    await bad?.close()
+    await rm(dir, { recursive: true, force: true })
+    throw e
+  }
+  return {
+    gw,
+    fleet,
+    bad,
+    configFile,
+    config,
+    command: `infer-gateway dataplane --host ${o.net}.1 ${args.join(' ').replace(dir, '$TMP')}`,
+    async stop() {
+      await gw.stop()
+      await fleet.close()
+      await bad?.close()
+      await rm(dir, { recursive: true, force: true })
+    },
+  }
+}
