@@ -185,7 +185,6 @@ describe('JSON Schema for the CRDs', () => {
     const good = {
       maxNumSeqs: 256,
       tolerance: 0.1,
-      loadBuckets: 8,
       prefillMsPerToken: 0.2,
       overheadMs: 15,
       decodeMsPerToken: 12,

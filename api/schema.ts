@@ -332,8 +332,6 @@ export const schedulerPluginArgSchemas = {
     maxNumSeqs: intRange(1, 1_000_000).optional(),
     /** Predictions within this fraction of the best count as equally good. */
     tolerance: numRange(0, 1).optional(),
-    /** Coarse load steps per batch for ordering equally good endpoints. */
-    loadBuckets: intRange(1, 1024).optional(),
     /** Starting points of the online calibration (ms). */
     prefillMsPerToken: numRange(0, 100).optional(),
     overheadMs: numRange(0, 60_000).optional(),

@@ -100,8 +100,8 @@ describe('Scheduler', () => {
       expect(picks[0]).toEqual(picks[1])
       chosen.add(picks[0]?.[0] as string)
     }
-    // New prefixes go to the two least-loaded pods (same load bucket), spread between them.
-    expect([...chosen].sort()).toEqual(['pod-1', 'pod-3'])
+    // Different prefixes still spread over the pods with room.
+    expect(chosen.size).toBeGreaterThanOrEqual(3)
   })
 
   it('skips not-ready and ejected endpoints, but tries all of them when all are ejected', () => {

@@ -75,17 +75,29 @@ describe('predicted-latency', () => {
     expect(best(scores(p, r, free) as number[], free)).toBe('warm')
   })
 
-  it('uniform prompts: picks the least loaded, by batch slots and then by queue', () => {
+  it('uniform prompts: spreads by headroom, never onto a full pod, then the shortest queue', () => {
     const p = new PredictedLatencyPlugin({})
-    const eps = [state('a', 2), state('b', 3), state('c', 4), state('d', 5)]
-    const loads = [5, 1, 7, 3]
+    const eps = [state('a', 2), state('b', 3), state('c', 4), state('d', 5), state('e', 6)]
+    // Batch limit 8 everywhere (learned on e, which is full and queueing).
+    const loads = [5, 1, 7, 3, 8]
     for (const [i, e] of eps.entries()) {
-      scraped(e, 0, { running: loads[i] as number, tpotMeanSec: 0.01 })
+      const running = loads[i] as number
+      scraped(e, 0, { running, waiting: running === 8 ? 2 : 0, tpotMeanSec: 0.01 })
     }
-    for (let k = 0; k < 20; k++) {
-      const r = req(undefined, `unrelated prompt ${k} ${'lorem ipsum '.repeat(40 + k)}`, 16)
-      expect(best(scores(p, r, eps) as number[], eps)).toBe('b')
+    const counts = new Map<string, number>()
+    for (let k = 0; k < 400; k++) {
+      const r = req(undefined, `unrelated prompt ${k} ${'lorem ipsum '.repeat(40)}`, 16)
+      const pick = best(scores(p, r, eps) as number[], eps)
+      counts.set(pick, (counts.get(pick) ?? 0) + 1)
     }
+    // Free slots 3, 7, 1, 5 (capped at half the batch: 3, 4, 1, 4): the pod with one free slot
+    // gets the fewest, the full one none.
+    expect(counts.get('e')).toBeUndefined()
+    const n = (x: string) => counts.get(x) ?? 0
+    expect(n('c')).toBeLessThan(n('a'))
+    expect(n('a')).toBeLessThan(n('b'))
+    expect(n('a')).toBeLessThan(n('d'))
+    expect(n('c')).toBeGreaterThan(0)
     // All at their limit of 4: the shortest queue.
     const full = [state('a', 2), state('b', 3), state('c', 4)]
     const queued = [3, 5, 1]

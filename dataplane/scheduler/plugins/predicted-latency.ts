@@ -13,14 +13,16 @@
 //   from the TTFT and TPOT observed per endpoint.
 // So affinity wins exactly when the prefill it saves outweighs the queueing it adds: a cached pod
 // with free slots is preferred, a cached pod at its batch limit only while its queue is shorter
-// than the prefill elsewhere. With nothing cached anywhere it degrades to least-loaded.
+// than the prefill elsewhere. With nothing cached anywhere it degrades to least-loaded: pods
+// with free slots first, then the shortest queue.
 //
-// Replicas agree. Candidates whose prediction is within `tolerance` of the best (at least one
-// decode step, the engine's time granularity) count as equally good; among those the least
-// loaded in coarse steps (`loadBuckets` per batch) wins, and then the rendezvous hash of the
-// prompt's leading blocks and the pod name. Replicas that never talk therefore put the same new
-// prefix on the same pod unless their views of load differ by a whole bucket, and a few requests
-// of local in-flight difference do not split a prefix over pods.
+// Replicas agree. Candidates whose prediction is within `tolerance` of the best (and at least
+// one decode step, the engine's time granularity) count as equally good, and are ordered by
+// weighted rendezvous hashing of the prompt's leading blocks and the pod name, weighted by free
+// batch slots (capped at half the batch, so pods with plenty of room are alike; once full, by
+// 1 / (queue + 1)). Replicas that never talk therefore put the same new prefix on the same pod,
+// a one-request difference in their in-flight views moves few prefixes if any, and new prefixes
+// still land on pods in proportion to their headroom.
 
 import type { DispatchOutcome } from '../../picker.js'
 import { intArg, numArg } from '../args.js'
@@ -35,9 +37,9 @@ import { PrefixCachePlugin } from './prefix-cache.js'
 export const ASSUMED_CAPACITY = 8
 /** Best score outside the band of equally good candidates: below every score inside it. */
 const OUT_OF_BAND_MAX = 0.85
-/** Score steps inside the band: load bucket first, then the rendezvous order. */
-const BUCKET_STEP = 0.1
-const RENDEZVOUS_STEP = 0.01
+/** Spread of scores inside the band (1 − this .. 1): every one above OUT_OF_BAND_MAX. */
+const IN_BAND_SPREAD = 0.1
+const HEADROOM_CAP = 0.5
 /** Smallest band (ms) when no TPOT is known at all. */
 const MIN_TOLERANCE_MS = 1
 
@@ -64,19 +66,18 @@ export class PredictedLatencyPlugin implements Plugin {
   readonly model: LatencyModel
   readonly maxNumSeqs: number
   readonly tolerance: number
-  readonly loadBuckets: number
   readonly affinityBlocks: number
   readonly #ttft = new Scratch()
   readonly #pending = new Scratch()
   readonly #capacity = new Scratch()
   readonly #tpot = new Scratch()
+  readonly #weighted = new Scratch()
 
   constructor(args: PluginArgs) {
     this.index = new PrefixCachePlugin(args)
     this.affinityBlocks = this.index.affinityBlocks
     this.maxNumSeqs = intArg(args, 'maxNumSeqs', 0, 0, 1_000_000)
     this.tolerance = numArg(args, 'tolerance', 0.05, 0, 1)
-    this.loadBuckets = intArg(args, 'loadBuckets', 4, 1, 1024)
     this.model = new LatencyModel({
       prefillMsPerToken: numArg(args, 'prefillMsPerToken', 0.1, 0, 100),
       overheadMs: numArg(args, 'overheadMs', 10, 0, 60_000),
@@ -155,23 +156,29 @@ export class PredictedLatencyPlugin implements Plugin {
     const band =
       best +
       Math.max(MIN_TOLERANCE_MS, this.tolerance * best, Number.isFinite(minTpot) ? minTpot : 0)
-    const q = this.loadBuckets
-    let minBucket = q
+    // Among the equally good, weighted rendezvous (HRW): each candidate's hash for this prompt's
+    // leading blocks, weighted by its free batch slots (by 1 / (queue + 1) once full). Every
+    // replica ranks the same way for the same prefix; a new prefix lands on a pod with a
+    // probability proportional to its headroom, so load still spreads; and a small difference
+    // in one pod's load (another replica's in-flight) moves only a small share of prefixes.
+    const key = blocks > 0 ? (hashes[Math.min(this.affinityBlocks, blocks) - 1] as number) : 0
+    const weighted = this.#weighted.get(n)
+    let top = 0
     for (let i = 0; i < n; i++) {
       if ((ttft[i] as number) > band) continue
-      const b = bucket(pending[i] as number, capacity[i] as number, q)
-      if (b < minBucket) minBucket = b
+      const free = (capacity[i] as number) - (pending[i] as number)
+      const w = free >= 1 ? Math.min(free, (capacity[i] as number) * HEADROOM_CAP) : 1 / (2 - free)
+      const u = (rendezvous(key, (eps[i] as EndpointState).nameHash) + 0.5) / 4_294_967_296
+      const v = -w / Math.log(u)
+      weighted[i] = v
+      if (v > top) top = v
     }
-    const key = blocks > 0 ? (hashes[Math.min(this.affinityBlocks, blocks) - 1] as number) : 0
     for (let i = 0; i < n; i++) {
       const t = ttft[i] as number
-      if (t > band) {
-        out[i] = Math.min(OUT_OF_BAND_MAX, best / t)
-        continue
-      }
-      const b = bucket(pending[i] as number, capacity[i] as number, q)
-      const rv = rendezvous(key, (eps[i] as EndpointState).nameHash) / 4_294_967_296
-      out[i] = 1 - (BUCKET_STEP * (b - minBucket)) / q - RENDEZVOUS_STEP * (1 - rv)
+      out[i] =
+        t > band
+          ? Math.min(OUT_OF_BAND_MAX, best / t)
+          : 1 - IN_BAND_SPREAD * (1 - (weighted[i] as number) / top)
     }
     return true
   }
@@ -240,12 +247,6 @@ export class PredictedLatencyPlugin implements Plugin {
   #slotMs(req: SchedRequest, ep: EndpointState, p: Prefill): number {
     return this.model.slotMs(ep, req.now, p, req.ticket.outputTokens)
   }
-}
-
-/** Coarse load step of a candidate with a free slot (`q` = full or queueing). */
-function bucket(pending: number, capacity: number, q: number): number {
-  if (pending >= capacity) return q
-  return Math.floor((q * pending) / capacity)
 }
 
 function round(n: number, digits: number): number {
