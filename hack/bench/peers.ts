@@ -71,20 +71,29 @@ function firstLine(e: unknown): string {
   return (text[text.length - 1] ?? '').slice(0, 200)
 }
 
+export interface EnsureOptions {
+  /** Where the venvs live (default: peersDir()). */
+  readonly dir?: string
+  /** The interpreter that creates them (default: python3 on PATH). */
+  readonly python?: string
+}
+
 /**
  * One venv per peer and version under ~/.cache/infer-gateway/peers/<pkg>-<version>; installed on
  * first use (`python3 -m venv`, `pip install <pkg>==<version>`), reused afterwards.
  */
-export async function ensurePeer(name: PeerName): Promise<PeerInstall> {
+export async function ensurePeer(name: PeerName, o: EnsureOptions = {}): Promise<PeerInstall> {
   const p = PEERS[name]
-  const venv = join(peersDir(), `${p.pkg}-${p.version}`)
+  const dir = o.dir ?? peersDir()
+  const python = o.python ?? 'python3'
+  const venv = join(dir, `${p.pkg}-${p.version}`)
   const bin = join(venv, 'bin', p.bin)
   if (await exists(bin)) return { ok: true, bin, version: p.version }
   try {
-    await mkdir(peersDir(), { recursive: true })
-    await run('python3', ['-m', 'venv', venv], { timeout: 120_000 })
+    await mkdir(dir, { recursive: true })
+    await run(python, ['-m', 'venv', venv], { timeout: 120_000 })
   } catch (e) {
-    return { ok: false, reason: `python3 -m venv failed: ${firstLine(e)}` }
+    return { ok: false, reason: `${python} -m venv failed: ${firstLine(e)}` }
   }
   try {
     await run(

@@ -17,7 +17,7 @@
 // only as a real deployment would: `/metrics` and responses (the benchmark itself reads
 // `/sim/stats` afterwards, for the prefix-hit column).
 import { type ChildProcess, spawn } from 'node:child_process'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -1165,8 +1165,32 @@ function phaseTable(rs: readonly RunResult[]): string {
   return table(['regime', 'router', 'phase', 'ok/sent', 'TTFT p50', 'TTFT p90', 'TTFT p99'], rows)
 }
 
+/**
+ * Proof that no router of ours can read the simulator's internals: no production module under
+ * dataplane/, api/ or operator/ imports hack/ or names a simulator-only route or header. Run at
+ * report time so the claim in the report is checked, not remembered.
+ */
+async function simIsolation(): Promise<string> {
+  const root = fileURLToPath(new URL('../../', import.meta.url))
+  const needles = [/from '(\.\.\/)+hack\//, /\/sim\//, /x-inference-pod/, /SimStats/]
+  const offenders: string[] = []
+  let files = 0
+  for (const dir of ['dataplane', 'api', 'operator']) {
+    const entries = await readdir(join(root, dir), { recursive: true })
+    for (const f of entries) {
+      if (!f.endsWith('.ts') || f.endsWith('.test.ts')) continue
+      files++
+      const text = await readFile(join(root, dir, f), 'utf8')
+      if (needles.some((n) => n.test(text))) offenders.push(`${dir}/${f}`)
+    }
+  }
+  return offenders.length === 0
+    ? `Checked at report time: none of the ${files} production modules under \`dataplane/\`, \`api/\` and \`operator/\` imports \`hack/\` or names \`/sim/\`, \`x-inference-pod\` or \`SimStats\`.`
+    : `**Check failed**: ${offenders.join(', ')} reference the simulator.`
+}
+
 /** The engine model, generated from the parameters the run used (issue 9, deliverable 5). */
-function engineModel(): string {
+function engineModel(isolation: string): string {
   const rows = SHAPES.map((e) => [
     e.name,
     e.maxNumSeqs,
@@ -1192,7 +1216,10 @@ What the routers see: only what a real vLLM exposes — \`/metrics\` in vLLM v1'
 counters, TTFT/ITL/queue histograms, \`vllm:lora_requests_info\`, \`process_start_time_seconds\`)
 and the responses. \`max_num_seqs\` is not exported by vLLM, so no router is told it: ours learns
 the batch limit from \`running\` while requests wait. The benchmark alone reads \`/sim/stats\` (for
-the prefix-hit column). Not modelled: chunked prefill (a long prefill does not slow the running
+the prefix-hit column) and the \`x-inference-pod\` response header (requests per pod). ${isolation}
+Not exported by the simulator although real vLLM has them: \`vllm:num_preemptions_total\`, the
+prefill/decode/inference-time and token-count histograms, iteration-token and speculative-decoding
+metrics, \`python_*\`/\`process_*\` other than the start time; none is read by the scheduler. Not modelled: chunked prefill (a long prefill does not slow the running
 decodes), preemption and recomputation, speculative decoding, tensor parallelism, real tokenizers
 (one word = one token), network latency between pods.`
 }
@@ -1327,7 +1354,7 @@ ${earlierTargets(results)
   .map((t) => `- ${t}`)
   .join('\n')}
 
-${engineModel()}
+${engineModel(await simIsolation())}
 
 ${sections.join('\n\n')}
 
