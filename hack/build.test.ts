@@ -35,7 +35,7 @@ beforeAll(async () => {
   // esbuild twice, the CJS bundle, the blob and postject's injection into a ~100 MB binary:
   // ~15 s on an idle 2-core machine, several times that on a loaded one.
   built = await buildAll(out)
-}, 300_000)
+}, 600_000)
 
 afterAll(async () => {
   for (const c of cleanups.reverse()) await c()

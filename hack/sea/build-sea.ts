@@ -13,7 +13,7 @@
 //   used for both (default: the Node running the build).
 // - Linux only: macOS needs the signature removed and re-added, Windows a PE binary.
 import { spawnSync } from 'node:child_process'
-import { chmod, copyFile, mkdtemp, rename, rm, stat, writeFile } from 'node:fs/promises'
+import { chmod, copyFile, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { createRequire, isBuiltin } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -27,6 +27,7 @@ export const SEA_ENTRY = 'dataplane/main.ts'
 
 export type SeaErrorCode =
   | 'SEA_UNSUPPORTED_PLATFORM'
+  | 'SEA_NO_FUSE'
   | 'SEA_BUNDLE'
   | 'SEA_BLOB'
   | 'SEA_INJECT'
@@ -78,6 +79,13 @@ export async function buildSea(opts: SeaOptions): Promise<SeaResult> {
   const version = run(node, ['--version'], ROOT)
   if (version.status !== 0)
     throw new SeaBuildError('SEA_BLOB', `${node} --version failed: ${version.out}`)
+  // Checked first (a ~100 MB read, well under a second): postject would find out only after the
+  // bundle and the blob, and its message does not say what to do.
+  if (!(await readFile(node)).includes(`${SEA_FUSE}:0`))
+    throw new SeaBuildError(
+      'SEA_NO_FUSE',
+      `${node} (${version.out}) has no single-executable fuse (${SEA_FUSE}): it is not an official Node build (some distribution packages are not); pass an official binary with --sea-node, e.g. "$(npm run -s node:fetch)"`,
+    )
   const tmp = await mkdtemp(join(tmpdir(), 'igw-sea-'))
   try {
     const main = join(tmp, 'dataplane.cjs')
@@ -138,7 +146,7 @@ export async function buildSea(opts: SeaOptions): Promise<SeaResult> {
       await rm(partial, { force: true })
       throw new SeaBuildError(
         'SEA_INJECT',
-        `postject could not inject the data plane into a copy of ${node} (a Node built without the SEA fuse, e.g. some distribution packages, cannot be used; pass an official binary with --sea-node): ${injected.out}`,
+        `postject could not inject the data plane into a copy of ${node}: ${injected.out}`,
       )
     }
     // An injected binary that does not start is worse than none: check it before it replaces one.
