@@ -32,8 +32,8 @@ const cleanups: (() => Promise<void>)[] = []
 
 beforeAll(async () => {
   out = await mkdtemp(join(tmpdir(), 'igw-build-'))
-  // esbuild twice, the CJS bundle, the blob and postject's injection into a ~100 MB binary:
-  // ~15 s on an idle 2-core machine, several times that on a loaded one.
+  // esbuild three times, the blob, and postject's injection into a ~100 MB binary (~6 s of CPU
+  // and ~1 GB peak of it alone): ~10 s of CPU in all, 60-110 s wall on a loaded 2-core machine.
   built = await buildAll(out)
 }, 600_000)
 
