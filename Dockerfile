@@ -1,6 +1,7 @@
 # One image for both roles (operator and data plane), on Node 24 LTS. It cannot be built on the
 # dev machines (no Docker engine); CI verifies what goes into it: `npm run build` and
-# hack/build.test.ts, which also runs dist/dataplane.mjs on Node 24.
+# hack/build.test.ts, which also runs dist/dataplane.mjs on Node 24 when that binary is cached
+# (`npm run node:fetch`).
 FROM node:24-bookworm-slim AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
