@@ -7,8 +7,8 @@ import type { HttpBindings } from '@hono/node-server'
 import type { Context } from 'hono'
 import { Hono } from 'hono'
 import { type AccessLogger, discardLogger } from './access-log.js'
-import { parseJsonObject } from './body.js'
-import { errors, GatewayError } from './errors.js'
+import { DEFAULT_MAX_JSON_DEPTH, parseJsonObject } from './body.js'
+import { clip, errors, GatewayError } from './errors.js'
 import type { Filters, Identity, Admission as LimitAdmission } from './filters/index.js'
 import { fetchInbound, nodeInbound } from './inbound.js'
 import type { GatewayMetrics } from './metrics.js'
@@ -39,6 +39,12 @@ export interface AppDeps {
   readonly lifecycle?: Lifecycle
   /** Request body limit in bytes (default 10 MiB). */
   readonly maxBodyBytes?: number
+  /** Deepest object/array nesting accepted in a request body (default 128). */
+  readonly maxJsonDepth?: number
+  /** Cap of a non-streamed upstream response body (default 64 MiB): past it 502. */
+  readonly maxUpstreamBodyBytes?: number
+  /** Cap of one SSE line from an upstream (default 1 MiB): past it the stream ends with an error. */
+  readonly maxSseLineBytes?: number
   /**
    * Explain routing: serve GET /debug/endpoints (the picker's view: pod addresses, load, scores)
    * and answer `x-infer-gateway-explain: 1` with the decision line. Off by default: both reveal
@@ -71,6 +77,7 @@ export function createApp(deps: AppDeps): Hono {
   const log = deps.accessLog ?? discardLogger
   const lifecycle = deps.lifecycle ?? { draining: false }
   const maxBody = deps.maxBodyBytes ?? 10 * 1024 * 1024
+  const maxJsonDepth = deps.maxJsonDepth ?? DEFAULT_MAX_JSON_DEPTH
   const random = deps.random ?? Math.random
   const { metrics } = deps
   const providers = deps.providers ?? new ProviderRuntime()
@@ -82,6 +89,10 @@ export function createApp(deps: AppDeps): Hono {
     transport: providers.transport,
     credentials: providers.credentials,
     random,
+    ...(deps.maxUpstreamBodyBytes !== undefined
+      ? { maxUpstreamBodyBytes: deps.maxUpstreamBodyBytes }
+      : {}),
+    ...(deps.maxSseLineBytes !== undefined ? { maxSseLineBytes: deps.maxSseLineBytes } : {}),
   }
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }))
@@ -148,7 +159,23 @@ export function createApp(deps: AppDeps): Hono {
     app.post(path, (c) => handleInference(c, path))
   }
 
-  app.notFound((c) => errorResponse(errors.notFound(c.req.path)))
+  // Methods each known path answers to: any other method there is a 405 with `Allow`, not a 404.
+  const allowed = new Map<string, readonly string[]>([
+    ['/healthz', ['GET', 'HEAD']],
+    ['/readyz', ['GET', 'HEAD']],
+    ['/metrics', ['GET', 'HEAD']],
+    ['/v1/models', ['GET', 'HEAD']],
+    ...Object.keys(INFERENCE_APIS).map((p): [string, readonly string[]] => [p, ['POST']]),
+    ...(debugView && deps.debugEndpoints
+      ? [['/debug/endpoints', ['GET', 'HEAD']] as [string, readonly string[]]]
+      : []),
+  ])
+  app.notFound((c) => {
+    const allow = allowed.get(c.req.path)
+    if (allow !== undefined)
+      return errorResponse(errors.methodNotAllowed(c.req.method, c.req.path, allow))
+    return errorResponse(errors.notFound(c.req.path))
+  })
   app.onError((err) => {
     if (err instanceof GatewayError) return errorResponse(err)
     return errorResponse(errors.internal())
@@ -179,11 +206,19 @@ export function createApp(deps: AppDeps): Hono {
         admission?.release()
       }
     }
+    /** Set when the returned response is a stream whose end records the outcome (onDone). */
+    let bodyOwnsEnd = false
+    /** Stops the upstream deadline timer and client-gone listener once they exist. */
+    let cleanupForward: (() => void) | undefined
+    /** The outcome (metrics, access log) was recorded: by `fail` or by `onDone`, never both. */
+    let recorded = false
 
     const fail = (err: GatewayError, extra: { endpoint?: string; attempts?: number } = {}) => {
       closeInflight()
       // Nothing was generated: the reserved tokens go back.
       limits?.settle({ status: 0 })
+      if (recorded) return errorResponse(err, requestId)
+      recorded = true
       filters?.observe(identity, err.status)
       const duration = performance.now() - startedAt
       metrics.requests.inc({
@@ -200,7 +235,7 @@ export function createApp(deps: AppDeps): Hono {
         path,
         status: err.status,
         duration_ms: round(duration),
-        ...(model !== undefined ? { model } : {}),
+        ...(model !== undefined ? { model: clip(model) } : {}),
         ...decisionFields(decision),
         ...identityFields(identity),
         ...extra,
@@ -209,253 +244,287 @@ export function createApp(deps: AppDeps): Hono {
       return errorResponse(err, requestId)
     }
 
-    if (filters !== undefined) {
-      // Before the body is read: a caller with bad credentials does not get to upload 10 MiB.
-      try {
-        identity = await filters.authenticate({
-          header: inbound.header,
-          remoteAddress: env?.incoming?.socket.remoteAddress,
-        })
-      } catch (e) {
-        return fail(e instanceof GatewayError ? e : errors.internal())
-      }
-    }
-
-    const table = deps.store.table
-    let body: Record<string, unknown>
-    let raw: Uint8Array
     try {
-      raw = await inbound.readBody(maxBody)
-      body = parseJsonObject(raw)
-    } catch (e) {
-      return fail(e instanceof GatewayError ? e : errors.invalidJson(String(e)))
-    }
-    const m = body['model']
-    if (typeof m !== 'string' || m === '') return fail(errors.missingModel())
-    model = m
-    if (!table) return fail(errors.notReady())
-    if (table.hasModel(m)) modelLabel = m
-
-    const result = table.resolve({ model: m, path, header: inbound.header })
-    if (result.kind === 'unknown-model') return fail(errors.modelNotFound(m))
-    if (result.kind === 'no-rule') return fail(errors.routeNotFound(m))
-    if (filters !== undefined && identity !== undefined) {
-      try {
-        filters.authorize(identity, result.decision.route, m)
-        limits = await filters.admit({
-          route: result.decision.route,
-          identity,
-          api,
-          model: m,
-          body,
-        })
-      } catch (e) {
-        return fail(e instanceof GatewayError ? e : errors.internal())
-      }
-      if (limits?.injectUsage) {
-        // Ask the engine for usage so the stream settles exactly; the usage-only chunk is
-        // removed again on the way back (the client did not ask for it).
-        const so = body['stream_options']
-        body = {
-          ...body,
-          stream_options: {
-            ...(typeof so === 'object' && so !== null ? so : {}),
-            include_usage: true,
-          },
+      if (filters !== undefined) {
+        // Before the body is read: a caller with bad credentials does not get to upload 10 MiB.
+        try {
+          identity = await filters.authenticate({
+            header: inbound.header,
+            remoteAddress: env?.incoming?.socket.remoteAddress,
+          })
+        } catch (e) {
+          return fail(e instanceof GatewayError ? e : errors.internal())
         }
-        raw = Buffer.from(JSON.stringify(body))
       }
-    }
-    if (result.kind === 'chain') {
-      // External providers and fallback lists (dataplane/providers/): that module serves the rest
-      // of the request and writes its access-log line and metrics.
-      return dispatchChain(
-        result.decision,
-        {
-          requestId,
-          path,
-          api,
-          model: m,
-          modelLabel,
-          body,
-          raw,
-          inbound,
-          startedAt,
-          closeInflight,
-          ...(identity !== undefined ? { identity, logFields: identityFields(identity) } : {}),
-          ...(limits !== undefined ? { limits } : {}),
-          ...(filters !== undefined
-            ? {
-                stripHeaders: filters.stripHeaders,
-                observe: (status: number) => filters.observe(identity, status),
-              }
-            : {}),
-        },
-        chainDeps,
-      )
-    }
-    decision = result.decision
-    const server = decision.server
 
-    const pickCtx: PickContext = {
-      requestId,
-      model: m,
-      isLora: decision.isLora,
-      server,
-      body,
-      header: inbound.header,
-      ...(explainOn && inbound.header(EXPLAIN_HEADER) === '1' ? { explain: {} } : {}),
-      ...(identity !== undefined ? { identity } : {}),
-    }
-    const picker = deps.picker
-    if (picker.admit) {
-      // Admission may queue (fairness while the server is saturated); the pick comes after it so
-      // a request that waited is placed on the current view of the endpoints.
-      const gone = new AbortController()
-      const unsubscribe = inbound.onClientGone(() => gone.abort())
+      const table = deps.store.table
+      let body: Record<string, unknown>
+      let raw: Uint8Array
       try {
-        const a = picker.admit(pickCtx, gone.signal)
-        admission = a instanceof Promise ? await a : a
+        raw = await inbound.readBody(maxBody)
+        body = parseJsonObject(raw, maxJsonDepth)
       } catch (e) {
-        return fail(e instanceof GatewayError ? e : errors.internal())
-      } finally {
-        unsubscribe()
+        return fail(e instanceof GatewayError ? e : errors.invalidJson(String(e)))
       }
-    }
-    const candidates = picker.pick(pickCtx)
-    if (candidates.length === 0) return fail(errors.noReadyEndpoint(server.key))
+      const m = body['model']
+      if (typeof m !== 'string' || m === '') return fail(errors.missingModel())
+      model = m
+      if (!table) return fail(errors.notReady())
+      if (table.hasModel(m)) modelLabel = m
 
-    // Re-serialise only when the model is rewritten; otherwise the client's bytes go through.
-    let upstreamBody: string | Uint8Array = raw
-    if (decision.upstreamModel !== m) {
-      upstreamBody = JSON.stringify({ ...body, model: decision.upstreamModel })
-    }
+      const result = table.resolve({ model: m, path, header: inbound.header })
+      if (result.kind === 'unknown-model') return fail(errors.modelNotFound(m))
+      if (result.kind === 'no-rule') return fail(errors.routeNotFound(m))
+      if (filters !== undefined && identity !== undefined) {
+        try {
+          filters.authorize(identity, result.decision.route, m)
+          limits = await filters.admit({
+            route: result.decision.route,
+            identity,
+            api,
+            model: m,
+            body,
+          })
+        } catch (e) {
+          return fail(e instanceof GatewayError ? e : errors.internal())
+        }
+        if (limits?.injectUsage) {
+          // Ask the engine for usage so the stream settles exactly; the usage-only chunk is
+          // removed again on the way back (the client did not ask for it).
+          const so = body['stream_options']
+          body = {
+            ...body,
+            stream_options: {
+              ...(typeof so === 'object' && so !== null ? so : {}),
+              include_usage: true,
+            },
+          }
+          raw = Buffer.from(JSON.stringify(body))
+        }
+      }
+      if (result.kind === 'chain') {
+        // External providers and fallback lists (dataplane/providers/): that module serves the rest
+        // of the request and writes its access-log line and metrics.
+        const res = await dispatchChain(
+          result.decision,
+          {
+            requestId,
+            path,
+            api,
+            model: m,
+            modelLabel,
+            body,
+            raw,
+            inbound,
+            startedAt,
+            closeInflight,
+            ...(identity !== undefined ? { identity, logFields: identityFields(identity) } : {}),
+            ...(limits !== undefined ? { limits } : {}),
+            ...(filters !== undefined
+              ? {
+                  stripHeaders: filters.stripHeaders,
+                  observe: (status: number) => filters.observe(identity, status),
+                }
+              : {}),
+          },
+          chainDeps,
+        )
+        // Still open: a stream that records the outcome when it ends.
+        bodyOwnsEnd = inflightOpen
+        return res
+      }
+      decision = result.decision
+      const server = decision.server
 
-    const headers = upstreamHeaders(inbound.headers(), requestId, filters?.stripHeaders)
-    const abort = new AbortController()
-    const unsubscribeClientGone = inbound.onClientGone(() => abort.abort(new ClientClosedError()))
-    let timedOut = false
-    const requestMs = server.trafficPolicy.timeouts.requestMs
-    const timer =
-      requestMs > 0
-        ? setTimeout(() => {
-            timedOut = true
-            abort.abort(errors.upstreamTimeout(`request exceeded ${requestMs} ms`))
-          }, requestMs)
-        : undefined
-    const cleanup = (): void => {
-      if (timer) clearTimeout(timer)
-      unsubscribeClientGone()
-    }
+      const pickCtx: PickContext = {
+        requestId,
+        model: m,
+        isLora: decision.isLora,
+        server,
+        body,
+        header: inbound.header,
+        ...(explainOn && inbound.header(EXPLAIN_HEADER) === '1' ? { explain: {} } : {}),
+        ...(identity !== undefined ? { identity } : {}),
+      }
+      const picker = deps.picker
+      if (picker.admit) {
+        // Admission may queue (fairness while the server is saturated); the pick comes after it so
+        // a request that waited is placed on the current view of the endpoints.
+        const gone = new AbortController()
+        const unsubscribe = inbound.onClientGone(() => gone.abort())
+        try {
+          const a = picker.admit(pickCtx, gone.signal)
+          admission = a instanceof Promise ? await a : a
+        } catch (e) {
+          return fail(e instanceof GatewayError ? e : errors.internal())
+        } finally {
+          unsubscribe()
+        }
+      }
+      const candidates = picker.pick(pickCtx)
+      if (candidates.length === 0) return fail(errors.noReadyEndpoint(server.key))
 
-    let dispatchedAt = performance.now()
-    let up: Awaited<ReturnType<typeof forward>>
-    try {
-      up = await forward(
-        deps.pool,
-        {
-          server,
-          candidates,
+      // Re-serialise only when the model is rewritten; otherwise the client's bytes go through.
+      let upstreamBody: string | Uint8Array = raw
+      if (decision.upstreamModel !== m) {
+        upstreamBody = JSON.stringify({ ...body, model: decision.upstreamModel })
+      }
+
+      const headers = upstreamHeaders(
+        inbound.headers(),
+        requestId,
+        filters?.stripHeaders,
+        inbound.remoteAddress,
+      )
+      const abort = new AbortController()
+      const unsubscribeClientGone = inbound.onClientGone(() => abort.abort(new ClientClosedError()))
+      let timedOut = false
+      const requestMs = server.trafficPolicy.timeouts.requestMs
+      const timer =
+        requestMs > 0
+          ? setTimeout(() => {
+              timedOut = true
+              abort.abort(errors.upstreamTimeout(`request exceeded ${requestMs} ms`))
+            }, requestMs)
+          : undefined
+      const cleanup = (): void => {
+        if (timer) clearTimeout(timer)
+        unsubscribeClientGone()
+      }
+      cleanupForward = cleanup
+
+      let dispatchedAt = performance.now()
+      let up: Awaited<ReturnType<typeof forward>>
+      try {
+        up = await forward(
+          deps.pool,
+          {
+            server,
+            candidates,
+            method: 'POST',
+            path,
+            headers,
+            body: upstreamBody,
+            signal: abort.signal,
+            onAttemptStart: (ep) => {
+              dispatchedAt = performance.now()
+              picker.onDispatch?.(pickCtx, ep)
+            },
+            onAttemptFailed: (f) => {
+              metrics.upstreamFailures.inc({ server: server.key, reason: f.reason })
+              picker.onComplete?.(pickCtx, f.endpoint, {
+                status: f.status ?? 0,
+                failure: failureOf(f.reason),
+                durationMs: performance.now() - dispatchedAt,
+              })
+            },
+          },
+          random,
+        )
+      } catch (e) {
+        cleanup()
+        if (e instanceof ClientClosedError)
+          return fail(new GatewayError(499, 'client_closed', 'client closed the request'))
+        return fail(e instanceof GatewayError ? e : errors.upstreamUnavailable(String(e)))
+      }
+
+      const d = decision
+      const endpoint = endpointId(up.endpoint)
+      const onDone = (o: ResponseOutcome): void => {
+        cleanup()
+        closeInflight()
+        recorded = true
+        picker.onComplete?.(pickCtx, up.endpoint, dispatchOutcome(o, dispatchedAt, startedAt))
+        const duration = performance.now() - startedAt
+        const status = o.error === 'client_closed' ? 499 : o.status
+        limits?.settle({ status: o.status, ...(o.usage ? { usage: o.usage } : {}) })
+        filters?.observe(identity, status)
+        metrics.requests.inc({
+          model: modelLabel,
+          api,
+          status_class: statusClass(status),
+          code: o.error ?? '',
+        })
+        metrics.duration.observe({ model: modelLabel, api }, duration / 1000)
+        if (o.firstByteMs !== undefined)
+          metrics.ttft.observe({ model: modelLabel, api }, o.firstByteMs / 1000)
+        if (o.usage) {
+          metrics.tokens.inc({ model: modelLabel, type: 'input' }, o.usage.promptTokens)
+          metrics.tokens.inc({ model: modelLabel, type: 'output' }, o.usage.completionTokens)
+        }
+        log({
+          time: new Date().toISOString(),
+          request_id: requestId,
           method: 'POST',
           path,
-          headers,
-          body: upstreamBody,
-          signal: abort.signal,
-          onAttemptStart: (ep) => {
-            dispatchedAt = performance.now()
-            picker.onDispatch?.(pickCtx, ep)
-          },
-          onAttemptFailed: (f) => {
-            metrics.upstreamFailures.inc({ server: server.key, reason: f.reason })
-            picker.onComplete?.(pickCtx, f.endpoint, {
-              status: f.status ?? 0,
-              failure: failureOf(f.reason),
-              durationMs: performance.now() - dispatchedAt,
-            })
-          },
-        },
-        random,
-      )
-    } catch (e) {
-      cleanup()
-      if (e instanceof ClientClosedError)
-        return fail(new GatewayError(499, 'client_closed', 'client closed the request'))
-      return fail(e instanceof GatewayError ? e : errors.upstreamUnavailable(String(e)))
-    }
-
-    const d = decision
-    const endpoint = endpointId(up.endpoint)
-    const onDone = (o: ResponseOutcome): void => {
-      cleanup()
-      closeInflight()
-      picker.onComplete?.(pickCtx, up.endpoint, dispatchOutcome(o, dispatchedAt, startedAt))
-      const duration = performance.now() - startedAt
-      const status = o.error === 'client_closed' ? 499 : o.status
-      limits?.settle({ status: o.status, ...(o.usage ? { usage: o.usage } : {}) })
-      filters?.observe(identity, status)
-      metrics.requests.inc({
-        model: modelLabel,
-        api,
-        status_class: statusClass(status),
-        code: o.error ?? '',
-      })
-      metrics.duration.observe({ model: modelLabel, api }, duration / 1000)
-      if (o.firstByteMs !== undefined)
-        metrics.ttft.observe({ model: modelLabel, api }, o.firstByteMs / 1000)
-      if (o.usage) {
-        metrics.tokens.inc({ model: modelLabel, type: 'input' }, o.usage.promptTokens)
-        metrics.tokens.inc({ model: modelLabel, type: 'output' }, o.usage.completionTokens)
-      }
-      log({
-        time: new Date().toISOString(),
-        request_id: requestId,
-        method: 'POST',
-        path,
-        status,
-        duration_ms: round(duration),
-        model: m,
-        ...decisionFields(d),
-        ...identityFields(identity),
-        endpoint,
-        attempts: up.attempts,
-        stream: o.stream,
-        ...(o.usage
-          ? { prompt_tokens: o.usage.promptTokens, completion_tokens: o.usage.completionTokens }
-          : {}),
-        ...(o.firstByteMs !== undefined ? { first_byte_ms: round(o.firstByteMs) } : {}),
-        upstream_headers_ms: round(up.headersMs),
-        bytes: o.bytes,
-        ...(o.error ? { error_code: o.error } : {}),
-      })
-    }
-    const streamFilter = limits?.streamFilter()
-    try {
-      return await toClientResponse(up, {
-        startedAt,
-        extraHeaders: {
-          'x-request-id': requestId,
-          ...(pickCtx.explain?.text !== undefined
-            ? { [EXPLAIN_HEADER]: pickCtx.explain.text }
+          status,
+          duration_ms: round(duration),
+          model: m,
+          ...decisionFields(d),
+          ...identityFields(identity),
+          endpoint,
+          attempts: up.attempts,
+          stream: o.stream,
+          ...(o.usage
+            ? { prompt_tokens: o.usage.promptTokens, completion_tokens: o.usage.completionTokens }
             : {}),
-          ...limits?.headers,
-        },
-        ...(streamFilter !== undefined ? { streamFilter } : {}),
-        signal: abort.signal,
-        timedOut: () => timedOut,
-        onDone,
-      })
-    } catch {
-      // The non-streaming body failed before anything reached the client: we can still answer.
-      if (timedOut) return errorResponse(errors.upstreamTimeout('response body'), requestId)
-      if (abort.signal.aborted)
+          ...(o.firstByteMs !== undefined ? { first_byte_ms: round(o.firstByteMs) } : {}),
+          upstream_headers_ms: round(up.headersMs),
+          bytes: o.bytes,
+          ...(o.error ? { error_code: o.error } : {}),
+        })
+      }
+      const streamFilter = limits?.streamFilter()
+      try {
+        const response = await toClientResponse(up, {
+          startedAt,
+          extraHeaders: {
+            'x-request-id': requestId,
+            ...(pickCtx.explain?.text !== undefined
+              ? { [EXPLAIN_HEADER]: pickCtx.explain.text }
+              : {}),
+            ...limits?.headers,
+          },
+          ...(streamFilter !== undefined ? { streamFilter } : {}),
+          ...(deps.maxUpstreamBodyBytes !== undefined
+            ? { maxBodyBytes: deps.maxUpstreamBodyBytes }
+            : {}),
+          ...(deps.maxSseLineBytes !== undefined ? { maxSseLineBytes: deps.maxSseLineBytes } : {}),
+          signal: abort.signal,
+          timedOut: () => timedOut,
+          onDone,
+        })
+        // Still open: a stream that runs onDone when it ends.
+        bodyOwnsEnd = inflightOpen
+        return response
+      } catch (e) {
+        // The non-streaming body failed before anything reached the client: we can still answer.
+        if (timedOut) return errorResponse(errors.upstreamTimeout('response body'), requestId)
+        if (abort.signal.aborted)
+          return errorResponse(
+            new GatewayError(499, 'client_closed', 'client closed the request'),
+            requestId,
+          )
+        // Refused by the gateway itself (e.g. the response passed the body cap).
+        if (e instanceof GatewayError) return errorResponse(e, requestId)
         return errorResponse(
-          new GatewayError(499, 'client_closed', 'client closed the request'),
+          errors.upstreamUnavailable(`${up.endpoint.name}: response body cut`),
           requestId,
         )
-      return errorResponse(
-        errors.upstreamUnavailable(`${up.endpoint.name}: response body cut`),
-        requestId,
-      )
+      }
+    } catch (e) {
+      // Anything thrown on the request path (a bug, a picker, a serialiser) still ends the
+      // request properly: metrics, access log, settlement and the in-flight release below.
+      return fail(asGatewayError(e))
+    } finally {
+      // The one place the request lets go of what it holds: the in-flight gauge, the fairness
+      // admission and the rate-limit reservation (all idempotent), unless a streaming body
+      // still owns them and releases them when it ends.
+      if (!bodyOwnsEnd) {
+        cleanupForward?.()
+        closeInflight()
+        limits?.settle({ status: 0 })
+      }
     }
   }
 
@@ -464,6 +533,11 @@ export function createApp(deps: AppDeps): Hono {
 
 /** Request header `1` asks for the scheduler's decision summary in the same-named response header. */
 export const EXPLAIN_HEADER = 'x-infer-gateway-explain'
+
+/** An unexpected exception as the client sees it: a plain 500, nothing of its text. */
+function asGatewayError(e: unknown): GatewayError {
+  return e instanceof GatewayError ? e : errors.internal()
+}
 
 class ClientClosedError extends Error {
   readonly code = 'client_closed'

@@ -18,6 +18,16 @@ Options:
   --host <addr>            Listen address (default 0.0.0.0)
   --port <n>               Listen port (default 8080)
   --max-body-bytes <n>     Request body limit (default 10485760)
+  --max-json-depth <n>     Deepest object/array nesting in a request body (default 128); deeper
+                           is a 400 json_too_deep
+  --max-upstream-body-bytes <n>
+                           Largest non-streamed engine/provider response (default 67108864);
+                           larger is a 502 and the engine is reported as failing
+  --max-sse-line-bytes <n> Longest line of an upstream event stream (default 1048576); longer ends
+                           the stream with an error event and reports the engine
+  --upstream-connections <n>
+                           Connections per engine pod (default 256); requests past it wait for a
+                           free one (infer_gateway_upstream_waiting_requests)
   --poll-interval <ms>     Config re-read interval (default 500)
   --drain-delay <ms>       On SIGTERM, keep serving this long after /readyz fails (default 5000)
   --shutdown-timeout <ms>  Then wait at most this long for in-flight requests (default 30000)
@@ -59,6 +69,10 @@ export async function runDataplaneCommand(args: readonly string[]): Promise<void
       host: { type: 'string', default: '0.0.0.0' },
       port: { type: 'string', default: '8080' },
       'max-body-bytes': { type: 'string' },
+      'max-json-depth': { type: 'string' },
+      'max-upstream-body-bytes': { type: 'string' },
+      'max-sse-line-bytes': { type: 'string' },
+      'upstream-connections': { type: 'string' },
       'poll-interval': { type: 'string' },
       'drain-delay': { type: 'string', default: '5000' },
       'shutdown-timeout': { type: 'string', default: '30000' },
@@ -103,6 +117,12 @@ export async function runDataplaneCommand(args: readonly string[]): Promise<void
     ...(values['max-body-bytes']
       ? { maxBodyBytes: intArg('max-body-bytes', values['max-body-bytes']) }
       : {}),
+    ...positiveArgs(values, {
+      'max-json-depth': 'maxJsonDepth',
+      'max-upstream-body-bytes': 'maxUpstreamBodyBytes',
+      'max-sse-line-bytes': 'maxSseLineBytes',
+      'upstream-connections': 'upstreamConnections',
+    } as const),
     ...(values['poll-interval']
       ? { pollMs: intArg('poll-interval', values['poll-interval']) }
       : {}),
@@ -148,6 +168,22 @@ export function intArg(name: string, v: string): number {
   if (!Number.isInteger(n) || n < 0)
     throw new UsageError(`--${name} must be a non-negative integer, got "${v}"`)
   return n
+}
+
+/** Optional positive-integer flags → the gateway options they set (absent flags: defaults). */
+function positiveArgs<const M extends Record<string, string>>(
+  values: Readonly<Record<string, unknown>>,
+  map: M,
+): { [K in M[keyof M]]?: number } {
+  const out: Record<string, number> = {}
+  for (const [flag, option] of Object.entries(map)) {
+    const v = values[flag]
+    if (typeof v !== 'string') continue
+    const n = intArg(flag, v)
+    if (n === 0) throw new UsageError(`--${flag} must be at least 1`)
+    out[option] = n
+  }
+  return out as { [K in M[keyof M]]?: number }
 }
 
 export function untilSignal(): Promise<NodeJS.Signals> {

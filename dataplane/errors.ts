@@ -52,10 +52,24 @@ function defaultType(status: number): OpenAIErrorType {
   return 'invalid_request_error'
 }
 
+/** Longest client-supplied text echoed in an error message (a 5 MB model name is not sent back). */
+export const MAX_ECHO_CHARS = 256
+
+/** `s` cut to MAX_ECHO_CHARS, marked when cut. */
+export function clip(s: string): string {
+  return s.length <= MAX_ECHO_CHARS ? s : `${s.slice(0, MAX_ECHO_CHARS)}… (${s.length} chars)`
+}
+
 /** The gateway's own error catalogue: one constructor per condition, one stable code each. */
 export const errors = {
   invalidJson: (detail: string) =>
     new GatewayError(400, 'invalid_json', `request body is not valid JSON: ${detail}`),
+  jsonTooDeep: (limit: number) =>
+    new GatewayError(
+      400,
+      'json_too_deep',
+      `request body nests JSON objects/arrays deeper than the limit of ${limit} levels`,
+    ),
   bodyNotObject: () =>
     new GatewayError(400, 'invalid_request_body', 'request body must be a JSON object'),
   missingModel: () =>
@@ -63,14 +77,14 @@ export const errors = {
       param: 'model',
     }),
   modelNotFound: (model: string) =>
-    new GatewayError(404, 'model_not_found', `the model \`${model}\` does not exist`, {
+    new GatewayError(404, 'model_not_found', `the model \`${clip(model)}\` does not exist`, {
       param: 'model',
     }),
   routeNotFound: (model: string) =>
     new GatewayError(
       404,
       'route_not_found',
-      `no rule of the routes for model \`${model}\` matches this request`,
+      `no rule of the routes for model \`${clip(model)}\` matches this request`,
       { param: 'model' },
     ),
   bodyTooLarge: (limit: number) =>
@@ -91,7 +105,22 @@ export const errors = {
     new GatewayError(504, 'upstream_timeout', `upstream timed out: ${what}`),
   upstreamUnavailable: (detail: string) =>
     new GatewayError(502, 'upstream_unavailable', `could not reach an upstream: ${detail}`),
+  upstreamBodyTooLarge: (endpoint: string, limit: number) =>
+    new GatewayError(
+      502,
+      'upstream_body_too_large',
+      `${endpoint}: upstream response body exceeds the gateway's limit of ${limit} bytes`,
+    ),
   notFound: (path: string) =>
-    new GatewayError(404, 'unknown_url', `unknown path ${path}`, { type: 'invalid_request_error' }),
+    new GatewayError(404, 'unknown_url', `unknown path ${clip(path)}`, {
+      type: 'invalid_request_error',
+    }),
+  methodNotAllowed: (method: string, path: string, allow: readonly string[]) =>
+    new GatewayError(
+      405,
+      'method_not_allowed',
+      `method ${clip(method)} is not allowed on ${path}; use ${allow.join(' or ')}`,
+      { type: 'invalid_request_error', headers: { allow: allow.join(', ') } },
+    ),
   internal: () => new GatewayError(500, 'internal_error', 'internal gateway error'),
 } as const

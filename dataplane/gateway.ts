@@ -24,6 +24,14 @@ export interface GatewayOptions {
   readonly host?: string
   readonly port?: number
   readonly maxBodyBytes?: number
+  /** Deepest JSON nesting accepted in a request body (default 128). */
+  readonly maxJsonDepth?: number
+  /** Cap of a non-streamed upstream response body (default 64 MiB). */
+  readonly maxUpstreamBodyBytes?: number
+  /** Cap of one SSE line from an upstream (default 1 MiB). */
+  readonly maxSseLineBytes?: number
+  /** Connections per engine pod (default 256); requests past it wait, visible in /metrics. */
+  readonly upstreamConnections?: number
   /** Serve GET /debug/endpoints and the explain header (off by default: they reveal pod names and scores). */
   readonly explain?: boolean
   /** Old name of `explain` (same effect). */
@@ -69,7 +77,12 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const metrics = new GatewayMetrics({ processMetrics: opts.processMetrics ?? false })
   const store = new SnapshotStore(opts.random)
   const lifecycle: Lifecycle = { draining: false }
-  const pool = new UpstreamPool()
+  const pool = new UpstreamPool(
+    opts.upstreamConnections !== undefined
+      ? { connectionsPerOrigin: opts.upstreamConnections }
+      : {},
+  )
+  metrics.upstreamPools = () => pool.serverStats(store.snapshot?.servers ?? {})
   if (!opts.config && !opts.pushUrl) throw new Error('a gateway needs config files or a push URL')
   const source = opts.config
     ? new FileConfigSource({
@@ -118,6 +131,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     providers,
     lifecycle,
     ...(opts.maxBodyBytes !== undefined ? { maxBodyBytes: opts.maxBodyBytes } : {}),
+    ...(opts.maxJsonDepth !== undefined ? { maxJsonDepth: opts.maxJsonDepth } : {}),
+    ...(opts.maxUpstreamBodyBytes !== undefined
+      ? { maxUpstreamBodyBytes: opts.maxUpstreamBodyBytes }
+      : {}),
+    ...(opts.maxSseLineBytes !== undefined ? { maxSseLineBytes: opts.maxSseLineBytes } : {}),
     ...(opts.explain || opts.debugEndpoints ? { explain: true } : {}),
     ...(opts.random ? { random: opts.random } : {}),
   })

@@ -4,10 +4,13 @@
 // largest avoidable cost on the request path in the proxy benchmark profile. Hono's
 // `app.request()` (no Node bindings) falls back to the fetch Request.
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { isIPv4 } from 'node:net'
 import { readBodyLimited } from './body.js'
 import { errors } from './errors.js'
 
 export interface Inbound {
+  /** The TCP peer (IPv4-mapped IPv6 written as plain IPv4); undefined off Node. */
+  readonly remoteAddress: string | undefined
   header(name: string): string | undefined
   /** Request headers with lower-cased names (multi-valued joined by ", "). */
   headers(): Record<string, string>
@@ -17,7 +20,9 @@ export interface Inbound {
 }
 
 export function nodeInbound(req: IncomingMessage, res: ServerResponse): Inbound {
+  const peer = req.socket.remoteAddress
   return {
+    remoteAddress: peer?.startsWith('::ffff:') && isIPv4(peer.slice(7)) ? peer.slice(7) : peer,
     header(name) {
       const v = req.headers[name]
       return Array.isArray(v) ? v.join(', ') : v
@@ -77,6 +82,7 @@ export function nodeInbound(req: IncomingMessage, res: ServerResponse): Inbound 
 
 export function fetchInbound(req: Request): Inbound {
   return {
+    remoteAddress: undefined,
     header: (name) => req.headers.get(name) ?? undefined,
     headers() {
       const out: Record<string, string> = {}

@@ -2,6 +2,7 @@
 // in one process). Labels are bounded: model names come from the snapshot (anything else is
 // "unknown"), statuses are classes, never raw paths or client identities.
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
+import type { ServerPoolStats } from './proxy/upstream-pool.js'
 
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
 
@@ -87,6 +88,36 @@ export class GatewayMetrics {
     labelNames: ['route', 'from', 'to', 'reason'] as const,
     registers: [this.registry],
   })
+
+  /** Where the upstream pool gauges read from at scrape time (set by the gateway's assembly). */
+  upstreamPools: (() => ReadonlyMap<string, ServerPoolStats>) | undefined
+  readonly upstreamWaiting = new Gauge({
+    name: 'infer_gateway_upstream_waiting_requests',
+    help: 'Requests waiting for a connection to an engine of the model server (past the per-engine connection limit, --upstream-connections, or while connecting).',
+    labelNames: ['server'] as const,
+    registers: [this.registry],
+    collect: () => this.#collectPools(),
+  })
+  readonly upstreamConnections = new Gauge({
+    name: 'infer_gateway_upstream_connections',
+    help: 'Open connections to the engines of the model server, by state (active: carrying a request; idle).',
+    labelNames: ['server', 'state'] as const,
+    registers: [this.registry],
+  })
+
+  /** Fills both pool gauges from one read; labels only for servers of the live snapshot. */
+  #collectPools(): void {
+    this.upstreamWaiting.reset()
+    this.upstreamConnections.reset()
+    const stats = this.upstreamPools?.()
+    if (stats === undefined) return
+    for (const [server, s] of stats) {
+      this.upstreamWaiting.set({ server }, s.waiting)
+      const active = Math.min(s.active, s.connections)
+      this.upstreamConnections.set({ server, state: 'active' }, active)
+      this.upstreamConnections.set({ server, state: 'idle' }, s.connections - active)
+    }
+  }
 
   constructor(opts: { processMetrics?: boolean } = {}) {
     // Reload counters exist from the start so "no failures yet" reads 0, not absent.

@@ -105,16 +105,7 @@ export function dispatchOutcome(
 ): DispatchOutcome {
   return {
     status: o.status,
-    ...(o.error
-      ? {
-          failure:
-            o.error === 'client_closed'
-              ? 'aborted'
-              : o.error === 'timeout'
-                ? 'timeout'
-                : 'stream_cut',
-        }
-      : {}),
+    ...(o.error ? { failure: responseFailure(o.error) } : {}),
     ...(o.firstByteMs !== undefined
       ? { firstByteMs: o.firstByteMs - (dispatchedAt - startedAt) }
       : {}),
@@ -125,12 +116,35 @@ export function dispatchOutcome(
   }
 }
 
+/**
+ * ResponseOutcome.error → the picker's failure kind. Codes from a stream filter (the rate
+ * limiter's `rate_limited`) are the gateway cutting the stream, like a client leaving: the engine
+ * is not to blame.
+ */
+function responseFailure(error: string): NonNullable<DispatchOutcome['failure']> {
+  switch (error) {
+    case 'timeout':
+      return 'timeout'
+    case 'upstream_cut':
+      return 'stream_cut'
+    case 'protocol':
+      return 'protocol'
+    case 'body_too_large':
+      return 'body_too_large'
+    default:
+      return 'aborted'
+  }
+}
+
 const FAILURE_OF: Record<AttemptFailure['reason'], NonNullable<DispatchOutcome['failure']>> = {
   'connect-failure': 'connect',
   '5xx': 'retry_status',
   '429': 'retry_status',
   timeout: 'timeout',
   aborted: 'aborted',
+  // The request may have reached the engine (or been refused for its size): no connect failure.
+  reset: 'other',
+  protocol: 'protocol',
   other: 'other',
 }
 

@@ -21,6 +21,7 @@ import { dispatchOutcome, endpointId, failureOf } from '../picker.js'
 import { type AttemptFailure, forward, type UpstreamResponse } from '../proxy/forward.js'
 import { upstreamHeaders } from '../proxy/headers.js'
 import {
+  DEFAULT_MAX_UPSTREAM_BODY_BYTES,
   type ResponseOutcome,
   type StreamFilter,
   toClientResponse,
@@ -31,8 +32,9 @@ import type { ChainDecision, RouteTarget } from '../router.js'
 import type { ProviderCredentials } from './credentials.js'
 import { mapProviderError, providerErrors } from './errors.js'
 import { adapterFor } from './registry.js'
-import { SseParser, sseError } from './sse.js'
+import { SseLineTooLongError, SseParser, sseError } from './sse.js'
 import {
+  BodyTooLargeError,
   headerValue,
   type ProviderHttpResponse,
   ProviderSendError,
@@ -50,6 +52,10 @@ export interface ChainDeps {
   readonly transport: ProviderTransport
   readonly credentials: ProviderCredentials
   readonly random: () => number
+  /** Cap of a non-streamed upstream body (engines and providers); default 64 MiB. */
+  readonly maxUpstreamBodyBytes?: number
+  /** Cap of one SSE line from an engine or a provider; default 1 MiB. */
+  readonly maxSseLineBytes?: number
 }
 
 export interface ChainRequest {
@@ -104,8 +110,6 @@ type Entry = AccessLogEntry & ProviderLogFields
 
 /** Bodies of provider errors are read this far (enough to explain, never unbounded). */
 const ERROR_BODY_LIMIT = 64 * 1024
-/** A non-streamed provider answer larger than this is not one we translate. */
-const RESPONSE_LIMIT = 64 * 1024 * 1024
 
 type Step =
   | { readonly kind: 'done'; readonly response: Response }
@@ -193,8 +197,15 @@ export async function dispatchChain(
     if (t === undefined) break
     const more = i < d.targets.length - 1
     const canFallback = (r: FallbackOn): boolean => more && d.fallbackOn.has(r)
-    const step =
-      t.kind === 'server' ? await serverStep(t, ctx, canFallback) : await providerStep(t, ctx)
+    let step: Step
+    try {
+      step =
+        t.kind === 'server' ? await serverStep(t, ctx, canFallback) : await providerStep(t, ctx)
+    } catch (e) {
+      // An unexpected exception in a target (a bug, a picker, an adapter) still ends the request
+      // with one access-log line; what the target held was released by the target itself.
+      return fail(e instanceof GatewayError ? e : errors.internal(), t)
+    }
     if (step.kind === 'done') return step.response
     if (client.signal.aborted) return fail(clientClosed(), t)
     // A fallback target that cannot express the request is skipped: the client is better served
@@ -268,7 +279,8 @@ function deadline(
   let fired = false
   const t = setTimeout(() => {
     fired = true
-    timer.abort(new Error('deadline'))
+    // A 504 reason: forward() tells the deadline from the client leaving by it.
+    timer.abort(errors.upstreamTimeout(`request exceeded ${requestMs} ms`))
   }, requestMs)
   return {
     signal: AbortSignal.any([client, timer.signal]),
@@ -312,6 +324,27 @@ async function serverStep(
     }
   }
   const release = (): void => admission?.release()
+  const owned = { byStream: false }
+  try {
+    return await dispatchToServer(t, ctx, canFallback, pickCtx, release, owned)
+  } finally {
+    // The one place this target lets go of its admission (idempotent), whatever happened, unless
+    // a streaming response still runs and releases it in its onDone.
+    if (!owned.byStream) release()
+  }
+}
+
+async function dispatchToServer(
+  t: Extract<RouteTarget, { kind: 'server' }>,
+  ctx: StepContext,
+  canFallback: (r: FallbackOn) => boolean,
+  pickCtx: PickContext,
+  release: () => void,
+  owned: { byStream: boolean },
+): Promise<Step> {
+  const { req, deps } = ctx
+  const server = t.server
+  const picker = deps.picker
   const candidates = picker.pick(pickCtx)
   if (candidates.length === 0) {
     release()
@@ -321,7 +354,12 @@ async function serverStep(
     t.upstreamModel !== req.model
       ? JSON.stringify({ ...req.body, model: t.upstreamModel })
       : req.raw
-  const headers = upstreamHeaders(req.inbound.headers(), req.requestId, req.stripHeaders)
+  const headers = upstreamHeaders(
+    req.inbound.headers(),
+    req.requestId,
+    req.stripHeaders,
+    req.inbound.remoteAddress,
+  )
 
   const dl = deadline(ctx.client, server.trafficPolicy.timeouts.requestMs)
   let dispatchedAt = performance.now()
@@ -393,7 +431,9 @@ async function serverStep(
   }
 
   const endpoint = endpointId(up.endpoint)
+  let settled = false
   const onDone = (o: ResponseOutcome): void => {
+    settled = true
     dl.clear()
     ctx.unsubscribe()
     release()
@@ -418,18 +458,25 @@ async function serverStep(
       startedAt: req.startedAt,
       extraHeaders: { 'x-request-id': req.requestId, ...req.limits?.headers },
       ...(streamFilter !== undefined ? { streamFilter } : {}),
+      ...(deps.maxUpstreamBodyBytes !== undefined
+        ? { maxBodyBytes: deps.maxUpstreamBodyBytes }
+        : {}),
+      ...(deps.maxSseLineBytes !== undefined ? { maxSseLineBytes: deps.maxSseLineBytes } : {}),
       signal: dl.signal,
       timedOut: dl.timedOut,
       onDone,
     })
+    owned.byStream = !settled
     return { kind: 'done', response }
-  } catch {
+  } catch (e) {
     // A non-streamed body that broke before anything reached the client (onDone already ran).
     const err = dl.timedOut()
       ? errors.upstreamTimeout('response body')
       : ctx.client.aborted
         ? clientClosed()
-        : errors.upstreamUnavailable(`${up.endpoint.name}: response body cut`)
+        : e instanceof GatewayError
+          ? e
+          : errors.upstreamUnavailable(`${up.endpoint.name}: response body cut`)
     return { kind: 'done', response: errorResponse(err, req.requestId) }
   }
 }
@@ -558,14 +605,16 @@ async function providerStep(
   if (!built.stream) {
     let raw: Buffer
     try {
-      raw = await readBody(res.body, RESPONSE_LIMIT)
+      raw = await readBody(res.body, deps.maxUpstreamBodyBytes ?? DEFAULT_MAX_UPSTREAM_BODY_BYTES)
     } catch (e) {
       dl.clear()
       if (ctx.client.aborted) return failed(clientClosed())
       const err =
         dl.timedOut() || isBodyTimeout(e)
           ? providerErrors.timeout(p, 'response body')
-          : providerErrors.unreachable(p, 'response body cut')
+          : e instanceof BodyTooLargeError
+            ? errors.upstreamBodyTooLarge(`provider "${p.key}"`, e.limit)
+            : providerErrors.unreachable(p, 'response body cut')
       count(err.status, err.code)
       return failed(err, err.status === 502 ? '5xx' : undefined)
     }
@@ -630,7 +679,9 @@ async function streamStep(
   const { req } = ctx
   const p: SnapshotProvider = t.provider
   const translator = adapterFor(p.type).stream(input)
-  const parser = new SseParser()
+  const parser = new SseParser(
+    ctx.deps.maxSseLineBytes !== undefined ? { maxLine: ctx.deps.maxSseLineBytes } : {},
+  )
   const iterator = res.body[Symbol.asyncIterator]()
   const enc = new TextEncoder()
   let ended = false
@@ -663,9 +714,11 @@ async function streamStep(
     const err =
       e instanceof ProviderStreamError
         ? new GatewayError(e.code === 'provider_overloaded' ? 503 : 502, e.code, e.message)
-        : dl.timedOut() || isBodyTimeout(e)
-          ? providerErrors.timeout(p, 'stream')
-          : providerErrors.unreachable(p, 'stream cut before the first event')
+        : e instanceof SseLineTooLongError
+          ? new GatewayError(502, e.code, e.message)
+          : dl.timedOut() || isBodyTimeout(e)
+            ? providerErrors.timeout(p, 'stream')
+            : providerErrors.unreachable(p, 'stream cut before the first event')
     count(err.status, err.code)
     const retryable = e instanceof ProviderStreamError ? e.retryable : err.status === 502
     return failed(err, retryable && err.status >= 500 && err.status !== 504 ? '5xx' : undefined)
@@ -747,7 +800,7 @@ async function streamStep(
         }
         let code: string
         let message: string
-        if (e instanceof ProviderStreamError) {
+        if (e instanceof ProviderStreamError || e instanceof SseLineTooLongError) {
           code = e.code
           message = e.message
         } else if (dl.timedOut() || isBodyTimeout(e)) {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { SSE_DONE, SseParser, sseData, sseError } from './sse.js'
+import { SSE_DONE, SseLineTooLongError, SseParser, sseData, sseError } from './sse.js'
 
 const enc = new TextEncoder()
 
@@ -26,6 +26,25 @@ describe('SseParser', () => {
       const evs = [...p.push(bytes.subarray(0, cut)), ...p.push(bytes.subarray(cut)), ...p.end()]
       expect(evs).toEqual([{ data: '{"t":"héllo"}' }, { data: 'two' }])
     }
+  })
+
+  it('joins a line sent in many chunks, and keeps a CR pending across an empty chunk', () => {
+    const p = new SseParser()
+    const out = []
+    for (const piece of ['da', 'ta: ', 'x'.repeat(1000), 'yz', '\r', '', '\n', '\n']) {
+      out.push(...p.push(enc.encode(piece)))
+    }
+    expect(out).toEqual([{ data: `${'x'.repeat(1000)}yz` }])
+  })
+
+  it('refuses a line longer than its cap (an endless line is not held in memory)', () => {
+    const p = new SseParser({ maxLine: 1000 })
+    expect(p.push(enc.encode(`data: ${'a'.repeat(500)}`))).toEqual([])
+    expect(() => p.push(enc.encode('a'.repeat(600)))).toThrow(SseLineTooLongError)
+    // Lines under the cap pass, however many there are.
+    const q = new SseParser({ maxLine: 1000 })
+    const many = `data: ${'b'.repeat(900)}\n\n`.repeat(20)
+    expect(q.push(enc.encode(many))).toHaveLength(20)
   })
 
   it('drops an event whose blank line never came', () => {

@@ -10,16 +10,38 @@ export interface SseEvent {
   readonly data: string
 }
 
+/** Longest SSE line accepted from a provider by default (1 MiB). */
+export const DEFAULT_MAX_SSE_LINE = 1024 * 1024
+
+/** A line grew past the parser's cap: not an event stream the gateway will hold in memory. */
+export class SseLineTooLongError extends Error {
+  override readonly name = 'SseLineTooLongError'
+  readonly code = 'upstream_body_too_large'
+  constructor(limit: number) {
+    super(`upstream sent an event line longer than ${limit} characters`)
+  }
+}
+
 export class SseParser {
   private readonly decoder = new TextDecoder()
-  private buf = ''
+  /**
+   * The line still open, as the pieces that arrived: joined once its end arrives, so a line sent
+   * in many chunks is not rescanned (or re-flattened) for every chunk.
+   */
+  private held: string[] = []
+  private heldLength = 0
   /** A CR ended the last chunk: an LF starting the next one belongs to it. */
   private pendingCR = false
   private event: string | undefined
   private data: string[] = []
   private hasData = false
+  private readonly maxLine: number
 
-  /** Feed bytes; returns the events completed by them. */
+  constructor(opts: { maxLine?: number } = {}) {
+    this.maxLine = opts.maxLine ?? DEFAULT_MAX_SSE_LINE
+  }
+
+  /** Feed bytes; returns the events completed by them. Throws SseLineTooLongError past the cap. */
   push(chunk: Uint8Array): SseEvent[] {
     return this.feed(this.decoder.decode(chunk, { stream: true }))
   }
@@ -27,20 +49,30 @@ export class SseParser {
   /** End of stream: an event without its blank line is incomplete and dropped, as the spec says. */
   end(): SseEvent[] {
     const out = this.feed(this.decoder.decode())
-    this.buf = ''
+    this.held = []
+    this.heldLength = 0
     return out
   }
 
   private feed(text: string): SseEvent[] {
     const out: SseEvent[] = []
-    let s = this.buf + text
-    if (this.pendingCR && s.startsWith('\n')) s = s.slice(1)
-    this.pendingCR = false
+    let s = text
+    if (this.pendingCR && s.length > 0) {
+      if (s.charCodeAt(0) === 10) s = s.slice(1)
+      this.pendingCR = false
+    }
     let start = 0
     for (let i = 0; i < s.length; i++) {
       const c = s.charCodeAt(i)
       if (c !== 10 && c !== 13) continue
-      this.line(s.slice(start, i), out)
+      let line = s.slice(start, i)
+      if (this.heldLength > 0) {
+        this.held.push(line)
+        line = this.held.join('')
+        this.held = []
+        this.heldLength = 0
+      }
+      this.line(line, out)
       if (c === 13) {
         if (i + 1 < s.length) {
           if (s.charCodeAt(i + 1) === 10) i++
@@ -50,7 +82,11 @@ export class SseParser {
       }
       start = i + 1
     }
-    this.buf = s.slice(start)
+    if (start < s.length) {
+      this.held.push(start === 0 ? s : s.slice(start))
+      this.heldLength += s.length - start
+      if (this.heldLength > this.maxLine) throw new SseLineTooLongError(this.maxLine)
+    }
     return out
   }
 

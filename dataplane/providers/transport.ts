@@ -156,6 +156,17 @@ export class ProviderTransport {
   }
 }
 
+/** A success body past the reader's limit (code shared with the engine path's 502). */
+export class BodyTooLargeError extends Error {
+  override readonly name = 'BodyTooLargeError'
+  readonly code = 'upstream_body_too_large'
+  readonly limit: number
+  constructor(limit: number) {
+    super(`body larger than ${limit} bytes`)
+    this.limit = limit
+  }
+}
+
 /**
  * Reads a body up to `limit` bytes. Past it: `truncate` keeps the first `limit` bytes (error
  * bodies: enough to explain), otherwise it throws (a success body that large is not one we parse).
@@ -171,7 +182,7 @@ export async function readBody(
     const b = c as Buffer
     if (total + b.byteLength > limit) {
       body.destroy()
-      if (!truncate) throw new Error(`body larger than ${limit} bytes`)
+      if (!truncate) throw new BodyTooLargeError(limit)
       chunks.push(b.subarray(0, limit - total))
       break
     }

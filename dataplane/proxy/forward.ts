@@ -3,8 +3,8 @@
 // response and no other endpoint is tried.
 import type { Dispatcher } from 'undici'
 import type { RetryOn, SnapshotEndpoint, SnapshotServer } from '../../api/snapshot.js'
-import { errors, type GatewayError } from '../errors.js'
-import type { UpstreamPool } from './upstream-pool.js'
+import { errors, GatewayError } from '../errors.js'
+import { originOf, type UpstreamPool } from './upstream-pool.js'
 
 export interface ForwardRequest {
   readonly server: SnapshotServer
@@ -23,7 +23,14 @@ export interface ForwardRequest {
 export interface AttemptFailure {
   readonly endpoint: SnapshotEndpoint
   readonly attempt: number
-  readonly reason: RetryOn | 'timeout' | 'aborted' | 'other'
+  /**
+   * `connect-failure`: the connection was never made (nothing was sent). `reset`: the connection
+   * broke after the request may have been written (an engine closing on an oversized body, a
+   * crash mid-request): not the endpoint's unreachability, and not retried. `protocol`: the
+   * engine answered with malformed HTTP. `timeout`: no response headers in time, or the total
+   * deadline passed. `aborted`: the client left.
+   */
+  readonly reason: RetryOn | 'timeout' | 'aborted' | 'reset' | 'protocol' | 'other'
   readonly status?: number
   readonly detail: string
 }
@@ -38,20 +45,15 @@ export interface UpstreamResponse {
   readonly headersMs: number
 }
 
-const CONNECT_FAILURE_CODES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'EPIPE',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'UND_ERR_CONNECT_TIMEOUT',
-  'UND_ERR_SOCKET',
-  'UND_ERR_CLOSED',
-])
+/**
+ * Connection errors after the connection existed: the request (or part of its body) may have
+ * reached the engine. Only the codes below them (refused, unreachable, connect timeout) prove it
+ * did not; an engine that closes on an oversized upload shows up here, and sending the same body
+ * to every other endpoint would only get them all reported as failing.
+ */
+const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED'])
 
-/** Failures where the request certainly never reached the engine. */
+/** Failures where the request certainly never reached the engine: the only connect failures. */
 const NOT_SENT_CODES = new Set([
   'ECONNREFUSED',
   'EHOSTUNREACH',
@@ -67,6 +69,24 @@ export function errCode(e: unknown): string | undefined {
     return typeof c === 'string' ? c : undefined
   }
   return undefined
+}
+
+/** The engine's bytes were not HTTP/1.1 (undici's llhttp parser refused them). */
+export function isProtocolError(e: unknown): boolean {
+  if (typeof e !== 'object' || e === null) return false
+  const code = errCode(e)
+  return (
+    (e as { name?: unknown }).name === 'HTTPParserError' ||
+    (code !== undefined &&
+      (code.startsWith('HPE_') ||
+        code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' ||
+        code === 'UND_ERR_INFO'))
+  )
+}
+
+/** The request's signal was aborted by its total deadline (a 504), not by the client leaving. */
+export function isDeadline(reason: unknown): boolean {
+  return reason instanceof GatewayError && reason.status === 504
 }
 
 function errMessage(e: unknown): string {
@@ -131,7 +151,7 @@ export async function forward(
       )
     }
     skipBackoff = false
-    const origin = `${server.protocol}://${endpoint.address.includes(':') ? `[${endpoint.address}]` : endpoint.address}:${endpoint.port}`
+    const origin = originOf(server, endpoint)
     let res: Dispatcher.ResponseData
     req.onAttemptStart?.(endpoint, attempt)
     try {
@@ -147,7 +167,13 @@ export async function forward(
       })
     } catch (e) {
       if (req.signal.aborted) {
-        req.onAttemptFailed?.({ endpoint, attempt, reason: 'aborted', detail: 'aborted' })
+        const deadline = isDeadline(req.signal.reason)
+        req.onAttemptFailed?.({
+          endpoint,
+          attempt,
+          reason: deadline ? 'timeout' : 'aborted',
+          detail: deadline ? 'request deadline' : 'aborted',
+        })
         throw req.signal.reason
       }
       const code = errCode(e)
@@ -159,12 +185,20 @@ export async function forward(
           `no response headers within ${policy.timeouts.responseHeaderMs} ms`,
         )
       }
-      const connectFailure = code !== undefined && CONNECT_FAILURE_CODES.has(code)
-      const detail = `${endpoint.name}: ${code ?? errMessage(e)}`
+      const connectFailure = code !== undefined && NOT_SENT_CODES.has(code)
+      const protocol = !connectFailure && isProtocolError(e)
+      const reset = code !== undefined && RESET_CODES.has(code)
+      const detail = `${endpoint.name}: ${protocol ? `malformed HTTP response (${errMessage(e)})` : (code ?? errMessage(e))}`
       req.onAttemptFailed?.({
         endpoint,
         attempt,
-        reason: connectFailure ? 'connect-failure' : 'other',
+        reason: connectFailure
+          ? 'connect-failure'
+          : protocol
+            ? 'protocol'
+            : reset
+              ? 'reset'
+              : 'other',
         detail,
       })
       lastError =
@@ -182,6 +216,8 @@ export async function forward(
         continue
       }
       if (connectFailure && retryOn.has('connect-failure')) continue
+      // Garbage instead of HTTP is a server error: retried where 5xx answers are.
+      if (protocol && retryOn.has('5xx')) continue
       throw lastError
     }
 

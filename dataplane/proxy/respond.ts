@@ -2,7 +2,17 @@
 // chunk with no buffering, watched for usage and first-token time; a stream cut by the upstream
 // ends with an OpenAI-shaped error event, never a clean `[DONE]`. Plain JSON bodies are read whole
 // (the upstream finishes them anyway) so usage can be logged and a stalled body can still be a 504.
-import type { UpstreamResponse } from './forward.js'
+import { errors } from '../errors.js'
+import { isProtocolError, type UpstreamResponse } from './forward.js'
+
+/**
+ * Largest non-streamed upstream body the gateway buffers (64 MiB). A chat answer is kilobytes; a
+ * large embeddings batch (2,048 inputs × 1,024 dimensions as JSON floats) is about 40 MB. Past
+ * it the engine is misbehaving (or endless): 502 and the endpoint reported.
+ */
+export const DEFAULT_MAX_UPSTREAM_BODY_BYTES = 64 * 1024 * 1024
+/** Longest SSE line from an engine (1 MiB): one token's event is a few hundred bytes. */
+export const DEFAULT_MAX_SSE_LINE_BYTES = 1024 * 1024
 
 export interface Usage {
   readonly promptTokens: number
@@ -15,7 +25,11 @@ export interface ResponseOutcome {
   /** ms from `startedAt` until the first body byte arrived from upstream. */
   readonly firstByteMs?: number
   readonly bytes: number
-  /** Set when the body did not complete: `client_closed`, `upstream_cut`, `timeout`. */
+  /**
+   * Set when the body did not complete: `client_closed`, `upstream_cut`, `timeout`, `protocol`
+   * (malformed HTTP mid-body), `body_too_large` (past the gateway's body or SSE-line cap), or a
+   * stream filter's code (`rate_limited`).
+   */
   readonly error?: string
   readonly stream: boolean
 }
@@ -66,17 +80,32 @@ function errorEvent(message: string, code: string): Uint8Array {
   return new TextEncoder().encode(`data: ${body}\n\n`)
 }
 
-/** Scans SSE text for `data:` lines carrying `usage`, holding partial lines across chunks. */
-class SseUsageScanner {
+/**
+ * Scans SSE text for `data:` lines carrying `usage`, holding partial lines across chunks. Each
+ * byte is looked at once: a chunk without a line end is appended to the held line, never rescanned
+ * (an engine sending one endless line made the old scan quadratic). `lineBytes` is the length of
+ * the line still open, for the line cap.
+ */
+export class SseUsageScanner {
   private readonly decoder = new TextDecoder()
   private tail = ''
+  lineBytes = 0
   usage: Usage | undefined
 
   push(chunk: Uint8Array): void {
-    const text = this.tail + this.decoder.decode(chunk, { stream: true })
-    let start = 0
+    const lf = chunk.lastIndexOf(10)
+    const end = Math.max(lf, chunk.lastIndexOf(13))
+    this.lineBytes = end < 0 ? this.lineBytes + chunk.byteLength : chunk.byteLength - end - 1
+    const text = this.decoder.decode(chunk, { stream: true })
+    let nl = lf < 0 ? -1 : text.indexOf('\n')
+    if (nl < 0) {
+      this.tail += text
+      return
+    }
+    this.line(this.tail + text.slice(0, nl))
+    let start = nl + 1
     for (;;) {
-      const nl = text.indexOf('\n', start)
+      nl = text.indexOf('\n', start)
       if (nl < 0) break
       this.line(text.slice(start, nl))
       start = nl + 1
@@ -107,6 +136,10 @@ export interface RespondOptions {
   readonly onDone: (o: ResponseOutcome) => void
   /** Rewrites a stream on its way to the client (the rate-limit filter's token accounting). */
   readonly streamFilter?: StreamFilter
+  /** Cap of a non-streamed body (default DEFAULT_MAX_UPSTREAM_BODY_BYTES). */
+  readonly maxBodyBytes?: number
+  /** Cap of one SSE line (default DEFAULT_MAX_SSE_LINE_BYTES). */
+  readonly maxSseLineBytes?: number
 }
 
 /**
@@ -143,21 +176,32 @@ async function bufferedResponse(
   const chunks: Uint8Array[] = []
   let firstByteMs: number | undefined
   let bytes = 0
+  const limit = opts.maxBodyBytes ?? DEFAULT_MAX_UPSTREAM_BODY_BYTES
   try {
+    const declared = Number(up.headers['content-length'])
+    if (declared > limit) throw errors.upstreamBodyTooLarge(up.endpoint.name, limit)
     for await (const chunk of up.body) {
       const c = chunk as Uint8Array
       if (firstByteMs === undefined) firstByteMs = performance.now() - opts.startedAt
       bytes += c.byteLength
+      if (bytes > limit) throw errors.upstreamBodyTooLarge(up.endpoint.name, limit)
       chunks.push(c)
     }
   } catch (e) {
+    // Whatever went wrong, the engine's socket is not read any further (an endless body must
+    // not keep flowing into a buffer nobody reads).
+    up.body.destroy()
     const timeout = opts.timedOut() || isBodyTimeout(e)
     const error =
       opts.signal.aborted && !opts.timedOut()
         ? 'client_closed'
         : timeout
           ? 'timeout'
-          : 'upstream_cut'
+          : isTooLarge(e)
+            ? 'body_too_large'
+            : isProtocolError(e)
+              ? 'protocol'
+              : 'upstream_cut'
     opts.onDone({
       status: up.statusCode,
       bytes,
@@ -187,6 +231,14 @@ async function bufferedResponse(
   return new Response(body, { status: up.statusCode, headers })
 }
 
+function isTooLarge(e: unknown): boolean {
+  return (
+    typeof e === 'object' &&
+    e !== null &&
+    (e as { code?: unknown }).code === 'upstream_body_too_large'
+  )
+}
+
 export function isBodyTimeout(e: unknown): boolean {
   return (
     typeof e === 'object' &&
@@ -199,6 +251,7 @@ export function isBodyTimeout(e: unknown): boolean {
 function streamResponse(up: UpstreamResponse, headers: Headers, opts: RespondOptions): Response {
   const iterator = up.body[Symbol.asyncIterator]()
   const scanner = new SseUsageScanner()
+  const maxLine = opts.maxSseLineBytes ?? DEFAULT_MAX_SSE_LINE_BYTES
   let firstByteMs: number | undefined
   let bytes = 0
   let finished = false
@@ -231,6 +284,20 @@ function streamResponse(up: UpstreamResponse, headers: Headers, opts: RespondOpt
         if (firstByteMs === undefined) firstByteMs = performance.now() - opts.startedAt
         bytes += c.byteLength
         scanner.push(c)
+        if (scanner.lineBytes > maxLine) {
+          // Not an event stream any more (an endless line): end it for the client with an error
+          // event and report the engine.
+          up.body.destroy()
+          finish('body_too_large')
+          controller.enqueue(
+            errorEvent(
+              `upstream sent an event line longer than ${maxLine} bytes`,
+              'upstream_body_too_large',
+            ),
+          )
+          controller.close()
+          return
+        }
         if (opts.streamFilter === undefined) {
           controller.enqueue(c)
           return
@@ -249,7 +316,7 @@ function streamResponse(up: UpstreamResponse, headers: Headers, opts: RespondOpt
           return
         }
         const timeout = opts.timedOut() || isBodyTimeout(e)
-        finish(timeout ? 'timeout' : 'upstream_cut')
+        finish(timeout ? 'timeout' : isProtocolError(e) ? 'protocol' : 'upstream_cut')
         controller.enqueue(
           timeout
             ? errorEvent('upstream stream timed out', 'upstream_timeout')

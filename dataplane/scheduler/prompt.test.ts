@@ -51,6 +51,15 @@ describe('flattenPrompt', () => {
     expect(flattenPrompt({})).toBe('')
   })
 
+  it('never throws on tool_calls JSON.stringify cannot walk (nested past the stack)', () => {
+    const deep = JSON.parse(`${'['.repeat(20_000)}${']'.repeat(20_000)}`) as unknown
+    expect(() => JSON.stringify(deep)).toThrow(RangeError)
+    const text = flattenPrompt({
+      messages: [{ role: 'assistant', content: 'calling', tool_calls: deep }],
+    })
+    expect(text).toBe('<|im_start|>assistant\ncalling<|im_end|>\n<|im_start|>assistant\n')
+  })
+
   it('takes the output budget from max_completion_tokens / max_tokens', () => {
     expect(expectedOutputTokens({ max_tokens: 12 })).toBe(12)
     expect(expectedOutputTokens({ max_completion_tokens: 7, max_tokens: 12 })).toBe(7)

@@ -63,6 +63,18 @@ function promptValue(v: unknown): string {
 }
 
 /**
+ * `tool_calls` as text for hashing. Never throws: placement must not fail a request, and a value
+ * `JSON.stringify` cannot walk (nested past the stack) simply adds nothing to the prompt.
+ */
+function toolCallsText(calls: unknown): string {
+  try {
+    return JSON.stringify(calls) ?? ''
+  } catch {
+    return ''
+  }
+}
+
+/**
  * The text an engine would prefill for this request body, as pieces to be read in order: chat
  * messages through a ChatML-style template (with the assistant generation prompt), `prompt` for
  * completions, `input` for embeddings. Empty when the body carries none.
@@ -77,7 +89,7 @@ export function promptPieces(body: Readonly<Record<string, unknown>>): string[] 
       const role = typeof msg['role'] === 'string' ? msg['role'] : 'user'
       out.push(OPEN, role, '\n', contentText(msg['content']))
       const calls = msg['tool_calls']
-      if (calls !== undefined) out.push(JSON.stringify(calls))
+      if (calls !== undefined) out.push(toolCallsText(calls))
       out.push(CLOSE)
     }
     out.push(OPEN, 'assistant\n')

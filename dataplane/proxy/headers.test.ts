@@ -1,0 +1,49 @@
+import { describe, expect, it } from 'vitest'
+import { upstreamHeaders } from './headers.js'
+
+describe('upstreamHeaders', () => {
+  it('drops stripped identity headers in their underscore spelling too', () => {
+    const out = upstreamHeaders(
+      { x_user_id: 'mallory', 'x-tenant-id': 'a', x_tier: 'gold', 'x-other_thing': 'kept' },
+      'rid',
+      new Set(['x-user-id', 'x-tenant-id', 'x-tier']),
+    )
+    expect(out).toEqual({
+      'x-other_thing': 'kept',
+      'x-request-id': 'rid',
+      'content-type': 'application/json',
+    })
+  })
+
+  it('drops headers the Connection header names, and underscore copies of gateway-set headers', () => {
+    const out = upstreamHeaders(
+      {
+        connection: 'keep-alive, X-Secret-Hop, x_other_hop',
+        'x-secret-hop': 's',
+        'x-other-hop': 'o',
+        x_request_id: 'forged',
+        content_type: 'text/plain',
+        'x-kept': 'k',
+      },
+      'rid',
+    )
+    expect(out).toEqual({
+      'x-kept': 'k',
+      'x-request-id': 'rid',
+      'content-type': 'application/json',
+    })
+  })
+
+  it("appends the peer to the client's X-Forwarded-For, or starts it", () => {
+    expect(
+      upstreamHeaders({ 'x-forwarded-for': '203.0.113.7' }, 'r', undefined, '10.0.0.2')[
+        'x-forwarded-for'
+      ],
+    ).toBe('203.0.113.7, 10.0.0.2')
+    expect(upstreamHeaders({}, 'r', undefined, '10.0.0.2')['x-forwarded-for']).toBe('10.0.0.2')
+    // An underscore spelling is not a second, unappended chain.
+    expect(
+      upstreamHeaders({ x_forwarded_for: '1.2.3.4' }, 'r', undefined, '10.0.0.2'),
+    ).not.toHaveProperty('x_forwarded_for')
+  })
+})

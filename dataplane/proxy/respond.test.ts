@@ -1,0 +1,24 @@
+import { describe, expect, it } from 'vitest'
+import { SseUsageScanner } from './respond.js'
+
+const enc = new TextEncoder()
+
+describe('SseUsageScanner', () => {
+  it('finds usage in a data line split across chunks', () => {
+    const s = new SseUsageScanner()
+    const text = 'data: {"n":1}\n\ndata: {"usage":{"prompt_tokens":7,"completion_tokens":3}}\n\n'
+    for (let i = 0; i < text.length; i += 5) s.push(enc.encode(text.slice(i, i + 5)))
+    expect(s.usage).toEqual({ promptTokens: 7, completionTokens: 3 })
+    expect(s.lineBytes).toBe(0)
+  })
+
+  it('measures the open line in bytes across chunks (LF or CR ends it)', () => {
+    const s = new SseUsageScanner()
+    s.push(enc.encode('data: {"n":1}\n\ndata: '))
+    expect(s.lineBytes).toBe(6)
+    s.push(enc.encode('é'.repeat(10)))
+    expect(s.lineBytes).toBe(26)
+    s.push(enc.encode('x\r'))
+    expect(s.lineBytes).toBe(0)
+  })
+})
