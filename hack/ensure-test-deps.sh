@@ -16,3 +16,6 @@ if ! command -v redis-server >/dev/null 2>&1; then
   fi
 fi
 bash "$here/cluster/ensure.sh"
+# Node 24 (the image's LTS) from the npm registry, so the build test runs the data-plane bundle on
+# it; a registry failure only skips that check (the test says why).
+npx tsx "$here/sea/node-dist.ts" >/dev/null || echo "==> Node 24 from the npm registry unavailable: its build check will be skipped"
