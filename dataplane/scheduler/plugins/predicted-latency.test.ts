@@ -191,13 +191,17 @@ describe('predicted-latency', () => {
   it('assumes a batch of at least 8 (or maxNumSeqs) until the engine shows its limit', () => {
     const p = new PredictedLatencyPlugin({})
     const a = state('a', 2)
-    expect(p.capacity(a)).toBe(ASSUMED_CAPACITY)
+    expect(p.capacity(a, 0)).toBe(ASSUMED_CAPACITY)
     scraped(a, 0, { running: 12 })
     scores(p, req(undefined, 'x', 8), [a])
-    expect(p.capacity(a)).toBe(12)
+    expect(p.capacity(a, 0)).toBe(12)
     scraped(a, 0, { running: 6, waiting: 3 })
-    expect(p.capacity(a)).toBe(6)
-    expect(new PredictedLatencyPlugin({ maxNumSeqs: 32 }).capacity(state('b', 3))).toBe(32)
+    expect(p.capacity(a, 0)).toBe(6)
+    expect(new PredictedLatencyPlugin({ maxNumSeqs: 32 }).capacity(state('b', 3), 0)).toBe(32)
+    // Queueing below the learned limit (KV cache full): full at what it runs, while that lasts.
+    scraped(a, 100, { running: 4, waiting: 2 })
+    expect(p.capacity(a, 100)).toBe(4)
+    expect(p.capacity(a, 100 + 60_000)).toBe(6)
   })
 
   it('forgets an endpoint that left or restarted: prefix and calibration', () => {

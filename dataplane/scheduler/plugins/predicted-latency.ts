@@ -85,11 +85,21 @@ export class PredictedLatencyPlugin implements Plugin {
     })
   }
 
-  /** Batch slots of `ep`: learned from the engine, else configured, else the most seen running. */
-  capacity(ep: EndpointState): number {
-    if (ep.learnedCapacity > 0) return ep.learnedCapacity
-    if (this.maxNumSeqs > 0) return this.maxNumSeqs
-    return Math.max(ASSUMED_CAPACITY, this.model.peek(ep)?.maxRunning ?? 0)
+  /**
+   * Batch slots of `ep`: learned from the engine, else configured, else the most seen running.
+   * An engine queueing right now is full at what it runs, whatever its limit: a KV cache too full
+   * for the next prompt stops admission below `max_num_seqs`.
+   */
+  capacity(ep: EndpointState, now: number): number {
+    let c =
+      ep.learnedCapacity > 0
+        ? ep.learnedCapacity
+        : this.maxNumSeqs > 0
+          ? this.maxNumSeqs
+          : Math.max(ASSUMED_CAPACITY, this.model.peek(ep)?.maxRunning ?? 0)
+    const m = ep.fresh(now)
+    if (m !== undefined && m.waiting > 0 && m.running > 0 && m.running < c) c = m.running
+    return c
   }
 
   /** The prediction for one endpoint (tests, debug); `pendingOffset` excludes a just-sent request. */
@@ -97,7 +107,7 @@ export class PredictedLatencyPlugin implements Plugin {
     const hashes = this.index.hashes(req)
     const depth = hashes.length > 0 ? (this.index.matchDepths(hashes, [ep])[ep.slot] ?? 0) : 0
     const pending = Math.max(0, ep.pending(req.now) - pendingOffset)
-    const capacity = this.capacity(ep)
+    const capacity = this.capacity(ep, req.now)
     const p = this.model.prefill(ep)
     const uncachedTokens = this.#uncached(req, depth)
     const waitMs = this.model.wait(pending, capacity, this.#slotMs(req, ep, p))
@@ -138,7 +148,7 @@ export class PredictedLatencyPlugin implements Plugin {
       const ep = eps[i] as EndpointState
       const p = this.model.prefill(ep)
       const pend = ep.pending(req.now)
-      const cap = this.capacity(ep)
+      const cap = this.capacity(ep, req.now)
       const depth = match === undefined ? 0 : (match[ep.slot] ?? 0)
       const t =
         p.overhead +
@@ -227,7 +237,7 @@ export class PredictedLatencyPlugin implements Plugin {
         overheadMs: round(p.overhead, 1),
         tpotMs: round(this.model.tpot(ep, now), 2),
         samples: round(m.fit.n, 1),
-        capacity: this.capacity(ep),
+        capacity: this.capacity(ep, now),
         pending: ep.pending(now),
       }
     }
