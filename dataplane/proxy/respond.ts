@@ -94,7 +94,9 @@ export class SseUsageScanner {
 
   push(chunk: Uint8Array): void {
     const lf = chunk.lastIndexOf(10)
-    const end = Math.max(lf, chunk.lastIndexOf(13))
+    let end = lf
+    // Events end in LF, so the usual chunk needs no look for a CR (a line end too) after it.
+    if (lf < chunk.byteLength - 1) end = Math.max(lf, chunk.lastIndexOf(13))
     this.lineBytes = end < 0 ? this.lineBytes + chunk.byteLength : chunk.byteLength - end - 1
     const text = this.decoder.decode(chunk, { stream: true })
     let nl = lf < 0 ? -1 : text.indexOf('\n')
