@@ -242,7 +242,10 @@ export class PredictedLatencyPlugin implements Plugin {
       }
     }
     return {
-      prefix: this.index.debug(),
+      prefix: {
+        blockChars: this.index.blockChars,
+        blocksPerEndpoint: this.index.debug()['blocksPerEndpoint'],
+      },
       waitScale: round(this.model.waitScale, 3),
       meanOutputTokens: roundOrNull(this.model.meanOutputTokens),
       meanUncachedTokens: roundOrNull(this.model.meanUncachedTokens),
