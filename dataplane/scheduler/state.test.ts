@@ -258,6 +258,22 @@ describe('EndpointState: passive health, outlier track', () => {
     expect(s.isEjected(t + 2)).toBe(false)
   })
 
+  it('an endpoint in rotation after the period that gets no trials is fully back after a quiet max period', () => {
+    const s = state('a', 2)
+    for (let i = 0; i < n; i++) s.dispatchEnded(ticket, fail(undefined, 500), 0)
+    s.dispatchEnded(ticket, ok, base + 1) // one good trial, then the scorers send it nothing
+    scraped(s, base + 100, {})
+    expect(s.ejectionActive).toBe(true)
+    expect(s.isEjected(base + 100)).toBe(false)
+    // A trial still in flight (hung?) is no evidence: it keeps the ejection going.
+    s.dispatchStarted(ticket, base + 200)
+    scraped(s, base + DEFAULT_HEALTH.maxEjectionMs, {})
+    expect(s.ejectionActive).toBe(true)
+    s.dispatchEnded(ticket, { status: 0, failure: 'aborted', durationMs: 1 }, base + 300)
+    scraped(s, base + DEFAULT_HEALTH.maxEjectionMs + 1, {})
+    expect(s.ejectionActive).toBe(false)
+  })
+
   it('failures of requests sent before the ejection (a hung backlog timing out) do not count', () => {
     const s = state('a', 2)
     for (let i = 0; i < n; i++)

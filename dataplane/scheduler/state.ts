@@ -283,6 +283,7 @@ export class EndpointState {
     this.#inFlightAtScrape = this.#inFlightAtScrapeStart
     this.#tokensAtScrape = this.#tokensAtScrapeStart
     this.#alive(now)
+    this.#outlierQuiet(now)
     if (restart !== undefined) this.#restarted(now, restart)
     // An engine only queues once its batch is full, so `running` at that moment is its limit.
     if (metrics.waiting > 0 && metrics.running > this.learnedCapacity) {
@@ -456,6 +457,20 @@ export class EndpointState {
     }
     this.#trialsOk++
     if (now >= o.until && this.#trialsOk >= this.#opts.health.probationSuccesses) {
+      o.end(now)
+      this.consecutiveFailures = 0
+      this.#resetWindow()
+    }
+  }
+
+  /**
+   * Back in rotation for a whole max period, nothing in flight there and no failed trial (a
+   * failure would have ejected it again): the scorers simply had no reason to send it the
+   * trials. It is back. (Trials still in flight, e.g. hung ones, keep the ejection going.)
+   */
+  #outlierQuiet(now: number): void {
+    const o = this.#outlier
+    if (o.active && this.inFlight === 0 && now >= o.until + this.#opts.health.maxEjectionMs) {
       o.end(now)
       this.consecutiveFailures = 0
       this.#resetWindow()
