@@ -651,7 +651,12 @@ async function getJson<T>(url: string): Promise<T> {
 }
 
 interface DebugView {
-  endpoints: { name: string; scrape: { fresh: boolean } }[]
+  endpoints: {
+    name: string
+    scrape: { fresh: boolean }
+    lastEjection?: { reason: string; count: number }
+    restarts?: { count: number }
+  }[]
   decisions?: { decisions: number; p50Us: number | null; p99Us: number | null }
   servers: Record<string, { state?: Record<string, Record<string, unknown>> }>
 }
@@ -718,6 +723,11 @@ interface RunResult {
   readonly adapterHitRate?: number
   readonly perPod: Record<string, number>
   readonly replicas: number
+  /**
+   * Our data plane's view at the end (first replica): per endpoint the last ejection's reason and
+   * count, and the engine restarts it detected. Explains a pod left without traffic.
+   */
+  readonly health?: Record<string, { ejection?: string; restarts?: number }>
   /** Our data plane's own decision cost over its last 1024 decisions (first replica). */
   readonly decisionUs?: { readonly p50: number; readonly p99: number }
   readonly fairness?: Record<string, unknown>
@@ -742,6 +752,20 @@ function stats(rs: readonly RequestResult[]): Stats {
       90,
     ),
   }
+}
+
+function healthOf(d: DebugView): Record<string, { ejection?: string; restarts?: number }> {
+  const out: Record<string, { ejection?: string; restarts?: number }> = {}
+  for (const e of d.endpoints) {
+    if (e.lastEjection === undefined && e.restarts === undefined) continue
+    out[e.name] = {
+      ...(e.lastEjection !== undefined
+        ? { ejection: `${e.lastEjection.reason} ×${e.lastEjection.count}` }
+        : {}),
+      ...(e.restarts !== undefined ? { restarts: e.restarts.count } : {}),
+    }
+  }
+  return out
 }
 
 const isError = (r: RequestResult) => r.error !== undefined || r.status !== 200
@@ -881,6 +905,7 @@ async function runOne(spec: RunSpec, dir: string, peers: PeerInstalls): Promise<
       ...(w.loras !== undefined ? { adapterHitRate: 1 - loads / results.length } : {}),
       perPod,
       replicas,
+      ...(debug !== undefined ? { health: healthOf(debug) } : {}),
       ...(debug?.decisions?.p50Us != null && debug.decisions.p99Us != null
         ? { decisionUs: { p50: debug.decisions.p50Us, p99: debug.decisions.p99Us } }
         : {}),
@@ -1291,6 +1316,7 @@ async function main(): Promise<void> {
           `${fmt(r.throughputRps, 1)} req/s, prefix hit ${pct(r.prefixHitRate)}` +
           `${r.adapterHitRate !== undefined ? `, adapter hit ${pct(r.adapterHitRate)}` : ''}` +
           `, errors ${r.failed}+${r.rejected} (whole run ${r.errorsAllRun})` +
+          `${r.health !== undefined && Object.keys(r.health).length > 0 ? `, health ${JSON.stringify(r.health)}` : ''}` +
           `${r.decisionUs !== undefined ? `, decision ${fmt(r.decisionUs.p50, 1)}/${fmt(r.decisionUs.p99, 1)} µs p50/p99` : ''}` +
           `, per pod ${JSON.stringify(r.perPod)} (${((Date.now() - t0) / 1000).toFixed(1)} s)\n`,
       )
