@@ -39,6 +39,17 @@ export interface PrefixCacheStats {
  */
 export const COLD_PLACEMENT_SCORE = 0.25
 
+/**
+ * The last request hashed and with what cutting: plugins that index prompts the same way (e.g.
+ * prefix-cache and predicted-latency in one profile) hash a request once. Holds one request.
+ */
+let lastHashed: {
+  req: SchedRequest | undefined
+  blockChars: number
+  maxBlocks: number
+  hashes: Int32Array | undefined
+} = { req: undefined, blockChars: 0, maxBlocks: 0, hashes: undefined }
+
 export class PrefixCachePlugin implements Plugin {
   readonly name = 'prefix-cache'
   readonly blockChars: number
@@ -67,8 +78,18 @@ export class PrefixCachePlugin implements Plugin {
   hashes(req: SchedRequest): Int32Array {
     const have = req.scratch.get(this)
     if (have instanceof Int32Array) return have
-    const model = req.lora ?? req.ctx.model
-    const h = blockHashes(req.pieces, this.blockChars, this.maxBlocks, chainSeed(model))
+    // Another instance (predicted-latency's index) may have hashed this request just now.
+    let h =
+      lastHashed.req === req &&
+      lastHashed.blockChars === this.blockChars &&
+      lastHashed.maxBlocks === this.maxBlocks
+        ? lastHashed.hashes
+        : undefined
+    if (h === undefined) {
+      const model = req.lora ?? req.ctx.model
+      h = blockHashes(req.pieces, this.blockChars, this.maxBlocks, chainSeed(model))
+      lastHashed = { req, blockChars: this.blockChars, maxBlocks: this.maxBlocks, hashes: h }
+    }
     req.scratch.set(this, h)
     return h
   }
