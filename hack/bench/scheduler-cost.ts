@@ -26,6 +26,7 @@ const CHARS = PROMPT_TOKENS * 4
 
 const ALL_PLUGINS: SnapshotScheduler = {
   plugins: [
+    { name: 'predicted-latency', weight: 6, args: {} },
     { name: 'prefix-cache', weight: 3, args: {} },
     { name: 'least-pending', weight: 2, args: { maxWaitingRequests: 50 } },
     { name: 'least-kv-cache', weight: 1, args: {} },
@@ -156,7 +157,7 @@ async function main(): Promise<void> {
   const p99 = percentile(decide, 99)
   const text = `## Scheduling cost (\`tsx hack/bench/scheduler-cost.ts\`)
 
-One decision = admission (fairness, not saturated) + filters + all ten plugins' scores + ordering
+One decision = admission (fairness, not saturated) + filters + all eleven plugins' scores + ordering
 (target + 2 fallbacks), for **${N} endpoints** with fresh engine metrics, mixed GPU labels, a warm
 prefix index and a **~${PROMPT_TOKENS}-token chat prompt** (${CHARS} characters: 32 shared system
 prompts, unique questions; the prompt is flattened and hashed inside the decision). ${DECISIONS}
