@@ -1305,6 +1305,14 @@ async function main(): Promise<void> {
     .filter(selected)
     .filter((r) => r.policy.peer === undefined || peers[r.policy.peer].ok)
   const results: RunResult[] = []
+  // Each run: its arrivals, draining, and ~10 s of process start-up (3 gateways for replicas).
+  const estimateMin = runs.reduce(
+    (t, r) => t + DURATION_MS / 1000 + 10 + (r.scenario === 'replicas' ? 20 : 0),
+    0,
+  )
+  process.stdout.write(
+    `${runs.length} runs, about ${Math.ceil(estimateMin / 60)} min on an idle machine\n`,
+  )
   try {
     for (const [i, spec] of runs.entries()) {
       const t0 = Date.now()
