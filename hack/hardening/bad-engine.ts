@@ -204,13 +204,17 @@ export async function startBadEngine(opts: BadEngineOptions): Promise<BadEngine>
     res.writeHead(200, { 'content-type': contentType, 'x-inference-pod': opts.name })
     res.write(head)
     const write = (): void => {
-      while (!res.destroyed && held.has(res)) {
+      // At most 1 MiB per turn of the event loop: the reader still gets bytes as fast as it takes
+      // them, but the engines and load generator sharing this process keep running.
+      for (let i = 0; i < 16; i++) {
+        if (res.destroyed || !held.has(res)) return
         endlessBytes += filler.length
         if (!res.write(filler)) {
           res.once('drain', write)
           return
         }
       }
+      setImmediate(write)
     }
     write()
   }

@@ -15,8 +15,8 @@ export interface StackOptions {
   /** First three octets, e.g. `127.0.20`: the gateway is .1, engines .2, .3, … */
   readonly net: string
   readonly engines: number
-  /** Add a misbehaving engine (mode `ok` at start) as the last endpoint. */
-  readonly badEngine?: boolean
+  /** Misbehaving engines (mode `ok` at start) after the simulated ones, `bad-0`, `bad-1`, … */
+  readonly badEngines?: number
   /** Extra gateway flags (timeouts, limits). */
   readonly gatewayArgs?: readonly string[]
   /** Engine response-header and idle timeout (default 2s: a hanging engine is noticed fast). */
@@ -28,7 +28,7 @@ export interface StackOptions {
 export interface Stack {
   readonly gw: GatewayProc
   readonly fleet: Fleet
-  readonly bad: BadEngine | undefined
+  readonly bad: readonly BadEngine[]
   readonly configFile: string
   /** The config text as first written (a rewrite of it keeps the same routes). */
   readonly config: string
@@ -48,17 +48,20 @@ export async function startStack(o: StackOptions): Promise<Stack> {
       ...(o.timeScale !== undefined ? { timeScale: o.timeScale } : { zeroLatency: true }),
     })),
   )
-  const bad = o.badEngine
-    ? await startBadEngine({
-        name: 'bad',
-        host: `${o.net}.${o.engines + 2}`,
+  const bad = await Promise.all(
+    Array.from({ length: o.badEngines ?? 0 }, (_, i) =>
+      startBadEngine({
+        name: `bad-${i}`,
+        host: `${o.net}.${o.engines + 2 + i}`,
         model: UPSTREAM_MODEL,
-      })
-    : undefined
-  const endpoints = [
-    ...fleet.sims.map((s) => ({ name: s.name, address: s.host, port: s.port })),
-    ...(bad ? [{ name: bad.name, address: bad.host, port: bad.port }] : []),
-  ]
+      }),
+    ),
+  )
+  const endpoints = [...fleet.sims, ...bad].map((e) => ({
+    name: e.name,
+    address: e.host,
+    port: e.port,
+  }))
   const config = manifests(
     [
       {
@@ -99,7 +102,7 @@ export async function startStack(o: StackOptions): Promise<Stack> {
     gw = await spawnGateway(`${o.net}.1`, args)
   } catch (e) {
     await fleet.close()
-    await bad?.close()
+    await Promise.all(bad.map((b) => b.close()))
     await rm(dir, { recursive: true, force: true })
     throw e
   }
@@ -113,7 +116,7 @@ export async function startStack(o: StackOptions): Promise<Stack> {
     async stop() {
       await gw.stop()
       await fleet.close()
-      await bad?.close()
+      await Promise.all(bad.map((b) => b.close()))
       await rm(dir, { recursive: true, force: true })
     },
   }
