@@ -380,27 +380,6 @@ describe('misbehaving engines are reported with the right failure and cost bound
     expect(text.length).toBeLessThan(256 * 1024)
   })
 
-  it('a client leaving an endless body stops the engine too', async () => {
-    const ctl = new AbortController()
-    const engine = engines['endless'] as BadEngine
-    const res = fetch(`${gw.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: normal('endless-model'),
-      signal: ctl.signal,
-    }).catch(() => undefined)
-    // Abort as soon as the engine started pumping.
-    const before = engine.stats().endlessBytes
-    await until(() => engine.stats().endlessBytes > before)
-    ctl.abort()
-    await res
-    await until(() => picker.failuresOf('endless').length === 2)
-    expect(picker.failuresOf('endless')[1]).toBe('aborted')
-    const sent = engine.stats().endlessBytes
-    await new Promise((r) => setTimeout(r, 200))
-    expect(engine.stats().endlessBytes - sent).toBeLessThanOrEqual(256 * 1024)
-  })
-
   it('an engine closing on an oversized upload is not a connect failure, and the body goes to one engine only', async () => {
     const a = engines['big-a'] as BadEngine
     const b = engines['big-b'] as BadEngine
@@ -422,6 +401,132 @@ describe('misbehaving engines are reported with the right failure and cost bound
         (v) => v.labels['server'] === 'default/big' && v.labels['reason'] === 'connect-failure',
       ),
     ).toBeUndefined()
+  })
+})
+
+// ---------------------------------------------------------------------------------------------
+
+describe('large non-streamed bodies pass through with bounded memory', () => {
+  let endless: BadEngine
+  let big: TestUpstream
+  let vol: ConfigVolume
+  let gw: Gateway
+  const picker = new RecordingPicker()
+  const lines: LogLine[] = []
+  /** 6 MiB of embedding-like JSON (past HOLD_WHOLE_BYTES), usage at the end. */
+  const bigBody = `{"object":"list","data":[{"embedding":[${'0.123456,'.repeat((6 * 1024 * 1024) / 9)}0]}],"usage":{"prompt_tokens":321,"total_tokens":321}}`
+
+  beforeAll(async () => {
+    endless = await startBadEngine({
+      name: 'endless-2',
+      host: '127.0.0.130',
+      model: 'bad-upstream',
+      mode: 'endless',
+    })
+    big = await startUpstream('127.0.0.131', (_q, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' })
+      // In pieces, as an engine writes a large body.
+      for (let i = 0; i < bigBody.length; i += 256 * 1024)
+        res.write(bigBody.slice(i, i + 256 * 1024))
+      res.end()
+    })
+    vol = await ConfigVolume.create({
+      'gateway.yaml': manifests(
+        [
+          {
+            name: 'endless2',
+            model: 'bad-upstream',
+            endpoints: [{ name: 'endless-2', address: endless.host, port: endless.port }],
+          },
+          { name: 'big', endpoints: [{ name: 'big-0', address: big.host, port: big.port }] },
+        ],
+        [route('endless2-model', 'endless2'), route('big-model', 'big')],
+      ),
+    })
+    gw = await startGateway({
+      config: { kind: 'manifests', paths: [vol.dir] },
+      port: 0,
+      picker,
+      maxUpstreamBodyBytes: 16 * 1024 * 1024,
+      accessLog: (e) => lines.push({ ...e }),
+    })
+  })
+
+  afterAll(async () => {
+    await gw?.shutdown({ deadlineMs: 500 })
+    await endless?.close()
+    await big?.close()
+    await vol?.remove()
+  })
+
+  it('a 6 MiB body arrives whole, with its usage read from the tail', async () => {
+    const res = await post(gw, normal('big-model'), { 'x-request-id': 'big-1' })
+    expect(res.status).toBe(200)
+    expect(await res.text()).toBe(bigBody)
+    await until(() => lines.some((l) => l.request_id === 'big-1'))
+    expect(lines.find((l) => l.request_id === 'big-1')).toMatchObject({
+      status: 200,
+      prompt_tokens: 321,
+      bytes: Buffer.byteLength(bigBody),
+    })
+    expect(picker.failuresOf('big-0')).toEqual([undefined])
+  })
+
+  it('a client that stops reading holds the engine back; leaving stops it (failure aborted)', async () => {
+    const u = new URL(gw.url)
+    const before = endless.stats().endlessBytes
+    const req = httpRequest({
+      host: u.hostname,
+      port: u.port,
+      method: 'POST',
+      path: '/v1/chat/completions',
+      headers: { 'content-type': 'application/json' },
+    })
+    const got = new Promise<void>((resolve) =>
+      req.on('response', (res) => {
+        // Never read: only backpressure keeps the engine's bytes out of the gateway.
+        res.pause()
+        resolve()
+      }),
+    )
+    req.on('error', () => {})
+    req.end(normal('endless2-model'))
+    await got
+    // Wait until the engine is blocked (its byte count stops moving).
+    let last = -1
+    await until(async () => {
+      const now = endless.stats().endlessBytes
+      const still = now === last
+      last = now
+      await new Promise((r) => setTimeout(r, 100))
+      return still
+    })
+    // Held back well below the 16 MiB cap: socket buffers plus the 4 MiB held whole, no more.
+    expect(last - before).toBeLessThan(16 * 1024 * 1024)
+    expect(picker.failuresOf('endless-2')).toEqual([])
+    req.destroy()
+    await until(() => picker.failuresOf('endless-2').length === 1)
+    expect(picker.failuresOf('endless-2')).toEqual(['aborted'])
+    const sent = endless.stats().endlessBytes
+    await new Promise((r) => setTimeout(r, 200))
+    expect(endless.stats().endlessBytes - sent).toBeLessThanOrEqual(256 * 1024)
+    await until(async () => (await inflight(gw)) === 0)
+  })
+
+  it('an endless body past the cap: the response is aborted, failure body_too_large, engine stopped', async () => {
+    const before = endless.stats().endlessBytes
+    const res = await post(gw, normal('endless2-model'))
+    expect(res.status).toBe(200)
+    // The status went out before the cap was reached: the body breaks off instead.
+    await expect(res.arrayBuffer()).rejects.toThrow()
+    await until(() => picker.failuresOf('endless-2').length === 2)
+    expect(picker.failuresOf('endless-2')[1]).toBe('body_too_large')
+    const sent = endless.stats().endlessBytes
+    // The 16 MiB cap, plus what sat in socket buffers when the engine was cut off.
+    expect(sent - before).toBeLessThan(24 * 1024 * 1024)
+    await new Promise((r) => setTimeout(r, 200))
+    expect(endless.stats().endlessBytes - sent).toBeLessThanOrEqual(256 * 1024)
+    expect(await inflight(gw)).toBe(0)
   })
 })
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { SseUsageScanner } from './respond.js'
+import { SseUsageScanner, usageFromTail } from './respond.js'
 
 const enc = new TextEncoder()
 
@@ -20,5 +20,17 @@ describe('SseUsageScanner', () => {
     expect(s.lineBytes).toBe(26)
     s.push(enc.encode('x\r'))
     expect(s.lineBytes).toBe(0)
+  })
+})
+
+describe('usageFromTail', () => {
+  it('reads the token counts after the last "usage" key, nested details included', () => {
+    const body = `{"id":"x","data":[${'0.1,'.repeat(100)}0.2],"usage":{"prompt_tokens":12,"total_tokens":12,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens":5}}`
+    expect(usageFromTail(body.slice(-200))).toEqual({ promptTokens: 12, completionTokens: 5 })
+    expect(usageFromTail('{"usage":{"prompt_tokens":3,"total_tokens":3}}')).toEqual({
+      promptTokens: 3,
+      completionTokens: 0,
+    })
+    expect(usageFromTail('{"id":"no usage here"}')).toBeUndefined()
   })
 })

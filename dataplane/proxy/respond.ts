@@ -11,6 +11,11 @@ import { isProtocolError, type UpstreamResponse } from './forward.js'
  * it the engine is misbehaving (or endless): 502 and the endpoint reported.
  */
 export const DEFAULT_MAX_UPSTREAM_BODY_BYTES = 64 * 1024 * 1024
+/**
+ * Non-streamed bodies up to this size are held whole before the client gets them: usage is read
+ * and a cut or oversize is still a clean 502. Larger ones are passed on as they arrive.
+ */
+export const HOLD_WHOLE_BYTES = 4 * 1024 * 1024
 /** Longest SSE line from an engine (1 MiB): one token's event is a few hundred bytes. */
 export const DEFAULT_MAX_SSE_LINE_BYTES = 1024 * 1024
 
@@ -179,15 +184,23 @@ async function bufferedResponse(
   let firstByteMs: number | undefined
   let bytes = 0
   const limit = opts.maxBodyBytes ?? DEFAULT_MAX_UPSTREAM_BODY_BYTES
+  const iterator = up.body[Symbol.asyncIterator]()
+  let passOn = false
   try {
     const declared = Number(up.headers['content-length'])
     if (declared > limit) throw errors.upstreamBodyTooLarge(up.endpoint.name, limit)
-    for await (const chunk of up.body) {
-      const c = chunk as Uint8Array
+    for (;;) {
+      const { value, done } = await iterator.next()
+      if (done) break
+      const c = value as Uint8Array
       if (firstByteMs === undefined) firstByteMs = performance.now() - opts.startedAt
       bytes += c.byteLength
       if (bytes > limit) throw errors.upstreamBodyTooLarge(up.endpoint.name, limit)
       chunks.push(c)
+      if (bytes > HOLD_WHOLE_BYTES) {
+        passOn = true
+        break
+      }
     }
   } catch (e) {
     // Whatever went wrong, the engine's socket is not read any further (an endless body must
@@ -213,6 +226,7 @@ async function bufferedResponse(
     })
     throw e
   }
+  if (passOn) return passOnResponse(up, headers, opts, iterator, chunks, bytes, firstByteMs)
   const body = Buffer.concat(chunks)
   let usage: Usage | undefined
   const ct = headers.get('content-type') ?? ''
@@ -231,6 +245,124 @@ async function bufferedResponse(
     ...(firstByteMs !== undefined ? { firstByteMs } : {}),
   })
   return new Response(body, { status: up.statusCode, headers })
+}
+
+/**
+ * A large non-streamed body (past HOLD_WHOLE_BYTES) goes to the client as it arrives, pulled only
+ * as fast as the client reads: memory per response stays bounded however many run at once (eight
+ * endless bodies held whole took the gateway from 145 MB to 650 MB). The cap still applies; past
+ * it, or on a cut, the client's response is aborted (its status is already sent) and the engine
+ * reported. Usage is read from the body's last bytes, where OpenAI-style bodies put it.
+ */
+function passOnResponse(
+  up: UpstreamResponse,
+  headers: Headers,
+  opts: RespondOptions,
+  iterator: AsyncIterator<unknown>,
+  held: Uint8Array[],
+  heldBytes: number,
+  firstByteMs: number | undefined,
+): Response {
+  const limit = opts.maxBodyBytes ?? DEFAULT_MAX_UPSTREAM_BODY_BYTES
+  const ct = headers.get('content-type') ?? ''
+  const tail = up.statusCode < 300 && ct.includes('json') ? new TailBytes(4096) : undefined
+  for (const c of held) tail?.push(c)
+  let bytes = heldBytes
+  let pending: Uint8Array[] | undefined = held
+  let finished = false
+  const finish = (error?: string): void => {
+    if (finished) return
+    finished = true
+    const usage = error === undefined && tail !== undefined ? usageFromTail(tail.text()) : undefined
+    opts.onDone({
+      status: up.statusCode,
+      bytes,
+      stream: false,
+      ...(usage ? { usage } : {}),
+      ...(firstByteMs !== undefined ? { firstByteMs } : {}),
+      ...(error !== undefined ? { error } : {}),
+    })
+  }
+  const stream = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (pending !== undefined) {
+        for (const c of pending) controller.enqueue(c)
+        pending = undefined
+        return
+      }
+      try {
+        const { value, done } = await iterator.next()
+        if (done) {
+          finish()
+          controller.close()
+          return
+        }
+        const c = value as Uint8Array
+        bytes += c.byteLength
+        if (bytes > limit) throw errors.upstreamBodyTooLarge(up.endpoint.name, limit)
+        tail?.push(c)
+        controller.enqueue(c)
+      } catch (e) {
+        up.body.destroy()
+        const timeout = opts.timedOut() || isBodyTimeout(e)
+        finish(
+          opts.signal.aborted && !opts.timedOut()
+            ? 'client_closed'
+            : timeout
+              ? 'timeout'
+              : isTooLarge(e)
+                ? 'body_too_large'
+                : isProtocolError(e)
+                  ? 'protocol'
+                  : 'upstream_cut',
+        )
+        controller.error(e)
+      }
+    },
+    cancel() {
+      finish('client_closed')
+      up.body.destroy()
+    },
+  })
+  return new Response(stream, { status: up.statusCode, headers })
+}
+
+/** The last `size` bytes seen, for reading a trailing field without holding the body. */
+class TailBytes {
+  private readonly size: number
+  private readonly buf: Buffer
+  private len = 0
+  constructor(size: number) {
+    this.size = size
+    this.buf = Buffer.alloc(size * 2)
+  }
+  push(c: Uint8Array): void {
+    if (c.byteLength >= this.size) {
+      this.buf.set(c.subarray(c.byteLength - this.size), 0)
+      this.len = this.size
+      return
+    }
+    if (this.len + c.byteLength > this.buf.length) {
+      this.buf.copy(this.buf, 0, this.len - this.size, this.len)
+      this.len = this.size
+    }
+    this.buf.set(c, this.len)
+    this.len += c.byteLength
+  }
+  text(): string {
+    return this.buf.toString('utf8', Math.max(0, this.len - this.size), this.len)
+  }
+}
+
+/** `usage` token counts from the end of a JSON body (the object itself is never parsed whole). */
+export function usageFromTail(text: string): Usage | undefined {
+  const at = text.lastIndexOf('"usage"')
+  if (at < 0) return undefined
+  const rest = text.slice(at)
+  const p = /"prompt_tokens"\s*:\s*(\d+)/.exec(rest)
+  if (p === null) return undefined
+  const c = /"completion_tokens"\s*:\s*(\d+)/.exec(rest)
+  return { promptTokens: Number(p[1]), completionTokens: c === null ? 0 : Number(c[1]) }
 }
 
 function isTooLarge(e: unknown): boolean {
