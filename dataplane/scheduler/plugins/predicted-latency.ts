@@ -20,7 +20,7 @@
 // one decode step, the engine's time granularity) count as equally good, and are ordered by
 // weighted rendezvous hashing of the prompt's leading blocks and the pod name, weighted by free
 // batch slots (capped at half the batch, so pods with plenty of room are alike; once full, by
-// 1 / (queue + 1)). Replicas that never talk therefore put the same new prefix on the same pod,
+// 1 / (queued + 2)). Replicas that never talk therefore put the same new prefix on the same pod,
 // a one-request difference in their in-flight views moves few prefixes if any, and new prefixes
 // still land on pods in proportion to their headroom.
 
@@ -70,7 +70,6 @@ export class PredictedLatencyPlugin implements Plugin {
   readonly #ttft = new Scratch()
   readonly #pending = new Scratch()
   readonly #capacity = new Scratch()
-  readonly #tpot = new Scratch()
   readonly #weighted = new Scratch()
 
   constructor(args: PluginArgs) {
@@ -128,7 +127,6 @@ export class PredictedLatencyPlugin implements Plugin {
     const ttft = this.#ttft.get(n)
     const pending = this.#pending.get(n)
     const capacity = this.#capacity.get(n)
-    const tpot = this.#tpot.get(n)
     let engineTtft = Number.POSITIVE_INFINITY
     for (const ep of eps) {
       const m = ep.fresh(req.now)
@@ -158,7 +156,6 @@ export class PredictedLatencyPlugin implements Plugin {
       pending[i] = pend
       capacity[i] = cap
       const d = this.model.tpot(ep, req.now)
-      tpot[i] = d
       if (t < best) best = t
       if (d < minTpot) minTpot = d
     }
@@ -167,7 +164,7 @@ export class PredictedLatencyPlugin implements Plugin {
       best +
       Math.max(MIN_TOLERANCE_MS, this.tolerance * best, Number.isFinite(minTpot) ? minTpot : 0)
     // Among the equally good, weighted rendezvous (HRW): each candidate's hash for this prompt's
-    // leading blocks, weighted by its free batch slots (by 1 / (queue + 1) once full). Every
+    // leading blocks, weighted by its free batch slots (by 1 / (queued + 2) once full). Every
     // replica ranks the same way for the same prefix; a new prefix lands on a pod with a
     // probability proportional to its headroom, so load still spreads; and a small difference
     // in one pod's load (another replica's in-flight) moves only a small share of prefixes.
