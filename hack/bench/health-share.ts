@@ -34,9 +34,18 @@ interface Row {
   clientErrors: number
   /** Health log lines about the healthy engines (a loaded machine timing out their scrapes). */
   healthyEjections: number
+  /** After `misbehaveMs` of misbehaving, ms from its recovery to its first good answer again. */
+  backAfterMs: number | undefined
+  /** Requests it answered in the 5 s after recovering. */
+  servedAfter: number
 }
 
-async function runMode(mode: BadMode, rate: number, stream: boolean): Promise<Row> {
+async function runMode(
+  mode: BadMode,
+  rate: number,
+  stream: boolean,
+  misbehaveMs: number,
+): Promise<Row> {
   const sims: SimHandle[] = await Promise.all(
     [0, 1, 2].map((i) =>
       startSimulator({
@@ -147,6 +156,20 @@ async function runMode(mode: BadMode, rate: number, stream: boolean): Promise<Ro
   await sleep(4000)
   const after = received()
   const elapsed = (performance.now() - t0 - 2000) / 1000
+  const windowErrors = clientErrors - errorsBefore
+  await sleep(Math.max(0, misbehaveMs - (performance.now() - t0)))
+  // Recovery: how soon does it answer requests again, and how many in the next 5 s?
+  const completedAtHeal = bad.sim.stats().completed
+  bad.setMode('ok')
+  const healedAt = performance.now()
+  let backAfterMs: number | undefined
+  while (performance.now() - healedAt < 5000) {
+    if (backAfterMs === undefined && bad.sim.stats().completed > completedAtHeal) {
+      backAfterMs = performance.now() - healedAt
+    }
+    await sleep(20)
+  }
+  const servedAfter = bad.sim.stats().completed - completedAtHeal
   clearInterval(timer)
   const d = after.map((v, i) => v - (before[i] as number))
   const total = d.reduce((a, b) => a + b, 0)
@@ -156,7 +179,9 @@ async function runMode(mode: BadMode, rate: number, stream: boolean): Promise<Ro
     badGot: d[3] as number,
     total,
     badShare: total === 0 ? 0 : (d[3] as number) / total,
-    clientErrors: clientErrors - errorsBefore,
+    clientErrors: windowErrors,
+    backAfterMs,
+    servedAfter,
     healthyEjections: healthLines.filter((l) => l.startsWith('endpoint ejected ok-')).length,
   }
   await sleep(1000)
@@ -173,6 +198,7 @@ async function main(): Promise<void> {
       rate: { type: 'string', default: '300' },
       modes: { type: 'string' },
       stream: { type: 'boolean', default: false },
+      'misbehave-ms': { type: 'string', default: '6000' },
     },
   })
   const rate = Number(values.rate)
@@ -181,13 +207,16 @@ async function main(): Promise<void> {
     `rate ${rate}/s, ${values.stream ? 'streaming' : 'non-streaming'}; window t0+2 s … t0+6 s`,
   )
   console.log(
-    'mode                  sent/s  bad got / total   share   client errors  healthy engines ejected',
+    `misbehaving for ${values['misbehave-ms']} ms, then healed: first good answer after / answers in the next 5 s`,
+  )
+  console.log(
+    'mode                  sent/s  bad got / total   share   client errors  healthy ejected  back after  served',
   )
   for (const m of modes) {
     if (!isBadMode(m)) throw new Error(`unknown mode ${m}`)
-    const r = await runMode(m, rate, values.stream)
+    const r = await runMode(m, rate, values.stream, Number(values['misbehave-ms']))
     console.log(
-      `${r.mode.padEnd(20)} ${String(r.sentPerSec).padStart(7)}  ${String(r.badGot).padStart(7)} / ${String(r.total).padEnd(6)} ${(100 * r.badShare).toFixed(2).padStart(6)}%  ${String(r.clientErrors).padStart(13)}  ${r.healthyEjections}`,
+      `${r.mode.padEnd(20)} ${String(r.sentPerSec).padStart(7)}  ${String(r.badGot).padStart(7)} / ${String(r.total).padEnd(6)} ${(100 * r.badShare).toFixed(2).padStart(6)}%  ${String(r.clientErrors).padStart(13)}  ${String(r.healthyEjections).padStart(15)}  ${r.backAfterMs === undefined ? '      >5 s' : `${Math.round(r.backAfterMs)} ms`.padStart(10)}  ${r.servedAfter}`,
     )
   }
 }
