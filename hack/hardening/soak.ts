@@ -1,0 +1,224 @@
+// `npm run hardening:soak -- --minutes 30`: the long form of the hardening suite. For the whole
+// run, a real gateway process gets at once: steady valid traffic (a quarter streamed), a trickle
+// of fuzzed bodies, waves of idle and slow-header connections against its client timeouts, and
+// its config file rewritten truncate-then-write. With --with-bad-engine, one engine also cycles
+// through the misbehaving modes (its 502/504s are then expected and reported apart).
+// Pass: no gateway-made 5xx (without the bad engine), every request answered, in-flight 0 at the
+// end, RSS growth < 10 %. Writes the hardening section of docs/benchmarks.md unless --no-write.
+import { open } from 'node:fs/promises'
+import { connect, type Socket } from 'node:net'
+import { parseArgs } from 'node:util'
+import type { BadMode } from './bad-engine.js'
+import { fuzzCase } from './fuzz-bodies.js'
+import {
+  chatBody,
+  cpuSeconds,
+  type LoadResult,
+  percentile,
+  rssBytes,
+  runLoad,
+  settledInflight,
+  sleep,
+} from './kit.js'
+import { mb, type RunRecord, writeHardening } from './report.js'
+import { STACK_MODEL, startStack } from './stack.js'
+
+const { values } = parseArgs({
+  options: {
+    minutes: { type: 'string', default: '30' },
+    seed: { type: 'string', default: '7' },
+    'with-bad-engine': { type: 'boolean', default: false },
+    'no-write': { type: 'boolean', default: false },
+  },
+  strict: true,
+})
+const minutes = Number(values.minutes)
+const seed = Number(values.seed)
+const withBad = values['with-bad-engine']
+const command = `npm run hardening:soak -- --minutes ${minutes}${withBad ? ' --with-bad-engine' : ''}`
+const LIMITS = [
+  '--headers-timeout',
+  '2000',
+  '--request-timeout',
+  '5000',
+  '--keep-alive-timeout',
+  '2000',
+]
+
+const stack = await startStack({
+  net: '127.0.21',
+  engines: 3,
+  badEngines: withBad ? 1 : 0,
+  upstreamTimeout: '2s',
+  gatewayArgs: [...LIMITS, '--poll-interval', '200'],
+})
+const { gw } = stack
+const log = (s: string): void => {
+  process.stdout.write(`[${new Date().toISOString().slice(11, 19)}] ${s}\n`)
+}
+
+try {
+  let n = 0
+  await runLoad({
+    url: gw.url,
+    concurrency: 8,
+    next: (i) =>
+      i < 500 ? { path: '/v1/chat/completions', body: chatBody(STACK_MODEL, n++) } : undefined,
+  })
+  const rssStart = await rssBytes(gw.pid)
+  const cpuStart = await cpuSeconds(gw.pid)
+  let rssMax = rssStart
+  const started = Date.now()
+  const end = started + minutes * 60_000
+  const ac = new AbortController()
+  const stopAt = setTimeout(() => ac.abort(), end - Date.now())
+
+  const valid = runLoad({
+    url: gw.url,
+    concurrency: 8,
+    signal: ac.signal,
+    timeoutMs: 15_000,
+    next: (i) => ({
+      path: '/v1/chat/completions',
+      body: chatBody(STACK_MODEL, n++, i % 4 === 0 ? { stream: true } : {}),
+    }),
+    label: (i) => `valid ${i}`,
+  })
+  const fuzz = runLoad({
+    url: gw.url,
+    concurrency: 2,
+    signal: ac.signal,
+    timeoutMs: 15_000,
+    next: (i) => {
+      const c = fuzzCase(seed, i, { model: STACK_MODEL, maxStringBytes: 64 * 1024 })
+      return { path: c.path, body: c.body }
+    },
+    label: (i) => `fuzz case ${i} (seed ${seed})`,
+  })
+
+  // Waves of idle and slowloris connections every 5 s; the gateway must close them itself.
+  const sockets = { opened: 0, closedByGateway: 0 }
+  const waves = (async () => {
+    while (!ac.signal.aborted) {
+      const wave: Promise<void>[] = []
+      for (let i = 0; i < 55; i++) {
+        const s: Socket = connect({ host: gw.host, port: gw.port })
+        sockets.opened++
+        s.on('error', () => {})
+        let trickle: NodeJS.Timeout | undefined
+        if (i >= 50) {
+          s.once('connect', () => {
+            s.write('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Slow: ')
+            trickle = setInterval(() => s.writable && s.write('a'), 300)
+          })
+        }
+        wave.push(
+          new Promise<void>((r) => {
+            // Not closed by the gateway within 15 s: we close it (and it counts as not closed).
+            const giveUp = setTimeout(() => s.destroy(), 15_000)
+            s.once('end', () => {
+              sockets.closedByGateway++
+            })
+            s.once('close', () => {
+              clearTimeout(giveUp)
+              if (trickle) clearInterval(trickle)
+              r()
+            })
+          }),
+        )
+      }
+      await Promise.race([sleep(5000), new Promise((r) => ac.signal.addEventListener('abort', r))])
+      await Promise.all(wave)
+    }
+  })()
+
+  // Config rewrites, truncate-then-write, every 10 s.
+  let rewrites = 0
+  const rewriter = (async () => {
+    while (!ac.signal.aborted) {
+      await sleep(10_000)
+      const f = await open(stack.configFile, 'w')
+      await sleep(50)
+      await f.write(stack.config)
+      await f.close()
+      rewrites++
+    }
+  })()
+
+  // The bad engine's cycle (optional).
+  const modes: BadMode[] = ['hang', 'cut', 'garbage', 'endless', 'sse-no-newlines', 'error-500']
+  let switches = 0
+  const cycler = (async () => {
+    const bad = stack.bad[0]
+    if (bad === undefined) return
+    while (!ac.signal.aborted) {
+      await sleep(20_000)
+      const m = modes[switches % modes.length] as BadMode
+      bad.setMode(m)
+      switches++
+      log(`bad engine: ${m}`)
+      await sleep(10_000)
+      bad.setMode('ok')
+    }
+  })()
+
+  while (!ac.signal.aborted) {
+    await Promise.race([sleep(10_000), new Promise((r) => ac.signal.addEventListener('abort', r))])
+    const rss = await rssBytes(gw.pid)
+    rssMax = Math.max(rssMax, rss)
+    log(
+      `${Math.round((Date.now() - started) / 1000)} s: RSS ${mb(rss)} MB, sockets ${sockets.opened} opened / ${sockets.closedByGateway} closed by the gateway, rewrites ${rewrites}`,
+    )
+  }
+  clearTimeout(stopAt)
+  const [v, f] = await Promise.all([valid, fuzz])
+  await Promise.all([waves, rewriter, cycler])
+  const inflight = await settledInflight(gw.url, 10_000)
+  const rssEnd = await rssBytes(gw.pid)
+  const byStatus: Record<number, number> = {}
+  for (const r of [v, f])
+    for (const [k, c] of Object.entries(r.byStatus))
+      byStatus[Number(k)] = (byStatus[Number(k)] ?? 0) + c
+  const sum = (g: (r: LoadResult) => number) => g(v) + g(f)
+  const growth = rssEnd / rssStart - 1
+  const pass =
+    (withBad || sum((r) => r.gateway5xx) === 0) &&
+    sum((r) => r.transportErrors) === 0 &&
+    sum((r) => r.unshaped) === 0 &&
+    inflight === 0 &&
+    growth < 0.1 &&
+    !gw.exited()
+  const record: RunRecord = {
+    command,
+    date: new Date().toISOString().slice(0, 10),
+    node: process.version,
+    seconds: Math.round((Date.now() - started) / 1000),
+    requests: sum((r) => r.sent),
+    byStatus,
+    gateway5xx: sum((r) => r.gateway5xx),
+    engine5xx: sum((r) => r.engine5xx),
+    transportErrors: sum((r) => r.transportErrors),
+    unshaped: sum((r) => r.unshaped),
+    inflightAtEnd: inflight,
+    rssStartMB: mb(rssStart),
+    rssEndMB: mb(rssEnd),
+    rssMaxMB: mb(rssMax),
+    gatewayCpuSeconds: Math.round(((await cpuSeconds(gw.pid)) - cpuStart) * 10) / 10,
+    notes: [
+      `valid traffic (8 concurrent, a quarter streamed): ${v.sent} requests, ${v.byStatus[200] ?? 0} × 200, ${v.brokenBodies} broken bodies, latency p50 ${percentile(v.latenciesMs, 50).toFixed(1)} / p99 ${percentile(v.latenciesMs, 99).toFixed(1)} ms`,
+      `fuzzed bodies (2 concurrent, seed ${seed}): ${f.sent} requests, ${f.gateway5xx} gateway-made 5xx`,
+      `idle and slowloris connections: ${sockets.opened} opened in waves of 55 every 5 s, ${sockets.closedByGateway} closed by the gateway (limits ${LIMITS.join(' ')})`,
+      `config file rewritten truncate-then-write ${rewrites} times`,
+      withBad
+        ? `bad engine cycled through ${switches} misbehaving periods (${modes.join(', ')}); its 502/504s are in the gateway-made 5xx count`
+        : 'no misbehaving engine (add --with-bad-engine)',
+    ],
+    samples: [...v.samples, ...f.samples].slice(0, 20),
+    pass,
+  }
+  process.stdout.write(`${JSON.stringify(record, null, 2)}\n`)
+  if (!values['no-write']) process.stdout.write(`wrote ${await writeHardening('soak', record)}\n`)
+  if (!pass) process.exitCode = 1
+} finally {
+  await stack.stop()
+}
