@@ -226,6 +226,54 @@ describe('deep JSON and exceptions on the request path release everything', () =
   })
 })
 
+describe('an exception settles the rate-limit reservation', () => {
+  let vol: ConfigVolume
+  let gw: Gateway
+
+  beforeAll(async () => {
+    vol = await ConfigVolume.create({
+      'gateway.yaml': `${manifests(
+        [{ name: 'limited', endpoints: [{ name: 'never', address: '127.0.0.132', port: 9 }] }],
+        [route('limited-model', 'limited')],
+      )}\n---\n${yamlDocs([
+        gatewayPolicy({
+          anonymous: { tier: 'small' },
+          defaults: { authorization: { allowAnonymous: true } },
+          // Room for about two requests' reservations (prompt + max_tokens 40) at a time.
+          tiers: [{ name: 'small', rate: [{ tokens: 120, per: 'minute' }] }],
+        }),
+      ])}`,
+    })
+    const picker: EndpointPicker = {
+      pick(): readonly SnapshotEndpoint[] {
+        throw new Error('injected picker bug')
+      },
+    }
+    gw = await startGateway({ config: { kind: 'manifests', paths: [vol.dir] }, port: 0, picker })
+  })
+
+  afterAll(async () => {
+    await gw?.shutdown({ deadlineMs: 500 })
+    await vol?.remove()
+  })
+
+  it('six failing requests in a row each get their reserved tokens back (no 429 from leaked reservations)', async () => {
+    const body = JSON.stringify({
+      model: 'limited-model',
+      messages: [{ role: 'user', content: 'hi' }],
+      max_tokens: 40,
+    })
+    const statuses: number[] = []
+    for (let i = 0; i < 6; i++) {
+      const res = await post(gw, body)
+      statuses.push(res.status)
+      await res.arrayBuffer()
+    }
+    expect(statuses).toEqual([500, 500, 500, 500, 500, 500])
+    expect(await inflight(gw)).toBe(0)
+  })
+})
+
 // ---------------------------------------------------------------------------------------------
 
 /** Round robin, recording every dispatch outcome by endpoint name. */
