@@ -234,7 +234,8 @@ describe('EndpointState: passive health, outlier track', () => {
     expect(s.isEjected(base)).toBe(false)
     s.dispatchStarted(ticket, base) // the trial
     expect(s.isEjected(base + 1)).toBe(true)
-    // A trial that hangs does not block the next one for longer than the base period.
+    // A trial that hangs does not block the next one for longer than the ejection period.
+    expect(s.isEjected(2 * base - 1)).toBe(true)
     expect(s.isEjected(2 * base)).toBe(false)
     s.dispatchEnded(ticket, fail(undefined, 500), 2 * base)
     expect(s.isEjected(2 * base)).toBe(true)

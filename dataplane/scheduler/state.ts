@@ -369,7 +369,7 @@ export class EndpointState {
   //   resets the doubling: an engine restarted in place is back in rotation at its next scrape.
   // - outlier (5xx, timeouts, cut bodies, malformed HTTP, oversized bodies; consecutive or by
   //   failure rate): the engine answers, badly. Its /metrics may be fine all along, so a scrape
-  //   proves nothing here; after the period, trial requests do (one at a time, `probationSuccesses`
+  //   proves nothing here; after the period, trial requests do (one per period, `probationSuccesses`
   //   in a row end it; a failed trial ejects again for twice as long, up to `maxEjectionMs`).
   // A request's outcome counts only if it was sent after the track's last ejection began: the
   // backlog a hung engine times out on long after it was ejected is old news.
@@ -377,8 +377,7 @@ export class EndpointState {
   /**
    * Out of rotation: during either track's period; after a liveness period until the endpoint
    * answers (when scraped; else the next request is the probe); after an outlier period while a
-   * trial request is outstanding (at most `baseEjectionMs`, so a hung trial cannot keep a
-   * recovered engine out).
+   * trial request is outstanding (for at most another such period).
    */
   isEjected(now: number): boolean {
     const l = this.#live
@@ -386,8 +385,11 @@ export class EndpointState {
     const o = this.#outlier
     if (!o.active) return false
     if (now < o.until) return true
-    const h = this.#opts.health
-    return this.#trialsOk < h.probationSuccesses && now - this.#trialAt < h.baseEjectionMs
+    // One trial per ejection period: a trial still running after that (hung, or slowly reading
+    // an endless body) lets the next one go, so it cannot keep a recovered engine out for long.
+    return (
+      this.#trialsOk < this.#opts.health.probationSuccesses && now - this.#trialAt < o.until - o.at
+    )
   }
 
   /** An ejection is running on either track (the endpoint is not yet fully back). */
