@@ -387,9 +387,9 @@ export class EndpointState {
     if (now < o.until) return true
     // One trial per ejection period: a trial still running after that (hung, or slowly reading
     // an endless body) lets the next one go, so it cannot keep a recovered engine out for long.
-    return (
-      this.#trialsOk < this.#opts.health.probationSuccesses && now - this.#trialAt < o.until - o.at
-    )
+    const h = this.#opts.health
+    const block = Math.max(h.baseEjectionMs, o.until - o.at) // a restart may have cut the period
+    return this.#trialsOk < h.probationSuccesses && now - this.#trialAt < block
   }
 
   /** An ejection is running on either track (the endpoint is not yet fully back). */
