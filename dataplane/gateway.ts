@@ -145,6 +145,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       host: opts.host ?? '127.0.0.1',
       port: opts.port ?? 8080,
       lifecycle,
+      registry: metrics.registry,
       ...opts.connections,
     })
   } catch (e) {

@@ -18,6 +18,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo, Socket } from 'node:net'
 import { getRequestListener } from '@hono/node-server'
 import type { Hono } from 'hono'
+import { Counter, Gauge, type Registry } from 'prom-client'
 import type { Lifecycle } from './app.js'
 import { GatewayError } from './errors.js'
 
@@ -38,6 +39,8 @@ export interface ListenOptions extends ConnectionLimits {
   readonly host: string
   readonly port: number
   readonly lifecycle: Lifecycle
+  /** Where to register the connection metrics (open connections, refusals by reason). */
+  readonly registry?: Registry
 }
 
 export interface RunningServer {
@@ -181,6 +184,21 @@ export async function listen(app: Hono, opts: ListenOptions): Promise<RunningSer
   /** Connections that have not sent a request yet, oldest first: evicted first at the cap. */
   const fresh = new Set<Socket>()
   const rejected = new WeakSet<Socket>()
+  const registers = opts.registry ? [opts.registry] : []
+  new Gauge({
+    name: 'infer_gateway_client_connections',
+    help: 'Open client connections (the cap is --max-connections).',
+    registers,
+    collect() {
+      this.set(open.size)
+    },
+  })
+  const refusals = new Counter({
+    name: 'infer_gateway_client_connections_refused_total',
+    help: 'Client connections closed by the listener, by reason: at_cap_evicted (idle, evicted for a new one), at_cap_refused (503, none idle), timeout (408: headers or body too slow), protocol_error (400/431).',
+    labelNames: ['reason'] as const,
+    registers,
+  })
 
   const server = createServer(
     {
@@ -215,10 +233,12 @@ export async function listen(app: Hono, opts: ListenOptions): Promise<RunningSer
       const err = protocolErrors.tooManyConnections(maxConnections)
       refused++
       if (victim === undefined) {
+        refusals.inc({ reason: 'at_cap_refused' })
         rejected.add(socket)
         refuse(socket, err)
         return
       }
+      refusals.inc({ reason: 'at_cap_evicted' })
       fresh.delete(victim)
       open.delete(victim)
       rejected.add(victim)
@@ -239,7 +259,9 @@ export async function listen(app: Hono, opts: ListenOptions): Promise<RunningSer
       socket.destroy()
       return
     }
-    refuse(socket, clientErrorOf(err))
+    const answer = clientErrorOf(err)
+    refusals.inc({ reason: answer.status === 408 ? 'timeout' : 'protocol_error' })
+    refuse(socket, answer)
   })
   server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
     const err = protocolErrors.expectationFailed(String(req.headers.expect ?? ''))

@@ -238,6 +238,11 @@ describe('connection cap', () => {
       (codes.get('408 request_timeout') ?? 0) + (codes.get('503 too_many_connections') ?? 0),
     ).toBe(2000)
     expect(gw.server.connections()).toBeLessThanOrEqual(1)
+    const m = await gw.metrics.registry.getSingleMetricAsString(
+      'infer_gateway_client_connections_refused_total',
+    )
+    expect(m).toMatch(/reason="at_cap_evicted"} [1-9]/)
+    expect(m).toMatch(/reason="timeout"} [1-9]/)
     for (const s of sockets) s.destroy()
   }, 60_000)
 
