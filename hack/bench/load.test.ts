@@ -1,5 +1,7 @@
-import { describe, expect, it } from 'vitest'
-import { percentile } from './load.js'
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { closedLoop, percentile } from './load.js'
 
 describe('percentile', () => {
   it('uses the nearest-rank definition', () => {
@@ -9,5 +11,43 @@ describe('percentile', () => {
     expect(percentile(xs, 100)).toBe(100)
     expect(percentile([7], 99)).toBe(7)
     expect(Number.isNaN(percentile([], 50))).toBe(true)
+  })
+})
+
+describe('firstByte', () => {
+  // Sends one SSE event at once and ends the response 60 ms later: the first byte comes well
+  // before the end of the body.
+  const GAP_MS = 60
+  let server: Server
+  let origin: string
+  beforeAll(async () => {
+    server = createServer((req, res) => {
+      req.resume()
+      req.on('end', () => {
+        res.writeHead(200, { 'content-type': 'text/event-stream' })
+        res.write('data: {"x":1}\n\n')
+        setTimeout(() => res.end('data: [DONE]\n\n'), GAP_MS)
+      })
+    })
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+    origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  })
+  afterAll(async () => {
+    await new Promise((r) => server.close(r))
+  })
+
+  it('records the first body byte separately from the whole response', async () => {
+    const r = await closedLoop({ origin, path: '/', body: '{}', firstByte: true }, 1, 200)
+    expect(r.ok).toBeGreaterThan(0)
+    expect(r.firstByte).toHaveLength(r.ok)
+    const first = r.firstByte ?? []
+    // Timers never fire early by more than a millisecond, so the end is at least ~GAP_MS later.
+    expect(percentile(r.latencies, 50) - percentile(first, 50)).toBeGreaterThan(GAP_MS - 5)
+  })
+
+  it('leaves firstByte out unless asked', async () => {
+    const r = await closedLoop({ origin, path: '/', body: '{}' }, 1, 100)
+    expect(r.ok).toBeGreaterThan(0)
+    expect(r.firstByte).toBeUndefined()
   })
 })

@@ -8,8 +8,12 @@ export interface LoadTarget {
   readonly origin: string
   readonly path: string
   readonly body: string
-  /** Read the whole response body (streams included) before stopping the clock. */
   readonly headers?: Record<string, string>
+  /**
+   * Also record the time to the first response body byte (for streams: the first SSE event, not
+   * the headers). Latencies always run until the whole body is read.
+   */
+  readonly firstByte?: boolean
 }
 
 export interface LoadResult {
@@ -19,9 +23,18 @@ export interface LoadResult {
   readonly elapsedMs: number
   /** Sorted ascending, ms. */
   readonly latencies: readonly number[]
+  /** Sorted ascending, ms, successful responses only; present when the target asked `firstByte`. */
+  readonly firstByte?: readonly number[]
 }
 
-async function one(pool: Pool, t: LoadTarget): Promise<{ ok: boolean; ms: number }> {
+interface One {
+  ok: boolean
+  ms: number
+  /** Time to the first body byte, ms; -1 when not measured or no body arrived. */
+  firstMs: number
+}
+
+async function one(pool: Pool, t: LoadTarget): Promise<One> {
   const start = performance.now()
   try {
     const res = await pool.request({
@@ -30,11 +43,33 @@ async function one(pool: Pool, t: LoadTarget): Promise<{ ok: boolean; ms: number
       headers: { 'content-type': 'application/json', ...t.headers },
       body: t.body,
     })
-    await res.body.dump({ limit: Number.MAX_SAFE_INTEGER })
-    return { ok: res.statusCode === 200, ms: performance.now() - start }
+    let firstMs = -1
+    if (t.firstByte === true) {
+      for await (const _chunk of res.body) {
+        if (firstMs < 0) firstMs = performance.now() - start
+      }
+    } else {
+      await res.body.dump({ limit: Number.MAX_SAFE_INTEGER })
+    }
+    return { ok: res.statusCode === 200, ms: performance.now() - start, firstMs }
   } catch {
-    return { ok: false, ms: performance.now() - start }
+    return { ok: false, ms: performance.now() - start, firstMs: -1 }
   }
+}
+
+function record(r: One, latencies: number[], firstByte: number[]): void {
+  latencies.push(r.ms)
+  if (r.ok && r.firstMs >= 0) firstByte.push(r.firstMs)
+}
+
+function result(
+  t: LoadTarget,
+  counts: { sent: number; ok: number; errors: number; elapsedMs: number },
+  latencies: number[],
+  firstByte: number[],
+): LoadResult {
+  const base = { ...counts, latencies: latencies.sort((a, b) => a - b) }
+  return t.firstByte === true ? { ...base, firstByte: firstByte.sort((a, b) => a - b) } : base
 }
 
 export async function fixedRate(
@@ -44,6 +79,7 @@ export async function fixedRate(
 ): Promise<LoadResult> {
   const pool = new Pool(t.origin, { connections: 256, pipelining: 1 })
   const latencies: number[] = []
+  const firstByte: number[] = []
   let ok = 0
   let errors = 0
   let sent = 0
@@ -55,7 +91,7 @@ export async function fixedRate(
     while (sent < due) {
       sent++
       const p: Promise<void> = one(pool, t).then((r) => {
-        latencies.push(r.ms)
+        record(r, latencies, firstByte)
         if (r.ok) ok++
         else errors++
         inflight.delete(p)
@@ -67,7 +103,7 @@ export async function fixedRate(
   await Promise.all(inflight)
   const elapsedMs = performance.now() - start
   await pool.close()
-  return { sent, ok, errors, elapsedMs, latencies: latencies.sort((a, b) => a - b) }
+  return result(t, { sent, ok, errors, elapsedMs }, latencies, firstByte)
 }
 
 export async function closedLoop(
@@ -77,6 +113,7 @@ export async function closedLoop(
 ): Promise<LoadResult> {
   const pool = new Pool(t.origin, { connections: concurrency, pipelining: 1 })
   const latencies: number[] = []
+  const firstByte: number[] = []
   let ok = 0
   let errors = 0
   const start = performance.now()
@@ -85,7 +122,7 @@ export async function closedLoop(
     Array.from({ length: concurrency }, async () => {
       while (performance.now() < deadline) {
         const r = await one(pool, t)
-        latencies.push(r.ms)
+        record(r, latencies, firstByte)
         if (r.ok) ok++
         else errors++
       }
@@ -93,7 +130,7 @@ export async function closedLoop(
   )
   const elapsedMs = performance.now() - start
   await pool.close()
-  return { sent: ok + errors, ok, errors, elapsedMs, latencies: latencies.sort((a, b) => a - b) }
+  return result(t, { sent: ok + errors, ok, errors, elapsedMs }, latencies, firstByte)
 }
 
 export function percentile(sorted: readonly number[], p: number): number {

@@ -1,76 +1,234 @@
-// `npm run bench:proxy`: what the gateway adds on the request path. One simulated engine in
-// zero-latency mode, the same requests sent directly to it and through the gateway, in one run:
-// added p50/p99 latency at a fixed arrival rate, and max throughput through vs around the gateway.
+// `npm run bench:proxy`: what a router adds on the request path, ours against the peers, in one
+// run. One simulated engine in zero-latency mode; in front of it, each on its own port: nothing
+// (direct), our data plane with 1 worker (and N workers when `dataplane --workers` exists),
+// sglang-router and vllm-router (PyPI, cached venvs from peers.ts; skipped with the reason when
+// they cannot be installed). vegeta (Go module proxy, cached) measures added latency at a fixed
+// rate and max throughput in a closed loop; stream time-to-first-byte comes from load.ts (vegeta
+// cannot time the first byte of a stream), the same client for every target. Then thousands of
+// slow streams through ours: memory and event-loop delay. `--profile` writes a CPU profile of
+// our 1-worker data plane and prints its top self time.
+import { execFile } from 'node:child_process'
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { parseArgs } from 'node:util'
-import { closedLoop, fixedRate, type LoadResult, type LoadTarget, percentile } from './load.js'
-import { spawnCli } from './procs.js'
-import { fmt, table, writeSection } from './report.js'
+import { parseArgs, promisify } from 'node:util'
+import { fixedRate, type LoadResult, type LoadTarget, percentile } from './load.js'
+import { ensurePeer, PEERS, type PeerName, startPeer } from './peers.js'
+import { CLI, type OutputProc, type Proc, spawnCli } from './procs.js'
+import { treeMemory } from './proxy-procfs.js'
+import {
+  checks,
+  type Measured,
+  type ProxyRun,
+  render,
+  type Skipped,
+  type TargetKey,
+} from './proxy-report.js'
+import { type SlowStreamsResult, slowStreams } from './proxy-streams.js'
+import { attack, describeFailures, ensureVegeta, failures, report } from './proxy-vegeta.js'
+import { writeSection } from './report.js'
 
 const { values: opts } = parseArgs({
   options: {
     rate: { type: 'string', default: '500' },
     seconds: { type: 'string', default: '10' },
-    concurrency: { type: 'string', default: '32' },
+    'max-seconds': { type: 'string', default: '10' },
+    connections: { type: 'string', default: '64' },
+    'stream-rate': { type: 'string', default: '200' },
+    'stream-seconds': { type: 'string', default: '10' },
+    workers: { type: 'string' },
+    streams: { type: 'string', default: '5000' },
+    'hold-seconds': { type: 'string', default: '15' },
+    'no-peers': { type: 'boolean', default: false },
+    'streams-only': { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
     'no-write': { type: 'boolean', default: false },
   },
 })
-const RATE = Number(opts.rate)
-const SECONDS = Number(opts.seconds)
-const CONCURRENCY = Number(opts.concurrency)
+
+function positive(name: string, v: string | undefined, min = 0): number {
+  const n = Number(v)
+  if (!Number.isFinite(n) || n < min)
+    throw new Error(`--${name} must be a number >= ${min}, got ${v}`)
+  return n
+}
+
+const RATE = positive('rate', opts.rate, 1)
+const SECONDS = positive('seconds', opts.seconds, 1)
+const MAX_SECONDS = positive('max-seconds', opts['max-seconds'], 1)
+const CONNECTIONS = positive('connections', opts.connections, 1)
+const STREAM_RATE = positive('stream-rate', opts['stream-rate'], 1)
+const STREAM_SECONDS = positive('stream-seconds', opts['stream-seconds'], 1)
+const STREAMS = positive('streams', opts.streams, 0)
+const HOLD_SECONDS = positive('hold-seconds', opts['hold-seconds'], 1)
+const WORKERS = positive('workers', opts.workers ?? String(availableParallelism()), 1)
+// Shorter than the defaults: a proof that every part runs, not a measurement.
+const SMOKE = SECONDS < 10 || MAX_SECONDS < 10 || STREAM_SECONDS < 10 || HOLD_SECONDS < 15
+
 const SIM_HOST = '127.0.0.2'
 const SIM_PORT = 18000
-const GW_PORT = 18080
+const SLOW_SIM_HOST = '127.0.0.3'
+const SLOW_SIM_PORT = 18001
+const PORTS: Record<Exclude<TargetKey, 'direct'>, number> = {
+  ours: 18080,
+  oursN: 18081,
+  sglang: 18082,
+  vllm: 18083,
+}
+const SLOW_GW_PORT = 18084
+const PEER_METRICS: Record<PeerName, number> = { sglang: 29001, vllm: 29002 }
+const MODEL = 'bench-model'
 
-const chat = (stream: boolean) =>
+const out = (line: string) => process.stdout.write(`${line}\n`)
+
+const chat = (stream: boolean, maxTokens = 16) =>
   JSON.stringify({
-    model: 'bench-model',
+    model: MODEL,
     messages: [{ role: 'user', content: 'Say hello to the benchmark in a few words.' }],
-    max_tokens: 16,
+    max_tokens: maxTokens,
     stream,
   })
 
-function summary(r: LoadResult) {
-  return {
-    sent: r.sent,
-    ok: r.ok,
-    errors: r.errors,
-    p50: percentile(r.latencies, 50),
-    p90: percentile(r.latencies, 90),
-    p99: percentile(r.latencies, 99),
-    rps: (r.ok / r.elapsedMs) * 1000,
-  }
-}
-
-async function main(): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), 'igw-bench-'))
-  const profDir = join(dir, 'prof')
-  await writeFile(
-    join(dir, 'gateway.yaml'),
-    `apiVersion: networking.matrixinfer.ai/v1alpha1
+function gatewayYaml(host: string, port: number): string {
+  return `apiVersion: networking.matrixinfer.ai/v1alpha1
 kind: ModelServer
 metadata: { name: bench }
 spec:
   inferenceEngine: vLLM
   workloadSelector: { matchLabels: { app: bench } }
-  workloadPort: { port: ${SIM_PORT} }
+  workloadPort: { port: ${port} }
 ---
 apiVersion: standalone.infer-gateway.io/v1alpha1
 kind: StaticEndpoints
 metadata: { name: bench }
-endpoints: [{ name: sim-0, address: ${SIM_HOST} }]
+endpoints: [{ name: sim-0, address: ${host} }]
 ---
 apiVersion: networking.matrixinfer.ai/v1alpha1
 kind: ModelRoute
 metadata: { name: bench }
 spec:
-  modelName: bench-model
+  modelName: ${MODEL}
   rules: [{ targetModels: [{ modelServerName: bench }] }]
-`,
+`
+}
+
+/** Whether this data plane has `--workers` (another piece of issue 11 adds it). */
+async function dataplaneHasWorkers(): Promise<boolean> {
+  const { stdout, stderr } = await promisify(execFile)(process.execPath, [
+    CLI,
+    'dataplane',
+    '--help',
+  ])
+  return /--workers\b/.test(stdout + stderr)
+}
+
+function startGateway(
+  config: string,
+  port: number,
+  extra: readonly string[],
+  nodeArgs: readonly string[] = [],
+): Promise<Proc> {
+  return spawnCli(
+    [
+      'dataplane',
+      '--config',
+      config,
+      '--host',
+      '127.0.0.1',
+      '--port',
+      String(port),
+      '--no-access-log',
+      '--drain-delay',
+      '0',
+      ...extra,
+    ],
+    /data plane listening/,
+    nodeArgs,
   )
+}
+
+interface Running {
+  readonly key: TargetKey
+  readonly label: string
+  readonly origin: string
+  readonly pid: number
+  /** Peers only: their output, shown when requests to them fail. */
+  readonly proc?: OutputProc
+}
+
+async function main(): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'igw-bench-proxy-'))
+  // Kept after the run (the rest of `dir` is removed): .cpuprofile files open in DevTools.
+  const profDir = opts.profile ? await mkdtemp(join(tmpdir(), 'igw-proxy-profile-')) : ''
+  const procs: Proc[] = []
+  const skipped: Skipped[] = []
+  try {
+    const vegeta = await ensureVegeta()
+    if (!vegeta.ok) throw new Error(`vegeta is required: ${vegeta.reason}`)
+    out(`vegeta ${vegeta.version}: ${vegeta.bin}`)
+    const measured = opts['streams-only']
+      ? []
+      : await fastPaths(dir, profDir, vegeta.bin, procs, skipped)
+    // The fast-path targets are done: stop them so the slow-stream run has the machine.
+    while (procs.length > 0) await procs.pop()?.stop()
+    const streamsSetup = `engine: \`infer-gateway sim\` with its default latency model (15 ms per token, +2 % per running sequence: about ${Math.round(15 * (1 + 0.02 * (STREAMS - 1)))} ms between tokens with ${STREAMS} running), \`--max-num-seqs ${STREAMS + 1000}\`; gateway: \`--upstream-connections ${STREAMS + 1000}\` (the default 256 would queue the rest); clients: one undici connection per stream, opened 250 per 50 ms.`
+    const streams: ProxyRun['streams'] =
+      STREAMS > 0 ? await manyStreams(dir, procs) : { skipped: '--streams 0' }
+    while (procs.length > 0) await procs.pop()?.stop()
+
+    const command = [
+      'npm run bench:proxy --',
+      `--rate ${RATE} --seconds ${SECONDS} --max-seconds ${MAX_SECONDS} --connections ${CONNECTIONS}`,
+      `--stream-rate ${STREAM_RATE} --stream-seconds ${STREAM_SECONDS} --workers ${WORKERS}`,
+      `--streams ${STREAMS} --hold-seconds ${HOLD_SECONDS}`,
+      ...(opts['no-peers'] ? ['--no-peers'] : []),
+    ].join(' ')
+    const run: ProxyRun = {
+      command,
+      rate: RATE,
+      fixedSeconds: SECONDS,
+      maxSeconds: MAX_SECONDS,
+      connections: CONNECTIONS,
+      streamRate: STREAM_RATE,
+      measured,
+      skipped,
+      streams,
+      streamsSetup,
+      smoke: SMOKE,
+      machine: `Measured ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC on ${process.platform}/${process.arch}, ${availableParallelism()} cores shared by the engine, the router under test and the load tool, Node ${process.version}, vegeta ${vegeta.version}.`,
+    }
+    const text = render(run)
+    out(`\n${text}\n`)
+    if (opts.profile && !opts['streams-only']) out(`\n${await profileSummary(profDir)}\n`)
+    // A streams-only run is for iterating on memory; it never replaces the whole section.
+    if (!opts['no-write'] && !opts['streams-only']) {
+      const file = await writeSection('proxy', text, { ...run, checks: checks(run) })
+      out(`written to ${file}`)
+    }
+  } finally {
+    while (procs.length > 0) await procs.pop()?.stop()
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
+/**
+ * Direct, ours and the peers against one zero-latency engine: vegeta at a fixed rate and in a
+ * closed loop, then stream time to first byte. Started processes go to `procs` (stopped by the
+ * caller); targets that cannot run go to `skipped`.
+ */
+async function fastPaths(
+  dir: string,
+  /** Where our 1-worker data plane writes its CPU profile; '' = no profile. */
+  profDir: string,
+  vegetaBin: string,
+  procs: Proc[],
+  skipped: Skipped[],
+): Promise<Measured[]> {
+  const config = join(dir, 'gateway.yaml')
+  await writeFile(config, gatewayYaml(SIM_HOST, SIM_PORT))
+  const bodies = { json: join(dir, 'body.json') }
+  await writeFile(bodies.json, chat(false))
+
   const sim = await spawnCli(
     [
       'sim',
@@ -81,118 +239,235 @@ spec:
       '--port',
       String(SIM_PORT),
       '--model',
-      'bench-model',
+      MODEL,
       '--zero-latency',
     ],
     /127\.0\.0\.2/,
   )
-  const gw = await spawnCli(
-    [
-      'dataplane',
-      '--config',
-      join(dir, 'gateway.yaml'),
-      '--host',
-      '127.0.0.1',
-      '--port',
-      String(GW_PORT),
-      '--no-access-log',
-      '--drain-delay',
-      '0',
-    ],
-    /data plane listening/,
+  procs.push(sim)
+  const targets: Running[] = [
+    {
+      key: 'direct',
+      label: 'direct',
+      origin: `http://${SIM_HOST}:${SIM_PORT}`,
+      pid: sim.child.pid ?? 0,
+    },
+  ]
+  const ours = await startGateway(
+    config,
+    PORTS.ours,
+    [],
     opts.profile ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [],
   )
-  const direct = (stream: boolean): LoadTarget => ({
-    origin: `http://${SIM_HOST}:${SIM_PORT}`,
-    path: '/v1/chat/completions',
-    body: chat(stream),
+  procs.push(ours)
+  targets.push({
+    key: 'ours',
+    label: 'ours (1 worker)',
+    origin: `http://127.0.0.1:${PORTS.ours}`,
+    pid: ours.child.pid ?? 0,
   })
-  const viaGw = (stream: boolean): LoadTarget => ({
-    origin: `http://127.0.0.1:${GW_PORT}`,
-    path: '/v1/chat/completions',
-    body: chat(stream),
-  })
-  const results: Record<string, ReturnType<typeof summary>> = {}
-  try {
-    process.stdout.write('warming up…\n')
-    await closedLoop(direct(false), 8, 1500)
-    await closedLoop(viaGw(false), 8, 1500)
-    // Alternate direct and gateway halves so slow drift on the machine hits both sides alike.
-    for (const stream of [false, true]) {
-      const tag = stream ? 'stream' : 'json'
-      const half = (SECONDS * 1000) / 2
-      const d1 = await fixedRate(direct(stream), RATE, half)
-      const g1 = await fixedRate(viaGw(stream), RATE, half)
-      const d2 = await fixedRate(direct(stream), RATE, half)
-      const g2 = await fixedRate(viaGw(stream), RATE, half)
-      results[`rate-${tag}-direct`] = summary(merge(d1, d2))
-      results[`rate-${tag}-gateway`] = summary(merge(g1, g2))
-      process.stdout.write(`fixed rate ${tag} done\n`)
-    }
-    results['max-direct'] = summary(await closedLoop(direct(false), CONCURRENCY, 5000))
-    results['max-gateway'] = summary(await closedLoop(viaGw(false), CONCURRENCY, 5000))
-  } finally {
-    await gw.stop()
-    await sim.stop()
-  }
-
-  const r = (k: string) => {
-    const v = results[k]
-    if (!v) throw new Error(`missing result ${k}`)
-    return v
-  }
-  const rows: (string | number)[][] = []
-  for (const tag of ['json', 'stream']) {
-    const d = r(`rate-${tag}-direct`)
-    const g = r(`rate-${tag}-gateway`)
-    rows.push([
-      `${RATE} req/s, ${tag === 'json' ? 'non-stream' : 'stream'}`,
-      `${fmt(d.p50)} / ${fmt(d.p99)}`,
-      `${fmt(g.p50)} / ${fmt(g.p99)}`,
-      `**${fmt(g.p50 - d.p50)}** / **${fmt(g.p99 - d.p99)}**`,
-      `${d.errors} / ${g.errors}`,
-    ])
-  }
-  const md = r('max-direct')
-  const mg = r('max-gateway')
-  const ratio = mg.rps / md.rps
-  const text = `## Proxy overhead (\`npm run bench:proxy\`)
-
-One simulated engine in zero-latency mode on ${SIM_HOST}; the gateway (standalone, one process) in
-front of it on 127.0.0.1; the load generator in a third process. Same requests sent directly and via
-the gateway in one run, alternating halves. Latency in ms (p50 / p99). Targets: added p50 ≤ 0.3 ms,
-p99 ≤ 2 ms at 500 req/s; throughput ≥ 60% of direct.
-
-${table(['load', 'direct p50 / p99', 'gateway p50 / p99', 'added p50 / p99', 'errors (direct / gw)'], rows)}
-
-Max throughput, ${CONCURRENCY} concurrent connections, non-stream, 5 s each:
-direct **${fmt(md.rps, 0)} req/s**, gateway **${fmt(mg.rps, 0)} req/s** → ratio **${fmt(ratio, 2)}**
-(errors: ${md.errors} / ${mg.errors}).
-
-Measured ${new Date().toISOString().slice(0, 10)} on ${process.platform}/${process.arch}, Node ${process.version}, 2 cores shared by all three processes.`
-  process.stdout.write(`\n${text}\n`)
-  if (opts.profile) process.stdout.write(`\n${await profileSummary(profDir)}\n`)
-  if (!opts['no-write']) {
-    const file = await writeSection('proxy', text, {
-      rate: RATE,
-      seconds: SECONDS,
-      concurrency: CONCURRENCY,
-      results,
-      throughputRatio: ratio,
+  if (await dataplaneHasWorkers()) {
+    const many = await startGateway(config, PORTS.oursN, ['--workers', String(WORKERS)])
+    procs.push(many)
+    targets.push({
+      key: 'oursN',
+      label: `ours (${WORKERS} workers)`,
+      origin: `http://127.0.0.1:${PORTS.oursN}`,
+      pid: many.child.pid ?? 0,
     })
-    process.stdout.write(`\nwritten to ${file}\n`)
+  } else {
+    skipped.push({
+      key: 'oursN',
+      label: 'ours (N workers)',
+      reason: '`infer-gateway dataplane --help` has no --workers yet',
+    })
   }
-  await rm(dir, { recursive: true, force: true })
+  for (const name of ['sglang', 'vllm'] as const) {
+    const label = `${PEERS[name].pkg} ${PEERS[name].version}`
+    if (opts['no-peers']) {
+      skipped.push({ key: name, label, reason: '--no-peers' })
+      continue
+    }
+    out(`installing/starting ${label}…`)
+    const install = await ensurePeer(name)
+    if (!install.ok) {
+      skipped.push({ key: name, label, reason: install.reason })
+      continue
+    }
+    try {
+      const p = await startPeer({
+        install,
+        name,
+        host: '127.0.0.1',
+        port: PORTS[name],
+        metricsPort: PEER_METRICS[name],
+        workerUrls: [`http://${SIM_HOST}:${SIM_PORT}`],
+      })
+      procs.push(p)
+      targets.push({
+        key: name,
+        label,
+        origin: `http://127.0.0.1:${PORTS[name]}`,
+        pid: p.child.pid ?? 0,
+        proc: p,
+      })
+    } catch (e) {
+      skipped.push({
+        key: name,
+        label,
+        reason: (e instanceof Error ? e.message : String(e)).split('\n')[0] ?? '',
+      })
+    }
+  }
+  for (const s of skipped) out(`skipped ${s.label}: ${s.reason}`)
+
+  // A peer that fails requests says why in its own log; show its last lines once.
+  const shown = new Set<TargetKey>()
+  const peerTail = (t: Running): void => {
+    if (t.proc === undefined || shown.has(t.key)) return
+    shown.add(t.key)
+    const lines = t.proc.output().trim().split('\n').slice(-5)
+    out(`  ${t.label} log tail:\n${lines.map((l) => `    ${l.slice(0, 300)}`).join('\n')}`)
+  }
+  const url = (t: Running) => `${t.origin}/v1/chat/completions`
+  out('warming up…')
+  for (const t of targets) {
+    await attack(vegetaBin, {
+      url: url(t),
+      bodyFile: bodies.json,
+      rate: RATE,
+      seconds: 1,
+      output: join(dir, `warm-${t.key}.bin`),
+    })
+  }
+
+  // Fixed rate, non-stream: two alternating halves per target so drift on the shared machine
+  // hits every target alike; vegeta merges the halves' latencies in one report.
+  const half = Math.max(1, Math.round(SECONDS / 2))
+  for (const round of [1, 2]) {
+    for (const t of targets) {
+      await attack(vegetaBin, {
+        url: url(t),
+        bodyFile: bodies.json,
+        rate: RATE,
+        seconds: half,
+        output: join(dir, `rate-${t.key}-${round}.bin`),
+      })
+    }
+  }
+  const fixed = new Map<TargetKey, Measured['fixed']>()
+  for (const t of targets) {
+    const r = await report(vegetaBin, [
+      join(dir, `rate-${t.key}-1.bin`),
+      join(dir, `rate-${t.key}-2.bin`),
+    ])
+    fixed.set(t.key, { p50Ms: r.p50Ms, p99Ms: r.p99Ms, failed: failures(r) })
+    out(
+      `${RATE} req/s ${t.label}: p50 ${r.p50Ms.toFixed(3)} p99 ${r.p99Ms.toFixed(3)} ms, ${failures(r)} failed${describeFailures(r)}`,
+    )
+    if (failures(r) > 0) peerTail(t)
+  }
+
+  const max = new Map<TargetKey, Measured['max']>()
+  for (const t of targets) {
+    const file = join(dir, `max-${t.key}.bin`)
+    await attack(vegetaBin, {
+      url: url(t),
+      bodyFile: bodies.json,
+      rate: 0,
+      workers: CONNECTIONS,
+      seconds: MAX_SECONDS,
+      output: file,
+    })
+    const r = await report(vegetaBin, [file])
+    max.set(t.key, { rps: r.throughput, failed: failures(r) })
+    out(
+      `closed loop ${CONNECTIONS} ${t.label}: ${r.throughput.toFixed(0)} req/s, ${failures(r)} failed${describeFailures(r)}`,
+    )
+    if (failures(r) > 0) peerTail(t)
+  }
+
+  const ttfb = new Map<TargetKey, Measured['ttfb']>()
+  const streamHalves = new Map<TargetKey, LoadResult[]>()
+  for (const _round of [1, 2]) {
+    for (const t of targets) {
+      const target: LoadTarget = {
+        origin: t.origin,
+        path: '/v1/chat/completions',
+        body: chat(true),
+        firstByte: true,
+      }
+      const r = await fixedRate(target, STREAM_RATE, (STREAM_SECONDS * 1000) / 2)
+      streamHalves.set(t.key, [...(streamHalves.get(t.key) ?? []), r])
+    }
+  }
+  for (const t of targets) {
+    const halves = streamHalves.get(t.key) ?? []
+    const fb = halves.flatMap((h) => h.firstByte ?? []).sort((a, b) => a - b)
+    const failed = halves.reduce((a, h) => a + h.errors, 0)
+    ttfb.set(t.key, { p50Ms: percentile(fb, 50), p99Ms: percentile(fb, 99), failed })
+    out(
+      `stream ${STREAM_RATE} req/s ${t.label}: TTFB p50 ${percentile(fb, 50).toFixed(3)} p99 ${percentile(fb, 99).toFixed(3)} ms, ${failed} failed`,
+    )
+  }
+
+  const measured: Measured[] = []
+  for (const t of targets) {
+    const f = fixed.get(t.key)
+    const m = max.get(t.key)
+    const s = ttfb.get(t.key)
+    if (!f || !m || !s) throw new Error(`missing results for ${t.label}`)
+    measured.push({
+      key: t.key,
+      label: t.label,
+      fixed: f,
+      max: m,
+      ttfb: s,
+      peakRssMb: (await treeMemory(t.pid)).peakMb,
+    })
+  }
+  return measured
 }
 
-function merge(a: LoadResult, b: LoadResult): LoadResult {
-  return {
-    sent: a.sent + b.sent,
-    ok: a.ok + b.ok,
-    errors: a.errors + b.errors,
-    elapsedMs: a.elapsedMs + b.elapsedMs,
-    latencies: [...a.latencies, ...b.latencies].sort((x, y) => x - y),
-  }
+/** Thousands of slow streams through a fresh 1-worker data plane in front of a slow engine. */
+async function manyStreams(dir: string, procs: Proc[]): Promise<SlowStreamsResult> {
+  out(`${STREAMS} slow streams through ours…`)
+  const slowConfig = join(dir, 'slow.yaml')
+  await writeFile(slowConfig, gatewayYaml(SLOW_SIM_HOST, SLOW_SIM_PORT))
+  const maxTokens = 500
+  const slowSim = await spawnCli(
+    [
+      'sim',
+      '--count',
+      '1',
+      '--host-base',
+      SLOW_SIM_HOST,
+      '--port',
+      String(SLOW_SIM_PORT),
+      '--model',
+      MODEL,
+      '--max-num-seqs',
+      String(STREAMS + 1000),
+      // Every stream reserves prompt + max_tokens of KV; room for all, so the engine never queues.
+      '--num-gpu-blocks',
+      String(Math.ceil(((STREAMS + 1000) * (maxTokens + 64)) / 16)),
+    ],
+    /127\.0\.0\.3/,
+  )
+  procs.push(slowSim)
+  const gw = await startGateway(slowConfig, SLOW_GW_PORT, [
+    '--upstream-connections',
+    String(STREAMS + 1000),
+  ])
+  procs.push(gw)
+  return slowStreams({
+    origin: `http://127.0.0.1:${SLOW_GW_PORT}`,
+    pid: gw.child.pid ?? 0,
+    body: chat(true, maxTokens),
+    count: STREAMS,
+    holdMs: HOLD_SECONDS * 1000,
+    log: out,
+  })
 }
 
 interface ProfileNode {
@@ -201,16 +476,25 @@ interface ProfileNode {
   hitCount?: number
 }
 
-/** Self time by function from the gateway's V8 CPU profile: where the added latency goes. */
+/**
+ * Self time by function from the gateway's V8 CPU profiles (the main thread and the module-loader
+ * thread), as a share of busy time: the profile spans the whole run, most of it idle while other
+ * targets are measured.
+ */
 async function profileSummary(profDir: string): Promise<string> {
   const files = (await readdir(profDir)).filter((f) => f.endsWith('.cpuprofile'))
   const totals = new Map<string, number>()
   let all = 0
+  let idle = 0
   for (const f of files) {
     const prof = JSON.parse(await readFile(join(profDir, f), 'utf8')) as { nodes: ProfileNode[] }
     for (const n of prof.nodes) {
       const hits = n.hitCount ?? 0
       all += hits
+      if (n.callFrame.functionName === '(idle)') {
+        idle += hits
+        continue
+      }
       const url = n.callFrame.url
         .replace(/^.*node_modules\//, '')
         .replace(/^file:\/\/.*\/main\//, '')
@@ -218,8 +502,13 @@ async function profileSummary(profDir: string): Promise<string> {
       totals.set(key, (totals.get(key) ?? 0) + hits)
     }
   }
-  const top = [...totals.entries()].sort((a, b) => b[1] - a[1]).slice(0, 20)
-  return `Gateway CPU profile, top self time:\n${top.map(([k, v]) => `  ${((v / all) * 100).toFixed(1).padStart(5)}%  ${k}`).join('\n')}`
+  const busy = all - idle
+  const top = [...totals.entries()].sort((a, b) => b[1] - a[1]).slice(0, 25)
+  return `Gateway CPU profile in ${profDir} (${files.length} file(s); ${fmtPct(idle, all)} idle over the run), top self time as a share of busy time:\n${top.map(([k, v]) => `  ${fmtPct(v, busy).padStart(6)}  ${k}`).join('\n')}`
+}
+
+function fmtPct(part: number, whole: number): string {
+  return whole > 0 ? `${((part / whole) * 100).toFixed(1)}%` : 'n/a'
 }
 
 main().catch((e: unknown) => {

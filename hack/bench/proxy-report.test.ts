@@ -1,0 +1,152 @@
+import { describe, expect, it } from 'vitest'
+import { checks, type Measured, type ProxyRun, render } from './proxy-report.js'
+import type { SlowStreamsResult } from './proxy-streams.js'
+
+function m(
+  key: Measured['key'],
+  label: string,
+  p50: number,
+  p99: number,
+  rps: number,
+  ttfb50: number,
+  ttfb99: number,
+): Measured {
+  return {
+    key,
+    label,
+    fixed: { p50Ms: p50, p99Ms: p99, failed: 0 },
+    max: { rps, failed: 0 },
+    ttfb: { p50Ms: ttfb50, p99Ms: ttfb99, failed: 0 },
+    peakRssMb: 100,
+  }
+}
+
+const STREAMS: SlowStreamsResult = {
+  count: 5000,
+  opened: 5000,
+  failed: 0,
+  endedEarly: 0,
+  rampMs: 4000,
+  holdChunks: 50000,
+  holdMs: 15000,
+  rssIdleMb: 90,
+  rssMaxMb: 310,
+  rssPeakMb: 320,
+  rampLag: { p50Ms: 11, p99Ms: 40, maxMs: 60 },
+  holdLag: { p50Ms: 10.5, p99Ms: 14, maxMs: 22 },
+  inflightHeld: 5000,
+  inflightAfter: 0,
+}
+
+function run(over: Partial<ProxyRun> = {}): ProxyRun {
+  return {
+    command: 'npm run bench:proxy',
+    rate: 500,
+    fixedSeconds: 10,
+    maxSeconds: 10,
+    connections: 64,
+    streamRate: 200,
+    measured: [
+      m('direct', 'direct', 0.2, 1.0, 10000, 0.5, 1.5),
+      // added 0.2 / 0.8; ratio 0.30; ttfb 2.0 / 3.5
+      m('ours', 'ours (1 worker)', 0.4, 1.8, 3000, 2.0, 3.5),
+      // added 0.3; ratio 0.25
+      m('sglang', 'sglang-router 0.3.2', 0.5, 1.3, 2500, 1.9, 3.4),
+      // added 0.25; ratio 0.40; ttfb p50 1.5 → limit 1.8
+      m('vllm', 'vllm-router 0.1.17', 0.45, 1.2, 4000, 1.5, 3.0),
+    ],
+    skipped: [{ key: 'oursN', label: 'ours (N workers)', reason: 'no --workers yet' }],
+    streams: STREAMS,
+    streamsSetup: 'slow engine.',
+    machine: 'Measured somewhere.',
+    smoke: false,
+    ...over,
+  }
+}
+
+const verdictOf = (r: ProxyRun, prefix: string) =>
+  checks(r).find((c) => c.target.startsWith(prefix))?.verdict
+
+describe('checks', () => {
+  it('judges each issue target from the ratios of one run', () => {
+    const r = run()
+    expect(verdictOf(r, 'ours (1 worker): added p50')).toBe('pass') // 0.2 ≤ 0.25
+    expect(verdictOf(r, 'ours (1 worker): added p99')).toBe('pass') // 0.8 ≤ 1
+    expect(verdictOf(r, 'ours (1 worker): max throughput')).toBe('pass') // 0.30 ≥ 0.25
+    expect(verdictOf(r, 'ours (N workers): max throughput')).toBe('n/a')
+    expect(verdictOf(r, 'ours (1 worker): stream TTFB p50')).toBe('fail') // 2.0 > 1.8
+    expect(verdictOf(r, 'ours (1 worker): stream TTFB p99')).toBe('pass') // 3.5 ≤ 4
+    expect(verdictOf(r, '5000 concurrent streams: gateway RSS')).toBe('pass')
+    expect(verdictOf(r, '5000 concurrent streams: event-loop')).toBe('pass')
+  })
+
+  it('fails a target the numbers miss', () => {
+    const r = run({
+      measured: [
+        m('direct', 'direct', 0.2, 1.0, 10000, 0.5, 1.5),
+        m('ours', 'ours (1 worker)', 0.6, 2.5, 2000, 1.0, 5),
+        m('sglang', 'sglang-router 0.3.2', 0.5, 1.3, 2500, 1.9, 3.4),
+        m('vllm', 'vllm-router 0.1.17', 0.45, 1.2, 4000, 1.5, 3.0),
+      ],
+      streams: { ...STREAMS, rssPeakMb: 450, holdLag: { p50Ms: 12, p99Ms: 25, maxMs: 40 } },
+    })
+    expect(verdictOf(r, 'ours (1 worker): added p50')).toBe('fail')
+    expect(verdictOf(r, 'ours (1 worker): added p99')).toBe('fail')
+    expect(verdictOf(r, 'ours (1 worker): max throughput')).toBe('fail') // 0.20 < 0.25
+    expect(verdictOf(r, 'ours (1 worker): stream TTFB p50')).toBe('pass') // 1.0 ≤ 1.8
+    expect(verdictOf(r, 'ours (1 worker): stream TTFB p99')).toBe('fail')
+    expect(verdictOf(r, '5000 concurrent streams: gateway RSS')).toBe('fail')
+    expect(verdictOf(r, '5000 concurrent streams: event-loop')).toBe('fail')
+  })
+
+  it('judges N workers against vllm-router when the row exists', () => {
+    const r = run({
+      measured: [...run().measured, m('oursN', 'ours (2 workers)', 0.3, 0.9, 4500, 1.2, 2.0)],
+      skipped: [],
+    })
+    expect(verdictOf(r, 'ours (2 workers): max throughput')).toBe('pass') // 0.45 ≥ 0.40
+    expect(verdictOf(r, 'ours (2 workers): added p50')).toBe('pass')
+  })
+
+  it('says n/a with the reason when a peer was skipped', () => {
+    const r = run({
+      measured: run().measured.filter((x) => x.key !== 'vllm'),
+      skipped: [{ key: 'vllm', label: 'vllm-router 0.1.17', reason: 'pip failed' }],
+    })
+    const c = checks(r).find((x) => x.target.startsWith('ours (1 worker): added p50'))
+    expect(c).toEqual({
+      target: "ours (1 worker): added p50 at 500 req/s ≤ vllm-router's",
+      measured: 'vllm-router 0.1.17 skipped',
+      verdict: 'n/a',
+    })
+  })
+
+  it('fails the stream targets when not every stream opened', () => {
+    const r = run({ streams: { ...STREAMS, opened: 4000, failed: 1000 } })
+    expect(verdictOf(r, '5000 concurrent streams: gateway RSS')).toBe('fail')
+    expect(verdictOf(r, '5000 concurrent streams: event-loop')).toBe('fail')
+  })
+
+  it('is n/a for event-loop delay when /metrics has no lag gauges', () => {
+    const r = run({ streams: { ...STREAMS, holdLag: undefined } })
+    expect(verdictOf(r, '5000 concurrent streams: event-loop')).toBe('n/a')
+  })
+})
+
+describe('render', () => {
+  it('prints ratios to direct and to each peer, skips and the smoke warning', () => {
+    const text = render(run({ smoke: true }))
+    expect(text).toContain('**Smoke run**')
+    expect(text).toContain('Reproduce: `npm run bench:proxy`')
+    // ours: added 0.200 / 0.800, ratio 3000/10000
+    expect(text).toContain(
+      '| ours (1 worker) | 0.400 / 1.800 | **0.200 / 0.800** | 3000 | **0.30** |',
+    )
+    // ours ÷ vllm: added p50 0.2/0.25, p99 0.8/0.2, throughput 0.30/0.40
+    expect(text).toContain('| ours (1 worker) ÷ vllm-router 0.1.17 | 0.80× / 4.00× | 0.75× |')
+    expect(text).toContain('- ours (N workers): skipped — no --workers yet')
+    expect(text).toContain(
+      "| ours (1 worker): stream TTFB p50 ≤ 1.2× vllm-router's | 2.000 vs 1.800 ms | **fail** |",
+    )
+  })
+})

@@ -1,0 +1,288 @@
+// What `npm run bench:proxy` prints and writes to docs/benchmarks.md: one table of every target
+// against direct, ours against each peer router, and the issue's targets with pass/fail beside
+// them. Pure (numbers in, markdown out) so the verdicts are unit-tested.
+import type { SlowStreamsResult } from './proxy-streams.js'
+import { fmt, table } from './report.js'
+
+export type TargetKey = 'direct' | 'ours' | 'oursN' | 'sglang' | 'vllm'
+
+export interface Measured {
+  readonly key: TargetKey
+  /** As printed: "direct", "ours (1 worker)", "sglang-router 0.3.2". */
+  readonly label: string
+  /** vegeta at a fixed rate, non-stream; ms. */
+  readonly fixed: { readonly p50Ms: number; readonly p99Ms: number; readonly failed: number }
+  /** vegeta closed loop, non-stream. */
+  readonly max: { readonly rps: number; readonly failed: number }
+  /** Stream time to first body byte at a fixed rate; ms. */
+  readonly ttfb: { readonly p50Ms: number; readonly p99Ms: number; readonly failed: number }
+  /** Peak resident memory of the target's process tree over the run, MB. */
+  readonly peakRssMb: number
+}
+
+export interface Skipped {
+  readonly key: TargetKey
+  readonly label: string
+  readonly reason: string
+}
+
+export interface ProxyRun {
+  readonly command: string
+  readonly rate: number
+  readonly fixedSeconds: number
+  readonly maxSeconds: number
+  readonly connections: number
+  readonly streamRate: number
+  readonly measured: readonly Measured[]
+  readonly skipped: readonly Skipped[]
+  readonly streams: SlowStreamsResult | { readonly skipped: string }
+  readonly streamsSetup: string
+  /** Free-text facts about the machine (cores, Node, date). */
+  readonly machine: string
+  /** Set for short runs: the numbers are only a proof that every part runs. */
+  readonly smoke: boolean
+}
+
+export type Verdict = 'pass' | 'fail' | 'n/a'
+
+export interface Check {
+  readonly target: string
+  readonly measured: string
+  readonly verdict: Verdict
+}
+
+export const TARGETS = {
+  streamRssMb: 400,
+  streamLagP99Ms: 20,
+  addedP99Ms: 1,
+  ttfbP99Ms: 4,
+  ttfbVsVllm: 1.2,
+} as const
+
+function by(run: ProxyRun, key: TargetKey): Measured | undefined {
+  return run.measured.find((m) => m.key === key)
+}
+
+function added(m: Measured, d: Measured): { p50: number; p99: number } {
+  return { p50: m.fixed.p50Ms - d.fixed.p50Ms, p99: m.fixed.p99Ms - d.fixed.p99Ms }
+}
+
+function ratio(m: Measured, d: Measured): number {
+  return m.max.rps / d.max.rps
+}
+
+function verdict(ok: boolean | undefined): Verdict {
+  return ok === undefined ? 'n/a' : ok ? 'pass' : 'fail'
+}
+
+function why(run: ProxyRun, key: TargetKey): string {
+  const s = run.skipped.find((x) => x.key === key)
+  return s ? `${s.label} skipped` : `${key} not measured`
+}
+
+/** The issue's targets, each for every applicable target of ours, with the measured values. */
+export function checks(run: ProxyRun): Check[] {
+  const out: Check[] = []
+  const d = by(run, 'direct')
+  const vllm = by(run, 'vllm')
+  const sglang = by(run, 'sglang')
+  const ours = (['ours', 'oursN'] as const)
+    .map((k) => by(run, k))
+    .filter((m): m is Measured => m !== undefined)
+  if (d === undefined) return out
+  for (const m of ours) {
+    const a = added(m, d)
+    if (vllm) {
+      const v = added(vllm, d).p50
+      out.push({
+        target: `${m.label}: added p50 at ${run.rate} req/s ≤ vllm-router's`,
+        measured: `${fmt(a.p50)} vs ${fmt(v)} ms`,
+        verdict: verdict(a.p50 <= v),
+      })
+    } else {
+      out.push({
+        target: `${m.label}: added p50 at ${run.rate} req/s ≤ vllm-router's`,
+        measured: why(run, 'vllm'),
+        verdict: 'n/a',
+      })
+    }
+    out.push({
+      target: `${m.label}: added p99 at ${run.rate} req/s ≤ ${TARGETS.addedP99Ms} ms`,
+      measured: `${fmt(a.p99)} ms`,
+      verdict: verdict(a.p99 <= TARGETS.addedP99Ms),
+    })
+  }
+  const one = by(run, 'ours')
+  if (one) {
+    out.push(
+      sglang
+        ? {
+            target: `ours (1 worker): max throughput ÷ direct ≥ sglang-router's`,
+            measured: `${fmt(ratio(one, d), 2)} vs ${fmt(ratio(sglang, d), 2)}`,
+            verdict: verdict(ratio(one, d) >= ratio(sglang, d)),
+          }
+        : {
+            target: `ours (1 worker): max throughput ÷ direct ≥ sglang-router's`,
+            measured: why(run, 'sglang'),
+            verdict: 'n/a',
+          },
+    )
+  }
+  const many = by(run, 'oursN')
+  out.push(
+    many && vllm
+      ? {
+          target: `${many.label}: max throughput ÷ direct ≥ vllm-router's (machine with free cores)`,
+          measured: `${fmt(ratio(many, d), 2)} vs ${fmt(ratio(vllm, d), 2)}`,
+          verdict: verdict(ratio(many, d) >= ratio(vllm, d)),
+        }
+      : {
+          target: `ours (N workers): max throughput ÷ direct ≥ vllm-router's (machine with free cores)`,
+          measured: many ? why(run, 'vllm') : why(run, 'oursN'),
+          verdict: 'n/a',
+        },
+  )
+  for (const m of ours) {
+    out.push(
+      vllm
+        ? {
+            target: `${m.label}: stream TTFB p50 ≤ ${TARGETS.ttfbVsVllm}× vllm-router's`,
+            measured: `${fmt(m.ttfb.p50Ms)} vs ${fmt(TARGETS.ttfbVsVllm * vllm.ttfb.p50Ms)} ms`,
+            verdict: verdict(m.ttfb.p50Ms <= TARGETS.ttfbVsVllm * vllm.ttfb.p50Ms),
+          }
+        : {
+            target: `${m.label}: stream TTFB p50 ≤ ${TARGETS.ttfbVsVllm}× vllm-router's`,
+            measured: why(run, 'vllm'),
+            verdict: 'n/a',
+          },
+    )
+    out.push({
+      target: `${m.label}: stream TTFB p99 ≤ ${TARGETS.ttfbP99Ms} ms`,
+      measured: `${fmt(m.ttfb.p99Ms)} ms`,
+      verdict: verdict(m.ttfb.p99Ms <= TARGETS.ttfbP99Ms),
+    })
+  }
+  const s = run.streams
+  if ('skipped' in s) {
+    out.push({ target: 'concurrent slow streams', measured: s.skipped, verdict: 'n/a' })
+  } else {
+    const all = s.opened === s.count && s.failed === 0
+    out.push({
+      target: `${s.count} concurrent streams: gateway RSS < ${TARGETS.streamRssMb} MB`,
+      measured: `peak ${fmt(s.rssPeakMb, 0)} MB${all ? '' : ` (only ${s.opened} opened, ${s.failed} failed)`}`,
+      verdict: all ? verdict(s.rssPeakMb < TARGETS.streamRssMb) : 'fail',
+    })
+    out.push(
+      s.holdLag
+        ? {
+            target: `${s.count} concurrent streams: event-loop delay p99 < ${TARGETS.streamLagP99Ms} ms`,
+            measured: `${fmt(s.holdLag.p99Ms, 1)} ms`,
+            verdict: all ? verdict(s.holdLag.p99Ms < TARGETS.streamLagP99Ms) : 'fail',
+          }
+        : {
+            target: `${s.count} concurrent streams: event-loop delay p99 < ${TARGETS.streamLagP99Ms} ms`,
+            measured: 'the gateway /metrics has no nodejs_eventloop_lag_p99_seconds',
+            verdict: 'n/a',
+          },
+    )
+  }
+  return out
+}
+
+function pair(a: number, b: number, digits = 3): string {
+  return `${fmt(a, digits)} / ${fmt(b, digits)}`
+}
+
+function quotient(a: number, b: number): string {
+  return b > 0 && Number.isFinite(a) ? `${fmt(a / b, 2)}×` : 'n/a'
+}
+
+export function render(run: ProxyRun): string {
+  const d = by(run, 'direct')
+  const rows = run.measured.map((m) => {
+    const a = d && m !== d ? added(m, d) : undefined
+    return [
+      m.label,
+      pair(m.fixed.p50Ms, m.fixed.p99Ms),
+      a ? `**${pair(a.p50, a.p99)}**` : '—',
+      fmt(m.max.rps, 0),
+      d ? `**${fmt(ratio(m, d), 2)}**` : 'n/a',
+      pair(m.ttfb.p50Ms, m.ttfb.p99Ms),
+      fmt(m.peakRssMb, 0),
+      `${m.fixed.failed} / ${m.max.failed} / ${m.ttfb.failed}`,
+    ]
+  })
+  const parts: string[] = []
+  parts.push(`## Proxy overhead (\`npm run bench:proxy\`)`)
+  if (run.smoke) {
+    parts.push(
+      '**Smoke run** (short durations on a shared, busy machine): it shows that every part runs, the numbers are not a measurement.',
+    )
+  }
+  parts.push(`Reproduce: \`${run.command}\``)
+  parts.push(
+    `One simulated engine (\`infer-gateway sim --zero-latency\`) answers instantly; every router sits in front of the same engine and the load tools run in their own processes. Non-stream: vegeta at ${run.rate} req/s for ${run.fixedSeconds} s per target (two alternating halves so drift hits all alike), then a vegeta closed loop with ${run.connections} connections for ${run.maxSeconds} s per target. Streams: time to the first SSE byte at ${run.streamRate} req/s (our undici client, the same for every target; vegeta cannot time the first byte of a stream). Latency in ms (p50 / p99); added = target − direct; peak RSS = VmHWM of the target's process tree.`,
+  )
+  parts.push(
+    table(
+      [
+        'target',
+        `${run.rate} req/s p50 / p99`,
+        'added p50 / p99',
+        `max req/s (${run.connections} conns)`,
+        '÷ direct',
+        'stream TTFB p50 / p99',
+        'peak RSS MB',
+        'errors (rate / max / stream)',
+      ],
+      rows,
+    ),
+  )
+  for (const s of run.skipped) parts.push(`- ${s.label}: skipped — ${s.reason}`)
+  const ours = run.measured.filter((m) => m.key === 'ours' || m.key === 'oursN')
+  const peers = run.measured.filter((m) => m.key === 'sglang' || m.key === 'vllm')
+  if (d && ours.length > 0 && peers.length > 0) {
+    const prow: string[][] = []
+    for (const o of ours) {
+      for (const p of peers) {
+        const ao = added(o, d)
+        const ap = added(p, d)
+        prow.push([
+          `${o.label} ÷ ${p.label}`,
+          `${quotient(ao.p50, ap.p50)} / ${quotient(ao.p99, ap.p99)}`,
+          quotient(ratio(o, d), ratio(p, d)),
+          `${quotient(o.ttfb.p50Ms, p.ttfb.p50Ms)} / ${quotient(o.ttfb.p99Ms, p.ttfb.p99Ms)}`,
+          quotient(o.peakRssMb, p.peakRssMb),
+        ])
+      }
+    }
+    parts.push(
+      'Ours against each peer (below 1× is better for latency and memory, above 1× for throughput):',
+    )
+    parts.push(
+      table(['', 'added p50 / p99', 'throughput', 'stream TTFB p50 / p99', 'peak RSS'], prow),
+    )
+  }
+  const s = run.streams
+  if ('skipped' in s) {
+    parts.push(`Concurrent slow streams: skipped — ${s.skipped}`)
+  } else {
+    const lag = (l: SlowStreamsResult['holdLag']) =>
+      l ? `p50 ${fmt(l.p50Ms, 1)} / p99 ${fmt(l.p99Ms, 1)} / max ${fmt(l.maxMs, 1)} ms` : 'n/a'
+    parts.push(
+      `Concurrent slow streams through ours (1 worker): ${run.streamsSetup} ${s.opened} of ${s.count} streams open after ${fmt(s.rampMs / 1000, 1)} s (${s.failed} failed, ${s.endedEarly} ended early), held ${fmt(s.holdMs / 1000, 0)} s (${s.holdChunks} chunks delivered in the hold). Gateway RSS: ${fmt(s.rssIdleMb, 0)} MB idle, ${fmt(s.rssMaxMb, 0)} MB highest sample in the hold, ${fmt(s.rssPeakMb, 0)} MB peak (VmHWM). Event-loop delay while ramping: ${lag(s.rampLag)}; while holding: ${lag(s.holdLag)}. In-flight gauge: ${fmt(s.inflightHeld, 0)} while held, ${fmt(s.inflightAfter, 0)} 2 s after the clients left.`,
+    )
+  }
+  parts.push(
+    table(
+      ['target (issue 11)', 'measured', 'verdict'],
+      checks(run).map((c) => [
+        c.target,
+        c.measured,
+        c.verdict === 'pass' ? 'pass' : c.verdict === 'fail' ? '**fail**' : 'n/a',
+      ]),
+    ),
+  )
+  parts.push(run.machine)
+  return parts.join('\n\n')
+}

@@ -1,0 +1,190 @@
+// The many-slow-streams part of `npm run bench:proxy`: thousands of streams held open through one
+// gateway while the engine trickles tokens, measuring what they cost the gateway: resident memory
+// (from /proc, the whole process tree) and event-loop delay (prom-client's default
+// nodejs_eventloop_lag_* gauges on the gateway's /metrics, which report the monitorEventLoopDelay
+// histogram since the previous scrape and then reset it).
+import { setMaxListeners } from 'node:events'
+import { Agent, request } from 'undici'
+import { parsePrometheusText } from '../../dataplane/engines/prom-parser.js'
+import { treeMemory } from './proxy-procfs.js'
+
+export interface EventLoopDelay {
+  readonly p50Ms: number
+  readonly p99Ms: number
+  readonly maxMs: number
+}
+
+/** The event-loop delay gauges of one /metrics text; undefined when the exposition has none. */
+export function eventLoopDelay(metricsText: string): EventLoopDelay | undefined {
+  const fams = parsePrometheusText(metricsText).families
+  const gauge = (name: string): number | undefined => {
+    const samples = fams.get(name)?.samples ?? []
+    // With --workers each process may expose its own sample (label per worker): the worst counts.
+    let worst: number | undefined
+    for (const s of samples) if (worst === undefined || s.value > worst) worst = s.value
+    return worst
+  }
+  const p99 = gauge('nodejs_eventloop_lag_p99_seconds')
+  if (p99 === undefined) return undefined
+  return {
+    p50Ms: (gauge('nodejs_eventloop_lag_p50_seconds') ?? Number.NaN) * 1000,
+    p99Ms: p99 * 1000,
+    maxMs: (gauge('nodejs_eventloop_lag_max_seconds') ?? Number.NaN) * 1000,
+  }
+}
+
+/** A gauge of one /metrics text summed over its samples (NaN when absent). */
+export function gaugeSum(metricsText: string, name: string): number {
+  const samples = parsePrometheusText(metricsText).families.get(name)?.samples
+  if (samples === undefined || samples.length === 0) return Number.NaN
+  return samples.reduce((a, s) => a + s.value, 0)
+}
+
+async function scrape(url: string): Promise<string> {
+  const res = await request(url)
+  return res.body.text()
+}
+
+export interface SlowStreamsOptions {
+  /** The gateway's origin (streams and /metrics). */
+  readonly origin: string
+  /** The gateway's pid, for its memory. */
+  readonly pid: number
+  readonly body: string
+  readonly count: number
+  /** How long all streams stay open while memory and event-loop delay are measured. */
+  readonly holdMs: number
+  /** Streams opened per 50 ms while ramping up (a burst of thousands of SYNs overflows backlogs). */
+  readonly openPer50Ms?: number
+  /** Give up waiting for the ramp after this long. */
+  readonly rampTimeoutMs?: number
+  readonly log?: (line: string) => void
+}
+
+export interface SlowStreamsResult {
+  readonly count: number
+  /** Streams whose first event arrived. */
+  readonly opened: number
+  /** Streams refused or cut before the end of the hold (status ≠ 200 or a socket error). */
+  readonly failed: number
+  /** Streams that ended on their own during the hold (the engine finished them). */
+  readonly endedEarly: number
+  readonly rampMs: number
+  /** SSE chunks received during the hold, all streams together. */
+  readonly holdChunks: number
+  readonly holdMs: number
+  /** Gateway resident memory: before the ramp, highest sample during the hold, peak (VmHWM). */
+  readonly rssIdleMb: number
+  readonly rssMaxMb: number
+  readonly rssPeakMb: number
+  /** Event-loop delay over the ramp and over the hold (undefined: no default metrics exposed). */
+  readonly rampLag: EventLoopDelay | undefined
+  readonly holdLag: EventLoopDelay | undefined
+  /** infer_gateway_inflight_requests during the hold and 2 s after the clients went away. */
+  readonly inflightHeld: number
+  readonly inflightAfter: number
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/**
+ * Opens `count` streams (ramped), waits for each first event, holds them `holdMs` while sampling
+ * memory every 250 ms, then aborts them all (clients going away) and checks the gateway let go.
+ */
+export async function slowStreams(o: SlowStreamsOptions): Promise<SlowStreamsResult> {
+  const log = o.log ?? (() => {})
+  const metricsUrl = `${o.origin}/metrics`
+  const agent = new Agent({ connections: o.count + 16, pipelining: 1, bodyTimeout: 0 })
+  const abort = new AbortController()
+  setMaxListeners(0, abort.signal) // one listener per stream, by design
+  let opened = 0
+  let failed = 0
+  let endedEarly = 0
+  let chunks = 0
+  let holding = false
+  const rssIdleMb = (await treeMemory(o.pid)).rssMb
+  await scrape(metricsUrl) // resets the event-loop delay histogram: the next scrape covers the ramp
+
+  const one = async (): Promise<void> => {
+    try {
+      const res = await request(`${o.origin}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: o.body,
+        dispatcher: agent,
+        signal: abort.signal,
+      })
+      if (res.statusCode !== 200) {
+        failed++
+        await res.body.dump()
+        return
+      }
+      let first = true
+      for await (const _chunk of res.body) {
+        if (first) {
+          opened++
+          first = false
+        }
+        if (holding) chunks++
+      }
+      if (!abort.signal.aborted) endedEarly++
+    } catch {
+      if (!abort.signal.aborted) failed++
+    }
+  }
+
+  const rampStart = performance.now()
+  const all: Promise<void>[] = []
+  const step = o.openPer50Ms ?? 250
+  for (let i = 0; i < o.count; i += step) {
+    for (let j = i; j < Math.min(o.count, i + step); j++) all.push(one())
+    await sleep(50)
+  }
+  const rampDeadline = rampStart + (o.rampTimeoutMs ?? 300_000)
+  while (opened + failed < o.count) {
+    if (performance.now() > rampDeadline) break
+    await sleep(50)
+  }
+  const rampMs = performance.now() - rampStart
+  log(
+    `  ${opened} of ${o.count} streams open after ${(rampMs / 1000).toFixed(1)} s (${failed} failed)`,
+  )
+  const rampLag = eventLoopDelay(await scrape(metricsUrl))
+
+  holding = true
+  let rssMaxMb = 0
+  const holdEnd = performance.now() + o.holdMs
+  let inflightHeld = Number.NaN
+  while (performance.now() < holdEnd) {
+    rssMaxMb = Math.max(rssMaxMb, (await treeMemory(o.pid)).rssMb)
+    await sleep(250)
+  }
+  const holdText = await scrape(metricsUrl)
+  holding = false
+  const holdLag = eventLoopDelay(holdText)
+  inflightHeld = gaugeSum(holdText, 'infer_gateway_inflight_requests')
+  const mem = await treeMemory(o.pid)
+  rssMaxMb = Math.max(rssMaxMb, mem.rssMb)
+
+  abort.abort()
+  await Promise.allSettled(all)
+  await agent.destroy()
+  await sleep(2000)
+  const inflightAfter = gaugeSum(await scrape(metricsUrl), 'infer_gateway_inflight_requests')
+  return {
+    count: o.count,
+    opened,
+    failed,
+    endedEarly,
+    rampMs,
+    holdChunks: chunks,
+    holdMs: o.holdMs,
+    rssIdleMb,
+    rssMaxMb,
+    rssPeakMb: mem.peakMb,
+    rampLag,
+    holdLag,
+    inflightHeld,
+    inflightAfter,
+  }
+}
