@@ -275,7 +275,9 @@ export async function listen(app: Hono, opts: ListenOptions): Promise<RunningSer
   })
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
-    server.listen(opts.port, opts.host, () => {
+    // A deeper accept queue than Node's 511 (the kernel caps it at somaxconn): in a connection
+    // flood, real clients' handshakes are not dropped while the listener catches up.
+    server.listen({ port: opts.port, host: opts.host, backlog: 4096 }, () => {
       server.off('error', reject)
       resolve()
     })
