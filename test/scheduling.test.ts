@@ -137,7 +137,10 @@ describe('model-aware scheduling through the gateway', () => {
     expect(res.every((r) => r.status === 200)).toBe(true)
     const c = counts(res)
     expect(c.size).toBe(4)
-    expect(Math.max(...c.values())).toBeLessThanOrEqual(4)
+    // Not dealt out exactly 3 each: prompts nobody has cached go by weighted rendezvous among the
+    // pods with room (so replicas agree on where a new prefix goes), which spreads them in
+    // proportion to headroom rather than strictly evenly.
+    expect(Math.max(...c.values())).toBeLessThanOrEqual(5)
   })
 
   it('explains a decision on request and lists endpoints on /debug/endpoints', async () => {

@@ -96,9 +96,11 @@ describe('Scheduler', () => {
     const chosen = new Set<string>()
     for (let g = 0; g < 30; g++) {
       const body = chat(`Group ${g} system prompt. ${'Policy text. '.repeat(60)}`, `question ${g}`)
-      const picks = replicas.map((s) => s.pick(pickContext(srv, body)).map((e) => e.name))
-      expect(picks[0]).toEqual(picks[1])
-      chosen.add(picks[0]?.[0] as string)
+      // The target is where the prefix goes (fallbacks only matter if it fails).
+      const picks = replicas.map((s) => s.pick(pickContext(srv, body))[0]?.name)
+      expect(picks[0]).toBeDefined()
+      expect(picks[0]).toBe(picks[1])
+      chosen.add(picks[0] as string)
     }
     // Different prefixes still spread over the pods with room.
     expect(chosen.size).toBeGreaterThanOrEqual(3)

@@ -18,11 +18,13 @@
 //
 // Replicas agree. Candidates whose prediction is within `tolerance` of the best (and at least
 // one decode step, the engine's time granularity) count as equally good, and are ordered by
-// weighted rendezvous hashing of the prompt's leading blocks and the pod name, weighted by free
-// batch slots (capped at half the batch, so pods with plenty of room are alike; once full, by
-// 1 / (queued + 2)). Replicas that never talk therefore put the same new prefix on the same pod,
-// a one-request difference in their in-flight views moves few prefixes if any, and new prefixes
-// still land on pods in proportion to their headroom.
+// weighted rendezvous hashing of the prompt's leading blocks and the pod name. The weight is the
+// pod's free batch slots capped at half the batch (once full, 1 / (queued + 2)), divided by
+// (1 + excess)² where excess is how far its pending count exceeds the least loaded candidate's
+// beyond a quarter batch (at least 1). Replicas that never talk therefore put the same new prefix
+// on the same pod, a one-request difference in their in-flight views moves few prefixes if any,
+// and load still spreads: in proportion to headroom, steeply away from pods well ahead of the
+// least loaded.
 
 import type { DispatchOutcome } from '../../picker.js'
 import { intArg, numArg } from '../args.js'
@@ -40,6 +42,7 @@ const OUT_OF_BAND_MAX = 0.85
 /** Spread of scores inside the band (1 − this .. 1): every one above OUT_OF_BAND_MAX. */
 const IN_BAND_SPREAD = 0.1
 const HEADROOM_CAP = 0.5
+const LOAD_SLACK = 0.25
 /** Smallest band (ms) when no TPOT is known at all. */
 const MIN_TOLERANCE_MS = 1
 
@@ -163,18 +166,26 @@ export class PredictedLatencyPlugin implements Plugin {
     const band =
       best +
       Math.max(MIN_TOLERANCE_MS, this.tolerance * best, Number.isFinite(minTpot) ? minTpot : 0)
-    // Among the equally good, weighted rendezvous (HRW): each candidate's hash for this prompt's
-    // leading blocks, weighted by its free batch slots (by 1 / (queued + 2) once full). Every
-    // replica ranks the same way for the same prefix; a new prefix lands on a pod with a
-    // probability proportional to its headroom, so load still spreads; and a small difference
-    // in one pod's load (another replica's in-flight) moves only a small share of prefixes.
+    // Among the equally good, weighted rendezvous (HRW) on this prompt's leading blocks, weighted
+    // by headroom (see the header): the same order on every replica for the same prefix, a new
+    // prefix lands on a pod with a probability proportional to its weight, and a small change in
+    // one pod's load (another replica's in-flight) moves only a small share of prefixes.
     const key = blocks > 0 ? (hashes[Math.min(this.affinityBlocks, blocks) - 1] as number) : 0
     const weighted = this.#weighted.get(n)
+    let minPending = Number.POSITIVE_INFINITY
+    for (let i = 0; i < n; i++) {
+      const pend = pending[i] as number
+      if ((ttft[i] as number) <= band && pend < minPending) minPending = pend
+    }
     let top = 0
     for (let i = 0; i < n; i++) {
       if ((ttft[i] as number) > band) continue
-      const free = (capacity[i] as number) - (pending[i] as number)
-      const w = free >= 1 ? Math.min(free, (capacity[i] as number) * HEADROOM_CAP) : 1 / (2 - free)
+      const cap = capacity[i] as number
+      const pend = pending[i] as number
+      const free = cap - pend
+      // Ahead of the least loaded by more than a quarter batch: a steeply smaller share.
+      const over = Math.max(0, pend - minPending - Math.max(1, Math.round(cap * LOAD_SLACK)))
+      const w = (free >= 1 ? Math.min(free, cap * HEADROOM_CAP) : 1 / (2 - free)) / (1 + over) ** 2
       const u = (rendezvous(key, (eps[i] as EndpointState).nameHash) + 0.5) / 4_294_967_296
       const v = -w / Math.log(u)
       weighted[i] = v
