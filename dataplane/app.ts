@@ -8,20 +8,20 @@ import type { Context } from 'hono'
 import { Hono } from 'hono'
 import { type AccessLogger, discardLogger } from './access-log.js'
 import { DEFAULT_MAX_JSON_DEPTH, parseJsonObject } from './body.js'
-import { clip, errors, GatewayError } from './errors.js'
+import { errors, GatewayError } from './errors.js'
 import type { Filters, Identity, Admission as LimitAdmission } from './filters/index.js'
 import { fetchInbound, nodeInbound } from './inbound.js'
 import type { GatewayMetrics } from './metrics.js'
-import { statusClass } from './metrics.js'
-import type { Admission, EndpointPicker, PickContext } from './picker.js'
-import { dispatchOutcome, endpointId, failureOf } from './picker.js'
-import { type ChainDeps, dispatchChain, ProviderRuntime } from './providers/index.js'
-import { forward } from './proxy/forward.js'
-import { upstreamHeaders } from './proxy/headers.js'
-import { type ResponseOutcome, toClientResponse } from './proxy/respond.js'
-import type { UpstreamPool } from './proxy/upstream-pool.js'
-import type { RouteDecision } from './router.js'
+import type { EndpointPicker } from './picker.js'
+import { ProviderRuntime } from './providers/index.js'
+import type { RouteTable } from './router.js'
+import { serveChain } from './serve/chain.js'
+import { errorResponse, Outcome, type OutcomeEnv } from './serve/outcome.js'
+import { EXPLAIN_HEADER } from './serve/server-target.js'
+import type { ServeDeps } from './serve/types.js'
 import type { SnapshotStore } from './snapshot-store.js'
+
+export { EXPLAIN_HEADER, errorResponse }
 
 export interface Lifecycle {
   /** Set when shutdown begins: readiness fails so load balancers stop sending new traffic. */
@@ -31,7 +31,8 @@ export interface Lifecycle {
 export interface AppDeps {
   readonly store: SnapshotStore
   readonly picker: EndpointPicker
-  readonly pool: UpstreamPool
+  /** Connections to the engines (proxy/upstream-pool.ts), used by serve/. */
+  readonly pool: ServeDeps['pool']
   readonly metrics: GatewayMetrics
   readonly accessLog?: AccessLogger
   /** Authentication, authorization and rate limits (absent: none). */
@@ -66,12 +67,6 @@ const INFERENCE_APIS = {
 
 type InferencePath = keyof typeof INFERENCE_APIS
 
-export function errorResponse(err: GatewayError, requestId?: string): Response {
-  const headers = new Headers({ 'content-type': 'application/json', ...err.headers })
-  if (requestId) headers.set('x-request-id', requestId)
-  return new Response(JSON.stringify(err.toBody()), { status: err.status, headers })
-}
-
 export function createApp(deps: AppDeps): Hono {
   const app = new Hono()
   const log = deps.accessLog ?? discardLogger
@@ -81,11 +76,10 @@ export function createApp(deps: AppDeps): Hono {
   const random = deps.random ?? Math.random
   const { metrics } = deps
   const providers = deps.providers ?? new ProviderRuntime()
-  const chainDeps: ChainDeps = {
+  const serveDeps: ServeDeps = {
     pool: deps.pool,
     picker: deps.picker,
     metrics,
-    accessLog: log,
     transport: providers.transport,
     credentials: providers.credentials,
     random,
@@ -94,6 +88,14 @@ export function createApp(deps: AppDeps): Hono {
       : {}),
     ...(deps.maxSseLineBytes !== undefined ? { maxSseLineBytes: deps.maxSseLineBytes } : {}),
   }
+  const filters = deps.filters?.active ? deps.filters : undefined
+  const outcomeEnv: OutcomeEnv = {
+    metrics,
+    accessLog: log,
+    ...(filters !== undefined ? { observe: (id, status) => filters.observe(id, status) } : {}),
+  }
+  /** The table the bound metric series belong to: a new snapshot drops the old bindings. */
+  let seriesTable: RouteTable | undefined
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }))
   app.get('/readyz', (c) => {
@@ -190,70 +192,21 @@ export function createApp(deps: AppDeps): Hono {
         ? nodeInbound(env.incoming, env.outgoing as ServerResponse)
         : fetchInbound(c.req.raw)
     const requestId = inbound.header('x-request-id') || randomUUID()
-    const filters = deps.filters?.active ? deps.filters : undefined
-    let identity: Identity | undefined
-    let limits: LimitAdmission | undefined
-    let model: string | undefined
-    let decision: RouteDecision | undefined
-    let modelLabel = 'unknown'
-    metrics.inflight.inc()
-    let inflightOpen = true
-    let admission: Admission | undefined
-    const closeInflight = (): void => {
-      if (inflightOpen) {
-        inflightOpen = false
-        metrics.inflight.dec()
-        admission?.release()
-      }
-    }
-    /** Set when the returned response is a stream whose end records the outcome (onDone). */
+    // Everything the request holds and how it ends (metrics, access log, settlement): once.
+    const out = new Outcome(outcomeEnv, requestId, path, api, startedAt)
+    /** Set when the returned response is a stream whose end records the outcome. */
     let bodyOwnsEnd = false
-    /** Stops the upstream deadline timer and client-gone listener once they exist. */
-    let cleanupForward: (() => void) | undefined
-    /** The outcome (metrics, access log) was recorded: by `fail` or by `onDone`, never both. */
-    let recorded = false
-
-    const fail = (err: GatewayError, extra: { endpoint?: string; attempts?: number } = {}) => {
-      closeInflight()
-      // Nothing was generated: the reserved tokens go back.
-      limits?.settle({ status: 0 })
-      if (recorded) return errorResponse(err, requestId)
-      recorded = true
-      filters?.observe(identity, err.status)
-      const duration = performance.now() - startedAt
-      metrics.requests.inc({
-        model: modelLabel,
-        api,
-        status_class: statusClass(err.status),
-        code: err.code,
-      })
-      metrics.duration.observe({ model: modelLabel, api }, duration / 1000)
-      log({
-        time: new Date().toISOString(),
-        request_id: requestId,
-        method: 'POST',
-        path,
-        status: err.status,
-        duration_ms: round(duration),
-        ...(model !== undefined ? { model: clip(model) } : {}),
-        ...decisionFields(decision),
-        ...identityFields(identity),
-        ...extra,
-        error_code: err.code,
-      })
-      return errorResponse(err, requestId)
-    }
-
     try {
+      // authenticate → parse → resolve → authorize/admit → serve
       if (filters !== undefined) {
         // Before the body is read: a caller with bad credentials does not get to upload 10 MiB.
         try {
-          identity = await filters.authenticate({
+          out.identity = await filters.authenticate({
             header: inbound.header,
             remoteAddress: env?.incoming?.socket.remoteAddress,
           })
         } catch (e) {
-          return fail(e instanceof GatewayError ? e : errors.internal())
+          return out.fail(asGatewayError(e))
         }
       }
 
@@ -264,29 +217,34 @@ export function createApp(deps: AppDeps): Hono {
         raw = await inbound.readBody(maxBody)
         body = parseJsonObject(raw, maxJsonDepth)
       } catch (e) {
-        return fail(e instanceof GatewayError ? e : errors.invalidJson(String(e)))
+        return out.fail(e instanceof GatewayError ? e : errors.invalidJson(String(e)))
       }
       const m = body['model']
-      if (typeof m !== 'string' || m === '') return fail(errors.missingModel())
-      model = m
-      if (!table) return fail(errors.notReady())
-      if (table.hasModel(m)) modelLabel = m
+      if (typeof m !== 'string' || m === '') return out.fail(errors.missingModel())
+      out.model = m
+      if (!table) return out.fail(errors.notReady())
+      if (table !== seriesTable) {
+        metrics.forgetSeries()
+        seriesTable = table
+      }
+      if (table.hasModel(m)) out.modelLabel = m
 
       const result = table.resolve({ model: m, path, header: inbound.header })
-      if (result.kind === 'unknown-model') return fail(errors.modelNotFound(m))
-      if (result.kind === 'no-rule') return fail(errors.routeNotFound(m))
+      if (result.kind === 'unknown-model') return out.fail(errors.modelNotFound(m))
+      if (result.kind === 'no-rule') return out.fail(errors.routeNotFound(m))
+      const decision = result.decision
+      out.decision = decision
+      // Until a target is tried, a plain rule's access-log line names its server.
+      if (decision.plain) out.target = decision.targets[0]
+      const identity = out.identity
+      let limits: LimitAdmission | undefined
       if (filters !== undefined && identity !== undefined) {
         try {
-          filters.authorize(identity, result.decision.route, m)
-          limits = await filters.admit({
-            route: result.decision.route,
-            identity,
-            api,
-            model: m,
-            body,
-          })
+          filters.authorize(identity, decision.route, m)
+          limits = await filters.admit({ route: decision.route, identity, api, model: m, body })
+          out.limits = limits
         } catch (e) {
-          return fail(e instanceof GatewayError ? e : errors.internal())
+          return out.fail(asGatewayError(e))
         }
         if (limits?.injectUsage) {
           // Ask the engine for usage so the stream settles exactly; the usage-only chunk is
@@ -302,267 +260,40 @@ export function createApp(deps: AppDeps): Hono {
           raw = Buffer.from(JSON.stringify(body))
         }
       }
-      if (result.kind === 'chain') {
-        // External providers and fallback lists (dataplane/providers/): that module serves the rest
-        // of the request and writes its access-log line and metrics.
-        const res = await dispatchChain(
-          result.decision,
-          {
-            requestId,
-            path,
-            api,
-            model: m,
-            modelLabel,
-            body,
-            raw,
-            inbound,
-            startedAt,
-            closeInflight,
-            ...(identity !== undefined ? { identity, logFields: identityFields(identity) } : {}),
-            ...(limits !== undefined ? { limits } : {}),
-            ...(filters !== undefined
-              ? {
-                  stripHeaders: filters.stripHeaders,
-                  observe: (status: number) => filters.observe(identity, status),
-                }
-              : {}),
-          },
-          chainDeps,
-        )
-        // Still open: a stream that records the outcome when it ends.
-        bodyOwnsEnd = inflightOpen
-        return res
-      }
-      decision = result.decision
-      const server = decision.server
-
-      const pickCtx: PickContext = {
-        requestId,
-        model: m,
-        isLora: decision.isLora,
-        server,
-        body,
-        header: inbound.header,
-        ...(explainOn && inbound.header(EXPLAIN_HEADER) === '1' ? { explain: {} } : {}),
-        ...(identity !== undefined ? { identity } : {}),
-      }
-      const picker = deps.picker
-      if (picker.admit) {
-        // Admission may queue (fairness while the server is saturated); the pick comes after it so
-        // a request that waited is placed on the current view of the endpoints.
-        const gone = new AbortController()
-        const unsubscribe = inbound.onClientGone(() => gone.abort())
-        try {
-          const a = picker.admit(pickCtx, gone.signal)
-          admission = a instanceof Promise ? await a : a
-        } catch (e) {
-          return fail(e instanceof GatewayError ? e : errors.internal())
-        } finally {
-          unsubscribe()
-        }
-      }
-      const candidates = picker.pick(pickCtx)
-      if (candidates.length === 0) return fail(errors.noReadyEndpoint(server.key))
-
-      // Re-serialise only when the model is rewritten; otherwise the client's bytes go through.
-      let upstreamBody: string | Uint8Array = raw
-      if (decision.upstreamModel !== m) {
-        upstreamBody = JSON.stringify({ ...body, model: decision.upstreamModel })
-      }
-
-      const headers = upstreamHeaders(
-        inbound.headers(),
-        requestId,
-        filters?.stripHeaders,
-        inbound.remoteAddress,
-      )
-      const abort = new AbortController()
-      const unsubscribeClientGone = inbound.onClientGone(() => abort.abort(new ClientClosedError()))
-      let timedOut = false
-      const requestMs = server.trafficPolicy.timeouts.requestMs
-      const timer =
-        requestMs > 0
-          ? setTimeout(() => {
-              timedOut = true
-              abort.abort(errors.upstreamTimeout(`request exceeded ${requestMs} ms`))
-            }, requestMs)
-          : undefined
-      const cleanup = (): void => {
-        if (timer) clearTimeout(timer)
-        unsubscribeClientGone()
-      }
-      cleanupForward = cleanup
-
-      let dispatchedAt = performance.now()
-      let up: Awaited<ReturnType<typeof forward>>
-      try {
-        up = await forward(
-          deps.pool,
-          {
-            server,
-            candidates,
-            method: 'POST',
-            path,
-            headers,
-            body: upstreamBody,
-            signal: abort.signal,
-            onAttemptStart: (ep) => {
-              dispatchedAt = performance.now()
-              picker.onDispatch?.(pickCtx, ep)
-            },
-            onAttemptFailed: (f) => {
-              metrics.upstreamFailures.inc({ server: server.key, reason: f.reason })
-              picker.onComplete?.(pickCtx, f.endpoint, {
-                status: f.status ?? 0,
-                failure: failureOf(f.reason),
-                durationMs: performance.now() - dispatchedAt,
-              })
-            },
-          },
-          random,
-        )
-      } catch (e) {
-        cleanup()
-        if (e instanceof ClientClosedError)
-          return fail(new GatewayError(499, 'client_closed', 'client closed the request'))
-        return fail(e instanceof GatewayError ? e : errors.upstreamUnavailable(String(e)))
-      }
-
-      const d = decision
-      const endpoint = endpointId(up.endpoint)
-      const onDone = (o: ResponseOutcome): void => {
-        cleanup()
-        closeInflight()
-        recorded = true
-        picker.onComplete?.(pickCtx, up.endpoint, dispatchOutcome(o, dispatchedAt, startedAt))
-        const duration = performance.now() - startedAt
-        const status = o.error === 'client_closed' ? 499 : o.status
-        limits?.settle({ status: o.status, ...(o.usage ? { usage: o.usage } : {}) })
-        filters?.observe(identity, status)
-        metrics.requests.inc({
-          model: modelLabel,
-          api,
-          status_class: statusClass(status),
-          code: o.error ?? '',
-        })
-        metrics.duration.observe({ model: modelLabel, api }, duration / 1000)
-        if (o.firstByteMs !== undefined)
-          metrics.ttft.observe({ model: modelLabel, api }, o.firstByteMs / 1000)
-        if (o.usage) {
-          metrics.tokens.inc({ model: modelLabel, type: 'input' }, o.usage.promptTokens)
-          metrics.tokens.inc({ model: modelLabel, type: 'output' }, o.usage.completionTokens)
-        }
-        log({
-          time: new Date().toISOString(),
-          request_id: requestId,
-          method: 'POST',
+      const res = await serveChain(
+        decision,
+        {
           path,
-          status,
-          duration_ms: round(duration),
+          api,
           model: m,
-          ...decisionFields(d),
-          ...identityFields(identity),
-          endpoint,
-          attempts: up.attempts,
-          stream: o.stream,
-          ...(o.usage
-            ? { prompt_tokens: o.usage.promptTokens, completion_tokens: o.usage.completionTokens }
-            : {}),
-          ...(o.firstByteMs !== undefined ? { first_byte_ms: round(o.firstByteMs) } : {}),
-          upstream_headers_ms: round(up.headersMs),
-          bytes: o.bytes,
-          ...(o.error ? { error_code: o.error } : {}),
-        })
-      }
-      const streamFilter = limits?.streamFilter()
-      try {
-        const response = await toClientResponse(up, {
-          startedAt,
-          extraHeaders: {
-            'x-request-id': requestId,
-            ...(pickCtx.explain?.text !== undefined
-              ? { [EXPLAIN_HEADER]: pickCtx.explain.text }
-              : {}),
-            ...limits?.headers,
-          },
-          ...(streamFilter !== undefined ? { streamFilter } : {}),
-          ...(deps.maxUpstreamBodyBytes !== undefined
-            ? { maxBodyBytes: deps.maxUpstreamBodyBytes }
-            : {}),
-          ...(deps.maxSseLineBytes !== undefined ? { maxSseLineBytes: deps.maxSseLineBytes } : {}),
-          signal: abort.signal,
-          timedOut: () => timedOut,
-          onDone,
-        })
-        // Still open: a stream that runs onDone when it ends.
-        bodyOwnsEnd = inflightOpen
-        return response
-      } catch (e) {
-        // The non-streaming body failed before anything reached the client: we can still answer.
-        if (timedOut) return errorResponse(errors.upstreamTimeout('response body'), requestId)
-        if (abort.signal.aborted)
-          return errorResponse(
-            new GatewayError(499, 'client_closed', 'client closed the request'),
-            requestId,
-          )
-        // Refused by the gateway itself (e.g. the response passed the body cap).
-        if (e instanceof GatewayError) return errorResponse(e, requestId)
-        return errorResponse(
-          errors.upstreamUnavailable(`${up.endpoint.name}: response body cut`),
-          requestId,
-        )
-      }
+          body,
+          raw,
+          inbound,
+          ...(explainOn && inbound.header(EXPLAIN_HEADER) === '1' ? { explain: true } : {}),
+          ...(filters !== undefined ? { stripHeaders: filters.stripHeaders } : {}),
+        },
+        out,
+        serveDeps,
+      )
+      // Not released yet: a streaming body that records the outcome when it ends.
+      bodyOwnsEnd = !out.released
+      return res
     } catch (e) {
       // Anything thrown on the request path (a bug, a picker, a serialiser) still ends the
-      // request properly: metrics, access log, settlement and the in-flight release below.
-      return fail(asGatewayError(e))
+      // request properly: metrics, access log, settlement and the in-flight release.
+      return out.fail(asGatewayError(e))
     } finally {
-      // The one place the request lets go of what it holds: the in-flight gauge, the fairness
-      // admission and the rate-limit reservation (all idempotent), unless a streaming body
-      // still owns them and releases them when it ends.
-      if (!bodyOwnsEnd) {
-        cleanupForward?.()
-        closeInflight()
-        limits?.settle({ status: 0 })
-      }
+      // The one place the request lets go of what it holds (the in-flight gauge, the client
+      // listener, the rate-limit reservation; idempotent), unless a streaming body still owns
+      // them and releases them when it ends.
+      if (!bodyOwnsEnd) out.release()
     }
   }
 
   return app
 }
 
-/** Request header `1` asks for the scheduler's decision summary in the same-named response header. */
-export const EXPLAIN_HEADER = 'x-infer-gateway-explain'
-
 /** An unexpected exception as the client sees it: a plain 500, nothing of its text. */
 function asGatewayError(e: unknown): GatewayError {
   return e instanceof GatewayError ? e : errors.internal()
-}
-
-class ClientClosedError extends Error {
-  readonly code = 'client_closed'
-}
-
-function round(ms: number): number {
-  return Math.round(ms * 1000) / 1000
-}
-
-function identityFields(id: Identity | undefined): Record<string, string> {
-  if (id === undefined) return {}
-  return {
-    auth: id.method,
-    subject: id.subject,
-    tenant: id.tenant,
-    ...(id.tier ? { tier: id.tier } : {}),
-  }
-}
-
-function decisionFields(d: RouteDecision | undefined): Record<string, string> {
-  if (!d) return {}
-  return {
-    route: d.route.key,
-    rule: d.rule.name,
-    server: d.server.key,
-    upstream_model: d.upstreamModel,
-  }
 }

@@ -119,11 +119,74 @@ export class GatewayMetrics {
     }
   }
 
+  /** Bound children per (model, api): see `series`. */
+  readonly #series = new Map<string, RequestSeries>()
+
+  /**
+   * The request metrics of one model label and API with their label children bound once
+   * (prom-client's `inc(labels)` hashes the label object on every call). Model labels are bounded
+   * by the snapshot; `forgetSeries` drops the bindings when a new snapshot goes live.
+   */
+  series(model: string, api: string): RequestSeries {
+    const key = `${model}\u0000${api}`
+    let s = this.#series.get(key)
+    if (s === undefined) {
+      s = new RequestSeries(this, model, api)
+      this.#series.set(key, s)
+    }
+    return s
+  }
+
+  forgetSeries(): void {
+    this.#series.clear()
+  }
+
   constructor(opts: { processMetrics?: boolean } = {}) {
     // Reload counters exist from the start so "no failures yet" reads 0, not absent.
     this.reloads.inc({ result: 'success' }, 0)
     this.reloads.inc({ result: 'failure' }, 0)
     if (opts.processMetrics) collectDefaultMetrics({ register: this.registry })
+  }
+}
+
+type CounterChild = ReturnType<Counter<string>['labels']>
+type HistogramChild = ReturnType<Histogram<string>['labels']>
+
+/** One model label and API's request metrics, children bound (see GatewayMetrics.series). */
+export class RequestSeries {
+  readonly duration: HistogramChild
+  readonly ttft: HistogramChild
+  readonly inputTokens: CounterChild
+  readonly outputTokens: CounterChild
+  readonly #requests = new Map<string, CounterChild>()
+  readonly #metrics: GatewayMetrics
+  readonly #model: string
+  readonly #api: string
+
+  constructor(metrics: GatewayMetrics, model: string, api: string) {
+    this.#metrics = metrics
+    this.#model = model
+    this.#api = api
+    this.duration = metrics.duration.labels({ model, api })
+    this.ttft = metrics.ttft.labels({ model, api })
+    this.inputTokens = metrics.tokens.labels({ model, type: 'input' })
+    this.outputTokens = metrics.tokens.labels({ model, type: 'output' })
+  }
+
+  /** The requests counter for one status and error code (both bounded: codes are the catalogue's). */
+  requests(status: number, code: string): CounterChild {
+    const key = `${status}:${code}`
+    let c = this.#requests.get(key)
+    if (c === undefined) {
+      c = this.#metrics.requests.labels({
+        model: this.#model,
+        api: this.#api,
+        status_class: statusClass(status),
+        code,
+      })
+      this.#requests.set(key, c)
+    }
+    return c
   }
 }
 

@@ -27,15 +27,17 @@ describe('RouteTable', () => {
       ),
     )
     const r1 = t.resolve(req('base'))
-    expect(r1.kind).toBe('ok')
-    if (r1.kind === 'ok') {
+    expect(r1.kind).toBe('chain')
+    if (r1.kind === 'chain') {
       expect(r1.decision.isLora).toBe(false)
-      expect(r1.decision.upstreamModel).toBe('org/base-model')
+      expect(r1.decision.targets[0]?.upstreamModel).toBe('org/base-model')
     }
     const r2 = t.resolve(req('lora-x'))
-    expect(r2.kind === 'ok' && r2.decision.isLora && r2.decision.upstreamModel === 'lora-x').toBe(
-      true,
-    )
+    expect(
+      r2.kind === 'chain' &&
+        r2.decision.isLora &&
+        r2.decision.targets[0]?.upstreamModel === 'lora-x',
+    ).toBe(true)
     expect(t.resolve(req('nope')).kind).toBe('unknown-model')
     expect(t.models.map((m) => m.id)).toEqual(['base', 'lora-x'])
   })
@@ -71,7 +73,7 @@ describe('RouteTable', () => {
     )
     const pick = (h: Record<string, string>, path?: string) => {
       const r = t.resolve(req('m', h, path))
-      return r.kind === 'ok' ? r.decision.rule.name : r.kind
+      return r.kind === 'chain' ? r.decision.rule.name : r.kind
     }
     expect(pick({ 'x-tier': 'gold' })).toBe('premium')
     expect(pick({ 'x-tier': 'gold' }, '/v1/completions')).toBe('default')
@@ -97,9 +99,9 @@ describe('RouteTable', () => {
     })
     const t = new RouteTable(snapshot([older, younger], [a, b]))
     const gold = t.resolve(req('dup', { 'x-tier': 'gold' }))
-    expect(gold.kind === 'ok' && gold.decision.route.name).toBe('older')
+    expect(gold.kind === 'chain' && gold.decision.route.name).toBe('older')
     const plain = t.resolve(req('dup'))
-    expect(plain.kind === 'ok' && plain.decision.route.name).toBe('younger')
+    expect(plain.kind === 'chain' && plain.decision.route.name).toBe('younger')
   })
 
   it('reports no-rule when a known model matches no rule', () => {
@@ -154,8 +156,8 @@ describe('RouteTable', () => {
     const counts: Record<string, number> = {}
     for (let i = 0; i < 1000; i++) {
       const r = t.resolve(req('m'))
-      if (r.kind === 'ok')
-        counts[r.decision.server.name] = (counts[r.decision.server.name] ?? 0) + 1
+      const t0 = r.kind === 'chain' ? r.decision.targets[0] : undefined
+      if (t0?.kind === 'server') counts[t0.server.name] = (counts[t0.server.name] ?? 0) + 1
     }
     expect(counts['a']).toBe(900)
     expect(counts['b']).toBe(100)
@@ -203,10 +205,14 @@ describe('RouteTable: providers and fallback (chain decisions)', () => {
     return new RouteTable({ ...s, providers: { [p.key]: p } }, random)
   }
 
-  it('plain server picks without fallback stay plain decisions', () => {
-    expect(
-      table([{ name: 'x', targets: [{ server: a.key, weight: 1 }] }]).resolve(req('m')).kind,
-    ).toBe('ok')
+  it('a plain server pick is a chain of one server target without fallback', () => {
+    const r = table([{ name: 'x', targets: [{ server: a.key, weight: 1 }] }]).resolve(req('m'))
+    if (r.kind !== 'chain') throw new Error(r.kind)
+    expect(r.decision.plain).toBe(true)
+    expect(r.decision.targets.map((t) => [t.kind, t.upstreamModel])).toEqual([
+      ['server', 'org/base-model'],
+    ])
+    expect(r.decision.fallbackOn.size).toBe(0)
   })
 
   it('a provider pick is a chain with the provider model', () => {
@@ -279,7 +285,7 @@ describe('RouteTable: regexes', () => {
         worker.once('error', reject)
         setTimeout(() => reject(new Error('regex match did not finish: backtracking')), 15_000)
       })
-      expect(result).toEqual(['no-rule', 'no-rule', 'ok'])
+      expect(result).toEqual(['no-rule', 'no-rule', 'chain'])
     } finally {
       await worker.terminate()
     }

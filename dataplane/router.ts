@@ -22,16 +22,6 @@ export interface RouteRequest {
   readonly header: (name: string) => string | undefined
 }
 
-export interface RouteDecision {
-  readonly route: SnapshotRoute
-  readonly rule: SnapshotRule
-  readonly server: SnapshotServer
-  /** The request named a LoRA adapter of the route (the model is then never rewritten). */
-  readonly isLora: boolean
-  /** The model name to send upstream. */
-  readonly upstreamModel: string
-}
-
 /** One place a request can go, with the model name to send there. */
 export type RouteTarget =
   | { readonly kind: 'server'; readonly server: SnapshotServer; readonly upstreamModel: string }
@@ -42,9 +32,9 @@ export type RouteTarget =
     }
 
 /**
- * A decision that involves an external provider or a fallback list (ours): the targets to try in
- * order, the weighted pick first. Plain self-hosted decisions stay `RouteDecision`, so the
- * common path does not pay for what it does not use.
+ * Every routing decision: the targets to try in order, the weighted pick first. A plain rule (one
+ * self-hosted pick, no fallback list) is a chain of one server target; dataplane/serve/ walks
+ * both the same way.
  */
 export interface ChainDecision {
   readonly route: SnapshotRoute
@@ -54,10 +44,14 @@ export interface ChainDecision {
   readonly targets: readonly RouteTarget[]
   /** Failures that move on to the next target; empty without a fallback list. */
   readonly fallbackOn: ReadonlySet<FallbackOn>
+  /**
+   * The weighted pick was a self-hosted server and the rule has no fallback list. The access log
+   * writes such requests without the chain's fields (`target_kind`, `fallbacks`).
+   */
+  readonly plain: boolean
 }
 
 export type RouteResult =
-  | { readonly kind: 'ok'; readonly decision: RouteDecision }
   | { readonly kind: 'chain'; readonly decision: ChainDecision }
   | { readonly kind: 'unknown-model' }
   | { readonly kind: 'no-rule' }
@@ -135,35 +129,37 @@ export class RouteTable {
       for (const cr of r.rules) {
         if (!ruleMatches(cr, req)) continue
         const picked = this.pickTarget(cr)
-        if (picked.kind === 'server' && cr.fallback.length === 0) {
-          const server = picked.server
-          const upstreamModel = !isLora && server.model ? server.model : req.model
-          return {
-            kind: 'ok',
-            decision: { route: r.route, rule: cr.rule, server, isLora, upstreamModel },
-          }
-        }
-        const targets = [picked, ...cr.fallback.filter((f) => !sameTarget(f, picked))].map(
-          (t): RouteTarget =>
-            t.kind === 'server'
-              ? {
-                  kind: 'server',
-                  server: t.server,
-                  upstreamModel: !isLora && t.server.model ? t.server.model : req.model,
-                }
-              : {
-                  kind: 'provider',
-                  provider: t.provider,
-                  upstreamModel: t.provider.model ?? req.model,
-                },
-        )
+        const plain = picked.kind === 'server' && cr.fallback.length === 0
+        const targets = plain
+          ? [this.target(picked, isLora, req.model)]
+          : [picked, ...cr.fallback.filter((f) => !sameTarget(f, picked))].map((t) =>
+              this.target(t, isLora, req.model),
+            )
         return {
           kind: 'chain',
-          decision: { route: r.route, rule: cr.rule, isLora, targets, fallbackOn: cr.fallbackOn },
+          decision: {
+            route: r.route,
+            rule: cr.rule,
+            isLora,
+            targets,
+            fallbackOn: cr.fallbackOn,
+            plain,
+          },
         }
       }
     }
     return { kind: 'no-rule' }
+  }
+
+  private target(t: Resolved, isLora: boolean, model: string): RouteTarget {
+    // A LoRA name is never rewritten: the adapter is loaded under the name the client used.
+    return t.kind === 'server'
+      ? {
+          kind: 'server',
+          server: t.server,
+          upstreamModel: !isLora && t.server.model ? t.server.model : model,
+        }
+      : { kind: 'provider', provider: t.provider, upstreamModel: t.provider.model ?? model }
   }
 
   private pickTarget(cr: CompiledRule): Resolved {

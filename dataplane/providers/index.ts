@@ -1,11 +1,10 @@
-// Public surface of the provider path: the runtime the app holds (connection pools and the
-// credential lookup) and the chain dispatcher it hands provider/fallback decisions to.
+// Public surface of the provider side: the runtime the app holds (connection pools and the
+// credential lookup). Serving a provider target is dataplane/serve/provider-target.ts.
 import type { Logger } from '../log.js'
 import { silentLogger } from '../log.js'
 import { ProviderCredentials, type RefreshableSecrets } from './credentials.js'
 import { ProviderTransport } from './transport.js'
 
-export { type ChainDeps, type ChainRequest, dispatchChain } from './dispatch.js'
 export { adapterFor } from './registry.js'
 export type { ProviderAdapter, ProviderApi } from './types.js'
 

@@ -4,7 +4,7 @@
 // setting never weakens another's connections.
 import { Agent, type Dispatcher } from 'undici'
 import type { SnapshotProvider } from '../../api/snapshot.js'
-import { backoffMs, errCode, sleep } from '../proxy/forward.js'
+import { backoffMs, errCode, sleep } from '../retry.js'
 
 export interface ProviderHttpRequest {
   readonly url: string

@@ -2,7 +2,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { endpoint, server } from '../../test/helpers/snapshot.js'
 import { deadPort, json, startUpstream, type TestUpstream } from '../../test/helpers/upstream.js'
 import { GatewayError } from '../errors.js'
-import { backoffMs, forward } from './forward.js'
+import { backoffMs } from '../retry.js'
+import { forward } from './forward.js'
 import { UpstreamPool } from './upstream-pool.js'
 
 let u1: TestUpstream

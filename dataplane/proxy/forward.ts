@@ -4,6 +4,7 @@
 import type { Dispatcher } from 'undici'
 import type { RetryOn, SnapshotEndpoint, SnapshotServer } from '../../api/snapshot.js'
 import { errors, GatewayError } from '../errors.js'
+import { backoffMs, errCode, sleep } from '../retry.js'
 import { originOf, type UpstreamPool } from './upstream-pool.js'
 
 export interface ForwardRequest {
@@ -63,14 +64,6 @@ const NOT_SENT_CODES = new Set([
   'UND_ERR_CONNECT_TIMEOUT',
 ])
 
-export function errCode(e: unknown): string | undefined {
-  if (typeof e === 'object' && e !== null && 'code' in e) {
-    const c = (e as { code: unknown }).code
-    return typeof c === 'string' ? c : undefined
-  }
-  return undefined
-}
-
 /** The engine's bytes were not HTTP/1.1 (undici's llhttp parser refused them). */
 export function isProtocolError(e: unknown): boolean {
   if (typeof e !== 'object' || e === null) return false
@@ -91,33 +84,6 @@ export function isDeadline(reason: unknown): boolean {
 
 function errMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e)
-}
-
-export function backoffMs(
-  attempt: number,
-  base: number,
-  max: number,
-  random: () => number,
-): number {
-  // Exponential with "equal jitter": never less than half the step, so retries still spread out.
-  const step = Math.min(max, base * 2 ** Math.max(0, attempt - 1))
-  return step / 2 + random() * (step / 2)
-}
-
-/** setTimeout that rejects with the signal's reason when aborted. */
-export function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason)
-    const t = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort)
-      resolve()
-    }, ms)
-    const onAbort = (): void => {
-      clearTimeout(t)
-      reject(signal.reason)
-    }
-    signal.addEventListener('abort', onAbort, { once: true })
-  })
 }
 
 export async function forward(

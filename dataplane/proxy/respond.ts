@@ -3,6 +3,7 @@
 // ends with an OpenAI-shaped error event, never a clean `[DONE]`. Plain JSON bodies are read whole
 // (the upstream finishes them anyway) so usage can be logged and a stalled body can still be a 504.
 import { errors } from '../errors.js'
+import { isBodyTimeout } from '../retry.js'
 import { isProtocolError, type UpstreamResponse } from './forward.js'
 
 /**
@@ -370,15 +371,6 @@ function isTooLarge(e: unknown): boolean {
     typeof e === 'object' &&
     e !== null &&
     (e as { code?: unknown }).code === 'upstream_body_too_large'
-  )
-}
-
-export function isBodyTimeout(e: unknown): boolean {
-  return (
-    typeof e === 'object' &&
-    e !== null &&
-    'code' in e &&
-    (e as { code: unknown }).code === 'UND_ERR_BODY_TIMEOUT'
   )
 }
 

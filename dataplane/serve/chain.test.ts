@@ -1,4 +1,4 @@
-// The chain dispatcher without a network: decisions whose targets fail before any I/O (no ready
+// The chain walk without a network: decisions whose targets fail before any I/O (no ready
 // endpoint, no credential, an API the provider lacks) show the ordering, skipping and accounting
 // rules. Paths that talk HTTP are covered end to end in test/providers-*.test.ts.
 import { describe, expect, it } from 'vitest'
@@ -10,11 +10,12 @@ import { fetchInbound } from '../inbound.js'
 import { silentLogger } from '../log.js'
 import { GatewayMetrics } from '../metrics.js'
 import { RoundRobinPicker } from '../picker.js'
+import { ProviderCredentials } from '../providers/credentials.js'
+import { ProviderTransport } from '../providers/transport.js'
 import { UpstreamPool } from '../proxy/upstream-pool.js'
 import type { ChainDecision, RouteTarget } from '../router.js'
-import { ProviderCredentials } from './credentials.js'
-import { dispatchChain } from './dispatch.js'
-import { ProviderTransport } from './transport.js'
+import { serveChain } from './chain.js'
+import { Outcome } from './outcome.js'
 
 function provider(name: string, type: SnapshotProvider['type'] = 'OpenAI'): SnapshotProvider {
   return {
@@ -50,6 +51,7 @@ async function run(targets: RouteTarget[], path = '/v1/chat/completions') {
     isLora: false,
     targets,
     fallbackOn: new Set(['no-ready-endpoints', '5xx', '429', 'connect-failure']),
+    plain: false,
   }
   const body = {
     model: 'm',
@@ -58,34 +60,37 @@ async function run(targets: RouteTarget[], path = '/v1/chat/completions') {
       : { messages: [{ role: 'user', content: 'x' }] }),
   }
   const raw = new TextEncoder().encode(JSON.stringify(body))
-  let closed = 0
-  const res = await dispatchChain(
+  const out = new Outcome(
+    { metrics, accessLog: (e) => log.push(e) },
+    'req-1',
+    path,
+    path === '/v1/completions' ? 'completions' : 'chat',
+    performance.now(),
+  )
+  out.model = 'm'
+  out.modelLabel = 'm'
+  const res = await serveChain(
     d,
     {
-      requestId: 'req-1',
       path,
       api: path === '/v1/completions' ? 'completions' : 'chat',
       model: 'm',
-      modelLabel: 'm',
       body,
       raw,
       inbound: fetchInbound(new Request('http://gw/v1', { method: 'POST', body: raw })),
-      startedAt: performance.now(),
-      closeInflight: () => {
-        closed++
-      },
     },
+    out,
     {
       pool: new UpstreamPool(),
       picker: new RoundRobinPicker(),
       metrics,
-      accessLog: (e) => log.push(e),
       transport: new ProviderTransport(),
       credentials: new ProviderCredentials(staticSecrets({}), silentLogger),
       random: () => 0,
     },
   )
-  return { res, log, metrics, closed, body: (await res.json()) as { error: { code: string } } }
+  const inflight = (await metrics.inflight.get()).values[0]?.value
+  return { res, log, metrics, inflight, body: (await res.json()) as { error: { code: string } } }
 }
 
 const srv = (s = empty): RouteTarget => ({ kind: 'server', server: s, upstreamModel: 'm' })
@@ -95,12 +100,12 @@ const prov = (p: SnapshotProvider): RouteTarget => ({
   upstreamModel: 'gpt',
 })
 
-describe('dispatchChain', () => {
+describe('serveChain', () => {
   it('walks the chain on availability failures and answers with the last one', async () => {
     const out = await run([srv(), prov(provider('a')), prov(provider('b'))])
     expect(out.res.status).toBe(503)
     expect(out.body.error.code).toBe('provider_credentials_unavailable')
-    expect(out.closed).toBe(1)
+    expect(out.inflight).toBe(0)
     expect(out.log).toHaveLength(1)
     expect(out.log[0]).toMatchObject({
       status: 503,

@@ -1,0 +1,34 @@
+import { describe, expect, it } from 'vitest'
+import { GatewayError } from '../errors.js'
+import { deadline } from './deadline.js'
+
+describe('deadline', () => {
+  it('without a limit it is the client signal itself', () => {
+    const client = new AbortController()
+    const dl = deadline(client.signal, 0)
+    expect(dl.signal).toBe(client.signal)
+    expect(dl.timedOut()).toBe(false)
+  })
+
+  it('the client leaving aborts it with the client reason, not a timeout', () => {
+    const client = new AbortController()
+    const dl = deadline(client.signal, 60_000)
+    client.abort(new GatewayError(499, 'client_closed', 'gone'))
+    expect(dl.signal.aborted).toBe(true)
+    expect((dl.signal.reason as GatewayError).status).toBe(499)
+    expect(dl.timedOut()).toBe(false)
+    dl.clear()
+  })
+
+  it('firing aborts with a 504 and reports timedOut; clear unlinks from the client', async () => {
+    const client = new AbortController()
+    const dl = deadline(client.signal, 1)
+    await new Promise<void>((resolve) => dl.signal.addEventListener('abort', () => resolve()))
+    expect(dl.timedOut()).toBe(true)
+    expect((dl.signal.reason as GatewayError).status).toBe(504)
+    const other = deadline(client.signal, 60_000)
+    other.clear()
+    client.abort()
+    expect(other.signal.aborted).toBe(false)
+  })
+})

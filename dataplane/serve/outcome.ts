@@ -1,0 +1,251 @@
+// What one inference request holds and how it ends. Created when the request arrives; every
+// path out of it (an error before routing, a target's error, a finished body, an exception)
+// goes through here, so the request's metrics, access-log line and rate-limit settlement are
+// written exactly once, and what it holds (the in-flight gauge, the client-gone listener, the
+// rate-limit reservation) is let go exactly once. A target's own holdings (fairness admission,
+// deadline timer) are the target's: it lets go of them when it fails or its body ends.
+import type { AccessLogEntry, AccessLogger } from '../access-log.js'
+import { clip, GatewayError } from '../errors.js'
+import { type Identity, tierLabel } from '../filters/identity.js'
+import type { GatewayMetrics, RequestSeries } from '../metrics.js'
+import { estimateCost, type ProviderUsage } from '../providers/usage.js'
+import type { StreamFilter, Usage } from '../proxy/respond.js'
+import type { ChainDecision, RouteTarget } from '../router.js'
+
+/** What serving needs of the rate limiter's admission (dataplane/filters). */
+export interface Limits {
+  readonly headers?: Readonly<Record<string, string>>
+  settle(o: { readonly status: number; readonly usage?: Usage }): void
+  streamFilter(): StreamFilter | undefined
+}
+
+/** A target left for the next one, and why (the access log's `fallbacks`). */
+export interface Fallback {
+  readonly target: string
+  readonly reason: string
+  readonly status: number
+  readonly code: string
+}
+
+/** How a target's response ended. */
+export interface Finished {
+  readonly status: number
+  /** Error code when the body did not complete ('' = it did). */
+  readonly code: string
+  readonly stream: boolean
+  readonly bytes: number
+  readonly firstByteMs?: number
+  readonly usage?: ProviderUsage
+  readonly endpoint?: string
+  readonly attempts?: number
+  readonly headersMs?: number
+  readonly errorMessage?: string
+}
+
+export interface OutcomeEnv {
+  readonly metrics: GatewayMetrics
+  readonly accessLog: AccessLogger
+  /** Reports the final status to the filters (auth metrics). */
+  readonly observe?: (identity: Identity | undefined, status: number) => void
+}
+
+/** Access-log fields beyond the common ones (the JSON-line logger writes whatever it gets). */
+type Entry = AccessLogEntry & Record<string, unknown>
+
+export const clientClosed = (): GatewayError =>
+  new GatewayError(499, 'client_closed', 'client closed the request')
+
+export function errorResponse(err: GatewayError, requestId?: string): Response {
+  const headers: Record<string, string> = { 'content-type': 'application/json', ...err.headers }
+  if (requestId) headers['x-request-id'] = requestId
+  return new Response(JSON.stringify(err.toBody()), { status: err.status, headers })
+}
+
+export class Outcome {
+  /** The model the client asked for, once the body is parsed. */
+  model: string | undefined
+  /** Metrics label for it: the model when the snapshot knows it, else "unknown". */
+  modelLabel = 'unknown'
+  identity: Identity | undefined
+  limits: Limits | undefined
+  decision: ChainDecision | undefined
+  /** The target being tried (or that answered). */
+  target: RouteTarget | undefined
+  readonly tried: Fallback[] = []
+  /** Runs once on release: the chain's client-gone listener. */
+  onRelease: (() => void) | undefined
+  #recorded = false
+  #released = false
+  readonly #env: OutcomeEnv
+  readonly requestId: string
+  readonly path: string
+  readonly api: string
+  /** performance.now() when the request arrived. */
+  readonly startedAt: number
+
+  constructor(env: OutcomeEnv, requestId: string, path: string, api: string, startedAt: number) {
+    this.#env = env
+    this.requestId = requestId
+    this.path = path
+    this.api = api
+    this.startedAt = startedAt
+    env.metrics.inflight.inc()
+  }
+
+  /** Released: the request is over (a streaming body that still runs has not released yet). */
+  get released(): boolean {
+    return this.#released
+  }
+
+  /**
+   * Lets go of what the request holds (idempotent): in-flight gauge, admission, listeners, and
+   * the rate-limit reservation (settled as "nothing generated" unless `finish` settled it).
+   */
+  release(): void {
+    if (this.#released) return
+    this.#released = true
+    this.#env.metrics.inflight.dec()
+    this.onRelease?.()
+    this.limits?.settle({ status: 0 })
+  }
+
+  /** Ends the request with a gateway error: recorded (once), released, answered. */
+  fail(err: GatewayError): Response {
+    if (!this.#released) {
+      // Nothing was generated: the reserved tokens go back (release settles with status 0).
+      this.release()
+    }
+    if (this.#recorded) return errorResponse(err, this.requestId)
+    this.#recorded = true
+    this.#env.observe?.(this.identity, err.status)
+    const duration = performance.now() - this.startedAt
+    const s = this.series()
+    s.requests(err.status, err.code).inc()
+    s.duration.observe(duration / 1000)
+    const entry: Entry = {
+      time: new Date().toISOString(),
+      request_id: this.requestId,
+      method: 'POST',
+      path: this.path,
+      status: err.status,
+      duration_ms: round(duration),
+      ...(this.model !== undefined ? { model: clip(this.model) } : {}),
+      ...this.routeFields(),
+      error_code: err.code,
+    }
+    this.#env.accessLog(entry)
+    return errorResponse(err, this.requestId)
+  }
+
+  /** A target's response ended (fully, or cut): settle with its usage, record, release. */
+  finish(f: Finished): void {
+    const u = f.usage
+    if (!this.#released) {
+      // Settled with what was generated; release's own settle (status 0) then finds it settled.
+      this.limits?.settle({
+        status: f.status,
+        ...(u
+          ? { usage: { promptTokens: u.promptTokens, completionTokens: u.completionTokens } }
+          : {}),
+      })
+      this.release()
+    }
+    if (this.#recorded) return
+    this.#recorded = true
+    this.#env.observe?.(this.identity, f.status)
+    const { metrics } = this.#env
+    const duration = performance.now() - this.startedAt
+    const s = this.series()
+    s.requests(f.status, f.code).inc()
+    s.duration.observe(duration / 1000)
+    if (f.firstByteMs !== undefined) s.ttft.observe(f.firstByteMs / 1000)
+    if (u) {
+      s.inputTokens.inc(u.promptTokens)
+      s.outputTokens.inc(u.completionTokens)
+    }
+    let cost: number | undefined
+    let currency: string | undefined
+    const t = this.target
+    if (t?.kind === 'provider' && u) {
+      const p = t.provider
+      const labels = { provider: p.key, model: t.upstreamModel, tier: tierLabel(this.identity) }
+      metrics.providerTokens.inc({ ...labels, type: 'input' }, u.promptTokens)
+      metrics.providerTokens.inc({ ...labels, type: 'output' }, u.completionTokens)
+      if (u.cachedPromptTokens)
+        metrics.providerTokens.inc({ ...labels, type: 'cached_input' }, u.cachedPromptTokens)
+      if (p.pricing) {
+        cost = estimateCost(u, p.pricing)
+        currency = p.pricing.currency
+        metrics.providerCost.inc({ ...labels, currency }, cost)
+      }
+    }
+    const entry: Entry = {
+      time: new Date().toISOString(),
+      request_id: this.requestId,
+      method: 'POST',
+      path: this.path,
+      status: f.status,
+      duration_ms: round(duration),
+      ...(this.model !== undefined ? { model: clip(this.model) } : {}),
+      ...this.routeFields(),
+      ...(f.endpoint !== undefined ? { endpoint: f.endpoint } : {}),
+      ...(f.attempts !== undefined ? { attempts: f.attempts } : {}),
+      stream: f.stream,
+      ...(u ? { prompt_tokens: u.promptTokens, completion_tokens: u.completionTokens } : {}),
+      ...(u?.cachedPromptTokens ? { cached_prompt_tokens: u.cachedPromptTokens } : {}),
+      ...(cost !== undefined && currency !== undefined
+        ? { cost: Math.round(cost * 1e9) / 1e9, currency }
+        : {}),
+      ...(f.firstByteMs !== undefined ? { first_byte_ms: round(f.firstByteMs) } : {}),
+      ...(f.headersMs !== undefined ? { upstream_headers_ms: round(f.headersMs) } : {}),
+      bytes: f.bytes,
+      ...(f.errorMessage !== undefined ? { error_message: f.errorMessage } : {}),
+      ...(f.code !== '' ? { error_code: f.code } : {}),
+    }
+    this.#env.accessLog(entry)
+  }
+
+  #series: RequestSeries | undefined
+  private series(): RequestSeries {
+    this.#series ??= this.#env.metrics.series(this.modelLabel, this.api)
+    return this.#series
+  }
+
+  /** Route, rule, caller and target: what the access log says about where the request went. */
+  private routeFields(): Record<string, unknown> {
+    const d = this.decision
+    const id = this.identity
+    const t = this.target
+    const chain = d !== undefined && !d.plain
+    return {
+      ...(d !== undefined ? { route: d.route.key, rule: d.rule.name } : {}),
+      ...(id !== undefined
+        ? {
+            auth: id.method,
+            subject: id.subject,
+            tenant: id.tenant,
+            ...(id.tier ? { tier: id.tier } : {}),
+          }
+        : {}),
+      ...(t === undefined
+        ? {}
+        : t.kind === 'server'
+          ? {
+              ...(chain ? { target_kind: 'server' } : {}),
+              server: t.server.key,
+              upstream_model: t.upstreamModel,
+            }
+          : {
+              target_kind: 'provider',
+              provider: t.provider.key,
+              provider_type: t.provider.type,
+              upstream_model: t.upstreamModel,
+            }),
+      ...(this.tried.length > 0 ? { fallbacks: [...this.tried] } : {}),
+    }
+  }
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000
+}

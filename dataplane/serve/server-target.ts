@@ -1,0 +1,212 @@
+// One self-hosted target: admission (it may queue), the picker's ordered endpoints, forward with
+// retries, then the engine's response passed to the client. A retryable status (429/5xx) the rule
+// falls back on is drained and handed back to the chain instead of going to the client.
+import type { FallbackOn } from '../../api/snapshot.js'
+import { errors, GatewayError } from '../errors.js'
+import type { Admission, PickContext } from '../picker.js'
+import { dispatchOutcome, endpointId, failureOf } from '../picker.js'
+import { type AttemptFailure, forward, type UpstreamResponse } from '../proxy/forward.js'
+import { upstreamHeaders } from '../proxy/headers.js'
+import { type ResponseOutcome, toClientResponse } from '../proxy/respond.js'
+import type { RouteTarget } from '../router.js'
+import { deadline } from './deadline.js'
+import { clientClosed, errorResponse } from './outcome.js'
+import { type ChainContext, canFallback, failed, type Step } from './types.js'
+
+/** Request header `1` asks for the scheduler's decision summary in the same-named response header. */
+export const EXPLAIN_HEADER = 'x-infer-gateway-explain'
+
+type ServerTarget = Extract<RouteTarget, { kind: 'server' }>
+
+export async function serverTarget(
+  t: ServerTarget,
+  ctx: ChainContext,
+  more: boolean,
+): Promise<Step> {
+  const { req, deps, d } = ctx
+  const picker = deps.picker
+  const identity = ctx.out.identity
+  const pickCtx: PickContext = {
+    requestId: ctx.out.requestId,
+    model: req.model,
+    isLora: d.isLora,
+    server: t.server,
+    body: req.body,
+    header: req.inbound.header,
+    ...(req.explain ? { explain: {} } : {}),
+    ...(identity !== undefined ? { identity } : {}),
+  }
+  let admission: Admission | undefined
+  if (picker.admit) {
+    // Admission may queue (fairness while the server is saturated); the pick comes after it so
+    // a request that waited is placed on the current view of the endpoints.
+    try {
+      const a = picker.admit(pickCtx, ctx.client)
+      admission = a instanceof Promise ? await a : a
+    } catch (e) {
+      const err = e instanceof GatewayError ? e : errors.internal()
+      // The scheduler's "queue full" is overload; "nothing to admit to" is no ready endpoints.
+      return failed(
+        err,
+        err.status === 429 ? '429' : err.status === 503 ? 'no-ready-endpoints' : undefined,
+      )
+    }
+  }
+  if (admission === undefined) return dispatch(t, ctx, more, pickCtx, undefined)
+  const owned = { byStream: false }
+  try {
+    return await dispatch(t, ctx, more, pickCtx, admission, owned)
+  } finally {
+    // The one place this target lets go of its admission (idempotent), whatever happened, unless
+    // a streaming response still runs and releases it when it ends.
+    if (!owned.byStream) admission.release()
+  }
+}
+
+async function dispatch(
+  t: ServerTarget,
+  ctx: ChainContext,
+  more: boolean,
+  pickCtx: PickContext,
+  admission: Admission | undefined,
+  owned?: { byStream: boolean },
+): Promise<Step> {
+  const { req, deps, out } = ctx
+  const server = t.server
+  const picker = deps.picker
+  const candidates = picker.pick(pickCtx)
+  if (candidates.length === 0)
+    return failed(errors.noReadyEndpoint(server.key), 'no-ready-endpoints')
+  // Re-serialise only when the model is rewritten; otherwise the client's bytes go through.
+  const body: string | Uint8Array =
+    t.upstreamModel !== req.model
+      ? JSON.stringify({ ...req.body, model: t.upstreamModel })
+      : req.raw
+  const headers = upstreamHeaders(
+    req.inbound.headers(),
+    out.requestId,
+    req.stripHeaders,
+    req.inbound.remoteAddress,
+  )
+
+  const requestMs = server.trafficPolicy.timeouts.requestMs
+  const dl = deadline(ctx.client, requestMs)
+  let dispatchedAt = performance.now()
+  let lastFailure: AttemptFailure['reason'] | undefined
+  let up: UpstreamResponse
+  try {
+    up = await forward(
+      deps.pool,
+      {
+        server,
+        candidates,
+        method: 'POST',
+        path: req.path,
+        headers,
+        body,
+        signal: dl.signal,
+        onAttemptStart: (ep) => {
+          dispatchedAt = performance.now()
+          picker.onDispatch?.(pickCtx, ep)
+        },
+        onAttemptFailed: (f) => {
+          lastFailure = f.reason
+          deps.metrics.upstreamFailures.inc({ server: server.key, reason: f.reason })
+          picker.onComplete?.(pickCtx, f.endpoint, {
+            status: f.status ?? 0,
+            failure: failureOf(f.reason),
+            durationMs: performance.now() - dispatchedAt,
+          })
+        },
+      },
+      deps.random,
+    )
+  } catch (e) {
+    dl.clear()
+    if (ctx.client.aborted) return failed(clientClosed())
+    if (dl.timedOut()) return failed(errors.upstreamTimeout(`request exceeded ${requestMs} ms`))
+    const err = e instanceof GatewayError ? e : errors.upstreamUnavailable(String(e))
+    return failed(err, lastFailure === 'connect-failure' ? 'connect-failure' : undefined)
+  }
+
+  const status = up.statusCode
+  const reason: FallbackOn | undefined = status === 429 ? '429' : status >= 500 ? '5xx' : undefined
+  if (reason !== undefined && canFallback(ctx.d, more, reason)) {
+    // Nothing went to the client yet: drain (the socket goes back to the pool) and move on.
+    up.body.dump().catch(() => {})
+    dl.clear()
+    picker.onComplete?.(pickCtx, up.endpoint, {
+      status,
+      failure: 'retry_status',
+      durationMs: performance.now() - dispatchedAt,
+    })
+    const ra = up.headers['retry-after']
+    const retryAfter = Array.isArray(ra) ? ra[0] : ra
+    return failed(
+      new GatewayError(
+        status,
+        'upstream_error',
+        `model server "${server.key}" answered HTTP ${status}`,
+        retryAfter !== undefined ? { headers: { 'retry-after': retryAfter } } : {},
+      ),
+      reason,
+    )
+  }
+
+  const answered = up
+  let settled = false
+  const onDone = (o: ResponseOutcome): void => {
+    settled = true
+    dl.clear()
+    admission?.release()
+    picker.onComplete?.(pickCtx, answered.endpoint, dispatchOutcome(o, dispatchedAt, out.startedAt))
+    out.finish({
+      status: o.error === 'client_closed' ? 499 : o.status,
+      code: o.error ?? '',
+      stream: o.stream,
+      bytes: o.bytes,
+      ...(o.firstByteMs !== undefined ? { firstByteMs: o.firstByteMs } : {}),
+      ...(o.usage ? { usage: o.usage } : {}),
+      endpoint: endpointId(answered.endpoint),
+      attempts: answered.attempts,
+      headersMs: answered.headersMs,
+    })
+  }
+  const limits = out.limits
+  const streamFilter = limits?.streamFilter()
+  const explained = pickCtx.explain?.text
+  try {
+    const response = await toClientResponse(up, {
+      startedAt: out.startedAt,
+      extraHeaders:
+        explained === undefined && limits?.headers === undefined
+          ? { 'x-request-id': out.requestId }
+          : {
+              'x-request-id': out.requestId,
+              ...(explained !== undefined ? { [EXPLAIN_HEADER]: explained } : {}),
+              ...limits?.headers,
+            },
+      ...(streamFilter !== undefined ? { streamFilter } : {}),
+      ...(deps.maxUpstreamBodyBytes !== undefined
+        ? { maxBodyBytes: deps.maxUpstreamBodyBytes }
+        : {}),
+      ...(deps.maxSseLineBytes !== undefined ? { maxSseLineBytes: deps.maxSseLineBytes } : {}),
+      signal: dl.signal,
+      timedOut: dl.timedOut,
+      onDone,
+    })
+    if (owned !== undefined) owned.byStream = !settled
+    return { kind: 'done', response }
+  } catch (e) {
+    // A non-streamed body that broke before anything reached the client (onDone already ran):
+    // we can still answer.
+    const err = dl.timedOut()
+      ? errors.upstreamTimeout('response body')
+      : ctx.client.aborted
+        ? clientClosed()
+        : e instanceof GatewayError
+          ? e
+          : errors.upstreamUnavailable(`${up.endpoint.name}: response body cut`)
+    return { kind: 'done', response: errorResponse(err, out.requestId) }
+  }
+}
