@@ -2,6 +2,7 @@
 // fuzz test. Same bodies (fuzz-bodies.ts; case i of seed s is always the same bytes), a real
 // gateway process in front of simulated engines, and the gateway's RSS sampled throughout.
 // Writes the result into docs/benchmarks.md (hardening section) unless --no-write.
+import { availableParallelism, loadavg } from 'node:os'
 import { parseArgs } from 'node:util'
 import { runFuzz } from './fuzz-run.js'
 import { chatBody, cpuSeconds, metric, rssBytes, runLoad, settledInflight, sleep } from './kit.js'
@@ -120,6 +121,7 @@ try {
     notes: [
       `seed ${seed}, cases ${from}–${from + count - 1}, ${concurrency} concurrent; 2 zero-latency simulated engines; the gateway counted ${requestsMetric} requests in \`infer_gateway_requests_total\` (warm-up included).`,
       `load generator and engines (this process): ${fmt1(cpuOf(process.cpuUsage(ownCpuStart)))} CPU s.`,
+      `machine load average (1 min) at the end: ${loadavg()[0]?.toFixed(1)} on ${availableParallelism()} cores (other work shares the machine)`,
       'Reproduce one case: `fuzzCase(seed, index, { model: "chat" })` from `hack/hardening/fuzz-bodies.ts`.',
     ],
     samples: total.samples,

@@ -104,7 +104,8 @@ export async function writeHardening(kind: 'fuzz' | 'soak', r: RunRecord): Promi
     'The long forms of the CI hardening suite (`test/hardening/`): a real data-plane process',
     '(standalone YAML, scheduler with fairness, model rewrite) in front of simulated engines on',
     'loopback. "Gateway-made 5xx" are 5xx answers without the engine header `x-inference-pod`;',
-    "RSS is the gateway process's own (`/proc/<pid>/status`).",
+    'RSS is the gateway process’s own (`/proc/<pid>/status`), "start" after a 500-request warm-up.',
+    'A run smaller than its target (100,000 bodies; 30 minutes) proves the script, not the target.',
   ]
   if (data.fuzz)
     parts.push(
