@@ -11,6 +11,8 @@ import { errors } from './errors.js'
 export interface Inbound {
   /** The TCP peer (IPv4-mapped IPv6 written as plain IPv4); undefined off Node. */
   readonly remoteAddress: string | undefined
+  /** The Node response, on Node: streams are written to it directly (proxy/respond.ts). */
+  readonly nodeResponse?: ServerResponse
   header(name: string): string | undefined
   /** Request headers with lower-cased names (multi-valued joined by ", "). */
   headers(): Record<string, string>
@@ -23,6 +25,7 @@ export function nodeInbound(req: IncomingMessage, res: ServerResponse): Inbound 
   const peer = req.socket.remoteAddress
   return {
     remoteAddress: peer?.startsWith('::ffff:') && isIPv4(peer.slice(7)) ? peer.slice(7) : peer,
+    nodeResponse: res,
     header(name) {
       const v = req.headers[name]
       return Array.isArray(v) ? v.join(', ') : v

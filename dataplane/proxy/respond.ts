@@ -2,6 +2,9 @@
 // chunk with no buffering, watched for usage and first-token time; a stream cut by the upstream
 // ends with an OpenAI-shaped error event, never a clean `[DONE]`. Plain JSON bodies are read whole
 // (the upstream finishes them anyway) so usage can be logged and a stalled body can still be a 504.
+
+import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
+import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response'
 import { errors } from '../errors.js'
 import { isBodyTimeout } from '../retry.js'
 import { isProtocolError, type UpstreamResponse } from './forward.js'
@@ -148,6 +151,12 @@ export interface RespondOptions {
   readonly maxBodyBytes?: number
   /** Cap of one SSE line (default DEFAULT_MAX_SSE_LINE_BYTES). */
   readonly maxSseLineBytes?: number
+  /**
+   * The client's Node response, when there is one: an event stream is then written to it chunk
+   * by chunk (no WHATWG stream in between) and the returned Response only tells the HTTP adapter
+   * that the answer was sent.
+   */
+  readonly nodeResponse?: ServerResponse
 }
 
 /**
@@ -171,9 +180,11 @@ export async function toClientResponse(
   up: UpstreamResponse,
   opts: RespondOptions,
 ): Promise<Response> {
-  const headers = responseHeaders(up.headers, opts.extraHeaders)
-  if (isEventStream(up.headers)) return streamResponse(up, headers, opts)
-  return bufferedResponse(up, headers, opts)
+  if (isEventStream(up.headers)) {
+    if (opts.nodeResponse !== undefined) return streamToNode(up, opts, opts.nodeResponse)
+    return streamResponse(up, responseHeaders(up.headers, opts.extraHeaders), opts)
+  }
+  return bufferedResponse(up, responseHeaders(up.headers, opts.extraHeaders), opts)
 }
 
 async function bufferedResponse(
@@ -458,4 +469,139 @@ function streamResponse(up: UpstreamResponse, headers: Headers, opts: RespondOpt
     },
   })
   return new Response(stream, { status: up.statusCode, headers })
+}
+
+/** Upstream headers as Node writes them (hop-by-hop ones dropped), then ours. */
+function nodeHeaders(
+  upstream: UpstreamResponse['headers'],
+  extra: Record<string, string>,
+): OutgoingHttpHeaders {
+  const h: OutgoingHttpHeaders = {}
+  for (const k in upstream) {
+    const v = upstream[k]
+    if (v === undefined || HOP_BY_HOP.has(k)) continue
+    h[k] = v
+  }
+  for (const k in extra) h[k] = extra[k]
+  return h
+}
+
+/**
+ * An event stream written straight to the client's Node response: each upstream chunk is one
+ * `write`, waiting for `drain` only when the client reads slower than the engine writes. Same
+ * accounting and endings as `streamResponse` (usage, first byte, line cap, stream filter, error
+ * event on a cut or timeout, `client_closed` when the client left).
+ */
+function streamToNode(up: UpstreamResponse, opts: RespondOptions, res: ServerResponse): Response {
+  const headers = nodeHeaders(up.headers, opts.extraHeaders)
+  headers['cache-control'] = 'no-cache'
+  headers['x-accel-buffering'] = 'no'
+  res.writeHead(up.statusCode, headers)
+  // The status line goes out now, not with the first token.
+  res.flushHeaders()
+  void pumpToNode(up, opts, res)
+  return RESPONSE_ALREADY_SENT
+}
+
+async function pumpToNode(
+  up: UpstreamResponse,
+  opts: RespondOptions,
+  res: ServerResponse,
+): Promise<void> {
+  const scanner = new SseUsageScanner()
+  const maxLine = opts.maxSseLineBytes ?? DEFAULT_MAX_SSE_LINE_BYTES
+  const filter = opts.streamFilter
+  let firstByteMs: number | undefined
+  let bytes = 0
+  let finished = false
+  const finish = (error?: string): void => {
+    if (finished) return
+    finished = true
+    opts.onDone({
+      status: up.statusCode,
+      bytes,
+      stream: true,
+      ...(scanner.usage ? { usage: scanner.usage } : {}),
+      ...(firstByteMs !== undefined ? { firstByteMs } : {}),
+      ...(error ? { error } : {}),
+    })
+  }
+  /** The client is gone (or the response already ended): nothing more can be written. */
+  const gone = (): boolean => res.destroyed || res.writableEnded
+  try {
+    for await (const value of up.body) {
+      const c = value as Uint8Array
+      if (firstByteMs === undefined) firstByteMs = performance.now() - opts.startedAt
+      bytes += c.byteLength
+      scanner.push(c)
+      if (scanner.lineBytes > maxLine) {
+        // Not an event stream any more (an endless line): end it for the client with an error
+        // event and report the engine.
+        up.body.destroy()
+        finish('body_too_large')
+        if (!gone())
+          res.end(
+            errorEvent(
+              `upstream sent an event line longer than ${maxLine} bytes`,
+              'upstream_body_too_large',
+            ),
+          )
+        return
+      }
+      let out: Uint8Array | undefined = c
+      let end: string | undefined
+      if (filter !== undefined) {
+        const r = await filter.transform(c)
+        out = r.out
+        end = r.end
+      }
+      if (gone()) {
+        up.body.destroy()
+        finish('client_closed')
+        return
+      }
+      if (out !== undefined && out.byteLength > 0 && !res.write(out)) await drained(res)
+      if (end !== undefined) {
+        up.body.destroy()
+        finish(end)
+        if (!gone()) res.end()
+        return
+      }
+    }
+    if (gone()) {
+      finish('client_closed')
+      return
+    }
+    const rest = filter?.flush()
+    finish()
+    if (rest !== undefined && rest.byteLength > 0) res.end(rest)
+    else res.end()
+  } catch (e) {
+    up.body.destroy()
+    if ((opts.signal.aborted && !opts.timedOut()) || gone()) {
+      finish('client_closed')
+      if (!gone()) res.end()
+      return
+    }
+    const timeout = opts.timedOut() || isBodyTimeout(e)
+    finish(timeout ? 'timeout' : isProtocolError(e) ? 'protocol' : 'upstream_cut')
+    res.end(
+      timeout
+        ? errorEvent('upstream stream timed out', 'upstream_timeout')
+        : errorEvent('upstream closed the stream before it finished', 'upstream_stream_cut'),
+    )
+  }
+}
+
+/** Resolves when the client's socket takes more bytes, or when it is gone. */
+function drained(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      res.off('drain', done)
+      res.off('close', done)
+      resolve()
+    }
+    res.on('drain', done)
+    res.on('close', done)
+  })
 }

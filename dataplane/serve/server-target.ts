@@ -191,6 +191,7 @@ async function dispatch(
         ? { maxBodyBytes: deps.maxUpstreamBodyBytes }
         : {}),
       ...(deps.maxSseLineBytes !== undefined ? { maxSseLineBytes: deps.maxSseLineBytes } : {}),
+      ...(req.inbound.nodeResponse !== undefined ? { nodeResponse: req.inbound.nodeResponse } : {}),
       signal: dl.signal,
       timedOut: dl.timedOut,
       onDone,
