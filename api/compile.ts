@@ -226,6 +226,13 @@ function sortedLabels(labels: Record<string, string> | undefined): Record<string
   return out
 }
 
+/** Kthena fields we parse but cannot serve yet; the prefill/decode issue implements them. */
+function unsupportedServerField(ms: ModelServer): string | undefined {
+  if (ms.spec.workloadSelector.pdGroup !== undefined) return 'spec.workloadSelector.pdGroup'
+  if (ms.spec.kvConnector !== undefined) return 'spec.kvConnector'
+  return undefined
+}
+
 function compileServer(
   key: string,
   ms: ModelServer,
@@ -311,6 +318,7 @@ interface OrderedRoute {
 function compileRoute(
   { key, route, createdText }: OrderedRoute,
   servers: ReadonlyMap<string, SnapshotServer>,
+  unsupported: ReadonlyMap<string, string>,
   providers: ReadonlyMap<string, SnapshotProvider>,
   diagnostics: Diagnostic[],
 ): SnapshotRoute | undefined {
@@ -337,6 +345,18 @@ function compileRoute(
     }
     const serverKey = `${ns}/${t.modelServerName}`
     if (servers.has(serverKey)) return { server: serverKey }
+    const field = unsupported.get(serverKey)
+    if (field !== undefined) {
+      diagnostics.push({
+        kind: 'ModelRoute',
+        key,
+        severity: 'error',
+        reason: 'Unsupported',
+        message: `${path} refers to modelserver "${t.modelServerName}", which uses ${field} (not supported yet)`,
+        path,
+      })
+      return undefined
+    }
     diagnostics.push({
       kind: 'ModelRoute',
       key,
@@ -556,10 +576,25 @@ export function compileSnapshot(input: CompileInput): CompileResult {
   const validRoutes = admit('ModelRoute', input.routes, validateModelRoute, diagnostics)
 
   const servers = new Map<string, SnapshotServer>()
+  const unsupported = new Map<string, string>()
   for (const key of [...validServers.keys()].sort()) {
     const ms = validServers.get(key)
-    if (ms !== undefined)
-      servers.set(key, compileServer(key, ms, input.endpoints[key] ?? [], diagnostics))
+    if (ms === undefined) continue
+    const field = unsupportedServerField(ms)
+    if (field !== undefined) {
+      // Serving a prefill/decode pair as one load-balanced pool would look healthy and be wrong.
+      unsupported.set(key, field)
+      diagnostics.push({
+        kind: 'ModelServer',
+        key,
+        severity: 'error',
+        reason: 'Unsupported',
+        path: field,
+        message: `${field} is not supported yet (prefill/decode disaggregation); the modelserver is not served`,
+      })
+      continue
+    }
+    servers.set(key, compileServer(key, ms, input.endpoints[key] ?? [], diagnostics))
   }
 
   const validProviders = admit(
@@ -591,7 +626,7 @@ export function compileSnapshot(input: CompileInput): CompileResult {
 
   const routes: SnapshotRoute[] = []
   for (const ordered of orderRoutes(validRoutes)) {
-    const r = compileRoute(ordered, servers, providers, diagnostics)
+    const r = compileRoute(ordered, servers, unsupported, providers, diagnostics)
     if (r !== undefined) routes.push(r)
   }
   warnDuplicates(routes, diagnostics)

@@ -116,7 +116,7 @@ apiVersion: v1
 kind: ConfigMap
 metadata: { name: c }
 ---
-apiVersion: networking.serving.volcano.sh/v1alpha1
+apiVersion: networking.example.com/v1alpha1
 kind: ModelServer
 metadata: { name: s }
 ---

@@ -16,7 +16,7 @@ import { z } from 'zod'
 import type { EndpointInput } from './compile.js'
 import { validateGatewayPolicy } from './policy.js'
 import { validateExternalModelProvider } from './provider.js'
-import { API_VERSION, objectMetaSchema } from './schema.js'
+import { API_VERSION, objectMetaSchema, ROUTING_API_VERSIONS } from './schema.js'
 import {
   formatPath,
   type PathSegment,
@@ -85,12 +85,13 @@ type Kind =
   | 'GatewayPolicy'
   | 'ExternalModelProvider'
 
-const API_VERSION_OF: Readonly<Record<Kind, string>> = {
-  ModelRoute: API_VERSION,
-  ModelServer: API_VERSION,
-  StaticEndpoints: STANDALONE_API_VERSION,
-  GatewayPolicy: API_VERSION,
-  ExternalModelProvider: API_VERSION,
+/** Kthena's kinds in both its groups; GatewayPolicy and StaticEndpoints are ours only. */
+const API_VERSIONS_OF: Readonly<Record<Kind, readonly string[]>> = {
+  ModelRoute: ROUTING_API_VERSIONS,
+  ModelServer: ROUTING_API_VERSIONS,
+  StaticEndpoints: [STANDALONE_API_VERSION],
+  GatewayPolicy: [API_VERSION],
+  ExternalModelProvider: ROUTING_API_VERSIONS,
 }
 
 function isKind(k: unknown): k is Kind {
@@ -231,12 +232,12 @@ export function parseManifests(files: readonly ManifestFile[]): ParsedManifests 
           issue([...prefix, 'kind'], 'kind', msg, 'UNKNOWN_KIND')
           return
         }
-        const wantVersion = API_VERSION_OF[kind]
-        if (apiVersion !== wantVersion) {
+        const wantVersions = API_VERSIONS_OF[kind]
+        if (typeof apiVersion !== 'string' || !wantVersions.includes(apiVersion)) {
           issue(
             [...prefix, 'apiVersion'],
             'apiVersion',
-            `unknown apiVersion ${JSON.stringify(apiVersion ?? null)} for ${kind} (expected ${wantVersion})`,
+            `unknown apiVersion ${JSON.stringify(apiVersion ?? null)} for ${kind} (expected ${wantVersions.join(' or ')})`,
             'UNKNOWN_API_VERSION',
           )
           return

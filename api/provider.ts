@@ -14,10 +14,10 @@ import { z } from 'zod'
 import { canonicalJson, sha256Hex } from './canonical-json.js'
 import { DurationError, parseDuration } from './duration.js'
 import {
-  API_VERSION,
   crdJsonSchema,
   type JsonSchema,
   objectMetaSchema,
+  ROUTING_API_VERSIONS,
   trafficPolicySchema,
 } from './schema.js'
 import { conditionSchema } from './status.js'
@@ -228,7 +228,7 @@ export const externalModelProviderSpecSchema = z
 export type ExternalModelProviderSpec = z.infer<typeof externalModelProviderSpecSchema>
 
 export const externalModelProviderSchema = z.looseObject({
-  apiVersion: z.literal(API_VERSION, oneOf([API_VERSION])).optional(),
+  apiVersion: z.enum(ROUTING_API_VERSIONS, oneOf(ROUTING_API_VERSIONS)).optional(),
   kind: z.literal('ExternalModelProvider', oneOf(['ExternalModelProvider'])).optional(),
   metadata: objectMetaSchema,
   spec: externalModelProviderSpecSchema,

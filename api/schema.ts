@@ -14,6 +14,11 @@ import { SCHEDULER_PLUGIN_NAMES } from './snapshot.js'
 
 export const API_GROUP = 'networking.matrixinfer.ai'
 export const API_VERSION = `${API_GROUP}/v1alpha1` as const
+/** Kthena's group since its first release (networking.matrixinfer.ai was its pre-release name). */
+export const KTHENA_API_GROUP = 'networking.serving.volcano.sh'
+export const KTHENA_API_VERSION = `${KTHENA_API_GROUP}/v1alpha1` as const
+/** ModelRoute, ModelServer and ExternalModelProvider are accepted in both groups alike. */
+export const ROUTING_API_VERSIONS = [API_VERSION, KTHENA_API_VERSION] as const
 
 /** DNS-1123 subdomain: what Kubernetes accepts for most object names. */
 const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/
@@ -104,19 +109,41 @@ export const stringMatchSchema = z
 export type StringMatch = z.infer<typeof stringMatchSchema>
 
 export const modelMatchSchema = z.strictObject({
-  /** Header name → match; all must hold. */
-  headers: z.record(z.string(), stringMatchSchema).optional(),
-  uri: stringMatchSchema.optional(),
-  body: z.strictObject({ model: z.string().optional() }).optional(),
+  headers: z
+    .record(z.string(), stringMatchSchema)
+    .describe('Request header name to match; every entry must hold.')
+    .optional(),
+  uri: stringMatchSchema.describe('Match on the request path.').optional(),
+  body: z
+    .strictObject({
+      model: z.string().describe('Exact match on the "model" field of the JSON body.').optional(),
+    })
+    .describe('Match on the request body.')
+    .optional(),
 })
 export type ModelMatch = z.infer<typeof modelMatchSchema>
 
 export const targetModelSchema = z
   .strictObject({
-    modelServerName: z.string().optional(),
-    externalModelProviderName: z.string().optional(),
-    // No default here (Kthena's CRD defaults 100): "set on all or none" must stay checkable.
-    weight: intRange(0, 100).optional(),
+    modelServerName: z
+      .string()
+      .describe(
+        "ModelServer in the route's namespace; exactly one of this or externalModelProviderName.",
+      )
+      .optional(),
+    externalModelProviderName: z
+      .string()
+      .describe(
+        "ExternalModelProvider in the route's namespace; exactly one of this or modelServerName.",
+      )
+      .optional(),
+    // No default here (Kthena's CRD defaults 100): "set on all or none" must stay checkable, and
+    // the compiler reads a missing weight as 100, so Kthena's objects behave the same.
+    weight: intRange(0, 100)
+      .describe(
+        "Relative share of the rule's requests, 0..100; set on all targets or none (none = 100 each).",
+      )
+      .optional(),
   })
   .meta({
     'x-kubernetes-validations': [
@@ -129,62 +156,98 @@ export const targetModelSchema = z
 export type TargetModel = z.infer<typeof targetModelSchema>
 
 export const ruleSchema = z.strictObject({
-  name: z.string().optional(),
-  /** Absent = match every request. */
-  modelMatch: modelMatchSchema.optional(),
+  name: z
+    .string()
+    .describe('Rule name, shown in metrics and logs (default rule-<index>).')
+    .optional(),
+  modelMatch: modelMatchSchema
+    .describe('Conditions on the request, all ANDed; absent = match every request.')
+    .optional(),
   targetModels: z
     .array(targetModelSchema)
     .min(1, { error: 'must have at least one target' })
-    .max(16, { error: 'must have at most 16 targets' }),
+    .max(16, { error: 'must have at most 16 targets' })
+    .describe('Where matching requests go, picked by weight.'),
   /** Ours: ordered targets tried when the weighted pick cannot serve (see fallback-schema.ts). */
-  fallback: ruleFallbackSchema.optional(),
+  fallback: ruleFallbackSchema
+    .describe('Ours: ordered targets tried when the weighted target cannot serve.')
+    .optional(),
 })
 export type Rule = z.infer<typeof ruleSchema>
 
 /** Gateway API ParentReference (sigs.k8s.io/gateway-api v1). */
 export const parentRefSchema = z.strictObject({
-  group: z.string().optional(),
-  kind: z.string().optional(),
-  namespace: z.string().optional(),
-  name: z.string().min(1, { error: 'must not be empty' }),
-  sectionName: z.string().optional(),
-  port: intRange(1, 65535).optional(),
+  group: z.string().describe('Group of the parent (default gateway.networking.k8s.io).').optional(),
+  kind: z.string().describe('Kind of the parent (default Gateway).').optional(),
+  namespace: z
+    .string()
+    .describe("Namespace of the Gateway (default: the route's namespace).")
+    .optional(),
+  name: z.string().min(1, { error: 'must not be empty' }).describe('Name of the Gateway.'),
+  sectionName: z.string().describe('Listener name within the Gateway.').optional(),
+  port: intRange(1, 65535).describe('Listener port within the Gateway.').optional(),
 })
 export type ParentReference = z.infer<typeof parentRefSchema>
 
 export const rateLimitUnits = ['second', 'minute', 'hour', 'day', 'month'] as const
 
 export const rateLimitSchema = z.strictObject({
-  inputTokensPerUnit: intRange(1).optional(),
-  outputTokensPerUnit: intRange(1).optional(),
-  unit: z.enum(rateLimitUnits, oneOf(rateLimitUnits)).default('second'),
+  inputTokensPerUnit: intRange(1).describe('Prompt tokens allowed per unit.').optional(),
+  outputTokensPerUnit: intRange(1).describe('Completion tokens allowed per unit.').optional(),
+  unit: z
+    .enum(rateLimitUnits, oneOf(rateLimitUnits))
+    .default('second')
+    .describe('Window of the limits: second, minute, hour, day or month.'),
   global: z
     .strictObject({
       redis: z
         .strictObject({
-          /** host:port */
-          address: z.string().min(1, { error: 'must not be empty' }),
+          address: z.string().min(1, { error: 'must not be empty' }).describe('Redis host:port.'),
         })
+        .describe('Redis shared by every data-plane replica.')
         .optional(),
     })
+    .describe('Share the limit across replicas; absent = each replica counts alone.')
     .optional(),
 })
 export type RateLimit = z.infer<typeof rateLimitSchema>
 
 export const modelRouteSpecSchema = z
   .strictObject({
-    modelName: z.string().optional(),
-    loraAdapters: z.array(z.string()).max(10, { error: 'must have at most 10 entries' }).optional(),
-    parentRefs: z.array(parentRefSchema).optional(),
+    modelName: z
+      .string()
+      .describe('The "model" requests name to reach this route; immutable, as in Kthena.')
+      .meta({
+        'x-kubernetes-validations': [
+          { rule: 'self == oldSelf', message: 'modelName is immutable' },
+        ],
+      })
+      .optional(),
+    loraAdapters: z
+      .array(z.string())
+      .max(10, { error: 'must have at most 10 entries' })
+      .describe('LoRA adapter names also served by this route (sent to the engine unchanged).')
+      .optional(),
+    parentRefs: z
+      .array(parentRefSchema)
+      .describe(
+        'Gateways that serve this route; a data plane started with --gateway serves only routes bound to it (or to none).',
+      )
+      .optional(),
     rules: z
       .array(ruleSchema)
       .min(1, { error: 'must have at least one rule' })
-      .max(16, { error: 'must have at most 16 rules' }),
-    rateLimit: rateLimitSchema.optional(),
+      .max(16, { error: 'must have at most 16 rules' })
+      .describe('Tried in order; the first whose modelMatch holds serves the request.'),
+    rateLimit: rateLimitSchema.describe('Token rate limits for this model.').optional(),
     /** Ours: who may call this route (needs a GatewayPolicy for identities). */
-    authorization: routeAuthorizationSchema.optional(),
+    authorization: routeAuthorizationSchema
+      .describe('Ours: who may call this route (identities come from the GatewayPolicy).')
+      .optional(),
     /** Ours: per route × tier limits, on top of the tier's own. */
-    tierLimits: routeTierLimitsSchema.optional(),
+    tierLimits: routeTierLimitsSchema
+      .describe("Ours: per-tier limits for this route, on top of the tier's own.")
+      .optional(),
   })
   .meta({
     'x-kubernetes-validations': [
@@ -199,7 +262,7 @@ export type ModelRouteSpec = z.infer<typeof modelRouteSpecSchema>
 export const modelRouteSchema = z.looseObject({
   // Optional because list responses from some clients omit them on items; when present they
   // must be right.
-  apiVersion: z.literal(API_VERSION, oneOf([API_VERSION])).optional(),
+  apiVersion: z.enum(ROUTING_API_VERSIONS, oneOf(ROUTING_API_VERSIONS)).optional(),
   kind: z.literal('ModelRoute', oneOf(['ModelRoute'])).optional(),
   metadata: objectMetaSchema,
   spec: modelRouteSpecSchema,
@@ -216,46 +279,75 @@ export const retryOnValues = ['connect-failure', '5xx', '429'] as const
 export const kvConnectorTypes = ['http', 'lmcache', 'nixl', 'mooncake'] as const
 
 export const workloadSelectorSchema = z.strictObject({
-  matchLabels: stringMap.refine((m) => Object.keys(m).length > 0, {
-    error: 'must have at least one label',
-  }),
+  matchLabels: stringMap
+    .refine((m) => Object.keys(m).length > 0, {
+      error: 'must have at least one label',
+    })
+    .describe("Labels of the engine Pods, in the ModelServer's namespace."),
   pdGroup: z
     .strictObject({
-      groupKey: z.string().min(1, { error: 'must not be empty' }),
-      prefillLabels: stringMap,
-      decodeLabels: stringMap,
+      groupKey: z
+        .string()
+        .min(1, { error: 'must not be empty' })
+        .describe('Pod label whose value pairs a prefill Pod with decode Pods.'),
+      prefillLabels: stringMap.describe('Labels of the prefill Pods.'),
+      decodeLabels: stringMap.describe('Labels of the decode Pods.'),
     })
+    .describe('Prefill/decode disaggregation; not supported yet (Accepted=False, Unsupported).')
     .optional(),
 })
 
 export const workloadPortSchema = z.strictObject({
-  port: intRange(1, 65535),
-  protocol: z.enum(['http', 'https'], oneOf(['http', 'https'])).default('http'),
+  port: intRange(1, 65535).describe('Port the engine listens on.'),
+  protocol: z
+    .enum(['http', 'https'], oneOf(['http', 'https']))
+    .default('http')
+    .describe('http or https to the engine.'),
 })
 
-export const retrySchema = z.strictObject({
-  /** Kthena: retries after the first try (0 = no retry). */
-  attempts: intRange(0),
-  retryInterval: durationSchema.optional(),
-  /** Ours: backoff cap. */
-  maxRetryInterval: durationSchema.optional(),
-  /** Ours: which failures are retried (only before the first response byte). */
-  retryOn: z.array(z.enum(retryOnValues, oneOf(retryOnValues))).optional(),
-})
+export const retrySchema = z
+  .strictObject({
+    /** Kthena: retries after the first try (0 = no retry). */
+    attempts: intRange(0).describe('Retries after the first try (0 = none).'),
+    retryInterval: durationSchema
+      .describe('Wait before the first retry (default 100ms).')
+      .optional(),
+    /** Ours: backoff cap. */
+    maxRetryInterval: durationSchema
+      .describe('Ours: cap of the doubling backoff; at least retryInterval.')
+      .optional(),
+    /** Ours: which failures are retried (only before the first response byte). */
+    retryOn: z
+      .array(z.enum(retryOnValues, oneOf(retryOnValues)))
+      .describe('Ours: failures retried, only before the first response byte.')
+      .optional(),
+  })
+  .meta({
+    'x-kubernetes-validations': [
+      {
+        rule: '!has(self.retryInterval) || !has(self.maxRetryInterval) || duration(self.maxRetryInterval) >= duration(self.retryInterval)',
+        message: 'maxRetryInterval must not be less than retryInterval',
+      },
+    ],
+  })
 
 /** Ours: finer timeouts than Kthena's single `timeout`. */
 export const timeoutsSchema = z.strictObject({
-  connect: durationSchema.optional(),
-  responseHeader: durationSchema.optional(),
-  idle: durationSchema.optional(),
-  request: durationSchema.optional(),
+  connect: durationSchema.describe('TCP/TLS connect to the engine.').optional(),
+  responseHeader: durationSchema
+    .describe('From sending the request to the response headers.')
+    .optional(),
+  idle: durationSchema.describe('Longest silence while streaming the response.').optional(),
+  request: durationSchema.describe('Whole request, retries included.').optional(),
 })
 
 export const trafficPolicySchema = z.strictObject({
   /** Kthena: dial + send + wait for response headers. */
-  timeout: durationSchema.optional(),
-  timeouts: timeoutsSchema.optional(),
-  retry: retrySchema.optional(),
+  timeout: durationSchema
+    .describe('Dial, send and wait for response headers (Kthena); same as timeouts.responseHeader.')
+    .optional(),
+  timeouts: timeoutsSchema.describe('Ours: finer timeouts.').optional(),
+  retry: retrySchema.describe('Retries of a failed try on another endpoint.').optional(),
 })
 export type TrafficPolicy = z.infer<typeof trafficPolicySchema>
 
@@ -465,23 +557,37 @@ function structuralPluginSchema(): JsonSchema {
 }
 
 export const modelServerSpecSchema = z.strictObject({
-  model: z.string().max(256, { error: 'must be at most 256 characters' }).optional(),
-  inferenceEngine: z.enum(inferenceEngines, oneOf(inferenceEngines)),
-  workloadSelector: workloadSelectorSchema,
-  workloadPort: workloadPortSchema,
-  trafficPolicy: trafficPolicySchema.optional(),
+  model: z
+    .string()
+    .max(256, { error: 'must be at most 256 characters' })
+    .describe("Model name sent to the engine in place of the request's (not for LoRA requests).")
+    .optional(),
+  inferenceEngine: z
+    .enum(inferenceEngines, oneOf(inferenceEngines))
+    .describe('Engine kind: how its metrics are read (vLLM, SGLang, TGI, TensorRT-LLM, Generic).'),
+  workloadSelector: workloadSelectorSchema.describe('Which Pods serve the model.'),
+  workloadPort: workloadPortSchema.describe('Where on each Pod the engine listens.'),
+  trafficPolicy: trafficPolicySchema
+    .describe('Timeouts and retries toward the engines.')
+    .optional(),
   kvConnector: z
     .strictObject({
-      type: z.enum(kvConnectorTypes, oneOf(kvConnectorTypes)).optional(),
+      type: z
+        .enum(kvConnectorTypes, oneOf(kvConnectorTypes))
+        .describe('KV transfer between prefill and decode Pods.')
+        .optional(),
     })
+    .describe('Prefill/decode KV transfer; not supported yet (Accepted=False, Unsupported).')
     .optional(),
   /** Ours: scheduler profile; absent = the data plane's default profile. */
-  scheduler: schedulerSchema.optional(),
+  scheduler: schedulerSchema
+    .describe("Ours: scheduler plugins and weights; absent = the data plane's default.")
+    .optional(),
 })
 export type ModelServerSpec = z.infer<typeof modelServerSpecSchema>
 
 export const modelServerSchema = z.looseObject({
-  apiVersion: z.literal(API_VERSION, oneOf([API_VERSION])).optional(),
+  apiVersion: z.enum(ROUTING_API_VERSIONS, oneOf(ROUTING_API_VERSIONS)).optional(),
   kind: z.literal('ModelServer', oneOf(['ModelServer'])).optional(),
   metadata: objectMetaSchema,
   spec: modelServerSpecSchema,

@@ -7,7 +7,10 @@ export const CONDITION_TYPES = {
   accepted: 'Accepted',
   /** Every reference (ModelServer, provider, Secret) resolves. */
   resolvedRefs: 'ResolvedRefs',
-  /** Traffic for it can be served now: at least one ready endpoint behind it. */
+  /**
+   * Traffic for it can be served now: every weighted target has a ready endpoint (a route with
+   * one that has none is False, reason TargetUnavailable).
+   */
   ready: 'Ready',
 } as const
 
@@ -28,7 +31,7 @@ export const modelRouteStatusSchema = z.object({
   /** Ready endpoints summed over every target server of every rule. */
   readyEndpoints: z.number().int().min(0).optional(),
   totalEndpoints: z.number().int().min(0).optional(),
-  /** "ready/total" for the TARGETS printer column, e.g. "3/4". */
+  /** "available/total" weighted targets (a server with no ready endpoint is unavailable), e.g. "1/2". */
   targets: z.string().optional(),
   /** Target servers as resolved ("namespace/name"), in rule order, de-duplicated. */
   resolvedTargets: z.array(z.string()).optional(),
@@ -55,12 +58,31 @@ export const PRINTER_COLUMNS = {
     { name: 'Ready', type: 'string', jsonPath: '.status.conditions[?(@.type=="Ready")].status' },
     { name: 'Targets', type: 'string', jsonPath: '.status.targets' },
     { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
+    {
+      name: 'Reason',
+      type: 'string',
+      jsonPath: '.status.conditions[?(@.type=="Ready")].reason',
+      priority: 1,
+    },
+    {
+      name: 'Accepted',
+      type: 'string',
+      jsonPath: '.status.conditions[?(@.type=="Accepted")].reason',
+      priority: 1,
+    },
   ],
   modelServer: [
     { name: 'Engine', type: 'string', jsonPath: '.spec.inferenceEngine' },
     { name: 'Ready', type: 'string', jsonPath: '.status.conditions[?(@.type=="Ready")].status' },
     { name: 'Endpoints', type: 'string', jsonPath: '.status.endpoints' },
     { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
+    {
+      name: 'Reason',
+      type: 'string',
+      jsonPath: '.status.conditions[?(@.type=="Ready")].reason',
+      priority: 1,
+    },
+    { name: 'Port', type: 'integer', jsonPath: '.spec.workloadPort.port', priority: 1 },
   ],
 } as const
 

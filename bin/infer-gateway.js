@@ -5,4 +5,6 @@ import { register } from 'tsx/esm/api'
 
 register()
 const { main } = await import('../hack/cli.ts')
-process.exitCode = await main(process.argv.slice(2))
+const code = await main(process.argv.slice(2))
+// A command may set process.exitCode itself; never turn its failure into success.
+if (code !== 0 || !process.exitCode) process.exitCode = code

@@ -160,17 +160,22 @@ describe('crdObjects', () => {
   it('takes printer columns from api/status.ts', () => {
     const cols = (n: string) =>
       byName(n).spec.versions[0]?.additionalPrinterColumns?.map((c) => c.name.toUpperCase())
+    // REASON and the rest have priority 1: shown by `kubectl get -o wide` only.
     expect(cols('modelroutes.networking.matrixinfer.ai')).toEqual([
       'MODEL',
       'READY',
       'TARGETS',
       'AGE',
+      'REASON',
+      'ACCEPTED',
     ])
     expect(cols('modelservers.networking.matrixinfer.ai')).toEqual([
       'ENGINE',
       'READY',
       'ENDPOINTS',
       'AGE',
+      'REASON',
+      'PORT',
     ])
     expect(
       byName('modelroutes.networking.matrixinfer.ai').spec.versions[0]?.additionalPrinterColumns,

@@ -128,7 +128,8 @@ async function readAllStable(names: readonly string[]): Promise<FileContent[]> {
   }
 }
 
-async function listFiles(paths: readonly string[]): Promise<string[]> {
+/** The files a --config path list names: directories expand to their YAML/JSON files, sorted. */
+export async function listFiles(paths: readonly string[]): Promise<string[]> {
   const out: string[] = []
   for (const p of paths) {
     const s = await stat(p)

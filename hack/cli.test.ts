@@ -60,4 +60,46 @@ describe('infer-gateway CLI', () => {
     expect(r.status).toBe(1)
     expect(r.stderr).toMatch(/bad\.yaml:7:\d+: spec\.workloadPort\.port: /)
   })
+
+  it('compile reads a directory and exits 1 on an error diagnostic (snapshot still printed)', {
+    timeout: 120_000,
+  }, () => {
+    const dir = mkdtempSync(join(tmpdir(), 'igw-cli-'))
+    writeFileSync(
+      join(dir, 'route.yaml'),
+      [
+        'apiVersion: networking.serving.volcano.sh/v1alpha1',
+        'kind: ModelRoute',
+        'metadata: { name: r }',
+        'spec:',
+        '  modelName: m',
+        '  rules:',
+        '    - name: default',
+        '      targetModels: [{ modelServerName: missing }]',
+        '',
+      ].join('\n'),
+    )
+    writeFileSync(join(dir, 'notes.txt'), 'not a manifest')
+    const r = run('compile', dir)
+    expect(r.stderr).toContain('ModelServerNotFound')
+    expect(JSON.parse(r.stdout)).toMatchObject({ schemaVersion: 1 })
+    expect(r.status).toBe(1)
+    writeFileSync(
+      join(dir, 'server.yaml'),
+      [
+        'apiVersion: networking.serving.volcano.sh/v1alpha1',
+        'kind: ModelServer',
+        'metadata: { name: missing }',
+        'spec:',
+        '  inferenceEngine: vLLM',
+        '  workloadSelector: { matchLabels: { app: m } }',
+        '  workloadPort: { port: 8000 }',
+        '',
+      ].join('\n'),
+    )
+    const ok = run('compile', dir)
+    rmSync(dir, { recursive: true, force: true })
+    expect(ok.stderr).not.toContain('error:')
+    expect(ok.status, ok.stderr).toBe(0)
+  })
 })

@@ -3,12 +3,20 @@ import { readFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { compileSnapshot, parseManifests } from '../api/index.js'
 import { UsageError } from '../dataplane/command.js'
+import { listFiles } from '../dataplane/config-source.js'
 
-export const compileHelp = `Usage: infer-gateway compile <file.yaml>... [--version N]
+export const compileHelp = `Usage: infer-gateway compile <file.yaml|dir>... [--version N]
 
 Validates ModelRoute/ModelServer/StaticEndpoints YAML and prints the routing snapshot JSON.
-Exit code 1 with file:line: field: message on invalid input.
+A directory is read like 'dataplane --config' reads it (its *.yaml, *.yml and *.json files).
+Exit code 1 with file:line: field: message on invalid input, and 1 (snapshot still printed) when
+any diagnostic has severity error (e.g. ModelServerNotFound).
 `
+
+/** Error diagnostics: the snapshot was printed, but the input is not what the user meant. */
+export class CompileDiagnosticsError extends Error {
+  readonly code = 'COMPILE_DIAGNOSTICS'
+}
 
 export async function runCompileCommand(args: readonly string[]): Promise<void> {
   const { values, positionals } = parseArgs({
@@ -24,8 +32,11 @@ export async function runCompileCommand(args: readonly string[]): Promise<void> 
     return
   }
   if (positionals.length === 0) throw new UsageError('give at least one YAML file')
+  // Gzipped files in a directory are published snapshots, not manifests.
+  const names = (await listFiles(positionals)).filter((n) => !n.endsWith('.gz'))
+  if (names.length === 0) throw new UsageError(`no YAML or JSON files in ${positionals.join(', ')}`)
   const files = await Promise.all(
-    positionals.map(async (name) => ({ name, text: await readFile(name, 'utf8') })),
+    names.map(async (name) => ({ name, text: await readFile(name, 'utf8') })),
   )
   const parsed = parseManifests(files)
   if (parsed.issues.length > 0) {
@@ -48,5 +59,6 @@ export async function runCompileCommand(args: readonly string[]): Promise<void> 
   for (const d of diagnostics)
     process.stderr.write(`${d.severity}: ${d.kind} ${d.key}: ${d.reason}: ${d.message}\n`)
   process.stdout.write(`${JSON.stringify(snapshot, null, 2)}\n`)
-  if (diagnostics.some((d) => d.severity === 'error')) process.exitCode = 1
+  const errors = diagnostics.filter((d) => d.severity === 'error').length
+  if (errors > 0) throw new CompileDiagnosticsError(`${errors} error diagnostic(s), see above`)
 }

@@ -83,14 +83,17 @@ describe('routeStatus', () => {
     { name: 'b-0', app: 'b', ready: false },
   ]
 
-  it('a resolvable route with ready pods: Accepted, ResolvedRefs, Ready True; counts and targets', () => {
-    const v = view([route('r', 'm', ['a', 'b'])], servers, pods)
+  it('a resolvable route whose every target has a ready pod: Ready True; counts and targets', () => {
+    const v = view([route('r', 'm', ['a', 'b'])], servers, [
+      ...pods,
+      { name: 'b-1', app: 'b', ready: true },
+    ])
     const s = routeStatus(subj('ModelRoute', 'r'), v, T0)
     expect(s).toMatchObject({
       observedGeneration: 1,
-      readyEndpoints: 1,
-      totalEndpoints: 3,
-      targets: '1/3',
+      readyEndpoints: 2,
+      totalEndpoints: 4,
+      targets: '2/2',
       resolvedTargets: ['ns/a', 'ns/b'],
       snapshotVersion: 7,
     })
@@ -99,10 +102,39 @@ describe('routeStatus', () => {
       ['ResolvedRefs', 'True', 'ResolvedRefs'],
       ['Ready', 'True', 'Ready'],
     ])
-    expect(c(s, 'Ready')?.message).toBe('1 of 3 endpoint(s) ready')
+    expect(c(s, 'Ready')?.message).toBe('2 of 4 endpoint(s) ready')
     expect(
       s.conditions?.every((x) => x.lastTransitionTime === T0 && x.observedGeneration === 1),
     ).toBe(true)
+  })
+
+  it('a weighted target with no ready endpoint: Ready False TargetUnavailable, TARGETS counts it', () => {
+    const v = view([route('r', 'm', ['a', 'b'])], servers, pods)
+    const s = routeStatus(subj('ModelRoute', 'r'), v, T0)
+    expect(s).toMatchObject({ readyEndpoints: 1, totalEndpoints: 3, targets: '1/2' })
+    expect(c(s, 'Accepted')?.status).toBe('True')
+    expect(c(s, 'Ready')).toMatchObject({ status: 'False', reason: 'TargetUnavailable' })
+    expect(c(s, 'Ready')?.message).toContain('ns/b')
+  })
+
+  it('pdGroup / kvConnector: the server is Accepted False Unsupported naming the field; routes to it too', () => {
+    const pd = server('pd')
+    ;(pd['spec'] as Obj)['workloadSelector'] = {
+      matchLabels: { app: 'pd' },
+      pdGroup: { groupKey: 'g', prefillLabels: { r: 'p' }, decodeLabels: { r: 'd' } },
+    }
+    const kv = server('kv')
+    ;(kv['spec'] as Obj)['kvConnector'] = { type: 'nixl' }
+    const v = view([route('r', 'm', ['pd'])], [pd, kv], [{ name: 'pd-0', app: 'pd', ready: true }])
+    const spd = serverStatus(subj('ModelServer', 'pd'), v, T0)
+    expect(c(spd, 'Accepted')).toMatchObject({ status: 'False', reason: 'Unsupported' })
+    expect(c(spd, 'Accepted')?.message).toContain('spec.workloadSelector.pdGroup')
+    const skv = serverStatus(subj('ModelServer', 'kv'), v, T0)
+    expect(c(skv, 'Accepted')).toMatchObject({ status: 'False', reason: 'Unsupported' })
+    expect(c(skv, 'Accepted')?.message).toContain('spec.kvConnector')
+    const r = routeStatus(subj('ModelRoute', 'r'), v, T0)
+    expect(c(r, 'Accepted')).toMatchObject({ status: 'False', reason: 'Unsupported' })
+    expect(c(r, 'Accepted')?.message).toContain('spec.workloadSelector.pdGroup')
   })
 
   it('a dangling server reference: ResolvedRefs False with the field path; Accepted False when nothing is left', () => {

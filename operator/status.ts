@@ -71,6 +71,7 @@ type DesiredCondition = Omit<Condition, 'lastTransitionTime'>
 
 const INVALID_REASONS = new Set(['Invalid', 'DuplicateName'])
 const REF_REASONS = new Set([
+  'Unsupported',
   'ModelServerNotFound',
   'ExternalModelProviderNotFound',
   'ProviderNotSupported',
@@ -164,6 +165,17 @@ export function routeStatus(
     ready += view.counts[t]?.ready ?? 0
     total += view.counts[t]?.total ?? 0
   }
+  // Targets the weighted pick can choose (weight > 0). A provider has no endpoints to count and
+  // is taken as available; a server with no ready endpoint fails its share of the requests.
+  const weighted = route?.rules.flatMap((r) => r.targets.filter((t) => t.weight > 0)) ?? []
+  const weightedServers = [
+    ...new Set(weighted.flatMap((t) => (t.server !== undefined ? [t.server] : []))),
+  ]
+  const weightedProviders = new Set(
+    weighted.flatMap((t) => (t.provider !== undefined ? [t.provider] : [])),
+  ).size
+  const unavailable = weightedServers.filter((t) => (view.counts[t]?.ready ?? 0) === 0)
+  const targetCount = weightedServers.length + weightedProviders
 
   let accepted: DesiredCondition
   if (invalid.length > 0) {
@@ -232,7 +244,7 @@ export function routeStatus(
   const readyCond =
     accepted.status !== 'True'
       ? cond(CONDITION_TYPES.ready, false, accepted.reason, accepted.message, g)
-      : ready === 0
+      : ready === 0 && weightedProviders === 0
         ? cond(
             CONDITION_TYPES.ready,
             false,
@@ -240,7 +252,15 @@ export function routeStatus(
             `0 of ${total} endpoint(s) ready behind ${targets.join(', ')}`,
             g,
           )
-        : cond(CONDITION_TYPES.ready, true, 'Ready', `${ready} of ${total} endpoint(s) ready`, g)
+        : unavailable.length > 0
+          ? cond(
+              CONDITION_TYPES.ready,
+              false,
+              'TargetUnavailable',
+              `weighted target(s) ${unavailable.join(', ')} have no ready endpoint; their share of requests fails`,
+              g,
+            )
+          : cond(CONDITION_TYPES.ready, true, 'Ready', `${ready} of ${total} endpoint(s) ready`, g)
 
   const included = route !== undefined
   const status: ModelRouteStatus = {
@@ -252,7 +272,7 @@ export function routeStatus(
     ),
     readyEndpoints: ready,
     totalEndpoints: total,
-    targets: `${ready}/${total}`,
+    targets: `${targetCount - unavailable.length}/${targetCount}`,
     resolvedTargets: targets,
   }
   const sv = snapshotVersionFor(subject, view, included)
@@ -266,7 +286,8 @@ export function serverStatus(
 ): ModelServerStatus {
   const g = subject.generation
   const ds = view.diagnostics.get(viewKey('ModelServer', subject.key)) ?? []
-  const invalid = ds.filter((d) => INVALID_REASONS.has(d.reason))
+  // Unsupported: valid but uses a field we cannot serve yet (named in the message).
+  const invalid = ds.filter((d) => INVALID_REASONS.has(d.reason) || d.reason === 'Unsupported')
   const included = view.snapshot.servers[subject.key] !== undefined
   const counts = included
     ? (view.counts[subject.key] ?? { ready: 0, total: 0 })
