@@ -1,7 +1,13 @@
-// `infer-gateway dataplane`: run one data-plane process.
+// `infer-gateway dataplane`: run the data plane, as one process or as `--workers N` processes
+// sharing the listening socket (dataplane/cluster/).
+import cluster from 'node:cluster'
 import { parseArgs } from 'node:util'
-import { startGateway } from './gateway.js'
-import { stderrLogger } from './log.js'
+import { defaultWorkers } from './cluster/count.js'
+import { runPrimary } from './cluster/primary.js'
+import { WORKER_ARGS_ENV } from './cluster/protocol.js'
+import { runWorker } from './cluster/worker.js'
+import { type GatewayOptions, startGateway } from './gateway.js'
+import { type Logger, stderrLogger } from './log.js'
 
 export const dataplaneHelp = `Usage: infer-gateway dataplane (--config <file|dir>... | [--snapshot <file>] [--push-url <url>]) [options]
 
@@ -15,6 +21,10 @@ Config (one of):
   --push-url <url>         The operator's push channel (long-poll); may be combined with
                            --snapshot (the newest version wins).
 Options:
+  --workers <n>            Processes serving requests on the one port (default: the CPUs this
+                           container may use, cgroup quota included; 1 = a single process).
+                           Engines are scraped once, by the primary; in-flight load is shared
+                           between workers (docs/scheduling.md)
   --host <addr>            Listen address (default 0.0.0.0)
   --port <n>               Listen port (default 8080)
   --max-body-bytes <n>     Request body limit (default 10485760)
@@ -59,7 +69,10 @@ Config safety:
   -h, --help               Show this help
 `
 
-export async function runDataplaneCommand(args: readonly string[]): Promise<void> {
+export async function runDataplaneCommand(argv: readonly string[]): Promise<void> {
+  // A worker of --workers N takes the primary's arguments from its environment (see protocol.ts).
+  const passed = cluster.isWorker ? process.env[WORKER_ARGS_ENV] : undefined
+  const args: readonly string[] = passed !== undefined ? (JSON.parse(passed) as string[]) : argv
   const { values } = parseArgs({
     args: [...args],
     options: {
@@ -68,6 +81,7 @@ export async function runDataplaneCommand(args: readonly string[]): Promise<void
       'push-url': { type: 'string' },
       host: { type: 'string', default: '0.0.0.0' },
       port: { type: 'string', default: '8080' },
+      workers: { type: 'string' },
       'max-body-bytes': { type: 'string' },
       'max-json-depth': { type: 'string' },
       'max-upstream-body-bytes': { type: 'string' },
@@ -105,7 +119,14 @@ export async function runDataplaneCommand(args: readonly string[]): Promise<void
     throw new UsageError('give --config, or --snapshot and/or --push-url')
   }
   const log = stderrLogger('dataplane')
-  const gw = await startGateway({
+  const drain = {
+    drainDelayMs: intArg('drain-delay', values['drain-delay']),
+    deadlineMs: intArg('shutdown-timeout', values['shutdown-timeout']),
+  }
+  const workers =
+    values.workers !== undefined ? intArg('workers', values.workers) : await defaultWorkerCount(log)
+  if (workers === 0) throw new UsageError('--workers must be at least 1')
+  const gatewayOptions: GatewayOptions = {
     ...(values.snapshot !== undefined
       ? { config: { kind: 'snapshot' as const, paths: [values.snapshot] } }
       : configPaths.length > 0
@@ -147,15 +168,42 @@ export async function runDataplaneCommand(args: readonly string[]): Promise<void
     ...(values['allow-private-provider-addresses'] ? { allowPrivateProviderAddresses: true } : {}),
     log,
     processMetrics: true,
-  })
+  }
+  if (cluster.isWorker) return runWorker(gatewayOptions, drain, log)
+  if (workers > 1) {
+    return runPrimary({ workers, args, gateway: gatewayOptions, ...drain, log })
+  }
+  const gw = await startGateway(gatewayOptions)
   log('info', 'data plane listening', { url: gw.url })
   await untilSignal()
   log('info', 'shutting down: readiness off, draining')
-  const { forced } = await gw.shutdown({
-    drainDelayMs: intArg('drain-delay', values['drain-delay']),
-    deadlineMs: intArg('shutdown-timeout', values['shutdown-timeout']),
-  })
+  const { forced } = await gw.shutdown(drain)
   log('info', 'stopped', { forcedConnections: forced })
+}
+
+/**
+ * The CPUs this container may use. A single executable (SEA) runs one process unless --workers
+ * says otherwise: see SEA_FORKS below.
+ */
+async function defaultWorkerCount(log: Logger): Promise<number> {
+  const n = defaultWorkers()
+  if (n > 1 && !SEA_FORKS && (await isSea())) {
+    log('info', 'single executable: 1 worker by default (give --workers to run more)', { cpus: n })
+    return 1
+  }
+  return n
+}
+
+/** Whether the single executable can fork workers (checked by hack/sea's test). */
+const SEA_FORKS = true
+
+async function isSea(): Promise<boolean> {
+  try {
+    const sea = (await import('node:sea')) as { isSea?: () => boolean }
+    return sea.isSea?.() ?? false
+  } catch {
+    return false
+  }
 }
 
 export class UsageError extends Error {

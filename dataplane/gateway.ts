@@ -72,17 +72,19 @@ export interface Gateway {
   shutdown(opts?: { drainDelayMs?: number; deadlineMs?: number }): Promise<{ forced: number }>
 }
 
-export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
-  const log = opts.log ?? silentLogger
-  const metrics = new GatewayMetrics({ processMetrics: opts.processMetrics ?? false })
-  const store = new SnapshotStore(opts.random)
-  const lifecycle: Lifecycle = { draining: false }
-  const pool = new UpstreamPool(
-    opts.upstreamConnections !== undefined
-      ? { connectionsPerOrigin: opts.upstreamConnections }
-      : {},
-  )
-  metrics.upstreamPools = () => pool.serverStats(store.snapshot?.servers ?? {})
+/**
+ * The config file source and/or push channel of `opts`, feeding `store` (not started). Also used
+ * by the primary of `--workers N`, which needs the snapshot to know what to scrape.
+ */
+export function configSources(
+  opts: Pick<
+    GatewayOptions,
+    'config' | 'pushUrl' | 'pollMs' | 'allowEmptyConfig' | 'allowPrivateProviderAddresses'
+  >,
+  store: SnapshotStore,
+  metrics: GatewayMetrics,
+  log: Logger,
+): { source: FileConfigSource | undefined; push: PushSource | undefined } {
   if (!opts.config && !opts.pushUrl) throw new Error('a gateway needs config files or a push URL')
   const source = opts.config
     ? new FileConfigSource({
@@ -97,6 +99,21 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       })
     : undefined
   const push = opts.pushUrl ? new PushSource({ url: opts.pushUrl, store, metrics, log }) : undefined
+  return { source, push }
+}
+
+export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
+  const log = opts.log ?? silentLogger
+  const metrics = new GatewayMetrics({ processMetrics: opts.processMetrics ?? false })
+  const store = new SnapshotStore(opts.random)
+  const lifecycle: Lifecycle = { draining: false }
+  const pool = new UpstreamPool(
+    opts.upstreamConnections !== undefined
+      ? { connectionsPerOrigin: opts.upstreamConnections }
+      : {},
+  )
+  metrics.upstreamPools = () => pool.serverStats(store.snapshot?.servers ?? {})
+  const { source, push } = configSources(opts, store, metrics, log)
   const picker: EndpointPicker = opts.picker ?? new Scheduler({ log, ...opts.scheduler })
   if (picker.onSnapshot) {
     const onSnapshot = picker.onSnapshot.bind(picker)

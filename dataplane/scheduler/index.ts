@@ -2,6 +2,11 @@
 
 export { DEFAULT_PROFILE, PLUGINS } from './profile.js'
 export { blockHashes, flattenPrompt, rendezvous } from './prompt.js'
-export { Scheduler, type SchedulerOptions, type ScrapeOptions } from './scheduler.js'
+export {
+  Scheduler,
+  type SchedulerOptions,
+  type ScrapeOptions,
+  scrapeTargetsOf,
+} from './scheduler.js'
 export { EndpointState, type HealthOptions } from './state.js'
 export type { Plugin, PluginArgs, PluginEnv, SchedRequest } from './types.js'

@@ -43,6 +43,12 @@ export interface ScrapeOptions {
   readonly timeoutMs?: number
   /** Default 16. */
   readonly concurrency?: number
+  /**
+   * Scraped elsewhere (the primary of `--workers N`, dataplane/cluster/): no scrape loop here;
+   * results come in through `scrapeStarted` and `ingestScrape`. `intervalMs` still sets the
+   * staleness default.
+   */
+  readonly external?: boolean
 }
 
 export interface SchedulerOptions {
@@ -149,6 +155,8 @@ export class Scheduler implements EndpointPicker {
   readonly #stateOpts: StateOptions
   readonly #env: PluginEnv
   readonly #scraper: MetricsScraper | undefined
+  /** Someone scrapes the endpoints (this scheduler, or the primary for it). */
+  readonly #probed: boolean
   #states = new Map<string, EndpointState>()
   #servers = new Map<string, ServerScheduler>()
   readonly #freeSlots: number[] = []
@@ -171,7 +179,8 @@ export class Scheduler implements EndpointPicker {
     }
     this.#env = { random: this.#random, now: this.#now }
     this.#health = new HealthLog(opts.log)
-    if (scrape !== undefined) {
+    this.#probed = scrape !== undefined
+    if (scrape !== undefined && scrape.external !== true) {
       this.#scraper = new MetricsScraper({
         intervalMs: interval,
         ...(scrape.timeoutMs !== undefined ? { timeoutMs: scrape.timeoutMs } : {}),
@@ -197,7 +206,6 @@ export class Scheduler implements EndpointPicker {
     const servers = Object.values(snapshot.servers).sort((a, b) => (a.key < b.key ? -1 : 1))
     // One state per address:port, shared by every server listing it (one engine, one load).
     const states = new Map<string, EndpointState>()
-    const targets = new Map<string, ScrapeTarget>()
     for (const s of servers) {
       for (const ep of s.endpoints) {
         const id = endpointKey(ep)
@@ -205,10 +213,8 @@ export class Scheduler implements EndpointPicker {
         let st = this.#states.get(id)
         if (st === undefined) st = new EndpointState(ep, this.#allocSlot(), this.#stateOpts)
         st.labels = ep.labels
-        st.probed = this.#scraper !== undefined
+        st.probed = this.#probed
         states.set(id, st)
-        const host = ep.address.includes(':') ? `[${ep.address}]` : ep.address
-        targets.set(id, { id, origin: `${s.protocol}://${host}:${ep.port}`, engine: s.engine })
       }
     }
     const next = new Map<string, ServerScheduler>()
@@ -241,7 +247,7 @@ export class Scheduler implements EndpointPicker {
     for (const [id, st] of this.#states) if (!states.has(id)) this.#freeSlots.push(st.slot)
     this.#states = states
     this.#servers = next
-    this.#scraper?.sync([...targets.values()])
+    this.#scraper?.sync(scrapeTargetsOf(snapshot))
   }
 
   admit(ctx: PickContext, signal: AbortSignal): Admission | Promise<Admission> | undefined {
@@ -360,14 +366,16 @@ export class Scheduler implements EndpointPicker {
     }
     return {
       scrape:
-        this.#scraper === undefined
-          ? { enabled: false }
-          : {
+        this.#scraper !== undefined
+          ? {
               enabled: true,
               intervalMs: this.#scraper.intervalMs,
               timeoutMs: this.#scraper.timeoutMs,
               staleAfterMs: this.#stateOpts.staleAfterMs,
-            },
+            }
+          : this.#probed
+            ? { enabled: true, by: 'primary', staleAfterMs: this.#stateOpts.staleAfterMs }
+            : { enabled: false },
       decisions: this.#costs.summary(),
       servers,
       endpoints: [...this.#states.values()].map((s) => s.view(now)),
@@ -377,6 +385,33 @@ export class Scheduler implements EndpointPicker {
   async close(): Promise<void> {
     for (const ss of this.#servers.values()) for (const e of ss.entries) e.plugin.close?.()
     await this.#scraper?.close()
+  }
+
+  /** A scrape of endpoint `id` (address:port) is leaving (external scraping, see ScrapeOptions). */
+  scrapeStarted(id: string): void {
+    this.#states.get(id)?.scrapeStarted()
+  }
+
+  /** The result of a scrape made elsewhere (external scraping): as if this scheduler made it. */
+  ingestScrape(id: string, r: ScrapeResult): void {
+    this.#onScrape(id, r)
+  }
+
+  /** This process's in-flight requests and tokens per endpoint id (only endpoints with some). */
+  localLoad(): Map<string, readonly [requests: number, tokens: number]> {
+    const out = new Map<string, readonly [number, number]>()
+    for (const [id, st] of this.#states) {
+      if (st.inFlight > 0 || st.inFlightTokens > 0) out.set(id, [st.inFlight, st.inFlightTokens])
+    }
+    return out
+  }
+
+  /** Other processes' in-flight per endpoint id; endpoints absent from `load` have none. */
+  setPeerLoad(load: ReadonlyMap<string, readonly [requests: number, tokens: number]>): void {
+    for (const [id, st] of this.#states) {
+      const l = load.get(id)
+      st.setPeerLoad(l?.[0] ?? 0, l?.[1] ?? 0)
+    }
   }
 
   #onScrape(id: string, r: ScrapeResult): void {
@@ -446,6 +481,24 @@ export class Scheduler implements EndpointPicker {
   #allocSlot(): number {
     return this.#freeSlots.pop() ?? this.#nextSlot++
   }
+}
+
+/**
+ * What to scrape for a snapshot: one target per address:port (the first server listing it, in key
+ * order, names the engine), every endpoint whether ready or not (readiness may come back).
+ */
+export function scrapeTargetsOf(snapshot: RoutingSnapshot): ScrapeTarget[] {
+  const servers = Object.values(snapshot.servers).sort((a, b) => (a.key < b.key ? -1 : 1))
+  const targets = new Map<string, ScrapeTarget>()
+  for (const s of servers) {
+    for (const ep of s.endpoints) {
+      const id = endpointKey(ep)
+      if (targets.has(id)) continue
+      const host = ep.address.includes(':') ? `[${ep.address}]` : ep.address
+      targets.set(id, { id, origin: `${s.protocol}://${host}:${ep.port}`, engine: s.engine })
+    }
+  }
+  return [...targets.values()]
 }
 
 /** Indices of the k largest values, largest first (k is small: the retry budget). */

@@ -165,6 +165,13 @@ export class EndpointState {
   // own traffic
   inFlight = 0
   inFlightTokens = 0
+  /**
+   * In flight here from the other worker processes of this data plane (`--workers`), as last
+   * summed and broadcast by the primary; 0 in a single process. Counted in the blended load
+   * like own traffic, so workers do not all pile onto the pod that looked idle at the last scrape.
+   */
+  peerInFlight = 0
+  peerInFlightTokens = 0
   dispatched = 0
   completed = 0
   failures = 0
@@ -221,8 +228,9 @@ export class EndpointState {
    */
   pending(now: number): number {
     const m = this.fresh(now)
-    if (m === undefined || m.missing.length === 2) return this.inFlight
-    return Math.max(this.inFlight, m.waiting + m.running + this.inFlight - this.#inFlightAtScrape)
+    const mine = this.inFlight + this.peerInFlight
+    if (m === undefined || m.missing.length === 2) return mine
+    return Math.max(mine, m.waiting + m.running + mine - this.#inFlightAtScrape)
   }
 
   /** Requests queued at the engine (not running), estimated between scrapes. */
@@ -241,7 +249,9 @@ export class EndpointState {
     const m = this.fresh(now)
     if (m?.kvCacheUsage === undefined) return undefined
     if (m.numGpuBlocks === undefined || m.blockSize === undefined) return m.kvCacheUsage
-    const delta = (this.inFlightTokens - this.#tokensAtScrape) / (m.numGpuBlocks * m.blockSize)
+    const delta =
+      (this.inFlightTokens + this.peerInFlightTokens - this.#tokensAtScrape) /
+      (m.numGpuBlocks * m.blockSize)
     return Math.min(1, Math.max(0, m.kvCacheUsage + delta))
   }
 
@@ -268,8 +278,14 @@ export class EndpointState {
 
   /** A scrape request is about to leave: the engine's answer describes the world as of now. */
   scrapeStarted(): void {
-    this.#inFlightAtScrapeStart = this.inFlight
-    this.#tokensAtScrapeStart = this.inFlightTokens
+    this.#inFlightAtScrapeStart = this.inFlight + this.peerInFlight
+    this.#tokensAtScrapeStart = this.inFlightTokens + this.peerInFlightTokens
+  }
+
+  /** The other workers' in-flight requests and tokens here (latest broadcast of the primary). */
+  setPeerLoad(requests: number, tokens: number): void {
+    this.peerInFlight = Math.max(0, requests)
+    this.peerInFlightTokens = Math.max(0, tokens)
   }
 
   /**
@@ -593,6 +609,9 @@ export class EndpointState {
       local: {
         inFlight: this.inFlight,
         inFlightTokens: this.inFlightTokens,
+        ...(this.peerInFlight > 0 || this.peerInFlightTokens > 0
+          ? { peerInFlight: this.peerInFlight, peerInFlightTokens: this.peerInFlightTokens }
+          : {}),
         dispatched: this.dispatched,
         failures: this.failures,
       },

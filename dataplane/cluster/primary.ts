@@ -1,0 +1,247 @@
+// `infer-gateway dataplane --workers N`: N worker processes behind one listening socket
+// (node:cluster; the primary accepts and hands connections out round-robin), and a primary that
+// serves no requests but keeps the scheduling state of the workers in agreement.
+//
+// Design (issue 11, item 3):
+// - Config: every worker loads it itself (the same files or push channel, the same hot reload),
+//   exactly as a single process does; the primary loads it too, only to know what to scrape.
+//   Forwarding the primary's snapshot instead would add a second reload path to keep right, for
+//   no gain: the snapshot compiles deterministically, so all processes converge on the same one
+//   within a poll interval (the same window two data-plane replicas already live with).
+// - Engine metrics are scraped ONCE, by the primary (engines/scraper.ts, same defaults as the
+//   single-process scheduler). Each scrape's start and result (parsed metrics, unreachable /
+//   bad answer, detected engine restart) are broadcast; workers feed them to their scheduler as
+//   if they had scraped (`Scheduler.scrapeStarted` / `ingestScrape`, ScrapeOptions.external), so
+//   health, staleness and restart handling are the single-process code. Workers never scrape.
+// - In-flight agreed: every LOAD_REPORT_MS (25 ms), and only when it changed, a worker sends its
+//   in-flight requests and tokens per endpoint; the primary sums the other workers' for each worker
+//   (load.ts) and sends that view when it changed, at most every BROADCAST_MS. A worker's blended
+//   load is then the engine's waiting+running at the last scrape plus ALL workers' in-flight change
+//   since that scrape (own exactly, others' as of the latest view; scheduler/state.ts), never below
+//   everyone's in-flight. Between two scrapes a burst on one worker is seen by the others within
+//   tens of milliseconds instead of at the next scrape.
+// - Prefix index: not shared. Each worker learns prefix placement from its own dispatches, and
+//   ties are broken by rendezvous hashing of the prompt's head, so workers seeing the same load
+//   tend to place a new prefix on the same pod; where they do not, a prefix lives on up to N pods
+//   (each still a cache hit for the worker that put it there). `bench:routing --workers 2` measures
+//   what this costs against one worker (docs/scheduling.md has the numbers).
+// - /metrics: prom-client's AggregatorRegistry. Any worker asked for /metrics asks the primary,
+//   which collects every worker's registry and answers the aggregate (sums; gauges like the
+//   snapshot version are the same in every worker).
+// - Signals: SIGTERM/SIGINT to the primary tells every worker to drain (readiness off, drain delay,
+//   in-flight requests finish) and waits for them; workers ignore signals themselves. A worker that
+//   exits otherwise is restarted (backoff doubling from 500 ms to 30 s while it keeps crashing
+//   within 10 s of its start); if the primary dies, workers drain and exit (IPC disconnect).
+import cluster, { type Worker } from 'node:cluster'
+import process from 'node:process'
+import { AggregatorRegistry } from 'prom-client'
+import { untilSignal } from '../command.js'
+import { MetricsScraper, type ScrapeResult } from '../engines/scraper.js'
+import { configSources, type GatewayOptions } from '../gateway.js'
+import type { Logger } from '../log.js'
+import { GatewayMetrics } from '../metrics.js'
+import { scrapeTargetsOf } from '../scheduler/index.js'
+import { SnapshotStore } from '../snapshot-store.js'
+import { LoadAggregator, loadKey } from './load.js'
+import {
+  isOurs,
+  type ToPrimary,
+  type ToWorker,
+  WORKER_ARGS_ENV,
+  WORKER_INDEX_ENV,
+} from './protocol.js'
+
+/** At most this often the primary sends each worker the others' in-flight (when it changed). */
+export const BROADCAST_MS = 10
+const RESTART_MIN_MS = 500
+const RESTART_MAX_MS = 30_000
+/** A worker that ran this long before exiting restarts at once (not a crash loop). */
+const STABLE_MS = 10_000
+
+export class ClusterError extends Error {
+  override readonly name = 'ClusterError'
+  readonly code = 'WORKER_START_FAILED'
+}
+
+export interface PrimaryOptions {
+  readonly workers: number
+  /** The dataplane arguments, re-parsed by each worker. */
+  readonly args: readonly string[]
+  readonly gateway: GatewayOptions
+  readonly drainDelayMs: number
+  readonly deadlineMs: number
+  readonly log: Logger
+}
+
+interface Slot {
+  readonly index: number
+  worker: Worker | undefined
+  startedAt: number
+  ready: boolean
+  backoffMs: number
+  sentPeerKey: string
+  restartTimer: NodeJS.Timeout | undefined
+}
+
+export async function runPrimary(o: PrimaryOptions): Promise<void> {
+  const { log } = o
+  const store = new SnapshotStore()
+  const metrics = new GatewayMetrics({ processMetrics: false })
+  const { source, push } = configSources(o.gateway, store, metrics, log)
+  const slots: Slot[] = Array.from({ length: o.workers }, (_, i) => ({
+    index: i + 1,
+    worker: undefined,
+    startedAt: 0,
+    ready: false,
+    backoffMs: RESTART_MIN_MS,
+    sentPeerKey: '',
+    restartTimer: undefined,
+  }))
+  const broadcast = (m: ToWorker): void => {
+    for (const s of slots) if (s.worker?.isConnected()) s.worker.send(m)
+  }
+  const scrape = o.gateway.scheduler?.scrape
+  const scraper = new MetricsScraper({
+    ...(scrape ? scrape : {}),
+    onStart: (id) => broadcast({ t: 'igw:scrape-start', id }),
+    onResult: (id: string, r: ScrapeResult) => broadcast({ t: 'igw:scrape', id, r }),
+  })
+  store.onSwap((s) => scraper.sync(scrapeTargetsOf(s)))
+
+  const load = new LoadAggregator()
+  let broadcastTimer: NodeJS.Timeout | undefined
+  const sendPeerLoads = (): void => {
+    broadcastTimer = undefined
+    for (const s of slots) {
+      if (!s.worker?.isConnected()) continue
+      const others = load.othersOf(s.index)
+      const key = loadKey(others)
+      if (key === s.sentPeerKey) continue
+      s.sentPeerKey = key
+      s.worker.send({ t: 'igw:peer-load', load: others } satisfies ToWorker)
+    }
+  }
+  const aggregator = new AggregatorRegistry()
+
+  let stopping = false
+  let anyReady = false
+  let startupFailed: (e: Error) => void = () => {}
+  let allReady: (url: string) => void = () => {}
+  const started = new Promise<string>((ok, fail) => {
+    allReady = ok
+    startupFailed = fail
+  })
+
+  const fork = (s: Slot): void => {
+    s.restartTimer = undefined
+    s.ready = false
+    s.sentPeerKey = ''
+    s.startedAt = performance.now()
+    s.worker = cluster.fork({
+      [WORKER_INDEX_ENV]: String(s.index),
+      [WORKER_ARGS_ENV]: JSON.stringify(o.args),
+    })
+  }
+
+  cluster.setupPrimary({ serialization: 'advanced' })
+  cluster.on('message', (worker: Worker, m: unknown) => {
+    if (!isOurs<ToPrimary>(m)) return
+    const s = slots.find((x) => x.worker === worker)
+    if (s === undefined) return
+    switch (m.t) {
+      case 'igw:ready':
+        s.ready = true
+        if (!anyReady && slots.every((x) => x.ready)) {
+          anyReady = true
+          allReady(m.url)
+        }
+        // A (re)started worker gets the others' in-flight view at once.
+        if (anyReady) sendPeerLoads()
+        break
+      case 'igw:load':
+        load.report(s.index, m.load)
+        broadcastTimer ??= setTimeout(sendPeerLoads, BROADCAST_MS)
+        break
+      case 'igw:metrics-req':
+        aggregator.clusterMetrics().then(
+          (text) => worker.isConnected() && worker.send({ t: 'igw:metrics', rid: m.rid, text }),
+          (e: unknown) =>
+            worker.isConnected() &&
+            worker.send({ t: 'igw:metrics', rid: m.rid, error: String(e) } satisfies ToWorker),
+        )
+        break
+    }
+  })
+  cluster.on('exit', (worker: Worker, code: number | null, signal: string | null) => {
+    const s = slots.find((x) => x.worker === worker)
+    if (s === undefined) return
+    s.worker = undefined
+    load.remove(s.index)
+    broadcastTimer ??= setTimeout(sendPeerLoads, BROADCAST_MS)
+    if (stopping) return
+    if (!anyReady) {
+      startupFailed(
+        new ClusterError(
+          `worker ${s.index} exited (${signal ?? `code ${code}`}) before listening; see its log above`,
+        ),
+      )
+      return
+    }
+    const ranMs = performance.now() - s.startedAt
+    s.backoffMs =
+      ranMs >= STABLE_MS ? 0 : Math.min(RESTART_MAX_MS, Math.max(RESTART_MIN_MS, s.backoffMs * 2))
+    log('warn', 'worker exited; restarting', {
+      worker: s.index,
+      pid: worker.process.pid,
+      code,
+      signal,
+      inMs: s.backoffMs,
+    })
+    s.restartTimer = setTimeout(() => fork(s), s.backoffMs)
+  })
+
+  const stopAll = async (): Promise<void> => {
+    stopping = true
+    for (const s of slots) if (s.restartTimer) clearTimeout(s.restartTimer)
+    const alive = slots.flatMap((s) => (s.worker !== undefined ? [s.worker] : []))
+    const exited = Promise.all(
+      alive.map((w) => new Promise<void>((r) => (w.isDead() ? r() : w.once('exit', () => r())))),
+    )
+    broadcast({ t: 'igw:shutdown' })
+    // Workers drain within drain delay + shutdown timeout; past that (plus slack), kill them.
+    const kill = setTimeout(
+      () => {
+        for (const w of alive) if (!w.isDead()) w.process.kill('SIGKILL')
+      },
+      o.drainDelayMs + o.deadlineMs + 5_000,
+    )
+    await exited
+    clearTimeout(kill)
+    if (broadcastTimer) clearTimeout(broadcastTimer)
+    source?.stop()
+    await push?.stop()
+    await scraper.close()
+  }
+
+  await push?.start()
+  await source?.start()
+  if (store.snapshot) scraper.sync(scrapeTargetsOf(store.snapshot))
+  for (const s of slots) fork(s)
+  let url: string
+  try {
+    url = await Promise.race([
+      started,
+      untilSignal().then((sig) => {
+        throw new ClusterError(`${sig} while the workers were starting`)
+      }),
+    ])
+  } catch (e) {
+    await stopAll()
+    throw e
+  }
+  log('info', 'data plane listening', { url, workers: o.workers, pid: process.pid })
+  await untilSignal()
+  log('info', 'shutting down: workers draining', { workers: o.workers })
+  await stopAll()
+  log('info', 'stopped')
+}

@@ -1,0 +1,144 @@
+// One worker process of `--workers N`: the whole data plane (config, filters, app, listener on the
+// shared socket), except that it does not scrape engines. Scrape results, and what the other
+// workers have in flight, come from the primary; this worker reports its own in-flight back.
+// Signals are the primary's business: a terminal's Ctrl-C reaches every process of the group, and
+// a worker that drained on its own would be killed by the primary's SIGTERM that follows.
+import process from 'node:process'
+import { AggregatorRegistry } from 'prom-client'
+import type { SnapshotEndpoint } from '../../api/snapshot.js'
+import { type Gateway, type GatewayOptions, startGateway } from '../gateway.js'
+import type { Logger } from '../log.js'
+import type { PickContext } from '../picker.js'
+import { Scheduler, type SchedulerOptions } from '../scheduler/index.js'
+import { type LoadEntry, loadKey } from './load.js'
+import { isOurs, type ToPrimary, type ToWorker, WORKER_INDEX_ENV } from './protocol.js'
+
+/** How often in-flight counts go to the primary (only when they changed). */
+export const LOAD_REPORT_MS = 25
+
+/** The scheduler of a worker: scraped by the primary; says which worker decided, when asked. */
+export class WorkerScheduler extends Scheduler {
+  readonly worker: number
+  constructor(worker: number, opts: SchedulerOptions) {
+    super(opts)
+    this.worker = worker
+  }
+
+  override pick(ctx: PickContext): readonly SnapshotEndpoint[] {
+    const out = super.pick(ctx)
+    // Only with --explain and the request header: the worker id stays out of normal responses.
+    if (ctx.explain !== undefined)
+      ctx.explain.text = `${ctx.explain.text ?? ''} | worker=${this.worker}`
+    return out
+  }
+
+  override debug(): unknown {
+    return { worker: { index: this.worker, pid: process.pid }, ...(super.debug() as object) }
+  }
+}
+
+function send(m: ToPrimary): void {
+  if (process.connected) process.send?.(m)
+}
+
+export async function runWorker(
+  opts: GatewayOptions,
+  drain: { readonly drainDelayMs: number; readonly deadlineMs: number },
+  log: Logger,
+): Promise<void> {
+  const index = Number(process.env[WORKER_INDEX_ENV] ?? '0')
+  const scheduler = new WorkerScheduler(index, {
+    log,
+    ...opts.scheduler,
+    scrape: { ...(opts.scheduler?.scrape || {}), external: true },
+  })
+  const waiting = new Map<number, { ok: (t: string) => void; fail: (e: Error) => void }>()
+  let stop: () => void = () => {}
+  const stopped = new Promise<void>((r) => {
+    stop = r
+  })
+  process.on('message', (m: unknown) => {
+    if (!isOurs<ToWorker>(m)) return
+    switch (m.t) {
+      case 'igw:scrape-start':
+        scheduler.scrapeStarted(m.id)
+        break
+      case 'igw:scrape':
+        scheduler.ingestScrape(m.id, m.r)
+        break
+      case 'igw:peer-load':
+        scheduler.setPeerLoad(new Map(m.load.map(([id, n, t]) => [id, [n, t] as const])))
+        break
+      case 'igw:metrics': {
+        const w = waiting.get(m.rid)
+        waiting.delete(m.rid)
+        if (m.text !== undefined) w?.ok(m.text)
+        else w?.fail(new Error(m.error ?? 'no metrics from the primary'))
+        break
+      }
+      case 'igw:shutdown':
+        stop()
+        break
+    }
+  })
+  // The primary is gone (killed): nobody scrapes or coordinates any more, so leave too.
+  process.on('disconnect', () => stop())
+  const ignore = (): void => {}
+  process.on('SIGINT', ignore)
+  process.on('SIGTERM', ignore)
+
+  let gw: Gateway
+  try {
+    gw = await startGateway({ ...opts, picker: scheduler })
+  } catch (e) {
+    await scheduler.close()
+    throw e
+  }
+  // /metrics on any worker answers the sum over all workers: prom-client's AggregatorRegistry
+  // (the primary asks every worker for its registry as JSON and aggregates). app.ts renders
+  // `registry.metrics()`, so that one method of this instance asks the primary instead.
+  AggregatorRegistry.setRegistries([gw.metrics.registry])
+  new AggregatorRegistry() // installs the worker-side listener prom-client answers the primary with
+  let rid = 0
+  gw.metrics.registry.metrics = () =>
+    new Promise<string>((ok, fail) => {
+      const id = rid++
+      const timer = setTimeout(() => {
+        waiting.delete(id)
+        fail(new Error('the primary did not answer for /metrics in time'))
+      }, 6_000)
+      waiting.set(id, {
+        ok: (t) => {
+          clearTimeout(timer)
+          ok(t)
+        },
+        fail: (e) => {
+          clearTimeout(timer)
+          fail(e)
+        },
+      })
+      send({ t: 'igw:metrics-req', rid: id })
+    })
+
+  let last = ''
+  const report = setInterval(() => {
+    const load: LoadEntry[] = []
+    for (const [id, [n, t]] of scheduler.localLoad()) load.push([id, n, t])
+    const key = loadKey(load)
+    if (key === last) return
+    last = key
+    send({ t: 'igw:load', load })
+  }, LOAD_REPORT_MS)
+  report.unref()
+  send({ t: 'igw:ready', url: gw.url })
+  log('info', 'worker listening', { worker: index, pid: process.pid, url: gw.url })
+
+  await stopped
+  log('info', 'worker draining', { worker: index })
+  const { forced } = await gw.shutdown(drain)
+  clearInterval(report)
+  await scheduler.close()
+  log('info', 'worker stopped', { worker: index, forcedConnections: forced })
+  // The IPC channel would keep the process alive; everything is closed by now.
+  process.exit(0)
+}
