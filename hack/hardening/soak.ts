@@ -191,6 +191,8 @@ try {
     sum((r) => r.transportErrors) === 0 &&
     sum((r) => r.unshaped) === 0 &&
     inflight === 0 &&
+    // Every idle or slowloris connection was closed by the gateway's own timeouts.
+    sockets.closedByGateway === sockets.opened &&
     growth < 0.1 &&
     !gw.exited()
   const record: RunRecord = {
