@@ -32,7 +32,9 @@ export function nodeInbound(req: IncomingMessage, res: ServerResponse): Inbound 
     },
     headers() {
       const out: Record<string, string> = {}
-      for (const [k, v] of Object.entries(req.headers)) {
+      const h = req.headers
+      for (const k in h) {
+        const v = h[k]
         if (v !== undefined) out[k] = Array.isArray(v) ? v.join(', ') : v
       }
       return out

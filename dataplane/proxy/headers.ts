@@ -1,4 +1,4 @@
-// Request headers sent to a self-hosted engine, shared by the plain and the fallback-chain paths.
+// Request headers sent to a self-hosted engine (serve/server-target.ts).
 const DROP_REQUEST_HEADERS = new Set([
   'host',
   'connection',

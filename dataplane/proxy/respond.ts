@@ -184,14 +184,10 @@ export async function toClientResponse(
     if (opts.nodeResponse !== undefined) return streamToNode(up, opts, opts.nodeResponse)
     return streamResponse(up, responseHeaders(up.headers, opts.extraHeaders), opts)
   }
-  return bufferedResponse(up, responseHeaders(up.headers, opts.extraHeaders), opts)
+  return bufferedResponse(up, opts)
 }
 
-async function bufferedResponse(
-  up: UpstreamResponse,
-  headers: Headers,
-  opts: RespondOptions,
-): Promise<Response> {
+async function bufferedResponse(up: UpstreamResponse, opts: RespondOptions): Promise<Response> {
   const chunks: Uint8Array[] = []
   let firstByteMs: number | undefined
   let bytes = 0
@@ -238,13 +234,23 @@ async function bufferedResponse(
     })
     throw e
   }
-  if (passOn) return passOnResponse(up, headers, opts, iterator, chunks, bytes, firstByteMs)
-  const body = Buffer.concat(chunks)
+  if (passOn)
+    return passOnResponse(
+      up,
+      responseHeaders(up.headers, opts.extraHeaders),
+      opts,
+      iterator,
+      chunks,
+      bytes,
+      firstByteMs,
+    )
+  const body = chunks.length === 1 && chunks[0] !== undefined ? chunks[0] : Buffer.concat(chunks)
   let usage: Usage | undefined
-  const ct = headers.get('content-type') ?? ''
+  const ct = contentType(up.headers)
   if (up.statusCode < 300 && ct.includes('json') && body.byteLength < 16 * 1024 * 1024) {
     try {
-      usage = parseUsage((JSON.parse(body.toString('utf8')) as Record<string, unknown>)['usage'])
+      const text = Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8')
+      usage = parseUsage((JSON.parse(text) as Record<string, unknown>)['usage'])
     } catch {
       // Not our body to judge; pass it through.
     }
@@ -256,7 +262,25 @@ async function bufferedResponse(
     ...(usage ? { usage } : {}),
     ...(firstByteMs !== undefined ? { firstByteMs } : {}),
   })
-  return new Response(body, { status: up.statusCode, headers })
+  const res = opts.nodeResponse
+  if (res !== undefined) {
+    // Straight to the Node response: no Headers object, no Response body for the adapter to
+    // convert back.
+    const h = nodeHeaders(up.headers, opts.extraHeaders)
+    h['content-length'] = body.byteLength
+    res.writeHead(up.statusCode, h)
+    res.end(body)
+    return RESPONSE_ALREADY_SENT
+  }
+  return new Response(body, {
+    status: up.statusCode,
+    headers: responseHeaders(up.headers, opts.extraHeaders),
+  })
+}
+
+function contentType(headers: UpstreamResponse['headers']): string {
+  const ct = headers['content-type']
+  return (Array.isArray(ct) ? ct[0] : ct) ?? ''
 }
 
 /**
