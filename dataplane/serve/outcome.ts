@@ -4,7 +4,7 @@
 // written exactly once, and what it holds (the in-flight gauge, the client-gone listener, the
 // rate-limit reservation) is let go exactly once. A target's own holdings (fairness admission,
 // deadline timer) are the target's: it lets go of them when it fails or its body ends.
-import type { AccessLogEntry, AccessLogger } from '../access-log.js'
+import { type AccessLogEntry, type AccessLogger, discardLogger } from '../access-log.js'
 import { clip, GatewayError } from '../errors.js'
 import { type Identity, tierLabel } from '../filters/identity.js'
 import type { GatewayMetrics, RequestSeries } from '../metrics.js'
@@ -122,6 +122,7 @@ export class Outcome {
     const s = this.series()
     s.requests(err.status, err.code).inc()
     s.duration.observe(duration / 1000)
+    if (this.#env.accessLog === discardLogger) return errorResponse(err, this.requestId)
     const entry: Entry = {
       time: new Date().toISOString(),
       request_id: this.requestId,
@@ -179,6 +180,8 @@ export class Outcome {
         metrics.providerCost.inc({ ...labels, currency }, cost)
       }
     }
+    // Without an access log (--no-access-log) the line is not even built.
+    if (this.#env.accessLog === discardLogger) return
     const entry: Entry = {
       time: new Date().toISOString(),
       request_id: this.requestId,
