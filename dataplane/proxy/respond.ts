@@ -618,7 +618,7 @@ async function pumpToNode(
 }
 
 /** Resolves when the client's socket takes more bytes, or when it is gone. */
-function drained(res: ServerResponse): Promise<void> {
+export function drained(res: ServerResponse): Promise<void> {
   return new Promise((resolve) => {
     const done = (): void => {
       res.off('drain', done)

@@ -2,6 +2,7 @@
 // added (a key rejected with 401/403 is retried once after a rotation), the transport sends it,
 // and the answer is translated back to OpenAI's shapes. Until the first translated chunk exists
 // nothing is committed, so a provider that fails right away can still fall back.
+import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response'
 import type { SnapshotProvider } from '../../api/snapshot.js'
 import { errors, GatewayError } from '../errors.js'
 import { statusClass } from '../metrics.js'
@@ -16,7 +17,7 @@ import {
   readBody,
 } from '../providers/transport.js'
 import { type BuildInput, ProviderStreamError } from '../providers/types.js'
-import { DEFAULT_MAX_UPSTREAM_BODY_BYTES } from '../proxy/respond.js'
+import { DEFAULT_MAX_UPSTREAM_BODY_BYTES, drained } from '../proxy/respond.js'
 import { isBodyTimeout } from '../retry.js'
 import type { RouteTarget } from '../router.js'
 import { type Deadline, deadline } from './deadline.js'
@@ -285,9 +286,79 @@ async function streamStep(
       controller.enqueue(b)
     }
   }
-  let pending: string[] | undefined = first
   // The rate limiter sees translated OpenAI events exactly as it sees an engine's.
   const filter = out.limits?.streamFilter()
+  const headers = {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache',
+    'x-accel-buffering': 'no',
+    'x-request-id': out.requestId,
+    ...out.limits?.headers,
+  }
+  const node = ctx.req.inbound.nodeResponse
+  if (node !== undefined) {
+    // Straight to the client's Node response (no WHATWG stream in between).
+    node.writeHead(res.statusCode, headers)
+    node.flushHeaders()
+    const gone = (): boolean => node.destroyed || node.writableEnded
+    /** Writes one chunk; false = wait for drain. */
+    const write = (b: Uint8Array): boolean => {
+      bytes += b.byteLength
+      return node.write(b)
+    }
+    const pump = async (): Promise<void> => {
+      let frames: string[] | undefined = first
+      try {
+        for (;;) {
+          const fs = frames ?? (await next())
+          frames = undefined
+          if (gone()) {
+            res.body.destroy()
+            finish('client_closed')
+            return
+          }
+          if (filter === undefined) {
+            for (const f of fs) if (!write(enc.encode(f))) await drained(node)
+          } else {
+            for (const f of fs) {
+              const r = await filter.transform(enc.encode(f))
+              if (r.out !== undefined && r.out.byteLength > 0 && !write(r.out)) await drained(node)
+              if (r.end !== undefined) {
+                finish(r.end)
+                if (!gone()) node.end()
+                res.body.destroy()
+                return
+              }
+            }
+            if (ended) {
+              const rest = filter.flush()
+              if (rest !== undefined && rest.byteLength > 0 && !gone()) node.write(rest)
+            }
+          }
+          if (ended) {
+            finish()
+            if (!gone()) node.end()
+            return
+          }
+        }
+      } catch (e) {
+        res.body.destroy()
+        if ((ctx.client.aborted && !dl.timedOut()) || gone()) {
+          finish('client_closed')
+          if (!gone()) node.end()
+          return
+        }
+        const [code, message] = streamFailure(e, dl)
+        const b = enc.encode(sseError(message, code))
+        bytes += b.byteLength
+        finish(code, message)
+        node.end(b)
+      }
+    }
+    void pump()
+    return { kind: 'done', response: RESPONSE_ALREADY_SENT }
+  }
+  let pending: string[] | undefined = first
   const stream = new ReadableStream<Uint8Array>({
     async pull(controller) {
       try {
@@ -324,18 +395,7 @@ async function streamStep(
           controller.close()
           return
         }
-        let code: string
-        let message: string
-        if (e instanceof ProviderStreamError || e instanceof SseLineTooLongError) {
-          code = e.code
-          message = e.message
-        } else if (dl.timedOut() || isBodyTimeout(e)) {
-          code = 'upstream_timeout'
-          message = 'provider stream timed out'
-        } else {
-          code = 'upstream_stream_cut'
-          message = 'provider closed the stream before it finished'
-        }
+        const [code, message] = streamFailure(e, dl)
         emit(controller, [sseError(message, code)])
         finish(code, message)
         controller.close()
@@ -347,17 +407,13 @@ async function streamStep(
       res.body.destroy()
     },
   })
-  return {
-    kind: 'done',
-    response: new Response(stream, {
-      status: res.statusCode,
-      headers: {
-        'content-type': 'text/event-stream; charset=utf-8',
-        'cache-control': 'no-cache',
-        'x-accel-buffering': 'no',
-        'x-request-id': out.requestId,
-        ...out.limits?.headers,
-      },
-    }),
-  }
+  return { kind: 'done', response: new Response(stream, { status: res.statusCode, headers }) }
+}
+
+/** A committed provider stream that broke: the error event's code and message. */
+function streamFailure(e: unknown, dl: Deadline): [code: string, message: string] {
+  if (e instanceof ProviderStreamError || e instanceof SseLineTooLongError)
+    return [e.code, e.message]
+  if (dl.timedOut() || isBodyTimeout(e)) return ['upstream_timeout', 'provider stream timed out']
+  return ['upstream_stream_cut', 'provider closed the stream before it finished']
 }
