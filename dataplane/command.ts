@@ -7,7 +7,7 @@ import { runPrimary } from './cluster/primary.js'
 import { WORKER_ARGS_ENV } from './cluster/protocol.js'
 import { runWorker } from './cluster/worker.js'
 import { type GatewayOptions, startGateway } from './gateway.js'
-import { type Logger, stderrLogger } from './log.js'
+import { stderrLogger } from './log.js'
 
 export const dataplaneHelp = `Usage: infer-gateway dataplane (--config <file|dir>... | [--snapshot <file>] [--push-url <url>]) [options]
 
@@ -70,7 +70,8 @@ Config safety:
 `
 
 export async function runDataplaneCommand(argv: readonly string[]): Promise<void> {
-  // A worker of --workers N takes the primary's arguments from its environment (see protocol.ts).
+  // A worker of --workers N takes the primary's arguments from its environment (protocol.ts): in
+  // the single executable (hack/sea) a forked worker's argv holds the executable's path twice.
   const passed = cluster.isWorker ? process.env[WORKER_ARGS_ENV] : undefined
   const args: readonly string[] = passed !== undefined ? (JSON.parse(passed) as string[]) : argv
   const { values } = parseArgs({
@@ -124,7 +125,7 @@ export async function runDataplaneCommand(argv: readonly string[]): Promise<void
     deadlineMs: intArg('shutdown-timeout', values['shutdown-timeout']),
   }
   const workers =
-    values.workers !== undefined ? intArg('workers', values.workers) : await defaultWorkerCount(log)
+    values.workers !== undefined ? intArg('workers', values.workers) : defaultWorkers()
   if (workers === 0) throw new UsageError('--workers must be at least 1')
   const gatewayOptions: GatewayOptions = {
     ...(values.snapshot !== undefined
@@ -179,31 +180,6 @@ export async function runDataplaneCommand(argv: readonly string[]): Promise<void
   log('info', 'shutting down: readiness off, draining')
   const { forced } = await gw.shutdown(drain)
   log('info', 'stopped', { forcedConnections: forced })
-}
-
-/**
- * The CPUs this container may use. A single executable (SEA) runs one process unless --workers
- * says otherwise: see SEA_FORKS below.
- */
-async function defaultWorkerCount(log: Logger): Promise<number> {
-  const n = defaultWorkers()
-  if (n > 1 && !SEA_FORKS && (await isSea())) {
-    log('info', 'single executable: 1 worker by default (give --workers to run more)', { cpus: n })
-    return 1
-  }
-  return n
-}
-
-/** Whether the single executable can fork workers (checked by hack/sea's test). */
-const SEA_FORKS = true
-
-async function isSea(): Promise<boolean> {
-  try {
-    const sea = (await import('node:sea')) as { isSea?: () => boolean }
-    return sea.isSea?.() ?? false
-  } catch {
-    return false
-  }
 }
 
 export class UsageError extends Error {

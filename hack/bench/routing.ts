@@ -1,5 +1,5 @@
 // `npm run bench:routing` (tsx hack/bench/routing.ts [--quick] [--no-write] [--only <regime>]
-// [--routers <a,b>] [--seconds <n>] [--no-peers]): routing quality of the scheduler. A fleet of
+// [--routers <a,b>] [--seconds <n>] [--no-peers] [--workers <n>]): routing quality of the scheduler. A fleet of
 // simulated engines (own process) behind the real data plane (own process, the CLI), driven by an
 // open-loop load generator (this process), for several workloads, engine shapes, arrival rates and
 // routers. Every router sees the same request sequence (seeded), and each run starts with a fresh
@@ -46,8 +46,13 @@ const { values: opts } = parseArgs({
     only: { type: 'string' },
     routers: { type: 'string' },
     seconds: { type: 'string' },
+    // Worker processes of our data plane (`dataplane --workers`); default 1. With 2, the same
+    // matrix shows whether sharing load across workers keeps the routing quality of one.
+    workers: { type: 'string' },
   },
 })
+const WORKERS = Number(opts.workers ?? 1)
+if (!Number.isInteger(WORKERS) || WORKERS < 1) throw new Error('--workers must be an integer >= 1')
 const QUICK = opts.quick
 const DURATION_MS = Number(opts.seconds ?? (QUICK ? 8 : 16)) * 1000
 const WARMUP_MS = Math.min(3000, DURATION_MS / 4)
@@ -676,6 +681,8 @@ async function startGatewayProc(file: string, port: number, pods: number): Promi
       '--explain',
       '--drain-delay',
       '0',
+      '--workers',
+      String(WORKERS),
     ],
     /data plane listening/,
   )
@@ -1411,7 +1418,7 @@ ${sections.join('\n\n')}
 
 Full run ${((Date.now() - started) / 60000).toFixed(1)} min, measured ${new Date().toISOString().slice(0, 10)} on ${process.platform}/${process.arch}, Node ${process.version}, 2 cores shared by all processes.`
   process.stdout.write(`\n${text}\n`)
-  if (!opts['no-write'] && opts.only === undefined && opts.routers === undefined) {
+  if (!opts['no-write'] && opts.only === undefined && opts.routers === undefined && WORKERS === 1) {
     const file = await writeSection(QUICK ? 'routing-quick' : 'routing', text, {
       quick: QUICK,
       durationMs: DURATION_MS,
