@@ -10,6 +10,18 @@ export interface Proc {
   stop(): Promise<void>
 }
 
+/** The child did not print its ready line in time; it has been told to stop (`pid`). */
+export class SpawnTimeoutError extends Error {
+  override readonly name = 'SpawnTimeoutError'
+  readonly code = 'SPAWN_TIMEOUT'
+  constructor(
+    readonly pid: number | undefined,
+    message: string,
+  ) {
+    super(message)
+  }
+}
+
 /** Spawns `infer-gateway <args>` and resolves once a line of its output matches `ready`. */
 export async function spawnCli(
   args: readonly string[],
@@ -22,13 +34,19 @@ export async function spawnCli(
   })
   let seen = ''
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(
-      () =>
-        reject(
-          new Error(`timed out waiting for ${ready} from ${args.join(' ')}; output:\n${seen}`),
+    const timer = setTimeout(() => {
+      // Not ready in time: the caller gets no handle to stop the child, so it must not outlive
+      // the failure (an orphan keeps its port and CPU). SIGTERM first (a --workers primary takes
+      // its workers down), SIGKILL if that is not enough.
+      child.kill('SIGTERM')
+      setTimeout(() => child.kill('SIGKILL'), 2000).unref()
+      reject(
+        new SpawnTimeoutError(
+          child.pid,
+          `timed out waiting for ${ready} from ${args.join(' ')}; output:\n${seen}`,
         ),
-      timeoutMs,
-    )
+      )
+    }, timeoutMs)
     const onData = (b: Buffer): void => {
       seen += b.toString()
       if (ready.test(seen)) {
