@@ -25,6 +25,7 @@ const STREAMS: SlowStreamsResult = {
   count: 5000,
   opened: 5000,
   failed: 0,
+  failures: '',
   endedEarly: 0,
   rampMs: 4000,
   holdChunks: 50000,
@@ -36,6 +37,7 @@ const STREAMS: SlowStreamsResult = {
   holdLag: { p50Ms: 10.5, p99Ms: 14, maxMs: 22 },
   inflightHeld: 5000,
   inflightAfter: 0,
+  releaseMs: 500,
 }
 
 function run(over: Partial<ProxyRun> = {}): ProxyRun {

@@ -270,7 +270,7 @@ export function render(run: ProxyRun): string {
     const lag = (l: SlowStreamsResult['holdLag']) =>
       l ? `p50 ${fmt(l.p50Ms, 1)} / p99 ${fmt(l.p99Ms, 1)} / max ${fmt(l.maxMs, 1)} ms` : 'n/a'
     parts.push(
-      `Concurrent slow streams through ours (1 worker): ${run.streamsSetup} ${s.opened} of ${s.count} streams open after ${fmt(s.rampMs / 1000, 1)} s (${s.failed} failed, ${s.endedEarly} ended early), held ${fmt(s.holdMs / 1000, 0)} s (${s.holdChunks} chunks delivered in the hold). Gateway RSS: ${fmt(s.rssIdleMb, 0)} MB idle, ${fmt(s.rssMaxMb, 0)} MB highest sample in the hold, ${fmt(s.rssPeakMb, 0)} MB peak (VmHWM). Event-loop delay while ramping: ${lag(s.rampLag)}; while holding: ${lag(s.holdLag)}. In-flight gauge: ${fmt(s.inflightHeld, 0)} while held, ${fmt(s.inflightAfter, 0)} 2 s after the clients left.`,
+      `Concurrent slow streams through ours (1 worker): ${run.streamsSetup} ${s.opened} of ${s.count} streams open after ${fmt(s.rampMs / 1000, 1)} s (${s.failed} failed${s.failed > 0 ? `: ${s.failures}` : ''}, ${s.endedEarly} ended early), held ${fmt(s.holdMs / 1000, 0)} s (${s.holdChunks} chunks delivered in the hold). Gateway RSS: ${fmt(s.rssIdleMb, 0)} MB idle, ${fmt(s.rssMaxMb, 0)} MB highest sample in the hold, ${fmt(s.rssPeakMb, 0)} MB peak (VmHWM). Event-loop delay while ramping: ${lag(s.rampLag)}; while holding: ${lag(s.holdLag)}. In-flight gauge: ${fmt(s.inflightHeld, 0)} while held, ${fmt(s.inflightAfter, 0)} ${fmt(s.releaseMs / 1000, 1)} s after the clients left.`,
     )
   }
   parts.push(

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { eventLoopDelay, gaugeSum } from './proxy-streams.js'
+import { describeReasons, eventLoopDelay, gaugeSum } from './proxy-streams.js'
 
 // As prom-client 15 prints its default metrics (plus one of the gateway's own gauges).
 const METRICS = `# HELP nodejs_eventloop_lag_seconds Lag of event loop in seconds.
@@ -44,5 +44,16 @@ describe('gaugeSum', () => {
   it('reads a gauge and is NaN when it is missing', () => {
     expect(gaugeSum(METRICS, 'infer_gateway_inflight_requests')).toBe(4998)
     expect(Number.isNaN(gaugeSum(METRICS, 'nope'))).toBe(true)
+  })
+})
+
+describe('describeReasons', () => {
+  it('lists reasons by count, most frequent first', () => {
+    const m = new Map([
+      ['ECONNRESET', 1],
+      ['status 503 too_many_connections', 7],
+    ])
+    expect(describeReasons(m)).toBe('status 503 too_many_connections×7, ECONNRESET×1')
+    expect(describeReasons(new Map())).toBe('')
   })
 })

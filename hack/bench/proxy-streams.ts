@@ -67,6 +67,8 @@ export interface SlowStreamsResult {
   readonly opened: number
   /** Streams refused or cut before the end of the hold (status ≠ 200 or a socket error). */
   readonly failed: number
+  /** Why streams failed, most frequent first ("" when none did). */
+  readonly failures: string
   /** Streams that ended on their own during the hold (the engine finished them). */
   readonly endedEarly: number
   readonly rampMs: number
@@ -80,9 +82,20 @@ export interface SlowStreamsResult {
   /** Event-loop delay over the ramp and over the hold (undefined: no default metrics exposed). */
   readonly rampLag: EventLoopDelay | undefined
   readonly holdLag: EventLoopDelay | undefined
-  /** infer_gateway_inflight_requests during the hold and 2 s after the clients went away. */
+  /** infer_gateway_inflight_requests at the end of the hold. */
   readonly inflightHeld: number
+  /** The same gauge once it reached 0 after the clients went away, or after a minute. */
   readonly inflightAfter: number
+  /** How long that took, ms. */
+  readonly releaseMs: number
+}
+
+/** "status 503 x×2, ECONNRESET×1": counts of failure reasons, most frequent first. */
+export function describeReasons(reasons: ReadonlyMap<string, number>): string {
+  return [...reasons.entries()]
+    .sort((a, b) => b[1] - a[1])
+    .map(([why, n]) => `${why}×${n}`)
+    .join(', ')
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -94,7 +107,20 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 export async function slowStreams(o: SlowStreamsOptions): Promise<SlowStreamsResult> {
   const log = o.log ?? (() => {})
   const metricsUrl = `${o.origin}/metrics`
-  const agent = new Agent({ connections: o.count + 16, pipelining: 1, bodyTimeout: 0 })
+  // A ramp of thousands of connections on a busy machine can take longer than undici's 10 s
+  // connect timeout; the gateway's behaviour under that load is what is measured, not the client's.
+  const agent = new Agent({
+    connections: o.count + 16,
+    pipelining: 1,
+    bodyTimeout: 0,
+    headersTimeout: 0,
+    connectTimeout: 120_000,
+  })
+  const reasons = new Map<string, number>()
+  const fail = (why: string): void => {
+    failed++
+    reasons.set(why, (reasons.get(why) ?? 0) + 1)
+  }
   const abort = new AbortController()
   setMaxListeners(0, abort.signal) // one listener per stream, by design
   let opened = 0
@@ -106,6 +132,7 @@ export async function slowStreams(o: SlowStreamsOptions): Promise<SlowStreamsRes
   await scrape(metricsUrl) // resets the event-loop delay histogram: the next scrape covers the ramp
 
   const one = async (): Promise<void> => {
+    let first = true
     try {
       const res = await request(`${o.origin}/v1/chat/completions`, {
         method: 'POST',
@@ -115,11 +142,11 @@ export async function slowStreams(o: SlowStreamsOptions): Promise<SlowStreamsRes
         signal: abort.signal,
       })
       if (res.statusCode !== 200) {
-        failed++
-        await res.body.dump()
+        const text = await res.body.text()
+        const code = /"code"\s*:\s*"([^"]+)"/.exec(text)?.[1]
+        fail(`status ${res.statusCode}${code ? ` ${code}` : ''}`)
         return
       }
-      let first = true
       for await (const _chunk of res.body) {
         if (first) {
           opened++
@@ -128,14 +155,16 @@ export async function slowStreams(o: SlowStreamsOptions): Promise<SlowStreamsRes
         if (holding) chunks++
       }
       if (!abort.signal.aborted) endedEarly++
-    } catch {
-      if (!abort.signal.aborted) failed++
+    } catch (e) {
+      if (abort.signal.aborted) return
+      const err = e as { code?: string; message?: string }
+      fail(`${err.code ?? String(err.message).slice(0, 80)}${first ? '' : ' (mid-stream)'}`)
     }
   }
 
   const rampStart = performance.now()
   const all: Promise<void>[] = []
-  const step = o.openPer50Ms ?? 250
+  const step = o.openPer50Ms ?? 100
   for (let i = 0; i < o.count; i += step) {
     for (let j = i; j < Math.min(o.count, i + step); j++) all.push(one())
     await sleep(50)
@@ -169,12 +198,21 @@ export async function slowStreams(o: SlowStreamsOptions): Promise<SlowStreamsRes
   abort.abort()
   await Promise.allSettled(all)
   await agent.destroy()
-  await sleep(2000)
-  const inflightAfter = gaugeSum(await scrape(metricsUrl), 'infer_gateway_inflight_requests')
+  // The gateway must let go of every stream once its client is gone: wait for the in-flight gauge
+  // to reach 0 (slow on a busy machine), up to a minute.
+  const leftAt = performance.now()
+  let inflightAfter = Number.NaN
+  for (;;) {
+    inflightAfter = gaugeSum(await scrape(metricsUrl), 'infer_gateway_inflight_requests')
+    if (inflightAfter === 0 || performance.now() - leftAt > 60_000) break
+    await sleep(500)
+  }
+  const releaseMs = performance.now() - leftAt
   return {
     count: o.count,
     opened,
     failed,
+    failures: describeReasons(reasons),
     endedEarly,
     rampMs,
     holdChunks: chunks,
@@ -186,5 +224,6 @@ export async function slowStreams(o: SlowStreamsOptions): Promise<SlowStreamsRes
     holdLag,
     inflightHeld,
     inflightAfter,
+    releaseMs,
   }
 }

@@ -78,6 +78,7 @@ const PORTS: Record<Exclude<TargetKey, 'direct'>, number> = {
 const SLOW_GW_PORT = 18084
 const PEER_METRICS: Record<PeerName, number> = { sglang: 29001, vllm: 29002 }
 const MODEL = 'bench-model'
+const SLOW_MAX_TOKENS = 1000
 
 const out = (line: string) => process.stdout.write(`${line}\n`)
 
@@ -112,22 +113,28 @@ spec:
 `
 }
 
-/** Whether this data plane has `--workers` (another piece of issue 11 adds it). */
-async function dataplaneHasWorkers(): Promise<boolean> {
-  const { stdout, stderr } = await promisify(execFile)(process.execPath, [
-    CLI,
-    'dataplane',
-    '--help',
-  ])
-  return /--workers\b/.test(stdout + stderr)
+let hasWorkers: Promise<boolean> | undefined
+
+/** Whether this data plane has `--workers` (asked once from `dataplane --help`). */
+function dataplaneHasWorkers(): Promise<boolean> {
+  hasWorkers ??= promisify(execFile)(process.execPath, [CLI, 'dataplane', '--help']).then(
+    ({ stdout, stderr }) => /--workers\b/.test(stdout + stderr),
+  )
+  return hasWorkers
 }
 
-function startGateway(
+/**
+ * Our data plane with `workers` processes. Where --workers exists it is always passed: its default
+ * is every core, so leaving it out would not give the 1-worker data plane.
+ */
+async function startGateway(
   config: string,
   port: number,
+  workers: number,
   extra: readonly string[],
   nodeArgs: readonly string[] = [],
 ): Promise<Proc> {
+  const w = (await dataplaneHasWorkers()) ? ['--workers', String(workers)] : []
   return spawnCli(
     [
       'dataplane',
@@ -140,6 +147,7 @@ function startGateway(
       '--no-access-log',
       '--drain-delay',
       '0',
+      ...w,
       ...extra,
     ],
     /data plane listening/,
@@ -171,7 +179,7 @@ async function main(): Promise<void> {
       : await fastPaths(dir, profDir, vegeta.bin, procs, skipped)
     // The fast-path targets are done: stop them so the slow-stream run has the machine.
     while (procs.length > 0) await procs.pop()?.stop()
-    const streamsSetup = `engine: \`infer-gateway sim\` with its default latency model (15 ms per token, +2 % per running sequence: about ${Math.round(15 * (1 + 0.02 * (STREAMS - 1)))} ms between tokens with ${STREAMS} running), \`--max-num-seqs ${STREAMS + 1000}\`; gateway: \`--upstream-connections ${STREAMS + 1000}\` (the default 256 would queue the rest); clients: one undici connection per stream, opened 250 per 50 ms.`
+    const streamsSetup = `engine: \`infer-gateway sim\` with its default latency model (15 ms per token, +2 % per running sequence: about ${Math.round(15 * (1 + 0.02 * (STREAMS - 1)))} ms between tokens with ${STREAMS} running), \`--max-num-seqs ${STREAMS + 1000}\`; gateway: \`--upstream-connections ${STREAMS + 1000}\` (the default 256 would queue the rest); clients: one undici connection per stream, opened 100 per 50 ms; each asks for ${SLOW_MAX_TOKENS} tokens so none ends during the run (the sim's \`--block-size 256\` keeps its KV bookkeeping small).`
     const streams: ProxyRun['streams'] =
       STREAMS > 0 ? await manyStreams(dir, procs) : { skipped: '--streams 0' }
     while (procs.length > 0) await procs.pop()?.stop()
@@ -256,6 +264,7 @@ async function fastPaths(
   const ours = await startGateway(
     config,
     PORTS.ours,
+    1,
     [],
     opts.profile ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [],
   )
@@ -266,8 +275,10 @@ async function fastPaths(
     origin: `http://127.0.0.1:${PORTS.ours}`,
     pid: ours.child.pid ?? 0,
   })
-  if (await dataplaneHasWorkers()) {
-    const many = await startGateway(config, PORTS.oursN, ['--workers', String(WORKERS)])
+  if (WORKERS < 2) {
+    skipped.push({ key: 'oursN', label: 'ours (N workers)', reason: `--workers ${WORKERS}` })
+  } else if (await dataplaneHasWorkers()) {
+    const many = await startGateway(config, PORTS.oursN, WORKERS, [])
     procs.push(many)
     targets.push({
       key: 'oursN',
@@ -434,7 +445,6 @@ async function manyStreams(dir: string, procs: Proc[]): Promise<SlowStreamsResul
   out(`${STREAMS} slow streams through ours…`)
   const slowConfig = join(dir, 'slow.yaml')
   await writeFile(slowConfig, gatewayYaml(SLOW_SIM_HOST, SLOW_SIM_PORT))
-  const maxTokens = 500
   const slowSim = await spawnCli(
     [
       'sim',
@@ -449,13 +459,15 @@ async function manyStreams(dir: string, procs: Proc[]): Promise<SlowStreamsResul
       '--max-num-seqs',
       String(STREAMS + 1000),
       // Every stream reserves prompt + max_tokens of KV; room for all, so the engine never queues.
+      '--block-size',
+      '256',
       '--num-gpu-blocks',
-      String(Math.ceil(((STREAMS + 1000) * (maxTokens + 64)) / 16)),
+      String((STREAMS + 1000) * Math.ceil((SLOW_MAX_TOKENS + 256) / 256)),
     ],
     /127\.0\.0\.3/,
   )
   procs.push(slowSim)
-  const gw = await startGateway(slowConfig, SLOW_GW_PORT, [
+  const gw = await startGateway(slowConfig, SLOW_GW_PORT, 1, [
     '--upstream-connections',
     String(STREAMS + 1000),
   ])
@@ -463,7 +475,7 @@ async function manyStreams(dir: string, procs: Proc[]): Promise<SlowStreamsResul
   return slowStreams({
     origin: `http://127.0.0.1:${SLOW_GW_PORT}`,
     pid: gw.child.pid ?? 0,
-    body: chat(true, maxTokens),
+    body: chat(true, SLOW_MAX_TOKENS),
     count: STREAMS,
     holdMs: HOLD_SECONDS * 1000,
     log: out,
