@@ -40,6 +40,9 @@ describe('RouteTable', () => {
     ).toBe(true)
     expect(t.resolve(req('nope')).kind).toBe('unknown-model')
     expect(t.models.map((m) => m.id)).toEqual(['base', 'lora-x'])
+    // Base-model results of a plain rule are built once and shared; LoRA ones keep their name.
+    expect(t.resolve(req('base'))).toBe(r1)
+    expect(t.resolve(req('lora-x'))).not.toBe(r2)
   })
 
   it('takes the first matching rule; header, uri and body-model conditions are ANDed', () => {

@@ -14,6 +14,7 @@ import type {
   SnapshotStringMatch,
   SnapshotTargetRef,
 } from '../api/snapshot.js'
+import { servedByGateway } from '../api/snapshot.js'
 
 export interface RouteRequest {
   readonly model: string
@@ -72,6 +73,8 @@ interface CompiledRule {
   /** Resolved fallback targets (unknown keys dropped); empty = no fallback. */
   readonly fallback: readonly Resolved[]
   readonly fallbackOn: ReadonlySet<FallbackOn>
+  /** Plain results by picked target for base-model requests: immutable, built once. */
+  readonly plainResults: Map<Resolved, RouteResult>
 }
 
 interface CompiledRoute {
@@ -92,13 +95,17 @@ export class RouteTable {
   readonly snapshot: RoutingSnapshot
   private readonly random: () => number
 
-  /** `random` returns [0,1); injectable so weighted splits are testable. */
-  constructor(snapshot: RoutingSnapshot, random: () => number = Math.random) {
+  /**
+   * `random` returns [0,1); injectable so weighted splits are testable. `gateway`
+   * ("namespace/name"): serve only routes bound to it by parentRefs, or unbound.
+   */
+  constructor(snapshot: RoutingSnapshot, random: () => number = Math.random, gateway?: string) {
     this.snapshot = snapshot
     this.random = random
     const models = new Map<string, PublicModel>()
     // Routes arrive in precedence order (oldest first); keeping insertion order preserves it.
     for (const route of snapshot.routes) {
+      if (!servedByGateway(route, gateway)) continue
       const compiled = compileRoute(route, snapshot)
       if (compiled.rules.length === 0) continue
       const created = Math.floor(Date.parse(route.creationTimestamp) / 1000) || 0
@@ -130,12 +137,16 @@ export class RouteTable {
         if (!ruleMatches(cr, req)) continue
         const picked = this.pickTarget(cr)
         const plain = picked.kind === 'server' && cr.fallback.length === 0
+        // A base-model request to a plain rule resolves the same way every time (the model is
+        // the route's): one shared, immutable result instead of four objects per request.
+        const cached = plain && !isLora ? cr.plainResults.get(picked) : undefined
+        if (cached !== undefined) return cached
         const targets = plain
           ? [this.target(picked, isLora, req.model)]
           : [picked, ...cr.fallback.filter((f) => !sameTarget(f, picked))].map((t) =>
               this.target(t, isLora, req.model),
             )
-        return {
+        const result: RouteResult = {
           kind: 'chain',
           decision: {
             route: r.route,
@@ -146,6 +157,8 @@ export class RouteTable {
             plain,
           },
         }
+        if (plain && !isLora) cr.plainResults.set(picked, result)
+        return result
       }
     }
     return { kind: 'no-rule' }
@@ -221,6 +234,7 @@ function compileRoute(route: SnapshotRoute, snapshot: RoutingSnapshot): Compiled
       totalWeight: cumulative,
       fallback,
       fallbackOn: fallback.length > 0 ? new Set(rule.fallback?.on ?? []) : NO_FALLBACK,
+      plainResults: new Map(),
     })
   }
   return { route, rules }
