@@ -111,7 +111,7 @@ describe('deep JSON and exceptions on the request path release everything', () =
         ],
       },
     }
-    // The same pool behind a fallback rule: the provider/fallback path (providers/dispatch.ts).
+    // The same pool behind a fallback rule: a chain of several targets (serve/chain.ts).
     const chain: RouteSpec = {
       name: CHAIN,
       modelName: CHAIN,
@@ -164,7 +164,7 @@ describe('deep JSON and exceptions on the request path release everything', () =
     // JSON.stringify overflows its stack. Six of them would hold the 2 places forever if leaked.
     const gw = await gateway({ maxJsonDepth: 1_000_000 })
     for (let i = 0; i < 6; i++) {
-      // Both paths: the plain rule (app.ts) and the fallback rule (providers/dispatch.ts).
+      // Both kinds of chain: the plain rule (one target) and the fallback rule (serve/chain.ts).
       const res = await post(gw, deepBody(i % 2 === 0 ? MODEL : CHAIN, 20_000, 'metadata'), {
         'x-request-id': `throw-${i}`,
       })
