@@ -27,6 +27,8 @@ Options:
                            between workers (docs/scheduling.md)
   --host <addr>            Listen address (default 0.0.0.0)
   --port <n>               Listen port (default 8080)
+  --gateway <ns/name>      This fleet's Gateway: ModelRoutes whose parentRefs name other Gateways
+                           are not served (unbound routes are served by every data plane)
   --max-body-bytes <n>     Request body limit (default 10485760)
   --max-json-depth <n>     Deepest object/array nesting in a request body (default 128); deeper
                            is a 400 json_too_deep
@@ -101,6 +103,7 @@ export async function runDataplaneCommand(argv: readonly string[]): Promise<void
       'max-connections': { type: 'string' },
       'allow-empty-config': { type: 'boolean', default: false },
       'allow-private-provider-addresses': { type: 'boolean', default: false },
+      gateway: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -167,6 +170,7 @@ export async function runDataplaneCommand(argv: readonly string[]): Promise<void
     },
     ...(values['allow-empty-config'] ? { allowEmptyConfig: true } : {}),
     ...(values['allow-private-provider-addresses'] ? { allowPrivateProviderAddresses: true } : {}),
+    ...(values.gateway !== undefined ? { gateway: gatewayArg(values.gateway) } : {}),
     log,
     processMetrics: true,
   }
@@ -192,6 +196,13 @@ export function intArg(name: string, v: string): number {
   if (!Number.isInteger(n) || n < 0)
     throw new UsageError(`--${name} must be a non-negative integer, got "${v}"`)
   return n
+}
+
+/** `--gateway namespace/name`: the Gateway whose routes (by parentRefs) this fleet serves. */
+function gatewayArg(v: string): string {
+  if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?\/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(v))
+    throw new UsageError(`--gateway must be namespace/name, got "${v}"`)
+  return v
 }
 
 /** Optional positive-integer flags → the gateway options they set (absent flags: defaults). */

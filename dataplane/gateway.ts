@@ -46,6 +46,8 @@ export interface GatewayOptions {
   readonly scheduler?: SchedulerOptions
   readonly processMetrics?: boolean
   readonly random?: () => number
+  /** This fleet's Gateway ("namespace/name"): routes whose parentRefs name another are not served. */
+  readonly gateway?: string
   /** Mounted credentials Secret (one file per entry): API-key hashes, client secrets, … */
   readonly secretsDir?: string
   /** Re-read interval of `secretsDir` (default 1000 ms). */
@@ -105,7 +107,7 @@ export function configSources(
 export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const log = opts.log ?? silentLogger
   const metrics = new GatewayMetrics({ processMetrics: opts.processMetrics ?? false })
-  const store = new SnapshotStore(opts.random)
+  const store = new SnapshotStore(opts.random, opts.gateway)
   const lifecycle: Lifecycle = { draining: false }
   const pool = new UpstreamPool(
     opts.upstreamConnections !== undefined
