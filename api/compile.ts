@@ -22,7 +22,14 @@ import {
   secretFileName,
   validateExternalModelProvider,
 } from './provider.js'
-import type { ModelRoute, ModelServer, Scheduler, StringMatch, TrafficPolicy } from './schema.js'
+import type {
+  ModelRoute,
+  ModelServer,
+  ParentReference,
+  Scheduler,
+  StringMatch,
+  TrafficPolicy,
+} from './schema.js'
 import {
   DEFAULT_RETRY,
   DEFAULT_TIMEOUTS,
@@ -408,11 +415,14 @@ function compileRoute(
     return undefined
   }
   const spec = route.spec
+  const gateways = compileParentRefs(key, ns, spec.parentRefs ?? [], diagnostics)
+  if (gateways === undefined) return undefined
   const rl = spec.rateLimit
   return {
     key,
     namespace: ns,
     name: route.metadata.name,
+    ...(gateways.length > 0 ? { gateways } : {}),
     ...(spec.modelName !== undefined && spec.modelName !== '' ? { modelName: spec.modelName } : {}),
     loraAdapters: [...(spec.loraAdapters ?? [])],
     creationTimestamp: createdText,
@@ -545,18 +555,70 @@ function orderRoutes(routes: ReadonlyMap<string, ModelRoute>): OrderedRoute[] {
   )
 }
 
+const GATEWAY_GROUP = 'gateway.networking.k8s.io'
+
+/**
+ * parentRefs → the Gateways ("namespace/name", sorted) whose data planes serve the route; [] =
+ * unbound (every data plane). A data-plane fleet is one Gateway, so sectionName and port cannot
+ * narrow further: said as a warning. Parents that are not Gateways cannot be served: an error.
+ */
+function compileParentRefs(
+  key: string,
+  ns: string,
+  refs: readonly ParentReference[],
+  diagnostics: Diagnostic[],
+): string[] | undefined {
+  const out = new Set<string>()
+  let ok = true
+  refs.forEach((p, i) => {
+    const path = formatPath(['spec', 'parentRefs', i])
+    if ((p.group ?? GATEWAY_GROUP) !== GATEWAY_GROUP || (p.kind ?? 'Gateway') !== 'Gateway') {
+      ok = false
+      diagnostics.push({
+        kind: 'ModelRoute',
+        key,
+        severity: 'error',
+        reason: 'Unsupported',
+        path,
+        message: `${path}: only ${GATEWAY_GROUP} Gateway parents are supported, not ${p.group ?? GATEWAY_GROUP} ${p.kind ?? 'Gateway'}`,
+      })
+      return
+    }
+    for (const field of ['sectionName', 'port'] as const) {
+      if (p[field] === undefined) continue
+      diagnostics.push({
+        kind: 'ModelRoute',
+        key,
+        severity: 'warning',
+        reason: 'Unsupported',
+        path: `${path}.${field}`,
+        message: `${path}.${field} does not narrow the route: every listener of Gateway "${p.name}" serves it`,
+      })
+    }
+    out.add(`${p.namespace ?? ns}/${p.name}`)
+  })
+  return ok ? [...out].sort() : undefined
+}
+
+/** Two routes meet on a data plane when either is unbound or they share a Gateway. */
+function sameGateway(a: SnapshotRoute, b: SnapshotRoute): boolean {
+  if (a.gateways === undefined || b.gateways === undefined) return true
+  return a.gateways.some((g) => b.gateways?.includes(g))
+}
+
 function warnDuplicates(routes: readonly SnapshotRoute[], diagnostics: Diagnostic[]): void {
-  const owner = new Map<string, string>()
+  // The same model may be claimed once per Gateway: only claims that meet on a data plane clash.
+  const owners = new Map<string, SnapshotRoute[]>()
   for (const r of routes) {
     const names = [
       ...new Set([...(r.modelName !== undefined ? [r.modelName] : []), ...r.loraAdapters]),
     ]
     for (const name of names) {
-      const older = owner.get(name)
-      if (older === undefined) {
-        owner.set(name, r.key)
-        continue
-      }
+      const claims = owners.get(name) ?? []
+      const older = claims.find((o) => sameGateway(o, r))?.key
+      claims.push(r)
+      owners.set(name, claims)
+      if (older === undefined) continue
       diagnostics.push({
         kind: 'ModelRoute',
         key: r.key,

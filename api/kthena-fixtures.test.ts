@@ -21,8 +21,10 @@ describe.each(['volcano', 'matrixinfer'])('Kthena-shaped manifests (%s group)', 
     providers: parsed.providers,
     version: 1,
   })
-  const byReason = (reason: string) =>
-    diagnostics.filter((d) => d.reason === reason).map((d) => `${d.kind} ${d.key} ${d.path ?? ''}`)
+  const byReason = (reason: string, severity = 'error') =>
+    diagnostics
+      .filter((d) => d.reason === reason && d.severity === severity)
+      .map((d) => `${d.kind} ${d.key} ${d.path ?? ''}`)
 
   it('parses every document without an issue', () => {
     expect(parsed.issues).toEqual([])
@@ -54,5 +56,69 @@ describe.each(['volcano', 'matrixinfer'])('Kthena-shaped manifests (%s group)', 
     const qwen = snapshot.routes.find((r) => r.key === 'kthena/qwen')
     expect(qwen?.rules.map((r) => r.targets.map((t) => t.weight))).toEqual([[100], [80, 20], [100]])
     expect(qwen?.rateLimit).toBeDefined()
+  })
+
+  it('parentRefs: routes carry their Gateways; one model per Gateway is no duplicate', () => {
+    const gw = Object.fromEntries(snapshot.routes.map((r) => [r.key, r.gateways]))
+    expect(gw).toEqual({
+      'kthena/gpt': undefined,
+      'kthena/qwen': ['kthena/public'],
+      'kthena/qwen-internal': ['kthena/internal'],
+    })
+    expect(byReason('DuplicateModelName', 'warning')).toEqual([])
+    // sectionName and port cannot narrow a fleet that is one Gateway: said, not ignored.
+    expect(byReason('Unsupported', 'warning')).toEqual([
+      'ModelRoute kthena/qwen spec.parentRefs[0].port',
+      'ModelRoute kthena/qwen spec.parentRefs[0].sectionName',
+    ])
+  })
+})
+
+describe('parentRefs and DuplicateModelName', () => {
+  const server = {
+    apiVersion: 'networking.serving.volcano.sh/v1alpha1',
+    kind: 'ModelServer',
+    metadata: { name: 's', namespace: 'ns' },
+    spec: {
+      inferenceEngine: 'vLLM',
+      workloadSelector: { matchLabels: { app: 's' } },
+      workloadPort: { port: 8000 },
+    },
+  }
+  const route = (
+    name: string,
+    created: string,
+    parentRefs?: { name: string; kind?: string }[],
+  ) => ({
+    metadata: { name, namespace: 'ns', creationTimestamp: created },
+    spec: {
+      modelName: 'm',
+      ...(parentRefs !== undefined ? { parentRefs } : {}),
+      rules: [{ targetModels: [{ modelServerName: 's' }] }],
+    },
+  })
+  const compile = (routes: unknown[]) =>
+    compileSnapshot({ routes, servers: [server], endpoints: {}, version: 1 }).diagnostics.map(
+      (d) => `${d.key} ${d.reason}`,
+    )
+
+  it('clashes when both routes reach one data plane: a shared Gateway, or either unbound', () => {
+    const T1 = '2026-01-01T00:00:00Z'
+    const T2 = '2026-01-02T00:00:00Z'
+    expect(compile([route('a', T1, [{ name: 'g1' }]), route('b', T2, [{ name: 'g2' }])])).toEqual(
+      [],
+    )
+    expect(compile([route('a', T1, [{ name: 'g1' }]), route('b', T2, [{ name: 'g1' }])])).toEqual([
+      'ns/b DuplicateModelName',
+    ])
+    expect(compile([route('a', T1), route('b', T2, [{ name: 'g2' }])])).toEqual([
+      'ns/b DuplicateModelName',
+    ])
+  })
+
+  it('a parent that is not a Gateway is refused (Unsupported), not silently served everywhere', () => {
+    expect(compile([route('a', '2026-01-01T00:00:00Z', [{ name: 'x', kind: 'Service' }])])).toEqual(
+      ['ns/a Unsupported'],
+    )
   })
 })

@@ -73,6 +73,7 @@ const route = z.strictObject({
   key: z.string().min(1),
   namespace: z.string().min(1),
   name: z.string().min(1),
+  gateways: z.array(z.string().min(1)).min(1).exactOptional(),
   modelName: z.string().exactOptional(),
   loraAdapters: z.array(z.string()),
   creationTimestamp: z.string(),

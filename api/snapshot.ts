@@ -87,6 +87,11 @@ export interface SnapshotRoute {
   readonly key: string
   readonly namespace: string
   readonly name: string
+  /**
+   * Gateways ("namespace/name") from `parentRefs`: a data plane started with `--gateway` serves
+   * the route only if it is listed. Absent = unbound, served by every data plane.
+   */
+  readonly gateways?: readonly string[]
   readonly modelName?: string
   readonly loraAdapters: readonly string[]
   /** RFC 3339; routes are ordered oldest first, then by key, and the first matching rule wins. */
@@ -279,4 +284,12 @@ export const DEFAULT_RETRY: SnapshotRetry = {
   intervalMs: 100,
   maxIntervalMs: 2_000,
   retryOn: ['connect-failure', '5xx', '429'],
+}
+
+/**
+ * Whether the data plane of Gateway `gateway` ("namespace/name"; undefined = no Gateway
+ * identity, serves everything) serves `route`: unbound routes are served by every data plane.
+ */
+export function servedByGateway(route: SnapshotRoute, gateway: string | undefined): boolean {
+  return gateway === undefined || route.gateways === undefined || route.gateways.includes(gateway)
 }

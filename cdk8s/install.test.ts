@@ -133,12 +133,12 @@ describe('install manifests', () => {
     const role = find('ClusterRole', OPERATOR_NAME)
     expect(role['rules']).toEqual([
       {
-        apiGroups: ['networking.matrixinfer.ai'],
+        apiGroups: ['networking.matrixinfer.ai', 'networking.serving.volcano.sh'],
         resources: ['modelroutes', 'modelservers', 'gatewaypolicies', 'externalmodelproviders'],
         verbs: ['get', 'list', 'watch'],
       },
       {
-        apiGroups: ['networking.matrixinfer.ai'],
+        apiGroups: ['networking.matrixinfer.ai', 'networking.serving.volcano.sh'],
         resources: [
           'modelroutes/status',
           'modelservers/status',

@@ -21,7 +21,7 @@ import {
   SNAPSHOT_KEY,
   SYSTEM_NAMESPACE,
 } from '../api/crd.js'
-import { API_GROUP } from '../api/schema.js'
+import { API_GROUP, KTHENA_API_GROUP } from '../api/schema.js'
 import { COMMON_LABELS, crdManifests } from './crds.js'
 
 export interface InstallOptions {
@@ -203,9 +203,10 @@ export class InstallChart extends Chart {
       metadata: { name: OPERATOR_NAME, labels: labels('operator') },
       rules: [
         // Informers: list + watch; get for a fresh read before a status write.
-        rule([API_GROUP], plurals, ['get', 'list', 'watch']),
+        // Kthena's group too: the operator reconciles its objects when its CRDs are installed.
+        rule([API_GROUP, KTHENA_API_GROUP], plurals, ['get', 'list', 'watch']),
         rule(
-          [API_GROUP],
+          [API_GROUP, KTHENA_API_GROUP],
           plurals.map((p) => `${p}/status`),
           ['patch', 'update'],
         ),

@@ -9,9 +9,12 @@ export class SnapshotStore {
   private current: RouteTable | undefined
   private readonly listeners: SnapshotListener[] = []
   private readonly random: () => number
+  /** The Gateway ("namespace/name") this data plane is; routes bound elsewhere are not served. */
+  private readonly gateway: string | undefined
 
-  constructor(random: () => number = Math.random) {
+  constructor(random: () => number = Math.random, gateway?: string) {
     this.random = random
+    this.gateway = gateway
   }
 
   get table(): RouteTable | undefined {
@@ -24,7 +27,7 @@ export class SnapshotStore {
 
   /** Builds the table first, so a snapshot that fails to compile never replaces the live one. */
   swap(snapshot: RoutingSnapshot): void {
-    const table = new RouteTable(snapshot, this.random)
+    const table = new RouteTable(snapshot, this.random, this.gateway)
     this.current = table
     for (const l of this.listeners) l(snapshot)
   }

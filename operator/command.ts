@@ -7,6 +7,7 @@ import { OPERATOR_LEASE, SYSTEM_NAMESPACE } from '../api/crd.js'
 import { parseDuration } from '../api/index.js'
 import { Controller, type ControllerOptions } from './controller.js'
 import { OperatorError } from './errors.js'
+import { KTHENA_MODES, type KthenaMode, resolveKthena } from './kthena.js'
 import { type Logger, type LogLevel, stderrLogger } from './log.js'
 import { OperatorMetrics } from './metrics.js'
 import { SnapshotPushServer } from './push-server.js'
@@ -25,6 +26,9 @@ Cluster:
   --namespace <ns>          Own namespace: snapshot ConfigMap and Lease
                             (default: $POD_NAMESPACE or ${SYSTEM_NAMESPACE})
   --pod-selector <sel>      Only watch Pods matching this label selector (default: all Pods)
+  --kthena <auto|on|off>    Also reconcile Kthena's networking.serving.volcano.sh/v1alpha1
+                            ModelRoutes, ModelServers and ExternalModelProviders (default auto:
+                            on when API discovery finds the group)
 Serving:
   --host <addr>             Listen address (default 0.0.0.0)
   --port <n>                Push channel, /healthz, /readyz and /metrics (default 8082)
@@ -80,6 +84,7 @@ export interface OperatorConfig {
   readonly ports: readonly number[]
   readonly logLevel: LogLevel
   readonly shutdownTimeoutMs: number
+  readonly kthena: KthenaMode
   readonly controller: Omit<ControllerOptions, 'kc' | 'push' | 'metrics' | 'log'>
 }
 
@@ -94,6 +99,7 @@ export function parseOperatorArgs(
       kubeconfig: { type: 'string' },
       namespace: { type: 'string' },
       'pod-selector': { type: 'string' },
+      kthena: { type: 'string', default: 'auto' },
       host: { type: 'string', default: '0.0.0.0' },
       port: { type: 'string' },
       'push-port': { type: 'string' },
@@ -128,6 +134,9 @@ export function parseOperatorArgs(
   const main = port('port', values.port ?? values['push-port'] ?? '8082')
   const ports =
     values['http-port'] !== undefined ? [main, port('http-port', values['http-port'])] : [main]
+  const kthena = values.kthena as KthenaMode
+  if (!KTHENA_MODES.includes(kthena))
+    throw new OperatorUsageError(`--kthena must be one of ${KTHENA_MODES.join(', ')}`)
   const logLevel = values['log-level'] as LogLevel
   if (!LEVELS.includes(logLevel))
     throw new OperatorUsageError(`--log-level must be one of ${LEVELS.join(', ')}`)
@@ -155,6 +164,7 @@ export function parseOperatorArgs(
     ports,
     logLevel,
     shutdownTimeoutMs: duration('shutdown-timeout', values['shutdown-timeout']),
+    kthena,
     controller: {
       namespace,
       identity,
@@ -209,7 +219,8 @@ export async function runOperatorCommand(args: readonly string[]): Promise<void>
   const kc = loadKubeConfig(cfg.kubeconfig)
   const metrics = new OperatorMetrics({ processMetrics: true })
   const push = new SnapshotPushServer()
-  const controller = new Controller({ ...cfg.controller, kc, push, metrics, log })
+  const kthena = await resolveKthena(cfg.kthena, kc)
+  const controller = new Controller({ ...cfg.controller, kc, push, metrics, log, kthena })
   const server = await listenOperator({
     host: cfg.host,
     ports: cfg.ports,
@@ -223,6 +234,7 @@ export async function runOperatorCommand(args: readonly string[]): Promise<void>
     namespace: cfg.controller.namespace,
     identity: cfg.controller.identity,
     leaderElection: cfg.controller.leaderElection !== undefined,
+    kthena,
     cluster: kc.getCurrentCluster()?.server,
   })
   const signal = await new Promise<NodeJS.Signals>((resolve) => {

@@ -25,6 +25,7 @@ import {
   SNAPSHOT_CONFIGMAP,
 } from '../api/crd.js'
 import { API_GROUP, compileSnapshot, type Diagnostic, type RoutingSnapshot } from '../api/index.js'
+import { KTHENA_API_GROUP } from '../api/schema.js'
 import { sleep, withTimeout } from './backoff.js'
 import {
   type CredentialsPlan,
@@ -112,6 +113,19 @@ export interface ControllerOptions {
   readonly configMapName?: string
   /** The data plane's credentials Secret in `namespace` (default infer-gateway-credentials). */
   readonly credentialsSecretName?: string
+  /**
+   * Also watch Kthena's group (networking.serving.volcano.sh): its ModelRoutes, ModelServers and
+   * ExternalModelProviders compile into the same snapshot, so a Kthena user swaps the router
+   * without touching a manifest. The command turns it on when discovery finds the group.
+   */
+  readonly kthena?: boolean
+}
+
+/** Kthena's kinds, watched in its group when `kthena` is on (GatewayPolicy is ours only). */
+interface KthenaInformers {
+  readonly routes: Informer<CustomObject>
+  readonly servers: Informer<CustomObject>
+  readonly providers: Informer<CustomObject>
 }
 
 export const SNAPSHOT_QUEUE_KEY = 'snapshot'
@@ -185,6 +199,14 @@ export class Controller {
   private readonly policies: Informer<CustomObject>
   private readonly providers: Informer<CustomObject>
   private readonly secrets: Informer<SourceSecret>
+  private readonly kthena: KthenaInformers | undefined
+  /**
+   * Kthena objects: the status last written, by `${kind}/${ns}/${name}`. Kthena's CRDs have a
+   * status subresource whose schema has no fields, so the API server prunes ours; comparing with
+   * this instead of the stored (empty) status keeps us from re-patching and re-announcing every
+   * transition on each rebuild. Transitions still reach the user as Events.
+   */
+  private readonly kthenaStatus = new Map<string, unknown>()
   /** Last credentials plan (leader only); status of policies and providers reads it. */
   private plan: CredentialsPlan | undefined
   /** Hash of the entries last applied to the credentials Secret; undefined = apply again. */
@@ -276,6 +298,37 @@ export class Controller {
       onEvent: (e) => this.onCustomEvent('ExternalModelProvider', e),
       onRestart: restart('externalmodelproviders'),
     })
+    this.kthena = o.kthena
+      ? {
+          routes: new Informer<CustomObject>({
+            ...common,
+            name: 'kthena-modelroutes',
+            path: `/apis/${KTHENA_API_GROUP}/${CRD_VERSION}/${ROUTE.plural}`,
+            list: (r) => this.listCustom(ROUTE.plural, r, KTHENA_API_GROUP),
+            transform: customObject,
+            onEvent: (e) => this.onCustomEvent('ModelRoute', e),
+            onRestart: restart('kthena-modelroutes'),
+          }),
+          servers: new Informer<CustomObject>({
+            ...common,
+            name: 'kthena-modelservers',
+            path: `/apis/${KTHENA_API_GROUP}/${CRD_VERSION}/${SERVER.plural}`,
+            list: (r) => this.listCustom(SERVER.plural, r, KTHENA_API_GROUP),
+            transform: customObject,
+            onEvent: (e) => this.onServerEvent(e),
+            onRestart: restart('kthena-modelservers'),
+          }),
+          providers: new Informer<CustomObject>({
+            ...common,
+            name: 'kthena-externalmodelproviders',
+            path: `/apis/${KTHENA_API_GROUP}/${CRD_VERSION}/${PROVIDER.plural}`,
+            list: (r) => this.listCustom(PROVIDER.plural, r, KTHENA_API_GROUP),
+            transform: customObject,
+            onEvent: (e) => this.onCustomEvent('ExternalModelProvider', e),
+            onRestart: restart('kthena-externalmodelproviders'),
+          }),
+        }
+      : undefined
     // Only labelled Secrets: RBAC allows list/watch of every Secret (it cannot scope by label),
     // but what we ask for is all that is ever in this process's memory.
     this.secrets = new Informer<SourceSecret>({
@@ -421,15 +474,40 @@ export class Controller {
       this.policies,
       this.providers,
       this.secrets,
+      ...(this.kthena !== undefined
+        ? [this.kthena.routes, this.kthena.servers, this.kthena.providers]
+        : []),
     ] as Informer<unknown>[]
+  }
+
+  /** Objects of one kind from both groups (a name taken in both is a DuplicateName to the compiler). */
+  private all(kind: 'routes' | 'servers' | 'providers'): CustomObject[] {
+    const ours = this[kind].values()
+    const theirs = this.kthena?.[kind].values() ?? []
+    return theirs.length === 0 ? ours : [...ours, ...theirs]
+  }
+
+  private allKeys(kind: 'routes' | 'servers' | 'providers'): string[] {
+    return [...new Set([...this[kind].keys(), ...(this.kthena?.[kind].keys() ?? [])])]
+  }
+
+  /** The cached object and its group; ours wins when both groups have the name. */
+  private lookup(
+    kind: 'routes' | 'servers' | 'providers',
+    key: string,
+  ): { obj: CustomObject; group: string } | undefined {
+    const ours = this[kind].get(key)
+    if (ours !== undefined) return { obj: ours, group: API_GROUP }
+    const theirs = this.kthena?.[kind].get(key)
+    return theirs === undefined ? undefined : { obj: theirs, group: KTHENA_API_GROUP }
   }
 
   // -------------------------------------------------------------------------------------------
   // lists (typed clients; the informer adds paging and selectors)
 
-  private async listCustom(plural: string, r: ListRequest): Promise<ListPage> {
+  private async listCustom(plural: string, r: ListRequest, group = API_GROUP): Promise<ListPage> {
     const res = (await this.crs.listClusterCustomObject({
-      group: API_GROUP,
+      group,
       version: CRD_VERSION,
       plural,
       ...pageOptions(r),
@@ -467,7 +545,10 @@ export class Controller {
   }
 
   private onCustomEvent(kind: StatusKind, e: InformerEvent<CustomObject>): void {
-    if (e.type === 'delete') this.events.forget(kind, e.key)
+    if (e.type === 'delete') {
+      this.events.forget(kind, e.key)
+      this.kthenaStatus.delete(viewKey2(kind, e.key))
+    }
     this.queue.add(`${STATUS_PREFIX}${kind}/${e.key}`)
     // A status-only update (ours, echoed back) changes nothing the compiler reads.
     const specChanged =
@@ -576,8 +657,8 @@ export class Controller {
       return
     }
     const t0 = performance.now()
-    const serverObjs = this.servers.values()
-    const routeObjs = this.routes.values()
+    const serverObjs = this.all('servers')
+    const routeObjs = this.all('routes')
     const selectors = serverObjs.map(serverSelector).filter((s) => s !== undefined)
     const { endpoints, counts } = endpointsFor(selectors, this.podIndex)
     const policyObjs = this.policies.values()
@@ -587,7 +668,7 @@ export class Controller {
       endpoints,
       version: 0,
       policies: policyObjs,
-      providers: this.providers.values(),
+      providers: this.all('providers'),
     })
     const plan = planCredentials({
       snapshot: compiled,
@@ -657,12 +738,12 @@ export class Controller {
       publishedVersion: this.published?.version,
       ...(publishError !== undefined ? { publishError } : {}),
     })
-    for (const r of this.routes.keys()) this.queue.add(`${STATUS_PREFIX}ModelRoute/${r}`)
-    for (const s of this.servers.keys()) this.queue.add(`${STATUS_PREFIX}ModelServer/${s}`)
+    for (const r of this.allKeys('routes')) this.queue.add(`${STATUS_PREFIX}ModelRoute/${r}`)
+    for (const s of this.allKeys('servers')) this.queue.add(`${STATUS_PREFIX}ModelServer/${s}`)
     this.plan = plan
     this.diagnostics = diagnostics
     for (const k of this.policies.keys()) this.queue.add(`${STATUS_PREFIX}GatewayPolicy/${k}`)
-    for (const k of this.providers.keys())
+    for (const k of this.allKeys('providers'))
       this.queue.add(`${STATUS_PREFIX}ExternalModelProvider/${k}`)
   }
 
@@ -721,8 +802,15 @@ export class Controller {
     const plan = this.plan
     const view = this.view
     if (plan === undefined || view === undefined) return
-    const obj = (kind === 'GatewayPolicy' ? this.policies : this.providers).get(key)
-    if (obj === undefined) return
+    const found =
+      kind === 'GatewayPolicy'
+        ? (() => {
+            const obj = this.policies.get(key)
+            return obj === undefined ? undefined : { obj, group: API_GROUP }
+          })()
+        : this.lookup('providers', key)
+    if (found === undefined) return
+    const { obj, group } = found
     const generation = obj.metadata.generation ?? 0
     const diagnostics = this.diagnostics
     const desired =
@@ -736,13 +824,14 @@ export class Controller {
             publishError: view.publishError,
           })
     const now = new Date().toISOString().replace(/\.\d{3}Z$/, 'Z')
-    const patch = conditionsPatch(obj.status, desired, generation, now)
+    const stored = this.storedStatus(group, viewKey2(kind, key), obj.status)
+    const patch = conditionsPatch(stored, desired, generation, now)
     if (patch === undefined) return
     try {
       await this.timed(
         this.crs.patchNamespacedCustomObjectStatus(
           {
-            group: API_GROUP,
+            group,
             version: CRD_VERSION,
             namespace: obj.metadata.namespace,
             plural: kind === 'GatewayPolicy' ? POLICY.plural : PROVIDER.plural,
@@ -765,8 +854,22 @@ export class Controller {
       name: obj.metadata.name,
       uid: obj.metadata.uid,
       resourceVersion: obj.metadata.resourceVersion,
+      apiVersion: `${group}/${CRD_VERSION}`,
     }
-    for (const t of transitions(obj.status, patch.status)) await this.events.record(subjectRef, t)
+    this.rememberStatus(group, viewKey2(kind, key), patch.status)
+    for (const t of transitions(stored, patch.status)) await this.events.record(subjectRef, t)
+  }
+
+  /** What a status patch compares with: the stored status, or for Kthena's group what we wrote. */
+  private storedStatus(group: string, key: string, status: unknown): unknown {
+    if (group === API_GROUP) return status
+    const conditions = (status as { conditions?: unknown } | undefined)?.conditions
+    // A Kthena CRD whose status schema keeps our fields: the stored status is the truth.
+    return Array.isArray(conditions) ? status : this.kthenaStatus.get(key)
+  }
+
+  private rememberStatus(group: string, key: string, status: unknown): void {
+    if (group !== API_GROUP) this.kthenaStatus.set(key, status)
   }
 
   /** Writes the ConfigMap with optimistic concurrency; on a conflict reads it and retries. */
@@ -833,23 +936,25 @@ export class Controller {
   private async reconcileStatus(kind: Kind, key: string): Promise<void> {
     const view = this.view
     if (view === undefined) return
-    const obj = (kind === 'ModelRoute' ? this.routes : this.servers).get(key)
-    if (obj === undefined) return // deleted: nothing to write
+    const found = this.lookup(kind === 'ModelRoute' ? 'routes' : 'servers', key)
+    if (found === undefined) return // deleted: nothing to write
+    const { obj, group } = found
     const generation = obj.metadata.generation ?? 0
     // Not compiled at this generation yet: the pending rebuild queues it again.
     if (view.generations.get(viewKey(kind, key)) !== generation) return
-    const subject = { kind, key, generation, status: obj.status }
+    const stored = this.storedStatus(group, viewKey2(kind, key), obj.status)
+    const subject = { kind, key, generation, status: stored }
     const now = new Date().toISOString().replace(/\.\d{3}Z$/, 'Z')
     const desired =
       kind === 'ModelRoute' ? routeStatus(subject, view, now) : serverStatus(subject, view, now)
-    const patch = statusPatch(obj.status, desired)
+    const patch = statusPatch(stored, desired)
     if (patch === undefined) return
     const plural = kind === 'ModelRoute' ? ROUTE.plural : SERVER.plural
     try {
       await this.timed(
         this.crs.patchNamespacedCustomObjectStatus(
           {
-            group: API_GROUP,
+            group,
             version: CRD_VERSION,
             namespace: obj.metadata.namespace,
             plural,
@@ -872,9 +977,15 @@ export class Controller {
       name: obj.metadata.name,
       uid: obj.metadata.uid,
       resourceVersion: obj.metadata.resourceVersion,
+      apiVersion: `${group}/${CRD_VERSION}`,
     }
-    for (const t of transitions(obj.status, desired)) await this.events.record(subjectRef, t)
+    this.rememberStatus(group, viewKey2(kind, key), desired)
+    for (const t of transitions(stored, desired)) await this.events.record(subjectRef, t)
   }
+}
+
+function viewKey2(kind: StatusKind, key: string): string {
+  return `${kind}/${key}`
 }
 
 /** Waits until `cond` holds, polling (tests and startup). */

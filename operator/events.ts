@@ -16,6 +16,8 @@ export interface EventSubject {
   readonly name: string
   readonly uid?: string | undefined
   readonly resourceVersion?: string | undefined
+  /** Default ours; Kthena's objects are regarded in their own group. */
+  readonly apiVersion?: string | undefined
 }
 
 let seq = 0
@@ -76,7 +78,7 @@ export class EventRecorder {
             note: note.length > 1024 ? `${note.slice(0, 1021)}...` : note,
             type,
             regarding: {
-              apiVersion: API_VERSION,
+              apiVersion: subject.apiVersion ?? API_VERSION,
               kind: subject.kind,
               name: subject.name,
               namespace: subject.namespace,

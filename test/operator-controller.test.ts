@@ -1,9 +1,12 @@
 // The controller in-process against a REAL kube-apiserver + etcd, with the install manifests'
 // RBAC (it runs as the operator ServiceAccount): publishing, status, Events, no-op detection,
 // restarts without churn, a lost or tampered ConfigMap, and a snapshot too large to publish.
-import { KubeConfig } from '@kubernetes/client-node'
+import { fileURLToPath } from 'node:url'
+import { EventsV1Api, KubeConfig } from '@kubernetes/client-node'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { SNAPSHOT_CONFIGMAP } from '../api/crd.js'
+import { CRD_NAMES, CRD_VERSION, SNAPSHOT_CONFIGMAP } from '../api/crd.js'
+import { API_GROUP, KTHENA_API_GROUP } from '../api/schema.js'
+import { crdManifests, type Schema } from '../cdk8s/crds.js'
 import {
   apply,
   type Cluster,
@@ -20,6 +23,7 @@ import {
   until,
 } from '../hack/bench/control-plane-kit.js'
 import { Controller, type ControllerOptions } from '../operator/controller.js'
+import { kthenaGroupServed } from '../operator/kthena.js'
 import { memoryLogger } from '../operator/log.js'
 import { OperatorMetrics } from '../operator/metrics.js'
 import { SnapshotPushServer } from '../operator/push-server.js'
@@ -327,4 +331,105 @@ describe('operator controller on a real API server', () => {
     ).toBe(true)
     await stopController(small)
   }, 30_000)
+})
+
+describe("Kthena's group (networking.serving.volcano.sh) on a real API server", () => {
+  const KNS = 'kthena'
+  const kgroup = { group: KTHENA_API_GROUP, version: CRD_VERSION } as const
+
+  it('is found by API discovery once its CRDs exist; its objects are compiled, status written where the CRD keeps it, Events otherwise', async () => {
+    expect(await kthenaGroupServed(opKc)).toBe(false)
+    // Kthena's CRDs, shaped as Kthena ships them where it matters here: ModelRoute's status has
+    // no fields (the API server prunes ours), ModelServer's keeps ours (a status-aware install).
+    for (const crd of crdManifests().filter((x) =>
+      ['modelRoute', 'modelServer', 'externalModelProvider'].some(
+        (k) => x.metadata.name === `${CRD_NAMES[k as 'modelRoute'].plural}.${API_GROUP}`,
+      ),
+    )) {
+      const k = structuredClone(crd)
+      k.metadata.name = k.metadata.name.replace(API_GROUP, KTHENA_API_GROUP)
+      k.spec['group'] = KTHENA_API_GROUP
+      const names = k.spec['names'] as { shortNames?: string[]; categories?: string[] }
+      delete names.shortNames // ours own mr/ms
+      delete names.categories
+      if (k.metadata.name.startsWith('modelroutes.')) {
+        const v = (k.spec['versions'] as { schema: { openAPIV3Schema: Schema } }[])[0]
+        const props = v?.schema.openAPIV3Schema['properties'] as Record<string, unknown>
+        props['status'] = { type: 'object' }
+        delete (v as Record<string, unknown>)['additionalPrinterColumns']
+      }
+      const r = await c.cp.kubectl(['apply', '-f', '-'], { input: JSON.stringify(k) })
+      expect(r.code, r.stderr).toBe(0)
+    }
+    await until('kthena group discoverable', () => kthenaGroupServed(opKc))
+    await ensureNamespace(c, KNS)
+    const fixture = fileURLToPath(new URL('./fixtures/kthena/volcano/kthena.yaml', import.meta.url))
+    await until('kthena fixtures applied', async () => {
+      const r = await c.cp.kubectl(['apply', '-f', fixture])
+      return r.code === 0 ? true : undefined
+    })
+    await createReadyPod(c, KNS, 'qwen-0', { app: 'qwen' }, '127.0.0.151')
+
+    const r = startController({ kthena: true })
+    await settled(r).catch((e: unknown) => {
+      // What the informers said is the useful part of a failure here.
+      throw new Error(
+        `${String(e)}\n${JSON.stringify(r.log.records.filter((x) => x.level !== 'debug'))}`,
+      )
+    })
+    const snap = r.controller.publishedSnapshot
+    expect(snap?.routes.map((x) => x.key).sort()).toEqual(
+      expect.arrayContaining([`${KNS}/qwen`, `${KNS}/qwen-internal`]),
+    )
+    expect(snap?.servers[`${KNS}/qwen-vllm`]?.endpoints.map((e) => e.address)).toEqual([
+      '127.0.0.151',
+    ])
+    expect(snap?.servers[`${KNS}/qwen-pd`]).toBeUndefined()
+
+    // ModelServer: the CRD keeps our status, so conditions are stored.
+    const server = async (name: string) =>
+      (await c.crs.getNamespacedCustomObject({
+        ...kgroup,
+        namespace: KNS,
+        plural: CRD_NAMES.modelServer.plural,
+        name,
+      })) as {
+        status?: {
+          conditions?: { type: string; status: string; reason: string; message: string }[]
+        }
+      }
+    const pd = await until('qwen-pd status', async () => {
+      const s = await server('qwen-pd')
+      return s.status?.conditions?.find((x) => x.type === 'Accepted') ? s : undefined
+    })
+    expect(pd.status?.conditions?.find((x) => x.type === 'Accepted')).toMatchObject({
+      status: 'False',
+      reason: 'Unsupported',
+    })
+    expect(pd.status?.conditions?.find((x) => x.type === 'Accepted')?.message).toContain(
+      'spec.workloadSelector.pdGroup',
+    )
+    const vllm = await server('qwen-vllm')
+    expect(vllm.status?.conditions?.find((x) => x.type === 'Ready')?.status).toBe('True')
+
+    // ModelRoute: Kthena's status has no fields; the transition is an Event on the object.
+    const events = await until('Unsupported event for the qwen-pd route', async () => {
+      const list = await c.kc.makeApiClient(EventsV1Api).listNamespacedEvent({ namespace: KNS })
+      const mine = list.items.filter(
+        (e) => e.regarding?.kind === 'ModelRoute' && e.regarding.name === 'qwen-pd',
+      )
+      return mine.some((e) => e.reason === 'Unsupported') ? mine : undefined
+    })
+    expect(
+      events.every((e) => e.regarding?.apiVersion === `${KTHENA_API_GROUP}/${CRD_VERSION}`),
+    ).toBe(true)
+    // And no churn: a settled controller does not patch again on a resync.
+    const patches = await counter(r.metrics, 'infer_gateway_operator_status_patches_total', {})
+    r.controller['queue'].add('snapshot')
+    await settled(r)
+    expect(await counter(r.metrics, 'infer_gateway_operator_status_patches_total', {})).toBe(
+      patches,
+    )
+    await stopController(r)
+  }, 120_000)
 })
