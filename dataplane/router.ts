@@ -14,6 +14,7 @@ import type {
   SnapshotStringMatch,
   SnapshotTargetRef,
 } from '../api/snapshot.js'
+import { servedByGateway } from '../api/snapshot.js'
 
 export interface RouteRequest {
   readonly model: string
@@ -94,13 +95,17 @@ export class RouteTable {
   readonly snapshot: RoutingSnapshot
   private readonly random: () => number
 
-  /** `random` returns [0,1); injectable so weighted splits are testable. */
-  constructor(snapshot: RoutingSnapshot, random: () => number = Math.random) {
+  /**
+   * `random` returns [0,1); injectable so weighted splits are testable. `gateway`
+   * ("namespace/name"): serve only routes bound to it by parentRefs, or unbound.
+   */
+  constructor(snapshot: RoutingSnapshot, random: () => number = Math.random, gateway?: string) {
     this.snapshot = snapshot
     this.random = random
     const models = new Map<string, PublicModel>()
     // Routes arrive in precedence order (oldest first); keeping insertion order preserves it.
     for (const route of snapshot.routes) {
+      if (!servedByGateway(route, gateway)) continue
       const compiled = compileRoute(route, snapshot)
       if (compiled.rules.length === 0) continue
       const created = Math.floor(Date.parse(route.creationTimestamp) / 1000) || 0
