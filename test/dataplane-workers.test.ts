@@ -149,7 +149,12 @@ async function until(what: string, f: () => Promise<boolean>, ms = 5000): Promis
 interface DebugView {
   worker?: { index: number; pid: number }
   scrape: { enabled: boolean; by?: string; intervalMs?: number }
-  endpoints: { name: string; local: { inFlight: number; peerInFlight?: number } }[]
+  endpoints: {
+    name: string
+    scrape: { fresh: boolean }
+    engine: { running: number; waiting: number } | null
+    local: { inFlight: number; peerInFlight?: number }
+  }[]
 }
 
 async function debugView(agent: Agent, url: string): Promise<DebugView> {
@@ -284,8 +289,8 @@ describe('dataplane --workers 2', () => {
     // Both workers have fresh metrics of the counted engine (the primary's scrapes reached them).
     for (const a of byWorker.values()) {
       await until('counted engine scraped', async () => {
-        const r = await explain(a, gw.url, COUNTED, 'counted?')
-        return r.pod === 'counted-1'
+        const ep = (await debugView(a, gw.url)).endpoints.find((e) => e.name === 'counted-1')
+        return ep?.scrape.fresh === true && ep.engine?.running === 0 && ep.engine.waiting === 0
       })
     }
     const before = scrapes
@@ -356,7 +361,41 @@ describe('dataplane --workers 2', () => {
       await http(b, gw.url, '/v1/chat/completions', chat(COUNTED, `b${i}`))
     expect(await read(a)).toBe(base + 5)
     expect(await read(b)).toBe(base + 5)
+    // The snapshot version is the same in both workers: not summed.
+    const text = (await http(a, gw.url, '/metrics')).body
+    expect(/^infer_gateway_snapshot_version (\d+)$/m.exec(text)?.[1]).toBe('1')
   }, 30_000)
+
+  it('a worker that dies is restarted under the same index', async () => {
+    const old = (await debugView(byWorker.get(2) as Agent, gw.url)).worker?.pid ?? 0
+    expect(old).toBeGreaterThan(0)
+    process.kill(old, 'SIGKILL')
+    const restarted = until(
+      'a new worker 2',
+      async () => {
+        const a = connection()
+        try {
+          const d = await debugView(a, gw.url)
+          if (d.worker?.index === 2 && d.worker.pid !== old) {
+            byWorker.set(2, a)
+            return true
+          }
+        } catch {
+          // refused while the worker restarts: try again
+        }
+        a.destroy()
+        await new Promise((r) => setTimeout(r, 100))
+        return false
+      },
+      // A new worker loads the whole data plane: slow on a busy machine.
+      60_000,
+    )
+    await restarted.catch((e: unknown) => {
+      throw new Error(`${String(e)}; gateway log:\n${gw.stderr().slice(-3000)}`)
+    })
+    expect(gw.stderr()).toContain('"msg":"worker exited; restarting"')
+    expect(gw.child.exitCode).toBeNull()
+  }, 90_000)
 
   it('SIGTERM drains the workers and exits 0', async () => {
     const pids: number[] = []

@@ -137,10 +137,16 @@ export async function runPrimary(o: PrimaryOptions): Promise<void> {
     s.ready = false
     s.sentPeerKey = ''
     s.startedAt = performance.now()
-    s.worker = cluster.fork({
+    const w = cluster.fork({
       [WORKER_INDEX_ENV]: String(s.index),
       [WORKER_ARGS_ENV]: JSON.stringify(o.args),
     })
+    log('info', 'worker starting', { worker: s.index, pid: w.process.pid })
+    // A send racing the worker's exit fails with an 'error' event: the exit handler deals with it.
+    w.on('error', (e: Error) =>
+      log('warn', 'worker channel error', { worker: s.index, error: e.message }),
+    )
+    s.worker = w
   }
 
   cluster.setupPrimary({ serialization: 'advanced' })
@@ -207,7 +213,13 @@ export async function runPrimary(o: PrimaryOptions): Promise<void> {
     const exited = Promise.all(
       alive.map((w) => new Promise<void>((r) => (w.isDead() ? r() : w.once('exit', () => r())))),
     )
-    broadcast({ t: 'igw:shutdown' })
+    for (const sl of slots) {
+      if (sl.worker === undefined || sl.worker.isDead()) continue
+      // A worker still starting may not listen for messages yet (the message would be lost) and
+      // has served nothing: stop it outright. A ready one drains.
+      if (sl.ready) sl.worker.send({ t: 'igw:shutdown' } satisfies ToWorker)
+      else sl.worker.process.kill('SIGKILL')
+    }
     // Workers drain within drain delay + shutdown timeout; past that (plus slack), kill them.
     const kill = setTimeout(
       () => {

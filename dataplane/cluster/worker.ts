@@ -13,6 +13,16 @@ import { Scheduler, type SchedulerOptions } from '../scheduler/index.js'
 import { type LoadEntry, loadKey } from './load.js'
 import { isOurs, type ToPrimary, type ToWorker, WORKER_INDEX_ENV } from './protocol.js'
 
+/**
+ * Gauges that must not be summed over workers (prom-client sums by default): every worker loads
+ * the same config, so the aggregate is the worker that is furthest behind (an alert on a stale
+ * version or an old last reload then fires when any worker lags).
+ */
+const NOT_ADDITIVE: readonly (readonly [string, 'min'])[] = [
+  ['infer_gateway_snapshot_version', 'min'],
+  ['infer_gateway_config_last_reload_success_timestamp_seconds', 'min'],
+]
+
 /** How often in-flight counts go to the primary (only when they changed). */
 export const LOAD_REPORT_MS = 25
 
@@ -97,6 +107,10 @@ export async function runWorker(
   // /metrics on any worker answers the sum over all workers: prom-client's AggregatorRegistry
   // (the primary asks every worker for its registry as JSON and aggregates). app.ts renders
   // `registry.metrics()`, so that one method of this instance asks the primary instead.
+  for (const [name, how] of NOT_ADDITIVE) {
+    const m = gw.metrics.registry.getSingleMetric(name) as { aggregator?: string } | undefined
+    if (m !== undefined) m.aggregator = how
+  }
   AggregatorRegistry.setRegistries([gw.metrics.registry])
   new AggregatorRegistry() // installs the worker-side listener prom-client answers the primary with
   let rid = 0

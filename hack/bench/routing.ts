@@ -685,6 +685,9 @@ async function startGatewayProc(file: string, port: number, pods: number): Promi
       String(WORKERS),
     ],
     /data plane listening/,
+    [],
+    // Each worker loads the whole data plane too: on a busy machine that takes a while.
+    30_000 * WORKERS,
   )
   // Start with metrics in hand, as a long-running gateway would.
   const deadline = Date.now() + 5000

@@ -50,6 +50,9 @@ export async function spawnGateway(host: string, args: readonly string[]): Promi
       '0',
       '--shutdown-timeout',
       '2000',
+      // One process: the suites measure its RSS, CPU and connection cap by pid.
+      '--workers',
+      '1',
       ...args,
     ],
     /data plane listening/,
