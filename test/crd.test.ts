@@ -6,6 +6,7 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parseAllDocuments } from 'yaml'
 import { CREDENTIALS_SECRET, SNAPSHOT_CONFIGMAP, SYSTEM_NAMESPACE } from '../api/crd.js'
@@ -534,6 +535,17 @@ const INVALID: [string, Record<string, unknown>, string, RegExp][] = [
     /greater than or equal to 0/,
   ],
   [
+    'maxRetryInterval below retryInterval (CEL)',
+    server(
+      'bad',
+      serverSpec({
+        trafficPolicy: { retry: { attempts: 2, retryInterval: '1s', maxRetryInterval: '500ms' } },
+      }),
+    ),
+    'spec.trafficPolicy.retry',
+    /maxRetryInterval must not be less than retryInterval/,
+  ],
+  [
     'unknown scheduler plugin',
     server('bad', serverSpec({ scheduler: { plugins: [{ name: 'fastest' }] } })),
     'spec.scheduler.plugins[0].name',
@@ -582,5 +594,115 @@ describe('invalid objects are rejected by `kubectl apply`, naming the field', ()
     const kind = String(obj['kind']).toLowerCase()
     const get = await kubectl(['get', `${kind}.networking.matrixinfer.ai`, 'bad', '-n', NS])
     expect(get.stderr).toContain('NotFound')
+  })
+})
+
+describe('Kthena parity on a real API server', () => {
+  it('applies the Kthena-shaped fixtures (every v1.0 field) unchanged in the pre-release group', async () => {
+    // The install's namespace-free fixtures name namespace kthena.
+    await kubectl(['create', 'namespace', 'kthena'])
+    const file = fileURLToPath(
+      new URL('./fixtures/kthena/matrixinfer/kthena.yaml', import.meta.url),
+    )
+    const r = await kubectl(['apply', '--server-side', '--field-manager=crd-test', '-f', file])
+    expect(r.stderr).toBe('')
+    expect(r.stdout).toContain('modelroute.networking.matrixinfer.ai/qwen serverside-applied')
+    // Kthena's default: a target without weight stays unset (the compiler reads it as 100).
+    expect(
+      await ok(['get', 'mr', 'qwen', '-n', 'kthena', '-o', 'jsonpath={.spec.parentRefs[0].name}']),
+    ).toBe('public')
+  })
+
+  it('modelName is immutable (CEL transition rule), as in Kthena', async () => {
+    const r = await kubectl([
+      'patch',
+      'mr',
+      'llama',
+      '-n',
+      NS,
+      '--type=merge',
+      '-p',
+      '{"spec":{"modelName":"other"}}',
+    ])
+    expect(r.code).not.toBe(0)
+    expect(r.stderr).toContain('spec.modelName')
+    expect(r.stderr).toMatch(/modelName is immutable/)
+    // Other fields still change.
+    await ok([
+      'patch',
+      'mr',
+      'llama',
+      '-n',
+      NS,
+      '--type=merge',
+      '-p',
+      '{"spec":{"loraAdapters":["x"]}}',
+    ])
+  })
+
+  it('`kubectl explain` shows field descriptions from the zod schemas', async () => {
+    const rules = await ok(['explain', 'modelroute.spec.rules'])
+    expect(rules).toMatch(/first whose modelMatch holds serves the request/)
+    expect(rules).not.toMatch(/<no description>/)
+    const weight = await ok(['explain', 'modelroute.spec.rules.targetModels.weight'])
+    expect(weight).toMatch(/Relative share/)
+    const retry = await ok(['explain', 'modelserver.spec.trafficPolicy.retry'])
+    expect(retry).toMatch(/retryInterval/)
+    expect(retry).toMatch(/Wait before the first retry/)
+    expect(await ok(['explain', 'modelserver.spec.workloadSelector.pdGroup'])).toMatch(
+      /not supported yet/,
+    )
+  })
+
+  it('`kubectl get mr -o wide` adds the Ready reason and the Accepted reason', async () => {
+    await ok([
+      'patch',
+      'mr',
+      'canary',
+      '-n',
+      NS,
+      '--subresource=status',
+      '--type=merge',
+      '-p',
+      JSON.stringify({
+        status: {
+          conditions: [
+            {
+              type: 'Accepted',
+              status: 'True',
+              reason: 'Accepted',
+              message: 'ok',
+              lastTransitionTime: '2026-01-01T00:00:00Z',
+            },
+            {
+              type: 'Ready',
+              status: 'False',
+              reason: 'TargetUnavailable',
+              message: 'weighted target(s) ns/llama-tgi have no ready endpoint',
+              lastTransitionTime: '2026-01-01T00:00:00Z',
+            },
+          ],
+          targets: '1/2',
+        },
+      }),
+    ])
+    const out = await ok(['get', 'mr', 'canary', '-n', NS, '-o', 'wide'])
+    const [header, row] = out.trim().split('\n')
+    expect(header?.split(/\s+/)).toEqual([
+      'NAME',
+      'MODEL',
+      'READY',
+      'TARGETS',
+      'AGE',
+      'REASON',
+      'ACCEPTED',
+    ])
+    const cols = row?.split(/\s+/) ?? []
+    expect([cols[2], cols[3], cols[5], cols[6]]).toEqual([
+      'False',
+      '1/2',
+      'TargetUnavailable',
+      'Accepted',
+    ])
   })
 })
