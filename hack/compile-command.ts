@@ -7,7 +7,9 @@ import { listFiles } from '../dataplane/config-source.js'
 
 export const compileHelp = `Usage: infer-gateway compile <file.yaml|dir>... [--version N]
 
-Validates ModelRoute/ModelServer/StaticEndpoints YAML and prints the routing snapshot JSON.
+Validates ModelRoute/ModelServer/ExternalModelProvider (networking.matrixinfer.ai/v1alpha1 or
+Kthena's networking.serving.volcano.sh/v1alpha1), GatewayPolicy and StaticEndpoints YAML and
+prints the routing snapshot JSON.
 A directory is read like 'dataplane --config' reads it (its *.yaml, *.yml and *.json files).
 Exit code 1 with file:line: field: message on invalid input, and 1 (snapshot still printed) when
 any diagnostic has severity error (e.g. ModelServerNotFound).

@@ -140,7 +140,8 @@ describe('operator + data planes on a real control plane', () => {
       return row[2] === 'True' ? row : undefined
     })
     expect(Date.now() - t0).toBeLessThan(5000)
-    expect(cols.slice(0, 4)).toEqual(['chat', 'chat', 'True', '2/2'])
+    // TARGETS: available/total weighted targets (one server, with ready pods).
+    expect(cols.slice(0, 4)).toEqual(['chat', 'chat', 'True', '1/1'])
     const ms = (await kubectl(['get', 'ms', '-n', APP, '--no-headers'])).trim().split('\n')
     expect(ms.map((l) => l.split(/\s+/).slice(0, 4))).toEqual([
       ['big', 'vLLM', 'True', '1/1'],
@@ -161,7 +162,9 @@ describe('operator + data planes on a real control plane', () => {
 
   it('a deleted pod stops receiving traffic', async () => {
     await deletePod(c, APP, 'small-1')
-    await until('TARGETS 1/1', async () => ((await getMr('chat'))[3] === '1/1' ? true : undefined))
+    await until('1 ready endpoint', async () =>
+      (await getStatus(c, 'route', APP, 'chat')).status.readyEndpoints === 1 ? true : undefined,
+    )
     await dataplanesCaughtUp()
     const before = simCounts(sims)
     for (const dp of dps) await send(dp, 'chat', 10)
@@ -249,6 +252,30 @@ describe('operator + data planes on a real control plane', () => {
     ])
     expect(events).toContain('ModelServerNotFound')
     expect(events).toContain('DuplicateModelName')
+  }, 30_000)
+
+  it('a weighted target with no ready pod: READY False (TargetUnavailable), TARGETS counts it', async () => {
+    await kubectl(
+      ['apply', '-f', '-'],
+      [
+        yaml.server('empty', 'nobody'),
+        yaml.route(
+          'split',
+          'split',
+          '[{modelServerName: small, weight: 20}, {modelServerName: empty, weight: 80}]',
+        ),
+      ].join('---\n'),
+    )
+    const row = await until('split READY False', async () => {
+      const out = (await kubectl(['get', 'mr', 'split', '-n', APP, '-o', 'wide', '--no-headers']))
+        .trim()
+        .split(/\s+/)
+      return out[2] === 'False' ? out : undefined
+    })
+    // NAME MODEL READY TARGETS AGE REASON ACCEPTED
+    expect([row[3], row[5], row[6]]).toEqual(['1/2', 'TargetUnavailable', 'Accepted'])
+    const s = await getStatus(c, 'route', APP, 'split')
+    expect(condition(s, 'Ready')?.message).toContain(`${APP}/empty`)
   }, 30_000)
 
   it('kubectl apply rejects invalid objects with a message naming the field', async () => {
