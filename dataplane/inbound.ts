@@ -7,6 +7,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { isIPv4 } from 'node:net'
 import { readBodyLimited } from './body.js'
 import { errors } from './errors.js'
+import { closeAfterAnswer } from './linger.js'
 
 export interface Inbound {
   /** The TCP peer (IPv4-mapped IPv6 written as plain IPv4); undefined off Node. */
@@ -41,8 +42,10 @@ export function nodeInbound(req: IncomingMessage, res: ServerResponse): Inbound 
     },
     readBody(limit) {
       const declared = req.headers['content-length']
-      if (declared !== undefined && Number(declared) > limit)
+      if (declared !== undefined && Number(declared) > limit) {
+        closeAfterAnswer(req, res)
         return Promise.reject(errors.bodyTooLarge(limit))
+      }
       return new Promise((resolve, reject) => {
         const chunks: Buffer[] = []
         let total = 0
@@ -50,8 +53,9 @@ export function nodeInbound(req: IncomingMessage, res: ServerResponse): Inbound 
           total += c.length
           if (total > limit) {
             cleanup()
-            // Stop reading; the 413 answer goes out and the connection closes after it.
-            req.pause()
+            // The rest is discarded, not buffered; the connection closes after the 413 (lingering,
+            // so the client gets to read it: linger.ts).
+            closeAfterAnswer(req, res)
             reject(errors.bodyTooLarge(limit))
             return
           }

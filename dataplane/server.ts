@@ -12,15 +12,17 @@
 //   when there is none, the new one is refused with an OpenAI-shaped 503 and closed. Either way
 //   file descriptors stay bounded, so config reloads and upstream connections keep working.
 // - requests Node's HTTP parser rejects (malformed, headers too large, unsupported Expect, timed
-//   out) get OpenAI-shaped JSON bodies like every other gateway error.
+//   out, HTTP/1.1 without Host) get OpenAI-shaped JSON bodies like every other gateway error;
+//   answers sent before the body was read close the connection by lingering (linger.ts).
 import { readFileSync } from 'node:fs'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
-import { getRequestListener } from '@hono/node-server'
+import { getRequestListener, RequestError } from '@hono/node-server'
 import type { Hono } from 'hono'
 import { Counter, Gauge, type Registry } from 'prom-client'
 import type { Lifecycle } from './app.js'
-import { GatewayError } from './errors.js'
+import { errors, GatewayError } from './errors.js'
+import { closeAfterAnswer } from './linger.js'
 
 export interface ConnectionLimits {
   /** Time for a client to send the request headers (default 10 s). */
@@ -31,7 +33,10 @@ export interface ConnectionLimits {
   readonly keepAliveTimeoutMs?: number
   /** Open connections at most (default: 10,000, or half the process' file limit if lower). */
   readonly maxConnections?: number
-  /** How often Node checks the header/request deadlines (default 1 s). */
+  /**
+   * How often Node checks the header/request deadlines (default: a quarter of the shorter of the
+   * two, between 100 ms and 1 s). A connection is closed at most this long after its deadline.
+   */
   readonly timeoutCheckIntervalMs?: number
 }
 
@@ -100,6 +105,12 @@ export const protocolErrors = {
     ),
   badRequest: (code: string) =>
     new GatewayError(400, 'invalid_http_request', `malformed HTTP request (${code})`),
+  missingHost: () =>
+    new GatewayError(
+      400,
+      'missing_host_header',
+      'an HTTP/1.1 request must carry a Host header (RFC 9112 §3.2)',
+    ),
 } as const
 
 const REASONS: Readonly<Record<number, string>> = {
@@ -152,6 +163,39 @@ function clientErrorOf(err: NodeJS.ErrnoException): GatewayError {
   }
 }
 
+/**
+ * Node enforces headersTimeout/requestTimeout only when it sweeps its connection list, so a slow
+ * or idle connection lives up to one interval past its deadline. A quarter of the shorter deadline
+ * keeps that overshoot proportionate (low timeouts in tests, 10 s headers by default → 1 s); the
+ * sweep walks only connections still receiving a request, so 100 ms is cheap enough as a floor.
+ */
+export function timeoutCheckInterval(headersTimeoutMs: number, requestTimeoutMs: number): number {
+  const shortest =
+    requestTimeoutMs > 0 ? Math.min(headersTimeoutMs, requestTimeoutMs) : headersTimeoutMs
+  return Math.min(1000, Math.max(100, Math.floor(shortest / 4)))
+}
+
+function jsonError(err: GatewayError, headers: Record<string, string> = {}): Response {
+  return new Response(JSON.stringify(err.toBody()), {
+    status: err.status,
+    headers: { 'content-type': 'application/json', ...err.headers, ...headers },
+  })
+}
+
+/** An error answered by the listener on a request's own response; the connection then closes. */
+function answerAndClose(req: IncomingMessage, res: ServerResponse, err: GatewayError): void {
+  // The body (if any) is not read: close by lingering, so the client still gets the answer.
+  closeAfterAnswer(req, res)
+  const body = JSON.stringify(err.toBody())
+  res.writeHead(err.status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(body),
+    connection: 'close',
+    ...err.headers,
+  })
+  res.end(body)
+}
+
 function positive(name: string, v: number): number {
   if (!Number.isInteger(v) || v < 0) throw new ServerOptionError(`${name} must be >= 0, got ${v}`)
   return v
@@ -176,7 +220,17 @@ export async function listen(app: Hono, opts: ListenOptions): Promise<RunningSer
   if (requestTimeout > 0 && headersTimeout > requestTimeout) {
     throw new ServerOptionError('headersTimeoutMs must not exceed requestTimeoutMs')
   }
-  const listener = getRequestListener(app.fetch)
+  const listener = getRequestListener(app.fetch, {
+    // The URL Hono builds when a request names no host (HTTP/1.0 may omit it; HTTP/1.1 without
+    // Host is refused before the app). The gateway routes by path and model, never by host.
+    hostname: 'localhost',
+    // A request target or Host the adapter cannot make a URL of: an OpenAI-shaped 400 that
+    // closes the connection (as Node's own parse errors do), not the adapter's empty one.
+    errorHandler: (e) =>
+      e instanceof RequestError
+        ? jsonError(protocolErrors.badRequest(e.message.slice(0, 64)), { connection: 'close' })
+        : jsonError(errors.internal()),
+  })
   let inflight = 0
   let idleWaiters: (() => void)[] = []
   let refused = 0
@@ -205,12 +259,24 @@ export async function listen(app: Hono, opts: ListenOptions): Promise<RunningSer
       headersTimeout,
       requestTimeout,
       keepAliveTimeout,
-      connectionsCheckingInterval: opts.timeoutCheckIntervalMs ?? 1000,
+      connectionsCheckingInterval:
+        opts.timeoutCheckIntervalMs ?? timeoutCheckInterval(headersTimeout, requestTimeout),
+      // Node would answer a Host-less HTTP/1.1 request itself, with an empty 400 that never
+      // reaches 'clientError'; the listener answers it below instead, in the gateway's shape.
+      requireHostHeader: false,
     },
     (req: IncomingMessage, res: ServerResponse) => {
       // Written before the socket was refused: never reaches the app.
       if (rejected.has(req.socket)) {
         res.destroy()
+        return
+      }
+      // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host. (HTTP/1.0
+      // has no such rule; the gateway routes by model, not by host, so it is served.)
+      if (req.httpVersion === '1.1' && req.headers.host === undefined) {
+        fresh.delete(req.socket)
+        refusals.inc({ reason: 'protocol_error' })
+        answerAndClose(req, res, protocolErrors.missingHost())
         return
       }
       fresh.delete(req.socket)
@@ -264,14 +330,7 @@ export async function listen(app: Hono, opts: ListenOptions): Promise<RunningSer
     refuse(socket, answer)
   })
   server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
-    const err = protocolErrors.expectationFailed(String(req.headers.expect ?? ''))
-    const body = JSON.stringify(err.toBody())
-    res.writeHead(err.status, {
-      'content-type': 'application/json',
-      'content-length': Buffer.byteLength(body),
-      connection: 'close',
-    })
-    res.end(body)
+    answerAndClose(req, res, protocolErrors.expectationFailed(String(req.headers.expect ?? '')))
   })
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)

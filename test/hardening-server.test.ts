@@ -9,6 +9,7 @@ import { Agent, request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type Gateway, startGateway } from '../dataplane/gateway.js'
 import { RoundRobinPicker } from '../dataplane/picker.js'
+import { timeoutCheckInterval } from '../dataplane/server.js'
 import { ConfigVolume, manifests } from './helpers/config.js'
 import { json, startUpstream, type TestUpstream } from './helpers/upstream.js'
 
@@ -139,6 +140,24 @@ describe('protocol-level errors are OpenAI-shaped', () => {
     expect(r.body.error?.code).toBe('request_header_too_large')
   })
 
+  it('HTTP/1.1 without Host → 400 missing_host_header (RFC 9112 §3.2); HTTP/1.0 without Host is served', async () => {
+    const body = JSON.stringify({ model: 'm', messages: [] })
+    const head = (v: string) =>
+      `POST /v1/chat/completions HTTP/${v}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`
+    const r11 = await raw(gw.port, head('1.1'))
+    const p11 = parse(r11)
+    expect(p11.status).toBe(400)
+    expect(p11.body.error?.code).toBe('missing_host_header')
+    expect(r11.data.toLowerCase()).toContain('connection: close')
+    expect(parse(await raw(gw.port, head('1.0'))).status).toBe(200)
+    // A Host no URL can be made of: refused by the adapter, still in the gateway's shape.
+    const badRaw = await raw(gw.port, 'GET /healthz HTTP/1.1\r\nHost: a@b\r\n\r\n')
+    expect(badRaw.data.toLowerCase()).toContain('connection: close')
+    const bad = parse(badRaw)
+    expect(bad.status).toBe(400)
+    expect(bad.body.error?.code).toBe('invalid_http_request')
+  })
+
   it('an Expect other than 100-continue → 417 expectation_failed', async () => {
     const req =
       'POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\nContent-Length: 0\r\n\r\n'
@@ -149,6 +168,14 @@ describe('protocol-level errors are OpenAI-shaped', () => {
 })
 
 describe('client timeouts', () => {
+  it('deadlines are swept at a quarter of the shorter one, between 100 ms and 1 s', () => {
+    expect(timeoutCheckInterval(10_000, 60_000)).toBe(1000)
+    expect(timeoutCheckInterval(2000, 5000)).toBe(500)
+    expect(timeoutCheckInterval(2000, 1000)).toBe(250)
+    expect(timeoutCheckInterval(2000, 0)).toBe(500)
+    expect(timeoutCheckInterval(200, 0)).toBe(100)
+  })
+
   it('slow headers, a slow body and a silent connection are answered 408 and closed', async () => {
     const [headers, body, silent] = await Promise.all([
       raw(gw.port, 'POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\n'),
