@@ -108,6 +108,9 @@ try {
         const s: Socket = connect({ host: gw.host, port: gw.port })
         sockets.opened++
         s.on('error', () => {})
+        // Read what the gateway says (its 408, then its FIN): a socket nobody reads never sees the
+        // end of the stream, so it would never 'close' however promptly the gateway closed it.
+        s.resume()
         let trickle: NodeJS.Timeout | undefined
         if (i >= 50) {
           s.once('connect', () => {

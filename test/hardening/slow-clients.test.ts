@@ -9,6 +9,7 @@ import {
   chatBody,
   isOpenAIError,
   jsonOrUndefined,
+  metric,
   openFds,
   runLoad,
   settledInflight,
@@ -25,6 +26,7 @@ const LIMITS = {
 // Node checks the header/request deadlines on an interval (the gateway sets 1 s): allow that,
 // plus a loaded CI machine's scheduling delays.
 const SLACK_MS = 4000
+const CLIENT_CONNECTIONS = 'infer_gateway_client_connections'
 
 let stack: Stack
 
@@ -108,6 +110,43 @@ describe('slow and idle clients', () => {
     expect(r.sent).toBeGreaterThan(10)
     expect(r.byStatus, JSON.stringify(r.samples)).toEqual({ 200: r.sent })
   }, 30_000)
+
+  it(
+    'closes a burst of 50 idle connections itself, also those whose client never reads',
+    async () => {
+      const { gw } = stack
+      const before = await metric(gw.url, CLIENT_CONNECTIONS)
+      const connected = (s: Socket) => new Promise((r) => s.once('connect', r))
+      // Half read what they get; half never read (a paused socket never sees the gateway's FIN, so
+      // it never 'close's on its own: the client side cannot tell whether the gateway closed it).
+      const readers = Array.from({ length: 25 }, () => connect({ host: gw.host, port: gw.port }))
+      const deaf = Array.from({ length: 25 }, () => connect({ host: gw.host, port: gw.port }))
+      for (const s of [...readers, ...deaf]) s.on('error', () => {})
+      await Promise.all([...readers, ...deaf].map(connected))
+      expect(await metric(gw.url, CLIENT_CONNECTIONS)).toBeGreaterThanOrEqual(before + 50)
+      const answers = await Promise.all(
+        readers.map(
+          (s) =>
+            new Promise<string>((r) => {
+              let got = ''
+              s.on('data', (c: Buffer) => {
+                got += c.toString('latin1')
+              })
+              // 'end' is the gateway's FIN: it closed the connection, not this client.
+              s.once('end', () => r(got))
+            }),
+        ),
+      )
+      for (const a of answers) expect(a.slice(0, 12)).toBe('HTTP/1.1 408')
+      // The gateway let go of every one, the deaf ones included (its own count of open sockets).
+      await expect
+        .poll(() => metric(gw.url, CLIENT_CONNECTIONS), { timeout: SLACK_MS, interval: 100 })
+        .toBeLessThanOrEqual(before)
+      for (const s of [...readers, ...deaf]) s.destroy()
+      // The deadline plus Node's sweep interval (a quarter of it), with a loaded machine's slack.
+    },
+    LIMITS.headersMs + 2 * SLACK_MS + 5000,
+  )
 
   it('closes slow-header connections (slowloris) despite the trickle', async () => {
     const stop = realClients()
