@@ -81,6 +81,7 @@ function http(
   path: string,
   body?: unknown,
   headers: Record<string, string> = {},
+  timeoutMs = 0,
 ): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = request(
@@ -103,6 +104,7 @@ function http(
       },
     )
     req.on('error', reject)
+    if (timeoutMs > 0) req.setTimeout(timeoutMs, () => req.destroy(new Error('timed out')))
     req.end(body === undefined ? undefined : JSON.stringify(body))
   })
 }
@@ -157,8 +159,10 @@ interface DebugView {
   }[]
 }
 
-async function debugView(agent: Agent, url: string): Promise<DebugView> {
-  return JSON.parse((await http(agent, url, '/debug/endpoints')).body) as DebugView
+async function debugView(agent: Agent, url: string, timeoutMs = 0): Promise<DebugView> {
+  return JSON.parse(
+    (await http(agent, url, '/debug/endpoints', undefined, {}, timeoutMs)).body,
+  ) as DebugView
 }
 
 function requestsTotal(metricsText: string, model: string): number {
@@ -349,6 +353,30 @@ describe('dataplane --workers 2', () => {
     })
   }, 30_000)
 
+  it("a prompt placed through one worker is in the other worker's prefix index", async () => {
+    const blocks = async (a: Agent): Promise<number> => {
+      const d = (await debugView(a, gw.url)) as DebugView & {
+        servers: Record<
+          string,
+          {
+            state?: {
+              'predicted-latency'?: { prefix: { blocksPerEndpoint: Record<string, number> } }
+            }
+          }
+        >
+      }
+      const st = d.servers['default/counted']?.state?.['predicted-latency']
+      return st?.prefix.blocksPerEndpoint['counted-1'] ?? 0
+    }
+    const a = byWorker.get(1) as Agent
+    const b = byWorker.get(2) as Agent
+    expect(await blocks(b)).toBe(0)
+    // Worker 1 dispatches a long prompt (the counted engine's answer does not matter here).
+    await http(a, gw.url, '/v1/chat/completions', chat(COUNTED, 'shared system prompt '.repeat(50)))
+    expect(await blocks(a)).toBeGreaterThan(0)
+    await until('worker 2 has the blocks', async () => (await blocks(b)) === (await blocks(a)))
+  }, 30_000)
+
   it('/metrics on any worker answers the sum over both workers', async () => {
     const read = async (a: Agent) =>
       requestsTotal((await http(a, gw.url, '/metrics')).body, COUNTED)
@@ -375,7 +403,8 @@ describe('dataplane --workers 2', () => {
       async () => {
         const a = connection()
         try {
-          const d = await debugView(a, gw.url)
+          // A connection handed to the worker just as it died is lost: a client times out.
+          const d = await debugView(a, gw.url, 3000)
           if (d.worker?.index === 2 && d.worker.pid !== old) {
             byWorker.set(2, a)
             return true

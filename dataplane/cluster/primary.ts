@@ -20,11 +20,12 @@
 //   since that scrape (own exactly, others' as of the latest view; scheduler/state.ts), never below
 //   everyone's in-flight. Between two scrapes a burst on one worker is seen by the others within
 //   tens of milliseconds instead of at the next scrape.
-// - Prefix index: not shared. Each worker learns prefix placement from its own dispatches, and
-//   ties are broken by rendezvous hashing of the prompt's head, so workers seeing the same load
-//   tend to place a new prefix on the same pod; where they do not, a prefix lives on up to N pods
-//   (each still a cache hit for the worker that put it there). `bench:routing --workers 2` measures
-//   what this costs against one worker (docs/scheduling.md has the numbers).
+// - Prefix index shared: every LOAD_REPORT_MS a worker sends the prefix blocks it dispatched
+//   (per server, profile plugin and endpoint: `Scheduler.takeDispatches`), the primary relays them
+//   to the other workers, which record them in the same plugin (`applyPeerDispatches`). Without
+//   this each worker placed prefixes on its own and a shared prefix ended up on up to N pods: a
+//   `bench:routing --quick` smoke run of shared-prefix measured 78% prefix hits with 1 worker and
+//   45% with 2 before this relay.
 // - /metrics: prom-client's AggregatorRegistry. Any worker asked for /metrics asks the primary,
 //   which collects every worker's registry and answers the aggregate (sums; gauges like the
 //   snapshot version are the same in every worker).
@@ -163,6 +164,11 @@ export async function runPrimary(o: PrimaryOptions): Promise<void> {
         }
         // A (re)started worker gets the others' in-flight view at once.
         if (anyReady) sendPeerLoads()
+        break
+      case 'igw:dispatches':
+        for (const x of slots) {
+          if (x !== s && x.worker?.isConnected()) x.worker.send(m satisfies ToWorker)
+        }
         break
       case 'igw:load':
         load.report(s.index, m.load)

@@ -2,6 +2,7 @@
 // `advanced` serialization, so scraped metrics travel as structured clones). Every message of ours
 // has a `t` starting with `igw:`; prom-client's own cluster messages (`type`) pass by untouched.
 import type { ScrapeResult } from '../engines/scraper.js'
+import type { PeerDispatch } from '../scheduler/index.js'
 import type { LoadEntry } from './load.js'
 
 /** Env of a worker: its stable index (1..N, kept across restarts) and the command's arguments. */
@@ -24,6 +25,8 @@ export type ToWorker =
       readonly text?: string
       readonly error?: string
     }
+  /** Prefix blocks other workers dispatched (relayed as they came). */
+  | { readonly t: 'igw:dispatches'; readonly d: readonly PeerDispatch[] }
   /** Drain and exit (the primary got SIGTERM/SIGINT). */
   | { readonly t: 'igw:shutdown' }
 
@@ -31,6 +34,8 @@ export type ToPrimary =
   | { readonly t: 'igw:ready'; readonly url: string }
   /** This worker's in-flight per endpoint (a full view), sent only when it changed. */
   | { readonly t: 'igw:load'; readonly load: readonly LoadEntry[] }
+  /** Prefix blocks this worker dispatched since its last report, for the others. */
+  | { readonly t: 'igw:dispatches'; readonly d: readonly PeerDispatch[] }
   /** `/metrics` was asked of this worker: the primary answers with every worker's sum. */
   | { readonly t: 'igw:metrics-req'; readonly rid: number }
 

@@ -61,6 +61,7 @@ export async function runWorker(
     log,
     ...opts.scheduler,
     scrape: { ...(opts.scheduler?.scrape || {}), external: true },
+    shareDispatches: true,
   })
   const waiting = new Map<number, { ok: (t: string) => void; fail: (e: Error) => void }>()
   let stop: () => void = () => {}
@@ -75,6 +76,9 @@ export async function runWorker(
         break
       case 'igw:scrape':
         scheduler.ingestScrape(m.id, m.r)
+        break
+      case 'igw:dispatches':
+        scheduler.applyPeerDispatches(m.d)
         break
       case 'igw:peer-load':
         scheduler.setPeerLoad(new Map(m.load.map(([id, n, t]) => [id, [n, t] as const])))
@@ -136,6 +140,8 @@ export async function runWorker(
 
   let last = ''
   const report = setInterval(() => {
+    const d = scheduler.takeDispatches()
+    if (d.length > 0) send({ t: 'igw:dispatches', d })
     const load: LoadEntry[] = []
     for (const [id, [n, t]] of scheduler.localLoad()) load.push([id, n, t])
     const key = loadKey(load)

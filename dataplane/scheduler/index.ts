@@ -4,6 +4,7 @@ export { DEFAULT_PROFILE, PLUGINS } from './profile.js'
 export { blockHashes, flattenPrompt, rendezvous } from './prompt.js'
 export {
   Scheduler,
+  type PeerDispatch,
   type SchedulerOptions,
   type ScrapeOptions,
   scrapeTargetsOf,

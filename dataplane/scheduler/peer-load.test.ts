@@ -76,3 +76,51 @@ describe('Scheduler: external scraping and peer load', () => {
     expect(sch.state('127.0.0.12:8000')?.isEjected(0)).toBe(true)
   })
 })
+
+describe('Scheduler: prefix dispatches shared between workers', () => {
+  it("another worker's placement of a prefix is where this one sends it too", () => {
+    const eps = [endpoint('a', 21), endpoint('b', 22), endpoint('c', 23)]
+    const plugins = [{ name: 'prefix-cache', weight: 1, args: {} }]
+    const srv = server(eps, { scheduler: { plugins } })
+    const mk = () => {
+      const s = new Scheduler({ scrape: false, shareDispatches: true, now: () => 0 })
+      s.onSnapshot(snapshot([srv]))
+      return s
+    }
+    const one = mk()
+    const two = mk()
+    const body = {
+      messages: [{ role: 'user', content: 'a long shared system prompt '.repeat(40) }],
+    }
+    const cold = two.pick(pickContext(srv, body))[0]?.name
+    // Worker one sent the prompt to an endpoint worker two would not have chosen.
+    const placed = eps.find((e) => e.name !== cold) as (typeof eps)[number]
+    one.onDispatch(pickContext(srv, body), placed)
+    const sent = one.takeDispatches()
+    expect(sent).toHaveLength(1)
+    expect(sent[0]).toMatchObject({
+      server: srv.key,
+      plugin: 'prefix-cache',
+      id: `${placed.address}:8000`,
+    })
+    expect(one.takeDispatches()).toEqual([])
+    two.applyPeerDispatches(sent)
+    expect(two.pick(pickContext(srv, body))[0]?.name).toBe(placed.name)
+    // A dispatch for a plugin the profile does not have here is ignored.
+    const three = mk()
+    three.applyPeerDispatches(sent.map((d) => ({ ...d, plugin: 'predicted-latency' })))
+    expect(three.pick(pickContext(srv, body))[0]?.name).toBe(cold)
+  })
+
+  it('keeps nothing without shareDispatches', () => {
+    const eps = [endpoint('a', 21)]
+    const srv = server(eps)
+    const s = new Scheduler({ scrape: false, now: () => 0 })
+    s.onSnapshot(snapshot([srv]))
+    s.onDispatch(
+      pickContext(srv, { messages: [{ role: 'user', content: 'x'.repeat(400) }] }),
+      eps[0] as (typeof eps)[number],
+    )
+    expect(s.takeDispatches()).toEqual([])
+  })
+})

@@ -60,7 +60,27 @@ export interface SchedulerOptions {
   readonly random?: () => number
   readonly now?: () => number
   readonly log?: Logger
+  /**
+   * Keep each dispatch's prefix blocks for `takeDispatches` (a worker of `--workers N` sends them
+   * to the others, which `applyPeerDispatches`), so every worker's prefix index sees every
+   * worker's placements. Default false.
+   */
+  readonly shareDispatches?: boolean
 }
+
+/** A dispatch's prefix blocks, as one worker tells the others (plain data: it crosses IPC). */
+export interface PeerDispatch {
+  readonly server: string
+  /** Index of the plugin in the server's profile, and its name (a check: profiles may differ). */
+  readonly entry: number
+  readonly plugin: string
+  /** Endpoint id, address:port. */
+  readonly id: string
+  readonly hashes: Int32Array
+}
+
+/** Dispatches kept for `takeDispatches` at most (a stalled reader must not grow the process). */
+const MAX_OUTBOX = 4096
 
 /** Where a request's scheduling record lives on its PickContext. */
 const REQUEST: unique symbol = Symbol('infer-gateway.scheduler.request')
@@ -164,6 +184,8 @@ export class Scheduler implements EndpointPicker {
   readonly #total = new Scratch()
   readonly #part = new Scratch()
   readonly #costs = new CostSample()
+  readonly #share: boolean
+  #outbox: PeerDispatch[] = []
   readonly #health: HealthLog
 
   constructor(opts: SchedulerOptions = {}) {
@@ -180,6 +202,7 @@ export class Scheduler implements EndpointPicker {
     this.#env = { random: this.#random, now: this.#now }
     this.#health = new HealthLog(opts.log)
     this.#probed = scrape !== undefined
+    this.#share = opts.shareDispatches === true
     if (scrape !== undefined && scrape.external !== true) {
       this.#scraper = new MetricsScraper({
         intervalMs: interval,
@@ -334,6 +357,40 @@ export class Scheduler implements EndpointPicker {
     const ss = this.#servers.get(ctx.server.key)
     if (ss === undefined) return
     for (const e of ss.entries) e.plugin.onDispatch?.(req, st)
+    if (this.#share) {
+      for (let i = 0; i < ss.entries.length; i++) {
+        const e = ss.entries[i] as ProfileEntry
+        const blocks = e.plugin.blocksOf?.(req)
+        if (blocks === undefined || blocks.length === 0) continue
+        if (this.#outbox.length >= MAX_OUTBOX) this.#outbox.shift()
+        this.#outbox.push({
+          server: ss.key,
+          entry: i,
+          plugin: e.name,
+          id: st.id,
+          hashes: Int32Array.from(blocks),
+        })
+      }
+    }
+  }
+
+  /** Prefix blocks dispatched since the last call (with `shareDispatches`). */
+  takeDispatches(): PeerDispatch[] {
+    const out = this.#outbox
+    this.#outbox = []
+    return out
+  }
+
+  /** Another worker's dispatches: each goes to the same plugin of the same server here. */
+  applyPeerDispatches(list: readonly PeerDispatch[]): void {
+    for (const d of list) {
+      const ss = this.#servers.get(d.server)
+      const e = ss?.entries[d.entry]
+      const st = this.#states.get(d.id)
+      if (e === undefined || e.name !== d.plugin || st === undefined) continue
+      if (!ss?.members.has(st)) continue
+      e.plugin.recordPeer?.(st, d.hashes)
+    }
   }
 
   onComplete(ctx: PickContext, endpoint: SnapshotEndpoint, outcome: DispatchOutcome): void {

@@ -51,6 +51,13 @@ export interface Plugin {
   ): Admission | Promise<Admission> | undefined
   onDispatch?(req: SchedRequest, ep: EndpointState): void
   onComplete?(req: SchedRequest, ep: EndpointState, outcome: DispatchOutcome): void
+  /**
+   * Prefix blocks this dispatch placed on its endpoint, for the other worker processes of
+   * `--workers N` (dataplane/cluster/), which pass them to `recordPeer` of the same plugin.
+   */
+  blocksOf?(req: SchedRequest): ArrayLike<number>
+  /** Another worker dispatched a prompt with these prefix blocks to `ep`. */
+  recordPeer?(ep: EndpointState, hashes: ArrayLike<number>): void
   /** The endpoint left this server: drop what is remembered about it. */
   forget?(ep: EndpointState): void
   /** The engine behind the endpoint restarted (empty KV cache, no adapters): drop what is known. */

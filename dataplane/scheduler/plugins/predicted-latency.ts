@@ -210,6 +210,14 @@ export class PredictedLatencyPlugin implements Plugin {
     this.index.onDispatch(req, ep)
   }
 
+  blocksOf(req: SchedRequest): ArrayLike<number> {
+    return this.index.hashes(req)
+  }
+
+  recordPeer(ep: EndpointState, hashes: ArrayLike<number>): void {
+    this.index.record(ep, hashes)
+  }
+
   onComplete(req: SchedRequest, ep: EndpointState, o: DispatchOutcome): void {
     const rec = req.scratch.get(this) as Dispatched | undefined
     if (rec === undefined || rec.ep !== ep) return

@@ -165,6 +165,14 @@ export class PrefixCachePlugin implements Plugin {
     this.record(ep, this.hashes(req))
   }
 
+  blocksOf(req: SchedRequest): ArrayLike<number> {
+    return this.hashes(req)
+  }
+
+  recordPeer(ep: EndpointState, hashes: ArrayLike<number>): void {
+    this.record(ep, hashes)
+  }
+
   /** Remember that `ep` now holds these blocks (tail first, so the head is the most recent). */
   record(ep: EndpointState, hashes: ArrayLike<number>): void {
     const cap = this.capacityOf(ep)
