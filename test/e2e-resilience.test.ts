@@ -98,7 +98,7 @@ beforeAll(async () => {
   ])
   await until('route ready', async () => {
     const s = await getStatus(c, 'route', APP, 'chat')
-    return s.status.targets === '1/1' ? true : undefined
+    return s.status.readyEndpoints === 1 ? true : undefined
   })
   const { version } = await storedVersion(c)
   await until('data planes have it', async () =>
@@ -169,7 +169,7 @@ describe('resilience (two operator replicas, real API server)', () => {
 
   it('a graceful leader restart hands over at once with no version bump and no status writes', async () => {
     await until('status settled', async () =>
-      (await getStatus(c, 'route', APP, 'chat')).status.targets === '2/2' ? true : undefined,
+      (await getStatus(c, 'route', APP, 'chat')).status.readyEndpoints === 2 ? true : undefined,
     )
     await sleep(500)
     const rvs = await resourceVersions()
@@ -216,7 +216,7 @@ describe('resilience (two operator replicas, real API server)', () => {
         : undefined,
     )
     await until('status follows', async () =>
-      (await getStatus(c, 'route', APP, 'chat')).status.targets === '1/1' ? true : undefined,
+      (await getStatus(c, 'route', APP, 'chat')).status.readyEndpoints === 1 ? true : undefined,
     )
     const result = await load.stop()
     expect(result.errors).toEqual([])
