@@ -23,9 +23,9 @@
 // - Prefix index shared: every LOAD_REPORT_MS a worker sends the prefix blocks it dispatched
 //   (per server, profile plugin and endpoint: `Scheduler.takeDispatches`), the primary relays them
 //   to the other workers, which record them in the same plugin (`applyPeerDispatches`). Without
-//   this each worker placed prefixes on its own and a shared prefix ended up on up to N pods: a
-//   `bench:routing --quick` smoke run of shared-prefix measured 78% prefix hits with 1 worker and
-//   45% with 2 before this relay.
+//   this each worker places prefixes on its own and a shared prefix can end up cached on up to N
+//   pods. Dispatches arrive a few tens of milliseconds late; rendezvous tie-breaks on the prompt's
+//   head make workers that see the same state agree in the meantime.
 // - /metrics: prom-client's AggregatorRegistry. Any worker asked for /metrics asks the primary,
 //   which collects every worker's registry and answers the aggregate (sums; gauges like the
 //   snapshot version are the same in every worker).
