@@ -177,8 +177,6 @@ describe('EndpointState: passive health, outlier track', () => {
       [fail('retry_status', 502), '5xx'],
       [fail('timeout'), 'timeout'],
       [fail('stream_cut', 200), 'stream_cut'],
-      [fail('protocol'), 'protocol'],
-      [fail('body_too_large', 200), 'body_too_large'],
     ]
     for (const [outcome, reason] of cases) {
       const s = state(`e-${reason}`, 2)
@@ -187,6 +185,26 @@ describe('EndpointState: passive health, outlier track', () => {
       s.dispatchEnded(ticket, outcome, 10)
       expect(s.isEjected(10)).toBe(true)
       expect(s.lastEjection?.reason).toBe(reason)
+    }
+  })
+
+  it('malformed HTTP and an oversized body eject on the first one: a healthy engine sends neither', () => {
+    const cases: [DispatchOutcome, string][] = [
+      [fail('protocol'), 'protocol'],
+      [fail('body_too_large', 200), 'body_too_large'],
+    ]
+    for (const [outcome, reason] of cases) {
+      const s = state(`e-${reason}`, 2)
+      for (let i = 0; i < 20; i++) s.dispatchEnded(ticket, ok, 5)
+      s.dispatchEnded(ticket, outcome, 10)
+      expect(s.isEjected(10)).toBe(true)
+      expect(s.lastEjection?.reason).toBe(reason)
+      // Trials readmit it as for any outlier: two good answers after the period.
+      s.dispatchStarted(ticket, 10 + base)
+      s.dispatchEnded(ticket, ok, 10 + base)
+      s.dispatchStarted(ticket, 11 + base)
+      s.dispatchEnded(ticket, ok, 11 + base)
+      expect(s.ejectionActive).toBe(false)
     }
   })
 

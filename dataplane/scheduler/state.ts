@@ -19,7 +19,7 @@ export interface HealthOptions {
   // Outliers: the engine answers, but badly. Ends with successful trial requests.
   /**
    * Consecutive failed answers that eject: 5xx, response-header/idle timeouts, bodies cut
-   * mid-way, malformed HTTP, oversized bodies. Default 5.
+   * mid-way. Default 5. (Malformed HTTP and oversized bodies eject on the first: `DEFINITIVE`.)
    */
   readonly consecutiveFailures: number
   /** Share of failed answers over `failureRateWindowMs` that ejects (0..1; 1 = off). Default 0.25. */
@@ -383,8 +383,8 @@ export class EndpointState {
   // - liveness (connect failures, unreachable scrapes): nothing listens. Ends on the first answer
   //   (a scrape, or any proxied HTTP response) once the period is over, and that answer also
   //   resets the doubling: an engine restarted in place is back in rotation at its next scrape.
-  // - outlier (5xx, timeouts, cut bodies, malformed HTTP, oversized bodies; consecutive or by
-  //   failure rate): the engine answers, badly. Its /metrics may be fine all along, so a scrape
+  // - outlier (5xx, timeouts, cut bodies: consecutive or by failure rate; malformed HTTP and
+  //   oversized bodies: the first one): the engine answers, badly. Its /metrics may be fine all along, so a scrape
   //   proves nothing here; after the period, trial requests do (one per period, `probationSuccesses`
   //   in a row end it; a failed trial ejects again for twice as long, up to `maxEjectionMs`).
   // A request's outcome counts only if it was sent after the track's last ejection began: the
@@ -462,7 +462,8 @@ export class EndpointState {
     this.consecutiveFailures++
     this.#count(now, true)
     const h = this.#opts.health
-    if (this.consecutiveFailures >= h.consecutiveFailures) this.#ejectOutlier(now, reason)
+    if (DEFINITIVE.has(reason) || this.consecutiveFailures >= h.consecutiveFailures)
+      this.#ejectOutlier(now, reason)
     else if (this.#rateExceeded()) this.#ejectOutlier(now, 'failure_rate')
   }
 
@@ -625,6 +626,16 @@ export class EndpointState {
     }
   }
 }
+
+/**
+ * Failures that eject on the first occurrence. A 5xx, a timeout or a cut stream can be one bad
+ * moment of a healthy engine (a request it cannot serve, a slow batch, a network blip), so they
+ * need a streak or a rate. Malformed HTTP and a response past the gateway's body cap cannot: a
+ * healthy engine never sends either, and every further request sent there while a streak builds
+ * costs its client (up to 5 × a 64 MiB read for an endless body, 7.5–15 % of traffic still on the
+ * bad engine 2 s later in the hardening suite). Trials still readmit it once it recovers.
+ */
+const DEFINITIVE: ReadonlySet<OutlierReason> = new Set(['protocol', 'body_too_large'])
 
 /** The outlier-track name of a failed answer; undefined for an answer that counts as success. */
 function outlierKind(o: DispatchOutcome): OutlierReason | undefined {

@@ -33,6 +33,13 @@ beforeAll(async () => {
     badEngines: MODES.length,
     // A hang is a 504 after 1 s (the engine accepted the request but never answers headers).
     upstreamTimeout: '1s',
+    // Every byte of a bad response costs this test process twice (the bad engine writes it, the
+    // load client reads it) and the simulated engines live here too: at the default 64 MiB cap,
+    // the few endless bodies read before the ejection starved them on a shared 2-core machine,
+    // and the load fell to ~10 requests/s (the 'endless' scenario then had too few requests to
+    // judge). 8 MiB keeps every path under test: the first 4 MiB are held, the rest passed
+    // through at the client's pace and cut at the cap, the engine ejected on that first failure.
+    gatewayArgs: ['--max-upstream-body-bytes', String(8 * 1024 * 1024)],
   })
   // Warm up (JIT, pools, first scrapes), then measure the gateway at rest.
   await runLoad({
