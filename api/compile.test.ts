@@ -111,7 +111,7 @@ describe('compileSnapshot: routes', () => {
     expect(diagnostics[0]?.message).toContain('"sql-lora"')
   })
 
-  it('weights: as given when all set, equal when none set, invalid when mixed', () => {
+  it('weights: as given when set, 100 when unset (Kthena), also beside set ones', () => {
     const { snapshot, diagnostics } = compile({
       servers: [server('a'), server('b')],
       routes: [
@@ -141,16 +141,9 @@ describe('compileSnapshot: routes', () => {
     const byName = new Map(snapshot.routes.map((r) => [r.name, r]))
     expect(byName.get('set')?.rules[0]?.targets.map((t) => t.weight)).toEqual([80, 20])
     expect(byName.get('unset')?.rules[0]?.targets.map((t) => t.weight)).toEqual([100, 100])
-    expect(byName.has('mixed')).toBe(false)
-    const invalid = diagnostics.find((d) => d.key === 'default/mixed')
-    expect(invalid).toMatchObject({
-      severity: 'error',
-      reason: 'Invalid',
-      path: 'spec.rules[0].targetModels[1].weight',
-    })
-    expect(invalid?.message).toContain(
-      'spec.rules[0].targetModels[1].weight: must be set on all targets',
-    )
+    // Kthena's default: the unset weight beside a set one is 100.
+    expect(byName.get('mixed')?.rules[0]?.targets.map((t) => t.weight)).toEqual([80, 100])
+    expect(diagnostics.filter((d) => d.key === 'default/mixed')).toEqual([])
   })
 
   it('excludes a route with an invalid regex but compiles the rest', () => {

@@ -137,13 +137,10 @@ export const targetModelSchema = z
         "ExternalModelProvider in the route's namespace; exactly one of this or modelServerName.",
       )
       .optional(),
-    // No default here (Kthena's CRD defaults 100): "set on all or none" must stay checkable, and
-    // the compiler reads a missing weight as 100, so Kthena's objects behave the same.
+    // Kthena's CRD default: a target without a weight weighs 100, also next to weighted ones.
     weight: intRange(0, 100)
-      .describe(
-        "Relative share of the rule's requests, 0..100; set on all targets or none (none = 100 each).",
-      )
-      .optional(),
+      .default(100)
+      .describe("Relative share of the rule's requests, 0..100 (default 100, as in Kthena)."),
   })
   .meta({
     'x-kubernetes-validations': [

@@ -164,7 +164,7 @@ describe('validateModelRoute: semantic checks (Kthena webhook parity)', () => {
     ).toBe(true)
   })
 
-  it('weights: all set or none; the total must be > 0', () => {
+  it('weights: an unset weight is 100 (Kthena), also beside set ones; the total must be > 0', () => {
     expect(
       validateModelRoute(
         route({ modelName: 'm', rules: [{ targetModels: [target('a', 30), target('b', 70)] }] }),
@@ -178,8 +178,9 @@ describe('validateModelRoute: semantic checks (Kthena webhook parity)', () => {
     const mixed = validateModelRoute(
       route({ modelName: 'm', rules: [{ targetModels: [target('a', 30), target('b')] }] }),
     )
-    expect(issuesOf(mixed)).toEqual([
-      'spec.rules[0].targetModels[1].weight: must be set on all targets of the rule or on none',
+    expect(mixed.ok).toBe(true)
+    expect(mixed.ok && mixed.value.spec.rules[0]?.targetModels.map((t) => t.weight)).toEqual([
+      30, 100,
     ])
     const zero = validateModelRoute(
       route({ modelName: 'm', rules: [{ targetModels: [target('a', 0), target('b', 0)] }] }),

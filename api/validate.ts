@@ -269,15 +269,8 @@ function checkRoute(route: ModelRoute): ValidationIssue[] {
         })
       }
     })
-    const weighted = targets.filter((t) => t.weight !== undefined)
-    if (weighted.length > 0 && weighted.length < targets.length) {
-      const first = targets.findIndex((t) => t.weight === undefined)
-      out.push({
-        path: formatPath([...rulePath, 'targetModels', first, 'weight']),
-        message: 'must be set on all targets of the rule or on none',
-        code: 'WEIGHTS_PARTIAL',
-      })
-    } else if (weighted.length > 0 && weighted.every((t) => t.weight === 0)) {
+    // An unset weight is 100 (Kthena's default), so only all-zero rules cannot be picked.
+    if (targets.every((t) => (t.weight ?? 100) === 0)) {
       out.push({
         path: formatPath([...rulePath, 'targetModels']),
         message: 'total weight must be greater than 0',

@@ -14,7 +14,6 @@ import {
   schemaAt,
   structuralProblems,
   toStructural,
-  WEIGHTS_ALL_OR_NONE,
 } from './crds.js'
 
 interface Crd {
@@ -185,7 +184,8 @@ describe('crdObjects', () => {
   it('carries the one-of CEL rules where they apply', () => {
     const route = modelRouteSpecSchema()
     expect(rules(route)).toEqual([MODEL_OR_LORA.rule])
-    expect(rules(schemaAt(route, 'rules[].targetModels'))).toEqual([WEIGHTS_ALL_OR_NONE.rule])
+    // Kthena's default instead of an all-or-none rule: an unset weight is 100.
+    expect(schemaAt(route, 'rules[].targetModels[].weight')['default']).toBe(100)
     expect(rules(schemaAt(route, 'rules[].targetModels[]'))).toEqual([EXACTLY_ONE_TARGET.rule])
     expect(rules(schemaAt(route, 'rules[].modelMatch.uri'))).toEqual([EXACTLY_ONE_MATCH.rule])
     expect(rules(schemaAt(route, 'rules[].modelMatch.headers{}'))).toEqual([EXACTLY_ONE_MATCH.rule])

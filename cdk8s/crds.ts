@@ -161,10 +161,6 @@ function addRule(node: Schema, r: CelRule): void {
   node['x-kubernetes-validations'] = [...list, { rule: r.rule, message: r.message }]
 }
 
-export const WEIGHTS_ALL_OR_NONE: CelRule = {
-  rule: 'self.all(t, has(t.weight)) || self.all(t, !has(t.weight))',
-  message: 'weight must be set on all targets or on none',
-}
 export const EXACTLY_ONE_MATCH: CelRule = {
   rule: '(has(self.exact) ? 1 : 0) + (has(self.prefix) ? 1 : 0) + (has(self.regex) ? 1 : 0) == 1',
   message: 'exactly one of exact, prefix or regex must be set',
@@ -182,7 +178,6 @@ export const MODEL_OR_LORA: CelRule = {
 export function modelRouteSpecSchema(): Schema {
   const s = toStructural(modelRouteJsonSchema(), 'spec')
   addRule(s, MODEL_OR_LORA)
-  addRule(schemaAt(s, 'rules[].targetModels'), WEIGHTS_ALL_OR_NONE)
   addRule(schemaAt(s, 'rules[].targetModels[]'), EXACTLY_ONE_TARGET)
   addRule(schemaAt(s, 'rules[].modelMatch.uri'), EXACTLY_ONE_MATCH)
   addRule(schemaAt(s, 'rules[].modelMatch.headers{}'), EXACTLY_ONE_MATCH)

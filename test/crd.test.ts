@@ -277,7 +277,18 @@ describe('valid objects are accepted, defaulted and shown with printer columns',
     expect(r.code).toBe(0)
   })
 
-  it('fills in schema defaults (workloadPort.protocol, rateLimit.unit)', async () => {
+  it('fills in schema defaults (workloadPort.protocol, rateLimit.unit, weight 100 as in Kthena)', async () => {
+    expect(
+      await ok([
+        'get',
+        'mr',
+        'canary',
+        '-n',
+        NS,
+        '-o',
+        'jsonpath={.spec.rules[1].targetModels[0].weight}',
+      ]),
+    ).toBe('100')
     expect(
       await ok(['get', 'ms', 'llama', '-n', NS, '-o', 'jsonpath={.spec.workloadPort.protocol}']),
     ).toBe('http')
@@ -468,12 +479,6 @@ const INVALID: [string, Record<string, unknown>, string, RegExp][] = [
     /must have at most 16 items/,
   ],
   ['empty targetModels', route('bad', targets()), 'spec.rules[0].targetModels', /at least 1 items/],
-  [
-    'weights on some targets only',
-    route('bad', targets({ modelServerName: 'a', weight: 50 }, { modelServerName: 'b' })),
-    'spec.rules[0].targetModels',
-    /weight must be set on all targets or on none/,
-  ],
   [
     'both modelServerName and externalModelProviderName',
     route('bad', targets({ modelServerName: 'a', externalModelProviderName: 'b' })),

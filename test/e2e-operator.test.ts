@@ -341,12 +341,6 @@ describe('operator + data planes on a real control plane', () => {
       ],
       [
         mr(
-          '{modelName: m, rules: [{targetModels: [{modelServerName: s, weight: 1}, {modelServerName: t}]}]}',
-        ),
-        /spec\.rules\[0\]\.targetModels: .*weight must be set on all targets or on none/,
-      ],
-      [
-        mr(
           '{modelName: m, rules: [{targetModels: [{modelServerName: s, externalModelProviderName: p}]}]}',
         ),
         /spec\.rules\[0\]\.targetModels\[0\]: .*exactly one of modelServerName or externalModelProviderName/,
