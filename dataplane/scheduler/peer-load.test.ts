@@ -80,7 +80,7 @@ describe('Scheduler: external scraping and peer load', () => {
 describe('Scheduler: prefix dispatches shared between workers', () => {
   it("another worker's placement of a prefix is where this one sends it too", () => {
     const eps = [endpoint('a', 21), endpoint('b', 22), endpoint('c', 23)]
-    const plugins = [{ name: 'prefix-cache', weight: 1, args: {} }]
+    const plugins = [{ name: 'prefix-cache' as const, weight: 1, args: {} }]
     const srv = server(eps, { scheduler: { plugins } })
     const mk = () => {
       const s = new Scheduler({ scrape: false, shareDispatches: true, now: () => 0 })
