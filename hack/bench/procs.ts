@@ -14,11 +14,10 @@ export interface Proc {
 export class SpawnTimeoutError extends Error {
   override readonly name = 'SpawnTimeoutError'
   readonly code = 'SPAWN_TIMEOUT'
-  constructor(
-    readonly pid: number | undefined,
-    message: string,
-  ) {
+  readonly pid: number | undefined
+  constructor(pid: number | undefined, message: string) {
     super(message)
+    this.pid = pid
   }
 }
 
