@@ -3,8 +3,8 @@
 export { DEFAULT_PROFILE, PLUGINS } from './profile.js'
 export { blockHashes, flattenPrompt, rendezvous } from './prompt.js'
 export {
-  Scheduler,
   type PeerDispatch,
+  Scheduler,
   type SchedulerOptions,
   type ScrapeOptions,
   scrapeTargetsOf,
