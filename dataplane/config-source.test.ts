@@ -1,4 +1,4 @@
-import { appendFile, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { appendFile, mkdtemp, rm, utimes, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -25,6 +25,19 @@ describe('readFileStable', () => {
     await expect(readFileStable(f, () => appendFile(f, 'b: 2\n'))).rejects.toBeInstanceOf(
       FileChangedError,
     )
+  })
+
+  it('waits for a writer that may still be at work: a file modified within settleMs is not read', async () => {
+    const f = join(dir, 'fresh.yaml')
+    await writeFile(f, 'spec:\n  modelName: lla')
+    await expect(readFileStable(f, undefined, 60_000)).rejects.toBeInstanceOf(FileChangedError)
+    // The same file, last modified long ago (or in the future: clock skew), is settled.
+    const old = new Date(Date.now() - 120_000)
+    await utimes(f, old, old)
+    expect((await readFileStable(f, undefined, 60_000)).toString()).toContain('lla')
+    const future = new Date(Date.now() + 3_600_000)
+    await utimes(f, future, future)
+    expect((await readFileStable(f, undefined, 60_000)).toString()).toContain('lla')
   })
 })
 

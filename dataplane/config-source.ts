@@ -8,6 +8,9 @@
 // Editors and shells do not write atomically (`>` truncates, then writes), so two more guards:
 // - a file is read between two stats; if it changed meanwhile (size, mtime, inode, or a length
 //   that disagrees with the stat), the round is skipped and retried shortly;
+// - while a live config exists, a file modified less than `settleMs` (200 ms) ago is not read yet:
+//   a writer that pauses between pieces leaves a prefix that can be valid YAML (a cut
+//   `modelName: lla` is still a string), which no stat comparison can tell from the finished file;
 // - a file with no documents (empty, or only comments) is refused, as the moment between the
 //   truncation and the write looks exactly like that, unless `allowEmpty` says an empty config
 //   is intended. Either way the last good config stays live.
@@ -34,6 +37,8 @@ export interface ConfigSourceOptions {
   readonly log: Logger
   /** Poll interval; fs events trigger an immediate check as well. Default 500 ms. */
   readonly pollMs?: number
+  /** A file modified more recently than this is re-read later, not now (default 200 ms). */
+  readonly settleMs?: number
   /** Accept files with no documents (default: refused, see above). */
   readonly allowEmpty?: boolean
   /** Compile option: provider baseURLs on loopback/link-local addresses (api/compile.ts). */
@@ -87,7 +92,11 @@ export class FileChangedError extends Error {
  * Reads `name` between two stats and throws FileChangedError when it changed meanwhile.
  * `between` runs after the read (tests use it to change the file at exactly that moment).
  */
-export async function readFileStable(name: string, between?: () => Promise<void>): Promise<Buffer> {
+export async function readFileStable(
+  name: string,
+  between?: () => Promise<void>,
+  settleMs = 0,
+): Promise<Buffer> {
   const before = await stat(name)
   const data = await readFile(name)
   if (between) await between()
@@ -99,6 +108,13 @@ export async function readFileStable(name: string, between?: () => Promise<void>
     data.length !== after.size
   ) {
     throw new FileChangedError(`${name} changed while it was read`)
+  }
+  // A modification time in the future (clock skew, preserved times) counts as settled.
+  const age = Date.now() - after.mtimeMs
+  if (settleMs > 0 && age >= 0 && age < settleMs) {
+    throw new FileChangedError(
+      `${name} was modified ${Math.round(age)} ms ago; waiting for the writer`,
+    )
   }
   return data
 }
@@ -115,11 +131,14 @@ export function documentCount(text: string): number {
 }
 
 /** Every file read stably; a few quick retries so a start during a write does not fail. */
-async function readAllStable(names: readonly string[]): Promise<FileContent[]> {
+async function readAllStable(names: readonly string[], settleMs: number): Promise<FileContent[]> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await Promise.all(
-        names.map(async (name) => ({ name, data: await readFileStable(name) })),
+        names.map(async (name) => ({
+          name,
+          data: await readFileStable(name, undefined, settleMs),
+        })),
       )
     } catch (e) {
       if (!(e instanceof FileChangedError) || attempt >= 4) throw e
@@ -229,7 +248,10 @@ export class FileConfigSource {
     let files: FileContent[]
     try {
       const names = await listFiles(this.opts.paths)
-      files = await readAllStable(names)
+      // Settling only matters when there is a good config to keep serving meanwhile; at start the
+      // file is read as it is (a broken one fails the start loudly).
+      const settle = this.opts.store.snapshot !== undefined ? (this.opts.settleMs ?? 200) : 0
+      files = await readAllStable(names, settle)
     } catch (e) {
       if (e instanceof FileChangedError) {
         // Mid-write: the writer's next fs event (or the poll) brings the finished file.
