@@ -107,9 +107,13 @@ describe('model-aware scheduling through the gateway', () => {
     // All eight were in flight together: affinity came from dispatch-time recording.
     expect(c.size).toBe(1)
     const pod = [...c.keys()][0] as string
-    // A second wave of the same prefix goes to the same, now warm, pod.
+    // A second wave of the same prefix fills the same, now warm, pod up to its batch limit (4,
+    // learned while the burst queued there); predicted-latency may send the rest elsewhere when
+    // waiting for a slot costs more than the prefill the cache saves.
     const wave = await Promise.all(Array.from({ length: 6 }, (_, i) => send(`Follow-up ${i}?`)))
-    expect(counts(wave).get(pod)).toBe(6)
+    const w = counts(wave)
+    expect(w.get(pod) ?? 0).toBeGreaterThanOrEqual(4)
+    for (const [other, n] of w) if (other !== pod) expect(n).toBeLessThan(w.get(pod) ?? 0)
     const sim = sims.find((s) => s.name === pod) as SimHandle
     const i = sims.indexOf(sim)
     const hits = sim.stats().prefixHitTokens - (before[i]?.prefixHitTokens ?? 0)

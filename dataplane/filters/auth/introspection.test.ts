@@ -64,10 +64,12 @@ describe('Introspector', () => {
   })
 
   it('never caches past the token expiry', async () => {
-    answers.set('t-short', { active: true, sub: 'u', exp: now() + 1 })
+    // exp is in whole seconds: +2 leaves at least one second before it passes, wherever in the
+    // current second the test starts (+1 could expire before the first call).
+    answers.set('t-short', { active: true, sub: 'u', exp: now() + 2 })
     const i = new Introspector(cfg(), 's', memoryLogger())
     expect(await i.verify('t-short', tierOf)).toBeDefined()
-    await new Promise((r) => setTimeout(r, 1_100))
+    await new Promise((r) => setTimeout(r, 2_100))
     answers.set('t-short', { active: false })
     expect(await i.verify('t-short', tierOf)).toBeUndefined()
     expect(i.calls).toBe(2)
