@@ -55,7 +55,12 @@ describe.each(['volcano', 'matrixinfer'])('Kthena-shaped manifests (%s group)', 
     ])
     const qwen = snapshot.routes.find((r) => r.key === 'kthena/qwen')
     expect(qwen?.rules.map((r) => r.targets.map((t) => t.weight))).toEqual([[100], [80, 20], [100]])
-    expect(qwen?.rateLimit).toBeDefined()
+    expect(qwen?.rateLimit).toEqual({
+      inputTokensPerUnit: 1000,
+      outputTokensPerUnit: 500,
+      unit: 'minute',
+      global: { redis: { address: 'redis.kthena.svc:6379' } },
+    })
   })
 
   it('parentRefs: routes carry their Gateways; one model per Gateway is no duplicate', () => {

@@ -198,7 +198,9 @@ describe('compiling providers and fallback', () => {
       },
     })
     // Survives the data plane's validation (hash covers providers).
-    expect(validateSnapshot(JSON.parse(JSON.stringify(snapshot))).providers).toBeDefined()
+    expect(validateSnapshot(JSON.parse(JSON.stringify(snapshot))).providers).toEqual(
+      snapshot.providers,
+    )
     const tampered = JSON.parse(JSON.stringify(snapshot))
     tampered.providers['default/claude'].baseURL = 'https://evil.example'
     expect(() => validateSnapshot(tampered)).toThrow(/hash/)
@@ -293,7 +295,7 @@ describe('provider baseURLs on loopback / link-local addresses', () => {
       'http://LOCALHOST./v1',
       'http://api.localhost/v1',
     ]) {
-      expect(privateAddressProblem(u), u).toBeDefined()
+      expect(privateAddressProblem(u), u).toMatch(/loopback/)
     }
     for (const u of [
       'https://api.openai.com/v1',
@@ -319,7 +321,9 @@ describe('provider baseURLs on loopback / link-local addresses', () => {
     }
     const refused = compileSnapshot(input)
     expect(refused.snapshot.providers?.['default/meta']).toBeUndefined()
-    expect(refused.snapshot.providers?.['default/public']).toBeDefined()
+    expect(refused.snapshot.providers?.['default/public']?.baseURL).toBe(
+      'https://api.openai.com/v1',
+    )
     expect(refused.diagnostics).toContainEqual({
       kind: 'ExternalModelProvider',
       key: 'default/meta',

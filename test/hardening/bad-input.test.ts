@@ -485,7 +485,7 @@ describe('bad-input battery', () => {
       const what = `${res.status} ${res.ended} ${res.body.subarray(0, 300).toString('latin1')}`
       // Never a gateway-made 5xx; never a silent close.
       expect(res.status, what).not.toBe(0)
-      if (res.status >= 500) expect(res.headers[POD_HEADER], `gateway-made ${what}`).toBeDefined()
+      if (res.status >= 500) expect(res.headers[POD_HEADER], `gateway-made ${what}`).toMatch(/./)
       if (k.lenient) {
         expect(res.status, what).toBeLessThan(500)
       } else {
