@@ -409,6 +409,24 @@ function isTooLarge(e: unknown): boolean {
   )
 }
 
+/** How a streamed answer ended, for either writer (WHATWG stream or the Node response). */
+function streamOutcome(
+  status: number,
+  bytes: number,
+  scanner: SseUsageScanner,
+  firstByteMs: number | undefined,
+  error: string | undefined,
+): ResponseOutcome {
+  return {
+    status,
+    bytes,
+    stream: true,
+    ...(scanner.usage ? { usage: scanner.usage } : {}),
+    ...(firstByteMs !== undefined ? { firstByteMs } : {}),
+    ...(error ? { error } : {}),
+  }
+}
+
 function streamResponse(up: UpstreamResponse, headers: Headers, opts: RespondOptions): Response {
   const iterator = up.body[Symbol.asyncIterator]()
   const scanner = new SseUsageScanner()
@@ -419,14 +437,7 @@ function streamResponse(up: UpstreamResponse, headers: Headers, opts: RespondOpt
   const finish = (error?: string): void => {
     if (finished) return
     finished = true
-    opts.onDone({
-      status: up.statusCode,
-      bytes,
-      stream: true,
-      ...(scanner.usage ? { usage: scanner.usage } : {}),
-      ...(firstByteMs !== undefined ? { firstByteMs } : {}),
-      ...(error ? { error } : {}),
-    })
+    opts.onDone(streamOutcome(up.statusCode, bytes, scanner, firstByteMs, error))
   }
   headers.set('cache-control', 'no-cache')
   headers.set('x-accel-buffering', 'no')
@@ -541,14 +552,7 @@ async function pumpToNode(
   const finish = (error?: string): void => {
     if (finished) return
     finished = true
-    opts.onDone({
-      status: up.statusCode,
-      bytes,
-      stream: true,
-      ...(scanner.usage ? { usage: scanner.usage } : {}),
-      ...(firstByteMs !== undefined ? { firstByteMs } : {}),
-      ...(error ? { error } : {}),
-    })
+    opts.onDone(streamOutcome(up.statusCode, bytes, scanner, firstByteMs, error))
   }
   /** The client is gone (or the response already ended): nothing more can be written. */
   const gone = (): boolean => res.destroyed || res.writableEnded
