@@ -441,6 +441,45 @@ describe('dataplane --workers 2', () => {
   }, 30_000)
 })
 
+describe('dataplane --workers 2, stopped while starting', () => {
+  it('SIGTERM before every worker listens is a normal stop: exit 0, no worker left', async () => {
+    const child = spawn(
+      process.execPath,
+      [
+        CLI,
+        'dataplane',
+        '--config',
+        join(dir, 'gateway.yaml'),
+        '--host',
+        '127.0.0.1',
+        '--port',
+        '0',
+        '--workers',
+        '2',
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    )
+    children.push(child)
+    let seen = ''
+    const code = await new Promise<number | null>((resolve) => {
+      child.stderr?.on('data', (b: Buffer) => {
+        seen += b.toString()
+        // Forked, not yet listening: loading the worker's modules takes far longer than this.
+        if (seen.includes('"worker":2,') && !child.killed) child.kill('SIGTERM')
+      })
+      child.once('exit', (c) => resolve(c))
+    })
+    expect(code, seen).toBe(0)
+    expect(seen).toContain('"msg":"shutting down before all workers listened"')
+    expect(seen).not.toContain('"msg":"data plane listening"')
+    const pids = [...seen.matchAll(/"msg":"worker starting","worker":\d,"pid":(\d+)/g)].map((m) =>
+      Number(m[1]),
+    )
+    expect(pids).toHaveLength(2)
+    for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow()
+  }, 30_000)
+})
+
 describe('dataplane --workers 1', () => {
   it('is the single process: it scrapes itself, no worker in the decision', async () => {
     const gw = await dataplane(['--workers', '1'])

@@ -245,18 +245,25 @@ export async function runPrimary(o: PrimaryOptions): Promise<void> {
   await source?.start()
   if (store.snapshot) scraper.sync(scrapeTargetsOf(store.snapshot))
   for (const s of slots) fork(s)
-  let url: string
+  let first: { url: string } | { signal: string }
   try {
-    url = await Promise.race([
-      started,
-      untilSignal().then((sig) => {
-        throw new ClusterError(`${sig} while the workers were starting`)
-      }),
+    first = await Promise.race([
+      started.then((url) => ({ url })),
+      untilSignal().then((signal) => ({ signal })),
     ])
   } catch (e) {
     await stopAll()
     throw e
   }
+  if ('signal' in first) {
+    // The kubelet may stop a pod before every worker listens (a rollout, a scale-down). That is a
+    // normal stop, not a failure: ready workers drain, starting ones are stopped, exit 0.
+    log('info', 'shutting down before all workers listened', { signal: first.signal })
+    await stopAll()
+    log('info', 'stopped')
+    return
+  }
+  const { url } = first
   log('info', 'data plane listening', { url, workers: o.workers, pid: process.pid })
   await untilSignal()
   log('info', 'shutting down: workers draining', { workers: o.workers })
