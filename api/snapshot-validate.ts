@@ -48,7 +48,7 @@ export function snapshotHash(
 }
 
 const stringMatch = z.strictObject({
-  kind: z.enum(['exact', 'prefix', 'regex']),
+  kind: z.enum(['exact', 'prefix', 'regex', 'path-prefix']),
   value: z.string(),
 })
 
@@ -58,7 +58,7 @@ const match = z.strictObject({
   bodyModel: z.string().exactOptional(),
 })
 
-const weight = z.number().int().min(0).max(100)
+const weight = z.number().int().min(0).max(1_000_000)
 const targetRef = z.union([
   z.strictObject({ server: z.string() }),
   z.strictObject({ provider: z.string() }),
@@ -76,6 +76,7 @@ const route = z.strictObject({
   gateways: z.array(z.string().min(1)).min(1).exactOptional(),
   modelName: z.string().exactOptional(),
   loraAdapters: z.array(z.string()),
+  anyModel: z.literal(true).exactOptional(),
   creationTimestamp: z.string(),
   rules: z.array(
     z.strictObject({
@@ -148,6 +149,22 @@ const server = z.strictObject({
     }),
   ),
   scheduler: scheduler.exactOptional(),
+  inferencePool: z
+    .strictObject({
+      targetPorts: z.array(z.number().int().min(1).max(65535)).min(1),
+      selector: z.record(z.string(), z.string()),
+      endpointPicker: z
+        .strictObject({
+          group: z.string(),
+          kind: z.string().min(1),
+          name: z.string().min(1),
+          port: z.number().int().min(1).max(65535).exactOptional(),
+          failureMode: z.enum(['FailOpen', 'FailClose']),
+        })
+        .exactOptional(),
+      objectives: z.record(z.string(), z.number().int()),
+    })
+    .exactOptional(),
 }) satisfies z.ZodType<SnapshotServer>
 
 const msRange = z.number().int().min(0)

@@ -16,7 +16,11 @@ export const SNAPSHOT_SCHEMA_VERSION = 1 as const
 
 export type InferenceEngine = 'vLLM' | 'SGLang' | 'TGI' | 'TensorRT-LLM' | 'Generic'
 
-export type StringMatchKind = 'exact' | 'prefix' | 'regex'
+/**
+ * `path-prefix` (Gateway API `PathPrefix`, HTTPRoutes only): matches the value and anything below
+ * it by whole path segments, so `/v1` matches `/v1` and `/v1/chat` but not `/v1x`.
+ */
+export type StringMatchKind = 'exact' | 'prefix' | 'regex' | 'path-prefix'
 
 /** Exactly one way of matching a string; regexes were checked by the compiler. */
 export interface SnapshotStringMatch {
@@ -48,7 +52,10 @@ export type SnapshotTargetRef =
   | { readonly provider: string; readonly server?: undefined }
 
 export type SnapshotTarget = SnapshotTargetRef & {
-  /** 0..100; targets without weights in the CR get equal weights. */
+  /**
+   * Relative weight: 0..100 from a ModelRoute (targets without weights get equal weights),
+   * 0..1,000,000 from an HTTPRoute's backendRefs (default 1).
+   */
   readonly weight: number
 }
 
@@ -94,6 +101,12 @@ export interface SnapshotRoute {
   readonly gateways?: readonly string[]
   readonly modelName?: string
   readonly loraAdapters: readonly string[]
+  /**
+   * Set on routes compiled from a Gateway API HTTPRoute (key `HTTPRoute:namespace/name`): the
+   * route claims every model, as a GAIE gateway does (the model is read from the body and passed
+   * on). The data plane consults such routes only when no ModelRoute claims the model.
+   */
+  readonly anyModel?: true
   /** RFC 3339; routes are ordered oldest first, then by key, and the first matching rule wins. */
   readonly creationTimestamp: string
   readonly rules: readonly SnapshotRule[]
@@ -184,6 +197,20 @@ export interface SnapshotScheduler {
   readonly plugins: readonly SnapshotSchedulerPlugin[]
 }
 
+/** How a prefill/decode pair moves the KV cache (Kthena's connector types; mooncake is refused). */
+export type PdConnector = 'http' | 'lmcache' | 'nixl' | 'sglang'
+
+/** Prefill/decode disaggregation (`workloadSelector.pdGroup` + `kvConnector`). */
+export interface SnapshotPd {
+  /** Pod label whose value pairs prefill Pods with decode Pods. */
+  readonly groupKey: string
+  /** Sorted by key. */
+  readonly prefillLabels: Readonly<Record<string, string>>
+  /** Sorted by key. */
+  readonly decodeLabels: Readonly<Record<string, string>>
+  readonly connector: PdConnector
+}
+
 export interface SnapshotServer {
   /** "namespace/name" of the ModelServer. */
   readonly key: string
@@ -199,6 +226,72 @@ export interface SnapshotServer {
   readonly endpoints: readonly SnapshotEndpoint[]
   /** Absent = the data plane's default scheduler profile. */
   readonly scheduler?: SnapshotScheduler
+  /**
+   * Set when the server is a Gateway API Inference Extension InferencePool
+   * (`inference.networking.k8s.io/v1`); its key is then `inferencePoolKey(namespace, name)`.
+   */
+  readonly inferencePool?: SnapshotInferencePool
+}
+
+/** An InferencePool's `spec.endpointPickerRef`, carried for an Endpoint Picker serving the pool. */
+export interface SnapshotEndpointPickerRef {
+  /** '' = core. */
+  readonly group: string
+  readonly kind: string
+  readonly name: string
+  /** Service port; absent only for kinds other than Service. */
+  readonly port?: number
+  readonly failureMode: 'FailOpen' | 'FailClose'
+}
+
+/** What an InferencePool adds to a server (the endpoints are `podIP:port` per target port). */
+export interface SnapshotInferencePool {
+  /** `spec.targetPorts[].number` in the given order; every one is an endpoint per pod. */
+  readonly targetPorts: readonly number[]
+  /** `spec.selector.matchLabels`, sorted by key. */
+  readonly selector: Readonly<Record<string, string>>
+  readonly endpointPicker?: SnapshotEndpointPickerRef
+  /**
+   * InferenceObjectives whose poolRef names this pool (`llm-d.ai/v1alpha2` and the legacy
+   * `inference.networking.x-k8s.io/v1alpha2`; a name in both: llm-d.ai's), name → priority
+   * (higher first; unset = 0; negative = sheddable). Sorted by name.
+   */
+  readonly objectives: Readonly<Record<string, number>>
+}
+
+/** Headers naming a request's InferenceObjective (llm-d's, then GAIE's deprecated alias). */
+export const INFERENCE_OBJECTIVE_HEADERS = [
+  'x-llm-d-inference-objective',
+  'x-gateway-inference-objective',
+] as const
+
+/** Snapshot key of an InferencePool's server: never collides with a ModelServer's "ns/name". */
+export function inferencePoolKey(namespace: string, name: string): string {
+  return `InferencePool:${namespace}/${name}`
+}
+
+/** Snapshot key of an HTTPRoute's route: never collides with a ModelRoute's "ns/name". */
+export function httpRouteKey(namespace: string, name: string): string {
+  return `HTTPRoute:${namespace}/${name}`
+}
+
+/**
+ * The priority of a request to `server` from its InferenceObjective header; undefined when the
+ * server is not an InferencePool, no header names an objective, or the objective is unknown
+ * (GAIE treats that as priority 0; the caller applies its own default).
+ */
+export function objectivePriority(
+  server: SnapshotServer,
+  header: (name: string) => string | undefined,
+): number | undefined {
+  const objectives = server.inferencePool?.objectives
+  if (objectives === undefined) return undefined
+  for (const h of INFERENCE_OBJECTIVE_HEADERS) {
+    const name = header(h)
+    if (name !== undefined && name !== '')
+      return Object.hasOwn(objectives, name) ? objectives[name] : undefined
+  }
+  return undefined
 }
 
 /** Ours (Kthena has OpenAI and Anthropic). */

@@ -258,6 +258,13 @@ export function stringTest(m: SnapshotStringMatch): StringTest {
       return (s) => s === v
     case 'prefix':
       return (s) => s.startsWith(v)
+    case 'path-prefix': {
+      // Gateway API PathPrefix: whole segments, a trailing slash in the value ignored.
+      const base = v.replace(/\/+$/, '')
+      if (base === '') return () => true
+      const below = `${base}/`
+      return (s) => s === base || s.startsWith(below)
+    }
     case 'regex':
       // Unanchored, as Kthena's Go `regexp.MatchString`: users anchor with ^…$ when they mean it.
       // Linear-time (RE2): a header value can never make matching backtrack.
