@@ -71,7 +71,7 @@ describe('validateSnapshot', () => {
 
   it('names the path of a malformed field', () => {
     const bad = resealed(goodSnapshot(), (x) => {
-      ;(x.routes[0]?.rules[0]?.targets[0] as { weight: number }).weight = 101
+      ;(x.routes[0]?.rules[0]?.targets[0] as { weight: number }).weight = 1_000_001
     })
     const e = errorOf(bad)
     expect(e.path).toBe('routes[0].rules[0].targets[0].weight')
