@@ -34,12 +34,14 @@ import {
   DEFAULT_RETRY,
   DEFAULT_TIMEOUTS,
   type RoutingSnapshot,
+  type PdConnector,
   type SchedulerArgValue,
   SNAPSHOT_SCHEMA_VERSION,
   type SnapshotEndpoint,
   type SnapshotFallback,
   type SnapshotMatch,
   type SnapshotProvider,
+  type SnapshotPd,
   type SnapshotRoute,
   type SnapshotRule,
   type SnapshotScheduler,
@@ -233,10 +235,14 @@ function sortedLabels(labels: Record<string, string> | undefined): Record<string
   return out
 }
 
-/** Kthena fields we parse but cannot serve yet; the prefill/decode issue implements them. */
-function unsupportedServerField(ms: ModelServer): string | undefined {
-  if (ms.spec.workloadSelector.pdGroup !== undefined) return 'spec.workloadSelector.pdGroup'
-  if (ms.spec.kvConnector !== undefined) return 'spec.kvConnector'
+/**
+ * Fields we parse but cannot serve: the mooncake connector (its transfer engine needs a metadata
+ * service the gateway does not drive). Serving such a pair as a load-balanced pool would look
+ * healthy and be wrong, so the server is refused, naming the field.
+ */
+function unsupportedServerField(ms: ModelServer): { path: string; what: string } | undefined {
+  if (ms.spec.workloadSelector.pdGroup !== undefined && ms.spec.kvConnector?.type === 'mooncake')
+    return { path: 'spec.kvConnector.type', what: 'kvConnector type "mooncake"' }
   return undefined
 }
 
@@ -252,6 +258,25 @@ function compileServer(
       name: e.name,
       address: e.address,
       port: e.port ?? port,
+/** pdGroup → the snapshot's pairing; the connector defaults as Kthena's (SGLang → sglang). */
+function compilePd(ms: ModelServer): SnapshotPd | undefined {
+  const g = ms.spec.workloadSelector.pdGroup
+  if (g === undefined) return undefined
+  const t = ms.spec.kvConnector?.type
+  const connector: PdConnector =
+    t === undefined || t === 'mooncake'
+      ? ms.spec.inferenceEngine === 'SGLang'
+        ? 'sglang'
+        : 'http'
+      : t
+  return {
+    groupKey: g.groupKey,
+    prefillLabels: sortedLabels(g.prefillLabels),
+    decodeLabels: sortedLabels(g.decodeLabels),
+    connector,
+  }
+}
+
       ready: e.ready,
       labels: sortedLabels(e.labels),
     }))
@@ -296,6 +321,19 @@ function cmp(a: string, b: string): number {
 
 function compileStringMatch(m: StringMatch): SnapshotStringMatch {
   // Validation guarantees exactly one is set.
+  const pd = compilePd(ms)
+  if (pd !== undefined) return { ...server, pd }
+  if (ms.spec.kvConnector !== undefined) {
+    diagnostics.push({
+      kind: 'ModelServer',
+      key,
+      severity: 'warning',
+      reason: 'Unsupported',
+      path: 'spec.kvConnector',
+      message:
+        'spec.kvConnector has no effect without spec.workloadSelector.pdGroup; every Pod serves whole requests',
+    })
+  }
   if (m.exact !== undefined) return { kind: 'exact', value: m.exact }
   if (m.prefix !== undefined) return { kind: 'prefix', value: m.prefix }
   return { kind: 'regex', value: m.regex ?? '' }
@@ -352,6 +390,23 @@ function compileRoute(
     }
     const serverKey = `${ns}/${t.modelServerName}`
     if (servers.has(serverKey)) return { server: serverKey }
+    if (t.inferencePoolName !== undefined && t.inferencePoolName !== '') {
+      const poolKey = inferencePoolKey(ns, t.inferencePoolName)
+      if (servers.has(poolKey)) return { server: poolKey }
+      const why = unsupported.get(poolKey)
+      diagnostics.push({
+        kind: 'ModelRoute',
+        key,
+        severity: 'error',
+        reason: why !== undefined ? 'Unsupported' : 'InferencePoolNotFound',
+        message:
+          why !== undefined
+            ? `${path} refers to inferencepool "${t.inferencePoolName}", which uses ${why}`
+            : `${path} refers to inferencepool "${t.inferencePoolName}" which does not exist`,
+        path,
+      })
+      return undefined
+    }
     const field = unsupported.get(serverKey)
     if (field !== undefined) {
       diagnostics.push({
@@ -359,7 +414,7 @@ function compileRoute(
         key,
         severity: 'error',
         reason: 'Unsupported',
-        message: `${path} refers to modelserver "${t.modelServerName}", which uses ${field} (not supported yet)`,
+        message: `${path} refers to modelserver "${t.modelServerName}", which uses ${field} (not supported)`,
         path,
       })
       return undefined
@@ -644,15 +699,14 @@ export function compileSnapshot(input: CompileInput): CompileResult {
     if (ms === undefined) continue
     const field = unsupportedServerField(ms)
     if (field !== undefined) {
-      // Serving a prefill/decode pair as one load-balanced pool would look healthy and be wrong.
-      unsupported.set(key, field)
+      unsupported.set(key, field.path)
       diagnostics.push({
         kind: 'ModelServer',
         key,
         severity: 'error',
         reason: 'Unsupported',
-        path: field,
-        message: `${field} is not supported yet (prefill/decode disaggregation); the modelserver is not served`,
+        path: field.path,
+        message: `${field.path}: ${field.what} is not supported (prefill/decode KV transfer: use nixl, sglang, http or lmcache); the modelserver is not served`,
       })
       continue
     }
@@ -675,6 +729,12 @@ export function compileSnapshot(input: CompileInput): CompileResult {
     if (why !== undefined) {
       diagnostics.push({
         kind: 'ExternalModelProvider',
+  // InferencePools join the servers (keys never collide: `InferencePool:ns/name`), so ModelRoute
+  // targets and HTTPRoute backends resolve them the same way.
+  const pools = compileInferencePools(input, input.endpoints, diagnostics)
+  for (const [k, v] of pools.servers) servers.set(k, v)
+  for (const [k, v] of pools.unsupported) unsupported.set(k, v)
+
         key,
         severity: 'error',
         reason: 'PrivateAddress',
@@ -708,6 +768,7 @@ export function compileSnapshot(input: CompileInput): CompileResult {
     ...content,
     version: input.version,
     hash: snapshotHash(content),
+  routes.push(...compileHTTPRoutes(input, pools, diagnostics))
   })
   diagnostics.sort(
     (a, b) =>

@@ -33,25 +33,23 @@ describe.each(['volcano', 'matrixinfer'])('Kthena-shaped manifests (%s group)', 
     ])
   })
 
-  it('refuses pdGroup and kvConnector by name (Unsupported), not silently', () => {
-    expect(byReason('Unsupported')).toEqual([
-      'ModelRoute kthena/qwen-pd spec.rules[0].targetModels[0]',
-      'ModelServer kthena/qwen-pd spec.workloadSelector.pdGroup',
-    ])
-    expect(snapshot.servers['kthena/qwen-pd']).toBeUndefined()
+  it('serves pdGroup + kvConnector as prefill/decode pairs (nothing ignored, nothing refused)', () => {
+    expect(byReason('Unsupported')).toEqual([])
+    expect(snapshot.servers['kthena/qwen-pd']?.pd).toEqual({
+      groupKey: 'pd-group',
+      prefillLabels: { role: 'prefill' },
+      decodeLabels: { role: 'decode' },
+      connector: 'nixl',
+    })
   })
 
-  it('serves the rest: every other route and server is in the snapshot, no other error', () => {
-    // The route whose only target is the prefill/decode server has nothing left to serve.
-    expect(
-      diagnostics
-        .filter((d) => d.severity === 'error' && d.reason !== 'Unsupported')
-        .map((d) => `${d.key} ${d.reason}`),
-    ).toEqual(['kthena/qwen-pd NoUsableRules'])
+  it('serves every route and server, no error', () => {
+    expect(diagnostics.filter((d) => d.severity === 'error')).toEqual([])
     expect(snapshot.routes.map((r) => r.key).sort()).toEqual([
       'kthena/gpt',
       'kthena/qwen',
       'kthena/qwen-internal',
+      'kthena/qwen-pd',
     ])
     const qwen = snapshot.routes.find((r) => r.key === 'kthena/qwen')
     expect(qwen?.rules.map((r) => r.targets.map((t) => t.weight))).toEqual([[100], [80, 20], [100]])

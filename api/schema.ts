@@ -273,7 +273,8 @@ export type ModelRoute = z.infer<typeof modelRouteSchema>
 /** Kthena has vLLM and SGLang; TGI, TensorRT-LLM and Generic are ours. */
 export const inferenceEngines = ['vLLM', 'SGLang', 'TGI', 'TensorRT-LLM', 'Generic'] as const
 export const retryOnValues = ['connect-failure', '5xx', '429'] as const
-export const kvConnectorTypes = ['http', 'lmcache', 'nixl', 'mooncake'] as const
+/** Kthena's four; `sglang` (bootstrap rooms) is ours, Kthena picks it implicitly for SGLang. */
+export const kvConnectorTypes = ['http', 'lmcache', 'nixl', 'mooncake', 'sglang'] as const
 
 export const workloadSelectorSchema = z.strictObject({
   matchLabels: stringMap
@@ -290,7 +291,9 @@ export const workloadSelectorSchema = z.strictObject({
       prefillLabels: stringMap.describe('Labels of the prefill Pods.'),
       decodeLabels: stringMap.describe('Labels of the decode Pods.'),
     })
-    .describe('Prefill/decode disaggregation; not supported yet (Accepted=False, Unsupported).')
+    .describe(
+      'Prefill/decode disaggregation: requests are served by a decode Pod and a prefill Pod of the same group.',
+    )
     .optional(),
 })
 
@@ -571,10 +574,12 @@ export const modelServerSpecSchema = z.strictObject({
     .strictObject({
       type: z
         .enum(kvConnectorTypes, oneOf(kvConnectorTypes))
-        .describe('KV transfer between prefill and decode Pods.')
+        .describe(
+          'KV transfer between prefill and decode Pods: http, lmcache, nixl, sglang (mooncake is refused). Default: sglang for SGLang, else http.',
+        )
         .optional(),
     })
-    .describe('Prefill/decode KV transfer; not supported yet (Accepted=False, Unsupported).')
+    .describe('Prefill/decode KV transfer (with workloadSelector.pdGroup).')
     .optional(),
   /** Ours: scheduler profile; absent = the data plane's default profile. */
   scheduler: schedulerSchema

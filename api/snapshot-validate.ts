@@ -149,6 +149,14 @@ const server = z.strictObject({
     }),
   ),
   scheduler: scheduler.exactOptional(),
+  pd: z
+    .strictObject({
+      groupKey: z.string().min(1),
+      prefillLabels: z.record(z.string(), z.string()),
+      decodeLabels: z.record(z.string(), z.string()),
+      connector: z.enum(['http', 'lmcache', 'nixl', 'sglang']),
+    })
+    .exactOptional(),
   inferencePool: z
     .strictObject({
       targetPorts: z.array(z.number().int().min(1).max(65535)).min(1),

@@ -231,6 +231,8 @@ export interface SnapshotServer {
    * (`inference.networking.k8s.io/v1`); its key is then `inferencePoolKey(namespace, name)`.
    */
   readonly inferencePool?: SnapshotInferencePool
+  /** Present = served as prefill/decode pairs (dataplane/serve/pd-target.ts). */
+  readonly pd?: SnapshotPd
 }
 
 /** An InferencePool's `spec.endpointPickerRef`, carried for an Endpoint Picker serving the pool. */

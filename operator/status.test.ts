@@ -38,7 +38,7 @@ function route(name: string, model: string, targets: string[], created = T0, gen
 function view(
   routes: Obj[],
   servers: Obj[],
-  pods: { name: string; app: string; ready: boolean }[],
+  pods: { name: string; app: string; ready: boolean; labels?: Record<string, string> }[],
   extra: Partial<CompiledView> = {},
 ): CompiledView {
   const index = new PodIndex()
@@ -46,7 +46,7 @@ function view(
     index.set({
       namespace: 'ns',
       name: p.name,
-      labels: { app: p.app },
+      labels: { app: p.app, ...p.labels },
       ip: `10.0.0.${i + 1}`,
       ready: p.ready,
       terminating: false,
@@ -117,24 +117,48 @@ describe('routeStatus', () => {
     expect(c(s, 'Ready')?.message).toContain('ns/b')
   })
 
-  it('pdGroup / kvConnector: the server is Accepted False Unsupported naming the field; routes to it too', () => {
+  it('pdGroup: Accepted; Ready only once a decode pod has a prefill pod in its group', () => {
     const pd = server('pd')
     ;(pd['spec'] as Obj)['workloadSelector'] = {
       matchLabels: { app: 'pd' },
       pdGroup: { groupKey: 'g', prefillLabels: { r: 'p' }, decodeLabels: { r: 'd' } },
     }
+    ;(pd['spec'] as Obj)['kvConnector'] = { type: 'nixl' }
+    const pods = [
+      { name: 'pd-p', app: 'pd', ready: true, labels: { r: 'p', g: '1' } },
+      { name: 'pd-d', app: 'pd', ready: true, labels: { r: 'd', g: '2' } },
+    ]
+    const unpaired = serverStatus(subj('ModelServer', 'pd'), view([], [pd], pods), T0)
+    expect(c(unpaired, 'Accepted')).toMatchObject({ status: 'True', reason: 'Accepted' })
+    expect(c(unpaired, 'Ready')).toMatchObject({ status: 'False', reason: 'NoReadyPair' })
+    const paired = [...pods, { name: 'pd-d1', app: 'pd', ready: true, labels: { r: 'd', g: '1' } }]
+    const s = serverStatus(subj('ModelServer', 'pd'), view([], [pd], paired), T0)
+    expect(c(s, 'Ready')).toMatchObject({ status: 'True', reason: 'Ready' })
+  })
+
+  it('kvConnector mooncake is refused naming it; without pdGroup a kvConnector is said, not hidden', () => {
+    const moon = server('moon')
+    ;(moon['spec'] as Obj)['workloadSelector'] = {
+      matchLabels: { app: 'moon' },
+      pdGroup: { groupKey: 'g', prefillLabels: { r: 'p' }, decodeLabels: { r: 'd' } },
+    }
+    ;(moon['spec'] as Obj)['kvConnector'] = { type: 'mooncake' }
     const kv = server('kv')
     ;(kv['spec'] as Obj)['kvConnector'] = { type: 'nixl' }
-    const v = view([route('r', 'm', ['pd'])], [pd, kv], [{ name: 'pd-0', app: 'pd', ready: true }])
-    const spd = serverStatus(subj('ModelServer', 'pd'), v, T0)
-    expect(c(spd, 'Accepted')).toMatchObject({ status: 'False', reason: 'Unsupported' })
-    expect(c(spd, 'Accepted')?.message).toContain('spec.workloadSelector.pdGroup')
+    const v = view(
+      [route('r', 'm', ['moon'])],
+      [moon, kv],
+      [{ name: 'kv-0', app: 'kv', ready: true }],
+    )
+    const sm = serverStatus(subj('ModelServer', 'moon'), v, T0)
+    expect(c(sm, 'Accepted')).toMatchObject({ status: 'False', reason: 'Unsupported' })
+    expect(c(sm, 'Accepted')?.message).toContain('mooncake')
     const skv = serverStatus(subj('ModelServer', 'kv'), v, T0)
-    expect(c(skv, 'Accepted')).toMatchObject({ status: 'False', reason: 'Unsupported' })
-    expect(c(skv, 'Accepted')?.message).toContain('spec.kvConnector')
+    expect(c(skv, 'Accepted')).toMatchObject({ status: 'True', reason: 'Accepted' })
+    expect(c(skv, 'Accepted')?.message).toContain('spec.kvConnector has no effect')
     const r = routeStatus(subj('ModelRoute', 'r'), v, T0)
     expect(c(r, 'Accepted')).toMatchObject({ status: 'False', reason: 'Unsupported' })
-    expect(c(r, 'Accepted')?.message).toContain('spec.workloadSelector.pdGroup')
+    expect(c(r, 'Accepted')?.message).toContain('spec.kvConnector.type')
   })
 
   it('a dangling server reference: ResolvedRefs False with the field path; Accepted False when nothing is left', () => {

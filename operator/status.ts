@@ -12,6 +12,7 @@ import {
   type RoutingSnapshot,
   type SnapshotRoute,
 } from '../api/index.js'
+import { pairableDecodes } from '../api/pd.js'
 import type { EndpointCounts } from './endpoints.js'
 
 /** One compile's results, indexed for status computation. */
@@ -286,9 +287,14 @@ export function serverStatus(
 ): ModelServerStatus {
   const g = subject.generation
   const ds = view.diagnostics.get(viewKey('ModelServer', subject.key)) ?? []
-  // Unsupported: valid but uses a field we cannot serve yet (named in the message).
-  const invalid = ds.filter((d) => INVALID_REASONS.has(d.reason) || d.reason === 'Unsupported')
-  const included = view.snapshot.servers[subject.key] !== undefined
+  // Unsupported: valid but uses a field we cannot serve (named in the message). As a warning
+  // (a field with no effect) it is said in the Accepted message instead.
+  const invalid = ds.filter(
+    (d) => d.severity === 'error' && (INVALID_REASONS.has(d.reason) || d.reason === 'Unsupported'),
+  )
+  const notes = ds.filter((d) => d.severity === 'warning' && d.reason === 'Unsupported')
+  const server = view.snapshot.servers[subject.key]
+  const included = server !== undefined
   const counts = included
     ? (view.counts[subject.key] ?? { ready: 0, total: 0 })
     : { ready: 0, total: 0 }
@@ -310,26 +316,45 @@ export function serverStatus(
             view.publishError.message,
             g,
           )
-        : cond(CONDITION_TYPES.accepted, true, 'Accepted', 'included in the routing snapshot', g)
+        : cond(
+            CONDITION_TYPES.accepted,
+            true,
+            'Accepted',
+            `included in the routing snapshot${notes.length > 0 ? `; ${joined(notes)}` : ''}`,
+            g,
+          )
+  // Prefill/decode: ready Pods serve nothing until a decode Pod has a prefill Pod in its group.
+  const noPair =
+    server?.pd !== undefined &&
+    counts.ready > 0 &&
+    pairableDecodes(server.endpoints, server.pd).length === 0
   const readyCond =
     accepted.status !== 'True'
       ? cond(CONDITION_TYPES.ready, false, accepted.reason, accepted.message, g)
-      : counts.ready === 0
+      : noPair
         ? cond(
             CONDITION_TYPES.ready,
             false,
-            'NoReadyEndpoints',
-            `0 of ${counts.total} selected pod(s) ready`,
-            g,
-          )
-        : cond(
-            CONDITION_TYPES.ready,
-            true,
-            'Ready',
-            `${counts.ready} of ${counts.total} selected pod(s) ready`,
+            'NoReadyPair',
+            `no ready decode pod has a ready prefill pod with the same ${server?.pd?.groupKey} label`,
             g,
           )
 
+        : counts.ready === 0
+          ? cond(
+              CONDITION_TYPES.ready,
+              false,
+              'NoReadyEndpoints',
+              `0 of ${counts.total} selected pod(s) ready`,
+              g,
+            )
+          : cond(
+              CONDITION_TYPES.ready,
+              true,
+              'Ready',
+              `${counts.ready} of ${counts.total} selected pod(s) ready`,
+              g,
+            )
   const status: ModelServerStatus = {
     observedGeneration: g,
     conditions: withTransitionTimes([accepted, readyCond], existingConditions(subject.status), now),
