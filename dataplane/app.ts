@@ -1,12 +1,15 @@
 // The data plane's HTTP surface: OpenAI-compatible inference routes plus health and metrics.
 // Request path: read body (bounded) → parse → match route → pick endpoints → forward with
 // retries → stream or return the upstream response. Every gateway-made error is OpenAI-shaped.
-import { randomUUID } from 'node:crypto'
 import type { ServerResponse } from 'node:http'
 import type { HttpBindings } from '@hono/node-server'
 import type { Context } from 'hono'
 import { Hono } from 'hono'
+import type { SnapshotRoute } from '../api/snapshot.js'
 import { type AccessLogger, discardLogger } from './access-log.js'
+import { ModelCatalog } from './api/models.js'
+import { servePlain } from './api/plain.js'
+import { requestIdOf } from './api/request-id.js'
 import { DEFAULT_MAX_JSON_DEPTH, parseJsonObject } from './body.js'
 import { errors, GatewayError } from './errors.js'
 import type { Filters, Identity, Admission as LimitAdmission } from './filters/index.js'
@@ -67,6 +70,19 @@ const INFERENCE_APIS = {
 
 type InferencePath = keyof typeof INFERENCE_APIS
 
+const MODEL_METHODS: readonly string[] = ['GET', 'HEAD']
+
+/** The model id of `/v1/models/{id}` (percent-decoded; ids such as `org/model` keep their slash). */
+function modelIdOf(path: string): string | undefined {
+  const rest = path.slice('/v1/models/'.length)
+  if (rest === '') return undefined
+  try {
+    return decodeURIComponent(rest)
+  } catch {
+    return undefined
+  }
+}
+
 export function createApp(deps: AppDeps): Hono {
   const app = new Hono()
   const log = deps.accessLog ?? discardLogger
@@ -126,36 +142,64 @@ export function createApp(deps: AppDeps): Hono {
     const text = await metrics.registry.metrics()
     return c.body(text, 200, { 'content-type': metrics.registry.contentType })
   })
-  app.get('/v1/models', async (c) => {
-    const table = deps.store.table
-    if (!table) return errorResponse(errors.notReady())
-    let models = table.models
+  const catalog = new ModelCatalog()
+  const routesByTable = new WeakMap<RouteTable, Map<string, SnapshotRoute>>()
+  /** The caller's identity for model listing, or undefined when no policy is active. */
+  const listingIdentity = async (c: Context): Promise<Identity | undefined> => {
     const filters = deps.filters?.active ? deps.filters : undefined
-    if (filters !== undefined) {
-      // Callers see only the models they may call (and need credentials where any are needed).
-      const env = c.env as Partial<HttpBindings> | undefined
-      let identity: Identity
-      try {
-        identity = await filters.authenticate({
-          header: (n) => c.req.header(n),
-          remoteAddress: env?.incoming?.socket.remoteAddress,
-        })
-      } catch (e) {
-        return errorResponse(e instanceof GatewayError ? e : errors.internal())
-      }
-      const routes = new Map(table.snapshot.routes.map((r) => [r.key, r]))
-      models = models.filter((m) => filters.visible(identity, routes.get(m.route), m.id))
-    }
-    return c.json({
-      object: 'list',
-      data: models.map((m) => ({
-        id: m.id,
-        object: 'model',
-        created: m.created,
-        owned_by: 'infer-gateway',
-      })),
+    if (filters === undefined) return undefined
+    const env = c.env as Partial<HttpBindings> | undefined
+    return filters.authenticate({
+      header: (n) => c.req.header(n),
+      remoteAddress: env?.incoming?.socket.remoteAddress,
     })
+  }
+  /** Callers see only the models they may call (and need credentials where any are needed). */
+  const visibleTo = (
+    identity: Identity | undefined,
+    table: RouteTable,
+    route: string,
+    id: string,
+  ) => {
+    const filters = deps.filters?.active ? deps.filters : undefined
+    if (filters === undefined || identity === undefined) return true
+    let routes = routesByTable.get(table)
+    if (routes === undefined) {
+      routes = new Map(table.snapshot.routes.map((r) => [r.key, r]))
+      routesByTable.set(table, routes)
+    }
+    return filters.visible(identity, routes.get(route), id)
+  }
+  const plainReq = (c: Context) => ({
+    method: c.req.method,
+    path: c.req.path,
+    header: (n: string) => c.req.header(n),
   })
+  app.get('/v1/models', (c) =>
+    servePlain(log, plainReq(c), async () => {
+      const table = deps.store.table
+      if (!table) return errors.notReady()
+      const identity = await listingIdentity(c)
+      const data = catalog
+        .list(table)
+        .filter((m) => visibleTo(identity, table, m.route, m.model.id))
+        .map((m) => m.model)
+      return c.json({ object: 'list', data })
+    }),
+  )
+  app.get('/v1/models/*', (c) =>
+    servePlain(log, plainReq(c), async () => {
+      const table = deps.store.table
+      if (!table) return errors.notReady()
+      const id = modelIdOf(c.req.path)
+      const identity = await listingIdentity(c)
+      const m = id === undefined ? undefined : catalog.find(table, id)
+      // A model the caller may not see is as unknown to them as one that does not exist.
+      if (id === undefined || m === undefined || !visibleTo(identity, table, m.route, id))
+        return errors.modelNotFound(id ?? c.req.path)
+      return c.json(m.model)
+    }),
+  )
 
   for (const path of Object.keys(INFERENCE_APIS) as InferencePath[]) {
     app.post(path, (c) => handleInference(c, path))
@@ -166,18 +210,21 @@ export function createApp(deps: AppDeps): Hono {
     ['/healthz', ['GET', 'HEAD']],
     ['/readyz', ['GET', 'HEAD']],
     ['/metrics', ['GET', 'HEAD']],
-    ['/v1/models', ['GET', 'HEAD']],
+    ['/v1/models', MODEL_METHODS],
     ...Object.keys(INFERENCE_APIS).map((p): [string, readonly string[]] => [p, ['POST']]),
     ...(debugView && deps.debugEndpoints
       ? [['/debug/endpoints', ['GET', 'HEAD']] as [string, readonly string[]]]
       : []),
   ])
-  app.notFound((c) => {
-    const allow = allowed.get(c.req.path)
-    if (allow !== undefined)
-      return errorResponse(errors.methodNotAllowed(c.req.method, c.req.path, allow))
-    return errorResponse(errors.notFound(c.req.path))
-  })
+  app.notFound((c) =>
+    servePlain(log, plainReq(c), () => {
+      const path = c.req.path
+      const allow =
+        allowed.get(path) ?? (path.startsWith('/v1/models/') ? MODEL_METHODS : undefined)
+      if (allow !== undefined) return errors.methodNotAllowed(c.req.method, path, allow)
+      return errors.notFound(path)
+    }),
+  )
   app.onError((err) => {
     if (err instanceof GatewayError) return errorResponse(err)
     return errorResponse(errors.internal())
@@ -191,7 +238,7 @@ export function createApp(deps: AppDeps): Hono {
       env?.incoming && env.outgoing
         ? nodeInbound(env.incoming, env.outgoing as ServerResponse)
         : fetchInbound(c.req.raw)
-    const requestId = inbound.header('x-request-id') || randomUUID()
+    const requestId = requestIdOf(inbound.header('x-request-id'))
     // Everything the request holds and how it ends (metrics, access log, settlement): once.
     const out = new Outcome(outcomeEnv, requestId, path, api, startedAt)
     /** Set when the returned response is a stream whose end records the outcome. */
