@@ -121,6 +121,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     const onSnapshot = picker.onSnapshot.bind(picker)
     store.onSwap(onSnapshot)
   }
+  // Scheduler series: decisions and health transitions as they happen, gauges read per scrape.
+  picker.observe?.(metrics.schedulerObserver())
+  if (picker.gauges) metrics.schedulerView = picker.gauges.bind(picker)
+  store.onSwap((s) => metrics.onSnapshot(s))
   const secrets = new SecretStore({
     ...(opts.secretsDir !== undefined ? { dir: opts.secretsDir } : {}),
     ...(opts.secretsPollMs !== undefined ? { pollMs: opts.secretsPollMs } : {}),

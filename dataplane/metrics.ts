@@ -2,9 +2,44 @@
 // in one process). Labels are bounded: model names come from the snapshot (anything else is
 // "unknown"), statuses are classes, never raw paths or client identities.
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
+import type { RoutingSnapshot } from '../api/snapshot.js'
 import type { ServerPoolStats } from './proxy/upstream-pool.js'
 
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
+/** Time per output token: engines decode a token in ~5-100 ms; past 1 s a stream is stalling. */
+const TPOT_BUCKETS = [
+  0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1, 2.5,
+]
+/** A scheduling decision is microseconds to a millisecond; past 10 ms something is wrong. */
+const DECISION_BUCKETS = [5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2, 5e-2]
+
+/**
+ * One endpoint as the scheduler sees it at scrape time (engine numbers from its last fresh
+ * scrape, absent when stale or unreported).
+ */
+export interface EndpointGaugeView {
+  readonly server: string
+  readonly endpoint: string
+  readonly inFlight: number
+  readonly ejected: boolean
+  readonly waiting?: number
+  readonly running?: number
+  readonly kvCacheUsage?: number
+}
+
+/** What the scheduler reports as it decides (see GatewayMetrics.schedulerObserver). */
+export interface SchedulerObserver {
+  decision(server: string, seconds: number, plugin: string): void
+  ejected(reason: string): void
+  readmitted(): void
+}
+
+/** The scheduler's state read at scrape time for the gauges (nothing on the request path). */
+export interface SchedulerGaugeView {
+  readonly endpoints: readonly EndpointGaugeView[]
+  /** Requests waiting in the gateway's admission queue, per server (servers with one). */
+  readonly queues: ReadonlyMap<string, number>
+}
 
 export class GatewayMetrics {
   readonly registry = new Registry()
@@ -89,6 +124,209 @@ export class GatewayMetrics {
     registers: [this.registry],
   })
 
+  // Per-request latency as the router measures it, by model, route and target (`server:<key>` or
+  // `provider:<key>`): all three bounded by the snapshot.
+  readonly timeToFirstToken = new Histogram({
+    name: 'infer_gateway_time_to_first_token_seconds',
+    help: 'Time from request received to the first generated token (first SSE event with content; the whole body when not streamed).',
+    labelNames: ['model', 'route', 'target'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  })
+  readonly timePerOutputToken = new Histogram({
+    name: 'infer_gateway_time_per_output_token_seconds',
+    help: 'Mean inter-token latency of a stream: (end - first token) / (output tokens - 1), streams with 2+ output tokens.',
+    labelNames: ['model', 'route', 'target'] as const,
+    buckets: TPOT_BUCKETS,
+    registers: [this.registry],
+  })
+  readonly e2e = new Histogram({
+    name: 'infer_gateway_e2e_request_duration_seconds',
+    help: 'Time from request received to the end of the response, for requests that reached a target.',
+    labelNames: ['model', 'route', 'target'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  })
+  // Per endpoint (pod `address:port`) of a model server; series of endpoints that left the
+  // snapshot are removed (`pruneEndpoints`).
+  readonly endpointRequests = new Counter({
+    name: 'infer_gateway_endpoint_requests_total',
+    help: 'Responses from an engine endpoint (the attempt that answered), by server, endpoint and status class.',
+    labelNames: ['server', 'endpoint', 'status_class'] as const,
+    registers: [this.registry],
+  })
+  readonly endpointErrors = new Counter({
+    name: 'infer_gateway_endpoint_errors_total',
+    help: 'Failed attempts and cut responses of an engine endpoint, by server, endpoint and reason.',
+    labelNames: ['server', 'endpoint', 'reason'] as const,
+    registers: [this.registry],
+  })
+  /** Where the scheduler gauges read from at scrape time (set by the gateway's assembly). */
+  schedulerView: (() => SchedulerGaugeView | undefined) | undefined
+  readonly endpointInflight = new Gauge({
+    name: 'infer_gateway_endpoint_inflight_requests',
+    help: 'Requests this gateway has outstanding at an engine endpoint.',
+    labelNames: ['server', 'endpoint'] as const,
+    registers: [this.registry],
+    collect: () => this.#collectScheduler(),
+  })
+  // Engine numbers are the same in every worker (the primary scrapes once): not summed.
+  readonly endpointEjected = new Gauge({
+    name: 'infer_gateway_endpoint_ejected',
+    help: '1 while passive health keeps the endpoint out of rotation.',
+    labelNames: ['server', 'endpoint'] as const,
+    aggregator: 'max',
+    registers: [this.registry],
+  })
+  readonly engineWaiting = new Gauge({
+    name: 'infer_gateway_engine_waiting_requests',
+    help: 'Requests queued inside the engine (its own metric, from the last scrape).',
+    labelNames: ['server', 'endpoint'] as const,
+    aggregator: 'max',
+    registers: [this.registry],
+  })
+  readonly engineRunning = new Gauge({
+    name: 'infer_gateway_engine_running_requests',
+    help: "Requests in the engine's running batch (from the last scrape).",
+    labelNames: ['server', 'endpoint'] as const,
+    aggregator: 'max',
+    registers: [this.registry],
+  })
+  readonly engineKvUsage = new Gauge({
+    name: 'infer_gateway_engine_kv_cache_usage_ratio',
+    help: 'Engine KV-cache usage 0..1 (from the last scrape).',
+    labelNames: ['server', 'endpoint'] as const,
+    aggregator: 'max',
+    registers: [this.registry],
+  })
+  readonly queueDepth = new Gauge({
+    name: 'infer_gateway_queue_depth',
+    help: "Requests waiting in the gateway's admission queue of a model server (fairness plugin).",
+    labelNames: ['server'] as const,
+    registers: [this.registry],
+  })
+  readonly schedulerDecision = new Histogram({
+    name: 'infer_gateway_scheduler_decision_duration_seconds',
+    help: 'Time the scheduler took to order the endpoints of one request.',
+    labelNames: ['server'] as const,
+    buckets: DECISION_BUCKETS,
+    registers: [this.registry],
+  })
+  readonly schedulerPicks = new Counter({
+    name: 'infer_gateway_scheduler_picks_total',
+    help: "Decisions by the plugin that contributed most to the winner's lead (single: one candidate; tie: no score separated them).",
+    labelNames: ['server', 'plugin'] as const,
+    registers: [this.registry],
+  })
+  readonly ejections = new Counter({
+    name: 'infer_gateway_endpoint_ejections_total',
+    help: 'Endpoints taken out of rotation by passive health (one per episode), by reason.',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  })
+  readonly readmissions = new Counter({
+    name: 'infer_gateway_endpoint_readmissions_total',
+    help: 'Ejected endpoints fully back in rotation.',
+    registers: [this.registry],
+  })
+
+  /** The scheduler's observer: children bound per server and (server, plugin). */
+  schedulerObserver(): SchedulerObserver {
+    const decisions = new Map<string, HistogramChild>()
+    const picks = new Map<string, CounterChild>()
+    return {
+      decision: (server, seconds, plugin) => {
+        let h = decisions.get(server)
+        if (h === undefined) {
+          h = this.schedulerDecision.labels({ server })
+          decisions.set(server, h)
+        }
+        h.observe(seconds)
+        const key = `${server}\u0000${plugin}`
+        let c = picks.get(key)
+        if (c === undefined) {
+          c = this.schedulerPicks.labels({ server, plugin })
+          picks.set(key, c)
+        }
+        c.inc()
+      },
+      ejected: (reason) => this.ejections.inc({ reason }),
+      readmitted: () => this.readmissions.inc(),
+    }
+  }
+
+  /** A new snapshot: endpoint series of pods it no longer lists go (see pruneEndpoints). */
+  onSnapshot(snapshot: RoutingSnapshot): void {
+    const live = new Set<string>()
+    for (const s of Object.values(snapshot.servers))
+      for (const ep of s.endpoints) live.add(`${s.key}\u0000${ep.address}:${ep.port}`)
+    this.pruneEndpoints(live)
+  }
+
+  #collectScheduler(): void {
+    this.endpointInflight.reset()
+    this.endpointEjected.reset()
+    this.engineWaiting.reset()
+    this.engineRunning.reset()
+    this.engineKvUsage.reset()
+    this.queueDepth.reset()
+    const v = this.schedulerView?.()
+    if (v === undefined) return
+    for (const e of v.endpoints) {
+      const l = { server: e.server, endpoint: e.endpoint }
+      this.endpointInflight.set(l, e.inFlight)
+      this.endpointEjected.set(l, e.ejected ? 1 : 0)
+      if (e.waiting !== undefined) this.engineWaiting.set(l, e.waiting)
+      if (e.running !== undefined) this.engineRunning.set(l, e.running)
+      if (e.kvCacheUsage !== undefined) this.engineKvUsage.set(l, e.kvCacheUsage)
+    }
+    for (const [server, n] of v.queues) this.queueDepth.set({ server }, n)
+  }
+
+  /** Bound children per (server, endpoint): see `endpoint`. */
+  readonly #endpoints = new Map<string, EndpointSeries>()
+
+  /** One endpoint's counters, children bound once (forgotten by `pruneEndpoints`). */
+  endpoint(server: string, endpoint: string): EndpointSeries {
+    const key = `${server}\u0000${endpoint}`
+    let s = this.#endpoints.get(key)
+    if (s === undefined) {
+      s = new EndpointSeries(this, server, endpoint)
+      this.#endpoints.set(key, s)
+    }
+    return s
+  }
+
+  /**
+   * A new snapshot went live: the series of (server, endpoint) pairs it no longer has are
+   * removed, so a churning deployment does not grow /metrics forever.
+   */
+  pruneEndpoints(live: ReadonlySet<string>): void {
+    for (const [key, s] of this.#endpoints) {
+      if (live.has(key)) continue
+      s.remove()
+      this.#endpoints.delete(key)
+    }
+  }
+
+  /** Bound children per (model, route, target): see `latency`. */
+  readonly #latency = new Map<string, LatencySeries>()
+
+  latency(model: string, route: string, target: string): LatencySeries {
+    const key = `${model}\u0000${route}\u0000${target}`
+    let s = this.#latency.get(key)
+    if (s === undefined) {
+      const l = { model, route, target }
+      s = {
+        ttft: this.timeToFirstToken.labels(l),
+        tpot: this.timePerOutputToken.labels(l),
+        e2e: this.e2e.labels(l),
+      }
+      this.#latency.set(key, s)
+    }
+    return s
+  }
+
   /** Where the upstream pool gauges read from at scrape time (set by the gateway's assembly). */
   upstreamPools: (() => ReadonlyMap<string, ServerPoolStats>) | undefined
   readonly upstreamWaiting = new Gauge({
@@ -139,6 +377,12 @@ export class GatewayMetrics {
 
   forgetSeries(): void {
     this.#series.clear()
+    this.#latency.clear()
+  }
+
+  /** Key of a (server, endpoint) pair as `pruneEndpoints` expects it. */
+  static endpointKey(server: string, endpoint: string): string {
+    return `${server}\u0000${endpoint}`
   }
 
   constructor(opts: { processMetrics?: boolean } = {}) {
@@ -151,6 +395,65 @@ export class GatewayMetrics {
 
 type CounterChild = ReturnType<Counter<string>['labels']>
 type HistogramChild = ReturnType<Histogram<string>['labels']>
+
+export interface LatencySeries {
+  readonly ttft: HistogramChild
+  readonly tpot: HistogramChild
+  readonly e2e: HistogramChild
+}
+
+/** One endpoint's request and error counters (status classes and reasons are small sets). */
+export class EndpointSeries {
+  readonly #children = new Map<string, CounterChild>()
+  readonly #metrics: GatewayMetrics
+  readonly #server: string
+  readonly #endpoint: string
+
+  constructor(metrics: GatewayMetrics, server: string, endpoint: string) {
+    this.#metrics = metrics
+    this.#server = server
+    this.#endpoint = endpoint
+  }
+
+  response(status: number): void {
+    const key = `s${status}`
+    let c = this.#children.get(key)
+    if (c === undefined) {
+      c = this.#metrics.endpointRequests.labels({
+        server: this.#server,
+        endpoint: this.#endpoint,
+        status_class: statusClass(status),
+      })
+      this.#children.set(key, c)
+    }
+    c.inc()
+  }
+
+  error(reason: string): void {
+    const key = `e${reason}`
+    let c = this.#children.get(key)
+    if (c === undefined) {
+      c = this.#metrics.endpointErrors.labels({
+        server: this.#server,
+        endpoint: this.#endpoint,
+        reason,
+      })
+      this.#children.set(key, c)
+    }
+    c.inc()
+  }
+
+  /** Drops this endpoint's series from the registry. */
+  remove(): void {
+    const l = { server: this.#server, endpoint: this.#endpoint }
+    for (const key of this.#children.keys()) {
+      if (key.startsWith('s'))
+        this.#metrics.endpointRequests.remove({ ...l, status_class: `${key.slice(1, 2)}xx` })
+      else this.#metrics.endpointErrors.remove({ ...l, reason: key.slice(1) })
+    }
+    this.#children.clear()
+  }
+}
 
 /** One model label and API's request metrics, children bound (see GatewayMetrics.series). */
 export class RequestSeries {

@@ -5,6 +5,7 @@
 
 import type { RoutingSnapshot, SnapshotEndpoint, SnapshotServer } from '../api/snapshot.js'
 import type { Identity } from './filters/identity.js'
+import type { SchedulerGaugeView, SchedulerObserver } from './metrics.js'
 import type { AttemptFailure } from './proxy/forward.js'
 import type { ResponseOutcome } from './proxy/respond.js'
 
@@ -77,6 +78,10 @@ export interface EndpointPicker {
   onSnapshot?(snapshot: RoutingSnapshot): void
   /** The picker's view of endpoints, served as JSON by GET /debug/endpoints. */
   debug?(): unknown
+  /** Decision and health-transition metrics go to `o` (dataplane/metrics.ts). */
+  observe?(o: SchedulerObserver): void
+  /** Endpoint load, engine numbers and queues read when /metrics is scraped. */
+  gauges?(): SchedulerGaugeView
   close?(): Promise<void>
 }
 

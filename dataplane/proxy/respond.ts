@@ -33,6 +33,11 @@ export interface ResponseOutcome {
   readonly usage?: Usage
   /** ms from `startedAt` until the first body byte arrived from upstream. */
   readonly firstByteMs?: number
+  /**
+   * ms from `startedAt` until the first generated token: the first SSE event with content (a
+   * role-only opening delta is not a token), or the whole body of a successful non-streamed answer.
+   */
+  readonly firstTokenMs?: number
   readonly bytes: number
   /**
    * Set when the body did not complete: `client_closed`, `upstream_cut`, `timeout`, `protocol`
@@ -90,6 +95,12 @@ function errorEvent(message: string, code: string): Uint8Array {
 }
 
 /**
+ * A data line carrying generated output: non-empty text/content/reasoning, a tool call, or a
+ * Responses/Anthropic text delta. OpenAI-style engines open chat streams with `"content":""`.
+ */
+const TOKEN = /"(?:content|text|reasoning_content|delta)"\s*:\s*"[^"]|"tool_calls"\s*:\s*\[\s*\{/
+
+/**
  * Scans SSE text for `data:` lines carrying `usage`, holding partial lines across chunks. Each
  * byte is looked at once: a chunk without a line end is appended to the held line, never rescanned
  * (an engine sending one endless line made the old scan quadratic). `lineBytes` is the length of
@@ -100,6 +111,8 @@ export class SseUsageScanner {
   private tail = ''
   lineBytes = 0
   usage: Usage | undefined
+  /** performance.now() when the first line carrying a generated token was seen. */
+  firstTokenAt: number | undefined
 
   push(chunk: Uint8Array): void {
     const lf = chunk.lastIndexOf(10)
@@ -125,6 +138,10 @@ export class SseUsageScanner {
   }
 
   private line(line: string): void {
+    // Until the first token, each data line is tested for one (a regex over a few lines per
+    // stream); after it, only lines that mention usage are looked at.
+    if (this.firstTokenAt === undefined && line.startsWith('data:') && TOKEN.test(line))
+      this.firstTokenAt = performance.now()
     // Cheap pre-check: only lines that mention usage are parsed.
     if (!line.startsWith('data:') || !line.includes('"usage"')) return
     try {
@@ -261,6 +278,7 @@ async function bufferedResponse(up: UpstreamResponse, opts: RespondOptions): Pro
     stream: false,
     ...(usage ? { usage } : {}),
     ...(firstByteMs !== undefined ? { firstByteMs } : {}),
+    ...(up.statusCode < 300 ? { firstTokenMs: performance.now() - opts.startedAt } : {}),
   })
   const res = opts.nodeResponse
   if (res !== undefined) {
@@ -316,6 +334,9 @@ function passOnResponse(
       stream: false,
       ...(usage ? { usage } : {}),
       ...(firstByteMs !== undefined ? { firstByteMs } : {}),
+      ...(error === undefined && up.statusCode < 300
+        ? { firstTokenMs: performance.now() - opts.startedAt }
+        : {}),
       ...(error !== undefined ? { error } : {}),
     })
   }
@@ -416,6 +437,7 @@ function streamOutcome(
   scanner: SseUsageScanner,
   firstByteMs: number | undefined,
   error: string | undefined,
+  startedAt: number,
 ): ResponseOutcome {
   return {
     status,
@@ -423,6 +445,9 @@ function streamOutcome(
     stream: true,
     ...(scanner.usage ? { usage: scanner.usage } : {}),
     ...(firstByteMs !== undefined ? { firstByteMs } : {}),
+    ...(scanner.firstTokenAt !== undefined
+      ? { firstTokenMs: scanner.firstTokenAt - startedAt }
+      : {}),
     ...(error ? { error } : {}),
   }
 }
@@ -437,7 +462,7 @@ function streamResponse(up: UpstreamResponse, headers: Headers, opts: RespondOpt
   const finish = (error?: string): void => {
     if (finished) return
     finished = true
-    opts.onDone(streamOutcome(up.statusCode, bytes, scanner, firstByteMs, error))
+    opts.onDone(streamOutcome(up.statusCode, bytes, scanner, firstByteMs, error, opts.startedAt))
   }
   headers.set('cache-control', 'no-cache')
   headers.set('x-accel-buffering', 'no')
@@ -552,7 +577,7 @@ async function pumpToNode(
   const finish = (error?: string): void => {
     if (finished) return
     finished = true
-    opts.onDone(streamOutcome(up.statusCode, bytes, scanner, firstByteMs, error))
+    opts.onDone(streamOutcome(up.statusCode, bytes, scanner, firstByteMs, error, opts.startedAt))
   }
   /** The client is gone (or the response already ended): nothing more can be written. */
   const gone = (): boolean => res.destroyed || res.writableEnded

@@ -20,8 +20,10 @@
 import type { RoutingSnapshot, SnapshotEndpoint, SnapshotServer } from '../../api/snapshot.js'
 import { MetricsScraper, type ScrapeResult, type ScrapeTarget } from '../engines/scraper.js'
 import type { Logger } from '../log.js'
+import type { EndpointGaugeView, SchedulerGaugeView, SchedulerObserver } from '../metrics.js'
 import type { Admission, DispatchOutcome, EndpointPicker, PickContext } from '../picker.js'
 import { HealthLog } from './health-log.js'
+import { winningPlugin } from './pick-reason.js'
 import { buildProfile, DEFAULT_PROFILE, type ProfileEntry } from './profile.js'
 import { blockHashes, chainSeed, expectedOutputTokens, promptPieces, rendezvous } from './prompt.js'
 import { Scratch } from './scores.js'
@@ -187,6 +189,11 @@ export class Scheduler implements EndpointPicker {
   readonly #share: boolean
   #outbox: PeerDispatch[] = []
   readonly #health: HealthLog
+  // Metrics (see observe): nothing of this runs without an observer.
+  #observer: SchedulerObserver | undefined
+  readonly #rows = new Scratch()
+  readonly #rowNames: string[] = []
+  readonly #wasEjected = new WeakMap<EndpointState, boolean>()
 
   constructor(opts: SchedulerOptions = {}) {
     this.#now = opts.now ?? (() => performance.now())
@@ -306,15 +313,23 @@ export class Scheduler implements EndpointPicker {
     const part = this.#part.get(n)
     const explain = ctx.explain
     const rows: { name: string; weight: number; scores: number[] }[] = []
+    const observer = this.#observer
+    const names = this.#rowNames
+    names.length = 0
+    const byPlugin = observer === undefined ? undefined : this.#rows.get(n * ss.entries.length)
     for (const entry of ss.entries) {
       const score = entry.plugin.score
       if (score === undefined || entry.weight <= 0) continue
       if (!score.call(entry.plugin, req, list, part)) continue
+      const row = names.length * n
       for (let i = 0; i < n; i++) {
         // Clamped to 0..1 (NaN counts as 0) so one misbehaving plugin cannot swamp the rest.
         const v = part[i] as number
-        total[i] = (total[i] as number) + entry.weight * (v > 0 ? Math.min(1, v) : 0)
+        const w = entry.weight * (v > 0 ? Math.min(1, v) : 0)
+        total[i] = (total[i] as number) + w
+        if (byPlugin !== undefined) byPlugin[row + i] = w
       }
+      if (byPlugin !== undefined) names.push(entry.name)
       if (explain !== undefined) {
         rows.push({
           name: entry.name,
@@ -337,6 +352,8 @@ export class Scheduler implements EndpointPicker {
     for (const i of order) out.push(ss.endpointOf.get(list[i] as EndpointState) as SnapshotEndpoint)
     const us = (this.#now() - t0) * 1000
     this.#costs.add(us)
+    if (observer !== undefined && byPlugin !== undefined)
+      observer.decision(ss.key, us / 1e6, winningPlugin(names, byPlugin, n, total, order[0] ?? 0))
     if (explain !== undefined) {
       explain.text = explainLine(ss, list, total, rows, topK(total, n, Math.min(n, EXPLAIN_TOP)), {
         panic,
@@ -399,10 +416,52 @@ export class Scheduler implements EndpointPicker {
     req.now = this.#now()
     if (st === undefined) return
     st.dispatchEnded(req.ticket, outcome, req.now)
-    this.#health.note(st, req.now)
+    this.#note(st, req.now)
     const ss = this.#servers.get(ctx.server.key)
     if (ss === undefined) return
     for (const e of ss.entries) e.plugin.onComplete?.(req, st, outcome)
+  }
+
+  /** Metrics of decisions and health transitions go to `o` from now on. */
+  observe(o: SchedulerObserver): void {
+    this.#observer = o
+  }
+
+  /** Health log, and the ejection/readmission counters on a transition. */
+  #note(st: EndpointState, now: number): void {
+    this.#health.note(st, now)
+    const o = this.#observer
+    if (o === undefined) return
+    const active = st.ejectionActive
+    if (active === (this.#wasEjected.get(st) ?? false)) return
+    this.#wasEjected.set(st, active)
+    if (active) o.ejected(st.lastEjection?.reason ?? 'unknown')
+    else o.readmitted()
+  }
+
+  /** Per-endpoint load and engine numbers, and admission queues, for the /metrics gauges. */
+  gauges(): SchedulerGaugeView {
+    const now = this.#now()
+    const endpoints: EndpointGaugeView[] = []
+    const queues = new Map<string, number>()
+    for (const ss of this.#servers.values()) {
+      const q = ss.admission?.queued
+      if (q !== undefined) queues.set(ss.key, q)
+      for (const st of ss.members) {
+        const m = st.fresh(now)
+        const kv = st.kvCacheUsage(now)
+        endpoints.push({
+          server: ss.key,
+          endpoint: st.id,
+          inFlight: st.inFlight,
+          ejected: st.isEjected(now),
+          ...(m !== undefined && !m.missing.includes('waiting') ? { waiting: m.waiting } : {}),
+          ...(m !== undefined && !m.missing.includes('running') ? { running: m.running } : {}),
+          ...(kv !== undefined ? { kvCacheUsage: kv } : {}),
+        })
+      }
+    }
+    return { endpoints, queues }
   }
 
   debug(): unknown {
@@ -479,7 +538,7 @@ export class Scheduler implements EndpointPicker {
       if (st.scrapeSucceeded(now, r.metrics, r.restart)) this.#endpointReset(st, now)
     } else if (r.kind === 'inconclusive') st.lastScrapeError = r.error
     else st.scrapeFailed(now, r.kind === 'bad_response', r.error)
-    this.#health.note(st, now)
+    this.#note(st, now)
   }
 
   /** The engine behind `st` restarted: every server's plugins forget what they knew about it. */
@@ -494,7 +553,7 @@ export class Scheduler implements EndpointPicker {
       signal: st.lastRestart,
       restarts: st.generation,
     })
-    this.#health.note(st, now)
+    this.#note(st, now)
   }
 
   /**

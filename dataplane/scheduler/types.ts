@@ -64,6 +64,8 @@ export interface Plugin {
   onEndpointReset?(state: EndpointState): void
   /** Plugin state for GET /debug/endpoints. */
   debug?(now: number): Record<string, unknown>
+  /** Requests waiting in this plugin's admission queue (the queue-depth gauge). */
+  readonly queued?: number
   close?(): void
 }
 

@@ -35,6 +35,8 @@ export interface Finished {
   readonly stream: boolean
   readonly bytes: number
   readonly firstByteMs?: number
+  /** ms to the first generated token (see ResponseOutcome.firstTokenMs). */
+  readonly firstTokenMs?: number
   readonly usage?: ProviderUsage
   readonly endpoint?: string
   readonly attempts?: number
@@ -164,9 +166,10 @@ export class Outcome {
       s.inputTokens.inc(u.promptTokens)
       s.outputTokens.inc(u.completionTokens)
     }
+    const t = this.target
+    if (t !== undefined) this.#latency(t, f, duration)
     let cost: number | undefined
     let currency: string | undefined
-    const t = this.target
     if (t?.kind === 'provider' && u) {
       const p = t.provider
       const labels = { provider: p.key, model: t.upstreamModel, tier: tierLabel(this.identity) }
@@ -206,6 +209,22 @@ export class Outcome {
       ...(f.code !== '' ? { error_code: f.code } : {}),
     }
     this.#env.accessLog(entry)
+  }
+
+  /** TTFT, TPOT and E2E by model, route and target. */
+  #latency(t: RouteTarget, f: Finished, duration: number): void {
+    const l = this.#env.metrics.latency(
+      this.modelLabel,
+      this.decision?.route.key ?? 'unknown',
+      t.kind === 'server' ? `server:${t.server.key}` : `provider:${t.provider.key}`,
+    )
+    l.e2e.observe(duration / 1000)
+    // A provider's first translated event is its first token (provider-target commits on it).
+    const ttft = f.firstTokenMs ?? (t.kind === 'provider' ? f.firstByteMs : undefined)
+    if (ttft === undefined || f.status >= 300) return
+    l.ttft.observe(ttft / 1000)
+    const out = f.usage?.completionTokens ?? 0
+    if (f.stream && f.code === '' && out >= 2) l.tpot.observe((duration - ttft) / (out - 1) / 1000)
   }
 
   #series: RequestSeries | undefined

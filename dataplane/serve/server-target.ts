@@ -8,6 +8,7 @@ import { dispatchOutcome, endpointId, failureOf } from '../picker.js'
 import { type AttemptFailure, forward, type UpstreamResponse } from '../proxy/forward.js'
 import { upstreamHeaders } from '../proxy/headers.js'
 import { type ResponseOutcome, toClientResponse } from '../proxy/respond.js'
+import { requestUsage, UsageChunkStripper, wantsInjectedUsage } from '../proxy/usage-strip.js'
 import type { RouteTarget } from '../router.js'
 import { deadline } from './deadline.js'
 import { clientClosed, errorResponse } from './outcome.js'
@@ -77,11 +78,19 @@ async function dispatch(
   const candidates = picker.pick(pickCtx)
   if (candidates.length === 0)
     return failed(errors.noReadyEndpoint(server.key), 'no-ready-endpoints')
+  // Every stream's tokens are counted: without a rate-limit policy (whose filter does the same)
+  // the engine is asked for usage and the usage-only event is removed again on the way back.
+  const injectUsage = out.limits === undefined && wantsInjectedUsage(req.body)
   // Re-serialise only when the model is rewritten; otherwise the client's bytes go through.
-  const body: string | Uint8Array =
+  let body: string | Uint8Array =
     t.upstreamModel !== req.model
       ? JSON.stringify({ ...req.body, model: t.upstreamModel })
       : req.raw
+  if (injectUsage)
+    body = requestUsage(
+      body,
+      t.upstreamModel !== req.model ? { ...req.body, model: t.upstreamModel } : req.body,
+    )
   const headers = upstreamHeaders(
     req.inbound.headers(),
     out.requestId,
@@ -112,6 +121,7 @@ async function dispatch(
         onAttemptFailed: (f) => {
           lastFailure = f.reason
           deps.metrics.upstreamFailures.inc({ server: server.key, reason: f.reason })
+          deps.metrics.endpoint(server.key, endpointId(f.endpoint)).error(f.reason)
           picker.onComplete?.(pickCtx, f.endpoint, {
             status: f.status ?? 0,
             failure: failureOf(f.reason),
@@ -159,6 +169,9 @@ async function dispatch(
     settled = true
     dl.clear()
     admission?.release()
+    const eps = deps.metrics.endpoint(server.key, endpointId(answered.endpoint))
+    eps.response(o.status)
+    if (o.error !== undefined && o.error !== 'client_closed') eps.error(o.error)
     picker.onComplete?.(pickCtx, answered.endpoint, dispatchOutcome(o, dispatchedAt, out.startedAt))
     out.finish({
       status: o.error === 'client_closed' ? 499 : o.status,
@@ -166,6 +179,7 @@ async function dispatch(
       stream: o.stream,
       bytes: o.bytes,
       ...(o.firstByteMs !== undefined ? { firstByteMs: o.firstByteMs } : {}),
+      ...(o.firstTokenMs !== undefined ? { firstTokenMs: o.firstTokenMs } : {}),
       ...(o.usage ? { usage: o.usage } : {}),
       endpoint: endpointId(answered.endpoint),
       attempts: answered.attempts,
@@ -173,7 +187,8 @@ async function dispatch(
     })
   }
   const limits = out.limits
-  const streamFilter = limits?.streamFilter()
+  const streamFilter =
+    limits?.streamFilter() ?? (injectUsage ? new UsageChunkStripper() : undefined)
   const explained = pickCtx.explain?.text
   try {
     const response = await toClientResponse(up, {

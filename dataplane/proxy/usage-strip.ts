@@ -1,0 +1,122 @@
+// Token counting for every stream: when a client streams without `stream_options.include_usage`,
+// the gateway asks the engine for usage anyway (so the stream's tokens are counted in metrics,
+// access log and traces) and removes the usage-only event (`choices: []` + `usage`) on the way
+// back, so the client sees exactly the stream it asked for. The rate limiter does the same with
+// its own filter when a policy applies (filters/ratelimit/sse-filter.ts); this one is the
+// policy-free path and costs almost nothing per chunk: a chunk that ends on an event boundary and
+// holds no empty `choices` goes through as is (two native byte searches, no copy, no decode).
+import type { StreamFilter, StreamFilterResult } from './respond.js'
+
+const EMPTY_CHOICES = Buffer.from('"choices":[]')
+const EMPTY_CHOICES_SPACED = Buffer.from('"choices": []')
+const PREFIX = Buffer.from('{"stream_options":{"include_usage":true},')
+const PASS: StreamFilterResult = {}
+
+/** The client streams and did not ask for usage: the gateway should ask for it. */
+export function wantsInjectedUsage(body: Readonly<Record<string, unknown>>): boolean {
+  if (body['stream'] !== true) return false
+  const so = body['stream_options']
+  return !(
+    typeof so === 'object' &&
+    so !== null &&
+    (so as Record<string, unknown>)['include_usage']
+  )
+}
+
+/**
+ * The request body with `stream_options.include_usage: true`. Without `stream_options` the
+ * member is spliced in front of the client's bytes (no re-serialisation); with one, the body is
+ * re-serialised with the flag added (JSON parsers keep the last duplicate key, so a splice
+ * in front would be overridden).
+ */
+export function requestUsage(
+  raw: Uint8Array | string,
+  body: Readonly<Record<string, unknown>>,
+): Uint8Array | string {
+  const so = body['stream_options']
+  if (so !== undefined || typeof raw === 'string') {
+    return JSON.stringify({
+      ...body,
+      stream_options: { ...(typeof so === 'object' && so !== null ? so : {}), include_usage: true },
+    })
+  }
+  const at = raw.indexOf(0x7b /* { */)
+  if (at < 0) return raw
+  return Buffer.concat([PREFIX, raw.subarray(at + 1)])
+}
+
+function asBuffer(c: Uint8Array): Buffer {
+  return Buffer.isBuffer(c) ? c : Buffer.from(c.buffer, c.byteOffset, c.byteLength)
+}
+
+/** Removes usage-only SSE events; everything else passes through byte for byte. */
+export class UsageChunkStripper implements StreamFilter {
+  #held: Buffer | undefined
+  #raw = false
+  /** Usage-only events removed (tests). */
+  dropped = 0
+
+  transform(chunk: Uint8Array): StreamFilterResult {
+    const c = asBuffer(chunk)
+    const n = c.byteLength
+    if (
+      this.#held === undefined &&
+      n >= 2 &&
+      c[n - 1] === 10 &&
+      c[n - 2] === 10 &&
+      c.indexOf(EMPTY_CHOICES) < 0 &&
+      c.indexOf(EMPTY_CHOICES_SPACED) < 0
+    )
+      return { out: chunk }
+    if (this.#raw) return { out: chunk }
+    const buf = this.#held === undefined ? c : Buffer.concat([this.#held, c])
+    this.#held = undefined
+    if (buf.indexOf(13 /* \r */) >= 0) {
+      // CR line ends: not the engine dialect this filter knows; pass everything through from
+      // here on rather than hold events it cannot delimit.
+      this.#raw = true
+      return { out: buf }
+    }
+    const parts: Buffer[] = []
+    let start = 0
+    for (;;) {
+      const end = buf.indexOf('\n\n', start)
+      if (end < 0) break
+      const event = buf.subarray(start, end + 2)
+      start = end + 2
+      if (isUsageOnly(event)) {
+        this.dropped++
+        continue
+      }
+      parts.push(event)
+    }
+    if (start < buf.byteLength) this.#held = Buffer.from(buf.subarray(start))
+    if (parts.length === 0) return PASS
+    return { out: parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts) }
+  }
+
+  flush(): Uint8Array | undefined {
+    const rest = this.#held
+    this.#held = undefined
+    return rest
+  }
+}
+
+function isUsageOnly(event: Buffer): boolean {
+  if (event.indexOf(EMPTY_CHOICES) < 0 && event.indexOf(EMPTY_CHOICES_SPACED) < 0) return false
+  const text = event.toString('utf8')
+  let data = ''
+  for (const line of text.split('\n')) {
+    if (line.startsWith('data:')) data += line.charCodeAt(5) === 32 ? line.slice(6) : line.slice(5)
+  }
+  try {
+    const obj = JSON.parse(data) as Record<string, unknown>
+    const choices = obj['choices']
+    const usage = obj['usage']
+    return (
+      Array.isArray(choices) && choices.length === 0 && typeof usage === 'object' && usage !== null
+    )
+  } catch {
+    return false
+  }
+}

@@ -1,0 +1,151 @@
+// The series a dashboard needs, scraped from a running data plane: router-measured TTFT (first
+// token), TPOT and E2E per model/route/target; per-endpoint requests, errors and in-flight (gone
+// when the endpoint leaves the config); scheduler decisions and pick reasons; engine gauges from
+// scrapes. And token counting for every stream: the client that did not ask for usage gets none,
+// but `infer_gateway_tokens_total` counts its tokens (no GatewayPolicy here).
+import OpenAI from 'openai'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { type Gateway, startGateway } from '../dataplane/gateway.js'
+import { type SimHandle, startSimulator } from '../hack/sim/index.js'
+import { type PromSample, parseProm } from '../hack/sim/testkit.js'
+import { ConfigVolume, manifests, type ServerSpec } from './helpers/config.js'
+
+let a: SimHandle
+let b: SimHandle
+let gw: Gateway
+let vol: ConfigVolume
+let client: OpenAI
+
+const ep = (s: SimHandle, name: string) => ({ name, address: s.host, port: s.port })
+
+function config(endpoints: ServerSpec['endpoints']): string {
+  return manifests(
+    [{ name: 'pool', model: 'sim-model', endpoints }],
+    [
+      {
+        name: 'chat',
+        modelName: 'chat-model',
+        rules: [{ targetModels: [{ modelServerName: 'pool' }] }],
+      },
+    ],
+  )
+}
+
+async function scrape(): Promise<PromSample[]> {
+  const res = await fetch(`${gw.url}/metrics`)
+  return parseProm(await res.text())
+}
+
+const sum = (s: readonly PromSample[], name: string, match: Record<string, string> = {}): number =>
+  s
+    .filter((x) => x.name === name && Object.entries(match).every(([k, v]) => x.labels[k] === v))
+    .reduce((t, x) => t + x.value, 0)
+
+async function until(cond: () => Promise<boolean>, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error('condition not met in time')
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
+beforeAll(async () => {
+  const common = { port: 0, model: 'sim-model', metricsFormat: 'vllm' as const, timeScale: 0.05 }
+  a = await startSimulator({ name: 'a', host: '127.0.0.60', ...common })
+  b = await startSimulator({ name: 'b', host: '127.0.0.61', ...common })
+  vol = await ConfigVolume.create({ 'gateway.yaml': config([ep(a, 'pod-a'), ep(b, 'pod-b')]) })
+  gw = await startGateway({ config: { kind: 'manifests', paths: [vol.dir] }, port: 0, pollMs: 100 })
+  client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'unused', maxRetries: 0 })
+})
+
+afterAll(async () => {
+  await gw?.shutdown({ deadlineMs: 1000 })
+  await Promise.all([a?.close(), b?.close()])
+  await vol?.remove()
+})
+
+const hello = [{ role: 'user' as const, content: 'Tell me about the weather today please.' }]
+
+describe('metrics a dashboard needs', () => {
+  it('counts the tokens of streams whose client did not ask for usage, and strips the usage event', async () => {
+    let streamed = 0
+    for (let i = 0; i < 3; i++) {
+      const stream = await client.chat.completions.create({
+        model: 'chat-model',
+        messages: hello,
+        max_tokens: 6,
+        stream: true,
+      })
+      for await (const chunk of stream) {
+        // The client asked for no usage: it sees no usage-only chunk and no usage anywhere.
+        expect(chunk.choices.length).toBe(1)
+        expect(chunk.usage ?? undefined).toBeUndefined()
+        if (chunk.choices[0]?.delta.content) streamed++
+      }
+    }
+    expect(streamed).toBe(18)
+    const plain = await client.chat.completions.create({
+      model: 'chat-model',
+      messages: hello,
+      max_tokens: 4,
+    })
+    expect(plain.usage?.completion_tokens).toBe(4)
+    const m = await scrape()
+    expect(sum(m, 'infer_gateway_tokens_total', { model: 'chat-model', type: 'output' })).toBe(22)
+    expect(
+      sum(m, 'infer_gateway_tokens_total', { model: 'chat-model', type: 'input' }),
+    ).toBeGreaterThan(4 * 5)
+  })
+
+  it('has TTFT (first token), TPOT and E2E by model, route and target', async () => {
+    const m = await scrape()
+    const l = { model: 'chat-model', route: 'default/chat', target: 'server:default/pool' }
+    expect(sum(m, 'infer_gateway_time_to_first_token_seconds_count', l)).toBe(4)
+    expect(sum(m, 'infer_gateway_e2e_request_duration_seconds_count', l)).toBe(4)
+    // TPOT: the three streams (6 tokens each), not the plain answer.
+    expect(sum(m, 'infer_gateway_time_per_output_token_seconds_count', l)).toBe(3)
+    const ttft = sum(m, 'infer_gateway_time_to_first_token_seconds_sum', l)
+    const e2e = sum(m, 'infer_gateway_e2e_request_duration_seconds_sum', l)
+    expect(ttft).toBeGreaterThan(0)
+    expect(ttft).toBeLessThan(e2e)
+  })
+
+  it('has per-endpoint requests and in-flight, scheduler decisions and engine gauges', async () => {
+    let m = await scrape()
+    const a1 = { server: 'default/pool', endpoint: `${a.host}:${a.port}` }
+    const b1 = { server: 'default/pool', endpoint: `${b.host}:${b.port}` }
+    expect(
+      sum(m, 'infer_gateway_endpoint_requests_total', { ...a1, status_class: '2xx' }) +
+        sum(m, 'infer_gateway_endpoint_requests_total', { ...b1, status_class: '2xx' }),
+    ).toBe(4)
+    expect(
+      sum(m, 'infer_gateway_scheduler_decision_duration_seconds_count', { server: 'default/pool' }),
+    ).toBe(4)
+    expect(sum(m, 'infer_gateway_scheduler_picks_total', { server: 'default/pool' })).toBe(4)
+    const inflight = m.filter((x) => x.name === 'infer_gateway_endpoint_inflight_requests')
+    expect(inflight.map((x) => x.labels['endpoint']).sort()).toEqual(
+      [a1.endpoint, b1.endpoint].sort(),
+    )
+    expect(inflight.every((x) => x.value === 0)).toBe(true)
+    // Engine numbers arrive with the scheduler's scrapes (every 200 ms).
+    await until(async () => {
+      m = await scrape()
+      return m.filter((x) => x.name === 'infer_gateway_engine_kv_cache_usage_ratio').length === 2
+    })
+    expect(m.filter((x) => x.name === 'infer_gateway_engine_waiting_requests').length).toBe(2)
+    expect(m.filter((x) => x.name === 'infer_gateway_engine_running_requests').length).toBe(2)
+    expect(sum(m, 'infer_gateway_endpoint_ejected')).toBe(0)
+    expect(sum(m, 'infer_gateway_endpoint_ejections_total')).toBe(0)
+  })
+
+  it('removes the series of an endpoint that left the config', async () => {
+    await vol.update({ 'gateway.yaml': config([ep(a, 'pod-a')]) })
+    const gone = `${b.host}:${b.port}`
+    await until(async () => {
+      const m = await scrape()
+      return !m.some((x) => x.labels['endpoint'] === gone)
+    })
+    const m = await scrape()
+    expect(m.some((x) => x.labels['endpoint'] === `${a.host}:${a.port}`)).toBe(true)
+  })
+})
