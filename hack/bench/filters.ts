@@ -11,6 +11,9 @@ import { compileSnapshot } from '../../api/compile.js'
 import type { RoutingSnapshot, SnapshotRoute } from '../../api/snapshot.js'
 import { sha256Hex } from '../../dataplane/filters/auth/api-keys.js'
 import { Filters } from '../../dataplane/filters/index.js'
+import { BackendUnavailableError } from '../../dataplane/filters/ratelimit/backend.js'
+import { bucket } from '../../dataplane/filters/ratelimit/backend-contract.js'
+import { RedisBackend } from '../../dataplane/filters/ratelimit/redis.js'
 import { tokenizersSettled } from '../../dataplane/filters/ratelimit/tokens.js'
 import { staticSecrets } from '../../dataplane/filters/secrets.js'
 import { silentLogger } from '../../dataplane/log.js'
@@ -251,6 +254,9 @@ async function main(): Promise<void> {
     }
   }
 
+  const paused = await pausedRedis()
+  data['Redis paused (SIGSTOP), fail closed'] = paused
+
   const md = `## Filters: authentication + rate limits
 
 Per-request cost of the filters as the request path calls them (authenticate → authorize →
@@ -264,6 +270,12 @@ reserve and one (not awaited) to settle. Targets: ≤ 50 µs local, ≤ 1 ms p99
 
 ${table(['case', 'in flight', 'p50 µs', 'p99 µs', 'req/s'], rows)}
 
+**A hung Redis** (\`SIGSTOP\`, connections open, nothing answers), \`timeout: ${PAUSE_TIMEOUT_MS}ms\`,
+fail closed: time until a reservation is refused, each one made while the previous request's
+settlement still waits on the paused server (as traffic does). ${paused.n} reservations: p50
+${fmt(paused.p50Ms, 1)} ms, max ${fmt(paused.maxMs, 1)} ms = **${fmt(paused.maxMs / PAUSE_TIMEOUT_MS, 2)}× the timeout**
+(the documented bound is one timeout per reservation, not one per queued command).
+
 ${N} sequential requests per local case (after 2000 warm-up), ${NR} sequential and ${NR * 2} at ${C} in flight for Redis.
 Node ${process.version}, 2 cores. Run: \`npm run bench:filters\`.
 `
@@ -272,6 +284,44 @@ Node ${process.version}, 2 cores. Run: \`npm run bench:filters\`.
     const path = await writeSection('filters', md, { node: process.version, cases: data })
     process.stdout.write(`\nwritten to ${path}\n`)
   }
+}
+
+const PAUSE_TIMEOUT_MS = 100
+
+/** Refusal latency against a paused Redis (docs/auth-and-limits.md: one timeout in total). */
+async function pausedRedis(): Promise<{ n: number; p50Ms: number; maxMs: number }> {
+  const redis = await startRedis('127.0.0.1', { appendfsync: 'everysec' })
+  const b = new RedisBackend({
+    address: redis.address,
+    keyPrefix: 'igw',
+    timeoutMs: PAUSE_TIMEOUT_MS,
+    log: silentLogger,
+  })
+  const took: number[] = []
+  try {
+    await new Promise<void>((r) =>
+      b.client.status === 'ready' ? r() : b.client.once('ready', () => r()),
+    )
+    const op = bucket('paused', 'x', 1000, 60_000, 1)
+    await b.reserve([op])
+    redis.pause()
+    for (let i = 0; i < 20; i++) {
+      b.adjust([{ ...op, cost: 1 }])
+      const t0 = performance.now()
+      const refused = await b.reserve([op]).then(
+        () => false,
+        (e: unknown) => e instanceof BackendUnavailableError,
+      )
+      if (!refused) throw new Error('a reservation against a paused Redis did not fail closed')
+      took.push(performance.now() - t0)
+    }
+  } finally {
+    redis.resume()
+    await b.close()
+    await redis.stop()
+  }
+  took.sort((a, c) => a - c)
+  return { n: took.length, p50Ms: percentile(took, 50), maxMs: took[took.length - 1] ?? 0 }
 }
 
 main().catch((e: unknown) => {
