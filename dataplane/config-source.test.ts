@@ -2,7 +2,12 @@ import { appendFile, mkdtemp, rm, utimes, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { documentCount, FileChangedError, readFileStable } from './config-source.js'
+import {
+  documentCount,
+  FileChangedError,
+  readFileStable,
+  watchEventMatters,
+} from './config-source.js'
 
 let dir: string
 beforeAll(async () => {
@@ -49,5 +54,27 @@ describe('documentCount', () => {
     expect(documentCount('a: 1\n---\n# c\n---\nb: 2\n')).toBe(2)
     // A syntax error is content (reported by the parser with its line), not emptiness.
     expect(documentCount('{ "kind": ')).toBe(1)
+  })
+})
+
+describe('watchEventMatters', () => {
+  it('keeps events of the config file and kubelet swaps, drops other files of its directory', () => {
+    const paths = ['/etc/igw/gateway.yaml']
+    expect(watchEventMatters(paths, '/etc/igw', 'gateway.yaml')).toBe(true)
+    expect(watchEventMatters(paths, '/etc/igw', '..data')).toBe(true)
+    expect(watchEventMatters(paths, '/etc/igw', '..2026_12_02_01_00_00.123')).toBe(true)
+    expect(watchEventMatters(paths, '/etc/igw', null)).toBe(true)
+    // A benchmark's result file beside the config: no re-read.
+    expect(watchEventMatters(paths, '/etc/igw', 'rate-ours-1.bin')).toBe(false)
+    expect(watchEventMatters(paths, '/etc/igw', 'other.yaml')).toBe(false)
+  })
+
+  it('keeps every YAML/JSON of a configured directory, not its dotfiles or other files', () => {
+    const paths = ['/etc/igw']
+    expect(watchEventMatters(paths, '/etc/igw', 'routes.yaml')).toBe(true)
+    expect(watchEventMatters(paths, '/etc/igw', 'snap.json.gz')).toBe(true)
+    expect(watchEventMatters(paths, '/etc/igw', Buffer.from('b.yml'))).toBe(true)
+    expect(watchEventMatters(paths, '/etc/igw', '.routes.yaml.swp')).toBe(false)
+    expect(watchEventMatters(paths, '/etc/igw', 'notes.txt')).toBe(false)
   })
 })

@@ -147,6 +147,29 @@ async function readAllStable(names: readonly string[], settleMs: number): Promis
   }
 }
 
+/**
+ * Whether an fs event for `filename` in watched directory `dir` can concern the config. The
+ * directory of a config file may hold other files that change all the time (logs, a benchmark's
+ * results): re-reading the config on each of their writes cost a busy gateway about half a core.
+ * Kept: the config files themselves, any YAML/JSON of a watched directory, kubelet's `..data`
+ * swap entries, and events without a name (some platforms omit it).
+ */
+export function watchEventMatters(
+  paths: readonly string[],
+  dir: string,
+  filename: string | Buffer | null,
+): boolean {
+  if (filename === null) return true
+  const name = filename.toString()
+  if (name.startsWith('..')) return true
+  for (const p of paths) {
+    if (p.match(/\.(ya?ml|json|gz)$/)) {
+      if (dirname(p) === dir && basename(p) === name) return true
+    } else if (p === dir && !name.startsWith('.') && /\.(ya?ml|json|gz)$/.test(name)) return true
+  }
+  return false
+}
+
 /** The files a --config path list names: directories expand to their YAML/JSON files, sorted. */
 export async function listFiles(paths: readonly string[]): Promise<string[]> {
   const out: string[] = []
@@ -230,8 +253,8 @@ export class FileConfigSource {
     for (const p of this.opts.paths) dirs.add(p.match(/\.(ya?ml|json|gz)$/) ? dirname(p) : p)
     for (const d of dirs) {
       try {
-        const w = watch(d, { persistent: false }, () => {
-          void this.check()
+        const w = watch(d, { persistent: false }, (_event, filename) => {
+          if (watchEventMatters(this.opts.paths, d, filename)) void this.check()
         })
         w.on('error', () => {})
         this.watchers.push(w)
