@@ -6,9 +6,10 @@
 // rate and max throughput in a closed loop; stream time-to-first-byte comes from load.ts (vegeta
 // cannot time the first byte of a stream), the same client for every target. Then thousands of
 // slow streams through ours: memory and event-loop delay. `--profile` writes a CPU profile of
-// our 1-worker data plane and prints its top self time.
+// our 1-worker data plane and prints its top self time. `--targets direct,ours` (with short
+// --seconds) measures a subset while iterating; such runs never write docs/benchmarks.md.
 import { execFile } from 'node:child_process'
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs, promisify } from 'node:util'
@@ -40,6 +41,8 @@ const { values: opts } = parseArgs({
     streams: { type: 'string', default: '5000' },
     'hold-seconds': { type: 'string', default: '15' },
     'no-peers': { type: 'boolean', default: false },
+    /** Comma-separated subset of direct,ours,oursN,sglang,vllm (default: all). */
+    targets: { type: 'string' },
     'streams-only': { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
     'no-write': { type: 'boolean', default: false },
@@ -62,6 +65,21 @@ const STREAM_SECONDS = positive('stream-seconds', opts['stream-seconds'], 1)
 const STREAMS = positive('streams', opts.streams, 0)
 const HOLD_SECONDS = positive('hold-seconds', opts['hold-seconds'], 1)
 const WORKERS = positive('workers', opts.workers ?? String(availableParallelism()), 1)
+const ALL_TARGETS: readonly TargetKey[] = ['direct', 'ours', 'oursN', 'sglang', 'vllm']
+const TARGETS = parseTargets(opts.targets)
+
+/** `--targets a,b`: short runs on one target while iterating (e.g. `--targets direct,ours`). */
+function parseTargets(v: string | undefined): ReadonlySet<TargetKey> {
+  if (v === undefined) return new Set(ALL_TARGETS)
+  const out = new Set<TargetKey>()
+  for (const t of v.split(',').map((x) => x.trim())) {
+    const key = ALL_TARGETS.find((k) => k === t)
+    if (key === undefined)
+      throw new Error(`--targets: unknown target ${t}; known: ${ALL_TARGETS.join(', ')}`)
+    out.add(key)
+  }
+  return out
+}
 // Shorter than the defaults: a proof that every part runs, not a measurement.
 const SMOKE = SECONDS < 10 || MAX_SECONDS < 10 || STREAM_SECONDS < 10 || HOLD_SECONDS < 15
 
@@ -155,6 +173,20 @@ async function startGateway(
   )
 }
 
+/**
+ * Writes a gateway config into a directory of its own. The data plane watches its config's
+ * directory, and vegeta streams its results into `dir` for the whole run: sharing one directory
+ * made every gateway process re-read its config on each of vegeta's writes, which cost the
+ * measured gateway CPU (about 1 ms per request served by anyone) and put stalls in its tail.
+ */
+async function configFile(dir: string, name: string, text: string): Promise<string> {
+  const confDir = join(dir, `config-${name.replace(/\.ya?ml$/, '')}`)
+  await mkdir(confDir, { recursive: true })
+  const file = join(confDir, name)
+  await writeFile(file, text)
+  return file
+}
+
 interface Running {
   readonly key: TargetKey
   readonly label: string
@@ -190,6 +222,7 @@ async function main(): Promise<void> {
       `--stream-rate ${STREAM_RATE} --stream-seconds ${STREAM_SECONDS} --workers ${WORKERS}`,
       `--streams ${STREAMS} --hold-seconds ${HOLD_SECONDS}`,
       ...(opts['no-peers'] ? ['--no-peers'] : []),
+      ...(opts.targets !== undefined ? [`--targets ${opts.targets}`] : []),
     ].join(' ')
     const run: ProxyRun = {
       command,
@@ -208,8 +241,8 @@ async function main(): Promise<void> {
     const text = render(run)
     out(`\n${text}\n`)
     if (opts.profile && !opts['streams-only']) out(`\n${await profileSummary(profDir)}\n`)
-    // A streams-only run is for iterating on memory; it never replaces the whole section.
-    if (!opts['no-write'] && !opts['streams-only']) {
+    // A streams-only or --targets run is for iterating; it never replaces the whole section.
+    if (!opts['no-write'] && !opts['streams-only'] && opts.targets === undefined) {
       const file = await writeSection('proxy', text, { ...run, checks: checks(run) })
       out(`written to ${file}`)
     }
@@ -232,8 +265,7 @@ async function fastPaths(
   procs: Proc[],
   skipped: Skipped[],
 ): Promise<Measured[]> {
-  const config = join(dir, 'gateway.yaml')
-  await writeFile(config, gatewayYaml(SIM_HOST, SIM_PORT))
+  const config = await configFile(dir, 'gateway.yaml', gatewayYaml(SIM_HOST, SIM_PORT))
   const bodies = { json: join(dir, 'body.json') }
   await writeFile(bodies.json, chat(false))
 
@@ -253,6 +285,7 @@ async function fastPaths(
     /127\.0\.0\.2/,
   )
   procs.push(sim)
+  // Direct always runs: every other number is read against it.
   const targets: Running[] = [
     {
       key: 'direct',
@@ -261,21 +294,27 @@ async function fastPaths(
       pid: sim.child.pid ?? 0,
     },
   ]
-  const ours = await startGateway(
-    config,
-    PORTS.ours,
-    1,
-    [],
-    opts.profile ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [],
-  )
-  procs.push(ours)
-  targets.push({
-    key: 'ours',
-    label: 'ours (1 worker)',
-    origin: `http://127.0.0.1:${PORTS.ours}`,
-    pid: ours.child.pid ?? 0,
-  })
-  if (WORKERS < 2) {
+  if (!TARGETS.has('ours')) {
+    skipped.push({ key: 'ours', label: 'ours (1 worker)', reason: 'not in --targets' })
+  } else {
+    const ours = await startGateway(
+      config,
+      PORTS.ours,
+      1,
+      [],
+      opts.profile ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [],
+    )
+    procs.push(ours)
+    targets.push({
+      key: 'ours',
+      label: 'ours (1 worker)',
+      origin: `http://127.0.0.1:${PORTS.ours}`,
+      pid: ours.child.pid ?? 0,
+    })
+  }
+  if (!TARGETS.has('oursN')) {
+    skipped.push({ key: 'oursN', label: 'ours (N workers)', reason: 'not in --targets' })
+  } else if (WORKERS < 2) {
     skipped.push({ key: 'oursN', label: 'ours (N workers)', reason: `--workers ${WORKERS}` })
   } else if (await dataplaneHasWorkers()) {
     const many = await startGateway(config, PORTS.oursN, WORKERS, [])
@@ -295,8 +334,12 @@ async function fastPaths(
   }
   for (const name of ['sglang', 'vllm'] as const) {
     const label = `${PEERS[name].pkg} ${PEERS[name].version}`
-    if (opts['no-peers']) {
-      skipped.push({ key: name, label, reason: '--no-peers' })
+    if (opts['no-peers'] || !TARGETS.has(name)) {
+      skipped.push({
+        key: name,
+        label,
+        reason: opts['no-peers'] ? '--no-peers' : 'not in --targets',
+      })
       continue
     }
     out(`installing/starting ${label}…`)
@@ -443,8 +486,7 @@ async function fastPaths(
 /** Thousands of slow streams through a fresh 1-worker data plane in front of a slow engine. */
 async function manyStreams(dir: string, procs: Proc[]): Promise<SlowStreamsResult> {
   out(`${STREAMS} slow streams through ours…`)
-  const slowConfig = join(dir, 'slow.yaml')
-  await writeFile(slowConfig, gatewayYaml(SLOW_SIM_HOST, SLOW_SIM_PORT))
+  const slowConfig = await configFile(dir, 'slow.yaml', gatewayYaml(SLOW_SIM_HOST, SLOW_SIM_PORT))
   const slowSim = await spawnCli(
     [
       'sim',
