@@ -45,7 +45,10 @@ export function parseJsonBody(text: string): Json {
   return v as Json
 }
 
-function resolveModel(body: Json, catalog: ModelCatalog): { model: string; lora: string | null } {
+export function resolveModel(
+  body: Json,
+  catalog: ModelCatalog,
+): { model: string; lora: string | null } {
   const m = body['model']
   // vLLM makes `model` optional and falls back to the served model.
   if (m === undefined || m === null) return { model: catalog.baseModel, lora: null }
@@ -56,7 +59,7 @@ function resolveModel(body: Json, catalog: ModelCatalog): { model: string; lora:
   throw new SimError(404, 'model_not_found', `The model \`${m}\` does not exist.`, 'model')
 }
 
-function optionalPositiveInt(body: Json, key: string): number | null {
+export function optionalPositiveInt(body: Json, key: string): number | null {
   const v = body[key]
   if (v === undefined || v === null) return null
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) {

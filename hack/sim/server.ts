@@ -20,6 +20,12 @@ import {
   usageChunk,
   usageOf,
 } from './openai.js'
+import {
+  parseResponsesRequest,
+  ResponsesEvents,
+  responseObject,
+  responsesUsage,
+} from './responses.js'
 import { createRng, generateWords, hash32, pseudoEmbedding } from './rng.js'
 import { tokenize } from './tokenizer.js'
 
@@ -322,7 +328,7 @@ export async function startSimulator(opts: SimOptions): Promise<SimHandle> {
   const generate = async (
     req: IncomingMessage,
     res: ServerResponse,
-    kind: GenerationRequest['kind'],
+    kind: GenerationRequest['kind'] | 'responses',
   ) => {
     const text = await readBody(req)
     if (!(await frontDoor(res))) return
@@ -330,7 +336,11 @@ export async function startSimulator(opts: SimOptions): Promise<SimHandle> {
     try {
       const body = parseJsonBody(text)
       parsed =
-        kind === 'chat' ? parseChatRequest(body, catalog) : parseCompletionRequest(body, catalog)
+        kind === 'chat'
+          ? parseChatRequest(body, catalog)
+          : kind === 'responses'
+            ? parseResponsesRequest(body, catalog)
+            : parseCompletionRequest(body, catalog)
     } catch (e) {
       metrics.requestFailed('validation')
       throw e
@@ -348,7 +358,12 @@ export async function startSimulator(opts: SimOptions): Promise<SimHandle> {
       )
     }
     const output = generateWords(o.seed, `${parsed.model}\u0000${parsed.prompt}`, n)
-    const meta = nextMeta(kind === 'chat' ? 'chatcmpl' : 'cmpl', parsed.model)
+    const meta = nextMeta(
+      kind === 'chat' ? 'chatcmpl' : kind === 'responses' ? 'resp' : 'cmpl',
+      parsed.model,
+    )
+    // Responses API streams are named events (already framed), not `data:` chunks.
+    const events = kind === 'responses' ? new ResponsesEvents(meta, parsed.maxTokens) : undefined
     const drop = failures.dropMidStream
     const submit: Engine['submit'] = (spec, sink) => {
       try {
@@ -393,7 +408,7 @@ export async function startSimulator(opts: SimOptions): Promise<SimHandle> {
           return
         }
         head()
-        res.write(`data: ${JSON.stringify(obj)}\n\n`)
+        res.write(typeof obj === 'string' ? obj : `data: ${JSON.stringify(obj)}\n\n`)
         chunks++
         if (drop !== null && chunks >= drop) dropNow()
       }
@@ -407,10 +422,14 @@ export async function startSimulator(opts: SimOptions): Promise<SimHandle> {
         },
         {
           token: (t, i) => {
+            if (events !== undefined) {
+              write(i === 0 ? events.start() + events.delta(t) : events.delta(t))
+              return
+            }
             if (i === 0 && kind === 'chat') write(roleChunk(meta))
             write(
               streamChunk(
-                kind,
+                parsed.kind,
                 meta,
                 t,
                 i === output.length - 1 ? (parsed.maxTokens !== null ? 'length' : 'stop') : null,
@@ -418,9 +437,26 @@ export async function startSimulator(opts: SimOptions): Promise<SimHandle> {
             )
           },
           finish: (r: GenerationResult) => {
+            if (events !== undefined) {
+              if (r.completionTokens === 0) write(events.start())
+              write(
+                events.finish(
+                  r.finishReason,
+                  responsesUsage(r.promptTokens, r.completionTokens, r.cachedTokens),
+                ),
+              )
+              if (dropped || res.destroyed) return
+              finishCommon()
+              res.end()
+              return
+            }
             if (parsed.includeUsage)
               write(
-                usageChunk(kind, meta, usageOf(r.promptTokens, r.completionTokens, r.cachedTokens)),
+                usageChunk(
+                  parsed.kind,
+                  meta,
+                  usageOf(r.promptTokens, r.completionTokens, r.cachedTokens),
+                ),
               )
             if (dropped || res.destroyed) return
             finishCommon()
@@ -452,13 +488,21 @@ export async function startSimulator(opts: SimOptions): Promise<SimHandle> {
         finish: (r: GenerationResult) => {
           if (res.destroyed) return
           const body = JSON.stringify(
-            fullResponse(
-              kind,
-              meta,
-              output.join(''),
-              r.finishReason,
-              usageOf(r.promptTokens, r.completionTokens, r.cachedTokens),
-            ),
+            events !== undefined
+              ? responseObject(
+                  meta,
+                  output.join(''),
+                  r.finishReason,
+                  responsesUsage(r.promptTokens, r.completionTokens, r.cachedTokens),
+                  parsed.maxTokens,
+                )
+              : fullResponse(
+                  parsed.kind,
+                  meta,
+                  output.join(''),
+                  r.finishReason,
+                  usageOf(r.promptTokens, r.completionTokens, r.cachedTokens),
+                ),
           )
           if (drop !== null) {
             counters.injected++
@@ -552,6 +596,8 @@ export async function startSimulator(opts: SimOptions): Promise<SimHandle> {
         return generate(req, res, 'chat')
       case 'POST /v1/completions':
         return generate(req, res, 'completion')
+      case 'POST /v1/responses':
+        return generate(req, res, 'responses')
       case 'POST /v1/embeddings':
         return embeddings(req, res)
       case 'GET /v1/models':
