@@ -327,12 +327,15 @@ async function readLimited(body: AsyncIterable<unknown>, max: number): Promise<s
   return Buffer.concat(chunks).toString('utf8')
 }
 
+/** The `error` of an `unreachable` scrape that hit its deadline (not refused, not reset). */
+export const SCRAPE_TIMEOUT = 'timeout'
+
 function describe(e: unknown): string {
   if (typeof e === 'object' && e !== null) {
     const code = (e as { code?: unknown }).code
     const name = (e as { name?: unknown }).name
     if (name === 'TimeoutError' || code === 'UND_ERR_ABORTED' || name === 'AbortError') {
-      return 'timeout'
+      return SCRAPE_TIMEOUT
     }
     if (typeof code === 'string') return code
   }

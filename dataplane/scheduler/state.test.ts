@@ -134,6 +134,27 @@ describe('EndpointState: passive health, liveness track', () => {
     expect(s.isEjected(31_300)).toBe(false)
   })
 
+  it('scrape timeouts of an engine that answers proxied requests do not eject it (busy, not dead)', () => {
+    const s = state('a', 2)
+    s.probed = true
+    s.dispatchEnded(ticket, ok, 100) // answers its requests, but /metrics is late under load
+    for (let t = 200; t <= 1000; t += 200) s.scrapeFailed(t, false, 'timeout')
+    expect(s.isEjected(1000)).toBe(false)
+    expect(s.lastEjection).toBeUndefined()
+    // A whole ejection period without any answer: the timeouts count again.
+    s.scrapeFailed(1100, false, 'timeout')
+    s.scrapeFailed(1300, false, 'timeout')
+    expect(s.isEjected(1300)).toBe(true)
+    expect(s.lastEjection?.reason).toBe('scrape')
+    // A refused connection is never excused by a recent answer.
+    const r = state('b', 3)
+    r.probed = true
+    r.dispatchEnded(ticket, ok, 100)
+    r.scrapeFailed(200, false, 'ECONNREFUSED')
+    r.scrapeFailed(400, false, 'ECONNREFUSED')
+    expect(r.isEjected(400)).toBe(true)
+  })
+
   it('an engine that answers during the period is back when the period ends, not a scrape later', () => {
     const s = state('a', 2)
     s.probed = true
@@ -150,9 +171,9 @@ describe('EndpointState: passive health, liveness track', () => {
   it('scrape failures and proxied successes are separate counts', () => {
     const s = state('a', 2)
     s.probed = true
-    s.scrapeFailed(0, false, 'timeout')
-    s.dispatchEnded(ticket, ok, 100) // the engine serves, but its /metrics is wedged
-    s.scrapeFailed(200, false, 'timeout')
+    s.scrapeFailed(0, false, 'ECONNREFUSED')
+    s.dispatchEnded(ticket, ok, 100) // an answer from before the listener went away
+    s.scrapeFailed(200, false, 'ECONNREFUSED')
     expect(s.lastEjection?.reason).toBe('scrape')
     const t = state('b', 3)
     t.dispatchEnded(ticket, connectFail, 0)

@@ -7,6 +7,7 @@
 
 import type { SnapshotEndpoint } from '../../api/snapshot.js'
 import type { RestartSignal } from '../engines/restart.js'
+import { SCRAPE_TIMEOUT } from '../engines/scraper.js'
 import type { EngineMetrics } from '../engines/view.js'
 import type { DispatchOutcome } from '../picker.js'
 
@@ -151,6 +152,8 @@ export class EndpointState {
   metrics: EngineMetrics | undefined
   scrapedAt = Number.NEGATIVE_INFINITY
   lastReachableAt = Number.NEGATIVE_INFINITY
+  /** Last HTTP answer to a proxied request (any status): the engine's API server is up. */
+  lastAnsweredAt = Number.NEGATIVE_INFINITY
   lastScrapeError: string | undefined
   scrapeFailures = 0
   /** Is a scraper watching this endpoint (then ejections end only on evidence it is back)? */
@@ -309,7 +312,10 @@ export class EndpointState {
     return restart !== undefined
   }
 
-  /** `reachable`: the endpoint answered HTTP, just not with usable metrics. */
+  /**
+   * `reachable`: the endpoint answered HTTP, just not with usable metrics. `error` is the
+   * scraper's: SCRAPE_TIMEOUT for no answer within the deadline (not refused, not reset).
+   */
   scrapeFailed(now: number, reachable: boolean, error: string): void {
     this.lastScrapeError = error
     if (reachable) {
@@ -317,6 +323,14 @@ export class EndpointState {
       this.#alive(now)
       return
     }
+    // A slow /metrics from an engine that answered a proxied request within the last ejection
+    // period is a busy engine, not a dead one (vLLM serves /metrics from the same event loop as
+    // inference, and a loaded one answers it late). Ejecting it would push its share of traffic
+    // onto the others, which then answer their scrapes late too. Its metrics go stale (local
+    // signals only) and requests that fail still eject it on their own track. A refused
+    // connection is no such doubt.
+    if (error === SCRAPE_TIMEOUT && now - this.lastAnsweredAt < this.#opts.health.baseEjectionMs)
+      return
     this.scrapeFailures++
     this.#liveUp = false
     if (this.scrapeFailures >= this.#opts.health.scrapeFailures) this.#liveDown(now, 'scrape')
@@ -356,6 +370,7 @@ export class EndpointState {
     }
     if (o.status > 0) {
       // Any HTTP answer, even a 5xx, proves something listens there.
+      this.lastAnsweredAt = now
       this.connectFailures = 0
       this.#alive(now)
     }

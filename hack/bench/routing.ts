@@ -1,4 +1,4 @@
-// `npm run bench:routing` (tsx hack/bench/routing.ts [--quick] [--no-write] [--only <regime>]
+// `npm run bench:routing` (tsx hack/bench/routing.ts [--quick] [--no-write] [--only <regime>] [--trace <dir>]
 // [--routers <a,b>] [--seconds <n>] [--no-peers] [--workers <n>]): routing quality of the scheduler. A fleet of
 // simulated engines (own process) behind the real data plane (own process, the CLI), driven by an
 // open-loop load generator (this process), for several workloads, engine shapes, arrival rates and
@@ -46,6 +46,9 @@ const { values: opts } = parseArgs({
     only: { type: 'string' },
     routers: { type: 'string' },
     seconds: { type: 'string' },
+    // Directory: per run, our data plane's /debug/endpoints every 100 ms during the load and every
+    // request's send time, pod and TTFT (JSON), to see why a policy did what it did.
+    trace: { type: 'string' },
     // Worker processes of our data plane (`dataplane --workers`); default 1. With 2, the same
     // matrix shows whether sharing load across workers keeps the routing quality of one.
     workers: { type: 'string' },
@@ -780,6 +783,29 @@ function healthOf(d: DebugView): Record<string, { ejection?: string; restarts?: 
 
 const isError = (r: RequestResult) => r.error !== undefined || r.status !== 200
 
+/** Polls our first replica's /debug/endpoints every 100 ms until the returned stop is called. */
+function traceDebug(): () => Promise<unknown[]> {
+  const snapshots: unknown[] = []
+  const t0 = performance.now()
+  let on = true
+  const loop = (async () => {
+    while (on) {
+      try {
+        const d = await getJson<unknown>(`http://127.0.0.1:${GW_PORT}/debug/endpoints`)
+        snapshots.push({ t: performance.now() - t0, d })
+      } catch {
+        // the gateway may be between workers: next poll
+      }
+      await new Promise((r) => setTimeout(r, 100))
+    }
+  })()
+  return async () => {
+    on = false
+    await loop
+    return snapshots
+  }
+}
+
 /** When each restart begins (ms after the start of the load) in the restart scenario. */
 function restartTimes(): { pod: string; at: number; downMs: number }[] {
   return RESTARTS.map((x) => ({ pod: x.pod, at: x.atFraction * DURATION_MS, downMs: x.downMs }))
@@ -867,7 +893,15 @@ async function runOne(spec: RunSpec, dir: string, peers: PeerInstalls): Promise<
       retired.push(...before)
       await new Promise((r) => setTimeout(r, IDLE_RESTART_LEAD_MS))
     }
+    const trace = opts.trace !== undefined && policy.peer === undefined ? traceDebug() : undefined
     const results = await runOpenLoop(origin, plan)
+    if (trace !== undefined && opts.trace !== undefined) {
+      const file = join(
+        opts.trace,
+        `${regimeOf(w.name, scenario)}-${policy.name.replace(/\W+/g, '_')}.json`,
+      )
+      await writeFile(file, JSON.stringify({ snapshots: await trace(), requests: results }))
+    }
     for (const t of timers) clearTimeout(t)
     await Promise.all(restarts)
     const tagged =

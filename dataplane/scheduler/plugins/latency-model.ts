@@ -29,6 +29,9 @@ const WAIT_SCALE_MAX = 4
 /** Predicted waits shorter than this say too little to calibrate the scale. */
 const MIN_WAIT_SAMPLE_MS = 5
 const EWMA_ALPHA = 0.1
+/** Pooled samples after which a TTFT far above the prefill line is clamped (see `observed`). */
+const CLAMP_AFTER_SAMPLES = 8
+const CLAMP_FACTOR = 3
 
 export interface LatencyPriors {
   /** Prefill cost per uncached prompt token before anything was observed (ms). */
@@ -181,7 +184,12 @@ export class LatencyModel {
    */
   observed(
     ep: EndpointState,
-    predicted: { readonly uncached: number; readonly waitMs: number },
+    predicted: {
+      readonly uncached: number
+      readonly waitMs: number
+      /** False: the free slot was an assumption (see `observed`); default true. */
+      readonly slotKnownFree?: boolean
+    },
     o: { readonly ttftMs?: number; readonly tpotMs?: number; readonly completionTokens?: number },
   ): void {
     if (o.completionTokens !== undefined && o.completionTokens > 0) {
@@ -191,9 +199,20 @@ export class LatencyModel {
     const y = o.ttftMs
     if (y === undefined || !Number.isFinite(y) || y < 0) return
     if (predicted.waitMs <= 0) {
-      // Dispatched with a free slot: the TTFT measures prefill (plus overheads).
-      this.of(ep).fit.add(predicted.uncached, y)
-      this.pool.add(predicted.uncached, y)
+      // Dispatched with a free slot: the TTFT measures prefill (plus overheads) — but only if the
+      // slot surely was free. A slot merely assumed free (batch limit not yet seen, a scrape
+      // behind) may have meant queueing, and a queued TTFT taken for prefill inflates the line:
+      // hundreds of ms of "overhead" on the pods that happened to queue, which then look slow
+      // for the next 30 samples while the others are flooded.
+      if (predicted.slotKnownFree === false) return
+      // TTFT = prefill + queueing ≥ prefill: an answer far above the line is queueing the view
+      // missed, not a slower GPU. Clamped, a truly slower engine still lifts the line within a
+      // few samples.
+      const p = this.prefill(ep)
+      const line = p.overhead + predicted.uncached * p.perToken
+      const v = this.pool.n >= CLAMP_AFTER_SAMPLES ? Math.min(y, CLAMP_FACTOR * line) : y
+      this.of(ep).fit.add(predicted.uncached, v)
+      this.pool.add(predicted.uncached, v)
       return
     }
     if (predicted.waitMs < MIN_WAIT_SAMPLE_MS) return

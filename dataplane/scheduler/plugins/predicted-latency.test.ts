@@ -148,6 +148,42 @@ describe('predicted-latency', () => {
     expect(p.model.meanOutputTokens).toBeCloseTo(32, 0)
   })
 
+  it('does not take queueing it could not see for prefill: assumed-free slots and outliers', () => {
+    const p = new PredictedLatencyPlugin({})
+    const ep = state('a', 2)
+    // Seen running 4, never queueing: capacity is assumed (8), only 4 slots are known.
+    scraped(ep, 0, { running: 4, tpotMeanSec: 0.01 })
+    const probe = req(undefined, `fresh prompt ${'lorem ipsum '.repeat(200)}`, 32)
+    scores(p, probe, [ep])
+    const before = p.predict(probe, ep).ttftMs
+    for (let k = 0; k < 10; k++) {
+      const r = req(undefined, `prompt ${k} ${'lorem ipsum '.repeat(200)}`, 32)
+      ep.dispatchStarted(r.ticket, 0)
+      p.onDispatch(r, ep)
+      // The engine was in fact full: it queued this request for 800 ms.
+      expect(p.predict(r, ep, 1).waitMs).toBe(0)
+      p.onComplete(r, ep, ok(800, 1200, 32))
+      ep.dispatchEnded(r.ticket, ok(800, 1200, 32), 0)
+    }
+    expect(p.model.peek(ep)?.fit.n ?? 0).toBe(0)
+    expect(p.predict(probe, ep).ttftMs).toBeCloseTo(before, 6)
+    // Known free (nothing of ours there, scrape shows 0 running): 20 answers at 60 ms, then one
+    // at 5 s whose queueing the view missed moves the line little.
+    scraped(ep, 1, { running: 0, tpotMeanSec: 0.01 })
+    for (let k = 0; k < 20; k++) {
+      const r = req(undefined, `prompt ${k} ${'lorem ipsum '.repeat(200)}`, 32)
+      p.onDispatch(r, ep)
+      p.onComplete(r, ep, ok(60, 400, 32))
+    }
+    const settled = p.predict(probe, ep).ttftMs
+    expect(Math.abs(settled - 60)).toBeLessThan(5)
+    const r = req(undefined, `outlier ${'lorem ipsum '.repeat(200)}`, 32)
+    p.onDispatch(r, ep)
+    p.onComplete(r, ep, ok(5000, 5400, 32))
+    // Unclamped, it would lift the line by ~230 ms (one of ~20 samples, 4.9 s above).
+    expect(p.predict(probe, ep).ttftMs).toBeLessThan(settled + 20)
+  })
+
   it('learns the prefill cost per token when prompts differ in what is cached', () => {
     const p = new PredictedLatencyPlugin({})
     const ep = state('a', 2)

@@ -51,6 +51,7 @@ interface Dispatched {
   readonly ep: EndpointState
   readonly uncached: number
   readonly waitMs: number
+  readonly slotKnownFree: boolean
 }
 
 export interface Prediction {
@@ -102,6 +103,17 @@ export class PredictedLatencyPlugin implements Plugin {
     const m = ep.fresh(now)
     if (m !== undefined && m.waiting > 0 && m.running > 0 && m.running < c) c = m.running
     return c
+  }
+
+  /**
+   * Batch slots `ep` surely has: its learned or configured limit, else the most it was seen
+   * running, and at least one (nothing pending: nothing to wait for). `capacity` may assume
+   * more; calibration trusts only these.
+   */
+  knownSlots(ep: EndpointState): number {
+    if (ep.learnedCapacity > 0) return ep.learnedCapacity
+    if (this.maxNumSeqs > 0) return this.maxNumSeqs
+    return Math.max(1, this.model.peek(ep)?.maxRunning ?? 0)
   }
 
   /** The prediction for one endpoint (tests, debug); `pendingOffset` excludes a just-sent request. */
@@ -204,7 +216,12 @@ export class PredictedLatencyPlugin implements Plugin {
   onDispatch(req: SchedRequest, ep: EndpointState): void {
     // The scheduler counted this request in the endpoint's pending already: predict without it.
     const p = this.predict(req, ep, 1)
-    const rec: Dispatched = { ep, uncached: p.uncachedTokens, waitMs: p.waitMs }
+    const rec: Dispatched = {
+      ep,
+      uncached: p.uncachedTokens,
+      waitMs: p.waitMs,
+      slotKnownFree: p.pending < this.knownSlots(ep),
+    }
     req.scratch.set(this, rec)
     this.model.dispatched(p.uncachedTokens)
     this.index.onDispatch(req, ep)
