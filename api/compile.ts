@@ -5,6 +5,7 @@
 
 import { canonicalCopy } from './canonical-json.js'
 import { parseDuration } from './duration.js'
+import { compileHTTPRoutes, compileInferencePools, type GaieCompileInput } from './gaie-compile.js'
 import {
   checkRouteAccess,
   compileAuthorization,
@@ -33,15 +34,16 @@ import type {
 import {
   DEFAULT_RETRY,
   DEFAULT_TIMEOUTS,
-  type RoutingSnapshot,
+  inferencePoolKey,
   type PdConnector,
+  type RoutingSnapshot,
   type SchedulerArgValue,
   SNAPSHOT_SCHEMA_VERSION,
   type SnapshotEndpoint,
   type SnapshotFallback,
   type SnapshotMatch,
-  type SnapshotProvider,
   type SnapshotPd,
+  type SnapshotProvider,
   type SnapshotRoute,
   type SnapshotRule,
   type SnapshotScheduler,
@@ -64,10 +66,13 @@ export interface EndpointInput {
   labels?: Record<string, string>
 }
 
-export interface CompileInput {
+export interface CompileInput extends GaieCompileInput {
   routes: readonly unknown[]
   servers: readonly unknown[]
-  /** Keyed by "namespace/name" of the ModelServer the endpoints belong to. */
+  /**
+   * Keyed by "namespace/name" of the ModelServer the endpoints belong to, or by
+   * `inferencePoolKey` for an InferencePool's pods.
+   */
   endpoints: Readonly<Record<string, readonly EndpointInput[]>>
   version: number
   /** GatewayPolicy objects (ours); at most one applies. */
@@ -82,7 +87,14 @@ export interface CompileInput {
 }
 
 export interface Diagnostic {
-  kind: 'ModelRoute' | 'ModelServer' | 'GatewayPolicy' | 'ExternalModelProvider'
+  kind:
+    | 'ModelRoute'
+    | 'ModelServer'
+    | 'GatewayPolicy'
+    | 'ExternalModelProvider'
+    | 'InferencePool'
+    | 'InferenceObjective'
+    | 'HTTPRoute'
   /** "namespace/name" */
   key: string
   severity: 'error' | 'warning'
@@ -122,7 +134,7 @@ function rawKey(obj: unknown): string {
  * come from one API server; if a caller passes them anyway, keeping either would depend on input
  * order, so both are dropped.
  */
-function admit<T extends { metadata: { name: string; namespace?: string | undefined } }>(
+export function admit<T extends { metadata: { name: string; namespace?: string | undefined } }>(
   kind: Diagnostic['kind'],
   objects: readonly unknown[],
   validate: (
@@ -246,18 +258,6 @@ function unsupportedServerField(ms: ModelServer): { path: string; what: string }
   return undefined
 }
 
-function compileServer(
-  key: string,
-  ms: ModelServer,
-  endpoints: readonly EndpointInput[],
-  diagnostics: Diagnostic[],
-): SnapshotServer {
-  const port = ms.spec.workloadPort.port
-  const eps: SnapshotEndpoint[] = endpoints
-    .map((e) => ({
-      name: e.name,
-      address: e.address,
-      port: e.port ?? port,
 /** pdGroup → the snapshot's pairing; the connector defaults as Kthena's (SGLang → sglang). */
 function compilePd(ms: ModelServer): SnapshotPd | undefined {
   const g = ms.spec.workloadSelector.pdGroup
@@ -277,6 +277,18 @@ function compilePd(ms: ModelServer): SnapshotPd | undefined {
   }
 }
 
+function compileServer(
+  key: string,
+  ms: ModelServer,
+  endpoints: readonly EndpointInput[],
+  diagnostics: Diagnostic[],
+): SnapshotServer {
+  const port = ms.spec.workloadPort.port
+  const eps: SnapshotEndpoint[] = endpoints
+    .map((e) => ({
+      name: e.name,
+      address: e.address,
+      port: e.port ?? port,
       ready: e.ready,
       labels: sortedLabels(e.labels),
     }))
@@ -309,18 +321,6 @@ function compilePd(ms: ModelServer): SnapshotPd | undefined {
     endpoints: unique,
     ...(ms.spec.scheduler !== undefined ? { scheduler: compileScheduler(ms.spec.scheduler) } : {}),
   }
-  return server
-}
-
-function cmp(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0
-}
-
-// ---------------------------------------------------------------------------------------------
-// routes
-
-function compileStringMatch(m: StringMatch): SnapshotStringMatch {
-  // Validation guarantees exactly one is set.
   const pd = compilePd(ms)
   if (pd !== undefined) return { ...server, pd }
   if (ms.spec.kvConnector !== undefined) {
@@ -334,6 +334,18 @@ function compileStringMatch(m: StringMatch): SnapshotStringMatch {
         'spec.kvConnector has no effect without spec.workloadSelector.pdGroup; every Pod serves whole requests',
     })
   }
+  return server
+}
+
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0
+}
+
+// ---------------------------------------------------------------------------------------------
+// routes
+
+function compileStringMatch(m: StringMatch): SnapshotStringMatch {
+  // Validation guarantees exactly one is set.
   if (m.exact !== undefined) return { kind: 'exact', value: m.exact }
   if (m.prefix !== undefined) return { kind: 'prefix', value: m.prefix }
   return { kind: 'regex', value: m.regex ?? '' }
@@ -371,25 +383,13 @@ function compileRoute(
   const rules: SnapshotRule[] = []
   /** A target reference resolved in the route's namespace, or a diagnostic and undefined. */
   const resolve = (
-    t: { modelServerName?: string | undefined; externalModelProviderName?: string | undefined },
+    t: {
+      modelServerName?: string | undefined
+      externalModelProviderName?: string | undefined
+      inferencePoolName?: string | undefined
+    },
     path: string,
   ): SnapshotTargetRef | undefined => {
-    if (t.modelServerName === undefined || t.modelServerName === '') {
-      const name = t.externalModelProviderName ?? ''
-      const providerKey = `${ns}/${name}`
-      if (providers.has(providerKey)) return { provider: providerKey }
-      diagnostics.push({
-        kind: 'ModelRoute',
-        key,
-        severity: 'error',
-        reason: 'ExternalModelProviderNotFound',
-        message: `${path} refers to externalmodelprovider "${name}" which does not exist`,
-        path,
-      })
-      return undefined
-    }
-    const serverKey = `${ns}/${t.modelServerName}`
-    if (servers.has(serverKey)) return { server: serverKey }
     if (t.inferencePoolName !== undefined && t.inferencePoolName !== '') {
       const poolKey = inferencePoolKey(ns, t.inferencePoolName)
       if (servers.has(poolKey)) return { server: poolKey }
@@ -407,6 +407,22 @@ function compileRoute(
       })
       return undefined
     }
+    if (t.modelServerName === undefined || t.modelServerName === '') {
+      const name = t.externalModelProviderName ?? ''
+      const providerKey = `${ns}/${name}`
+      if (providers.has(providerKey)) return { provider: providerKey }
+      diagnostics.push({
+        kind: 'ModelRoute',
+        key,
+        severity: 'error',
+        reason: 'ExternalModelProviderNotFound',
+        message: `${path} refers to externalmodelprovider "${name}" which does not exist`,
+        path,
+      })
+      return undefined
+    }
+    const serverKey = `${ns}/${t.modelServerName}`
+    if (servers.has(serverKey)) return { server: serverKey }
     const field = unsupported.get(serverKey)
     if (field !== undefined) {
       diagnostics.push({
@@ -713,6 +729,12 @@ export function compileSnapshot(input: CompileInput): CompileResult {
     servers.set(key, compileServer(key, ms, input.endpoints[key] ?? [], diagnostics))
   }
 
+  // InferencePools join the servers (keys never collide: `InferencePool:ns/name`), so ModelRoute
+  // targets and HTTPRoute backends resolve them the same way.
+  const pools = compileInferencePools(input, input.endpoints, diagnostics)
+  for (const [k, v] of pools.servers) servers.set(k, v)
+  for (const [k, v] of pools.unsupported) unsupported.set(k, v)
+
   const validProviders = admit(
     'ExternalModelProvider',
     input.providers ?? [],
@@ -729,12 +751,6 @@ export function compileSnapshot(input: CompileInput): CompileResult {
     if (why !== undefined) {
       diagnostics.push({
         kind: 'ExternalModelProvider',
-  // InferencePools join the servers (keys never collide: `InferencePool:ns/name`), so ModelRoute
-  // targets and HTTPRoute backends resolve them the same way.
-  const pools = compileInferencePools(input, input.endpoints, diagnostics)
-  for (const [k, v] of pools.servers) servers.set(k, v)
-  for (const [k, v] of pools.unsupported) unsupported.set(k, v)
-
         key,
         severity: 'error',
         reason: 'PrivateAddress',
@@ -752,6 +768,7 @@ export function compileSnapshot(input: CompileInput): CompileResult {
     if (r !== undefined) routes.push(r)
   }
   warnDuplicates(routes, diagnostics)
+  routes.push(...compileHTTPRoutes(input, pools, diagnostics))
   const policy = compilePolicies(input.policies ?? [], diagnostics)
   for (const r of routes) checkRouteAccess(r.key, r, policy, diagnostics)
 
@@ -768,7 +785,6 @@ export function compileSnapshot(input: CompileInput): CompileResult {
     ...content,
     version: input.version,
     hash: snapshotHash(content),
-  routes.push(...compileHTTPRoutes(input, pools, diagnostics))
   })
   diagnostics.sort(
     (a, b) =>

@@ -137,7 +137,7 @@ metadata: { name: s }
       ),
     ).toBe(true)
     expect(issues.find((i) => i.code === 'UNKNOWN_KIND')?.message).toBe(
-      'unknown kind "ConfigMap" (expected ModelRoute, ModelServer, ExternalModelProvider, StaticEndpoints or GatewayPolicy)',
+      'unknown kind "ConfigMap" (expected ModelRoute, ModelServer, ExternalModelProvider, StaticEndpoints, GatewayPolicy, InferencePool, InferenceObjective or HTTPRoute)',
     )
   })
 
@@ -220,6 +220,9 @@ endpoints:
       endpoints: {},
       policies: [],
       providers: [],
+      inferencePools: [],
+      objectives: [],
+      httpRoutes: [],
       issues: [],
     })
   })

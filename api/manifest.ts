@@ -14,9 +14,18 @@ import {
 } from 'yaml'
 import { z } from 'zod'
 import type { EndpointInput } from './compile.js'
+import {
+  HTTPROUTE_API_VERSION,
+  INFERENCE_POOL_API_VERSION,
+  OBJECTIVE_API_VERSIONS,
+  validateHTTPRoute,
+  validateInferenceObjective,
+  validateInferencePool,
+} from './gaie.js'
 import { validateGatewayPolicy } from './policy.js'
 import { validateExternalModelProvider } from './provider.js'
 import { API_VERSION, objectMetaSchema, ROUTING_API_VERSIONS } from './schema.js'
+import { inferencePoolKey } from './snapshot.js'
 import {
   formatPath,
   type PathSegment,
@@ -53,6 +62,12 @@ export interface ParsedManifests {
   policies: unknown[]
   /** ExternalModelProvider documents. */
   providers: unknown[]
+  /** Gateway API Inference Extension InferencePool documents (their endpoints: `endpoints`). */
+  inferencePools: unknown[]
+  /** InferenceObjective documents (llm-d.ai and inference.networking.x-k8s.io). */
+  objectives: unknown[]
+  /** Gateway API HTTPRoute documents. */
+  httpRoutes: unknown[]
   issues: ManifestIssue[]
 }
 
@@ -62,6 +77,8 @@ const staticEndpointsSchema = z.looseObject({
   apiVersion: z.literal(STANDALONE_API_VERSION),
   kind: z.literal('StaticEndpoints'),
   metadata: objectMetaSchema,
+  /** What `metadata.name` names: a ModelServer (default) or an InferencePool. */
+  targetKind: z.enum(['ModelServer', 'InferencePool']).optional(),
   endpoints: z.array(
     z.strictObject({
       name: z.string().min(1, { error: 'must not be empty' }),
@@ -84,6 +101,9 @@ type Kind =
   | 'StaticEndpoints'
   | 'GatewayPolicy'
   | 'ExternalModelProvider'
+  | 'InferencePool'
+  | 'InferenceObjective'
+  | 'HTTPRoute'
 
 /** Kthena's kinds in both its groups; GatewayPolicy and StaticEndpoints are ours only. */
 const API_VERSIONS_OF: Readonly<Record<Kind, readonly string[]>> = {
@@ -92,6 +112,9 @@ const API_VERSIONS_OF: Readonly<Record<Kind, readonly string[]>> = {
   StaticEndpoints: [STANDALONE_API_VERSION],
   GatewayPolicy: [API_VERSION],
   ExternalModelProvider: ROUTING_API_VERSIONS,
+  InferencePool: [INFERENCE_POOL_API_VERSION],
+  InferenceObjective: OBJECTIVE_API_VERSIONS,
+  HTTPRoute: [HTTPROUTE_API_VERSION],
 }
 
 function isKind(k: unknown): k is Kind {
@@ -100,7 +123,10 @@ function isKind(k: unknown): k is Kind {
     k === 'ModelServer' ||
     k === 'StaticEndpoints' ||
     k === 'GatewayPolicy' ||
-    k === 'ExternalModelProvider'
+    k === 'ExternalModelProvider' ||
+    k === 'InferencePool' ||
+    k === 'InferenceObjective' ||
+    k === 'HTTPRoute'
   )
 }
 
@@ -150,6 +176,9 @@ export function parseManifests(files: readonly ManifestFile[]): ParsedManifests 
     endpoints: {},
     policies: [],
     providers: [],
+    inferencePools: [],
+    objectives: [],
+    httpRoutes: [],
     issues: [],
   }
   const seen = new Map<string, Seen>()
@@ -228,7 +257,7 @@ export function parseManifests(files: readonly ManifestFile[]): ParsedManifests 
           const msg =
             kind === undefined
               ? 'kind is required'
-              : `unknown kind ${JSON.stringify(kind)} (expected ModelRoute, ModelServer, ExternalModelProvider, StaticEndpoints or GatewayPolicy)`
+              : `unknown kind ${JSON.stringify(kind)} (expected ModelRoute, ModelServer, ExternalModelProvider, StaticEndpoints, GatewayPolicy, InferencePool, InferenceObjective or HTTPRoute)`
           issue([...prefix, 'kind'], 'kind', msg, 'UNKNOWN_KIND')
           return
         }
@@ -280,6 +309,40 @@ export function parseManifests(files: readonly ManifestFile[]): ParsedManifests 
           accept = () => {
             out.providers.push(obj)
           }
+        } else if (kind === 'InferencePool') {
+          const r = validateInferencePool(obj)
+          if (!r.ok) {
+            report(r.issues)
+            return
+          }
+          key = `${r.value.metadata.namespace ?? 'default'}/${r.value.metadata.name}`
+          accept = () => {
+            serverKeys.add(
+              inferencePoolKey(r.value.metadata.namespace ?? 'default', r.value.metadata.name),
+            )
+            out.inferencePools.push(obj)
+          }
+        } else if (kind === 'InferenceObjective') {
+          const r = validateInferenceObjective(obj)
+          if (!r.ok) {
+            report(r.issues)
+            return
+          }
+          // Both groups may hold an objective of one name (llm-d.ai's wins in the compiler).
+          key = `${String(apiVersion)} ${r.value.metadata.namespace ?? 'default'}/${r.value.metadata.name}`
+          accept = () => {
+            out.objectives.push(obj)
+          }
+        } else if (kind === 'HTTPRoute') {
+          const r = validateHTTPRoute(obj)
+          if (!r.ok) {
+            report(r.issues)
+            return
+          }
+          key = `${r.value.metadata.namespace ?? 'default'}/${r.value.metadata.name}`
+          accept = () => {
+            out.httpRoutes.push(obj)
+          }
         } else if (kind === 'GatewayPolicy') {
           const r = validateGatewayPolicy(obj)
           if (!r.ok) {
@@ -297,7 +360,11 @@ export function parseManifests(files: readonly ManifestFile[]): ParsedManifests 
             return
           }
           const se = r.value
-          key = `${se.metadata.namespace ?? 'default'}/${se.metadata.name}`
+          const ns = se.metadata.namespace ?? 'default'
+          key =
+            se.targetKind === 'InferencePool'
+              ? inferencePoolKey(ns, se.metadata.name)
+              : `${ns}/${se.metadata.name}`
           const names = new Set<string>()
           const endpoints: EndpointInput[] = []
           let bad = false
@@ -356,7 +423,9 @@ export function parseManifests(files: readonly ManifestFile[]): ParsedManifests 
         line: p.line,
         column: p.column,
         path: 'metadata.name',
-        message: `static endpoints for modelserver "${p.key}" which does not exist`,
+        message: p.key.startsWith('InferencePool:')
+          ? `static endpoints for inferencepool "${p.key.slice('InferencePool:'.length)}" which does not exist`
+          : `static endpoints for modelserver "${p.key}" which does not exist`,
         code: 'SERVER_NOT_FOUND',
       })
       continue

@@ -137,6 +137,13 @@ export const targetModelSchema = z
         "ExternalModelProvider in the route's namespace; exactly one of this or modelServerName.",
       )
       .optional(),
+    // Ours: a Gateway API Inference Extension pool as the target (docs/gaie.md).
+    inferencePoolName: z
+      .string()
+      .describe(
+        "InferencePool (inference.networking.k8s.io/v1) in the route's namespace; instead of modelServerName or externalModelProviderName.",
+      )
+      .optional(),
     // Kthena's CRD default: a target without a weight weighs 100, also next to weighted ones.
     weight: intRange(0, 100)
       .default(100)
@@ -145,8 +152,9 @@ export const targetModelSchema = z
   .meta({
     'x-kubernetes-validations': [
       {
-        rule: "(has(self.modelServerName) && self.modelServerName != '') != (has(self.externalModelProviderName) && self.externalModelProviderName != '')",
-        message: 'exactly one of modelServerName or externalModelProviderName must be set',
+        rule: "(has(self.modelServerName) && self.modelServerName != '' ? 1 : 0) + (has(self.externalModelProviderName) && self.externalModelProviderName != '' ? 1 : 0) + (has(self.inferencePoolName) && self.inferencePoolName != '' ? 1 : 0) == 1",
+        message:
+          'exactly one of modelServerName or externalModelProviderName (or inferencePoolName) must be set',
       },
     ],
   })

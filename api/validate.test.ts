@@ -139,7 +139,7 @@ describe('validateModelRoute: semantic checks (Kthena webhook parity)', () => {
     const r = validateModelRoute(route({ modelName: 'm', rules: [{ targetModels: [both, {}] }] }))
     expect(codesOf(r)).toEqual(['TARGET_ONE_OF', 'TARGET_ONE_OF'])
     expect(issuesOf(r)[1]).toBe(
-      'spec.rules[0].targetModels[1]: exactly one of modelServerName or externalModelProviderName must be set',
+      'spec.rules[0].targetModels[1]: exactly one of modelServerName or externalModelProviderName (or inferencePoolName) must be set',
     )
   })
 

@@ -244,10 +244,12 @@ function checkRoute(route: ModelRoute): ValidationIssue[] {
       const at: PathSegment[] = [...rulePath, 'targetModels', i]
       const server = nonEmpty(t.modelServerName)
       const provider = nonEmpty(t.externalModelProviderName)
-      if (server === provider) {
+      const pool = nonEmpty(t.inferencePoolName)
+      if ((server ? 1 : 0) + (provider ? 1 : 0) + (pool ? 1 : 0) !== 1) {
         out.push({
           path: formatPath(at),
-          message: 'exactly one of modelServerName or externalModelProviderName must be set',
+          message:
+            'exactly one of modelServerName or externalModelProviderName (or inferencePoolName) must be set',
           code: 'TARGET_ONE_OF',
         })
       } else if (provider && loras.length > 0) {

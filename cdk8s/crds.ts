@@ -166,8 +166,9 @@ export const EXACTLY_ONE_MATCH: CelRule = {
   message: 'exactly one of exact, prefix or regex must be set',
 }
 export const EXACTLY_ONE_TARGET: CelRule = {
-  rule: "(has(self.modelServerName) && self.modelServerName != '') != (has(self.externalModelProviderName) && self.externalModelProviderName != '')",
-  message: 'exactly one of modelServerName or externalModelProviderName must be set',
+  rule: "(has(self.modelServerName) && self.modelServerName != '' ? 1 : 0) + (has(self.externalModelProviderName) && self.externalModelProviderName != '' ? 1 : 0) + (has(self.inferencePoolName) && self.inferencePoolName != '' ? 1 : 0) == 1",
+  message:
+    'exactly one of modelServerName or externalModelProviderName (or inferencePoolName) must be set',
 }
 export const MODEL_OR_LORA: CelRule = {
   rule: "(has(self.modelName) && self.modelName != '') || (has(self.loraAdapters) && size(self.loraAdapters) > 0)",

@@ -88,9 +88,17 @@ export interface PublicModel {
   readonly route: string
 }
 
+/** A rule of a route that claims every model (HTTPRoute), in Gateway API precedence order. */
+interface AnyModelRule {
+  readonly route: SnapshotRoute
+  readonly rule: CompiledRule
+}
+
 export class RouteTable {
   private readonly byModel = new Map<string, CompiledRoute[]>()
   private readonly byLora = new Map<string, CompiledRoute[]>()
+  /** HTTPRoute rules: consulted when no ModelRoute claims the model or none of its rules match. */
+  private readonly anyModel: readonly AnyModelRule[]
   readonly models: readonly PublicModel[]
   readonly snapshot: RoutingSnapshot
   private readonly random: () => number
@@ -103,11 +111,16 @@ export class RouteTable {
     this.snapshot = snapshot
     this.random = random
     const models = new Map<string, PublicModel>()
+    const anyModel: AnyModelRule[] = []
     // Routes arrive in precedence order (oldest first); keeping insertion order preserves it.
     for (const route of snapshot.routes) {
       if (!servedByGateway(route, gateway)) continue
       const compiled = compileRoute(route, snapshot)
       if (compiled.rules.length === 0) continue
+      if (route.anyModel === true) {
+        for (const rule of compiled.rules) anyModel.push({ route, rule })
+        continue
+      }
       const created = Math.floor(Date.parse(route.creationTimestamp) / 1000) || 0
       if (route.modelName) {
         push(this.byModel, route.modelName, compiled)
@@ -120,6 +133,8 @@ export class RouteTable {
       }
     }
     this.models = [...models.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+    // Stable sort: equal precedence keeps the snapshot's order (oldest route first, rule order).
+    this.anyModel = anyModel.sort((a, b) => precedence(b.rule) - precedence(a.rule))
   }
 
   hasModel(model: string): boolean {
@@ -130,38 +145,50 @@ export class RouteTable {
     const base = this.byModel.get(req.model)
     const lora = base ? undefined : this.byLora.get(req.model)
     const routes = base ?? lora
-    if (!routes) return { kind: 'unknown-model' }
+    if (!routes) return this.resolveAnyModel(req) ?? { kind: 'unknown-model' }
     const isLora = base === undefined
     for (const r of routes) {
       for (const cr of r.rules) {
         if (!ruleMatches(cr, req)) continue
-        const picked = this.pickTarget(cr)
-        const plain = picked.kind === 'server' && cr.fallback.length === 0
-        // A base-model request to a plain rule resolves the same way every time (the model is
-        // the route's): one shared, immutable result instead of four objects per request.
-        const cached = plain && !isLora ? cr.plainResults.get(picked) : undefined
-        if (cached !== undefined) return cached
-        const targets = plain
-          ? [this.target(picked, isLora, req.model)]
-          : [picked, ...cr.fallback.filter((f) => !sameTarget(f, picked))].map((t) =>
-              this.target(t, isLora, req.model),
-            )
-        const result: RouteResult = {
-          kind: 'chain',
-          decision: {
-            route: r.route,
-            rule: cr.rule,
-            isLora,
-            targets,
-            fallbackOn: cr.fallbackOn,
-            plain,
-          },
-        }
-        if (plain && !isLora) cr.plainResults.set(picked, result)
-        return result
+        return this.decide(r.route, cr, isLora, req)
       }
     }
-    return { kind: 'no-rule' }
+    return this.resolveAnyModel(req) ?? { kind: 'no-rule' }
+  }
+
+  /** The first matching HTTPRoute rule; the model passes through as the client sent it. */
+  private resolveAnyModel(req: RouteRequest): RouteResult | undefined {
+    for (const a of this.anyModel) {
+      if (ruleMatches(a.rule, req)) return this.decide(a.route, a.rule, false, req)
+    }
+    return undefined
+  }
+
+  private decide(
+    route: SnapshotRoute,
+    cr: CompiledRule,
+    isLora: boolean,
+    req: RouteRequest,
+  ): RouteResult {
+    const picked = this.pickTarget(cr)
+    const plain = picked.kind === 'server' && cr.fallback.length === 0
+    // A base-model request to a plain rule resolves the same way every time (the model is the
+    // route's): one shared, immutable result instead of four objects per request. Not for
+    // HTTPRoutes, whose requests carry any model.
+    const cacheable = plain && !isLora && route.anyModel !== true
+    const cached = cacheable ? cr.plainResults.get(picked) : undefined
+    if (cached !== undefined) return cached
+    const targets = plain
+      ? [this.target(picked, isLora, req.model)]
+      : [picked, ...cr.fallback.filter((f) => !sameTarget(f, picked))].map((t) =>
+          this.target(t, isLora, req.model),
+        )
+    const result: RouteResult = {
+      kind: 'chain',
+      decision: { route, rule: cr.rule, isLora, targets, fallbackOn: cr.fallbackOn, plain },
+    }
+    if (cacheable) cr.plainResults.set(picked, result)
+    return result
   }
 
   private target(t: Resolved, isLora: boolean, model: string): RouteTarget {
@@ -270,6 +297,25 @@ export function stringTest(m: SnapshotStringMatch): StringTest {
       // Linear-time (RE2): a header value can never make matching backtrack.
       return compileRegex(v)
   }
+}
+
+/**
+ * Gateway API match precedence for HTTPRoute rules, higher first: an Exact path, then the longest
+ * PathPrefix, then (ours) regexes, then more header matches. Ties keep the snapshot order, which
+ * is the oldest route first, as Gateway API asks.
+ */
+function precedence(cr: CompiledRule): number {
+  const uri = cr.rule.match?.uri
+  const headers = cr.rule.match?.headers.length ?? 0
+  const pathRank =
+    uri === undefined
+      ? 0
+      : uri.kind === 'exact'
+        ? 3_000_000 + uri.value.length
+        : uri.kind === 'path-prefix' || uri.kind === 'prefix'
+          ? 1_000_000 + uri.value.replace(/\/+$/, '').length * 2 + 1
+          : 2_000
+  return pathRank * 100 + headers
 }
 
 function ruleMatches(cr: CompiledRule, req: RouteRequest): boolean {

@@ -45,7 +45,8 @@ export function indexCompile(
   for (const d of diagnostics) {
     // ExternalModelProvider status (Ready, CredentialsResolved) is not computed here yet.
     if (d.kind === 'GatewayPolicy' || d.kind === 'ExternalModelProvider') continue
-    const k = viewKey(d.kind, d.key)
+    // Every other kind (GAIE's included) by `${kind}/${key}`, the same shape as viewKey.
+    const k = `${d.kind}/${d.key}`
     const list = byKey.get(k)
     if (list === undefined) byKey.set(k, [d])
     else list.push(d)
@@ -339,7 +340,6 @@ export function serverStatus(
             `no ready decode pod has a ready prefill pod with the same ${server?.pd?.groupKey} label`,
             g,
           )
-
         : counts.ready === 0
           ? cond(
               CONDITION_TYPES.ready,
@@ -355,6 +355,7 @@ export function serverStatus(
               `${counts.ready} of ${counts.total} selected pod(s) ready`,
               g,
             )
+
   const status: ModelServerStatus = {
     observedGeneration: g,
     conditions: withTransitionTimes([accepted, readyCond], existingConditions(subject.status), now),

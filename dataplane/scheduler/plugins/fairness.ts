@@ -27,6 +27,7 @@
 //
 // Identity comes from a configurable header for now; authentication will provide it later.
 
+import { objectivePriority } from '../../../api/snapshot.js'
 import { GatewayError } from '../../errors.js'
 import type { DispatchOutcome } from '../../picker.js'
 import { intArg, numArg, numMapArg, strArg } from '../args.js'
@@ -132,6 +133,9 @@ export class FairnessPlugin implements Plugin {
   }
 
   priorityOf(req: SchedRequest): number {
+    // An InferencePool request naming an InferenceObjective gets the objective's priority (GAIE).
+    const objective = objectivePriority(req.ctx.server, req.ctx.header)
+    if (objective !== undefined) return Math.max(-1000, Math.min(1000, objective))
     const p = Number(req.ctx.header(this.priorityHeader))
     return Number.isInteger(p) ? Math.max(-1000, Math.min(1000, p)) : 0
   }
