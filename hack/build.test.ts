@@ -4,19 +4,16 @@
 // Both data-plane runs serve examples/demo/ unchanged except for where its engines are: the
 // StaticEndpoints are moved to simulated engines (hack/sim) on 127.0.0.x with free ports.
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
-import { chmod, copyFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { chmod, copyFile, mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import OpenAI from 'openai'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { parseAllDocuments, stringify } from 'yaml'
 import { type BuildResult, buildAll, SEA_FILE } from './build.js'
 import { freePort } from './cluster/control-plane.js'
+import { demoWithEngines } from './demo-engines.js'
 import { cachedNode, IMAGE_NODE_MAJOR } from './sea/node-dist.js'
-import { type Fleet, type MetricsFormat, type SimOptions, startFleet } from './sim/index.js'
 
-const DEMO_DIR = fileURLToPath(new URL('../examples/demo/', import.meta.url))
 /** Addresses no other test here uses (ports are ephemeral anyway). */
 const SIM_HOST_BASE = 160
 
@@ -42,96 +39,6 @@ afterAll(async () => {
   await rm(out, { recursive: true, force: true })
 })
 
-interface Doc {
-  kind?: string
-  metadata?: { name?: string }
-  spec?: {
-    model?: string
-    inferenceEngine?: string
-    modelName?: string
-    loraAdapters?: string[]
-  }
-  endpoints?: { name: string; address: string; port?: number; labels?: Record<string, string> }[]
-}
-
-const FORMATS: Record<string, MetricsFormat> = { vLLM: 'vllm', SGLang: 'sglang', TGI: 'tgi' }
-
-interface Demo {
-  readonly configDir: string
-  readonly fleet: Fleet
-  /** The names clients may ask for: every route's modelName and LoRA adapters. */
-  readonly models: readonly string[]
-}
-
-/**
- * examples/demo/ with its engines started as simulators: one per endpoint name, serving the model
- * its ModelServer names, with the engine's metrics format and every LoRA adapter a route lists.
- */
-async function demoWithEngines(): Promise<Demo> {
-  const files = (await readdir(DEMO_DIR)).filter((f) => f.endsWith('.yaml'))
-  const parsed = await Promise.all(
-    files.map(async (f) => ({
-      f,
-      docs: parseAllDocuments(await readFile(join(DEMO_DIR, f), 'utf8')).map(
-        (d) => d.toJS() as Doc,
-      ),
-    })),
-  )
-  const all = parsed.flatMap((p) => p.docs)
-  const servers = new Map(
-    all.filter((d) => d.kind === 'ModelServer').map((d) => [d.metadata?.name, d.spec]),
-  )
-  const routes = all.filter((d) => d.kind === 'ModelRoute')
-  const loras = routes.flatMap((r) => r.spec?.loraAdapters ?? [])
-  const models = routes.flatMap((r) => [
-    ...(r.spec?.modelName ? [r.spec.modelName] : []),
-    ...(r.spec?.loraAdapters ?? []),
-  ])
-  const sims = new Map<string, SimOptions>()
-  for (const d of all.filter((x) => x.kind === 'StaticEndpoints')) {
-    const spec = servers.get(d.metadata?.name)
-    for (const e of d.endpoints ?? []) {
-      const known = sims.get(e.name)
-      if (known && (known.model !== 'unknown' || !spec?.model)) continue
-      sims.set(e.name, {
-        name: e.name,
-        host: known?.host ?? `127.0.0.${SIM_HOST_BASE + sims.size}`,
-        port: 0,
-        model: spec?.model ?? 'unknown',
-        metricsFormat: FORMATS[spec?.inferenceEngine ?? ''] ?? 'vllm',
-        loras,
-        maxLoras: Math.max(1, loras.length),
-        zeroLatency: true,
-      })
-    }
-  }
-  const fleet = await startFleet([...sims.values()])
-  cleanups.push(() => fleet.close())
-  const at = new Map(fleet.sims.map((s) => [s.name, s]))
-  const configDir = await mkdtemp(join(tmpdir(), 'igw-demo-config-'))
-  cleanups.push(() => rm(configDir, { recursive: true, force: true }))
-  for (const { f, docs } of parsed) {
-    if (!docs.some((d) => d.kind === 'StaticEndpoints')) {
-      await copyFile(join(DEMO_DIR, f), join(configDir, f))
-      continue
-    }
-    const moved = docs.map((d) =>
-      d.kind !== 'StaticEndpoints'
-        ? d
-        : {
-            ...d,
-            endpoints: (d.endpoints ?? []).map((e) => {
-              const sim = at.get(e.name)
-              if (!sim) throw new Error(`no simulator for endpoint ${e.name}`)
-              return { ...e, address: sim.host, port: sim.port }
-            }),
-          },
-    )
-    await writeFile(join(configDir, f), moved.map((d) => stringify(d)).join('---\n'))
-  }
-  return { configDir, fleet, models }
-}
-
 async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 30_000): Promise<T> {
   const deadline = Date.now() + ms
   let last: unknown
@@ -149,7 +56,7 @@ async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 30_0
 
 /** Starts a data plane (`cmd args --config dir`) and answers every demo model through it. */
 async function serveDemo(cmd: string, args: readonly string[], cwd: string): Promise<void> {
-  const demo = await demoWithEngines()
+  const demo = await demoWithEngines(SIM_HOST_BASE, cleanups)
   const port = await freePort()
   let output = ''
   const proc: ChildProcess = spawn(

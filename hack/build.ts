@@ -8,6 +8,7 @@
 //    runs with no Node and no node_modules on the host. Linux only; `--no-sea` skips it (the
 //    image build does: the image has Node already).
 import { mkdir, writeFile } from 'node:fs/promises'
+import { isBuiltin } from 'node:module'
 import { relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
@@ -37,6 +38,11 @@ export interface BuildResult {
   /** Output file → bytes. */
   readonly outputs: Record<string, number>
   readonly dataplaneInputs: readonly string[]
+  /**
+   * Packages the bundles import at run time instead of inlining (native addons such as zeromq,
+   * marked external and loaded lazily): the image carries them in node_modules beside the bundles.
+   */
+  readonly externals: readonly string[]
   /** The single executable, when built. */
   readonly sea?: { readonly file: string; readonly nodeVersion: string }
 }
@@ -46,6 +52,12 @@ export interface BuildAllOptions {
   readonly sea?: boolean
   /** Node binary to embed in it (default: the running Node). */
   readonly seaNode?: string
+}
+
+/** `@scope/pkg/sub` → `@scope/pkg`, `pkg/sub` → `pkg`. */
+function packageOf(specifier: string): string {
+  const parts = specifier.split('/')
+  return (specifier.startsWith('@') ? parts.slice(0, 2) : parts.slice(0, 1)).join('/')
 }
 
 function checkDataplaneInputs(inputs: readonly string[], what: string): void {
@@ -74,9 +86,13 @@ export async function buildAll(
   const dataplaneInputs = Object.keys(dp.metafile?.inputs ?? {})
   checkDataplaneInputs(dataplaneInputs, 'data-plane bundle')
   const outputs: Record<string, number> = {}
+  const externals = new Set<string>()
   for (const m of [cli.metafile, dp.metafile]) {
-    for (const [file, o] of Object.entries(m?.outputs ?? {}))
+    for (const [file, o] of Object.entries(m?.outputs ?? {})) {
       if (file.endsWith('.mjs')) outputs[file] = o.bytes
+      for (const i of o.imports)
+        if (i.external && !isBuiltin(i.path)) externals.add(packageOf(i.path))
+    }
   }
   let sea: BuildResult['sea']
   if (opts.sea ?? true) {
@@ -89,8 +105,12 @@ export async function buildAll(
     outputs[relative(ROOT, s.file)] = s.bytes
     sea = { file: s.file, nodeVersion: s.nodeVersion }
   }
-  await writeFile(`${outdir}/meta.json`, JSON.stringify({ outputs, dataplaneInputs }, null, 2))
-  return { outputs, dataplaneInputs, ...(sea ? { sea } : {}) }
+  const ext = [...externals].sort()
+  await writeFile(
+    `${outdir}/meta.json`,
+    JSON.stringify({ outputs, dataplaneInputs, externals: ext }, null, 2),
+  )
+  return { outputs, dataplaneInputs, externals: ext, ...(sea ? { sea } : {}) }
 }
 
 function cliOptions(argv: string[]): BuildAllOptions {
