@@ -9,6 +9,7 @@ import type { SnapshotRoute } from '../api/snapshot.js'
 import { type AccessLogger, discardLogger } from './access-log.js'
 import { ModelCatalog } from './api/models.js'
 import { servePlain } from './api/plain.js'
+import { responsesAdmissionView } from './api/responses.js'
 import { requestIdOf } from './api/request-id.js'
 import { DEFAULT_MAX_JSON_DEPTH, parseJsonObject } from './body.js'
 import { errors, GatewayError } from './errors.js'
@@ -69,6 +70,7 @@ const INFERENCE_APIS = {
 } as const
 
 type InferencePath = keyof typeof INFERENCE_APIS
+  '/v1/responses': 'responses',
 
 const MODEL_METHODS: readonly string[] = ['GET', 'HEAD']
 
@@ -288,7 +290,19 @@ export function createApp(deps: AppDeps): Hono {
       if (filters !== undefined && identity !== undefined) {
         try {
           filters.authorize(identity, decision.route, m)
-          limits = await filters.admit({ route: decision.route, identity, api, model: m, body })
+          // The limiter knows chat, completions and embeddings; a Responses request is counted
+          // through its chat-shaped view (dataplane/api/responses.ts).
+          limits = await filters.admit(
+            api === 'responses'
+              ? {
+                  route: decision.route,
+                  identity,
+                  api: 'chat',
+                  model: m,
+                  body: responsesAdmissionView(body),
+                }
+              : { route: decision.route, identity, api, model: m, body },
+          )
           out.limits = limits
         } catch (e) {
           return out.fail(asGatewayError(e))

@@ -371,6 +371,9 @@ export class FileConfigSource {
       endpoints: parsed.endpoints,
       policies: parsed.policies,
       providers: parsed.providers,
+      inferencePools: parsed.inferencePools,
+      objectives: parsed.objectives,
+      httpRoutes: parsed.httpRoutes,
       version: this.version + 1,
       ...(this.opts.allowPrivateProviderAddresses ? { allowPrivateProviderAddresses: true } : {}),
     })

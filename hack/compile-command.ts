@@ -56,6 +56,9 @@ export async function runCompileCommand(args: readonly string[]): Promise<void> 
     endpoints: parsed.endpoints,
     policies: parsed.policies,
     providers: parsed.providers,
+    inferencePools: parsed.inferencePools,
+    objectives: parsed.objectives,
+    httpRoutes: parsed.httpRoutes,
     version: Number(values.version),
   })
   for (const d of diagnostics)

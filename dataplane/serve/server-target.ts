@@ -2,6 +2,7 @@
 // retries, then the engine's response passed to the client. A retryable status (429/5xx) the rule
 // falls back on is drained and handed back to the chain instead of going to the client.
 import type { FallbackOn } from '../../api/snapshot.js'
+import { responsesUnsupported, servesResponses } from '../api/responses.js'
 import { errors, GatewayError } from '../errors.js'
 import type { Admission, PickContext } from '../picker.js'
 import { dispatchOutcome, endpointId, failureOf } from '../picker.js'
@@ -26,6 +27,8 @@ export async function serverTarget(
 ): Promise<Step> {
   const { req, deps, d } = ctx
   const picker = deps.picker
+  if (req.api === 'responses' && !servesResponses(t.server))
+    return failed(responsesUnsupported(t.server), undefined, true)
   const identity = ctx.out.identity
   const pickCtx: PickContext = {
     requestId: ctx.out.requestId,
@@ -80,7 +83,9 @@ async function dispatch(
     return failed(errors.noReadyEndpoint(server.key), 'no-ready-endpoints')
   // Every stream's tokens are counted: without a rate-limit policy (whose filter does the same)
   // the engine is asked for usage and the usage-only event is removed again on the way back.
-  const injectUsage = out.limits === undefined && wantsInjectedUsage(req.body)
+  // A Responses stream always ends with its usage and has no such option.
+  const injectUsage =
+    out.limits === undefined && req.api !== 'responses' && wantsInjectedUsage(req.body)
   // Re-serialise only when the model is rewritten; otherwise the client's bytes go through.
   let body: string | Uint8Array =
     t.upstreamModel !== req.model
@@ -199,6 +204,16 @@ async function dispatch(
           : {
               'x-request-id': out.requestId,
               ...(explained !== undefined ? { [EXPLAIN_HEADER]: explained } : {}),
+  if (req.api === 'responses' && (status === 404 || status === 405)) {
+    // An engine version without the Responses API (see dataplane/api/responses.ts).
+    up.body.dump().catch(() => {})
+    dl.clear()
+    picker.onComplete?.(pickCtx, up.endpoint, {
+      status,
+      durationMs: performance.now() - dispatchedAt,
+    })
+    return failed(responsesUnsupported(server, status), undefined, true)
+  }
               ...limits?.headers,
             },
       ...(streamFilter !== undefined ? { streamFilter } : {}),
