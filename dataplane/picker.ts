@@ -21,6 +21,11 @@ export interface PickContext {
   readonly explain?: ExplainSink
   /** Who is calling (set when authentication is configured): tenant and tier for fairness. */
   readonly identity?: Identity
+  /**
+   * Endpoint ids (`address:port`) the pick must stay within: the Endpoint Picker protocol's
+   * subset hint (epp/). Absent = every ready endpoint of the server.
+   */
+  readonly subset?: ReadonlySet<string>
 }
 
 /** Where a picker leaves a one-line summary of its decision (sent back as a response header). */

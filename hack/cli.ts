@@ -27,6 +27,10 @@ const commands: Record<string, Command> = {
     summary: 'start a local kube-apiserver + etcd on 127.0.0.1 (hack/cluster/build.sh builds them)',
     run: async (args) => (await import('./cluster/dev-cluster.js')).runDevClusterCommand(args),
   },
+  epp: {
+    summary: 'run the Endpoint Picker (Envoy ext_proc) of an InferencePool with our scheduler',
+    run: async (args) => (await import('../dataplane/epp/command.js')).runEppCommand(args),
+  },
   compile: {
     summary: 'compile ModelRoute/ModelServer YAML into a routing snapshot (JSON on stdout)',
     run: async (args) => (await import('./compile-command.js')).runCompileCommand(args),

@@ -23,6 +23,7 @@ import type { Logger } from '../log.js'
 import type { EndpointGaugeView, SchedulerGaugeView, SchedulerObserver } from '../metrics.js'
 import type { Admission, DispatchOutcome, EndpointPicker, PickContext } from '../picker.js'
 import { HealthLog } from './health-log.js'
+import { withPdRoles } from './pd-pairs.js'
 import { winningPlugin } from './pick-reason.js'
 import { buildProfile, DEFAULT_PROFILE, type ProfileEntry } from './profile.js'
 import { blockHashes, chainSeed, expectedOutputTokens, promptPieces, rendezvous } from './prompt.js'
@@ -233,7 +234,10 @@ export class Scheduler implements EndpointPicker {
   }
 
   onSnapshot(snapshot: RoutingSnapshot): void {
-    const servers = Object.values(snapshot.servers).sort((a, b) => (a.key < b.key ? -1 : 1))
+    // Prefill/decode servers are scheduled per role too (pd-pairs.ts): those keep state here.
+    const servers = withPdRoles(Object.values(snapshot.servers)).sort((a, b) =>
+      a.key < b.key ? -1 : 1,
+    )
     // One state per address:port, shared by every server listing it (one engine, one load).
     const states = new Map<string, EndpointState>()
     for (const s of servers) {
@@ -292,7 +296,10 @@ export class Scheduler implements EndpointPicker {
     const ss = this.#serverFor(ctx.server)
     const req = this.#request(ctx)
     req.now = t0
-    const all = ss.ready
+    const subset = ctx.subset
+    // The gateway's subset hint (EPP mode) narrows before anything else: nothing outside it may
+    // be picked, not even in panic mode.
+    const all = subset === undefined ? ss.ready : ss.ready.filter((e) => subset.has(e.id))
     if (all.length === 0) return []
     let list: readonly EndpointState[] = all
     let ejected = 0
