@@ -67,10 +67,10 @@ const INFERENCE_APIS = {
   '/v1/chat/completions': 'chat',
   '/v1/completions': 'completions',
   '/v1/embeddings': 'embeddings',
+  '/v1/responses': 'responses',
 } as const
 
 type InferencePath = keyof typeof INFERENCE_APIS
-  '/v1/responses': 'responses',
 
 const MODEL_METHODS: readonly string[] = ['GET', 'HEAD']
 

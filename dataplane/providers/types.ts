@@ -7,13 +7,19 @@ import type { ProviderErrorDetail } from './errors.js'
 import type { SseEvent } from './sse.js'
 import type { ProviderUsage } from './usage.js'
 
-/** The OpenAI APIs the gateway serves. */
-export type ProviderApi = 'chat' | 'completions' | 'embeddings'
+/**
+ * The APIs a target may be asked for: OpenAI's chat, completions, embeddings and Responses, and
+ * Anthropic's Messages (`messages`, passed through to Anthropic providers only: other targets get
+ * it translated to `chat` by dataplane/api/messages).
+ */
+export type ProviderApi = 'chat' | 'completions' | 'embeddings' | 'responses' | 'messages'
 
 export const API_PATHS: Readonly<Record<ProviderApi, string>> = {
   chat: '/v1/chat/completions',
   completions: '/v1/completions',
   embeddings: '/v1/embeddings',
+  responses: '/v1/responses',
+  messages: '/v1/messages',
 }
 
 export interface BuildInput {

@@ -35,21 +35,23 @@ function num(v: unknown): number | undefined {
 export function openAIUsage(u: unknown): ProviderUsage | undefined {
   if (typeof u !== 'object' || u === null) return undefined
   const r = u as Record<string, unknown>
-  const prompt = num(r['prompt_tokens'])
+  // Chat/completions name them prompt/completion tokens; the Responses API input/output tokens.
+  const chat = r['prompt_tokens'] !== undefined
+  const prompt = num(chat ? r['prompt_tokens'] : r['input_tokens'])
   if (prompt === undefined) return undefined
-  const details = r['prompt_tokens_details']
+  const details = r[chat ? 'prompt_tokens_details' : 'input_tokens_details']
   const cached =
     (typeof details === 'object' && details !== null
       ? num((details as Record<string, unknown>)['cached_tokens'])
       : undefined) ?? num(r['prompt_cache_hit_tokens'])
-  const out = r['completion_tokens_details']
+  const out = r[chat ? 'completion_tokens_details' : 'output_tokens_details']
   const reasoning =
     typeof out === 'object' && out !== null
       ? num((out as Record<string, unknown>)['reasoning_tokens'])
       : undefined
   return {
     promptTokens: prompt,
-    completionTokens: num(r['completion_tokens']) ?? 0,
+    completionTokens: num(r[chat ? 'completion_tokens' : 'output_tokens']) ?? 0,
     ...(cached !== undefined && cached > 0 ? { cachedPromptTokens: cached } : {}),
     ...(reasoning !== undefined && reasoning > 0 ? { reasoningTokens: reasoning } : {}),
   }

@@ -83,8 +83,9 @@ export function isEventStream(headers: UpstreamResponse['headers']): boolean {
 export function parseUsage(u: unknown): Usage | undefined {
   if (typeof u !== 'object' || u === null) return undefined
   const rec = u as Record<string, unknown>
-  const p = rec['prompt_tokens']
-  const c = rec['completion_tokens']
+  // Chat/completions: prompt/completion tokens; the Responses API: input/output tokens.
+  const p = rec['prompt_tokens'] ?? rec['input_tokens']
+  const c = rec['completion_tokens'] ?? rec['output_tokens']
   if (typeof p !== 'number') return undefined
   return { promptTokens: p, completionTokens: typeof c === 'number' ? c : 0 }
 }
@@ -146,7 +147,14 @@ export class SseUsageScanner {
     if (!line.startsWith('data:') || !line.includes('"usage"')) return
     try {
       const obj = JSON.parse(line.slice(5)) as Record<string, unknown>
-      const u = parseUsage(obj['usage'])
+      // A Responses API stream reports usage inside its final event's `response`.
+      const r = obj['response']
+      const u = parseUsage(
+        obj['usage'] ??
+          (typeof r === 'object' && r !== null
+            ? (r as Record<string, unknown>)['usage']
+            : undefined),
+      )
       if (u) this.usage = u
     } catch {
       // A non-JSON data line is the upstream's business; we only observe.
@@ -416,9 +424,9 @@ export function usageFromTail(text: string): Usage | undefined {
   const at = text.lastIndexOf('"usage"')
   if (at < 0) return undefined
   const rest = text.slice(at)
-  const p = /"prompt_tokens"\s*:\s*(\d+)/.exec(rest)
+  const p = /"(?:prompt|input)_tokens"\s*:\s*(\d+)/.exec(rest)
   if (p === null) return undefined
-  const c = /"completion_tokens"\s*:\s*(\d+)/.exec(rest)
+  const c = /"(?:completion|output)_tokens"\s*:\s*(\d+)/.exec(rest)
   return { promptTokens: Number(p[1]), completionTokens: c === null ? 0 : Number(c[1]) }
 }
 

@@ -145,6 +145,16 @@ async function dispatch(
   }
 
   const status = up.statusCode
+  if (req.api === 'responses' && (status === 404 || status === 405)) {
+    // An engine version without the Responses API (see dataplane/api/responses.ts).
+    up.body.dump().catch(() => {})
+    dl.clear()
+    picker.onComplete?.(pickCtx, up.endpoint, {
+      status,
+      durationMs: performance.now() - dispatchedAt,
+    })
+    return failed(responsesUnsupported(server, status), undefined, true)
+  }
   const reason: FallbackOn | undefined = status === 429 ? '429' : status >= 500 ? '5xx' : undefined
   if (reason !== undefined && canFallback(ctx.d, more, reason)) {
     // Nothing went to the client yet: drain (the socket goes back to the pool) and move on.
@@ -204,16 +214,6 @@ async function dispatch(
           : {
               'x-request-id': out.requestId,
               ...(explained !== undefined ? { [EXPLAIN_HEADER]: explained } : {}),
-  if (req.api === 'responses' && (status === 404 || status === 405)) {
-    // An engine version without the Responses API (see dataplane/api/responses.ts).
-    up.body.dump().catch(() => {})
-    dl.clear()
-    picker.onComplete?.(pickCtx, up.endpoint, {
-      status,
-      durationMs: performance.now() - dispatchedAt,
-    })
-    return failed(responsesUnsupported(server, status), undefined, true)
-  }
               ...limits?.headers,
             },
       ...(streamFilter !== undefined ? { streamFilter } : {}),

@@ -1,5 +1,5 @@
 // OpenAI-compatible provider simulator, in the flavors the gateway talks to: OpenAI itself
-// (/v1/chat/completions, /v1/completions, /v1/embeddings, `Authorization: Bearer`), Azure OpenAI
+// (/v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses, `Authorization: Bearer`), Azure OpenAI
 // (/openai/deployments/{deployment}/…?api-version=…, `api-key`), DeepSeek (/chat/completions,
 // prompt cache usage fields), the Hugging Face router (/v1/chat/completions) and a TGI endpoint
 // (/v1/chat/completions and /v1/completions, `{"error": "...", "error_type": ...}` errors). Bodies
@@ -12,6 +12,7 @@ import type {
 } from 'openai/resources/chat/completions'
 import type { Completion, CompletionCreateParams } from 'openai/resources/completions'
 import type { CreateEmbeddingResponse, EmbeddingCreateParams } from 'openai/resources/embeddings'
+import type { ResponseCreateParams } from 'openai/resources/responses/responses'
 import {
   countTokens,
   EventWriter,
@@ -24,6 +25,7 @@ import {
   startSim,
   textOf,
 } from './common.js'
+import { responses } from './openai-responses.js'
 
 export type OpenAIFlavor = 'openai' | 'azure' | 'deepseek' | 'hf-router' | 'tgi'
 
@@ -36,7 +38,7 @@ export interface OpenAISimOptions {
   readonly deployment?: string
 }
 
-type Api = 'chat' | 'completions' | 'embeddings'
+type Api = 'chat' | 'completions' | 'embeddings' | 'responses'
 
 function route(flavor: OpenAIFlavor, path: string, deployment: string): Api | undefined {
   const table: Record<OpenAIFlavor, Record<string, Api>> = {
@@ -44,6 +46,7 @@ function route(flavor: OpenAIFlavor, path: string, deployment: string): Api | un
       '/v1/chat/completions': 'chat',
       '/v1/completions': 'completions',
       '/v1/embeddings': 'embeddings',
+      '/v1/responses': 'responses',
     },
     azure: {
       [`/openai/deployments/${deployment}/chat/completions`]: 'chat',
@@ -134,6 +137,7 @@ export async function startOpenAISim(opts: OpenAISimOptions): Promise<SimServer>
     if (api === 'chat')
       return chat(res, body as ChatCompletionCreateParams, name, opts.flavor, state)
     if (api === 'completions') return completion(res, body as CompletionCreateParams, name)
+    if (api === 'responses') return responses(res, body as ResponseCreateParams, name, state)
     return embeddings(res, body as EmbeddingCreateParams)
   })
 }

@@ -33,6 +33,8 @@ export function errorEventText(message: string, code: string): string {
 type Json = Record<string, unknown>
 
 function tokensOf(obj: Json): number {
+  // A Responses API stream: one output token per text delta event.
+  if (obj['type'] === 'response.output_text.delta') return 1
   const choices = obj['choices']
   if (!Array.isArray(choices)) return 0
   let n = 0

@@ -23,6 +23,9 @@ const SUFFIX: Readonly<Record<ProviderApi, string>> = {
   chat: 'chat/completions',
   completions: 'completions',
   embeddings: 'embeddings',
+  responses: 'responses',
+  // Never sent: no OpenAI-type provider is asked for Anthropic's API (supports() says no).
+  messages: 'messages',
 }
 
 function supported(p: SnapshotProvider): ReadonlySet<ProviderApi> {
@@ -33,6 +36,11 @@ function supported(p: SnapshotProvider): ReadonlySet<ProviderApi> {
     case 'HuggingFace':
       // The router serves chat completions; a TGI endpoint also serves completions.
       return new Set(p.huggingFace?.api === 'TGI' ? ['chat', 'completions'] : ['chat'])
+    case 'OpenAI':
+    case 'OpenAICompatible':
+      // The Responses API: OpenAI's own, and compatible servers that implement it (vLLM, SGLang,
+      // LiteLLM, …); a server that does not answers 404, passed to the client as it is.
+      return new Set(['chat', 'completions', 'embeddings', 'responses'])
     default:
       return new Set(['chat', 'completions', 'embeddings'])
   }
@@ -62,7 +70,8 @@ export const openAIAdapter: ProviderAdapter = {
     const { body, api } = input
     const stream = api !== 'embeddings' && body['stream'] === true
     const rewriteModel = body['model'] !== input.upstreamModel
-    const injectUsage = stream && !wantsStreamUsage(body)
+    // A Responses stream always ends with its usage (response.completed); it has no stream_options.
+    const injectUsage = stream && api !== 'responses' && !wantsStreamUsage(body)
     let out: string | Uint8Array = input.raw
     if (rewriteModel || injectUsage) {
       const next: Record<string, unknown> = { ...body, model: input.upstreamModel }
@@ -94,7 +103,9 @@ export const openAIAdapter: ProviderAdapter = {
   },
 
   stream(input): StreamTranslator {
-    return new PassThroughStream(wantsStreamUsage(input.body))
+    return input.api === 'responses'
+      ? new ResponsesPassThrough()
+      : new PassThroughStream(wantsStreamUsage(input.body))
   },
 
   errorDetail: (_status, text) => openAIStyleErrorDetail(text),
@@ -135,6 +146,56 @@ class PassThroughStream implements StreamTranslator {
       }
     }
     return [sseData(data)]
+  }
+
+  end(): string[] {
+    if (!this.done) {
+      throw new ProviderStreamError(
+        'upstream_stream_cut',
+        'provider closed the stream before it finished',
+        true,
+      )
+    }
+    return []
+  }
+}
+
+/** Events that end a Responses API stream (it has no `[DONE]`). */
+const RESPONSES_END = new Set(['response.completed', 'response.incomplete', 'response.failed'])
+
+/**
+ * A Responses API stream, passed through event by event with its names (the SDKs dispatch on the
+ * `type` in the data, but clients reading raw SSE see `event:` too). Usage comes from the final
+ * event's `response.usage`; an `error` event ends the stream as a provider error.
+ */
+export class ResponsesPassThrough implements StreamTranslator {
+  private done = false
+  usage: ProviderUsage | undefined
+
+  push(ev: SseEvent): string[] {
+    const data = ev.data
+    let type = ev.event
+    if (type === undefined || RESPONSES_END.has(type) || type === 'error') {
+      const obj = parseObject(data)
+      if (obj !== undefined) {
+        if (typeof obj['type'] === 'string') type = obj['type']
+        const r = obj['response']
+        if (typeof r === 'object' && r !== null) {
+          const u = openAIUsage((r as Record<string, unknown>)['usage'])
+          if (u) this.usage = u
+        }
+        if (type === 'error') {
+          const msg = obj['message']
+          throw new ProviderStreamError(
+            'provider_stream_error',
+            `provider ended the stream with an error: ${typeof msg === 'string' ? msg : 'unknown'}`,
+            true,
+          )
+        }
+      }
+    }
+    if (type !== undefined && RESPONSES_END.has(type)) this.done = true
+    return [type !== undefined ? `event: ${type}\n${sseData(data)}` : sseData(data)]
   }
 
   end(): string[] {
