@@ -24,6 +24,7 @@ import { errorResponse, Outcome, type OutcomeEnv } from './serve/outcome.js'
 import { EXPLAIN_HEADER } from './serve/server-target.js'
 import type { ServeDeps } from './serve/types.js'
 import type { SnapshotStore } from './snapshot-store.js'
+import type { Tracing } from './telemetry/tracing.js'
 
 export { EXPLAIN_HEADER, errorResponse }
 
@@ -61,6 +62,8 @@ export interface AppDeps {
   readonly random?: () => number
   /** External providers' connections and credentials (default: no credentials mounted). */
   readonly providers?: ProviderRuntime
+  /** OpenTelemetry tracing (absent: off, and nothing of it runs). */
+  readonly tracing?: Tracing
 }
 
 const INFERENCE_APIS = {
@@ -243,6 +246,7 @@ export function createApp(deps: AppDeps): Hono {
     const requestId = requestIdOf(inbound.header('x-request-id'))
     // Everything the request holds and how it ends (metrics, access log, settlement): once.
     const out = new Outcome(outcomeEnv, requestId, path, api, startedAt)
+    if (deps.tracing !== undefined) out.trace = deps.tracing.start(inbound.header, api)
     /** Set when the returned response is a stream whose end records the outcome. */
     let bodyOwnsEnd = false
     try {

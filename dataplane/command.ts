@@ -8,6 +8,7 @@ import { WORKER_ARGS_ENV } from './cluster/protocol.js'
 import { runWorker } from './cluster/worker.js'
 import { type GatewayOptions, startGateway } from './gateway.js'
 import { stderrLogger } from './log.js'
+import { tracesUrl, tracingFromEnv } from './telemetry/tracing.js'
 
 export const dataplaneHelp = `Usage: infer-gateway dataplane (--config <file|dir>... | [--snapshot <file>] [--push-url <url>]) [options]
 
@@ -68,6 +69,12 @@ Config safety:
                            Allow ExternalModelProvider baseURLs on loopback or link-local
                            addresses (127.0.0.0/8, ::1, 169.254.0.0/16, fe80::/10, localhost);
                            refused by default (cloud metadata, the gateway's own ports)
+  --otlp-endpoint <url>    Export OpenTelemetry traces over OTLP/HTTP to this collector (e.g.
+                           http://otel-collector:4318; /v1/traces is appended unless given).
+                           Default: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or
+                           OTEL_EXPORTER_OTLP_ENDPOINT when set, else tracing is off.
+  --trace-sample-ratio <r> Share of new traces recorded, 0..1 (default 1; a client's sampled
+                           traceparent is always followed)
   -h, --help               Show this help
 `
 
@@ -104,6 +111,8 @@ export async function runDataplaneCommand(argv: readonly string[]): Promise<void
       'allow-empty-config': { type: 'boolean', default: false },
       'allow-private-provider-addresses': { type: 'boolean', default: false },
       gateway: { type: 'string' },
+      'otlp-endpoint': { type: 'string' },
+      'trace-sample-ratio': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -171,6 +180,7 @@ export async function runDataplaneCommand(argv: readonly string[]): Promise<void
     ...(values['allow-empty-config'] ? { allowEmptyConfig: true } : {}),
     ...(values['allow-private-provider-addresses'] ? { allowPrivateProviderAddresses: true } : {}),
     ...(values.gateway !== undefined ? { gateway: gatewayArg(values.gateway) } : {}),
+    ...tracingArgs(values['otlp-endpoint'], values['trace-sample-ratio']),
     log,
     processMetrics: true,
   }
@@ -184,6 +194,34 @@ export async function runDataplaneCommand(argv: readonly string[]): Promise<void
   log('info', 'shutting down: readiness off, draining')
   const { forced } = await gw.shutdown(drain)
   log('info', 'stopped', { forcedConnections: forced })
+}
+
+/** --otlp-endpoint / --trace-sample-ratio, falling back to OpenTelemetry's environment variables. */
+export function tracingArgs(
+  endpointFlag: string | undefined,
+  ratioFlag: string | undefined,
+  env: Readonly<Record<string, string | undefined>> = process.env,
+): Pick<GatewayOptions, 'tracing'> {
+  const endpoint = endpointFlag ?? tracingFromEnv(env)?.endpoint
+  if (endpoint === undefined) {
+    if (ratioFlag !== undefined)
+      throw new UsageError(
+        '--trace-sample-ratio needs --otlp-endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT)',
+      )
+    return {}
+  }
+  let sampleRatio = 1
+  if (ratioFlag !== undefined) {
+    sampleRatio = Number(ratioFlag)
+    if (ratioFlag.trim() === '' || !(sampleRatio >= 0 && sampleRatio <= 1))
+      throw new UsageError(`--trace-sample-ratio must be a number within 0..1, got "${ratioFlag}"`)
+  }
+  try {
+    tracesUrl(endpoint)
+  } catch (e) {
+    throw new UsageError(`--otlp-endpoint: ${(e as Error).message}`)
+  }
+  return { tracing: { endpoint, sampleRatio } }
 }
 
 export class UsageError extends Error {

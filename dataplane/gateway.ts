@@ -15,6 +15,7 @@ import { PushSource } from './push-source.js'
 import { Scheduler, type SchedulerOptions } from './scheduler/index.js'
 import { type ConnectionLimits, listen, type RunningServer } from './server.js'
 import { SnapshotStore } from './snapshot-store.js'
+import { Tracing, type TracingOptions } from './telemetry/tracing.js'
 
 export interface GatewayOptions {
   /** Files to load (standalone YAML, or a published snapshot file such as a ConfigMap mount). */
@@ -44,6 +45,8 @@ export interface GatewayOptions {
   readonly picker?: EndpointPicker
   /** Options of the default Scheduler (ignored when `picker` is given). */
   readonly scheduler?: SchedulerOptions
+  /** OpenTelemetry traces over OTLP/HTTP (absent: off). */
+  readonly tracing?: TracingOptions
   readonly processMetrics?: boolean
   readonly random?: () => number
   /** This fleet's Gateway ("namespace/name"): routes whose parentRefs name another are not served. */
@@ -138,6 +141,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const providers = new ProviderRuntime({ secrets, log })
   await push?.start()
   await source?.start()
+  const tracing = opts.tracing !== undefined ? new Tracing(opts.tracing) : undefined
   const accessLog =
     opts.accessLog === undefined
       ? discardLogger
@@ -153,6 +157,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     filters,
     providers,
     lifecycle,
+    ...(tracing !== undefined ? { tracing } : {}),
     ...(opts.maxBodyBytes !== undefined ? { maxBodyBytes: opts.maxBodyBytes } : {}),
     ...(opts.maxJsonDepth !== undefined ? { maxJsonDepth: opts.maxJsonDepth } : {}),
     ...(opts.maxUpstreamBodyBytes !== undefined
@@ -201,6 +206,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       await picker.close?.()
       await pool.close()
       await providers.close()
+      // Spans still batched go out before the process ends.
+      await tracing?.shutdown().catch(() => {})
       return r
     },
   }

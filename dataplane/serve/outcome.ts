@@ -11,6 +11,7 @@ import type { GatewayMetrics, RequestSeries } from '../metrics.js'
 import { estimateCost, type ProviderUsage } from '../providers/usage.js'
 import type { StreamFilter, Usage } from '../proxy/respond.js'
 import type { ChainDecision, RouteTarget } from '../router.js'
+import type { RequestTrace } from '../telemetry/tracing.js'
 
 /** What serving needs of the rate limiter's admission (dataplane/filters). */
 export interface Limits {
@@ -74,6 +75,8 @@ export class Outcome {
   /** The target being tried (or that answered). */
   target: RouteTarget | undefined
   readonly tried: Fallback[] = []
+  /** The request's span when tracing is on and it is sampled (telemetry/tracing.ts). */
+  trace: RequestTrace | undefined
   /** Runs once on release: the chain's client-gone listener. */
   onRelease: (() => void) | undefined
   #recorded = false
@@ -120,6 +123,7 @@ export class Outcome {
     if (this.#recorded) return errorResponse(err, this.requestId)
     this.#recorded = true
     this.#env.observe?.(this.identity, err.status)
+    if (this.trace !== undefined) this.#endTrace(this.trace, err.status, err.code, undefined)
     const duration = performance.now() - this.startedAt
     const s = this.series()
     s.requests(err.status, err.code).inc()
@@ -156,6 +160,7 @@ export class Outcome {
     if (this.#recorded) return
     this.#recorded = true
     this.#env.observe?.(this.identity, f.status)
+    if (this.trace !== undefined) this.#endTrace(this.trace, f.status, f.code, f)
     const { metrics } = this.#env
     const duration = performance.now() - this.startedAt
     const s = this.series()
@@ -209,6 +214,54 @@ export class Outcome {
       ...(f.code !== '' ? { error_code: f.code } : {}),
     }
     this.#env.accessLog(entry)
+  }
+
+  /** The span's GenAI and routing attributes; fallbacks as events. Never the tenant. */
+  #endTrace(tr: RequestTrace, status: number, code: string, f: Finished | undefined): void {
+    if (this.model !== undefined) tr.model(clip(this.model), this.modelLabel !== 'unknown')
+    const d = this.decision
+    const t = this.target
+    const u = f?.usage
+    for (const fb of this.tried)
+      tr.event('infer_gateway.fallback', {
+        'infer_gateway.target': fb.target,
+        'infer_gateway.fallback.reason': fb.reason,
+        'http.response.status_code': fb.status,
+        'error.type': fb.code,
+      })
+    const attrs: Record<string, string | number | boolean> = {
+      'infer_gateway.request_id': this.requestId,
+      'url.path': this.path,
+    }
+    if (d !== undefined) {
+      attrs['infer_gateway.route'] = d.route.key
+      attrs['infer_gateway.rule'] = d.rule.name
+    }
+    if (this.identity !== undefined) attrs['infer_gateway.tier'] = tierLabel(this.identity)
+    if (t !== undefined) {
+      attrs['gen_ai.response.model'] = t.upstreamModel
+      if (t.kind === 'server') attrs['infer_gateway.target'] = `server:${t.server.key}`
+      else {
+        attrs['infer_gateway.target'] = `provider:${t.provider.key}`
+        attrs['gen_ai.provider.name'] = t.provider.type
+      }
+    }
+    if (f !== undefined) {
+      attrs['infer_gateway.stream'] = f.stream
+      if (f.endpoint !== undefined) {
+        const colon = f.endpoint.lastIndexOf(':')
+        attrs['server.address'] = f.endpoint.slice(0, colon)
+        attrs['server.port'] = Number(f.endpoint.slice(colon + 1))
+      }
+      if (f.attempts !== undefined) attrs['infer_gateway.attempts'] = f.attempts
+      const ttft = f.firstTokenMs ?? (t?.kind === 'provider' ? f.firstByteMs : undefined)
+      if (ttft !== undefined) attrs['infer_gateway.time_to_first_token_ms'] = round(ttft)
+    }
+    if (u !== undefined) {
+      attrs['gen_ai.usage.input_tokens'] = u.promptTokens
+      attrs['gen_ai.usage.output_tokens'] = u.completionTokens
+    }
+    tr.end(status, attrs, code === '' ? undefined : code)
   }
 
   /** TTFT, TPOT and E2E by model, route and target. */

@@ -80,6 +80,8 @@ export async function providerTarget(
       ...p.headers,
       'x-request-id': out.requestId,
       'user-agent': 'infer-gateway',
+      // The provider's spans (if it traces) join the gateway's trace.
+      ...(out.trace !== undefined ? { traceparent: out.trace.traceparent() } : {}),
     }
     if (cred.header !== undefined) {
       headers[cred.header] = cred.value

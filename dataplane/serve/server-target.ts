@@ -37,7 +37,8 @@ export async function serverTarget(
     server: t.server,
     body: req.body,
     header: req.inbound.header,
-    ...(req.explain ? { explain: {} } : {}),
+    // A traced request gets the decision summary for its span (not as a response header).
+    ...(req.explain || ctx.out.trace !== undefined ? { explain: {} } : {}),
     ...(identity !== undefined ? { identity } : {}),
   }
   let admission: Admission | undefined
@@ -81,6 +82,16 @@ async function dispatch(
   const candidates = picker.pick(pickCtx)
   if (candidates.length === 0)
     return failed(errors.noReadyEndpoint(server.key), 'no-ready-endpoints')
+  const first = candidates[0]
+  if (out.trace !== undefined && first !== undefined)
+    out.trace.event('infer_gateway.scheduler.decision', {
+      'infer_gateway.server': server.key,
+      'infer_gateway.endpoint': endpointId(first),
+      'infer_gateway.candidates': candidates.length,
+      ...(pickCtx.explain?.text !== undefined
+        ? { 'infer_gateway.scheduler.explain': pickCtx.explain.text }
+        : {}),
+    })
   // Every stream's tokens are counted: without a rate-limit policy (whose filter does the same)
   // the engine is asked for usage and the usage-only event is removed again on the way back.
   // A Responses stream always ends with its usage and has no such option.
@@ -102,6 +113,8 @@ async function dispatch(
     req.stripHeaders,
     req.inbound.remoteAddress,
   )
+  // The engine's spans join the gateway's trace.
+  if (out.trace !== undefined) headers['traceparent'] = out.trace.traceparent()
 
   const requestMs = server.trafficPolicy.timeouts.requestMs
   const dl = deadline(ctx.client, requestMs)
@@ -204,7 +217,7 @@ async function dispatch(
   const limits = out.limits
   const streamFilter =
     limits?.streamFilter() ?? (injectUsage ? new UsageChunkStripper() : undefined)
-  const explained = pickCtx.explain?.text
+  const explained = req.explain ? pickCtx.explain?.text : undefined
   try {
     const response = await toClientResponse(up, {
       startedAt: out.startedAt,

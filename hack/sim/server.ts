@@ -102,6 +102,8 @@ export interface SimHandle {
   port: number
   setFailures(f: Partial<SimFailures>): void
   stats(): SimStats
+  /** W3C `traceparent` of the last POST requests (newest last, at most 64): trace propagation tests. */
+  traceparents(): readonly string[]
   close(): Promise<void>
 }
 
@@ -648,7 +650,13 @@ export async function startSimulator(opts: SimOptions): Promise<SimHandle> {
     }
   }
 
+  const traceparents: string[] = []
   const server: Server = createServer((req, res) => {
+    const tp = req.headers['traceparent']
+    if (req.method === 'POST' && typeof tp === 'string') {
+      if (traceparents.length >= 64) traceparents.shift()
+      traceparents.push(tp)
+    }
     handle(req, res).catch((e: unknown) => {
       if (e instanceof SimError && e.code === 'client_closed') return
       sendError(res, e)
@@ -682,6 +690,7 @@ export async function startSimulator(opts: SimOptions): Promise<SimHandle> {
       failures = { ...failures, ...validateFailures(f) }
     },
     stats,
+    traceparents: () => traceparents,
     close: () => {
       if (closing === null) {
         closing = new Promise<void>((resolve) => {

@@ -1,7 +1,7 @@
 // Standalone configuration for provider tests: ExternalModelProvider / ModelRoute documents as
 // YAML, a secrets volume laid out like a mounted Secret, and a gateway wired to both.
 import type { AccessLogEntry } from '../../dataplane/access-log.js'
-import { type Gateway, startGateway } from '../../dataplane/gateway.js'
+import { type Gateway, type GatewayOptions, startGateway } from '../../dataplane/gateway.js'
 import { RoundRobinPicker } from '../../dataplane/picker.js'
 import { ConfigVolume } from './config.js'
 
@@ -76,6 +76,8 @@ export interface ProviderGateway {
 export async function startProviderGateway(
   docs: readonly Obj[],
   secrets: Record<string, string>,
+  /** More gateway options (e.g. tracing). */
+  extra: Partial<GatewayOptions> = {},
 ): Promise<ProviderGateway> {
   const config = await ConfigVolume.create({ 'gateway.yaml': yaml(docs) })
   const secretVol = await ConfigVolume.create(secrets)
@@ -90,6 +92,7 @@ export async function startProviderGateway(
     allowPrivateProviderAddresses: true,
     picker: new RoundRobinPicker(),
     accessLog: (e) => log.push(e),
+    ...extra,
   })
   return {
     gw,
