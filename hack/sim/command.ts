@@ -4,6 +4,7 @@
 import { parseArgs } from 'node:util'
 import { SimError } from './errors.js'
 import { METRICS_FORMATS, type MetricsFormat } from './metrics.js'
+import { SIM_ROLES, type SimRole } from './pd.js'
 import { type Fleet, type SimOptions, startFleet } from './server.js'
 
 export const simHelp = `Usage: sim [options]
@@ -23,6 +24,11 @@ Options:
   --block-size <n>     tokens per KV block (default 16)
   --time-scale <x>     multiply all modelled latencies (default 1)
   --zero-latency       answer immediately (benchmarks)
+  --role <r>           prefill | decode | both: prefill/decode disaggregation role (default both)
+  --kv-transfer-ms-per-token <x>
+                       KV received from a prefill pod: ms per prompt token (default 0.02)
+  --prefill-interference
+                       prefill stalls decode on this engine (aggregated engines in PD studies)
   --seed <n>           base seed; instance i uses seed + i (default 42)
   --help               print this help
 `
@@ -40,6 +46,24 @@ function int(name: string, v: string | undefined, dflt: number, min: number): nu
   if (!Number.isInteger(n) || n < min)
     throw new SimError(400, 'invalid_sim_args', `--${name} must be an integer >= ${min}, got ${v}`)
   return n
+}
+
+function num(name: string, v: string): number {
+  const n = Number(v)
+  if (!Number.isFinite(n) || n < 0)
+    throw new SimError(400, 'invalid_sim_args', `--${name} must be a number >= 0, got ${v}`)
+  return n
+}
+
+function role(v: string | undefined): SimRole {
+  if (v === undefined) return 'both'
+  if (!(SIM_ROLES as readonly string[]).includes(v))
+    throw new SimError(
+      400,
+      'invalid_sim_args',
+      `--role must be one of ${SIM_ROLES.join(', ')}, got ${v}`,
+    )
+  return v as SimRole
 }
 
 function hostAt(base: string, i: number): string {
@@ -105,6 +129,11 @@ export function parseSimArgs(args: readonly string[]): SimOptions[] | 'help' {
       blockSize: int('block-size', v['block-size'], 16, 1),
       loras,
       maxLoras: int('max-loras', v['max-loras'], 1, 1),
+      role: role(v.role),
+      ...(v['kv-transfer-ms-per-token'] !== undefined
+        ? { kvTransferMsPerToken: num('kv-transfer-ms-per-token', v['kv-transfer-ms-per-token']) }
+        : {}),
+      prefillInterference: v['prefill-interference'] === true,
     })
   }
   return out
@@ -128,6 +157,9 @@ function parse(args: readonly string[]) {
       'block-size': { type: 'string' },
       'time-scale': { type: 'string' },
       'zero-latency': { type: 'boolean' },
+      role: { type: 'string' },
+      'kv-transfer-ms-per-token': { type: 'string' },
+      'prefill-interference': { type: 'boolean' },
       seed: { type: 'string' },
       help: { type: 'boolean' },
     },

@@ -26,6 +26,15 @@ export interface EngineConfig {
   loras: readonly string[]
   maxLoras: number
   loraLoadMs: number
+  /**
+   * Prefill stalls decode (PD study): prompts are computed one after another on the GPU, and a
+   * running sequence's next token waits for the prefill work scheduled before it, as in an
+   * engine that interleaves prefill and decode steps. Off = the original model (decode pace
+   * depends on batch size only). Optional so existing configurations keep their behaviour.
+   */
+  prefillInterference?: boolean
+  /** KV cache received from a prefill pod: ms per transferred token (PD study). */
+  kvTransferMsPerToken?: number
 }
 
 export type FinishReason = 'length' | 'stop'
@@ -38,6 +47,11 @@ export interface GenerationSpec {
   outputTokens: readonly string[]
   finishReason: FinishReason
   streaming: boolean
+  /**
+   * The prompt's KV cache arrives from a prefill pod (PD): no prefill compute here, only the
+   * transfer of the prompt tokens this engine does not already cache. Absent = computed here.
+   */
+  kvTransfer?: boolean
 }
 
 export interface GenerationResult {
@@ -119,6 +133,9 @@ export class Engine {
   private pumping = false
   private repump = false
   private closed = false
+  /** Prefill work scheduled on the GPU (prefillInterference): [start, end) engine-clock ms. */
+  private windows: { a: number; b: number }[] = []
+  private gpuFreeAt = 0
 
   constructor(config: EngineConfig, observer: EngineObserver = noopObserver) {
     this.config = config
@@ -250,16 +267,67 @@ export class Engine {
     }
     const promptLen = s.spec.promptTokens.length
     this.observer.prefix(promptLen, alloc.cachedTokens)
-    const prefill =
-      this.config.prefillOverheadMs +
-      (promptLen - alloc.cachedTokens) * this.config.prefillMsPerToken
-    s.nextDue = readyAt + this.scaled(prefill)
+    if (s.spec.kvTransfer === true) {
+      // Pulled over the network while the GPU keeps decoding: no window, no interference.
+      const ms = (promptLen - alloc.cachedTokens) * (this.config.kvTransferMsPerToken ?? 0)
+      s.nextDue = readyAt + this.scaled(ms)
+    } else {
+      const prefill =
+        this.config.prefillOverheadMs +
+        (promptLen - alloc.cachedTokens) * this.config.prefillMsPerToken
+      s.nextDue =
+        this.config.prefillInterference === true && !this.config.zeroLatency
+          ? this.prefillWindow(s, readyAt, this.scaled(prefill))
+          : readyAt + this.scaled(prefill)
+    }
     if (this.config.zeroLatency) {
       // No timers at all: the benchmark mode must not add event-loop hops.
       this.emitDue(s, Number.POSITIVE_INFINITY)
     } else {
       this.arm(s)
     }
+  }
+
+  /**
+   * Schedule `ms` of prefill after the GPU's earlier prefills; running sequences whose next token
+   * was due after the window's start wait for it. Returns when the prompt is computed.
+   */
+  private prefillWindow(s: Seq, readyAt: number, ms: number): number {
+    const a = Math.max(readyAt, this.gpuFreeAt)
+    const b = a + ms
+    this.gpuFreeAt = b
+    const now = performance.now()
+    this.windows = this.windows.filter((w) => w.b > now)
+    this.windows.push({ a, b })
+    for (const r of this.running) {
+      if (r === s || r.emitted === 0 || r.state !== 'running' || r.nextDue <= a) continue
+      r.nextDue += b - a
+      if (r.timer !== null) {
+        clearTimeout(r.timer)
+        this.arm(r)
+      }
+    }
+    return b
+  }
+
+  /**
+   * When a decode step from `due` taking `itl` ends: it waits out a prefill window it starts in,
+   * and pauses for one that starts while it runs (windows are in start order, never overlapping).
+   */
+  private afterWindows(due: number, itl: number): number {
+    let start = due
+    let left = itl
+    for (const w of this.windows) {
+      if (w.b <= start) continue
+      if (w.a <= start) {
+        start = w.b
+        continue
+      }
+      if (w.a >= start + left) break
+      left -= w.a - start
+      start = w.b
+    }
+    return start + left
   }
 
   private arm(s: Seq): void {
@@ -293,7 +361,8 @@ export class Engine {
       const itl =
         this.config.decodeMsPerToken *
         (1 + this.config.batchSlowdown * Math.max(0, this.running.size - 1))
-      s.nextDue = due + this.scaled(itl)
+      s.nextDue =
+        this.windows.length > 0 ? this.afterWindows(due, this.scaled(itl)) : due + this.scaled(itl)
     }
     if (s.state !== 'running') return
     if (s.emitted >= out.length) this.finish(s)

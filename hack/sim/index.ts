@@ -7,6 +7,7 @@ export { SimError, type SimErrorBody } from './errors.js'
 export { blockHashes, type KvAllocation, KvCache, type KvCacheStats } from './kv-cache.js'
 export { LoraSlots } from './lora.js'
 export { METRICS_FORMATS, type MetricsFormat, SimMetrics } from './metrics.js'
+export { BOOTSTRAP_WAIT_MS, type PdCounters, SIM_ROLES, type SimRole } from './pd.js'
 export { generateWords, pseudoEmbedding } from './rng.js'
 export {
   type Fleet,

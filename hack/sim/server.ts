@@ -21,6 +21,14 @@ import {
   usageOf,
 } from './openai.js'
 import {
+  BOOTSTRAP_WAIT_MS,
+  type PdCounters,
+  PdState,
+  roomOf,
+  SIM_ROLES,
+  type SimRole,
+} from './pd.js'
+import {
   parseResponsesRequest,
   ResponsesEvents,
   responseObject,
@@ -71,6 +79,12 @@ export interface SimOptions {
   maxLoras?: number
   loraLoadMs?: number
   failures?: Partial<SimFailures>
+  /** Prefill/decode role (hack/sim/pd.ts); default both (an aggregated engine). */
+  role?: SimRole
+  /** KV received from a prefill pod: ms per prompt token not cached here (default 0.02). */
+  kvTransferMsPerToken?: number
+  /** Prefill stalls decode on this engine (engine.ts); default false, the original model. */
+  prefillInterference?: boolean
 }
 
 export type ResolvedSimOptions = Required<Omit<SimOptions, 'failures'>> & { failures: SimFailures }
@@ -93,6 +107,9 @@ export interface SimStats {
   aborted: number
   loadedLoras: string[]
   loraLoads: number
+  role: SimRole
+  /** Prefill/decode handshakes (hack/sim/pd.ts). */
+  pd: PdCounters
 }
 
 export interface SimHandle {
@@ -191,8 +208,21 @@ export function resolveOptions(o: SimOptions): ResolvedSimOptions {
     loras,
     maxLoras: checkNum('maxLoras', o.maxLoras ?? 1, 1, true),
     loraLoadMs: checkNum('loraLoadMs', o.loraLoadMs ?? 50, 0, false),
+    role: checkRole(o.role ?? 'both'),
+    kvTransferMsPerToken: checkNum(
+      'kvTransferMsPerToken',
+      o.kvTransferMsPerToken ?? 0.02,
+      0,
+      false,
+    ),
+    prefillInterference: o.prefillInterference ?? false,
     failures: { ...NO_FAILURES, ...validateFailures(o.failures ?? {}) },
   }
+  return r
+}
+
+function checkRole(r: SimRole): SimRole {
+  if (!SIM_ROLES.includes(r)) throw bad(`role must be one of ${SIM_ROLES.join(', ')}, got ${r}`)
   return r
 }
 
@@ -277,9 +307,12 @@ export async function startSimulator(opts: SimOptions): Promise<SimHandle> {
       loras: o.loras,
       maxLoras: o.maxLoras,
       loraLoadMs: o.loraLoadMs,
+      prefillInterference: o.prefillInterference,
+      kvTransferMsPerToken: o.kvTransferMsPerToken,
     },
     metrics,
   )
+  const pd = new PdState(o.role, o.name, o.host, o.seed)
   const catalog: ModelCatalog = {
     baseModel: o.model,
     isKnownAdapter: (n) => engine.lora.isKnown(n),
@@ -335,8 +368,9 @@ export async function startSimulator(opts: SimOptions): Promise<SimHandle> {
     const text = await readBody(req)
     if (!(await frontDoor(res))) return
     let parsed: GenerationRequest
+    let body: Record<string, unknown>
     try {
-      const body = parseJsonBody(text)
+      body = parseJsonBody(text)
       parsed =
         kind === 'chat'
           ? parseChatRequest(body, catalog)
@@ -359,7 +393,29 @@ export async function startSimulator(opts: SimOptions): Promise<SimHandle> {
         'max_tokens',
       )
     }
-    const output = generateWords(o.seed, `${parsed.model}\u0000${parsed.prompt}`, n)
+    // PD: an SGLang prefill engine stops after the prompt (one token); its room exists from now.
+    const room = o.role === 'prefill' ? roomOf(body) : undefined
+    if (room !== undefined) pd.openRoom(room)
+    let output = generateWords(o.seed, `${parsed.model}\u0000${parsed.prompt}`, n)
+    if (room !== undefined) output = output.slice(0, 1)
+    const gone = new AbortController()
+    res.on('close', () => {
+      gone.abort()
+      if (room !== undefined && !res.writableEnded) pd.closeRoom(room, undefined)
+    })
+    // PD: where this prompt's KV comes from (a prefill pod named by the request, or computed).
+    const source = await pd.source(body, req, parsed.prompt, gone.signal).catch((e: unknown) => {
+      metrics.requestFailed('generation')
+      throw e
+    })
+    if (res.destroyed) return
+    const kvTransfer = source === 'transfer' ? { kvTransfer: true } : {}
+    /** A finished prompt (not on decode-only pods): kept for decode pods, room closed. */
+    const prefilled = (r: GenerationResult): Record<string, unknown> | undefined => {
+      if (o.role === 'decode') return undefined
+      if (room !== undefined) pd.closeRoom(room, r.promptTokens)
+      return pd.prefilled(body, parsed.prompt, r.promptTokens, o.blockSize)
+    }
     const meta = nextMeta(
       kind === 'chat' ? 'chatcmpl' : kind === 'responses' ? 'resp' : 'cmpl',
       parsed.model,
@@ -421,6 +477,7 @@ export async function startSimulator(opts: SimOptions): Promise<SimHandle> {
           outputTokens: output,
           finishReason: parsed.maxTokens !== null ? 'length' : 'stop',
           streaming: true,
+          ...kvTransfer,
         },
         {
           token: (t, i) => {
@@ -439,6 +496,7 @@ export async function startSimulator(opts: SimOptions): Promise<SimHandle> {
             )
           },
           finish: (r: GenerationResult) => {
+            prefilled(r)
             if (events !== undefined) {
               if (r.completionTokens === 0) write(events.start())
               write(
@@ -484,12 +542,14 @@ export async function startSimulator(opts: SimOptions): Promise<SimHandle> {
         outputTokens: output,
         finishReason: parsed.maxTokens !== null ? 'length' : 'stop',
         streaming: false,
+        ...kvTransfer,
       },
       {
         token: () => {},
         finish: (r: GenerationResult) => {
+          const kvParams = prefilled(r)
           if (res.destroyed) return
-          const body = JSON.stringify(
+          const answer = JSON.stringify(
             events !== undefined
               ? responseObject(
                   meta,
@@ -498,30 +558,34 @@ export async function startSimulator(opts: SimOptions): Promise<SimHandle> {
                   responsesUsage(r.promptTokens, r.completionTokens, r.cachedTokens),
                   parsed.maxTokens,
                 )
-              : fullResponse(
-                  parsed.kind,
-                  meta,
-                  output.join(''),
-                  r.finishReason,
-                  usageOf(r.promptTokens, r.completionTokens, r.cachedTokens),
-                ),
+              : {
+                  ...fullResponse(
+                    parsed.kind,
+                    meta,
+                    output.join(''),
+                    r.finishReason,
+                    usageOf(r.promptTokens, r.completionTokens, r.cachedTokens),
+                  ),
+                  // vLLM answers a do_remote_decode prefill with where to pull its blocks.
+                  ...(kvParams !== undefined ? { kv_transfer_params: kvParams } : {}),
+                },
           )
           if (drop !== null) {
             counters.injected++
             res.writeHead(200, {
               'content-type': 'application/json',
-              'content-length': Buffer.byteLength(body),
+              'content-length': Buffer.byteLength(answer),
             })
-            res.write(body.slice(0, Math.floor(body.length / 2)))
+            res.write(answer.slice(0, Math.floor(answer.length / 2)))
             cutConnection(res)
             return
           }
           finishCommon()
           res.writeHead(200, {
             'content-type': 'application/json',
-            'content-length': Buffer.byteLength(body),
+            'content-length': Buffer.byteLength(answer),
           })
-          res.end(body)
+          res.end(answer)
         },
       },
     )
@@ -623,7 +687,13 @@ export async function startSimulator(opts: SimOptions): Promise<SimHandle> {
       }
       case 'GET /sim/stats':
         return sendJson(res, 200, stats())
+      case 'POST /sim/kv/pull':
+        return sendJson(res, 200, pd.pull(parseJsonBody(await readBody(req))))
       default:
+        if (method === 'GET' && path.startsWith('/sim/bootstrap/')) {
+          const room = decodeURIComponent(path.slice('/sim/bootstrap/'.length))
+          return sendJson(res, 200, await pd.awaitRoom(room, BOOTSTRAP_WAIT_MS))
+        }
         throw new SimError(404, 'route_not_found', `No route for ${method} ${path}.`)
     }
   }
@@ -647,6 +717,8 @@ export async function startSimulator(opts: SimOptions): Promise<SimHandle> {
       aborted: t.aborted,
       loadedLoras: g.loadedLoras,
       loraLoads: engine.lora.counters().loads,
+      role: o.role,
+      pd: { ...pd.counters },
     }
   }
 
@@ -679,6 +751,7 @@ export async function startSimulator(opts: SimOptions): Promise<SimHandle> {
     })
   })
   const port = (server.address() as AddressInfo).port
+  pd.port = port
   let closing: Promise<void> | null = null
 
   return {
