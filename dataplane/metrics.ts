@@ -123,6 +123,21 @@ export class GatewayMetrics {
     labelNames: ['route', 'from', 'to', 'reason'] as const,
     registers: [this.registry],
   })
+  // Prefill/decode disaggregation (serve/pd-target.ts), one observation per phase that ran.
+  readonly prefillDuration = new Histogram({
+    name: 'infer_gateway_prefill_duration_seconds',
+    help: 'Prefill phase of a prefill/decode request: prefill request sent to its answer read, by server, connector and outcome (ok|error).',
+    labelNames: ['server', 'connector', 'outcome'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  })
+  readonly decodeDuration = new Histogram({
+    name: 'infer_gateway_decode_duration_seconds',
+    help: 'Decode phase of a prefill/decode request: decode request sent to its last byte, by server, connector and outcome (ok|error).',
+    labelNames: ['server', 'connector', 'outcome'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  })
 
   // Per-request latency as the router measures it, by model, route and target (`server:<key>` or
   // `provider:<key>`): all three bounded by the snapshot.

@@ -40,6 +40,8 @@ export interface Finished {
   readonly firstTokenMs?: number
   readonly usage?: ProviderUsage
   readonly endpoint?: string
+  /** Prefill/decode: the prefill pod of the pair that answered (`endpoint` is its decode pod). */
+  readonly prefillEndpoint?: string
   readonly attempts?: number
   readonly headersMs?: number
   readonly errorMessage?: string
@@ -200,6 +202,7 @@ export class Outcome {
       ...(this.model !== undefined ? { model: clip(this.model) } : {}),
       ...this.routeFields(),
       ...(f.endpoint !== undefined ? { endpoint: f.endpoint } : {}),
+      ...(f.prefillEndpoint !== undefined ? { prefill_endpoint: f.prefillEndpoint } : {}),
       ...(f.attempts !== undefined ? { attempts: f.attempts } : {}),
       stream: f.stream,
       ...(u ? { prompt_tokens: u.promptTokens, completion_tokens: u.completionTokens } : {}),

@@ -11,8 +11,9 @@ import { upstreamHeaders } from '../proxy/headers.js'
 import { type ResponseOutcome, toClientResponse } from '../proxy/respond.js'
 import { requestUsage, UsageChunkStripper, wantsInjectedUsage } from '../proxy/usage-strip.js'
 import type { RouteTarget } from '../router.js'
-import { deadline } from './deadline.js'
-import { clientClosed, errorResponse } from './outcome.js'
+import { type Deadline, deadline } from './deadline.js'
+import { clientClosed, errorResponse, type Finished } from './outcome.js'
+import { pdDispatch } from './pd-target.js'
 import { type ChainContext, canFallback, failed, type Step } from './types.js'
 
 /** Request header `1` asks for the scheduler's decision summary in the same-named response header. */
@@ -78,6 +79,8 @@ async function dispatch(
 ): Promise<Step> {
   const { req, deps, out } = ctx
   const server = t.server
+  // Disaggregated servers are served as prefill/decode pairs, the rest of the walk unchanged.
+  if (server.pd !== undefined) return pdDispatch(t, server.pd, ctx, more, pickCtx, admission, owned)
   const picker = deps.picker
   const candidates = picker.pick(pickCtx)
   if (candidates.length === 0)
@@ -157,6 +160,49 @@ async function dispatch(
     return failed(err, lastFailure === 'connect-failure' ? 'connect-failure' : undefined)
   }
 
+  return answer({
+    t,
+    ctx,
+    more,
+    up,
+    pickCtx,
+    dispatchedAt,
+    admission,
+    dl,
+    injectUsage,
+    ...(owned !== undefined ? { owned } : {}),
+  })
+}
+
+/** A self-hosted answer on its way to the client (shared with the prefill/decode target). */
+export interface Answer {
+  readonly t: ServerTarget
+  readonly ctx: ChainContext
+  readonly more: boolean
+  readonly up: UpstreamResponse
+  readonly pickCtx: PickContext
+  /** performance.now() when the answering attempt was sent. */
+  readonly dispatchedAt: number
+  readonly admission: Admission | undefined
+  readonly owned?: { byStream: boolean }
+  readonly dl: Deadline
+  /** usage was asked of the engine for counting only: its usage-only event is stripped. */
+  readonly injectUsage: boolean
+  /** More access-log fields (the prefill pod of a pair). */
+  readonly finish?: Pick<Finished, 'prefillEndpoint'>
+  /** Runs once when the response has ended (fully or not), before the request is finished. */
+  readonly onEnd?: (o: ResponseOutcome) => void
+}
+
+/**
+ * A status the rule falls back on goes back to the chain (drained); anything else goes to the
+ * client, and its end feeds the picker, the endpoint metrics and the request's outcome.
+ */
+export async function answer(a: Answer): Promise<Step> {
+  const { t, ctx, more, up, pickCtx, dispatchedAt, admission, owned, dl, injectUsage } = a
+  const { req, deps, out } = ctx
+  const server = t.server
+  const picker = deps.picker
   const status = up.statusCode
   if (req.api === 'responses' && (status === 404 || status === 405)) {
     // An engine version without the Responses API (see dataplane/api/responses.ts).
@@ -200,6 +246,7 @@ async function dispatch(
     const eps = deps.metrics.endpoint(server.key, endpointId(answered.endpoint))
     eps.response(o.status)
     if (o.error !== undefined && o.error !== 'client_closed') eps.error(o.error)
+    a.onEnd?.(o)
     picker.onComplete?.(pickCtx, answered.endpoint, dispatchOutcome(o, dispatchedAt, out.startedAt))
     out.finish({
       status: o.error === 'client_closed' ? 499 : o.status,
@@ -210,6 +257,7 @@ async function dispatch(
       ...(o.firstTokenMs !== undefined ? { firstTokenMs: o.firstTokenMs } : {}),
       ...(o.usage ? { usage: o.usage } : {}),
       endpoint: endpointId(answered.endpoint),
+      ...a.finish,
       attempts: answered.attempts,
       headersMs: answered.headersMs,
     })
