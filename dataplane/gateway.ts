@@ -5,6 +5,7 @@ import { type AccessLogger, discardLogger, jsonLineLogger } from './access-log.j
 import { createApp, type Lifecycle } from './app.js'
 import { type ConfigKind, FileConfigSource } from './config-source.js'
 import { Filters } from './filters/index.js'
+import type { RateLimitBackend } from './filters/ratelimit/backend.js'
 import { SecretStore } from './filters/secrets.js'
 import { type Logger, silentLogger } from './log.js'
 import { GatewayMetrics } from './metrics.js'
@@ -61,6 +62,8 @@ export interface GatewayOptions {
   readonly allowEmptyConfig?: boolean
   /** Standalone: allow provider baseURLs on loopback/link-local addresses (tests, sidecars). */
   readonly allowPrivateProviderAddresses?: boolean
+  /** Where `local` rate-limit counters live (default: this process; workers: the primary's). */
+  readonly localRateLimit?: RateLimitBackend
 }
 
 export interface Gateway {
@@ -135,7 +138,12 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   })
   // Secrets first: the first snapshot's API keys are resolved against them.
   await secrets.start()
-  const filters = new Filters({ registry: metrics.registry, log, secrets })
+  const filters = new Filters({
+    registry: metrics.registry,
+    log,
+    secrets,
+    ...(opts.localRateLimit !== undefined ? { localBackend: opts.localRateLimit } : {}),
+  })
   store.onSwap((s) => filters.onSnapshot(s))
   // Provider keys are entries of the same mounted credentials (see api/provider.ts secretFileName).
   const providers = new ProviderRuntime({ secrets, log })

@@ -26,6 +26,9 @@
 //   this each worker places prefixes on its own and a shared prefix can end up cached on up to N
 //   pods. Dispatches arrive a few tens of milliseconds late; rendezvous tie-breaks on the prompt's
 //   head make workers that see the same state agree in the meantime.
+// - Local rate limits: the counters live here, once (cluster/ratelimit.ts); workers decide on
+//   small leases of the budget and ask the primary when a lease does not cover a request, so a
+//   tenant's limit holds across workers (bounds on the lease slack in that file).
 // - /metrics: prom-client's AggregatorRegistry. Any worker asked for /metrics asks the primary,
 //   which collects every worker's registry and answers the aggregate (sums; gauges like the
 //   snapshot version are the same in every worker).
@@ -51,6 +54,7 @@ import {
   WORKER_ARGS_ENV,
   WORKER_INDEX_ENV,
 } from './protocol.js'
+import { LeaseServer } from './ratelimit.js'
 
 /** At most this often the primary sends each worker the others' in-flight (when it changed). */
 export const BROADCAST_MS = 10
@@ -123,6 +127,8 @@ export async function runPrimary(o: PrimaryOptions): Promise<void> {
     }
   }
   const aggregator = new AggregatorRegistry()
+  // The one set of local rate-limit counters; workers lease from it (ratelimit.ts).
+  const rateLimits = new LeaseServer({ workers: o.workers })
 
   let stopping = false
   let anyReady = false
@@ -173,6 +179,12 @@ export async function runPrimary(o: PrimaryOptions): Promise<void> {
       case 'igw:load':
         load.report(s.index, m.load)
         broadcastTimer ??= setTimeout(sendPeerLoads, BROADCAST_MS)
+        break
+      case 'igw:rl-reserve':
+        if (worker.isConnected()) worker.send(rateLimits.reserve(m) satisfies ToWorker)
+        break
+      case 'igw:rl-adjust':
+        rateLimits.adjust(m.ops)
         break
       case 'igw:metrics-req':
         aggregator.clusterMetrics().then(

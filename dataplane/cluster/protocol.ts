@@ -4,6 +4,7 @@
 import type { ScrapeResult } from '../engines/scraper.js'
 import type { PeerDispatch } from '../scheduler/index.js'
 import type { LoadEntry } from './load.js'
+import type { RateLimitToPrimary, RateLimitToWorker } from './ratelimit.js'
 
 /** Env of a worker: its stable index (1..N, kept across restarts) and the command's arguments. */
 export const WORKER_INDEX_ENV = 'INFER_GATEWAY_WORKER_INDEX'
@@ -29,6 +30,8 @@ export type ToWorker =
   | { readonly t: 'igw:dispatches'; readonly d: readonly PeerDispatch[] }
   /** Drain and exit (the primary got SIGTERM/SIGINT). */
   | { readonly t: 'igw:shutdown' }
+  /** The primary's answer to a rate-limit reservation (ratelimit.ts). */
+  | RateLimitToWorker
 
 export type ToPrimary =
   | { readonly t: 'igw:ready'; readonly url: string }
@@ -38,6 +41,8 @@ export type ToPrimary =
   | { readonly t: 'igw:dispatches'; readonly d: readonly PeerDispatch[] }
   /** `/metrics` was asked of this worker: the primary answers with every worker's sum. */
   | { readonly t: 'igw:metrics-req'; readonly rid: number }
+  /** Local rate limits: the counters live in the primary, workers hold leases (ratelimit.ts). */
+  | RateLimitToPrimary
 
 export function isOurs<M extends { t: string }>(m: unknown): m is M {
   return (

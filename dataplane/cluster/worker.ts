@@ -12,6 +12,7 @@ import type { PickContext } from '../picker.js'
 import { Scheduler, type SchedulerOptions } from '../scheduler/index.js'
 import { type LoadEntry, loadKey } from './load.js'
 import { isOurs, type ToPrimary, type ToWorker, WORKER_INDEX_ENV } from './protocol.js'
+import { LeasedBackend } from './ratelimit.js'
 
 /**
  * Gauges that must not be summed over workers (prom-client sums by default): every worker loads
@@ -51,6 +52,12 @@ function send(m: ToPrimary): void {
   if (process.connected) process.send?.(m)
 }
 
+/** For rate limits: a reservation must fail at once (not wait out its timeout) without a primary. */
+function sendOrThrow(m: ToPrimary): void {
+  if (!process.connected || process.send === undefined) throw new Error('the primary is gone')
+  process.send(m)
+}
+
 export async function runWorker(
   opts: GatewayOptions,
   drain: { readonly drainDelayMs: number; readonly deadlineMs: number },
@@ -63,6 +70,8 @@ export async function runWorker(
     scrape: { ...(opts.scheduler?.scrape || {}), external: true },
     shareDispatches: true,
   })
+  // Local rate-limit counters are the primary's (one budget for all workers); see ratelimit.ts.
+  const rateLimits = new LeasedBackend({ send: sendOrThrow })
   const waiting = new Map<number, { ok: (t: string) => void; fail: (e: Error) => void }>()
   let stop: () => void = () => {}
   const stopped = new Promise<void>((r) => {
@@ -90,6 +99,9 @@ export async function runWorker(
         else w?.fail(new Error(m.error ?? 'no metrics from the primary'))
         break
       }
+      case 'igw:rl-result':
+        rateLimits.onResult(m)
+        break
       case 'igw:shutdown':
         stop()
         break
@@ -103,7 +115,7 @@ export async function runWorker(
 
   let gw: Gateway
   try {
-    gw = await startGateway({ ...opts, picker: scheduler })
+    gw = await startGateway({ ...opts, picker: scheduler, localRateLimit: rateLimits })
   } catch (e) {
     await scheduler.close()
     throw e

@@ -36,6 +36,8 @@ export interface FiltersOptions {
   readonly registry: Registry
   readonly log: Logger
   readonly secrets?: SecretLookup & { onChange?(cb: () => void): () => void }
+  /** Where `local` counters live (default: this process; `--workers N`: the primary's). */
+  readonly localBackend?: RateLimitBackend
 }
 
 const REQUIRE_IDENTITY: SnapshotAuthorization = { allowAnonymous: false }
@@ -66,7 +68,7 @@ export class Filters {
   readonly metrics: FilterMetrics
   private readonly opts: FiltersOptions
   private readonly secrets: SecretLookup
-  private readonly local = new LocalBackend()
+  private readonly local: RateLimitBackend
   private readonly redis = new Map<string, RedisBackend>()
   private readonly jwt = new Map<string, JwtProvider>()
   private rt: Runtime
@@ -74,6 +76,7 @@ export class Filters {
 
   constructor(opts: FiltersOptions) {
     this.opts = opts
+    this.local = opts.localBackend ?? new LocalBackend()
     this.metrics = new FilterMetrics(opts.registry)
     this.secrets = opts.secrets ?? NO_SECRETS
     this.rt = this.build(undefined)
@@ -159,6 +162,7 @@ export class Filters {
 
   async close(): Promise<void> {
     this.unsubscribe?.()
+    await this.local.close()
     await Promise.all([...this.redis.values()].map((b) => b.close()))
     this.redis.clear()
   }
