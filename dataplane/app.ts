@@ -7,10 +7,11 @@ import type { Context } from 'hono'
 import { Hono } from 'hono'
 import type { SnapshotRoute } from '../api/snapshot.js'
 import { type AccessLogger, discardLogger } from './access-log.js'
+import { messagesAnswer, rewrittenInbound, translateMessages } from './api/messages/index.js'
 import { ModelCatalog } from './api/models.js'
 import { servePlain } from './api/plain.js'
-import { responsesAdmissionView } from './api/responses.js'
 import { requestIdOf } from './api/request-id.js'
+import { responsesAdmissionView } from './api/responses.js'
 import { DEFAULT_MAX_JSON_DEPTH, parseJsonObject } from './body.js'
 import { errors, GatewayError } from './errors.js'
 import type { Filters, Identity, Admission as LimitAdmission } from './filters/index.js'
@@ -71,6 +72,7 @@ const INFERENCE_APIS = {
   '/v1/completions': 'completions',
   '/v1/embeddings': 'embeddings',
   '/v1/responses': 'responses',
+  '/v1/messages': 'messages',
 } as const
 
 type InferencePath = keyof typeof INFERENCE_APIS
@@ -207,6 +209,24 @@ export function createApp(deps: AppDeps): Hono {
   )
 
   for (const path of Object.keys(INFERENCE_APIS) as InferencePath[]) {
+    if (path === '/v1/messages') {
+      // Anthropic's API: the answer (and any error) is rewritten into Anthropic's shapes unless
+      // an Anthropic provider answered.
+      app.post(path, async (c) => {
+        let out: Outcome | undefined
+        const res = await handleInference(c, path, (o) => {
+          out = o
+        })
+        const t = out?.target
+        return messagesAnswer(
+          res,
+          res.status < 400 && t?.kind === 'provider' && t.provider.type === 'Anthropic',
+          out?.model ?? '',
+          out?.requestId,
+        )
+      })
+      continue
+    }
     app.post(path, (c) => handleInference(c, path))
   }
 
@@ -235,7 +255,12 @@ export function createApp(deps: AppDeps): Hono {
     return errorResponse(errors.internal())
   })
 
-  async function handleInference(c: Context, path: InferencePath): Promise<Response> {
+  async function handleInference(
+    c: Context,
+    path: InferencePath,
+    /** Gets the request's Outcome (the /v1/messages wrapper reads which target answered). */
+    onOutcome?: (o: Outcome) => void,
+  ): Promise<Response> {
     const startedAt = performance.now()
     const api = INFERENCE_APIS[path]
     const env = c.env as Partial<HttpBindings> | undefined
@@ -246,6 +271,7 @@ export function createApp(deps: AppDeps): Hono {
     const requestId = requestIdOf(inbound.header('x-request-id'))
     // Everything the request holds and how it ends (metrics, access log, settlement): once.
     const out = new Outcome(outcomeEnv, requestId, path, api, startedAt)
+    onOutcome?.(out)
     if (deps.tracing !== undefined) out.trace = deps.tracing.start(inbound.header, api)
     /** Set when the returned response is a stream whose end records the outcome. */
     let bodyOwnsEnd = false
@@ -289,6 +315,8 @@ export function createApp(deps: AppDeps): Hono {
       out.decision = decision
       // Until a target is tried, a plain rule's access-log line names its server.
       if (decision.plain) out.target = decision.targets[0]
+      // /v1/messages: the OpenAI chat form most targets get (or why there is none).
+      const messages = api === 'messages' ? translateMessages(body) : undefined
       const identity = out.identity
       let limits: LimitAdmission | undefined
       if (filters !== undefined && identity !== undefined) {
@@ -296,14 +324,16 @@ export function createApp(deps: AppDeps): Hono {
           filters.authorize(identity, decision.route, m)
           // The limiter knows chat, completions and embeddings; a Responses request is counted
           // through its chat-shaped view (dataplane/api/responses.ts).
+          // The same for Anthropic Messages through its chat translation.
           limits = await filters.admit(
-            api === 'responses'
+            api === 'responses' || api === 'messages'
               ? {
                   route: decision.route,
                   identity,
                   api: 'chat',
                   model: m,
-                  body: responsesAdmissionView(body),
+                  body:
+                    api === 'responses' ? responsesAdmissionView(body) : (messages?.chat ?? body),
                 }
               : { route: decision.route, identity, api, model: m, body },
           )
@@ -311,7 +341,8 @@ export function createApp(deps: AppDeps): Hono {
         } catch (e) {
           return out.fail(asGatewayError(e))
         }
-        if (limits?.injectUsage) {
+        // (Responses and Messages streams end with their usage: nothing to ask for.)
+        if (limits?.injectUsage && api !== 'messages' && api !== 'responses') {
           // Ask the engine for usage so the stream settles exactly; the usage-only chunk is
           // removed again on the way back (the client did not ask for it).
           const so = body['stream_options']
@@ -325,17 +356,35 @@ export function createApp(deps: AppDeps): Hono {
           raw = Buffer.from(JSON.stringify(body))
         }
       }
+      const common = {
+        model: m,
+        inbound: messages !== undefined ? rewrittenInbound(inbound) : inbound,
+        ...(explainOn && inbound.header(EXPLAIN_HEADER) === '1' ? { explain: true } : {}),
+        ...(filters !== undefined ? { stripHeaders: filters.stripHeaders } : {}),
+      }
+      const chat = messages?.chat
       const res = await serveChain(
         decision,
         {
+          ...common,
           path,
           api,
-          model: m,
           body,
           raw,
-          inbound,
-          ...(explainOn && inbound.header(EXPLAIN_HEADER) === '1' ? { explain: true } : {}),
-          ...(filters !== undefined ? { stripHeaders: filters.stripHeaders } : {}),
+          ...(messages !== undefined
+            ? {
+                translated:
+                  chat !== undefined
+                    ? {
+                        ...common,
+                        path: '/v1/chat/completions',
+                        api: 'chat' as const,
+                        body: chat,
+                        raw: Buffer.from(JSON.stringify(chat)),
+                      }
+                    : (messages.error ?? errors.internal()),
+              }
+            : {}),
         },
         out,
         serveDeps,

@@ -73,6 +73,7 @@ describe('request path boundaries', () => {
         .filter((f) => importsOf(f).some((t) => t.startsWith('providers/')))
         .map((f) => relative(dataplane, f).replace(/\/[^/]+$/, '/')),
     )
-    for (const u of users) expect(['serve/', 'app.ts', 'gateway.ts']).toContain(u)
+    // api/messages/ reads event streams with the providers' SSE parser (one parser, not two).
+    for (const u of users) expect(['serve/', 'app.ts', 'gateway.ts', 'api/messages/']).toContain(u)
   })
 })

@@ -13,6 +13,7 @@ import { serverTarget } from './server-target.js'
 import {
   type ChainContext,
   canFallback,
+  failed,
   type ServeDeps,
   type ServeRequest,
   type Step,
@@ -39,9 +40,18 @@ export async function serveChain(
     if (t === undefined) break
     out.target = t
     const more = i < n - 1
+    // An Anthropic Messages request goes as it is to Anthropic, as OpenAI chat elsewhere (a body
+    // that does not translate is this target's 400, skipped like any unsupported request).
+    const tr = t.kind === 'provider' && t.provider.type === 'Anthropic' ? undefined : req.translated
+    const tctx = tr === undefined || tr instanceof GatewayError ? ctx : { ...ctx, req: tr }
     let step: Step
     try {
-      step = t.kind === 'server' ? await serverTarget(t, ctx, more) : await providerTarget(t, ctx)
+      step =
+        tr instanceof GatewayError
+          ? failed(tr, undefined, true)
+          : t.kind === 'server'
+            ? await serverTarget(t, tctx, more)
+            : await providerTarget(t, tctx)
     } catch (e) {
       // An unexpected exception in a target (a bug, a picker, an adapter) still ends the request
       // with one access-log line; what the target held was released by the target itself.

@@ -27,9 +27,9 @@ export async function serverTarget(
   more: boolean,
 ): Promise<Step> {
   const { req, deps, d } = ctx
-  const picker = deps.picker
   if (req.api === 'responses' && !servesResponses(t.server))
     return failed(responsesUnsupported(t.server), undefined, true)
+  const picker = deps.picker
   const identity = ctx.out.identity
   const pickCtx: PickContext = {
     requestId: ctx.out.requestId,

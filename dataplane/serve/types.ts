@@ -39,6 +39,11 @@ export interface ServeRequest {
   readonly explain?: boolean
   /** Client headers never forwarded to self-hosted engines (their credentials). */
   readonly stripHeaders?: ReadonlySet<string>
+  /**
+   * /v1/messages: the request as OpenAI chat (dataplane/api/messages), sent to every target but
+   * an Anthropic provider, which gets the client's Anthropic body.
+   */
+  readonly translated?: ServeRequest | GatewayError
 }
 
 /** One chain walk: the decision, the request, what it holds, and the client's abort signal. */

@@ -65,10 +65,27 @@ function wantsStreamUsage(body: Readonly<Record<string, unknown>>): boolean {
 }
 
 export const anthropicAdapter: ProviderAdapter = {
-  supports: (_p, api) => api === 'chat',
+  // chat: translated; messages (/v1/messages): the client's Anthropic body passed through.
+  supports: (_p, api) => api === 'chat' || api === 'messages',
 
   build(input: BuildInput): BuiltRequest {
     const p = input.provider
+    if (input.api === 'messages') {
+      const stream = input.body['stream'] === true
+      return {
+        url: `${p.baseURL}/v1/messages`,
+        headers: {
+          'content-type': 'application/json',
+          accept: stream ? 'text/event-stream' : 'application/json',
+          'anthropic-version': p.anthropic?.version ?? '2023-06-01',
+        },
+        body:
+          input.body['model'] === input.upstreamModel
+            ? input.raw
+            : JSON.stringify({ ...input.body, model: input.upstreamModel }),
+        stream,
+      }
+    }
     const req = toAnthropicRequest(p, input.body, input.upstreamModel)
     return {
       url: `${p.baseURL}/v1/messages`,
@@ -86,6 +103,10 @@ export const anthropicAdapter: ProviderAdapter = {
     const msg = parseObject(raw)
     if (msg === undefined || !Array.isArray(msg['content'])) {
       throw providerErrors.badResponse(input.provider, 'not an Anthropic message')
+    }
+    if (input.api === 'messages') {
+      const u = usageOf(msg['usage'])
+      return { body: raw, ...(u ? { usage: u } : {}) }
     }
     const texts: string[] = []
     const calls: Obj[] = []
@@ -126,7 +147,9 @@ export const anthropicAdapter: ProviderAdapter = {
   },
 
   stream(input): StreamTranslator {
-    return new AnthropicStream(input, wantsStreamUsage(input.body))
+    return input.api === 'messages'
+      ? new AnthropicPassThrough(input)
+      : new AnthropicStream(input, wantsStreamUsage(input.body))
   },
 
   errorDetail(status, text): ProviderErrorDetail {
@@ -289,6 +312,59 @@ class AnthropicStream implements StreamTranslator {
         // Anthropic may add event types; unknown ones are skipped, as its SDKs do.
         return []
     }
+  }
+
+  end(): string[] {
+    if (!this.done) {
+      throw new ProviderStreamError(
+        'upstream_stream_cut',
+        this.started
+          ? 'provider closed the stream before message_stop'
+          : 'provider closed the stream before it started',
+        true,
+      )
+    }
+    return []
+  }
+}
+
+/**
+ * /v1/messages to an Anthropic provider: the named events go to the client as they came; usage is
+ * read from message_start and message_delta, message_stop ends the stream, an `error` event
+ * fails it (before the first event: a fallback; after: an error event for the client).
+ */
+class AnthropicPassThrough implements StreamTranslator {
+  private readonly input: BuildInput
+  private done = false
+  private started = false
+  usage: ProviderUsage | undefined
+
+  constructor(input: BuildInput) {
+    this.input = input
+  }
+
+  push(ev: SseEvent): string[] {
+    const name = ev.event
+    if (name === 'message_start' || name === 'message_delta' || name === 'error') {
+      const data = parseObject(ev.data)
+      if (name === 'message_start') {
+        const m = data?.['message']
+        if (isObj(m)) this.usage = usageOf(m['usage'], this.usage)
+      } else if (name === 'message_delta') this.usage = usageOf(data?.['usage'], this.usage)
+      else {
+        const e = data?.['error']
+        const etype = isObj(e) && typeof e['type'] === 'string' ? e['type'] : 'api_error'
+        const msg = isObj(e) && typeof e['message'] === 'string' ? e['message'] : 'stream error'
+        throw new ProviderStreamError(
+          etype === 'overloaded_error' ? 'provider_overloaded' : 'provider_stream_error',
+          `provider "${this.input.provider.key}" (Anthropic) ended the stream with ${etype}: ${msg}`,
+          etype === 'overloaded_error' || etype === 'api_error',
+        )
+      }
+    }
+    if (name === 'message_start') this.started = true
+    if (name === 'message_stop') this.done = true
+    return [`${name !== undefined ? `event: ${name}\n` : ''}data: ${ev.data}\n\n`]
   }
 
   end(): string[] {
