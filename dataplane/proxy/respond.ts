@@ -212,30 +212,80 @@ export async function toClientResponse(
   return bufferedResponse(up, opts)
 }
 
+/** What `holdBody` read: the whole body, or its first HOLD_WHOLE_BYTES and more to come. */
+interface Held {
+  readonly chunks: Uint8Array[]
+  bytes: number
+  firstByteMs: number | undefined
+  /** Past HOLD_WHOLE_BYTES: the body is paused with the rest unread. */
+  more: boolean
+}
+
+const IGNORE = (): void => {}
+
+/**
+ * Reads a non-streamed body with plain 'data'/'end' listeners. The async iterator used before
+ * cost an async generator, end-of-stream watchers and a stream destroy per response (about 4 %
+ * of the gateway's busy CPU in a profile at 500 req/s); bodies here are one or two chunks.
+ */
+function holdBody(
+  up: UpstreamResponse,
+  startedAt: number,
+  limit: number,
+  /** Filled as bytes arrive (also what a failure reports). */
+  held: Held,
+): Promise<void> {
+  const body = up.body
+  return new Promise<void>((resolve, reject) => {
+    let settled = false
+    const done = (err?: unknown): void => {
+      if (settled) return
+      settled = true
+      body.off('data', onData)
+      body.off('end', onEnd)
+      body.off('error', onError)
+      body.off('close', onClose)
+      // An error after we stopped listening must not become an uncaught exception; the caller
+      // destroys the body on failure, and a paused body gets the reader of passOnResponse.
+      if (!held.more) body.on('error', IGNORE)
+      if (err !== undefined) reject(err)
+      else resolve()
+    }
+    const onData = (c: Uint8Array): void => {
+      if (held.firstByteMs === undefined) held.firstByteMs = performance.now() - startedAt
+      held.bytes += c.byteLength
+      if (held.bytes > limit) {
+        done(errors.upstreamBodyTooLarge(up.endpoint.name, limit))
+        return
+      }
+      held.chunks.push(c)
+      if (held.bytes > HOLD_WHOLE_BYTES) {
+        body.pause()
+        held.more = true
+        done()
+      }
+    }
+    const onEnd = (): void => done()
+    const onError = (e: unknown): void => done(e)
+    // Closed without 'end' or 'error' (destroyed): the body was cut.
+    const onClose = (): void =>
+      done(errors.upstreamUnavailable(`${up.endpoint.name}: response body cut`))
+    body.on('data', onData)
+    body.once('end', onEnd)
+    body.once('error', onError)
+    body.once('close', onClose)
+  })
+}
+
 async function bufferedResponse(up: UpstreamResponse, opts: RespondOptions): Promise<Response> {
-  const chunks: Uint8Array[] = []
-  let firstByteMs: number | undefined
-  let bytes = 0
+  const held: Held = { chunks: [], bytes: 0, firstByteMs: undefined, more: false }
   const limit = opts.maxBodyBytes ?? DEFAULT_MAX_UPSTREAM_BODY_BYTES
-  const iterator = up.body[Symbol.asyncIterator]()
-  let passOn = false
   try {
     const declared = Number(up.headers['content-length'])
     if (declared > limit) throw errors.upstreamBodyTooLarge(up.endpoint.name, limit)
-    for (;;) {
-      const { value, done } = await iterator.next()
-      if (done) break
-      const c = value as Uint8Array
-      if (firstByteMs === undefined) firstByteMs = performance.now() - opts.startedAt
-      bytes += c.byteLength
-      if (bytes > limit) throw errors.upstreamBodyTooLarge(up.endpoint.name, limit)
-      chunks.push(c)
-      if (bytes > HOLD_WHOLE_BYTES) {
-        passOn = true
-        break
-      }
-    }
+    await holdBody(up, opts.startedAt, limit, held)
   } catch (e) {
+    const { bytes, firstByteMs } = held
     // Whatever went wrong, the engine's socket is not read any further (an endless body must
     // not keep flowing into a buffer nobody reads).
     up.body.destroy()
@@ -259,12 +309,13 @@ async function bufferedResponse(up: UpstreamResponse, opts: RespondOptions): Pro
     })
     throw e
   }
-  if (passOn)
+  const { chunks, bytes, firstByteMs } = held
+  if (held.more)
     return passOnResponse(
       up,
       responseHeaders(up.headers, opts.extraHeaders),
       opts,
-      iterator,
+      up.body[Symbol.asyncIterator](),
       chunks,
       bytes,
       firstByteMs,
