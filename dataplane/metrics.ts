@@ -162,18 +162,21 @@ export class GatewayMetrics {
     buckets: LATENCY_BUCKETS,
     registers: [this.registry],
   })
+  // The endpoint label is `upstream_host` (address:port, as Envoy names it), not `endpoint`:
+  // prometheus-operator adds an `endpoint` target label to every series it scrapes, which would
+  // rename ours to `exported_endpoint`.
   // Per endpoint (pod `address:port`) of a model server; series of endpoints that left the
   // snapshot are removed (`pruneEndpoints`).
   readonly endpointRequests = new Counter({
     name: 'infer_gateway_endpoint_requests_total',
     help: 'Responses from an engine endpoint (the attempt that answered), by server, endpoint and status class.',
-    labelNames: ['server', 'endpoint', 'status_class'] as const,
+    labelNames: ['server', 'upstream_host', 'status_class'] as const,
     registers: [this.registry],
   })
   readonly endpointErrors = new Counter({
     name: 'infer_gateway_endpoint_errors_total',
     help: 'Failed attempts and cut responses of an engine endpoint, by server, endpoint and reason.',
-    labelNames: ['server', 'endpoint', 'reason'] as const,
+    labelNames: ['server', 'upstream_host', 'reason'] as const,
     registers: [this.registry],
   })
   /** Where the scheduler gauges read from at scrape time (set by the gateway's assembly). */
@@ -181,7 +184,7 @@ export class GatewayMetrics {
   readonly endpointInflight = new Gauge({
     name: 'infer_gateway_endpoint_inflight_requests',
     help: 'Requests this gateway has outstanding at an engine endpoint.',
-    labelNames: ['server', 'endpoint'] as const,
+    labelNames: ['server', 'upstream_host'] as const,
     registers: [this.registry],
     collect: () => this.#collectScheduler(),
   })
@@ -189,28 +192,28 @@ export class GatewayMetrics {
   readonly endpointEjected = new Gauge({
     name: 'infer_gateway_endpoint_ejected',
     help: '1 while passive health keeps the endpoint out of rotation.',
-    labelNames: ['server', 'endpoint'] as const,
+    labelNames: ['server', 'upstream_host'] as const,
     aggregator: 'max',
     registers: [this.registry],
   })
   readonly engineWaiting = new Gauge({
     name: 'infer_gateway_engine_waiting_requests',
     help: 'Requests queued inside the engine (its own metric, from the last scrape).',
-    labelNames: ['server', 'endpoint'] as const,
+    labelNames: ['server', 'upstream_host'] as const,
     aggregator: 'max',
     registers: [this.registry],
   })
   readonly engineRunning = new Gauge({
     name: 'infer_gateway_engine_running_requests',
     help: "Requests in the engine's running batch (from the last scrape).",
-    labelNames: ['server', 'endpoint'] as const,
+    labelNames: ['server', 'upstream_host'] as const,
     aggregator: 'max',
     registers: [this.registry],
   })
   readonly engineKvUsage = new Gauge({
     name: 'infer_gateway_engine_kv_cache_usage_ratio',
     help: 'Engine KV-cache usage 0..1 (from the last scrape).',
-    labelNames: ['server', 'endpoint'] as const,
+    labelNames: ['server', 'upstream_host'] as const,
     aggregator: 'max',
     registers: [this.registry],
   })
@@ -288,7 +291,7 @@ export class GatewayMetrics {
     const v = this.schedulerView?.()
     if (v === undefined) return
     for (const e of v.endpoints) {
-      const l = { server: e.server, endpoint: e.endpoint }
+      const l = { server: e.server, upstream_host: e.endpoint }
       this.endpointInflight.set(l, e.inFlight)
       this.endpointEjected.set(l, e.ejected ? 1 : 0)
       if (e.waiting !== undefined) this.engineWaiting.set(l, e.waiting)
@@ -395,10 +398,6 @@ export class GatewayMetrics {
     this.#latency.clear()
   }
 
-  /** Key of a (server, endpoint) pair as `pruneEndpoints` expects it. */
-  static endpointKey(server: string, endpoint: string): string {
-    return `${server}\u0000${endpoint}`
-  }
 
   constructor(opts: { processMetrics?: boolean } = {}) {
     // Reload counters exist from the start so "no failures yet" reads 0, not absent.
@@ -436,7 +435,7 @@ export class EndpointSeries {
     if (c === undefined) {
       c = this.#metrics.endpointRequests.labels({
         server: this.#server,
-        endpoint: this.#endpoint,
+        upstream_host: this.#endpoint,
         status_class: statusClass(status),
       })
       this.#children.set(key, c)
@@ -450,7 +449,7 @@ export class EndpointSeries {
     if (c === undefined) {
       c = this.#metrics.endpointErrors.labels({
         server: this.#server,
-        endpoint: this.#endpoint,
+        upstream_host: this.#endpoint,
         reason,
       })
       this.#children.set(key, c)
@@ -460,7 +459,7 @@ export class EndpointSeries {
 
   /** Drops this endpoint's series from the registry. */
   remove(): void {
-    const l = { server: this.#server, endpoint: this.#endpoint }
+    const l = { server: this.#server, upstream_host: this.#endpoint }
     for (const key of this.#children.keys()) {
       if (key.startsWith('s'))
         this.#metrics.endpointRequests.remove({ ...l, status_class: `${key.slice(1, 2)}xx` })

@@ -112,8 +112,8 @@ describe('metrics a dashboard needs', () => {
 
   it('has per-endpoint requests and in-flight, scheduler decisions and engine gauges', async () => {
     let m = await scrape()
-    const a1 = { server: 'default/pool', endpoint: `${a.host}:${a.port}` }
-    const b1 = { server: 'default/pool', endpoint: `${b.host}:${b.port}` }
+    const a1 = { server: 'default/pool', upstream_host: `${a.host}:${a.port}` }
+    const b1 = { server: 'default/pool', upstream_host: `${b.host}:${b.port}` }
     expect(
       sum(m, 'infer_gateway_endpoint_requests_total', { ...a1, status_class: '2xx' }) +
         sum(m, 'infer_gateway_endpoint_requests_total', { ...b1, status_class: '2xx' }),
@@ -123,8 +123,8 @@ describe('metrics a dashboard needs', () => {
     ).toBe(4)
     expect(sum(m, 'infer_gateway_scheduler_picks_total', { server: 'default/pool' })).toBe(4)
     const inflight = m.filter((x) => x.name === 'infer_gateway_endpoint_inflight_requests')
-    expect(inflight.map((x) => x.labels['endpoint']).sort()).toEqual(
-      [a1.endpoint, b1.endpoint].sort(),
+    expect(inflight.map((x) => x.labels['upstream_host']).sort()).toEqual(
+      [a1.upstream_host, b1.upstream_host].sort(),
     )
     expect(inflight.every((x) => x.value === 0)).toBe(true)
     // Engine numbers arrive with the scheduler's scrapes (every 200 ms).
@@ -143,9 +143,9 @@ describe('metrics a dashboard needs', () => {
     const gone = `${b.host}:${b.port}`
     await until(async () => {
       const m = await scrape()
-      return !m.some((x) => x.labels['endpoint'] === gone)
+      return !m.some((x) => x.labels['upstream_host'] === gone)
     })
     const m = await scrape()
-    expect(m.some((x) => x.labels['endpoint'] === `${a.host}:${a.port}`)).toBe(true)
+    expect(m.some((x) => x.labels['upstream_host'] === `${a.host}:${a.port}`)).toBe(true)
   })
 })
