@@ -398,7 +398,6 @@ export class GatewayMetrics {
     this.#latency.clear()
   }
 
-
   constructor(opts: { processMetrics?: boolean } = {}) {
     // Reload counters exist from the start so "no failures yet" reads 0, not absent.
     this.reloads.inc({ result: 'success' }, 0)
