@@ -35,8 +35,10 @@ const ctxOf = (server: SnapshotServer): PickContext => ({
 
 /** Orders endpoints by a fixed preference (first = best), whatever the server. */
 class Ranked extends RoundRobinPicker {
-  constructor(private readonly order: string[]) {
+  readonly order: string[]
+  constructor(order: string[]) {
     super()
+    this.order = order
   }
   override pick(ctx: PickContext): readonly SnapshotEndpoint[] {
     return ctx.server.endpoints
@@ -91,12 +93,30 @@ describe('pd pair picker', () => {
     expect(pairs.map((p) => `${p.decode.name}<${p.prefill.name}`)).toEqual([
       'dBB<pCCC',
       'dA<pA',
-      // Same prefill pod as the first pair: tried after pairs with a fresh one.
-      'dCCC<pCCC',
+      // The group's next prefill pod: a retry after pCCC failed meets another one.
+      'dCCC<pBB',
     ])
     expect(
       pickPairs(picker, roleContext(base, r.decode, {}), roleContext(base, r.prefill, {}), 'g', 1),
     ).toHaveLength(1)
+  })
+
+  it('a group of one decode pod and two prefill pods has two pairs', () => {
+    const g = pdServer([
+      ep('pA', 'prefill', '1'),
+      ep('pBB', 'prefill', '1'),
+      ep('dA', 'decode', '1'),
+    ])
+    const r = pdRoles(g) as NonNullable<ReturnType<typeof pdRoles>>
+    const base = ctxOf(g)
+    const pairs = pickPairs(
+      new Ranked(['dA', 'pBB', 'pA']),
+      roleContext(base, r.decode, {}),
+      roleContext(base, r.prefill, {}),
+      'g',
+      3,
+    )
+    expect(pairs.map((p) => `${p.decode.name}<${p.prefill.name}`)).toEqual(['dA<pBB', 'dA<pA'])
   })
 
   it('no pair when no decode pod has a ready prefill pod in its group', () => {

@@ -93,8 +93,8 @@ export function roleContext(
 
 /**
  * Up to `limit` pairs, best first: decode pods in the picker's order, each with the prefill pod
- * of its group the picker ranks first. A prefill pod may serve several pairs (a group of one
- * prefill and many decode pods), so a retry after a failed prefill moves to another group first.
+ * of its group the picker ranks first for the first pair, the next ones for the next pairs of
+ * the same group.
  */
 export function pickPairs(
   picker: EndpointPicker,
@@ -114,16 +114,29 @@ export function pickPairs(
     list.push(p)
     bestOf.set(g, list)
   }
-  const first: PdPair[] = []
-  const again: PdPair[] = []
-  const used = new Set<SnapshotEndpoint>()
-  for (const d of decodes) {
-    const g = d.labels[groupKey]
-    const p = g === undefined ? undefined : bestOf.get(g)?.[0]
-    if (p === undefined) continue
-    // Pairs whose prefill pod an earlier pair already uses come after those with a fresh one.
-    ;(used.has(p) ? again : first).push({ prefill: p, decode: d })
-    used.add(p)
+  // Within a group, each next decode pod takes the group's next prefill pod (the best one first,
+  // round the ranked list): the first pair is the best of both, and a retry after a failed
+  // prefill pod meets another prefill pod where the group has one. More rounds while pairs are
+  // missing: a group of one decode pod and two prefill pods still has a second pair.
+  const taken = new Map<string, number>()
+  const seen = new Set<string>()
+  const out: PdPair[] = []
+  for (let round = 0; round < limit && out.length < limit; round++) {
+    const before = out.length
+    for (const d of decodes) {
+      const g = d.labels[groupKey]
+      const list = g === undefined ? undefined : bestOf.get(g)
+      if (g === undefined || list === undefined || list.length === 0) continue
+      const n = taken.get(g) ?? 0
+      taken.set(g, n + 1)
+      const p = list[n % list.length] as SnapshotEndpoint
+      const id = `${d.name}\u0000${p.name}`
+      if (seen.has(id)) continue
+      seen.add(id)
+      out.push({ prefill: p, decode: d })
+      if (out.length >= limit) break
+    }
+    if (out.length === before) break
   }
-  return [...first, ...again].slice(0, limit)
+  return out
 }
