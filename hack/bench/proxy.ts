@@ -10,7 +10,7 @@
 // --seconds) measures a subset while iterating; such runs never write docs/benchmarks.md.
 import { execFile } from 'node:child_process'
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
-import { availableParallelism, tmpdir } from 'node:os'
+import { availableParallelism, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs, promisify } from 'node:util'
 import { fixedRate, type LoadResult, type LoadTarget, percentile } from './load.js'
@@ -196,7 +196,20 @@ interface Running {
   readonly proc?: OutputProc
 }
 
+/**
+ * The machine's 1-minute load average around the run. Other work on the machine inflates every
+ * number here, ours most (the gateway does the most CPU work per request of the processes
+ * measured): a run with a load well above the core count is not a measurement of the proxy.
+ */
+function loadNote(start: number, end: number): string {
+  const cores = availableParallelism()
+  // At the start nothing of this benchmark runs yet; at the end its own processes count too.
+  const busy = start >= cores
+  return `Load average (1 min): ${start.toFixed(1)} at the start, ${end.toFixed(1)} at the end${busy ? ` — other work already kept all ${cores} cores busy before the run began, so these numbers are disturbed` : ''}.`
+}
+
 async function main(): Promise<void> {
+  const loadAtStart = loadavg()[0] ?? 0
   const dir = await mkdtemp(join(tmpdir(), 'igw-bench-proxy-'))
   // Kept after the run (the rest of `dir` is removed): .cpuprofile files open in DevTools.
   const profDir = opts.profile ? await mkdtemp(join(tmpdir(), 'igw-proxy-profile-')) : ''
@@ -236,7 +249,7 @@ async function main(): Promise<void> {
       streams,
       streamsSetup,
       smoke: SMOKE,
-      machine: `Measured ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC on ${process.platform}/${process.arch}, ${availableParallelism()} cores shared by the engine, the router under test and the load tool, Node ${process.version}, vegeta ${vegeta.version}.`,
+      machine: `Measured ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC on ${process.platform}/${process.arch}, ${availableParallelism()} cores shared by the engine, the router under test and the load tool, Node ${process.version}, vegeta ${vegeta.version}. ${loadNote(loadAtStart, loadavg()[0] ?? 0)}`,
     }
     const text = render(run)
     out(`\n${text}\n`)
