@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
 import {
   CREDENTIALS_SECRET,
@@ -11,10 +10,13 @@ import {
   SNAPSHOT_KEY,
   SYSTEM_NAMESPACE,
 } from '../api/crd.js'
+import { IMAGE_PATHS, IMAGE_UID } from '../hack/image/record.js'
 import {
   DRAIN_DELAY_MS,
   IMAGE_BUNDLES,
   installObjects,
+  PUSH_TOKEN_DIR,
+  PUSH_TOKEN_SECRET,
   packageVersion,
   pushUrl,
   SHUTDOWN_TIMEOUT_MS,
@@ -176,6 +178,13 @@ describe('install manifests', () => {
         verbs: ['get', 'update', 'patch'],
         resourceNames: [CREDENTIALS_SECRET],
       },
+      // The push token: every replica reads it, the first one creates it (unnamed create below).
+      {
+        apiGroups: [''],
+        resources: ['secrets'],
+        verbs: ['get'],
+        resourceNames: [PUSH_TOKEN_SECRET],
+      },
       { apiGroups: [''], resources: ['configmaps', 'secrets'], verbs: ['create'] },
       {
         apiGroups: ['coordination.k8s.io'],
@@ -194,7 +203,7 @@ describe('install manifests', () => {
     const bulk = all.filter((x) => x.resources.includes('secrets') && x.verbs.includes('list'))
     expect(bulk).toEqual([{ apiGroups: [''], resources: ['secrets'], verbs: ['list', 'watch'] }])
     for (const r of all.filter((x) => x.resources.includes('secrets') && x.verbs.includes('get')))
-      expect(r.resourceNames).toEqual([CREDENTIALS_SECRET])
+      expect([[CREDENTIALS_SECRET], [PUSH_TOKEN_SECRET]]).toContainEqual(r.resourceNames)
   })
 
   it('run the operator as 2 leader-electing replicas with probes, ports and a token', () => {
@@ -217,7 +226,11 @@ describe('install manifests', () => {
     expect(c.livenessProbe.httpGet).toMatchObject({ path: '/healthz', port: PORTS.operatorHttp })
     expect(c.readinessProbe.httpGet).toMatchObject({ path: '/readyz', port: PORTS.operatorHttp })
     const svc = find<Service>('Service', OPERATOR_NAME)
-    expect(svc.spec.ports).toEqual([{ name: 'push', port: PORTS.operatorPush, targetPort: 'push' }])
+    expect(svc.spec.ports).toEqual([
+      { name: 'push', port: PORTS.operatorPush, targetPort: 'push' },
+      { name: 'http', port: PORTS.operatorHttp, targetPort: 'http' },
+    ])
+    expect(c.args.slice(c.args.indexOf('--push-token-secret'))[1]).toBe(PUSH_TOKEN_SECRET)
     expect(svc.spec.selector).toEqual(d.spec.selector.matchLabels)
   })
 
@@ -262,25 +275,13 @@ describe('install manifests', () => {
     expect(args(DATAPLANE_NAME)[1]).toBe('--snapshot')
   })
 
-  it('agree with the Dockerfile on the bundle paths and the user', () => {
-    const dockerfile = readFileSync(new URL('../Dockerfile', import.meta.url), 'utf8')
-    expect(dockerfile).toMatch(/^CMD \["\/app\/infer-gateway\.mjs"/m)
-    expect(dockerfile).toMatch(/^USER 65532:65532$/m)
-    // Both bundles land in /app: the build stage runs `npm run build` and the final stage copies
-    // each bundle the manifests name.
-    expect(dockerfile).toMatch(/^RUN npm run build\b/m)
-    const copies = dockerfile.split('\n').filter((l) => /^COPY --from=build /.test(l))
-    for (const bundle of Object.values(IMAGE_BUNDLES)) {
-      const file = bundle.replace('/app/', '')
-      expect(
-        copies.some((l) => l.includes(`/src/dist/${file} `) && l.trimEnd().endsWith(' /app/')),
-        `${file} copied to /app/`,
-      ).toBe(true)
+  it('agree with the image (npm run image) on the bundle paths and the user', () => {
+    // hack/image/image.test.ts runs these paths from the built image in a container.
+    expect(IMAGE_BUNDLES).toEqual({ cli: IMAGE_PATHS.cli, dataplane: IMAGE_PATHS.dataplane })
+    for (const name of [OPERATOR_NAME, DATAPLANE_NAME]) {
+      const pod = find<Deployment>('Deployment', name).spec.template.spec
+      expect(pod.securityContext).toMatchObject({ runAsUser: IMAGE_UID, runAsGroup: IMAGE_UID })
     }
-    // A supported Node LTS in both stages (Node 20 left support on 2026-04-30).
-    const froms = dockerfile.split('\n').filter((l) => l.startsWith('FROM '))
-    expect(froms).toHaveLength(2)
-    for (const f of froms) expect(f).toMatch(/\bnode(:|js)24\b/)
   })
 
   it('wire the data plane to the snapshot ConfigMap and the push channel', () => {
@@ -299,8 +300,14 @@ describe('install manifests', () => {
     const volume = pod.volumes?.find((v) => v.name === snapshotMount?.name)
     // Optional, so a pod starts before the operator's first publish.
     expect(volume?.configMap).toEqual({ name: SNAPSHOT_CONFIGMAP, optional: true })
-    const creds = pod.volumes?.find((v) => v.secret !== undefined)
-    expect(creds?.secret).toEqual({ secretName: CREDENTIALS_SECRET, optional: true })
+    const secrets = pod.volumes?.filter((v) => v.secret !== undefined).map((v) => v.secret)
+    expect(secrets).toEqual([
+      { secretName: CREDENTIALS_SECRET, optional: true },
+      // Optional: the operator creates it on its first start, maybe after this pod starts.
+      { secretName: PUSH_TOKEN_SECRET, optional: true },
+    ])
+    expect(arg('--push-token-file')).toBe(`${PUSH_TOKEN_DIR}/token`)
+    expect(c.volumeMounts?.find((m) => m.mountPath === PUSH_TOKEN_DIR)?.readOnly).toBe(true)
     expect(c.livenessProbe.httpGet).toMatchObject({ path: '/healthz', port: PORTS.dataplane })
     expect(c.readinessProbe.httpGet).toMatchObject({ path: '/readyz', port: PORTS.dataplane })
     expect(Number(arg('--drain-delay'))).toBe(DRAIN_DELAY_MS)
@@ -340,5 +347,110 @@ describe('install manifests', () => {
     expect(text).toContain(pushUrl('gw'))
     const dp = find<Deployment>('Deployment', DATAPLANE_NAME, objs)
     expect(dp.spec.template.spec.containers[0]?.image).toBe('registry.local/ig:dev')
+  })
+})
+
+describe('production options', () => {
+  const labelsOf = (name: string, objs: Obj[] = objects) =>
+    find<Deployment>('Deployment', name, objs).spec.selector.matchLabels
+
+  it('keep one operator replica through disruptions (the push channel stays served)', () => {
+    const pdb = find('PodDisruptionBudget', OPERATOR_NAME)
+    expect(pdb['spec']).toEqual({
+      minAvailable: 1,
+      selector: { matchLabels: labelsOf(OPERATOR_NAME) },
+    })
+  })
+
+  it('spread both Deployments over nodes and zones, softly', () => {
+    for (const name of [OPERATOR_NAME, DATAPLANE_NAME]) {
+      const spec = find<Deployment>('Deployment', name).spec.template.spec as unknown as {
+        topologySpreadConstraints: unknown[]
+      }
+      expect(spec.topologySpreadConstraints).toEqual(
+        ['kubernetes.io/hostname', 'topology.kubernetes.io/zone'].map((topologyKey) => ({
+          maxSkew: 1,
+          topologyKey,
+          whenUnsatisfiable: 'ScheduleAnyway',
+          labelSelector: { matchLabels: labelsOf(name) },
+        })),
+      )
+    }
+  })
+
+  it('let only data-plane pods reach the operator push port (NetworkPolicy, on by default)', () => {
+    const np = find('NetworkPolicy', OPERATOR_NAME)
+    expect(np['spec']).toEqual({
+      podSelector: { matchLabels: labelsOf(OPERATOR_NAME) },
+      policyTypes: ['Ingress'],
+      ingress: [
+        {
+          from: [{ podSelector: { matchLabels: labelsOf(DATAPLANE_NAME) } }],
+          ports: [{ protocol: 'TCP', port: PORTS.operatorPush }],
+        },
+        { ports: [{ protocol: 'TCP', port: PORTS.operatorHttp }] },
+      ],
+    })
+    const off = installObjects({ networkPolicy: false }) as Obj[]
+    expect(off.some((o) => o.kind === 'NetworkPolicy')).toBe(false)
+  })
+
+  it('add a data-plane HPA only when asked, and then leave replicas to it', () => {
+    expect(objects.some((o) => o.kind === 'HorizontalPodAutoscaler')).toBe(false)
+    const objs = installObjects({
+      autoscaling: { minReplicas: 3, maxReplicas: 12, targetCPUUtilizationPercentage: 65 },
+    }) as Obj[]
+    const hpa = find('HorizontalPodAutoscaler', DATAPLANE_NAME, objs)
+    expect(hpa.apiVersion).toBe('autoscaling/v2')
+    expect(hpa['spec']).toEqual({
+      scaleTargetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: DATAPLANE_NAME },
+      minReplicas: 3,
+      maxReplicas: 12,
+      metrics: [
+        {
+          type: 'Resource',
+          resource: { name: 'cpu', target: { type: 'Utilization', averageUtilization: 65 } },
+        },
+      ],
+    })
+    // A re-apply must not reset what the HPA chose.
+    expect(find<Deployment>('Deployment', DATAPLANE_NAME, objs).spec.replicas).toBeUndefined()
+    expect(find<Deployment>('Deployment', OPERATOR_NAME, objs).spec.replicas).toBe(2)
+    expect(() =>
+      installObjects({
+        autoscaling: { minReplicas: 5, maxReplicas: 2, targetCPUUtilizationPercentage: 70 },
+      }),
+    ).toThrow(/minReplicas <= maxReplicas/)
+  })
+
+  it('add a ServiceMonitor for both Services only when asked', () => {
+    expect(objects.some((o) => o.kind === 'ServiceMonitor')).toBe(false)
+    const objs = installObjects({ serviceMonitor: true }) as Obj[]
+    const sm = find('ServiceMonitor', 'infer-gateway', objs)
+    expect(sm.apiVersion).toBe('monitoring.coreos.com/v1')
+    const sel = (sm['spec'] as { selector: { matchLabels: Record<string, string> } }).selector
+    for (const svc of objs.filter((o) => o.kind === 'Service') as Service[]) {
+      expect(svc.metadata.labels).toMatchObject(sel.matchLabels)
+      expect(svc.spec.ports.map((p) => (p as { name: string }).name)).toContain('http')
+    }
+  })
+
+  it('narrow Secrets to a Role in one namespace when secretsNamespace is set', () => {
+    const objs = installObjects({ secretsNamespace: 'team-keys' }) as Obj[]
+    const cluster = find('ClusterRole', OPERATOR_NAME, objs)['rules'] as Rule[]
+    expect(cluster.some((r) => r.resources.includes('secrets'))).toBe(false)
+    const role = find('Role', `${OPERATOR_NAME}-secrets`, objs)
+    expect(role.metadata.namespace).toBe('team-keys')
+    expect(role['rules']).toEqual([
+      { apiGroups: [''], resources: ['secrets'], verbs: ['list', 'watch'] },
+    ])
+    const rb = find<Binding>('RoleBinding', `${OPERATOR_NAME}-secrets`, objs)
+    expect(rb.metadata.namespace).toBe('team-keys')
+    expect(rb.subjects).toEqual([
+      { kind: 'ServiceAccount', name: OPERATOR_NAME, namespace: SYSTEM_NAMESPACE },
+    ])
+    const args = find<Deployment>('Deployment', OPERATOR_NAME, objs).spec.template.spec
+      .containers[0]?.args
+    expect(args?.slice(args.indexOf('--secrets-namespace'))[1]).toBe('team-keys')
   })
 })

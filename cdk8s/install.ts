@@ -22,16 +22,46 @@ import {
   SYSTEM_NAMESPACE,
 } from '../api/crd.js'
 import { API_GROUP, KTHENA_API_GROUP } from '../api/schema.js'
+import { IMAGE_PATHS, IMAGE_UID } from '../hack/image/record.js'
 import { COMMON_LABELS, crdManifests } from './crds.js'
+import { dashboardConfigMap } from './dashboard.js'
 
 export interface InstallOptions {
-  /** Default `ghcr.io/infer-gateway/infer-gateway:<package.json version>`. */
+  /**
+   * Default `ghcr.io/infer-gateway/infer-gateway:<package.json version>`; `npm run manifests`
+   * pins `repository@digest` from the image build record instead.
+   */
   readonly image?: string
   /** Default `infer-gateway-system`. */
   readonly namespace?: string
+  /** A HorizontalPodAutoscaler for the data plane (default none: 2 replicas). */
+  readonly autoscaling?: DataplaneAutoscaling
+  /** A prometheus-operator ServiceMonitor for both components' /metrics (needs its CRD). */
+  readonly serviceMonitor?: boolean
+  /** The Grafana dashboard as a ConfigMap for Grafana's dashboard sidecar (cdk8s/dashboard.ts). */
+  readonly grafanaDashboard?: boolean
+  /**
+   * Credential source Secrets live in this one namespace: the operator gets Secrets access by a
+   * Role there (and watches only there) instead of cluster-wide. Default: any namespace.
+   */
+  readonly secretsNamespace?: string
+  /** NetworkPolicy: only data-plane pods reach the operator's push port (default true). */
+  readonly networkPolicy?: boolean
 }
 
-const UID = 65532
+export interface DataplaneAutoscaling {
+  readonly minReplicas: number
+  readonly maxReplicas: number
+  /** Average CPU utilization (% of the 500m request) to scale at. */
+  readonly targetCPUUtilizationPercentage: number
+}
+
+/** Secret (system namespace) holding the push channel's bearer token; the operator creates it. */
+export const PUSH_TOKEN_SECRET = 'infer-gateway-push-token'
+/** Where data-plane pods mount it (key `token`, operator/push-token.ts). */
+export const PUSH_TOKEN_DIR = '/etc/infer-gateway/push-token'
+
+const UID = IMAGE_UID
 /** Data plane: keep serving this long after /readyz fails, then wait for in-flight requests. */
 export const DRAIN_DELAY_MS = 5_000
 export const SHUTDOWN_TIMEOUT_MS = 30_000
@@ -65,7 +95,7 @@ function labels(component: 'operator' | 'dataplane'): Record<string, string> {
 }
 
 /**
- * Non-root 65532 (the distroless `nonroot` user the Dockerfile sets), nothing writable, no
+ * Non-root 65532 (the image's `nonroot` user, hack/image), nothing writable, no
  * capabilities: passes the `restricted` Pod Security Standard.
  */
 const containerSecurity: kplus.ContainerSecurityContextProps = {
@@ -81,14 +111,14 @@ const containerSecurity: kplus.ContainerSecurityContextProps = {
 const podSecurity: kplus.PodSecurityContextProps = { user: UID, group: UID, ensureNonRoot: true }
 
 /**
- * The bundles in the image (Dockerfile: `npm run build` output in /app). The image's ENTRYPOINT
+ * The bundles in the image (`npm run image`: the `npm run build` bundles in /app). The image's ENTRYPOINT
  * is node; `args` replaces only its CMD, so args[0] picks the bundle. The operator runs the full
  * CLI; the data plane runs its own bundle, which has no Kubernetes client inside (hack/build.ts
  * fails the build if it had): ~6 MB less code to parse, ~10 MB less RSS when idle.
  */
 export const IMAGE_BUNDLES = {
-  cli: '/app/infer-gateway.mjs',
-  dataplane: '/app/dataplane.mjs',
+  cli: IMAGE_PATHS.cli,
+  dataplane: IMAGE_PATHS.dataplane,
 } as const
 
 function httpProbe(path: string, port: number, periodSeconds = 10, failureThreshold = 3) {
@@ -103,6 +133,19 @@ function httpProbe(path: string, port: number, periodSeconds = 10, failureThresh
 /** Checked often while starting (fast first readiness), for up to 2 minutes. */
 function startupProbe(port: number): kplus.Probe {
   return httpProbe('/healthz', port, 2, 60)
+}
+
+/**
+ * Spread replicas over nodes and zones: a node or zone outage takes at most its share. Soft
+ * (ScheduleAnyway): a one-node or one-zone cluster still schedules every replica.
+ */
+function topologySpread(component: 'operator' | 'dataplane') {
+  return ['kubernetes.io/hostname', 'topology.kubernetes.io/zone'].map((topologyKey) => ({
+    maxSkew: 1,
+    topologyKey,
+    whenUnsatisfiable: 'ScheduleAnyway',
+    labelSelector: { matchLabels: selectorLabels(component) },
+  }))
 }
 
 /** A deployment whose pods carry (and are selected by) exactly `selectorLabels(component)`. */
@@ -125,6 +168,7 @@ function deployment(
     JsonPatch.remove(
       `/spec/template/metadata/labels/${kplus.Pod.ADDRESS_LABEL.replace('/', '~1')}`,
     ),
+    JsonPatch.add('/spec/template/spec/topologySpreadConstraints', topologySpread(component)),
   )
   return d
 }
@@ -216,7 +260,10 @@ export class InstallChart extends Chart {
         // namespace. RBAC cannot scope list/watch to a label, so this permits reading every
         // Secret; the operator itself only ever lists and watches Secrets labelled
         // networking.matrixinfer.ai/credential=true (docs/operator.md, "Credentials").
-        rule([''], ['secrets'], ['list', 'watch']),
+        // With `secretsNamespace` this becomes a Role in that namespace (below).
+        ...(opts.secretsNamespace === undefined
+          ? [rule([''], ['secrets'], ['list', 'watch'])]
+          : []),
         // Events on transitions, next to the CR they describe (any namespace).
         rule([''], ['events'], ['create', 'patch']),
         rule(['events.k8s.io'], ['events'], ['create', 'patch']),
@@ -239,6 +286,8 @@ export class InstallChart extends Chart {
           [SNAPSHOT_CONFIGMAP],
         ),
         rule([''], ['secrets'], ['get', 'update', 'patch'], [CREDENTIALS_SECRET]),
+        // The push token: read by every replica, created by the first (operator/push-token.ts).
+        rule([''], ['secrets'], ['get'], [PUSH_TOKEN_SECRET]),
         rule([''], ['configmaps', 'secrets'], ['create']),
         rule(['coordination.k8s.io'], ['leases'], ['get', 'update', 'patch'], [OPERATOR_LEASE]),
         rule(['coordination.k8s.io'], ['leases'], ['create']),
@@ -249,6 +298,27 @@ export class InstallChart extends Chart {
       roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: OPERATOR_NAME },
       subjects: [{ kind: 'ServiceAccount', name: OPERATOR_NAME, namespace: ns }],
     })
+    if (opts.secretsNamespace !== undefined) {
+      // Credential source Secrets in one namespace: list/watch there only (--secrets-namespace).
+      const secretsRole = `${OPERATOR_NAME}-secrets`
+      new kplus.k8s.KubeRole(this, 'operator-secrets-role', {
+        metadata: {
+          name: secretsRole,
+          namespace: opts.secretsNamespace,
+          labels: labels('operator'),
+        },
+        rules: [rule([''], ['secrets'], ['list', 'watch'])],
+      })
+      new kplus.k8s.KubeRoleBinding(this, 'operator-secrets-rolebinding', {
+        metadata: {
+          name: secretsRole,
+          namespace: opts.secretsNamespace,
+          labels: labels('operator'),
+        },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: secretsRole },
+        subjects: [{ kind: 'ServiceAccount', name: OPERATOR_NAME, namespace: ns }],
+      })
+    }
 
     // ---- operator --------------------------------------------------------------------------
     deployment(this, 'operator', {
@@ -279,6 +349,11 @@ export class InstallChart extends Chart {
             String(PORTS.operatorHttp),
             '--push-port',
             String(PORTS.operatorPush),
+            '--push-token-secret',
+            PUSH_TOKEN_SECRET,
+            ...(opts.secretsNamespace !== undefined
+              ? ['--secrets-namespace', opts.secretsNamespace]
+              : []),
           ],
           envVariables: {
             // Lease holder identity and the namespace of the Lease/ConfigMap/Secret.
@@ -313,6 +388,12 @@ export class InstallChart extends Chart {
             port: PORTS.operatorPush,
             targetPort: kplus.k8s.IntOrString.fromString('push'),
           },
+          // /metrics (and the probes' paths) for a ServiceMonitor.
+          {
+            name: 'http',
+            port: PORTS.operatorHttp,
+            targetPort: kplus.k8s.IntOrString.fromString('http'),
+          },
         ],
       },
     })
@@ -332,7 +413,14 @@ export class InstallChart extends Chart {
       // Optional: only GatewayPolicies with secrets make the operator write it.
       { name: 'credentials', optional: true },
     )
-    deployment(this, 'dataplane', {
+    const pushTokenVolume = kplus.Volume.fromSecret(
+      this,
+      'push-token-volume',
+      kplus.Secret.fromSecretName(this, 'push-token-secret', PUSH_TOKEN_SECRET),
+      // Optional: the operator creates it on its first start, possibly after this pod starts.
+      { name: 'push-token', optional: true },
+    )
+    const dataplane = deployment(this, 'dataplane', {
       metadata: { name: DATAPLANE_NAME, namespace: ns, labels: labels('dataplane') },
       replicas: 2,
       strategy: kplus.DeploymentStrategy.rollingUpdate({
@@ -342,7 +430,7 @@ export class InstallChart extends Chart {
       serviceAccount: dataplaneSa,
       automountServiceAccountToken: false,
       terminationGracePeriod: Duration.seconds(DATAPLANE_GRACE_SECONDS),
-      volumes: [snapshotVolume, credentialsVolume],
+      volumes: [snapshotVolume, credentialsVolume, pushTokenVolume],
       containers: [
         {
           name: 'dataplane',
@@ -354,6 +442,8 @@ export class InstallChart extends Chart {
             `${MOUNT_PATHS.snapshotDir}/${SNAPSHOT_KEY}`,
             '--push-url',
             pushUrl(ns),
+            '--push-token-file',
+            `${PUSH_TOKEN_DIR}/token`,
             // API-key hashes, JWT/OAuth2 client secrets and provider keys (the mounted Secret).
             '--secrets-dir',
             MOUNT_PATHS.credentialsDir,
@@ -368,6 +458,7 @@ export class InstallChart extends Chart {
           volumeMounts: [
             { path: MOUNT_PATHS.snapshotDir, volume: snapshotVolume, readOnly: true },
             { path: MOUNT_PATHS.credentialsDir, volume: credentialsVolume, readOnly: true },
+            { path: PUSH_TOKEN_DIR, volume: pushTokenVolume, readOnly: true },
           ],
           startup: startupProbe(PORTS.dataplane),
           liveness: httpProbe('/healthz', PORTS.dataplane),
@@ -396,6 +487,82 @@ export class InstallChart extends Chart {
         selector: { matchLabels: selectorLabels('dataplane') },
       },
     })
+    // The standby replica keeps the push channel served while the other is drained.
+    new kplus.k8s.KubePodDisruptionBudget(this, 'operator-pdb', {
+      metadata: { name: OPERATOR_NAME, namespace: ns, labels: labels('operator') },
+      spec: {
+        minAvailable: kplus.k8s.IntOrString.fromNumber(1),
+        selector: { matchLabels: selectorLabels('operator') },
+      },
+    })
+
+    if (opts.autoscaling !== undefined) {
+      const a = opts.autoscaling
+      if (!(a.minReplicas >= 1 && a.minReplicas <= a.maxReplicas))
+        throw new Error('autoscaling: need 1 <= minReplicas <= maxReplicas')
+      // The HPA owns the replica count: a re-apply must not reset it to the Deployment's.
+      ApiObject.of(dataplane).addJsonPatch(JsonPatch.remove('/spec/replicas'))
+      new kplus.k8s.KubeHorizontalPodAutoscalerV2(this, 'dataplane-hpa', {
+        metadata: { name: DATAPLANE_NAME, namespace: ns, labels: labels('dataplane') },
+        spec: {
+          scaleTargetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: DATAPLANE_NAME },
+          minReplicas: a.minReplicas,
+          maxReplicas: a.maxReplicas,
+          metrics: [
+            {
+              type: 'Resource',
+              resource: {
+                name: 'cpu',
+                target: {
+                  type: 'Utilization',
+                  averageUtilization: a.targetCPUUtilizationPercentage,
+                },
+              },
+            },
+          ],
+        },
+      })
+    }
+
+    if (opts.networkPolicy ?? true) {
+      // Ingress to operator pods: the push port from data-plane pods only; the http port
+      // (probes, /metrics) from anywhere. The push token guards /v1/snapshot on both ports.
+      new kplus.k8s.KubeNetworkPolicy(this, 'operator-networkpolicy', {
+        metadata: { name: OPERATOR_NAME, namespace: ns, labels: labels('operator') },
+        spec: {
+          podSelector: { matchLabels: selectorLabels('operator') },
+          policyTypes: ['Ingress'],
+          ingress: [
+            {
+              from: [{ podSelector: { matchLabels: selectorLabels('dataplane') } }],
+              ports: [
+                { protocol: 'TCP', port: kplus.k8s.IntOrString.fromNumber(PORTS.operatorPush) },
+              ],
+            },
+            {
+              ports: [
+                { protocol: 'TCP', port: kplus.k8s.IntOrString.fromNumber(PORTS.operatorHttp) },
+              ],
+            },
+          ],
+        },
+      })
+    }
+
+    if (opts.serviceMonitor) {
+      // Both Services name their /metrics port `http` (operator 8081, data plane 80 → 8080).
+      new ApiObject(this, 'servicemonitor', {
+        apiVersion: 'monitoring.coreos.com/v1',
+        kind: 'ServiceMonitor',
+        metadata: { name: 'infer-gateway', namespace: ns, labels: { ...COMMON_LABELS } },
+        spec: {
+          selector: { matchLabels: { 'app.kubernetes.io/name': 'infer-gateway' } },
+          namespaceSelector: { matchNames: [ns] },
+          endpoints: [{ port: 'http', path: '/metrics', interval: '30s' }],
+        },
+      })
+    }
+    if (opts.grafanaDashboard) dashboardConfigMap(this, ns)
   }
 }
 

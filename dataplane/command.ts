@@ -21,6 +21,8 @@ Config (one of):
                            publishes it to a ConfigMap. Hot-reloaded on change.
   --push-url <url>         The operator's push channel (long-poll); may be combined with
                            --snapshot (the newest version wins).
+  --push-token-file <path> File holding the push channel's bearer token (the mounted
+                           push-token Secret); re-read before every poll
 Options:
   --workers <n>            Processes serving requests on the one port (default: the CPUs this
                            container may use, cgroup quota included; 1 = a single process).
@@ -89,6 +91,7 @@ export async function runDataplaneCommand(argv: readonly string[]): Promise<void
       config: { type: 'string', multiple: true },
       snapshot: { type: 'string' },
       'push-url': { type: 'string' },
+      'push-token-file': { type: 'string' },
       host: { type: 'string', default: '0.0.0.0' },
       port: { type: 'string', default: '8080' },
       workers: { type: 'string' },
@@ -146,6 +149,9 @@ export async function runDataplaneCommand(argv: readonly string[]): Promise<void
         ? { config: { kind: 'manifests' as const, paths: configPaths } }
         : {}),
     ...(pushUrl !== undefined ? { pushUrl } : {}),
+    ...(values['push-token-file'] !== undefined
+      ? { pushTokenFile: values['push-token-file'] }
+      : {}),
     host: values.host,
     port: intArg('port', values.port),
     ...(values['max-body-bytes']

@@ -23,6 +23,8 @@ export interface GatewayOptions {
   readonly config?: { readonly kind: ConfigKind; readonly paths: readonly string[] }
   /** The operator's push channel (long-poll); combined with a snapshot file, the newest version wins. */
   readonly pushUrl?: string
+  /** File with the push channel's bearer token (`--push-token-file`). */
+  readonly pushTokenFile?: string
   readonly host?: string
   readonly port?: number
   readonly maxBodyBytes?: number
@@ -87,7 +89,12 @@ export interface Gateway {
 export function configSources(
   opts: Pick<
     GatewayOptions,
-    'config' | 'pushUrl' | 'pollMs' | 'allowEmptyConfig' | 'allowPrivateProviderAddresses'
+    | 'config'
+    | 'pushUrl'
+    | 'pushTokenFile'
+    | 'pollMs'
+    | 'allowEmptyConfig'
+    | 'allowPrivateProviderAddresses'
   >,
   store: SnapshotStore,
   metrics: GatewayMetrics,
@@ -106,7 +113,15 @@ export function configSources(
         ...(opts.allowPrivateProviderAddresses ? { allowPrivateProviderAddresses: true } : {}),
       })
     : undefined
-  const push = opts.pushUrl ? new PushSource({ url: opts.pushUrl, store, metrics, log }) : undefined
+  const push = opts.pushUrl
+    ? new PushSource({
+        url: opts.pushUrl,
+        store,
+        metrics,
+        log,
+        ...(opts.pushTokenFile !== undefined ? { tokenFile: opts.pushTokenFile } : {}),
+      })
+    : undefined
   return { source, push }
 }
 

@@ -4,6 +4,7 @@
 // (304). Any operator replica can answer: they publish byte-identical content. On errors the data
 // plane keeps serving what it has and retries with jittered backoff; the ConfigMap file source
 // (`--snapshot`) stays the durable fallback and both feed the same store (newest version wins).
+import { readFileSync } from 'node:fs'
 import { gunzipSync } from 'node:zlib'
 import { request } from 'undici'
 import { validateSnapshot } from '../api/index.js'
@@ -17,6 +18,11 @@ export interface PushSourceOptions {
   readonly store: SnapshotStore
   readonly metrics: GatewayMetrics
   readonly log: Logger
+  /**
+   * File holding the push channel's bearer token (the mounted push-token Secret). Read before
+   * every poll: kubelet may create it after the pod starts, and rotates it in place.
+   */
+  readonly tokenFile?: string
   readonly waitSeconds?: number
   readonly minBackoffMs?: number
   readonly maxBackoffMs?: number
@@ -50,6 +56,17 @@ export class PushSource {
     await this.loop
   }
 
+  private authorization(): Record<string, string> {
+    if (this.opts.tokenFile === undefined) return {}
+    let token = ''
+    try {
+      token = readFileSync(this.opts.tokenFile, 'utf8').trim()
+    } catch {
+      // Not mounted yet: poll without it; the 401 is logged and retried with backoff.
+    }
+    return token ? { authorization: `Bearer ${token}` } : {}
+  }
+
   private async run(): Promise<void> {
     const { store, log, metrics } = this.opts
     const longWait = this.opts.waitSeconds ?? 30
@@ -66,7 +83,7 @@ export class PushSource {
       try {
         const res = await request(u, {
           method: 'GET',
-          headers: { 'accept-encoding': 'gzip' },
+          headers: { 'accept-encoding': 'gzip', ...this.authorization() },
           signal: this.abort.signal,
           headersTimeout: (wait + 10) * 1000,
           bodyTimeout: 30_000,

@@ -11,6 +11,7 @@ import { KTHENA_MODES, type KthenaMode, resolveKthena } from './kthena.js'
 import { type Logger, type LogLevel, stderrLogger } from './log.js'
 import { OperatorMetrics } from './metrics.js'
 import { SnapshotPushServer } from './push-server.js'
+import { ensurePushToken } from './push-token.js'
 import { listenOperator } from './server.js'
 import { DEFAULT_MAX_SNAPSHOT_BYTES } from './snapshot-configmap.js'
 
@@ -26,6 +27,8 @@ Cluster:
   --namespace <ns>          Own namespace: snapshot ConfigMap and Lease
                             (default: $POD_NAMESPACE or ${SYSTEM_NAMESPACE})
   --pod-selector <sel>      Only watch Pods matching this label selector (default: all Pods)
+  --secrets-namespace <ns>  Watch credential source Secrets in this namespace only (default: all
+                            namespaces); RBAC can then grant Secrets by a Role there
   --kthena <auto|on|off>    Also reconcile Kthena's networking.serving.volcano.sh/v1alpha1
                             ModelRoutes, ModelServers and ExternalModelProviders (default auto:
                             on when API discovery finds the group)
@@ -34,6 +37,10 @@ Serving:
   --port <n>                Push channel, /healthz, /readyz and /metrics (default 8082)
   --push-port <n>           Same as --port
   --http-port <n>           An extra listener with the same routes (e.g. for probes)
+  --push-token-secret <name>
+                            Require a bearer token on the push channel, kept in this Secret of
+                            the own namespace (created with a random token if missing); data
+                            planes mount it and send it (default: no token)
 Leader election (one writer among replicas):
   --leader-elect            Use a coordination.k8s.io/v1 Lease (default: off, single writer)
   --identity <id>           Lease holder identity (default: $POD_NAME, else host_random)
@@ -85,6 +92,8 @@ export interface OperatorConfig {
   readonly logLevel: LogLevel
   readonly shutdownTimeoutMs: number
   readonly kthena: KthenaMode
+  /** Secret (own namespace) holding the push channel's bearer token; unset = no token. */
+  readonly pushTokenSecret?: string
   readonly controller: Omit<ControllerOptions, 'kc' | 'push' | 'metrics' | 'log'>
 }
 
@@ -99,11 +108,13 @@ export function parseOperatorArgs(
       kubeconfig: { type: 'string' },
       namespace: { type: 'string' },
       'pod-selector': { type: 'string' },
+      'secrets-namespace': { type: 'string' },
       kthena: { type: 'string', default: 'auto' },
       host: { type: 'string', default: '0.0.0.0' },
       port: { type: 'string' },
       'push-port': { type: 'string' },
       'http-port': { type: 'string' },
+      'push-token-secret': { type: 'string' },
       'leader-elect': { type: 'boolean', default: false },
       identity: { type: 'string' },
       'lease-name': { type: 'string', default: OPERATOR_LEASE },
@@ -165,6 +176,9 @@ export function parseOperatorArgs(
     logLevel,
     shutdownTimeoutMs: duration('shutdown-timeout', values['shutdown-timeout']),
     kthena,
+    ...(values['push-token-secret'] !== undefined
+      ? { pushTokenSecret: values['push-token-secret'] }
+      : {}),
     controller: {
       namespace,
       identity,
@@ -183,6 +197,9 @@ export function parseOperatorArgs(
       listTimeoutMs: Math.min(60_000, Math.max(1000, watchMs)),
       watchBackoff: { baseMs: Math.min(1000, maxBackoff), maxMs: maxBackoff },
       ...(values['pod-selector'] !== undefined ? { podLabelSelector: values['pod-selector'] } : {}),
+      ...(values['secrets-namespace'] !== undefined
+        ? { secretsNamespace: values['secrets-namespace'] }
+        : {}),
       maxSnapshotBytes: maxBytes,
     },
   }
@@ -218,7 +235,11 @@ export async function runOperatorCommand(args: readonly string[]): Promise<void>
   const log: Logger = stderrLogger('operator', cfg.logLevel)
   const kc = loadKubeConfig(cfg.kubeconfig)
   const metrics = new OperatorMetrics({ processMetrics: true })
-  const push = new SnapshotPushServer()
+  const push = new SnapshotPushServer(
+    cfg.pushTokenSecret !== undefined
+      ? { token: await ensurePushToken(kc, cfg.controller.namespace, cfg.pushTokenSecret) }
+      : {},
+  )
   const kthena = await resolveKthena(cfg.kthena, kc)
   const controller = new Controller({ ...cfg.controller, kc, push, metrics, log, kthena })
   const server = await listenOperator({

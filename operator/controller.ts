@@ -114,6 +114,11 @@ export interface ControllerOptions {
   /** The data plane's credentials Secret in `namespace` (default infer-gateway-credentials). */
   readonly credentialsSecretName?: string
   /**
+   * Watch credential source Secrets in this namespace only (default: every namespace). Lets
+   * install.yaml grant Secret access by a Role there instead of cluster-wide.
+   */
+  readonly secretsNamespace?: string
+  /**
    * Also watch Kthena's group (networking.serving.volcano.sh): its ModelRoutes, ModelServers and
    * ExternalModelProviders compile into the same snapshot, so a Kthena user swaps the router
    * without touching a manifest. The command turns it on when discovery finds the group.
@@ -334,7 +339,10 @@ export class Controller {
     this.secrets = new Informer<SourceSecret>({
       ...common,
       name: 'credential-secrets',
-      path: '/api/v1/secrets',
+      path:
+        this.o.secretsNamespace !== undefined
+          ? `/api/v1/namespaces/${this.o.secretsNamespace}/secrets`
+          : '/api/v1/secrets',
       labelSelector: `${CREDENTIAL_SOURCE_LABEL}=true`,
       list: (r) => this.listSecrets(r),
       transform: sourceSecret,
@@ -525,7 +533,13 @@ export class Controller {
   }
 
   private async listSecrets(r: ListRequest): Promise<ListPage> {
-    const res = await this.core.listSecretForAllNamespaces(pageOptions(r))
+    const res =
+      this.o.secretsNamespace !== undefined
+        ? await this.core.listNamespacedSecret({
+            namespace: this.o.secretsNamespace,
+            ...pageOptions(r),
+          })
+        : await this.core.listSecretForAllNamespaces(pageOptions(r))
     return corePage(res)
   }
 

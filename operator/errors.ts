@@ -16,6 +16,8 @@ export type OperatorErrorCode =
   | 'KUBECONFIG'
   /** Applying the data plane's credentials Secret failed (the message never holds a value). */
   | 'CREDENTIALS_WRITE_FAILED'
+  /** The push channel's token Secret holds no usable token, or could not be created. */
+  | 'PUSH_TOKEN'
 
 export class OperatorError extends Error {
   override readonly name = 'OperatorError'

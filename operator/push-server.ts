@@ -6,6 +6,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net'
 import { gzipSync } from 'node:zlib'
 import type { RoutingSnapshot } from '../api/snapshot.js'
+import { bearerMatches } from './push-token.js'
 
 const MAX_WAIT_SECONDS = 300
 
@@ -15,9 +16,19 @@ interface Waiter {
   readonly timer: NodeJS.Timeout
 }
 
+export interface PushServerOptions {
+  /** When set, every poll must send `Authorization: Bearer <token>` (operator/push-token.ts). */
+  readonly token?: string
+}
+
 export class SnapshotPushServer {
+  private readonly token: string | undefined
   private current: { version: number; hash: string; json: Buffer; gz: Buffer } | undefined
   private waiters = new Set<Waiter>()
+
+  constructor(opts: PushServerOptions = {}) {
+    this.token = opts.token
+  }
 
   /** Publish a snapshot; waiting pollers with an older version get it now. Older versions are ignored. */
   publish(snapshot: RoutingSnapshot): void {
@@ -47,6 +58,23 @@ export class SnapshotPushServer {
     if (url.pathname !== '/v1/snapshot') return false
     if (req.method !== 'GET') {
       res.writeHead(405, { allow: 'GET' }).end()
+      return true
+    }
+    if (this.token !== undefined && !bearerMatches(req.headers.authorization, this.token)) {
+      res
+        .writeHead(401, {
+          'content-type': 'application/json',
+          'www-authenticate': 'Bearer realm="infer-gateway-push"',
+        })
+        .end(
+          JSON.stringify({
+            error: {
+              message: 'the push channel needs Authorization: Bearer <push token>',
+              type: 'authentication_error',
+              code: 'push_token_required',
+            },
+          }),
+        )
       return true
     }
     const after = Number(url.searchParams.get('after') ?? '0')

@@ -5,14 +5,14 @@
 // one, plus --host 127.0.0.1). Catches a flag the data plane does not know (its parser is strict),
 // probes on the wrong paths, and a grace period shorter than the drain it configures.
 import { type ChildProcess, spawn } from 'node:child_process'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { gzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { DATAPLANE_NAME, MOUNT_PATHS, SNAPSHOT_KEY } from '../api/crd.js'
-import { installObjects, pushUrl } from '../cdk8s/install.js'
+import { installObjects, PUSH_TOKEN_DIR, pushUrl } from '../cdk8s/install.js'
 import { dataplaneHelp } from '../dataplane/command.js'
 import { freePort } from '../hack/cluster/control-plane.js'
 import { listenPushServer, SnapshotPushServer } from '../operator/push-server.js'
@@ -55,7 +55,7 @@ async function get(url: string): Promise<{ status: number; body: string }> {
   return { status: r.status, body: await r.text() }
 }
 
-async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 15_000): Promise<T> {
+async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 60_000): Promise<T> {
   const deadline = Date.now() + ms
   let last: unknown
   while (Date.now() < deadline) {
@@ -70,7 +70,10 @@ async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 15_0
   throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`)
 }
 
+/** The push token the operator keeps in its Secret; data planes read it from the mounted file. */
+const TOKEN = 'manifests-test-push-token-0123456789'
 let tmp: string
+let tokenFile: string
 let push: SnapshotPushServer
 let pushSrv: Awaited<ReturnType<typeof listenPushServer>>
 let child: ChildProcess | undefined
@@ -78,7 +81,9 @@ let output = ''
 
 beforeAll(async () => {
   tmp = await mkdtemp(join(tmpdir(), 'manifests-dp-'))
-  push = new SnapshotPushServer()
+  tokenFile = join(tmp, 'push-token')
+  await writeFile(tokenFile, `${TOKEN}\n`)
+  push = new SnapshotPushServer({ token: TOKEN })
   pushSrv = await listenPushServer(push, '127.0.0.1', 0)
 })
 
@@ -108,6 +113,7 @@ describe('the data-plane container args from install.yaml', () => {
       '8080': String(port),
       // The mounted credentials Secret (an empty directory when no Secret exists yet).
       [MOUNT_PATHS.credentialsDir]: tmp,
+      [`${PUSH_TOKEN_DIR}/token`]: tokenFile,
     }
     // args[0] is the bundle path (the image's CMD); from a checkout it is DATAPLANE_ENTRY.
     expect(c.args[0]).toBe('/app/dataplane.mjs')
@@ -160,13 +166,15 @@ describe('the data-plane container args from install.yaml', () => {
     expect(Date.now() - t0).toBeGreaterThanOrEqual(4_000)
   }, 60_000)
 
-  // The ConfigMap volume is optional so a pod can start before the operator's first publish: the
-  // data plane then serves not-ready until the push channel (or the file) delivers a snapshot.
-  it('start with no snapshot file yet and become ready from the push channel', async () => {
+  // The ConfigMap and token volumes are optional so a pod can start before the operator's first
+  // publish (and before it created the token Secret): the data plane then serves not-ready,
+  // refused by the push channel, until the token file appears and a snapshot is published.
+  it('start with no snapshot file and no token yet, and become ready once both arrive', async () => {
     const [c] = dataplanePod().containers
     if (!c) throw new Error('no container')
     const port = await freePort()
-    const fresh = new SnapshotPushServer()
+    const fresh = new SnapshotPushServer({ token: TOKEN })
+    const lateToken = join(tmp, 'late', 'token')
     const freshSrv = await listenPushServer(fresh, '127.0.0.1', 0)
     const missing = join(tmp, 'not-yet', SNAPSHOT_KEY)
     const swap: Record<string, string> = {
@@ -175,6 +183,7 @@ describe('the data-plane container args from install.yaml', () => {
       '8080': String(port),
       // The mounted credentials Secret (an empty directory when no Secret exists yet).
       [MOUNT_PATHS.credentialsDir]: tmp,
+      [`${PUSH_TOKEN_DIR}/token`]: lateToken,
     }
     const args = [
       ...c.args.slice(1).map((a) => swap[a] ?? a),
@@ -203,6 +212,17 @@ describe('the data-plane container args from install.yaml', () => {
       ).toBe(503)
       expect(proc.exitCode).toBeNull()
       fresh.publish(snap(3))
+      // Refused without the token: still not ready, the refusals counted.
+      await until(`refused polls counted (output: ${out})`, async () =>
+        /^infer_gateway_config_reloads_total\{result="failure"\} [1-9]/m.test(
+          (await get(`${base}/metrics`)).body,
+        )
+          ? true
+          : undefined,
+      )
+      expect((await get(`${base}/readyz`)).status).toBe(503)
+      await mkdir(join(tmp, 'late'), { recursive: true })
+      await writeFile(lateToken, TOKEN)
       await until(`ready after the first publish (output: ${out})`, async () =>
         (await get(`${base}/readyz`)).status === 200 ? true : undefined,
       )

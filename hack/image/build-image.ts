@@ -21,18 +21,10 @@ import { buildAll } from '../build.js'
 import { fetchNode, IMAGE_NODE_MAJOR } from '../sea/node-dist.js'
 import { fetchDebs, readLock, unpackDebs } from './debian.js'
 import { addLayer, initLayout, type Layer, type WrittenImage, writeImage } from './oci.js'
-import { IMAGE_REPOSITORY, type ImageRecord } from './record.js'
+import { IMAGE_PATHS, IMAGE_REPOSITORY, IMAGE_UID, type ImageRecord } from './record.js'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 
-/** Paths inside the image (install.yaml's args and the release workflow use these). */
-export const IMAGE_PATHS = {
-  node: '/nodejs/bin/node',
-  app: '/app',
-  cli: '/app/infer-gateway.mjs',
-  dataplane: '/app/dataplane.mjs',
-} as const
-export const IMAGE_UID = 65532
 const BUNDLES = ['infer-gateway.mjs', 'dataplane.mjs']
 
 export class ImageBuildError extends Error {

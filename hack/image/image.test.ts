@@ -20,8 +20,8 @@ import { buildAll } from '../build.js'
 import { freePort } from '../cluster/control-plane.js'
 import { demoWithEngines } from '../demo-engines.js'
 import { cachedNode, IMAGE_NODE_MAJOR } from '../sea/node-dist.js'
-import { buildImage, dependencyClosure, IMAGE_PATHS, IMAGE_UID } from './build-image.js'
-import type { ImageRecord } from './record.js'
+import { buildImage, dependencyClosure } from './build-image.js'
+import { IMAGE_PATHS, IMAGE_UID, type ImageRecord } from './record.js'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 /** Simulated engines' addresses: none other test uses 127.0.0.190+. */

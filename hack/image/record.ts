@@ -5,6 +5,16 @@ import { readFileSync } from 'node:fs'
 /** Where the release workflow publishes the image (override with --repository). */
 export const IMAGE_REPOSITORY = 'ghcr.io/infer-gateway/infer-gateway'
 
+/** Paths inside the image (install.yaml's args start with a bundle; the entrypoint is node). */
+export const IMAGE_PATHS = {
+  node: '/nodejs/bin/node',
+  app: '/app',
+  cli: '/app/infer-gateway.mjs',
+  dataplane: '/app/dataplane.mjs',
+} as const
+/** The `nonroot` user the image runs as (and install.yaml's securityContext). */
+export const IMAGE_UID = 65532
+
 export interface ImageRecord {
   readonly repository: string
   readonly tag: string

@@ -1,0 +1,158 @@
+// The generated chart (cdk8s/helm.ts): its structure always, and — with a real helm (built from
+// the Go module proxy by hack/helm/ensure.sh, cached) — that `helm lint` passes and that
+// `helm template` renders exactly installObjects() for the same options (minus the Namespace,
+// which Helm creates, and the CRDs, which it installs from crds/).
+import { spawnSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { homedir, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { parse, parseAllDocuments } from 'yaml'
+import { SYSTEM_NAMESPACE } from '../api/crd.js'
+import { chartFiles, writeChart } from './helm.js'
+import { type InstallOptions, installObjects } from './install.js'
+
+const IMAGE = `ghcr.io/infer-gateway/infer-gateway@sha256:${'0'.repeat(64)}`
+const HELM_VERSION = 'v3.19.0'
+const helm = join(
+  process.env['INFER_GATEWAY_CACHE'] ?? join(homedir(), '.cache', 'infer-gateway'),
+  'tools',
+  `helm-${HELM_VERSION}`,
+  'helm',
+)
+const hasHelm = existsSync(helm)
+if (!hasHelm)
+  process.stdout.write(
+    `cdk8s/helm.test.ts: skipping helm lint/template: no helm at ${helm} (bash hack/helm/ensure.sh builds it)\n`,
+  )
+
+let dir: string
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'igw-chart-'))
+  await writeChart(join(dir, 'infer-gateway'), IMAGE)
+}, 120_000)
+afterAll(async () => {
+  if (dir) await rm(dir, { recursive: true, force: true })
+})
+
+type Obj = Record<string, unknown> & { kind: string; metadata: { name: string } }
+
+describe('the generated chart', () => {
+  it('has Chart.yaml, values with every option, the CRDs in crds/ and one template per object', async () => {
+    const root = join(dir, 'infer-gateway')
+    const chart = parse(await readFile(join(root, 'Chart.yaml'), 'utf8')) as Record<string, string>
+    expect(chart['apiVersion']).toBe('v2')
+    expect(chart['name']).toBe('infer-gateway')
+    const values = parse(await readFile(join(root, 'values.yaml'), 'utf8')) as Record<
+      string,
+      unknown
+    >
+    expect(values).toEqual({
+      image: IMAGE,
+      autoscaling: {
+        enabled: false,
+        minReplicas: 2,
+        maxReplicas: 10,
+        targetCPUUtilizationPercentage: 70,
+      },
+      serviceMonitor: { enabled: false },
+      networkPolicy: { enabled: true },
+      secretsNamespace: '',
+    })
+    const crds = installObjects().filter((o) => o['kind'] === 'CustomResourceDefinition') as Obj[]
+    expect((await readdir(join(root, 'crds'))).sort()).toEqual(
+      crds.map((c) => `${c.metadata.name}.yaml`).sort(),
+    )
+    const templates = await readdir(join(root, 'templates'))
+    // Every object any option combination can produce, and no Namespace.
+    for (const o of installObjects({
+      autoscaling: { minReplicas: 1, maxReplicas: 2, targetCPUUtilizationPercentage: 50 },
+      serviceMonitor: true,
+      secretsNamespace: 'keys',
+    }) as Obj[]) {
+      if (o.kind === 'Namespace' || o.kind === 'CustomResourceDefinition') continue
+      expect(templates).toContain(`${o.kind.toLowerCase()}-${o.metadata.name}.yaml`)
+    }
+    expect(templates.some((t) => t.startsWith('namespace-'))).toBe(false)
+  })
+
+  it('puts optional objects under their value and scalars as template expressions', () => {
+    const { files } = chartFiles(IMAGE)
+    expect(files['templates/horizontalpodautoscaler-infer-gateway-dataplane.yaml']).toMatch(
+      /^\{\{- if \.Values\.autoscaling\.enabled \}\}\n[\s\S]*minReplicas: \{\{ \.Values\.autoscaling\.minReplicas \}\}/,
+    )
+    expect(files['templates/servicemonitor-infer-gateway.yaml']).toMatch(
+      /^\{\{- if \.Values\.serviceMonitor\.enabled \}\}/,
+    )
+    const dp = files['templates/deployment-infer-gateway-dataplane.yaml'] ?? ''
+    expect(dp).toContain('image: {{ .Values.image }}')
+    expect(dp).toContain('infer-gateway-operator.{{ .Release.Namespace }}.svc')
+    expect(dp).not.toMatch(/igwsentinel|700[123]/)
+  })
+})
+
+/** `helm template` → objects, with the chart's values set by --set. */
+function helmTemplate(namespace: string, sets: string[]): Obj[] {
+  const r = spawnSync(
+    helm,
+    [
+      'template',
+      'rel',
+      join(dir, 'infer-gateway'),
+      '--namespace',
+      namespace,
+      ...sets.flatMap((s) => ['--set', s]),
+    ],
+    { encoding: 'utf8', env: { ...process.env, HELM_CACHE_HOME: join(dir, '.helm') } },
+  )
+  if (r.status !== 0) throw new Error(`helm template failed: ${r.stderr}`)
+  return parseAllDocuments(r.stdout)
+    .map((d) => d.toJS() as Obj | null)
+    .filter((o): o is Obj => o !== null)
+}
+
+const sortKey = (o: Obj) => `${o.kind}/${o.metadata.name}`
+const sorted = (objs: Obj[]) => [...objs].sort((a, b) => sortKey(a).localeCompare(sortKey(b)))
+function expected(opts: InstallOptions): Obj[] {
+  return sorted(
+    (installObjects(opts) as Obj[]).filter(
+      (o) => o.kind !== 'Namespace' && o.kind !== 'CustomResourceDefinition',
+    ),
+  )
+}
+
+describe.skipIf(!hasHelm)('helm', () => {
+  it('lints the chart', () => {
+    const r = spawnSync(helm, ['lint', join(dir, 'infer-gateway')], { encoding: 'utf8' })
+    expect(r.stdout + r.stderr).toContain('0 chart(s) failed')
+    expect(r.status).toBe(0)
+  })
+
+  it('renders with default values exactly what install.yaml holds', () => {
+    expect(sorted(helmTemplate(SYSTEM_NAMESPACE, []))).toEqual(expected({ image: IMAGE }))
+  })
+
+  it('renders every option as the manifest generator does, in another namespace', () => {
+    const got = helmTemplate('gw', [
+      'image=registry.local/ig:dev',
+      'autoscaling.enabled=true',
+      'autoscaling.minReplicas=3',
+      'autoscaling.maxReplicas=9',
+      'autoscaling.targetCPUUtilizationPercentage=60',
+      'serviceMonitor.enabled=true',
+      'networkPolicy.enabled=false',
+      'secretsNamespace=team-keys',
+    ])
+    expect(sorted(got)).toEqual(
+      expected({
+        image: 'registry.local/ig:dev',
+        namespace: 'gw',
+        autoscaling: { minReplicas: 3, maxReplicas: 9, targetCPUUtilizationPercentage: 60 },
+        serviceMonitor: true,
+        networkPolicy: false,
+        secretsNamespace: 'team-keys',
+      }),
+    )
+  })
+})
