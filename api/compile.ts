@@ -462,9 +462,26 @@ function compileRoute(
         if (ref !== undefined) refs.push(ref)
       })
       if (refs.length > 0) {
+        const sat = rule.fallback.saturation
+        // `on` absent = every condition; `saturated` only with a threshold to judge it by.
+        const on = rule.fallback.on ?? [
+          ...FALLBACK_ON_ALL,
+          ...(sat !== undefined ? (['saturated'] as const) : []),
+        ]
         fallback = {
           targets: refs,
-          on: [...new Set(rule.fallback.on ?? FALLBACK_ON_ALL)].sort(),
+          on: [...new Set(on)].sort(),
+          ...(sat !== undefined
+            ? {
+                saturation: {
+                  ...(sat.ttftSLO !== undefined ? { ttftMs: parseDuration(sat.ttftSLO) } : {}),
+                  ...(sat.maxQueuePerEndpoint !== undefined
+                    ? { maxQueuePerEndpoint: sat.maxQueuePerEndpoint }
+                    : {}),
+                  ...(sat.tiers !== undefined ? { tiers: [...new Set(sat.tiers)].sort() } : {}),
+                },
+              }
+            : {}),
         }
       }
     }

@@ -67,7 +67,12 @@ const target = z.union([
   z.strictObject({ server: z.string(), weight }),
   z.strictObject({ provider: z.string(), weight }),
 ])
-const fallbackOn = z.enum(['no-ready-endpoints', 'connect-failure', '5xx', '429'])
+const fallbackOn = z.enum(['no-ready-endpoints', 'connect-failure', '5xx', '429', 'saturated'])
+const saturation = z.strictObject({
+  ttftMs: z.number().nonnegative().exactOptional(),
+  maxQueuePerEndpoint: z.number().int().nonnegative().exactOptional(),
+  tiers: z.array(z.string().min(1)).min(1).exactOptional(),
+})
 
 const route = z.strictObject({
   key: z.string().min(1),
@@ -84,7 +89,11 @@ const route = z.strictObject({
       match: match.exactOptional(),
       targets: z.array(target).min(1),
       fallback: z
-        .strictObject({ targets: z.array(targetRef).min(1), on: z.array(fallbackOn).min(1) })
+        .strictObject({
+          targets: z.array(targetRef).min(1),
+          on: z.array(fallbackOn).min(1),
+          saturation: saturation.exactOptional(),
+        })
         .exactOptional(),
     }),
   ),

@@ -60,13 +60,25 @@ export type SnapshotTarget = SnapshotTargetRef & {
 }
 
 /** Ours: when a failed target hands the request to the next fallback target. */
-export type FallbackOn = 'no-ready-endpoints' | 'connect-failure' | '5xx' | '429'
+export type FallbackOn = 'no-ready-endpoints' | 'connect-failure' | '5xx' | '429' | 'saturated'
+
+/** Ours: the spill-over threshold of `fallback.on: [saturated]` (at least one bound is set). */
+export interface SnapshotSaturation {
+  /** Predicted time to first token (ms) above which a self-hosted target is saturated. */
+  readonly ttftMs?: number
+  /** Requests waiting per endpoint above which a self-hosted target is saturated. */
+  readonly maxQueuePerEndpoint?: number
+  /** Only callers of these tiers spill; absent = every caller. */
+  readonly tiers?: readonly string[]
+}
 
 /** Ours: ordered targets tried after the weighted pick failed, before any byte reached the client. */
 export interface SnapshotFallback {
   readonly targets: readonly SnapshotTargetRef[]
   /** Sorted; never empty. */
   readonly on: readonly FallbackOn[]
+  /** Set exactly when `on` has `saturated`. */
+  readonly saturation?: SnapshotSaturation
 }
 
 export interface SnapshotRule {
