@@ -102,6 +102,8 @@ export interface VirtualResult {
   readonly ttftMs: number
   readonly e2eMs: number
   readonly ok: boolean
+  /** Prompt tokens the engine found in its prefix cache. */
+  readonly cachedTokens: number
 }
 
 export interface VirtualRun {
@@ -273,7 +275,14 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
       const attempt = (k: number): void => {
         const target = list[k]
         if (target === undefined) {
-          results.push({ at: q.at, pod: '?', ttftMs: Number.NaN, e2eMs: now() - t0, ok: false })
+          results.push({
+            at: q.at,
+            pod: '?',
+            ttftMs: Number.NaN,
+            e2eMs: now() - t0,
+            ok: false,
+            cachedTokens: 0,
+          })
           resolve()
           return
         }
@@ -289,7 +298,7 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
         const prompt = applyChatTemplate(messages)
         let first = Number.NaN
         let settled = false
-        const finish = (o: DispatchOutcome, ok: boolean): void => {
+        const finish = (o: DispatchOutcome, ok: boolean, cachedTokens = 0): void => {
           if (settled) return
           settled = true
           pod.inflight.delete(cut)
@@ -300,6 +309,7 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
             ttftMs: Number.isNaN(first) ? Number.NaN : first - t0,
             e2eMs: Date.now() - t0,
             ok,
+            cachedTokens,
           })
           resolve()
         }

@@ -32,6 +32,10 @@ const EWMA_ALPHA = 0.1
 /** Pooled samples after which a TTFT far above the prefill line is clamped (see `observed`). */
 const CLAMP_AFTER_SAMPLES = 8
 const CLAMP_FACTOR = 3
+/** Below this predicted hit rate an interval says too little about the index (see `trust`). */
+const MIN_PREDICTED_HIT = 0.25
+/** Weight of one scrape interval in `trust`: a wrong index is distrusted within a few scrapes. */
+const TRUST_ALPHA = 0.5
 
 export interface LatencyPriors {
   /** Prefill cost per uncached prompt token before anything was observed (ms). */
@@ -80,6 +84,44 @@ export class EndpointModel {
   readonly fit = new PrefillFit()
   /** Highest `running` the engine reported: its batch holds at least that many. */
   maxRunning = 0
+  /**
+   * How far the prefix index can be believed for this endpoint (0..1): the engine's prefix-cache
+   * hit rate over the index's predicted one, per scrape interval, smoothed. The index only knows
+   * what was sent; an engine whose cache holds less than that (evicted under the blocks of
+   * running requests, other replicas' traffic, a cache smaller than it says) reports fewer hits,
+   * and a cached-looking pod that in fact recomputes everything must not keep attracting its
+   * prefixes.
+   */
+  trust = 1
+  /** Prompt and predicted-cached tokens dispatched since the last scrape seen (see `trust`). */
+  predQuery = 0
+  predHit = 0
+  seenScrapeAt = Number.NEGATIVE_INFINITY
+  /** Dispatch times of this replica's requests in flight here, oldest first (see `wait`). */
+  readonly starts: number[] = []
+
+  /** A request sent at `at` is done (answered, failed or cut). */
+  ended(at: number): void {
+    const i = this.starts.indexOf(at)
+    if (i >= 0) this.starts.splice(i, 1)
+  }
+
+  /** A scrape at `scrapedAt` reported `engineHitRate` for the interval: update `trust`. */
+  scraped(scrapedAt: number, engineHitRate: number | undefined): void {
+    if (scrapedAt <= this.seenScrapeAt) return
+    const predicted = this.predQuery > 0 ? this.predHit / this.predQuery : 0
+    if (
+      Number.isFinite(this.seenScrapeAt) &&
+      engineHitRate !== undefined &&
+      predicted >= MIN_PREDICTED_HIT
+    ) {
+      const ratio = Math.min(1, Math.max(0, engineHitRate / predicted))
+      this.trust += TRUST_ALPHA * (ratio - this.trust)
+    }
+    this.seenScrapeAt = scrapedAt
+    this.predQuery = 0
+    this.predHit = 0
+  }
 }
 
 export interface Prefill {
@@ -167,10 +209,24 @@ export class LatencyModel {
     return p.overhead + u * p.perToken + out * this.tpot(ep, now)
   }
 
-  /** Requests ahead in the engine's queue → expected wait for a batch slot (ms). */
-  wait(pending: number, capacity: number, slotMs: number): number {
+  /**
+   * Requests ahead in the engine's queue → expected wait for a batch slot (ms). With `own` (the
+   * endpoint's model) and every pending request one of this replica's own, the wait is when the
+   * slot this request queues for frees: the engine admits first come first served, so the k-th
+   * slot to free is held by the k-th oldest request, which has `slotMs` minus its age left. A
+   * batch whose requests are about to finish is then told apart from one that just filled.
+   * Otherwise (other replicas' requests, unknown ages) the queue position over the batch size.
+   */
+  wait(pending: number, capacity: number, slotMs: number, own?: EndpointModel, now = 0): number {
     if (pending < capacity) return 0
-    return ((pending - capacity + 1) / capacity) * slotMs * this.waitScale
+    const q = pending - capacity
+    const starts = own?.starts
+    if (starts !== undefined && starts.length >= pending && capacity >= 1) {
+      const k = q % capacity
+      const left = Math.max(0, slotMs - (now - (starts[k] as number)))
+      return (left + Math.floor(q / capacity) * slotMs) * this.waitScale
+    }
+    return ((q + 1) / capacity) * slotMs * this.waitScale
   }
 
   /** One request was dispatched with `uncached` tokens the prefix index did not hold. */

@@ -240,6 +240,71 @@ describe('predicted-latency', () => {
     expect(p.capacity(a, 100 + 60_000)).toBe(6)
   })
 
+  it('a batch limit learned on one pod of the server holds for the others', () => {
+    const p = new PredictedLatencyPlugin({})
+    const [a, b] = [state('a', 2), state('b', 3)]
+    scraped(a, 0, { running: 4, waiting: 1 })
+    scraped(b, 0, { running: 2 })
+    scores(p, req(undefined, 'x', 8), [a, b])
+    // b never queued: without a's lesson it would be assumed to take 8 and be overfilled once.
+    expect(p.capacity(b, 0)).toBe(4)
+    // Its own evidence still wins where it says more.
+    scraped(b, 10, { running: 6 })
+    scores(p, req(undefined, 'x', 8), [a, b])
+    expect(p.capacity(b, 10)).toBe(6)
+  })
+
+  it('full batches: queues where the oldest request in the batch is about to finish', () => {
+    const p = new PredictedLatencyPlugin({ maxNumSeqs: 2 })
+    const [a, b] = [state('a', 2), state('b', 3)]
+    // Both full with this replica's own requests: a's were sent 1 s ago, b's just now.
+    const send = (ep: EndpointState, at: number, k: number) => {
+      const r = req(undefined, `busy ${ep.name} ${k}`, 50, at)
+      ep.dispatchStarted(r.ticket, at)
+      p.onDispatch(r, ep)
+      return r
+    }
+    const onA = [send(a, 0, 0), send(a, 0, 1)]
+    for (let k = 0; k < 2; k++) send(b, 950, k)
+    const r = req(undefined, 'next one', 50, 1000)
+    const wa = p.predict(r, a).waitMs
+    const wb = p.predict(r, b).waitMs
+    // A slot holds ~1 s (50 tokens × 20 ms): a's frees in about 0, b's in about 950 ms.
+    expect(wb - wa).toBeGreaterThan(800)
+    expect(best(scores(p, r, [a, b]) as number[], [a, b])).toBe('a')
+    // Answers end their requests' entries.
+    for (const done of onA) {
+      p.onComplete(done, a, ok(10, 1000, 50))
+      a.dispatchEnded(done.ticket, ok(10, 1000, 50), 1000)
+    }
+    expect(p.model.peek(a)?.starts).toEqual([])
+    expect(p.model.peek(b)?.starts).toEqual([950, 950])
+  })
+
+  it('stops believing the prefix index on an engine whose hit rate says otherwise', () => {
+    const p = new PredictedLatencyPlugin({})
+    const ep = state('a', 2)
+    const probe = req(SYSTEM, 'probe question', 16)
+    p.index.record(ep, p.index.hashes(probe))
+    let t = 0
+    const interval = (engineHitRate: number) => {
+      scraped(ep, t, { running: 1, prefixCacheHitRate: engineHitRate })
+      scores(p, req(SYSTEM, `q${t}`, 16, t), [ep])
+      for (let k = 0; k < 3; k++) p.onDispatch(req(SYSTEM, `q${t} ${k}`, 16, t), ep)
+      t += 200
+    }
+    const full = probe.ticket.promptTokens
+    expect(p.predict(probe, ep).uncachedTokens).toBeLessThan(0.05 * full)
+    // The engine keeps recomputing what the index says it holds (evicted under load).
+    for (let k = 0; k < 8; k++) interval(0)
+    scraped(ep, t, { running: 1, prefixCacheHitRate: 0 })
+    scores(p, probe, [ep])
+    expect(p.predict(probe, ep).uncachedTokens).toBeGreaterThan(0.9 * full)
+    // It hits again: the index is believed again.
+    for (let k = 0; k < 8; k++) interval(0.97)
+    expect(p.predict(probe, ep).uncachedTokens).toBeLessThan(0.1 * full)
+  })
+
   it('forgets an endpoint that left or restarted: prefix and calibration', () => {
     const p = new PredictedLatencyPlugin({})
     const [a, b] = [state('a', 2), state('b', 3)]

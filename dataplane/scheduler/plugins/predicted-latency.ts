@@ -49,6 +49,8 @@ const MIN_TOLERANCE_MS = 1
 /** What the plugin predicted for the endpoint a request was dispatched to. */
 interface Dispatched {
   readonly ep: EndpointState
+  /** When it was sent (its entry in the endpoint model's `starts`). */
+  readonly at: number
   readonly uncached: number
   readonly waitMs: number
   readonly slotKnownFree: boolean
@@ -58,6 +60,8 @@ export interface Prediction {
   /** Predicted TTFT (ms). */
   readonly ttftMs: number
   readonly uncachedTokens: number
+  /** Prompt tokens the prefix index says the endpoint holds (before `trust`). */
+  readonly indexedTokens: number
   readonly waitMs: number
   readonly pending: number
   readonly capacity: number
@@ -89,17 +93,28 @@ export class PredictedLatencyPlugin implements Plugin {
   }
 
   /**
-   * Batch slots of `ep`: learned from the engine, else configured, else the most seen running.
+   * The batch limit learned on any endpoint of this server: its pods run the same engine with the
+   * same flags, so the first pod that shows its limit tells it for the others, which then need not
+   * each be overfilled once to show it too. 0 = none learned yet.
+   */
+  pooledCapacity = 0
+
+  /**
+   * Batch slots of `ep`: learned from the engine, else configured, else learned on another pod
+   * of the server, else the most seen running.
    * An engine queueing right now is full at what it runs, whatever its limit: a KV cache too full
    * for the next prompt stops admission below `max_num_seqs`.
    */
   capacity(ep: EndpointState, now: number): number {
+    const seen = this.model.peek(ep)?.maxRunning ?? 0
     let c =
       ep.learnedCapacity > 0
         ? ep.learnedCapacity
         : this.maxNumSeqs > 0
           ? this.maxNumSeqs
-          : Math.max(ASSUMED_CAPACITY, this.model.peek(ep)?.maxRunning ?? 0)
+          : this.pooledCapacity > 0
+            ? Math.max(this.pooledCapacity, seen)
+            : Math.max(ASSUMED_CAPACITY, seen)
     const m = ep.fresh(now)
     if (m !== undefined && m.waiting > 0 && m.running > 0 && m.running < c) c = m.running
     return c
@@ -123,11 +138,18 @@ export class PredictedLatencyPlugin implements Plugin {
     const pending = Math.max(0, ep.pending(req.now) - pendingOffset)
     const capacity = this.capacity(ep, req.now)
     const p = this.model.prefill(ep)
-    const uncachedTokens = this.#uncached(req, depth)
-    const waitMs = this.model.wait(pending, capacity, this.#slotMs(req, ep, p))
+    const uncachedTokens = this.#uncached(req, depth, ep)
+    const own = this.model.peek(ep)
+    // Without this request's own start (it is in `pending` no more either).
+    const starts = own?.starts
+    const mine = starts !== undefined && pendingOffset > 0 && starts.at(-1) === req.now
+    if (mine) starts.pop()
+    const waitMs = this.model.wait(pending, capacity, this.#slotMs(req, ep, p), own, req.now)
+    if (mine) starts.push(req.now)
     return {
       ttftMs: p.overhead + uncachedTokens * p.perToken + waitMs,
       uncachedTokens,
+      indexedTokens: Math.min(req.ticket.promptTokens, depth * this.index.blockTokens),
       waitMs,
       pending,
       capacity,
@@ -146,9 +168,11 @@ export class PredictedLatencyPlugin implements Plugin {
     for (const ep of eps) {
       const m = ep.fresh(req.now)
       if (m === undefined) continue
-      if (m.running > 0) {
-        const own = this.model.of(ep)
+      if (ep.learnedCapacity > this.pooledCapacity) this.pooledCapacity = ep.learnedCapacity
+      const own = m.running > 0 ? this.model.of(ep) : this.model.peek(ep)
+      if (own !== undefined) {
         if (m.running > own.maxRunning) own.maxRunning = m.running
+        own.scraped(ep.scrapedAt, m.prefixCacheHitRate)
       }
       if (m.ttftMeanSec !== undefined && m.ttftMeanSec * 1000 < engineTtft) {
         engineTtft = m.ttftMeanSec * 1000
@@ -165,8 +189,8 @@ export class PredictedLatencyPlugin implements Plugin {
       const depth = match === undefined ? 0 : (match[ep.slot] ?? 0)
       const t =
         p.overhead +
-        this.#uncached(req, depth) * p.perToken +
-        this.model.wait(pend, cap, this.#slotMs(req, ep, p))
+        this.#uncached(req, depth, ep) * p.perToken +
+        this.model.wait(pend, cap, this.#slotMs(req, ep, p), this.model.peek(ep), req.now)
       ttft[i] = t
       pending[i] = pend
       capacity[i] = cap
@@ -214,16 +238,22 @@ export class PredictedLatencyPlugin implements Plugin {
   }
 
   onDispatch(req: SchedRequest, ep: EndpointState): void {
+    const own = this.model.of(ep)
+    own.starts.push(req.now)
     // The scheduler counted this request in the endpoint's pending already: predict without it.
     const p = this.predict(req, ep, 1)
     const rec: Dispatched = {
       ep,
+      at: req.now,
       uncached: p.uncachedTokens,
       waitMs: p.waitMs,
       slotKnownFree: p.pending < this.knownSlots(ep),
     }
     req.scratch.set(this, rec)
     this.model.dispatched(p.uncachedTokens)
+    // What the index (untrusted) promised, for the next scrape's hit rate to confirm or not.
+    own.predQuery += req.ticket.promptTokens
+    own.predHit += p.indexedTokens
     this.index.onDispatch(req, ep)
   }
 
@@ -238,6 +268,7 @@ export class PredictedLatencyPlugin implements Plugin {
   onComplete(req: SchedRequest, ep: EndpointState, o: DispatchOutcome): void {
     const rec = req.scratch.get(this) as Dispatched | undefined
     if (rec === undefined || rec.ep !== ep) return
+    this.model.peek(ep)?.ended(rec.at)
     if (o.failure !== undefined || o.status < 200 || o.status >= 300) return
     // Only a stream's first byte is its first token; a plain response's is the whole answer.
     const stream = req.ticket.stream && o.firstByteMs !== undefined
@@ -270,6 +301,7 @@ export class PredictedLatencyPlugin implements Plugin {
         overheadMs: round(p.overhead, 1),
         tpotMs: round(this.model.tpot(ep, now), 2),
         samples: round(m.fit.n, 1),
+        prefixTrust: round(m.trust, 2),
         capacity: this.capacity(ep, now),
         pending: ep.pending(now),
       }
@@ -286,8 +318,10 @@ export class PredictedLatencyPlugin implements Plugin {
     }
   }
 
-  #uncached(req: SchedRequest, depth: number): number {
-    return Math.max(0, req.ticket.promptTokens - depth * this.index.blockTokens)
+  /** Prompt tokens `ep` will have to prefill: what the index says it holds, as far as trusted. */
+  #uncached(req: SchedRequest, depth: number, ep: EndpointState): number {
+    const cached = Math.min(req.ticket.promptTokens, depth * this.index.blockTokens)
+    return req.ticket.promptTokens - cached * (this.model.peek(ep)?.trust ?? 1)
   }
 
   #slotMs(req: SchedRequest, ep: EndpointState, p: Prefill): number {
