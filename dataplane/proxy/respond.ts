@@ -663,7 +663,10 @@ async function pumpToNode(
       let out: Uint8Array | undefined = c
       let end: string | undefined
       if (filter !== undefined) {
-        const r = await filter.transform(c)
+        // Every stream has a filter now (usage stripping without a policy); the usual one answers
+        // synchronously, and awaiting a plain value would still cost a microtask hop per chunk.
+        const t = filter.transform(c)
+        const r = t instanceof Promise ? await t : t
         out = r.out
         end = r.end
       }
