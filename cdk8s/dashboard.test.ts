@@ -12,6 +12,7 @@ import {
   dashboardExpressions,
   grafanaDashboard,
 } from './dashboard.js'
+import { installObjects } from './install.js'
 
 let sim: SimHandle
 let gw: Gateway
@@ -186,5 +187,14 @@ describe('Grafana dashboard', () => {
     }[]
     expect(cm?.metadata.labels['grafana_dashboard']).toBe('1')
     expect(JSON.parse(cm?.data[DASHBOARD_FILE] ?? '{}')).toEqual(d)
+  })
+
+  it('is in the install manifests only when asked for (grafanaDashboard)', () => {
+    const named = (objs: Record<string, unknown>[]) =>
+      objs.filter((o) => (o['metadata'] as { name?: string }).name === 'infer-gateway-dashboard')
+    expect(named(installObjects())).toEqual([])
+    const [cm] = named(installObjects({ grafanaDashboard: true, namespace: 'obs' }))
+    expect(cm?.['kind']).toBe('ConfigMap')
+    expect((cm?.['metadata'] as { namespace?: string }).namespace).toBe('obs')
   })
 })

@@ -3,6 +3,8 @@
 // ConfigMap labelled `grafana_dashboard: "1"` (the Grafana Helm chart's sidecar picks those up).
 // Every expression names only series the gateway exports: cdk8s/dashboard.test.ts scrapes a running
 // data plane and checks each metric and label used here against what it serves.
+import { mkdir, writeFile } from 'node:fs/promises'
+import { dirname } from 'node:path'
 import { ApiObject } from 'cdk8s'
 import type { Construct } from 'constructs'
 import { COMMON_LABELS } from './crds.js'
@@ -502,4 +504,11 @@ export function dashboardConfigMap(scope: Construct, namespace: string): ApiObje
     },
     data: { [DASHBOARD_FILE]: JSON.stringify(grafanaDashboard(), null, 2) },
   })
+}
+
+/** Writes the dashboard JSON (as Grafana imports it) to `file`; returns the path. */
+export async function writeDashboard(file: string): Promise<string> {
+  await mkdir(dirname(file), { recursive: true })
+  await writeFile(file, `${JSON.stringify(grafanaDashboard(), null, 2)}\n`)
+  return file
 }
