@@ -1,0 +1,183 @@
+// `npm run bench:epp`: the Endpoint Picker's decision latency as Envoy sees it — one ext_proc
+// stream per request on loopback, from the request headers leaving the client to the destination
+// and the whole (echoed) body being back: request headers + an ~8k-token chat body (32 KiB, sent
+// in 16 KiB chunks as Envoy forwards them), the EPP parsing it and running the scheduler (default
+// profile, engine metrics scraped from simulated pods, prefix index). Each stream then gets a
+// 200 response with usage so in-flight load does not pile up. The client is the Go program on
+// go-control-plane's types (test/epp-client); the EPP runs as `infer-gateway epp` in its own
+// process. Target (issue 13): p99 ≤ 1 ms.
+
+import { execFile } from 'node:child_process'
+import { writeFile } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs, promisify } from 'node:util'
+import { manifests } from '../../test/helpers/config.js'
+import { type SimHandle, startSimulator } from '../sim/index.js'
+import { spawnCli } from './procs.js'
+import { fmt, table, writeSection } from './report.js'
+
+const run = promisify(execFile)
+const ROOT = fileURLToPath(new URL('../../', import.meta.url))
+
+const { values: opts } = parseArgs({
+  options: {
+    iterations: { type: 'string', default: '5000' },
+    warmup: { type: 'string', default: '500' },
+    pods: { type: 'string', default: '8' },
+    'prompt-tokens': { type: 'string', default: '8192' },
+    concurrency: { type: 'string', default: '1,8' },
+    'no-write': { type: 'boolean', default: false },
+  },
+})
+
+interface BenchOut {
+  iterations: number
+  errors: number
+  concurrency: number
+  mode: string
+  bodyBytes: number
+  p50Us: number
+  p90Us: number
+  p99Us: number
+  maxUs: number
+  perSecond: number
+  firstError?: string
+}
+
+async function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer()
+    s.once('error', reject)
+    s.listen(0, host, () => {
+      const a = s.address()
+      const port = typeof a === 'object' && a !== null ? a.port : 0
+      s.close(() => resolve(port))
+    })
+  })
+}
+
+async function main(): Promise<void> {
+  const built = await run('bash', [join(ROOT, 'test/epp-client/build.sh')], { timeout: 900_000 })
+  const client = built.stdout.trim().split('\n').pop() as string
+  const sims: SimHandle[] = []
+  for (let i = 0; i < Number(opts.pods); i++) {
+    sims.push(
+      await startSimulator({
+        name: `bench-epp-${i}`,
+        host: `127.0.0.${120 + i}`,
+        port: 0,
+        model: 'bench-model',
+        metricsFormat: 'vllm',
+        zeroLatency: true,
+      }),
+    )
+  }
+  const dir = tmpdir()
+  const config = join(dir, `bench-epp-${process.pid}.yaml`)
+  await writeFile(
+    config,
+    manifests(
+      [
+        {
+          name: 'pool',
+          endpoints: sims.map((s) => ({ name: s.name, address: s.host, port: s.port })),
+        },
+      ],
+      [],
+    ),
+  )
+  const grpcPort = await freePort('127.0.0.1')
+  const epp = await spawnCli(
+    [
+      'epp',
+      '--server',
+      'default/pool',
+      '--config',
+      config,
+      '--host',
+      '127.0.0.1',
+      '--grpc-port',
+      String(grpcPort),
+      '--metrics-port',
+      'off',
+    ],
+    /"msg":"epp listening"/,
+  )
+  // Let the first scrapes land (the scheduler then sees every pod's engine metrics).
+  await new Promise((r) => setTimeout(r, 1500))
+  const words = 'the quarterly report shows revenue growth across every region and segment '
+  const content = words.repeat(Math.ceil((Number(opts['prompt-tokens']) * 4) / words.length))
+  const body = JSON.stringify({
+    model: 'bench-model',
+    messages: [
+      { role: 'system', content: content.slice(0, Number(opts['prompt-tokens']) * 4) },
+      { role: 'user', content: 'Summarise it.' },
+    ],
+    max_tokens: 16,
+  })
+  const rows: BenchOut[] = []
+  try {
+    for (const mode of ['streamed', 'buffered']) {
+      for (const c of opts.concurrency.split(',').map(Number)) {
+        const file = join(dir, `bench-epp-${process.pid}-${mode}-${c}.json`)
+        await writeFile(
+          file,
+          JSON.stringify({
+            addr: `127.0.0.1:${grpcPort}`,
+            concurrency: c,
+            iterations: Number(opts.iterations),
+            warmup: Number(opts.warmup),
+            requests: [{ id: 'bench', mode, body, chunkBytes: 16 * 1024 }],
+          }),
+        )
+        const { stdout } = await run(client, ['bench', file], { maxBuffer: 1 << 20 })
+        const out = JSON.parse(stdout) as BenchOut
+        rows.push(out)
+        process.stderr.write(`${JSON.stringify(out)}\n`)
+      }
+    }
+  } finally {
+    await epp.stop()
+    await Promise.all(sims.map((s) => s.close()))
+  }
+  const md = [
+    '## Endpoint Picker (ext_proc) decision latency',
+    '',
+    `\`npm run bench:epp\`: one ext_proc stream per request from a Go client on go-control-plane's types to \`infer-gateway epp\` on loopback; request headers + a ${Math.round(body.length / 1024)} KiB (~${opts['prompt-tokens']}-token) chat body in 16 KiB chunks; latency = headers sent → destination and whole body back. ${opts.pods} simulated pods, default profile. Target p99 ≤ 1 ms.`,
+    '',
+    table(
+      [
+        'body mode',
+        'concurrency',
+        'decisions',
+        'p50 µs',
+        'p90 µs',
+        'p99 µs',
+        'max µs',
+        'decisions/s',
+        'errors',
+      ],
+      rows.map((r) => [
+        r.mode === 'buffered' ? 'BUFFERED' : 'FULL_DUPLEX_STREAMED',
+        r.concurrency,
+        r.iterations,
+        fmt(r.p50Us, 0),
+        fmt(r.p90Us, 0),
+        fmt(r.p99Us, 0),
+        fmt(r.maxUs, 0),
+        fmt(r.perSecond, 0),
+        r.errors,
+      ]),
+    ),
+  ].join('\n')
+  process.stdout.write(`${md}\n`)
+  if (!opts['no-write']) await writeSection('epp', md, rows)
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
+  process.exitCode = 1
+})
