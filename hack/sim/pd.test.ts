@@ -2,6 +2,7 @@
 // no wall-clock assertions), KV transfer instead of prefill compute, and the vLLM nixl, SGLang
 // bootstrap and http-lookup handshakes between real simulated pods on 127.0.0.x.
 import { afterEach, describe, expect, it } from 'vitest'
+import { parseSimArgs } from './command.js'
 import { Engine, type EngineConfig, type GenerationResult } from './engine.js'
 import { type SimHandle, startSimulator } from './server.js'
 import { postJson } from './testkit.js'
@@ -105,6 +106,29 @@ describe('engine: prefill interference and KV transfer', () => {
     expect(b.ttftMs).toBeLessThan(prefillMs / 5)
     expect(b.ttftMs).toBeGreaterThanOrEqual(transferMs - 0.01)
     expect(b.cachedTokens).toBe(0)
+  })
+})
+
+describe('sim CLI', () => {
+  it('--role, --kv-transfer-ms-per-token and --prefill-interference reach every instance', () => {
+    const o = parseSimArgs([
+      '--count',
+      '2',
+      '--role',
+      'decode',
+      '--kv-transfer-ms-per-token',
+      '0.5',
+      '--prefill-interference',
+    ])
+    expect(
+      o === 'help' ? [] : o.map((x) => [x.role, x.kvTransferMsPerToken, x.prefillInterference]),
+    ).toEqual([
+      ['decode', 0.5, true],
+      ['decode', 0.5, true],
+    ])
+    expect(() => parseSimArgs(['--role', 'encode'])).toThrow(
+      /--role must be one of prefill, decode, both/,
+    )
   })
 })
 
