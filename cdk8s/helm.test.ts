@@ -75,7 +75,7 @@ describe('the generated chart', () => {
       expect(templates).toContain(`${o.kind.toLowerCase()}-${o.metadata.name}.yaml`)
     }
     expect(templates.some((t) => t.startsWith('namespace-'))).toBe(false)
-  })
+  }, 60_000)
 
   it('puts optional objects under their value and scalars as template expressions', () => {
     const { files } = chartFiles(IMAGE)
@@ -89,7 +89,7 @@ describe('the generated chart', () => {
     expect(dp).toContain('image: {{ .Values.image }}')
     expect(dp).toContain('infer-gateway-operator.{{ .Release.Namespace }}.svc')
     expect(dp).not.toMatch(/igwsentinel|700[123]/)
-  })
+  }, 120_000)
 })
 
 /** `helm template` → objects, with the chart's values set by --set. */
@@ -127,11 +127,11 @@ describe.skipIf(!hasHelm)('helm', () => {
     const r = spawnSync(helm, ['lint', join(dir, 'infer-gateway')], { encoding: 'utf8' })
     expect(r.stdout + r.stderr).toContain('0 chart(s) failed')
     expect(r.status).toBe(0)
-  })
+  }, 60_000)
 
   it('renders with default values exactly what install.yaml holds', () => {
     expect(sorted(helmTemplate(SYSTEM_NAMESPACE, []))).toEqual(expected({ image: IMAGE }))
-  })
+  }, 60_000)
 
   it('renders every option as the manifest generator does, in another namespace', () => {
     const got = helmTemplate('gw', [
@@ -154,5 +154,5 @@ describe.skipIf(!hasHelm)('helm', () => {
         secretsNamespace: 'team-keys',
       }),
     )
-  })
+  }, 60_000)
 })

@@ -131,7 +131,7 @@ export function chartFiles(image: string): ChartFiles {
     return m
   }
   renderAt(0)
-  TOGGLES.forEach((_, i) => renderAt(1 << i))
+  for (let i = 0; i < TOGGLES.length; i++) renderAt(1 << i)
   const files: Record<string, string> = {}
   for (const k of [...order]) {
     const at = (bits: number) => renderAt(bits).get(k)

@@ -24,14 +24,18 @@ bash "$here/otlp-receiver/build.sh"
 # Node 24 (the image's LTS) from the npm registry, so the build test runs the data-plane bundle on
 # it; a registry failure only skips that check (the test says why).
 npx tsx "$here/sea/node-dist.ts" >/dev/null || echo "==> Node 24 from the npm registry unavailable: its build check will be skipped"
-# The container image test (hack/image/image.test.ts) unpacks the built image with umoci and runs
-# it with runc (Debian packages); the chart test runs helm, built once from the Go module proxy.
-# Either failing only skips those checks (the tests say why).
-if ! command -v umoci >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1; then
+# The container image test (hack/image/image.test.ts) unpacks the built image with umoci, runs it
+# with runc and pushes it with skopeo to a docker-registry it starts on loopback (Debian packages);
+# the chart test runs helm, built once from the Go module proxy. Either failing only skips those
+# checks (the tests say why).
+if ! command -v umoci >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1 ||
+  ! command -v skopeo >/dev/null 2>&1 || ! command -v docker-registry >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "==> installing umoci and runc (Debian packages) for the container image test"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq umoci runc >/dev/null ||
-      echo "==> umoci/runc unavailable: the image run check will be skipped"
+    echo "==> installing umoci, runc, skopeo and docker-registry (Debian packages) for the image test"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq umoci runc skopeo docker-registry >/dev/null ||
+      echo "==> umoci/runc/skopeo/docker-registry unavailable: the image run/push checks will be skipped"
+    # The package enables a registry on :5000; the test starts its own on loopback instead.
+    systemctl disable --now docker-registry >/dev/null 2>&1 || true
   fi
 fi
 bash "$here/helm/ensure.sh" >/dev/null || echo "==> helm could not be built: the chart's helm checks will be skipped"

@@ -32,6 +32,7 @@ const has = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status
 const node24 = await cachedNode(IMAGE_NODE_MAJOR)
 const canBuild = has('apt-get') && has('dpkg-deb') && node24 !== undefined
 const canRun = canBuild && has('umoci') && has('runc') && process.getuid?.() === 0
+const canPush = canBuild && has('skopeo') && has('docker-registry')
 if (!canBuild)
   process.stdout.write(
     `hack/image/image.test.ts: skipping the image build: needs apt-get, dpkg-deb and a cached Node ${IMAGE_NODE_MAJOR} (npm run node:fetch)\n`,
@@ -39,6 +40,10 @@ if (!canBuild)
 else if (!canRun)
   process.stdout.write(
     'hack/image/image.test.ts: skipping the container run: needs umoci and runc (apt-get install umoci runc) as root\n',
+  )
+if (canBuild && !canPush)
+  process.stdout.write(
+    'hack/image/image.test.ts: skipping the push: needs skopeo and docker-registry (apt-get install skopeo docker-registry)\n',
   )
 
 // Inside the repository, at one depth, so the bundles' source maps hold the same relative paths.
@@ -99,6 +104,51 @@ describe.skipIf(!canBuild)('npm run image', () => {
       'infer-gateway',
     ])
   }, 600_000)
+
+  it.skipIf(!canPush)(
+    'pushes by digest to a registry (hack/image/push.sh), which then serves that very manifest',
+    async () => {
+      // A real registry (Debian's docker-registry, distribution v2) on loopback, storage in tmp.
+      const port = await freePort()
+      const config = join(tmp, 'registry.yml')
+      await writeFile(
+        config,
+        `version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: ${join(tmp, 'registry')}}}\nhttp: {addr: "127.0.0.1:${port}"}\n`,
+      )
+      const registry = spawn('docker-registry', ['serve', config], { stdio: 'ignore' })
+      cleanups.push(async () => {
+        registry.kill('SIGKILL')
+      })
+      for (let i = 0; ; i++) {
+        const up = await fetch(`http://127.0.0.1:${port}/v2/`).then(
+          (r) => r.status === 200,
+          () => false,
+        )
+        if (up) break
+        if (i > 300) throw new Error('registry did not start')
+        await new Promise((r) => setTimeout(r, 100))
+      }
+      const repo = `127.0.0.1:${port}/infer-gateway`
+      const r = spawnSync('bash', [join(ROOT, 'hack/image/push.sh'), join(tmp, 'a.json')], {
+        cwd: ROOT,
+        encoding: 'utf8',
+        env: {
+          ...process.env,
+          REPOSITORY: repo,
+          SKOPEO_DEST_FLAGS: '--dest-tls-verify=false',
+          SKOPEO_SRC_FLAGS: '--tls-verify=false',
+        },
+      })
+      expect(r.stderr + r.stdout, 'push.sh').toContain(`${repo}@${first.digest}`)
+      expect(r.status).toBe(0)
+      // The tag points at the same manifest.
+      const byTag = await fetch(`http://${repo.replace('/', '/v2/')}/manifests/test`, {
+        headers: { accept: 'application/vnd.oci.image.manifest.v1+json' },
+      })
+      expect(byTag.headers.get('docker-content-digest')).toBe(first.digest)
+    },
+    180_000,
+  )
 
   it.skipIf(!canRun)(
     'unpacks with umoci (every blob digest checked) into a Debian root with Node 24, the bundles and the nonroot user',
