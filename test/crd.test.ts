@@ -112,6 +112,8 @@ describe('install.yaml on a real API server', () => {
     expect(rest.map(kindOf).sort()).toEqual([
       'Deployment',
       'Deployment',
+      'NetworkPolicy',
+      'PodDisruptionBudget',
       'PodDisruptionBudget',
       'Service',
       'Service',
