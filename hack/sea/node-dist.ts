@@ -14,7 +14,7 @@ import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 
-/** The Node LTS line the container image is based on (Dockerfile). */
+/** The Node LTS line the container image ships (`npm run image`, hack/image/). */
 export const IMAGE_NODE_MAJOR = 24
 
 export function nodeCacheDir(): string {
