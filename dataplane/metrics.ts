@@ -3,6 +3,12 @@
 // "unknown"), statuses are classes, never raw paths or client identities.
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
 import type { RoutingSnapshot } from '../api/snapshot.js'
+import {
+  type BoundCounter,
+  type BoundHistogram,
+  bindCounter,
+  bindHistogram,
+} from './metrics-bound.js'
 import type { ServerPoolStats } from './proxy/upstream-pool.js'
 
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
@@ -256,14 +262,14 @@ export class GatewayMetrics {
       decision: (server, seconds, plugin) => {
         let h = decisions.get(server)
         if (h === undefined) {
-          h = this.schedulerDecision.labels({ server })
+          h = bindHistogram(this.schedulerDecision, { server })
           decisions.set(server, h)
         }
         h.observe(seconds)
         const key = `${server}\u0000${plugin}`
         let c = picks.get(key)
         if (c === undefined) {
-          c = this.schedulerPicks.labels({ server, plugin })
+          c = bindCounter(this.schedulerPicks, { server, plugin })
           picks.set(key, c)
         }
         c.inc()
@@ -336,9 +342,9 @@ export class GatewayMetrics {
     if (s === undefined) {
       const l = { model, route, target }
       s = {
-        ttft: this.timeToFirstToken.labels(l),
-        tpot: this.timePerOutputToken.labels(l),
-        e2e: this.e2e.labels(l),
+        ttft: bindHistogram(this.timeToFirstToken, l),
+        tpot: bindHistogram(this.timePerOutputToken, l),
+        e2e: bindHistogram(this.e2e, l),
       }
       this.#latency.set(key, s)
     }
@@ -406,8 +412,9 @@ export class GatewayMetrics {
   }
 }
 
-type CounterChild = ReturnType<Counter<string>['labels']>
-type HistogramChild = ReturnType<Histogram<string>['labels']>
+// Bound once (metrics-bound.ts): prom-client's own children hash their labels on every call.
+type CounterChild = BoundCounter
+type HistogramChild = BoundHistogram
 
 export interface LatencySeries {
   readonly ttft: HistogramChild
@@ -432,7 +439,7 @@ export class EndpointSeries {
     const key = `s${status}`
     let c = this.#children.get(key)
     if (c === undefined) {
-      c = this.#metrics.endpointRequests.labels({
+      c = bindCounter(this.#metrics.endpointRequests, {
         server: this.#server,
         upstream_host: this.#endpoint,
         status_class: statusClass(status),
@@ -446,7 +453,7 @@ export class EndpointSeries {
     const key = `e${reason}`
     let c = this.#children.get(key)
     if (c === undefined) {
-      c = this.#metrics.endpointErrors.labels({
+      c = bindCounter(this.#metrics.endpointErrors, {
         server: this.#server,
         upstream_host: this.#endpoint,
         reason,
@@ -483,10 +490,10 @@ export class RequestSeries {
     this.#metrics = metrics
     this.#model = model
     this.#api = api
-    this.duration = metrics.duration.labels({ model, api })
-    this.ttft = metrics.ttft.labels({ model, api })
-    this.inputTokens = metrics.tokens.labels({ model, type: 'input' })
-    this.outputTokens = metrics.tokens.labels({ model, type: 'output' })
+    this.duration = bindHistogram(metrics.duration, { model, api })
+    this.ttft = bindHistogram(metrics.ttft, { model, api })
+    this.inputTokens = bindCounter(metrics.tokens, { model, type: 'input' })
+    this.outputTokens = bindCounter(metrics.tokens, { model, type: 'output' })
   }
 
   /** The requests counter for one status and error code (both bounded: codes are the catalogue's). */
@@ -494,7 +501,7 @@ export class RequestSeries {
     const key = `${status}:${code}`
     let c = this.#requests.get(key)
     if (c === undefined) {
-      c = this.#metrics.requests.labels({
+      c = bindCounter(this.#metrics.requests, {
         model: this.#model,
         api: this.#api,
         status_class: statusClass(status),
