@@ -65,7 +65,17 @@ export interface DispatchOutcome {
   readonly completionTokens?: number
 }
 
+/** How loaded a server is for one request (spill-over, `fallback.on: [saturated]`). */
+export interface Saturation {
+  /** Lowest predicted time to first token (ms) over the healthy endpoints, when the picker predicts. */
+  readonly ttftMs?: number
+  /** Fewest requests waiting per healthy endpoint (engine queue plus the picker's own queue). */
+  readonly queuePerEndpoint: number
+}
+
 export interface EndpointPicker {
+  /** The server's load as this request would meet it; undefined: no healthy endpoint to judge. */
+  saturation?(ctx: PickContext): Saturation | undefined
   /**
    * Admission before `pick`: `undefined` or an Admission = go ahead now; a promise = wait (e.g.
    * queued while the server is saturated); a GatewayError thrown or rejected = refuse (429/503

@@ -21,10 +21,17 @@ import type { RoutingSnapshot, SnapshotEndpoint, SnapshotServer } from '../../ap
 import { MetricsScraper, type ScrapeResult, type ScrapeTarget } from '../engines/scraper.js'
 import type { Logger } from '../log.js'
 import type { EndpointGaugeView, SchedulerGaugeView, SchedulerObserver } from '../metrics.js'
-import type { Admission, DispatchOutcome, EndpointPicker, PickContext } from '../picker.js'
+import type {
+  Admission,
+  DispatchOutcome,
+  EndpointPicker,
+  PickContext,
+  Saturation,
+} from '../picker.js'
 import { HealthLog } from './health-log.js'
 import { withPdRoles } from './pd-pairs.js'
 import { winningPlugin } from './pick-reason.js'
+import { PredictedLatencyPlugin } from './plugins/predicted-latency.js'
 import { buildProfile, DEFAULT_PROFILE, type ProfileEntry } from './profile.js'
 import { blockHashes, chainSeed, expectedOutputTokens, promptPieces, rendezvous } from './prompt.js'
 import { Scratch } from './scores.js'
@@ -289,6 +296,39 @@ export class Scheduler implements EndpointPicker {
     if (ss.admission?.admit === undefined) return undefined
     const req = this.#request(ctx)
     return ss.admission.admit(req, () => ss.ready, signal)
+  }
+
+  /**
+   * Spill-over's view of the server (`fallback.on: [saturated]`), before admission: the lowest
+   * time to first token the profile's predicted-latency plugin expects over the healthy endpoints
+   * (absent without that plugin), and the fewest requests waiting per endpoint — the engine's
+   * queue beyond its batch (the plugin's pending and capacity, else the scraped queue) plus the
+   * admission queue spread over the endpoints. Both count this replica's in-flight requests
+   * exactly, so a burst is seen as it arrives, not one scrape later.
+   */
+  saturation(ctx: PickContext): Saturation | undefined {
+    const ss = this.#serverFor(ctx.server)
+    const now = this.#now()
+    const req = this.#request(ctx)
+    req.now = now
+    const pl = ss.entries.find((e) => e.plugin instanceof PredictedLatencyPlugin)?.plugin as
+      | PredictedLatencyPlugin
+      | undefined
+    let ttft = Number.POSITIVE_INFINITY
+    let queue = Number.POSITIVE_INFINITY
+    let n = 0
+    for (const ep of ss.ready) {
+      if (ep.isEjected(now)) continue
+      n++
+      if (pl !== undefined) {
+        const p = pl.predict(req, ep)
+        if (p.ttftMs < ttft) ttft = p.ttftMs
+        queue = Math.min(queue, Math.max(0, p.pending - p.capacity))
+      } else queue = Math.min(queue, ep.waiting(now))
+    }
+    if (n === 0) return undefined
+    const gateway = (ss.admission?.queued ?? 0) / n
+    return { ...(pl !== undefined ? { ttftMs: ttft } : {}), queuePerEndpoint: queue + gateway }
   }
 
   pick(ctx: PickContext): readonly SnapshotEndpoint[] {

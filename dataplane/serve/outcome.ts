@@ -12,6 +12,7 @@ import { estimateCost, type ProviderUsage } from '../providers/usage.js'
 import type { StreamFilter, Usage } from '../proxy/respond.js'
 import type { ChainDecision, RouteTarget } from '../router.js'
 import type { RequestTrace } from '../telemetry/tracing.js'
+import type { Spill } from './spill.js'
 
 /** What serving needs of the rate limiter's admission (dataplane/filters). */
 export interface Limits {
@@ -77,6 +78,8 @@ export class Outcome {
   /** The target being tried (or that answered). */
   target: RouteTarget | undefined
   readonly tried: Fallback[] = []
+  /** Set when a saturated self-hosted target handed the request on (spill-over). */
+  spill: Spill | undefined
   /** The request's span when tracing is on and it is sampled (telemetry/tracing.ts). */
   trace: RequestTrace | undefined
   /** Runs once on release: the chain's client-gone listener. */
@@ -320,6 +323,9 @@ export class Outcome {
               upstream_model: t.upstreamModel,
             }),
       ...(this.tried.length > 0 ? { fallbacks: [...this.tried] } : {}),
+      ...(this.spill !== undefined
+        ? { spilled: true, spill_reason: this.spill.reason, spill_detail: this.spill.detail }
+        : {}),
     }
   }
 }

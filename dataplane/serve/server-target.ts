@@ -14,6 +14,7 @@ import type { RouteTarget } from '../router.js'
 import { type Deadline, deadline } from './deadline.js'
 import { clientClosed, errorResponse, type Finished } from './outcome.js'
 import { pdDispatch } from './pd-target.js'
+import { saturatedError, spillOf, spillsTier } from './spill.js'
 import { type ChainContext, canFallback, failed, type Step } from './types.js'
 
 /** Request header `1` asks for the scheduler's decision summary in the same-named response header. */
@@ -41,6 +42,15 @@ export async function serverTarget(
     // A traced request gets the decision summary for its span (not as a response header).
     ...(req.explain || ctx.out.trace !== undefined ? { explain: {} } : {}),
     ...(identity !== undefined ? { identity } : {}),
+  }
+  // Spill-over: decided before admission, where the request would otherwise queue.
+  const sat = d.rule.fallback?.saturation
+  if (sat !== undefined && more && d.fallbackOn.has('saturated') && spillsTier(sat, identity)) {
+    const spill = spillOf(sat, picker.saturation?.(pickCtx))
+    if (spill !== undefined) {
+      ctx.out.spill = spill
+      return failed(saturatedError(t.server.key, spill), 'saturated')
+    }
   }
   let admission: Admission | undefined
   if (picker.admit) {
