@@ -73,6 +73,8 @@ export interface VirtualRequest {
   readonly maxTokens: number
   /** An adapter name (served as a LoRA of the base model). */
   readonly lora?: string
+  /** Carried to the result (e.g. the prefix group), for per-class statistics. */
+  readonly tag?: string
 }
 
 export interface VirtualFleetOptions {
@@ -98,6 +100,7 @@ export interface VirtualFleetOptions {
 
 export interface VirtualResult {
   readonly at: number
+  readonly tag?: string
   readonly pod: string
   readonly ttftMs: number
   readonly e2eMs: number
@@ -277,6 +280,7 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
         if (target === undefined) {
           results.push({
             at: q.at,
+            ...(q.tag !== undefined ? { tag: q.tag } : {}),
             pod: '?',
             ttftMs: Number.NaN,
             e2eMs: now() - t0,
@@ -305,6 +309,7 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
           rep.sch.onComplete(ctx, target, o)
           results.push({
             at: q.at,
+            ...(q.tag !== undefined ? { tag: q.tag } : {}),
             pod: pod.ep.name,
             ttftMs: Number.isNaN(first) ? Number.NaN : first - t0,
             e2eMs: Date.now() - t0,
