@@ -37,6 +37,7 @@ import {
   type RequestResult,
   runOpenLoop,
 } from './routing-load.js'
+import { runPdBench } from './routing-pd.js'
 
 const { values: opts } = parseArgs({
   options: {
@@ -1341,6 +1342,13 @@ async function installPeers(): Promise<PeerInstalls> {
 }
 
 async function main(): Promise<void> {
+  // Prefill/decode vs aggregated (issue 14) is its own scenario: `--only pd` (routing-pd.ts).
+  if (opts.only === 'pd')
+    return void (await runPdBench({
+      quick: QUICK,
+      write: !opts['no-write'],
+      ...(opts.seconds !== undefined ? { seconds: Number(opts.seconds) } : {}),
+    }).then((t) => process.stdout.write(`\n${t}\n`)))
   const dir = await mkdtemp(join(tmpdir(), 'igw-routing-'))
   const started = Date.now()
   const peers = await installPeers()

@@ -1,0 +1,417 @@
+// `npm run bench:routing -- --only pd [--quick] [--seconds <n>] [--no-write]` (or run this file
+// with tsx): prefill/decode disaggregation against aggregated serving at equal pod count, under a
+// mixed load (long prompts with short answers beside short prompts with long answers), and the
+// same disaggregated fleet with a prefill pod killed mid-run.
+//
+// Four simulated engines either way (own process, hack/sim): aggregated = four `both` pods whose
+// prefills stall their running decodes (--prefill-interference: prompts are computed on the same
+// GPU); disaggregated = two prefill + two decode pods in one group (2P2D) behind a ModelServer
+// with pdGroup and the nixl connector, so the decode pods receive each prompt's KV (transfer time
+// per token) and only decode. The real data plane (own process, the CLI) routes; the load is
+// open-loop and seeded, the same sequence for every run. TPOT is what a client sees between
+// stream chunks; the target (issue 14) is decode TPOT p90 at least 1.5x better than aggregated,
+// and no failed request when a prefill pod dies.
+import { type ChildProcess, spawn } from 'node:child_process'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import type { SimOptions, SimStats } from '../sim/index.js'
+import { percentile } from './load.js'
+import { type Proc, spawnCli } from './procs.js'
+import { fmt, table, writeSection } from './report.js'
+import type { FleetMember, RestartReply, RestartRequest } from './routing-fleet.js'
+import {
+  type PlannedRequest,
+  poissonTimes,
+  type RequestResult,
+  runOpenLoop,
+} from './routing-load.js'
+
+const MODEL = 'pd-bench'
+const GW_PORT = 18_310
+const FLEET_SCRIPT = fileURLToPath(new URL('./routing-fleet.ts', import.meta.url))
+/**
+ * Engine shape at real time (time scale 1, so modelled times stay large against the CPU noise
+ * of a shared machine): a decode step 20 ms, a prompt 0.4 ms per token. Prompts are few tokens
+ * that each stand for four (fewer bytes for every process to move), so a "long" prompt of 1,000
+ * tokens costs what ~4,000 tokens cost at 0.1 ms/token.
+ */
+const ENGINE = {
+  timeScale: 1,
+  prefillOverheadMs: 10,
+  prefillMsPerToken: 0.4,
+  decodeMsPerToken: 20,
+  batchSlowdown: 0.02,
+  maxNumSeqs: 32,
+  numGpuBlocks: 16_384,
+  blockSize: 16,
+  maxModelLen: 16_384,
+  kvTransferMsPerToken: 0.08,
+  prefillInterference: true,
+} as const satisfies Partial<SimOptions>
+/** Mixed load: half RAG-like (long prompt, short answer), half chat (short prompt, long answer). */
+const LONG = { words: 1000, out: 16 }
+const CHAT = { words: 60, out: 64 }
+
+export interface PdBenchOptions {
+  readonly quick: boolean
+  readonly seconds?: number
+  readonly write: boolean
+}
+
+type Mode = 'aggregated' | 'disaggregated' | 'disaggregated, prefill pod killed'
+
+interface Fleet {
+  readonly members: FleetMember[]
+  restart(name: string, downMs: number): Promise<SimStats>
+  stop(): Promise<void>
+}
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0
+    let t = s
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
+  }
+}
+
+function plan(rate: number, durationMs: number, seed = 14): PlannedRequest[] {
+  const random = rng(seed)
+  return poissonTimes(rate, durationMs, random).map((at, i) => {
+    const long = random() < 0.5
+    const w = long ? LONG : CHAT
+    // Distinct prompts: no prefix cache helps either side.
+    const text = `Request ${i}: ${Array.from({ length: w.words }, (_, k) => `w${(i * 7919 + k) % 10007}`).join(' ')}`
+    return {
+      at,
+      tag: long ? 'long' : 'chat',
+      outputTokens: w.out,
+      body: JSON.stringify({
+        model: MODEL,
+        messages: [{ role: 'user', content: text }],
+        max_tokens: w.out,
+        stream: true,
+      }),
+    }
+  })
+}
+
+function pods(mode: Mode): SimOptions[] {
+  const roles =
+    mode === 'aggregated'
+      ? ['both', 'both', 'both', 'both']
+      : ['prefill', 'prefill', 'decode', 'decode']
+  return roles.map((role, i) => ({
+    name: `${role}-${i}`,
+    host: `127.0.0.${121 + i}`,
+    port: 0,
+    model: MODEL,
+    metricsFormat: 'vllm',
+    seed: 500 + i,
+    role: role as SimOptions['role'] & string,
+    ...ENGINE,
+  }))
+}
+
+function manifests(mode: Mode, members: readonly FleetMember[]): string {
+  const pd = mode !== 'aggregated'
+  return [
+    {
+      apiVersion: 'networking.serving.volcano.sh/v1alpha1',
+      kind: 'ModelServer',
+      metadata: { name: 'pool' },
+      spec: {
+        inferenceEngine: 'vLLM',
+        workloadSelector: {
+          matchLabels: { app: 'pool' },
+          ...(pd
+            ? {
+                pdGroup: {
+                  groupKey: 'group',
+                  prefillLabels: { role: 'prefill' },
+                  decodeLabels: { role: 'decode' },
+                },
+              }
+            : {}),
+        },
+        workloadPort: { port: members[0]?.port ?? 8000 },
+        ...(pd ? { kvConnector: { type: 'nixl' } } : {}),
+        trafficPolicy: {
+          retry: { attempts: 3, retryInterval: '10ms' },
+          timeouts: { connect: '1s' },
+        },
+        // Plain load balancing on both sides: the comparison is about disaggregation, not about
+        // a profile that packs pods (the default fills warm pods first, which on aggregated pods
+        // piles prefills onto the running decodes of fewer pods).
+        scheduler: { plugins: [{ name: 'least-pending' }] },
+      },
+    },
+    {
+      apiVersion: 'standalone.infer-gateway.io/v1alpha1',
+      kind: 'StaticEndpoints',
+      metadata: { name: 'pool' },
+      endpoints: members.map((m) => ({
+        name: m.name,
+        address: m.host,
+        port: m.port,
+        labels: { app: 'pool', role: m.name.split('-')[0] ?? '', group: 'g0' },
+      })),
+    },
+    {
+      apiVersion: 'networking.serving.volcano.sh/v1alpha1',
+      kind: 'ModelRoute',
+      metadata: { name: 'pd' },
+      spec: { modelName: MODEL, rules: [{ targetModels: [{ modelServerName: 'pool' }] }] },
+    },
+  ]
+    .map((d) => JSON.stringify(d, null, 2))
+    .join('\n---\n')
+}
+
+async function startFleet(opts: readonly SimOptions[]): Promise<Fleet> {
+  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', FLEET_SCRIPT], {
+    env: { ...process.env, ROUTING_FLEET: JSON.stringify(opts) },
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+  })
+  let seen = ''
+  const members = await new Promise<FleetMember[]>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`fleet did not start: ${seen}`)), 30_000)
+    const onData = (b: Buffer): void => {
+      seen += b.toString()
+      const m = /READY (.*)\n/.exec(seen)
+      if (m) {
+        clearTimeout(timer)
+        resolve(JSON.parse(m[1] as string) as FleetMember[])
+      }
+    }
+    child.stdout?.on('data', onData)
+    child.stderr?.on('data', onData)
+    child.once('exit', (code) => {
+      clearTimeout(timer)
+      reject(new Error(`fleet exited with ${code}: ${seen}`))
+    })
+  })
+  child.removeAllListeners('exit')
+  child.stdout?.resume()
+  child.stderr?.resume()
+  let ids = 0
+  const waiting = new Map<number, (r: RestartReply) => void>()
+  child.on('message', (m: RestartReply) => waiting.get(m.id)?.(m))
+  return {
+    members,
+    restart: (name, downMs) =>
+      new Promise<SimStats>((resolve, reject) => {
+        const id = ++ids
+        waiting.set(id, (r) => {
+          waiting.delete(id)
+          if (r.error !== undefined) reject(new Error(`restart ${name}: ${r.error}`))
+          else resolve(r.before)
+        })
+        const req: RestartRequest = { type: 'restart', id, name, downMs }
+        child.send(req)
+      }),
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null) return resolve()
+        child.once('exit', () => resolve())
+        child.kill('SIGTERM')
+        // A pod still "down" (killed) holds a timer in the fleet process: do not wait for it.
+        setTimeout(() => child.kill('SIGKILL'), 1000).unref()
+      }),
+  }
+}
+
+async function startGateway(file: string, pods: number): Promise<Proc> {
+  const gw = await spawnCli(
+    [
+      'dataplane',
+      '--config',
+      file,
+      '--host',
+      '127.0.0.1',
+      '--port',
+      String(GW_PORT),
+      '--no-access-log',
+      '--explain',
+      '--drain-delay',
+      '0',
+      '--workers',
+      '1',
+    ],
+    /data plane listening/,
+    [],
+    60_000,
+  )
+  const deadline = Date.now() + 10_000
+  for (;;) {
+    try {
+      const res = await fetch(`http://127.0.0.1:${GW_PORT}/debug/endpoints`)
+      const d = (await res.json()) as { endpoints: { scrape: { fresh: boolean } }[] }
+      if (d.endpoints.length === pods && d.endpoints.every((e) => e.scrape.fresh)) return gw
+    } catch {
+      // not yet
+    }
+    if (Date.now() > deadline) {
+      await gw.stop()
+      throw new Error('gateway never saw fresh metrics')
+    }
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
+interface Row {
+  readonly mode: Mode
+  readonly sent: number
+  readonly ok: number
+  readonly failed: number
+  readonly ttftP50: number
+  readonly ttftP90: number
+  readonly chatTpotP50: number
+  readonly chatTpotP90: number
+  readonly tokensPerS: number
+  readonly reqPerS: number
+  readonly recomputed: number
+}
+
+async function runMode(mode: Mode, rate: number, durationMs: number): Promise<Row> {
+  const dir = await mkdtemp(join(tmpdir(), 'igw-pd-'))
+  const fleet = await startFleet(pods(mode))
+  let gw: Proc | undefined
+  try {
+    const file = join(dir, 'gateway.yaml')
+    await writeFile(file, manifests(mode, fleet.members))
+    gw = await startGateway(file, fleet.members.length)
+    // Warm-up (not measured): the first requests of a fresh process pay for compilation.
+    await runOpenLoop(`http://127.0.0.1:${GW_PORT}`, plan(rate / 2, 2000, 99), {
+      timeoutMs: 60_000,
+    })
+    const requests = plan(rate, durationMs)
+    const t0 = performance.now()
+    if (mode === 'disaggregated, prefill pod killed') {
+      // Down for longer than the run: a pod that died, not one that restarts.
+      setTimeout(() => {
+        fleet.restart('prefill-0', durationMs * 3).catch(() => {})
+      }, durationMs * 0.4)
+    }
+    const results: RequestResult[] = await runOpenLoop(`http://127.0.0.1:${GW_PORT}`, requests, {
+      timeoutMs: 60_000,
+    })
+    const wallS = (performance.now() - t0) / 1000
+    const good = results.filter((r) => r.status === 200 && r.error === undefined)
+    const sorted = (xs: number[]) => xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b)
+    const ttft = sorted(good.map((r) => r.ttftMs))
+    const tpot = sorted(good.filter((r) => r.tag === 'chat').map((r) => r.tpotMs))
+    const tokens = good.reduce((n, r) => n + (r.tag === 'long' ? LONG.out : CHAT.out), 0)
+    let recomputed = 0
+    for (const m of fleet.members) {
+      try {
+        const s = (await (await fetch(`${m.url}/sim/stats`)).json()) as SimStats
+        recomputed += s.pd.kvRecomputed
+      } catch {
+        // the killed pod
+      }
+    }
+    return {
+      mode,
+      sent: results.length,
+      ok: good.length,
+      failed: results.length - good.length,
+      ttftP50: percentile(ttft, 50),
+      ttftP90: percentile(ttft, 90),
+      chatTpotP50: percentile(tpot, 50),
+      chatTpotP90: percentile(tpot, 90),
+      tokensPerS: tokens / wallS,
+      reqPerS: good.length / wallS,
+      recomputed,
+    }
+  } finally {
+    await gw?.stop()
+    await fleet.stop()
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
+export async function runPdBench(o: PdBenchOptions): Promise<string> {
+  const durationMs = (o.seconds ?? (o.quick ? 10 : 20)) * 1000
+  // ~40 % of an aggregated pod's GPU time goes to prefill at this rate (the two prefill pods of
+  // the disaggregated fleet then run at ~80 %: its TTFT pays for that): a mixed load where
+  // interference shows.
+  const rate = 8
+  const rows: Row[] = []
+  for (const mode of [
+    'aggregated',
+    'disaggregated',
+    'disaggregated, prefill pod killed',
+  ] as const) {
+    const r = await runMode(mode, rate, durationMs)
+    process.stdout.write(
+      `${mode}: ${r.ok}/${r.sent} ok, chat TPOT p90 ${fmt(r.chatTpotP90, 1)} ms\n`,
+    )
+    rows.push(r)
+  }
+  const agg = rows[0] as Row
+  const pd = rows[1] as Row
+  const ratio = agg.chatTpotP90 / pd.chatTpotP90
+  const killed = rows[2] as Row
+  const text = `### Prefill/decode disaggregation vs aggregated (4 pods each)
+
+Mixed open-loop load at ${rate} req/s for ${durationMs / 1000} s: half long prompts (~${LONG.words} words, ${LONG.out} output tokens), half chat (~${CHAT.words} words, ${CHAT.out} output tokens), streamed. Both use the least-pending profile (plain load balancing; each role on its own for the pairs) after a 2 s warm-up. Aggregated: 4 engines that compute prompts on the GPU that decodes (prefill stalls decode); disaggregated: 2 prefill + 2 decode engines (one group), nixl connector (the decode engine pulls the prompt's KV, ${ENGINE.kvTransferMsPerToken} ms/token time scale ${ENGINE.timeScale}). TPOT is the chat requests' time between chunks as the client sees it.
+
+${table(
+  [
+    'serving',
+    'ok/sent',
+    'failed',
+    'TTFT p50',
+    'TTFT p90',
+    'chat TPOT p50',
+    'chat TPOT p90',
+    'output tok/s',
+    'req/s',
+    'prompts recomputed',
+  ],
+  rows.map((r) => [
+    r.mode,
+    `${r.ok}/${r.sent}`,
+    String(r.failed),
+    `${fmt(r.ttftP50, 0)} ms`,
+    `${fmt(r.ttftP90, 0)} ms`,
+    `${fmt(r.chatTpotP50, 1)} ms`,
+    `${fmt(r.chatTpotP90, 1)} ms`,
+    fmt(r.tokensPerS, 0),
+    fmt(r.reqPerS, 1),
+    String(r.recomputed),
+  ]),
+)}
+
+Decode TPOT p90: aggregated / disaggregated = **${fmt(ratio, 2)}x** (target >= 1.5x: ${ratio >= 1.5 ? 'met' : 'not met'}). Prefill pod killed at 40 % of the run: ${killed.failed} failed of ${killed.sent} (target 0: ${killed.failed === 0 ? 'met' : 'not met'}).
+`
+  if (o.write) await writeSection('routing-pd', text, { rate, durationMs, engine: ENGINE, rows })
+  return text
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      seconds: { type: 'string' },
+      'no-write': { type: 'boolean', default: false },
+    },
+  })
+  runPdBench({
+    quick: values.quick === true,
+    ...(values.seconds !== undefined ? { seconds: Number(values.seconds) } : {}),
+    write: values['no-write'] !== true,
+  }).then(
+    (t) => process.stdout.write(`\n${t}`),
+    (e: unknown) => {
+      process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
+      process.exitCode = 1
+    },
+  )
+}
