@@ -164,7 +164,7 @@ describe('the data-plane container args from install.yaml', () => {
     expect(code, output).toBe(0)
     // It stayed up for the drain delay (readiness off, still serving) before exiting.
     expect(Date.now() - t0).toBeGreaterThanOrEqual(4_000)
-  }, 60_000)
+  }, 180_000)
 
   // The ConfigMap and token volumes are optional so a pod can start before the operator's first
   // publish (and before it created the token Secret): the data plane then serves not-ready,
@@ -230,5 +230,5 @@ describe('the data-plane container args from install.yaml', () => {
       proc.kill('SIGKILL')
       await freshSrv.close()
     }
-  }, 60_000)
+  }, 180_000)
 })
