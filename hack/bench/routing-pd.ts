@@ -303,6 +303,9 @@ async function runMode(mode: Mode, rate: number, durationMs: number): Promise<Ro
     })
     const wallS = (performance.now() - t0) / 1000
     const good = results.filter((r) => r.status === 200 && r.error === undefined)
+    const bad = results.find((r) => !(r.status === 200 && r.error === undefined))
+    if (bad !== undefined)
+      process.stdout.write(`${mode}: a failed request: status ${bad.status} ${bad.error ?? ''}\n`)
     const sorted = (xs: number[]) => xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b)
     const ttft = sorted(good.map((r) => r.ttftMs))
     const tpot = sorted(good.filter((r) => r.tag === 'chat').map((r) => r.tpotMs))
