@@ -31,8 +31,24 @@ export interface AccessLogEntry {
 
 export type AccessLogger = (entry: AccessLogEntry) => void
 
+/**
+ * Lines of one event-loop turn go out together: the stream is corked at the first line and
+ * uncorked on the next turn, so a pipe (a container's stdout) gets one writev for a turn's lines
+ * instead of one write syscall per request. Order is kept; a crash can lose at most the lines of
+ * the turn it happened in.
+ */
 export function jsonLineLogger(out: Writable): AccessLogger {
+  let corked = false
+  const uncork = (): void => {
+    corked = false
+    out.uncork()
+  }
   return (entry) => {
+    if (!corked) {
+      corked = true
+      out.cork()
+      setImmediate(uncork)
+    }
     out.write(`${JSON.stringify(entry)}\n`)
   }
 }
