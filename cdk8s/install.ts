@@ -254,6 +254,17 @@ export class InstallChart extends Chart {
           plurals.map((p) => `${p}/status`),
           ['patch', 'update'],
         ),
+        // Gateway API Inference Extension and Gateway API (docs/gaie.md): pools, objectives (both
+        // groups) and HTTPRoutes are read; only our own status.parents[] entries are written.
+        rule(['inference.networking.k8s.io'], ['inferencepools'], ['get', 'list', 'watch']),
+        rule(['inference.networking.k8s.io'], ['inferencepools/status'], ['patch', 'update']),
+        rule(
+          ['llm-d.ai', 'inference.networking.x-k8s.io'],
+          ['inferenceobjectives'],
+          ['get', 'list', 'watch'],
+        ),
+        rule(['gateway.networking.k8s.io'], ['httproutes'], ['get', 'list', 'watch']),
+        rule(['gateway.networking.k8s.io'], ['httproutes/status'], ['patch', 'update']),
         // Endpoints are Ready pods matched by each ModelServer's workloadSelector.
         rule([''], ['pods'], ['get', 'list', 'watch']),
         // Credentials sources (GatewayPolicy credentialsSecretName, provider auth.secretRef) in any

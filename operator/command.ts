@@ -7,6 +7,7 @@ import { OPERATOR_LEASE, SYSTEM_NAMESPACE } from '../api/crd.js'
 import { parseDuration } from '../api/index.js'
 import { Controller, type ControllerOptions } from './controller.js'
 import { OperatorError } from './errors.js'
+import { GAIE_MODES, type GaieMode, resolveGaie } from './gaie.js'
 import { KTHENA_MODES, type KthenaMode, resolveKthena } from './kthena.js'
 import { type Logger, type LogLevel, stderrLogger } from './log.js'
 import { OperatorMetrics } from './metrics.js'
@@ -32,6 +33,11 @@ Cluster:
   --kthena <auto|on|off>    Also reconcile Kthena's networking.serving.volcano.sh/v1alpha1
                             ModelRoutes, ModelServers and ExternalModelProviders (default auto:
                             on when API discovery finds the group)
+  --gateway <ns/name>       Our Gateway identity: HTTPRoutes naming it as a parent are served
+                            and get status; it is the parent of our InferencePool status entries
+  --gaie <auto|on|off>      Watch InferencePool (inference.networking.k8s.io/v1), InferenceObjective
+                            (llm-d.ai and inference.networking.x-k8s.io v1alpha2) and, with
+                            --gateway, HTTPRoute (default auto: each kind its CRD is installed for)
 Serving:
   --host <addr>             Listen address (default 0.0.0.0)
   --port <n>                Push channel, /healthz, /readyz and /metrics (default 8082)
@@ -92,6 +98,7 @@ export interface OperatorConfig {
   readonly logLevel: LogLevel
   readonly shutdownTimeoutMs: number
   readonly kthena: KthenaMode
+  readonly gaie: GaieMode
   /** Secret (own namespace) holding the push channel's bearer token; unset = no token. */
   readonly pushTokenSecret?: string
   readonly controller: Omit<ControllerOptions, 'kc' | 'push' | 'metrics' | 'log'>
@@ -110,6 +117,8 @@ export function parseOperatorArgs(
       'pod-selector': { type: 'string' },
       'secrets-namespace': { type: 'string' },
       kthena: { type: 'string', default: 'auto' },
+      gateway: { type: 'string' },
+      gaie: { type: 'string', default: 'auto' },
       host: { type: 'string', default: '0.0.0.0' },
       port: { type: 'string' },
       'push-port': { type: 'string' },
@@ -146,6 +155,14 @@ export function parseOperatorArgs(
   const ports =
     values['http-port'] !== undefined ? [main, port('http-port', values['http-port'])] : [main]
   const kthena = values.kthena as KthenaMode
+  const gaie = values.gaie as GaieMode
+  if (!GAIE_MODES.includes(gaie))
+    throw new OperatorUsageError(`--gaie must be one of ${GAIE_MODES.join(', ')}`)
+  if (
+    values.gateway !== undefined &&
+    !/^[a-z0-9][-a-z0-9]*\/[a-z0-9][-a-z0-9.]*$/.test(values.gateway)
+  )
+    throw new OperatorUsageError('--gateway must be namespace/name')
   if (!KTHENA_MODES.includes(kthena))
     throw new OperatorUsageError(`--kthena must be one of ${KTHENA_MODES.join(', ')}`)
   const logLevel = values['log-level'] as LogLevel
@@ -176,6 +193,7 @@ export function parseOperatorArgs(
     logLevel,
     shutdownTimeoutMs: duration('shutdown-timeout', values['shutdown-timeout']),
     kthena,
+    gaie,
     ...(values['push-token-secret'] !== undefined
       ? { pushTokenSecret: values['push-token-secret'] }
       : {}),
@@ -196,6 +214,7 @@ export function parseOperatorArgs(
       watchdogMs: Math.min(5000, Math.max(100, Math.round(watchMs / 4))),
       listTimeoutMs: Math.min(60_000, Math.max(1000, watchMs)),
       watchBackoff: { baseMs: Math.min(1000, maxBackoff), maxMs: maxBackoff },
+      ...(values.gateway !== undefined ? { gateway: values.gateway } : {}),
       ...(values['pod-selector'] !== undefined ? { podLabelSelector: values['pod-selector'] } : {}),
       ...(values['secrets-namespace'] !== undefined
         ? { secretsNamespace: values['secrets-namespace'] }
@@ -241,7 +260,8 @@ export async function runOperatorCommand(args: readonly string[]): Promise<void>
       : {},
   )
   const kthena = await resolveKthena(cfg.kthena, kc)
-  const controller = new Controller({ ...cfg.controller, kc, push, metrics, log, kthena })
+  const gaie = await resolveGaie(cfg.gaie, kc)
+  const controller = new Controller({ ...cfg.controller, kc, push, metrics, log, kthena, gaie })
   const server = await listenOperator({
     host: cfg.host,
     ports: cfg.ports,
@@ -256,6 +276,7 @@ export async function runOperatorCommand(args: readonly string[]): Promise<void>
     identity: cfg.controller.identity,
     leaderElection: cfg.controller.leaderElection !== undefined,
     kthena,
+    gaie,
     cluster: kc.getCurrentCluster()?.server,
   })
   const signal = await new Promise<NodeJS.Signals>((resolve) => {

@@ -46,6 +46,7 @@ import {
 } from './endpoints.js'
 import { isConflict, isNotFound, OperatorError } from './errors.js'
 import { EventRecorder } from './events.js'
+import { type GaieKinds, GaieWatches, NO_GAIE, poolSelector } from './gaie.js'
 import { Informer, type InformerEvent, type ListPage, type ListRequest } from './informer.js'
 import { LeaderElector } from './leader.js'
 import { errorText, type Logger, silentLogger } from './log.js'
@@ -124,6 +125,13 @@ export interface ControllerOptions {
    * without touching a manifest. The command turns it on when discovery finds the group.
    */
   readonly kthena?: boolean
+  /** GAIE / Gateway API kinds to watch (operator/gaie.ts); default none. */
+  readonly gaie?: GaieKinds
+  /**
+   * Our Gateway ("namespace/name"): HTTPRoutes naming it as a parent are compiled and get status,
+   * and it is the parent of our InferencePool status entries. Absent: no HTTPRoute is ours.
+   */
+  readonly gateway?: string
 }
 
 /** Kthena's kinds, watched in its group when `kthena` is on (GatewayPolicy is ours only). */
@@ -205,6 +213,7 @@ export class Controller {
   private readonly providers: Informer<CustomObject>
   private readonly secrets: Informer<SourceSecret>
   private readonly kthena: KthenaInformers | undefined
+  private readonly gaie: GaieWatches<CustomObject>
   /**
    * Kthena objects: the status last written, by `${kind}/${ns}/${name}`. Kthena's CRDs have a
    * status subresource whose schema has no fields, so the API server prunes ours; comparing with
@@ -334,6 +343,15 @@ export class Controller {
           }),
         }
       : undefined
+    this.gaie = new GaieWatches<CustomObject>({
+      kinds: o.gaie ?? NO_GAIE,
+      gateway: o.gateway,
+      kc: o.kc,
+      common: { ...common, transform: customObject },
+      onPoolEvent: (e) => this.onPoolEvent(e),
+      onEvent: (kind, e) => this.onGaieEvent(kind, e),
+      onRestart: restart,
+    })
     // Only labelled Secrets: RBAC allows list/watch of every Secret (it cannot scope by label),
     // but what we ask for is all that is ever in this process's memory.
     this.secrets = new Informer<SourceSecret>({
@@ -485,6 +503,7 @@ export class Controller {
       ...(this.kthena !== undefined
         ? [this.kthena.routes, this.kthena.servers, this.kthena.providers]
         : []),
+      ...this.gaie.informers(),
     ] as Informer<unknown>[]
   }
 
@@ -590,6 +609,33 @@ export class Controller {
     this.onCustomEvent('ModelServer', e)
   }
 
+  /** An InferencePool selects pods like a ModelServer (key `InferencePool:ns/name`). */
+  private onPoolEvent(e: InformerEvent<CustomObject>): void {
+    const old = e.old === undefined ? undefined : poolSelector(e.old)
+    if (old !== undefined) this.selectors.get(old.namespace)?.delete(old.key)
+    const s = poolSelector(e.value)
+    if (e.type !== 'delete') {
+      let ns = this.selectors.get(s.namespace)
+      if (ns === undefined) {
+        ns = new Map()
+        this.selectors.set(s.namespace, ns)
+      }
+      ns.set(s.key, s)
+    } else this.selectors.get(s.namespace)?.delete(s.key)
+    this.onGaieEvent('InferencePool', e)
+  }
+
+  private onGaieEvent(
+    kind: 'InferencePool' | 'InferenceObjective' | 'HTTPRoute',
+    e: InformerEvent<CustomObject>,
+  ): void {
+    if (kind !== 'InferenceObjective') this.queue.add(`${STATUS_PREFIX}${kind}/${e.key}`)
+    // Our own status writes come back as updates of the same generation: nothing to compile.
+    const specChanged =
+      e.type !== 'update' || e.old?.metadata.generation !== e.value.metadata.generation
+    if (specChanged) this.scheduleRebuild()
+  }
+
   private onPodEvent(e: InformerEvent<PodRecord>): void {
     if (e.type === 'delete') this.podIndex.delete(e.key)
     else this.podIndex.set(e.value)
@@ -660,6 +706,8 @@ export class Controller {
         return this.reconcileStatus(kind, rest.slice(slash + 1))
       if (kind === 'GatewayPolicy' || kind === 'ExternalModelProvider')
         return this.reconcileCredentialStatus(kind, rest.slice(slash + 1))
+      if (kind === 'InferencePool' || kind === 'HTTPRoute')
+        return this.reconcileGaieStatus(kind, rest.slice(slash + 1))
     }
   }
 
@@ -673,7 +721,10 @@ export class Controller {
     const t0 = performance.now()
     const serverObjs = this.all('servers')
     const routeObjs = this.all('routes')
-    const selectors = serverObjs.map(serverSelector).filter((s) => s !== undefined)
+    const selectors = [
+      ...serverObjs.map(serverSelector).filter((s) => s !== undefined),
+      ...this.gaie.selectors(),
+    ]
     const { endpoints, counts } = endpointsFor(selectors, this.podIndex)
     const policyObjs = this.policies.values()
     const { snapshot: compiled, diagnostics } = compileSnapshot({
@@ -683,6 +734,7 @@ export class Controller {
       version: 0,
       policies: policyObjs,
       providers: this.all('providers'),
+      ...this.gaie.compileInput(),
     })
     const plan = planCredentials({
       snapshot: compiled,
@@ -759,6 +811,27 @@ export class Controller {
     for (const k of this.policies.keys()) this.queue.add(`${STATUS_PREFIX}GatewayPolicy/${k}`)
     for (const k of this.allKeys('providers'))
       this.queue.add(`${STATUS_PREFIX}ExternalModelProvider/${k}`)
+    for (const k of this.gaie.pools?.keys() ?? [])
+      this.queue.add(`${STATUS_PREFIX}InferencePool/${k}`)
+    for (const k of this.gaie.httpRoutes?.keys() ?? [])
+      this.queue.add(`${STATUS_PREFIX}HTTPRoute/${k}`)
+  }
+
+  /** Our `status.parents[]` entry on an InferencePool or HTTPRoute (operator/gaie.ts). */
+  private async reconcileGaieStatus(kind: 'InferencePool' | 'HTTPRoute', key: string) {
+    const view = this.view
+    if (view === undefined) return
+    const now = new Date().toISOString().replace(/\.\d{3}Z$/, 'Z')
+    try {
+      const wrote = await this.gaie.reconcileStatus(kind, key, view, now, (p, what) =>
+        this.timed(p, what),
+      )
+      if (wrote) this.o.metrics.statusPatches.inc({ kind, result: 'success' })
+    } catch (e) {
+      if (isNotFound(e)) return
+      this.o.metrics.statusPatches.inc({ kind, result: 'error' })
+      throw e
+    }
   }
 
   /**

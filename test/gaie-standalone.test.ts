@@ -109,7 +109,7 @@ beforeAll(async () => {
       model: MODEL,
       metricsFormat: 'vllm',
       seed: 1,
-      speed: 0.05,
+      timeScale: 0.05,
     })
   ;[rank0, rank1, canary] = await Promise.all([
     sim('pod-0-rank-0', '127.0.0.81'),
