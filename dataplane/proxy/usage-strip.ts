@@ -53,6 +53,11 @@ function asBuffer(c: Uint8Array): Buffer {
 export class UsageChunkStripper implements StreamFilter {
   #held: Buffer | undefined
   #raw = false
+  /**
+   * The pass-through answer, reused: the caller reads `out` before the next chunk, so the usual
+   * chunk costs no allocation at all.
+   */
+  readonly #same: { out: Uint8Array | undefined } = { out: undefined }
   /** Usage-only events removed (tests). */
   dropped = 0
 
@@ -67,8 +72,8 @@ export class UsageChunkStripper implements StreamFilter {
       c.indexOf(EMPTY_CHOICES) < 0 &&
       c.indexOf(EMPTY_CHOICES_SPACED) < 0
     )
-      return { out: chunk }
-    if (this.#raw) return { out: chunk }
+      return this.#pass(chunk)
+    if (this.#raw) return this.#pass(chunk)
     const buf = this.#held === undefined ? c : Buffer.concat([this.#held, c])
     this.#held = undefined
     if (buf.indexOf(13 /* \r */) >= 0) {
@@ -93,6 +98,11 @@ export class UsageChunkStripper implements StreamFilter {
     if (start < buf.byteLength) this.#held = Buffer.from(buf.subarray(start))
     if (parts.length === 0) return PASS
     return { out: parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts) }
+  }
+
+  #pass(chunk: Uint8Array): StreamFilterResult {
+    this.#same.out = chunk
+    return this.#same
   }
 
   flush(): Uint8Array | undefined {
