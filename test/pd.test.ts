@@ -3,7 +3,7 @@
 // with the official openai client, for each connector: nixl (Kthena's PD example shape, in
 // Kthena's own API group), sglang and http. The pods' own counters say the KV moved as the
 // connector says it does; the access log names both pods; a dead prefill pod loses no request.
-import OpenAI from 'openai'
+import OpenAI, { APIError } from 'openai'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type Gateway, startGateway } from '../dataplane/gateway.js'
 import { SGLANG_BOOTSTRAP_PORT_LABEL } from '../dataplane/serve/pd-target.js'
@@ -78,6 +78,7 @@ const CASES = [
   { connector: 'nixl', engine: 'vLLM', base: 180 },
   { connector: 'sglang', engine: 'SGLang', base: 185 },
   { connector: 'http', engine: 'vLLM', base: 190 },
+  { connector: 'lmcache', engine: 'vLLM', base: 195 },
 ] as const
 
 describe.each(CASES)('prefill/decode through the data plane: $connector', (c) => {
@@ -184,6 +185,37 @@ describe.each(CASES)('prefill/decode through the data plane: $connector', (c) =>
     expect(count('infer_gateway_prefill_duration_seconds')).toBeGreaterThanOrEqual(2)
     expect(count('infer_gateway_decode_duration_seconds')).toBeGreaterThanOrEqual(2)
   })
+
+  it.runIf(c.connector === 'sglang')(
+    'sglang: when no decode answers, the prefill requests sent beside them are cancelled',
+    async () => {
+      // Prefill pods hold their answer back; decode pods refuse at once.
+      for (const s of fleet.prefill) s.setFailures({ stallMs: 300 })
+      for (const s of fleet.decode) s.setFailures({ forceStatus: 503 })
+      const before = fleet.prefill.map((s) => s.stats())
+      try {
+        const err = await client.chat.completions
+          .create({
+            model: 'pd-model',
+            messages: [{ role: 'user', content: `${PROMPT} Case refused.` }],
+            max_tokens: 4,
+          })
+          .catch((e: unknown) => e)
+        expect(err).toBeInstanceOf(APIError)
+        expect((err as APIError).status).toBe(503)
+        // Past the prefill pods' stall: a prefill still open would have been answered by now.
+        await new Promise((r) => setTimeout(r, 900))
+        const after = fleet.prefill.map((s) => s.stats())
+        // Each pair's prefill went out (2 pairs) and none was let finish.
+        const sent = after.reduce((n, s, i) => n + s.requests - (before[i]?.requests ?? 0), 0)
+        const done = after.reduce((n, s, i) => n + s.completed - (before[i]?.completed ?? 0), 0)
+        expect([sent >= 2, done]).toEqual([true, 0])
+      } finally {
+        for (const s of fleet.prefill) s.setFailures({ stallMs: 0 })
+        for (const s of fleet.decode) s.setFailures({ forceStatus: null })
+      }
+    },
+  )
 
   it('a dead prefill pod loses no request: the next pair answers', async () => {
     const dead = fleet.prefill[0] as SimHandle

@@ -303,7 +303,8 @@ async function trySglang(run: PairRun, pair: PdPair): Promise<PairResult> {
     run.headers,
     () => prefillFailed,
   )
-  if (r.kind !== 'answer') {
+  // A decode that did not answer 2xx failed, even when its error goes to the client.
+  if (r.kind !== 'answer' || r.up.statusCode >= 300) {
     cancel.abort(new GatewayError(499, 'client_closed', 'decode failed'))
     await pre
     // A decode that failed because its prefill died is the prefill's failure: free to move on.
