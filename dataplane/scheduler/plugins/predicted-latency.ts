@@ -32,7 +32,7 @@ import { rendezvous } from '../prompt.js'
 import { Scratch } from '../scores.js'
 import type { EndpointState } from '../state.js'
 import type { Plugin, PluginArgs, PluginEnv, SchedRequest } from '../types.js'
-import { LatencyModel, type Prefill } from './latency-model.js'
+import { type EndpointModel, LatencyModel, type Prefill } from './latency-model.js'
 import { PrefixCachePlugin } from './prefix-cache.js'
 
 /** Batch slots assumed before the engine showed its limit and none was configured. */
@@ -139,11 +139,11 @@ export class PredictedLatencyPlugin implements Plugin {
     const capacity = this.capacity(ep, req.now)
     const p = this.model.prefill(ep)
     const uncachedTokens = this.#uncached(req, depth, ep)
-    const own = this.model.peek(ep)
     // Without this request's own start (it is in `pending` no more either).
-    const starts = own?.starts
+    const starts = this.model.peek(ep)?.starts
     const mine = starts !== undefined && pendingOffset > 0 && starts.at(-1) === req.now
     if (mine) starts.pop()
+    const own = this.#ages(ep, mine ? 1 : 0)
     const waitMs = this.model.wait(pending, capacity, this.#slotMs(req, ep, p), own, req.now)
     if (mine) starts.push(req.now)
     return {
@@ -190,7 +190,7 @@ export class PredictedLatencyPlugin implements Plugin {
       const t =
         p.overhead +
         this.#uncached(req, depth, ep) * p.perToken +
-        this.model.wait(pend, cap, this.#slotMs(req, ep, p), this.model.peek(ep), req.now)
+        this.model.wait(pend, cap, this.#slotMs(req, ep, p), this.#ages(ep), req.now)
       ttft[i] = t
       pending[i] = pend
       capacity[i] = cap
@@ -316,6 +316,16 @@ export class PredictedLatencyPlugin implements Plugin {
       meanUncachedTokens: roundOrNull(this.model.meanUncachedTokens),
       endpoints,
     }
+  }
+
+  /**
+   * The endpoint's model when its `starts` are exactly this replica's requests in flight there
+   * (else undefined: the wait falls back to counting). Another server's requests to the same pod,
+   * or an answer never reported, must not pass for ages.
+   */
+  #ages(ep: EndpointState, offset = 0): EndpointModel | undefined {
+    const own = this.model.peek(ep)
+    return own !== undefined && own.starts.length === ep.inFlight - offset ? own : undefined
   }
 
   /** Prompt tokens `ep` will have to prefill: what the index says it holds, as far as trusted. */
