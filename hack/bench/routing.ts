@@ -38,6 +38,7 @@ import {
   runOpenLoop,
 } from './routing-load.js'
 import { runPdBench } from './routing-pd.js'
+import { runSpillBench } from './routing-spill.js'
 
 const { values: opts } = parseArgs({
   options: {
@@ -1345,6 +1346,13 @@ async function main(): Promise<void> {
   // Prefill/decode vs aggregated (issue 14) is its own scenario: `--only pd` (routing-pd.ts).
   if (opts.only === 'pd')
     return void (await runPdBench({
+      quick: QUICK,
+      write: !opts['no-write'],
+      ...(opts.seconds !== undefined ? { seconds: Number(opts.seconds) } : {}),
+    }).then((t) => process.stdout.write(`\n${t}\n`)))
+  // Spill-over to a provider under a 2x burst (issue 15): `--only spill` (routing-spill.ts).
+  if (opts.only === 'spill')
+    return void (await runSpillBench({
       quick: QUICK,
       write: !opts['no-write'],
       ...(opts.seconds !== undefined ? { seconds: Number(opts.seconds) } : {}),

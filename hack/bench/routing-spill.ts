@@ -1,0 +1,438 @@
+// `npm run bench:routing -- --only spill [--quick] [--seconds <n>] [--no-write]` (or run this file
+// with tsx): spill-over to a public provider when the self-hosted pool is saturated (issue 15).
+//
+// Two simulated engines (own process, hack/sim) of 4 batch slots each serve ~11 requests/s; an
+// open-loop burst at twice that (Poisson, seeded, the same sequence for both runs) comes from two
+// tiers, half gold and half free (API keys of a GatewayPolicy). The real data plane (own process,
+// the CLI) routes with the default scheduler profile. Without spill-over every request waits for a
+// slot on the pool; with it, the rule's fallback `on: [saturated]`, `saturation: {ttftSLO, tiers:
+// [gold]}` sends a gold request whose predicted time to first token is above the SLO to an OpenAI
+// provider simulator (this process) instead, while free requests keep queueing on the pool.
+// Target: gold TTFT p99 <= the SLO with spill-over, and not without.
+import { type ChildProcess, spawn } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { DEFAULT_PROFILE } from '../../dataplane/scheduler/profile.js'
+import { type SimServer, startOpenAISim } from '../providers-sim/index.js'
+import type { SimOptions } from '../sim/index.js'
+import { percentile } from './load.js'
+import { type Proc, spawnCli } from './procs.js'
+import { fmt, table, writeSection } from './report.js'
+import type { FleetMember } from './routing-fleet.js'
+import {
+  type PlannedRequest,
+  poissonTimes,
+  type RequestResult,
+  runOpenLoop,
+} from './routing-load.js'
+
+const MODEL = 'spill-bench'
+const GW_PORT = 18_320
+const FLEET_SCRIPT = fileURLToPath(new URL('./routing-fleet.ts', import.meta.url))
+/** This file, run again as the provider simulator's own process (SPILL_PROVIDER=1). */
+const THIS_FILE = fileURLToPath(import.meta.url)
+/** Real time (time scale 1): a decode step 20 ms, so a 32-token answer holds a slot ~0.7 s. */
+const ENGINE = {
+  timeScale: 1,
+  prefillOverheadMs: 10,
+  prefillMsPerToken: 0.1,
+  decodeMsPerToken: 20,
+  batchSlowdown: 0.02,
+  maxNumSeqs: 4,
+} as const satisfies Partial<SimOptions>
+const PODS = 2
+const OUTPUT_TOKENS = 32
+const SLO_MS = 800
+const KEYS = { gold: 'sk-bench-gold-0000001', free: 'sk-bench-free-0000002' } as const
+const PROVIDER_KEY = 'sk-bench-provider-01'
+
+export interface SpillBenchOptions {
+  readonly quick: boolean
+  readonly seconds?: number
+  readonly write: boolean
+}
+
+type Mode = 'no spill-over' | 'spill-over (gold)'
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0
+    let t = s
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
+  }
+}
+
+function plan(rate: number, durationMs: number, seed = 15): PlannedRequest[] {
+  const random = rng(seed)
+  return poissonTimes(rate, durationMs, random).map((at, i) => {
+    const tier = random() < 0.5 ? 'gold' : 'free'
+    return {
+      at,
+      tag: tier,
+      outputTokens: OUTPUT_TOKENS,
+      headers: { authorization: `Bearer ${KEYS[tier]}` },
+      body: JSON.stringify({
+        model: MODEL,
+        messages: [{ role: 'user', content: `Request ${i}: summarise item ${i * 7919} briefly.` }],
+        max_tokens: OUTPUT_TOKENS,
+        stream: true,
+      }),
+    }
+  })
+}
+
+function manifests(mode: Mode, members: readonly FleetMember[], providerUrl: string): string {
+  const spill = mode !== 'no spill-over'
+  return [
+    {
+      apiVersion: 'networking.serving.volcano.sh/v1alpha1',
+      kind: 'ModelServer',
+      metadata: { name: 'pool' },
+      spec: {
+        inferenceEngine: 'vLLM',
+        workloadSelector: { matchLabels: { app: 'pool' } },
+        workloadPort: { port: members[0]?.port ?? 8000 },
+        // The default profile, with the engines' batch size given (as an operator would) instead
+        // of learned: the warm-up never fills a batch, and spill-over acts from the first burst.
+        scheduler: {
+          plugins: DEFAULT_PROFILE.plugins.map((p) =>
+            p.name === 'predicted-latency'
+              ? { name: p.name, weight: p.weight, args: { maxNumSeqs: ENGINE.maxNumSeqs } }
+              : { name: p.name, weight: p.weight },
+          ),
+        },
+      },
+    },
+    {
+      apiVersion: 'standalone.infer-gateway.io/v1alpha1',
+      kind: 'StaticEndpoints',
+      metadata: { name: 'pool' },
+      endpoints: members.map((m) => ({ name: m.name, address: m.host, port: m.port })),
+    },
+    {
+      apiVersion: 'networking.serving.volcano.sh/v1alpha1',
+      kind: 'ExternalModelProvider',
+      metadata: { name: 'overflow' },
+      spec: {
+        providerType: 'OpenAI',
+        model: 'gpt-overflow',
+        baseURL: `${providerUrl}/v1`,
+        allowInsecureHTTP: true,
+        auth: { secretRef: { name: 'overflow', key: 'api-key' } },
+        pricing: { inputPerMillion: '0.15', outputPerMillion: '0.60' },
+      },
+    },
+    {
+      apiVersion: 'networking.serving.volcano.sh/v1alpha1',
+      kind: 'ModelRoute',
+      metadata: { name: 'spill' },
+      spec: {
+        modelName: MODEL,
+        rules: [
+          {
+            targetModels: [{ modelServerName: 'pool' }],
+            ...(spill
+              ? {
+                  fallback: {
+                    targets: [{ externalModelProviderName: 'overflow' }],
+                    on: ['saturated'],
+                    saturation: { ttftSLO: `${SLO_MS}ms`, tiers: ['gold'] },
+                  },
+                }
+              : {}),
+          },
+        ],
+      },
+    },
+    {
+      apiVersion: 'networking.matrixinfer.ai/v1alpha1',
+      kind: 'GatewayPolicy',
+      metadata: { name: 'gateway' },
+      spec: {
+        authentication: {
+          apiKeys: Object.keys(KEYS).map((tier) => ({
+            name: tier,
+            secretKey: `key.${tier}`,
+            tenant: `tenant-${tier}`,
+            tier,
+          })),
+        },
+        tiers: Object.keys(KEYS).map((name) => ({ name })),
+      },
+    },
+  ]
+    .map((d) => JSON.stringify(d, null, 2))
+    .join('\n---\n')
+}
+
+async function startFleet(opts: readonly SimOptions[]): Promise<{
+  members: FleetMember[]
+  stop(): Promise<void>
+}> {
+  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', FLEET_SCRIPT], {
+    env: { ...process.env, ROUTING_FLEET: JSON.stringify(opts) },
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+  })
+  const members = await ready<FleetMember[]>(child, 'fleet')
+  return {
+    members,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null) return resolve()
+        child.once('exit', () => resolve())
+        child.kill('SIGTERM')
+        setTimeout(() => child.kill('SIGKILL'), 1000).unref()
+      }),
+  }
+}
+
+/** Reads `READY <json>` from a child's output. */
+function ready<T>(child: ChildProcess, what: string): Promise<T> {
+  let seen = ''
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what} did not start: ${seen}`)), 30_000)
+    const onData = (b: Buffer): void => {
+      seen += b.toString()
+      const m = /READY (.*)\n/.exec(seen)
+      if (m) {
+        clearTimeout(timer)
+        child.removeAllListeners('exit')
+        child.stdout?.resume()
+        child.stderr?.resume()
+        resolve(JSON.parse(m[1] as string) as T)
+      }
+    }
+    child.stdout?.on('data', onData)
+    child.stderr?.on('data', onData)
+    child.once('exit', (code) => {
+      clearTimeout(timer)
+      reject(new Error(`${what} exited with ${code}: ${seen}`))
+    })
+  })
+}
+
+/** The provider simulator in its own process (its timers off the load generator's loop). */
+async function startProvider(): Promise<{ url: string; stop(): Promise<void> }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', THIS_FILE], {
+    env: { ...process.env, SPILL_PROVIDER: '1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const url = await ready<string>(child, 'provider simulator')
+  return {
+    url,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null) return resolve()
+        child.once('exit', () => resolve())
+        child.kill('SIGTERM')
+        setTimeout(() => child.kill('SIGKILL'), 1000).unref()
+      }),
+  }
+}
+
+async function startGateway(file: string, secrets: string): Promise<Proc> {
+  const gw = await spawnCli(
+    [
+      'dataplane',
+      '--config',
+      file,
+      '--secrets-dir',
+      secrets,
+      '--allow-private-provider-addresses',
+      '--host',
+      '127.0.0.1',
+      '--port',
+      String(GW_PORT),
+      '--no-access-log',
+      '--explain',
+      '--drain-delay',
+      '0',
+      '--workers',
+      '1',
+    ],
+    /data plane listening/,
+    [],
+    60_000,
+  )
+  const deadline = Date.now() + 10_000
+  for (;;) {
+    try {
+      const res = await fetch(`http://127.0.0.1:${GW_PORT}/debug/endpoints`)
+      const d = (await res.json()) as { endpoints: { scrape: { fresh: boolean } }[] }
+      if (d.endpoints.length === PODS && d.endpoints.every((e) => e.scrape.fresh)) return gw
+    } catch {
+      // not yet
+    }
+    if (Date.now() > deadline) {
+      await gw.stop()
+      throw new Error('gateway never saw fresh metrics')
+    }
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
+interface TierRow {
+  readonly sent: number
+  readonly ok: number
+  readonly spilled: number
+  readonly ttftP50: number
+  readonly ttftP99: number
+}
+
+interface Row {
+  readonly mode: Mode
+  readonly gold: TierRow
+  readonly free: TierRow
+}
+
+function tierRow(results: readonly RequestResult[], tier: string): TierRow {
+  const mine = results.filter((r) => r.tag === tier)
+  const good = mine.filter((r) => r.status === 200 && r.error === undefined)
+  const ttft = good
+    .map((r) => r.ttftMs)
+    .filter((x) => Number.isFinite(x))
+    .sort((a, b) => a - b)
+  return {
+    sent: mine.length,
+    ok: good.length,
+    // The engines name themselves in x-inference-pod; the provider does not.
+    spilled: good.filter((r) => r.pod === '?').length,
+    ttftP50: percentile(ttft, 50),
+    ttftP99: percentile(ttft, 99),
+  }
+}
+
+async function runMode(mode: Mode, rate: number, durationMs: number): Promise<Row> {
+  const dir = await mkdtemp(join(tmpdir(), 'igw-spill-'))
+  const fleet = await startFleet(
+    Array.from({ length: PODS }, (_, i) => ({
+      name: `pod-${i}`,
+      host: `127.0.0.${141 + i}`,
+      port: 0,
+      model: MODEL,
+      metricsFormat: 'vllm' as const,
+      seed: 700 + i,
+      ...ENGINE,
+    })),
+  )
+  const provider = await startProvider()
+  let gw: Proc | undefined
+  try {
+    const secrets = join(dir, 'secrets')
+    await mkdir(secrets)
+    for (const [tier, key] of Object.entries(KEYS))
+      await writeFile(join(secrets, `key.${tier}`), createHash('sha256').update(key).digest('hex'))
+    await writeFile(join(secrets, 'provider_default_overflow_api-key'), PROVIDER_KEY)
+    const file = join(dir, 'gateway.yaml')
+    await writeFile(file, manifests(mode, fleet.members, provider.url))
+    gw = await startGateway(file, secrets)
+    // Warm-up below capacity (not measured): compilation, and the scheduler's latency model
+    // calibrates on the engines' real TTFT and TPOT.
+    await runOpenLoop(`http://127.0.0.1:${GW_PORT}`, plan(rate / 4, 3000, 99), {
+      timeoutMs: 60_000,
+    })
+    const results = await runOpenLoop(`http://127.0.0.1:${GW_PORT}`, plan(rate, durationMs), {
+      timeoutMs: 120_000,
+    })
+    if (process.env['SPILL_BENCH_DEBUG'])
+      for (const r of results)
+        if (r.tag === 'gold' && r.ttftMs > SLO_MS)
+          process.stdout.write(
+            `slow gold at ${Math.round(r.at)} ms: ${Math.round(r.ttftMs)} ms on ${r.pod}\n`,
+          )
+    return { mode, gold: tierRow(results, 'gold'), free: tierRow(results, 'free') }
+  } finally {
+    await gw?.stop()
+    await fleet.stop()
+    await provider.stop()
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
+export async function runSpillBench(o: SpillBenchOptions): Promise<string> {
+  const durationMs = (o.seconds ?? (o.quick ? 6 : 12)) * 1000
+  // Pool capacity: PODS × maxNumSeqs slots, each held ~ prefill + OUTPUT_TOKENS decode steps.
+  const slotS = (ENGINE.prefillOverheadMs + OUTPUT_TOKENS * ENGINE.decodeMsPerToken) / 1000
+  const capacity = (PODS * ENGINE.maxNumSeqs) / slotS
+  const rate = 2 * capacity
+  const rows: Row[] = []
+  for (const mode of ['no spill-over', 'spill-over (gold)'] as const) {
+    const r = await runMode(mode, rate, durationMs)
+    process.stdout.write(
+      `${mode}: gold TTFT p99 ${fmt(r.gold.ttftP99, 0)} ms (${r.gold.spilled}/${r.gold.sent} spilled), free TTFT p99 ${fmt(r.free.ttftP99, 0)} ms\n`,
+    )
+    rows.push(r)
+  }
+  const without = rows[0] as Row
+  const withSpill = rows[1] as Row
+  const met = withSpill.gold.ttftP99 <= SLO_MS && without.gold.ttftP99 > SLO_MS
+  const text = `### Spill-over to a provider under a burst (${PODS} pods, 2x capacity)
+
+Open-loop Poisson burst at ${fmt(rate, 1)} req/s for ${durationMs / 1000} s — twice the pool's capacity (${PODS} engines x ${ENGINE.maxNumSeqs} slots, ~${fmt(slotS, 2)} s per ${OUTPUT_TOKENS}-token answer: ${fmt(capacity, 1)} req/s) — half gold, half free tier, streamed, after a warm-up at a quarter of the rate. With spill-over the rule's fallback is an OpenAI provider simulator, \`on: [saturated]\`, \`saturation: {ttftSLO: ${SLO_MS}ms, tiers: [gold]}\`; free requests queue on the pool either way.
+
+${table(
+  ['run', 'tier', 'ok/sent', 'spilled', 'TTFT p50', 'TTFT p99'],
+  rows.flatMap((r) =>
+    (['gold', 'free'] as const).map((tier) => [
+      r.mode,
+      tier,
+      `${r[tier].ok}/${r[tier].sent}`,
+      String(r[tier].spilled),
+      `${fmt(r[tier].ttftP50, 0)} ms`,
+      `${fmt(r[tier].ttftP99, 0)} ms`,
+    ]),
+  ),
+)}
+
+Gold TTFT p99: ${fmt(withSpill.gold.ttftP99, 0)} ms with spill-over, ${fmt(without.gold.ttftP99, 0)} ms without (target: <= ${SLO_MS} ms with, above it without: ${met ? 'met' : 'not met'}).
+`
+  if (o.write) await writeSection('routing-spill', text, { rate, durationMs, engine: ENGINE, rows })
+  return text
+}
+
+if (process.env['SPILL_PROVIDER'] === '1') {
+  const sim: Promise<SimServer> = startOpenAISim({
+    host: '127.0.0.145',
+    flavor: 'openai',
+    name: 'overflow',
+  })
+  sim.then(
+    (p) => {
+      p.keys.add(PROVIDER_KEY)
+      process.stdout.write(`READY ${JSON.stringify(p.url)}\n`)
+      process.once('SIGTERM', () => {
+        p.close().then(() => process.exit(0))
+      })
+    },
+    (e: unknown) => {
+      process.stderr.write(`${String(e)}\n`)
+      process.exit(1)
+    },
+  )
+} else if (process.argv[1] === THIS_FILE) {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      seconds: { type: 'string' },
+      'no-write': { type: 'boolean', default: false },
+    },
+  })
+  runSpillBench({
+    quick: values.quick === true,
+    ...(values.seconds !== undefined ? { seconds: Number(values.seconds) } : {}),
+    write: values['no-write'] !== true,
+  }).then(
+    (t) => process.stdout.write(`\n${t}`),
+    (e: unknown) => {
+      process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
+      process.exitCode = 1
+    },
+  )
+}
