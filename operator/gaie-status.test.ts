@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { compileSnapshot } from '../api/index.js'
 import { httpRouteConditions, mergeParents, poolConditions } from './gaie-status.js'
-import { indexCompile } from './status.js'
+import { indexCompile, routeStatus } from './status.js'
 
 const GW = 'infra/primary'
 const ourRef = {
@@ -185,5 +185,35 @@ describe('conditions from the compile', () => {
     expect(cs[1]?.message).toBe(
       'spec.rules[0].backendRefs[1] refers to inferencepool "gone" which does not exist',
     )
+  })
+})
+
+describe('ModelRoute → InferencePool', () => {
+  it('a missing pool is ResolvedRefs False InferencePoolNotFound on the ModelRoute', () => {
+    const { snapshot, diagnostics } = compileSnapshot({
+      routes: [
+        {
+          apiVersion: 'networking.matrixinfer.ai/v1alpha1',
+          kind: 'ModelRoute',
+          metadata: { name: 'm', namespace: 'app' },
+          spec: { modelName: 'm', rules: [{ targetModels: [{ inferencePoolName: 'gone' }] }] },
+        },
+      ],
+      servers: [],
+      endpoints: {},
+      version: 1,
+    })
+    const view = indexCompile(snapshot, diagnostics, {
+      counts: {},
+      generations: new Map([['ModelRoute/app/m', 1]]),
+      publishedVersion: 1,
+    })
+    const st = routeStatus(
+      { kind: 'ModelRoute', key: 'app/m', generation: 1, status: {} },
+      view,
+      'T',
+    )
+    const refs = st.conditions?.find((c) => c.type === 'ResolvedRefs')
+    expect([refs?.status, refs?.reason]).toEqual(['False', 'InferencePoolNotFound'])
   })
 })

@@ -77,6 +77,7 @@ const REF_REASONS = new Set([
   'ModelServerNotFound',
   'ExternalModelProviderNotFound',
   'ProviderNotSupported',
+  'InferencePoolNotFound',
 ])
 
 function joined(ds: readonly Diagnostic[]): string {
