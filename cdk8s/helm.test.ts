@@ -102,6 +102,9 @@ function helmTemplate(namespace: string, sets: string[]): Obj[] {
       join(dir, 'infer-gateway'),
       '--namespace',
       namespace,
+      // A helm built with `go install` assumes Kubernetes 1.20; the chart needs 1.29+.
+      '--kube-version',
+      '1.34.0',
       ...sets.flatMap((s) => ['--set', s]),
     ],
     { encoding: 'utf8', env: { ...process.env, HELM_CACHE_HOME: join(dir, '.helm') } },

@@ -169,8 +169,38 @@ function deployment(
       `/spec/template/metadata/labels/${kplus.Pod.ADDRESS_LABEL.replace('/', '~1')}`,
     ),
     JsonPatch.add('/spec/template/spec/topologySpreadConstraints', topologySpread(component)),
+    ...canonicalQuantities(ApiObject.of(d).toJson()),
   )
   return d
+}
+
+/**
+ * cdk8s-plus writes 1 GiB as `1024Mi`; the API server stores quantities canonically (`1Gi`). A
+ * manifest value that differs from the stored one makes every client-side re-apply `configured`
+ * and a server-side apply over a client-side one conflict, so write what the server stores.
+ */
+function canonicalQuantities(obj: unknown): JsonPatch[] {
+  const containers =
+    (obj as { spec?: { template?: { spec?: { containers?: unknown[] } } } }).spec?.template?.spec
+      ?.containers ?? []
+  const patches: JsonPatch[] = []
+  containers.forEach((c, i) => {
+    const res = (c as { resources?: Record<string, Record<string, string>> }).resources ?? {}
+    for (const [kind, values] of Object.entries(res)) {
+      for (const [name, q] of Object.entries(values)) {
+        const mi = /^(\d+)Mi$/.exec(q)?.[1]
+        if (mi !== undefined && Number(mi) % 1024 === 0)
+          patches.push(
+            JsonPatch.replace(
+              `/spec/template/spec/containers/${i}/resources/${kind}/${name}`,
+              // A Quantity, not a string: patches apply before cdk8s-plus converts quantities.
+              kplus.k8s.Quantity.fromString(`${Number(mi) / 1024}Gi`),
+            ),
+          )
+      }
+    }
+  })
+  return patches
 }
 
 /** `rules` shorthand: same group, same verbs, several resources. */
@@ -368,8 +398,14 @@ export class InstallChart extends Chart {
           ],
           envVariables: {
             // Lease holder identity and the namespace of the Lease/ConfigMap/Secret.
-            POD_NAME: kplus.EnvValue.fromFieldRef(kplus.EnvFieldPaths.POD_NAME),
-            POD_NAMESPACE: kplus.EnvValue.fromFieldRef(kplus.EnvFieldPaths.POD_NAMESPACE),
+            // apiVersion spelled out: the API server defaults it, and a field that differs from
+            // what was applied makes every re-apply a change (and a server-side apply conflict).
+            POD_NAME: kplus.EnvValue.fromFieldRef(kplus.EnvFieldPaths.POD_NAME, {
+              apiVersion: 'v1',
+            }),
+            POD_NAMESPACE: kplus.EnvValue.fromFieldRef(kplus.EnvFieldPaths.POD_NAMESPACE, {
+              apiVersion: 'v1',
+            }),
           },
           ports: [
             { name: 'http', number: PORTS.operatorHttp },

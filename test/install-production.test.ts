@@ -18,15 +18,13 @@ import { PUSH_TOKEN_SECRET } from '../cdk8s/install.js'
 import { synthInstall } from '../cdk8s/main.js'
 import {
   type Cluster,
-  type DataplaneProc,
   dataplaneVersion,
   ensureNamespace,
-  type OperatorProc,
-  spawnDataplane,
-  spawnOperator,
   startCluster,
   until,
 } from '../hack/bench/control-plane-kit.js'
+import { type Proc, spawnCli } from '../hack/bench/procs.js'
+import { freePort } from '../hack/cluster/control-plane.js'
 
 const NS = SYSTEM_NAMESPACE
 let c: Cluster
@@ -141,17 +139,54 @@ describe('re-applying install.yaml', () => {
   }, 120_000)
 })
 
+/**
+ * The operator as install.yaml runs it (its ServiceAccount's token, --push-token-secret), with a
+ * start timeout for a loaded CI machine (tsx compiles the whole CLI first).
+ */
+async function startOperator(): Promise<Proc & { pushUrl: string }> {
+  const port = await freePort()
+  const proc = await spawnCli(
+    [
+      ...['operator', '--kubeconfig', c.operatorKubeconfig, '--namespace', NS],
+      ...['--host', '127.0.0.1', '--port', String(port)],
+      ...['--push-token-secret', PUSH_TOKEN_SECRET],
+    ],
+    /operator listening/,
+    [],
+    120_000,
+  )
+  return { ...proc, pushUrl: `http://127.0.0.1:${port}/v1/snapshot` }
+}
+
+/** A data plane on `host` following the push channel (start timeout as above). */
+async function startDataplane(
+  host: string,
+  args: readonly string[],
+): Promise<Proc & { url: string }> {
+  const port = await freePort()
+  const proc = await spawnCli(
+    [
+      ...['dataplane', ...args, '--host', host, '--port', String(port)],
+      ...['--no-access-log', '--drain-delay', '0', '--shutdown-timeout', '2000'],
+    ],
+    /data plane listening/,
+    [],
+    120_000,
+  )
+  return { ...proc, url: `http://${host}:${port}` }
+}
+
 describe('the push token', () => {
-  let op: OperatorProc
+  let op: Proc & { pushUrl: string }
   let token: string
 
   it('is created by the operator, under install.yaml RBAC, in the Secret the data planes mount', async () => {
-    op = await spawnOperator(c, { extra: ['--push-token-secret', PUSH_TOKEN_SECRET] })
+    op = await startOperator()
     procs.push(op)
     const s = await c.core.readNamespacedSecret({ name: PUSH_TOKEN_SECRET, namespace: NS })
     token = Buffer.from(s.data?.['token'] ?? '', 'base64').toString('utf8')
     expect(token).toMatch(/^[A-Za-z0-9_-]{43}$/)
-  }, 120_000)
+  }, 180_000)
 
   it('is required on the push channel: 401 without it or with another, 200 with it', async () => {
     const get = (auth?: string) =>
@@ -173,18 +208,18 @@ describe('the push token', () => {
 
   it('a restarted operator reads the same token; a data plane with the mounted token follows it, one without does not', async () => {
     await op.stop()
-    op = await spawnOperator(c, { extra: ['--push-token-secret', PUSH_TOKEN_SECRET] })
+    op = await startOperator()
     procs.push(op)
     const tokenFile = join(c.dir, 'push-token')
     await writeFile(tokenFile, `${token}\n`)
-    const withToken: DataplaneProc = await spawnDataplane('127.0.0.176', [
+    const withToken = await startDataplane('127.0.0.176', [
       '--push-url',
       op.pushUrl,
       '--push-token-file',
       tokenFile,
     ])
     procs.push(withToken)
-    const without: DataplaneProc = await spawnDataplane('127.0.0.177', ['--push-url', op.pushUrl])
+    const without = await startDataplane('127.0.0.177', ['--push-url', op.pushUrl])
     procs.push(without)
     const v = await until('the data plane with the token has the snapshot', async () => {
       const n = await dataplaneVersion(withToken.url)
@@ -199,5 +234,5 @@ describe('the push token', () => {
     })
     expect(failures).toBeGreaterThan(0)
     expect(await dataplaneVersion(without.url)).toBe(0)
-  }, 120_000)
+  }, 300_000)
 })
