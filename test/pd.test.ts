@@ -217,6 +217,43 @@ describe.each(CASES)('prefill/decode through the data plane: $connector', (c) =>
     },
   )
 
+  it('a decode pod answering 503 is retried on the next pair (retry policy), before any byte', async () => {
+    const bad = fleet.decode[0] as SimHandle
+    const good = fleet.decode[1] as SimHandle
+    bad.setFailures({ forceStatus: 503 })
+    try {
+      const texts = await Promise.all(
+        Array.from({ length: 4 }, async (_, i) => {
+          const messages = [{ role: 'user' as const, content: `${PROMPT} Case retry-${i}.` }]
+          if (i % 2 === 1) {
+            const r = await client.chat.completions.create({
+              model: 'pd-model',
+              messages,
+              max_tokens: 4,
+            })
+            return r.choices[0]?.message.content ?? ''
+          }
+          let text = ''
+          const stream = await client.chat.completions.create({
+            model: 'pd-model',
+            messages,
+            max_tokens: 4,
+            stream: true,
+          })
+          for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? ''
+          return text
+        }),
+      )
+      expect(texts.every((t) => t.length > 0)).toBe(true)
+      const last = log.slice(-4)
+      expect(last.map((l) => [l['status'], l['endpoint']])).toEqual(
+        Array.from({ length: 4 }, () => [200, `${good.host}:${good.port}`]),
+      )
+    } finally {
+      bad.setFailures({ forceStatus: null })
+    }
+  })
+
   it('a dead prefill pod loses no request: the next pair answers', async () => {
     const dead = fleet.prefill[0] as SimHandle
     await dead.close()
