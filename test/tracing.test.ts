@@ -11,6 +11,7 @@ import OpenAI from 'openai'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type SimServer, startOpenAISim } from '../hack/providers-sim/index.js'
 import { type SimHandle, startSimulator } from '../hack/sim/index.js'
+import { gatewayPolicy, sha256 } from './helpers/filters.js'
 import {
   type ProviderGateway,
   providerDoc,
@@ -47,6 +48,7 @@ interface Batch {
 }
 
 const KEY = 'sk-trace-test'
+const GOLD_KEY = 'sk-gold-caller'
 let receiver: ChildProcess
 let outDir: string
 let engine: SimHandle
@@ -135,11 +137,29 @@ beforeAll(async () => {
         auth: { secretRef: { name: 'openai', key: 'key' } },
       }),
       simpleRoute('openai', 'gpt'),
+      // Callers without a key are anonymous (tier free); one key has a tenant the spans must
+      // never carry.
+      gatewayPolicy({
+        authentication: {
+          apiKeys: [
+            { name: 'gold-key', secretKey: 'key.gold', tenant: 'tenant-secret-42', tier: 'gold' },
+          ],
+        },
+        anonymous: { tenant: 'public', tier: 'free' },
+        defaults: { authorization: { allowAnonymous: true } },
+        tiers: [{ name: 'gold' }, { name: 'free' }],
+      }),
     ],
-    { [secretEntry('openai', 'key')]: KEY },
+    { [secretEntry('openai', 'key')]: KEY, 'key.gold': sha256(GOLD_KEY) },
     { tracing: { endpoint: `http://127.0.0.80:${port}`, exportDelayMs: 50 } },
   )
-  client = new OpenAI({ baseURL: `${pg.gw.url}/v1`, apiKey: 'unused', maxRetries: 0 })
+  // Anonymous callers (the policy's anonymous identity): no Authorization header at all.
+  client = new OpenAI({
+    baseURL: `${pg.gw.url}/v1`,
+    apiKey: 'unused',
+    maxRetries: 0,
+    defaultHeaders: { authorization: null },
+  })
 }, 300_000)
 
 afterAll(async () => {
@@ -175,6 +195,7 @@ describe('OpenTelemetry traces', () => {
     expect(attr(s, 'server.address')).toBe('127.0.0.81')
     expect(attr(s, 'server.port')).toBe(engine.port)
     expect(attr(s, 'infer_gateway.route')).toBe('default/chat')
+    expect(attr(s, 'infer_gateway.tier')).toBe('free')
     expect(attr(s, 'http.response.status_code')).toBe(200)
     const decision = s.events?.find((e) => e.name === 'infer_gateway.scheduler.decision')
     expect(
@@ -215,6 +236,20 @@ describe('OpenTelemetry traces', () => {
     )
     await spanOf(later)
     expect((await spans()).some((x) => x.traceId === traceId)).toBe(false)
+  })
+
+  it('carries the caller tier, never the tenant', async () => {
+    const traceId = hex(32)
+    const gold = new OpenAI({ baseURL: `${pg.gw.url}/v1`, apiKey: GOLD_KEY, maxRetries: 0 })
+    await gold.chat.completions.create(
+      { model: 'chat-model', messages: hello, max_tokens: 2 },
+      { headers: { traceparent: `00-${traceId}-${hex(16)}-01` } },
+    )
+    const s = await spanOf(traceId)
+    expect(attr(s, 'infer_gateway.tier')).toBe('gold')
+    const text = JSON.stringify(s)
+    expect(text).not.toContain('tenant-secret-42')
+    expect(text).not.toContain(GOLD_KEY)
   })
 
   it('an error answer is a span too (404 unknown model, error.type)', async () => {
