@@ -103,9 +103,11 @@ async function micro(endpoint: string): Promise<void> {
   }
   for (let i = 0; i < 2000; i++) one()
   await tracing.flush()
-  // Paced at --rate (5 ms ticks) for --seconds; the same pacing without spans is the baseline.
+  // Paced at --rate (a few requests per tick of ~5 ms) for --seconds; the same pacing without
+  // spans is the baseline.
   const perTick = Math.max(1, Math.round(RATE / 200))
-  const ticks = SECONDS * 200
+  const tickMs = (perTick * 1000) / RATE
+  const ticks = Math.round((SECONDS * 1000) / tickMs)
   /** Wall time of the span work of one request, per tick (what a request waits for). */
   const onPath: number[] = []
   const paced = async (work: boolean): Promise<number> => {
@@ -116,7 +118,7 @@ async function micro(endpoint: string): Promise<void> {
         for (let i = 0; i < perTick; i++) one()
         onPath.push(((performance.now() - t0) * 1000) / perTick)
       }
-      await new Promise((r) => setTimeout(r, 5))
+      await new Promise((r) => setTimeout(r, tickMs))
     }
     if (work) await tracing.flush()
     const c = process.cpuUsage(cpu0)
@@ -128,7 +130,7 @@ async function micro(endpoint: string): Promise<void> {
   process.stdout.write(
     `${JSON.stringify({
       mode: 'micro',
-      rate: perTick * 200,
+      rate: RATE,
       spans: n,
       // On the request path: span start, decision event, traceparent, attributes, end.
       onPathUsP50: Math.round(median(onPath) * 10) / 10,
