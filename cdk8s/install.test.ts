@@ -149,6 +149,32 @@ describe('install manifests', () => {
         ],
         verbs: ['patch', 'update'],
       },
+      // Gateway API Inference Extension and Gateway API: read; only status written.
+      {
+        apiGroups: ['inference.networking.k8s.io'],
+        resources: ['inferencepools'],
+        verbs: ['get', 'list', 'watch'],
+      },
+      {
+        apiGroups: ['inference.networking.k8s.io'],
+        resources: ['inferencepools/status'],
+        verbs: ['patch', 'update'],
+      },
+      {
+        apiGroups: ['llm-d.ai', 'inference.networking.x-k8s.io'],
+        resources: ['inferenceobjectives'],
+        verbs: ['get', 'list', 'watch'],
+      },
+      {
+        apiGroups: ['gateway.networking.k8s.io'],
+        resources: ['httproutes'],
+        verbs: ['get', 'list', 'watch'],
+      },
+      {
+        apiGroups: ['gateway.networking.k8s.io'],
+        resources: ['httproutes/status'],
+        verbs: ['patch', 'update'],
+      },
       { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch'] },
       // Credentials sources: the operator lists/watches only labelled ones (RBAC cannot say so).
       { apiGroups: [''], resources: ['secrets'], verbs: ['list', 'watch'] },
