@@ -23,6 +23,31 @@ describe('SseUsageScanner', () => {
   })
 })
 
+describe('SseUsageScanner after the first token', () => {
+  const tokenEvent = (t: string) => `data: {"choices":[{"delta":{"content":"${t}"}}]}\n\n`
+  const usageEvent = 'data: {"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":4}}\n\n'
+
+  it('still finds usage in whole-line chunks, split ones and after multibyte text', () => {
+    const whole = new SseUsageScanner()
+    for (const t of ['a', 'é', '€']) whole.push(enc.encode(tokenEvent(t)))
+    expect(whole.firstTokenAt).toBeGreaterThan(0)
+    whole.push(enc.encode(usageEvent))
+    expect(whole.usage).toEqual({ promptTokens: 9, completionTokens: 4 })
+
+    // A chunk ending inside a line (and inside a UTF-8 sequence), then the rest with the usage.
+    const split = new SseUsageScanner()
+    split.push(enc.encode(tokenEvent('x')))
+    const bytes = enc.encode(`${tokenEvent('€€')}${usageEvent}`)
+    const cut = bytes.indexOf(0xe2) + 1
+    split.push(bytes.subarray(0, cut))
+    expect(split.lineBytes).toBeGreaterThan(0)
+    split.push(bytes.subarray(cut, cut + 40))
+    split.push(bytes.subarray(cut + 40))
+    expect(split.usage).toEqual({ promptTokens: 9, completionTokens: 4 })
+    expect(split.lineBytes).toBe(0)
+  })
+})
+
 describe('usageFromTail', () => {
   it('reads the token counts after the last "usage" key, nested details included', () => {
     const body = `{"id":"x","data":[${'0.1,'.repeat(100)}0.2],"usage":{"prompt_tokens":12,"total_tokens":12,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens":5}}`

@@ -101,6 +101,8 @@ function errorEvent(message: string, code: string): Uint8Array {
  */
 const TOKEN = /"(?:content|text|reasoning_content|delta)"\s*:\s*"[^"]|"tool_calls"\s*:\s*\[\s*\{/
 
+const USAGE_KEY = Buffer.from('"usage"')
+
 /**
  * Scans SSE text for `data:` lines carrying `usage`, holding partial lines across chunks. Each
  * byte is looked at once: a chunk without a line end is appended to the held line, never rescanned
@@ -110,12 +112,26 @@ const TOKEN = /"(?:content|text|reasoning_content|delta)"\s*:\s*"[^"]|"tool_call
 export class SseUsageScanner {
   private readonly decoder = new TextDecoder()
   private tail = ''
+  /** The last chunk ended a line: nothing is held (no partial line, no partial UTF-8 sequence). */
+  private clean = true
   lineBytes = 0
   usage: Usage | undefined
   /** performance.now() when the first line carrying a generated token was seen. */
   firstTokenAt: number | undefined
 
   push(chunk: Uint8Array): void {
+    const n = chunk.byteLength
+    // After the first token only lines mentioning usage matter: a chunk of whole lines without
+    // one is not decoded at all (most chunks of a long stream; the decode was ~2 % of the
+    // gateway's CPU with 1,500 streams).
+    if (this.firstTokenAt !== undefined && this.clean && n > 0 && chunk[n - 1] === 10) {
+      const b = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, n)
+      if (b.indexOf(USAGE_KEY) < 0) {
+        this.lineBytes = 0
+        return
+      }
+    }
+    this.clean = n > 0 && chunk[n - 1] === 10
     const lf = chunk.lastIndexOf(10)
     let end = lf
     // Events end in LF, so the usual chunk needs no look for a CR (a line end too) after it.
