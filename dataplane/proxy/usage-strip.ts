@@ -57,7 +57,7 @@ export class UsageChunkStripper implements StreamFilter {
    * The pass-through answer, reused: the caller reads `out` before the next chunk, so the usual
    * chunk costs no allocation at all.
    */
-  readonly #same: { out: Uint8Array | undefined } = { out: undefined }
+  readonly #same: { out: Uint8Array } = { out: new Uint8Array(0) }
   /** Usage-only events removed (tests). */
   dropped = 0
 
