@@ -7,7 +7,7 @@
 // own context goes to the engine or provider as `traceparent`, so their spans join the trace.
 //
 // Off, nothing here is loaded or called: the request path tests one `undefined`. On, spans are
-// batched and exported over OTLP/HTTP (protobuf) by the maintained OpenTelemetry JS SDK.
+// batched and exported over OTLP/HTTP (JSON encoding) by the maintained OpenTelemetry JS SDK.
 import {
   type Attributes,
   type Context,

@@ -134,7 +134,7 @@ async function micro(endpoint: string): Promise<void> {
       spans: n,
       // On the request path: span start, decision event, traceparent, attributes, end.
       onPathUsP50: Math.round(median(onPath) * 10) / 10,
-      // Everything, the batch export (protobuf + HTTP) included, over the idle baseline.
+      // Everything, the batch export (serialisation + HTTP) included, over the idle baseline.
       cpuUsPerRequest: Math.round(((traced - base) / n) * 10) / 10,
     })}\n`,
   )
