@@ -1,6 +1,11 @@
 import { describe, expect, it } from 'vitest'
 import type { SnapshotEndpoint } from '../../api/snapshot.js'
-import { bootstrapFields, prefillRequest, SGLANG_BOOTSTRAP_PORT_LABEL } from './pd-target.js'
+import {
+  bootstrapFields,
+  prefillRequest,
+  SGLANG_BOOTSTRAP_PORT_LABEL,
+  withoutTransferFields,
+} from './pd-target.js'
 
 const body = {
   model: 'm',
@@ -38,6 +43,23 @@ describe('pd connectors: what the prefill pod is sent', () => {
   it('sglang: the client max_tokens kept (the prefill engine stops by itself), not streamed', () => {
     const p = prefillRequest(body, 'sglang')
     expect([p['max_tokens'], p['stream'], 'stream_options' in p]).toEqual([50, false, false])
+  })
+
+  it('the client cannot steer a transfer: its kv_transfer_params and bootstrap fields are dropped', () => {
+    const steered = {
+      ...body,
+      kv_transfer_params: { do_remote_prefill: true, remote_host: '169.254.169.254' },
+      bootstrap_host: '10.0.0.1',
+      bootstrap_room: 7,
+    }
+    expect(withoutTransferFields(steered)).toEqual(body)
+    expect(
+      prefillRequest(withoutTransferFields(steered), 'nixl')['kv_transfer_params'],
+    ).toMatchObject({
+      remote_host: null,
+    })
+    // Nothing to drop: the same object (no copy per request).
+    expect(withoutTransferFields(body)).toBe(body)
   })
 
   it('sglang bootstrap: host of the prefill pod, its port label when valid, a JSON-safe room', () => {

@@ -91,6 +91,22 @@ function singleAttempt(s: SnapshotServer): SnapshotServer {
   return o
 }
 
+/** Body fields that steer a KV transfer: the gateway's to set, never the client's. */
+const TRANSFER_FIELDS = ['kv_transfer_params', 'bootstrap_host', 'bootstrap_port', 'bootstrap_room']
+
+/**
+ * The client's request without transfer fields: a client naming a remote host or a room could
+ * make a decode engine pull KV from wherever it says (or wait on another request's room).
+ */
+export function withoutTransferFields(
+  body: Readonly<Record<string, unknown>>,
+): Readonly<Record<string, unknown>> {
+  if (!TRANSFER_FIELDS.some((f) => f in body)) return body
+  const out: Record<string, unknown> = { ...body }
+  for (const f of TRANSFER_FIELDS) delete out[f]
+  return out
+}
+
 /** The prefill copy of the request: one token, no stream (Kthena's and vLLM's proxies do so). */
 export function prefillRequest(
   base: Readonly<Record<string, unknown>>,
@@ -143,8 +159,9 @@ export async function pdDispatch(
   const picker = deps.picker
   const roles = pdRoles(server)
   if (roles === undefined) return failed(errors.internal())
-  const base: Readonly<Record<string, unknown>> =
-    t.upstreamModel !== req.model ? { ...req.body, model: t.upstreamModel } : req.body
+  const base = withoutTransferFields(
+    t.upstreamModel !== req.model ? { ...req.body, model: t.upstreamModel } : req.body,
+  )
   const prefillBody = prefillRequest(base, pd.connector)
   const decodeCtx = roleContext(pickCtx, roles.decode, req.body)
   const prefillCtx = roleContext(pickCtx, roles.prefill, prefillBody)
@@ -176,6 +193,8 @@ export async function pdDispatch(
     req.stripHeaders,
     req.inbound.remoteAddress,
   )
+  // Only the gateway names the prefill pod (http/lmcache set it per pair).
+  delete headers[PREFILLER_HEADER]
   const requestMs = server.trafficPolicy.timeouts.requestMs
   const dl = deadline(ctx.client, requestMs)
   const retryOn = new Set(retry.retryOn)
