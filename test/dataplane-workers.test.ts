@@ -238,7 +238,7 @@ beforeAll(async () => {
       ],
     ),
   )
-}, 30_000)
+}, 90_000)
 
 afterAll(async () => {
   for (const a of agents) a.destroy()
@@ -264,7 +264,7 @@ describe('dataplane --workers 2', () => {
   beforeAll(async () => {
     gw = await dataplane(['--workers', '2'])
     byWorker = await connectionsByWorker(gw.url)
-  }, 30_000)
+  }, 90_000)
 
   it('both workers serve requests; the explain line and debug view name the worker', async () => {
     expect([...byWorker.keys()].sort()).toEqual([1, 2])
@@ -287,7 +287,7 @@ describe('dataplane --workers 2', () => {
     )
     expect(plain.status).toBe(200)
     expect(JSON.stringify(plain.headers)).not.toContain('worker=')
-  }, 30_000)
+  }, 90_000)
 
   it('engine /metrics is scraped by one process: ~1 scrape per interval, not 2', async () => {
     // Both workers have fresh metrics of the counted engine (the primary's scrapes reached them).
@@ -303,7 +303,7 @@ describe('dataplane --workers 2', () => {
     // 200 ms interval: 10 in 2 s from one scraper (fewer on a loaded machine), 20 from two.
     expect(n).toBeGreaterThanOrEqual(3)
     expect(n).toBeLessThanOrEqual(13)
-  }, 30_000)
+  }, 90_000)
 
   it("one worker's in-flight streams steer the other worker's decisions", async () => {
     const a = byWorker.get(1) as Agent
@@ -351,7 +351,7 @@ describe('dataplane --workers 2', () => {
       const d = await debugView(b, gw.url)
       return d.endpoints.every((e) => (e.local.peerInFlight ?? 0) === 0)
     })
-  }, 30_000)
+  }, 90_000)
 
   it("a prompt placed through one worker is in the other worker's prefix index", async () => {
     const blocks = async (a: Agent): Promise<number> => {
@@ -375,7 +375,7 @@ describe('dataplane --workers 2', () => {
     await http(a, gw.url, '/v1/chat/completions', chat(COUNTED, 'shared system prompt '.repeat(50)))
     expect(await blocks(a)).toBeGreaterThan(0)
     await until('worker 2 has the blocks', async () => (await blocks(b)) === (await blocks(a)))
-  }, 30_000)
+  }, 90_000)
 
   it('/metrics on any worker answers the sum over both workers', async () => {
     const read = async (a: Agent) =>
@@ -392,7 +392,7 @@ describe('dataplane --workers 2', () => {
     // The snapshot version is the same in both workers: not summed.
     const text = (await http(a, gw.url, '/metrics')).body
     expect(/^infer_gateway_snapshot_version (\d+)$/m.exec(text)?.[1]).toBe('1')
-  }, 30_000)
+  }, 90_000)
 
   it('a worker that dies is restarted under the same index', async () => {
     const old = (await debugView(byWorker.get(2) as Agent, gw.url)).worker?.pid ?? 0
@@ -438,7 +438,7 @@ describe('dataplane --workers 2', () => {
     expect(gw.stderr()).toContain('"msg":"worker stopped"')
     expect(gw.stderr()).toMatch(/"msg":"stopped"/)
     for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow()
-  }, 30_000)
+  }, 90_000)
 })
 
 describe('dataplane --workers 2, stopped while starting', () => {
@@ -477,7 +477,7 @@ describe('dataplane --workers 2, stopped while starting', () => {
     )
     expect(pids).toHaveLength(2)
     for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow()
-  }, 30_000)
+  }, 90_000)
 })
 
 describe('dataplane --workers 1', () => {
@@ -496,5 +496,5 @@ describe('dataplane --workers 1', () => {
     })
     expect(code).toBe(0)
     expect(gw.stderr()).not.toContain('worker')
-  }, 30_000)
+  }, 90_000)
 })
