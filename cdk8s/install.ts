@@ -169,6 +169,10 @@ function deployment(
       `/spec/template/metadata/labels/${kplus.Pod.ADDRESS_LABEL.replace('/', '~1')}`,
     ),
     JsonPatch.add('/spec/template/spec/topologySpreadConstraints', topologySpread(component)),
+    // cdk8s-plus writes these defaults; the API server stores zero values as absent, so a
+    // client-side re-apply would patch them back every time ("configured").
+    JsonPatch.remove('/spec/minReadySeconds'),
+    JsonPatch.remove('/spec/template/spec/hostNetwork'),
     ...canonicalQuantities(ApiObject.of(d).toJson()),
   )
   return d

@@ -55,7 +55,7 @@ async function get(url: string): Promise<{ status: number; body: string }> {
   return { status: r.status, body: await r.text() }
 }
 
-async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 60_000): Promise<T> {
+async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 120_000): Promise<T> {
   const deadline = Date.now() + ms
   let last: unknown
   while (Date.now() < deadline) {
@@ -164,7 +164,7 @@ describe('the data-plane container args from install.yaml', () => {
     expect(code, output).toBe(0)
     // It stayed up for the drain delay (readiness off, still serving) before exiting.
     expect(Date.now() - t0).toBeGreaterThanOrEqual(4_000)
-  }, 180_000)
+  }, 300_000)
 
   // The ConfigMap and token volumes are optional so a pod can start before the operator's first
   // publish (and before it created the token Secret): the data plane then serves not-ready,
@@ -230,5 +230,5 @@ describe('the data-plane container args from install.yaml', () => {
       proc.kill('SIGKILL')
       await freshSrv.close()
     }
-  }, 180_000)
+  }, 300_000)
 })
