@@ -13,7 +13,6 @@ import OpenAI from 'openai'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { CLI } from '../hack/bench/procs.js'
 import { type SimHandle, startSimulator } from '../hack/sim/index.js'
-import { manifests } from './helpers/config.js'
 
 const run = promisify(execFile)
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -236,22 +235,35 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'igw-epp-envoy-'))
   await writeFile(
     join(dir, 'pool.yaml'),
-    manifests(
-      [
-        {
-          name: 'pool',
-          endpoints: sims.map((s) => ({ name: s.name, address: s.host, port: s.port })),
+    // The GAIE shape: an InferencePool (v1) and, standalone, where its pods are.
+    [
+      {
+        apiVersion: 'inference.networking.k8s.io/v1',
+        kind: 'InferencePool',
+        metadata: { name: 'pool', namespace: 'default' },
+        spec: {
+          selector: { matchLabels: { app: 'envoy-model' } },
+          targetPorts: [{ number: 8000 }],
+          endpointPickerRef: { name: 'pool-epp', port: { number: 9002 } },
         },
-      ],
-      [],
-    ),
+      },
+      {
+        apiVersion: 'standalone.infer-gateway.io/v1alpha1',
+        kind: 'StaticEndpoints',
+        metadata: { name: 'pool', namespace: 'default' },
+        targetKind: 'InferencePool',
+        endpoints: sims.map((s) => ({ name: s.name, address: s.host, port: s.port })),
+      },
+    ]
+      .map((d) => JSON.stringify(d))
+      .join('\n---\n'),
   )
   const epp = spawn(
     process.execPath,
     [
       CLI,
       'epp',
-      '--server',
+      '--pool',
       'default/pool',
       '--config',
       join(dir, 'pool.yaml'),

@@ -2,7 +2,12 @@
 // accounting as the data plane, asked by a gateway (Envoy) instead of our own proxy. One Decision
 // per HTTP request; it holds the dispatch (in-flight load, prefix placement) until `finish`.
 import { randomUUID } from 'node:crypto'
-import type { RoutingSnapshot, SnapshotEndpoint, SnapshotServer } from '../../api/snapshot.js'
+import {
+  inferencePoolKey,
+  type RoutingSnapshot,
+  type SnapshotEndpoint,
+  type SnapshotServer,
+} from '../../api/snapshot.js'
 import { DEFAULT_MAX_JSON_DEPTH, parseJsonObject } from '../body.js'
 import { errors, GatewayError } from '../errors.js'
 import type { Admission, DispatchOutcome, EndpointPicker, PickContext } from '../picker.js'
@@ -19,13 +24,16 @@ export interface PoolRef {
 
 /**
  * The pool's servers entry. InferencePools compile into `snapshot.servers` like ModelServers (one
- * pool = one server of endpoints), so both kinds are looked up there by key.
+ * pool = one server of `podIP:targetPort` endpoints), under their own key (`inferencePoolKey`).
  */
 export function poolServer(
   snapshot: RoutingSnapshot | undefined,
   ref: PoolRef,
 ): SnapshotServer | undefined {
-  return snapshot?.servers[ref.key]
+  if (snapshot === undefined) return undefined
+  if (ref.kind === 'server') return snapshot.servers[ref.key]
+  const [ns = '', name = ''] = ref.key.split('/')
+  return snapshot.servers[inferencePoolKey(ns, name)]
 }
 
 export const eppErrors = {
@@ -65,7 +73,7 @@ export interface FinishOutcome {
 }
 
 export interface Decision {
-  /** Endpoint ids (`ip:port`), the primary first, then the fallbacks in order. */
+  /** `ip:port` (IPv6 `[ip]:port`), the primary first, then the fallbacks in order. */
   readonly endpoints: readonly string[]
   /** The body to send upstream when the model was rewritten; undefined = unchanged. */
   readonly body: Buffer | undefined
@@ -188,6 +196,11 @@ export class EppCore {
   }
 }
 
+/** `ip:port` as Envoy parses it (IPv6 in brackets). */
+export function wireAddress(e: SnapshotEndpoint): string {
+  return e.address.includes(':') ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`
+}
+
 /** Subset hint entries (`ip` = every port of that address) → endpoint ids of the server. */
 export function subsetIds(server: SnapshotServer, hint: readonly string[]): Set<string> {
   const exact = new Set<string>()
@@ -237,12 +250,14 @@ class PickedRequest implements Decision {
     this.#admission = admission
     this.#dispatchedAt = startedAt
     this.#now = now
-    this.endpoints = picked.map(endpointId)
+    this.endpoints = picked.map(wireAddress)
     this.body = out.body
     this.model = out.model
   }
 
-  served(id: string): void {
+  served(served: string): void {
+    // Envoy writes IPv6 as [addr]:port; endpoint ids are addr:port.
+    const id = served.replace(/^\[(.*)\](:\d+)$/, '$1$2')
     if (this.#done || id === endpointId(this.#current)) return
     const ep =
       this.#picked.find((e) => endpointId(e) === id) ??
