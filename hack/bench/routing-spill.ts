@@ -9,6 +9,7 @@
 // [gold]}` sends a gold request whose predicted time to first token is above the SLO to an OpenAI
 // provider simulator (this process) instead, while free requests keep queueing on the pool.
 // Target: gold TTFT p99 <= the SLO with spill-over, and not without.
+// SPILL_BENCH_DEBUG=1 prints every gold request over the SLO (arrival, TTFT, pod or `?` = provider).
 import { type ChildProcess, spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
