@@ -28,6 +28,7 @@ Config (one of, as for 'infer-gateway dataplane'):
                            repeatable); hot-reloaded
   --snapshot <path>        A compiled routing snapshot (JSON, optionally gzipped); hot-reloaded
   --push-url <url>         The operator's push channel (long-poll); may be combined with --snapshot
+  --push-token-file <path> File holding the push channel's bearer token (the mounted Secret)
 Options:
   --host <addr>            Listen address (default 0.0.0.0)
   --grpc-port <n>          ext_proc + grpc.health.v1 port (default 9002)
@@ -54,6 +55,7 @@ export interface EppOptions {
   readonly pool: PoolRef
   readonly config?: { readonly kind: 'manifests' | 'snapshot'; readonly paths: readonly string[] }
   readonly pushUrl?: string
+  readonly pushTokenFile?: string
   readonly host: string
   readonly grpcPort: number
   readonly metricsPort?: number
@@ -83,6 +85,7 @@ export async function startEpp(opts: EppOptions): Promise<RunningEpp> {
     {
       ...(opts.config !== undefined ? { config: opts.config } : {}),
       ...(opts.pushUrl !== undefined ? { pushUrl: opts.pushUrl } : {}),
+      ...(opts.pushTokenFile !== undefined ? { pushTokenFile: opts.pushTokenFile } : {}),
       ...(opts.pollMs !== undefined ? { pollMs: opts.pollMs } : {}),
       ...(opts.allowEmptyConfig ? { allowEmptyConfig: true } : {}),
     },
@@ -140,6 +143,7 @@ export function parseEppArgs(argv: readonly string[], log: Logger): EppOptions |
       config: { type: 'string', multiple: true },
       snapshot: { type: 'string' },
       'push-url': { type: 'string' },
+      'push-token-file': { type: 'string' },
       host: { type: 'string', default: '0.0.0.0' },
       'grpc-port': { type: 'string', default: '9002' },
       'metrics-port': { type: 'string', default: '9090' },
@@ -186,6 +190,9 @@ export function parseEppArgs(argv: readonly string[], log: Logger): EppOptions |
         ? { config: { kind: 'manifests' as const, paths: configPaths } }
         : {}),
     ...(pushUrl !== undefined ? { pushUrl } : {}),
+    ...(values['push-token-file'] !== undefined
+      ? { pushTokenFile: values['push-token-file'] }
+      : {}),
     host: values.host,
     grpcPort: intArg('grpc-port', values['grpc-port']),
     ...(metricsPort !== 'off' ? { metricsPort: intArg('metrics-port', metricsPort) } : {}),
