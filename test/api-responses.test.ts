@@ -143,8 +143,9 @@ describe('POST /v1/responses', () => {
     expect(r.output_text).toBe('Hello from gpt. You said: hi provider')
     const sent = openai.requests.at(-1)
     expect(sent?.path).toBe('/v1/responses')
-    expect((sent?.body as Record<string, unknown>)['model']).toBe('gpt-5-mini')
-    expect((sent?.body as Record<string, unknown>)['stream_options']).toBeUndefined()
+    const body = (sent?.body ?? {}) as Record<string, unknown>
+    expect(body['model']).toBe('gpt-5-mini')
+    expect(body['stream_options']).toBeUndefined()
     expect(lastLine('resp-gpt-1')).toMatchObject({
       provider: 'default/gpt',
       prompt_tokens: 2,

@@ -409,7 +409,7 @@ if (process.env['SPILL_PROVIDER'] === '1') {
       p.keys.add(PROVIDER_KEY)
       process.stdout.write(`READY ${JSON.stringify(p.url)}\n`)
       process.once('SIGTERM', () => {
-        p.close().then(() => process.exit(0))
+        void p.close().then(() => process.exit(0))
       })
     },
     (e: unknown) => {
