@@ -18,7 +18,7 @@ if ! command -v redis-server >/dev/null 2>&1; then
   fi
 fi
 bash "$here/cluster/ensure.sh"
-# The Go ext_proc client of test/epp.test.ts (go-control-plane's Envoy types; ~1 min cold, cached).
+# The Go ext_proc client of test/epp.test.ts (go-control-plane's Envoy types; minutes cold, cached).
 bash "$here/../test/epp-client/build.sh" >/dev/null
 bash "$here/gaie-modules.sh"
 # The OTLP receiver the tracing tests export to (the Collector's otlpreceiver, Go module proxy).
