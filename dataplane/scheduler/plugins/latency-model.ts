@@ -36,6 +36,8 @@ const CLAMP_FACTOR = 3
 const MIN_PREDICTED_HIT = 0.25
 /** Weight of one scrape interval in `trust`: a wrong index is distrusted within a few scrapes. */
 const TRUST_ALPHA = 0.5
+/** Engine hits at or above this share of the predicted ones leave the index fully trusted. */
+const TRUST_FLOOR = 0.5
 
 export interface LatencyPriors {
   /** Prefill cost per uncached prompt token before anything was observed (ms). */
@@ -115,7 +117,10 @@ export class EndpointModel {
       engineHitRate !== undefined &&
       predicted >= MIN_PREDICTED_HIT
     ) {
-      const ratio = Math.min(1, Math.max(0, engineHitRate / predicted))
+      // Down to TRUST_FLOOR of the predicted hits is the ordinary gap (other replicas' first
+      // placements, requests sent while their prefix was still being computed): believed in full,
+      // or replicas would undo each other's affinity. Below it the engine evicts what was sent.
+      const ratio = Math.min(1, Math.max(0, engineHitRate / predicted / TRUST_FLOOR))
       this.trust += TRUST_ALPHA * (ratio - this.trust)
     }
     this.seenScrapeAt = scrapedAt

@@ -279,6 +279,24 @@ describe('predicted-latency', () => {
     }
     expect(p.model.peek(a)?.starts).toEqual([])
     expect(p.model.peek(b)?.starts).toEqual([950, 950])
+    // An adapter request is admitted out of order (its adapter may have to wait for a slot):
+    // b's ages say nothing about it, its wait is the queue position again.
+    const lora = request(
+      pickContext(
+        server([]),
+        { messages: [{ role: 'user', content: 'q' }], max_tokens: 50 },
+        {},
+        {
+          isLora: true,
+          model: 'adapter-1',
+        },
+      ),
+      1000,
+    )
+    const byAge = p.predict(r, b).waitMs
+    const byCount = p.predict(lora, b).waitMs
+    expect(byCount).toBeGreaterThan(0)
+    expect(byCount).not.toBeCloseTo(byAge, 0)
   })
 
   it('stops believing the prefix index on an engine whose hit rate says otherwise', () => {
@@ -300,8 +318,10 @@ describe('predicted-latency', () => {
     scraped(ep, t, { running: 1, prefixCacheHitRate: 0 })
     scores(p, probe, [ep])
     expect(p.predict(probe, ep).uncachedTokens).toBeGreaterThan(0.9 * full)
-    // It hits again: the index is believed again.
-    for (let k = 0; k < 8; k++) interval(0.97)
+    // It hits again: the index is believed again — in full already at half the predicted hits
+    // (other replicas' first placements, prefixes still being computed), or replicas would undo
+    // each other's affinity.
+    for (let k = 0; k < 8; k++) interval(0.55)
     expect(p.predict(probe, ep).uncachedTokens).toBeLessThan(0.1 * full)
   })
 

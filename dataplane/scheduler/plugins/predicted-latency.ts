@@ -143,7 +143,7 @@ export class PredictedLatencyPlugin implements Plugin {
     const starts = this.model.peek(ep)?.starts
     const mine = starts !== undefined && pendingOffset > 0 && starts.at(-1) === req.now
     if (mine) starts.pop()
-    const own = this.#ages(ep, mine ? 1 : 0)
+    const own = this.#ages(req, ep, mine ? 1 : 0)
     const waitMs = this.model.wait(pending, capacity, this.#slotMs(req, ep, p), own, req.now)
     if (mine) starts.push(req.now)
     return {
@@ -190,7 +190,7 @@ export class PredictedLatencyPlugin implements Plugin {
       const t =
         p.overhead +
         this.#uncached(req, depth, ep) * p.perToken +
-        this.model.wait(pend, cap, this.#slotMs(req, ep, p), this.#ages(ep), req.now)
+        this.model.wait(pend, cap, this.#slotMs(req, ep, p), this.#ages(req, ep), req.now)
       ttft[i] = t
       pending[i] = pend
       capacity[i] = cap
@@ -321,9 +321,12 @@ export class PredictedLatencyPlugin implements Plugin {
   /**
    * The endpoint's model when its `starts` are exactly this replica's requests in flight there
    * (else undefined: the wait falls back to counting). Another server's requests to the same pod,
-   * or an answer never reported, must not pass for ages.
+   * or an answer never reported, must not pass for ages. Not for adapter requests: an engine
+   * admits those out of order (one whose adapter cannot get a slot is skipped), so the oldest
+   * request is not the next to leave and the wait includes loading the adapter.
    */
-  #ages(ep: EndpointState, offset = 0): EndpointModel | undefined {
+  #ages(req: SchedRequest, ep: EndpointState, offset = 0): EndpointModel | undefined {
+    if (req.lora !== undefined) return undefined
     const own = this.model.peek(ep)
     return own !== undefined && own.starts.length === ep.inFlight - offset ? own : undefined
   }
