@@ -1,0 +1,69 @@
+// Token ids for hashing a request's prompt the way the engine hashes it. Blocks only match the
+// engine's if the ids are the engine's, so the tokenizer must be the model's:
+//  - a path to the model's `tokenizer.json`: loaded with @huggingface/tokenizers (lazily, off the
+//    request path; until it is ready the kv-cache scorer falls back to the approximate index);
+//  - `words`: the engine simulator's tokenizer (hack/sim/tokenizer.ts: one token per word or
+//    punctuation mark), each token's id being the FNV-1a hash of its text. For the simulator only.
+// The prompt text is the scheduler's flattened chat prompt (scheduler/prompt.ts, ChatML framing),
+// which matches engines whose chat template is ChatML; for other templates prefer routing
+// completions, or accept that the first template-dependent block differs (the match is then 0).
+
+import { readFile } from 'node:fs/promises'
+import { tokenize } from '../../hack/sim/tokenizer.js'
+
+export type TokenIds = (text: string) => ArrayLike<number>
+
+/** FNV-1a (32-bit) of a token's UTF-16 units: the simulator's token id. */
+export function wordId(token: string): number {
+  let h = 0x811c9dc5
+  for (let i = 0; i < token.length; i++) {
+    h ^= token.charCodeAt(i)
+    h = Math.imul(h, 0x01000193)
+  }
+  return h >>> 0
+}
+
+export function wordTokenIds(text: string): Uint32Array {
+  const toks = tokenize(text)
+  const out = new Uint32Array(toks.length)
+  for (let i = 0; i < toks.length; i++) out[i] = wordId(toks[i] as string)
+  return out
+}
+
+type Loaded =
+  | { state: 'loading' }
+  | { state: 'ready'; ids: TokenIds }
+  | { state: 'failed'; error: string }
+const loaded = new Map<string, Loaded>()
+
+async function loadHf(file: string): Promise<TokenIds> {
+  const { Tokenizer } = await import('@huggingface/tokenizers')
+  const json = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>
+  const tok = new Tokenizer(json, {})
+  // The chat template already added the special tokens as text; no extra BOS here.
+  return (t) => tok.encode(t, { add_special_tokens: false }).ids
+}
+
+/**
+ * The tokenizer named by the plugin's `tokenizer` argument, or undefined while it loads (or when it
+ * failed to load: then `tokenizerError` says why).
+ */
+export function tokenizerFor(spec: string): TokenIds | undefined {
+  if (spec === 'words') return wordTokenIds
+  const l = loaded.get(spec)
+  if (l?.state === 'ready') return l.ids
+  if (l !== undefined) return undefined
+  loaded.set(spec, { state: 'loading' })
+  setImmediate(() => {
+    loadHf(spec).then(
+      (ids) => loaded.set(spec, { state: 'ready', ids }),
+      (e: unknown) => loaded.set(spec, { state: 'failed', error: (e as Error).message }),
+    )
+  })
+  return undefined
+}
+
+export function tokenizerError(spec: string): string | undefined {
+  const l = loaded.get(spec)
+  return l?.state === 'failed' ? l.error : undefined
+}
