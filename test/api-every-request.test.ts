@@ -211,6 +211,14 @@ describe('errors of the authentication and limit filters are logged too', () => 
       [
         ...serverDocs('pool', ep, { model: 'm' }),
         routeDoc('chat', 'chat-model', [{ targetModels: [{ modelServerName: 'pool' }] }]),
+        {
+          ...routeDoc('locked', 'locked-model', [{ targetModels: [{ modelServerName: 'pool' }] }]),
+          spec: {
+            modelName: 'locked-model',
+            rules: [{ targetModels: [{ modelServerName: 'pool' }] }],
+            authorization: { tenants: ['someone-else'] },
+          },
+        },
         gatewayPolicy({
           authentication: {
             apiKeys: [{ name: 'one', secretKey: 'key.one', tenant: 't-one', tier: 'one' }],
@@ -225,7 +233,12 @@ describe('errors of the authentication and limit filters are logged too', () => 
     await gated?.close()
   })
 
-  async function gatedCall(method: string, path: string, headers: Record<string, string>) {
+  async function gatedCall(
+    method: string,
+    path: string,
+    headers: Record<string, string>,
+    model = 'chat-model',
+  ) {
     const before = gated.log.length
     const res = await fetch(`${gated.gw.url}${path}`, {
       method,
@@ -233,7 +246,7 @@ describe('errors of the authentication and limit filters are logged too', () => 
       ...(method === 'POST'
         ? {
             body: JSON.stringify({
-              model: 'chat-model',
+              model,
               messages: [{ role: 'user', content: 'hi' }],
               max_tokens: 4,
             }),
@@ -244,7 +257,7 @@ describe('errors of the authentication and limit filters are logged too', () => 
     return { res, lines: gated.log.slice(before) }
   }
 
-  it('401 on the model list and on chat, then 200 and 429 with a key', async () => {
+  it('401 on the model list and on chat, 403 off the route, then 200 and 429 with a key', async () => {
     for (const [method, path] of [
       ['GET', '/v1/models'],
       ['GET', '/v1/models/chat-model'],
@@ -257,6 +270,17 @@ describe('errors of the authentication and limit filters are logged too', () => 
       expect(lines[0]).toMatchObject({ request_id: `noauth-${method}`, status: 401, path })
     }
     const auth = { authorization: `Bearer ${KEY}` }
+    // Authorization (the route admits another tenant): 403, logged with who asked.
+    const denied = await gatedCall(
+      'POST',
+      '/v1/chat/completions',
+      { ...auth, 'x-request-id': 'authz-1' },
+      'locked-model',
+    )
+    expect(denied.res.status).toBe(403)
+    expect(denied.res.headers.get('x-request-id')).toBe('authz-1')
+    expect(denied.lines).toHaveLength(1)
+    expect(denied.lines[0]).toMatchObject({ request_id: 'authz-1', status: 403, tenant: 't-one' })
     const ok = await gatedCall('POST', '/v1/chat/completions', { ...auth, 'x-request-id': 'rl-1' })
     expect(ok.res.status).toBe(200)
     const limited = await gatedCall('POST', '/v1/chat/completions', {
