@@ -57,6 +57,7 @@ describe('the generated chart', () => {
         targetCPUUtilizationPercentage: 70,
       },
       serviceMonitor: { enabled: false },
+      grafanaDashboard: { enabled: false },
       networkPolicy: { enabled: true },
       secretsNamespace: '',
     })
@@ -69,6 +70,7 @@ describe('the generated chart', () => {
     for (const o of installObjects({
       autoscaling: { minReplicas: 1, maxReplicas: 2, targetCPUUtilizationPercentage: 50 },
       serviceMonitor: true,
+      grafanaDashboard: true,
       secretsNamespace: 'keys',
     }) as Obj[]) {
       if (o.kind === 'Namespace' || o.kind === 'CustomResourceDefinition') continue
@@ -144,6 +146,7 @@ describe.skipIf(!hasHelm)('helm', () => {
       'autoscaling.maxReplicas=9',
       'autoscaling.targetCPUUtilizationPercentage=60',
       'serviceMonitor.enabled=true',
+      'grafanaDashboard.enabled=true',
       'networkPolicy.enabled=false',
       'secretsNamespace=team-keys',
     ])
@@ -153,6 +156,7 @@ describe.skipIf(!hasHelm)('helm', () => {
         namespace: 'gw',
         autoscaling: { minReplicas: 3, maxReplicas: 9, targetCPUUtilizationPercentage: 60 },
         serviceMonitor: true,
+        grafanaDashboard: true,
         networkPolicy: false,
         secretsNamespace: 'team-keys',
       }),

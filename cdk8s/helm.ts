@@ -22,6 +22,7 @@ export interface ChartValues {
     readonly targetCPUUtilizationPercentage: number
   }
   readonly serviceMonitor: { readonly enabled: boolean }
+  readonly grafanaDashboard: { readonly enabled: boolean }
   readonly networkPolicy: { readonly enabled: boolean }
   readonly secretsNamespace: string
 }
@@ -60,6 +61,7 @@ const TOGGLES: readonly Toggle[] = [
     }),
   },
   { cond: '.Values.serviceMonitor.enabled', set: (o) => ({ ...o, serviceMonitor: true }) },
+  { cond: '.Values.grafanaDashboard.enabled', set: (o) => ({ ...o, grafanaDashboard: true }) },
   {
     cond: '.Values.secretsNamespace',
     set: (o) => ({ ...o, secretsNamespace: S.secretsNamespace }),
@@ -84,7 +86,8 @@ function key(o: Obj): string {
 }
 
 function template(o: Obj): string {
-  let text = stringify(o, { lineWidth: 0 })
+  // Text that is not ours to template (the dashboard's `{{label}}` legends) is escaped first.
+  let text = stringify(o, { lineWidth: 0 }).replace(/\{\{|\}\}/g, (m) => `{{ "${m}" }}`)
   for (const [re, to] of REPLACE) text = text.replace(re, to)
   return text
 }
@@ -166,6 +169,7 @@ export function chartFiles(image: string): ChartFiles {
     image,
     autoscaling: { enabled: false, ...DEFAULT_AUTOSCALING },
     serviceMonitor: { enabled: false },
+    grafanaDashboard: { enabled: false },
     networkPolicy: { enabled: true },
     secretsNamespace: '',
   }
@@ -175,6 +179,7 @@ export function chartFiles(image: string): ChartFiles {
     '#   image             repository@sha256:<digest> (pinned, the default) or repository:tag',
     '#   autoscaling       a HorizontalPodAutoscaler for the data plane (replaces its fixed 2 replicas)',
     '#   serviceMonitor    a prometheus-operator ServiceMonitor (needs its CRD)',
+    "#   grafanaDashboard  the Grafana dashboard as a ConfigMap for Grafana's dashboard sidecar",
     '#   networkPolicy     only data-plane pods reach the operator push port',
     '#   secretsNamespace  credential source Secrets in this one namespace: a Role there, not cluster-wide',
   ].join('\n')}\n${stringify(values)}`
