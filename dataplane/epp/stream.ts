@@ -76,6 +76,7 @@ export class ExtProcStream {
   #tail = ''
   #firstByteMs: number | undefined
   #decidedAt = 0
+  #deciding = false
 
   constructor(core: EppCore, send: Send, opts: StreamOptions) {
     this.#core = core
@@ -120,7 +121,9 @@ export class ExtProcStream {
 
   /** The gRPC stream is over; `reset` = it ended before the response did (client or gateway gone). */
   close(reset: boolean): void {
-    this.#abort.abort()
+    // Only a decision still under way (waiting in admission) listens; an abort builds a
+    // DOMException with a stack, not worth paying on every stream.
+    if (this.#deciding) this.#abort.abort()
     if (reset) this.#end('aborted')
     else this.#end(this.#status > 0 ? undefined : 'aborted')
   }
@@ -229,6 +232,7 @@ export class ExtProcStream {
   }
 
   async #decide(body: Buffer | undefined): Promise<Decision | undefined> {
+    this.#deciding = true
     try {
       const d = await this.#core.decide({
         headers: this.#headers,
@@ -249,6 +253,8 @@ export class ExtProcStream {
       const err = e instanceof GatewayError ? e : errors.internal()
       if (!this.#abort.signal.aborted) this.#immediate(err, err.code)
       return undefined
+    } finally {
+      this.#deciding = false
     }
   }
 

@@ -30,6 +30,8 @@ const { values: opts } = parseArgs({
     'prompt-tokens': { type: 'string', default: '8192' },
     concurrency: { type: 'string', default: '1,8' },
     'no-write': { type: 'boolean', default: false },
+    /** Write a V8 CPU profile of the EPP process into this directory (where does the time go?). */
+    'cpu-prof': { type: 'string' },
   },
 })
 
@@ -105,6 +107,7 @@ async function main(): Promise<void> {
       'off',
     ],
     /"msg":"epp listening"/,
+    opts['cpu-prof'] !== undefined ? ['--cpu-prof', '--cpu-prof-dir', opts['cpu-prof']] : [],
   )
   // Let the first scrapes land (the scheduler then sees every pod's engine metrics).
   await new Promise((r) => setTimeout(r, 1500))
