@@ -116,7 +116,9 @@ describe.each(CASES)('prefill/decode through the data plane: $connector', (c) =>
       port: 0,
       pollMs: 100,
       accessLog: (e) => log.push({ ...e }),
-      scheduler: { scrape: { intervalMs: 100 } },
+      // A generous scrape timeout: on a loaded CI machine a slow scrape must not take a pod out
+      // of the pairs (with two pods per role, that leaves one pair and nothing to retry on).
+      scheduler: { scrape: { intervalMs: 100, timeoutMs: 2000 } },
     })
     client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'unused', maxRetries: 0 })
   })
