@@ -606,7 +606,7 @@ describe('parsePrometheusText: fuzz', () => {
     }
   })
 
-  it('terminates quickly on random garbage and pathological inputs', () => {
+  it('terminates on random garbage and pathological inputs, reporting the malformed ones', () => {
     const g = gen(42)
     const alphabet = [...'a{}="\\,# \n\r\t0.9eE+-:_'].concat(['NaN', 'Inf', 'le', '\u2028'])
     const inputs: string[] = []
@@ -620,31 +620,32 @@ describe('parsePrometheusText: fuzz', () => {
     const big = 1_000_000
     inputs.push(`m{a="${'\\'.repeat(big)}`, `m{${'a="1",'.repeat(big / 6)}`, '{'.repeat(big))
     inputs.push(`${'x{a="'.repeat(big / 5)}`, `${'"\n'.repeat(big / 2)}`, '#'.repeat(big))
-    const started = performance.now()
-    for (const input of inputs) {
-      const parsed = parsePrometheusText(input)
-      expect(parsed.errorCount).toBeGreaterThanOrEqual(0)
-    }
-    // Linear work: ~6 MB of adversarial input must not take seconds.
-    expect(performance.now() - started).toBeLessThan(3000)
-  })
+    // Linear work is what keeps this fast: a quadratic scanner would take hours on the 1 MB lines
+    // and hit the test's timeout (timing is not asserted here; a benchmark's question).
+    const parsed = inputs.map((input) => parsePrometheusText(input))
+    for (const p of parsed) expect(Number.isInteger(p.errorCount)).toBe(true)
+    // The long lines are all malformed except the comment-only one: each is reported, not parsed.
+    const longLines = parsed.slice(-6)
+    expect(longLines.map((p) => p.errorCount > 0)).toEqual([true, true, true, true, true, false])
+    expect(longLines.map((p) => p.sampleCount)).toEqual([0, 0, 0, 0, 0, 0])
+  }, 60_000)
 
   it('bounds a huge input by maxLength', () => {
     const line = 'vllm:num_requests_waiting{engine="0",model_name="m"} 3\n'
     const huge = line.repeat(Math.ceil((40 * 1024 * 1024) / line.length))
-    const started = performance.now()
     const parsed = parsePrometheusText(huge, { maxLength: 1024 * 1024 })
-    expect(performance.now() - started).toBeLessThan(2000)
     expect(parsed.truncated).toBe(true)
     expect(parsed.sampleCount).toBe(Math.floor((1024 * 1024) / line.length))
     expect(parsed.errors.map((e) => e.code)).toEqual(['PROM_INPUT_TRUNCATED'])
   })
 })
 
-describe('parsePrometheusText: throughput', () => {
-  it('parses realistic engine text at >= 20 MB/s', () => {
-    // All engine fixtures, with the DP label varied so series differ, repeated to ~8 MB.
+describe('parsePrometheusText: large input', () => {
+  it('parses ~8 MB of realistic engine text (every fixture, many engines) without an error', () => {
+    // All engine fixtures, with the DP label varied so series differ, repeated to ~8 MB. How fast
+    // is a benchmark's question (no wall-clock assertion in a unit test).
     const base = FIXTURES.map(fixture).join('\n')
+    const one = parsePrometheusText(base, { maxLength: 64 * 1024 * 1024 })
     const parts: string[] = []
     let size = 0
     for (let i = 0; size < 8 * 1024 * 1024; i++) {
@@ -652,16 +653,9 @@ describe('parsePrometheusText: throughput', () => {
       parts.push(part)
       size += part.length
     }
-    const text = parts.join('\n')
-    parsePrometheusText(text) // warm-up (JIT)
-    let best = Infinity
-    for (let run = 0; run < 3; run++) {
-      const started = performance.now()
-      const parsed = parsePrometheusText(text, { maxLength: 64 * 1024 * 1024 })
-      best = Math.min(best, performance.now() - started)
-      expect(parsed.errorCount).toBe(0)
-    }
-    const mbPerSec = text.length / (1024 * 1024) / (best / 1000)
-    expect(mbPerSec).toBeGreaterThanOrEqual(20)
-  })
+    const parsed = parsePrometheusText(parts.join('\n'), { maxLength: 64 * 1024 * 1024 })
+    expect(parsed.errorCount).toBe(0)
+    expect(parsed.truncated).toBe(false)
+    expect(parsed.sampleCount).toBe(one.sampleCount * parts.length)
+  }, 60_000)
 })
