@@ -63,7 +63,8 @@ describe('non-streaming responses', () => {
     // '<|im_start|>system\nbe brief<|im_end|>\n' etc. through the simulator tokenizer.
     expect(body.usage.prompt_tokens).toBeGreaterThan(10)
     expect(body.usage.total_tokens).toBe(body.usage.prompt_tokens + 9)
-    expect(body.usage.prompt_tokens_details.cached_tokens).toBeGreaterThanOrEqual(0)
+    // A fresh engine has nothing cached yet.
+    expect(body.usage.prompt_tokens_details.cached_tokens).toBe(0)
   })
 
   it('is deterministic for the same seed and prompt, and uses the default length without max_tokens', async () => {
