@@ -3,7 +3,8 @@
 #  - redis-server (global rate limits): Debian package, installed when missing and we may (root).
 #  - kube-apiserver + etcd + kubectl (operator tests): built once from the Go module proxy into a
 #    cache outside the repo (~4 min cold on 2 cores; instant afterwards).
-#  - the upstream GAIE and Gateway API modules (CRDs, samples) the GAIE tests apply.
+#  - the upstream GAIE and Gateway API modules (CRDs, samples) the GAIE tests apply, and GAIE's
+#    test/cel Go test binary (built once, ~minutes cold) they run against the real API server.
 #  - otlp-receiver (tracing tests): the OpenTelemetry Collector's OTLP receiver, same way.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -21,6 +22,7 @@ bash "$here/cluster/ensure.sh"
 # The Go ext_proc client of test/epp.test.ts (go-control-plane's Envoy types; minutes cold, cached).
 bash "$here/../test/epp-client/build.sh" >/dev/null
 bash "$here/gaie-modules.sh"
+bash "$here/gaie-cel.sh" >/dev/null
 # The OTLP receiver the tracing tests export to (the Collector's otlpreceiver, Go module proxy).
 bash "$here/otlp-receiver/build.sh"
 # Node 24 (the image's LTS) from the npm registry, so the build test runs the data-plane bundle on

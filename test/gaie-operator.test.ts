@@ -5,8 +5,10 @@
 // `inference-conformance-infra/conformance-primary` (its `--gateway`), a data plane follows its
 // push channel, and engine simulators listen on the pools' target ports (3000, 3002, 3004, 8000)
 // on 127.0.0.21x behind Pods whose status the test sets. Clients: the OpenAI SDK and kubectl.
+import { execFile } from 'node:child_process'
 import { readdir } from 'node:fs/promises'
 import { join } from 'node:path'
+import { promisify } from 'node:util'
 import OpenAI from 'openai'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { SNAPSHOT_CONFIGMAP } from '../api/crd.js'
@@ -394,4 +396,25 @@ describe('GAIE on a real API server with the upstream CRDs and objects', () => {
       ours(await parents('inferencepool', 'default', 'vllm-llama3-8b-instruct')),
     ).toBeUndefined()
   }, 60_000)
+
+  it('the upstream test/cel InferencePool suite passes on this API server while our operator writes status', async () => {
+    const run = promisify(execFile)
+    // Built once into the cache (hack/ensure-test-deps.sh runs the same script).
+    const built = await run('bash', [join(import.meta.dirname, '..', 'hack', 'gaie-cel.sh')], {
+      maxBuffer: 1 << 24,
+    })
+    const bin = built.stdout.trim().split('\n').at(-1) ?? ''
+    // KUBECONFIG: the upstream suite runs against an existing cluster instead of its own envtest.
+    const r = await run(bin, ['-test.v', '-test.count=1'], {
+      env: { ...process.env, KUBECONFIG: c.cp.kubeconfigPath },
+      maxBuffer: 1 << 24,
+    }).catch((e: { stdout?: string; stderr?: string; code?: number }) => e)
+    expect(r.stdout).toMatch(/^--- PASS: TestValidateInferencePool /m)
+    expect(r.stdout).not.toMatch(/--- FAIL/)
+    // Our entries stayed valid and in place alongside the suite's objects.
+    expect(conds(ours(await parents('inferencepool', APP_NS, 'primary-inference-pool')))).toEqual({
+      Accepted: 'True/Accepted',
+      ResolvedRefs: 'True/ResolvedRefs',
+    })
+  }, 600_000)
 })
