@@ -369,3 +369,40 @@ describe('ExtProcStream, refusals and endings', () => {
     expect(inflight()).toEqual({})
   })
 })
+
+describe('ExtProcStream, admission (fairness plugin)', () => {
+  it('a saturated pool queues, then sheds with an ImmediateResponse 429; a queued stream that ends is dropped', async () => {
+    const srv: SnapshotServer = {
+      ...server('pool', [endpoint('only', '10.0.0.1', 8000)]),
+      scheduler: {
+        plugins: [
+          { name: 'fairness', weight: 0, args: { maxInFlightPerEndpoint: 1, maxQueue: 1 } },
+          { name: 'least-pending', weight: 1, args: {} },
+        ],
+      },
+    }
+    const { sent, open, inflight } = setup(srv)
+    const first = open()
+    await first.handle(headers())
+    await first.handle(body(chatBody('m', 'one'), true))
+    expect(inflight()).toEqual({ '10.0.0.1:8000': 1 })
+
+    const queuedSent = sent.length
+    const queued = open()
+    await queued.handle(headers())
+    const waiting = queued.handle(body(chatBody('m', 'two'), true))
+    const shed = open()
+    await shed.handle(headers())
+    await shed.handle(body(chatBody('m', 'three'), true))
+    const refusal = sent.at(-1)?.immediate_response
+    expect(refusal?.status.code).toBe(429)
+    expect(JSON.parse(refusal?.body?.toString() ?? '').error.code).toBe('queue_full')
+
+    queued.close(true)
+    await waiting
+    // Nothing was sent for the dropped stream, and it holds nothing.
+    expect(sent.length).toBe(queuedSent + 1)
+    first.close(true)
+    expect(inflight()).toEqual({})
+  })
+})
