@@ -347,7 +347,8 @@ export class Engine {
       s.emitted++
       if (index === 0) {
         s.firstDue = due
-        if (s.alloc !== null) this.kv.commit(s.alloc, s.hashes)
+        if (s.alloc !== null)
+          this.kv.commit(s.alloc, s.hashes, s.spec.promptTokens, s.spec.lora ?? undefined)
         this.observer.firstToken(
           (due - s.arrival) / 1000,
           (s.admittedAt - s.arrival) / 1000,
@@ -383,7 +384,8 @@ export class Engine {
       // Generated tokens are cached too (vLLM caches every full block), so the next turn of a
       // conversation, whose prompt contains this answer, can hit them.
       const all = [...s.spec.promptTokens, ...s.spec.outputTokens]
-      this.kv.commit(s.alloc, blockHashes(all, this.config.blockSize, s.spec.lora ?? '', s.hashes))
+      const hashes = blockHashes(all, this.config.blockSize, s.spec.lora ?? '', s.hashes)
+      this.kv.commit(s.alloc, hashes, all, s.spec.lora ?? undefined)
     }
     this.retire(s)
     this.observer.finished(result, s.spec.streaming)

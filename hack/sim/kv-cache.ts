@@ -57,7 +57,20 @@ export interface KvCacheStats {
   evictions: number
 }
 
+/** Sees blocks enter and leave the cache (hack/sim/kv-events.ts publishes them as vLLM does). */
+export interface KvCacheListener {
+  /** Blocks `stored` (indices into `hashes`) of a sequence became cached; tokens when known. */
+  stored(
+    hashes: readonly string[],
+    stored: readonly number[],
+    tokens: readonly string[] | undefined,
+    lora: string | undefined,
+  ): void
+  removed(hash: string): void
+}
+
 export class KvCache {
+  listener: KvCacheListener | null = null
   readonly numBlocks: number
   readonly blockSize: number
   private readonly blocks: Block[] = []
@@ -125,6 +138,7 @@ export class KvCache {
       this.free.delete(b.id)
       if (b.hash !== null) {
         this.byHash.delete(b.hash)
+        this.listener?.removed(b.hash)
         b.hash = null
         this.evictions++
       }
@@ -138,15 +152,23 @@ export class KvCache {
    * Mark the allocation's leading blocks as computed with these hashes, making them reusable by
    * later requests. A hash already cached by another block is skipped (vLLM keeps the first copy).
    */
-  commit(alloc: KvAllocation, hashes: readonly string[]): void {
+  commit(
+    alloc: KvAllocation,
+    hashes: readonly string[],
+    tokens?: readonly string[],
+    lora?: string,
+  ): void {
     const n = Math.min(hashes.length, alloc.blocks.length)
+    const stored: number[] = []
     for (let i = 0; i < n; i++) {
       const b = this.blocks[alloc.blocks[i] ?? -1]
       const h = hashes[i]
       if (b === undefined || h === undefined || b.hash !== null || this.byHash.has(h)) continue
       b.hash = h
       this.byHash.set(h, b)
+      stored.push(i)
     }
+    if (stored.length > 0) this.listener?.stored(hashes, stored, tokens, lora)
   }
 
   release(alloc: KvAllocation): void {

@@ -5,6 +5,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net'
 import { Engine, type EngineTicket, type GenerationResult } from './engine.js'
 import { codeForStatus, SimError } from './errors.js'
+import { type KvEventsOptions, type KvEventsPublisher, startKvEvents } from './kv-events.js'
 import { METRICS_FORMATS, type MetricsFormat, SimMetrics } from './metrics.js'
 import {
   fullResponse,
@@ -85,6 +86,8 @@ export interface SimOptions {
   kvTransferMsPerToken?: number
   /** Prefill stalls decode on this engine (engine.ts); default false, the original model. */
   prefillInterference?: boolean
+  /** Publish KV events as vLLM's ZMQ publisher does (hack/sim/kv-events.ts); default off. */
+  kvEvents?: KvEventsOptions | null
 }
 
 export type ResolvedSimOptions = Required<Omit<SimOptions, 'failures'>> & { failures: SimFailures }
@@ -121,6 +124,8 @@ export interface SimHandle {
   stats(): SimStats
   /** W3C `traceparent` of the last POST requests (newest last, at most 64): trace propagation tests. */
   traceparents(): readonly string[]
+  /** The KV-event publisher when `kvEvents` was given. */
+  kvEvents: KvEventsPublisher | null
   close(): Promise<void>
 }
 
@@ -195,6 +200,7 @@ export function resolveOptions(o: SimOptions): ResolvedSimOptions {
     seed: checkNum('seed', o.seed ?? 42, 0, true),
     timeScale: checkNum('timeScale', o.timeScale ?? 1, 0, false),
     zeroLatency: o.zeroLatency ?? false,
+    kvEvents: o.kvEvents ?? null,
     prefillOverheadMs: checkNum('prefillOverheadMs', o.prefillOverheadMs ?? 10, 0, false),
     prefillMsPerToken: checkNum('prefillMsPerToken', o.prefillMsPerToken ?? 0.1, 0, false),
     decodeMsPerToken: checkNum('decodeMsPerToken', o.decodeMsPerToken ?? 15, 0, false),
@@ -752,6 +758,7 @@ export async function startSimulator(opts: SimOptions): Promise<SimHandle> {
   })
   const port = (server.address() as AddressInfo).port
   pd.port = port
+  const kvEvents = o.kvEvents === null ? null : await startKvEvents(engine.kv, o.host, o.kvEvents)
   let closing: Promise<void> | null = null
 
   return {
@@ -764,8 +771,10 @@ export async function startSimulator(opts: SimOptions): Promise<SimHandle> {
     },
     stats,
     traceparents: () => traceparents,
+    kvEvents,
     close: () => {
       if (closing === null) {
+        const kvClosed = kvEvents?.close()
         closing = new Promise<void>((resolve) => {
           engine.close()
           for (const t of timers) {
@@ -776,7 +785,7 @@ export async function startSimulator(opts: SimOptions): Promise<SimHandle> {
           server.close(() => resolve())
           // Keep-alive sockets (and streams in flight) would hold close() open: end them now.
           server.closeAllConnections()
-        })
+        }).then(() => kvClosed)
       }
       return closing
     },

@@ -1,0 +1,180 @@
+// The simulator's KV-event publisher, in vLLM's wire format (vllm/distributed/kv_events.py):
+// a ZMQ PUB socket sending [topic, seq (8 bytes big-endian), msgpack KVEventBatch] and a ROUTER
+// replay socket answering [client, empty, start seq] with every buffered batch from there on and
+// then seq -1. Events come from the simulator's real cache (kv-cache.ts): a block is stored when
+// its sequence commits it and removed when it is evicted for reuse, as in vLLM's block pool.
+//
+// Block hashes are vLLM's (sha256_cbor chain over token ids, NONE_HASH from the seed string, the
+// LoRA name as extra key; the low 8 bytes on the wire), token ids those of the `words` tokenizer
+// (dataplane/kv-events/tokens.ts), so a router hashing prompts as it would for vLLM finds them.
+// Events of one tick go out as one batch, as vLLM batches per engine step.
+
+import { blockHashesFull, noneHash, tail64n } from '../../dataplane/kv-events/block-hash.js'
+import { wordId } from '../../dataplane/kv-events/tokens.js'
+import { encodeBatch, encodeSeq, type WireEvent } from '../../dataplane/kv-events/wire.js'
+import type { KvCache } from './kv-cache.js'
+
+export interface KvEventsOptions {
+  /** PUB port on the simulator's host (0 = ephemeral). */
+  readonly port: number
+  /** ROUTER replay port; absent = no replay socket. */
+  readonly replayPort?: number
+  readonly topic?: string
+  /** PYTHONHASHSEED of the "engine". */
+  readonly hashSeed?: string
+  /** Batches kept for replay (vLLM's buffer_steps). */
+  readonly bufferSteps?: number
+}
+
+export interface KvEventsPublisher {
+  readonly port: number
+  readonly replayPort: number | undefined
+  /** Sequence number of the next batch. */
+  readonly nextSeq: bigint
+  /** Drop the next `n` batches instead of sending them (tests of gap handling). */
+  dropNext(n: number): void
+  close(): Promise<void>
+}
+
+function boundPort(endpoint: string | null): number {
+  const m = /:(\d+)$/.exec(endpoint ?? '')
+  return m === null ? 0 : Number(m[1])
+}
+
+export async function startKvEvents(
+  kv: KvCache,
+  host: string,
+  opts: KvEventsOptions,
+): Promise<KvEventsPublisher> {
+  const zmq = await import('zeromq')
+  const pub = new zmq.Publisher({ linger: 0 })
+  await pub.bind(`tcp://${host}:${opts.port}`)
+  let router: InstanceType<typeof zmq.Router> | undefined
+  if (opts.replayPort !== undefined) {
+    router = new zmq.Router({ linger: 0 })
+    await router.bind(`tcp://${host}:${opts.replayPort}`)
+  }
+  const topic = Buffer.from(opts.topic ?? '')
+  const seed = noneHash(opts.hashSeed ?? '0')
+  const bufferSteps = opts.bufferSteps ?? 10_000
+  const buffer: { seq: bigint; payload: Uint8Array }[] = []
+  /** Wire hash of each cached block, by the simulator's own hash. */
+  const wire = new Map<string, bigint>()
+  let pending: WireEvent[] = []
+  let seq = 0n
+  let drop = 0
+  let closed = false
+  let flushQueued = false
+  // One send at a time: zeromq's send() is async and refuses a second concurrent call.
+  let sending: Promise<void> = Promise.resolve()
+
+  const flush = () => {
+    flushQueued = false
+    if (pending.length === 0 || closed) return
+    const payload = encodeBatch(Date.now() / 1000, pending)
+    pending = []
+    const s = seq++
+    buffer.push({ seq: s, payload })
+    if (buffer.length > bufferSteps) buffer.shift()
+    if (drop > 0) {
+      drop--
+      return
+    }
+    sending = sending
+      .then(() => (closed ? undefined : pub.send([topic, encodeSeq(s), payload])))
+      .catch(() => undefined)
+  }
+  const queue = (e: WireEvent) => {
+    pending.push(e)
+    if (!flushQueued) {
+      flushQueued = true
+      setImmediate(flush)
+    }
+  }
+
+  kv.listener = {
+    stored(hashes, stored, tokens, lora) {
+      if (tokens === undefined) return
+      const ids = tokens.map(wordId)
+      const last = stored[stored.length - 1] as number
+      const full = blockHashesFull(
+        ids,
+        kv.blockSize,
+        seed,
+        lora === undefined ? null : [lora],
+        last + 1,
+      )
+      // One event per run of consecutive blocks, parented on the block before the run (as vLLM).
+      let i = 0
+      while (i < stored.length) {
+        let j = i
+        while (j + 1 < stored.length && stored[j + 1] === (stored[j] as number) + 1) j++
+        const first = stored[i] as number
+        const out: bigint[] = []
+        for (let b = first; b <= (stored[j] as number); b++) {
+          const h = tail64n(full[b] as Buffer)
+          wire.set(hashes[b] as string, h)
+          out.push(h)
+        }
+        const parent = first > 0 ? tail64n(full[first - 1] as Buffer) : null
+        queue({
+          type: 'BlockStored',
+          hashes: out,
+          parent,
+          tokenIds: ids.slice(first * kv.blockSize, ((stored[j] as number) + 1) * kv.blockSize),
+          blockSize: kv.blockSize,
+          loraId: null,
+          medium: 'GPU',
+        })
+        i = j + 1
+      }
+    },
+    removed(hash) {
+      const h = wire.get(hash)
+      if (h === undefined) return
+      wire.delete(hash)
+      queue({ type: 'BlockRemoved', hashes: [h], medium: 'GPU' })
+    },
+  }
+
+  const serveReplay = async () => {
+    if (router === undefined) return
+    try {
+      for await (const frames of router) {
+        if (frames.length !== 3) continue
+        const [client, , start] = frames as [Buffer, Buffer, Buffer]
+        if (start.length !== 8) continue
+        const from = start.readBigInt64BE(0)
+        for (const b of buffer) {
+          if (b.seq >= from)
+            await router.send([client, Buffer.alloc(0), encodeSeq(b.seq), b.payload])
+        }
+        await router.send([client, Buffer.alloc(0), encodeSeq(-1n), Buffer.alloc(0)])
+      }
+    } catch {
+      // closed
+    }
+  }
+  const replayLoop = serveReplay()
+
+  return {
+    port: boundPort(pub.lastEndpoint),
+    replayPort: router === undefined ? undefined : boundPort(router.lastEndpoint),
+    get nextSeq() {
+      return seq
+    },
+    dropNext(n) {
+      drop += n
+    },
+    async close() {
+      if (closed) return
+      flush()
+      await sending
+      closed = true
+      kv.listener = null
+      pub.close()
+      router?.close()
+      await replayLoop
+    },
+  }
+}
