@@ -6,8 +6,10 @@
 // tiers, half gold and half free (API keys of a GatewayPolicy). The real data plane (own process,
 // the CLI) routes with the default scheduler profile. Without spill-over every request waits for a
 // slot on the pool; with it, the rule's fallback `on: [saturated]`, `saturation: {ttftSLO, tiers:
-// [gold]}` sends a gold request whose predicted time to first token is above the SLO to an OpenAI
-// provider simulator (this process) instead, while free requests keep queueing on the pool.
+// [gold], maxQueuePerEndpoint: 0}` sends a gold request to an OpenAI provider simulator (own
+// process) instead when its predicted time to first token is above the SLO or it would wait
+// for a slot, while free requests keep queueing on the pool. (With the TTFT bound alone, runs on
+// a loaded 2-core machine spilled too little: the prediction lagged the pool's real queue.)
 // Target: gold TTFT p99 <= the SLO with spill-over, and not without.
 // SPILL_BENCH_DEBUG=1 prints every gold request over the SLO (arrival, TTFT, pod or `?` = provider).
 import { type ChildProcess, spawn } from 'node:child_process'
@@ -144,7 +146,7 @@ function manifests(mode: Mode, members: readonly FleetMember[], providerUrl: str
                   fallback: {
                     targets: [{ externalModelProviderName: 'overflow' }],
                     on: ['saturated'],
-                    saturation: { ttftSLO: `${SLO_MS}ms`, tiers: ['gold'] },
+                    saturation: { ttftSLO: `${SLO_MS}ms`, maxQueuePerEndpoint: 0, tiers: ['gold'] },
                   },
                 }
               : {}),
@@ -376,7 +378,7 @@ export async function runSpillBench(o: SpillBenchOptions): Promise<string> {
   const met = withSpill.gold.ttftP99 <= SLO_MS && without.gold.ttftP99 > SLO_MS
   const text = `### Spill-over to a provider under a burst (${PODS} pods, 2x capacity)
 
-Open-loop Poisson burst at ${fmt(rate, 1)} req/s for ${durationMs / 1000} s — twice the pool's capacity (${PODS} engines x ${ENGINE.maxNumSeqs} slots, ~${fmt(slotS, 2)} s per ${OUTPUT_TOKENS}-token answer: ${fmt(capacity, 1)} req/s) — half gold, half free tier, streamed, after a warm-up at a quarter of the rate. With spill-over the rule's fallback is an OpenAI provider simulator, \`on: [saturated]\`, \`saturation: {ttftSLO: ${SLO_MS}ms, tiers: [gold]}\`; free requests queue on the pool either way.
+Open-loop Poisson burst at ${fmt(rate, 1)} req/s for ${durationMs / 1000} s — twice the pool's capacity (${PODS} engines x ${ENGINE.maxNumSeqs} slots, ~${fmt(slotS, 2)} s per ${OUTPUT_TOKENS}-token answer: ${fmt(capacity, 1)} req/s) — half gold, half free tier, streamed, after a warm-up at a quarter of the rate. With spill-over the rule's fallback is an OpenAI provider simulator, \`on: [saturated]\`, \`saturation: {ttftSLO: ${SLO_MS}ms, maxQueuePerEndpoint: 0, tiers: [gold]}\` (gold never waits for a slot on the pool); free requests queue on the pool either way.
 
 ${table(
   ['run', 'tier', 'ok/sent', 'spilled', 'TTFT p50', 'TTFT p99'],
