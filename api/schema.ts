@@ -420,6 +420,25 @@ export const schedulerPluginArgSchemas = {
     /** Rendezvous placement only among endpoints this close to the least-loaded one. */
     coldLoadMargin: loadMargin.optional(),
   }),
+  'kv-cache': z.strictObject({
+    /** The engine's KV-event PUB port (vLLM --kv-events-config endpoint), on each pod's address. */
+    eventsPort: intRange(1, 65_535).optional(),
+    /** The engine's replay ROUTER port; 0 or absent: lost events reset the index instead. */
+    replayPort: intRange(0, 65_535).optional(),
+    /** Topic prefix to subscribe to (vLLM's default is empty: all). */
+    topic: z.string().max(256).optional(),
+    /** The engine's KV block size in tokens. */
+    blockSize: intRange(1, 1024).optional(),
+    /** The engine's PYTHONHASHSEED (vLLM seeds its block-hash chain with it). */
+    hashSeed: z.string().max(64).optional(),
+    /** Path of the model's tokenizer.json, or `words` for the engine simulator. */
+    tokenizer: z.string().min(1).max(4096).optional(),
+    /** Blocks hashed per request. */
+    maxBlocks: intRange(1, 16_384).optional(),
+    /** Blocks indexed per endpoint at most (more means missed removals: the index is rebuilt). */
+    indexCapacity: intRange(16, 100_000_000).optional(),
+    loadMargin: loadMargin.optional(),
+  }),
   'predicted-latency': z.strictObject({
     /** The prefix index's block cutting and size, as for prefix-cache. */
     blockSizeTokens: intRange(1, 1024).optional(),
@@ -502,6 +521,7 @@ export const schedulerPluginSchema = z
       pluginEntry('least-latency'),
       pluginEntry('least-pending'),
       pluginEntry('prefix-cache'),
+      pluginEntry('kv-cache'),
       pluginEntry('predicted-latency'),
       pluginEntry('lora-affinity'),
       pluginEntry('session-affinity'),

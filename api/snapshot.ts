@@ -173,6 +173,7 @@ export const SCHEDULER_PLUGIN_NAMES = [
   'least-latency',
   'least-pending',
   'prefix-cache',
+  'kv-cache',
   'predicted-latency',
   'lora-affinity',
   'session-affinity',

@@ -10,6 +10,7 @@ import type {
 } from '../../api/snapshot.js'
 import { fairness } from './plugins/fairness.js'
 import { gpuAware } from './plugins/gpu-aware.js'
+import { kvCache } from './plugins/kv-cache.js'
 import { leastKvCache } from './plugins/least-kv-cache.js'
 import { leastLatency } from './plugins/least-latency.js'
 import { leastPending } from './plugins/least-pending.js'
@@ -26,6 +27,7 @@ export const PLUGINS: Readonly<Record<SchedulerPluginName, PluginFactory>> = {
   'least-latency': leastLatency,
   'least-pending': leastPending,
   'prefix-cache': prefixCache,
+  'kv-cache': kvCache,
   'predicted-latency': predictedLatency,
   'lora-affinity': loraAffinity,
   'session-affinity': sessionAffinity,

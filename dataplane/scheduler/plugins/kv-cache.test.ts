@@ -1,0 +1,117 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import { encodeBatch } from '../../kv-events/wire.js'
+import type { EndpointState } from '../state.js'
+import { chat, pickContext, request, scores, server, state } from '../testkit.js'
+import { KvCachePlugin } from './kv-cache.js'
+
+const SYSTEM = 'You are a careful assistant for the billing team. '.repeat(20)
+
+function req(text: string) {
+  return request(pickContext(server([]), chat(text), {}), 0)
+}
+
+const plugins: KvCachePlugin[] = []
+afterEach(() => {
+  for (const p of plugins.splice(0)) p.close()
+})
+
+function plugin(args: Record<string, number | string> = {}): KvCachePlugin {
+  // A port nothing listens on: these tests feed the indexes directly; ZMQ just keeps reconnecting.
+  const p = new KvCachePlugin({ eventsPort: 1, ...args })
+  plugins.push(p)
+  return p
+}
+
+function big(keys: Uint32Array, from: number, to: number): bigint[] {
+  const out: bigint[] = []
+  for (let i = from; i < to; i++)
+    out.push((BigInt(keys[2 * i] as number) << 32n) | BigInt(keys[2 * i + 1] as number))
+  return out
+}
+
+let seq = 0n
+function store(p: KvCachePlugin, ep: EndpointState, hashes: bigint[]): void {
+  const payload = encodeBatch(0, [
+    {
+      type: 'BlockStored',
+      hashes,
+      parent: null,
+      tokenIds: [],
+      blockSize: 16,
+      loraId: null,
+      medium: null,
+    },
+  ])
+  const st = p.subscriber(ep).state
+  expect(st.onMessage(st.lastSeq === null ? seq++ : st.lastSeq + 1n, payload)).not.toBe('gap')
+}
+function remove(p: KvCachePlugin, ep: EndpointState, hashes: bigint[]): void {
+  const st = p.subscriber(ep).state
+  st.onMessage(
+    (st.lastSeq ?? -1n) + 1n,
+    encodeBatch(0, [{ type: 'BlockRemoved', hashes, medium: null }]),
+  )
+}
+
+describe('kv-cache', () => {
+  it('scores the run of leading prompt blocks each engine reports resident', () => {
+    const p = plugin()
+    const [a, b, c] = [state('a', 2), state('b', 3), state('c', 4)]
+    const r = req(`${SYSTEM} What is my balance?`)
+    const keys = p.keys(r) ?? new Uint32Array()
+    const n = keys.length / 2
+    expect(n).toBeGreaterThan(8)
+    store(p, a, big(keys, 0, 4))
+    store(p, b, big(keys, 0, n))
+    // c has events but none of these blocks; a block beyond a gap does not count.
+    store(p, c, big(keys, 5, n))
+    const s = scores(p, r, [a, b, c]) as number[]
+    expect(s).toEqual([4 / n, 1, 0])
+    expect(p.decisions.events).toBe(1)
+    // Evicting block 2 on a cuts its run to 2.
+    remove(p, a, big(keys, 2, 3))
+    expect(scores(p, req(`${SYSTEM} What is my balance?`), [a, b, c])?.[0]).toBe(2 / n)
+  })
+
+  it('falls back to the approximate prefix index while no endpoint has events', () => {
+    const p = plugin()
+    const [a, b] = [state('a', 5), state('b', 6)]
+    const first = req(`${SYSTEM} Question one?`)
+    expect(scores(p, first, [a, b])).toBeDefined()
+    p.onDispatch(first, b)
+    const s = scores(p, req(`${SYSTEM} Question two?`), [a, b]) as number[]
+    expect(s[1]).toBeGreaterThan(0.5)
+    expect(s[0]).toBeLessThan(s[1] as number)
+    expect(p.decisions.approximate).toBe(2)
+    expect(p.decisions.events).toBe(0)
+  })
+
+  it('uses events where they exist and the approximate index for the rest', () => {
+    const p = plugin()
+    const [a, b] = [state('a', 7), state('b', 8)]
+    const warm = req(`${SYSTEM} Question one?`)
+    p.onDispatch(warm, b) // b: no events, only what we dispatched
+    const r = req(`${SYSTEM} Question one?`)
+    const keys = p.keys(r) ?? new Uint32Array()
+    store(p, a, big(keys, 0, 1))
+    const s = scores(p, r, [a, b]) as number[]
+    expect(s[0]).toBeCloseTo(1 / (keys.length / 2), 12)
+    expect(s[1]).toBe(1)
+  })
+
+  it('forgets an engine that restarted, and gives a loaded engine no credit', () => {
+    const p = plugin({ loadMargin: 1 })
+    const [a, b] = [state('a', 9), state('b', 10)]
+    const r = req(`${SYSTEM} Again?`)
+    const keys = p.keys(r) ?? new Uint32Array()
+    const all = big(keys, 0, keys.length / 2)
+    store(p, a, all)
+    store(p, b, all)
+    for (let i = 0; i < 3; i++)
+      a.dispatchStarted({ promptTokens: 10, outputTokens: 10, stream: false }, 0)
+    expect(scores(p, req(`${SYSTEM} Again?`), [a, b])).toEqual([0, 1])
+    p.onEndpointReset(b)
+    expect(p.subscriber(b).state.index.size).toBe(0)
+    expect(p.subscriber(b).state.lastSeq).toBeNull()
+  })
+})

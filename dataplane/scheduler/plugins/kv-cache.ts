@@ -1,0 +1,161 @@
+// kv-cache: send a prompt where the engine's KV events say its longest prefix is resident.
+//
+// Unlike prefix-cache (what we dispatched, remembered approximately), this reads the engine's own
+// account: each endpoint's KV-event stream (dataplane/kv-events/) keeps an index of the blocks it
+// holds, evictions included. The request is tokenized with the model's tokenizer and hashed block by
+// block the way the engine hashes (vLLM's sha256_cbor chain, block size and PYTHONHASHSEED from the
+// arguments), and an endpoint scores the fraction of the prompt's blocks it holds without a gap.
+//
+// Endpoints whose stream has not delivered yet (just started, not configured for events, or the
+// tokenizer still loading) are scored by the approximate prefix-cache index instead, which this
+// plugin keeps fed at dispatch like prefix-cache does; the two scores are on the same 0..1 scale.
+// Stickiness is bounded as in prefix-cache: an endpoint loaded `loadMargin` beyond the least loaded
+// gets no credit, so a hot prefix spills over instead of queueing on one pod.
+
+import { blockKeys, noneHash } from '../../kv-events/block-hash.js'
+import { KvEventSubscriber } from '../../kv-events/subscriber.js'
+import { tokenizerError, tokenizerFor } from '../../kv-events/tokens.js'
+import { intArg, numArg, strArg } from '../args.js'
+import type { EndpointState } from '../state.js'
+import type { Plugin, PluginArgs, SchedRequest } from '../types.js'
+import { PrefixCachePlugin } from './prefix-cache.js'
+
+export class KvCachePlugin implements Plugin {
+  readonly name = 'kv-cache'
+  readonly eventsPort: number
+  readonly replayPort: number
+  readonly topic: string
+  readonly blockSize: number
+  readonly maxBlocks: number
+  readonly indexCapacity: number
+  readonly loadMargin: number
+  readonly tokenizer: string
+  readonly seed: Buffer
+  readonly fallback: PrefixCachePlugin
+  readonly #subs = new Map<EndpointState, KvEventSubscriber>()
+  #fallbackOut = new Float64Array(64)
+  /** Decisions made from events vs the approximate index (for /debug and tests). */
+  readonly decisions = { events: 0, approximate: 0 }
+
+  constructor(args: PluginArgs) {
+    this.eventsPort = intArg(args, 'eventsPort', 5557, 1, 65_535)
+    this.replayPort = intArg(args, 'replayPort', 0, 0, 65_535)
+    this.topic = strArg(args, 'topic', '')
+    this.blockSize = intArg(args, 'blockSize', 16, 1, 1024)
+    this.maxBlocks = intArg(args, 'maxBlocks', 2048, 1, 16_384)
+    this.indexCapacity = intArg(args, 'indexCapacity', 4_000_000, 16, 100_000_000)
+    this.loadMargin = numArg(args, 'loadMargin', 8, 0, 100_000)
+    this.tokenizer = strArg(args, 'tokenizer', 'words')
+    this.seed = noneHash(strArg(args, 'hashSeed', '0'))
+    this.fallback = new PrefixCachePlugin({
+      blockSizeTokens: this.blockSize,
+      maxBlocks: this.maxBlocks,
+      loadMargin: this.loadMargin,
+    })
+  }
+
+  /** The subscriber of `ep`, started on first sight. */
+  subscriber(ep: EndpointState): KvEventSubscriber {
+    let s = this.#subs.get(ep)
+    if (s === undefined) {
+      s = new KvEventSubscriber({
+        endpoint: `tcp://${ep.address}:${this.eventsPort}`,
+        ...(this.replayPort > 0
+          ? { replayEndpoint: `tcp://${ep.address}:${this.replayPort}` }
+          : {}),
+        topic: this.topic,
+        maxBlocks: this.indexCapacity,
+      })
+      this.#subs.set(ep, s)
+    }
+    return s
+  }
+
+  /** The request's block keys (hi, lo pairs), or undefined while the tokenizer loads. */
+  keys(req: SchedRequest): Uint32Array | undefined {
+    const have = req.scratch.get(this)
+    if (have instanceof Uint32Array) return have
+    const ids = tokenizerFor(this.tokenizer)
+    if (ids === undefined) return undefined
+    const extra = req.lora === undefined ? null : [req.lora]
+    const k = blockKeys(ids(req.text()), this.blockSize, this.seed, extra, this.maxBlocks)
+    req.scratch.set(this, k)
+    return k
+  }
+
+  score(req: SchedRequest, eps: readonly EndpointState[], out: Float64Array): boolean {
+    let live = 0
+    for (const e of eps) if (this.subscriber(e).state.lastSeq !== null) live++
+    const keys = live > 0 ? this.keys(req) : undefined
+    if (keys === undefined) {
+      this.decisions.approximate++
+      return this.fallback.score(req, eps, out)
+    }
+    const n = keys.length >>> 1
+    if (n === 0) return false
+    this.decisions.events++
+    let fb: Float64Array | undefined
+    if (live < eps.length) {
+      if (this.#fallbackOut.length < eps.length)
+        this.#fallbackOut = new Float64Array(eps.length * 2)
+      fb = this.#fallbackOut
+      if (!this.fallback.score(req, eps, fb)) fb.fill(0, 0, eps.length)
+    }
+    let minLoad = Number.POSITIVE_INFINITY
+    for (const e of eps) minLoad = Math.min(minLoad, e.pending(req.now))
+    for (let i = 0; i < eps.length; i++) {
+      const e = eps[i] as EndpointState
+      const st = this.subscriber(e).state
+      if (st.lastSeq === null) {
+        out[i] = fb?.[i] ?? 0
+        continue
+      }
+      out[i] = e.pending(req.now) - minLoad <= this.loadMargin ? st.index.prefixRun(keys) / n : 0
+    }
+    return true
+  }
+
+  onDispatch(req: SchedRequest, ep: EndpointState): void {
+    this.fallback.onDispatch(req, ep)
+  }
+
+  forget(ep: EndpointState): void {
+    this.#subs.get(ep)?.close()
+    this.#subs.delete(ep)
+    this.fallback.forget(ep)
+  }
+
+  /** A restarted engine's cache is empty; its publisher starts its numbering over too. */
+  onEndpointReset(ep: EndpointState): void {
+    this.#subs.get(ep)?.state.reset()
+    this.fallback.onEndpointReset(ep)
+  }
+
+  debug(): Record<string, unknown> {
+    const perEndpoint: Record<string, unknown> = {}
+    for (const [ep, s] of this.#subs) {
+      perEndpoint[ep.name] = {
+        blocks: s.state.index.size,
+        lastSeq: s.state.lastSeq === null ? null : String(s.state.lastSeq),
+        ...s.state.stats,
+        ...(s.lastError !== undefined ? { lastError: s.lastError } : {}),
+      }
+    }
+    const err = tokenizerError(this.tokenizer)
+    return {
+      blockSize: this.blockSize,
+      decisions: { ...this.decisions },
+      endpoints: perEndpoint,
+      ...(err !== undefined ? { tokenizerError: err } : {}),
+    }
+  }
+
+  close(): void {
+    for (const s of this.#subs.values()) s.close()
+    this.#subs.clear()
+  }
+}
+
+export function kvCache(args: PluginArgs): Plugin {
+  return new KvCachePlugin(args)
+}
