@@ -31,6 +31,9 @@ async function dataplane(extra: readonly string[]): Promise<string> {
       '--no-access-log',
       '--drain-delay',
       '0',
+      // One process: what is tested here does not depend on workers, and it starts faster.
+      '--workers',
+      '1',
       ...extra,
     ],
     { stdio: ['ignore', 'ignore', 'pipe'] },
@@ -106,7 +109,7 @@ describe('dataplane --explain', () => {
     expect(r.pod).toBe('pod-x')
     expect(r.explain).toBeNull()
     expect((await fetch(`${url}/debug/endpoints`)).status).toBe(404)
-  }, 30_000)
+  }, 90_000)
 
   it('with --explain: the decision line and the endpoint view', async () => {
     const url = await dataplane(['--explain'])
@@ -116,10 +119,10 @@ describe('dataplane --explain', () => {
     expect(debug.status).toBe(200)
     const body = (await debug.json()) as { endpoints: { name: string }[] }
     expect(body.endpoints.map((e) => e.name)).toEqual(['pod-x'])
-  }, 30_000)
+  }, 90_000)
 
   it('--debug-endpoints is an alias of --explain', async () => {
     const url = await dataplane(['--debug-endpoints'])
     expect((await ask(url)).explain).toContain('pick=pod-x')
-  }, 30_000)
+  }, 90_000)
 })
