@@ -657,7 +657,7 @@ describe('Kthena parity on a real API server', () => {
     expect(retry).toMatch(/retryInterval/)
     expect(retry).toMatch(/Wait before the first retry/)
     expect(await ok(['explain', 'modelserver.spec.workloadSelector.pdGroup'])).toMatch(
-      /not supported yet/,
+      /served by a decode Pod and a prefill Pod of the same group/,
     )
   })
 
