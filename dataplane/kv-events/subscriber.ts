@@ -70,8 +70,13 @@ export class KvEventSubscriber {
           this.state.stats.malformed++
           continue
         }
+        if (this.state.lastSeq === null && seq > 0n && this.opts.replayEndpoint !== undefined) {
+          // First message of a publisher that ran before we connected: what it stored earlier is
+          // still cached, so take whatever its replay buffer holds before this batch.
+          await this.#recover(zmq, seq, true)
+        }
         if (this.state.onMessage(seq, payload) !== 'gap') continue
-        await this.#recover(zmq, seq)
+        await this.#recover(zmq, seq, false)
         this.state.applyPayload(seq, payload)
       }
     } catch (e) {
@@ -79,8 +84,12 @@ export class KvEventSubscriber {
     }
   }
 
-  /** Replays (lastSeq, upTo) from the engine's buffer; resets the index when that fails. */
-  async #recover(zmq: Zmq, upTo: bigint): Promise<void> {
+  /**
+   * Replays (lastSeq, upTo) from the engine's buffer; resets the index when that fails. Catching up
+   * (nothing applied yet) takes the buffer from wherever it starts, as there is nothing to be
+   * consistent with.
+   */
+  async #recover(zmq: Zmq, upTo: bigint, catchUp: boolean): Promise<void> {
     const from = (this.state.lastSeq ?? -1n) + 1n
     const ep = this.opts.replayEndpoint
     if (ep === undefined) {
@@ -99,11 +108,10 @@ export class KvEventSubscriber {
         const frames = await dealer.receive()
         const seq = decodeSeq(frames[frames.length - 2] as Buffer)
         if (seq < 0n) break
-        if (seq !== next || seq >= upTo) {
-          if (seq >= upTo) continue
-          // The buffer starts after what we need: the first missing batches are gone.
-          break
-        }
+        if (seq >= upTo) continue
+        if (catchUp && seq > next) next = seq
+        // The buffer starts after what we need: the first missing batches are gone.
+        if (seq !== next) break
         this.state.applyPayload(seq, frames[frames.length - 1] as Buffer)
         next++
       }
@@ -112,6 +120,7 @@ export class KvEventSubscriber {
     } finally {
       dealer.close()
     }
+    if (catchUp) return
     if (next === upTo) this.state.stats.replays++
     else this.state.reset()
   }
