@@ -657,7 +657,7 @@ describe('Kthena parity on a real API server', () => {
     expect(retry).toMatch(/retryInterval/)
     expect(retry).toMatch(/Wait before the first retry/)
     expect(await ok(['explain', 'modelserver.spec.workloadSelector.pdGroup'])).toMatch(
-      /served by a decode Pod and a prefill Pod of the same group/,
+      /served\s+by\s+a\s+decode\s+Pod\s+and\s+a\s+prefill\s+Pod/,
     )
   })
 
