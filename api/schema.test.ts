@@ -118,7 +118,13 @@ describe('JSON Schema for the CRDs', () => {
     const pattern = String(at(js, 'trafficPolicy.retry.retryInterval').pattern)
     expect(new RegExp(pattern).test('1m30s')).toBe(true)
     expect(new RegExp(pattern).test('soon')).toBe(false)
-    expect(at(js, 'kvConnector.type').enum).toEqual(['http', 'lmcache', 'nixl', 'mooncake', 'sglang'])
+    expect(at(js, 'kvConnector.type').enum).toEqual([
+      'http',
+      'lmcache',
+      'nixl',
+      'mooncake',
+      'sglang',
+    ])
     // The plugin union is served to the API server in structural form (no oneOf).
     const plugin = at(js, 'scheduler.plugins.[]')
     expect(plugin.oneOf).toBeUndefined()

@@ -193,8 +193,10 @@ describe('Grafana dashboard', () => {
     const named = (objs: Record<string, unknown>[]) =>
       objs.filter((o) => (o['metadata'] as { name?: string }).name === 'infer-gateway-dashboard')
     expect(named(installObjects())).toEqual([])
-    const [cm] = named(installObjects({ grafanaDashboard: true, namespace: 'obs' }))
-    expect(cm?.['kind']).toBe('ConfigMap')
-    expect((cm?.['metadata'] as { namespace?: string }).namespace).toBe('obs')
+    const found = named(installObjects({ grafanaDashboard: true, namespace: 'obs' }))
+    expect(found).toHaveLength(1)
+    const cm = found[0] ?? {}
+    expect(cm['kind']).toBe('ConfigMap')
+    expect((cm['metadata'] as { namespace?: string }).namespace).toBe('obs')
   })
 })
