@@ -6,6 +6,7 @@
 import { execFileSync } from 'node:child_process'
 import { describe, expect, it } from 'vitest'
 import { blockKeys, noneHash } from '../dataplane/kv-events/block-hash.js'
+import { scanBatch } from '../dataplane/kv-events/scan.js'
 import { wordTokenIds } from '../dataplane/kv-events/tokens.js'
 import { decodeBatch, encodeBatch } from '../dataplane/kv-events/wire.js'
 
@@ -89,6 +90,18 @@ describe('KV events against msgspec (vLLM structs)', () => {
     expect(e2.parent).toEqual({ hi: Number(big >> 32n), lo: Number(big & 0xffffffffn) })
     expect(e2.medium).toBeNull()
     expect(b2.events[1]?.type).toBe('AllBlocksCleared')
+
+    // The hot-path scanner reads msgspec's bytes the same way as the reference decoder.
+    for (const hex of out.payloads) {
+      const p = Buffer.from(hex, 'hex')
+      const seen: number[][] = []
+      scanBatch(p, {
+        stored: (h, n) => seen.push([...h.subarray(0, 2 * n)]),
+        removed: (h, n) => seen.push([...h.subarray(0, 2 * n)]),
+        cleared: () => seen.push([]),
+      })
+      expect(seen).toEqual(decodeBatch(p).events.map((e) => ('hashes' in e ? [...e.hashes] : [])))
+    }
 
     // Block hashes: vLLM's sha256_cbor chain, computed by cbor2 + hashlib.
     const keys = blockKeys(tokens, 16, noneHash('0'), ['adapter-a'], 1000)

@@ -10,7 +10,8 @@
 // their own medium and must not make a removed GPU block look resident.
 
 import { BlockIndex } from './block-index.js'
-import { decodeBatch, type KvEventBatch, KvWireError } from './wire.js'
+import { type ScanSink, scanBatch } from './scan.js'
+import { KvWireError } from './wire.js'
 
 export type ApplyResult = 'applied' | 'gap' | 'restarted' | 'malformed'
 
@@ -65,40 +66,34 @@ export class EndpointKvIndex {
   }
 
   applyPayload(seq: bigint, payload: Uint8Array): ApplyResult {
-    let batch: KvEventBatch
     try {
-      batch = decodeBatch(payload)
+      this.stats.events += scanBatch(payload, this.#sink)
     } catch (e) {
       if (!(e instanceof KvWireError)) throw e
       this.stats.malformed++
-      // The batch's events are unknown: treat like a gap that cannot be replayed.
+      // The batch's events are unknown (some may be applied): treat like a gap without replay.
       this.reset()
       this.lastSeq = seq
       return 'malformed'
     }
-    this.apply(batch)
+    this.stats.batches++
     this.lastSeq = seq
     return 'applied'
   }
 
-  apply(batch: KvEventBatch): void {
-    const ix = this.index
-    this.stats.batches++
-    for (const e of batch.events) {
-      this.stats.events++
-      if (e.type === 'AllBlocksCleared') {
-        ix.clear()
-        continue
-      }
-      if (!gpu(e.medium)) continue
-      const h = e.hashes
-      if (e.type === 'BlockStored') {
-        if (e.blockSize > 0) this.blockSize = e.blockSize
-        for (let i = 0; i < h.length; i += 2) ix.add(h[i] as number, h[i + 1] as number)
-      } else {
-        for (let i = 0; i < h.length; i += 2) ix.delete(h[i] as number, h[i + 1] as number)
-      }
-    }
+  readonly #sink: ScanSink = {
+    stored: (h, n, medium, blockSize) => {
+      if (!gpu(medium)) return
+      if (blockSize > 0) this.blockSize = blockSize
+      const ix = this.index
+      for (let i = 0; i < 2 * n; i += 2) ix.add(h[i] as number, h[i + 1] as number)
+    },
+    removed: (h, n, medium) => {
+      if (!gpu(medium)) return
+      const ix = this.index
+      for (let i = 0; i < 2 * n; i += 2) ix.delete(h[i] as number, h[i + 1] as number)
+    },
+    cleared: () => this.index.clear(),
   }
 
   reset(): void {
