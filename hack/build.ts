@@ -28,6 +28,10 @@ const common: BuildOptions = {
   legalComments: 'eof',
   absWorkingDir: ROOT,
   logLevel: 'warning',
+  // Native addons stay out of the bundles: they find their compiled .node file relative to their
+  // package directory. The code imports them lazily (`await import('zeromq')`), and the image
+  // carries them in /app/node_modules (hack/image, from `externals` below).
+  external: ['zeromq'],
   // CommonJS dependencies (prom-client, …) call require(); give the ESM bundle one.
   banner: { js: "import{createRequire as __cr}from'module';const require=__cr(import.meta.url);" },
 }
@@ -91,7 +95,8 @@ export async function buildAll(
     for (const [file, o] of Object.entries(m?.outputs ?? {})) {
       if (file.endsWith('.mjs')) outputs[file] = o.bytes
       for (const i of o.imports)
-        if (i.external && !isBuiltin(i.path)) externals.add(packageOf(i.path))
+        if (i.external && !isBuiltin(i.path) && !i.path.startsWith('node:'))
+          externals.add(packageOf(i.path))
     }
   }
   let sea: BuildResult['sea']

@@ -44,6 +44,8 @@ export interface ImageBuildOptions {
   readonly tag?: string
   /** Seconds since 1970: every mtime and the `created` fields. Default SOURCE_DATE_EPOCH or HEAD's time. */
   readonly epoch?: number
+  /** The source revision label (org.opencontainers.image.revision). Default: git HEAD. */
+  readonly revision?: string
   /** Node binary for layer 2. Default: the cached/fetched Node 24. */
   readonly node?: string
 }
@@ -194,7 +196,7 @@ export async function buildImage(opts: ImageBuildOptions = {}): Promise<ImageRec
         `infer-gateway ${tag}: /app bundles${carried.length ? ` + ${carried.join(' ')}` : ''}`,
       ),
     ]
-    const revision = git(['rev-parse', 'HEAD'])
+    const revision = opts.revision ?? git(['rev-parse', 'HEAD'])
     const labels = {
       'org.opencontainers.image.title': 'infer-gateway',
       'org.opencontainers.image.version': tag,

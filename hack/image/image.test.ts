@@ -63,6 +63,8 @@ beforeAll(async () => {
     bundlesDir: join(work, 'bundles'),
     epoch: EPOCH,
     tag: 'test',
+    // Fixed: other commits may land between the two builds (the label is HEAD by default).
+    revision: 'test-revision',
     ...(node24 ? { node: node24 } : {}),
   })
 }, 600_000)
@@ -89,11 +91,13 @@ describe.skipIf(!canBuild)('npm run image', () => {
       bundlesDir: join(work, 'bundles'),
       epoch: EPOCH,
       tag: 'test',
+      // Fixed: other commits may land between the two builds (the label is HEAD by default).
+      revision: 'test-revision',
       ...(node24 ? { node: node24 } : {}),
     })
     expect(again.digest).toMatch(/^sha256:[0-9a-f]{64}$/)
-    expect(again.digest).toBe(first.digest)
     expect(again.layers).toEqual(first.layers)
+    expect(again.digest).toBe(first.digest)
     expect(await readFile(join(tmp, 'b', 'index.json'), 'utf8')).toBe(
       await readFile(join(tmp, 'a', 'index.json'), 'utf8'),
     )
@@ -170,6 +174,21 @@ describe.skipIf(!canBuild)('npm run image', () => {
         process: { user: { uid: number }; args: string[] }
       }
       expect(cfg.process.user.uid).toBe(IMAGE_UID)
+      // The native addon the bundles leave external (zeromq, engine KV events) is in
+      // /app/node_modules and loads with the image's own libraries (chroot: nothing from the host).
+      expect(first.externals).toContain('zeromq')
+      const z = spawnSync(
+        'chroot',
+        [
+          rootfs,
+          IMAGE_PATHS.node,
+          '-e',
+          "const r = require('module').createRequire('/app/'); console.log(typeof r('zeromq').Subscriber)",
+        ],
+        { encoding: 'utf8' },
+      )
+      expect(z.stderr).toBe('')
+      expect(z.stdout.trim()).toBe('function')
       expect(cfg.process.args.slice(0, 2)).toEqual([IMAGE_PATHS.node, '--enable-source-maps'])
     },
     120_000,
