@@ -30,6 +30,7 @@ import { type Proc, spawnCli } from './procs.js'
 import { fmt, table, writeSection } from './report.js'
 import { routingManifests, type SchedulerPluginSpec } from './routing-config.js'
 import type { FleetMember, RestartReply, RestartRequest } from './routing-fleet.js'
+import { runKvBench } from './routing-kv.js'
 import {
   burstyTimes,
   type PlannedRequest,
@@ -1346,6 +1347,13 @@ async function main(): Promise<void> {
   // Prefill/decode vs aggregated (issue 14) is its own scenario: `--only pd` (routing-pd.ts).
   if (opts.only === 'pd')
     return void (await runPdBench({
+      quick: QUICK,
+      write: !opts['no-write'],
+      ...(opts.seconds !== undefined ? { seconds: Number(opts.seconds) } : {}),
+    }).then((t) => process.stdout.write(`\n${t}\n`)))
+  // KV-cache routing from engine KV events under cache pressure (issue 14): `--only kv`.
+  if (opts.only === 'kv')
+    return void (await runKvBench({
       quick: QUICK,
       write: !opts['no-write'],
       ...(opts.seconds !== undefined ? { seconds: Number(opts.seconds) } : {}),
