@@ -36,7 +36,7 @@ if ! command -v umoci >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1 ||
   ! command -v skopeo >/dev/null 2>&1 || ! command -v docker-registry >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "==> installing umoci, runc, skopeo and docker-registry (Debian packages) for the image test"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq umoci runc skopeo docker-registry >/dev/null ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq umoci runc skopeo docker-registry >/dev/null; } ||
       echo "==> umoci/runc/skopeo/docker-registry unavailable: the image run/push checks will be skipped"
     # The package enables a registry on :5000; the test starts its own on loopback instead.
     systemctl disable --now docker-registry >/dev/null 2>&1 || true
