@@ -84,5 +84,15 @@ describe('requestUsage', () => {
       false,
     )
     expect(wantsInjectedUsage({ stream: false })).toBe(false)
+    expect(wantsInjectedUsage({ stream: true, stream_options: { include_usage: false } })).toBe(
+      true,
+    )
+  })
+  it('leaves a malformed stream_options to the engine (never turns it valid)', () => {
+    for (const so of [5, 'x', null, [], { include_usage: 'yes' }]) {
+      expect(wantsInjectedUsage({ stream: true, stream_options: so }), JSON.stringify(so)).toBe(
+        false,
+      )
+    }
   })
 })

@@ -12,15 +12,19 @@ const EMPTY_CHOICES_SPACED = Buffer.from('"choices": []')
 const PREFIX = Buffer.from('{"stream_options":{"include_usage":true},')
 const PASS: StreamFilterResult = {}
 
-/** The client streams and did not ask for usage: the gateway should ask for it. */
+/**
+ * The client streams and did not ask for usage: the gateway should ask for it. Only for a
+ * well-formed request: a `stream_options` that is not an object, or an `include_usage` that is
+ * not a boolean, is the client's error and goes to the engine as sent (rewriting it would turn
+ * an invalid request into a valid one).
+ */
 export function wantsInjectedUsage(body: Readonly<Record<string, unknown>>): boolean {
   if (body['stream'] !== true) return false
   const so = body['stream_options']
-  return !(
-    typeof so === 'object' &&
-    so !== null &&
-    (so as Record<string, unknown>)['include_usage']
-  )
+  if (so === undefined) return true
+  if (typeof so !== 'object' || so === null || Array.isArray(so)) return false
+  const iu = (so as Record<string, unknown>)['include_usage']
+  return iu === undefined || iu === false
 }
 
 /**
