@@ -2,7 +2,7 @@
 // exports: a real data plane (scheduler on, one simulated engine, one request so labelled series
 // exist) is scraped and each selector, `by (...)` label and variable query is checked against it.
 import { App, Chart } from 'cdk8s'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { type Gateway, startGateway } from '../dataplane/gateway.js'
 import { type SimHandle, startSimulator } from '../hack/sim/index.js'
 import { ConfigVolume, manifests } from '../test/helpers/config.js'
@@ -50,13 +50,15 @@ beforeAll(async () => {
   })
   await res.text()
   // Engine gauges come with the first scrape of the engine (every 200 ms).
-  const end = Date.now() + 10_000
-  let text = ''
-  while (Date.now() < end) {
-    text = await (await fetch(`${gw.url}/metrics`)).text()
-    if (text.includes('infer_gateway_engine_kv_cache_usage_ratio{')) break
-    await new Promise((r) => setTimeout(r, 50))
-  }
+  const text = await vi.waitFor(
+    async () => {
+      const t = await (await fetch(`${gw.url}/metrics`)).text()
+      if (!t.includes('infer_gateway_engine_kv_cache_usage_ratio{'))
+        throw new Error('no engine gauge on /metrics yet')
+      return t
+    },
+    { timeout: 10_000, interval: 50 },
+  )
   for (const line of text.split('\n')) {
     const t = /^# TYPE (\S+) (\S+)$/.exec(line)
     if (t !== null) {

@@ -8,7 +8,7 @@ import { Agent, createServer, request, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { CLI } from '../hack/bench/procs.js'
 import { type SimHandle, startSimulator } from '../hack/sim/index.js'
 import { manifests } from './helpers/config.js'
@@ -141,11 +141,12 @@ async function connectionsByWorker(url: string): Promise<Map<number, Agent>> {
 }
 
 async function until(what: string, f: () => Promise<boolean>, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!(await f())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 25))
-  }
+  await vi.waitFor(
+    async () => {
+      if (!(await f())) throw new Error(`timed out waiting for ${what}`)
+    },
+    { timeout: ms, interval: 25 },
+  )
 }
 
 interface DebugView {

@@ -4,7 +4,7 @@
 // engine computes them, the group follows the events to the new holder, which the approximate
 // index (what we dispatched) would not know.
 import OpenAI from 'openai'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { type Gateway, startGateway } from '../dataplane/gateway.js'
 import { type SimHandle, startSimulator } from '../hack/sim/index.js'
 import { postJson } from '../hack/sim/testkit.js'
@@ -104,11 +104,12 @@ async function kvDebug(): Promise<Record<string, KvEndpointDebug>> {
 }
 
 async function until(cond: () => Promise<boolean>, what: string, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
+  await vi.waitFor(
+    async () => {
+      if (!(await cond())) throw new Error(`timed out waiting for ${what}`)
+    },
+    { timeout: ms, interval: 50 },
+  )
 }
 
 async function ask(topic: string, question: string): Promise<string> {

@@ -1,6 +1,6 @@
 // Health transitions on /metrics: an engine that keeps answering 500 is ejected (counter by reason,
 // the endpoint's ejected gauge at 1), and once it answers again it is readmitted (counter, gauge 0).
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { type Gateway, startGateway } from '../dataplane/gateway.js'
 import { type SimHandle, startSimulator } from '../hack/sim/index.js'
 import { type PromSample, parseProm } from '../hack/sim/testkit.js'
@@ -80,13 +80,16 @@ describe('ejections and readmissions on /metrics', () => {
     expect(total(m, 'infer_gateway_endpoint_readmissions_total')).toBe(0)
     sim.setFailures({ forceStatus: null })
     // Its only endpoint: panic mode still sends to it, and successful trials readmit it.
-    const end = Date.now() + 15_000
-    while (total(m, 'infer_gateway_endpoint_readmissions_total') === 0) {
-      if (Date.now() > end) throw new Error('not readmitted in time')
-      await ask()
-      await new Promise((r) => setTimeout(r, 100))
-      m = await scrape()
-    }
+    m = await vi.waitFor(
+      async () => {
+        await ask()
+        const now = await scrape()
+        if (total(now, 'infer_gateway_endpoint_readmissions_total') === 0)
+          throw new Error('not readmitted yet')
+        return now
+      },
+      { timeout: 15_000, interval: 100 },
+    )
     expect(total(m, 'infer_gateway_endpoint_readmissions_total')).toBe(1)
     expect(total(m, 'infer_gateway_endpoint_ejected')).toBe(0)
     expect(total(m, 'infer_gateway_endpoint_ejections_total')).toBe(1)

@@ -4,7 +4,7 @@
 // scrapes. And token counting for every stream: the client that did not ask for usage gets none,
 // but `infer_gateway_tokens_total` counts its tokens (no GatewayPolicy here).
 import OpenAI from 'openai'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { type Gateway, startGateway } from '../dataplane/gateway.js'
 import { type SimHandle, startSimulator } from '../hack/sim/index.js'
 import { type PromSample, parseProm } from '../hack/sim/testkit.js'
@@ -42,11 +42,12 @@ const sum = (s: readonly PromSample[], name: string, match: Record<string, strin
     .reduce((t, x) => t + x.value, 0)
 
 async function until(cond: () => Promise<boolean>, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error('condition not met in time')
-    await new Promise((r) => setTimeout(r, 50))
-  }
+  await vi.waitFor(
+    async () => {
+      if (!(await cond())) throw new Error('condition not met in time')
+    },
+    { timeout: ms, interval: 50 },
+  )
 }
 
 beforeAll(async () => {

@@ -8,7 +8,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import OpenAI from 'openai'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { type SimServer, startOpenAISim } from '../hack/providers-sim/index.js'
 import { type SimHandle, startSimulator } from '../hack/sim/index.js'
 import { gatewayPolicy, sha256 } from './helpers/filters.js'
@@ -81,13 +81,14 @@ async function spans(): Promise<OtlpSpan[]> {
 }
 
 async function spanOf(traceId: string): Promise<OtlpSpan> {
-  const end = Date.now() + 10_000
-  for (;;) {
-    const s = (await spans()).find((x) => x.traceId === traceId)
-    if (s !== undefined) return s
-    if (Date.now() > end) throw new Error(`no span of trace ${traceId} received`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
+  return vi.waitFor(
+    async () => {
+      const s = (await spans()).find((x) => x.traceId === traceId)
+      if (s === undefined) throw new Error(`no span of trace ${traceId} received`)
+      return s
+    },
+    { timeout: 10_000, interval: 50 },
+  )
 }
 
 function attr(s: OtlpSpan, key: string): string | number | boolean | undefined {

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 // The primary's counters and the workers' leases, wired as node:cluster wires them: messages
 // structured-cloned and delivered on a later turn of the event loop. The end-to-end check with a
 // real `--workers 2` data plane is in test/dataplane-workers-ratelimit.test.ts.
@@ -68,7 +69,7 @@ describe('LeasedBackend with leases: one budget over all workers', () => {
 
   it('two workers together admit exactly the limit, and leases spare most round trips', async () => {
     const w = wire(2)
-    const t = `two-${Date.now()}`
+    const t = `two-${randomUUID()}`
     const op = bucket(t, 'rq', 100, 3_600_000, 1)
     let admitted = 0
     for (let i = 0; i < 140; i++) {
@@ -85,7 +86,7 @@ describe('LeasedBackend with leases: one budget over all workers', () => {
   it('decides on a lease without the primary', async () => {
     const w = wire(1)
     const b = w.workers[0] as LeasedBackend
-    const op = bucket(`alone-${Date.now()}`, 'rq', 100, 3_600_000, 1)
+    const op = bucket(`alone-${randomUUID()}`, 'rq', 100, 3_600_000, 1)
     expect((await b.reserve([op])).allowed).toBe(true)
     expect(b.leaseOf(op.key)).toBe(10)
     w.cut.add(0)

@@ -2,7 +2,7 @@
 // evictions of the real cache arrive as vLLM batches, block hashes are what a router computes from
 // the prompt, and lost batches are recovered from the replay socket (or reset the index without one).
 
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it, vi } from 'vitest'
 import { blockKeys, noneHash } from '../../dataplane/kv-events/block-hash.js'
 import { KvEventSubscriber } from '../../dataplane/kv-events/subscriber.js'
 import { wordTokenIds } from '../../dataplane/kv-events/tokens.js'
@@ -16,11 +16,12 @@ afterEach(async () => {
 })
 
 async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 20))
-  }
+  await vi.waitFor(
+    () => {
+      if (!cond()) throw new Error(`timed out waiting for ${what}`)
+    },
+    { timeout: ms, interval: 20 },
+  )
 }
 
 const body = (topic: string) => ({

@@ -48,8 +48,8 @@ type Request struct {
 	Body    string            `json:"body"`
 	// ChunkBytes splits the request body in streamed mode (Envoy forwards what it receives).
 	ChunkBytes int `json:"chunkBytes"`
-	// Subset: a JSON list or a comma string, sent as envoy.lb.subset_hint metadata.
-	Subset any `json:"subset"`
+	// Subset: a JSON list or a comma string, sent as envoy.lb.subset_hint metadata as given.
+	Subset *structpb.Value `json:"subset"`
 	// NoProtocolConfig: do not announce the body modes (older Envoy).
 	NoProtocolConfig bool `json:"noProtocolConfig"`
 	// Forward: send to the picked pod and run the response phases (else stop after the decision).
@@ -170,16 +170,12 @@ func headerMap(h map[string]string) *corev3.HeaderMap {
 	return out
 }
 
-func subsetMetadata(v any) (*corev3.Metadata, error) {
+func subsetMetadata(v *structpb.Value) (*corev3.Metadata, error) {
 	if v == nil {
 		return nil, nil
 	}
-	val, err := structpb.NewValue(v)
-	if err != nil {
-		return nil, err
-	}
 	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
-		"envoy.lb.subset_hint": {Fields: map[string]*structpb.Value{"x-gateway-destination-endpoint-subset": val}},
+		"envoy.lb.subset_hint": {Fields: map[string]*structpb.Value{"x-gateway-destination-endpoint-subset": v}},
 	}}, nil
 }
 
