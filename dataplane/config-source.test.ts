@@ -37,10 +37,10 @@ describe('readFileStable', () => {
     await writeFile(f, 'spec:\n  modelName: lla')
     await expect(readFileStable(f, undefined, 60_000)).rejects.toBeInstanceOf(FileChangedError)
     // The same file, last modified long ago (or in the future: clock skew), is settled.
-    const old = new Date(Date.now() - 120_000)
+    const old = new Date('2020-01-01T00:00:00Z')
     await utimes(f, old, old)
     expect((await readFileStable(f, undefined, 60_000)).toString()).toContain('lla')
-    const future = new Date(Date.now() + 3_600_000)
+    const future = new Date('2100-01-01T00:00:00Z')
     await utimes(f, future, future)
     expect((await readFileStable(f, undefined, 60_000)).toString()).toContain('lla')
   })
