@@ -9,17 +9,17 @@
 // TTFT p50/p90 as the client sees it and the fleet's prefix-cache hit rate (the engines' own
 // counters: prompt tokens found cached / prompt tokens). The oracle hit rate of the issue's target
 // (a router reading the engines' caches directly) is not measured here.
-import { type ChildProcess, spawn } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import type { SimOptions, SimStats } from '../sim/index.js'
+import { type Fleet, startFleet, startGateway } from './fleet-process.js'
 import { percentile } from './load.js'
-import { type Proc, spawnCli } from './procs.js'
+import type { Proc } from './procs.js'
 import { fmt, table, writeSection } from './report.js'
-import type { FleetMember, RestartReply, RestartRequest } from './routing-fleet.js'
+import type { FleetMember } from './routing-fleet.js'
 import {
   type PlannedRequest,
   poissonTimes,
@@ -31,7 +31,6 @@ const MODEL = 'kv-bench'
 const GW_PORT = 18_320
 const EVENTS_PORT = 18_557
 const REPLAY_PORT = 18_558
-const FLEET_SCRIPT = fileURLToPath(new URL('./routing-fleet.ts', import.meta.url))
 /**
  * Engine shape at real time: a prompt 0.4 ms per token (a 500-token system prompt costs 200 ms
  * uncached), a decode step 20 ms. 400 blocks of 16 tokens per engine hold ~11 prompt groups; the
@@ -59,12 +58,6 @@ export interface KvBenchOptions {
 }
 
 type Mode = 'kv-cache' | 'prefix-cache' | 'round-robin'
-
-interface Fleet {
-  readonly members: FleetMember[]
-  restart(name: string, downMs: number): Promise<SimStats>
-  stop(): Promise<void>
-}
 
 function rng(seed: number): () => number {
   let s = seed >>> 0
@@ -189,97 +182,6 @@ function manifests(mode: Mode, members: readonly FleetMember[]): string {
     .join('\n---\n')
 }
 
-async function startFleet(opts: readonly SimOptions[]): Promise<Fleet> {
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', FLEET_SCRIPT], {
-    env: { ...process.env, ROUTING_FLEET: JSON.stringify(opts) },
-    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-  })
-  let seen = ''
-  const members = await new Promise<FleetMember[]>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`fleet did not start: ${seen}`)), 30_000)
-    const onData = (b: Buffer): void => {
-      seen += b.toString()
-      const m = /READY (.*)\n/.exec(seen)
-      if (m) {
-        clearTimeout(timer)
-        resolve(JSON.parse(m[1] as string) as FleetMember[])
-      }
-    }
-    child.stdout?.on('data', onData)
-    child.stderr?.on('data', onData)
-    child.once('exit', (code) => {
-      clearTimeout(timer)
-      reject(new Error(`fleet exited with ${code}: ${seen}`))
-    })
-  })
-  child.removeAllListeners('exit')
-  child.stdout?.resume()
-  child.stderr?.resume()
-  let ids = 0
-  const waiting = new Map<number, (r: RestartReply) => void>()
-  child.on('message', (m: RestartReply) => waiting.get(m.id)?.(m))
-  return {
-    members,
-    restart: (name, downMs) =>
-      new Promise<SimStats>((resolve, reject) => {
-        const id = ++ids
-        waiting.set(id, (r) => {
-          waiting.delete(id)
-          if (r.error !== undefined) reject(new Error(`restart ${name}: ${r.error}`))
-          else resolve(r.before)
-        })
-        const req: RestartRequest = { type: 'restart', id, name, downMs }
-        child.send(req)
-      }),
-    stop: () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve()
-        child.once('exit', () => resolve())
-        child.kill('SIGTERM')
-        // A pod still "down" (killed) holds a timer in the fleet process: do not wait for it.
-        setTimeout(() => child.kill('SIGKILL'), 1000).unref()
-      }),
-  }
-}
-
-async function startGateway(file: string, pods: number): Promise<Proc> {
-  const gw = await spawnCli(
-    [
-      'dataplane',
-      '--config',
-      file,
-      '--host',
-      '127.0.0.1',
-      '--port',
-      String(GW_PORT),
-      '--no-access-log',
-      '--explain',
-      '--drain-delay',
-      '0',
-      '--workers',
-      '1',
-    ],
-    /data plane listening/,
-    [],
-    60_000,
-  )
-  const deadline = Date.now() + 10_000
-  for (;;) {
-    try {
-      const res = await fetch(`http://127.0.0.1:${GW_PORT}/debug/endpoints`)
-      const d = (await res.json()) as { endpoints: { scrape: { fresh: boolean } }[] }
-      if (d.endpoints.length === pods && d.endpoints.every((e) => e.scrape.fresh)) return gw
-    } catch {
-      // not yet
-    }
-    if (Date.now() > deadline) {
-      await gw.stop()
-      throw new Error('gateway never saw fresh metrics')
-    }
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
-
 interface Row {
   readonly mode: Mode
   readonly sent: number
@@ -307,7 +209,7 @@ async function runMode(mode: Mode, rate: number, durationMs: number): Promise<Ro
   try {
     const file = join(dir, 'gateway.yaml')
     await writeFile(file, manifests(mode, fleet.members))
-    gw = await startGateway(file, fleet.members.length)
+    gw = await startGateway(file, GW_PORT, fleet.members.length)
     // Warm-up (not measured): compilation, subscribers connected, caches filled.
     await runOpenLoop(`http://127.0.0.1:${GW_PORT}`, plan(rate, 3000, 99), { timeoutMs: 60_000 })
     const before = await fleetCounters(fleet)

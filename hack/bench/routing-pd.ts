@@ -11,17 +11,17 @@
 // open-loop and seeded, the same sequence for every run. TPOT is what a client sees between
 // stream chunks; the target (issue 14) is decode TPOT p90 at least 1.5x better than aggregated,
 // and no failed request when a prefill pod dies.
-import { type ChildProcess, spawn } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import type { SimOptions, SimStats } from '../sim/index.js'
+import { startFleet, startGateway } from './fleet-process.js'
 import { percentile } from './load.js'
-import { type Proc, spawnCli } from './procs.js'
+import type { Proc } from './procs.js'
 import { fmt, table, writeSection } from './report.js'
-import type { FleetMember, RestartReply, RestartRequest } from './routing-fleet.js'
+import type { FleetMember } from './routing-fleet.js'
 import {
   type PlannedRequest,
   poissonTimes,
@@ -31,7 +31,6 @@ import {
 
 const MODEL = 'pd-bench'
 const GW_PORT = 18_310
-const FLEET_SCRIPT = fileURLToPath(new URL('./routing-fleet.ts', import.meta.url))
 /**
  * Engine shape at real time (time scale 1, so modelled times stay large against the CPU noise
  * of a shared machine): a decode step 20 ms, a prompt 0.4 ms per token. Prompts are few tokens
@@ -62,12 +61,6 @@ export interface PdBenchOptions {
 }
 
 type Mode = 'aggregated' | 'disaggregated' | 'disaggregated, prefill pod killed'
-
-interface Fleet {
-  readonly members: FleetMember[]
-  restart(name: string, downMs: number): Promise<SimStats>
-  stop(): Promise<void>
-}
 
 function rng(seed: number): () => number {
   let s = seed >>> 0
@@ -173,97 +166,6 @@ function manifests(mode: Mode, members: readonly FleetMember[]): string {
     .join('\n---\n')
 }
 
-async function startFleet(opts: readonly SimOptions[]): Promise<Fleet> {
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', FLEET_SCRIPT], {
-    env: { ...process.env, ROUTING_FLEET: JSON.stringify(opts) },
-    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-  })
-  let seen = ''
-  const members = await new Promise<FleetMember[]>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`fleet did not start: ${seen}`)), 30_000)
-    const onData = (b: Buffer): void => {
-      seen += b.toString()
-      const m = /READY (.*)\n/.exec(seen)
-      if (m) {
-        clearTimeout(timer)
-        resolve(JSON.parse(m[1] as string) as FleetMember[])
-      }
-    }
-    child.stdout?.on('data', onData)
-    child.stderr?.on('data', onData)
-    child.once('exit', (code) => {
-      clearTimeout(timer)
-      reject(new Error(`fleet exited with ${code}: ${seen}`))
-    })
-  })
-  child.removeAllListeners('exit')
-  child.stdout?.resume()
-  child.stderr?.resume()
-  let ids = 0
-  const waiting = new Map<number, (r: RestartReply) => void>()
-  child.on('message', (m: RestartReply) => waiting.get(m.id)?.(m))
-  return {
-    members,
-    restart: (name, downMs) =>
-      new Promise<SimStats>((resolve, reject) => {
-        const id = ++ids
-        waiting.set(id, (r) => {
-          waiting.delete(id)
-          if (r.error !== undefined) reject(new Error(`restart ${name}: ${r.error}`))
-          else resolve(r.before)
-        })
-        const req: RestartRequest = { type: 'restart', id, name, downMs }
-        child.send(req)
-      }),
-    stop: () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve()
-        child.once('exit', () => resolve())
-        child.kill('SIGTERM')
-        // A pod still "down" (killed) holds a timer in the fleet process: do not wait for it.
-        setTimeout(() => child.kill('SIGKILL'), 1000).unref()
-      }),
-  }
-}
-
-async function startGateway(file: string, pods: number): Promise<Proc> {
-  const gw = await spawnCli(
-    [
-      'dataplane',
-      '--config',
-      file,
-      '--host',
-      '127.0.0.1',
-      '--port',
-      String(GW_PORT),
-      '--no-access-log',
-      '--explain',
-      '--drain-delay',
-      '0',
-      '--workers',
-      '1',
-    ],
-    /data plane listening/,
-    [],
-    60_000,
-  )
-  const deadline = Date.now() + 10_000
-  for (;;) {
-    try {
-      const res = await fetch(`http://127.0.0.1:${GW_PORT}/debug/endpoints`)
-      const d = (await res.json()) as { endpoints: { scrape: { fresh: boolean } }[] }
-      if (d.endpoints.length === pods && d.endpoints.every((e) => e.scrape.fresh)) return gw
-    } catch {
-      // not yet
-    }
-    if (Date.now() > deadline) {
-      await gw.stop()
-      throw new Error('gateway never saw fresh metrics')
-    }
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
-
 interface Row {
   readonly mode: Mode
   readonly sent: number
@@ -285,7 +187,7 @@ async function runMode(mode: Mode, rate: number, durationMs: number): Promise<Ro
   try {
     const file = join(dir, 'gateway.yaml')
     await writeFile(file, manifests(mode, fleet.members))
-    gw = await startGateway(file, fleet.members.length)
+    gw = await startGateway(file, GW_PORT, fleet.members.length)
     // Warm-up (not measured): the first requests of a fresh process pay for compilation.
     await runOpenLoop(`http://127.0.0.1:${GW_PORT}`, plan(rate / 2, 2000, 99), {
       timeoutMs: 60_000,
