@@ -256,12 +256,16 @@ export async function runPrimary(o: PrimaryOptions): Promise<void> {
   await push?.start()
   await source?.start()
   if (store.snapshot) scraper.sync(scrapeTargetsOf(store.snapshot))
+  // Listen for the stop signal before the first fork: a SIGTERM that arrives once "worker
+  // starting" is logged but before a handler exists would kill the primary by default action and
+  // orphan the workers.
+  const signalled = untilSignal()
   for (const s of slots) fork(s)
   let first: { url: string } | { signal: string }
   try {
     first = await Promise.race([
       started.then((url) => ({ url })),
-      untilSignal().then((signal) => ({ signal })),
+      signalled.then((signal) => ({ signal })),
     ])
   } catch (e) {
     await stopAll()
@@ -277,7 +281,7 @@ export async function runPrimary(o: PrimaryOptions): Promise<void> {
   }
   const { url } = first
   log('info', 'data plane listening', { url, workers: o.workers, pid: process.pid })
-  await untilSignal()
+  await signalled
   log('info', 'shutting down: workers draining', { workers: o.workers })
   await stopAll()
   log('info', 'stopped')
