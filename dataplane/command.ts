@@ -124,16 +124,7 @@ export async function runDataplaneCommand(argv: readonly string[]): Promise<void
     process.stdout.write(dataplaneHelp)
     return
   }
-  const configPaths = values.config ?? []
-  const pushUrl = values['push-url']
-  if (configPaths.length > 0 && (values.snapshot !== undefined || pushUrl !== undefined)) {
-    throw new UsageError(
-      '--config (standalone YAML) cannot be combined with --snapshot or --push-url',
-    )
-  }
-  if (configPaths.length === 0 && values.snapshot === undefined && pushUrl === undefined) {
-    throw new UsageError('give --config, or --snapshot and/or --push-url')
-  }
+  const source = snapshotSourceArgs(values)
   const log = stderrLogger('dataplane')
   const drain = {
     drainDelayMs: intArg('drain-delay', values['drain-delay']),
@@ -143,15 +134,7 @@ export async function runDataplaneCommand(argv: readonly string[]): Promise<void
     values.workers !== undefined ? intArg('workers', values.workers) : defaultWorkers()
   if (workers === 0) throw new UsageError('--workers must be at least 1')
   const gatewayOptions: GatewayOptions = {
-    ...(values.snapshot !== undefined
-      ? { config: { kind: 'snapshot' as const, paths: [values.snapshot] } }
-      : configPaths.length > 0
-        ? { config: { kind: 'manifests' as const, paths: configPaths } }
-        : {}),
-    ...(pushUrl !== undefined ? { pushUrl } : {}),
-    ...(values['push-token-file'] !== undefined
-      ? { pushTokenFile: values['push-token-file'] }
-      : {}),
+    ...source,
     host: values.host,
     port: intArg('port', values.port),
     ...(values['max-body-bytes']
@@ -275,4 +258,44 @@ export function untilSignal(): Promise<NodeJS.Signals> {
     process.on('SIGINT', on)
     process.on('SIGTERM', on)
   })
+}
+
+/** Where a snapshot-following process (data plane, EPP) reads its config, from its flags. */
+export interface SnapshotSourceArgs {
+  readonly config?: { readonly kind: 'manifests' | 'snapshot'; readonly paths: string[] }
+  readonly pushUrl?: string
+  readonly pushTokenFile?: string
+}
+
+/**
+ * `--config` (standalone YAML) or `--snapshot` and/or `--push-url` (+ `--push-token-file`): the
+ * one parsing of these flags for every command that follows a routing snapshot.
+ */
+export function snapshotSourceArgs(values: {
+  readonly config?: string[] | undefined
+  readonly snapshot?: string | undefined
+  readonly 'push-url'?: string | undefined
+  readonly 'push-token-file'?: string | undefined
+}): SnapshotSourceArgs {
+  const configPaths = values.config ?? []
+  const pushUrl = values['push-url']
+  if (configPaths.length > 0 && (values.snapshot !== undefined || pushUrl !== undefined)) {
+    throw new UsageError(
+      '--config (standalone YAML) cannot be combined with --snapshot or --push-url',
+    )
+  }
+  if (configPaths.length === 0 && values.snapshot === undefined && pushUrl === undefined) {
+    throw new UsageError('give --config, or --snapshot and/or --push-url')
+  }
+  return {
+    ...(values.snapshot !== undefined
+      ? { config: { kind: 'snapshot' as const, paths: [values.snapshot] } }
+      : configPaths.length > 0
+        ? { config: { kind: 'manifests' as const, paths: configPaths } }
+        : {}),
+    ...(pushUrl !== undefined ? { pushUrl } : {}),
+    ...(values['push-token-file'] !== undefined
+      ? { pushTokenFile: values['push-token-file'] }
+      : {}),
+  }
 }

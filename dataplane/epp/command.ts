@@ -2,7 +2,7 @@
 // Envoy-based gateway (Envoy Gateway, Istio, kgateway, …) asks it over ext_proc which pod of the
 // pool gets each request (docs/epp.md).
 import { parseArgs } from 'node:util'
-import { intArg, UsageError, untilSignal } from '../command.js'
+import { intArg, snapshotSourceArgs, UsageError, untilSignal } from '../command.js'
 import { configSources } from '../gateway.js'
 import { type Logger, stderrLogger } from '../log.js'
 import { GatewayMetrics } from '../metrics.js'
@@ -166,14 +166,7 @@ export function parseEppArgs(argv: readonly string[], log: Logger): EppOptions |
     values.pool !== undefined
       ? { kind: 'pool', key: nsName('pool', values.pool) }
       : { kind: 'server', key: nsName('server', values.server ?? '') }
-  const configPaths = values.config ?? []
-  const pushUrl = values['push-url']
-  if (configPaths.length > 0 && (values.snapshot !== undefined || pushUrl !== undefined))
-    throw new UsageError(
-      '--config (standalone YAML) cannot be combined with --snapshot or --push-url',
-    )
-  if (configPaths.length === 0 && values.snapshot === undefined && pushUrl === undefined)
-    throw new UsageError('give --config, or --snapshot and/or --push-url')
+  const source = snapshotSourceArgs(values)
   const bodyMode = BODY_MODES[values['body-mode']]
   if (bodyMode === undefined)
     throw new UsageError(
@@ -184,15 +177,7 @@ export function parseEppArgs(argv: readonly string[], log: Logger): EppOptions |
   const metricsPort = values['metrics-port']
   return {
     pool,
-    ...(values.snapshot !== undefined
-      ? { config: { kind: 'snapshot' as const, paths: [values.snapshot] } }
-      : configPaths.length > 0
-        ? { config: { kind: 'manifests' as const, paths: configPaths } }
-        : {}),
-    ...(pushUrl !== undefined ? { pushUrl } : {}),
-    ...(values['push-token-file'] !== undefined
-      ? { pushTokenFile: values['push-token-file'] }
-      : {}),
+    ...source,
     host: values.host,
     grpcPort: intArg('grpc-port', values['grpc-port']),
     ...(metricsPort !== 'off' ? { metricsPort: intArg('metrics-port', metricsPort) } : {}),
