@@ -352,7 +352,7 @@ describe('EndpointState: passive health, outlier track', () => {
 })
 
 describe('EndpointState: engine restarts', () => {
-  it('a restart bumps the generation, forgets the batch limit and loaded adapters, and cuts an outlier period short', () => {
+  it('a restart bumps the generation, forgets the batch limit and loaded adapters, and ends an outlier ejection', () => {
     const s = state('a', 2)
     scraped(s, 0, { running: 8, waiting: 2 })
     s.dispatchStarted({ ...ticket, lora: 'ad-1' }, 0)
@@ -369,9 +369,16 @@ describe('EndpointState: engine restarts', () => {
     expect(s.lastRestart).toBe('start_time')
     expect(s.learnedCapacity).toBe(0)
     expect(s.loraSeen.size).toBe(0)
-    // A new process gets its trials now instead of serving the old one's sentence.
+    // A new process is back in full rotation (no one-trial-at-a-time probation): the old one's
+    // failures say nothing about it.
     expect(s.isEjected(40)).toBe(false)
-    expect(s.ejectionActive).toBe(true)
+    expect(s.ejectionActive).toBe(false)
+    s.dispatchStarted(ticket, 41)
+    expect(s.isEjected(42)).toBe(false)
+    // It fails again: ejected again, for twice the period.
+    for (let i = 0; i < DEFAULT_HEALTH.consecutiveFailures; i++)
+      s.dispatchEnded(ticket, { status: 500, durationMs: 1 }, 50)
+    expect(s.lastEjection).toMatchObject({ count: 2, active: true })
     expect(s.view(40)).toMatchObject({ restarts: { count: 1, last: 'start_time' } })
   })
 })

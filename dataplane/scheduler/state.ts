@@ -531,8 +531,11 @@ export class EndpointState {
   /**
    * The engine process started over (a container restart keeps the address): the batch limit
    * is learned again (the new process may run with another `max_num_seqs`) and no adapter is
-   * loaded any more. Latency estimates stay: the hardware did not change. An outlier period
-   * ends at once: its evidence was about the old process, which the trials now put to the test.
+   * loaded any more. Latency estimates stay: the hardware did not change. An outlier ejection
+   * ends at once, probation included: its evidence was about the old process (typically the
+   * streams cut as it died), and one trial at a time would keep an engine that is back out of
+   * rotation for seconds while the rest of the fleet queues. A new process that fails again is
+   * ejected again, for a doubled period (the count stays).
    */
   #restarted(now: number, signal: RestartSignal): void {
     this.generation++
@@ -541,7 +544,11 @@ export class EndpointState {
     this.learnedCapacity = 0
     this.loraSeen.clear()
     const o = this.#outlier
-    if (o.active && now < o.until) o.until = now
+    if (o.active) {
+      o.end(now)
+      this.consecutiveFailures = 0
+      this.#resetWindow()
+    }
   }
 
   /** Feed the failure-rate window: two buckets of half the window each. */
