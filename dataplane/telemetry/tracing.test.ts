@@ -1,6 +1,15 @@
+import { SpanKind, SpanStatusCode } from '@opentelemetry/api'
+import { hrTimeToMilliseconds } from '@opentelemetry/core'
+import { InMemorySpanExporter } from '@opentelemetry/sdk-trace-base'
 import { describe, expect, it } from 'vitest'
 import { tracingArgs } from '../command.js'
-import { Tracing, TracingConfigError, tracesUrl, tracingFromEnv } from './tracing.js'
+import {
+  parseTraceparent,
+  Tracing,
+  TracingConfigError,
+  tracesUrl,
+  tracingFromEnv,
+} from './tracing.js'
 
 describe('tracing settings', () => {
   it('appends /v1/traces to a base URL and keeps a full one', () => {
@@ -48,6 +57,120 @@ describe('tracing settings', () => {
     const sampled = t.start((n) => (n === 'traceparent' ? tp : undefined), 'chat')
     expect(sampled?.traceparent()).toMatch(/^00-0af7651916cd43dd8448eb211c80319c-[0-9a-f]{16}-01$/)
     expect(sampled?.traceparent()).not.toContain('b7ad6b7169203331')
+    await t.shutdown()
+  })
+})
+
+const TRACE = '0af7651916cd43dd8448eb211c80319c'
+const PARENT = 'b7ad6b7169203331'
+
+describe('traceparent', () => {
+  it('parses a valid W3C header and its sampled flag', () => {
+    expect(parseTraceparent(`00-${TRACE}-${PARENT}-01`)).toEqual({
+      traceId: TRACE,
+      spanId: PARENT,
+      sampled: true,
+    })
+    expect(parseTraceparent(`00-${TRACE}-${PARENT}-00`, 'vendor=x')).toEqual({
+      traceId: TRACE,
+      spanId: PARENT,
+      sampled: false,
+      traceState: 'vendor=x',
+    })
+    // A later version may append fields; its sampled bit is read the same way.
+    expect(parseTraceparent(`01-${TRACE}-${PARENT}-03-extra`)?.sampled).toBe(true)
+  })
+
+  it('rejects what the W3C spec calls invalid', () => {
+    for (const bad of [
+      '',
+      'garbage',
+      `ff-${TRACE}-${PARENT}-01`,
+      `00-${'0'.repeat(32)}-${PARENT}-01`,
+      `00-${TRACE}-${'0'.repeat(16)}-01`,
+      `00-${TRACE}-${PARENT}-01-extra`,
+      `00-${TRACE.toUpperCase()}-${PARENT}-01`,
+      `00-${TRACE.slice(1)}-${PARENT}-01`,
+    ])
+      expect(parseTraceparent(bad), bad).toBeUndefined()
+  })
+})
+
+describe('request spans', () => {
+  const header =
+    (h: Record<string, string>) =>
+    (n: string): string | undefined =>
+      h[n]
+
+  it('ends as one SERVER span with the GenAI attributes, events and the client parent', async () => {
+    const exporter = new InMemorySpanExporter()
+    const t = new Tracing({ endpoint: 'http://127.0.0.1:9/', exporter })
+    const tr = t.start(
+      header({ traceparent: `00-${TRACE}-${PARENT}-01`, tracestate: 'vendor=x' }),
+      'completions',
+    )
+    if (tr === undefined) throw new Error('a sampled parent must be recorded')
+    expect(tr.traceparent()).toBe(`00-${TRACE}-${tr.spanId}-01`)
+    tr.event('infer_gateway.scheduler.decision', { 'infer_gateway.endpoint': '10.0.0.1:8000' })
+    tr.model('llama', true)
+    tr.end(503, { 'infer_gateway.route': 'default/r' }, 'upstream_unavailable')
+    tr.end(200, {}) // a second end is ignored
+    await t.flush()
+    const spans = exporter.getFinishedSpans()
+    expect(spans.length).toBe(1)
+    const s = spans[0]
+    if (s === undefined) throw new Error('no span')
+    expect(s.name).toBe('text_completion llama')
+    expect(s.kind).toBe(SpanKind.SERVER)
+    expect(s.spanContext().traceId).toBe(TRACE)
+    expect(s.spanContext().spanId).toBe(tr.spanId)
+    expect(s.spanContext().traceState?.get('vendor')).toBe('x')
+    expect(s.parentSpanContext).toMatchObject({ traceId: TRACE, spanId: PARENT, isRemote: true })
+    expect(s.attributes).toEqual({
+      'gen_ai.operation.name': 'text_completion',
+      'gen_ai.request.model': 'llama',
+      'infer_gateway.route': 'default/r',
+      'http.response.status_code': 503,
+      'error.type': 'upstream_unavailable',
+    })
+    expect(s.status).toEqual({ code: SpanStatusCode.ERROR, message: 'upstream_unavailable' })
+    expect(s.events.map((e) => e.name)).toEqual(['infer_gateway.scheduler.decision'])
+    const start = hrTimeToMilliseconds(s.startTime)
+    const end = hrTimeToMilliseconds(s.endTime)
+    // Wall-clock times of this process (not measured against the clock: only ordered).
+    expect(end).toBeGreaterThanOrEqual(start)
+    expect(start).toBeGreaterThan(Date.UTC(2020, 0, 1))
+    expect(hrTimeToMilliseconds(s.duration)).toBeCloseTo(end - start, 3)
+    await t.shutdown()
+  })
+
+  it('a new trace gets fresh ids and no parent; an unroutable model stays out of the name', async () => {
+    const exporter = new InMemorySpanExporter()
+    const t = new Tracing({ endpoint: 'http://127.0.0.1:9/', exporter })
+    // An invalid traceparent is a new trace, not an error.
+    const a = t.start(header({ traceparent: 'not-a-traceparent' }), 'chat')
+    const b = t.start(header({}), 'chat')
+    if (a === undefined || b === undefined) throw new Error('ratio 1 records every new trace')
+    expect(a.traceId).toMatch(/^[0-9a-f]{32}$/)
+    expect(a.spanId).toMatch(/^[0-9a-f]{16}$/)
+    expect(a.traceId).not.toBe(b.traceId)
+    expect(a.spanId).not.toBe(b.spanId)
+    a.model('whatever-the-caller-sent', false)
+    a.end(404, {}, 'model_not_found')
+    b.end(200, {})
+    await t.flush()
+    const [sa, sb] = exporter.getFinishedSpans()
+    expect(sa?.name).toBe('chat')
+    expect(sa?.attributes['gen_ai.request.model']).toBe('whatever-the-caller-sent')
+    expect(sa?.status.code).toBe(SpanStatusCode.UNSET) // 4xx is the client's error
+    expect(sa?.parentSpanContext).toBeUndefined()
+    expect(sb?.attributes['error.type']).toBeUndefined()
+    await t.shutdown()
+  })
+
+  it('an unsampled client parent is never recorded, whatever the ratio', async () => {
+    const t = new Tracing({ endpoint: 'http://127.0.0.1:9/', sampleRatio: 1 })
+    expect(t.start(header({ traceparent: `00-${TRACE}-${PARENT}-00` }), 'chat')).toBeUndefined()
     await t.shutdown()
   })
 })
