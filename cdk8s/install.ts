@@ -531,6 +531,10 @@ export class InstallChart extends Chart {
         ports: [{ name: 'http', port: 80, targetPort: kplus.k8s.IntOrString.fromString('http') }],
       },
     })
+    // A client-side re-apply (`kubectl apply -f`) prints "configured" for both PDBs though nothing
+    // changes (`kubectl diff` empty, resourceVersion kept): spec.selector's patch strategy is
+    // "replace", so kubectl's three-way strategic merge patch always re-sends it. No manifest form
+    // avoids that short of dropping the selector; `--server-side` re-apply reports no change.
     new kplus.k8s.KubePodDisruptionBudget(this, 'dataplane-pdb', {
       metadata: { name: DATAPLANE_NAME, namespace: ns, labels: labels('dataplane') },
       spec: {
