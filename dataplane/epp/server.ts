@@ -1,12 +1,13 @@
 // The EPP's listeners: gRPC (h2c) with envoy.service.ext_proc.v3.ExternalProcessor and
 // grpc.health.v1.Health, and a small HTTP port for Prometheus metrics and probes.
 import { createServer, type Server as HttpServer } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { type AddressInfo, createServer as createNetServer } from 'node:net'
 import * as grpc from '@grpc/grpc-js'
 import { Counter, Gauge, Histogram } from 'prom-client'
 import type { Logger } from '../log.js'
 import type { GatewayMetrics } from '../metrics.js'
 import type { Scheduler } from '../scheduler/index.js'
+import { decodeProcessingRequest, encodeProcessingResponse } from './codec.js'
 import type { EppCore } from './core.js'
 import {
   type BodyMode,
@@ -93,7 +94,18 @@ export async function startEppServer(opts: EppServerOptions): Promise<EppServer>
     // it. Above that Envoy refuses to buffer anyway (its own buffer limit).
     'grpc.max_receive_message_length': Math.max(4 * 1024 * 1024, opts.maxBodyBytes + 65_536),
   })
-  server.addService(pkg.envoy.service.ext_proc.v3.ExternalProcessor.service, {
+  // proto-loader's definition with the hand-written codec for the messages (codec.ts: the body
+  // rides in these, and object conversion was most of the EPP's per-request CPU).
+  const process = pkg.envoy.service.ext_proc.v3.ExternalProcessor.service['Process']
+  if (process === undefined) throw new ExtProcError('ext_proc descriptor has no Process method')
+  const extProc: grpc.ServiceDefinition = {
+    Process: {
+      ...process,
+      requestDeserialize: decodeProcessingRequest,
+      responseSerialize: (r: ProcessingResponse) => encodeProcessingResponse(r),
+    },
+  }
+  server.addService(extProc, {
     Process: (call: grpc.ServerDuplexStream<ProcessingRequest, ProcessingResponse>) => {
       streams.inc()
       const stream = new ExtProcStream(core, (r) => call.write(r), {
@@ -168,16 +180,21 @@ export async function startEppServer(opts: EppServerOptions): Promise<EppServer>
     return core.ready() ? ServingStatus.SERVING : ServingStatus.NOT_SERVING
   }
 
-  const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(
-      `${opts.host}:${opts.grpcPort}`,
-      grpc.ServerCredentials.createInsecure(),
-      (err, p) =>
-        err
-          ? reject(new ExtProcError(`gRPC listen on ${opts.host}:${opts.grpcPort}: ${err.message}`))
-          : resolve(p),
+  // Our own listener, its connections handed to grpc-js: grpc-js's own listener leaves Nagle's
+  // algorithm on, and an answer written as two frames (the destination, then the last body chunk)
+  // can then sit in the kernel until the gateway's delayed ACK, milliseconds on every unlucky
+  // request. The EPP's writes are whole answers: send each at once.
+  const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure())
+  const listener = createNetServer({ noDelay: true, keepAlive: true }, (socket) =>
+    injector.injectConnection(socket),
+  )
+  await new Promise<void>((resolve, reject) => {
+    listener.once('error', (err) =>
+      reject(new ExtProcError(`gRPC listen on ${opts.host}:${opts.grpcPort}: ${err.message}`)),
     )
+    listener.listen(opts.grpcPort, opts.host, () => resolve())
   })
+  const port = (listener.address() as AddressInfo).port
   const grpcAddress = `${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${port}`
 
   let http: HttpServer | undefined
@@ -233,6 +250,7 @@ export async function startEppServer(opts: EppServerOptions): Promise<EppServer>
     grpcAddress,
     metricsUrl,
     async close() {
+      const stopped = new Promise<void>((r) => listener.close(() => r()))
       await new Promise<void>((resolve) => {
         // Open streams are requests in flight at Envoy: give them a moment, then cut.
         const t = setTimeout(() => server.forceShutdown(), 2000)
@@ -241,6 +259,8 @@ export async function startEppServer(opts: EppServerOptions): Promise<EppServer>
           resolve()
         })
       })
+      injector.destroy()
+      await stopped
       if (http !== undefined) {
         const h = http
         h.closeAllConnections()

@@ -8,7 +8,7 @@
 // process. Target (issue 13): p99 ≤ 1 ms.
 
 import { execFile } from 'node:child_process'
-import { writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -47,6 +47,44 @@ interface BenchOut {
   maxUs: number
   perSecond: number
   firstError?: string
+  /** CPU time of the EPP process per decision (user + system, whole stream), µs. */
+  eppCpuUs?: number
+  /**
+   * Share of decisions (warm-up included) the EPP itself took more than 1 ms over, headers in →
+   * answer out, from its own histogram: what the EPP spends, apart from the transport and the
+   * client.
+   */
+  eppOver1ms?: number
+}
+
+/** `le` → cumulative count of infer_gateway_epp_decision_duration_seconds. */
+async function decisionBuckets(port: number): Promise<Map<string, number>> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
+  const out = new Map<string, number>()
+  for (const m of text.matchAll(
+    /^infer_gateway_epp_decision_duration_seconds_bucket\{le="([^"]+)"\} (\d+)/gm,
+  ))
+    out.set(m[1] as string, Number(m[2]))
+  return out
+}
+
+function overOneMs(a: Map<string, number>, b: Map<string, number>): number | undefined {
+  const all = (b.get('+Inf') ?? 0) - (a.get('+Inf') ?? 0)
+  if (all === 0) return undefined
+  return (all - ((b.get('0.001') ?? 0) - (a.get('0.001') ?? 0))) / all
+}
+
+/** User + system CPU seconds of a process so far (Linux /proc; undefined elsewhere). */
+async function cpuSeconds(pid: number | undefined): Promise<number | undefined> {
+  if (pid === undefined) return undefined
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return (Number(f[11]) + Number(f[12])) / 100
+  } catch {
+    return undefined
+  }
 }
 
 async function freePort(host: string): Promise<number> {
@@ -92,6 +130,7 @@ async function main(): Promise<void> {
     ),
   )
   const grpcPort = await freePort('127.0.0.1')
+  const metricsPort = await freePort('127.0.0.1')
   const epp = await spawnCli(
     [
       'epp',
@@ -104,7 +143,7 @@ async function main(): Promise<void> {
       '--grpc-port',
       String(grpcPort),
       '--metrics-port',
-      'off',
+      String(metricsPort),
     ],
     /"msg":"epp listening"/,
     opts['cpu-prof'] !== undefined ? ['--cpu-prof', '--cpu-prof-dir', opts['cpu-prof']] : [],
@@ -136,8 +175,16 @@ async function main(): Promise<void> {
             requests: [{ id: 'bench', mode, body, chunkBytes: 16 * 1024 }],
           }),
         )
+        const before = await decisionBuckets(metricsPort)
+        const cpu0 = await cpuSeconds(epp.child.pid)
         const { stdout } = await run(client, ['bench', file], { maxBuffer: 1 << 20 })
+        const cpu1 = await cpuSeconds(epp.child.pid)
         const out = JSON.parse(stdout) as BenchOut
+        const over = overOneMs(before, await decisionBuckets(metricsPort))
+        if (over !== undefined) out.eppOver1ms = over
+        // Warm-up streams are in the CPU time too: divide by every stream the run made.
+        if (cpu0 !== undefined && cpu1 !== undefined)
+          out.eppCpuUs = ((cpu1 - cpu0) * 1e6) / (Number(opts.iterations) + Number(opts.warmup))
         rows.push(out)
         process.stderr.write(`${JSON.stringify(out)}\n`)
       }
@@ -149,7 +196,7 @@ async function main(): Promise<void> {
   const md = [
     '## Endpoint Picker (ext_proc) decision latency',
     '',
-    `\`npm run bench:epp\`: one ext_proc stream per request from a Go client on go-control-plane's types to \`infer-gateway epp\` on loopback; request headers + a ${Math.round(body.length / 1024)} KiB (~${opts['prompt-tokens']}-token) chat body in 16 KiB chunks; latency = headers sent → destination and whole body back. ${opts.pods} simulated pods, default profile. Target p99 ≤ 1 ms.`,
+    `\`npm run bench:epp\`: one ext_proc stream per request from a Go client on go-control-plane's types to \`infer-gateway epp\` on loopback; request headers + a ${Math.round(body.length / 1024)} KiB (~${opts['prompt-tokens']}-token) chat body in 16 KiB chunks; latency = headers sent → destination and whole body back; EPP CPU = the EPP process's user + system time per stream (request and response phases, engine scraping included); EPP-side > 1 ms = share of decisions whose own headers-in → answer-out time (its histogram) passed 1 ms. ${opts.pods} simulated pods, default profile. Target p99 ≤ 1 ms.`,
     '',
     table(
       [
@@ -161,6 +208,8 @@ async function main(): Promise<void> {
         'p99 µs',
         'max µs',
         'decisions/s',
+        'EPP CPU µs/decision',
+        'EPP-side > 1 ms',
         'errors',
       ],
       rows.map((r) => [
@@ -172,6 +221,8 @@ async function main(): Promise<void> {
         fmt(r.p99Us, 0),
         fmt(r.maxUs, 0),
         fmt(r.perSecond, 0),
+        r.eppCpuUs !== undefined ? fmt(r.eppCpuUs, 0) : '—',
+        r.eppOver1ms !== undefined ? `${fmt(r.eppOver1ms * 100, 2)} %` : '—',
         r.errors,
       ]),
     ),
