@@ -66,6 +66,8 @@ describe('InferencePool → server', () => {
         failureMode: 'FailClose',
       },
       objectives: {},
+      // No engine label: the data plane reads it from the pods' /metrics.
+      engineDetect: true,
     })
     // The data plane accepts what the compiler made.
     expect(() => validateSnapshot(JSON.parse(JSON.stringify(snapshot)))).not.toThrow()
@@ -91,6 +93,7 @@ describe('InferencePool → server', () => {
       ],
     })
     expect(snapshot.servers[POOL_KEY]?.engine).toBe('SGLang')
+    expect(snapshot.servers[POOL_KEY]?.inferencePool?.engineDetect).toBeUndefined()
     expect(snapshot.servers[POOL_KEY]?.scheduler?.plugins.map((p) => p.name)).toEqual([
       'least-pending',
     ])

@@ -142,9 +142,14 @@ function compileObjectives(
 // ---------------------------------------------------------------------------------------------
 // pools
 
-function poolEngine(key: string, p: InferencePool, diagnostics: Diagnostic[]): InferenceEngine {
+/** The named engine; undefined = none named (vLLM assumed, detected from /metrics at run time). */
+function poolEngine(
+  key: string,
+  p: InferencePool,
+  diagnostics: Diagnostic[],
+): InferenceEngine | undefined {
   const raw = p.metadata.annotations?.[ENGINE_ANNOTATION] ?? p.metadata.labels?.[ENGINE_ANNOTATION]
-  if (raw === undefined) return 'vLLM'
+  if (raw === undefined) return undefined
   const found = ENGINES.find((e) => e.toLowerCase() === raw.toLowerCase())
   if (found !== undefined) return found
   diagnostics.push({
@@ -153,9 +158,9 @@ function poolEngine(key: string, p: InferencePool, diagnostics: Diagnostic[]): I
     severity: 'warning',
     reason: 'InvalidEngine',
     path: `metadata.annotations["${ENGINE_ANNOTATION}"]`,
-    message: `unknown engine "${raw}" (expected ${ENGINES.join(', ')}); vLLM assumed`,
+    message: `unknown engine "${raw}" (expected ${ENGINES.join(', ')}); read from the pods' /metrics instead`,
   })
-  return 'vLLM'
+  return undefined
 }
 
 function poolScheduler(
@@ -265,11 +270,14 @@ export function compileInferencePools(
       })
     const epp = p.spec.endpointPickerRef
     const scheduler = poolScheduler(rawKey, p, diagnostics)
+    const engine = poolEngine(rawKey, p, diagnostics)
     servers.set(key, {
       key,
       namespace,
       name,
-      engine: poolEngine(rawKey, p, diagnostics),
+      // No engine named: vLLM's metric names (GAIE's own default mapping) until a scrape shows
+      // the engine's (engineDetect).
+      engine: engine ?? 'vLLM',
       protocol: 'http',
       port: ports[0] ?? 0,
       trafficPolicy: compileTrafficPolicy(undefined),
@@ -290,6 +298,7 @@ export function compileInferencePools(
             }
           : {}),
         objectives: sortedRecord(objectives.get(key) ?? []),
+        ...(engine === undefined ? { engineDetect: true as const } : {}),
       },
     })
   }

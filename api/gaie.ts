@@ -31,7 +31,8 @@ export const HTTPROUTE_PLURAL = 'httproutes'
 
 /**
  * Label or annotation on an InferencePool naming its engine (vLLM, SGLang, TGI, TensorRT-LLM,
- * Generic); absent = vLLM, the engine GAIE's own metrics mapping assumes.
+ * Generic); absent = read from each pod's /metrics (`vllm:`, `sglang:`, `tgi_` metric names),
+ * vLLM until a scrape shows which.
  */
 export const ENGINE_ANNOTATION = 'infer-gateway.io/engine'
 /** Annotation on an InferencePool holding a scheduler profile as JSON (ModelServer `spec.scheduler`). */

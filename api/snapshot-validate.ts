@@ -180,6 +180,7 @@ const server = z.strictObject({
         })
         .exactOptional(),
       objectives: z.record(z.string(), z.number().int()),
+      engineDetect: z.literal(true).exactOptional(),
     })
     .exactOptional(),
 }) satisfies z.ZodType<SnapshotServer>

@@ -272,6 +272,11 @@ export interface SnapshotInferencePool {
    * (higher first; unset = 0; negative = sheddable). Sorted by name.
    */
   readonly objectives: Readonly<Record<string, number>>
+  /**
+   * No label or annotation named the engine: `engine` is an assumption (vLLM) and the data plane
+   * reads the engine off each pod's /metrics (`vllm:`, `sglang:`, `tgi_` metric names).
+   */
+  readonly engineDetect?: true
 }
 
 /** Headers naming a request's InferenceObjective (llm-d's, then GAIE's deprecated alias). */

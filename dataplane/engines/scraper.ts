@@ -21,6 +21,8 @@ export interface ScrapeTarget {
   readonly origin: string
   readonly engine: InferenceEngine
   readonly generic?: GenericMapping
+  /** `engine` is an assumption: read the engine off the metric names (engines/detect.ts). */
+  readonly detectEngine?: boolean
 }
 
 export type ScrapeFailureKind =
@@ -160,7 +162,8 @@ export class MetricsScraper {
         t === undefined ||
         t.engine !== loop.target.engine ||
         t.origin !== loop.target.origin ||
-        t.generic !== loop.target.generic
+        t.generic !== loop.target.generic ||
+        t.detectEngine !== loop.target.detectEngine
       ) {
         this.#stop(loop)
         this.#loops.delete(id)
@@ -170,7 +173,10 @@ export class MetricsScraper {
       if (this.#loops.has(t.id)) continue
       const loop: Loop = {
         target: t,
-        tracker: new EngineMetricsTracker(t.engine, t.generic ? { generic: t.generic } : {}),
+        tracker: new EngineMetricsTracker(t.engine, {
+          ...(t.generic ? { generic: t.generic } : {}),
+          ...(t.detectEngine === true ? { detect: true } : {}),
+        }),
         abort: new AbortController(),
         useless: 0,
         timer: undefined,

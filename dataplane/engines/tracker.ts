@@ -5,6 +5,7 @@
 
 import type { InferenceEngine } from '../../api/snapshot.js'
 import { adapterFor, type GenericMapping } from './adapters/index.js'
+import { detectEngine } from './detect.js'
 import { type ParsedMetrics, type ParseOptions, parsePrometheusText } from './prom-parser.js'
 import {
   fingerprint,
@@ -17,6 +18,11 @@ import type { AdapterState, EngineAdapter, EngineMetrics } from './view.js'
 export interface EngineMetricsTrackerOptions {
   readonly generic?: GenericMapping
   readonly parse?: ParseOptions
+  /**
+   * The engine was assumed, not named (an InferencePool without the engine label): each scrape's
+   * metric names (detect.ts) may switch the adapter to the engine actually serving.
+   */
+  readonly detect?: boolean
 }
 
 export interface IngestResult {
@@ -28,24 +34,43 @@ export interface IngestResult {
 }
 
 export class EngineMetricsTracker {
-  readonly adapter: EngineAdapter
+  #adapter: EngineAdapter
+  readonly #detect: boolean
   readonly #parse: ParseOptions
   #state: AdapterState | undefined
   #process: ProcessFingerprint | undefined
 
   constructor(engine: InferenceEngine, options: EngineMetricsTrackerOptions = {}) {
-    this.adapter = adapterFor(engine, options.generic)
+    this.#adapter = adapterFor(engine, options.generic)
+    this.#detect = options.detect === true
     this.#parse = options.parse ?? {}
+  }
+
+  get adapter(): EngineAdapter {
+    return this.#adapter
+  }
+
+  /** The engine whose metrics are read: the configured one, or the detected one (`detect`). */
+  get engine(): InferenceEngine {
+    return this.#adapter.engine
   }
 
   /** Path the scraper should GET on the endpoint. */
   get metricsPath(): string {
-    return this.adapter.metricsPath
+    return this.#adapter.metricsPath
   }
 
   /** Parses one exposition body and folds it into the interval state. */
   ingestText(text: string): IngestResult {
     const parsed = parsePrometheusText(text, this.#parse)
+    if (this.#detect) {
+      const seen = detectEngine(parsed)
+      if (seen !== undefined && seen !== this.#adapter.engine) {
+        // Interval state is per adapter: the new one starts from this scrape.
+        this.#adapter = adapterFor(seen)
+        this.#state = undefined
+      }
+    }
     const process = fingerprint(parsed)
     const restart = restartBetween(this.#process, process)
     this.#process = process
@@ -56,7 +81,7 @@ export class EngineMetricsTracker {
   }
 
   ingest(parsed: ParsedMetrics): EngineMetrics {
-    const { metrics, state } = this.adapter.extract(parsed, this.#state)
+    const { metrics, state } = this.#adapter.extract(parsed, this.#state)
     this.#state = state
     return metrics
   }

@@ -658,7 +658,12 @@ export function scrapeTargetsOf(snapshot: RoutingSnapshot): ScrapeTarget[] {
       const id = endpointKey(ep)
       if (targets.has(id)) continue
       const host = ep.address.includes(':') ? `[${ep.address}]` : ep.address
-      targets.set(id, { id, origin: `${s.protocol}://${host}:${ep.port}`, engine: s.engine })
+      targets.set(id, {
+        id,
+        origin: `${s.protocol}://${host}:${ep.port}`,
+        engine: s.engine,
+        ...(s.inferencePool?.engineDetect === true ? { detectEngine: true } : {}),
+      })
     }
   }
   return [...targets.values()]
