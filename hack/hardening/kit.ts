@@ -19,6 +19,8 @@ export interface GatewayProc {
   readonly pid: number
   /** Everything the process wrote to stdout/stderr since it started (access log off). */
   output(): string
+  /** The inspector's WebSocket URL (spawned with `inspect: true`), else undefined. */
+  readonly inspectorUrl: string | undefined
   exited(): boolean
   stop(): Promise<void>
 }
@@ -36,7 +38,11 @@ export class HardeningError extends Error {
  * `infer-gateway dataplane` as a child process on `host`, with `args` appended (config, timeouts).
  * Resolves once it listens; rejects with its output when it exits first (e.g. an unknown flag).
  */
-export async function spawnGateway(host: string, args: readonly string[]): Promise<GatewayProc> {
+export async function spawnGateway(
+  host: string,
+  args: readonly string[],
+  opts: { readonly inspect?: boolean } = {},
+): Promise<GatewayProc> {
   const port = await freePort()
   const proc = await spawnCli(
     [
@@ -56,6 +62,9 @@ export async function spawnGateway(host: string, args: readonly string[]): Promi
       ...args,
     ],
     /data plane listening/,
+    // The inspector (on the gateway's own loopback address, a free port) lets the long forms
+    // force a GC and read the heap the gateway still holds (heapAfterGc).
+    opts.inspect === true ? [`--inspect=${host}:0`] : [],
   )
   let out = ''
   const keep = (b: Buffer): void => {
@@ -66,7 +75,14 @@ export async function spawnGateway(host: string, args: readonly string[]): Promi
   proc.child.stderr?.on('data', keep)
   const pid = proc.child.pid
   if (pid === undefined) throw new HardeningError('gateway_start', 'gateway child has no pid')
+  let inspectorUrl: string | undefined
+  if (opts.inspect === true) {
+    // Printed on stderr before the ready line; ask the inspector's own HTTP endpoint instead of
+    // parsing output we may have missed (the listener above was attached after ready).
+    inspectorUrl = await inspectorTarget(pid)
+  }
   return {
+    inspectorUrl,
     url: `http://${host}:${port}`,
     host,
     port,
@@ -77,12 +93,104 @@ export async function spawnGateway(host: string, args: readonly string[]): Promi
   }
 }
 
+/**
+ * The WebSocket URL of the inspector a process opened with `--inspect=host:0`: the port is
+ * found among the process's listening sockets (/proc/<pid>/net/tcp via its fd inodes) and its
+ * `/json/list` names the target.
+ */
+async function inspectorTarget(pid: number): Promise<string> {
+  const { readdir, readlink } = await import('node:fs/promises')
+  const inodes = new Set<string>()
+  for (const fd of await readdir(`/proc/${pid}/fd`)) {
+    const l = await readlink(`/proc/${pid}/fd/${fd}`).catch(() => '')
+    const m = /^socket:\[(\d+)\]$/.exec(l)
+    if (m?.[1] !== undefined) inodes.add(m[1])
+  }
+  const tcp = await readFile(`/proc/${pid}/net/tcp`, 'utf8')
+  for (const line of tcp.split('\n').slice(1)) {
+    // sl, local address (hex ip:port, ip little-endian), rem address, state (0A = LISTEN), …, inode.
+    const f = line.trim().split(/\s+/)
+    if (f[3] !== '0A' || f[9] === undefined || !inodes.has(f[9]) || f[1] === undefined) continue
+    const [ipHex = '', portHex = ''] = f[1].split(':')
+    const host = [3, 2, 1, 0].map((i) => Number.parseInt(ipHex.slice(i * 2, i * 2 + 2), 16))
+    const base = `http://${host.join('.')}:${Number.parseInt(portHex, 16)}`
+    const res = await fetch(`${base}/json/list`).catch(() => undefined)
+    if (res === undefined || !res.ok) continue
+    const list = (await res.json().catch(() => [])) as { webSocketDebuggerUrl?: string }[]
+    const url = list[0]?.webSocketDebuggerUrl
+    if (url !== undefined) return url
+  }
+  throw new HardeningError('gateway_start', `no inspector found for pid ${pid}`)
+}
+
 /** Resident set size of a process in bytes (Linux /proc). */
 export async function rssBytes(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8')
   const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(status)
   if (m === null) throw new HardeningError('no_metric', `no VmRSS for pid ${pid}`)
   return Number(m[1]) * 1024
+}
+
+export interface GatewayMemory {
+  /** V8 heap in use (after a full GC when asked: what the process still references). */
+  readonly heapUsed: number
+  /** V8 heap reserved: what V8 keeps for the young and old generations. */
+  readonly heapTotal: number
+  /** Buffers and other memory outside the V8 heap that JS objects hold. */
+  readonly external: number
+  readonly arrayBuffers: number
+  readonly rss: number
+}
+
+/**
+ * The gateway's `process.memoryUsage()` read through its inspector; with `gc`, after forcing two
+ * full GCs (`HeapProfiler.collectGarbage`; the second frees what the first only finalized). Tells
+ * a leak (heapUsed after GC grows with requests) from high-water (RSS up, heap back down).
+ */
+export async function gatewayMemory(
+  inspectorUrl: string,
+  opts: { readonly gc: boolean },
+): Promise<GatewayMemory> {
+  const { WebSocket } = await import('undici')
+  const ws = new WebSocket(inspectorUrl)
+  let id = 0
+  const pending = new Map<number, (r: { result?: unknown; error?: unknown }) => void>()
+  ws.addEventListener('message', (ev) => {
+    const msg = JSON.parse(String(ev.data)) as { id?: number; result?: unknown; error?: unknown }
+    if (msg.id !== undefined) pending.get(msg.id)?.(msg)
+  })
+  const call = (method: string, params: Record<string, unknown> = {}): Promise<unknown> =>
+    new Promise((resolve, reject) => {
+      const n = ++id
+      pending.set(n, (r) => {
+        pending.delete(n)
+        if (r.error !== undefined)
+          reject(new HardeningError('no_metric', `${method}: ${JSON.stringify(r.error)}`))
+        else resolve(r.result)
+      })
+      ws.send(JSON.stringify({ id: n, method, params }))
+    })
+  await new Promise<void>((resolve, reject) => {
+    ws.addEventListener('open', () => resolve(), { once: true })
+    ws.addEventListener(
+      'error',
+      () => reject(new HardeningError('no_metric', `inspector ${inspectorUrl} unreachable`)),
+      { once: true },
+    )
+  })
+  try {
+    if (opts.gc) {
+      await call('HeapProfiler.collectGarbage')
+      await call('HeapProfiler.collectGarbage')
+    }
+    const r = (await call('Runtime.evaluate', {
+      expression: 'JSON.stringify(process.memoryUsage())',
+      returnByValue: true,
+    })) as { result?: { value?: string } }
+    return JSON.parse(r.result?.value ?? '{}') as GatewayMemory
+  } finally {
+    ws.close()
+  }
 }
 
 /** CPU time (user + system) a process has used, in seconds (Linux /proc, 100 ticks/s). */

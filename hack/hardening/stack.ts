@@ -23,6 +23,8 @@ export interface StackOptions {
   readonly upstreamTimeout?: string
   /** Simulator time scale (default: zero latency). */
   readonly timeScale?: number
+  /** Open the gateway's inspector on its loopback address (heapAfterGc). */
+  readonly inspect?: boolean
 }
 
 export interface Stack {
@@ -99,7 +101,7 @@ export async function startStack(o: StackOptions): Promise<Stack> {
   const args = ['--config', configFile, ...(o.gatewayArgs ?? [])]
   let gw: GatewayProc
   try {
-    gw = await spawnGateway(`${o.net}.1`, args)
+    gw = await spawnGateway(`${o.net}.1`, args, { inspect: o.inspect === true })
   } catch (e) {
     await fleet.close()
     await Promise.all(bad.map((b) => b.close()))
