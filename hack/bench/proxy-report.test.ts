@@ -151,4 +151,29 @@ describe('render', () => {
       "| ours (1 worker): stream TTFB p50 ≤ 1.2× vllm-router's | 2.000 vs 1.800 ms | **fail** |",
     )
   })
+
+  it('prints CPU per request and its ratio to each peer; n/a where it was not measured', () => {
+    const base = run()
+    const withCpu = (key: Measured['key'], us: number | undefined) => {
+      const x = base.measured.find((e) => e.key === key)
+      if (x === undefined) throw new Error(key)
+      return us === undefined ? x : { ...x, cpuUsPerRequest: us }
+    }
+    const text = render(
+      run({
+        measured: [
+          withCpu('direct', 400),
+          withCpu('ours', 900),
+          withCpu('sglang', undefined),
+          withCpu('vllm', 600),
+        ],
+      }),
+    )
+    // Column order: …, stream TTFB, CPU µs/req, peak RSS, errors.
+    expect(text).toContain('| 2.000 / 3.500 | 900 | 100 | 0 / 0 / 0 |')
+    expect(text).toContain('| 1.900 / 3.400 | n/a | 100 | 0 / 0 / 0 |')
+    // ours ÷ vllm: 900 / 600; ÷ sglang: not measured.
+    expect(text).toContain('| 0.80× / 4.00× | 0.75× | 1.33× / 1.17× | 1.50× | 1.00× |')
+    expect(text).toMatch(/ours \(1 worker\) ÷ sglang-router 0\.3\.2 \|[^\n]*\| n\/a \| 1\.00× \|/)
+  })
 })

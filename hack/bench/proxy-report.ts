@@ -18,6 +18,12 @@ export interface Measured {
   readonly ttfb: { readonly p50Ms: number; readonly p99Ms: number; readonly failed: number }
   /** Peak resident memory of the target's process tree over the run, MB. */
   readonly peakRssMb: number
+  /**
+   * CPU (user + system) of the target's process tree per request during the fixed-rate run, µs
+   * (/proc/<pid>/stat). Time spent waiting for a core is not CPU used, so other work on the
+   * machine disturbs this far less than latency: the robust measure of what a router costs.
+   */
+  readonly cpuUsPerRequest?: number
 }
 
 export interface Skipped {
@@ -208,6 +214,7 @@ export function render(run: ProxyRun): string {
       fmt(m.max.rps, 0),
       d ? `**${fmt(ratio(m, d), 2)}**` : 'n/a',
       pair(m.ttfb.p50Ms, m.ttfb.p99Ms),
+      m.cpuUsPerRequest !== undefined ? fmt(m.cpuUsPerRequest, 0) : 'n/a',
       fmt(m.peakRssMb, 0),
       `${m.fixed.failed} / ${m.max.failed} / ${m.ttfb.failed}`,
     ]
@@ -221,7 +228,7 @@ export function render(run: ProxyRun): string {
   }
   parts.push(`Reproduce: \`${run.command}\``)
   parts.push(
-    `One simulated engine (\`infer-gateway sim --zero-latency\`) answers instantly; every router sits in front of the same engine and the load tools run in their own processes. Non-stream: vegeta at ${run.rate} req/s for ${run.fixedSeconds} s per target (two alternating halves so drift hits all alike), then a vegeta closed loop with ${run.connections} connections for ${run.maxSeconds} s per target. Streams: time to the first SSE byte at ${run.streamRate} req/s (our undici client, the same for every target; vegeta cannot time the first byte of a stream). Latency in ms (p50 / p99); added = target − direct; peak RSS = VmHWM of the target's process tree.`,
+    `One simulated engine (\`infer-gateway sim --zero-latency\`) answers instantly; every router sits in front of the same engine and the load tools run in their own processes. Non-stream: vegeta at ${run.rate} req/s for ${run.fixedSeconds} s per target (two alternating halves so drift hits all alike), then a vegeta closed loop with ${run.connections} connections for ${run.maxSeconds} s per target. Streams: time to the first SSE byte at ${run.streamRate} req/s (our undici client, the same for every target; vegeta cannot time the first byte of a stream). Latency in ms (p50 / p99); added = target − direct; CPU = user + system time of the target's process tree during the ${run.rate} req/s run per request sent, in µs (the measure other work on the machine disturbs least; direct is the engine's own cost, which every router adds to); peak RSS = VmHWM of the target's process tree.`,
   )
   parts.push(
     table(
@@ -232,6 +239,7 @@ export function render(run: ProxyRun): string {
         `max req/s (${run.connections} conns)`,
         '÷ direct',
         'stream TTFB p50 / p99',
+        'CPU µs/req',
         'peak RSS MB',
         'errors (rate / max / stream)',
       ],
@@ -252,15 +260,26 @@ export function render(run: ProxyRun): string {
           `${quotient(ao.p50, ap.p50)} / ${quotient(ao.p99, ap.p99)}`,
           quotient(ratio(o, d), ratio(p, d)),
           `${quotient(o.ttfb.p50Ms, p.ttfb.p50Ms)} / ${quotient(o.ttfb.p99Ms, p.ttfb.p99Ms)}`,
+          quotient(o.cpuUsPerRequest ?? Number.NaN, p.cpuUsPerRequest ?? Number.NaN),
           quotient(o.peakRssMb, p.peakRssMb),
         ])
       }
     }
     parts.push(
-      'Ours against each peer (below 1× is better for latency and memory, above 1× for throughput):',
+      'Ours against each peer (below 1× is better for latency, CPU and memory, above 1× for throughput):',
     )
     parts.push(
-      table(['', 'added p50 / p99', 'throughput', 'stream TTFB p50 / p99', 'peak RSS'], prow),
+      table(
+        [
+          '',
+          'added p50 / p99',
+          'throughput',
+          'stream TTFB p50 / p99',
+          'CPU per request',
+          'peak RSS',
+        ],
+        prow,
+      ),
     )
   }
   const s = run.streams

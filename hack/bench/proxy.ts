@@ -16,6 +16,7 @@ import { parseArgs, promisify } from 'node:util'
 import { fixedRate, type LoadResult, type LoadTarget, percentile } from './load.js'
 import { ensurePeer, PEERS, type PeerName, startPeer } from './peers.js'
 import { CLI, type OutputProc, type Proc, spawnCli } from './procs.js'
+import { cpuUsPerRequest, treeCpuSeconds } from './proxy-cpu.js'
 import { treeMemory } from './proxy-procfs.js'
 import {
   checks,
@@ -411,8 +412,11 @@ async function fastPaths(
   // Fixed rate, non-stream: two alternating halves per target so drift on the shared machine
   // hits every target alike; vegeta merges the halves' latencies in one report.
   const half = Math.max(1, Math.round(SECONDS / 2))
+  /** CPU seconds each target's process tree used during its fixed-rate halves. */
+  const cpuUsed = new Map<TargetKey, number>()
   for (const round of [1, 2]) {
     for (const t of targets) {
+      const before = await treeCpuSeconds(t.pid)
       await attack(vegetaBin, {
         url: url(t),
         bodyFile: bodies.json,
@@ -420,8 +424,10 @@ async function fastPaths(
         seconds: half,
         output: join(dir, `rate-${t.key}-${round}.bin`),
       })
+      cpuUsed.set(t.key, (cpuUsed.get(t.key) ?? 0) + (await treeCpuSeconds(t.pid)) - before)
     }
   }
+  const cpuUs = (t: Running): number => cpuUsPerRequest(0, cpuUsed.get(t.key) ?? 0, RATE * half * 2)
   const fixed = new Map<TargetKey, Measured['fixed']>()
   for (const t of targets) {
     const r = await report(vegetaBin, [
@@ -430,7 +436,7 @@ async function fastPaths(
     ])
     fixed.set(t.key, { p50Ms: r.p50Ms, p99Ms: r.p99Ms, failed: failures(r) })
     out(
-      `${RATE} req/s ${t.label}: p50 ${r.p50Ms.toFixed(3)} p99 ${r.p99Ms.toFixed(3)} ms, ${failures(r)} failed${describeFailures(r)}`,
+      `${RATE} req/s ${t.label}: p50 ${r.p50Ms.toFixed(3)} p99 ${r.p99Ms.toFixed(3)} ms, CPU ${cpuUs(t).toFixed(0)} µs/req, ${failures(r)} failed${describeFailures(r)}`,
     )
     if (failures(r) > 0) peerTail(t)
   }
@@ -491,6 +497,7 @@ async function fastPaths(
       max: m,
       ttfb: s,
       peakRssMb: (await treeMemory(t.pid)).peakMb,
+      cpuUsPerRequest: cpuUs(t),
     })
   }
   return measured
