@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import { backoffDelay, jittered, sleep, withTimeout } from './backoff.js'
 
 describe('backoffDelay', () => {
@@ -18,12 +18,23 @@ describe('backoffDelay', () => {
 
 describe('sleep and withTimeout', () => {
   it('sleep ends early on abort', async () => {
-    const ac = new AbortController()
-    const t0 = Date.now()
-    const p = sleep(5000, ac.signal)
-    ac.abort()
-    await p
-    expect(Date.now() - t0).toBeLessThan(100)
+    // Fake timers that never advance: only the abort can end the sleep.
+    vi.useFakeTimers()
+    try {
+      const ac = new AbortController()
+      let ended = false
+      const p = sleep(5000, ac.signal).then(() => {
+        ended = true
+      })
+      await Promise.resolve()
+      expect(ended).toBe(false)
+      ac.abort()
+      await p
+      expect(ended).toBe(true)
+      expect(vi.getTimerCount()).toBe(0) // its timer is cleared too
+    } finally {
+      vi.useRealTimers()
+    }
   })
   it('withTimeout rejects a hung promise and passes a settled one through', async () => {
     await expect(withTimeout(new Promise(() => {}), 20, 'hung call')).rejects.toThrow(

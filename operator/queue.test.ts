@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import { WorkQueue } from './queue.js'
 
 const tick = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
@@ -64,21 +64,31 @@ describe('WorkQueue', () => {
   })
 
   it('addAfter keeps the earliest time, batching a burst into one run', async () => {
-    const runs: number[] = []
-    const q = new WorkQueue({ handler: async () => void runs.push(Date.now()) })
-    const t0 = Date.now()
-    q.addAfter('snap', 40)
-    await tick(10)
-    q.addAfter('snap', 40) // later than pending: ignored
-    q.addAfter('snap', 40)
-    await q.idle()
-    expect(runs).toHaveLength(1)
-    expect(runs[0]! - t0).toBeLessThan(45 + 30)
-    q.addAfter('snap', 200)
-    q.addAfter('snap', 10) // earlier: replaces
-    await q.idle()
-    expect(runs).toHaveLength(2)
-    expect(runs[1]! - runs[0]!).toBeLessThan(150)
+    // Fake timers: the run times are exact, whatever the load on the machine.
+    vi.useFakeTimers()
+    try {
+      const runs: number[] = []
+      const q = new WorkQueue({ handler: async () => void runs.push(Date.now()) })
+      const t0 = Date.now()
+      q.addAfter('snap', 40)
+      await vi.advanceTimersByTimeAsync(10)
+      q.addAfter('snap', 40) // later than pending: ignored
+      q.addAfter('snap', 40)
+      await vi.advanceTimersByTimeAsync(29)
+      expect(runs).toEqual([])
+      await vi.advanceTimersByTimeAsync(1)
+      await q.idle()
+      expect(runs).toEqual([t0 + 40])
+      q.addAfter('snap', 200)
+      q.addAfter('snap', 10) // earlier: replaces
+      await vi.advanceTimersByTimeAsync(10)
+      await q.idle()
+      expect(runs).toEqual([t0 + 40, t0 + 50])
+      await vi.advanceTimersByTimeAsync(300) // the replaced 200 ms run never comes
+      expect(runs).toHaveLength(2)
+    } finally {
+      vi.useRealTimers()
+    }
   })
 
   it('stop drops queued work and waits for running handlers up to a deadline', async () => {

@@ -128,11 +128,14 @@ describe('forward', () => {
 
   it('turns a response-header timeout into a 504 without retrying', async () => {
     // undici's header/body timers tick about every 500 ms, so the upstream stalls well beyond that.
+    let answered = false
     u1.handler = (_q, res) => {
-      const t = setTimeout(() => json(res, 200, {}), 3000)
+      const t = setTimeout(() => {
+        answered = true
+        json(res, 200, {})
+      }, 3000)
       res.on('close', () => clearTimeout(t))
     }
-    const t0 = Date.now()
     const before = u2.requests.length
     const srv = server(
       's',
@@ -146,7 +149,8 @@ describe('forward', () => {
     expect(err).toBeInstanceOf(GatewayError)
     expect(err).toMatchObject({ status: 504, code: 'upstream_timeout' })
     expect(u2.requests.length).toBe(before)
-    expect(Date.now() - t0).toBeLessThan(2500)
+    // The 504 came while the upstream still stalled, not after its late answer.
+    expect(answered).toBe(false)
   })
 
   it('fails fast with 503 when there are no candidates', async () => {

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import OpenAI from 'openai'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { buildAll } from '../build.js'
 import { freePort } from '../cluster/control-plane.js'
 import { demoWithEngines } from '../demo-engines.js'
@@ -251,17 +251,20 @@ describe.skipIf(!canBuild)('npm run image', () => {
         spawnSync('runc', ['delete', '--force', id])
       })
       const base = `http://127.0.0.1:${port}`
-      const deadline = Date.now() + 60_000
-      for (;;) {
-        if (proc.exitCode !== null) throw new Error(`runc exited ${proc.exitCode}: ${output}`)
-        const ok = await fetch(`${base}/readyz`, { signal: AbortSignal.timeout(2000) }).then(
-          (r) => r.status === 200,
-          () => false,
-        )
-        if (ok) break
-        if (Date.now() > deadline) throw new Error(`not ready in 60 s: ${output}`)
-        await new Promise((r) => setTimeout(r, 200))
-      }
+      // Ready, or the container's exit (fails at once, with its output).
+      const died = new Promise<never>((_, reject) =>
+        proc.once('exit', (code) => reject(new Error(`runc exited ${code}: ${output}`))),
+      )
+      await Promise.race([
+        died,
+        vi.waitFor(
+          async () => {
+            const r = await fetch(`${base}/readyz`, { signal: AbortSignal.timeout(2000) })
+            expect(r.status, output).toBe(200)
+          },
+          { timeout: 120_000, interval: 200 },
+        ),
+      ])
       const client = new OpenAI({ baseURL: `${base}/v1`, apiKey: 'unused', maxRetries: 0 })
       expect(demo.models).toContain('llama-3.1-8b')
       for (const model of demo.models) {
