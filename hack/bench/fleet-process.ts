@@ -1,9 +1,8 @@
 // The simulated fleet (hack/bench/routing-fleet.ts in its own process) and a data plane in front
-// of it, as the scenario benchmarks (routing-kv, routing-pd) start them.
-import { type ChildProcess, spawn } from 'node:child_process'
+// of it, as the routing benchmarks (routing, routing-kv, routing-pd, routing-spill) start them.
 import { fileURLToPath } from 'node:url'
 import type { SimOptions, SimStats } from '../sim/index.js'
-import { type Proc, spawnCli } from './procs.js'
+import { type Proc, spawnCli, spawnScript } from './procs.js'
 import type { FleetMember, RestartReply, RestartRequest } from './routing-fleet.js'
 
 const FLEET_SCRIPT = fileURLToPath(new URL('./routing-fleet.ts', import.meta.url))
@@ -14,37 +13,23 @@ export interface Fleet {
   stop(): Promise<void>
 }
 
-export async function startFleet(opts: readonly SimOptions[]): Promise<Fleet> {
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', FLEET_SCRIPT], {
-    env: { ...process.env, ROUTING_FLEET: JSON.stringify(opts) },
-    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-  })
-  let seen = ''
-  const members = await new Promise<FleetMember[]>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`fleet did not start: ${seen}`)), 30_000)
-    const onData = (b: Buffer): void => {
-      seen += b.toString()
-      const m = /READY (.*)\n/.exec(seen)
-      if (m) {
-        clearTimeout(timer)
-        resolve(JSON.parse(m[1] as string) as FleetMember[])
-      }
-    }
-    child.stdout?.on('data', onData)
-    child.stderr?.on('data', onData)
-    child.once('exit', (code) => {
-      clearTimeout(timer)
-      reject(new Error(`fleet exited with ${code}: ${seen}`))
-    })
-  })
-  child.removeAllListeners('exit')
-  child.stdout?.resume()
-  child.stderr?.resume()
+export async function startFleet(
+  opts: readonly SimOptions[],
+  { killAfterMs = 1000 }: { readonly killAfterMs?: number } = {},
+): Promise<Fleet> {
+  // A pod still "down" (killed) holds a timer in the fleet process: stop() does not wait for it
+  // longer than killAfterMs.
+  const proc = await spawnScript<FleetMember[]>(
+    FLEET_SCRIPT,
+    { ROUTING_FLEET: JSON.stringify(opts) },
+    { ipc: true, killAfterMs },
+  )
+  const { child } = proc
   let ids = 0
   const waiting = new Map<number, (r: RestartReply) => void>()
   child.on('message', (m: RestartReply) => waiting.get(m.id)?.(m))
   return {
-    members,
+    members: proc.ready,
     restart: (name, downMs) =>
       new Promise<SimStats>((resolve, reject) => {
         const id = ++ids
@@ -56,27 +41,36 @@ export async function startFleet(opts: readonly SimOptions[]): Promise<Fleet> {
         const req: RestartRequest = { type: 'restart', id, name, downMs }
         child.send(req)
       }),
-    stop: () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve()
-        child.once('exit', () => resolve())
-        child.kill('SIGTERM')
-        // A pod still "down" (killed) holds a timer in the fleet process: do not wait for it.
-        setTimeout(() => child.kill('SIGKILL'), 1000).unref()
-      }),
+    stop: proc.stop,
   }
 }
 
+export interface GatewayProcOptions {
+  /** More `dataplane` flags (secrets, provider addresses, …). */
+  readonly args?: readonly string[]
+  /** --workers (default 1). */
+  readonly workers?: number
+  /** How long to wait for every pod's first fresh scrape (default 10 s). */
+  readonly freshWithinMs?: number
+}
+
 /**
- * `infer-gateway dataplane` (one worker, --explain) on `port` over `file`; resolves once it has a
- * fresh scrape of each of its `pods`.
+ * `infer-gateway dataplane` (--explain, no access log) on `port` over `file`; resolves once it has
+ * a fresh scrape of each of its `pods`, as a long-running gateway would.
  */
-export async function startGateway(file: string, port: number, pods: number): Promise<Proc> {
+export async function startGateway(
+  file: string,
+  port: number,
+  pods: number,
+  o: GatewayProcOptions = {},
+): Promise<Proc> {
+  const workers = o.workers ?? 1
   const gw = await spawnCli(
     [
       'dataplane',
       '--config',
       file,
+      ...(o.args ?? []),
       '--host',
       '127.0.0.1',
       '--port',
@@ -86,13 +80,14 @@ export async function startGateway(file: string, port: number, pods: number): Pr
       '--drain-delay',
       '0',
       '--workers',
-      '1',
+      String(workers),
     ],
     /data plane listening/,
     [],
-    60_000,
+    // Each worker loads the whole data plane too: on a busy machine that takes a while.
+    60_000 * workers,
   )
-  const deadline = Date.now() + 10_000
+  const deadline = Date.now() + (o.freshWithinMs ?? 10_000)
   for (;;) {
     try {
       const res = await fetch(`http://127.0.0.1:${port}/debug/endpoints`)

@@ -1,6 +1,7 @@
 // Child processes for benchmarks: each part runs in its own process (as in production), so the
 // gateway's event loop is not shared with the load generator or the engines.
 import { type ChildProcess, spawn } from 'node:child_process'
+import { basename } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 export const CLI = fileURLToPath(new URL('../../bin/infer-gateway.js', import.meta.url))
@@ -109,6 +110,66 @@ export function spawnProc(
         child.once('exit', () => resolve())
         child.kill('SIGTERM')
         setTimeout(() => child.kill('SIGKILL'), 5000).unref()
+      }),
+  }
+}
+
+export interface ScriptProc<T> extends Proc {
+  /** What the script printed on its `READY <json>` line. */
+  readonly ready: T
+}
+
+/**
+ * Runs one of the benchmarks' helper scripts (`node --import tsx <script>`: a simulated fleet, a
+ * balancer, a provider simulator) in its own process with `env` added, and resolves once it prints
+ * `READY <json>`. `ipc` opens the IPC channel (the fleet's restarts); `killAfterMs` is how long
+ * stop() waits after SIGTERM before SIGKILL.
+ */
+export async function spawnScript<T>(
+  script: string,
+  env: Readonly<Record<string, string>>,
+  opts: { readonly ipc?: boolean; readonly timeoutMs?: number; readonly killAfterMs?: number } = {},
+): Promise<ScriptProc<T>> {
+  const child = spawn(process.execPath, ['--import', 'tsx', script], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe', ...(opts.ipc === true ? (['ipc'] as const) : [])],
+  })
+  const name = basename(script)
+  let seen = ''
+  const ready = await new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      // As in spawnCli: the caller gets no handle, so the child must not outlive the failure.
+      child.kill('SIGKILL')
+      reject(new SpawnTimeoutError(child.pid, `${name} did not start: ${seen}`))
+    }, opts.timeoutMs ?? 30_000)
+    const onData = (b: Buffer): void => {
+      seen += b.toString()
+      const m = /READY (.*)\n/.exec(seen)
+      if (m) {
+        clearTimeout(timer)
+        resolve(JSON.parse(m[1] as string) as T)
+      }
+    }
+    child.stdout?.on('data', onData)
+    child.stderr?.on('data', onData)
+    // 'close', not 'exit': the output is all read by then, so the error carries its last words.
+    child.once('close', (code) => {
+      clearTimeout(timer)
+      reject(new Error(`${name} exited with ${code}: ${seen}`))
+    })
+  })
+  child.removeAllListeners('close')
+  child.stdout?.resume()
+  child.stderr?.resume()
+  return {
+    child,
+    ready,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve()
+        child.once('exit', () => resolve())
+        child.kill('SIGTERM')
+        setTimeout(() => child.kill('SIGKILL'), opts.killAfterMs ?? 5000).unref()
       }),
   }
 }

@@ -1,6 +1,7 @@
 // Child process of the routing benchmark: the round-robin balancer in front of several data-plane
 // replicas, in its own process so its event loop is not the load generator's. Options arrive as
-// JSON in ROUTING_BALANCER ({ backends, host, port }); prints `READY <url>` and stops on SIGTERM.
+// JSON in ROUTING_BALANCER ({ backends, host, port }); prints `READY "<url>"` (JSON) and stops on
+// SIGTERM.
 import { type Backend, startBalancer } from './balancer.js'
 
 async function main(): Promise<void> {
@@ -8,7 +9,7 @@ async function main(): Promise<void> {
   if (raw === undefined) throw new Error('ROUTING_BALANCER is not set')
   const o = JSON.parse(raw) as { backends: Backend[]; host: string; port: number }
   const lb = await startBalancer(o.backends, { host: o.host, port: o.port })
-  process.stdout.write(`READY ${lb.url}\n`)
+  process.stdout.write(`READY ${JSON.stringify(lb.url)}\n`)
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', () => resolve())
     process.once('SIGINT', () => resolve())

@@ -17,6 +17,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import type { SimOptions, SimStats } from '../sim/index.js'
+import { createRng } from '../sim/rng.js'
 import { startFleet, startGateway } from './fleet-process.js'
 import { percentile } from './load.js'
 import type { Proc } from './procs.js'
@@ -62,19 +63,8 @@ export interface PdBenchOptions {
 
 type Mode = 'aggregated' | 'disaggregated' | 'disaggregated, prefill pod killed'
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0
-    let t = s
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
-  }
-}
-
 function plan(rate: number, durationMs: number, seed = 14): PlannedRequest[] {
-  const random = rng(seed)
+  const random = createRng(seed)
   return poissonTimes(rate, durationMs, random).map((at, i) => {
     const long = random() < 0.5
     const w = long ? LONG : CHAT

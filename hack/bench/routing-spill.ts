@@ -12,7 +12,6 @@
 // a loaded 2-core machine spilled too little: the prediction lagged the pool's real queue.)
 // Target: gold TTFT p99 <= the SLO with spill-over, and not without.
 // SPILL_BENCH_DEBUG=1 prints every gold request over the SLO (arrival, TTFT, pod or `?` = provider).
-import { type ChildProcess, spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -22,8 +21,10 @@ import { parseArgs } from 'node:util'
 import { DEFAULT_PROFILE } from '../../dataplane/scheduler/profile.js'
 import { type SimServer, startOpenAISim } from '../providers-sim/index.js'
 import type { SimOptions } from '../sim/index.js'
+import { createRng } from '../sim/rng.js'
+import { startFleet, startGateway } from './fleet-process.js'
 import { percentile } from './load.js'
-import { type Proc, spawnCli } from './procs.js'
+import { type Proc, type ScriptProc, spawnScript } from './procs.js'
 import { fmt, table, writeSection } from './report.js'
 import type { FleetMember } from './routing-fleet.js'
 import {
@@ -34,8 +35,7 @@ import {
 } from './routing-load.js'
 
 const MODEL = 'spill-bench'
-const GW_PORT = 18_320
-const FLEET_SCRIPT = fileURLToPath(new URL('./routing-fleet.ts', import.meta.url))
+const GW_PORT = 18_330
 /** This file, run again as the provider simulator's own process (SPILL_PROVIDER=1). */
 const THIS_FILE = fileURLToPath(import.meta.url)
 /** Real time (time scale 1): a decode step 20 ms, so a 32-token answer holds a slot ~0.7 s. */
@@ -61,19 +61,8 @@ export interface SpillBenchOptions {
 
 type Mode = 'no spill-over' | 'spill-over (gold)'
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0
-    let t = s
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
-  }
-}
-
 function plan(rate: number, durationMs: number, seed = 15): PlannedRequest[] {
-  const random = rng(seed)
+  const random = createRng(seed)
   return poissonTimes(rate, durationMs, random).map((at, i) => {
     const tier = random() < 0.5 ? 'gold' : 'free'
     return {
@@ -175,110 +164,9 @@ function manifests(mode: Mode, members: readonly FleetMember[], providerUrl: str
     .join('\n---\n')
 }
 
-async function startFleet(opts: readonly SimOptions[]): Promise<{
-  members: FleetMember[]
-  stop(): Promise<void>
-}> {
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', FLEET_SCRIPT], {
-    env: { ...process.env, ROUTING_FLEET: JSON.stringify(opts) },
-    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-  })
-  const members = await ready<FleetMember[]>(child, 'fleet')
-  return {
-    members,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve()
-        child.once('exit', () => resolve())
-        child.kill('SIGTERM')
-        setTimeout(() => child.kill('SIGKILL'), 1000).unref()
-      }),
-  }
-}
-
-/** Reads `READY <json>` from a child's output. */
-function ready<T>(child: ChildProcess, what: string): Promise<T> {
-  let seen = ''
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${what} did not start: ${seen}`)), 30_000)
-    const onData = (b: Buffer): void => {
-      seen += b.toString()
-      const m = /READY (.*)\n/.exec(seen)
-      if (m) {
-        clearTimeout(timer)
-        child.removeAllListeners('exit')
-        child.stdout?.resume()
-        child.stderr?.resume()
-        resolve(JSON.parse(m[1] as string) as T)
-      }
-    }
-    child.stdout?.on('data', onData)
-    child.stderr?.on('data', onData)
-    child.once('exit', (code) => {
-      clearTimeout(timer)
-      reject(new Error(`${what} exited with ${code}: ${seen}`))
-    })
-  })
-}
-
 /** The provider simulator in its own process (its timers off the load generator's loop). */
-async function startProvider(): Promise<{ url: string; stop(): Promise<void> }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', THIS_FILE], {
-    env: { ...process.env, SPILL_PROVIDER: '1' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  const url = await ready<string>(child, 'provider simulator')
-  return {
-    url,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve()
-        child.once('exit', () => resolve())
-        child.kill('SIGTERM')
-        setTimeout(() => child.kill('SIGKILL'), 1000).unref()
-      }),
-  }
-}
-
-async function startGateway(file: string, secrets: string): Promise<Proc> {
-  const gw = await spawnCli(
-    [
-      'dataplane',
-      '--config',
-      file,
-      '--secrets-dir',
-      secrets,
-      '--allow-private-provider-addresses',
-      '--host',
-      '127.0.0.1',
-      '--port',
-      String(GW_PORT),
-      '--no-access-log',
-      '--explain',
-      '--drain-delay',
-      '0',
-      '--workers',
-      '1',
-    ],
-    /data plane listening/,
-    [],
-    60_000,
-  )
-  const deadline = Date.now() + 10_000
-  for (;;) {
-    try {
-      const res = await fetch(`http://127.0.0.1:${GW_PORT}/debug/endpoints`)
-      const d = (await res.json()) as { endpoints: { scrape: { fresh: boolean } }[] }
-      if (d.endpoints.length === PODS && d.endpoints.every((e) => e.scrape.fresh)) return gw
-    } catch {
-      // not yet
-    }
-    if (Date.now() > deadline) {
-      await gw.stop()
-      throw new Error('gateway never saw fresh metrics')
-    }
-    await new Promise((r) => setTimeout(r, 50))
-  }
+function startProvider(): Promise<ScriptProc<string>> {
+  return spawnScript<string>(THIS_FILE, { SPILL_PROVIDER: '1' }, { killAfterMs: 1000 })
 }
 
 interface TierRow {
@@ -334,8 +222,10 @@ async function runMode(mode: Mode, rate: number, durationMs: number): Promise<Ro
       await writeFile(join(secrets, `key.${tier}`), createHash('sha256').update(key).digest('hex'))
     await writeFile(join(secrets, 'provider_default_overflow_api-key'), PROVIDER_KEY)
     const file = join(dir, 'gateway.yaml')
-    await writeFile(file, manifests(mode, fleet.members, provider.url))
-    gw = await startGateway(file, secrets)
+    await writeFile(file, manifests(mode, fleet.members, provider.ready))
+    gw = await startGateway(file, GW_PORT, PODS, {
+      args: ['--secrets-dir', secrets, '--allow-private-provider-addresses'],
+    })
     // Warm-up below capacity (not measured): compilation, and the scheduler's latency model
     // calibrates on the engines' real TTFT and TPOT.
     await runOpenLoop(`http://127.0.0.1:${GW_PORT}`, plan(rate / 4, 3000, 99), {

@@ -16,7 +16,6 @@
 // CPU time of the processes sharing two cores stays small next to it. Routers see the engines
 // only as a real deployment would: `/metrics` and responses (the benchmark itself reads
 // `/sim/stats` afterwards, for the prefix-hit column).
-import { type ChildProcess, spawn } from 'node:child_process'
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -24,12 +23,13 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { DEFAULT_PROFILE } from '../../dataplane/scheduler/profile.js'
 import type { SimOptions, SimStats } from '../sim/index.js'
+import { createRng } from '../sim/rng.js'
+import { type Fleet, startFleet, startGateway } from './fleet-process.js'
 import { percentile } from './load.js'
 import { ensurePeer, PEERS, type PeerInstall, type PeerName, startPeer } from './peers.js'
-import { type Proc, spawnCli } from './procs.js'
+import { type Proc, spawnScript } from './procs.js'
 import { fmt, table, writeSection } from './report.js'
 import { routingManifests, type SchedulerPluginSpec } from './routing-config.js'
-import type { FleetMember, RestartReply, RestartRequest } from './routing-fleet.js'
 import { runKvBench } from './routing-kv.js'
 import {
   burstyTimes,
@@ -67,7 +67,6 @@ const BALANCER_PORT = 18_289
 const PEER_PORT = 18_290
 const PEER_METRICS_PORT = 18_291
 const MODEL = 'bench-llm'
-const FLEET_SCRIPT = fileURLToPath(new URL('./routing-fleet.ts', import.meta.url))
 const BALANCER_SCRIPT = fileURLToPath(new URL('./routing-balancer.ts', import.meta.url))
 /** Engines restarted in the restart scenario and how long each is down (a container restart). */
 const RESTARTS = [
@@ -164,18 +163,8 @@ function capacity(
 // ---------------------------------------------------------------------------------------------
 // text
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) | 0
-    let t = Math.imul(a ^ (a >>> 15), 1 | a)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
-  }
-}
-
 const VOCAB = (() => {
-  const r = rng(7)
+  const r = createRng(7)
   const letters = 'abcdefghijklmnopqrstuvwxyz'
   return Array.from({ length: 4000 }, () => {
     const n = 2 + Math.floor(r() * 7)
@@ -238,7 +227,7 @@ const SP_QUESTION = 60
 function sharedSystems(): string[] {
   return Array.from(
     { length: SP_GROUPS },
-    (_, g) => `Group ${g} policy. ${words(SP_SYSTEM, rng(100 + g))}`,
+    (_, g) => `Group ${g} policy. ${words(SP_SYSTEM, createRng(100 + g))}`,
   )
 }
 
@@ -257,7 +246,7 @@ function sharedPrefix(bursty: boolean): Workload {
     pods,
     capacity: cap,
     plan(load) {
-      const r = rng(bursty ? 11 : 10)
+      const r = createRng(bursty ? 11 : 10)
       const systems = sharedSystems()
       const rate = load * cap
       const times = bursty
@@ -287,7 +276,7 @@ function decodeBound(): Workload {
     pods,
     capacity: cap,
     plan(load) {
-      const r = rng(12)
+      const r = createRng(12)
       const systems = sharedSystems()
       return poissonTimes(load * cap, DURATION_MS, r).map((at) => ({
         at,
@@ -312,7 +301,7 @@ function uniform(): Workload {
     pods,
     capacity: cap,
     plan(load) {
-      const r = rng(20)
+      const r = createRng(20)
       return poissonTimes(load * cap, DURATION_MS, r).map((at) => ({
         at,
         body: chatBody(MODEL, undefined, words(prompt, r), OUT),
@@ -339,7 +328,7 @@ function multiLora(): Workload {
     maxLoras: 2,
     capacity: cap,
     plan(load) {
-      const r = rng(30)
+      const r = createRng(30)
       return poissonTimes(load * cap, DURATION_MS, r).map((at) => ({
         at,
         body: chatBody(
@@ -369,15 +358,18 @@ function twoTenant(): Workload {
     capacity: cap,
     plan(load) {
       // `load` < 0.5 means "light alone" (the heavy tenant is left out).
-      const r = rng(40)
-      const light = poissonTimes(0.1 * cap, DURATION_MS, rng(41)).map((at) => ({
+      const r = createRng(40)
+      const light = poissonTimes(0.1 * cap, DURATION_MS, createRng(41)).map((at) => ({
         at,
         tenant: 'light',
       }))
       const heavy =
         load < 0.5
           ? []
-          : poissonTimes(0.8 * cap, DURATION_MS, rng(42)).map((at) => ({ at, tenant: 'heavy' }))
+          : poissonTimes(0.8 * cap, DURATION_MS, createRng(42)).map((at) => ({
+              at,
+              tenant: 'heavy',
+            }))
       return [...light, ...heavy]
         .sort((a, b) => a.at - b.at)
         .map(({ at, tenant }) => ({
@@ -409,7 +401,7 @@ function heterogeneous(): Workload {
     pods,
     capacity: cap,
     plan(load) {
-      const r = rng(50)
+      const r = createRng(50)
       return poissonTimes(load * cap, DURATION_MS, r).map((at) => ({
         at,
         body: chatBody(MODEL, undefined, words(prompt, r), OUT),
@@ -541,14 +533,8 @@ function matrix(): RunSpec[] {
 // ---------------------------------------------------------------------------------------------
 // processes
 
-interface Fleet {
-  readonly members: FleetMember[]
-  /** Restart one engine (see routing-fleet.ts); resolves with its counters from before. */
-  restart(name: string, downMs: number): Promise<SimStats>
-  stop(): Promise<void>
-}
-
-async function startFleet(w: Workload): Promise<Fleet> {
+/** The workload's engines in the fleet process (fleet-process.ts), pods on 127.0.0.101, .102, … */
+function startWorkloadFleet(w: Workload): Promise<Fleet> {
   const { name: _shape, ...engine } = w.shape
   const sims: SimOptions[] = w.pods.map((p, i) => ({
     name: `pod-${i}`,
@@ -561,99 +547,17 @@ async function startFleet(w: Workload): Promise<Fleet> {
     ...engine,
     ...(w.loras !== undefined ? { loras: w.loras, maxLoras: w.maxLoras ?? 1 } : {}),
   }))
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', FLEET_SCRIPT], {
-    env: { ...process.env, ROUTING_FLEET: JSON.stringify(sims) },
-    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-  })
-  let seen = ''
-  const members = await new Promise<FleetMember[]>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`fleet did not start: ${seen}`)), 30_000)
-    const onData = (b: Buffer): void => {
-      seen += b.toString()
-      const m = /READY (.*)\n/.exec(seen)
-      if (m) {
-        clearTimeout(timer)
-        resolve(JSON.parse(m[1] as string) as FleetMember[])
-      }
-    }
-    child.stdout?.on('data', onData)
-    child.stderr?.on('data', onData)
-    child.once('exit', (code) => {
-      clearTimeout(timer)
-      reject(new Error(`fleet exited with ${code}: ${seen}`))
-    })
-  })
-  child.removeAllListeners('exit')
-  child.stdout?.resume()
-  child.stderr?.resume()
-  let ids = 0
-  const waiting = new Map<number, (r: RestartReply) => void>()
-  child.on('message', (m: RestartReply) => waiting.get(m.id)?.(m))
-  return {
-    members,
-    restart: (name, downMs) =>
-      new Promise<SimStats>((resolve, reject) => {
-        const id = ++ids
-        waiting.set(id, (r) => {
-          waiting.delete(id)
-          if (r.error !== undefined) reject(new Error(`restart ${name}: ${r.error}`))
-          else resolve(r.before)
-        })
-        const req: RestartRequest = { type: 'restart', id, name, downMs }
-        child.send(req)
-      }),
-    stop: () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve()
-        child.once('exit', () => resolve())
-        child.kill('SIGTERM')
-        setTimeout(() => child.kill('SIGKILL'), 5000).unref()
-      }),
-  }
+  return startFleet(sims)
 }
 
-async function startBalancerProc(ports: readonly number[]): Promise<Proc> {
-  const child = spawn(process.execPath, ['--import', 'tsx', BALANCER_SCRIPT], {
-    env: {
-      ...process.env,
-      ROUTING_BALANCER: JSON.stringify({
-        backends: ports.map((port) => ({ host: '127.0.0.1', port })),
-        host: '127.0.0.1',
-        port: BALANCER_PORT,
-      }),
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
+function startBalancerProc(ports: readonly number[]): Promise<Proc> {
+  return spawnScript<string>(BALANCER_SCRIPT, {
+    ROUTING_BALANCER: JSON.stringify({
+      backends: ports.map((port) => ({ host: '127.0.0.1', port })),
+      host: '127.0.0.1',
+      port: BALANCER_PORT,
+    }),
   })
-  let seen = ''
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`balancer did not start: ${seen}`)), 30_000)
-    const onData = (b: Buffer): void => {
-      seen += b.toString()
-      if (seen.includes('READY ')) {
-        clearTimeout(timer)
-        resolve()
-      }
-    }
-    child.stdout?.on('data', onData)
-    child.stderr?.on('data', onData)
-    child.once('exit', (code) => {
-      clearTimeout(timer)
-      reject(new Error(`balancer exited with ${code}: ${seen}`))
-    })
-  })
-  child.removeAllListeners('exit')
-  child.stdout?.resume()
-  child.stderr?.resume()
-  return {
-    child,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve()
-        child.once('exit', () => resolve())
-        child.kill('SIGTERM')
-        setTimeout(() => child.kill('SIGKILL'), 5000).unref()
-      }),
-  }
 }
 
 async function getJson<T>(url: string): Promise<T> {
@@ -670,42 +574,6 @@ interface DebugView {
   }[]
   decisions?: { decisions: number; p50Us: number | null; p99Us: number | null }
   servers: Record<string, { state?: Record<string, Record<string, unknown>> }>
-}
-
-/** Our data plane on `port`, with `--explain` (the benchmark reads /debug/endpoints). */
-async function startGatewayProc(file: string, port: number, pods: number): Promise<Proc> {
-  const gw = await spawnCli(
-    [
-      'dataplane',
-      '--config',
-      file,
-      '--host',
-      '127.0.0.1',
-      '--port',
-      String(port),
-      '--no-access-log',
-      '--explain',
-      '--drain-delay',
-      '0',
-      '--workers',
-      String(WORKERS),
-    ],
-    /data plane listening/,
-    [],
-    // Each worker loads the whole data plane too: on a busy machine that takes a while.
-    30_000 * WORKERS,
-  )
-  // Start with metrics in hand, as a long-running gateway would.
-  const deadline = Date.now() + 5000
-  for (;;) {
-    const d = await getJson<DebugView>(`http://127.0.0.1:${port}/debug/endpoints`)
-    if (d.endpoints.length === pods && d.endpoints.every((e) => e.scrape.fresh)) return gw
-    if (Date.now() > deadline) {
-      await gw.stop()
-      throw new Error('gateway never saw fresh metrics')
-    }
-    await new Promise((r) => setTimeout(r, 50))
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -826,7 +694,7 @@ function phaseOf(at: number): string {
 async function runOne(spec: RunSpec, dir: string, peers: PeerInstalls): Promise<RunResult> {
   const { workload: w, policy, load, scenario } = spec
   const plan = w.plan(load)
-  const fleet = await startFleet(w)
+  const fleet = await startWorkloadFleet(w)
   const procs: Proc[] = []
   let origin: string
   const replicas = scenario === 'replicas' ? REPLICAS : 1
@@ -864,7 +732,8 @@ async function runOne(spec: RunSpec, dir: string, peers: PeerInstalls): Promise<
       )
       const ports = Array.from({ length: replicas }, (_, i) => GW_PORT + i)
       // One at a time: starting several CLIs at once on two cores only makes each slower.
-      for (const port of ports) procs.push(await startGatewayProc(file, port, w.pods.length))
+      for (const port of ports)
+        procs.push(await startGateway(file, port, w.pods.length, { workers: WORKERS }))
       if (replicas > 1) {
         procs.push(await startBalancerProc(ports))
         origin = `http://127.0.0.1:${BALANCER_PORT}`
