@@ -15,6 +15,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import type { SimOptions, SimStats } from '../sim/index.js'
+import { createRng } from '../sim/rng.js'
 import { type Fleet, startFleet, startGateway } from './fleet-process.js'
 import { percentile } from './load.js'
 import type { Proc } from './procs.js'
@@ -59,17 +60,6 @@ export interface KvBenchOptions {
 
 type Mode = 'kv-cache' | 'prefix-cache' | 'round-robin'
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0
-    let t = s
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
-  }
-}
-
 function system(g: number): string {
   return `Group ${g} assistant. ${Array.from({ length: SYSTEM_WORDS }, (_, k) => `g${g}w${(g * 7919 + k) % 10007}`).join(' ')}`
 }
@@ -87,7 +77,7 @@ function zipfGroup(u: number): number {
 }
 
 function plan(rate: number, durationMs: number, seed = 14): PlannedRequest[] {
-  const random = rng(seed)
+  const random = createRng(seed)
   return poissonTimes(rate, durationMs, random).map((at, i) => {
     const g = zipfGroup(random())
     return {
