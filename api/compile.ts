@@ -34,6 +34,7 @@ import type {
 import {
   DEFAULT_RETRY,
   DEFAULT_TIMEOUTS,
+  type InferenceEngine,
   inferencePoolKey,
   type PdConnector,
   type RoutingSnapshot,
@@ -220,7 +221,7 @@ const DURATION_ARGS: Readonly<Record<string, readonly string[]>> = {
   fairness: ['queueTimeout'],
 }
 
-export function compileScheduler(s: Scheduler): SnapshotScheduler {
+export function compileScheduler(s: Scheduler, engine?: InferenceEngine): SnapshotScheduler {
   return {
     plugins: s.plugins.map((p) => {
       const durations = DURATION_ARGS[p.name] ?? []
@@ -230,6 +231,9 @@ export function compileScheduler(s: Scheduler): SnapshotScheduler {
         if (durations.includes(k) && typeof v === 'string') args[`${k}Ms`] = durationMs(v, 0)
         else args[k] = v as SchedulerArgValue
       }
+      // kv-cache follows the server's engine's event hashing unless told otherwise.
+      if (p.name === 'kv-cache' && args['engine'] === undefined && engine === 'SGLang')
+        args['engine'] = 'sglang'
       // Admission-only plugins carry weight 0 so "weight > 0" means "scores".
       const weight =
         'weight' in p && p.weight !== undefined ? p.weight : p.name === 'fairness' ? 0 : 1
@@ -319,7 +323,9 @@ function compileServer(
     port,
     trafficPolicy: compileTrafficPolicy(ms.spec.trafficPolicy),
     endpoints: unique,
-    ...(ms.spec.scheduler !== undefined ? { scheduler: compileScheduler(ms.spec.scheduler) } : {}),
+    ...(ms.spec.scheduler !== undefined
+      ? { scheduler: compileScheduler(ms.spec.scheduler, ms.spec.inferenceEngine) }
+      : {}),
   }
   const pd = compilePd(ms)
   if (pd !== undefined) return { ...server, pd }

@@ -431,6 +431,8 @@ export const schedulerPluginArgSchemas = {
     blockSize: intRange(1, 1024).optional(),
     /** The engine's PYTHONHASHSEED (vLLM seeds its block-hash chain with it). */
     hashSeed: z.string().max(64).optional(),
+    /** Whose event format and block hashing: vLLM's (default) or SGLang's (defaulted from inferenceEngine). */
+    engine: z.enum(['vllm', 'sglang']).optional(),
     /** Path of the model's tokenizer.json, or `words` for the engine simulator. */
     tokenizer: z.string().min(1).max(4096).optional(),
     /** Blocks hashed per request. */

@@ -15,6 +15,10 @@ import { createHash } from 'node:crypto'
 export const HASH_ALGOS = ['sha256_cbor'] as const
 export type HashAlgo = (typeof HASH_ALGOS)[number]
 
+/** Engines whose KV events and block hashing we follow. */
+export const KV_ENGINES = ['vllm', 'sglang'] as const
+export type KvEngine = (typeof KV_ENGINES)[number]
+
 /** Minimal CBOR writer for the shapes above (major types 0, 2, 3, 4 and null). */
 class Cbor {
   buf = new Uint8Array(1024)
@@ -150,6 +154,57 @@ export function tail64(h: Uint8Array, out: Uint32Array, at: number): void {
 /** The same as a bigint (the simulator's publisher writes uint64 ints). */
 export function tail64n(h: Uint8Array): bigint {
   return new DataView(h.buffer, h.byteOffset + h.length - 8, 8).getBigUint64(0)
+}
+
+// SGLang (python/sglang/srt/mem_cache: get_hash_str, hash_str_to_int64): one hash per page of
+// `page_size` tokens, chained: page i = sha256(digest of page i-1 (nothing for the first page) ‖
+// each token id as 4 bytes little-endian). The event carries the digest's FIRST 8 bytes as a signed
+// int64 (the first 16 hex characters), so (hi, lo) are those bytes read big-endian. No seed: the
+// chain is the same in every process. Only full pages are cached, as in SGLang's paged radix cache.
+
+/** SGLang's page hashes of `tokens` (full 32-byte digests), at most `maxBlocks`. */
+export function sglangHashesFull(
+  tokens: ArrayLike<number>,
+  pageSize: number,
+  maxBlocks = Number.MAX_SAFE_INTEGER,
+): Buffer[] {
+  const n = Math.min(Math.floor(tokens.length / pageSize), maxBlocks)
+  const out: Buffer[] = []
+  const page = Buffer.alloc(4 * pageSize)
+  let prior: Buffer | undefined
+  for (let b = 0; b < n; b++) {
+    for (let i = 0; i < pageSize; i++)
+      page.writeUInt32LE((tokens[b * pageSize + i] as number) >>> 0, 4 * i)
+    const h = createHash('sha256')
+    if (prior !== undefined) h.update(prior)
+    prior = h.update(page).digest()
+    out.push(prior)
+  }
+  return out
+}
+
+/** The event form of an SGLang digest: its first 8 bytes, big-endian, as (hi, lo). */
+export function head64(h: Uint8Array, out: Uint32Array, at: number): void {
+  const v = new DataView(h.buffer, h.byteOffset, 8)
+  out[at] = v.getUint32(0)
+  out[at + 1] = v.getUint32(4)
+}
+
+/** The same as SGLang writes it: a signed int64. */
+export function head64n(h: Uint8Array): bigint {
+  return new DataView(h.buffer, h.byteOffset, 8).getBigInt64(0)
+}
+
+/** Request-side SGLang hashes as flattened (hi, lo) pairs. */
+export function sglangBlockKeys(
+  tokens: ArrayLike<number>,
+  pageSize: number,
+  maxBlocks: number,
+): Uint32Array {
+  const full = sglangHashesFull(tokens, pageSize, maxBlocks)
+  const out = new Uint32Array(full.length * 2)
+  for (let i = 0; i < full.length; i++) head64(full[i] as Buffer, out, i * 2)
+  return out
 }
 
 /** Request-side hashes as flattened (hi, lo) pairs, ready for index lookups. */

@@ -2,14 +2,18 @@
 // engine's if the ids are the engine's, so the tokenizer must be the model's:
 //  - a path to the model's `tokenizer.json`: loaded with @huggingface/tokenizers (lazily, off the
 //    request path; until it is ready the kv-cache scorer falls back to the approximate index);
-//  - `words`: the engine simulator's tokenizer (hack/sim/tokenizer.ts: one token per word or
-//    punctuation mark), each token's id being the FNV-1a hash of its text. For the simulator only.
+//  - `words`: the engine simulator's tokenizer (one token per word or punctuation mark with the
+//    whitespace before it), each token's id being the FNV-1a hash of its text. For the simulator
+//    only; defined here so the data plane imports nothing from the simulator (the simulator's
+//    tokenizer uses this same expression).
 // The prompt text is the scheduler's flattened chat prompt (scheduler/prompt.ts, ChatML framing),
 // which matches engines whose chat template is ChatML; for other templates prefer routing
 // completions, or accept that the first template-dependent block differs (the match is then 0).
 
 import { readFile } from 'node:fs/promises'
-import { tokenize } from '../../hack/sim/tokenizer.js'
+
+/** One token per word (letters, digits, underscore) or punctuation mark, with its leading spaces. */
+export const WORD_TOKEN_RE = /\s*[\p{L}\p{N}_]+|\s*[^\s\p{L}\p{N}_]/gu
 
 export type TokenIds = (text: string) => ArrayLike<number>
 
@@ -24,7 +28,7 @@ export function wordId(token: string): number {
 }
 
 export function wordTokenIds(text: string): Uint32Array {
-  const toks = tokenize(text)
+  const toks = text.match(WORD_TOKEN_RE) ?? []
   const out = new Uint32Array(toks.length)
   for (let i = 0; i < toks.length; i++) out[i] = wordId(toks[i] as string)
   return out

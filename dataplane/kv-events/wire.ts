@@ -1,4 +1,7 @@
-// vLLM's KV-event wire format (vllm/distributed/kv_events.py), decoded and encoded.
+// vLLM's KV-event wire format (vllm/distributed/kv_events.py), decoded and encoded. SGLang's
+// publisher (sglang/srt/disaggregation/kv_events.py) copies it: the same PUB/ROUTER sockets and
+// frames, the same tagged array-like structs, minus vLLM's later fields (`medium` optional and
+// omitted when None, no `lora_name`), block hashes as signed int64 — all read by the same decoder.
 //
 // A ZMQ PUB message is three frames: topic, an 8-byte big-endian sequence number, and the payload:
 // msgpack of a `KVEventBatch`, a msgspec Struct with `array_like=True, omit_defaults=True`, i.e. an
@@ -176,10 +179,21 @@ const encoder = new Encoder({ useBigInt64: true })
 
 /** msgspec writes an int in the fewest bytes; a bigint that fits a double's safe range goes as number. */
 function wireInt(h: bigint): bigint | number {
-  return h <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(h) : h
+  const safe = BigInt(Number.MAX_SAFE_INTEGER)
+  return h <= safe && h >= -safe ? Number(h) : h
 }
 
-export function encodeBatch(ts: number, events: readonly WireEvent[]): Uint8Array {
+/**
+ * `engine` picks the struct shape: vLLM's `medium` has no default (always written); SGLang's
+ * (sglang/srt/disaggregation/kv_events.py) defaults to None and is omitted then (omit_defaults),
+ * and SGLang's hashes are signed int64 (pass them signed).
+ */
+export function encodeBatch(
+  ts: number,
+  events: readonly WireEvent[],
+  engine: 'vllm' | 'sglang' = 'vllm',
+): Uint8Array {
+  const medium = (m: string | null): unknown[] => (engine === 'sglang' && m === null ? [] : [m])
   const out: unknown[] = events.map((e): unknown[] => {
     if (e.type === 'BlockStored') {
       return [
@@ -189,10 +203,11 @@ export function encodeBatch(ts: number, events: readonly WireEvent[]): Uint8Arra
         e.tokenIds,
         e.blockSize,
         e.loraId,
-        e.medium,
+        ...medium(e.medium),
       ]
     }
-    if (e.type === 'BlockRemoved') return ['BlockRemoved', e.hashes.map(wireInt), e.medium]
+    if (e.type === 'BlockRemoved')
+      return ['BlockRemoved', e.hashes.map(wireInt), ...medium(e.medium)]
     return ['AllBlocksCleared']
   })
   return encoder.encode([ts, out])

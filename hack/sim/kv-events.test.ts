@@ -3,7 +3,7 @@
 // the prompt, and lost batches are recovered from the replay socket (or reset the index without one).
 
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { blockKeys, noneHash } from '../../dataplane/kv-events/block-hash.js'
+import { blockKeys, noneHash, sglangBlockKeys } from '../../dataplane/kv-events/block-hash.js'
 import { KvEventSubscriber } from '../../dataplane/kv-events/subscriber.js'
 import { wordTokenIds } from '../../dataplane/kv-events/tokens.js'
 import { flattenPrompt } from '../../dataplane/scheduler/prompt.js'
@@ -37,13 +37,18 @@ function keysOf(b: Record<string, unknown>): Uint32Array {
   return blockKeys(wordTokenIds(flattenPrompt(b)), 16, noneHash('0'), null, 1000)
 }
 
-async function sim(host: string, numGpuBlocks: number, replay: boolean): Promise<SimHandle> {
+async function sim(
+  host: string,
+  numGpuBlocks: number,
+  replay: boolean,
+  metricsFormat: 'vllm' | 'sglang' = 'vllm',
+): Promise<SimHandle> {
   const s = await startSimulator({
     name: host,
     host,
     port: 0,
     model: 'm',
-    metricsFormat: 'vllm',
+    metricsFormat,
     zeroLatency: true,
     numGpuBlocks,
     blockSize: 16,
@@ -87,13 +92,39 @@ describe('simulator KV events', () => {
     expect(ka.length / 2).toBeGreaterThanOrEqual(4)
     expect((await postJson(`${s.url}/v1/chat/completions`, a)).status).toBe(200)
     await until(() => sub.state.index.prefixRun(ka) === ka.length / 2, 'the prompt blocks')
+    // The bench oracle's view (POST /sim/kv/peek) agrees with the events: every full block held.
+    const peek = (await postJson(`${s.url}/sim/kv/peek`, a)).json as {
+      promptTokens: number
+      cachedTokens: number
+    }
+    expect(peek.cachedTokens).toBe(16 * Math.floor((peek.promptTokens - 1) / 16))
+    expect(peek.cachedTokens).toBe((16 * ka.length) / 2)
     // A cache of 24 blocks cannot keep them while other prompts pass through.
     for (const t of ['volcanoes', 'glaciers', 'deserts', 'rainforests', 'coral reefs'])
       await postJson(`${s.url}/v1/chat/completions`, body(t))
     await until(() => sub.state.index.prefixRun(ka) === 0, 'the eviction of the first prompt')
+    expect((await postJson(`${s.url}/sim/kv/peek`, a)).json).toMatchObject({ cachedTokens: 0 })
     expect(s.stats().kvEvictions).toBeGreaterThan(0)
     expect(sub.state.index.size).toBeLessThanOrEqual(24)
     expect(sub.state.stats.resets).toBe(0)
+  })
+
+  it("publishes SGLang's page hashes for an SGLang-typed pod", async () => {
+    const s = await sim('127.0.2.4', 24, false, 'sglang')
+    const sub = subscribe(s, false)
+    await warm(s, sub)
+    const a = body('tide pools')
+    const tokens = wordTokenIds(flattenPrompt(a))
+    const ks = sglangBlockKeys(tokens, 16, 1000)
+    expect(ks.length / 2).toBeGreaterThanOrEqual(4)
+    expect((await postJson(`${s.url}/v1/chat/completions`, a)).status).toBe(200)
+    await until(() => sub.state.index.prefixRun(ks) === ks.length / 2, 'the SGLang page hashes')
+    // vLLM's hashes of the same prompt are not what this engine reports.
+    expect(sub.state.index.prefixRun(keysOf(a))).toBe(0)
+    for (const t of ['volcanoes', 'glaciers', 'deserts', 'rainforests', 'coral reefs'])
+      await postJson(`${s.url}/v1/chat/completions`, body(t))
+    await until(() => sub.state.index.prefixRun(ks) === 0, 'the SGLang removals')
+    expect(sub.state.stats.malformed).toBe(0)
   })
 
   it('recovers lost batches from the replay socket; without one, resets and rebuilds', async () => {

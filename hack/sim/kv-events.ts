@@ -7,12 +7,49 @@
 // Block hashes are vLLM's (sha256_cbor chain over token ids, NONE_HASH from the seed string, the
 // LoRA name as extra key; the low 8 bytes on the wire), token ids those of the `words` tokenizer
 // (dataplane/kv-events/tokens.ts), so a router hashing prompts as it would for vLLM finds them.
-// Events of one tick go out as one batch, as vLLM batches per engine step.
+// Events of one tick go out as one batch, as vLLM batches per engine step. For SGLang-typed pods
+// (`engine: 'sglang'`) the same sockets carry SGLang's variant: its page-hash chain and shapes.
 
-import { blockHashesFull, noneHash, tail64n } from '../../dataplane/kv-events/block-hash.js'
+import {
+  blockHashesFull,
+  head64n,
+  type KvEngine,
+  noneHash,
+  sglangHashesFull,
+  tail64n,
+} from '../../dataplane/kv-events/block-hash.js'
 import { wordId } from '../../dataplane/kv-events/tokens.js'
 import { encodeBatch, encodeSeq, type WireEvent } from '../../dataplane/kv-events/wire.js'
-import type { KvCache } from './kv-cache.js'
+import { blockHashes, type KvCache } from './kv-cache.js'
+import { tokenize } from './tokenizer.js'
+
+/** What one engine's cache holds of a prompt right now (POST /sim/kv/peek; the bench's oracle). */
+export interface KvPeek {
+  readonly promptTokens: number
+  /** Leading prompt tokens resident, as the engine would count them if it admitted it now. */
+  readonly cachedTokens: number
+}
+
+/** Prompt → (token count, block hashes), shared by every simulator of the process (bounded). */
+const peekMemo = new Map<string, { tokens: number; hashes: string[] }>()
+
+/**
+ * Read-only: the engine's own lookup (same hashes, same cap of one computed token), so an oracle
+ * router sees exactly the hit the engine would give. No real engine offers this; only the
+ * benchmark uses it, to bound what any router could reach. The oracle asks every pod about every
+ * request and the pods of a benchmark fleet share one process, so a prompt is hashed once there.
+ */
+export function peekPrompt(kv: KvCache, prompt: string, lora: string | null): KvPeek {
+  const key = `${kv.blockSize}\u0000${lora ?? ''}\u0000${prompt}`
+  let m = peekMemo.get(key)
+  if (m === undefined) {
+    const tokens = tokenize(prompt)
+    m = { tokens: tokens.length, hashes: blockHashes(tokens, kv.blockSize, lora ?? '') }
+    if (peekMemo.size >= 4096) peekMemo.clear()
+    peekMemo.set(key, m)
+  }
+  return { promptTokens: m.tokens, cachedTokens: kv.peekCachedTokens(m.hashes, m.tokens) }
+}
 
 export interface KvEventsOptions {
   /** PUB port on the simulator's host (0 = ephemeral). */
@@ -24,6 +61,12 @@ export interface KvEventsOptions {
   readonly hashSeed?: string
   /** Batches kept for replay (vLLM's buffer_steps). */
   readonly bufferSteps?: number
+  /**
+   * Whose format and hashes: vLLM's (default) or SGLang's (the server picks it for
+   * `metricsFormat: 'sglang'` pods): one BlockStored per page, SGLang's page-hash chain, signed
+   * int64 hashes, `medium` omitted.
+   */
+  readonly engine?: KvEngine
 }
 
 export interface KvEventsPublisher {
@@ -56,6 +99,7 @@ export async function startKvEvents(
   }
   const topic = Buffer.from(opts.topic ?? '')
   const seed = noneHash(opts.hashSeed ?? '0')
+  const sglang = opts.engine === 'sglang'
   const bufferSteps = opts.bufferSteps ?? 10_000
   const buffer: { seq: bigint; payload: Uint8Array }[] = []
   /** Wire hash of each cached block, by the simulator's own hash. */
@@ -71,7 +115,7 @@ export async function startKvEvents(
   const flush = () => {
     flushQueued = false
     if (pending.length === 0 || closed) return
-    const payload = encodeBatch(Date.now() / 1000, pending)
+    const payload = encodeBatch(Date.now() / 1000, pending, sglang ? 'sglang' : 'vllm')
     pending = []
     const s = seq++
     buffer.push({ seq: s, payload })
@@ -96,6 +140,24 @@ export async function startKvEvents(
     stored(hashes, stored, tokens, lora) {
       if (tokens === undefined) return
       const ids = tokens.map(wordId)
+      if (sglang) {
+        // SGLang's radix cache reports each page on its own, parented on the page before it.
+        const full = sglangHashesFull(ids, kv.blockSize, (stored[stored.length - 1] as number) + 1)
+        for (const b of stored) {
+          const h = head64n(full[b] as Buffer)
+          wire.set(hashes[b] as string, h)
+          queue({
+            type: 'BlockStored',
+            hashes: [h],
+            parent: b > 0 ? head64n(full[b - 1] as Buffer) : null,
+            tokenIds: ids.slice(b * kv.blockSize, (b + 1) * kv.blockSize),
+            blockSize: kv.blockSize,
+            loraId: null,
+            medium: null,
+          })
+        }
+        return
+      }
       const last = stored[stored.length - 1] as number
       const full = blockHashesFull(
         ids,
@@ -133,7 +195,7 @@ export async function startKvEvents(
       const h = wire.get(hash)
       if (h === undefined) return
       wire.delete(hash)
-      queue({ type: 'BlockRemoved', hashes: [h], medium: 'GPU' })
+      queue({ type: 'BlockRemoved', hashes: [h], medium: sglang ? null : 'GPU' })
     },
   }
 

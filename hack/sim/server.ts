@@ -5,7 +5,12 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net'
 import { Engine, type EngineTicket, type GenerationResult } from './engine.js'
 import { codeForStatus, SimError } from './errors.js'
-import { type KvEventsOptions, type KvEventsPublisher, startKvEvents } from './kv-events.js'
+import {
+  type KvEventsOptions,
+  type KvEventsPublisher,
+  peekPrompt,
+  startKvEvents,
+} from './kv-events.js'
 import { METRICS_FORMATS, type MetricsFormat, SimMetrics } from './metrics.js'
 import {
   fullResponse,
@@ -693,6 +698,11 @@ export async function startSimulator(opts: SimOptions): Promise<SimHandle> {
       }
       case 'GET /sim/stats':
         return sendJson(res, 200, stats())
+      case 'POST /sim/kv/peek': {
+        // Bench-only oracle (hack/bench/kv-oracle.ts): what this engine's cache holds of a prompt.
+        const parsed = parseChatRequest(parseJsonBody(await readBody(req)), catalog)
+        return sendJson(res, 200, peekPrompt(engine.kv, parsed.prompt, parsed.lora))
+      }
       case 'POST /sim/kv/pull':
         return sendJson(res, 200, pd.pull(parseJsonBody(await readBody(req))))
       default:
@@ -758,7 +768,13 @@ export async function startSimulator(opts: SimOptions): Promise<SimHandle> {
   })
   const port = (server.address() as AddressInfo).port
   pd.port = port
-  const kvEvents = o.kvEvents === null ? null : await startKvEvents(engine.kv, o.host, o.kvEvents)
+  const kvEvents =
+    o.kvEvents === null
+      ? null
+      : await startKvEvents(engine.kv, o.host, {
+          engine: o.metricsFormat === 'sglang' ? 'sglang' : 'vllm',
+          ...o.kvEvents,
+        })
   let closing: Promise<void> | null = null
 
   return {

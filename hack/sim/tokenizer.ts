@@ -3,7 +3,10 @@
 // fast and reversible (joining the tokens gives the text back minus trailing whitespace), which is
 // what prefix hashing and token accounting need. The gateway may reuse it for estimates.
 
-const TOKEN_RE = /\s*[\p{L}\p{N}_]+|\s*[^\s\p{L}\p{N}_]/gu
+import { WORD_TOKEN_RE } from '../../dataplane/kv-events/tokens.js'
+
+// The expression lives with the data plane's `words` tokenizer, which must cut text exactly so.
+const TOKEN_RE = WORD_TOKEN_RE
 
 export function tokenize(text: string): string[] {
   return text.match(TOKEN_RE) ?? []

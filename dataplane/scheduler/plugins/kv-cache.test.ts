@@ -100,6 +100,48 @@ describe('kv-cache', () => {
     expect(s[1]).toBe(1)
   })
 
+  it('counts a prompt in flight to an engine as resident there until it completes', () => {
+    const p = plugin()
+    const [a, b] = [state('a', 11), state('b', 12)]
+    const first = req(`${SYSTEM} Burst one?`)
+    const keys = p.keys(first) ?? new Uint32Array()
+    const n = keys.length / 2
+    // Both engines have events (an unrelated block each), neither holds this prompt yet.
+    store(p, a, [1n])
+    store(p, b, [2n])
+    expect(scores(p, first, [a, b])).toEqual([0, 0])
+    p.onDispatch(first, b)
+    // The next request of the burst shares the system prompt's blocks: they are on their way to b.
+    const second = req(`${SYSTEM} Burst two?`)
+    const k2 = p.keys(second) ?? new Uint32Array()
+    let shared = 0
+    while (
+      shared < n &&
+      k2[2 * shared] === keys[2 * shared] &&
+      k2[2 * shared + 1] === keys[2 * shared + 1]
+    )
+      shared++
+    expect(shared).toBeGreaterThan(4)
+    expect(shared).toBeLessThan(n)
+    expect(scores(p, second, [a, b])).toEqual([0, shared / (k2.length / 2)])
+    // Completed without its blocks ever reported (evicted, or the request failed): no credit left.
+    p.onComplete(first, b)
+    expect(scores(p, req(`${SYSTEM} Burst two?`), [a, b])).toEqual([0, 0])
+  })
+
+  it('hashes as SGLang does with engine: sglang', () => {
+    const p = plugin({ engine: 'sglang' })
+    const a = state('a', 13)
+    const r = req(`${SYSTEM} Paged?`)
+    const keys = p.keys(r) ?? new Uint32Array()
+    const vllm = plugin().keys(req(`${SYSTEM} Paged?`)) ?? new Uint32Array()
+    expect(keys.length).toBe(vllm.length)
+    expect(keys[0] === vllm[0] && keys[1] === vllm[1]).toBe(false)
+    store(p, a, big(keys, 0, 3))
+    expect(scores(p, r, [a])).toEqual([3 / (keys.length / 2)])
+    expect(p.debug()['engine']).toBe('sglang')
+  })
+
   it('forgets an engine that restarted, and gives a loaded engine no credit', () => {
     const p = plugin({ loadMargin: 1 })
     const [a, b] = [state('a', 9), state('b', 10)]

@@ -3,8 +3,8 @@
 // Unlike prefix-cache (what we dispatched, remembered approximately), this reads the engine's own
 // account: each endpoint's KV-event stream (dataplane/kv-events/) keeps an index of the blocks it
 // holds, evictions included. The request is tokenized with the model's tokenizer and hashed block by
-// block the way the engine hashes (vLLM's sha256_cbor chain, block size and PYTHONHASHSEED from the
-// arguments), and an endpoint scores the fraction of the prompt's blocks it holds without a gap.
+// block the way the engine hashes (vLLM's sha256_cbor chain with block size and PYTHONHASHSEED from
+// the arguments, or SGLang's per-page sha256 chain with `engine: sglang`), and an endpoint scores the fraction of the prompt's blocks it holds without a gap.
 //
 // Endpoints whose stream has not delivered yet (just started, not configured for events, or the
 // tokenizer still loading) are scored by the approximate prefix-cache index instead, which this
@@ -12,13 +12,22 @@
 // Stickiness is bounded as in prefix-cache: an endpoint loaded `loadMargin` beyond the least loaded
 // gets no credit, so a hot prefix spills over instead of queueing on one pod.
 
-import { blockKeys, noneHash } from '../../kv-events/block-hash.js'
+import {
+  blockKeys,
+  KV_ENGINES,
+  type KvEngine,
+  noneHash,
+  sglangBlockKeys,
+} from '../../kv-events/block-hash.js'
 import { KvEventSubscriber } from '../../kv-events/subscriber.js'
 import { tokenizerError, tokenizerFor } from '../../kv-events/tokens.js'
 import { intArg, numArg, strArg } from '../args.js'
 import type { EndpointState } from '../state.js'
 import type { Plugin, PluginArgs, SchedRequest } from '../types.js'
 import { PrefixCachePlugin } from './prefix-cache.js'
+
+/** Prompts in flight tracked per endpoint (an engine runs a few hundred at most). */
+const MAX_IN_FLIGHT = 4096
 
 export class KvCachePlugin implements Plugin {
   readonly name = 'kv-cache'
@@ -30,9 +39,13 @@ export class KvCachePlugin implements Plugin {
   readonly indexCapacity: number
   readonly loadMargin: number
   readonly tokenizer: string
+  /** Whose hashing the engines use: vLLM's sha256_cbor chain (seeded) or SGLang's page chain. */
+  readonly engine: KvEngine
   readonly seed: Buffer
   readonly fallback: PrefixCachePlugin
   readonly #subs = new Map<EndpointState, KvEventSubscriber>()
+  /** Block keys of the prompts dispatched to each endpoint and not finished yet. */
+  readonly #inFlight = new Map<EndpointState, Set<Uint32Array>>()
   #fallbackOut = new Float64Array(64)
   /** Decisions made from events vs the approximate index (for /debug and tests). */
   readonly decisions = { events: 0, approximate: 0 }
@@ -46,6 +59,9 @@ export class KvCachePlugin implements Plugin {
     this.indexCapacity = intArg(args, 'indexCapacity', 4_000_000, 16, 100_000_000)
     this.loadMargin = numArg(args, 'loadMargin', 8, 0, 100_000)
     this.tokenizer = strArg(args, 'tokenizer', 'words')
+    const engine = strArg(args, 'engine', 'vllm')
+    // The API schema admits only these; an unknown one falls back to vLLM's hashing.
+    this.engine = (KV_ENGINES as readonly string[]).includes(engine) ? (engine as KvEngine) : 'vllm'
     this.seed = noneHash(strArg(args, 'hashSeed', '0'))
     this.fallback = new PrefixCachePlugin({
       blockSizeTokens: this.blockSize,
@@ -77,8 +93,18 @@ export class KvCachePlugin implements Plugin {
     if (have instanceof Uint32Array) return have
     const ids = tokenizerFor(this.tokenizer)
     if (ids === undefined) return undefined
-    const extra = req.lora === undefined ? null : [req.lora]
-    const k = blockKeys(ids(req.text()), this.blockSize, this.seed, extra, this.maxBlocks)
+    const tokens = ids(req.text())
+    // SGLang keys its radix cache by token ids alone (no adapter in the chain).
+    const k =
+      this.engine === 'sglang'
+        ? sglangBlockKeys(tokens, this.blockSize, this.maxBlocks)
+        : blockKeys(
+            tokens,
+            this.blockSize,
+            this.seed,
+            req.lora === undefined ? null : [req.lora],
+            this.maxBlocks,
+          )
     req.scratch.set(this, k)
     return k
   }
@@ -110,24 +136,65 @@ export class KvCachePlugin implements Plugin {
         out[i] = fb?.[i] ?? 0
         continue
       }
-      out[i] = e.pending(req.now) - minLoad <= this.loadMargin ? st.index.prefixRun(keys) / n : 0
+      if (e.pending(req.now) - minLoad > this.loadMargin) {
+        out[i] = 0
+        continue
+      }
+      out[i] = Math.max(st.index.prefixRun(keys), this.#inFlightRun(e, keys)) / n
     }
     return true
   }
 
+  /**
+   * Leading blocks of `keys` shared with a prompt sent to `ep` that is still in flight. The engine
+   * reports a prompt's blocks only once it has computed them (after its queue wait and prefill),
+   * so without this a burst of one new prefix would scatter over the fleet — each request seeing
+   * no holder — and compute it once per pod. The prompt is on its way there: as good as resident.
+   */
+  #inFlightRun(ep: EndpointState, keys: Uint32Array): number {
+    const set = this.#inFlight.get(ep)
+    if (set === undefined || keys.length < 2) return 0
+    let best = 0
+    for (const k of set) {
+      if (k[0] !== keys[0] || k[1] !== keys[1]) continue
+      const m = Math.min(k.length, keys.length)
+      let j = 2
+      while (j < m && k[j] === keys[j]) j++
+      best = Math.max(best, j >>> 1)
+    }
+    return best
+  }
+
   onDispatch(req: SchedRequest, ep: EndpointState): void {
     this.fallback.onDispatch(req, ep)
+    const keys = req.scratch.get(this)
+    if (!(keys instanceof Uint32Array) || keys.length === 0) return
+    let set = this.#inFlight.get(ep)
+    if (set === undefined) {
+      set = new Set()
+      this.#inFlight.set(ep, set)
+    }
+    // Bounded: past this many concurrent prompts per pod, later ones are simply not tracked.
+    if (set.size < MAX_IN_FLIGHT) set.add(keys)
+  }
+
+  /** Finished (or failed): its blocks are in the engine's events by now, or never will be. */
+  onComplete(req: SchedRequest, ep: EndpointState): void {
+    const keys = req.scratch.get(this)
+    if (keys instanceof Uint32Array) this.#inFlight.get(ep)?.delete(keys)
   }
 
   forget(ep: EndpointState): void {
     this.#subs.get(ep)?.close()
     this.#subs.delete(ep)
+    this.#inFlight.delete(ep)
     this.fallback.forget(ep)
   }
 
   /** A restarted engine's cache is empty; its publisher starts its numbering over too. */
   onEndpointReset(ep: EndpointState): void {
     this.#subs.get(ep)?.state.reset()
+    this.#inFlight.delete(ep)
     this.fallback.onEndpointReset(ep)
   }
 
@@ -143,6 +210,7 @@ export class KvCachePlugin implements Plugin {
     }
     const err = tokenizerError(this.tokenizer)
     return {
+      engine: this.engine,
       blockSize: this.blockSize,
       decisions: { ...this.decisions },
       endpoints: perEndpoint,
