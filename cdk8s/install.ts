@@ -25,6 +25,7 @@ import { API_GROUP, KTHENA_API_GROUP } from '../api/schema.js'
 import { IMAGE_PATHS, IMAGE_UID } from '../hack/image/record.js'
 import { COMMON_LABELS, crdManifests } from './crds.js'
 import { dashboardConfigMap } from './dashboard.js'
+import { type EndpointPickerPool, endpointPickers } from './epp.js'
 
 export interface InstallOptions {
   /**
@@ -47,6 +48,8 @@ export interface InstallOptions {
   readonly secretsNamespace?: string
   /** NetworkPolicy: only data-plane pods reach the operator's push port (default true). */
   readonly networkPolicy?: boolean
+  /** An Endpoint Picker (`infer-gateway epp`) Deployment and Service per InferencePool (cdk8s/epp.ts). */
+  readonly endpointPickers?: readonly EndpointPickerPool[]
 }
 
 export interface DataplaneAutoscaling {
@@ -618,6 +621,15 @@ export class InstallChart extends Chart {
       })
     }
     if (opts.grafanaDashboard) dashboardConfigMap(this, ns)
+    if (opts.endpointPickers !== undefined && opts.endpointPickers.length > 0)
+      endpointPickers(this, opts.endpointPickers, {
+        image,
+        systemNamespace: ns,
+        pushUrl: pushUrl(ns),
+        pushTokenDir: PUSH_TOKEN_DIR,
+        pushTokenSecret: PUSH_TOKEN_SECRET,
+        networkPolicy: opts.networkPolicy ?? true,
+      })
   }
 }
 

@@ -51,6 +51,12 @@ function intFlag(name: string, v: string | undefined, dflt: number): number {
   return n
 }
 
+function eppPoolFlag(v: string): { namespace: string; pool: string } {
+  const m = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?)\/([a-z0-9]([-a-z0-9.]*[a-z0-9])?)$/.exec(v)
+  if (m === null) throw new Error(`--epp-pool: expected <namespace>/<InferencePool>, got ${v}`)
+  return { namespace: m[1] as string, pool: m[3] as string }
+}
+
 export async function main(argv: string[]): Promise<string[]> {
   const { values } = parseArgs({
     args: argv,
@@ -69,6 +75,8 @@ export async function main(argv: string[]): Promise<string[]> {
       'grafana-dashboard': { type: 'boolean', default: false },
       'secrets-namespace': { type: 'string' },
       'no-network-policy': { type: 'boolean', default: false },
+      /** `<namespace>/<InferencePool>`, repeatable: an EPP Deployment + Service for that pool. */
+      'epp-pool': { type: 'string', multiple: true },
     },
     strict: true,
   })
@@ -94,6 +102,9 @@ export async function main(argv: string[]): Promise<string[]> {
       ? { secretsNamespace: values['secrets-namespace'] }
       : {}),
     ...(values['no-network-policy'] ? { networkPolicy: false } : {}),
+    ...(values['epp-pool'] !== undefined
+      ? { endpointPickers: values['epp-pool'].map(eppPoolFlag) }
+      : {}),
   }
   const out = await synthInstall(resolve(values.out), opts)
   // The Grafana dashboard JSON beside the manifests (import it, or install it with --grafana-dashboard).
