@@ -772,7 +772,17 @@ async function runOne(spec: RunSpec, dir: string, peers: PeerInstalls): Promise<
         opts.trace,
         `${regimeOf(w.name, scenario)}-${policy.name.replace(/\W+/g, '_')}.json`,
       )
-      await writeFile(file, JSON.stringify({ snapshots: await trace(), requests: results }))
+      // The prefix group of each planned request (by send time): which pods each group went to,
+      // per replica too (the balancer hands requests out in turn: request i went to i % replicas).
+      const groups = plan.map((p, i) => ({
+        at: p.at,
+        i,
+        group: /Group (\d+) policy/.exec(p.body)?.[1],
+      }))
+      await writeFile(
+        file,
+        JSON.stringify({ snapshots: await trace(), requests: results, plan: groups, replicas }),
+      )
     }
     for (const t of timers) clearTimeout(t)
     await Promise.all(restarts)
