@@ -8,7 +8,7 @@ import { WORKER_ARGS_ENV } from './cluster/protocol.js'
 import { runWorker } from './cluster/worker.js'
 import { type GatewayOptions, startGateway } from './gateway.js'
 import { stderrLogger } from './log.js'
-import { tracesUrl, tracingFromEnv } from './telemetry/tracing.js'
+import { tracesUrl, tracingFromEnv } from './telemetry/tracing-config.js'
 
 export const dataplaneHelp = `Usage: infer-gateway dataplane (--config <file|dir>... | [--snapshot <file>] [--push-url <url>]) [options]
 

@@ -16,7 +16,7 @@ import { PushSource } from './push-source.js'
 import { Scheduler, type SchedulerOptions } from './scheduler/index.js'
 import { type ConnectionLimits, listen, type RunningServer } from './server.js'
 import { SnapshotStore } from './snapshot-store.js'
-import { Tracing, type TracingOptions } from './telemetry/tracing.js'
+import type { TracingOptions } from './telemetry/tracing-config.js'
 
 export interface GatewayOptions {
   /** Files to load (standalone YAML, or a published snapshot file such as a ConfigMap mount). */
@@ -164,7 +164,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const providers = new ProviderRuntime({ secrets, log })
   await push?.start()
   await source?.start()
-  const tracing = opts.tracing !== undefined ? new Tracing(opts.tracing) : undefined
+  // The OpenTelemetry SDK is loaded only when tracing is on (off costs nothing, startup included).
+  const tracing =
+    opts.tracing !== undefined
+      ? new (await import('./telemetry/tracing.js')).Tracing(opts.tracing)
+      : undefined
   const accessLog =
     opts.accessLog === undefined
       ? discardLogger

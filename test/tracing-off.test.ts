@@ -1,7 +1,10 @@
 // Tracing off costs nothing per request: no span is started or ended, and a client's traceparent
 // reaches the engine unchanged. The same request through a gateway with tracing on (ratio 1; spans
 // kept by the SDK's in-memory exporter) starts and exports exactly one span, so the spies can tell
-// the two apart.
+// the two apart. And off, the OpenTelemetry SDK is not even loaded.
+import { spawnSync } from 'node:child_process'
+import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { BatchSpanProcessor, InMemorySpanExporter } from '@opentelemetry/sdk-trace-base'
 import OpenAI from 'openai'
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
@@ -14,6 +17,7 @@ import {
   startProviderGateway,
 } from './helpers/providers.js'
 
+const root = join(import.meta.dirname, '..')
 let engine: SimHandle
 const exporter = new InMemorySpanExporter()
 const gateways: ProviderGateway[] = []
@@ -85,5 +89,33 @@ describe('tracing off', () => {
     const sent = engine.traceparents().at(-1)
     expect(sent).toMatch(/^00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01$/)
     expect(sent).not.toBe(tp)
+  })
+
+  it('does not load the OpenTelemetry SDK (the settings module does not import it)', () => {
+    // A fresh process: this test file itself imports the SDK. The data plane's entry points are
+    // loaded and the tracing flags read; then the span recorder, to prove the check sees a load.
+    // The API package does not count: prom-client loads it (exemplars) whatever tracing does.
+    const url = (p: string): string => JSON.stringify(pathToFileURL(join(root, p)).href)
+    const script = `
+      const { createRequire } = await import('node:module')
+      const otel = () => Object.keys(createRequire(import.meta.url).cache).filter((k) => /@opentelemetry\\/(?!api\\/)/.test(k)).length
+      const { tracingArgs } = await import(${url('dataplane/command.ts')})
+      await import(${url('dataplane/gateway.ts')})
+      tracingArgs(undefined, undefined, {})
+      const off = otel()
+      await import(${url('dataplane/telemetry/tracing.ts')})
+      process.stdout.write(JSON.stringify({ off, on: otel() }))`
+    const r = spawnSync(
+      process.execPath,
+      ['--import', 'tsx', '--input-type=module', '-e', script],
+      {
+        cwd: root,
+        encoding: 'utf8',
+      },
+    )
+    expect(r.stderr).toBe('')
+    const loaded = JSON.parse(r.stdout) as { off: number; on: number }
+    expect(loaded.off).toBe(0)
+    expect(loaded.on).toBeGreaterThan(0)
   })
 })

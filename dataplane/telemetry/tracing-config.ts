@@ -1,0 +1,65 @@
+// Tracing settings (telemetry/tracing.ts): what the flags and OpenTelemetry's environment variables
+// give, validated. Kept apart from the span recorder so that reading the settings — which every
+// data plane does — never loads the OpenTelemetry SDK; with tracing off it is not loaded at all.
+import type { SpanExporter } from '@opentelemetry/sdk-trace-base'
+
+/** A tracing setting that cannot work (bad endpoint URL, ratio outside 0..1). */
+export class TracingConfigError extends Error {
+  readonly code: 'invalid_tracing_endpoint' | 'invalid_tracing_sample_ratio'
+  constructor(code: TracingConfigError['code'], message: string) {
+    super(message)
+    this.name = 'TracingConfigError'
+    this.code = code
+  }
+}
+
+export interface TracingOptions {
+  /**
+   * Where traces go. A base URL (`http://collector:4318`) gets `/v1/traces` appended, like
+   * OTEL_EXPORTER_OTLP_ENDPOINT; a URL whose path already ends in `/v1/traces` is used as is.
+   */
+  readonly endpoint: string
+  /** Share of new traces (no sampled parent) recorded, 0..1 (default 1). */
+  readonly sampleRatio?: number
+  /** `service.name` of the resource (default OTEL_SERVICE_NAME or "infer-gateway"). */
+  readonly serviceName?: string
+  /** Longest wait between exports (default 1000 ms; tests shorten it). */
+  readonly exportDelayMs?: number
+  /**
+   * Where batches go instead of OTLP/HTTP to `endpoint` (embedding, and tests reading spans back
+   * with the SDK's InMemorySpanExporter).
+   */
+  readonly exporter?: SpanExporter
+}
+
+/** Tracing settings from the environment, when no flag gave them (OpenTelemetry's own names). */
+export function tracingFromEnv(
+  env: Readonly<Record<string, string | undefined>>,
+): Pick<TracingOptions, 'endpoint'> | undefined {
+  const traces = env['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT']
+  if (traces !== undefined && traces !== '') return { endpoint: traces }
+  const base = env['OTEL_EXPORTER_OTLP_ENDPOINT']
+  if (base !== undefined && base !== '') return { endpoint: base }
+  return undefined
+}
+
+/** The OTLP/HTTP traces URL for an endpoint as given (see TracingOptions.endpoint). */
+export function tracesUrl(endpoint: string): string {
+  let u: URL
+  try {
+    u = new URL(endpoint)
+  } catch {
+    throw new TracingConfigError(
+      'invalid_tracing_endpoint',
+      `OTLP endpoint "${endpoint}" is not a URL`,
+    )
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:')
+    throw new TracingConfigError(
+      'invalid_tracing_endpoint',
+      `OTLP endpoint "${endpoint}" must be http(s)`,
+    )
+  if (u.pathname.endsWith('/v1/traces')) return u.toString()
+  u.pathname = `${u.pathname.replace(/\/+$/, '')}/v1/traces`
+  return u.toString()
+}
