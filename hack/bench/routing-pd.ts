@@ -15,7 +15,6 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { parseArgs } from 'node:util'
 import type { SimOptions, SimStats } from '../sim/index.js'
 import { createRng } from '../sim/rng.js'
 import { startFleet, startGateway } from './fleet-process.js'
@@ -29,6 +28,7 @@ import {
   type RequestResult,
   runOpenLoop,
 } from './routing-load.js'
+import { runScenario, type ScenarioOptions, scenarioArgs } from './scenario.js'
 
 const MODEL = 'pd-bench'
 const GW_PORT = 18_310
@@ -55,11 +55,7 @@ const ENGINE = {
 const LONG = { words: 1000, out: 16 }
 const CHAT = { words: 60, out: 64 }
 
-export interface PdBenchOptions {
-  readonly quick: boolean
-  readonly seconds?: number
-  readonly write: boolean
-}
+export type PdBenchOptions = ScenarioOptions
 
 type Mode = 'aggregated' | 'disaggregated' | 'disaggregated, prefill pod killed'
 
@@ -291,22 +287,5 @@ Decode TPOT p90: aggregated / disaggregated = **${fmt(ratio, 2)}x** (target >= 1
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const { values } = parseArgs({
-    options: {
-      quick: { type: 'boolean', default: false },
-      seconds: { type: 'string' },
-      'no-write': { type: 'boolean', default: false },
-    },
-  })
-  runPdBench({
-    quick: values.quick === true,
-    ...(values.seconds !== undefined ? { seconds: Number(values.seconds) } : {}),
-    write: values['no-write'] !== true,
-  }).then(
-    (t) => process.stdout.write(`\n${t}`),
-    (e: unknown) => {
-      process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
-      process.exitCode = 1
-    },
-  )
+  void runScenario(runPdBench, scenarioArgs(process.argv.slice(2)))
 }

@@ -17,7 +17,6 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { parseArgs } from 'node:util'
 import { DEFAULT_PROFILE } from '../../dataplane/scheduler/profile.js'
 import { type SimServer, startOpenAISim } from '../providers-sim/index.js'
 import type { SimOptions } from '../sim/index.js'
@@ -33,6 +32,7 @@ import {
   type RequestResult,
   runOpenLoop,
 } from './routing-load.js'
+import { runScenario, type ScenarioOptions, scenarioArgs } from './scenario.js'
 
 const MODEL = 'spill-bench'
 const GW_PORT = 18_330
@@ -53,11 +53,7 @@ const SLO_MS = 800
 const KEYS = { gold: 'sk-bench-gold-0000001', free: 'sk-bench-free-0000002' } as const
 const PROVIDER_KEY = 'sk-bench-provider-01'
 
-export interface SpillBenchOptions {
-  readonly quick: boolean
-  readonly seconds?: number
-  readonly write: boolean
-}
+export type SpillBenchOptions = ScenarioOptions
 
 type Mode = 'no spill-over' | 'spill-over (gold)'
 
@@ -310,22 +306,5 @@ if (process.env['SPILL_PROVIDER'] === '1') {
     },
   )
 } else if (process.argv[1] === THIS_FILE) {
-  const { values } = parseArgs({
-    options: {
-      quick: { type: 'boolean', default: false },
-      seconds: { type: 'string' },
-      'no-write': { type: 'boolean', default: false },
-    },
-  })
-  runSpillBench({
-    quick: values.quick === true,
-    ...(values.seconds !== undefined ? { seconds: Number(values.seconds) } : {}),
-    write: values['no-write'] !== true,
-  }).then(
-    (t) => process.stdout.write(`\n${t}`),
-    (e: unknown) => {
-      process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
-      process.exitCode = 1
-    },
-  )
+  void runScenario(runSpillBench, scenarioArgs(process.argv.slice(2)))
 }

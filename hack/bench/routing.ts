@@ -40,6 +40,7 @@ import {
 } from './routing-load.js'
 import { runPdBench } from './routing-pd.js'
 import { runSpillBench } from './routing-spill.js'
+import { runScenario, type ScenarioOptions } from './scenario.js'
 
 const { values: opts } = parseArgs({
   options: {
@@ -1222,28 +1223,23 @@ async function installPeers(): Promise<PeerInstalls> {
   return { sglang, vllm }
 }
 
+const SCENARIOS: Readonly<Record<string, (o: ScenarioOptions) => Promise<string>>> = {
+  pd: runPdBench,
+  kv: runKvBench,
+  spill: runSpillBench,
+}
+
 async function main(): Promise<void> {
-  // Prefill/decode vs aggregated (issue 14) is its own scenario: `--only pd` (routing-pd.ts).
-  if (opts.only === 'pd')
-    return void (await runPdBench({
+  // Scenarios of their own: prefill/decode vs aggregated (issue 14, routing-pd.ts), KV-cache
+  // routing from engine KV events under cache pressure (issue 14, routing-kv.ts), spill-over to a
+  // provider under a 2x burst (issue 15, routing-spill.ts).
+  const scenario = opts.only !== undefined ? SCENARIOS[opts.only] : undefined
+  if (scenario !== undefined)
+    return runScenario(scenario, {
       quick: QUICK,
       write: !opts['no-write'],
       ...(opts.seconds !== undefined ? { seconds: Number(opts.seconds) } : {}),
-    }).then((t) => process.stdout.write(`\n${t}\n`)))
-  // KV-cache routing from engine KV events under cache pressure (issue 14): `--only kv`.
-  if (opts.only === 'kv')
-    return void (await runKvBench({
-      quick: QUICK,
-      write: !opts['no-write'],
-      ...(opts.seconds !== undefined ? { seconds: Number(opts.seconds) } : {}),
-    }).then((t) => process.stdout.write(`\n${t}\n`)))
-  // Spill-over to a provider under a 2x burst (issue 15): `--only spill` (routing-spill.ts).
-  if (opts.only === 'spill')
-    return void (await runSpillBench({
-      quick: QUICK,
-      write: !opts['no-write'],
-      ...(opts.seconds !== undefined ? { seconds: Number(opts.seconds) } : {}),
-    }).then((t) => process.stdout.write(`\n${t}\n`)))
+    })
   const dir = await mkdtemp(join(tmpdir(), 'igw-routing-'))
   const started = Date.now()
   const peers = await installPeers()
