@@ -1,14 +1,16 @@
 // `npm run bench:routing -- --only kv [--quick] [--seconds <n>] [--no-write]` (or run this file
-// with tsx): precise KV-cache routing from engine KV events under cache pressure (issue 14).
+// with tsx, which also takes --rate <req/s>, --margin <n> and --modes <a,b> for development): precise KV-cache routing from engine KV events under cache pressure
+// (issue 14).
 //
-// Four simulated vLLM engines (own process, hack/sim) publishing KV events (ZMQ, vLLM's format)
-// behind the real data plane (own process, the CLI). More prompt groups than the fleet's KV cache
-// holds, each a long shared system prompt asked by several users, so engines keep evicting and an
-// index of what was *sent* goes stale. Compared: `kv-cache` (the engines' events), `prefix-cache`
-// (approximate, what was dispatched) and round-robin, each with least-pending beside it. Measured:
-// TTFT p50/p90 as the client sees it and the fleet's prefix-cache hit rate (the engines' own
-// counters: prompt tokens found cached / prompt tokens). The oracle hit rate of the issue's target
-// (a router reading the engines' caches directly) is not measured here.
+// llm-d's published regime scaled to the simulator: 8 simulated vLLM engines (own process,
+// hack/sim) publishing KV events (ZMQ, vLLM's format) behind the real data plane (own process, the
+// CLI); prompt groups × 5 users, each group a long shared system prompt and each user a fixed
+// question after it, drawn uniformly, near saturation, with more groups than the fleet's KV cache
+// holds, so engines keep evicting and an index of what was *sent* goes stale. Compared:
+// `kv-cache` (the engines' events), `prefix-cache` (approximate, what was dispatched),
+// round-robin, and an oracle that reads the engines' caches (kv-oracle.ts; bench-only, no real
+// router can). Measured: TTFT p50/p90 as the client sees it and the fleet's prefix-cache hit rate
+// (the engines' own counters: prompt tokens found cached / prompt tokens).
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -17,6 +19,7 @@ import { parseArgs } from 'node:util'
 import type { SimOptions, SimStats } from '../sim/index.js'
 import { createRng } from '../sim/rng.js'
 import { type Fleet, startFleet, startGateway } from './fleet-process.js'
+import { type Oracle, startOracle } from './kv-oracle.js'
 import { percentile } from './load.js'
 import type { Proc } from './procs.js'
 import { fmt, table, writeSection } from './report.js'
@@ -32,54 +35,74 @@ const MODEL = 'kv-bench'
 const GW_PORT = 18_320
 const EVENTS_PORT = 18_557
 const REPLAY_PORT = 18_558
+const PODS = 8
 /**
- * Engine shape at real time: a prompt 0.4 ms per token (a 500-token system prompt costs 200 ms
- * uncached), a decode step 20 ms. 400 blocks of 16 tokens per engine hold ~11 prompt groups; the
- * fleet of four ~45, fewer than the groups asked.
+ * Engine shape at real time: prefill 0.3 ms per token (a 1200-token system prompt costs 360 ms
+ * uncached, ~40 ms when cached), decode 15 ms per token. 512 blocks of 16 tokens per engine hold
+ * about 4 prompt groups with their users' questions; the fleet of eight ~35, fewer than GROUPS.
+ * Running sequences pin their blocks too (as in vLLM), so under load even less stays cached.
  */
 const ENGINE = {
   timeScale: 1,
   prefillOverheadMs: 10,
-  prefillMsPerToken: 0.4,
-  decodeMsPerToken: 20,
+  prefillMsPerToken: 0.3,
+  decodeMsPerToken: 15,
   batchSlowdown: 0.02,
-  maxNumSeqs: 32,
-  numGpuBlocks: 400,
+  maxNumSeqs: 16,
+  numGpuBlocks: 512,
   blockSize: 16,
   maxModelLen: 8192,
+  // Prompts are computed one after another on the GPU, as in a real engine: a miss delays every
+  // request queued behind it on that pod, which is what makes misplacement cost near saturation.
+  prefillInterference: true,
 } as const satisfies Partial<SimOptions>
-const GROUPS = 60
-const SYSTEM_WORDS = 500
-const OUT = 8
+const GROUPS = 64
+const USERS = 5
+const SYSTEM_WORDS = 1200
+const QUESTION_WORDS = 80
+const OUT = 24
+/** The kv-cache and prefix-cache profiles' weights (and the oracle's): affinity vs load. */
+const AFFINITY_WEIGHT = 10
+const LOAD_WEIGHT = 1
+/** Load margin of kv-cache, prefix-cache and the oracle alike (both plugins' default: 8). */
+let loadMargin = 8
+/** Near the fleet's saturation with round-robin placement (most prompts uncached). */
+const DEFAULT_RATE = 16
 
 export interface KvBenchOptions {
   readonly quick: boolean
   readonly seconds?: number
+  readonly rate?: number
+  /** Run only these routers (development); the report needs all four. */
+  readonly modes?: readonly Mode[]
+  /** The affinity plugins' (and the oracle's) load margin; default 8, the plugins' default. */
+  readonly margin?: number
   readonly write: boolean
 }
 
-type Mode = 'kv-cache' | 'prefix-cache' | 'round-robin'
+type Mode = 'kv-cache' | 'prefix-cache' | 'round-robin' | 'oracle'
 
-function system(g: number): string {
-  return `Group ${g} assistant. ${Array.from({ length: SYSTEM_WORDS }, (_, k) => `g${g}w${(g * 7919 + k) % 10007}`).join(' ')}`
+/** Short pseudo-words (~4 characters a token with the space, as BPE text averages). */
+function word(x: number): string {
+  const a = 'bcdfghjklmnprstvwz'
+  const v = 'aeiou'
+  return `${a[x % 18]}${v[Math.floor(x / 18) % 5]}${a[Math.floor(x / 90) % 18]}`
 }
 
-/** Group popularity as in production prompt mixes: Zipf (s = 1) over the groups, group 0 hottest. */
-const ZIPF = (() => {
-  const w = Array.from({ length: GROUPS }, (_, g) => 1 / (g + 1))
-  const total = w.reduce((a, b) => a + b, 0)
-  let acc = 0
-  return w.map((x) => (acc += x / total))
-})()
-function zipfGroup(u: number): number {
-  const i = ZIPF.findIndex((c) => u < c)
-  return i < 0 ? GROUPS - 1 : i
+function system(g: number): string {
+  return `Group ${g} assistant. ${Array.from({ length: SYSTEM_WORDS }, (_, k) => word((g * 7919 + k * 31) % 1620)).join(' ')}`
+}
+
+function question(g: number, u: number): string {
+  return `User ${u} of group ${g} asks: ${Array.from({ length: QUESTION_WORDS }, (_, k) => word((g * 131 + u * 977 + k * 17) % 1620)).join(' ')}?`
 }
 
 function plan(rate: number, durationMs: number, seed = 14): PlannedRequest[] {
   const random = createRng(seed)
-  return poissonTimes(rate, durationMs, random).map((at, i) => {
-    const g = zipfGroup(random())
+  return poissonTimes(rate, durationMs, random).map((at) => {
+    // Uniform over groups and users, as llm-d's shared-prefix workload draws them.
+    const g = Math.floor(random() * GROUPS)
+    const u = Math.floor(random() * USERS)
     return {
       at,
       tag: `g${g}`,
@@ -88,7 +111,7 @@ function plan(rate: number, durationMs: number, seed = 14): PlannedRequest[] {
         model: MODEL,
         messages: [
           { role: 'system', content: system(g) },
-          { role: 'user', content: `User question ${i}: what about item ${i % 97}?` },
+          { role: 'user', content: question(g, u) },
         ],
         max_tokens: OUT,
         stream: true,
@@ -98,7 +121,7 @@ function plan(rate: number, durationMs: number, seed = 14): PlannedRequest[] {
 }
 
 function pods(): SimOptions[] {
-  return [0, 1, 2, 3].map((i) => ({
+  return Array.from({ length: PODS }, (_, i) => ({
     name: `kv-${i}`,
     host: `127.0.0.${131 + i}`,
     port: 0,
@@ -111,21 +134,31 @@ function pods(): SimOptions[] {
 }
 
 function profile(mode: Mode): unknown {
-  const lp = { name: 'least-pending', weight: 1 }
+  const lp = { name: 'least-pending', weight: LOAD_WEIGHT }
   if (mode === 'round-robin') return { plugins: [{ name: 'round-robin', weight: 1 }] }
   if (mode === 'prefix-cache')
-    return { plugins: [{ name: 'prefix-cache', weight: 10, args: { blockSizeTokens: 16 } }, lp] }
+    return {
+      plugins: [
+        {
+          name: 'prefix-cache',
+          weight: AFFINITY_WEIGHT,
+          args: { blockSizeTokens: 16, loadMargin: loadMargin },
+        },
+        lp,
+      ],
+    }
   return {
     plugins: [
       {
         name: 'kv-cache',
-        weight: 10,
+        weight: AFFINITY_WEIGHT,
         args: {
           eventsPort: EVENTS_PORT,
           replayPort: REPLAY_PORT,
           blockSize: 16,
           hashSeed: '0',
           tokenizer: 'words',
+          loadMargin: loadMargin,
         },
       },
       lp,
@@ -192,22 +225,33 @@ async function fleetCounters(fleet: Fleet): Promise<{ query: number; hit: number
   return { query, hit }
 }
 
+const WARM_MS = 5000
+
 async function runMode(mode: Mode, rate: number, durationMs: number): Promise<Row> {
   const dir = await mkdtemp(join(tmpdir(), 'igw-kv-'))
   const fleet = await startFleet(pods())
   let gw: Proc | undefined
+  let oracle: Oracle | undefined
   try {
-    const file = join(dir, 'gateway.yaml')
-    await writeFile(file, manifests(mode, fleet.members))
-    gw = await startGateway(file, GW_PORT, fleet.members.length)
+    let origin = `http://127.0.0.1:${GW_PORT}`
+    if (mode === 'oracle') {
+      oracle = await startOracle(
+        fleet.members.map((m) => ({ host: m.host, port: m.port })),
+        { host: '127.0.0.1', port: 0 },
+        { kvWeight: AFFINITY_WEIGHT, loadWeight: LOAD_WEIGHT, loadMargin: loadMargin },
+      )
+      origin = oracle.url
+    } else {
+      const file = join(dir, 'gateway.yaml')
+      await writeFile(file, manifests(mode, fleet.members))
+      gw = await startGateway(file, GW_PORT, fleet.members.length)
+    }
     // Warm-up (not measured): compilation, subscribers connected, caches filled.
-    await runOpenLoop(`http://127.0.0.1:${GW_PORT}`, plan(rate, 3000, 99), { timeoutMs: 60_000 })
+    await runOpenLoop(origin, plan(rate, WARM_MS, 99), { timeoutMs: 60_000 })
     const before = await fleetCounters(fleet)
-    const results: RequestResult[] = await runOpenLoop(
-      `http://127.0.0.1:${GW_PORT}`,
-      plan(rate, durationMs),
-      { timeoutMs: 60_000 },
-    )
+    const results: RequestResult[] = await runOpenLoop(origin, plan(rate, durationMs), {
+      timeoutMs: 60_000,
+    })
     const after = await fleetCounters(fleet)
     const good = results.filter((r) => r.status === 200 && r.error === undefined)
     const ttft = good
@@ -223,32 +267,41 @@ async function runMode(mode: Mode, rate: number, durationMs: number): Promise<Ro
       hitRate: (after.hit - before.hit) / Math.max(1, after.query - before.query),
     }
   } finally {
+    await oracle?.close()
     await gw?.stop()
     await fleet.stop()
     await rm(dir, { recursive: true, force: true })
   }
 }
 
+const MODES: readonly Mode[] = ['kv-cache', 'prefix-cache', 'round-robin', 'oracle']
+
 export async function runKvBench(o: KvBenchOptions): Promise<string> {
-  const durationMs = (o.seconds ?? (o.quick ? 10 : 20)) * 1000
-  const rate = 12
+  const durationMs = (o.seconds ?? (o.quick ? 20 : 40)) * 1000
+  const rate = o.rate ?? DEFAULT_RATE
+  loadMargin = o.margin ?? 8
   const rows: Row[] = []
-  for (const mode of ['kv-cache', 'prefix-cache', 'round-robin'] as const) {
+  const modes = o.modes ?? MODES
+  for (const mode of modes) {
     const r = await runMode(mode, rate, durationMs)
     process.stdout.write(
-      `${mode}: ${r.ok}/${r.sent} ok, TTFT p90 ${fmt(r.ttftP90, 0)} ms, hit rate ${fmt(r.hitRate * 100, 1)} %\n`,
+      `${mode}: ${r.ok}/${r.sent} ok, TTFT p50 ${fmt(r.ttftP50, 0)} ms, p90 ${fmt(r.ttftP90, 0)} ms, hit rate ${fmt(r.hitRate * 100, 1)} %\n`,
     )
     rows.push(r)
   }
-  const kv = rows[0] as Row
-  const pc = rows[1] as Row
+  if (modes.length < MODES.length) return rows.map((r) => r.mode).join(', ')
+  const by = (m: Mode): Row => rows.find((r) => r.mode === m) as Row
+  const kv = by('kv-cache')
+  const pc = by('prefix-cache')
+  const or = by('oracle')
   const ratio = pc.ttftP90 / kv.ttftP90
-  const text = `### KV-cache routing from engine KV events under cache pressure (4 pods)
+  const gap = (or.hitRate - kv.hitRate) * 100
+  const text = `### KV-cache routing from engine KV events under cache pressure (${PODS} pods)
 
-Open-loop load at ${rate} req/s for ${durationMs / 1000} s after a 3 s warm-up: ${GROUPS} prompt groups (a ~${SYSTEM_WORDS}-token system prompt each, one user question per request, ${OUT} output tokens, streamed), groups drawn Zipf (s = 1). Each engine holds ${ENGINE.numGpuBlocks} blocks of ${ENGINE.blockSize} tokens (~11 groups), the fleet ~45 of the ${GROUPS}. Prompt ${ENGINE.prefillMsPerToken} ms/token uncached. Hit rate: the engines' own prefix-cache counters over the measured run.
+llm-d's precise-prefix regime (8 pods, 150 prompt groups × 5 users, 6k-token prompts near saturation) scaled to the simulator: open-loop Poisson load at ${rate} req/s for ${durationMs / 1000} s after a ${WARM_MS / 1000} s warm-up; ${GROUPS} prompt groups × ${USERS} users drawn uniformly, each request a ~${SYSTEM_WORDS}-token group system prompt + the user's fixed ~${QUESTION_WORDS}-token question, ${OUT} output tokens, streamed. Each engine holds ${ENGINE.numGpuBlocks} blocks of ${ENGINE.blockSize} tokens (~4 groups with their questions, fewer while running sequences pin blocks), the fleet ~35 of the ${GROUPS} groups. Prompts are computed one after another per engine (\`prefillInterference\`: a miss delays the requests queued behind it), ${ENGINE.prefillMsPerToken} ms/token uncached, decode ${ENGINE.decodeMsPerToken} ms/token, at most ${ENGINE.maxNumSeqs} running per engine. Affinity weight ${AFFINITY_WEIGHT}, least-pending weight ${LOAD_WEIGHT}, load margin ${loadMargin} for kv-cache, prefix-cache and the oracle alike. The oracle asks every engine what it holds of each prompt (\`POST /sim/kv/peek\`, a simulator-only route) and proxies straight to its pick: no real router can read engine caches this way; it bounds what KV events can reach. Hit rate: the engines' own prefix-cache counters over the measured run.
 
 ${table(
-  ['scorer', 'ok/sent', 'TTFT p50', 'TTFT p90', 'hit rate'],
+  ['router', 'ok/sent', 'TTFT p50', 'TTFT p90', 'hit rate'],
   rows.map((r) => [
     r.mode,
     `${r.ok}/${r.sent}`,
@@ -258,7 +311,7 @@ ${table(
   ]),
 )}
 
-TTFT p90 prefix-cache / kv-cache = **${fmt(ratio, 2)}x** (target >= 2x: ${ratio >= 2 ? 'met' : 'not met'}).
+TTFT p90 prefix-cache / kv-cache = **${fmt(ratio, 2)}x** (target >= 2x: ${ratio >= 2 ? 'met' : 'not met'}). kv-cache hit rate ${fmt(gap, 1)} points below the oracle's (target within 5: ${gap <= 5 ? 'met' : 'not met'}).
 `
   if (o.write) await writeSection('routing-kv', text, { rate, durationMs, engine: ENGINE, rows })
   return text
@@ -269,12 +322,18 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     options: {
       quick: { type: 'boolean', default: false },
       seconds: { type: 'string' },
+      rate: { type: 'string' },
+      modes: { type: 'string' },
+      margin: { type: 'string' },
       'no-write': { type: 'boolean', default: false },
     },
   })
   runKvBench({
     quick: values.quick === true,
     ...(values.seconds !== undefined ? { seconds: Number(values.seconds) } : {}),
+    ...(values.rate !== undefined ? { rate: Number(values.rate) } : {}),
+    ...(values.modes !== undefined ? { modes: values.modes.split(',') as Mode[] } : {}),
+    ...(values.margin !== undefined ? { margin: Number(values.margin) } : {}),
     write: values['no-write'] !== true,
   }).then(
     (t) => process.stdout.write(`\n${t}`),
