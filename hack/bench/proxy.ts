@@ -5,8 +5,9 @@
 // they cannot be installed). vegeta (Go module proxy, cached) measures added latency at a fixed
 // rate and max throughput in a closed loop; stream time-to-first-byte comes from load.ts (vegeta
 // cannot time the first byte of a stream), the same client for every target. Then thousands of
-// slow streams through ours: memory and event-loop delay. `--profile` writes a CPU profile of
-// our 1-worker data plane and prints its top self time. `--targets direct,ours` (with short
+// slow streams through ours: memory and event-loop delay. Ours is the esbuild bundle the image
+// runs (proxy-bundle.ts; `--tsx`: the sources through tsx). `--profile` writes a CPU profile of
+// our 1-worker data plane and prints its top self time (with --tsx it names source files). `--targets direct,ours` (with short
 // --seconds) measures a subset while iterating; such runs never write docs/benchmarks.md.
 import { execFile } from 'node:child_process'
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
@@ -16,6 +17,7 @@ import { parseArgs, promisify } from 'node:util'
 import { fixedRate, type LoadResult, type LoadTarget, percentile } from './load.js'
 import { ensurePeer, PEERS, type PeerName, startPeer } from './peers.js'
 import { CLI, type OutputProc, type Proc, spawnCli } from './procs.js'
+import { bundleDataplane, spawnBundle } from './proxy-bundle.js'
 import { cpuUsPerRequest, treeCpuSeconds } from './proxy-cpu.js'
 import { treeMemory } from './proxy-procfs.js'
 import {
@@ -47,6 +49,8 @@ const { values: opts } = parseArgs({
     'streams-only': { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
     'no-write': { type: 'boolean', default: false },
+    /** Run our data plane from the sources through tsx instead of the esbuild bundle. */
+    tsx: { type: 'boolean', default: false },
   },
 })
 
@@ -154,24 +158,22 @@ async function startGateway(
   nodeArgs: readonly string[] = [],
 ): Promise<Proc> {
   const w = (await dataplaneHasWorkers()) ? ['--workers', String(workers)] : []
-  return spawnCli(
-    [
-      'dataplane',
-      '--config',
-      config,
-      '--host',
-      '127.0.0.1',
-      '--port',
-      String(port),
-      '--no-access-log',
-      '--drain-delay',
-      '0',
-      ...w,
-      ...extra,
-    ],
-    /data plane listening/,
-    nodeArgs,
-  )
+  const args = [
+    '--config',
+    config,
+    '--host',
+    '127.0.0.1',
+    '--port',
+    String(port),
+    '--no-access-log',
+    '--drain-delay',
+    '0',
+    ...w,
+    ...extra,
+  ]
+  // What the image runs (proxy-bundle.ts); --tsx: the sources, for iterating without a build.
+  if (bundle !== undefined) return spawnBundle(bundle, args, /data plane listening/, nodeArgs)
+  return spawnCli(['dataplane', ...args], /data plane listening/, nodeArgs)
 }
 
 /**
@@ -209,9 +211,16 @@ function loadNote(start: number, end: number): string {
   return `Load average (1 min): ${start.toFixed(1)} at the start, ${end.toFixed(1)} at the end${busy ? ` — other work already kept all ${cores} cores busy before the run began, so these numbers are disturbed` : ''}.`
 }
 
+/** Our data plane's esbuild bundle (built once per run), unless --tsx. */
+let bundle: string | undefined
+
 async function main(): Promise<void> {
   const loadAtStart = loadavg()[0] ?? 0
   const dir = await mkdtemp(join(tmpdir(), 'igw-bench-proxy-'))
+  if (!opts.tsx) {
+    out('bundling the data plane (esbuild, as the image runs it)…')
+    bundle = await bundleDataplane(join(dir, 'dist'))
+  }
   // Kept after the run (the rest of `dir` is removed): .cpuprofile files open in DevTools.
   const profDir = opts.profile ? await mkdtemp(join(tmpdir(), 'igw-proxy-profile-')) : ''
   const procs: Proc[] = []
@@ -237,6 +246,7 @@ async function main(): Promise<void> {
       `--streams ${STREAMS} --hold-seconds ${HOLD_SECONDS}`,
       ...(opts['no-peers'] ? ['--no-peers'] : []),
       ...(opts.targets !== undefined ? [`--targets ${opts.targets}`] : []),
+      ...(opts.tsx ? ['--tsx'] : []),
     ].join(' ')
     const run: ProxyRun = {
       command,

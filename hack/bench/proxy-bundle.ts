@@ -1,0 +1,43 @@
+// Our data plane as the container image runs it: the esbuild bundle (hack/build.ts), not the
+// sources through tsx. tsx compiles with esbuild's keepNames, which wraps every named function
+// and closure in `__name(fn, "…")` (an Object.defineProperty per closure created: about 4 KiB
+// and 1-2 % of the CPU per proxied request in a profile), and its module loader shares the
+// process: numbers from it were the development build's, not the product's.
+import { join } from 'node:path'
+import { buildAll } from '../build.js'
+import { type Proc, spawnProc } from './procs.js'
+
+/** Bundles the data plane into `outdir` (no single executable); returns the bundle's path. */
+export async function bundleDataplane(outdir: string): Promise<string> {
+  await buildAll(outdir, { sea: false })
+  return join(outdir, 'dataplane.mjs')
+}
+
+/** The bundle did not print its ready line in time (it has been stopped). */
+export class BundleStartError extends Error {
+  override readonly name = 'BundleStartError'
+  readonly code = 'BUNDLE_START_FAILED'
+}
+
+/** Starts `node [nodeArgs] <bundle> <args>` and resolves once its output matches `ready`. */
+export async function spawnBundle(
+  bundle: string,
+  args: readonly string[],
+  ready: RegExp,
+  nodeArgs: readonly string[] = [],
+  timeoutMs = 30_000,
+): Promise<Proc> {
+  const p = spawnProc(process.execPath, [...nodeArgs, bundle, ...args])
+  const deadline = performance.now() + timeoutMs
+  while (!ready.test(p.output())) {
+    const exited = p.child.exitCode !== null || p.child.signalCode !== null
+    if (exited || performance.now() > deadline) {
+      await p.stop()
+      throw new BundleStartError(
+        `${exited ? 'exited' : `no ${ready} within ${timeoutMs} ms`}: ${bundle} ${args.join(' ')}; output:\n${p.output()}`,
+      )
+    }
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  return p
+}
