@@ -2,7 +2,7 @@
 // files), real HTTP on loopback, simulated engines behind it.
 import { readFile } from 'node:fs/promises'
 import OpenAI, { APIError } from 'openai'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { type Gateway, startGateway } from '../dataplane/gateway.js'
 import { memoryLogger } from '../dataplane/log.js'
 import { RoundRobinPicker } from '../dataplane/picker.js'
@@ -411,15 +411,15 @@ describe('hot reload', () => {
     const bad = good.replace('"weight": 100', '"weight": 250')
     expect(bad).not.toBe(good)
     await vol.update({ 'gateway.yaml': bad })
-    const deadline = Date.now() + 3000
-    let after = before
-    while (Date.now() < deadline && after === before) {
-      await new Promise((r) => setTimeout(r, 50))
-      after =
-        (await gw.metrics.reloads.get()).values.find((v) => v.labels['result'] === 'failure')
-          ?.value ?? 0
-    }
-    expect(after).toBe(before + 1)
+    await vi.waitFor(
+      async () => {
+        const after =
+          (await gw.metrics.reloads.get()).values.find((v) => v.labels['result'] === 'failure')
+            ?.value ?? 0
+        expect(after).toBe(before + 1)
+      },
+      { timeout: 15_000, interval: 50 },
+    )
     const rec = log.records.find((r) => r.level === 'error' && r.msg.includes('weight'))
     const lineOf250 = bad.split('\n').findIndex((l) => l.includes('"weight": 250')) + 1
     expect(rec?.msg).toMatch(

@@ -4,7 +4,7 @@ import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { compileSnapshot, parseManifests } from '../api/index.js'
 import type { RoutingSnapshot } from '../api/snapshot.js'
 import { type Gateway, startGateway } from '../dataplane/gateway.js'
@@ -52,12 +52,7 @@ async function upstreamModel(): Promise<string> {
 }
 
 async function until(cond: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + 3000
-  while (Date.now() < deadline) {
-    if (await cond()) return
-    await new Promise((r) => setTimeout(r, 25))
-  }
-  throw new Error('condition not met in time')
+  await vi.waitFor(async () => expect(await cond()).toBe(true), { timeout: 15_000, interval: 25 })
 }
 
 beforeAll(async () => {
