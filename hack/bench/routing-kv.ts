@@ -258,6 +258,11 @@ async function runMode(mode: Mode, rate: number, durationMs: number): Promise<Ro
       .map((r) => r.ttftMs)
       .filter((x) => Number.isFinite(x))
       .sort((a, b) => a - b)
+    const perPod = new Map<string, number>()
+    for (const r of results) perPod.set(r.pod, (perPod.get(r.pod) ?? 0) + 1)
+    process.stdout.write(
+      `${mode}: requests per pod ${JSON.stringify(Object.fromEntries([...perPod].sort()))}\n`,
+    )
     return {
       mode,
       sent: results.length,
