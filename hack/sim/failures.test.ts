@@ -105,7 +105,7 @@ describe('forceStatus, stall and health', () => {
     // mean the stalled request was answered, i.e. close() waited it out.
     const first = await Promise.race([
       s.close().then(() => 'closed'),
-      new Promise((r) => setTimeout(r, 8000, 'still closing')),
+      new Promise((r) => setTimeout(r, 8000, 'still closing').unref()),
     ])
     expect(first).toBe('closed')
     expect(await pending).toBe('closed')
