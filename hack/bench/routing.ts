@@ -30,6 +30,7 @@ import { ensurePeer, PEERS, type PeerInstall, type PeerName, startPeer } from '.
 import { type Proc, spawnScript } from './procs.js'
 import { fmt, table, writeSection } from './report.js'
 import { routingManifests, type SchedulerPluginSpec } from './routing-config.js'
+import { runEppRoutingBench } from './routing-epp.js'
 import { runKvBench } from './routing-kv.js'
 import {
   burstyTimes,
@@ -1227,6 +1228,7 @@ const SCENARIOS: Readonly<Record<string, (o: ScenarioOptions) => Promise<string>
   pd: runPdBench,
   kv: runKvBench,
   spill: runSpillBench,
+  epp: runEppRoutingBench,
 }
 
 async function main(): Promise<void> {
