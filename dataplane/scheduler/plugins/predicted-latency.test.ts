@@ -325,6 +325,27 @@ describe('predicted-latency', () => {
     expect(p.predict(probe, ep).uncachedTokens).toBeLessThan(0.1 * full)
   })
 
+  it('equally good pods: new prompts go mostly where the KV cache has room (e.g. a restarted pod)', () => {
+    const p = new PredictedLatencyPlugin({})
+    const [full, empty] = [state('full', 2), state('empty', 3)]
+    for (const e of [full, empty])
+      scraped(e, 0, { numGpuBlocks: 64, blockSize: 16, tpotMeanSec: 0.01 })
+    // The index fills `full`'s cache; `empty` holds nothing (it just restarted, say).
+    for (let k = 0; k < 40; k++) p.index.record(full, p.index.hashes(req(SYSTEM, `old ${k}`, 8)))
+    expect(p.index.occupancy(full)).toBe(1)
+    expect(p.index.occupancy(empty)).toBe(0)
+    // Short distinct prompts, nothing cached anywhere, both pods idle: equally good predictions,
+    // so the order is weighted rendezvous, and room weighs 10 to 1.
+    const n = { full: 0, empty: 0 }
+    for (let k = 0; k < 60; k++) {
+      const r = req(undefined, `short question number ${k}`, 8)
+      const s = scores(p, r, [full, empty]) as number[]
+      n[best(s, [full, empty]) as 'full' | 'empty']++
+    }
+    expect(n.empty).toBeGreaterThan(3 * n.full)
+    expect(n.full).toBeGreaterThan(0)
+  })
+
   it('forgets an endpoint that left or restarted: prefix and calibration', () => {
     const p = new PredictedLatencyPlugin({})
     const [a, b] = [state('a', 2), state('b', 3)]

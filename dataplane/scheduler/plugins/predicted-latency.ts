@@ -46,6 +46,8 @@ const OUT_OF_BAND_MAX = 0.85
 const IN_BAND_SPREAD = 0.1
 const HEADROOM_CAP = 0.5
 const LOAD_SLACK = 0.25
+/** How much a full KV cache lowers a pod's share of new prefixes (0 = not at all, 1 = to none). */
+const ROOM_WEIGHT = 0.9
 /** Smallest band (ms) when no TPOT is known at all. */
 const MIN_TOLERANCE_MS = 1
 
@@ -228,7 +230,11 @@ export class PredictedLatencyPlugin implements Plugin {
       const free = cap - pend
       // Ahead of the least loaded by more than a quarter batch: a steeply smaller share.
       const over = Math.max(0, pend - minPending - Math.max(1, Math.round(cap * LOAD_SLACK)))
-      const w = (free >= 1 ? Math.min(free, cap * HEADROOM_CAP) : 1 / (2 - free)) / (1 + over) ** 2
+      // A full cache pays for a new prefix with another one's eviction (misses later): prefer
+      // room, e.g. an engine that restarted empty, over one holding as much as it can.
+      const room = 1 - ROOM_WEIGHT * this.index.occupancy(eps[i] as EndpointState)
+      const w =
+        ((free >= 1 ? Math.min(free, cap * HEADROOM_CAP) : 1 / (2 - free)) * room) / (1 + over) ** 2
       const u = (rendezvous(key, (eps[i] as EndpointState).nameHash) + 0.5) / 4_294_967_296
       const v = -w / Math.log(u)
       weighted[i] = v

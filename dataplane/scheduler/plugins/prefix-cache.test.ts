@@ -10,6 +10,25 @@ function req(text: string, now = 0, opts: { model?: string; isLora?: boolean } =
 }
 
 describe('prefix-cache', () => {
+  it('occupancy: the share of the engine KV cache the remembered blocks fill, 0 after a restart', () => {
+    const p = new PrefixCachePlugin({})
+    const [a, b] = [state('a', 2), state('b', 3)]
+    // 100 blocks of 16 tokens: 100 of our 16-token blocks.
+    scraped(a, 0, { numGpuBlocks: 100, blockSize: 16 })
+    expect(p.occupancy(a)).toBe(0)
+    const r = req(`${SYSTEM} Question one?`)
+    p.onDispatch(r, a)
+    const n = p.hashes(r).length
+    expect(n).toBeGreaterThan(10)
+    expect(p.occupancy(a)).toBeCloseTo(n / 100, 12)
+    expect(p.occupancy(b)).toBe(0)
+    // Full: never above 1.
+    for (let i = 0; i < 20; i++) p.onDispatch(req(`${i} ${SYSTEM}`), a)
+    expect(p.occupancy(a)).toBe(1)
+    p.onEndpointReset(a)
+    expect(p.occupancy(a)).toBe(0)
+  })
+
   it('scores the fraction of the prompt each endpoint holds, recorded at dispatch', () => {
     const p = new PrefixCachePlugin({})
     const [a, b, c] = [state('a', 2), state('b', 3), state('c', 4)]

@@ -197,6 +197,16 @@ export class PrefixCachePlugin implements Plugin {
     return this.lruCapacity
   }
 
+  /**
+   * Share of the endpoint's KV cache the blocks remembered for it fill (0..1): how much a new
+   * prefix placed there would evict of what it holds. 0 for an endpoint nothing was sent to (or
+   * that restarted).
+   */
+  occupancy(ep: EndpointState): number {
+    const t = this.#blocks.get(ep)
+    return t === undefined ? 0 : Math.min(1, t.size / this.capacityOf(ep))
+  }
+
   forget(ep: EndpointState): void {
     this.#blocks.delete(ep)
   }
