@@ -85,7 +85,9 @@ export async function startOracle(
   listen: { host: string; port: number },
   o: OracleOptions,
 ): Promise<Oracle> {
-  const agent = new Agent({ keepAlive: true, maxSockets: 1024 })
+  // A connection per call: reusing idle keep-alive sockets raced the engines' keep-alive timeout
+  // (a POST on a socket the server was closing failed the request); loopback connects are cheap.
+  const agent = new Agent({ keepAlive: false, maxSockets: 1024 })
   const pending = pods.map(() => 0)
   const peek = (pod: OraclePod, body: Buffer): Promise<Peek> =>
     new Promise((resolve, reject) => {

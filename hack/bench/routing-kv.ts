@@ -258,6 +258,12 @@ async function runMode(mode: Mode, rate: number, durationMs: number): Promise<Ro
       .map((r) => r.ttftMs)
       .filter((x) => Number.isFinite(x))
       .sort((a, b) => a - b)
+    const errors = new Set(
+      results
+        .filter((r) => r.status !== 200 || r.error !== undefined)
+        .map((r) => r.error ?? `HTTP ${r.status}`),
+    )
+    if (errors.size > 0) process.stdout.write(`${mode}: failures: ${[...errors].join('; ')}\n`)
     const perPod = new Map<string, number>()
     for (const r of results) perPod.set(r.pod, (perPod.get(r.pod) ?? 0) + 1)
     process.stdout.write(
