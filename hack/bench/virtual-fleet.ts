@@ -96,6 +96,8 @@ export interface VirtualFleetOptions {
     readonly downMs: number
   }[]
   readonly advance: (ms: number) => Promise<unknown>
+  /** Keep each decision's explain line (the scores per pod) on its result, for diagnosis. */
+  readonly explain?: boolean
 }
 
 export interface VirtualResult {
@@ -107,6 +109,10 @@ export interface VirtualResult {
   readonly ok: boolean
   /** Prompt tokens the engine found in its prefix cache. */
   readonly cachedTokens: number
+  /** Endpoints tried (1 = the first pick answered; more = refused connections before). */
+  readonly attempts: number
+  /** The scheduler's explain line for the decision (with `explain`). */
+  readonly explain?: string
 }
 
 export interface VirtualRun {
@@ -267,12 +273,19 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
         { role: 'user', content: q.user },
       ]
       const model = q.lora ?? MODEL
+      const sink: { text?: string } = {}
       const ctx = pickContext(
         srv,
         { model, messages, max_tokens: q.maxTokens, stream: true },
         {},
-        { isLora: q.lora !== undefined, model },
+        {
+          isLora: q.lora !== undefined,
+          model,
+          ...(opts.explain === true ? { explain: sink } : {}),
+        },
       )
+      const explained = (): { explain?: string } =>
+        sink.text !== undefined ? { explain: sink.text } : {}
       const t0 = Date.now()
       const list = rep.sch.pick(ctx)
       const attempt = (k: number): void => {
@@ -286,6 +299,8 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
             e2eMs: now() - t0,
             ok: false,
             cachedTokens: 0,
+            attempts: k,
+            ...explained(),
           })
           resolve()
           return
@@ -315,6 +330,8 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
             e2eMs: Date.now() - t0,
             ok,
             cachedTokens,
+            attempts: k + 1,
+            ...explained(),
           })
           resolve()
         }
@@ -343,10 +360,11 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
             },
             // As the proxy reports a stream: first byte and duration, no usage (the client did
             // not ask for it).
-            finish: () =>
+            finish: (r) =>
               finish(
                 { status: 200, firstByteMs: first - sent, durationMs: Date.now() - sent },
                 true,
+                r.cachedTokens,
               ),
           },
         )

@@ -32,6 +32,24 @@ describe('lora-affinity', () => {
     ])
   })
 
+  it('keeps the engine slot count (max_lora) when its scrape goes stale', () => {
+    const [a, b] = [state('a', 2), state('b', 3)]
+    for (const e of [a, b]) scraped(e, 0, { lora: { maxLora: 2, running: [], waiting: [] } })
+    for (const name of ['sql', 'chat']) {
+      a.dispatchStarted(ticket(name), 0)
+      a.dispatchEnded(ticket(name), { status: 200, durationMs: 1 }, 0)
+    }
+    // Long after the last scrape (the engine answers /metrics late): both adapters sent to `a`
+    // are still in its two slots.
+    const late = 60_000
+    expect(a.fresh(late)).toBeUndefined()
+    expect(residentAdapters(a, late)).toEqual(new Set(['sql', 'chat']))
+    expect(scores(loraAffinity({}), loraReq('sql', late), [a, b])).toEqual([
+      LORA_SCORES.loaded,
+      LORA_SCORES.freeSlot,
+    ])
+  })
+
   it('remembers adapters it sent recently (idle adapters vanish from the metric but stay loaded)', () => {
     const [a, b] = [state('a', 2), state('b', 3)]
     scraped(a, 0, { lora: { maxLora: 1, running: [], waiting: [] } })

@@ -30,7 +30,10 @@ export function adapterOn(
   now: number,
 ): { resident: boolean; used: number; slots: number } {
   const info = ep.fresh(now)?.lora
-  const slots = info?.maxLora ?? 1
+  // The slot count is the engine's configuration (`--max-loras`): a stale scrape (a busy engine
+  // answers /metrics late) still tells it. Assuming 1 then would count only the adapter sent
+  // last as loaded, and send the other one's requests where it must be loaded again.
+  const slots = info?.maxLora ?? ep.metrics?.lora?.maxLora ?? 1
   const running = info?.running ?? []
   let used = running.length
   let resident = running.includes(adapter)
