@@ -5,10 +5,13 @@
 // is the median of each mode's p50/p99 and CPU per request (the data plane's utime + stime from
 // /proc over the measured run, divided by the requests: a busy machine disturbs it far less than
 // latency), and what tracing adds to both (target ≤ 50 µs p50 at 500 req/s, issue 15). Writes its
-// section of docs/benchmarks.md unless --no-write.
+// section of docs/benchmarks.md unless --no-write. The data plane is the esbuild bundle the image
+// runs (proxy-bundle.ts; `--tsx`: the sources through tsx, whose keepNames wrappers cost CPU of
+// their own).
 //
 //   npm run bench:tracing [-- --rate 500] [--seconds 15] [--rounds 3] [--json] [--no-write]
 //                         [--cpu-prof <dir>]   # V8 CPU profiles of each data plane run
+//                         [--tsx]              # the sources instead of the bundle
 //   npm run bench:tracing -- --micro          # CPU per traced request, in process
 import { execFile } from 'node:child_process'
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
@@ -17,6 +20,7 @@ import { join, resolve } from 'node:path'
 import { parseArgs, promisify } from 'node:util'
 import { Tracing } from '../../dataplane/telemetry/tracing.js'
 import { type Proc, spawnCli, spawnProc } from './procs.js'
+import { bundleDataplane, spawnBundle } from './proxy-bundle.js'
 import { cpuUsPerRequest, treeCpuSeconds } from './proxy-cpu.js'
 import { attack, ensureVegeta, report, type VegetaReport } from './proxy-vegeta.js'
 import { fmt, table, writeSection } from './report.js'
@@ -36,6 +40,7 @@ const { values } = parseArgs({
     micro: { type: 'boolean', default: false },
     'no-write': { type: 'boolean', default: false },
     'cpu-prof': { type: 'string' },
+    tsx: { type: 'boolean', default: false },
   },
 })
 const RATE = Number(values.rate)
@@ -207,7 +212,7 @@ function summarise(runs: readonly Run[]): ModeResult[] {
 }
 
 function markdown(rows: readonly ModeResult[], load: string): string {
-  const command = `npm run bench:tracing -- --rate ${RATE} --seconds ${SECONDS} --rounds ${ROUNDS}`
+  const command = `npm run bench:tracing -- --rate ${RATE} --seconds ${SECONDS} --rounds ${ROUNDS}${values.tsx ? ' --tsx' : ''}`
   const met = rows
     .filter((r) => r.mode !== 'off')
     .map(
@@ -218,7 +223,7 @@ function markdown(rows: readonly ModeResult[], load: string): string {
   return [
     '## Tracing cost',
     '',
-    `\`${command}\`: one data plane (1 worker, access log off) in front of one zero-latency simulated engine, chat requests at ${RATE} req/s with vegeta for ${SECONDS} s after a 3 s warm-up, ${ROUNDS} round${ROUNDS === 1 ? '' : 's'} alternating tracing off / on (every request sampled) / on at ratio 0.1, spans exported over OTLP/HTTP to the OpenTelemetry Collector's otlpreceiver (hack/otlp-receiver). Each figure is the median over the rounds; CPU is the data plane's utime + stime over the measured run per request. Load average at start: ${load}.`,
+    `\`${command}\`: one data plane (${values.tsx ? 'the sources through tsx' : 'the esbuild bundle the image runs'}, 1 worker, access log off) in front of one zero-latency simulated engine, chat requests at ${RATE} req/s with vegeta for ${SECONDS} s after a 3 s warm-up, ${ROUNDS} round${ROUNDS === 1 ? '' : 's'} alternating tracing off / on (every request sampled) / on at ratio 0.1, spans exported over OTLP/HTTP to the OpenTelemetry Collector's otlpreceiver (hack/otlp-receiver). Each figure is the median over the rounds; CPU is the data plane's utime + stime over the measured run per request. Load average at start: ${load}.`,
     '',
     `Target: tracing on adds ≤ 50 µs p50 per request at 500 req/s (issue 15). ${met}.`,
     '',
@@ -297,6 +302,8 @@ async function main(): Promise<void> {
       return
     }
     const prof = values['cpu-prof'] === undefined ? undefined : resolve(values['cpu-prof'])
+    // What the image runs; --tsx: the sources, for iterating without a build.
+    const bundle = values.tsx ? undefined : await bundleDataplane(join(dir, 'dist'))
     const runs: Run[] = []
     for (let round = 0; round < ROUNDS; round++) {
       for (const { name: mode, ratio } of MODES) {
@@ -307,27 +314,26 @@ async function main(): Promise<void> {
           nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${d}`)
         }
         const spansBefore = await spansIn(traces)
-        const gw = await spawnCli(
-          [
-            'dataplane',
-            '--config',
-            join(dir, 'gateway.yaml'),
-            '--host',
-            '127.0.0.1',
-            '--port',
-            String(GW_PORT),
-            '--no-access-log',
-            '--drain-delay',
-            '0',
-            '--workers',
-            '1',
-            ...(ratio !== undefined
-              ? ['--otlp-endpoint', `http://${OTLP}`, '--trace-sample-ratio', ratio]
-              : []),
-          ],
-          /data plane listening/,
-          nodeArgs,
-        )
+        const args = [
+          '--config',
+          join(dir, 'gateway.yaml'),
+          '--host',
+          '127.0.0.1',
+          '--port',
+          String(GW_PORT),
+          '--no-access-log',
+          '--drain-delay',
+          '0',
+          '--workers',
+          '1',
+          ...(ratio !== undefined
+            ? ['--otlp-endpoint', `http://${OTLP}`, '--trace-sample-ratio', ratio]
+            : []),
+        ]
+        const gw =
+          bundle !== undefined
+            ? await spawnBundle(bundle, args, /data plane listening/, nodeArgs)
+            : await spawnCli(['dataplane', ...args], /data plane listening/, nodeArgs)
         let r: VegetaReport
         let cpuUs: number
         try {
