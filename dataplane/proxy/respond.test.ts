@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { SseUsageScanner, usageFromTail } from './respond.js'
+import { mentionsUsage, SseUsageScanner, usageFromTail } from './respond.js'
 
 const enc = new TextEncoder()
 
@@ -45,6 +45,58 @@ describe('SseUsageScanner after the first token', () => {
     split.push(bytes.subarray(cut + 40))
     expect(split.usage).toEqual({ promptTokens: 9, completionTokens: 4 })
     expect(split.lineBytes).toBe(0)
+  })
+
+  it('finds usage wherever the chunks are cut, the key split across two or three of them', () => {
+    // Token events as engines send them when asked for usage: `"usage":null` in each.
+    const nullUsage = (t: string) =>
+      `data: {"choices":[{"delta":{"content":"${t}"}}],"usage":null}\n\n`
+    const stream = enc.encode(
+      `${nullUsage('a')}${tokenEvent('b€')}${nullUsage('c')}${usageEvent}data: [DONE]\n\n`,
+    )
+    const opening = enc.encode(tokenEvent('x')).byteLength
+    // Every pair of cut points after the opening event (three pieces), so every split of the
+    // key and of the lines around it is seen once.
+    for (let i = opening + 1; i < stream.byteLength; i += 3) {
+      for (let j = i + 1; j < Math.min(stream.byteLength, i + 12); j++) {
+        const s = new SseUsageScanner()
+        s.push(enc.encode(tokenEvent('x')))
+        s.push(stream.subarray(0, i))
+        s.push(stream.subarray(i, j))
+        s.push(stream.subarray(j))
+        expect(s.usage, `cut at ${i}/${j}`).toEqual({ promptTokens: 9, completionTokens: 4 })
+        expect(s.lineBytes).toBe(0)
+      }
+    }
+  })
+
+  it('keeps the open line measured while it is not decoded', () => {
+    const s = new SseUsageScanner()
+    s.push(enc.encode(tokenEvent('x')))
+    const open = 'data: {"choices":[{"delta":{"content":"'
+    s.push(enc.encode(open))
+    s.push(enc.encode('y'.repeat(100)))
+    expect(s.lineBytes).toBe(open.length + 100)
+    s.push(enc.encode('"}}]}\n\n'))
+    expect(s.lineBytes).toBe(0)
+    expect(s.usage).toBeUndefined()
+  })
+})
+
+describe('mentionsUsage', () => {
+  const b = (t: string) => Buffer.from(t)
+  it('is false for the null usage engines send in every chunk but the last', () => {
+    expect(mentionsUsage(b('data: {"choices":[{"delta":{"content":"a"}}],"usage":null}\n\n'))).toBe(
+      false,
+    )
+    expect(mentionsUsage(b('{"usage" :  null}{"usage":null}'))).toBe(false)
+    expect(mentionsUsage(b('{"content":"the \\"usage\\" word"}'))).toBe(false)
+  })
+  it('is true for a usage object, and for a key whose value is past the chunk', () => {
+    expect(mentionsUsage(b('{"usage":null}{"usage":{"prompt_tokens":1}}'))).toBe(true)
+    expect(mentionsUsage(b('{"usage": {"prompt_tokens":1}}'))).toBe(true)
+    expect(mentionsUsage(b('{"usage"'))).toBe(true)
+    expect(mentionsUsage(b('{"usage": '))).toBe(true)
   })
 })
 

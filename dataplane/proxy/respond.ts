@@ -104,6 +104,29 @@ const TOKEN = /"(?:content|text|reasoning_content|delta)"\s*:\s*"[^"]|"tool_call
 const USAGE_KEY = Buffer.from('"usage"')
 
 /**
+ * Whether `b` may carry usage: a `"usage"` key whose value is not `null`. Engines asked for usage
+ * (as the gateway asks, to count tokens) send `"usage":null` in every chunk but the last; a key
+ * whose value is past the chunk's end counts as maybe.
+ */
+export function mentionsUsage(b: Buffer): boolean {
+  for (let at = b.indexOf(USAGE_KEY); at >= 0; at = b.indexOf(USAGE_KEY, at + 1)) {
+    let j = skipSpace(b, at + USAGE_KEY.length)
+    if (j >= b.length) return true
+    if (b[j] !== 0x3a) continue // not a key (":" follows a key)
+    j = skipSpace(b, j + 1)
+    if (j >= b.length) return true
+    if (b[j] !== 0x6e) return true // anything but `null`
+  }
+  return false
+}
+
+function skipSpace(b: Buffer, from: number): number {
+  let j = from
+  while (j < b.length && (b[j] === 0x20 || b[j] === 0x09 || b[j] === 0x0a || b[j] === 0x0d)) j++
+  return j
+}
+
+/**
  * Scans SSE text for `data:` lines carrying `usage`, holding partial lines across chunks. Each
  * byte is looked at once: a chunk without a line end is appended to the held line, never rescanned
  * (an engine sending one endless line made the old scan quadratic). `lineBytes` is the length of
@@ -112,8 +135,15 @@ const USAGE_KEY = Buffer.from('"usage"')
 export class SseUsageScanner {
   private readonly decoder = new TextDecoder()
   private tail = ''
-  /** The last chunk ended a line: nothing is held (no partial line, no partial UTF-8 sequence). */
-  private clean = true
+  /**
+   * After the first token, with nothing decoded held: chunks are searched for the usage key as
+   * bytes and never decoded; the open line is kept as raw pieces in `held` (decoded only if the
+   * key turns up), and the last bytes seen in `edge`, for a key split across two chunks.
+   */
+  private raw = false
+  private held: Buffer[] = []
+  private readonly edge = Buffer.alloc(USAGE_KEY.length - 1)
+  private edgeLen = 0
   lineBytes = 0
   usage: Usage | undefined
   /** performance.now() when the first line carrying a generated token was seen. */
@@ -121,22 +151,38 @@ export class SseUsageScanner {
 
   push(chunk: Uint8Array): void {
     const n = chunk.byteLength
-    // After the first token only lines mentioning usage matter: a chunk of whole lines without
-    // one is not decoded at all (most chunks of a long stream; the decode was ~2 % of the
-    // gateway's CPU with 1,500 streams).
-    if (this.firstTokenAt !== undefined && this.clean && n > 0 && chunk[n - 1] === 10) {
-      const b = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, n)
-      if (b.indexOf(USAGE_KEY) < 0) {
-        this.lineBytes = 0
-        return
-      }
-    }
-    this.clean = n > 0 && chunk[n - 1] === 10
+    if (n === 0) return
     const lf = chunk.lastIndexOf(10)
     let end = lf
     // Events end in LF, so the usual chunk needs no look for a CR (a line end too) after it.
-    if (lf < chunk.byteLength - 1) end = Math.max(lf, chunk.lastIndexOf(13))
-    this.lineBytes = end < 0 ? this.lineBytes + chunk.byteLength : chunk.byteLength - end - 1
+    if (lf < n - 1) end = Math.max(lf, chunk.lastIndexOf(13))
+    this.lineBytes = end < 0 ? this.lineBytes + n : n - end - 1
+    if (this.raw) {
+      // After the first token only lines mentioning usage matter: chunks without the key are
+      // not decoded at all, wherever the engine's writes or our socket reads cut them (decoding
+      // was the largest allocation per chunk with thousands of streams).
+      const b = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, n)
+      if (!mentionsUsage(b) && !this.keyAcrossEdge(b)) {
+        if (lf < 0) this.held.push(b)
+        else if (lf < n - 1) this.held = [b.subarray(lf + 1)]
+        else if (this.held.length > 0) this.held = []
+        this.keepEdge(b)
+        return
+      }
+      // The key may be here: the open line is decoded after all, then this chunk as usual.
+      this.raw = false
+      for (const h of this.held) this.tail += this.decoder.decode(h, { stream: true })
+      this.held = []
+    }
+    this.decodeLines(chunk, lf)
+    // A line end closes every UTF-8 sequence: nothing decoded is held from here on.
+    if (this.firstTokenAt !== undefined && chunk[n - 1] === 10) {
+      this.raw = true
+      this.edgeLen = 0
+    }
+  }
+
+  private decodeLines(chunk: Uint8Array, lf: number): void {
     const text = this.decoder.decode(chunk, { stream: true })
     let nl = lf < 0 ? -1 : text.indexOf('\n')
     if (nl < 0) {
@@ -152,6 +198,34 @@ export class SseUsageScanner {
       start = nl + 1
     }
     this.tail = text.slice(start)
+  }
+
+  /** Whether the key starts in the last bytes seen and ends at the start of `b`. */
+  private keyAcrossEdge(b: Buffer): boolean {
+    const key = USAGE_KEY
+    for (let k = Math.min(this.edgeLen, key.length - 1); k >= 1; k--) {
+      // The key's first k bytes end the previous chunk, its other bytes start this one.
+      if (b.length < key.length - k) continue
+      let match = true
+      for (let i = 0; i < k && match; i++) match = this.edge[this.edgeLen - k + i] === key[i]
+      for (let i = k; i < key.length && match; i++) match = b[i - k] === key[i]
+      if (match) return true
+    }
+    return false
+  }
+
+  /** Remembers the last bytes seen (up to the key's length − 1), for `keyAcrossEdge`. */
+  private keepEdge(b: Buffer): void {
+    const cap = this.edge.length
+    if (b.length >= cap) {
+      b.copy(this.edge, 0, b.length - cap)
+      this.edgeLen = cap
+      return
+    }
+    const keep = Math.min(this.edgeLen, cap - b.length)
+    this.edge.copy(this.edge, 0, this.edgeLen - keep, this.edgeLen)
+    b.copy(this.edge, keep)
+    this.edgeLen = keep + b.length
   }
 
   private line(line: string): void {
@@ -634,21 +708,31 @@ function streamToNode(up: UpstreamResponse, opts: RespondOptions, res: ServerRes
   res.writeHead(up.statusCode, headers)
   // The status line goes out now, not with the first token.
   res.flushHeaders()
-  void pumpToNode(up, opts, res)
+  pumpToNode(up, opts, res)
   return RESPONSE_ALREADY_SENT
 }
 
-async function pumpToNode(
-  up: UpstreamResponse,
-  opts: RespondOptions,
-  res: ServerResponse,
-): Promise<void> {
+/**
+ * The engine's chunks into the client's response with plain listeners: on 'readable' everything
+ * buffered is read at once (what piled up while the process was busy goes out in one write), and
+ * reading stops while the client's socket is full or an asynchronous stream filter works (the
+ * engine's socket is then paused by undici). The async iterator used before cost a promise, an
+ * iterator result and a microtask hop per chunk, thousands a second with thousands of streams.
+ */
+function pumpToNode(up: UpstreamResponse, opts: RespondOptions, res: ServerResponse): void {
+  const body = up.body
   const scanner = new SseUsageScanner()
   const maxLine = opts.maxSseLineBytes ?? DEFAULT_MAX_SSE_LINE_BYTES
   const filter = opts.streamFilter
   let firstByteMs: number | undefined
   let bytes = 0
   let finished = false
+  /** No longer listening to the engine: every path below ends the stream once. */
+  let stopped = false
+  /** Not reading until the client's socket drains. */
+  let waitingDrain = false
+  /** Not reading until an asynchronous stream filter answers. */
+  let waitingFilter = false
   const finish = (error?: string): void => {
     if (finished) return
     finished = true
@@ -656,49 +740,95 @@ async function pumpToNode(
   }
   /** The client is gone (or the response already ended): nothing more can be written. */
   const gone = (): boolean => res.destroyed || res.writableEnded
-  try {
-    for await (const value of up.body) {
-      const c = value as Uint8Array
-      if (firstByteMs === undefined) firstByteMs = performance.now() - opts.startedAt
-      bytes += c.byteLength
-      scanner.push(c)
-      if (scanner.lineBytes > maxLine) {
-        // Not an event stream any more (an endless line): end it for the client with an error
-        // event and report the engine.
-        up.body.destroy()
-        finish('body_too_large')
-        if (!gone())
-          res.end(
-            errorEvent(
-              `upstream sent an event line longer than ${maxLine} bytes`,
-              'upstream_body_too_large',
-            ),
-          )
-        return
-      }
-      let out: Uint8Array | undefined = c
-      let end: string | undefined
-      if (filter !== undefined) {
-        // Every stream has a filter now (usage stripping without a policy); the usual one answers
-        // synchronously, and awaiting a plain value would still cost a microtask hop per chunk.
-        const t = filter.transform(c)
-        const r = t instanceof Promise ? await t : t
-        out = r.out
-        end = r.end
-      }
-      if (gone()) {
-        up.body.destroy()
-        finish('client_closed')
-        return
-      }
-      if (out !== undefined && out.byteLength > 0 && !res.write(out)) await drained(res)
-      if (end !== undefined) {
-        up.body.destroy()
-        finish(end)
-        if (!gone()) res.end()
-        return
-      }
+  const stop = (destroyEngine: boolean): void => {
+    stopped = true
+    body.off('readable', pull)
+    body.off('end', onEnd)
+    body.off('error', onError)
+    body.off('close', onClose)
+    res.off('drain', onDrain)
+    res.off('close', onClientClose)
+    // An error after we stopped listening must not become an uncaught exception.
+    body.on('error', IGNORE)
+    // Stops the engine's work too (the request is aborted with its body).
+    if (destroyEngine) body.destroy()
+  }
+  /** Writes what the filter let through; ends the stream when it said so. */
+  const deliver = (out: Uint8Array | undefined, end: string | undefined): void => {
+    if (gone()) {
+      stop(true)
+      finish('client_closed')
+      return
     }
+    if (out !== undefined && out.byteLength > 0 && !res.write(out) && end === undefined) {
+      waitingDrain = true
+      res.once('drain', onDrain)
+    }
+    if (end !== undefined) {
+      stop(true)
+      finish(end)
+      if (!gone()) res.end()
+    }
+  }
+  const onDrain = (): void => {
+    waitingDrain = false
+    pull()
+  }
+  /** Reads what the engine sent so far, until there is nothing or we must wait. */
+  const pull = (): void => {
+    while (!stopped && !waitingDrain && !waitingFilter) {
+      const c = body.read() as Uint8Array | null
+      // Nothing buffered: 'readable' (or 'end') comes when there is.
+      if (c === null) return
+      onChunk(c)
+    }
+  }
+  const onChunk = (c: Uint8Array): void => {
+    if (firstByteMs === undefined) firstByteMs = performance.now() - opts.startedAt
+    bytes += c.byteLength
+    scanner.push(c)
+    if (scanner.lineBytes > maxLine) {
+      // Not an event stream any more (an endless line): end it for the client with an error
+      // event and report the engine.
+      stop(true)
+      finish('body_too_large')
+      if (!gone())
+        res.end(
+          errorEvent(
+            `upstream sent an event line longer than ${maxLine} bytes`,
+            'upstream_body_too_large',
+          ),
+        )
+      return
+    }
+    if (filter === undefined) {
+      deliver(c, undefined)
+      return
+    }
+    // Every stream has a filter now (usage stripping without a policy); the usual one answers
+    // synchronously. An asynchronous one holds the engine until it answers, keeping the order.
+    const t = filter.transform(c)
+    if (!(t instanceof Promise)) {
+      deliver(t.out, t.end)
+      return
+    }
+    waitingFilter = true
+    t.then(
+      (r) => {
+        waitingFilter = false
+        if (stopped) return
+        deliver(r.out, r.end)
+        pull()
+      },
+      (e: unknown) => {
+        waitingFilter = false
+        onError(e)
+      },
+    )
+  }
+  const onEnd = (): void => {
+    if (stopped) return
+    stop(false)
     if (gone()) {
       finish('client_closed')
       return
@@ -707,8 +837,10 @@ async function pumpToNode(
     finish()
     if (rest !== undefined && rest.byteLength > 0) res.end(rest)
     else res.end()
-  } catch (e) {
-    up.body.destroy()
+  }
+  const onError = (e: unknown): void => {
+    if (stopped) return
+    stop(true)
     if ((opts.signal.aborted && !opts.timedOut()) || gone()) {
       finish('client_closed')
       if (!gone()) res.end()
@@ -722,6 +854,18 @@ async function pumpToNode(
         : errorEvent('upstream closed the stream before it finished', 'upstream_stream_cut'),
     )
   }
+  // Destroyed without 'end' or 'error': the body was cut.
+  const onClose = (): void => onError(errors.upstreamUnavailable(`${up.endpoint.name}: stream cut`))
+  const onClientClose = (): void => {
+    if (stopped) return
+    stop(true)
+    finish('client_closed')
+  }
+  body.on('end', onEnd)
+  body.on('error', onError)
+  body.on('close', onClose)
+  res.on('close', onClientClose)
+  body.on('readable', pull)
 }
 
 /** Resolves when the client's socket takes more bytes, or when it is gone. */
