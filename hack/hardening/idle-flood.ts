@@ -6,13 +6,25 @@
 // Pass: every real request answered 200, their p99 < 50 ms, the new route served, the gateway's
 // file descriptors bounded, the gateway alive. Needs a high open-files limit for this process and
 // the gateway (the gateway inherits it): `ulimit -n 200000` first (as root, also the hard limit).
+import { execFileSync, spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
 import { connect, type Socket } from 'node:net'
 import { availableParallelism, loadavg } from 'node:os'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { Pool } from 'undici'
-import { chatBody, metric, openFds, percentile, rssBytes, sleep } from './kit.js'
+import {
+  chatBody,
+  HardeningError,
+  jsonOrUndefined,
+  metric,
+  openFds,
+  percentile,
+  rssBytes,
+  sleep,
+} from './kit.js'
 import { mb } from './report.js'
 import { STACK_MODEL, startStack, UPSTREAM_MODEL } from './stack.js'
 
@@ -25,6 +37,8 @@ const { values } = parseArgs({
     'client-rate': { type: 'string', default: '20' },
     /** The gateway's --max-connections (default: its own default, from the open-files limit). */
     'max-connections': { type: 'string' },
+    /** Internal: run only the flood against host:port (a child process of the run). */
+    'flood-child': { type: 'string' },
   },
   strict: true,
 })
@@ -90,106 +104,245 @@ function pacedClient(url: string, ratePerS: number, signal: AbortSignal, model =
   return done
 }
 
-const stack = await startStack({
-  net: NET,
-  engines: 2,
-  upstreamTimeout: '30s',
-  // The data plane's own defaults for client limits (10 s headers timeout, connection cap).
-  gatewayArgs: ['--poll-interval', '200', ...extraArgs],
-})
-const { gw } = stack
-const sockets = new Set<Socket>()
-try {
-  // Warm-up and a baseline: the same paced client without the flood.
-  const warm = new AbortController()
-  setTimeout(() => warm.abort(), 5000)
-  const base = await pacedClient(gw.url, clientRate, warm.signal)
-  log(
-    `baseline: ${base.sent} requests, p50 ${percentile(base.latencies, 50).toFixed(1)} / p99 ${percentile(base.latencies, 99).toFixed(1)} ms, ${base.failures.length} failures`,
+if (values['flood-child'] !== undefined) {
+  const [host = '', port = ''] = values['flood-child'].split(':')
+  const r = await flood(host, Number(port), total, rate, (p) =>
+    process.stdout.write(`${JSON.stringify({ progress: p })}\n`),
   )
-  const rssStart = await rssBytes(gw.pid)
-  const fdsStart = await openFds(gw.pid)
+  process.stdout.write(`${JSON.stringify({ done: r })}\n`)
+} else {
+  await main()
+}
 
-  const ac = new AbortController()
-  const client = pacedClient(gw.url, clientRate, ac.signal)
+async function main(): Promise<void> {
+  const stack = await startStack({
+    net: NET,
+    engines: 2,
+    upstreamTimeout: '30s',
+    // The data plane's own defaults for client limits (10 s headers timeout, connection cap).
+    gatewayArgs: ['--poll-interval', '200', ...extraArgs],
+  })
+  const { gw } = stack
+  try {
+    // Warm-up and a baseline: the same paced client without the flood.
+    const warm = new AbortController()
+    setTimeout(() => warm.abort(), 5000)
+    const base = await pacedClient(gw.url, clientRate, warm.signal)
+    log(
+      `baseline: ${base.sent} requests, p50 ${percentile(base.latencies, 50).toFixed(1)} / p99 ${percentile(base.latencies, 99).toFixed(1)} ms, ${base.failures.length} failures`,
+    )
+    const rssStart = await rssBytes(gw.pid)
+    const fdsStart = await openFds(gw.pid)
+
+    const ac = new AbortController()
+    const client = pacedClient(gw.url, clientRate, ac.signal)
+    const conn = { attempted: 0, connected: 0, failed: 0, closedByGateway: 0, maxOpen: 0 }
+    let fdsMax = fdsStart
+    let rssMax = rssStart
+    let gatewayConnsMax = 0
+    let sampling = true
+    const sampler = (async () => {
+      while (sampling) {
+        fdsMax = Math.max(fdsMax, await openFds(gw.pid).catch(() => 0))
+        rssMax = Math.max(rssMax, await rssBytes(gw.pid).catch(() => 0))
+        gatewayConnsMax = Math.max(
+          gatewayConnsMax,
+          await metric(gw.url, 'infer_gateway_client_connections').catch(() => 0),
+        )
+        await sleep(250)
+      }
+    })()
+
+    let reloadAt = Number.NaN
+    let reloadServedAt = Number.NaN
+    const reload = (async () => {
+      // Mid-flood (half the connections attempted), a route is added the way an operator edits.
+      while (conn.attempted < total / 2) await sleep(50)
+      const extra = JSON.stringify(
+        {
+          apiVersion: 'networking.matrixinfer.ai/v1alpha1',
+          kind: 'ModelRoute',
+          metadata: { name: 'reloaded' },
+          spec: {
+            modelName: RELOADED_MODEL,
+            rules: [{ targetModels: [{ modelServerName: 'pool' }] }],
+          },
+        },
+        null,
+        2,
+      )
+      await writeFile(stack.configFile, `${stack.config}\n---\n${extra}\n`)
+      reloadAt = performance.now()
+      log(`config rewritten with route ${RELOADED_MODEL} (upstream ${UPSTREAM_MODEL})`)
+      const pool = new Pool(gw.url, { connections: 1 })
+      try {
+        while (performance.now() - reloadAt < 60_000) {
+          const res = await pool
+            .request({
+              path: '/v1/chat/completions',
+              method: 'POST',
+              headers: { 'content-type': 'application/json' },
+              body: chatBody(RELOADED_MODEL, 0),
+            })
+            .catch(() => undefined)
+          const status = res?.statusCode
+          await res?.body.text().catch(() => '')
+          if (status === 200) {
+            reloadServedAt = performance.now()
+            return
+          }
+          await sleep(100)
+        }
+      } finally {
+        await pool.close()
+      }
+    })()
+
+    const flood = await runFloodChild(gw.host, gw.port, total, rate, (p) => {
+      conn.attempted = p.attempted
+      log(
+        `${p.attempted} attempted, ${p.open} open in the flood process, gateway fds max ${fdsMax}`,
+      )
+    })
+    Object.assign(conn, flood.conn)
+    log(
+      `flood done (${flood.throttledMs} ms waiting for the gateway to close some): ${flood.conn.attempted} attempted in ${(flood.ms / 1000).toFixed(1)} s; ${flood.leftOpen} not closed by the gateway within 30 s after`,
+    )
+    await reload
+    const leftOpen = flood.leftOpen
+    ac.abort()
+    const real = await client
+    sampling = false
+    await sampler
+    const refused = async (reason: string): Promise<number> =>
+      metric(gw.url, 'infer_gateway_client_connections_refused_total', { reason }).catch(() => 0)
+    const p99 = percentile(real.latencies, 99)
+    const result = {
+      command: `ulimit -n 200000 && nice -n -15 npx tsx hack/hardening/idle-flood.ts --connections ${total} --rate ${rate} --client-rate ${clientRate}${maxConnections !== undefined ? ` --max-connections ${maxConnections}` : ''}`,
+      date: new Date().toISOString(),
+      node: process.version,
+      idle: {
+        ...conn,
+        leftOpenAfter30s: leftOpen,
+        errorsByCode: flood.errorsByCode,
+        leftStates: flood.leftStates,
+        clientOpenFilesLimit: openFilesLimit(),
+        throttledMs: flood.throttledMs,
+      },
+      gateway: {
+        fdsStart,
+        fdsMax,
+        clientConnectionsMax: gatewayConnsMax,
+        refusedAtCapEvicted: await refused('at_cap_evicted'),
+        refusedAtCap503: await refused('at_cap_refused'),
+        closedTimeout408: await refused('timeout'),
+        rssStartMB: mb(rssStart),
+        rssMaxMB: mb(rssMax),
+        alive: !gw.exited(),
+      },
+      baseline: {
+        requests: base.sent,
+        p50: percentile(base.latencies, 50),
+        p99: percentile(base.latencies, 99),
+      },
+      realClients: {
+        requests: real.sent,
+        ok: real.latencies.length,
+        failures: real.failures.length,
+        failureSamples: real.failures.slice(0, 10),
+        p50: percentile(real.latencies, 50),
+        p99,
+        max: Math.max(...real.latencies),
+      },
+      reload: {
+        servedAfterMs: Number.isNaN(reloadServedAt) ? null : Math.round(reloadServedAt - reloadAt),
+      },
+      load1: loadavg()[0],
+      cores: availableParallelism(),
+    }
+    const pass =
+      real.failures.length === 0 &&
+      p99 < P99_TARGET_MS &&
+      !Number.isNaN(reloadServedAt) &&
+      result.gateway.alive &&
+      leftOpen === 0
+    process.stdout.write(`${JSON.stringify({ ...result, pass }, null, 2)}\n`)
+    if (!pass) process.exitCode = 1
+  } finally {
+    await stack.stop()
+  }
+}
+
+interface FloodProgress {
+  readonly attempted: number
+  /** Idle connections the flood process holds open now. */
+  readonly open: number
+}
+
+interface FloodResult {
+  readonly conn: {
+    attempted: number
+    connected: number
+    failed: number
+    closedByGateway: number
+    maxOpen: number
+  }
+  readonly errorsByCode: Record<string, number>
+  readonly throttledMs: number
+  readonly ms: number
+  /** Idle connections the gateway had not closed 30 s after the last one was opened. */
+  readonly leftOpen: number
+  /**
+   * If some were left: TCP states of the connections to the gateway's port on both ends (ss).
+   * A connection the gateway never accepted (its accept queue overflowed: the handshake's last
+   * ACK dropped) is ESTABLISHED on the client side only, SYN-RECV or absent on the gateway's.
+   */
+  readonly leftStates: Record<string, number>
+}
+
+function tcpStates(port: number): Record<string, number> {
+  const out = execFileSync('ss', ['-tanH'], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 })
+  const states: Record<string, number> = {}
+  for (const line of out.split('\n')) {
+    const f = line.trim().split(/\s+/)
+    const [state, , , local, peer] = f
+    if (state === undefined || local === undefined || peer === undefined) continue
+    const side = local.endsWith(`:${port}`) ? 'gateway' : peer.endsWith(`:${port}`) ? 'client' : ''
+    if (side === '') continue
+    states[`${side} ${state}`] = (states[`${side} ${state}`] ?? 0) + 1
+  }
+  return states
+}
+
+/**
+ * `rate` connections per second, each kept open (never writing) until the gateway closes it;
+ * whatever it says is read (its 408/503 then FIN), or 'close' would never come.
+ */
+async function flood(
+  host: string,
+  port: number,
+  n: number,
+  perS: number,
+  progress: (p: FloodProgress) => void,
+): Promise<FloodResult> {
+  const sockets = new Set<Socket>()
   const conn = { attempted: 0, connected: 0, failed: 0, closedByGateway: 0, maxOpen: 0 }
   const errorsByCode: Record<string, number> = {}
-  let fdsMax = fdsStart
-  let rssMax = rssStart
-  let gatewayConnsMax = 0
-  let sampling = true
-  const sampler = (async () => {
-    while (sampling) {
-      fdsMax = Math.max(fdsMax, await openFds(gw.pid).catch(() => 0))
-      rssMax = Math.max(rssMax, await rssBytes(gw.pid).catch(() => 0))
-      gatewayConnsMax = Math.max(
-        gatewayConnsMax,
-        await metric(gw.url, 'infer_gateway_client_connections').catch(() => 0),
-      )
-      await sleep(250)
-    }
-  })()
-
-  // The flood: `rate` connections per second, each kept open (never writing) until the gateway
-  // closes it; read whatever it says (its 408/503 then FIN), or 'close' would never come.
-  const started = performance.now()
-  let reloadAt = Number.NaN
-  let reloadServedAt = Number.NaN
-  const reload = (async () => {
-    // Mid-flood (half the connections attempted), a route is added the way an operator edits.
-    while (conn.attempted < total / 2) await sleep(50)
-    const extra = JSON.stringify(
-      {
-        apiVersion: 'networking.matrixinfer.ai/v1alpha1',
-        kind: 'ModelRoute',
-        metadata: { name: 'reloaded' },
-        spec: {
-          modelName: RELOADED_MODEL,
-          rules: [{ targetModels: [{ modelServerName: 'pool' }] }],
-        },
-      },
-      null,
-      2,
-    )
-    await writeFile(stack.configFile, `${stack.config}\n---\n${extra}\n`)
-    reloadAt = performance.now()
-    log(`config rewritten with route ${RELOADED_MODEL} (upstream ${UPSTREAM_MODEL})`)
-    const pool = new Pool(gw.url, { connections: 1 })
-    try {
-      while (performance.now() - reloadAt < 60_000) {
-        const res = await pool
-          .request({
-            path: '/v1/chat/completions',
-            method: 'POST',
-            headers: { 'content-type': 'application/json' },
-            body: chatBody(RELOADED_MODEL, 0),
-          })
-          .catch(() => undefined)
-        const status = res?.statusCode
-        await res?.body.text().catch(() => '')
-        if (status === 200) {
-          reloadServedAt = performance.now()
-          return
-        }
-        await sleep(100)
-      }
-    } finally {
-      await pool.close()
-    }
-  })()
-
   let throttledMs = 0
-  while (conn.attempted < total) {
-    // This process has the same open-files limit as the gateway: never hold more than it allows
-    // (the gateway closes idle connections at its cap, so this only waits for its evictions).
+  const started = performance.now()
+  let reported = 0
+  const report = (): void => progress({ attempted: conn.attempted, open: sockets.size })
+  while (conn.attempted < n) {
+    // This process's open-files limit: never hold more than it allows (the gateway closes idle
+    // connections at its cap and on its headers timeout, so this only waits for those).
     while (sockets.size >= MAX_CLIENT_SOCKETS) {
       await sleep(20)
       throttledMs += 20
     }
-    const batchEnd = Math.min(total, conn.attempted + Math.max(1, Math.round(rate / 20)))
+    const batchEnd = Math.min(n, conn.attempted + Math.max(1, Math.round(perS / 20)))
     for (; conn.attempted < batchEnd; conn.attempted++) {
       const source = Math.floor(conn.attempted / PER_SOURCE) + 1
-      const s = connect({ host: gw.host, port: gw.port, localAddress: `127.0.24.${source}` })
+      const s = connect({ host, port, localAddress: `127.0.24.${source}` })
       sockets.add(s)
       s.resume()
       s.once('connect', () => {
@@ -206,79 +359,59 @@ try {
         else conn.closedByGateway++
       })
     }
-    const due = started + (conn.attempted * 1000) / rate - performance.now()
+    const due = started + (conn.attempted * 1000) / perS - performance.now()
     await sleep(Math.max(due, 1))
-    if (conn.attempted % 10_000 < Math.round(rate / 20))
-      log(
-        `${conn.attempted} attempted, ${sockets.size} open here, gateway fds ${await openFds(gw.pid).catch(() => -1)}`,
-      )
+    if (conn.attempted - reported >= 5000) {
+      reported = conn.attempted
+      report()
+    }
   }
-  log(
-    `flood done (${throttledMs} ms waiting for the gateway to close some): ${conn.attempted} attempted in ${((performance.now() - started) / 1000).toFixed(1)} s`,
-  )
-  await reload
+  report()
+  const ms = performance.now() - started
   // Let the gateway's timeouts close what is left (10 s headers timeout by default).
   const closeBy = performance.now() + 30_000
   while (sockets.size > 0 && performance.now() < closeBy) await sleep(250)
   const leftOpen = sockets.size
-  ac.abort()
-  const real = await client
-  sampling = false
-  await sampler
-  const refused = async (reason: string): Promise<number> =>
-    metric(gw.url, 'infer_gateway_client_connections_refused_total', { reason }).catch(() => 0)
-  const p99 = percentile(real.latencies, 99)
-  const result = {
-    command: `ulimit -n 200000 && nice -n -15 npx tsx hack/hardening/idle-flood.ts --connections ${total} --rate ${rate} --client-rate ${clientRate}${maxConnections !== undefined ? ` --max-connections ${maxConnections}` : ''}`,
-    date: new Date().toISOString(),
-    node: process.version,
-    idle: {
-      ...conn,
-      leftOpenAfter30s: leftOpen,
-      errorsByCode,
-      clientOpenFilesLimit: openFilesLimit(),
-      throttledMs,
-    },
-    gateway: {
-      fdsStart,
-      fdsMax,
-      clientConnectionsMax: gatewayConnsMax,
-      refusedAtCapEvicted: await refused('at_cap_evicted'),
-      refusedAtCap503: await refused('at_cap_refused'),
-      closedTimeout408: await refused('timeout'),
-      rssStartMB: mb(rssStart),
-      rssMaxMB: mb(rssMax),
-      alive: !gw.exited(),
-    },
-    baseline: {
-      requests: base.sent,
-      p50: percentile(base.latencies, 50),
-      p99: percentile(base.latencies, 99),
-    },
-    realClients: {
-      requests: real.sent,
-      ok: real.latencies.length,
-      failures: real.failures.length,
-      failureSamples: real.failures.slice(0, 10),
-      p50: percentile(real.latencies, 50),
-      p99,
-      max: Math.max(...real.latencies),
-    },
-    reload: {
-      servedAfterMs: Number.isNaN(reloadServedAt) ? null : Math.round(reloadServedAt - reloadAt),
-    },
-    load1: loadavg()[0],
-    cores: availableParallelism(),
-  }
-  const pass =
-    real.failures.length === 0 &&
-    p99 < P99_TARGET_MS &&
-    !Number.isNaN(reloadServedAt) &&
-    result.gateway.alive &&
-    leftOpen === 0
-  process.stdout.write(`${JSON.stringify({ ...result, pass }, null, 2)}\n`)
-  if (!pass) process.exitCode = 1
-} finally {
+  const leftStates = leftOpen > 0 ? tcpStates(port) : {}
   for (const s of sockets) s.destroy()
-  await stack.stop()
+  return { conn, errorsByCode, throttledMs, ms, leftOpen, leftStates }
+}
+
+/**
+ * The flood in a process of its own: the engines and the timed client live in this one, and
+ * 50,000 sockets' callbacks on the same event loop would time them, not the gateway.
+ */
+async function runFloodChild(
+  host: string,
+  port: number,
+  n: number,
+  perS: number,
+  progress: (p: FloodProgress) => void,
+): Promise<FloodResult> {
+  const child = spawn(
+    process.execPath,
+    [
+      ...process.execArgv,
+      fileURLToPath(import.meta.url),
+      '--flood-child',
+      `${host}:${port}`,
+      '--connections',
+      String(n),
+      '--rate',
+      String(perS),
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  )
+  const lines = createInterface({ input: child.stdout })
+  let result: FloodResult | undefined
+  for await (const line of lines) {
+    const msg = jsonOrUndefined(line) as
+      | { progress?: FloodProgress; done?: FloodResult }
+      | undefined
+    if (msg?.progress !== undefined) progress(msg.progress)
+    if (msg?.done !== undefined) result = msg.done
+  }
+  if (result === undefined)
+    throw new HardeningError('bad_response', 'the flood process ended without a result')
+  return result
 }
