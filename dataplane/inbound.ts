@@ -15,8 +15,11 @@ export interface Inbound {
   /** The Node response, on Node: streams are written to it directly (proxy/respond.ts). */
   readonly nodeResponse?: ServerResponse
   header(name: string): string | undefined
-  /** Request headers with lower-cased names (multi-valued joined by ", "). */
-  headers(): Record<string, string>
+  /**
+   * Request headers with lower-cased names, read-only: on Node the IncomingMessage's own object
+   * (not copied per request; the few multi-valued ones are arrays).
+   */
+  headers(): Readonly<Record<string, string | readonly string[] | undefined>>
   readBody(limit: number): Promise<Uint8Array>
   /** Calls `cb` once if the client disconnects before the response finished; returns an unsubscribe. */
   onClientGone(cb: () => void): () => void
@@ -31,15 +34,7 @@ export function nodeInbound(req: IncomingMessage, res: ServerResponse): Inbound 
       const v = req.headers[name]
       return Array.isArray(v) ? v.join(', ') : v
     },
-    headers() {
-      const out: Record<string, string> = {}
-      const h = req.headers
-      for (const k in h) {
-        const v = h[k]
-        if (v !== undefined) out[k] = Array.isArray(v) ? v.join(', ') : v
-      }
-      return out
-    },
+    headers: () => req.headers,
     readBody(limit) {
       const declared = req.headers['content-length']
       if (declared !== undefined && Number(declared) > limit) {

@@ -46,4 +46,25 @@ describe('upstreamHeaders', () => {
       upstreamHeaders({ x_forwarded_for: '1.2.3.4' }, 'r', undefined, '10.0.0.2'),
     ).not.toHaveProperty('x_forwarded_for')
   })
+
+  it("takes Node's request headers as they are: multi-valued ones joined, Connection-named ones dropped", () => {
+    const out = upstreamHeaders(
+      {
+        'x-multi': ['a', 'b'],
+        connection: 'x-hop',
+        'x-hop': 'gone',
+        'x-forwarded-for': ['203.0.113.7', '198.51.100.1'],
+        absent: undefined,
+      },
+      'rid',
+      undefined,
+      '10.0.0.2',
+    )
+    expect(out).toEqual({
+      'x-multi': 'a, b',
+      'x-forwarded-for': '203.0.113.7, 198.51.100.1, 10.0.0.2',
+      'x-request-id': 'rid',
+      'content-type': 'application/json',
+    })
+  })
 })

@@ -26,16 +26,16 @@ const SET_BY_GATEWAY = new Set(['x-request-id', 'content-type', 'x-forwarded-for
  * client address see the real peer last.
  */
 export function upstreamHeaders(
-  h: Record<string, string>,
+  h: Readonly<Record<string, string | readonly string[] | undefined>>,
   requestId: string,
   strip?: ReadonlySet<string>,
   peerAddress?: string,
 ): Record<string, string> {
   const out: Record<string, string> = {}
-  const connection = h['connection']
+  const connection = joined(h['connection'])
   const named = connection !== undefined ? connectionTokens(connection) : undefined
   for (const k in h) {
-    const v = h[k]
+    const v = joined(h[k])
     if (v === undefined) continue
     // Header names reach here lower-cased; only names with `_` need the second spelling checked.
     const n = k.includes('_') ? k.replaceAll('_', '-') : k
@@ -43,13 +43,18 @@ export function upstreamHeaders(
     if (SET_BY_GATEWAY.has(n)) continue
     out[k] = v
   }
-  const xff = h['x-forwarded-for']
+  const xff = joined(h['x-forwarded-for'])
   if (peerAddress !== undefined)
     out['x-forwarded-for'] = xff ? `${xff}, ${peerAddress}` : peerAddress
   else if (xff !== undefined) out['x-forwarded-for'] = xff
   out['x-request-id'] = requestId
   out['content-type'] = 'application/json'
   return out
+}
+
+/** A multi-valued header as one value (`, `-joined, as Node joins repeated headers). */
+function joined(v: string | readonly string[] | undefined): string | undefined {
+  return typeof v === 'string' || v === undefined ? v : v.join(', ')
 }
 
 /** Header names listed in a `Connection` value, lower-cased (`close`/`keep-alive` included). */
