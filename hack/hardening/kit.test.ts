@@ -1,0 +1,48 @@
+// gatewayMemory: the long forms judge memory on what a real gateway process still holds after a
+// forced full GC (read through its inspector), not on raw RSS. Requests with large bodies leave
+// garbage; after the GC the heap in use is back near where it started.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { gatewayMemory, runLoad } from './kit.js'
+import { STACK_MODEL, type Stack, startStack } from './stack.js'
+
+let stack: Stack
+
+beforeAll(async () => {
+  stack = await startStack({ net: '127.0.25', engines: 1, inspect: true })
+}, 60_000)
+
+afterAll(async () => {
+  await stack?.stop()
+})
+
+describe('gatewayMemory', () => {
+  it('finds the inspector of the gateway process and reads its heap after a full GC', async () => {
+    const url = stack.gw.inspectorUrl
+    expect(url).toMatch(/^ws:\/\/127\.0\.25\.1:\d+\//)
+    const before = await gatewayMemory(url as string, { gc: true })
+    expect(before.heapUsed).toBeGreaterThan(1024 * 1024)
+    expect(before.heapUsed).toBeLessThanOrEqual(before.heapTotal)
+    expect(before.rss).toBeGreaterThan(before.heapUsed)
+    // 20 requests of ~1 MiB each (one long prompt): garbage once answered.
+    const big = 'x'.repeat(1024 * 1024)
+    const load = await runLoad({
+      url: stack.gw.url,
+      concurrency: 4,
+      next: (i) =>
+        i < 20
+          ? {
+              path: '/v1/chat/completions',
+              body: JSON.stringify({
+                model: STACK_MODEL,
+                messages: [{ role: 'user', content: big }],
+                max_tokens: 1,
+              }),
+            }
+          : undefined,
+    })
+    expect(load.byStatus[200]).toBe(20)
+    const after = await gatewayMemory(url as string, { gc: true })
+    // 20 MiB went through; what stays is a fraction of one body (caches, pools, metrics).
+    expect(after.heapUsed - before.heapUsed).toBeLessThan(4 * 1024 * 1024)
+  }, 60_000)
+})
