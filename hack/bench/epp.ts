@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs, promisify } from 'node:util'
 import { manifests } from '../../test/helpers/config.js'
 import { type SimHandle, startSimulator } from '../sim/index.js'
+import { statCpuTicks } from './proc-cpu.js'
 import { spawnCli } from './procs.js'
 import { fmt, table, writeSection } from './report.js'
 
@@ -78,10 +79,8 @@ function overOneMs(a: Map<string, number>, b: Map<string, number>): number | und
 async function cpuSeconds(pid: number | undefined): Promise<number | undefined> {
   if (pid === undefined) return undefined
   try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
-    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return (Number(f[11]) + Number(f[12])) / 100
+    // Clock ticks, 100 per second (proc-cpu.ts).
+    return statCpuTicks(await readFile(`/proc/${pid}/stat`, 'utf8')) / 100
   } catch {
     return undefined
   }
