@@ -17,11 +17,12 @@ import { parseArgs, promisify } from 'node:util'
 import { manifests } from '../../test/helpers/config.js'
 import { type SimHandle, startSimulator } from '../sim/index.js'
 import { statCpuTicks } from './proc-cpu.js'
-import { spawnCli } from './procs.js'
+import { spawnCli, spawnScript } from './procs.js'
 import { fmt, table, writeSection } from './report.js'
 
 const run = promisify(execFile)
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
+const FLOOR_SCRIPT = fileURLToPath(new URL('./epp-floor.ts', import.meta.url))
 
 const { values: opts } = parseArgs({
   options: {
@@ -160,42 +161,63 @@ async function main(): Promise<void> {
     max_tokens: 16,
   })
   const rows: BenchOut[] = []
-  try {
-    for (const mode of ['streamed', 'buffered']) {
-      for (const c of opts.concurrency.split(',').map(Number)) {
-        const file = join(dir, `bench-epp-${process.pid}-${mode}-${c}.json`)
-        await writeFile(
-          file,
-          JSON.stringify({
-            addr: `127.0.0.1:${grpcPort}`,
-            concurrency: c,
-            iterations: Number(opts.iterations),
-            warmup: Number(opts.warmup),
-            requests: [{ id: 'bench', mode, body, chunkBytes: 16 * 1024 }],
-          }),
-        )
-        const before = await decisionBuckets(metricsPort)
-        const cpu0 = await cpuSeconds(epp.child.pid)
-        const { stdout } = await run(client, ['bench', file], { maxBuffer: 1 << 20 })
-        const cpu1 = await cpuSeconds(epp.child.pid)
-        const out = JSON.parse(stdout) as BenchOut
-        const over = overOneMs(before, await decisionBuckets(metricsPort))
-        if (over !== undefined) out.eppOver1ms = over
-        // Warm-up streams are in the CPU time too: divide by every stream the run made.
-        if (cpu0 !== undefined && cpu1 !== undefined)
-          out.eppCpuUs = ((cpu1 - cpu0) * 1e6) / (Number(opts.iterations) + Number(opts.warmup))
-        rows.push(out)
-        process.stderr.write(`${JSON.stringify(out)}\n`)
-      }
+  /** One client run against `port`; the server's CPU per stream from `pid`. */
+  const measure = async (
+    port: number,
+    pid: number | undefined,
+    mode: string,
+    c: number,
+    histogram: boolean,
+  ): Promise<BenchOut> => {
+    const file = join(dir, `bench-epp-${process.pid}-${mode}-${c}.json`)
+    await writeFile(
+      file,
+      JSON.stringify({
+        addr: `127.0.0.1:${port}`,
+        concurrency: c,
+        iterations: Number(opts.iterations),
+        warmup: Number(opts.warmup),
+        requests: [{ id: 'bench', mode, body, chunkBytes: 16 * 1024 }],
+      }),
+    )
+    const before = histogram ? await decisionBuckets(metricsPort) : undefined
+    const cpu0 = await cpuSeconds(pid)
+    const { stdout } = await run(client, ['bench', file], { maxBuffer: 1 << 20 })
+    const cpu1 = await cpuSeconds(pid)
+    const out = JSON.parse(stdout) as BenchOut
+    if (before !== undefined) {
+      const over = overOneMs(before, await decisionBuckets(metricsPort))
+      if (over !== undefined) out.eppOver1ms = over
     }
+    // Warm-up streams are in the CPU time too: divide by every stream the run made.
+    if (cpu0 !== undefined && cpu1 !== undefined)
+      out.eppCpuUs = ((cpu1 - cpu0) * 1e6) / (Number(opts.iterations) + Number(opts.warmup))
+    process.stderr.write(`${JSON.stringify(out)}\n`)
+    return out
+  }
+  try {
+    for (const mode of ['streamed', 'buffered'])
+      for (const c of opts.concurrency.split(',').map(Number))
+        rows.push(await measure(grpcPort, epp.child.pid, mode, c, true))
   } finally {
     await epp.stop()
     await Promise.all(sims.map((s) => s.close()))
   }
+  // The same streams against a server that decides nothing (epp-floor.ts): the transport's share.
+  const floor = await spawnScript<number>(FLOOR_SCRIPT, {})
+  try {
+    for (const c of opts.concurrency.split(',').map(Number))
+      rows.push({
+        ...(await measure(floor.ready, floor.child.pid, 'streamed', c, false)),
+        mode: 'floor',
+      })
+  } finally {
+    await floor.stop()
+  }
   const md = [
     '## Endpoint Picker (ext_proc) decision latency',
     '',
-    `\`npm run bench:epp\`: one ext_proc stream per request from a Go client on go-control-plane's types to \`infer-gateway epp\` on loopback; request headers + a ${Math.round(body.length / 1024)} KiB (~${opts['prompt-tokens']}-token) chat body in 16 KiB chunks; latency = headers sent → destination and whole body back; EPP CPU = the EPP process's user + system time per stream (request and response phases, engine scraping included); EPP-side > 1 ms = share of decisions whose own headers-in → answer-out time (its histogram) passed 1 ms. ${opts.pods} simulated pods, default profile. Target p99 ≤ 1 ms.`,
+    `\`npm run bench:epp\`: one ext_proc stream per request from a Go client on go-control-plane's types to \`infer-gateway epp\` on loopback; request headers + a ${Math.round(body.length / 1024)} KiB (~${opts['prompt-tokens']}-token) chat body in 16 KiB chunks; latency = headers sent → destination and whole body back; EPP CPU = the EPP process's user + system time per stream (request and response phases, engine scraping included); EPP-side > 1 ms = share of decisions whose own headers-in → answer-out time (its histogram) passed 1 ms; the transport floor row is the same client and body against an ext_proc server on the EPP's stack (grpc-js, its codec) that decides nothing (\`hack/bench/epp-floor.ts\`): what one stream costs in Node whatever the EPP does. ${opts.pods} simulated pods, default profile. Target p99 ≤ 1 ms.`,
     '',
     table(
       [
@@ -212,7 +234,11 @@ async function main(): Promise<void> {
         'errors',
       ],
       rows.map((r) => [
-        r.mode === 'buffered' ? 'BUFFERED' : 'FULL_DUPLEX_STREAMED',
+        r.mode === 'buffered'
+          ? 'BUFFERED'
+          : r.mode === 'floor'
+            ? 'FULL_DUPLEX_STREAMED, no decision (transport floor)'
+            : 'FULL_DUPLEX_STREAMED',
         r.concurrency,
         r.iterations,
         fmt(r.p50Us, 0),

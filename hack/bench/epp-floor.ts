@@ -1,0 +1,107 @@
+// The transport floor of `npm run bench:epp`: an ext_proc server that decides nothing — a fixed
+// destination, the body echoed — on the EPP's own stack (grpc-js, the hand-written codec of
+// dataplane/epp/codec.ts, a TCP_NODELAY listener). Run beside the real EPP with the same client
+// and body, it separates what the decision costs from what one ext_proc stream costs in Node
+// whatever the EPP does. Run by epp.ts through spawnScript: prints `READY <port>` and stops on
+// SIGTERM.
+import { createServer } from 'node:net'
+import * as grpc from '@grpc/grpc-js'
+import { decodeProcessingRequest, encodeProcessingResponse } from '../../dataplane/epp/codec.js'
+import {
+  extProcPackage,
+  type ProcessingRequest,
+  type ProcessingResponse,
+} from '../../dataplane/epp/proto.js'
+
+const DESTINATION = '127.0.0.1:9,127.0.0.2:9'
+
+function header(key: string, value: string) {
+  return { header: { key, raw_value: Buffer.from(value) }, append_action: 2 }
+}
+
+/** The phases as the EPP answers them in full duplex, minus the decision. */
+function stream(send: (r: ProcessingResponse) => void): (req: ProcessingRequest) => void {
+  let chunks: Buffer[] = []
+  return (req) => {
+    if (req.request === 'request_body') {
+      const b = req.request_body
+      if (b?.body !== undefined && b.body.length > 0) chunks.push(b.body)
+      if (b?.end_of_stream !== true) return
+      send({
+        request_headers: {
+          response: {
+            header_mutation: {
+              set_headers: [header('x-gateway-destination-endpoint', DESTINATION)],
+            },
+            clear_route_cache: true,
+          },
+        },
+        dynamic_metadata: {
+          fields: {
+            'envoy.lb': {
+              struct_value: {
+                fields: { 'x-gateway-destination-endpoint': { string_value: DESTINATION } },
+              },
+            },
+          },
+        },
+      })
+      const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks)
+      chunks = []
+      send({
+        request_body: {
+          response: { body_mutation: { streamed_response: { body, end_of_stream: true } } },
+        },
+      })
+    } else if (req.request === 'response_headers') {
+      send({ response_headers: { response: {} } })
+    } else if (req.request === 'response_body') {
+      const b = req.response_body
+      send({
+        response_body: {
+          response: {
+            body_mutation: {
+              streamed_response: {
+                body: b?.body ?? Buffer.alloc(0),
+                end_of_stream: b?.end_of_stream === true,
+              },
+            },
+          },
+        },
+      })
+    }
+  }
+}
+
+const pkg = grpc.loadPackageDefinition(extProcPackage()) as unknown as {
+  envoy: { service: { ext_proc: { v3: { ExternalProcessor: grpc.ServiceClientConstructor } } } }
+}
+const process_ = pkg.envoy.service.ext_proc.v3.ExternalProcessor.service['Process']
+if (process_ === undefined) throw new Error('no Process method')
+const server = new grpc.Server()
+server.addService(
+  {
+    Process: {
+      ...process_,
+      requestDeserialize: decodeProcessingRequest,
+      responseSerialize: (r: ProcessingResponse) => encodeProcessingResponse(r),
+    },
+  },
+  {
+    Process: (call: grpc.ServerDuplexStream<ProcessingRequest, ProcessingResponse>) => {
+      const on = stream((r) => call.write(r))
+      call.on('data', on)
+      call.on('end', () => call.end())
+    },
+  },
+)
+const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure())
+const listener = createServer({ noDelay: true }, (s) => injector.injectConnection(s))
+listener.listen(0, '127.0.0.1', () => {
+  const a = listener.address()
+  process.stdout.write(`READY ${typeof a === 'object' && a !== null ? a.port : 0}\n`)
+})
+process.once('SIGTERM', () => {
+  listener.close()
+  server.forceShutdown()
+})
