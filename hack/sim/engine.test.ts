@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import { Engine, type EngineConfig, type GenerationResult, type GenerationSpec } from './engine.js'
 import { SimError } from './errors.js'
 
@@ -93,6 +93,31 @@ describe('Engine', () => {
     expect(results).toHaveLength(2)
     expect(results[1]?.cachedTokens).toBe(4) // 8-token prompt: the first block is reusable
     expect(e.gauges()).toMatchObject({ running: 0, waiting: 0, kvUsage: 0 })
+  })
+
+  it('a prefix whose prefill is still running is a hit that waits for it (vLLM v1 registers blocks when it schedules them)', async () => {
+    // Virtual time, so both requests arrive at the same engine-clock instant whatever the load.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] })
+    const realNow = performance.now
+    performance.now = () => Date.now()
+    try {
+      const e = new Engine({ ...base, prefillMsPerToken: 1 })
+      const prompt = Array.from({ length: 40 }, (_, i) => ` s${i}`)
+      const a = run(e, spec({ promptTokens: prompt }))
+      const b = run(e, spec({ promptTokens: prompt }))
+      await vi.advanceTimersByTimeAsync(200)
+      const [ra, rb] = await Promise.all([a.done, b.done])
+      // 40 tokens in blocks of 4: 9 whole blocks reusable (one token is always computed).
+      expect(ra.cachedTokens).toBe(0)
+      expect(rb.cachedTokens).toBe(36)
+      // b's prefill (5 ms + 4 tokens) starts when a's (5 + 40 ms) ends: not in parallel with
+      // it, and not the full 45 ms again.
+      expect(ra.ttftMs).toBe(45)
+      expect(rb.ttftMs).toBe(45 + 9)
+    } finally {
+      performance.now = realNow
+      vi.useRealTimers()
+    }
   })
 
   it('rejects a request that can never fit', () => {

@@ -272,6 +272,8 @@ export class Engine {
       const ms = (promptLen - alloc.cachedTokens) * (this.config.kvTransferMsPerToken ?? 0)
       s.nextDue = readyAt + this.scaled(ms)
     } else {
+      // Cached blocks another prefill is still computing are hits, but usable only once it ends.
+      readyAt = Math.max(readyAt, alloc.readyAt)
       const prefill =
         this.config.prefillOverheadMs +
         (promptLen - alloc.cachedTokens) * this.config.prefillMsPerToken
@@ -279,6 +281,10 @@ export class Engine {
         this.config.prefillInterference === true && !this.config.zeroLatency
           ? this.prefillWindow(s, readyAt, this.scaled(prefill))
           : readyAt + this.scaled(prefill)
+      // vLLM v1 registers a prompt's full blocks when it schedules them (allocate_slots ->
+      // cache_blocks, before the forward pass; BlockStored is published then), not when the
+      // prefill ends: a request for the same prefix arriving meanwhile hits them and waits.
+      this.kv.commit(alloc, s.hashes, s.spec.promptTokens, s.spec.lora ?? undefined, s.nextDue)
     }
     if (this.config.zeroLatency) {
       // No timers at all: the benchmark mode must not add event-loop hops.
@@ -347,7 +353,9 @@ export class Engine {
       s.emitted++
       if (index === 0) {
         s.firstDue = due
-        if (s.alloc !== null)
+        // A prompt whose KV came from a prefill pod is registered once it has arrived (vLLM delays
+        // caching blocks received from remote); computed prompts were registered at start.
+        if (s.alloc !== null && s.spec.kvTransfer === true)
           this.kv.commit(s.alloc, s.hashes, s.spec.promptTokens, s.spec.lora ?? undefined)
         this.observer.firstToken(
           (due - s.arrival) / 1000,

@@ -40,6 +40,8 @@ interface Block {
   readonly id: number
   hash: string | null
   refs: number
+  /** Engine-clock ms when this block's KV is computed (0: already is). */
+  readyAt: number
 }
 
 /** Blocks held by one running request; opaque to callers. */
@@ -47,6 +49,11 @@ export interface KvAllocation {
   readonly blocks: readonly number[]
   /** Prompt tokens found in the cache (always a whole number of blocks, and < prompt length). */
   readonly cachedTokens: number
+  /**
+   * Engine-clock ms when the last of those cached blocks is computed: a block registered by a
+   * prefill still running is a hit, but its KV exists only once that prefill ends (0: now).
+   */
+  readonly readyAt: number
 }
 
 export interface KvCacheStats {
@@ -83,7 +90,7 @@ export class KvCache {
     this.numBlocks = numBlocks
     this.blockSize = blockSize
     for (let id = 0; id < numBlocks; id++) {
-      const b: Block = { id, hash: null, refs: 0 }
+      const b: Block = { id, hash: null, refs: 0, readyAt: 0 }
       this.blocks.push(b)
       this.free.set(id, b)
     }
@@ -126,7 +133,9 @@ export class KvCache {
     const fresh = needed - hits.length
     if (fresh > this.free.size - hitsInFree) return null
     const ids: number[] = []
+    let readyAt = 0
     for (const b of hits) {
+      readyAt = Math.max(readyAt, b.readyAt)
       if (b.refs === 0) this.free.delete(b.id)
       b.refs++
       ids.push(b.id)
@@ -145,18 +154,20 @@ export class KvCache {
       b.refs = 1
       ids.push(b.id)
     }
-    return { blocks: ids, cachedTokens: hits.length * this.blockSize }
+    return { blocks: ids, cachedTokens: hits.length * this.blockSize, readyAt }
   }
 
   /**
-   * Mark the allocation's leading blocks as computed with these hashes, making them reusable by
-   * later requests. A hash already cached by another block is skipped (vLLM keeps the first copy).
+   * Register the allocation's leading blocks under these hashes, making them reusable by later
+   * requests; `readyAt` is when their KV is computed (a later hit waits for it). A hash already
+   * cached by another block is skipped (vLLM keeps the first copy).
    */
   commit(
     alloc: KvAllocation,
     hashes: readonly string[],
     tokens?: readonly string[],
     lora?: string,
+    readyAt = 0,
   ): void {
     const n = Math.min(hashes.length, alloc.blocks.length)
     const stored: number[] = []
@@ -165,6 +176,7 @@ export class KvCache {
       const h = hashes[i]
       if (b === undefined || h === undefined || b.hash !== null || this.byHash.has(h)) continue
       b.hash = h
+      b.readyAt = readyAt
       this.byHash.set(h, b)
       stored.push(i)
     }

@@ -185,8 +185,9 @@ describe('handshakes between simulated pods', () => {
   })
 
   it('sglang: decode waits for the prefill room; a cancelled prefill fails the decode', async () => {
-    // The prefill pod is slow enough (50 ms of prefill) to be cancelled while computing.
-    const p = await start('127.0.0.173', 'prefill', 1)
+    // The prefill pod is slow enough (engine time 20x real) to be cancelled while computing, even
+    // when a loaded machine delays the poll below.
+    const p = await start('127.0.0.173', 'prefill', 20)
     const d = await start('127.0.0.174', 'decode')
     const boot = { bootstrap_host: '127.0.0.173', bootstrap_port: p.port, bootstrap_room: 77 }
     const [dec, pre] = await Promise.all([
@@ -197,7 +198,10 @@ describe('handshakes between simulated pods', () => {
     expect(d.stats().pd.kvReceived).toBe(1)
 
     const ctl = new AbortController()
-    const lost = { ...boot, bootstrap_room: 78 }
+    // A prompt the prefill pod has not cached: its prefill is computed in full (~1 s), not
+    // the one-token remainder of a cache hit that could finish before the abort lands.
+    const fresh = [{ role: 'user', content: `A different request. ${prompt}` }]
+    const lost = { ...boot, bootstrap_room: 78, messages: fresh }
     const decoding = postJson(`${d.url}/v1/chat/completions`, chat(lost))
     const prefilling = fetch(`${p.url}/v1/chat/completions`, {
       method: 'POST',
