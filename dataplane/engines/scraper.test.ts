@@ -140,16 +140,19 @@ describe('MetricsScraper', () => {
   })
 
   it('a timeout that fired late because this process was stalled blames nobody', async () => {
-    const slow = await fake('127.0.0.26', text(VLLM, 20))
-    cleanups.push(() => slow.close())
-    const { s, results } = scraper({ timeoutMs: 50, intervalMs: 10_000 })
-    s.sync([target('s', slow.origin)])
-    // Block this event loop across the scrape: its answer arrives, but the timer runs first.
-    await until(() => slow.hits > 0)
-    const end = performance.now() + 3 * lateLimit(50)
-    while (performance.now() < end) {
-      // busy: a gateway stuck in a long synchronous task
-    }
+    // The stall starts the moment the request arrives (same process as the scraper), so the
+    // scraper's timer cannot have fired on time before it, however slow the machine is
+    // elsewhere; the answer is written at the end of the stall, after the timer is overdue.
+    const stalled = await fake('127.0.0.26', (_req, res) => {
+      const end = performance.now() + 3 * lateLimit(200)
+      while (performance.now() < end) {
+        // busy: a gateway stuck in a long synchronous task
+      }
+      res.end(VLLM)
+    })
+    cleanups.push(() => stalled.close())
+    const { s, results } = scraper({ timeoutMs: 200, intervalMs: 10_000 })
+    s.sync([target('s', stalled.origin)])
     await until(() => (results.get('s')?.length ?? 0) >= 1)
     expect(results.get('s')?.[0]).toMatchObject({ ok: false, kind: 'inconclusive' })
   })
