@@ -33,6 +33,7 @@ export async function spawnCli(
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let seen = ''
+  let onData: (b: Buffer) => void = () => {}
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => {
       // Not ready in time: the caller gets no handle to stop the child, so it must not outlive
@@ -47,7 +48,7 @@ export async function spawnCli(
         ),
       )
     }, timeoutMs)
-    const onData = (b: Buffer): void => {
+    onData = (b: Buffer): void => {
       seen += b.toString()
       if (ready.test(seen)) {
         clearTimeout(timer)
@@ -62,6 +63,11 @@ export async function spawnCli(
     })
   })
   child.removeAllListeners('exit')
+  // Ready: stop collecting. Re-testing the whole output on every chunk of a chatty child (e.g.
+  // --trace-gc) grows quadratically and slowed the benchmark process itself.
+  child.stdout?.off('data', onData)
+  child.stderr?.off('data', onData)
+  seen = ''
   // Keep draining output so a chatty child never blocks on a full pipe.
   child.stdout?.resume()
   child.stderr?.resume()
