@@ -17,6 +17,7 @@ import { parseArgs } from 'node:util'
 import { Pool } from 'undici'
 import {
   chatBody,
+  cpuSeconds,
   HardeningError,
   jsonOrUndefined,
   metric,
@@ -133,6 +134,8 @@ async function main(): Promise<void> {
     )
     const rssStart = await rssBytes(gw.pid)
     const fdsStart = await openFds(gw.pid)
+    const cpuStart = await cpuSeconds(gw.pid)
+    const floodStarted = performance.now()
 
     const ac = new AbortController()
     const client = pacedClient(gw.url, clientRate, ac.signal)
@@ -210,6 +213,9 @@ async function main(): Promise<void> {
     )
     await reload
     const leftOpen = flood.leftOpen
+    // Share of one core the gateway used from the flood's start until its last idle one closed.
+    const gatewayCores =
+      ((await cpuSeconds(gw.pid)) - cpuStart) / ((performance.now() - floodStarted) / 1000)
     ac.abort()
     const real = await client
     sampling = false
@@ -239,6 +245,7 @@ async function main(): Promise<void> {
         rssStartMB: mb(rssStart),
         rssMaxMB: mb(rssMax),
         alive: !gw.exited(),
+        cpuCoresDuringFlood: Math.round(gatewayCores * 100) / 100,
       },
       baseline: {
         requests: base.sent,
