@@ -32,6 +32,7 @@ import {
   runOpenLoop,
 } from './routing-load.js'
 import { runScenario, type ScenarioOptions, scenarioArgs } from './scenario.js'
+import { words } from './words.js'
 
 const run = promisify(execFile)
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
@@ -63,23 +64,6 @@ function capacity(): number {
   const serviceSec =
     (e.prefillOverheadMs + (SYSTEM + QUESTION) * e.prefillMsPerToken + decode) / 1000
   return (PODS * e.maxNumSeqs) / serviceSec
-}
-
-const VOCAB = (() => {
-  const r = createRng(7)
-  const letters = 'abcdefghijklmnopqrstuvwxyz'
-  return Array.from({ length: 4000 }, () => {
-    const n = 2 + Math.floor(r() * 7)
-    let w = ''
-    for (let i = 0; i < n; i++) w += letters[Math.floor(r() * 26)]
-    return w
-  })
-})()
-
-function words(n: number, r: () => number): string {
-  const out: string[] = []
-  for (let i = 0; i < n; i++) out.push(VOCAB[Math.floor(r() * VOCAB.length)] as string)
-  return out.join(' ')
 }
 
 function plan(durationMs: number): PlannedRequest[] {

@@ -43,6 +43,7 @@ import {
 import { runPdBench } from './routing-pd.js'
 import { runSpillBench } from './routing-spill.js'
 import { runScenario, type ScenarioOptions } from './scenario.js'
+import { words } from './words.js'
 
 const { values: opts } = parseArgs({
   options: {
@@ -165,24 +166,6 @@ function capacity(
 
 // ---------------------------------------------------------------------------------------------
 // text
-
-const VOCAB = (() => {
-  const r = createRng(7)
-  const letters = 'abcdefghijklmnopqrstuvwxyz'
-  return Array.from({ length: 4000 }, () => {
-    const n = 2 + Math.floor(r() * 7)
-    let w = ''
-    for (let i = 0; i < n; i++) w += letters[Math.floor(r() * 26)]
-    return w
-  })
-})()
-
-/** `n` words of pseudo-text (one simulator token each). */
-function words(n: number, r: () => number): string {
-  const out: string[] = []
-  for (let i = 0; i < n; i++) out.push(VOCAB[Math.floor(r() * VOCAB.length)] as string)
-  return out.join(' ')
-}
 
 function chatBody(model: string, system: string | undefined, user: string, maxTokens: number) {
   return JSON.stringify({
