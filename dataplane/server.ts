@@ -21,6 +21,7 @@ import { getRequestListener, RequestError } from '@hono/node-server'
 import type { Hono } from 'hono'
 import { Counter, Gauge, type Registry } from 'prom-client'
 import type { Lifecycle } from './app.js'
+import { CloseQueue } from './close-queue.js'
 import { errors, GatewayError } from './errors.js'
 import { closeAfterAnswer } from './linger.js'
 
@@ -136,8 +137,11 @@ export function rawErrorResponse(err: GatewayError): string {
   return `${head.join('\r\n')}\r\n\r\n${body}`
 }
 
-/** Writes `err` and closes; the socket is destroyed once written (or after 1 s at the latest). */
-function refuse(socket: Socket, err: GatewayError): void {
+/**
+ * Writes `answer` (rawErrorResponse) and closes; the socket is destroyed once written (or after
+ * 1 s at the latest).
+ */
+function refuse(socket: Socket, answer: string): void {
   if (socket.destroyed) return
   if (!socket.writable) {
     socket.destroy()
@@ -145,7 +149,7 @@ function refuse(socket: Socket, err: GatewayError): void {
   }
   const timer = setTimeout(() => socket.destroy(), 1000)
   timer.unref()
-  socket.end(rawErrorResponse(err), () => {
+  socket.end(answer, () => {
     clearTimeout(timer)
     socket.destroy()
   })
@@ -238,6 +242,13 @@ export async function listen(app: Hono, opts: ListenOptions): Promise<RunningSer
   /** Connections that have not sent a request yet, oldest first: evicted first at the cap. */
   const fresh = new Set<Socket>()
   const rejected = new WeakSet<Socket>()
+  // The listener's own answers, rendered once: a flood closes thousands of sockets a second.
+  const atCapAnswer = rawErrorResponse(protocolErrors.tooManyConnections(maxConnections))
+  const timeoutAnswer = rawErrorResponse(protocolErrors.requestTimeout())
+  /** Node's deadline sweep reports all expired connections in one turn: closed in batches. */
+  const closing = new CloseQueue<{ socket: Socket; answer: string }>((c) =>
+    refuse(c.socket, c.answer),
+  )
   const registers = opts.registry ? [opts.registry] : []
   new Gauge({
     name: 'infer_gateway_client_connections',
@@ -295,20 +306,21 @@ export async function listen(app: Hono, opts: ListenOptions): Promise<RunningSer
   )
   server.on('connection', (socket: Socket) => {
     if (open.size >= maxConnections) {
+      // One eviction per new connection, closed now (not queued): its descriptor is needed now.
       const victim = fresh.values().next().value
-      const err = protocolErrors.tooManyConnections(maxConnections)
       refused++
       if (victim === undefined) {
         refusals.inc({ reason: 'at_cap_refused' })
         rejected.add(socket)
-        refuse(socket, err)
+        refuse(socket, atCapAnswer)
         return
       }
-      refusals.inc({ reason: 'at_cap_evicted' })
+      // A victim already queued for its 408 (rejected) was counted as a timeout.
+      if (!rejected.has(victim)) refusals.inc({ reason: 'at_cap_evicted' })
       fresh.delete(victim)
       open.delete(victim)
       rejected.add(victim)
-      refuse(victim, err)
+      refuse(victim, atCapAnswer)
     }
     open.add(socket)
     fresh.add(socket)
@@ -327,7 +339,12 @@ export async function listen(app: Hono, opts: ListenOptions): Promise<RunningSer
     }
     const answer = clientErrorOf(err)
     refusals.inc({ reason: answer.status === 408 ? 'timeout' : 'protocol_error' })
-    refuse(socket, answer)
+    // Until its turn in the queue, a request completed on this socket is not served.
+    rejected.add(socket)
+    closing.push({
+      socket,
+      answer: answer.status === 408 ? timeoutAnswer : rawErrorResponse(answer),
+    })
   })
   server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
     answerAndClose(req, res, protocolErrors.expectationFailed(String(req.headers.expect ?? '')))

@@ -61,6 +61,12 @@ function openFilesLimit(): number {
   return Number(m?.[1] ?? 1024)
 }
 
+/** A gauge's value in a Prometheus text exposition (0 when absent). */
+function sample(text: string, name: string): number {
+  const m = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)
+  return m?.[1] !== undefined ? Number(m[1]) : 0
+}
+
 const log = (s: string): void => {
   process.stdout.write(`[${new Date().toISOString().slice(11, 19)}] ${s}\n`)
 }
@@ -143,15 +149,26 @@ async function main(): Promise<void> {
     let fdsMax = fdsStart
     let rssMax = rssStart
     let gatewayConnsMax = 0
+    /** The gateway's longest event-loop stall in each ~250 ms window of the flood. */
+    const loopDelayMaxMs: number[] = []
+    let scrapes = 0
     let sampling = true
     const sampler = (async () => {
       while (sampling) {
         fdsMax = Math.max(fdsMax, await openFds(gw.pid).catch(() => 0))
         rssMax = Math.max(rssMax, await rssBytes(gw.pid).catch(() => 0))
+        // One scrape per sample: each collect resets the event-loop delay histogram, so the max
+        // read is the worst stall since the previous sample.
+        const text = await fetch(`${gw.url}/metrics`)
+          .then((r) => r.text())
+          .catch(() => '')
         gatewayConnsMax = Math.max(
           gatewayConnsMax,
-          await metric(gw.url, 'infer_gateway_client_connections').catch(() => 0),
+          sample(text, 'infer_gateway_client_connections'),
         )
+        const lagMs = sample(text, 'nodejs_eventloop_lag_max_seconds') * 1000
+        // The first scrape's window reaches back over the warm-up: not the flood's.
+        if (text !== '' && scrapes++ > 0) loopDelayMaxMs.push(lagMs)
         await sleep(250)
       }
     })()
@@ -246,6 +263,10 @@ async function main(): Promise<void> {
         rssMaxMB: mb(rssMax),
         alive: !gw.exited(),
         cpuCoresDuringFlood: Math.round(gatewayCores * 100) / 100,
+        // Real clients' p99 follows these: a request waits out whatever stall it lands in.
+        eventLoopDelayMaxMs: Math.round(Math.max(0, ...loopDelayMaxMs)),
+        eventLoopDelayWindowsOver50ms: loopDelayMaxMs.filter((x) => x > P99_TARGET_MS).length,
+        eventLoopDelayWindows: loopDelayMaxMs.length,
       },
       baseline: {
         requests: base.sent,
