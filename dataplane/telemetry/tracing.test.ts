@@ -1,8 +1,18 @@
 import { SpanKind, SpanStatusCode } from '@opentelemetry/api'
+import type { ExportResult } from '@opentelemetry/core'
 import { hrTimeToMilliseconds } from '@opentelemetry/core'
-import { InMemorySpanExporter } from '@opentelemetry/sdk-trace-base'
-import { describe, expect, it } from 'vitest'
-import { parseTraceparent, Tracing } from './tracing.js'
+import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace-base'
+import { describe, expect, it, vi } from 'vitest'
+import { EXPORT_BATCH, parseTraceparent, Tracing } from './tracing.js'
+
+/** The SDK's in-memory exporter, also keeping the size of each batch it was given. */
+class BatchSizes extends InMemorySpanExporter {
+  readonly sizes: number[] = []
+  override export(spans: ReadableSpan[], done: (r: ExportResult) => void): void {
+    this.sizes.push(spans.length)
+    super.export(spans, done)
+  }
+}
 
 describe('sampling', () => {
   it('records nothing at ratio 0 unless a sampled parent says so', async () => {
@@ -97,6 +107,10 @@ describe('request spans', () => {
     expect(end).toBeGreaterThanOrEqual(start)
     expect(start).toBeGreaterThan(Date.UTC(2020, 0, 1))
     expect(hrTimeToMilliseconds(s.duration)).toBeCloseTo(end - start, 3)
+    // The event's wall-clock time (computed at export) falls within the span.
+    const at = hrTimeToMilliseconds(s.events[0]?.time ?? [0, 0])
+    expect(at).toBeGreaterThanOrEqual(start)
+    expect(at).toBeLessThanOrEqual(end)
     await t.shutdown()
   })
 
@@ -128,5 +142,31 @@ describe('request spans', () => {
     const t = new Tracing({ endpoint: 'http://127.0.0.1:9/', sampleRatio: 1 })
     expect(t.start(header({ traceparent: `00-${TRACE}-${PARENT}-00` }), 'chat')).toBeUndefined()
     await t.shutdown()
+  })
+})
+
+describe('export off the request path', () => {
+  it('hands ended spans over after the turn and exports them in batches of EXPORT_BATCH', async () => {
+    const exporter = new BatchSizes()
+    // No timer export during the test: only a full batch starts one.
+    const t = new Tracing({ endpoint: 'http://127.0.0.1:9/', exporter, exportDelayMs: 60_000 })
+    const n = EXPORT_BATCH * 3
+    for (let i = 0; i < n; i++) t.start(() => undefined, 'chat')?.end(200, {})
+    // Ending a request encodes and sends nothing, even when a batch is full.
+    expect(exporter.sizes).toEqual([])
+    await vi.waitFor(() => expect(exporter.getFinishedSpans().length).toBe(n))
+    expect(exporter.sizes).toEqual([EXPORT_BATCH, EXPORT_BATCH, EXPORT_BATCH])
+    await t.shutdown()
+  })
+
+  it('flush and shutdown export spans still waiting for their hand-over', async () => {
+    const exporter = new BatchSizes()
+    const t = new Tracing({ endpoint: 'http://127.0.0.1:9/', exporter, exportDelayMs: 60_000 })
+    t.start(() => undefined, 'chat')?.end(200, {})
+    await t.flush()
+    expect(exporter.sizes).toEqual([1])
+    t.start(() => undefined, 'chat')?.end(200, {})
+    await t.shutdown()
+    expect(exporter.sizes).toEqual([1, 1])
   })
 })

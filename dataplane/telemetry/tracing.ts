@@ -21,6 +21,13 @@
 // and sends it. Sampling has the SDK's ParentBased(TraceIdRatio) semantics: a client's sampled
 // traceparent is followed, an unsampled one never recorded, new traces are recorded at the ratio;
 // an unsampled request costs one random number and nothing more.
+//
+// Export stays off the request (issue 15): the SDK's BatchSpanProcessor serialises and sends a
+// batch synchronously inside onEnd once maxExportBatchSize spans wait, and with 512 that was a
+// ~15 ms event-loop stall inside some request's end every second at 500 req/s (p99 tripled). So
+// ended spans are handed to the processor in a setImmediate, after the request's response has
+// been written, and batches are EXPORT_BATCH spans: each export blocks the loop for about
+// EXPORT_BATCH × the JSON encoding of one span (~30 µs), a few ms at most.
 import { randomFillSync } from 'node:crypto'
 import {
   type HrTime,
@@ -110,11 +117,28 @@ const NO_LINKS: Link[] = []
 const OK: SpanStatus = { code: SpanStatusCode.UNSET }
 /** performance.now() is relative to this; wall-clock span times are computed at export. */
 const ORIGIN = performance.timeOrigin
+/** Spans per OTLP export: small enough that encoding one batch is a short stall (see above). */
+export const EXPORT_BATCH = 64
 
 export class Tracing {
   readonly #processor: BatchSpanProcessor
   readonly #resource: Resource
   readonly #ratio: number
+  /** Ended spans not yet handed to the processor (drained by one setImmediate). */
+  #ended: EndedSpan[] = []
+  #drainScheduled = false
+  readonly #enqueue = (span: EndedSpan): void => {
+    this.#ended.push(span)
+    if (this.#drainScheduled) return
+    this.#drainScheduled = true
+    setImmediate(this.#drain)
+  }
+  readonly #drain = (): void => {
+    this.#drainScheduled = false
+    const spans = this.#ended
+    this.#ended = []
+    for (const s of spans) this.#processor.onEnd(s)
+  }
   readonly url: string
 
   constructor(opts: TracingOptions) {
@@ -135,7 +159,7 @@ export class Tracing {
       {
         scheduledDelayMillis: opts.exportDelayMs ?? 1000,
         maxQueueSize: 8192,
-        maxExportBatchSize: 512,
+        maxExportBatchSize: EXPORT_BATCH,
       },
     )
   }
@@ -151,22 +175,24 @@ export class Tracing {
       // The client decided.
       if (!parent.sampled) return undefined
     } else if (this.#ratio < 1 && !(Math.random() < this.#ratio)) return undefined
-    return new RequestTrace(this.#processor, this.#resource, OPERATION[api] ?? api, parent)
+    return new RequestTrace(this.#enqueue, this.#resource, OPERATION[api] ?? api, parent)
   }
 
   /** Exports what is still buffered. */
   async flush(): Promise<void> {
+    this.#drain()
     await this.#processor.forceFlush()
   }
 
   async shutdown(): Promise<void> {
+    this.#drain()
     await this.#processor.shutdown()
   }
 }
 
 /** One request's span: attributes and events as the request goes, ended (and exported) once. */
 export class RequestTrace {
-  readonly #processor: BatchSpanProcessor
+  readonly #sink: (span: EndedSpan) => void
   readonly #resource: Resource
   readonly #operation: string
   readonly #parent: TraceParent | undefined
@@ -180,12 +206,12 @@ export class RequestTrace {
   #ended = false
 
   constructor(
-    processor: BatchSpanProcessor,
+    sink: (span: EndedSpan) => void,
     resource: Resource,
     operation: string,
     parent: TraceParent | undefined,
   ) {
-    this.#processor = processor
+    this.#sink = sink
     this.#resource = resource
     this.#operation = operation
     this.#name = operation
@@ -209,7 +235,7 @@ export class RequestTrace {
   }
 
   event(name: string, attributes: SpanAttributes): void {
-    const e: TimedEvent = { name, time: millisToHrTime(ORIGIN + performance.now()), attributes }
+    const e = new Event(name, performance.now(), attributes)
     if (this.#events === undefined) this.#events = [e]
     else this.#events.push(e)
   }
@@ -229,7 +255,7 @@ export class RequestTrace {
     // Server spans: only 5xx are errors of this service (OpenTelemetry HTTP conventions).
     const st: SpanStatus =
       status >= 500 ? { code: SpanStatusCode.ERROR, message: errorType ?? '' } : OK
-    this.#processor.onEnd(
+    this.#sink(
       new EndedSpan({
         name: this.#name,
         traceId: this.traceId,
@@ -243,6 +269,24 @@ export class RequestTrace {
         resource: this.#resource,
       }),
     )
+  }
+}
+
+/** A span event whose wall-clock time, like the span's, is computed only when exported. */
+class Event implements TimedEvent {
+  readonly name: string
+  readonly attributes: SpanAttributes
+  /** performance.now() when it happened. */
+  readonly #at: number
+
+  constructor(name: string, at: number, attributes: SpanAttributes) {
+    this.name = name
+    this.#at = at
+    this.attributes = attributes
+  }
+
+  get time(): HrTime {
+    return millisToHrTime(ORIGIN + this.#at)
   }
 }
 

@@ -10,6 +10,8 @@
 // their own).
 //
 //   npm run bench:tracing [-- --rate 500] [--seconds 15] [--rounds 3] [--json] [--no-write]
+//                         [--ratios 1,0.1]     # the sample ratios measured against off (0: on,
+//                                              # nothing sampled: what every request pays)
 //                         [--cpu-prof <dir>]   # V8 CPU profiles of each data plane run
 //                         [--tsx]              # the sources instead of the bundle
 //   npm run bench:tracing -- --micro          # CPU per traced request, in process
@@ -41,6 +43,7 @@ const { values } = parseArgs({
     'no-write': { type: 'boolean', default: false },
     'cpu-prof': { type: 'string' },
     tsx: { type: 'boolean', default: false },
+    ratios: { type: 'string', default: '1,0.1' },
   },
 })
 const RATE = Number(values.rate)
@@ -69,12 +72,15 @@ spec:
 `
 
 /** The data plane's tracing settings under test; the first is the baseline. */
-const MODES = [
+const MODES: readonly { readonly name: string; readonly ratio: string | undefined }[] = [
   { name: 'off', ratio: undefined },
-  { name: 'on, ratio 1', ratio: '1' },
-  { name: 'on, ratio 0.1', ratio: '0.1' },
-] as const
-type Mode = (typeof MODES)[number]['name']
+  ...values.ratios
+    .split(',')
+    .map((r) => r.trim())
+    .filter((r) => r !== '')
+    .map((ratio) => ({ name: `on, ratio ${ratio}`, ratio })),
+]
+type Mode = string
 
 interface Run {
   readonly mode: Mode
@@ -223,7 +229,13 @@ function markdown(rows: readonly ModeResult[], load: string): string {
   return [
     '## Tracing cost',
     '',
-    `\`${command}\`: one data plane (${values.tsx ? 'the sources through tsx' : 'the esbuild bundle the image runs'}, 1 worker, access log off) in front of one zero-latency simulated engine, chat requests at ${RATE} req/s with vegeta for ${SECONDS} s after a 3 s warm-up, ${ROUNDS} round${ROUNDS === 1 ? '' : 's'} alternating tracing off / on (every request sampled) / on at ratio 0.1, spans exported over OTLP/HTTP to the OpenTelemetry Collector's otlpreceiver (hack/otlp-receiver). Each figure is the median over the rounds; CPU is the data plane's utime + stime over the measured run per request. Load average at start: ${load}.`,
+    `\`${command}\`: one data plane (${values.tsx ? 'the sources through tsx' : 'the esbuild bundle the image runs'}, 1 worker, access log off) in front of one zero-latency simulated engine, chat requests at ${RATE} req/s with vegeta for ${SECONDS} s after a 3 s warm-up, ${ROUNDS} round${ROUNDS === 1 ? '' : 's'} alternating tracing off / ${MODES.slice(
+      1,
+    )
+      .map((m) => m.name)
+      .join(
+        ' / ',
+      )}, spans exported over OTLP/HTTP to the OpenTelemetry Collector's otlpreceiver (hack/otlp-receiver). Each figure is the median over the rounds; CPU is the data plane's utime + stime over the measured run per request. Load average at start: ${load}.`,
     '',
     `Target: tracing on adds ≤ 50 µs p50 per request at 500 req/s (issue 15). ${met}.`,
     '',
