@@ -1,3 +1,5 @@
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { SpanKind, SpanStatusCode } from '@opentelemetry/api'
 import type { ExportResult } from '@opentelemetry/core'
 import { hrTimeToMilliseconds } from '@opentelemetry/core'
@@ -168,5 +170,33 @@ describe('export off the request path', () => {
     t.start(() => undefined, 'chat')?.end(200, {})
     await t.shutdown()
     expect(exporter.sizes).toEqual([1, 1])
+  })
+
+  it('a flush of a long queue exports every batch over OTLP/HTTP (more than 30 at once)', async () => {
+    // A real OTLP/HTTP endpoint on loopback, counting the spans of each JSON request.
+    let received = 0
+    const server = createServer((req, res) => {
+      let body = ''
+      req.on('data', (c: Buffer) => {
+        body += c.toString()
+      })
+      req.on('end', () => {
+        received += body.split('"spanId"').length - 1
+        res.writeHead(200, { 'content-type': 'application/json' }).end('{}')
+      })
+    })
+    await new Promise<void>((r) => server.listen(0, '127.0.0.91', r))
+    const { port } = server.address() as AddressInfo
+    try {
+      const t = new Tracing({ endpoint: `http://127.0.0.91:${port}`, exportDelayMs: 60_000 })
+      const n = EXPORT_BATCH * 40
+      // Ended in one turn: all are queued before any export starts.
+      for (let i = 0; i < n; i++) t.start(() => undefined, 'chat')?.end(200, {})
+      await t.flush()
+      expect(received).toBe(n)
+      await t.shutdown()
+    } finally {
+      await new Promise((r) => server.close(r))
+    }
   })
 })

@@ -119,6 +119,8 @@ const OK: SpanStatus = { code: SpanStatusCode.UNSET }
 const ORIGIN = performance.timeOrigin
 /** Spans per OTLP export: small enough that encoding one batch is a short stall (see above). */
 export const EXPORT_BATCH = 64
+/** Spans waiting for export at most (more are dropped, counted by the SDK). */
+const MAX_QUEUE = 8192
 
 export class Tracing {
   readonly #processor: BatchSpanProcessor
@@ -155,10 +157,13 @@ export class Tracing {
       'service.name': opts.serviceName ?? process.env['OTEL_SERVICE_NAME'] ?? 'infer-gateway',
     })
     this.#processor = new BatchSpanProcessor(
-      opts.exporter ?? new OTLPTraceExporter({ url: this.url }),
+      // A flush (shutdown) exports the whole queue at once, one request per batch: the exporter's
+      // default limit of 30 concurrent requests would fail a flush of more than 30 batches.
+      opts.exporter ??
+        new OTLPTraceExporter({ url: this.url, concurrencyLimit: MAX_QUEUE / EXPORT_BATCH }),
       {
         scheduledDelayMillis: opts.exportDelayMs ?? 1000,
-        maxQueueSize: 8192,
+        maxQueueSize: MAX_QUEUE,
         maxExportBatchSize: EXPORT_BATCH,
       },
     )
