@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net'
 import { request } from 'undici'
 import { afterEach, describe, expect, it } from 'vitest'
 import { endpoint } from '../../test/helpers/snapshot.js'
-import { type ResponseOutcome, toClientResponse } from './respond.js'
+import { type ResponseOutcome, type StreamFilter, toClientResponse } from './respond.js'
 
 const servers: Server[] = []
 afterEach(async () => {
@@ -23,7 +23,11 @@ async function listen(
 }
 
 /** A gateway of one route: upstream response → toClientResponse with the Node response. */
-async function gateway(engineUrl: string, done: ResponseOutcome[]): Promise<string> {
+async function gateway(
+  engineUrl: string,
+  done: ResponseOutcome[],
+  streamFilter?: StreamFilter,
+): Promise<string> {
   return listen('127.0.0.31', (_req, res) => {
     const ctl = new AbortController()
     res.once('close', () => {
@@ -47,6 +51,7 @@ async function gateway(engineUrl: string, done: ResponseOutcome[]): Promise<stri
           timedOut: () => false,
           onDone: (o) => done.push(o),
           nodeResponse: res,
+          ...(streamFilter !== undefined ? { streamFilter } : {}),
         },
       )
       // The adapter is told the answer went out already: no body, the marker header.
@@ -87,6 +92,29 @@ describe('event streams to the Node response', () => {
       bytes: Buffer.byteLength(text),
       usage: { promptTokens: 5, completionTokens: 2 },
     })
+    expect(done[0]?.error).toBeUndefined()
+  })
+
+  it('an asynchronous filter holding the last chunk when the engine ends: nothing is lost', async () => {
+    // The whole stream arrives in one read, so the body has ended while the filter still holds
+    // it ('end' and 'close' come on the next tick, before the filter answers).
+    const engine = await listen('127.0.0.32', (_req, res) => {
+      sse(res)
+      res.end('data: {"n":1}\n\ndata: {"n":2}\n\ndata: [DONE]\n\n')
+    })
+    let held = 0
+    const filter: StreamFilter = {
+      transform: (chunk) => {
+        held++
+        return new Promise((resolve) => setTimeout(() => resolve({ out: chunk }), 20))
+      },
+      flush: () => undefined,
+    }
+    const done: ResponseOutcome[] = []
+    const text = await (await fetch(await gateway(engine, done, filter))).text()
+    expect(held).toBeGreaterThan(0)
+    expect(text).toBe('data: {"n":1}\n\ndata: {"n":2}\n\ndata: [DONE]\n\n')
+    await expect.poll(() => done.length).toBe(1)
     expect(done[0]?.error).toBeUndefined()
   })
 

@@ -733,6 +733,12 @@ function pumpToNode(up: UpstreamResponse, opts: RespondOptions, res: ServerRespo
   let waitingDrain = false
   /** Not reading until an asynchronous stream filter answers. */
   let waitingFilter = false
+  /**
+   * The engine's body ended while a filter still held its last chunk: reading that chunk emptied
+   * the buffer of an ended stream, so 'end' (and 'close') come on the next tick, before the
+   * filter answers. The end is completed once it has.
+   */
+  let endPending = false
   const finish = (error?: string): void => {
     if (finished) return
     finished = true
@@ -818,7 +824,8 @@ function pumpToNode(up: UpstreamResponse, opts: RespondOptions, res: ServerRespo
         waitingFilter = false
         if (stopped) return
         deliver(r.out, r.end)
-        pull()
+        if (endPending) complete()
+        else pull()
       },
       (e: unknown) => {
         waitingFilter = false
@@ -827,6 +834,14 @@ function pumpToNode(up: UpstreamResponse, opts: RespondOptions, res: ServerRespo
     )
   }
   const onEnd = (): void => {
+    if (stopped) return
+    if (waitingFilter) {
+      endPending = true
+      return
+    }
+    complete()
+  }
+  const complete = (): void => {
     if (stopped) return
     stop(false)
     if (gone()) {
@@ -855,7 +870,11 @@ function pumpToNode(up: UpstreamResponse, opts: RespondOptions, res: ServerRespo
     )
   }
   // Destroyed without 'end' or 'error': the body was cut.
-  const onClose = (): void => onError(errors.upstreamUnavailable(`${up.endpoint.name}: stream cut`))
+  const onClose = (): void => {
+    // After 'end' (the filter still holding the last chunk) a close is the normal one.
+    if (endPending) return
+    onError(errors.upstreamUnavailable(`${up.endpoint.name}: stream cut`))
+  }
   const onClientClose = (): void => {
     if (stopped) return
     stop(true)
