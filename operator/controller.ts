@@ -727,6 +727,7 @@ export class Controller {
     ]
     const { endpoints, counts } = endpointsFor(selectors, this.podIndex)
     const policyObjs = this.policies.values()
+    const gaieInput = this.gaie.compileInput()
     const { snapshot: compiled, diagnostics } = compileSnapshot({
       routes: routeObjs,
       servers: serverObjs,
@@ -734,7 +735,7 @@ export class Controller {
       version: 0,
       policies: policyObjs,
       providers: this.all('providers'),
-      ...this.gaie.compileInput(),
+      ...gaieInput,
     })
     const plan = planCredentials({
       snapshot: compiled,
@@ -758,6 +759,15 @@ export class Controller {
         viewKey('ModelServer', `${s.metadata.namespace}/${s.metadata.name}`),
         s.metadata.generation ?? 0,
       )
+    for (const [kind, objs] of [
+      ['InferencePool', gaieInput.inferencePools],
+      ['HTTPRoute', gaieInput.httpRoutes],
+    ] as const)
+      for (const o of objs)
+        generations.set(
+          `${kind}/${o.metadata.namespace}/${o.metadata.name}`,
+          o.metadata.generation ?? 0,
+        )
 
     let publishError: { reason: string; message: string } | undefined
     const pub = this.published

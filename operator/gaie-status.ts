@@ -105,6 +105,8 @@ export interface GaieStatusView {
   readonly snapshot: RoutingSnapshot
   /** By `${kind}/${namespace}/${name}`. */
   readonly diagnostics: ReadonlyMap<string, readonly Diagnostic[]>
+  /** The generation of each object the view was compiled from, by `${kind}/${namespace}/${name}`. */
+  readonly generations: ReadonlyMap<string, number>
 }
 
 /** Our conditions on an InferencePool associated with our Gateway. */

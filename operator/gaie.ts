@@ -208,6 +208,10 @@ export class GaieWatches<T extends GaieObject> {
     if (obj === undefined) return false
     const ns = obj.metadata.namespace
     const generation = obj.metadata.generation ?? 0
+    // Not compiled at this generation yet (the informer saw it after the last compile): judged by
+    // that view it would look resolved (no diagnostics of its own). The pending rebuild queues
+    // it again.
+    if (view.generations.get(`${kind}/${key}`) !== generation) return false
     let desired: Parameters<typeof mergeParents>[3]
     if (kind === 'InferencePool') {
       desired = poolAssociated(key, view.snapshot, this.httpRoutes?.values() ?? [], gateway)
