@@ -1,3 +1,4 @@
+import { writeFileSync } from 'node:fs'
 import { mkdir, mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -40,6 +41,23 @@ describe('SecretStore', () => {
     const logged = JSON.stringify(log.records)
     expect(logged).not.toContain('one')
     expect(logged).not.toContain('uno')
+  })
+
+  it('a refresh asked for while a read is under way waits for a read that starts after it', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'igw-sec-'))
+    dirs.push(dir)
+    await writeFile(join(dir, 'key'), 'old')
+    const s = new SecretStore({ dir, log: memoryLogger() })
+    await s.start()
+    const first = s.refresh()
+    const second = s.refresh()
+    // The change lands once the first read has finished (it saw 'old'); the second read, which
+    // the caller of the second refresh waits for, must see it.
+    await first
+    writeFileSync(join(dir, 'key'), 'new')
+    await second
+    expect(s.get('key')).toBe('new')
+    s.stop()
   })
 
   it('skips oversized entries and refuses a missing directory', async () => {

@@ -35,7 +35,8 @@ export class SecretStore implements SecretLookup {
   private watcher: FSWatcher | undefined
   private readonly listeners = new Set<() => void>()
   private running: Promise<boolean> | undefined
-  private again = false
+  /** The read that starts once the running one ends, shared by every caller meanwhile. */
+  private queued: Promise<boolean> | undefined
   /** Bumped on every change of content. */
   revision = 0
 
@@ -85,18 +86,19 @@ export class SecretStore implements SecretLookup {
 
   /** Re-reads the directory now; resolves true when the content changed. */
   refresh(): Promise<boolean> {
-    if (this.running) {
-      this.again = true
+    if (this.running === undefined) {
+      this.running = this.read().finally(() => {
+        this.running = undefined
+      })
       return this.running
     }
-    this.running = this.read().finally(() => {
-      this.running = undefined
-      if (this.again) {
-        this.again = false
-        void this.refresh()
-      }
+    // The read under way may have listed the files before the change this caller knows of (a
+    // provider already rejecting the old key): it waits for a read that starts after now.
+    this.queued ??= this.running.then(() => {
+      this.queued = undefined
+      return this.refresh()
     })
-    return this.running
+    return this.queued
   }
 
   private async read(): Promise<boolean> {
