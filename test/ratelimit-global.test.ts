@@ -95,12 +95,16 @@ beforeAll(async () => {
           '0',
         ],
         /data plane listening/,
+        [],
+        // Three data planes (a primary and a worker per core each) start at once: on a busy
+        // 2-core machine that took longer than spawnCli's default 30 s.
+        90_000,
       ),
     ),
   )
   procs.push(...started)
   urls.push(...ports.map((p) => `http://127.0.0.1:${p}`))
-}, 60_000)
+}, 120_000)
 
 afterAll(async () => {
   await Promise.all(procs.map((p) => p.stop()))
