@@ -144,10 +144,8 @@ describe('MetricsScraper', () => {
     // scraper's timer cannot have fired on time before it, however slow the machine is
     // elsewhere; the answer is written at the end of the stall, after the timer is overdue.
     const stalled = await fake('127.0.0.26', (_req, res) => {
-      const end = performance.now() + 3 * lateLimit(200)
-      while (performance.now() < end) {
-        // busy: a gateway stuck in a long synchronous task
-      }
+      // A gateway stuck in a long synchronous task (the thread blocks; no clock is read here).
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 3 * lateLimit(200))
       res.end(VLLM)
     })
     cleanups.push(() => stalled.close())
