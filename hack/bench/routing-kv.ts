@@ -23,6 +23,7 @@ import { type Oracle, startOracle } from './kv-oracle.js'
 import { percentile } from './load.js'
 import type { Proc } from './procs.js'
 import { fmt, table, writeSection } from './report.js'
+import { routingManifests, type SchedulerPluginSpec } from './routing-config.js'
 import type { FleetMember } from './routing-fleet.js'
 import {
   type PlannedRequest,
@@ -133,76 +134,46 @@ function pods(): SimOptions[] {
   }))
 }
 
-function profile(mode: Mode): unknown {
-  const lp = { name: 'least-pending', weight: LOAD_WEIGHT }
-  if (mode === 'round-robin') return { plugins: [{ name: 'round-robin', weight: 1 }] }
+function profile(mode: Mode): SchedulerPluginSpec[] {
+  const lp: SchedulerPluginSpec = { name: 'least-pending', weight: LOAD_WEIGHT }
+  if (mode === 'round-robin') return [{ name: 'round-robin', weight: 1 }]
   if (mode === 'prefix-cache')
-    return {
-      plugins: [
-        {
-          name: 'prefix-cache',
-          weight: AFFINITY_WEIGHT,
-          args: { blockSizeTokens: 16, loadMargin: loadMargin },
-        },
-        lp,
-      ],
-    }
-  return {
-    plugins: [
+    return [
       {
-        name: 'kv-cache',
+        name: 'prefix-cache',
         weight: AFFINITY_WEIGHT,
-        args: {
-          eventsPort: EVENTS_PORT,
-          replayPort: REPLAY_PORT,
-          blockSize: 16,
-          hashSeed: '0',
-          tokenizer: 'words',
-          loadMargin: loadMargin,
-        },
+        args: { blockSizeTokens: 16, loadMargin: loadMargin },
       },
       lp,
-    ],
-  }
+    ]
+  return [
+    {
+      name: 'kv-cache',
+      weight: AFFINITY_WEIGHT,
+      args: {
+        eventsPort: EVENTS_PORT,
+        replayPort: REPLAY_PORT,
+        blockSize: 16,
+        hashSeed: '0',
+        tokenizer: 'words',
+        loadMargin: loadMargin,
+      },
+    },
+    lp,
+  ]
 }
 
 function manifests(mode: Mode, members: readonly FleetMember[]): string {
-  return [
-    {
-      apiVersion: 'networking.serving.volcano.sh/v1alpha1',
-      kind: 'ModelServer',
-      metadata: { name: 'pool' },
-      spec: {
-        inferenceEngine: 'vLLM',
-        workloadSelector: { matchLabels: { app: 'pool' } },
-        workloadPort: { port: members[0]?.port ?? 8000 },
-        trafficPolicy: {
-          retry: { attempts: 2, retryInterval: '10ms' },
-          timeouts: { connect: '1s' },
-        },
-        scheduler: profile(mode),
-      },
-    },
-    {
-      apiVersion: 'standalone.infer-gateway.io/v1alpha1',
-      kind: 'StaticEndpoints',
-      metadata: { name: 'pool' },
-      endpoints: members.map((m) => ({
-        name: m.name,
-        address: m.host,
-        port: m.port,
-        labels: { app: 'pool' },
-      })),
-    },
-    {
-      apiVersion: 'networking.serving.volcano.sh/v1alpha1',
-      kind: 'ModelRoute',
-      metadata: { name: 'kv' },
-      spec: { modelName: MODEL, rules: [{ targetModels: [{ modelServerName: 'pool' }] }] },
-    },
-  ]
-    .map((d) => JSON.stringify(d, null, 2))
-    .join('\n---\n')
+  return routingManifests({
+    model: MODEL,
+    endpoints: members.map((m) => ({
+      name: m.name,
+      address: m.host,
+      port: m.port,
+      labels: { app: 'pool' },
+    })),
+    plugins: profile(mode),
+  })
 }
 
 interface Row {
