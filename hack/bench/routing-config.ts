@@ -1,6 +1,18 @@
-// Standalone gateway configuration for scheduling tests and the routing benchmark: one ModelServer
-// (with an optional scheduler profile) over a list of static endpoints, plus ModelRoutes for the
-// base model and its LoRA adapters. JSON documents (valid YAML) so no template can mis-indent.
+// Standalone gateway configuration for scheduling tests and the routing benchmarks: one ModelServer
+// (with an optional scheduler profile, prefill/decode groups and KV connector) over a list of
+// static endpoints, a ModelRoute for the base model (with an optional fallback, e.g. spill-over to
+// a provider) and ModelRoutes for its LoRA adapters, plus the providers and gateway policy a
+// fallback or tier needs. JSON documents (valid YAML) so no template can mis-indent. Every bench
+// writes its config here, so a change to the CRDs is made once.
+import type { z } from 'zod'
+import {
+  API_VERSION,
+  type externalModelProviderSpecSchema,
+  type gatewayPolicySchema,
+  type kvConnectorTypes,
+  type ruleFallbackSchema,
+  STANDALONE_API_VERSION,
+} from '../../api/index.js'
 
 export interface RoutingEndpoint {
   readonly name: string
@@ -15,6 +27,22 @@ export interface SchedulerPluginSpec {
   readonly args?: Readonly<Record<string, unknown>>
 }
 
+/** Prefill/decode disaggregation: the ModelServer's `workloadSelector.pdGroup` and `kvConnector`. */
+export interface RoutingPd {
+  /** Endpoint label whose value pairs prefill endpoints with decode endpoints. */
+  readonly groupKey: string
+  readonly prefillLabels: Readonly<Record<string, string>>
+  readonly decodeLabels: Readonly<Record<string, string>>
+  /** Omit for the connector the engine implies (Kthena's rule: sglang for SGLang, else http). */
+  readonly connector?: (typeof kvConnectorTypes)[number]
+}
+
+/** An ExternalModelProvider document (a fallback target names it). */
+export interface RoutingProvider {
+  readonly name: string
+  readonly spec: z.input<typeof externalModelProviderSpecSchema>
+}
+
 export interface RoutingConfig {
   readonly server?: string
   readonly model: string
@@ -22,22 +50,41 @@ export interface RoutingConfig {
   readonly endpoints: readonly RoutingEndpoint[]
   /** Omit for the data plane's default profile. */
   readonly plugins?: readonly SchedulerPluginSpec[]
-  /** Retries after the first try (Kthena's `retry.attempts`). */
+  /** Retries after the first try (Kthena's `retry.attempts`); 0 = one try, the default policy's. */
   readonly retries?: number
   readonly engine?: 'vLLM' | 'SGLang' | 'TGI'
+  readonly pd?: RoutingPd
+  /** The base route's rule fallback (targets, `on`, spill-over `saturation`). */
+  readonly fallback?: z.input<typeof ruleFallbackSchema>
+  readonly providers?: readonly RoutingProvider[]
+  /** Spec of the GatewayPolicy `gateway` (API keys, tiers). */
+  readonly policy?: z.input<typeof gatewayPolicySchema>['spec']
 }
 
 export function routingManifests(c: RoutingConfig): string {
   const server = c.server ?? 'pool'
+  const pd = c.pd
   const docs: unknown[] = [
     {
-      apiVersion: 'networking.matrixinfer.ai/v1alpha1',
+      apiVersion: API_VERSION,
       kind: 'ModelServer',
       metadata: { name: server },
       spec: {
         inferenceEngine: c.engine ?? 'vLLM',
-        workloadSelector: { matchLabels: { app: server } },
+        workloadSelector: {
+          matchLabels: { app: server },
+          ...(pd !== undefined
+            ? {
+                pdGroup: {
+                  groupKey: pd.groupKey,
+                  prefillLabels: pd.prefillLabels,
+                  decodeLabels: pd.decodeLabels,
+                },
+              }
+            : {}),
+        },
         workloadPort: { port: c.endpoints[0]?.port ?? 8000 },
+        ...(pd?.connector !== undefined ? { kvConnector: { type: pd.connector } } : {}),
         trafficPolicy: {
           retry: { attempts: c.retries ?? 2, retryInterval: '10ms' },
           timeouts: { connect: '1s' },
@@ -46,7 +93,7 @@ export function routingManifests(c: RoutingConfig): string {
       },
     },
     {
-      apiVersion: 'standalone.infer-gateway.io/v1alpha1',
+      apiVersion: STANDALONE_API_VERSION,
       kind: 'StaticEndpoints',
       metadata: { name: server },
       endpoints: c.endpoints.map((e) => ({
@@ -56,18 +103,32 @@ export function routingManifests(c: RoutingConfig): string {
         ...(e.labels !== undefined ? { labels: e.labels } : {}),
       })),
     },
+    ...(c.providers ?? []).map((p) => ({
+      apiVersion: API_VERSION,
+      kind: 'ExternalModelProvider',
+      metadata: { name: p.name },
+      spec: p.spec,
+    })),
     {
-      apiVersion: 'networking.matrixinfer.ai/v1alpha1',
+      apiVersion: API_VERSION,
       kind: 'ModelRoute',
       metadata: { name: 'base' },
-      spec: { modelName: c.model, rules: [{ targetModels: [{ modelServerName: server }] }] },
+      spec: {
+        modelName: c.model,
+        rules: [
+          {
+            targetModels: [{ modelServerName: server }],
+            ...(c.fallback !== undefined ? { fallback: c.fallback } : {}),
+          },
+        ],
+      },
     },
   ]
   if (c.loras !== undefined && c.loras.length > 0) {
     // One route per 10 adapters: the CRD caps loraAdapters at 10 entries.
     for (let i = 0; i < c.loras.length; i += 10) {
       docs.push({
-        apiVersion: 'networking.matrixinfer.ai/v1alpha1',
+        apiVersion: API_VERSION,
         kind: 'ModelRoute',
         metadata: { name: `loras-${i / 10}` },
         spec: {
@@ -77,5 +138,12 @@ export function routingManifests(c: RoutingConfig): string {
       })
     }
   }
+  if (c.policy !== undefined)
+    docs.push({
+      apiVersion: API_VERSION,
+      kind: 'GatewayPolicy',
+      metadata: { name: 'gateway' },
+      spec: c.policy,
+    })
   return docs.map((d) => JSON.stringify(d, null, 2)).join('\n---\n')
 }

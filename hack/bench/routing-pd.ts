@@ -21,6 +21,7 @@ import { startFleet, startGateway } from './fleet-process.js'
 import { percentile } from './load.js'
 import type { Proc } from './procs.js'
 import { fmt, table, writeSection } from './report.js'
+import { routingManifests } from './routing-config.js'
 import type { FleetMember } from './routing-fleet.js'
 import {
   type PlannedRequest,
@@ -98,58 +99,30 @@ function pods(mode: Mode): SimOptions[] {
 }
 
 function manifests(mode: Mode, members: readonly FleetMember[]): string {
-  const pd = mode !== 'aggregated'
-  return [
-    {
-      apiVersion: 'networking.serving.volcano.sh/v1alpha1',
-      kind: 'ModelServer',
-      metadata: { name: 'pool' },
-      spec: {
-        inferenceEngine: 'vLLM',
-        workloadSelector: {
-          matchLabels: { app: 'pool' },
-          ...(pd
-            ? {
-                pdGroup: {
-                  groupKey: 'group',
-                  prefillLabels: { role: 'prefill' },
-                  decodeLabels: { role: 'decode' },
-                },
-              }
-            : {}),
-        },
-        workloadPort: { port: members[0]?.port ?? 8000 },
-        ...(pd ? { kvConnector: { type: 'nixl' } } : {}),
-        trafficPolicy: {
-          retry: { attempts: 3, retryInterval: '10ms' },
-          timeouts: { connect: '1s' },
-        },
-        // Plain load balancing on both sides: the comparison is about disaggregation, not about
-        // a profile that packs pods (the default fills warm pods first, which on aggregated pods
-        // piles prefills onto the running decodes of fewer pods).
-        scheduler: { plugins: [{ name: 'least-pending' }] },
-      },
-    },
-    {
-      apiVersion: 'standalone.infer-gateway.io/v1alpha1',
-      kind: 'StaticEndpoints',
-      metadata: { name: 'pool' },
-      endpoints: members.map((m) => ({
-        name: m.name,
-        address: m.host,
-        port: m.port,
-        labels: { app: 'pool', role: m.name.split('-')[0] ?? '', group: 'g0' },
-      })),
-    },
-    {
-      apiVersion: 'networking.serving.volcano.sh/v1alpha1',
-      kind: 'ModelRoute',
-      metadata: { name: 'pd' },
-      spec: { modelName: MODEL, rules: [{ targetModels: [{ modelServerName: 'pool' }] }] },
-    },
-  ]
-    .map((d) => JSON.stringify(d, null, 2))
-    .join('\n---\n')
+  return routingManifests({
+    model: MODEL,
+    endpoints: members.map((m) => ({
+      name: m.name,
+      address: m.host,
+      port: m.port,
+      labels: { app: 'pool', role: m.name.split('-')[0] ?? '', group: 'g0' },
+    })),
+    retries: 3,
+    ...(mode !== 'aggregated'
+      ? {
+          pd: {
+            groupKey: 'group',
+            prefillLabels: { role: 'prefill' },
+            decodeLabels: { role: 'decode' },
+            connector: 'nixl',
+          },
+        }
+      : {}),
+    // Plain load balancing on both sides: the comparison is about disaggregation, not about a
+    // profile that packs pods (the default fills warm pods first, which on aggregated pods piles
+    // prefills onto the running decodes of fewer pods).
+    plugins: [{ name: 'least-pending' }],
+  })
 }
 
 interface Row {

@@ -25,6 +25,7 @@ import { startFleet, startGateway } from './fleet-process.js'
 import { percentile } from './load.js'
 import { type Proc, type ScriptProc, spawnScript } from './procs.js'
 import { fmt, table, writeSection } from './report.js'
+import { routingManifests } from './routing-config.js'
 import type { FleetMember } from './routing-fleet.js'
 import {
   type PlannedRequest,
@@ -77,87 +78,52 @@ function plan(rate: number, durationMs: number, seed = 15): PlannedRequest[] {
 }
 
 function manifests(mode: Mode, members: readonly FleetMember[], providerUrl: string): string {
-  const spill = mode !== 'no spill-over'
-  return [
-    {
-      apiVersion: 'networking.serving.volcano.sh/v1alpha1',
-      kind: 'ModelServer',
-      metadata: { name: 'pool' },
-      spec: {
-        inferenceEngine: 'vLLM',
-        workloadSelector: { matchLabels: { app: 'pool' } },
-        workloadPort: { port: members[0]?.port ?? 8000 },
-        // The default profile, with the engines' batch size given (as an operator would) instead
-        // of learned: the warm-up never fills a batch, and spill-over acts from the first burst.
-        scheduler: {
-          plugins: DEFAULT_PROFILE.plugins.map((p) =>
-            p.name === 'predicted-latency'
-              ? { name: p.name, weight: p.weight, args: { maxNumSeqs: ENGINE.maxNumSeqs } }
-              : { name: p.name, weight: p.weight },
-          ),
+  return routingManifests({
+    model: MODEL,
+    endpoints: members.map((m) => ({ name: m.name, address: m.host, port: m.port })),
+    // One try, as the default traffic policy: a retry would hide nothing here.
+    retries: 0,
+    // The default profile, with the engines' batch size given (as an operator would) instead of
+    // learned: the warm-up never fills a batch, and spill-over acts from the first burst.
+    plugins: DEFAULT_PROFILE.plugins.map((p) =>
+      p.name === 'predicted-latency'
+        ? { name: p.name, weight: p.weight, args: { maxNumSeqs: ENGINE.maxNumSeqs } }
+        : { name: p.name, weight: p.weight },
+    ),
+    providers: [
+      {
+        name: 'overflow',
+        spec: {
+          providerType: 'OpenAI',
+          model: 'gpt-overflow',
+          baseURL: `${providerUrl}/v1`,
+          allowInsecureHTTP: true,
+          auth: { secretRef: { name: 'overflow', key: 'api-key' } },
+          pricing: { inputPerMillion: '0.15', outputPerMillion: '0.60' },
         },
       },
-    },
-    {
-      apiVersion: 'standalone.infer-gateway.io/v1alpha1',
-      kind: 'StaticEndpoints',
-      metadata: { name: 'pool' },
-      endpoints: members.map((m) => ({ name: m.name, address: m.host, port: m.port })),
-    },
-    {
-      apiVersion: 'networking.serving.volcano.sh/v1alpha1',
-      kind: 'ExternalModelProvider',
-      metadata: { name: 'overflow' },
-      spec: {
-        providerType: 'OpenAI',
-        model: 'gpt-overflow',
-        baseURL: `${providerUrl}/v1`,
-        allowInsecureHTTP: true,
-        auth: { secretRef: { name: 'overflow', key: 'api-key' } },
-        pricing: { inputPerMillion: '0.15', outputPerMillion: '0.60' },
-      },
-    },
-    {
-      apiVersion: 'networking.serving.volcano.sh/v1alpha1',
-      kind: 'ModelRoute',
-      metadata: { name: 'spill' },
-      spec: {
-        modelName: MODEL,
-        rules: [
-          {
-            targetModels: [{ modelServerName: 'pool' }],
-            ...(spill
-              ? {
-                  fallback: {
-                    targets: [{ externalModelProviderName: 'overflow' }],
-                    on: ['saturated'],
-                    saturation: { ttftSLO: `${SLO_MS}ms`, maxQueuePerEndpoint: 0, tiers: ['gold'] },
-                  },
-                }
-              : {}),
+    ],
+    ...(mode !== 'no spill-over'
+      ? {
+          fallback: {
+            targets: [{ externalModelProviderName: 'overflow' }],
+            on: ['saturated'],
+            saturation: { ttftSLO: `${SLO_MS}ms`, maxQueuePerEndpoint: 0, tiers: ['gold'] },
           },
-        ],
+        }
+      : {}),
+    policy: {
+      authentication: {
+        apiKeys: Object.keys(KEYS).map((tier) => ({
+          name: tier,
+          secretKey: `key.${tier}`,
+          tenant: `tenant-${tier}`,
+          tier,
+        })),
       },
+      tiers: Object.keys(KEYS).map((name) => ({ name })),
     },
-    {
-      apiVersion: 'networking.matrixinfer.ai/v1alpha1',
-      kind: 'GatewayPolicy',
-      metadata: { name: 'gateway' },
-      spec: {
-        authentication: {
-          apiKeys: Object.keys(KEYS).map((tier) => ({
-            name: tier,
-            secretKey: `key.${tier}`,
-            tenant: `tenant-${tier}`,
-            tier,
-          })),
-        },
-        tiers: Object.keys(KEYS).map((name) => ({ name })),
-      },
-    },
-  ]
-    .map((d) => JSON.stringify(d, null, 2))
-    .join('\n---\n')
+  })
 }
 
 /** The provider simulator in its own process (its timers off the load generator's loop). */
