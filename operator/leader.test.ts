@@ -20,14 +20,23 @@ interface Log {
   readonly events: string[]
 }
 
-function candidate(identity: string, log: Log, client = kc, name = 'lease-a'): LeaderElector {
+/** A Lease no candidate waits out within a test: a take-over before it is one "at once". */
+const LONG_LEASE_MS = 120_000
+
+function candidate(
+  identity: string,
+  log: Log,
+  client = kc,
+  name = 'lease-a',
+  leaseDurationMs = 2000,
+): LeaderElector {
   const e = new LeaderElector({
     kc: client,
     namespace: NS,
     name,
     identity,
-    leaseDurationMs: 2000,
-    renewDeadlineMs: 1500,
+    leaseDurationMs,
+    renewDeadlineMs: leaseDurationMs * 0.75,
     retryPeriodMs: 200,
     onStartedLeading: () => log.events.push(`${identity}:start`),
     onStoppedLeading: () => log.events.push(`${identity}:stop`),
@@ -66,8 +75,9 @@ afterAll(async () => {
 describe('LeaderElector (real API server)', () => {
   it('elects exactly one of two candidates and hands over at once on release', async () => {
     const log: Log = { events: [] }
-    const a = candidate('a', log)
-    const b = candidate('b', log)
+    // A Lease longer than the test: the follower can only lead within it if the leader released.
+    const a = candidate('a', log, kc, 'lease-a', LONG_LEASE_MS)
+    const b = candidate('b', log, kc, 'lease-a', LONG_LEASE_MS)
     a.start()
     b.start()
     await until(() => a.isLeader || b.isLeader)
@@ -79,9 +89,8 @@ describe('LeaderElector (real API server)', () => {
     const transitions = (await lease()).spec?.leaseTransitions ?? 0
 
     await leader.stop()
-    // Released (holder cleared): no need to wait out the 2 s lease.
-    const ms = await until(() => follower.isLeader, 3000)
-    expect(ms).toBeLessThan(1500)
+    // Released (holder cleared): the follower leads without waiting out the Lease.
+    await until(() => follower.isLeader, 15_000)
     const after = await lease()
     expect(after.spec?.holderIdentity).toBe(holder === 'a' ? 'b' : 'a')
     expect(after.spec?.leaseTransitions).toBe(transitions + 1)
@@ -119,16 +128,16 @@ describe('LeaderElector (real API server)', () => {
 
   it('a restarted process with the same identity resumes leadership at once, without a transition', async () => {
     const log: Log = { events: [] }
-    const first = candidate('same', log, kc, 'lease-c')
+    const first = candidate('same', log, kc, 'lease-c', LONG_LEASE_MS)
     first.start()
     await until(() => first.isLeader)
     const before = (await lease('lease-c')).spec
     // A crash: the loop is gone without releasing (simulated by a second elector taking over
     // the identity while the Lease still names it).
-    const again = candidate('same', log, kc, 'lease-c')
+    // The Lease is longer than the test: leading within it means it was not waited out.
+    const again = candidate('same', log, kc, 'lease-c', LONG_LEASE_MS)
     again.start()
-    const ms = await until(() => again.isLeader, 3000)
-    expect(ms).toBeLessThan(1000)
+    await until(() => again.isLeader, 15_000)
     const after = (await lease('lease-c')).spec
     expect(after?.leaseTransitions).toBe(before?.leaseTransitions)
     expect(String(after?.acquireTime)).toBe(String(before?.acquireTime))
