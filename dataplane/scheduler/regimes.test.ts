@@ -16,9 +16,15 @@ import {
   type VirtualRun,
 } from '../../hack/bench/virtual-fleet.js'
 import { generateWords } from '../../hack/sim/rng.js'
+import { DEFAULT_PROFILE } from './profile.js'
 import { seeded } from './testkit.js'
 
 const RR: readonly SnapshotSchedulerPlugin[] = [{ name: 'round-robin', weight: 1, args: {} }]
+/** The default profile + fairness on the tenant header, as bench:routing's "default + fairness". */
+const FAIR: readonly SnapshotSchedulerPlugin[] = [
+  ...DEFAULT_PROFILE.plugins.map((p) => ({ name: p.name, weight: p.weight, args: p.args })),
+  { name: 'fairness', weight: 0, args: { tenantHeader: 'x-tenant-id' } },
+]
 const WARMUP_MS = 2000
 
 function poisson(rate: number, ms: number, r: () => number): number[] {
@@ -56,8 +62,17 @@ async function run(o: Omit<VirtualFleetOptions, 'advance'>) {
   return runVirtualFleet({ ...o, advance: async (ms) => vi.advanceTimersByTime(ms) })
 }
 
+/** With admission (fairness): a queued request is granted through a promise, so microtasks run between timers. */
+async function runQueued(o: Omit<VirtualFleetOptions, 'advance'>) {
+  return runVirtualFleet({ ...o, advance: (ms) => vi.advanceTimersByTimeAsync(ms) })
+}
+
 beforeEach(() => {
-  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'], now: 1_700_000_000_000 })
+  // setInterval: the fairness queue polls for capacity while requests wait.
+  vi.useFakeTimers({
+    toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'],
+    now: 1_700_000_000_000,
+  })
 })
 afterEach(() => {
   vi.useRealTimers()
@@ -69,6 +84,18 @@ function uniform(rate: number, ms: number, seed: number): VirtualRequest[] {
     at,
     user: generateWords(seed, `u${k}`, 600).join(''),
     maxTokens: 16,
+  }))
+}
+
+/** One tenant's distinct 400-token prompts (the two-tenant workload of bench:routing). */
+function tenantLoad(tenant: string, rate: number, ms: number, seed: number): VirtualRequest[] {
+  const r = seeded(seed)
+  return poisson(rate, ms, r).map((at, k) => ({
+    at,
+    user: generateWords(seed, `${tenant}${k}`, 400).join(''),
+    maxTokens: 16,
+    tag: tenant,
+    headers: { 'x-tenant-id': tenant },
   }))
 }
 
@@ -169,5 +196,31 @@ describe('routing regimes on virtual time (issue 9)', () => {
       requests,
     })
     expect(ours.adapterHitRate).toBeGreaterThanOrEqual(0.95)
+  }, 60_000)
+
+  it('two tenants, quick window: with fairness the light tenant TTFT p90 within 20 % of alone, the heavy one pays at most 25 %', async () => {
+    // bench:routing's two-tenant regime: distinct 400-token prompts, heavy at 80 % of capacity,
+    // light at 10 %, time scale 2.5. Before a heavy tenant was kept out of the headroom (it took
+    // it whenever it had no backlog, and a light request that then had to queue could leave the
+    // queue only once the whole headroom was free again): light 352 ms vs 286 alone (+23 %).
+    // A headroom of two places instead of one: light 286, heavy 678 vs 496 without fairness.
+    const cap = capacity(PREFILL_BOUND, 4, 400, 16, 2.5)
+    const base = { shape: PREFILL_BOUND, pods: 4, timeScale: 2.5 }
+    const light = tenantLoad('light', 0.1 * cap, MS, 41)
+    const both = [...light, ...tenantLoad('heavy', 0.8 * cap, MS, 42)].sort((a, b) => a.at - b.at)
+    const alone = await run({ ...base, requests: light })
+    const fair = await runQueued({ ...base, plugins: FAIR, requests: both })
+    const unfair = await run({ ...base, requests: both })
+    const p90Of = (x: VirtualRun, tenant: string) =>
+      ttftPercentile(
+        x.results.filter((r) => r.tag === tenant),
+        90,
+        WARMUP_MS,
+      )
+    // The heavy tenant does delay the light one without fairness (the regime is contended).
+    expect(p90Of(unfair, 'light')).toBeGreaterThan(1.2 * p90Of(alone, 'light'))
+    expect(p90Of(fair, 'light')).toBeLessThan(1.2 * p90Of(alone, 'light'))
+    expect(p90Of(fair, 'heavy')).toBeLessThanOrEqual(1.25 * p90Of(unfair, 'heavy'))
+    expect(fair.results.every((r) => r.ok)).toBe(true)
   }, 60_000)
 })

@@ -9,7 +9,8 @@
 // deployment: a scrape of /metrics every `scrapeMs` per endpoint (same exposition text, same
 // parser), and per request the time to first byte and the duration the proxy would report.
 // Not simulated: HTTP and the proxy itself, retries beyond the next candidate on a refused
-// connection, network time.
+// connection, network time. Admission (a `fairness` plugin) runs as the proxy runs it: before the
+// pick, possibly queued, released when the response ends.
 //
 // Time: the caller installs fake timers (vitest `vi.useFakeTimers` faking setTimeout and Date)
 // and passes `advance` (e.g. `vi.advanceTimersByTimeAsync`); the engine's `performance.now()` is
@@ -21,7 +22,9 @@ import type {
   SnapshotSchedulerPlugin,
 } from '../../api/snapshot.js'
 import { EngineMetricsTracker } from '../../dataplane/engines/tracker.js'
-import type { DispatchOutcome } from '../../dataplane/picker.js'
+import { encodeBatch, type WireEvent } from '../../dataplane/kv-events/wire.js'
+import type { Admission, DispatchOutcome } from '../../dataplane/picker.js'
+import { KvCachePlugin } from '../../dataplane/scheduler/plugins/kv-cache.js'
 import { Scheduler } from '../../dataplane/scheduler/scheduler.js'
 import {
   endpoint,
@@ -31,6 +34,7 @@ import {
   snapshot,
 } from '../../dataplane/scheduler/testkit.js'
 import { Engine, type EngineConfig, type EngineObserver } from '../sim/engine.js'
+import { kvEventListener } from '../sim/kv-events.js'
 import { SimMetrics } from '../sim/metrics.js'
 import { generateWords } from '../sim/rng.js'
 import { applyChatTemplate, tokenize } from '../sim/tokenizer.js'
@@ -45,6 +49,7 @@ export type EngineShape = Pick<
   | 'decodeMsPerToken'
   | 'batchSlowdown'
   | 'loraLoadMs'
+  | 'prefillInterference'
 >
 
 /** The two shapes of `npm run bench:routing` (hack/bench/routing.ts). */
@@ -75,6 +80,8 @@ export interface VirtualRequest {
   readonly lora?: string
   /** Carried to the result (e.g. the prefix group), for per-class statistics. */
   readonly tag?: string
+  /** Request headers the scheduler reads (e.g. a tenant header for `fairness`). */
+  readonly headers?: Readonly<Record<string, string>>
 }
 
 export interface VirtualFleetOptions {
@@ -98,6 +105,11 @@ export interface VirtualFleetOptions {
   readonly advance: (ms: number) => Promise<unknown>
   /** Keep each decision's explain line (the scores per pod) on its result, for diagnosis. */
   readonly explain?: boolean
+  /**
+   * Engines publish KV events (vLLM's format, hack/sim/kv-events.ts) to every replica's `kv-cache`
+   * plugin, `delayMs` after the engine stores or evicts (one batch per engine per delivery).
+   */
+  readonly kvEvents?: { readonly hashSeed?: string; readonly delayMs?: number }
 }
 
 export interface VirtualResult {
@@ -113,6 +125,8 @@ export interface VirtualResult {
   readonly attempts: number
   /** The scheduler's explain line for the decision (with `explain`). */
   readonly explain?: string
+  /** ms the request waited in admission (a fairness queue) before its pick. */
+  readonly queuedMs: number
 }
 
 export interface VirtualRun {
@@ -187,6 +201,40 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
     })
     p.engine = new Engine(config, counting(p))
     p.up = true
+    if (opts.kvEvents !== undefined) publish(p)
+  }
+  // KV events: each engine's stores and evictions, batched and numbered per engine incarnation as
+  // its publisher would, applied to every replica's kv-cache index through the wire decoder.
+  const kvTimers = new Set<NodeJS.Timeout>()
+  const publish = (p: Pod): void => {
+    const engine = p.engine
+    let seq = 0n
+    let pending: WireEvent[] = []
+    engine.kv.listener = kvEventListener(
+      engine.kv,
+      { hashSeed: opts.kvEvents?.hashSeed ?? '0' },
+      (e) => {
+        if (pending.length === 0) {
+          const t = setTimeout(() => {
+            kvTimers.delete(t)
+            if (p.engine !== engine) return
+            const payload = encodeBatch(Date.now() / 1000, pending)
+            pending = []
+            const s = seq++
+            for (const rep of replicas) {
+              const st = rep.sch.state(`${p.ep.address}:${p.ep.port}`)
+              if (st === undefined) continue
+              for (const plugin of rep.sch.plugins(srv.key)) {
+                if (!(plugin instanceof KvCachePlugin)) continue
+                plugin.subscriber(st).state.onMessage(s, payload)
+              }
+            }
+          }, opts.kvEvents?.delayMs ?? 5)
+          kvTimers.add(t)
+        }
+        pending.push(e)
+      },
+    )
   }
   const pods: Pod[] = endpoints.map((ep) => {
     const p: Pod = {
@@ -277,7 +325,7 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
       const ctx = pickContext(
         srv,
         { model, messages, max_tokens: q.maxTokens, stream: true },
-        {},
+        { ...q.headers },
         {
           isLora: q.lora !== undefined,
           model,
@@ -287,19 +335,23 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
       const explained = (): { explain?: string } =>
         sink.text !== undefined ? { explain: sink.text } : {}
       const t0 = Date.now()
-      const list = rep.sch.pick(ctx)
+      let admission: Admission | undefined
+      let list: readonly SnapshotEndpoint[] = []
+      let queuedMs = 0
       const attempt = (k: number): void => {
         const target = list[k]
         if (target === undefined) {
+          admission?.release()
           results.push({
             at: q.at,
             ...(q.tag !== undefined ? { tag: q.tag } : {}),
             pod: '?',
             ttftMs: Number.NaN,
-            e2eMs: now() - t0,
+            e2eMs: Date.now() - t0,
             ok: false,
             cachedTokens: 0,
             attempts: k,
+            queuedMs,
             ...explained(),
           })
           resolve()
@@ -322,6 +374,7 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
           settled = true
           pod.inflight.delete(cut)
           rep.sch.onComplete(ctx, target, o)
+          admission?.release()
           results.push({
             at: q.at,
             ...(q.tag !== undefined ? { tag: q.tag } : {}),
@@ -331,6 +384,7 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
             ok,
             cachedTokens,
             attempts: k + 1,
+            queuedMs,
             ...explained(),
           })
           resolve()
@@ -369,7 +423,31 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
           },
         )
       }
-      attempt(0)
+      // As the proxy does (serve/server-target.ts): admission first (it may wait in a queue), the
+      // pick after it, on the view of the endpoints at that time.
+      const start = (a: Admission | undefined): void => {
+        admission = a
+        queuedMs = Date.now() - t0
+        list = rep.sch.pick(ctx)
+        attempt(0)
+      }
+      const admitted = rep.sch.admit(ctx, new AbortController().signal)
+      if (admitted instanceof Promise) {
+        admitted.then(start, () => {
+          results.push({
+            at: q.at,
+            ...(q.tag !== undefined ? { tag: q.tag } : {}),
+            pod: '-',
+            ttftMs: Number.NaN,
+            e2eMs: Date.now() - t0,
+            ok: false,
+            cachedTokens: 0,
+            attempts: 0,
+            queuedMs: Date.now() - t0,
+          })
+          resolve()
+        })
+      } else start(admitted)
     })
   // One arrival timer at a time: fake timers look for the next one among all pending.
   const queue = [...opts.requests].sort((a, b) => a.at - b.at)
@@ -390,6 +468,7 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
   scraping = false
   clearTimeout(arrival)
   for (const t of timers) clearTimeout(t)
+  for (const t of kvTimers) clearTimeout(t)
   for (const p of pods) p.engine.close()
   await Promise.all(done)
   const perPod: Record<string, number> = {}

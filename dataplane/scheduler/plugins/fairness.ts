@@ -19,9 +19,17 @@
 // plugin admits everything: the first engine queue teaches it the limit.
 //
 // Two details keep a light tenant's latency flat while a heavy one saturates the server:
-// - `headroom` (default 5 % of the server's concurrency) is never filled from the backlog; a
-//   tenant without a backlog goes straight through into it instead of waiting for the next
-//   completion;
+// - `headroom` (5 % of the server's places, rounded down, at least one) is kept for tenants below
+//   their share: a tenant takes a place in it only while it has fewer requests in flight than its
+//   weighted share of the places (counted as if one more tenant were active, so that a tenant
+//   alone leaves it free for the next to arrive), whether it comes without a backlog (straight
+//   through) or from the queue (it then takes the next place that frees). A heavy tenant
+//   therefore never fills it. (It did while it had no backlog at the moment: the light tenant's
+//   next request found no room, queued, and could leave the queue only once the whole headroom
+//   was free again: +23 % on the light tenant's TTFT p90 in bench:routing --quick's two-tenant
+//   regime.) The headroom is idle capacity for the heavy tenant, which is why it is small: one
+//   place covers a light tenant's arrivals between two completions, and more places cost the
+//   heavy tenant queueing (two of 32 places: its TTFT p90 +37 % against +11 % with one);
 // - admitted requests are placed only on endpoints below their limit (a filter that fails open),
 //   so admission and placement agree and the engines do not queue behind the gateway's back.
 //
@@ -36,11 +44,21 @@ import type { Admission, Plugin, PluginArgs, PluginEnv, SchedRequest } from '../
 
 export const ANONYMOUS_TENANT = 'anonymous'
 
+/** Free places (net of promised ones), the headroom kept among them, and all places. */
+interface Room {
+  readonly free: number
+  readonly headroom: number
+  readonly total: number
+}
+const UNBOUNDED: Room = { free: Number.POSITIVE_INFINITY, headroom: 0, total: 0 }
+
 interface Tenant {
   readonly name: string
   readonly weight: number
   vtc: number
   readonly queue: Waiter[]
+  /** Admitted and not yet released. */
+  inflight: number
 }
 
 interface Waiter {
@@ -100,6 +118,8 @@ export class FairnessPlugin implements Plugin {
   readonly #tenants = new Map<string, Tenant>()
   readonly #env: PluginEnv
   #queued = 0
+  /** Sum of the weights of the tenants with requests in flight or queued. */
+  #activeWeight = 0
   /** Admitted but not yet dispatched: capacity promised but not yet visible in endpoint state. */
   #reserved = 0
   #seq = 0
@@ -154,11 +174,11 @@ export class FairnessPlugin implements Plugin {
     const tenant = this.#tenant(this.tenantOf(req))
     const cost =
       this.inputWeight * req.ticket.promptTokens + this.outputWeight * req.ticket.outputTokens
-    // A tenant with no backlog goes straight through while any room is left, headroom included:
-    // the headroom exists for exactly these requests, and it is what keeps a light tenant's
-    // latency flat while a heavy one saturates the server. (A tenant whose requests start to
-    // queue is backlogged from then on and waits its turn like everyone else.)
-    if (tenant.queue.length === 0 && this.#room(req.now).free > 0) {
+    // A tenant with no backlog goes straight through while there is room, the headroom included
+    // if it is below its share: the headroom exists for exactly these requests, and it is what
+    // keeps a light tenant's latency flat while a heavy one saturates the server. (A tenant whose
+    // requests start to queue is backlogged from then on and waits its turn like everyone else.)
+    if (tenant.queue.length === 0 && this.#mayTake(tenant, this.#room(req.now))) {
       return this.#grant(req, tenant, cost)
     }
     if (this.#queued >= this.maxQueue) {
@@ -221,6 +241,7 @@ export class FairnessPlugin implements Plugin {
         if (i >= 0) {
           tenant.queue.splice(i, 1)
           this.#queued--
+          this.#settle(tenant)
         }
       }
       if (signal.aborted) {
@@ -228,6 +249,7 @@ export class FairnessPlugin implements Plugin {
         return
       }
       signal.addEventListener('abort', onAbort, { once: true })
+      this.#activate(tenant)
       tenant.queue.push(waiter)
       this.#queued++
       this.#arm()
@@ -267,13 +289,15 @@ export class FairnessPlugin implements Plugin {
   pump(): void {
     while (this.#queued > 0) {
       const room = this.#room(this.#env.now())
-      // Backlogged tenants leave the headroom free for tenants that arrive without one.
-      if (room.free <= room.headroom) break
-      const w = this.#next()
+      if (room.free <= 0) break
+      // Inside the headroom only tenants below their share are released (the light tenant that
+      // queued behind a burst takes the next free place; the heavy backlog waits for more).
+      const w = this.#next(room.free <= room.headroom ? room.total : undefined)
       if (w === undefined) break
+      // Granted before it leaves the queue, so the tenant stays active throughout (#activate).
+      w.grant()
       w.tenant.queue.shift()
       this.#queued--
-      w.grant()
     }
     if (this.#queued === 0 && this.#timer !== undefined) {
       clearInterval(this.#timer)
@@ -303,6 +327,8 @@ export class FairnessPlugin implements Plugin {
 
   #grant(req: SchedRequest, tenant: Tenant, cost: number): Admission {
     tenant.vtc += cost / tenant.weight
+    this.#activate(tenant)
+    tenant.inflight++
     this.#reserved++
     this.admittedTotal++
     const place: Place = {
@@ -313,6 +339,8 @@ export class FairnessPlugin implements Plugin {
       release: () => {
         if (place.released) return
         place.released = true
+        tenant.inflight--
+        this.#settle(tenant)
         if (!place.dispatched) {
           place.dispatched = true
           this.#reserved--
@@ -330,12 +358,12 @@ export class FairnessPlugin implements Plugin {
   }
 
   /**
-   * Free concurrency on the healthy endpoints net of promised places, and the headroom kept for
-   * tenants without a backlog. Infinite while any healthy endpoint's limit is unknown (nothing
+   * Free concurrency on the healthy endpoints net of promised places, the headroom kept for
+   * tenants below their share, and all places. Infinite while any healthy endpoint's limit is unknown (nothing
    * to protect yet; the engine's own queue will reveal it) or when no endpoint is healthy (the
    * request goes through to be answered, or retried, by the proxy).
    */
-  #room(now: number): { free: number; headroom: number } {
+  #room(now: number): Room {
     let free = 0
     let total = 0
     let healthy = 0
@@ -343,21 +371,51 @@ export class FairnessPlugin implements Plugin {
       if (e.isEjected(now)) continue
       healthy++
       const limit = this.limitOf(e)
-      if (limit === 0) return { free: Number.POSITIVE_INFINITY, headroom: 0 }
+      if (limit === 0) return UNBOUNDED
       total += limit
       free += Math.max(0, limit - e.pending(now))
     }
-    if (healthy === 0) return { free: Number.POSITIVE_INFINITY, headroom: 0 }
-    return { free: free - this.#reserved, headroom: Math.ceil(total * this.headroom) }
+    if (healthy === 0) return UNBOUNDED
+    const headroom = this.headroom > 0 ? Math.max(1, Math.floor(total * this.headroom)) : 0
+    return { free: free - this.#reserved, headroom, total }
   }
 
-  #next(): Waiter | undefined {
+  /** Whether `t` may take a free place now: above the headroom anyone, inside it `t` below its share. */
+  #mayTake(t: Tenant, room: Room): boolean {
+    if (room.free <= 0) return false
+    return room.free > room.headroom || this.#belowShare(t, room.total)
+  }
+
+  /**
+   * Fewer requests in flight than the tenant's weighted share of `total` places among the active
+   * tenants (`t` included) and one more of weight 1: a tenant alone does not take the headroom,
+   * so the first request of the next tenant to arrive finds room.
+   */
+  #belowShare(t: Tenant, total: number): boolean {
+    const active =
+      t.inflight > 0 || t.queue.length > 0 ? this.#activeWeight : this.#activeWeight + t.weight
+    return t.inflight < (total * t.weight) / (active + 1)
+  }
+
+  /** The next waiter to release; with `total`, only among tenants below their share of it. */
+  #next(total?: number): Waiter | undefined {
     let best: Waiter | undefined
     for (const t of this.#tenants.values()) {
       const w = t.queue[0]
-      if (w !== undefined && (best === undefined || before(w, best))) best = w
+      if (w === undefined || (total !== undefined && !this.#belowShare(t, total))) continue
+      if (best === undefined || before(w, best)) best = w
     }
     return best
+  }
+
+  /** `t` is about to have a request in flight or queued: count its weight if it had none. */
+  #activate(t: Tenant): void {
+    if (t.inflight === 0 && t.queue.length === 0) this.#activeWeight += t.weight
+  }
+
+  /** `t` may just have lost its last request in flight or queued. */
+  #settle(t: Tenant): void {
+    if (t.inflight === 0 && t.queue.length === 0) this.#activeWeight -= t.weight
   }
 
   /** Smallest counter among tenants with queued requests; +∞ when nobody is queued. */
@@ -373,7 +431,7 @@ export class FairnessPlugin implements Plugin {
     let t = this.#tenants.get(name)
     if (t === undefined) {
       if (this.#tenants.size >= 10_000) this.#pruneIdle()
-      t = { name, weight: this.#weights.get(name) ?? 1, vtc: 0, queue: [] }
+      t = { name, weight: this.#weights.get(name) ?? 1, vtc: 0, queue: [], inflight: 0 }
       this.#tenants.set(name, t)
     }
     return t
@@ -381,7 +439,9 @@ export class FairnessPlugin implements Plugin {
 
   /** Idle tenants carry no state that matters: they are lifted to the backlog's minimum on return. */
   #pruneIdle(): void {
-    for (const [k, t] of this.#tenants) if (t.queue.length === 0) this.#tenants.delete(k)
+    for (const [k, t] of this.#tenants) {
+      if (t.queue.length === 0 && t.inflight === 0) this.#tenants.delete(k)
+    }
   }
 
   /** Capacity also frees up through other replicas' traffic, seen only in scrapes: poll while queued. */
