@@ -20,7 +20,7 @@ import {
 } from '../../dataplane/kv-events/block-hash.js'
 import { wordId } from '../../dataplane/kv-events/tokens.js'
 import { encodeBatch, encodeSeq, type WireEvent } from '../../dataplane/kv-events/wire.js'
-import { blockHashes, type KvCache } from './kv-cache.js'
+import { blockHashes, type KvCache, type KvCacheListener } from './kv-cache.js'
 import { tokenize } from './tokenizer.js'
 
 /** What one engine's cache holds of a prompt right now (POST /sim/kv/peek; the bench's oracle). */
@@ -84,59 +84,21 @@ function boundPort(endpoint: string | null): number {
   return m === null ? 0 : Number(m[1])
 }
 
-export async function startKvEvents(
+/**
+ * The listener that turns `kv`'s stores and evictions into vLLM's (or SGLang's) wire events, handed
+ * to `queue` one by one: the publisher below batches and sends them; the virtual-time fleet
+ * (hack/bench/virtual-fleet.ts) applies them to routers' indexes without sockets.
+ */
+export function kvEventListener(
   kv: KvCache,
-  host: string,
-  opts: KvEventsOptions,
-): Promise<KvEventsPublisher> {
-  const zmq = await import('zeromq')
-  const pub = new zmq.Publisher({ linger: 0 })
-  await pub.bind(`tcp://${host}:${opts.port}`)
-  let router: InstanceType<typeof zmq.Router> | undefined
-  if (opts.replayPort !== undefined) {
-    router = new zmq.Router({ linger: 0 })
-    await router.bind(`tcp://${host}:${opts.replayPort}`)
-  }
-  const topic = Buffer.from(opts.topic ?? '')
+  opts: Pick<KvEventsOptions, 'hashSeed' | 'engine'>,
+  queue: (e: WireEvent) => void,
+): KvCacheListener {
   const seed = noneHash(opts.hashSeed ?? '0')
   const sglang = opts.engine === 'sglang'
-  const bufferSteps = opts.bufferSteps ?? 10_000
-  const buffer: { seq: bigint; payload: Uint8Array }[] = []
   /** Wire hash of each cached block, by the simulator's own hash. */
   const wire = new Map<string, bigint>()
-  let pending: WireEvent[] = []
-  let seq = 0n
-  let drop = 0
-  let closed = false
-  let flushQueued = false
-  // One send at a time: zeromq's send() is async and refuses a second concurrent call.
-  let sending: Promise<void> = Promise.resolve()
-
-  const flush = () => {
-    flushQueued = false
-    if (pending.length === 0 || closed) return
-    const payload = encodeBatch(Date.now() / 1000, pending, sglang ? 'sglang' : 'vllm')
-    pending = []
-    const s = seq++
-    buffer.push({ seq: s, payload })
-    if (buffer.length > bufferSteps) buffer.shift()
-    if (drop > 0) {
-      drop--
-      return
-    }
-    sending = sending
-      .then(() => (closed ? undefined : pub.send([topic, encodeSeq(s), payload])))
-      .catch(() => undefined)
-  }
-  const queue = (e: WireEvent) => {
-    pending.push(e)
-    if (!flushQueued) {
-      flushQueued = true
-      setImmediate(flush)
-    }
-  }
-
-  kv.listener = {
+  return {
     stored(hashes, stored, tokens, lora) {
       if (tokens === undefined) return
       const ids = tokens.map(wordId)
@@ -198,6 +160,58 @@ export async function startKvEvents(
       queue({ type: 'BlockRemoved', hashes: [h], medium: sglang ? null : 'GPU' })
     },
   }
+}
+
+export async function startKvEvents(
+  kv: KvCache,
+  host: string,
+  opts: KvEventsOptions,
+): Promise<KvEventsPublisher> {
+  const zmq = await import('zeromq')
+  const pub = new zmq.Publisher({ linger: 0 })
+  await pub.bind(`tcp://${host}:${opts.port}`)
+  let router: InstanceType<typeof zmq.Router> | undefined
+  if (opts.replayPort !== undefined) {
+    router = new zmq.Router({ linger: 0 })
+    await router.bind(`tcp://${host}:${opts.replayPort}`)
+  }
+  const topic = Buffer.from(opts.topic ?? '')
+  const sglang = opts.engine === 'sglang'
+  const bufferSteps = opts.bufferSteps ?? 10_000
+  const buffer: { seq: bigint; payload: Uint8Array }[] = []
+  let pending: WireEvent[] = []
+  let seq = 0n
+  let drop = 0
+  let closed = false
+  let flushQueued = false
+  // One send at a time: zeromq's send() is async and refuses a second concurrent call.
+  let sending: Promise<void> = Promise.resolve()
+
+  const flush = () => {
+    flushQueued = false
+    if (pending.length === 0 || closed) return
+    const payload = encodeBatch(Date.now() / 1000, pending, sglang ? 'sglang' : 'vllm')
+    pending = []
+    const s = seq++
+    buffer.push({ seq: s, payload })
+    if (buffer.length > bufferSteps) buffer.shift()
+    if (drop > 0) {
+      drop--
+      return
+    }
+    sending = sending
+      .then(() => (closed ? undefined : pub.send([topic, encodeSeq(s), payload])))
+      .catch(() => undefined)
+  }
+  const queue = (e: WireEvent) => {
+    pending.push(e)
+    if (!flushQueued) {
+      flushQueued = true
+      setImmediate(flush)
+    }
+  }
+
+  kv.listener = kvEventListener(kv, opts, queue)
 
   const serveReplay = async () => {
     if (router === undefined) return
