@@ -101,6 +101,12 @@ export class EndpointModel {
   seenScrapeAt = Number.NEGATIVE_INFINITY
   /** Dispatch times of this replica's requests in flight here, oldest first (see `wait`). */
   readonly starts: number[] = []
+  /**
+   * This replica's requests in flight here that moved a prefix another pod held (a displaced
+   * group's first request on its new pod): each draws its group's next requests, which hold batch
+   * slots here while they wait for that prefill (see predicted-latency #rehome).
+   */
+  movesInFlight = 0
 
   /** A request sent at `at` is done (answered, failed or cut). */
   ended(at: number): void {

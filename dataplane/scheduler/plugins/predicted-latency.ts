@@ -59,6 +59,8 @@ interface Dispatched {
   readonly uncached: number
   readonly waitMs: number
   readonly slotKnownFree: boolean
+  /** A move of a known prefix: counted in the endpoint model's `movesInFlight` until it ends. */
+  readonly move: boolean
 }
 
 export interface Prediction {
@@ -84,6 +86,8 @@ export class PredictedLatencyPlugin implements Plugin {
   readonly #pending = new Scratch()
   readonly #capacity = new Scratch()
   readonly #weighted = new Scratch()
+  /** Requests whose prefix some pod held at the decision, candidate or not (see onDispatch). */
+  readonly #known = new WeakSet<SchedRequest>()
 
   constructor(args: PluginArgs) {
     this.index = new PrefixCachePlugin(args)
@@ -214,8 +218,13 @@ export class PredictedLatencyPlugin implements Plugin {
     const key = blocks > 0 ? (hashes[Math.min(this.affinityBlocks, blocks) - 1] as number) : 0
     // A prefix no candidate holds goes to its rendezvous home (see #placeCold). Only prompts
     // longer than the key: a shorter one's key ends in its own last block, no shared prefix.
-    if (blocks > this.affinityBlocks && this.#placeCold(key, this.affinityBlocks, match, eps, out))
-      return true
+    const shared = blocks > this.affinityBlocks
+    if (shared && match !== undefined) {
+      let held = false
+      for (const ep of eps) if ((match[ep.slot] ?? 0) >= this.affinityBlocks) held = true
+      if (held || this.index.heldOutside(key, eps)) this.#known.add(req)
+    }
+    if (shared && this.#placeCold(key, match, eps, out)) return true
     const weighted = this.#weighted.get(n)
     let minPending = Number.POSITIVE_INFINITY
     for (let i = 0; i < n; i++) {
@@ -247,7 +256,88 @@ export class PredictedLatencyPlugin implements Plugin {
           ? Math.min(OUT_OF_BAND_MAX, best / t)
           : 1 - IN_BAND_SPREAD * (1 - (weighted[i] as number) / top)
     }
+    if (shared) this.#orderFallbacks(key, match, eps, best, band, out)
     return true
+  }
+
+  /**
+   * The retry order after the pods that hold this prefix: if they refuse (an engine that went
+   * down since the last scrape), the request goes where the prefix will be re-homed once they
+   * are known to be down (#placeCold, displaced), so the group's later requests find it computed
+   * there instead of each paying a cold prefill somewhere else. Only pods that do not hold it and
+   * lie outside the band; their predicted TTFTs are the same cold prefill up to calibration noise.
+   */
+  #orderFallbacks(
+    key: number,
+    match: ArrayLike<number> | undefined,
+    eps: readonly EndpointState[],
+    best: number,
+    band: number,
+    out: Float64Array,
+  ): void {
+    if (match === undefined) return
+    const n = eps.length
+    const ttft = this.#ttft.get(n)
+    let held = false
+    let coldBest = Number.POSITIVE_INFINITY
+    for (let i = 0; i < n; i++) {
+      const ep = eps[i] as EndpointState
+      if ((match[ep.slot] ?? 0) >= this.affinityBlocks) held = true
+      else if ((ttft[i] as number) <= band) return
+      else if ((ttft[i] as number) < coldBest) coldBest = ttft[i] as number
+    }
+    if (!held || !Number.isFinite(coldBest)) return
+    const hrw = this.#rehome(key, match, eps)
+    if (hrw === undefined) return
+    let top = 0
+    for (let i = 0; i < n; i++) if ((hrw[i] as number) > top) top = hrw[i] as number
+    // Below every in-band score, the re-home first, then the others by their prediction.
+    const base = Math.min(OUT_OF_BAND_MAX, best / coldBest)
+    for (let i = 0; i < n; i++) {
+      const ep = eps[i] as EndpointState
+      if ((match[ep.slot] ?? 0) >= this.affinityBlocks) continue
+      const v = hrw[i] as number
+      out[i] = v > 0 ? base * (1 - 0.05 * (1 - v / top)) : Math.min(0.9 * base, out[i] as number)
+    }
+  }
+
+  /**
+   * Weights of the pods a prefix that lost its home is moved to (0 = not one of them): those
+   * with a free batch slot and, among them, the fewest such moves in flight (bounded load: the
+   * displaced groups of a pod spread over the others instead of two or three landing on one by
+   * rendezvous chance — each move's prefill holds its group's next requests in batch slots
+   * there, and a pod taking several overflows its own groups), by rendezvous weighted as in
+   * #placeCold. Undefined when no pod qualifies.
+   */
+  #rehome(
+    key: number,
+    match: ArrayLike<number>,
+    eps: readonly EndpointState[],
+  ): Float64Array | undefined {
+    const n = eps.length
+    const pending = this.#pending.get(n)
+    const capacity = this.#capacity.get(n)
+    const hrw = this.#weighted.get(n)
+    let fewest = Number.POSITIVE_INFINITY
+    for (let i = 0; i < n; i++) {
+      const ep = eps[i] as EndpointState
+      if ((match[ep.slot] ?? 0) >= this.affinityBlocks) continue
+      if ((pending[i] as number) >= (capacity[i] as number)) continue
+      const m = this.model.peek(ep)?.movesInFlight ?? 0
+      if (m < fewest) fewest = m
+    }
+    if (!Number.isFinite(fewest)) return undefined
+    for (let i = 0; i < n; i++) {
+      const ep = eps[i] as EndpointState
+      hrw[i] = 0
+      if ((match[ep.slot] ?? 0) >= this.affinityBlocks) continue
+      const cap = capacity[i] as number
+      const free = cap - (pending[i] as number)
+      if (free <= 0 || (this.model.peek(ep)?.movesInFlight ?? 0) > fewest) continue
+      const u = (rendezvous(key, ep.nameHash) + 0.5) / 4_294_967_296
+      hrw[i] = -Math.min(free, cap * HEADROOM_CAP) / Math.log(u)
+    }
+    return hrw
   }
 
   /**
@@ -268,29 +358,36 @@ export class PredictedLatencyPlugin implements Plugin {
    */
   #placeCold(
     key: number,
-    affinity: number,
     match: ArrayLike<number> | undefined,
     eps: readonly EndpointState[],
     out: Float64Array,
   ): boolean {
     const n = eps.length
     if (match !== undefined) {
-      for (const ep of eps) if ((match[ep.slot] ?? 0) >= affinity) return false
+      for (const ep of eps) if ((match[ep.slot] ?? 0) >= this.affinityBlocks) return false
     }
     const ttft = this.#ttft.get(n)
     const pending = this.#pending.get(n)
     const capacity = this.#capacity.get(n)
-    const hrw = this.#weighted.get(n)
+    let hrw: Float64Array | undefined
+    // A prefix whose pod is down (ejected, filtered out): re-homed with bounded load (#rehome).
+    if (match !== undefined && this.index.heldOutside(key, eps)) hrw = this.#rehome(key, match, eps)
+    if (hrw === undefined) {
+      hrw = this.#weighted.get(n)
+      for (let i = 0; i < n; i++) {
+        hrw[i] = 0
+        if ((pending[i] as number) >= (capacity[i] as number)) continue
+        const u = (rendezvous(key, (eps[i] as EndpointState).nameHash) + 0.5) / 4_294_967_296
+        // Free slots capped at half the batch: pods with plenty of room are alike.
+        const cap = capacity[i] as number
+        hrw[i] = -Math.min(cap - (pending[i] as number), cap * HEADROOM_CAP) / Math.log(u)
+      }
+    }
     let top = 0
     let bestFree = Number.POSITIVE_INFINITY
     for (let i = 0; i < n; i++) {
-      hrw[i] = 0
-      if ((pending[i] as number) >= (capacity[i] as number)) continue
-      const u = (rendezvous(key, (eps[i] as EndpointState).nameHash) + 0.5) / 4_294_967_296
-      // Free slots capped at half the batch: pods with plenty of room are alike.
-      const cap = capacity[i] as number
-      const v = -Math.min(cap - (pending[i] as number), cap * HEADROOM_CAP) / Math.log(u)
-      hrw[i] = v
+      const v = hrw[i] as number
+      if (v <= 0) continue
       if (v > top) top = v
       if ((ttft[i] as number) < bestFree) bestFree = ttft[i] as number
     }
@@ -310,8 +407,14 @@ export class PredictedLatencyPlugin implements Plugin {
     own.starts.push(req.now)
     // The scheduler counted this request in the endpoint's pending already: predict without it.
     const p = this.predict(req, ep, 1)
+    // A prefix some pod held (candidate or not) sent where it is not held: a move, whose prefill
+    // draws the group's next requests here (#rehome counts them).
+    const move =
+      p.indexedTokens < this.affinityBlocks * this.index.blockTokens && this.#known.has(req)
+    if (move) own.movesInFlight++
     const rec: Dispatched = {
       ep,
+      move,
       at: req.now,
       uncached: p.uncachedTokens,
       waitMs: p.waitMs,
@@ -336,7 +439,9 @@ export class PredictedLatencyPlugin implements Plugin {
   onComplete(req: SchedRequest, ep: EndpointState, o: DispatchOutcome): void {
     const rec = req.scratch.get(this) as Dispatched | undefined
     if (rec === undefined || rec.ep !== ep) return
-    this.model.peek(ep)?.ended(rec.at)
+    const own = this.model.peek(ep)
+    own?.ended(rec.at)
+    if (rec.move && own !== undefined && own.movesInFlight > 0) own.movesInFlight--
     if (o.failure !== undefined || o.status < 200 || o.status >= 300) return
     // Only a stream's first byte is its first token; a plain response's is the whole answer.
     const stream = req.ticket.stream && o.firstByteMs !== undefined

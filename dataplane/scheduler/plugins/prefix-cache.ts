@@ -207,6 +207,17 @@ export class PrefixCachePlugin implements Plugin {
     return t === undefined ? 0 : Math.min(1, t.size / this.capacityOf(ep))
   }
 
+  /**
+   * Whether an endpoint outside `eps` (ejected, down, filtered out) holds the block `hash`: a
+   * prefix that had a home and lost it, not a new one.
+   */
+  heldOutside(hash: number, eps: readonly EndpointState[]): boolean {
+    for (const [ep, table] of this.#blocks) {
+      if (table.has(hash) && !eps.includes(ep)) return true
+    }
+    return false
+  }
+
   forget(ep: EndpointState): void {
     this.#blocks.delete(ep)
   }
