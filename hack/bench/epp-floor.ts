@@ -1,12 +1,11 @@
 // The transport floor of `npm run bench:epp`: an ext_proc server that decides nothing — a fixed
-// destination, the body echoed — on the EPP's own stack (grpc-js, the hand-written codec of
-// dataplane/epp/codec.ts, a TCP_NODELAY listener). Run beside the real EPP with the same client
+// destination, the body echoed — on the EPP's own stack (grpc-js with proto-loader's serializers,
+// a TCP_NODELAY listener). Run beside the real EPP with the same client
 // and body, it separates what the decision costs from what one ext_proc stream costs in Node
 // whatever the EPP does. Run by epp.ts through spawnScript: prints `READY <port>` and stops on
 // SIGTERM.
 import { createServer } from 'node:net'
 import * as grpc from '@grpc/grpc-js'
-import { decodeProcessingRequest, encodeProcessingResponse } from '../../dataplane/epp/codec.js'
 import {
   extProcPackage,
   type ProcessingRequest,
@@ -76,25 +75,14 @@ function stream(send: (r: ProcessingResponse) => void): (req: ProcessingRequest)
 const pkg = grpc.loadPackageDefinition(extProcPackage()) as unknown as {
   envoy: { service: { ext_proc: { v3: { ExternalProcessor: grpc.ServiceClientConstructor } } } }
 }
-const process_ = pkg.envoy.service.ext_proc.v3.ExternalProcessor.service['Process']
-if (process_ === undefined) throw new Error('no Process method')
 const server = new grpc.Server()
-server.addService(
-  {
-    Process: {
-      ...process_,
-      requestDeserialize: decodeProcessingRequest,
-      responseSerialize: (r: ProcessingResponse) => encodeProcessingResponse(r),
-    },
+server.addService(pkg.envoy.service.ext_proc.v3.ExternalProcessor.service, {
+  Process: (call: grpc.ServerDuplexStream<ProcessingRequest, ProcessingResponse>) => {
+    const on = stream((r) => call.write(r))
+    call.on('data', on)
+    call.on('end', () => call.end())
   },
-  {
-    Process: (call: grpc.ServerDuplexStream<ProcessingRequest, ProcessingResponse>) => {
-      const on = stream((r) => call.write(r))
-      call.on('data', on)
-      call.on('end', () => call.end())
-    },
-  },
-)
+})
 const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure())
 const listener = createServer({ noDelay: true }, (s) => injector.injectConnection(s))
 listener.listen(0, '127.0.0.1', () => {

@@ -7,7 +7,7 @@
 // go-control-plane's types (test/epp-client); the EPP runs as `infer-gateway epp` in its own
 // process. Target (issue 13): p99 ≤ 1 ms.
 
-import { execFile } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import { readFile, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -214,10 +214,33 @@ async function main(): Promise<void> {
   } finally {
     await floor.stop()
   }
+  // And against the same no-decision server written in Go (grpc-go, test/epp-client/floor.go):
+  // what a stream costs on this machine with no Node in the path, the floor any EPP could reach.
+  const goFloor = spawn(client, ['floor-server', '127.0.0.1:0'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  try {
+    const port = await new Promise<number>((resolve, reject) => {
+      let seen = ''
+      goFloor.stdout.on('data', (b: Buffer) => {
+        seen += b.toString()
+        const m = /READY (\d+)\n/.exec(seen)
+        if (m) resolve(Number(m[1]))
+      })
+      goFloor.once('exit', (code) => reject(new Error(`epp-client floor-server exited ${code}`)))
+    })
+    for (const c of opts.concurrency.split(',').map(Number))
+      rows.push({
+        ...(await measure(port, goFloor.pid, 'streamed', c, false)),
+        mode: 'go-floor',
+      })
+  } finally {
+    goFloor.kill('SIGTERM')
+  }
   const md = [
     '## Endpoint Picker (ext_proc) decision latency',
     '',
-    `\`npm run bench:epp\`: one ext_proc stream per request from a Go client on go-control-plane's types to \`infer-gateway epp\` on loopback; request headers + a ${Math.round(body.length / 1024)} KiB (~${opts['prompt-tokens']}-token) chat body in 16 KiB chunks; latency = headers sent → destination and whole body back; EPP CPU = the EPP process's user + system time per stream (request and response phases, engine scraping included); EPP-side > 1 ms = share of decisions whose own headers-in → answer-out time (its histogram) passed 1 ms; the transport floor row is the same client and body against an ext_proc server on the EPP's stack (grpc-js, its codec) that decides nothing (\`hack/bench/epp-floor.ts\`): what one stream costs in Node whatever the EPP does. ${opts.pods} simulated pods, default profile. Target p99 ≤ 1 ms.`,
+    `\`npm run bench:epp\`: one ext_proc stream per request from a Go client on go-control-plane's types to \`infer-gateway epp\` on loopback; request headers + a ${Math.round(body.length / 1024)} KiB (~${opts['prompt-tokens']}-token) chat body in 16 KiB chunks; latency = headers sent → destination and whole body back; EPP CPU = the EPP process's user + system time per stream (request and response phases, engine scraping included); EPP-side > 1 ms = share of decisions whose own headers-in → answer-out time (its histogram) passed 1 ms; the transport floor row is the same client and body against an ext_proc server on the EPP's stack (grpc-js, proto-loader's serializers) that decides nothing (\`hack/bench/epp-floor.ts\`): what one stream costs in Node whatever the EPP does; the machine floor row is that no-decision server written in Go on grpc-go (\`test/epp-client/floor.go\`): what one stream costs on this machine and client with no Node in the path. ${opts.pods} simulated pods, default profile. Target p99 ≤ 1 ms.`,
     '',
     table(
       [
@@ -238,7 +261,9 @@ async function main(): Promise<void> {
           ? 'BUFFERED'
           : r.mode === 'floor'
             ? 'FULL_DUPLEX_STREAMED, no decision (transport floor)'
-            : 'FULL_DUPLEX_STREAMED',
+            : r.mode === 'go-floor'
+              ? 'FULL_DUPLEX_STREAMED, no decision, Go server (machine floor)'
+              : 'FULL_DUPLEX_STREAMED',
         r.concurrency,
         r.iterations,
         fmt(r.p50Us, 0),

@@ -17,7 +17,7 @@ if [[ ! -x "$GO" ]]; then
   echo "epp-client/build.sh: no Go toolchain (looked for go on PATH and /usr/local/go/bin/go)" >&2
   exit 1
 fi
-key="$( (cat "$here/go.mod" "$here/go.sum" "$here/main.go"; "$GO" env GOVERSION) | sha256sum | cut -c1-16)"
+key="$( (cat "$here/go.mod" "$here/go.sum" "$here"/*.go; "$GO" env GOVERSION) | sha256sum | cut -c1-16)"
 out="$CACHE_ROOT/epp-client/$key/epp-client"
 if [[ ! -x "$out" ]]; then
   echo "==> building the ext_proc test client (go-control-plane) into $out" >&2

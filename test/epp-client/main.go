@@ -9,6 +9,7 @@
 //	epp-client run <spec.json>    one result JSON line per request on stdout
 //	epp-client bench <spec.json>  decision latency percentiles as JSON on stdout
 //	epp-client health <addr> <service>  grpc.health.v1 Check: prints the serving status
+//	epp-client floor-server <addr>  a no-decision ext_proc server in Go (floor.go; bench:epp)
 //
 // With "pause": true a request prints {"event":"decided",...} on stderr after the decision and
 // waits for a line on stdin before forwarding (tests look at the EPP's in-flight load meanwhile).
@@ -95,12 +96,16 @@ var stdin = bufio.NewReader(os.Stdin)
 var stdinMu sync.Mutex
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == "floor-server" {
+		floorServe(os.Args[2])
+		return
+	}
 	if len(os.Args) == 4 && os.Args[1] == "health" {
 		health(os.Args[2], os.Args[3])
 		return
 	}
 	if len(os.Args) != 3 || (os.Args[1] != "run" && os.Args[1] != "bench") {
-		fmt.Fprintln(os.Stderr, "usage: epp-client run|bench <spec.json> | health <addr> <service>")
+		fmt.Fprintln(os.Stderr, "usage: epp-client run|bench <spec.json> | health <addr> <service> | floor-server <addr>")
 		os.Exit(2)
 	}
 	raw, err := os.ReadFile(os.Args[2])
