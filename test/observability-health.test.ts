@@ -3,18 +3,14 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { type Gateway, startGateway } from '../dataplane/gateway.js'
 import { type SimHandle, startSimulator } from '../hack/sim/index.js'
-import { type PromSample, parseProm } from '../hack/sim/testkit.js'
+import { type PromSample, promSum, scrapeProm } from '../hack/sim/testkit.js'
 import { ConfigVolume, manifests } from './helpers/config.js'
 
 let sim: SimHandle
 let gw: Gateway
 let vol: ConfigVolume
 
-async function scrape(): Promise<PromSample[]> {
-  return parseProm(await (await fetch(`${gw.url}/metrics`)).text())
-}
-const total = (s: readonly PromSample[], name: string): number =>
-  s.filter((x) => x.name === name).reduce((t, x) => t + x.value, 0)
+const scrape = (): Promise<PromSample[]> => scrapeProm(`${gw.url}/metrics`)
 
 async function ask(): Promise<number> {
   const res = await fetch(`${gw.url}/v1/chat/completions`, {
@@ -70,28 +66,28 @@ afterAll(async () => {
 describe('ejections and readmissions on /metrics', () => {
   it('counts an ejection episode and the readmission', async () => {
     let m = await scrape()
-    expect(total(m, 'infer_gateway_endpoint_ejections_total')).toBe(0)
+    expect(promSum(m, 'infer_gateway_endpoint_ejections_total')).toBe(0)
     // Five failed answers in a row eject the endpoint (DEFAULT_HEALTH.consecutiveFailures).
     for (let i = 0; i < 6; i++) expect(await ask()).toBe(500)
     m = await scrape()
     const ej = m.filter((x) => x.name === 'infer_gateway_endpoint_ejections_total')
     expect(ej.map((x) => [x.labels['reason'], x.value])).toEqual([['5xx', 1]])
-    expect(total(m, 'infer_gateway_endpoint_ejected')).toBe(1)
-    expect(total(m, 'infer_gateway_endpoint_readmissions_total')).toBe(0)
+    expect(promSum(m, 'infer_gateway_endpoint_ejected')).toBe(1)
+    expect(promSum(m, 'infer_gateway_endpoint_readmissions_total')).toBe(0)
     sim.setFailures({ forceStatus: null })
     // Its only endpoint: panic mode still sends to it, and successful trials readmit it.
     m = await vi.waitFor(
       async () => {
         await ask()
         const now = await scrape()
-        if (total(now, 'infer_gateway_endpoint_readmissions_total') === 0)
+        if (promSum(now, 'infer_gateway_endpoint_readmissions_total') === 0)
           throw new Error('not readmitted yet')
         return now
       },
       { timeout: 15_000, interval: 100 },
     )
-    expect(total(m, 'infer_gateway_endpoint_readmissions_total')).toBe(1)
-    expect(total(m, 'infer_gateway_endpoint_ejected')).toBe(0)
-    expect(total(m, 'infer_gateway_endpoint_ejections_total')).toBe(1)
+    expect(promSum(m, 'infer_gateway_endpoint_readmissions_total')).toBe(1)
+    expect(promSum(m, 'infer_gateway_endpoint_ejected')).toBe(0)
+    expect(promSum(m, 'infer_gateway_endpoint_ejections_total')).toBe(1)
   }, 30_000)
 })

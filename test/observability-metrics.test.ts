@@ -7,7 +7,7 @@ import OpenAI from 'openai'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { type Gateway, startGateway } from '../dataplane/gateway.js'
 import { type SimHandle, startSimulator } from '../hack/sim/index.js'
-import { type PromSample, parseProm } from '../hack/sim/testkit.js'
+import { type PromSample, promSum, scrapeProm } from '../hack/sim/testkit.js'
 import { ConfigVolume, manifests, type ServerSpec } from './helpers/config.js'
 
 let a: SimHandle
@@ -31,15 +31,7 @@ function config(endpoints: ServerSpec['endpoints']): string {
   )
 }
 
-async function scrape(): Promise<PromSample[]> {
-  const res = await fetch(`${gw.url}/metrics`)
-  return parseProm(await res.text())
-}
-
-const sum = (s: readonly PromSample[], name: string, match: Record<string, string> = {}): number =>
-  s
-    .filter((x) => x.name === name && Object.entries(match).every(([k, v]) => x.labels[k] === v))
-    .reduce((t, x) => t + x.value, 0)
+const scrape = (): Promise<PromSample[]> => scrapeProm(`${gw.url}/metrics`)
 
 async function until(cond: () => Promise<boolean>, ms = 10_000): Promise<void> {
   await vi.waitFor(
@@ -92,21 +84,23 @@ describe('metrics a dashboard needs', () => {
     })
     expect(plain.usage?.completion_tokens).toBe(4)
     const m = await scrape()
-    expect(sum(m, 'infer_gateway_tokens_total', { model: 'chat-model', type: 'output' })).toBe(22)
+    expect(promSum(m, 'infer_gateway_tokens_total', { model: 'chat-model', type: 'output' })).toBe(
+      22,
+    )
     expect(
-      sum(m, 'infer_gateway_tokens_total', { model: 'chat-model', type: 'input' }),
+      promSum(m, 'infer_gateway_tokens_total', { model: 'chat-model', type: 'input' }),
     ).toBeGreaterThan(4 * 5)
   })
 
   it('has TTFT (first token), TPOT and E2E by model, route and target', async () => {
     const m = await scrape()
     const l = { model: 'chat-model', route: 'default/chat', target: 'server:default/pool' }
-    expect(sum(m, 'infer_gateway_time_to_first_token_seconds_count', l)).toBe(4)
-    expect(sum(m, 'infer_gateway_e2e_request_duration_seconds_count', l)).toBe(4)
+    expect(promSum(m, 'infer_gateway_time_to_first_token_seconds_count', l)).toBe(4)
+    expect(promSum(m, 'infer_gateway_e2e_request_duration_seconds_count', l)).toBe(4)
     // TPOT: the three streams (6 tokens each), not the plain answer.
-    expect(sum(m, 'infer_gateway_time_per_output_token_seconds_count', l)).toBe(3)
-    const ttft = sum(m, 'infer_gateway_time_to_first_token_seconds_sum', l)
-    const e2e = sum(m, 'infer_gateway_e2e_request_duration_seconds_sum', l)
+    expect(promSum(m, 'infer_gateway_time_per_output_token_seconds_count', l)).toBe(3)
+    const ttft = promSum(m, 'infer_gateway_time_to_first_token_seconds_sum', l)
+    const e2e = promSum(m, 'infer_gateway_e2e_request_duration_seconds_sum', l)
     expect(ttft).toBeGreaterThan(0)
     expect(ttft).toBeLessThan(e2e)
   })
@@ -116,13 +110,15 @@ describe('metrics a dashboard needs', () => {
     const a1 = { server: 'default/pool', upstream_host: `${a.host}:${a.port}` }
     const b1 = { server: 'default/pool', upstream_host: `${b.host}:${b.port}` }
     expect(
-      sum(m, 'infer_gateway_endpoint_requests_total', { ...a1, status_class: '2xx' }) +
-        sum(m, 'infer_gateway_endpoint_requests_total', { ...b1, status_class: '2xx' }),
+      promSum(m, 'infer_gateway_endpoint_requests_total', { ...a1, status_class: '2xx' }) +
+        promSum(m, 'infer_gateway_endpoint_requests_total', { ...b1, status_class: '2xx' }),
     ).toBe(4)
     expect(
-      sum(m, 'infer_gateway_scheduler_decision_duration_seconds_count', { server: 'default/pool' }),
+      promSum(m, 'infer_gateway_scheduler_decision_duration_seconds_count', {
+        server: 'default/pool',
+      }),
     ).toBe(4)
-    expect(sum(m, 'infer_gateway_scheduler_picks_total', { server: 'default/pool' })).toBe(4)
+    expect(promSum(m, 'infer_gateway_scheduler_picks_total', { server: 'default/pool' })).toBe(4)
     const inflight = m.filter((x) => x.name === 'infer_gateway_endpoint_inflight_requests')
     expect(inflight.map((x) => x.labels['upstream_host']).sort()).toEqual(
       [a1.upstream_host, b1.upstream_host].sort(),
@@ -135,8 +131,8 @@ describe('metrics a dashboard needs', () => {
     })
     expect(m.filter((x) => x.name === 'infer_gateway_engine_waiting_requests').length).toBe(2)
     expect(m.filter((x) => x.name === 'infer_gateway_engine_running_requests').length).toBe(2)
-    expect(sum(m, 'infer_gateway_endpoint_ejected')).toBe(0)
-    expect(sum(m, 'infer_gateway_endpoint_ejections_total')).toBe(0)
+    expect(promSum(m, 'infer_gateway_endpoint_ejected')).toBe(0)
+    expect(promSum(m, 'infer_gateway_endpoint_ejections_total')).toBe(0)
   })
 
   it('removes the series of an endpoint that left the config', async () => {

@@ -6,8 +6,8 @@ import OpenAI from 'openai'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type SimServer, startAnthropicSim, startOpenAISim } from '../hack/providers-sim/index.js'
 import { type SimHandle, startSimulator } from '../hack/sim/index.js'
+import { parseProm, promSum } from '../hack/sim/testkit.js'
 import {
-  metricValue,
   type Obj,
   type ProviderGateway,
   providerDoc,
@@ -161,7 +161,7 @@ describe('fallback from self-hosted to providers', () => {
     expect(text).toBe('Hello from openai. You said: streamed')
     const m = await pg.gw.metrics.registry.metrics()
     expect(
-      metricValue(m, 'infer_gateway_fallbacks_total', {
+      promSum(parseProm(m), 'infer_gateway_fallbacks_total', {
         route: 'default/pool-503',
         from: 'server:default/busy',
         to: 'provider:default/openai',

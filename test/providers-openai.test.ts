@@ -5,8 +5,8 @@
 import OpenAI, { APIError } from 'openai'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type SimServer, startOpenAISim } from '../hack/providers-sim/index.js'
+import { parseProm, promSum } from '../hack/sim/testkit.js'
 import {
-  metricValue,
   type ProviderGateway,
   providerDoc,
   secretEntry,
@@ -293,20 +293,24 @@ describe('OpenAI-compatible providers: errors, usage and cost', () => {
 
   it('counts tokens and estimated cost per provider, model and tier', async () => {
     const before = await pg.gw.metrics.registry.metrics()
-    const costBefore = metricValue(before, 'infer_gateway_provider_cost_total', {
-      provider: 'default/deepseek',
+    const labels = { provider: 'default/deepseek', model: 'deepseek-chat', tier: 'none' }
+    const costBefore = promSum(parseProm(before), 'infer_gateway_provider_cost_total', {
+      ...labels,
+      currency: 'USD',
     })
     await client.chat.completions.create({
       model: 'deepseek',
       messages: [{ role: 'user', content: 'one two three four' }],
     })
     const text = await pg.gw.metrics.registry.metrics()
-    const labels = { provider: 'default/deepseek', model: 'deepseek-chat', tier: 'none' }
     expect(
-      metricValue(text, 'infer_gateway_provider_tokens_total', { ...labels, type: 'cached_input' }),
+      promSum(parseProm(text), 'infer_gateway_provider_tokens_total', {
+        ...labels,
+        type: 'cached_input',
+      }),
     ).toBeGreaterThan(0)
     // 4 prompt tokens (2 cached at 0.07, 2 at 0.27) + 9 output at 1.10 per 1M.
-    const cost = metricValue(text, 'infer_gateway_provider_cost_total', {
+    const cost = promSum(parseProm(text), 'infer_gateway_provider_cost_total', {
       ...labels,
       currency: 'USD',
     })

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type Gateway, startGateway } from '../dataplane/gateway.js'
 import { memoryLogger } from '../dataplane/log.js'
 import { RoundRobinPicker } from '../dataplane/picker.js'
+import { promSum, scrapeProm } from '../hack/sim/testkit.js'
 import { ConfigVolume } from './helpers/config.js'
 import {
   endpoints,
@@ -115,14 +116,7 @@ async function call(mode: 'open' | 'closed') {
 }
 
 async function metric(mode: 'open' | 'closed', name: string, labels: Record<string, string> = {}) {
-  const text = await (await request(`${gws[mode].gw.url}/metrics`)).body.text()
-  let total = 0
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name) || line.startsWith('#')) continue
-    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`)))
-      total += Number(line.split(' ').at(-1))
-  }
-  return total
+  return promSum(await scrapeProm(`${gws[mode].gw.url}/metrics`), name, labels)
 }
 
 describe('Redis backend behind the gateway', () => {

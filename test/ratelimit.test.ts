@@ -13,6 +13,7 @@ import { type Gateway, startGateway } from '../dataplane/gateway.js'
 import { memoryLogger } from '../dataplane/log.js'
 import { RoundRobinPicker } from '../dataplane/picker.js'
 import { type SimHandle, startSimulator } from '../hack/sim/index.js'
+import { promSum, scrapeProm } from '../hack/sim/testkit.js'
 import { ConfigVolume } from './helpers/config.js'
 import {
   endpoints,
@@ -128,14 +129,7 @@ const ask = (model: string, extra: Record<string, unknown> = {}) => ({
 })
 
 async function metric(name: string, labels: Record<string, string>): Promise<number> {
-  const text = await (await request(`${gw.url}/metrics`)).body.text()
-  let total = 0
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`)) continue
-    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`)))
-      total += Number(line.split(' ').at(-1))
-  }
-  return total
+  return promSum(await scrapeProm(`${gw.url}/metrics`), name, labels)
 }
 
 describe('request limits', () => {

@@ -9,16 +9,10 @@ import type { AccessLogEntry } from '../dataplane/access-log.js'
 import { type Gateway, startGateway } from '../dataplane/gateway.js'
 import { type SimServer, startOpenAISim } from '../hack/providers-sim/index.js'
 import { type SimHandle, startSimulator } from '../hack/sim/index.js'
+import { parseProm, promSum } from '../hack/sim/testkit.js'
 import { ConfigVolume } from './helpers/config.js'
 import { gatewayPolicy, sha256 } from './helpers/filters.js'
-import {
-  metricValue,
-  providerDoc,
-  routeDoc,
-  secretEntry,
-  serverDocs,
-  yaml,
-} from './helpers/providers.js'
+import { providerDoc, routeDoc, secretEntry, serverDocs, yaml } from './helpers/providers.js'
 
 const GOLD = 'sk-gold-000000000001'
 const FREE = 'sk-free-000000000002'
@@ -144,7 +138,7 @@ describe('spill-over to a provider when the pool is saturated', () => {
     )
     const text = await (await fetch(`${gw.url}/metrics`)).text()
     expect(
-      metricValue(text, 'infer_gateway_fallbacks_total', {
+      promSum(parseProm(text), 'infer_gateway_fallbacks_total', {
         reason: 'saturated',
         from: 'server:default/pool',
         to: 'provider:default/overflow',

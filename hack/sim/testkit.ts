@@ -137,3 +137,26 @@ export function promValue(
   if (s === undefined) throw new Error(`no sample ${name} ${JSON.stringify(match)}`)
   return s.value
 }
+
+/**
+ * Sum of the samples `name` whose labels include `match`; 0 when there is none (a labelled
+ * counter has no sample before its first increment).
+ */
+export function promSum(
+  samples: readonly PromSample[],
+  name: string,
+  match: Record<string, string> = {},
+): number {
+  let sum = 0
+  for (const x of samples)
+    if (x.name === name && Object.entries(match).every(([k, v]) => x.labels[k] === v))
+      sum += x.value
+  return sum
+}
+
+/** The samples of a `/metrics` endpoint (`url` is the whole address). */
+export async function scrapeProm(url: string): Promise<PromSample[]> {
+  const res = await fetch(url)
+  if (res.status !== 200) throw new Error(`GET ${url}: ${res.status}`)
+  return parseProm(await res.text())
+}

@@ -106,14 +106,3 @@ export async function startProviderGateway(
     },
   }
 }
-
-/** The value of one sample of a Prometheus text exposition, or 0. */
-export function metricValue(text: string, name: string, labels: Record<string, string>): number {
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`)) continue
-    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) {
-      return Number(line.slice(line.lastIndexOf(' ') + 1))
-    }
-  }
-  return 0
-}
