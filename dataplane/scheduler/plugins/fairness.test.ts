@@ -233,6 +233,30 @@ describe('fairness', () => {
     p.close()
   })
 
+  it('inside the headroom a tenant below its share does not pass a higher priority band', async () => {
+    const { submit, finish, order, p } = setup({ maxInFlightPerEndpoint: 2, headroom: 0.25 })
+    const urgent = Array.from({ length: 5 }, () => submit('urgent', { priority: 5 }))
+    await tick()
+    const light1 = await submit('light') // straight into the headroom
+    const light2 = submit('light')
+    await tick()
+    expect(order).toEqual(['urgent', 'urgent', 'urgent', 'light'])
+    expect(p.queued).toBe(3)
+    // A place frees inside the headroom: the light tenant is below its share but its band is
+    // lower than the urgent backlog's, so nobody is released yet.
+    finish((await urgent[0]) as Awaited<ReturnType<typeof submit>>)
+    await tick()
+    expect(order).toHaveLength(4)
+    // Above the headroom line the urgent band goes first.
+    finish(light1)
+    await tick()
+    expect(order.at(-1)).toBe('urgent')
+    for (const u of urgent.slice(1)) finish(await u)
+    finish(await light2)
+    expect(p.queued).toBe(0)
+    p.close()
+  })
+
   it('places admitted requests only on endpoints below their limit (failing open)', () => {
     const p = new FairnessPlugin(
       { maxInFlightPerEndpoint: 2 },

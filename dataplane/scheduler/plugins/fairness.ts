@@ -290,9 +290,18 @@ export class FairnessPlugin implements Plugin {
     while (this.#queued > 0) {
       const room = this.#room(this.#env.now())
       if (room.free <= 0) break
+      let w = this.#next()
       // Inside the headroom only tenants below their share are released (the light tenant that
-      // queued behind a burst takes the next free place; the heavy backlog waits for more).
-      const w = this.#next(room.free <= room.headroom ? room.total : undefined)
+      // queued behind a burst takes the next free place; the heavy backlog waits for more), and
+      // not ahead of a higher priority band.
+      if (
+        w !== undefined &&
+        room.free <= room.headroom &&
+        !this.#belowShare(w.tenant, room.total)
+      ) {
+        const below = this.#next(room.total)
+        w = below !== undefined && below.priority >= w.priority ? below : undefined
+      }
       if (w === undefined) break
       // Granted before it leaves the queue, so the tenant stays active throughout (#activate).
       w.grant()
@@ -359,9 +368,9 @@ export class FairnessPlugin implements Plugin {
 
   /**
    * Free concurrency on the healthy endpoints net of promised places, the headroom kept for
-   * tenants below their share, and all places. Infinite while any healthy endpoint's limit is unknown (nothing
-   * to protect yet; the engine's own queue will reveal it) or when no endpoint is healthy (the
-   * request goes through to be answered, or retried, by the proxy).
+   * tenants below their share, and all places. Infinite while any healthy endpoint's limit is
+   * unknown (nothing to protect yet; the engine's own queue will reveal it) or when no endpoint
+   * is healthy (the request goes through to be answered, or retried, by the proxy).
    */
   #room(now: number): Room {
     let free = 0
@@ -380,7 +389,7 @@ export class FairnessPlugin implements Plugin {
     return { free: free - this.#reserved, headroom, total }
   }
 
-  /** Whether `t` may take a free place now: above the headroom anyone, inside it `t` below its share. */
+  /** Whether `t` may take a free place now: above the headroom anyone, inside it if below share. */
   #mayTake(t: Tenant, room: Room): boolean {
     if (room.free <= 0) return false
     return room.free > room.headroom || this.#belowShare(t, room.total)
