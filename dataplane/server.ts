@@ -11,6 +11,13 @@
 //   oldest connection that has not sent a request yet (idle floods cannot starve real clients);
 //   when there is none, the new one is refused with an OpenAI-shaped 503 and closed. Either way
 //   file descriptors stay bounded, so config reloads and upstream connections keep working.
+// - a connection is handed to Node's HTTP machinery only when its first bytes arrive. Node sets up
+//   a parser, a connection-list entry and a dozen bound listeners per accepted socket (~1.4 KB of
+//   heap beyond the socket itself); an idle flood holding 10,000 sockets, each renewed every few
+//   seconds, made that the bulk of what every young-generation GC copied, and those pauses (not
+//   our code) were the event-loop stalls real clients waited out. Until handed over, a connection
+//   is only the socket and three shared listeners; the listener's own sweep answers 408 to the
+//   ones silent past `headersTimeoutMs` (counted from the accept, as Node counts it).
 // - requests Node's HTTP parser rejects (malformed, headers too large, unsupported Expect, timed
 //   out, HTTP/1.1 without Host) get OpenAI-shaped JSON bodies like every other gateway error;
 //   answers sent before the body was read close the connection by lingering (linger.ts).
@@ -20,7 +27,7 @@ import type { AddressInfo, Socket } from 'node:net'
 import { getRequestListener, RequestError } from '@hono/node-server'
 import type { Hono } from 'hono'
 import { Counter, Gauge, type Registry } from 'prom-client'
-import type { Lifecycle } from './app.js'
+import { type Lifecycle, nodeListener } from './app.js'
 import { CloseQueue } from './close-queue.js'
 import { errors, GatewayError } from './errors.js'
 import { closeAfterAnswer } from './linger.js'
@@ -182,6 +189,24 @@ export function timeoutCheckInterval(headersTimeoutMs: number, requestTimeoutMs:
   return Math.min(1000, Math.max(100, Math.floor(shortest / 4)))
 }
 
+type ConnectionListener = (this: Server, socket: Socket) => void
+
+/**
+ * Removes Node's own 'connection' listener from an HTTP server and returns it, so the listener can
+ * run it later (on a connection's first bytes). Undefined if this Node does not register it the
+ * way every release since 0.x does (one function named connectionListener): the server then keeps
+ * it and sets connections up on accept, as before.
+ */
+function takeConnectionListener(server: Server): ConnectionListener | undefined {
+  const listeners = server.listeners('connection')
+  const node = listeners[0]
+  if (listeners.length !== 1 || typeof node !== 'function' || node.name !== 'connectionListener') {
+    return undefined
+  }
+  server.removeListener('connection', node as ConnectionListener)
+  return node as ConnectionListener
+}
+
 function jsonError(err: GatewayError, headers: Record<string, string> = {}): Response {
   return new Response(JSON.stringify(err.toBody()), {
     status: err.status,
@@ -227,23 +252,30 @@ export async function listen(app: Hono, opts: ListenOptions): Promise<RunningSer
   if (requestTimeout > 0 && headersTimeout > requestTimeout) {
     throw new ServerOptionError('headersTimeoutMs must not exceed requestTimeoutMs')
   }
-  const listener = getRequestListener(app.fetch, {
-    // The URL Hono builds when a request names no host (HTTP/1.0 may omit it; HTTP/1.1 without
-    // Host is refused before the app). The gateway routes by path and model, never by host.
-    hostname: 'localhost',
-    // A request target or Host the adapter cannot make a URL of: an OpenAI-shaped 400 that
-    // closes the connection (as Node's own parse errors do), not the adapter's empty one.
-    errorHandler: (e) =>
-      e instanceof RequestError
-        ? jsonError(protocolErrors.badRequest(e.message.slice(0, 64)), { connection: 'close' })
-        : jsonError(errors.internal()),
-  })
+  // The inference routes go to their handler directly; the rest through Hono's adapter.
+  const listener = nodeListener(
+    app,
+    getRequestListener(app.fetch, {
+      // The URL Hono builds when a request names no host (HTTP/1.0 may omit it; HTTP/1.1 without
+      // Host is refused before the app). The gateway routes by path and model, never by host.
+      hostname: 'localhost',
+      // A request target or Host the adapter cannot make a URL of: an OpenAI-shaped 400 that
+      // closes the connection (as Node's own parse errors do), not the adapter's empty one.
+      errorHandler: (e) =>
+        e instanceof RequestError
+          ? jsonError(protocolErrors.badRequest(e.message.slice(0, 64)), { connection: 'close' })
+          : jsonError(errors.internal()),
+    }),
+  )
   let inflight = 0
   let idleWaiters: (() => void)[] = []
   let refused = 0
   const open = new Set<Socket>()
-  /** Connections that have not sent a request yet, oldest first: evicted first at the cap. */
-  const fresh = new Set<Socket>()
+  /**
+   * Connections that have not sent a request yet, oldest first, with their accept time (ms,
+   * performance.now): evicted first at the cap, answered 408 past the headers deadline.
+   */
+  const fresh = new Map<Socket, number>()
   const rejected = new WeakSet<Socket>()
   // The listener's own answers, rendered once: a flood closes thousands of sockets a second.
   const atCapAnswer = rawErrorResponse(protocolErrors.tooManyConnections(maxConnections))
@@ -268,14 +300,15 @@ export async function listen(app: Hono, opts: ListenOptions): Promise<RunningSer
     registers,
   })
   const timedOut = refusals.labels({ reason: 'timeout' })
+  const timeoutCheckMs =
+    opts.timeoutCheckIntervalMs ?? timeoutCheckInterval(headersTimeout, requestTimeout)
 
   const server = createServer(
     {
       headersTimeout,
       requestTimeout,
       keepAliveTimeout,
-      connectionsCheckingInterval:
-        opts.timeoutCheckIntervalMs ?? timeoutCheckInterval(headersTimeout, requestTimeout),
+      connectionsCheckingInterval: timeoutCheckMs,
       // Node would answer a Host-less HTTP/1.1 request itself, with an empty 400 that never
       // reaches 'clientError'; the listener answers it below instead, in the gateway's shape.
       requireHostHeader: false,
@@ -308,14 +341,60 @@ export async function listen(app: Hono, opts: ListenOptions): Promise<RunningSer
       void listener(req, res)
     },
   )
+  // Node's per-connection set-up, run on a connection's first bytes (see the header comment).
+  const attach = takeConnectionListener(server)
+  // Shared by every socket (no closure per connection); `this` is the socket.
+  function onSocketClose(this: Socket): void {
+    open.delete(this)
+    fresh.delete(this)
+  }
+  function onFirstData(this: Socket, chunk: Buffer): void {
+    detach(this)
+    // Back into the stream, read again by Node's parser once it is set up; resume() emits it on
+    // the next tick, before any later bytes (those go to the parser from the socket's handle).
+    this.pause()
+    this.unshift(chunk)
+    attach?.call(server, this)
+    this.resume()
+  }
+  // Before the hand-over nothing else listens: an error or a FIN without a byte just closes.
+  function onEarlyEnd(this: Socket): void {
+    this.destroy()
+  }
+  function onEarlyError(this: Socket): void {
+    this.destroy()
+  }
+  function detach(socket: Socket): void {
+    socket.off('data', onFirstData)
+    socket.off('end', onEarlyEnd)
+    socket.off('error', onEarlyError)
+  }
+  // Headers deadline of connections that have not sent a request (from their accept): the map
+  // is in accept order, so the sweep stops at the first one still in time.
+  const sweep = setInterval(() => {
+    const expiredBefore = performance.now() - headersTimeout
+    for (const [socket, acceptedAt] of fresh) {
+      if (acceptedAt > expiredBefore) break
+      fresh.delete(socket)
+      if (rejected.has(socket) || socket.destroyed) continue
+      rejected.add(socket)
+      timedOut.inc()
+      closing.push({ socket, answer: timeoutAnswer })
+    }
+  }, timeoutCheckMs)
+  sweep.unref()
+  server.once('close', () => clearInterval(sweep))
+
   server.on('connection', (socket: Socket) => {
     if (open.size >= maxConnections) {
       // One eviction per new connection, closed now (not queued): its descriptor is needed now.
-      const victim = fresh.values().next().value
+      const victim = fresh.keys().next().value
       refused++
       if (victim === undefined) {
         refusals.inc({ reason: 'at_cap_refused' })
         rejected.add(socket)
+        // Never handed to Node's HTTP server: its only error listener (a reset must not throw).
+        if (attach !== undefined) socket.on('error', onEarlyError)
         refuse(socket, atCapAnswer)
         return
       }
@@ -327,11 +406,13 @@ export async function listen(app: Hono, opts: ListenOptions): Promise<RunningSer
       refuse(victim, atCapAnswer)
     }
     open.add(socket)
-    fresh.add(socket)
-    socket.once('close', () => {
-      open.delete(socket)
-      fresh.delete(socket)
-    })
+    fresh.set(socket, performance.now())
+    socket.on('close', onSocketClose)
+    if (attach !== undefined) {
+      socket.on('data', onFirstData)
+      socket.on('end', onEarlyEnd)
+      socket.on('error', onEarlyError)
+    }
   })
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     // Node's default handler, but the body is the gateway's JSON error. Nothing to say to a
@@ -341,6 +422,8 @@ export async function listen(app: Hono, opts: ListenOptions): Promise<RunningSer
       socket.destroy()
       return
     }
+    // Already queued by the listener's own headers sweep (Node's runs later on the same socket).
+    if (rejected.has(socket)) return
     // Until its turn in the queue, a request completed on this socket is not served.
     rejected.add(socket)
     // The flood's path (thousands per sweep): no error object, no label lookup per socket.
@@ -378,6 +461,10 @@ export async function listen(app: Hono, opts: ListenOptions): Promise<RunningSer
       if (drainDelayMs > 0) await new Promise((r) => setTimeout(r, drainDelayMs))
       const closed = new Promise<void>((r) => server.close(() => r()))
       server.closeIdleConnections()
+      // Node does not know the connections still waiting for their first bytes: idle too.
+      for (const socket of fresh.keys()) {
+        if (socket.listeners('data').includes(onFirstData)) socket.destroy()
+      }
       if (inflight > 0) {
         await Promise.race([
           new Promise<void>((r) => idleWaiters.push(r)),

@@ -38,6 +38,8 @@ const { values } = parseArgs({
     'client-rate': { type: 'string', default: '20' },
     /** The gateway's --max-connections (default: its own default, from the open-files limit). */
     'max-connections': { type: 'string' },
+    /** A Node flag for the gateway process (repeatable; diagnosis: --trace-gc, --cpu-prof). */
+    'gateway-node-arg': { type: 'string', multiple: true },
     /** Internal: run only the flood against host:port (a child process of the run). */
     'flood-child': { type: 'string' },
   },
@@ -128,6 +130,7 @@ async function main(): Promise<void> {
     upstreamTimeout: '30s',
     // The data plane's own defaults for client limits (10 s headers timeout, connection cap).
     gatewayArgs: ['--poll-interval', '200', ...extraArgs],
+    gatewayNodeArgs: values['gateway-node-arg'] ?? [],
   })
   const { gw } = stack
   try {

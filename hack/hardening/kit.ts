@@ -41,7 +41,11 @@ export class HardeningError extends Error {
 export async function spawnGateway(
   host: string,
   args: readonly string[],
-  opts: { readonly inspect?: boolean } = {},
+  opts: {
+    readonly inspect?: boolean
+    /** Extra Node flags for the gateway process (e.g. `--trace-gc`, `--cpu-prof`). */
+    readonly nodeArgs?: readonly string[]
+  } = {},
 ): Promise<GatewayProc> {
   const port = await freePort()
   const proc = await spawnCli(
@@ -64,7 +68,7 @@ export async function spawnGateway(
     /data plane listening/,
     // The inspector (on the gateway's own loopback address, a free port) lets the long forms
     // force a GC and read the heap the gateway still holds (heapAfterGc).
-    opts.inspect === true ? [`--inspect=${host}:0`] : [],
+    [...(opts.inspect === true ? [`--inspect=${host}:0`] : []), ...(opts.nodeArgs ?? [])],
   )
   let out = ''
   const keep = (b: Buffer): void => {

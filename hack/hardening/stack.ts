@@ -25,6 +25,8 @@ export interface StackOptions {
   readonly timeScale?: number
   /** Open the gateway's inspector on its loopback address (heapAfterGc). */
   readonly inspect?: boolean
+  /** Extra Node flags for the gateway process (diagnosis: `--trace-gc`, `--cpu-prof`). */
+  readonly gatewayNodeArgs?: readonly string[]
 }
 
 export interface Stack {
@@ -101,7 +103,10 @@ export async function startStack(o: StackOptions): Promise<Stack> {
   const args = ['--config', configFile, ...(o.gatewayArgs ?? [])]
   let gw: GatewayProc
   try {
-    gw = await spawnGateway(`${o.net}.1`, args, { inspect: o.inspect === true })
+    gw = await spawnGateway(`${o.net}.1`, args, {
+      inspect: o.inspect === true,
+      nodeArgs: o.gatewayNodeArgs ?? [],
+    })
   } catch (e) {
     await fleet.close()
     await Promise.all(bad.map((b) => b.close()))
