@@ -1,7 +1,7 @@
 // The data plane's HTTP surface: OpenAI-compatible inference routes plus health and metrics.
 // Request path: read body (bounded) → parse → match route → pick endpoints → forward with
 // retries → stream or return the upstream response. Every gateway-made error is OpenAI-shaped.
-import type { ServerResponse } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { HttpBindings } from '@hono/node-server'
 import type { Context } from 'hono'
 import { Hono } from 'hono'
@@ -15,8 +15,9 @@ import { responsesAdmissionView } from './api/responses.js'
 import { DEFAULT_MAX_JSON_DEPTH, parseJsonObject } from './body.js'
 import { errors, GatewayError } from './errors.js'
 import type { Filters, Identity, Admission as LimitAdmission } from './filters/index.js'
-import { fetchInbound, nodeInbound } from './inbound.js'
+import { fetchInbound, type Inbound, nodeInbound } from './inbound.js'
 import type { GatewayMetrics } from './metrics.js'
+import { writeAnswer } from './node-answer.js'
 import type { EndpointPicker } from './picker.js'
 import { ProviderRuntime } from './providers/index.js'
 import type { RouteTable } from './router.js'
@@ -78,6 +79,46 @@ const INFERENCE_APIS = {
 type InferencePath = keyof typeof INFERENCE_APIS
 
 const MODEL_METHODS: readonly string[] = ['GET', 'HEAD']
+
+type NodeListener = (req: IncomingMessage, res: ServerResponse) => void
+
+/**
+ * Inference routes the listener serves without Hono. Their handler reads Node's request and
+ * writes Node's response itself, so Hono's routing, Context and the adapter's Request wrapper and
+ * response conversion were pure per-request cost. /v1/messages stays with Hono (its answer is
+ * rewritten as a Response).
+ */
+const DIRECT: ReadonlySet<string> = new Set<InferencePath>([
+  '/v1/chat/completions',
+  '/v1/completions',
+  '/v1/embeddings',
+  '/v1/responses',
+])
+
+/** The direct handler of each app createApp made. */
+const directHandlers = new WeakMap<
+  Hono,
+  (req: IncomingMessage, res: ServerResponse, path: InferencePath) => Promise<void>
+>()
+
+/**
+ * The Node request listener for `app`: POSTs to the inference routes (exact path, no query) go
+ * straight to their handler, everything else to `viaHono` (the Hono adapter's listener).
+ */
+export function nodeListener(
+  app: Hono,
+  viaHono: (req: IncomingMessage, res: ServerResponse) => unknown,
+): NodeListener {
+  const direct = directHandlers.get(app)
+  return (req, res) => {
+    const url = req.url
+    if (direct !== undefined && req.method === 'POST' && url !== undefined && DIRECT.has(url)) {
+      direct(req, res, url as InferencePath).catch(() => res.destroy())
+      return
+    }
+    void viaHono(req, res)
+  }
+}
 
 /** The model id of `/v1/models/{id}` (percent-decoded; ids such as `org/model` keep their slash). */
 function modelIdOf(path: string): string | undefined {
@@ -214,7 +255,7 @@ export function createApp(deps: AppDeps): Hono {
       // an Anthropic provider answered.
       app.post(path, async (c) => {
         let out: Outcome | undefined
-        const res = await handleInference(c, path, (o) => {
+        const res = await handleInference(...fromContext(c), path, (o) => {
           out = o
         })
         const t = out?.target
@@ -227,8 +268,18 @@ export function createApp(deps: AppDeps): Hono {
       })
       continue
     }
-    app.post(path, (c) => handleInference(c, path))
+    app.post(path, (c) => handleInference(...fromContext(c), path))
   }
+  directHandlers.set(app, async (req, res, path) => {
+    let answer: Response
+    try {
+      answer = await handleInference(nodeInbound(req, res), req.socket.remoteAddress, path)
+    } catch (e) {
+      // What app.onError does for the Hono routes.
+      answer = errorResponse(asGatewayError(e))
+    }
+    await writeAnswer(answer, res)
+  })
 
   // Methods each known path answers to: any other method there is a 405 with `Allow`, not a 404.
   const allowed = new Map<string, readonly string[]>([
@@ -255,19 +306,26 @@ export function createApp(deps: AppDeps): Hono {
     return errorResponse(errors.internal())
   })
 
+  /** The request as Hono has it: Node's objects when served by Node, else the fetch Request. */
+  function fromContext(c: Context): [Inbound, string | undefined] {
+    const env = c.env as Partial<HttpBindings> | undefined
+    const inbound =
+      env?.incoming && env.outgoing
+        ? nodeInbound(env.incoming, env.outgoing as ServerResponse)
+        : fetchInbound(c.req.raw)
+    return [inbound, env?.incoming?.socket.remoteAddress]
+  }
+
   async function handleInference(
-    c: Context,
+    inbound: Inbound,
+    /** The TCP peer as Node reports it (the authenticator's view), undefined off Node. */
+    remoteAddress: string | undefined,
     path: InferencePath,
     /** Gets the request's Outcome (the /v1/messages wrapper reads which target answered). */
     onOutcome?: (o: Outcome) => void,
   ): Promise<Response> {
     const startedAt = performance.now()
     const api = INFERENCE_APIS[path]
-    const env = c.env as Partial<HttpBindings> | undefined
-    const inbound =
-      env?.incoming && env.outgoing
-        ? nodeInbound(env.incoming, env.outgoing as ServerResponse)
-        : fetchInbound(c.req.raw)
     const requestId = requestIdOf(inbound.header('x-request-id'))
     // Everything the request holds and how it ends (metrics, access log, settlement): once.
     const out = new Outcome(outcomeEnv, requestId, path, api, startedAt)
@@ -280,10 +338,7 @@ export function createApp(deps: AppDeps): Hono {
       if (filters !== undefined) {
         // Before the body is read: a caller with bad credentials does not get to upload 10 MiB.
         try {
-          out.identity = await filters.authenticate({
-            header: inbound.header,
-            remoteAddress: env?.incoming?.socket.remoteAddress,
-          })
+          out.identity = await filters.authenticate({ header: inbound.header, remoteAddress })
         } catch (e) {
           return out.fail(asGatewayError(e))
         }
