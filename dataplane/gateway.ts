@@ -167,7 +167,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   // The OpenTelemetry SDK is loaded only when tracing is on (off costs nothing, startup included).
   const tracing =
     opts.tracing !== undefined
-      ? new (await import('./telemetry/tracing.js')).Tracing(opts.tracing)
+      ? new (await import('./telemetry/tracing.js')).Tracing(opts.tracing, {
+          registry: metrics.registry,
+          log,
+        })
       : undefined
   const accessLog =
     opts.accessLog === undefined

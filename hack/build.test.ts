@@ -5,6 +5,8 @@
 // StaticEndpoints are moved to simulated engines (hack/sim) on 127.0.0.x with free ports.
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
 import { chmod, copyFile, mkdtemp, readdir, rm } from 'node:fs/promises'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import OpenAI from 'openai'
@@ -54,9 +56,35 @@ async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 30_0
   throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`)
 }
 
-/** Starts a data plane (`cmd args --config dir`) and answers every demo model through it. */
+/**
+ * An OTLP/HTTP JSON traces endpoint counting the spans it receives: the data plane's tracing
+ * worker runs from code inside the bundle (hack/tracing-worker-plugin.ts), checked here.
+ */
+async function otlpEndpoint(): Promise<{ url: string; spans: () => number }> {
+  let spans = 0
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      const b = JSON.parse(Buffer.concat(chunks).toString()) as {
+        resourceSpans: { scopeSpans: { spans: unknown[] }[] }[]
+      }
+      for (const rs of b.resourceSpans) for (const ss of rs.scopeSpans) spans += ss.spans.length
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}')
+    })
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  cleanups.push(() => new Promise((r) => server.close(() => r())))
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, spans: () => spans }
+}
+
+/**
+ * Starts a data plane (`cmd args --config dir`, tracing on) and answers every demo model through
+ * it; each request's span reaches the OTLP endpoint by the time the data plane has exited.
+ */
 async function serveDemo(cmd: string, args: readonly string[], cwd: string): Promise<void> {
   const demo = await demoWithEngines(SIM_HOST_BASE, cleanups)
+  const otlp = await otlpEndpoint()
   const port = await freePort()
   let output = ''
   const proc: ChildProcess = spawn(
@@ -71,6 +99,8 @@ async function serveDemo(cmd: string, args: readonly string[], cwd: string): Pro
       String(port),
       '--drain-delay',
       '0',
+      '--otlp-endpoint',
+      otlp.url,
     ],
     // No PATH, no NODE_PATH: nothing from the host's Node installation can be found.
     { cwd, env: { HOME: cwd }, stdio: ['ignore', 'pipe', 'pipe'] },
@@ -122,6 +152,8 @@ async function serveDemo(cmd: string, args: readonly string[], cwd: string): Pro
   }
   // A clean exit on SIGTERM (graceful drain), as the kubelet sends it.
   expect(code, output).toBe(0)
+  // Shutdown flushed the tracing worker: one span per request.
+  expect(otlp.spans(), output).toBe(demo.models.length + 1)
 }
 
 describe('npm run build', () => {

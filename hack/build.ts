@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { type BuildOptions, build } from 'esbuild'
 import { buildSea } from './sea/build-sea.js'
+import { tracingWorkerPlugin } from './tracing-worker-plugin.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const FORBIDDEN_IN_DATAPLANE = ['node_modules/@kubernetes/client-node/']
@@ -34,6 +35,8 @@ const common: BuildOptions = {
   external: ['zeromq'],
   // CommonJS dependencies (prom-client, …) call require(); give the ESM bundle one.
   banner: { js: "import{createRequire as __cr}from'module';const require=__cr(import.meta.url);" },
+  // The tracing worker's code goes in as a string (no worker file to ship beside the bundle).
+  plugins: [tracingWorkerPlugin(ROOT)],
 }
 
 export const SEA_FILE = 'infer-gateway-dataplane'

@@ -25,6 +25,8 @@ export interface TracingOptions {
   readonly serviceName?: string
   /** Longest wait between exports (default 1000 ms; tests shorten it). */
   readonly exportDelayMs?: number
+  /** One OTLP export's deadline, retries included (default: the SDK's 10 s; tests shorten it). */
+  readonly exportTimeoutMs?: number
   /**
    * Where batches go instead of OTLP/HTTP to `endpoint` (embedding, and tests reading spans back
    * with the SDK's InMemorySpanExporter).

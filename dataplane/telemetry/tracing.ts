@@ -8,47 +8,55 @@
 //
 // Off, nothing here is called: the request path tests one `undefined`. On, spans are batched and
 // exported over OTLP/HTTP (JSON encoding) by the maintained OpenTelemetry JS SDK (its
-// BatchSpanProcessor and OTLPTraceExporter).
+// BatchSpanProcessor and OTLPTraceExporter), in a worker thread (span-export.ts, tracing-worker.ts).
 //
 // Why the span is recorded here and not by the SDK's Tracer (issue 15: ≤ 50 µs added per request
 // at 500 req/s): the gateway records exactly one span per request, explicitly passed along (no
 // context manager, no active span), with attributes whose keys and value types it owns. The SDK
 // Tracer's generic path (context lookups, propagator and sampler calls, attribute sanitising and
 // span-limit checks on every call, ids made even for unsampled requests) cost ~15 µs CPU per
-// request in a hot loop, against ~3 µs for this, and more in the real server. So the request path
-// keeps a few fields (a start time as a number, one attribute object, the events) and builds one
-// ReadableSpan — the SDK's own export interface — when the request ends; the SDK batches, encodes
-// and sends it. Sampling has the SDK's ParentBased(TraceIdRatio) semantics: a client's sampled
+// request in a hot loop, against ~3 µs for this. So the request path keeps a few fields and ends
+// with one compact record (span-export.ts SpanRecord: a tuple of strings and numbers plus the
+// attribute object). Sampling has the SDK's ParentBased(TraceIdRatio) semantics: a client's sampled
 // traceparent is followed, an unsampled one never recorded, new traces are recorded at the ratio;
 // an unsampled request costs one random number and nothing more.
 //
-// Export stays off the request (issue 15): the SDK's BatchSpanProcessor serialises and sends a
-// batch synchronously inside onEnd once maxExportBatchSize spans wait, and with 512 that was a
-// ~15 ms event-loop stall inside some request's end every second at 500 req/s (p99 tripled). So
-// ended spans are handed to the processor in a setImmediate, after the request's response has
-// been written, and batches are EXPORT_BATCH spans: each export blocks the loop for about
-// EXPORT_BATCH × the JSON encoding of one span (~30 µs), ~4 ms. Smaller batches stall less but
-// cost more CPU per span (one OTLP request each: 64 measured ~+30 µs per span over 512 on a busy
-// machine, 128 in between).
+// Why a worker thread (issue 15): turning a span into OTLP (the SDK's transform, JSON encoding) and
+// sending it cost ~60-80 µs of CPU per span on the thread serving requests, and each export of a
+// batch stalled its event loop for milliseconds. Now the request path appends the record to a
+// batch, and a batch (POST_BATCH records, or whatever waited POST_DELAY_MS) is posted to the worker
+// in one structured clone (a few µs per span) from a timer or setImmediate, never inside a
+// request's end. The worker owns the SDK's processor and exporter. What is in flight is bounded
+// (MAX_QUEUE spans handed over and not yet answered for by the exporter): beyond it, and while a
+// dead worker is restarted (at most once per RESTART_MS), spans are dropped — never a queue
+// without bound, never a blocked request — and every drop is counted
+// (infer_gateway_trace_spans_dropped_total{reason}). Shutdown flushes the worker, then ends it.
 import { randomFillSync } from 'node:crypto'
+import { Worker } from 'node:worker_threads'
+import { SpanStatusCode } from '@opentelemetry/api'
+import { Counter, type Registry } from 'prom-client'
+import type { Logger } from '../log.js'
 import {
-  type HrTime,
-  type Link,
-  type SpanContext,
-  SpanKind,
-  type SpanStatus,
-  SpanStatusCode,
-  TraceFlags,
-} from '@opentelemetry/api'
-import { type InstrumentationScope, millisToHrTime, TraceState } from '@opentelemetry/core'
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http'
-import { type Resource, resourceFromAttributes } from '@opentelemetry/resources'
-import {
-  BatchSpanProcessor,
-  type ReadableSpan,
-  type TimedEvent,
-} from '@opentelemetry/sdk-trace-base'
+  COUNTER_SLOTS,
+  type EventRecord,
+  EXPORTED,
+  FAILED,
+  IN_FLIGHT,
+  MAX_QUEUE,
+  type SpanAttributes,
+  SpanExport,
+  type SpanExportOptions,
+  type SpanRecord,
+} from './span-export.js'
 import { TracingConfigError, type TracingOptions, tracesUrl } from './tracing-config.js'
+import type {
+  TracingWorkerData,
+  TracingWorkerReply,
+  TracingWorkerRequest,
+} from './tracing-worker.js'
+import { tracingWorkerCode } from './tracing-worker-code.js'
+
+export { EXPORT_BATCH, MAX_QUEUE, type SpanAttributes } from './span-export.js'
 
 /** GenAI operation names by the gateway's API kind. */
 const OPERATION: Readonly<Record<string, string>> = {
@@ -58,9 +66,6 @@ const OPERATION: Readonly<Record<string, string>> = {
   responses: 'chat',
   messages: 'chat',
 }
-
-/** Span attribute values the gateway sets (never arrays, never undefined: no sanitising needed). */
-export type SpanAttributes = Record<string, string | number | boolean>
 
 /** A remote parent from a W3C `traceparent` (and `tracestate`) header. */
 export interface TraceParent {
@@ -114,38 +119,38 @@ function randomHex(bytes: number): string {
   return /[^0]/.test(s) ? s : randomHex(bytes)
 }
 
-const SCOPE: InstrumentationScope = { name: 'infer-gateway' }
-const NO_LINKS: Link[] = []
-const OK: SpanStatus = { code: SpanStatusCode.UNSET }
-/** performance.now() is relative to this; wall-clock span times are computed at export. */
+/** performance.now() is relative to this; records carry epoch milliseconds. */
 const ORIGIN = performance.timeOrigin
-/** Spans per OTLP export: encoding one batch is a short stall, requests stay few (see above). */
-export const EXPORT_BATCH = 128
-/** Spans waiting for export at most (more are dropped, counted by the SDK). */
-const MAX_QUEUE = 8192
+/** Records per postMessage to the worker: one structured clone per batch. */
+export const POST_BATCH = 64
+/** Longest a record waits for its batch to be posted. */
+const POST_DELAY_MS = 200
+/** A dead worker is started again at most this often (spans meanwhile are dropped, counted). */
+export const RESTART_MS = 1000
+/** How long shutdown waits for the worker's last export before ending it anyway. */
+const SHUTDOWN_WAIT_MS = 15_000
+
+export type DropReason = 'export_failed' | 'queue_full' | 'worker_exit'
+
+/** Spans exported and dropped since the start (the metrics' source, and tests'). */
+export interface TracingStats {
+  readonly exported: number
+  readonly dropped: Readonly<Record<DropReason, number>>
+}
+
+export interface TracingDeps {
+  /** Where the span counters go (the data plane's /metrics). */
+  readonly registry?: Registry
+  /** The worker's failures (it is restarted; spans meanwhile are dropped and counted). */
+  readonly log?: Logger
+}
 
 export class Tracing {
-  readonly #processor: BatchSpanProcessor
-  readonly #resource: Resource
   readonly #ratio: number
-  /** Ended spans not yet handed to the processor (drained by one setImmediate). */
-  #ended: EndedSpan[] = []
-  #drainScheduled = false
-  readonly #enqueue = (span: EndedSpan): void => {
-    this.#ended.push(span)
-    if (this.#drainScheduled) return
-    this.#drainScheduled = true
-    setImmediate(this.#drain)
-  }
-  readonly #drain = (): void => {
-    this.#drainScheduled = false
-    const spans = this.#ended
-    this.#ended = []
-    for (const s of spans) this.#processor.onEnd(s)
-  }
+  readonly #sender: SpanSender
   readonly url: string
 
-  constructor(opts: TracingOptions) {
+  constructor(opts: TracingOptions, deps: TracingDeps = {}) {
     this.url = tracesUrl(opts.endpoint)
     const ratio = opts.sampleRatio ?? 1
     if (!(ratio >= 0 && ratio <= 1))
@@ -154,21 +159,14 @@ export class Tracing {
         `trace sample ratio must be within 0..1, got ${ratio}`,
       )
     this.#ratio = ratio
-    // Resolved once: every span shares this object (the exporter groups spans by it).
-    this.#resource = resourceFromAttributes({
-      'service.name': opts.serviceName ?? process.env['OTEL_SERVICE_NAME'] ?? 'infer-gateway',
-    })
-    this.#processor = new BatchSpanProcessor(
-      // A flush (shutdown) exports the whole queue at once, one request per batch: the exporter's
-      // default limit of 30 concurrent requests would fail a flush of more than 30 batches.
-      opts.exporter ??
-        new OTLPTraceExporter({ url: this.url, concurrencyLimit: MAX_QUEUE / EXPORT_BATCH }),
-      {
-        scheduledDelayMillis: opts.exportDelayMs ?? 1000,
-        maxQueueSize: MAX_QUEUE,
-        maxExportBatchSize: EXPORT_BATCH,
-      },
-    )
+    const options: SpanExportOptions = {
+      url: this.url,
+      serviceName: opts.serviceName ?? process.env['OTEL_SERVICE_NAME'] ?? 'infer-gateway',
+      exportDelayMs: opts.exportDelayMs ?? 1000,
+      ...(opts.exportTimeoutMs !== undefined ? { exportTimeoutMs: opts.exportTimeoutMs } : {}),
+    }
+    this.#sender = new SpanSender(options, opts.exporter, deps.log)
+    if (deps.registry !== undefined) this.#register(deps.registry)
   }
 
   /**
@@ -182,44 +180,85 @@ export class Tracing {
       // The client decided.
       if (!parent.sampled) return undefined
     } else if (this.#ratio < 1 && !(Math.random() < this.#ratio)) return undefined
-    return new RequestTrace(this.#enqueue, this.#resource, OPERATION[api] ?? api, parent)
+    return new RequestTrace(this.#sender.push, OPERATION[api] ?? api, parent)
+  }
+
+  stats(): TracingStats {
+    return this.#sender.stats()
+  }
+
+  /** The exporting worker thread while it runs (diagnostics; tests end it as a crash would). */
+  worker(): Worker | undefined {
+    return this.#sender.worker()
   }
 
   /** Exports what is still buffered. */
-  async flush(): Promise<void> {
-    this.#drain()
-    await this.#processor.forceFlush()
+  flush(): Promise<void> {
+    return this.#sender.flush()
   }
 
-  async shutdown(): Promise<void> {
-    this.#drain()
-    await this.#processor.shutdown()
+  /** Exports what is still buffered and ends the worker; later spans are dropped. */
+  shutdown(): Promise<void> {
+    return this.#sender.shutdown()
+  }
+
+  #register(registry: Registry): void {
+    // Cumulative figures from the sender, turned into counter increments at each scrape.
+    let seen: TracingStats = {
+      exported: 0,
+      dropped: { export_failed: 0, queue_full: 0, worker_exit: 0 },
+    }
+    const sync = (): TracingStats => {
+      const now = this.stats()
+      const last = seen
+      seen = now
+      exported.inc(now.exported - last.exported)
+      for (const r of Object.keys(now.dropped) as DropReason[])
+        dropped.inc({ reason: r }, now.dropped[r] - last.dropped[r])
+      return now
+    }
+    const exported = new Counter({
+      name: 'infer_gateway_trace_spans_exported_total',
+      help: 'Request spans the OTLP endpoint accepted.',
+      registers: [registry],
+      collect: () => {
+        sync()
+      },
+    })
+    const dropped = new Counter({
+      name: 'infer_gateway_trace_spans_dropped_total',
+      help: 'Request spans not exported: the OTLP export failed (export_failed), too many waited (queue_full), or the tracing worker ended (worker_exit).',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+      collect: () => {
+        sync()
+      },
+    })
+    for (const r of ['export_failed', 'queue_full', 'worker_exit'] as const)
+      dropped.inc({ reason: r }, 0)
   }
 }
 
 /** One request's span: attributes and events as the request goes, ended (and exported) once. */
 export class RequestTrace {
-  readonly #sink: (span: EndedSpan) => void
-  readonly #resource: Resource
+  readonly #sink: (span: SpanRecord) => void
   readonly #operation: string
   readonly #parent: TraceParent | undefined
   readonly traceId: string
   readonly spanId: string
-  /** performance.now() at the start. */
-  readonly #start = performance.now()
+  /** Epoch milliseconds at the start. */
+  readonly #start = ORIGIN + performance.now()
   #name: string
   #model: string | undefined
-  #events: TimedEvent[] | undefined
+  #events: EventRecord[] | undefined
   #ended = false
 
   constructor(
-    sink: (span: EndedSpan) => void,
-    resource: Resource,
+    sink: (span: SpanRecord) => void,
     operation: string,
     parent: TraceParent | undefined,
   ) {
     this.#sink = sink
-    this.#resource = resource
     this.#operation = operation
     this.#name = operation
     this.#parent = parent
@@ -242,14 +281,14 @@ export class RequestTrace {
   }
 
   event(name: string, attributes: SpanAttributes): void {
-    const e = new Event(name, performance.now(), attributes)
+    const e: EventRecord = [name, ORIGIN + performance.now(), attributes]
     if (this.#events === undefined) this.#events = [e]
     else this.#events.push(e)
   }
 
   /**
-   * Ends the span (once) and hands it to the batch exporter: final attributes, and an error status
-   * for 5xx answers. `attributes` becomes the span's (the caller builds it for this call).
+   * Ends the span (once) and hands it to the exporter: final attributes, and an error status for
+   * 5xx answers. `attributes` becomes the span's (the caller builds it for this call).
    */
   end(status: number, attributes: SpanAttributes, errorType?: string): void {
     if (this.#ended) return
@@ -260,126 +299,228 @@ export class RequestTrace {
     a['http.response.status_code'] = status
     if (errorType !== undefined && errorType !== '') a['error.type'] = errorType
     // Server spans: only 5xx are errors of this service (OpenTelemetry HTTP conventions).
-    const st: SpanStatus =
-      status >= 500 ? { code: SpanStatusCode.ERROR, message: errorType ?? '' } : OK
-    this.#sink(
-      new EndedSpan({
-        name: this.#name,
-        traceId: this.traceId,
-        spanId: this.spanId,
-        parent: this.#parent,
-        start: this.#start,
-        end: performance.now(),
-        status: st,
-        attributes: a,
-        events: this.#events ?? [],
-        resource: this.#resource,
-      }),
-    )
+    const error = status >= 500
+    const p = this.#parent
+    this.#sink([
+      this.#name,
+      this.traceId,
+      this.spanId,
+      p?.spanId ?? '',
+      p?.traceState ?? '',
+      this.#start,
+      ORIGIN + performance.now(),
+      error ? SpanStatusCode.ERROR : SpanStatusCode.UNSET,
+      error ? (errorType ?? '') : '',
+      a,
+      this.#events,
+    ])
   }
 }
 
-/** A span event whose wall-clock time, like the span's, is computed only when exported. */
-class Event implements TimedEvent {
-  readonly name: string
-  readonly attributes: SpanAttributes
-  /** performance.now() when it happened. */
-  readonly #at: number
-
-  constructor(name: string, at: number, attributes: SpanAttributes) {
-    this.name = name
-    this.#at = at
-    this.attributes = attributes
-  }
-
-  get time(): HrTime {
-    return millisToHrTime(ORIGIN + this.#at)
-  }
-}
-
-interface EndedFields {
-  readonly name: string
-  readonly traceId: string
-  readonly spanId: string
-  readonly parent: TraceParent | undefined
-  /** performance.now() at start and end. */
-  readonly start: number
-  readonly end: number
-  readonly status: SpanStatus
-  readonly attributes: SpanAttributes
-  readonly events: TimedEvent[]
-  readonly resource: Resource
-}
+type WorkerState =
+  | { readonly kind: 'starting'; readonly waiting: SpanRecord[][]; readonly ready: Promise<void> }
+  | { readonly kind: 'ready'; readonly worker: Worker }
+  | { readonly kind: 'dead'; readonly since: number }
 
 /**
- * A finished request span as the SDK's exporters read it. Times are kept as performance.now()
- * numbers and turned into wall-clock HrTime only when the exporter asks (off the request path).
+ * Batches records and hands them to the exporter: the tracing worker, or (an embedder's own
+ * SpanExporter) a SpanExport in this thread. Counts what it had to drop.
  */
-class EndedSpan implements ReadableSpan {
-  readonly kind = SpanKind.SERVER
-  readonly links = NO_LINKS
-  readonly ended = true
-  readonly instrumentationScope = SCOPE
-  readonly droppedAttributesCount = 0
-  readonly droppedEventsCount = 0
-  readonly droppedLinksCount = 0
-  /** Only present with a parent (`declare`: no field is emitted, so absent stays absent). */
-  declare readonly parentSpanContext?: SpanContext
-  readonly #f: EndedFields
+class SpanSender {
+  /** span-export.ts slots, shared with the worker. */
+  readonly #counters = new Int32Array(new SharedArrayBuffer(COUNTER_SLOTS * 4))
+  readonly #options: SpanExportOptions
+  readonly #local: SpanExport | undefined
+  readonly #log: Logger | undefined
+  #state: WorkerState | undefined
+  #batch: SpanRecord[] = []
+  #timer: NodeJS.Timeout | undefined
+  #immediate = false
+  #closed = false
+  #queueFull = 0
+  #workerExit = 0
+  #nextId = 0
+  readonly #replies = new Map<number, () => void>()
 
-  constructor(f: EndedFields) {
-    this.#f = f
-    const p = f.parent
-    if (p !== undefined)
-      this.parentSpanContext = {
-        traceId: p.traceId,
-        spanId: p.spanId,
-        traceFlags: TraceFlags.SAMPLED,
-        isRemote: true,
+  constructor(
+    options: SpanExportOptions,
+    exporter: TracingOptions['exporter'],
+    log: Logger | undefined,
+  ) {
+    this.#options = options
+    this.#log = log
+    this.#local =
+      exporter !== undefined ? new SpanExport(options, this.#counters, exporter) : undefined
+    if (this.#local === undefined) this.#start()
+  }
+
+  readonly push = (r: SpanRecord): void => {
+    if (this.#closed) {
+      this.#workerExit++
+      return
+    }
+    if (Atomics.load(this.#counters, IN_FLIGHT) + this.#batch.length >= MAX_QUEUE) {
+      this.#queueFull++
+      return
+    }
+    this.#batch.push(r)
+    if (this.#batch.length >= POST_BATCH) {
+      if (!this.#immediate) {
+        this.#immediate = true
+        setImmediate(this.#post)
       }
+    } else if (this.#timer === undefined) {
+      this.#timer = setTimeout(this.#post, POST_DELAY_MS)
+      this.#timer.unref()
+    }
   }
 
-  get name(): string {
-    return this.#f.name
+  readonly #post = (): void => {
+    this.#immediate = false
+    if (this.#timer !== undefined) {
+      clearTimeout(this.#timer)
+      this.#timer = undefined
+    }
+    const b = this.#batch
+    if (b.length === 0) return
+    this.#batch = []
+    const c = this.#counters
+    Atomics.add(c, IN_FLIGHT, b.length)
+    if (this.#local !== undefined) {
+      this.#local.add(b)
+      return
+    }
+    let s = this.#state
+    if (s?.kind === 'dead' && performance.now() - s.since >= RESTART_MS && !this.#closed)
+      s = this.#start()
+    if (s?.kind === 'ready') s.worker.postMessage(b satisfies TracingWorkerRequest)
+    else if (s?.kind === 'starting') s.waiting.push(b)
+    else {
+      Atomics.sub(c, IN_FLIGHT, b.length)
+      this.#workerExit += b.length
+    }
   }
 
-  get status(): SpanStatus {
-    return this.#f.status
-  }
-
-  get attributes(): SpanAttributes {
-    return this.#f.attributes
-  }
-
-  get events(): TimedEvent[] {
-    return this.#f.events
-  }
-
-  get resource(): Resource {
-    return this.#f.resource
-  }
-
-  spanContext(): SpanContext {
-    const { traceId, spanId, parent } = this.#f
-    return parent?.traceState !== undefined
-      ? {
-          traceId,
-          spanId,
-          traceFlags: TraceFlags.SAMPLED,
-          traceState: new TraceState(parent.traceState),
+  #start(): WorkerState {
+    let ready: () => void = () => {}
+    const s: WorkerState = {
+      kind: 'starting',
+      waiting: [],
+      ready: new Promise<void>((r) => {
+        ready = r
+      }),
+    }
+    this.#state = s
+    tracingWorkerCode().then(
+      (code) => {
+        const data: TracingWorkerData = {
+          options: this.#options,
+          counters: this.#counters.buffer as SharedArrayBuffer,
         }
-      : { traceId, spanId, traceFlags: TraceFlags.SAMPLED }
+        const w = new Worker(code, { eval: true, workerData: data })
+        // Never what keeps the process alive: shutdown ends it, and without shutdown spans are lost.
+        w.unref()
+        w.on('message', (m: TracingWorkerReply) => {
+          this.#replies.get(m.done)?.()
+          this.#replies.delete(m.done)
+        })
+        w.on('error', (e) => this.#log?.('error', 'tracing worker failed', { error: e.message }))
+        w.on('exit', () => this.#exited(w))
+        this.#state = { kind: 'ready', worker: w }
+        for (const b of s.waiting) w.postMessage(b satisfies TracingWorkerRequest)
+        ready()
+      },
+      (e: unknown) => {
+        this.#log?.('error', 'tracing worker could not start', {
+          error: e instanceof Error ? e.message : String(e),
+        })
+        this.#died()
+        ready()
+      },
+    )
+    return s
   }
 
-  get startTime(): HrTime {
-    return millisToHrTime(ORIGIN + this.#f.start)
+  #exited(w: Worker): void {
+    const s = this.#state
+    if (s?.kind !== 'ready' || s.worker !== w) return
+    if (!this.#closed)
+      this.#log?.('warn', 'tracing worker ended; restarting it with the next spans')
+    this.#died()
   }
 
-  get endTime(): HrTime {
-    return millisToHrTime(ORIGIN + this.#f.end)
+  /** Everything handed over and not answered for is lost; waiters are released. */
+  #died(): void {
+    this.#workerExit += Atomics.exchange(this.#counters, IN_FLIGHT, 0)
+    this.#state = { kind: 'dead', since: performance.now() }
+    for (const r of this.#replies.values()) r()
+    this.#replies.clear()
   }
 
-  get duration(): HrTime {
-    return millisToHrTime(this.#f.end - this.#f.start)
+  /** Asks the worker (`op`) and resolves on its answer, or when it is gone. */
+  async #ask(op: 'flush' | 'shutdown', waitMs?: number): Promise<void> {
+    let s = this.#state
+    if (s?.kind === 'starting') {
+      await s.ready
+      s = this.#state
+    }
+    if (s?.kind !== 'ready') return
+    const id = this.#nextId++
+    const w = s.worker
+    await new Promise<void>((resolve) => {
+      let timer: NodeJS.Timeout | undefined
+      this.#replies.set(id, () => {
+        if (timer !== undefined) clearTimeout(timer)
+        resolve()
+      })
+      if (waitMs !== undefined) {
+        timer = setTimeout(() => {
+          this.#replies.delete(id)
+          resolve()
+        }, waitMs)
+        timer.unref()
+      }
+      w.postMessage({ op, id } satisfies TracingWorkerRequest)
+    })
+  }
+
+  worker(): Worker | undefined {
+    const s = this.#state
+    return s?.kind === 'ready' ? s.worker : undefined
+  }
+
+  stats(): TracingStats {
+    const c = this.#counters
+    return {
+      exported: Atomics.load(c, EXPORTED),
+      dropped: {
+        export_failed: Atomics.load(c, FAILED),
+        queue_full: this.#queueFull,
+        worker_exit: this.#workerExit,
+      },
+    }
+  }
+
+  async flush(): Promise<void> {
+    this.#post()
+    if (this.#local !== undefined) await this.#local.flush()
+    else await this.#ask('flush')
+  }
+
+  async shutdown(): Promise<void> {
+    if (this.#closed) return
+    this.#post()
+    this.#closed = true
+    if (this.#local !== undefined) {
+      await this.#local.shutdown()
+      return
+    }
+    await this.#ask('shutdown', SHUTDOWN_WAIT_MS)
+    const s = this.#state
+    if (s?.kind === 'ready') {
+      // Answered (or given up on): whatever it still holds is lost, and counted.
+      this.#died()
+      await s.worker.terminate()
+    }
   }
 }

@@ -19,6 +19,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { build } from 'esbuild'
+import { tracingWorkerPlugin } from '../tracing-worker-plugin.js'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 /** The sentinel every official Node binary since 18.16 carries for SEA injection. */
@@ -101,6 +102,8 @@ export async function buildSea(opts: SeaOptions): Promise<SeaResult> {
       legalComments: 'eof',
       logLevel: 'silent',
       define: { 'import.meta.url': '__igwImportMetaUrl' },
+      // The tracing worker runs from a string in the executable (hack/tracing-worker-plugin.ts).
+      plugins: [tracingWorkerPlugin(ROOT)],
       banner: { js: "var __igwImportMetaUrl=require('node:url').pathToFileURL(__filename).href;" },
     })
     if (res.warnings.length > 0)
