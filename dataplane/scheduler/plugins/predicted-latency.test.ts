@@ -346,6 +346,52 @@ describe('predicted-latency', () => {
     expect(n.full).toBeGreaterThan(0)
   })
 
+  it('a prefix whose pod is down is re-homed with bounded load, and its retries go there too', () => {
+    const p = new PredictedLatencyPlugin({})
+    const [down, b, c, d] = [state('down', 2), state('b', 3), state('c', 4), state('d', 5)]
+    for (const e of [down, b, c, d]) scraped(e, 0, { running: 1, waiting: 0, tpotMeanSec: 0.01 })
+    const groups = Array.from({ length: 7 }, (_, g) => `Group ${g}. ${SYSTEM}`)
+    for (const g of groups) p.index.record(down, p.index.hashes(req(g, 'earlier', 8)))
+    // A refused request (its pod not known down yet) is retried where the group will be re-homed
+    // once it is: the first fallback after `down` is the pick without `down`.
+    const all = [down, b, c, d]
+    const fallbacks = new Set<string>()
+    for (const g of groups) {
+      const s = scores(p, req(g, 'retried', 8), all) as number[]
+      expect(best(s, all)).toBe('down')
+      const fallback = best(s.slice(1), [b, c, d])
+      fallbacks.add(fallback)
+      expect(best(scores(p, req(g, 'later', 8), [b, c, d]) as number[], [b, c, d])).toBe(fallback)
+    }
+    // Not one pod for every group (rendezvous on the prefix).
+    expect(fallbacks.size).toBeGreaterThan(1)
+    // `down` is out (ejected): its groups' first requests spread one per pod while their prefills
+    // run, however the rendezvous falls, instead of two or three landing on one pod.
+    const moved: Record<string, number> = { b: 0, c: 0, d: 0 }
+    const sent: [ReturnType<typeof req>, EndpointState][] = []
+    for (const [k, g] of groups.slice(0, 6).entries()) {
+      const r = req(g, `first after the restart ${k}`, 8)
+      const to = [b, c, d].find(
+        (e) => e.name === best(scores(p, r, [b, c, d]) as number[], [b, c, d]),
+      ) as EndpointState
+      p.onDispatch(r, to)
+      sent.push([r, to])
+      moved[to.name] = (moved[to.name] as number) + 1
+      if (k === 2) expect(moved).toEqual({ b: 1, c: 1, d: 1 })
+    }
+    expect(moved).toEqual({ b: 2, c: 2, d: 2 })
+    expect(p.model.peek(b)?.movesInFlight).toBe(2)
+    // A move ends with its request; a group's next request is a hit where it moved, not a move.
+    for (const [r, to] of sent) p.onComplete(r, to, ok(400, 560, 8))
+    expect(p.model.peek(b)?.movesInFlight).toBe(0)
+    const [r0, to0] = sent[0] as [ReturnType<typeof req>, EndpointState]
+    const next = req(groups[0], 'next', 8)
+    expect(best(scores(p, next, [b, c, d]) as number[], [b, c, d])).toBe(to0.name)
+    p.onDispatch(next, to0)
+    expect(p.model.peek(to0)?.movesInFlight).toBe(0)
+    expect(r0).toBeDefined()
+  })
+
   it('forgets an endpoint that left or restarted: prefix and calibration', () => {
     const p = new PredictedLatencyPlugin({})
     const [a, b] = [state('a', 2), state('b', 3)]

@@ -306,8 +306,9 @@ export class PredictedLatencyPlugin implements Plugin {
    * with a free batch slot and, among them, the fewest such moves in flight (bounded load: the
    * displaced groups of a pod spread over the others instead of two or three landing on one by
    * rendezvous chance — each move's prefill holds its group's next requests in batch slots
-   * there, and a pod taking several overflows its own groups), by rendezvous weighted as in
-   * #placeCold. Undefined when no pod qualifies.
+   * there, and a pod taking several overflows its own groups), by rendezvous weighted by free
+   * slots (as #placeCold) and room in the KV cache (as the band). Undefined when no pod
+   * qualifies.
    */
   #rehome(
     key: number,
@@ -335,7 +336,10 @@ export class PredictedLatencyPlugin implements Plugin {
       const free = cap - (pending[i] as number)
       if (free <= 0 || (this.model.peek(ep)?.movesInFlight ?? 0) > fewest) continue
       const u = (rendezvous(key, ep.nameHash) + 0.5) / 4_294_967_296
-      hrw[i] = -Math.min(free, cap * HEADROOM_CAP) / Math.log(u)
+      // Room in its KV cache as in the band: a pod that restarted empty takes moves before one
+      // that must evict another group for them.
+      const room = 1 - ROOM_WEIGHT * this.index.occupancy(ep)
+      hrw[i] = (-Math.min(free, cap * HEADROOM_CAP) * room) / Math.log(u)
     }
     return hrw
   }
