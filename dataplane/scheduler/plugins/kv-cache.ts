@@ -22,9 +22,10 @@ import {
 import { KvEventSubscriber } from '../../kv-events/subscriber.js'
 import { tokenizerError, tokenizerFor } from '../../kv-events/tokens.js'
 import { intArg, numArg, strArg } from '../args.js'
+import { rendezvous } from '../prompt.js'
 import type { EndpointState } from '../state.js'
 import type { Plugin, PluginArgs, SchedRequest } from '../types.js'
-import { PrefixCachePlugin } from './prefix-cache.js'
+import { COLD_PLACEMENT_SCORE, PrefixCachePlugin } from './prefix-cache.js'
 
 /** Prompts in flight tracked per endpoint (an engine runs a few hundred at most). */
 const MAX_IN_FLIGHT = 4096
@@ -129,6 +130,7 @@ export class KvCachePlugin implements Plugin {
     }
     let minLoad = Number.POSITIVE_INFINITY
     for (const e of eps) minLoad = Math.min(minLoad, e.pending(req.now))
+    let bestRun = 0
     for (let i = 0; i < eps.length; i++) {
       const e = eps[i] as EndpointState
       const st = this.subscriber(e).state
@@ -136,13 +138,47 @@ export class KvCachePlugin implements Plugin {
         out[i] = fb?.[i] ?? 0
         continue
       }
-      if (e.pending(req.now) - minLoad > this.loadMargin) {
-        out[i] = 0
-        continue
-      }
-      out[i] = Math.max(st.index.prefixRun(keys), this.#inFlightRun(e, keys)) / n
+      const run = Math.max(st.index.prefixRun(keys), this.#inFlightRun(e, keys))
+      if (run > bestRun) bestRun = run
+      out[i] = e.pending(req.now) - minLoad > this.loadMargin ? 0 : run / n
     }
+    // (With some endpoints scored by the approximate index, that index placed it already.)
+    if (fb === undefined) this.#placeCold(req, eps, keys, bestRun, minLoad, out)
     return true
+  }
+
+  /**
+   * A prompt no engine holds (nor has in flight from this replica) goes where every data-plane
+   * replica would put it: rendezvous hashing of its head over the least-loaded endpoints, as
+   * prefix-cache places cold prefixes. Each replica knows only its own prompts in flight and the
+   * engine reports blocks only after prefill, so without this a new prefix arriving at several
+   * replicas at once was computed on several pods (each replica saw no holder and went by load).
+   * Not for adapter requests, which lora-affinity places.
+   */
+  #placeCold(
+    req: SchedRequest,
+    eps: readonly EndpointState[],
+    keys: Uint32Array,
+    bestRun: number,
+    minLoad: number,
+    out: Float64Array,
+  ): void {
+    const keyDepth = Math.min(this.fallback.affinityBlocks, keys.length >>> 1)
+    if (bestRun >= keyDepth || req.lora !== undefined) return
+    // The low 32 bits of the head's chained hash: equal on every replica for the same prompt head.
+    const key = keys[2 * keyDepth - 1] as number
+    let best = -1
+    let bestWeight = -1
+    for (let i = 0; i < eps.length; i++) {
+      const e = eps[i] as EndpointState
+      if (e.pending(req.now) - minLoad > this.fallback.coldLoadMargin) continue
+      const w = rendezvous(key, e.nameHash)
+      if (w > bestWeight) {
+        bestWeight = w
+        best = i
+      }
+    }
+    if (best >= 0) out[best] = Math.max(out[best] as number, COLD_PLACEMENT_SCORE)
   }
 
   /**
