@@ -1,0 +1,79 @@
+// The cost probe in a real Node process (opened and closed by SIGUSR2, as proxy-cost.ts does), and
+// the strace summary parser.
+import { spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { PROBE_SOURCE, type ProbeWindow, straceCounts } from './proxy-cost-probe.js'
+
+const STRACE = `% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 61.20    0.412000          20     20010           writev
+ 20.10    0.135000           6     24402      1201 read
+  0.00    0.000000           0         2         2 ioctl
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.673000          15     44414      1203 total
+`
+
+describe('straceCounts', () => {
+  it('reads calls per syscall, with and without an errors column, and skips the total', () => {
+    const c = straceCounts(STRACE)
+    expect(c.get('writev')).toBe(20010)
+    expect(c.get('read')).toBe(24402)
+    expect(c.get('ioctl')).toBe(2)
+    expect(c.has('total')).toBe(false)
+    expect(c.size).toBe(3)
+  })
+})
+
+let dir: string | undefined
+afterEach(async () => {
+  if (dir !== undefined) await rm(dir, { recursive: true, force: true })
+  dir = undefined
+})
+
+async function until(ok: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !ok(); i++) await new Promise((r) => setTimeout(r, 20))
+  if (!ok()) throw new Error('timed out')
+}
+
+describe('probe', () => {
+  it('a window reports the CPU, collections and allocations of what ran inside it', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'igw-probe-'))
+    const probe = join(dir, 'probe.mjs')
+    const outFile = join(dir, 'out.json')
+    await writeFile(probe, PROBE_SOURCE)
+    await writeFile(`${outFile}.heap`, '')
+    // Allocates about 20 MB a second of short-lived objects until killed.
+    const child = spawn(
+      process.execPath,
+      [
+        `--import=${probe}`,
+        '-e',
+        'let keep; setInterval(() => { keep = Array.from({ length: 20000 }, (_, i) => ({ i })) }, 20)',
+      ],
+      { env: { ...process.env, IGW_COST_OUT: outFile }, stdio: 'ignore' },
+    )
+    try {
+      // The probe's handler is installed before the script runs; give it a moment to start.
+      await new Promise((r) => setTimeout(r, 300))
+      child.kill('SIGUSR2')
+      await until(() => existsSync(`${outFile}.opened`))
+      await new Promise((r) => setTimeout(r, 800))
+      child.kill('SIGUSR2')
+      await until(() => existsSync(outFile))
+      const w = JSON.parse(await readFile(outFile, 'utf8')) as ProbeWindow
+      expect(w.elapsedMs).toBeGreaterThan(500)
+      expect(w.cpuUserUs).toBeGreaterThan(0)
+      expect(w.gc.minor).toBeGreaterThan(0)
+      // 20,000 objects per 20 ms for ~0.8 s: several MB at the very least.
+      expect(w.allocatedBytes).toBeGreaterThan(4 * 1024 * 1024)
+      expect(w.topAllocations?.length).toBeGreaterThan(0)
+      expect(w.eventLoopDelay.maxMs).toBeGreaterThan(0)
+    } finally {
+      child.kill('SIGKILL')
+    }
+  })
+})

@@ -1,0 +1,357 @@
+// `npx tsx hack/bench/proxy-cost.ts`: what one proxied request costs our data plane (the esbuild bundle,
+// one worker, in front of `infer-gateway sim --zero-latency`), measured from inside the process so
+// that a busy shared machine disturbs it little: CPU µs, garbage collections and event-loop delay
+// per window (proxy-cost-probe.ts), bytes allocated per request and the top allocating functions
+// (`--heap`: V8's sampling heap profiler, a window of its own since sampling costs CPU), and
+// system calls per request (`--strace`: `strace -c -f` attached for a window of its own; slows
+// the process, so only the counts mean anything). Non-stream requests come from vegeta at a fixed
+// rate, streams from load.ts. This is the development metric of issue 11; `bench:proxy` remains
+// the comparison with the peers.
+//
+//   npx tsx hack/bench/proxy-cost.ts --seconds 10 --heap --strace
+//   npx tsx hack/bench/proxy-cost.ts --node-arg=--max-semi-space-size=32 --mode nonstream
+//   npx tsx hack/bench/proxy-cost.ts --bundle /tmp/before/dataplane.mjs --compare dist/dataplane.mjs \
+//     --rounds 4 --seconds 5 --heap
+import { type ChildProcess, spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { mkdtemp, readFile, rm, unlink, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { fixedRate } from './load.js'
+import { type Proc, spawnCli } from './procs.js'
+import { bundleDataplane, spawnBundle } from './proxy-bundle.js'
+import { PROBE_SOURCE, type ProbeWindow, straceCounts } from './proxy-cost-probe.js'
+import { attack, ensureVegeta, failures, report } from './proxy-vegeta.js'
+
+const { values: opts } = parseArgs({
+  options: {
+    mode: { type: 'string', default: 'both' },
+    rate: { type: 'string', default: '500' },
+    'stream-rate': { type: 'string', default: '200' },
+    seconds: { type: 'string', default: '10' },
+    heap: { type: 'boolean', default: false },
+    strace: { type: 'boolean', default: false },
+    /** Extra Node options for the data plane (repeatable), e.g. --node-arg=--max-semi-space-size=32. */
+    'node-arg': { type: 'string', multiple: true, default: [] },
+    /** Extra data plane options (repeatable). */
+    'gateway-arg': { type: 'string', multiple: true, default: [] },
+    /** A data plane bundle already built (its line numbers stay readable after the run). */
+    bundle: { type: 'string' },
+    /** A second bundle measured against the first in alternating windows. */
+    compare: { type: 'string' },
+    /** Node options of the second data plane (repeatable; with no --compare: the same bundle). */
+    'compare-node-arg': { type: 'string', multiple: true, default: [] },
+    rounds: { type: 'string', default: '1' },
+    /** Rows of the allocation table. */
+    top: { type: 'string', default: '25' },
+  },
+})
+
+const num = (name: string, v: string | undefined): number => {
+  const n = Number(v)
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number`)
+  return n
+}
+const RATE = num('rate', opts.rate)
+const STREAM_RATE = num('stream-rate', opts['stream-rate'])
+const SECONDS = num('seconds', opts.seconds)
+const ROUNDS = num('rounds', opts.rounds)
+const MODES = opts.mode === 'both' ? ['nonstream', 'stream'] : [opts.mode]
+for (const m of MODES)
+  if (m !== 'nonstream' && m !== 'stream')
+    throw new Error(`--mode must be nonstream, stream or both, got ${m}`)
+
+// Own addresses and ports: bench:proxy may run at the same time on this machine.
+const SIM_HOST = '127.0.0.6'
+const SIM_PORT = 18130
+const GW_PORT = 18131
+const MODEL = 'bench-model'
+const out = (line: string) => process.stdout.write(`${line}\n`)
+
+const chat = (stream: boolean) =>
+  JSON.stringify({
+    model: MODEL,
+    messages: [{ role: 'user', content: 'Say hello to the benchmark in a few words.' }],
+    max_tokens: 16,
+    stream,
+  })
+
+const CONFIG = `apiVersion: networking.matrixinfer.ai/v1alpha1
+kind: ModelServer
+metadata: { name: bench }
+spec:
+  inferenceEngine: vLLM
+  workloadSelector: { matchLabels: { app: bench } }
+  workloadPort: { port: ${SIM_PORT} }
+---
+apiVersion: standalone.infer-gateway.io/v1alpha1
+kind: StaticEndpoints
+metadata: { name: bench }
+endpoints: [{ name: sim-0, address: ${SIM_HOST} }]
+---
+apiVersion: networking.matrixinfer.ai/v1alpha1
+kind: ModelRoute
+metadata: { name: bench }
+spec:
+  modelName: ${MODEL}
+  rules: [{ targetModels: [{ modelServerName: bench }] }]
+`
+
+async function until(what: string, ok: () => boolean, timeoutMs = 30_000): Promise<void> {
+  const deadline = performance.now() + timeoutMs
+  while (!ok()) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}
+
+interface Totals {
+  requests: number
+  failed: number
+  cpuUserUs: number
+  cpuSystemUs: number
+  gcMinor: number
+  gcMajor: number
+  gcPauseMs: number
+  gcMaxPauseMs: number
+  eldP99Ms: number[]
+  latP50Ms: number[]
+  latP99Ms: number[]
+  allocatedBytes: number
+  allocRequests: number
+  top: Map<string, number>
+}
+
+/** One data plane under test: a bundle with its Node options, on its own port. */
+interface Target {
+  readonly label: string
+  readonly port: number
+  readonly probeOut: string
+  readonly pid: number
+  readonly totals: Totals
+}
+
+const newTotals = (): Totals => ({
+  requests: 0,
+  failed: 0,
+  cpuUserUs: 0,
+  cpuSystemUs: 0,
+  gcMinor: 0,
+  gcMajor: 0,
+  gcPauseMs: 0,
+  gcMaxPauseMs: 0,
+  eldP99Ms: [],
+  latP50Ms: [],
+  latP99Ms: [],
+  allocatedBytes: 0,
+  allocRequests: 0,
+  top: new Map(),
+})
+
+const median = (xs: readonly number[]): number => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.floor(s.length / 2)] ?? Number.NaN
+}
+
+async function main(): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'igw-proxy-cost-'))
+  const procs: Proc[] = []
+  try {
+    const vegeta = await ensureVegeta()
+    if (!vegeta.ok) throw new Error(`vegeta is required: ${vegeta.reason}`)
+    if (opts.bundle === undefined) out('bundling the data plane…')
+    const bundle = opts.bundle ?? (await bundleDataplane(join(dir, 'dist')))
+    const probe = join(dir, 'probe.mjs')
+    await writeFile(probe, PROBE_SOURCE)
+    await writeFile(join(dir, 'gateway.yaml'), CONFIG)
+    const bodyFile = join(dir, 'body.json')
+    await writeFile(bodyFile, chat(false))
+    procs.push(
+      await spawnCli(
+        [
+          'sim',
+          '--count',
+          '1',
+          '--host-base',
+          SIM_HOST,
+          '--port',
+          String(SIM_PORT),
+          '--model',
+          MODEL,
+          '--zero-latency',
+        ],
+        /127\.0\.0\.6/,
+      ),
+    )
+    // A: the bundle with --node-arg; B (--compare): another bundle or other Node options, measured
+    // in alternating windows so that drift on a shared machine hits both alike.
+    const variants: { label: string; bundle: string; nodeArgs: readonly string[] }[] = [
+      { label: 'A', bundle, nodeArgs: opts['node-arg'] ?? [] },
+    ]
+    if (opts.compare !== undefined || (opts['compare-node-arg'] ?? []).length > 0)
+      variants.push({
+        label: 'B',
+        bundle: opts.compare ?? bundle,
+        nodeArgs: opts['compare-node-arg'] ?? [],
+      })
+    const targets: Target[] = []
+    for (const [i, v] of variants.entries()) {
+      const probeOut = join(dir, `probe-${v.label}.json`)
+      const port = GW_PORT + i
+      const prevEnv = process.env['IGW_COST_OUT']
+      process.env['IGW_COST_OUT'] = probeOut
+      const gw = await spawnBundle(
+        v.bundle,
+        [
+          '--config',
+          join(dir, 'gateway.yaml'),
+          '--host',
+          '127.0.0.1',
+          '--port',
+          String(port),
+          '--no-access-log',
+          '--workers',
+          '1',
+          '--drain-delay',
+          '0',
+          ...(opts['gateway-arg'] ?? []),
+        ],
+        /data plane listening/,
+        [`--import=${probe}`, ...v.nodeArgs],
+      )
+      if (prevEnv === undefined) delete process.env['IGW_COST_OUT']
+      else process.env['IGW_COST_OUT'] = prevEnv
+      procs.push(gw)
+      const pid = gw.child.pid ?? 0
+      out(`${v.label}: ${v.bundle} ${v.nodeArgs.join(' ')} (pid ${pid}, port ${port})`)
+      targets.push({ label: v.label, port, probeOut, pid, totals: newTotals() })
+    }
+
+    let round = 0
+    /** Runs the mode's load for `seconds` against one target. */
+    const load = async (
+      t: Target,
+      mode: string,
+      seconds: number,
+    ): Promise<{ requests: number; failed: number; p50Ms: number; p99Ms: number }> => {
+      const origin = `http://127.0.0.1:${t.port}`
+      if (mode === 'nonstream') {
+        const file = join(dir, `v-${round++}.bin`)
+        await attack(vegeta.bin, {
+          url: `${origin}/v1/chat/completions`,
+          bodyFile,
+          rate: RATE,
+          seconds,
+          output: file,
+        })
+        const r = await report(vegeta.bin, [file])
+        await unlink(file).catch(() => {})
+        return { requests: r.requests, failed: failures(r), p50Ms: r.p50Ms, p99Ms: r.p99Ms }
+      }
+      const r = await fixedRate(
+        { origin, path: '/v1/chat/completions', body: chat(true), firstByte: true },
+        STREAM_RATE,
+        seconds * 1000,
+      )
+      const fb = r.firstByte ?? []
+      return {
+        requests: r.sent,
+        failed: r.errors,
+        p50Ms: fb[Math.floor(fb.length * 0.5)] ?? Number.NaN,
+        p99Ms: fb[Math.floor(fb.length * 0.99)] ?? Number.NaN,
+      }
+    }
+    const window = async (t: Target, mode: string, heap: boolean): Promise<void> => {
+      const f = t.probeOut
+      for (const x of [f, `${f}.opened`, `${f}.heap`]) await unlink(x).catch(() => {})
+      if (heap) await writeFile(`${f}.heap`, '')
+      process.kill(t.pid, 'SIGUSR2')
+      await until('the probe to open', () => existsSync(`${f}.opened`))
+      const l = await load(t, mode, SECONDS)
+      process.kill(t.pid, 'SIGUSR2')
+      await until('the probe to close', () => existsSync(f))
+      const p = JSON.parse(await readFile(f, 'utf8')) as ProbeWindow
+      const s = t.totals
+      if (heap) {
+        s.allocatedBytes += p.allocatedBytes ?? 0
+        s.allocRequests += l.requests
+        for (const [k, v] of p.topAllocations ?? []) s.top.set(k, (s.top.get(k) ?? 0) + v)
+        return
+      }
+      s.requests += l.requests
+      s.failed += l.failed
+      s.cpuUserUs += p.cpuUserUs
+      s.cpuSystemUs += p.cpuSystemUs
+      s.gcMinor += p.gc.minor
+      s.gcMajor += p.gc.major
+      s.gcPauseMs += p.gc.pauseMs
+      s.gcMaxPauseMs = Math.max(s.gcMaxPauseMs, p.gc.maxPauseMs)
+      s.eldP99Ms.push(p.eventLoopDelay.p99Ms)
+      s.latP50Ms.push(l.p50Ms)
+      s.latP99Ms.push(l.p99Ms)
+    }
+
+    for (const mode of MODES) {
+      out(
+        `\n== ${mode} (${mode === 'stream' ? STREAM_RATE : RATE} req/s, ${ROUNDS} round(s) of ${SECONDS} s windows per target)`,
+      )
+      for (const t of targets) {
+        Object.assign(t.totals, newTotals())
+        await load(t, mode, 2)
+      }
+      for (let r = 0; r < ROUNDS; r++) for (const t of targets) await window(t, mode, false)
+      if (opts.heap)
+        for (let r = 0; r < ROUNDS; r++) for (const t of targets) await window(t, mode, true)
+      for (const t of targets) {
+        const s = t.totals
+        const n = s.requests
+        out(
+          `${t.label}: requests ${n} (${s.failed} failed), ${mode === 'stream' ? 'TTFB' : 'latency'} median of windows p50 ${median(s.latP50Ms).toFixed(3)} p99 ${median(s.latP99Ms).toFixed(3)} ms`,
+        )
+        out(
+          `${t.label}: CPU ${((s.cpuUserUs + s.cpuSystemUs) / n).toFixed(0)} µs/request (user ${(s.cpuUserUs / n).toFixed(0)}, system ${(s.cpuSystemUs / n).toFixed(0)})`,
+        )
+        out(
+          `${t.label}: GC ${s.gcMinor} minor, ${s.gcMajor} major, paused ${((s.gcPauseMs * 1000) / n).toFixed(1)} µs/request, longest ${s.gcMaxPauseMs.toFixed(2)} ms; event-loop delay p99 (median of windows) ${median(s.eldP99Ms).toFixed(2)} ms`,
+        )
+        if (opts.heap) {
+          const m = s.allocRequests
+          out(
+            `${t.label}: allocated ${(s.allocatedBytes / m / 1024).toFixed(1)} KiB/request; top (KiB/request):`,
+          )
+          for (const [k, v] of [...s.top.entries()]
+            .sort((a, b) => b[1] - a[1])
+            .slice(0, Number(opts.top)))
+            out(`  ${(v / m / 1024).toFixed(2).padStart(7)}  ${k}`)
+        }
+      }
+      if (opts.strace) {
+        for (const t of targets) {
+          const file = join(dir, `strace-${mode}-${t.label}.txt`)
+          const st: ChildProcess = spawn('strace', ['-c', '-f', '-p', String(t.pid), '-o', file], {
+            stdio: 'ignore',
+          })
+          await new Promise((r) => setTimeout(r, 1000))
+          const l = await load(t, mode, SECONDS)
+          const exited = new Promise((r) => st.once('exit', r))
+          st.kill('SIGINT')
+          await exited
+          const counts = straceCounts(await readFile(file, 'utf8'))
+          const total = [...counts.values()].reduce((a, b) => a + b, 0)
+          out(`${t.label}: syscalls ${(total / l.requests).toFixed(1)} per request (under strace):`)
+          for (const [k, v] of [...counts.entries()].sort((a, b) => b[1] - a[1]).slice(0, 12))
+            out(`  ${(v / l.requests).toFixed(2).padStart(6)}  ${k}`)
+        }
+      }
+    }
+  } finally {
+    while (procs.length > 0) await procs.pop()?.stop()
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
+  process.exitCode = 1
+})
