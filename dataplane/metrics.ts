@@ -1,7 +1,7 @@
 // The data plane's own Prometheus metrics, on a registry per instance (tests run several gateways
 // in one process). Labels are bounded: model names come from the snapshot (anything else is
 // "unknown"), statuses are classes, never raw paths or client identities.
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
+import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import type { RoutingSnapshot } from '../api/snapshot.js'
 import {
   type BoundCounter,
@@ -9,6 +9,7 @@ import {
   bindCounter,
   bindHistogram,
 } from './metrics-bound.js'
+import { collectProcessMetrics } from './process-metrics.js'
 import type { ServerPoolStats } from './proxy/upstream-pool.js'
 
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
@@ -408,7 +409,7 @@ export class GatewayMetrics {
     // Reload counters exist from the start so "no failures yet" reads 0, not absent.
     this.reloads.inc({ result: 'success' }, 0)
     this.reloads.inc({ result: 'failure' }, 0)
-    if (opts.processMetrics) collectDefaultMetrics({ register: this.registry })
+    if (opts.processMetrics) collectProcessMetrics(this.registry)
   }
 }
 
