@@ -4,12 +4,13 @@
 // which Helm creates, and the CRDs, which it installs from crds/).
 import { spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { homedir, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parse, parseAllDocuments } from 'yaml'
 import { SYSTEM_NAMESPACE } from '../api/crd.js'
+import type { EndpointPickerPool } from './epp.js'
 import { chartFiles, writeChart } from './helm.js'
 import { type InstallOptions, installObjects } from './install.js'
 
@@ -60,6 +61,7 @@ describe('the generated chart', () => {
       grafanaDashboard: { enabled: false },
       networkPolicy: { enabled: true },
       secretsNamespace: '',
+      endpointPickers: [],
     })
     const crds = installObjects().filter((o) => o['kind'] === 'CustomResourceDefinition') as Obj[]
     expect((await readdir(join(root, 'crds'))).sort()).toEqual(
@@ -94,8 +96,16 @@ describe('the generated chart', () => {
   }, 120_000)
 })
 
-/** `helm template` → objects, with the chart's values set by --set. */
-function helmTemplate(namespace: string, sets: string[]): Obj[] {
+/** `helm template` → objects, with the chart's values set by --set (and `args`, e.g. --values). */
+function helmTemplate(namespace: string, sets: string[], args: string[] = []): Obj[] {
+  const r = helmRun(namespace, sets, args)
+  if (r.status !== 0) throw new Error(`helm template failed: ${r.stderr}`)
+  return parseAllDocuments(r.stdout)
+    .map((d) => d.toJS() as Obj | null)
+    .filter((o): o is Obj => o !== null)
+}
+
+function helmRun(namespace: string, sets: string[], args: string[]) {
   const r = spawnSync(
     helm,
     [
@@ -108,14 +118,40 @@ function helmTemplate(namespace: string, sets: string[]): Obj[] {
       '--kube-version',
       '1.34.0',
       ...sets.flatMap((s) => ['--set', s]),
+      ...args,
     ],
     { encoding: 'utf8', env: { ...process.env, HELM_CACHE_HOME: join(dir, '.helm') } },
   )
-  if (r.status !== 0) throw new Error(`helm template failed: ${r.stderr}`)
-  return parseAllDocuments(r.stdout)
-    .map((d) => d.toJS() as Obj | null)
-    .filter((o): o is Obj => o !== null)
+  return r
 }
+
+/** A values file holding `endpointPickers` (a list of objects: --set is awkward for that). */
+async function pickersValues(pools: readonly EndpointPickerPool[]): Promise<string[]> {
+  const file = join(dir, `pickers-${pools.length}-${Math.random().toString(36).slice(2)}.yaml`)
+  await writeFile(file, JSON.stringify({ endpointPickers: pools }))
+  return ['--values', file]
+}
+
+/** Two pools in one namespace (one NetworkPolicy for both), one elsewhere; each spec shape. */
+const PICKERS: readonly EndpointPickerPool[] = [
+  {
+    namespace: 'models',
+    pool: 'llama',
+    spec: {
+      selector: { app: 'llama', 'serving.kserve.io/tier': 'gpu' },
+      targetPorts: [8000, 8001],
+      engine: 'vLLM',
+    },
+  },
+  {
+    namespace: 'models',
+    pool: 'qwen',
+    replicas: 3,
+    spec: { selector: { app: 'qwen' }, targetPorts: [8000], failureMode: 'FailOpen' },
+  },
+  // Its InferencePool is applied by its owner.
+  { namespace: 'team-b', pool: 'mistral', replicas: 1 },
+]
 
 const sortKey = (o: Obj) => `${o.kind}/${o.metadata.name}`
 const sorted = (objs: Obj[]) => [...objs].sort((a, b) => sortKey(a).localeCompare(sortKey(b)))
@@ -161,5 +197,38 @@ describe.skipIf(!hasHelm)('helm', () => {
         secretsNamespace: 'team-keys',
       }),
     )
+  }, 60_000)
+
+  it('renders endpointPickers as the manifest generator does (EPP per pool, pools, policies)', async () => {
+    const got = helmTemplate('gw', [], await pickersValues(PICKERS))
+    const want = expected({ image: IMAGE, namespace: 'gw', endpointPickers: PICKERS })
+    expect(sorted(got)).toEqual(want)
+    // What the option adds: a Deployment + Service per pool, the two pools given with a spec,
+    // one NetworkPolicy per namespace.
+    const base = new Set(expected({ image: IMAGE, namespace: 'gw' }).map(sortKey))
+    expect(want.filter((o) => !base.has(sortKey(o))).map(sortKey)).toEqual([
+      'Deployment/llama-epp',
+      'Deployment/mistral-epp',
+      'Deployment/qwen-epp',
+      'InferencePool/llama',
+      'InferencePool/qwen',
+      'NetworkPolicy/infer-gateway-operator-epp-models',
+      'NetworkPolicy/infer-gateway-operator-epp-team-b',
+      'Service/llama-epp',
+      'Service/mistral-epp',
+      'Service/qwen-epp',
+    ])
+    const off = helmTemplate('gw', ['networkPolicy.enabled=false'], await pickersValues(PICKERS))
+    expect(sorted(off)).toEqual(
+      expected({ image: IMAGE, namespace: 'gw', networkPolicy: false, endpointPickers: PICKERS }),
+    )
+  }, 60_000)
+
+  it('refuses a pool listed twice, as the manifest generator does', async () => {
+    const first = PICKERS[2] as EndpointPickerPool
+    const r = helmRun('gw', [], await pickersValues([first, { ...first, replicas: 2 }]))
+    expect(r.status).not.toBe(0)
+    expect(r.stderr).toContain('endpointPickers: team-b/mistral is listed twice')
+    expect(() => expected({ endpointPickers: [first, first] })).toThrow(/listed twice/)
   }, 60_000)
 })

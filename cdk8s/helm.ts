@@ -10,6 +10,7 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { stringify } from 'yaml'
+import type { EndpointPickerPool, EndpointPickerPoolSpec } from './epp.js'
 import { type InstallOptions, installObjects, packageVersion } from './install.js'
 
 /** The chart's values and their defaults (values.yaml). */
@@ -25,6 +26,8 @@ export interface ChartValues {
   readonly grafanaDashboard: { readonly enabled: boolean }
   readonly networkPolicy: { readonly enabled: boolean }
   readonly secretsNamespace: string
+  /** An EPP Deployment + Service per InferencePool (cdk8s/epp.ts), as install's `endpointPickers`. */
+  readonly endpointPickers: readonly EndpointPickerPool[]
 }
 
 export const DEFAULT_AUTOSCALING = {
@@ -100,6 +103,121 @@ function condition(bits: number, relevant: readonly number[]): string {
   return parts.length === 1 ? (parts[0] ?? '') : `and ${parts.join(' ')}`
 }
 
+/**
+ * Sentinels of the Endpoint Picker templates: one pool is synthesized with them and its objects
+ * become the body of a `range` over `.Values.endpointPickers` (a list, not an on/off option).
+ */
+const E = {
+  pool: 'igwsentineleppool',
+  namespace: 'igwsentineleppns',
+  replicas: 7004,
+  port: 7005,
+  selector: 'igwsentinelselkey: igwsentinelselval',
+  engine: 'igwsentinelengine',
+  failureMode: 'igwsentinelfailure',
+} as const
+
+/** Inside a `range`, the chart's root is `$`. */
+const REPLACE_IN_RANGE: readonly [RegExp, string][] = [
+  [new RegExp(S.image, 'g'), '{{ $.Values.image }}'],
+  [new RegExp(S.namespace, 'g'), '{{ $.Release.Namespace }}'],
+  [new RegExp(E.pool, 'g'), '{{ $p.pool }}'],
+  [new RegExp(`: ${E.replicas}$`, 'gm'), ': {{ $p.replicas | default 2 }}'],
+  [new RegExp(E.engine, 'g'), '{{ $p.spec.engine }}'],
+  [new RegExp(E.failureMode, 'g'), '{{ $p.spec.failureMode | default "FailClose" }}'],
+  // The pool's selector map and its port list, written out from the values.
+  [new RegExp(`\n( *)${E.selector}`, 'g'), '\n{{- toYaml $p.spec.selector | nindent $1 }}'],
+  [
+    new RegExp(`\n( *)- number: ${E.port}`, 'g'),
+    '\n{{- range $p.spec.targetPorts }}\n$1- number: {{ . }}\n{{- end }}',
+  ],
+]
+
+function eppTemplate(o: Obj, ns: string): string {
+  let text = stringify(o, { lineWidth: 0 })
+  for (const [re, to] of REPLACE_IN_RANGE) text = text.replace(re, to)
+  // nindent takes a number: the captured indent's length.
+  text = text.replace(/nindent ( *) \}\}/g, (_, sp: string) => `nindent ${sp.length} }}`)
+  return text.replace(new RegExp(E.namespace, 'g'), ns)
+}
+
+/** templates/endpointpickers.yaml and templates/networkpolicy-endpointpickers.yaml. */
+function endpointPickerFiles(): Record<string, string> {
+  const synth = (spec: boolean, engine: boolean): Map<string, Obj> => {
+    const bare: EndpointPickerPool = { namespace: E.namespace, pool: E.pool, replicas: E.replicas }
+    // Sentinels in typed fields: replaced by the values' own strings.
+    const poolSpec: EndpointPickerPoolSpec = {
+      selector: { igwsentinelselkey: 'igwsentinelselval' },
+      targetPorts: [E.port],
+      failureMode: E.failureMode as 'FailClose',
+    }
+    const withEngine: EndpointPickerPoolSpec = {
+      selector: poolSpec.selector,
+      targetPorts: poolSpec.targetPorts,
+      failureMode: E.failureMode as 'FailClose',
+      engine: E.engine as 'vLLM',
+    }
+    const pool: EndpointPickerPool = spec
+      ? {
+          namespace: E.namespace,
+          pool: E.pool,
+          replicas: E.replicas,
+          spec: engine ? withEngine : poolSpec,
+        }
+      : bare
+    const base = new Set(
+      (installObjects({ image: S.image, namespace: S.namespace }) as Obj[]).map(key),
+    )
+    const out = new Map<string, Obj>()
+    for (const o of installObjects({
+      image: S.image,
+      namespace: S.namespace,
+      endpointPickers: [pool],
+    }) as Obj[])
+      if (!base.has(key(o))) out.set(String(o.kind), o)
+    return out
+  }
+  const bare = synth(false, false)
+  const plain = synth(true, false).get('InferencePool')
+  const engine = synth(true, true).get('InferencePool')
+  const deployment = bare.get('Deployment')
+  const service = bare.get('Service')
+  const policy = bare.get('NetworkPolicy')
+  if (!plain || !engine || !deployment || !service || !policy)
+    throw new Error('helm: the EPP objects were not synthesized')
+  const p = '{{ $p.namespace }}'
+  return {
+    'templates/endpointpickers.yaml': [
+      // The same check as the manifest generator: one EPP per pool.
+      '{{- $seen := dict }}',
+      '{{- range $p := .Values.endpointPickers }}',
+      '{{- $key := printf "%s/%s" $p.namespace $p.pool }}',
+      '{{- if hasKey $seen $key }}{{ fail (printf "endpointPickers: %s is listed twice" $key) }}{{- end }}',
+      '{{- $_ := set $seen $key true }}',
+      '{{- if $p.spec }}',
+      '---',
+      '{{- if $p.spec.engine }}',
+      `${eppTemplate(engine, p)}{{- else }}`,
+      `${eppTemplate(plain, p)}{{- end }}`,
+      '{{- end }}',
+      '---',
+      `${eppTemplate(deployment, p)}---`,
+      `${eppTemplate(service, p)}{{- end }}`,
+      '',
+    ].join('\n'),
+    'templates/networkpolicy-endpointpickers.yaml': [
+      '{{- if .Values.networkPolicy.enabled }}',
+      '{{- $namespaces := list }}',
+      '{{- range .Values.endpointPickers }}{{- $namespaces = append $namespaces .namespace }}{{- end }}',
+      '{{- range $ns := $namespaces | uniq | sortAlpha }}',
+      '---',
+      `${eppTemplate(policy, '{{ $ns }}')}{{- end }}`,
+      '{{- end }}',
+      '',
+    ].join('\n'),
+  }
+}
+
 export interface ChartFiles {
   /** Path inside the chart directory → content. */
   readonly files: Record<string, string>
@@ -153,6 +271,7 @@ export function chartFiles(image: string): ChartFiles {
     const [kind, name] = k.split('/')
     files[`templates/${kind?.toLowerCase()}-${name}.yaml`] = parts.join('---\n')
   }
+  Object.assign(files, endpointPickerFiles())
   for (const c of crds) files[`crds/${c.metadata?.name}.yaml`] = stringify(c, { lineWidth: 0 })
   const version = packageVersion()
   files['Chart.yaml'] = stringify({
@@ -172,6 +291,7 @@ export function chartFiles(image: string): ChartFiles {
     grafanaDashboard: { enabled: false },
     networkPolicy: { enabled: true },
     secretsNamespace: '',
+    endpointPickers: [],
   }
   files['values.yaml'] = `${[
     '# Generated by `npm run manifests` from cdk8s/ (the same source as install.yaml): do not edit.',
@@ -182,6 +302,9 @@ export function chartFiles(image: string): ChartFiles {
     "#   grafanaDashboard  the Grafana dashboard as a ConfigMap for Grafana's dashboard sidecar",
     '#   networkPolicy     only data-plane pods reach the operator push port',
     '#   secretsNamespace  credential source Secrets in this one namespace: a Role there, not cluster-wide',
+    '#   endpointPickers   an Endpoint Picker (`infer-gateway epp`) Deployment + Service per InferencePool:',
+    '#                     - {namespace, pool, replicas?: 2, spec?: {selector, targetPorts: [port],',
+    '#                        engine?, failureMode?: FailClose}} (spec: also write the InferencePool)',
   ].join('\n')}\n${stringify(values)}`
   return { files }
 }
