@@ -11,6 +11,7 @@ import {
   type TcpProxy,
 } from '../hack/bench/control-plane-proxy.js'
 import { type ControlPlane, startControlPlane } from '../hack/cluster/control-plane.js'
+import { until } from '../test/helpers/until.js'
 import { Informer, type InformerEvent } from './informer.js'
 
 const NS = 'informer-test'
@@ -73,14 +74,6 @@ const create = (name: string, mode: string) =>
     namespace: NS,
     body: { metadata: { name, labels: { test: 'informer' } }, data: { mode } },
   })
-
-async function until(cond: () => boolean, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time')
-    await new Promise((r) => setTimeout(r, 20))
-  }
-}
 
 beforeAll(async () => {
   cp = await startControlPlane()

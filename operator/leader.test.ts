@@ -8,6 +8,7 @@ import { CoordinationV1Api, KubeConfig } from '@kubernetes/client-node'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { proxiedKubeconfig, startTcpProxy } from '../hack/bench/control-plane-proxy.js'
 import { type ControlPlane, startControlPlane } from '../hack/cluster/control-plane.js'
+import { until } from '../test/helpers/until.js'
 import { LeaderElector } from './leader.js'
 
 const NS = 'leader-test'
@@ -43,15 +44,6 @@ function candidate(
   })
   electors.push(e)
   return e
-}
-
-async function until(cond: () => boolean, ms = 10_000): Promise<number> {
-  const t0 = Date.now()
-  while (!cond()) {
-    if (Date.now() - t0 > ms) throw new Error('condition not met in time')
-    await new Promise((r) => setTimeout(r, 20))
-  }
-  return Date.now() - t0
 }
 
 async function lease(name = 'lease-a') {

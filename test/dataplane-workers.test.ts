@@ -8,10 +8,11 @@ import { Agent, createServer, request, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { CLI } from '../hack/bench/procs.js'
 import { type SimHandle, startSimulator } from '../hack/sim/index.js'
 import { manifests } from './helpers/config.js'
+import { until } from './helpers/until.js'
 
 const BLIND = 'blind-model'
 const COUNTED = 'counted-model'
@@ -138,15 +139,6 @@ async function connectionsByWorker(url: string): Promise<Map<number, Agent>> {
     if (!out.has(worker)) out.set(worker, a)
   }
   return out
-}
-
-async function until(what: string, f: () => Promise<boolean>, ms = 5000): Promise<void> {
-  await vi.waitFor(
-    async () => {
-      if (!(await f())) throw new Error(`timed out waiting for ${what}`)
-    },
-    { timeout: ms, interval: 25 },
-  )
 }
 
 interface DebugView {
@@ -293,10 +285,14 @@ describe('dataplane --workers 2', () => {
   it('engine /metrics is scraped by one process: ~1 scrape per interval, not 2', async () => {
     // Both workers have fresh metrics of the counted engine (the primary's scrapes reached them).
     for (const a of byWorker.values()) {
-      await until('counted engine scraped', async () => {
-        const ep = (await debugView(a, gw.url)).endpoints.find((e) => e.name === 'counted-1')
-        return ep?.scrape.fresh === true && ep.engine?.running === 0 && ep.engine.waiting === 0
-      })
+      await until(
+        async () => {
+          const ep = (await debugView(a, gw.url)).endpoints.find((e) => e.name === 'counted-1')
+          return ep?.scrape.fresh === true && ep.engine?.running === 0 && ep.engine.waiting === 0
+        },
+        5000,
+        'counted engine scraped',
+      )
     }
     const before = scrapes
     await new Promise((r) => setTimeout(r, 2000))
@@ -335,11 +331,15 @@ describe('dataplane --workers 2', () => {
       const busy = /pick=(\S+)/.exec(line)?.[1]
       expect(['pod-1', 'pod-2']).toContain(busy)
       // Worker 2 learns about it from the primary, within tens of milliseconds.
-      await until('worker 2 sees the stream', async () => {
-        const d = await debugView(b, gw.url)
-        const ep = d.endpoints.find((e) => e.name === busy)
-        return ep?.local.inFlight === 0 && ep.local.peerInFlight === 1
-      })
+      await until(
+        async () => {
+          const d = await debugView(b, gw.url)
+          const ep = d.endpoints.find((e) => e.name === busy)
+          return ep?.local.inFlight === 0 && ep.local.peerInFlight === 1
+        },
+        5000,
+        'worker 2 sees the stream',
+      )
       // Same prompt, same tie-break: without the shared count worker 2 would pick `busy` too.
       const other = await explain(b, gw.url, BLIND, prompt)
       expect(other.worker).toBe(2)
@@ -348,10 +348,14 @@ describe('dataplane --workers 2', () => {
       ac.abort()
     }
     // Once the stream is gone, worker 2 no longer counts it.
-    await until('the stream is forgotten', async () => {
-      const d = await debugView(b, gw.url)
-      return d.endpoints.every((e) => (e.local.peerInFlight ?? 0) === 0)
-    })
+    await until(
+      async () => {
+        const d = await debugView(b, gw.url)
+        return d.endpoints.every((e) => (e.local.peerInFlight ?? 0) === 0)
+      },
+      5000,
+      'the stream is forgotten',
+    )
   }, 90_000)
 
   it("a prompt placed through one worker is in the other worker's prefix index", async () => {
@@ -375,7 +379,11 @@ describe('dataplane --workers 2', () => {
     // Worker 1 dispatches a long prompt (the counted engine's answer does not matter here).
     await http(a, gw.url, '/v1/chat/completions', chat(COUNTED, 'shared system prompt '.repeat(50)))
     expect(await blocks(a)).toBeGreaterThan(0)
-    await until('worker 2 has the blocks', async () => (await blocks(b)) === (await blocks(a)))
+    await until(
+      async () => (await blocks(b)) === (await blocks(a)),
+      5000,
+      'worker 2 has the blocks',
+    )
   }, 90_000)
 
   it('/metrics on any worker answers the sum over both workers', async () => {
@@ -400,7 +408,6 @@ describe('dataplane --workers 2', () => {
     expect(old).toBeGreaterThan(0)
     process.kill(old, 'SIGKILL')
     const restarted = until(
-      'a new worker 2',
       async () => {
         const a = connection()
         try {
@@ -419,6 +426,7 @@ describe('dataplane --workers 2', () => {
       },
       // A new worker loads the whole data plane: slow on a busy machine.
       60_000,
+      'a new worker 2',
     )
     await restarted.catch((e: unknown) => {
       throw new Error(`${String(e)}; gateway log:\n${gw.stderr().slice(-3000)}`)

@@ -13,6 +13,7 @@ import { type Gateway, startGateway } from '../dataplane/gateway.js'
 import { memoryLogger } from '../dataplane/log.js'
 import { RoundRobinPicker } from '../dataplane/picker.js'
 import { manifests } from './helpers/config.js'
+import { until } from './helpers/until.js'
 import { json, startUpstream, type TestUpstream } from './helpers/upstream.js'
 
 let engine: TestUpstream
@@ -30,11 +31,6 @@ function config(models: readonly string[]): string {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
-/** Waits for `cond` (at most 5 s: the assertions after it tell what did not happen). */
-async function until(cond: () => boolean): Promise<void> {
-  for (let i = 0; i < 250 && !cond(); i++) await sleep(20)
-}
 
 beforeAll(async () => {
   engine = await startUpstream('127.0.0.161', (_req, res, body) => {

@@ -20,6 +20,7 @@ import { type BadEngine, startBadEngine } from '../hack/hardening/bad-engine.js'
 import { type SimHandle, startSimulator } from '../hack/sim/index.js'
 import { ConfigVolume, manifests, type RouteSpec, type ServerSpec } from './helpers/config.js'
 import { gatewayPolicy, yamlDocs } from './helpers/filters.js'
+import { until } from './helpers/until.js'
 import { startUpstream, type TestUpstream } from './helpers/upstream.js'
 
 type LogLine = AccessLogEntry & Record<string, unknown>
@@ -30,14 +31,6 @@ function route(name: string, server: string): RouteSpec {
 
 async function inflight(gw: Gateway): Promise<number> {
   return (await gw.metrics.inflight.get()).values[0]?.value ?? Number.NaN
-}
-
-async function until(cond: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
-  const end = Date.now() + ms
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error('condition not met in time')
-    await new Promise((r) => setTimeout(r, 20))
-  }
 }
 
 function post(gw: Gateway, body: string, headers: Record<string, string> = {}): Promise<Response> {

@@ -4,11 +4,12 @@
 // engine computes them, the group follows the events to the new holder, which the approximate
 // index (what we dispatched) would not know.
 import OpenAI from 'openai'
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type Gateway, startGateway } from '../dataplane/gateway.js'
 import { type SimHandle, startSimulator } from '../hack/sim/index.js'
 import { postJson } from '../hack/sim/testkit.js'
 import { ConfigVolume, manifests } from './helpers/config.js'
+import { until } from './helpers/until.js'
 
 const EVENTS_PORT = 25557
 const REPLAY_PORT = 25558
@@ -103,15 +104,6 @@ async function kvDebug(): Promise<Record<string, KvEndpointDebug>> {
   return body.servers['default/kv']?.state?.['kv-cache']?.endpoints ?? {}
 }
 
-async function until(cond: () => Promise<boolean>, what: string, ms = 20_000): Promise<void> {
-  await vi.waitFor(
-    async () => {
-      if (!(await cond())) throw new Error(`timed out waiting for ${what}`)
-    },
-    { timeout: ms, interval: 50 },
-  )
-}
-
 async function ask(topic: string, question: string): Promise<string> {
   const before = log.length
   await client.chat.completions.create({
@@ -137,10 +129,14 @@ describe('kv-cache routing from engine KV events', () => {
     // The first request starts the subscribers; wait until each engine's stream has delivered.
     await ask('warm-up', 'hello')
     for (let i = 0; i < 3; i++) await ask(`warm-up ${i}`, 'hello again')
-    await until(async () => {
-      const d = await kvDebug()
-      return sims.every((s) => d[s.name]?.lastSeq !== null && d[s.name] !== undefined)
-    }, 'events from every engine')
+    await until(
+      async () => {
+        const d = await kvDebug()
+        return sims.every((s) => d[s.name]?.lastSeq !== null && d[s.name] !== undefined)
+      },
+      20_000,
+      'events from every engine',
+    )
 
     const first = await ask('the billing team', 'Why was I charged twice?')
     const holder = first.split(':')[0] as string
@@ -148,6 +144,7 @@ describe('kv-cache routing from engine KV events', () => {
     await until(
       async () =>
         (await kvDebug())[sims.find((s) => first.startsWith(s.host))?.name ?? '']?.blocks !== 0,
+      20_000,
       'the holder to report blocks',
     )
     for (const q of ['Can I get a refund?', 'Where is my invoice?', 'How do I change my card?']) {
@@ -188,13 +185,17 @@ describe('kv-cache routing from engine KV events', () => {
       ],
     })
     expect(r.status).toBe(200)
-    await until(async () => {
-      const ev = await events()
-      return (
-        (ev[holder.name] ?? 0) > (ev0[holder.name] ?? 0) &&
-        (ev[other.name] ?? 0) > (ev0[other.name] ?? 0)
-      )
-    }, 'the eviction and the new store to arrive')
+    await until(
+      async () => {
+        const ev = await events()
+        return (
+          (ev[holder.name] ?? 0) > (ev0[holder.name] ?? 0) &&
+          (ev[other.name] ?? 0) > (ev0[other.name] ?? 0)
+        )
+      },
+      20_000,
+      'the eviction and the new store to arrive',
+    )
 
     const moved = await ask('the shipping desk', 'Do you deliver on Sundays?')
     expect(moved.startsWith(other.host)).toBe(true)

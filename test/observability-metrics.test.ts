@@ -4,11 +4,12 @@
 // scrapes. And token counting for every stream: the client that did not ask for usage gets none,
 // but `infer_gateway_tokens_total` counts its tokens (no GatewayPolicy here).
 import OpenAI from 'openai'
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type Gateway, startGateway } from '../dataplane/gateway.js'
 import { type SimHandle, startSimulator } from '../hack/sim/index.js'
 import { type PromSample, promSum, scrapeProm } from '../hack/sim/testkit.js'
 import { ConfigVolume, manifests, type ServerSpec } from './helpers/config.js'
+import { until } from './helpers/until.js'
 
 let a: SimHandle
 let b: SimHandle
@@ -32,15 +33,6 @@ function config(endpoints: ServerSpec['endpoints']): string {
 }
 
 const scrape = (): Promise<PromSample[]> => scrapeProm(`${gw.url}/metrics`)
-
-async function until(cond: () => Promise<boolean>, ms = 10_000): Promise<void> {
-  await vi.waitFor(
-    async () => {
-      if (!(await cond())) throw new Error('condition not met in time')
-    },
-    { timeout: ms, interval: 50 },
-  )
-}
 
 beforeAll(async () => {
   const common = { port: 0, model: 'sim-model', metricsFormat: 'vllm' as const, timeScale: 0.05 }

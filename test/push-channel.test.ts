@@ -1,10 +1,11 @@
 // Push channel end to end: operator-side publisher and data-plane long-poll subscriber over real
 // HTTP, plus the combination with the durable snapshot file.
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { RoutingSnapshot } from '../api/snapshot.js'
 import { type Gateway, startGateway } from '../dataplane/gateway.js'
 import { listenPushServer, SnapshotPushServer } from '../operator/push-server.js'
 import { endpoint, route, server, snapshot } from './helpers/snapshot.js'
+import { until } from './helpers/until.js'
 import { json, startUpstream, type TestUpstream } from './helpers/upstream.js'
 
 let up: TestUpstream
@@ -24,10 +25,6 @@ function snap(model: string, version: number): RoutingSnapshot {
     [s],
     version,
   )
-}
-
-async function until(cond: () => boolean, ms = 10_000): Promise<void> {
-  await vi.waitFor(() => expect(cond()).toBe(true), { timeout: ms, interval: 10 })
 }
 
 beforeAll(async () => {

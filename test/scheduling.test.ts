@@ -6,6 +6,7 @@ import { type Gateway, startGateway } from '../dataplane/gateway.js'
 import { routingManifests, type SchedulerPluginSpec } from '../hack/bench/routing-config.js'
 import { type SimHandle, startSimulator } from '../hack/sim/index.js'
 import { ConfigVolume } from './helpers/config.js'
+import { until } from './helpers/until.js'
 
 const MODEL = 'sched-model'
 const HOSTS = ['127.0.0.61', '127.0.0.62', '127.0.0.63', '127.0.0.64']
@@ -88,14 +89,6 @@ function counts(rs: readonly Sent[]): Map<string, number> {
   const m = new Map<string, number>()
   for (const r of rs) m.set(r.pod ?? '?', (m.get(r.pod ?? '?') ?? 0) + 1)
   return m
-}
-
-async function until(cond: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
-  const end = Date.now() + ms
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error('condition not met in time')
-    await new Promise((r) => setTimeout(r, 25))
-  }
 }
 
 describe('model-aware scheduling through the gateway', () => {

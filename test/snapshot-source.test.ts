@@ -4,12 +4,13 @@ import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { compileSnapshot, parseManifests } from '../api/index.js'
 import type { RoutingSnapshot } from '../api/snapshot.js'
 import { type Gateway, startGateway } from '../dataplane/gateway.js'
 import { memoryLogger } from '../dataplane/log.js'
 import { manifests } from './helpers/config.js'
+import { until } from './helpers/until.js'
 import { json, startUpstream, type TestUpstream } from './helpers/upstream.js'
 
 let up: TestUpstream
@@ -51,10 +52,6 @@ async function upstreamModel(): Promise<string> {
   return ((await res.json()) as { model: string }).model
 }
 
-async function until(cond: () => Promise<boolean>): Promise<void> {
-  await vi.waitFor(async () => expect(await cond()).toBe(true), { timeout: 15_000, interval: 25 })
-}
-
 beforeAll(async () => {
   up = await startUpstream('127.0.0.20', (_q, res, body) =>
     json(res, 200, { model: (JSON.parse(body) as { model: string }).model }),
@@ -85,13 +82,13 @@ describe('snapshot file source', () => {
 
   it('swaps in a newer version (plain JSON is accepted too)', async () => {
     await publish(JSON.stringify(build('model-v2', 6)))
-    await until(async () => gw.store.snapshot?.version === 6)
+    await until(async () => gw.store.snapshot?.version === 6, 15_000)
     expect(await upstreamModel()).toBe('model-v2')
   })
 
   it('ignores an older version', async () => {
     await publish(JSON.stringify(build('model-old', 3)))
-    await until(async () => log.records.some((r) => r.msg.includes('older snapshot')))
+    await until(async () => log.records.some((r) => r.msg.includes('older snapshot')), 15_000)
     expect(await upstreamModel()).toBe('model-v2')
   })
 
@@ -105,6 +102,7 @@ describe('snapshot file source', () => {
       async () =>
         ((await gw.metrics.reloads.get()).values.find((v) => v.labels['result'] === 'failure')
           ?.value ?? 0) > failuresBefore,
+      15_000,
     )
     await publish('{"schemaVersion": 1, "version": ')
     await until(
@@ -112,6 +110,7 @@ describe('snapshot file source', () => {
         ((await gw.metrics.reloads.get()).values.find((v) => v.labels['result'] === 'failure')
           ?.value ?? 0) >
         failuresBefore + 1,
+      15_000,
     )
     expect(log.records.some((r) => r.level === 'error' && r.msg.includes('not valid JSON'))).toBe(
       true,

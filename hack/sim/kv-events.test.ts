@@ -2,11 +2,12 @@
 // evictions of the real cache arrive as vLLM batches, block hashes are what a router computes from
 // the prompt, and lost batches are recovered from the replay socket (or reset the index without one).
 
-import { afterEach, describe, expect, it, vi } from 'vitest'
+import { afterEach, describe, expect, it } from 'vitest'
 import { blockKeys, noneHash, sglangBlockKeys } from '../../dataplane/kv-events/block-hash.js'
 import { KvEventSubscriber } from '../../dataplane/kv-events/subscriber.js'
 import { wordTokenIds } from '../../dataplane/kv-events/tokens.js'
 import { flattenPrompt } from '../../dataplane/scheduler/prompt.js'
+import { until } from '../../test/helpers/until.js'
 import { type SimHandle, startSimulator } from './server.js'
 import { postJson } from './testkit.js'
 
@@ -14,15 +15,6 @@ const open: { close(): unknown }[] = []
 afterEach(async () => {
   for (const o of open.splice(0)) await o.close()
 })
-
-async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
-  await vi.waitFor(
-    () => {
-      if (!cond()) throw new Error(`timed out waiting for ${what}`)
-    },
-    { timeout: ms, interval: 20 },
-  )
-}
 
 const body = (topic: string) => ({
   model: 'm',
@@ -91,7 +83,7 @@ describe('simulator KV events', () => {
     const ka = keysOf(a)
     expect(ka.length / 2).toBeGreaterThanOrEqual(4)
     expect((await postJson(`${s.url}/v1/chat/completions`, a)).status).toBe(200)
-    await until(() => sub.state.index.prefixRun(ka) === ka.length / 2, 'the prompt blocks')
+    await until(() => sub.state.index.prefixRun(ka) === ka.length / 2, 10_000, 'the prompt blocks')
     // The bench oracle's view (POST /sim/kv/peek) agrees with the events: every full block held.
     const peek = (await postJson(`${s.url}/sim/kv/peek`, a)).json as {
       promptTokens: number
@@ -102,7 +94,11 @@ describe('simulator KV events', () => {
     // A cache of 24 blocks cannot keep them while other prompts pass through.
     for (const t of ['volcanoes', 'glaciers', 'deserts', 'rainforests', 'coral reefs'])
       await postJson(`${s.url}/v1/chat/completions`, body(t))
-    await until(() => sub.state.index.prefixRun(ka) === 0, 'the eviction of the first prompt')
+    await until(
+      () => sub.state.index.prefixRun(ka) === 0,
+      10_000,
+      'the eviction of the first prompt',
+    )
     expect((await postJson(`${s.url}/sim/kv/peek`, a)).json).toMatchObject({ cachedTokens: 0 })
     expect(s.stats().kvEvictions).toBeGreaterThan(0)
     expect(sub.state.index.size).toBeLessThanOrEqual(24)
@@ -118,12 +114,16 @@ describe('simulator KV events', () => {
     const ks = sglangBlockKeys(tokens, 16, 1000)
     expect(ks.length / 2).toBeGreaterThanOrEqual(4)
     expect((await postJson(`${s.url}/v1/chat/completions`, a)).status).toBe(200)
-    await until(() => sub.state.index.prefixRun(ks) === ks.length / 2, 'the SGLang page hashes')
+    await until(
+      () => sub.state.index.prefixRun(ks) === ks.length / 2,
+      10_000,
+      'the SGLang page hashes',
+    )
     // vLLM's hashes of the same prompt are not what this engine reports.
     expect(sub.state.index.prefixRun(keysOf(a))).toBe(0)
     for (const t of ['volcanoes', 'glaciers', 'deserts', 'rainforests', 'coral reefs'])
       await postJson(`${s.url}/v1/chat/completions`, body(t))
-    await until(() => sub.state.index.prefixRun(ks) === 0, 'the SGLang removals')
+    await until(() => sub.state.index.prefixRun(ks) === 0, 10_000, 'the SGLang removals')
     expect(sub.state.stats.malformed).toBe(0)
   })
 
@@ -138,7 +138,11 @@ describe('simulator KV events', () => {
       const next = body('the batch after')
       await postJson(`${s.url}/v1/chat/completions`, next)
       const kn = keysOf(next)
-      await until(() => sub.state.index.prefixRun(kn) === kn.length / 2, 'the batch after the gap')
+      await until(
+        () => sub.state.index.prefixRun(kn) === kn.length / 2,
+        10_000,
+        'the batch after the gap',
+      )
       expect(sub.state.stats.gaps).toBe(1)
       const kl = keysOf(lost)
       if (replay) {
