@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import OpenAI, { RateLimitError } from 'openai'
 import { Agent } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { type Proc, spawnCli } from '../hack/bench/procs.js'
+import { type Proc, startDataplane } from '../hack/bench/procs.js'
 import { type SimHandle, startSimulator } from '../hack/sim/index.js'
 import {
   endpoints,
@@ -19,7 +19,6 @@ import {
   sha256,
   yamlDocs,
 } from './helpers/filters.js'
-import { freePort } from './helpers/redis-server.js'
 
 const KEYS = { small: 'sk-small-00000000000001', large: 'sk-large-00000000000002' } as const
 // 10 per hour: too small to lease (every decision is the primary's). 100 per hour: 5-request
@@ -68,31 +67,12 @@ beforeAll(async () => {
       }),
     ]),
   )
-  const port = await freePort()
-  gw = await spawnCli(
-    [
-      'dataplane',
-      '--config',
-      config,
-      '--secrets-dir',
-      secrets,
-      '--host',
-      '127.0.0.1',
-      '--port',
-      String(port),
-      '--no-access-log',
-      '--explain',
-      '--drain-delay',
-      '0',
-      '--workers',
-      '2',
-    ],
-    /data plane listening/,
-    [],
+  gw = await startDataplane({
+    args: ['--config', config, '--secrets-dir', secrets, '--explain', '--workers', '2'],
     // Three processes load the TypeScript sources at once; slow on a busy 2-core machine.
-    120_000,
-  )
-  url = `http://127.0.0.1:${port}`
+    timeoutMs: 120_000,
+  })
+  url = gw.url
 }, 150_000)
 
 afterAll(async () => {

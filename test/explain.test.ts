@@ -1,53 +1,27 @@
 // The explain header and /debug/endpoints reveal pod names, load and scores, so the data plane
 // answers them only when started with `--explain` (alias `--debug-endpoints`). The real CLI in
 // its own process, in front of one simulated engine.
-import { type ChildProcess, spawn } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { CLI } from '../hack/bench/procs.js'
+import { type Proc, startDataplane } from '../hack/bench/procs.js'
 import { routingManifests } from '../hack/bench/routing-config.js'
 import { type SimHandle, startSimulator } from '../hack/sim/index.js'
 
 const MODEL = 'explain-model'
 let sim: SimHandle
 let dir: string
-const children: ChildProcess[] = []
+const procs: Proc[] = []
 
 /** Starts `infer-gateway dataplane` on an ephemeral port; resolves with its URL. */
 async function dataplane(extra: readonly string[]): Promise<string> {
-  const child = spawn(
-    process.execPath,
-    [
-      CLI,
-      'dataplane',
-      '--config',
-      join(dir, 'gateway.yaml'),
-      '--host',
-      '127.0.0.1',
-      '--port',
-      '0',
-      '--no-access-log',
-      '--drain-delay',
-      '0',
-      // One process: what is tested here does not depend on workers, and it starts faster.
-      '--workers',
-      '1',
-      ...extra,
-    ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  )
-  children.push(child)
-  let seen = ''
-  return new Promise<string>((resolve, reject) => {
-    child.stderr?.on('data', (b: Buffer) => {
-      seen += b.toString()
-      const m = /"msg":"data plane listening","url":"([^"]+)"/.exec(seen)
-      if (m?.[1] !== undefined) resolve(m[1])
-    })
-    child.once('exit', (code) => reject(new Error(`dataplane exited with ${code}: ${seen}`)))
+  const p = await startDataplane({
+    // One process: what is tested here does not depend on workers, and it starts faster.
+    args: ['--config', join(dir, 'gateway.yaml'), '--workers', '1', ...extra],
   })
+  procs.push(p)
+  return p.url
 }
 
 async function ask(url: string): Promise<{ pod: string | null; explain: string | null }> {
@@ -88,16 +62,7 @@ beforeAll(async () => {
 })
 
 afterAll(async () => {
-  await Promise.all(
-    children.map(
-      (c) =>
-        new Promise<void>((resolve) => {
-          if (c.exitCode !== null) return resolve()
-          c.once('exit', () => resolve())
-          c.kill('SIGTERM')
-        }),
-    ),
-  )
+  await Promise.all(procs.map((p) => p.stop()))
   await sim?.close()
   if (dir !== undefined) await rm(dir, { recursive: true, force: true })
 })

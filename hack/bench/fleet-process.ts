@@ -2,7 +2,7 @@
 // of it, as the routing benchmarks (routing, routing-kv, routing-pd, routing-spill) start them.
 import { fileURLToPath } from 'node:url'
 import type { SimOptions, SimStats } from '../sim/index.js'
-import { type Proc, spawnCli, spawnScript } from './procs.js'
+import { type Proc, spawnScript, startDataplane } from './procs.js'
 import type { FleetMember, RestartReply, RestartRequest } from './routing-fleet.js'
 
 const FLEET_SCRIPT = fileURLToPath(new URL('./routing-fleet.ts', import.meta.url))
@@ -65,28 +65,12 @@ export async function startGateway(
   o: GatewayProcOptions = {},
 ): Promise<Proc> {
   const workers = o.workers ?? 1
-  const gw = await spawnCli(
-    [
-      'dataplane',
-      '--config',
-      file,
-      ...(o.args ?? []),
-      '--host',
-      '127.0.0.1',
-      '--port',
-      String(port),
-      '--no-access-log',
-      '--explain',
-      '--drain-delay',
-      '0',
-      '--workers',
-      String(workers),
-    ],
-    /data plane listening/,
-    [],
+  const gw = await startDataplane({
+    args: ['--config', file, ...(o.args ?? []), '--explain', '--workers', String(workers)],
+    port,
     // Each worker loads the whole data plane too: on a busy machine that takes a while.
-    60_000 * workers,
-  )
+    timeoutMs: 60_000 * workers,
+  })
   const deadline = Date.now() + (o.freshWithinMs ?? 10_000)
   for (;;) {
     try {

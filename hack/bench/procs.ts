@@ -22,19 +22,24 @@ export class SpawnTimeoutError extends Error {
   }
 }
 
+export interface CliProc extends Proc {
+  /** What `ready` matched (its groups carry what the child announced, e.g. its URL). */
+  readonly match: RegExpExecArray
+}
+
 /** Spawns `infer-gateway <args>` and resolves once a line of its output matches `ready`. */
 export async function spawnCli(
   args: readonly string[],
   ready: RegExp,
   nodeArgs: readonly string[] = [],
   timeoutMs = 30_000,
-): Promise<Proc> {
+): Promise<CliProc> {
   const child = spawn(process.execPath, [...nodeArgs, CLI, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let seen = ''
   let onData: (b: Buffer) => void = () => {}
-  await new Promise<void>((resolve, reject) => {
+  const match = await new Promise<RegExpExecArray>((resolve, reject) => {
     const timer = setTimeout(() => {
       // Not ready in time: the caller gets no handle to stop the child, so it must not outlive
       // the failure (an orphan keeps its port and CPU). SIGTERM first (a --workers primary takes
@@ -50,9 +55,10 @@ export async function spawnCli(
     }, timeoutMs)
     onData = (b: Buffer): void => {
       seen += b.toString()
-      if (ready.test(seen)) {
+      const m = ready.exec(seen)
+      if (m !== null) {
         clearTimeout(timer)
-        resolve()
+        resolve(m)
       }
     }
     child.stdout?.on('data', onData)
@@ -73,6 +79,7 @@ export async function spawnCli(
   child.stderr?.resume()
   return {
     child,
+    match,
     stop: () =>
       new Promise<void>((resolve) => {
         if (child.exitCode !== null) return resolve()
@@ -81,6 +88,49 @@ export async function spawnCli(
         setTimeout(() => child.kill('SIGKILL'), 5000).unref()
       }),
   }
+}
+
+/** The line a data plane (single process or `--workers` primary) logs once it serves. */
+const DATAPLANE_LISTENING = /"msg":"data plane listening","url":"([^"]+)"/
+
+export interface DataplaneOptions {
+  /** The rest of the command line: `--config`/`--snapshot`/`--push-url`, `--secrets-dir`, … */
+  readonly args: readonly string[]
+  /** Default 127.0.0.1. */
+  readonly host?: string
+  /** Default 0: an ephemeral port, read back from the listening line (no free-port race). */
+  readonly port?: number
+  /** How long it may take to listen (default 60 s: every worker loads the whole data plane). */
+  readonly timeoutMs?: number
+}
+
+export interface DataplaneProc extends CliProc {
+  /** `http://host:port` as the data plane logged it. */
+  readonly url: string
+}
+
+/**
+ * `infer-gateway dataplane` as the tests and benchmarks run it: on loopback, no access log, no
+ * drain delay (a stop is immediate); resolves once it (every worker, with `--workers`) listens.
+ */
+export async function startDataplane(o: DataplaneOptions): Promise<DataplaneProc> {
+  const proc = await spawnCli(
+    [
+      'dataplane',
+      ...o.args,
+      '--host',
+      o.host ?? '127.0.0.1',
+      '--port',
+      String(o.port ?? 0),
+      '--no-access-log',
+      '--drain-delay',
+      '0',
+    ],
+    DATAPLANE_LISTENING,
+    [],
+    o.timeoutMs ?? 60_000,
+  )
+  return { ...proc, url: proc.match[1] ?? '' }
 }
 
 export interface OutputProc extends Proc {
