@@ -370,6 +370,39 @@ describe('ExtProcStream, refusals and endings', () => {
   })
 })
 
+describe('ExtProcStream, response headers only (response_body_mode NONE)', () => {
+  it('answers the response headers, holds the place while the body flows past, releases at the trailers', async () => {
+    const { sent, open, inflight } = setup()
+    const s = open()
+    await s.handle({
+      ...headers(),
+      protocol_config: {
+        request_body_mode: BodyMode.FULL_DUPLEX_STREAMED,
+        response_body_mode: BodyMode.NONE,
+      },
+    })
+    await s.handle(body(chatBody(), true))
+    const primary = setHeader(sent[0], DESTINATION_HEADER)?.split(',')[0] as string
+    sent.length = 0
+    await s.handle({
+      request: 'response_headers',
+      response_headers: {
+        headers: { headers: [hv(':status', '200'), hv('content-type', 'text/event-stream')] },
+      },
+      metadata_context: served(primary),
+    })
+    expect(sent).toEqual([{ response_headers: { response: {} } }])
+    // The tokens go to the client without the EPP: the request is still at the pod.
+    expect(inflight()).toEqual({ [primary]: 1 })
+    // The end: the response trailers (response_trailer_mode SEND), else the end of the gRPC stream.
+    await s.handle({ request: 'response_trailers', response_trailers: {} })
+    expect(sent[1]).toEqual({ response_trailers: {} })
+    expect(inflight()).toEqual({})
+    s.close(false)
+    expect(inflight()).toEqual({})
+  })
+})
+
 describe('ExtProcStream, admission (fairness plugin)', () => {
   it('a saturated pool queues, then sheds with an ImmediateResponse 429; a queued stream that ends is dropped', async () => {
     const srv: SnapshotServer = {
