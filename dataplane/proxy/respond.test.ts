@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { mentionsUsage, SseUsageScanner, usageFromTail } from './respond.js'
+import { mentionsUsage, SseUsageScanner, usageFromTail, usageOfJson } from './respond.js'
 
 const enc = new TextEncoder()
 
@@ -109,5 +109,48 @@ describe('usageFromTail', () => {
       completionTokens: 0,
     })
     expect(usageFromTail('{"id":"no usage here"}')).toBeUndefined()
+  })
+})
+
+describe('usageOfJson', () => {
+  const b = (s: string) => Buffer.from(s)
+  it('reads the usage object of a chat, embeddings and Responses answer', () => {
+    const chat = JSON.stringify({
+      id: 'x',
+      choices: [{ message: { role: 'assistant', content: 'the "usage": {} word' } }],
+      usage: {
+        prompt_tokens: 17,
+        completion_tokens: 16,
+        prompt_tokens_details: { cached_tokens: 4 },
+      },
+    })
+    expect(usageOfJson(b(chat))).toEqual({ promptTokens: 17, completionTokens: 16 })
+    expect(
+      usageOfJson(
+        b('{"data":[{"embedding":[0.1,-2e-3]}],"usage" : {"prompt_tokens":9,"total_tokens":9}}'),
+      ),
+    ).toEqual({ promptTokens: 9, completionTokens: 0 })
+    expect(usageOfJson(b('{"output":[],"usage":{"input_tokens":5,"output_tokens":2}}'))).toEqual({
+      promptTokens: 5,
+      completionTokens: 2,
+    })
+  })
+  it('no usage where there is no usable usage object', () => {
+    for (const s of [
+      '{"usage":null}',
+      '{"id":"no usage here"}',
+      '{"content":"usage","x":1}',
+      '{"usage":{"prompt_tokens":"many"}}',
+      '{"usage":{"prompt_tokens":3',
+      '{"usage":[1,2]}',
+      '{"usage":{"prompt_tokens":3]}',
+    ])
+      expect(usageOfJson(b(s)), s).toBeUndefined()
+  })
+  it('a string value "usage" before the key is not taken for it', () => {
+    expect(usageOfJson(b('{"usage":{"prompt_tokens":1},"note":"usage"}'))).toEqual({
+      promptTokens: 1,
+      completionTokens: 0,
+    })
   })
 })

@@ -120,6 +120,52 @@ export function mentionsUsage(b: Buffer): boolean {
   return false
 }
 
+/**
+ * The `usage` object of a JSON answer: the last `"usage"` key's object value, parsed alone. Decoding
+ * and parsing the whole answer to read it was the largest cost of a non-streamed response in our
+ * own code (about 17 µs of a 330-byte chat answer on a busy machine, against about 3). The key is
+ * found as bytes: inside a JSON string its quotes are escaped, so `"usage"` followed by `:` is a
+ * key; OpenAI-style answers (chat, completions, embeddings, Responses) put it last, at the top.
+ */
+export function usageOfJson(b: Buffer): Usage | undefined {
+  for (
+    let at = b.lastIndexOf(USAGE_KEY);
+    at >= 0;
+    at = at > 0 ? b.lastIndexOf(USAGE_KEY, at - 1) : -1
+  ) {
+    let j = skipSpace(b, at + USAGE_KEY.length)
+    if (b[j] !== 0x3a) continue // a string value "usage", not a key
+    j = skipSpace(b, j + 1)
+    if (b[j] !== 0x7b) return undefined // `"usage": null` or not an object
+    const end = objectEnd(b, j)
+    if (end < 0) return undefined
+    try {
+      return parseUsage(JSON.parse(b.toString('utf8', j, end + 1)))
+    } catch {
+      // Not our body to judge; pass it through.
+      return undefined
+    }
+  }
+  return undefined
+}
+
+/** Index of the `}` closing the object that opens at `start`, strings skipped; -1 if none. */
+function objectEnd(b: Buffer, start: number): number {
+  let depth = 0
+  for (let i = start; i < b.length; i++) {
+    const c = b[i]
+    if (c === 0x22) {
+      // A string: to its closing quote, escapes skipped.
+      for (i++; i < b.length && b[i] !== 0x22; i++) if (b[i] === 0x5c) i++
+    } else if (c === 0x7b || c === 0x5b) depth++
+    else if (c === 0x7d || c === 0x5d) {
+      depth--
+      if (depth === 0) return c === 0x7d ? i : -1
+    }
+  }
+  return -1
+}
+
 function skipSpace(b: Buffer, from: number): number {
   let j = from
   while (j < b.length && (b[j] === 0x20 || b[j] === 0x09 || b[j] === 0x0a || b[j] === 0x0d)) j++
@@ -413,14 +459,8 @@ async function bufferedResponse(up: UpstreamResponse, opts: RespondOptions): Pro
   const body = chunks.length === 1 && chunks[0] !== undefined ? chunks[0] : Buffer.concat(chunks)
   let usage: Usage | undefined
   const ct = contentType(up.headers)
-  if (up.statusCode < 300 && ct.includes('json') && body.byteLength < 16 * 1024 * 1024) {
-    try {
-      const text = Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8')
-      usage = parseUsage((JSON.parse(text) as Record<string, unknown>)['usage'])
-    } catch {
-      // Not our body to judge; pass it through.
-    }
-  }
+  if (up.statusCode < 300 && ct.includes('json'))
+    usage = usageOfJson(Buffer.from(body.buffer, body.byteOffset, body.byteLength))
   opts.onDone({
     status: up.statusCode,
     bytes,
