@@ -71,6 +71,19 @@ describe('fairness', () => {
     p.close()
   })
 
+  it('a limit learned on one endpoint holds for the other endpoints until they show their own', () => {
+    const p = new FairnessPlugin({}, { random: Math.random, now: () => 0 })
+    const [a, b] = [state('a', 2), state('b', 3)]
+    scraped(a, 0, { running: 4, waiting: 3 }) // a's batch limit: 4 (and it is over it)
+    const t = { promptTokens: 1, outputTokens: 1, stream: false }
+    for (let i = 0; i < 4; i++) b.dispatchStarted(t, 0)
+    const req = request(pickContext(server([]), chat('hi')))
+    // b has never queued, but 4 in flight is a's limit: nowhere to place, the request queues.
+    expect(p.filter(req, [a, b])).toEqual([])
+    expect(p.admit(req, () => [a, b], new AbortController().signal)).toBeInstanceOf(Promise)
+    p.close()
+  })
+
   it('queues once saturated and releases the light tenant ahead of the heavy backlog', async () => {
     const { submit, finish, order, p } = setup()
     const running = [await submit('heavy'), await submit('heavy')] // both endpoints full
@@ -88,6 +101,33 @@ describe('fairness', () => {
     finish(running[1] as Awaited<ReturnType<typeof submit>>)
     for (const h of heavy) finish(await h)
     expect(order.slice(3)).toEqual(['heavy', 'heavy', 'heavy', 'heavy', 'heavy'])
+    expect(p.queued).toBe(0)
+    p.close()
+  })
+
+  it('a tenant served below the pace of the backlog keeps its lead when a burst makes it queue', async () => {
+    // 2 places. The light tenant keeps one request in flight while the heavy backlog moves on
+    // (its counter runs ahead). Then two light requests queue at once: both go before the heavy
+    // backlog. (Lifted to the backlog's minimum on queueing, they alternated with it one for one.)
+    const { submit, finish, order, p } = setup()
+    const light0 = await submit('light')
+    let current = await submit('heavy')
+    const heavy = Array.from({ length: 6 }, () => submit('heavy'))
+    await tick()
+    for (let i = 0; i < 3; i++) {
+      finish(current)
+      current = await (heavy[i] as ReturnType<typeof submit>)
+    }
+    const light = [submit('light'), submit('light')]
+    await tick()
+    expect(p.queued).toBe(5)
+    expect(p.counter('light')).toBeLessThan(p.counter('heavy'))
+    finish(current)
+    finish(light0)
+    await tick()
+    expect(order.slice(-2)).toEqual(['light', 'light'])
+    for (const l of light) finish(await l)
+    for (const h of heavy.slice(3)) finish(await h)
     expect(p.queued).toBe(0)
     p.close()
   })

@@ -200,7 +200,14 @@ export class FairnessPlugin implements Plugin {
       )
     }
     if (tenant.queue.length === 0 && this.#queued > 0) {
-      tenant.vtc = Math.max(tenant.vtc, this.#minBackloggedVtc())
+      // An idle tenant is lifted to the backlog's minimum (VTC). One with requests in flight keeps
+      // up to one server-full of the lead it earned by asking for less than the backlog while it
+      // was being served: lifted to the minimum on every queueing, a light tenant that a burst
+      // made queue (an engine slower than its limit, the limit still being learned) only
+      // alternated with the heavy backlog, one for one.
+      const min = this.#minBackloggedVtc()
+      const lead = tenant.inflight > 0 ? (this.#room(req.now).total * cost) / tenant.weight : 0
+      tenant.vtc = Math.max(tenant.vtc, min - lead)
     }
     this.queuedTotal++
     return new Promise<Admission>((resolve, reject) => {
@@ -259,8 +266,9 @@ export class FairnessPlugin implements Plugin {
 
   /** Place admitted requests where there is room, so the engines do not queue them. */
   filter(req: SchedRequest, eps: readonly EndpointState[]): readonly EndpointState[] {
+    const pooled = pooledLimit(eps)
     return eps.filter((e) => {
-      const limit = this.limitOf(e)
+      const limit = this.limitOf(e, pooled)
       return limit === 0 || e.pending(req.now) < limit
     })
   }
@@ -361,9 +369,15 @@ export class FairnessPlugin implements Plugin {
     return place
   }
 
-  /** Concurrency limit of `e`: configured, else learned from the engine; 0 = unknown. */
-  limitOf(e: EndpointState): number {
-    return this.maxInFlightPerEndpoint > 0 ? this.maxInFlightPerEndpoint : e.learnedCapacity
+  /**
+   * Concurrency limit of `e`: configured, else learned from the engine, else `pooled` (the limit
+   * learned on another endpoint of the server: replicas of one model server share their batch
+   * limit, as predicted-latency assumes too, and until each had queued once the others admitted
+   * without bound); 0 = unknown.
+   */
+  limitOf(e: EndpointState, pooled = 0): number {
+    if (this.maxInFlightPerEndpoint > 0) return this.maxInFlightPerEndpoint
+    return e.learnedCapacity > 0 ? e.learnedCapacity : pooled
   }
 
   /**
@@ -376,10 +390,12 @@ export class FairnessPlugin implements Plugin {
     let free = 0
     let total = 0
     let healthy = 0
-    for (const e of this.#eps()) {
+    const eps = this.#eps()
+    const pooled = pooledLimit(eps)
+    for (const e of eps) {
       if (e.isEjected(now)) continue
       healthy++
-      const limit = this.limitOf(e)
+      const limit = this.limitOf(e, pooled)
       if (limit === 0) return UNBOUNDED
       total += limit
       free += Math.max(0, limit - e.pending(now))
@@ -459,6 +475,13 @@ export class FairnessPlugin implements Plugin {
     this.#timer = setInterval(() => this.pump(), 20)
     this.#timer.unref()
   }
+}
+
+/** The largest batch limit learned on any of `eps`; 0 when none is known. */
+function pooledLimit(eps: readonly EndpointState[]): number {
+  let max = 0
+  for (const e of eps) if (e.learnedCapacity > max) max = e.learnedCapacity
+  return max
 }
 
 export function fairness(args: PluginArgs, env: PluginEnv): Plugin {
