@@ -5,9 +5,9 @@
 //
 // What is physically possible there: each group homed on a killed engine pays a cold prefill
 // (~400 ms here) at its first request after the kill, and its requests arriving before that
-// prefill can be ready wait for it. Counted from the fresh run's placement, that is 13-18 slow
-// requests per seed (seeds 10-21) against 21-26 allowed (a tenth of the judged requests): the
-// target is reachable, with little room for anything else (a survivor that takes two displaced
+// prefill can be ready wait for it. Counted from the fresh run's placement (floorSlow), that is
+// 12-18 slow requests per seed (seeds 10-21) against 21-26 allowed (a tenth of the judged
+// requests; asserted below for seeds 10-15): the target is reachable, with little room for anything else (a survivor that takes two displaced
 // groups queues its own, and a group moved to the second engine to die moves twice). Seeds 10-21
 // at this commit: 9 of 12 within 10 %, slow requests 275 in all; before the re-homing with
 // bounded load (predicted-latency #rehome): 6 of 12, 285 — seeds 10-15 gained most (2 → 5 of 6,
@@ -19,6 +19,7 @@ import {
   ttftPercentile,
   type VirtualFleetOptions,
   type VirtualRequest,
+  type VirtualRun,
 } from '../../hack/bench/virtual-fleet.js'
 import { generateWords } from '../../hack/sim/rng.js'
 import { seeded } from './testkit.js'
@@ -50,12 +51,53 @@ function sharedPrefix(seed: number): VirtualRequest[] {
     { length: 16 },
     (_, g) => `Group ${g} policy. ${generateWords(100 + g, 'system', 1500).join('')}`,
   )
-  return poisson(rate(), MS, r).map((at, k) => ({
-    at,
-    system: systems[Math.floor(r() * systems.length)] as string,
-    user: generateWords(seed, `q${k}`, 60).join(''),
-    maxTokens: 16,
-  }))
+  return poisson(rate(), MS, r).map((at, k) => {
+    const g = Math.floor(r() * systems.length)
+    return {
+      at,
+      system: systems[g] as string,
+      user: generateWords(seed, `q${k}`, 60).join(''),
+      maxTokens: 16,
+      tag: `g${g}`,
+    }
+  })
+}
+
+const RESTARTS = [
+  { pod: 1, at: 0.35 * MS, downMs: 1000 },
+  { pod: 2, at: 0.5 * MS, downMs: 1000 },
+]
+
+/**
+ * Judged requests that are slow (TTFT above `limit`) whatever the router, given the fresh run's
+ * placement: for each restart, every group whose requests in the second before the kill all went
+ * to the killed engine has its cache there only, so its first request after the kill is a cold
+ * prefill (on a survivor, or on the engine back with an empty cache), and its requests arriving
+ * before that prefill can be ready either wait for it or compute their own. Requests in flight at
+ * the kill fail and are not judged, for us as for this count.
+ */
+function floorSlow(
+  requests: readonly VirtualRequest[],
+  fresh: VirtualRun,
+  coldMs: number,
+  limit: number,
+): number {
+  const slow = new Set<number>()
+  for (const x of RESTARTS) {
+    const pods = new Map<string, Set<string>>()
+    for (const r of fresh.results) {
+      if (r.tag === undefined || !r.ok || r.at >= x.at || r.at < x.at - 1000) continue
+      pods.set(r.tag, (pods.get(r.tag) ?? new Set()).add(r.pod))
+    }
+    for (const [g, on] of pods) {
+      if (on.size !== 1 || !on.has(`pod-${x.pod}`)) continue
+      const after = requests.filter((q) => q.tag === g && q.at >= x.at)
+      const first = after[0]
+      if (first === undefined) continue
+      for (const q of after) if (q === first || first.at + coldMs - q.at > limit) slow.add(q.at)
+    }
+  }
+  return [...slow].filter((at) => at >= WARMUP_MS).length
 }
 
 async function run(o: Omit<VirtualFleetOptions, 'advance'>) {
@@ -70,21 +112,24 @@ afterEach(() => {
 })
 
 describe('engines restarted under load, quick window (issue 9)', () => {
-  it('TTFT p90 within 10 % of fresh: the bench seed, and 4 of 6 seeds', async () => {
+  it('TTFT p90 within 10 % of fresh: reachable (floor under a tenth), met on the bench seed and 4 of 6 seeds', async () => {
     const within: Record<number, boolean> = {}
     for (const seed of [10, 11, 12, 13, 14, 15]) {
-      const base = { shape: PREFILL_BOUND, pods: 4, requests: sharedPrefix(seed) }
+      const requests = sharedPrefix(seed)
+      const base = { shape: PREFILL_BOUND, pods: 4, requests }
       const fresh = await run(base)
-      const restarted = await run({
-        ...base,
-        restarts: [
-          { pod: 1, at: 0.35 * MS, downMs: 1000 },
-          { pod: 2, at: 0.5 * MS, downMs: 1000 },
-        ],
-      })
+      const restarted = await run({ ...base, restarts: RESTARTS })
       const f = ttftPercentile(fresh.results, 90, WARMUP_MS)
       const r = ttftPercentile(restarted.results, 90, WARMUP_MS)
       within[seed] = r <= 1.1 * f
+      // The target is physically reachable: the floor stays under the tenth a p90 leaves.
+      const judged = restarted.results.filter((x) => x.ok && x.at >= WARMUP_MS).length
+      const cold = Math.min(
+        ...fresh.results.filter((x) => x.ok && x.cachedTokens === 0).map((x) => x.ttftMs),
+      )
+      const floor = floorSlow(requests, fresh, cold, 1.1 * f)
+      expect(floor).toBeGreaterThan(5)
+      expect(floor).toBeLessThanOrEqual(Math.floor(0.1 * judged))
       // Only streams cut by the kills fail.
       const failed = restarted.results.filter((x) => !x.ok).length
       expect(failed).toBeLessThan(12)
