@@ -24,7 +24,7 @@ import { API_GROUP } from '../../api/schema.js'
 import { synthInstall } from '../../cdk8s/main.js'
 import { type ControlPlane, freePort, startControlPlane } from '../cluster/control-plane.js'
 import { type SimHandle, startSimulator } from '../sim/index.js'
-import { type Proc, spawnCli } from './procs.js'
+import { type DataplaneProc, type Proc, spawnCli, startDataplane } from './procs.js'
 
 export const NS = SYSTEM_NAMESPACE
 
@@ -208,32 +208,11 @@ export async function waitReady(url: string, timeoutMs = 30_000): Promise<void> 
   }
 }
 
-export interface DataplaneProc extends Proc {
-  readonly url: string
-}
+export type { DataplaneProc }
 
-export async function spawnDataplane(
-  host: string,
-  args: readonly string[],
-): Promise<DataplaneProc> {
-  const port = await freePort()
-  const proc = await spawnCli(
-    [
-      'dataplane',
-      ...args,
-      '--host',
-      host,
-      '--port',
-      String(port),
-      '--no-access-log',
-      '--drain-delay',
-      '0',
-      '--shutdown-timeout',
-      '2000',
-    ],
-    /data plane listening/,
-  )
-  return { ...proc, url: `http://${host}:${port}` }
+/** A data plane on `host` of the simulated cluster; a stop waits at most 2 s for open requests. */
+export function spawnDataplane(host: string, args: readonly string[]): Promise<DataplaneProc> {
+  return startDataplane({ host, args: [...args, '--shutdown-timeout', '2000'], timeoutMs: 30_000 })
 }
 
 // ---------------------------------------------------------------------------------------------

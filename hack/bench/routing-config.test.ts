@@ -3,7 +3,7 @@
 // value is refused by the validator with the field's path (the documents really are checked).
 import { describe, expect, it } from 'vitest'
 import { compileSnapshot, type ManifestIssue, parseManifests } from '../../api/index.js'
-import { type RoutingConfig, routingManifests } from './routing-config.js'
+import { fleetEndpoints, type RoutingConfig, routingManifests } from './routing-config.js'
 
 function compile(c: RoutingConfig) {
   const parsed = parseManifests([{ name: 'gateway.yaml', text: routingManifests(c) }])
@@ -17,12 +17,15 @@ function compile(c: RoutingConfig) {
   return { issues: parsed.issues, snapshot, diagnostics }
 }
 
-const endpoints = ['prefill-0', 'prefill-1', 'decode-2', 'decode-3'].map((name, i) => ({
-  name,
-  address: `127.0.0.${121 + i}`,
-  port: 8000 + i,
-  labels: { app: 'pool', role: name.split('-')[0] ?? '', group: 'g0' },
-}))
+// As routing-pd labels its fleet: the role is the member name's first part.
+const endpoints = fleetEndpoints(
+  ['prefill-0', 'prefill-1', 'decode-2', 'decode-3'].map((name, i) => ({
+    name,
+    host: `127.0.0.${121 + i}`,
+    port: 8000 + i,
+  })),
+  (name) => ({ app: 'pool', role: name.split('-')[0] ?? '', group: 'g0' }),
+)
 
 describe('routingManifests', () => {
   it('plain: one server over the endpoints, the base route, adapters 10 to a route', () => {

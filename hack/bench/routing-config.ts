@@ -61,6 +61,19 @@ export interface RoutingConfig {
   readonly policy?: z.input<typeof gatewayPolicySchema>['spec']
 }
 
+/** A simulated fleet's members (hack/bench/routing-fleet.ts) as endpoints, labelled per member. */
+export function fleetEndpoints(
+  members: readonly { readonly name: string; readonly host: string; readonly port: number }[],
+  labels?: (name: string) => Readonly<Record<string, string>>,
+): RoutingEndpoint[] {
+  return members.map((m) => ({
+    name: m.name,
+    address: m.host,
+    port: m.port,
+    ...(labels !== undefined ? { labels: labels(m.name) } : {}),
+  }))
+}
+
 export function routingManifests(c: RoutingConfig): string {
   const server = c.server ?? 'pool'
   const pd = c.pd

@@ -21,7 +21,7 @@ import { startFleet, startGateway } from './fleet-process.js'
 import { percentile } from './load.js'
 import type { Proc } from './procs.js'
 import { fmt, table, writeSection } from './report.js'
-import { routingManifests } from './routing-config.js'
+import { fleetEndpoints, routingManifests } from './routing-config.js'
 import type { FleetMember } from './routing-fleet.js'
 import {
   type PlannedRequest,
@@ -101,11 +101,10 @@ function pods(mode: Mode): SimOptions[] {
 function manifests(mode: Mode, members: readonly FleetMember[]): string {
   return routingManifests({
     model: MODEL,
-    endpoints: members.map((m) => ({
-      name: m.name,
-      address: m.host,
-      port: m.port,
-      labels: { app: 'pool', role: m.name.split('-')[0] ?? '', group: 'g0' },
+    endpoints: fleetEndpoints(members, (name) => ({
+      app: 'pool',
+      role: name.split('-')[0] ?? '',
+      group: 'g0',
     })),
     retries: 3,
     ...(mode !== 'aggregated'

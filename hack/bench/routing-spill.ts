@@ -25,7 +25,7 @@ import { startFleet, startGateway } from './fleet-process.js'
 import { percentile } from './load.js'
 import { type Proc, type ScriptProc, spawnScript } from './procs.js'
 import { fmt, table, writeSection } from './report.js'
-import { routingManifests } from './routing-config.js'
+import { fleetEndpoints, routingManifests } from './routing-config.js'
 import type { FleetMember } from './routing-fleet.js'
 import {
   type PlannedRequest,
@@ -80,7 +80,7 @@ function plan(rate: number, durationMs: number, seed = 15): PlannedRequest[] {
 function manifests(mode: Mode, members: readonly FleetMember[], providerUrl: string): string {
   return routingManifests({
     model: MODEL,
-    endpoints: members.map((m) => ({ name: m.name, address: m.host, port: m.port })),
+    endpoints: fleetEndpoints(members),
     // One try, as the default traffic policy: a retry would hide nothing here.
     retries: 0,
     // The default profile, with the engines' batch size given (as an operator would) instead of
