@@ -280,7 +280,7 @@ export async function listen(app: Hono, opts: ListenOptions): Promise<RunningSer
   // The listener's own answers, rendered once: a flood closes thousands of sockets a second.
   const atCapAnswer = rawErrorResponse(protocolErrors.tooManyConnections(maxConnections))
   const timeoutAnswer = rawErrorResponse(protocolErrors.requestTimeout())
-  /** Node's deadline sweep reports all expired connections in one turn: closed in batches. */
+  /** Connections past their deadline (a sweep finds them all at once): closed in batches. */
   const closing = new CloseQueue<{ socket: Socket; answer: string }>((c) =>
     refuse(c.socket, c.answer),
   )
@@ -299,7 +299,10 @@ export async function listen(app: Hono, opts: ListenOptions): Promise<RunningSer
     labelNames: ['reason'] as const,
     registers,
   })
+  // Bound once: the flood's paths count per socket.
   const timedOut = refusals.labels({ reason: 'timeout' })
+  const evicted = refusals.labels({ reason: 'at_cap_evicted' })
+  const refusedAtCap = refusals.labels({ reason: 'at_cap_refused' })
   const timeoutCheckMs =
     opts.timeoutCheckIntervalMs ?? timeoutCheckInterval(headersTimeout, requestTimeout)
 
@@ -388,10 +391,11 @@ export async function listen(app: Hono, opts: ListenOptions): Promise<RunningSer
   server.on('connection', (socket: Socket) => {
     if (open.size >= maxConnections) {
       // One eviction per new connection, closed now (not queued): its descriptor is needed now.
+      // (Node accepts one connection per event-loop turn, so a burst is no single long turn.)
       const victim = fresh.keys().next().value
       refused++
       if (victim === undefined) {
-        refusals.inc({ reason: 'at_cap_refused' })
+        refusedAtCap.inc()
         rejected.add(socket)
         // Never handed to Node's HTTP server: its only error listener (a reset must not throw).
         if (attach !== undefined) socket.on('error', onEarlyError)
@@ -399,7 +403,7 @@ export async function listen(app: Hono, opts: ListenOptions): Promise<RunningSer
         return
       }
       // A victim already queued for its 408 (rejected) was counted as a timeout.
-      if (!rejected.has(victim)) refusals.inc({ reason: 'at_cap_evicted' })
+      if (!rejected.has(victim)) evicted.inc()
       fresh.delete(victim)
       open.delete(victim)
       rejected.add(victim)
