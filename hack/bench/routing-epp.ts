@@ -128,7 +128,12 @@ function startWorkloadFleet(): Promise<Fleet> {
 }
 
 /** `infer-gateway epp` over `file`, ready once it has a fresh scrape of every pod. */
-async function startEpp(file: string, grpcPort: number, metricsPort: number): Promise<Proc> {
+export async function startEpp(
+  file: string,
+  grpcPort: number,
+  metricsPort: number,
+  pods = PODS,
+): Promise<Proc> {
   const epp = await spawnCli(
     [
       'epp',
@@ -152,7 +157,7 @@ async function startEpp(file: string, grpcPort: number, metricsPort: number): Pr
       const d = (await (await fetch(`http://127.0.0.1:${metricsPort}/debug/endpoints`)).json()) as {
         endpoints: { scrape: { fresh: boolean } }[]
       }
-      if (d.endpoints.length === PODS && d.endpoints.every((e) => e.scrape.fresh)) return epp
+      if (d.endpoints.length === pods && d.endpoints.every((e) => e.scrape.fresh)) return epp
     } catch {
       // not yet
     }
@@ -164,12 +169,14 @@ async function startEpp(file: string, grpcPort: number, metricsPort: number): Pr
   }
 }
 
-async function startEnvoy(
+/** Envoy in front of `fleet`, its ext_proc filter on the EPP at `eppPort`; one `baseId` per Envoy. */
+export async function startEnvoy(
   dir: string,
   port: number,
   eppPort: number,
   fleet: Fleet,
   response: ResponsePhase,
+  baseId = process.pid % 10_000,
 ): Promise<Proc> {
   const bin = (
     await run('bash', [join(ROOT, 'test/epp-client/envoy.sh')], { timeout: 900_000 })
@@ -178,7 +185,7 @@ async function startEnvoy(
     .split('\n')
     .pop() as string
   const admin = await freePort()
-  const file = join(dir, 'envoy.json')
+  const file = join(dir, `envoy-${baseId}.json`)
   await writeFile(
     file,
     envoyConfig(
@@ -192,16 +199,7 @@ async function startEnvoy(
   )
   const child: ChildProcess = spawn(
     bin,
-    [
-      '-c',
-      file,
-      '--log-level',
-      'warn',
-      '--base-id',
-      String(process.pid % 10_000),
-      '--concurrency',
-      '1',
-    ],
+    ['-c', file, '--log-level', 'warn', '--base-id', String(baseId), '--concurrency', '1'],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   )
   let log = ''
