@@ -27,7 +27,9 @@
 // least loaded. A prefix no pod holds yet skips the band: it goes to its rendezvous home among
 // the pods with a free slot, weighted by free slots alone (#placeCold), since the band's
 // calibration and load terms differ between replicas and put a group's first request on a
-// different pod in each.
+// different pod in each. A prefix whose pod went down is re-homed with bounded load (#rehome):
+// one displaced group per survivor while their prefills run, rooms in KV caches preferred, and a
+// request refused by a pod that died since the last scrape is retried on that same re-home.
 
 import type { DispatchOutcome } from '../../picker.js'
 import { intArg, numArg } from '../args.js'
@@ -481,6 +483,7 @@ export class PredictedLatencyPlugin implements Plugin {
         prefixTrust: round(m.trust, 2),
         capacity: this.capacity(ep, now),
         pending: ep.pending(now),
+        movesInFlight: m.movesInFlight,
       }
     }
     return {
