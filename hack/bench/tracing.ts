@@ -93,6 +93,8 @@ interface Run {
   readonly loopCpuUs: number
   /** Spans the receiver got from this run (warm-up included), after the data plane stopped. */
   readonly spans: number
+  /** Spans the data plane had dropped by the end of the load (its /metrics, any reason). */
+  readonly dropped: number
 }
 
 interface ModeResult {
@@ -108,6 +110,7 @@ interface ModeResult {
   readonly success: number
   readonly requests: number
   readonly spans: number
+  readonly dropped: number
 }
 
 /**
@@ -130,6 +133,15 @@ async function mainThreadCpuSeconds(root: number): Promise<number> {
 async function mainThreadNs(): Promise<number> {
   const s = await readFile(`/proc/self/task/${process.pid}/schedstat`, 'utf8')
   return Number(s.split(' ')[0])
+}
+
+/** Spans the data plane counted as dropped so far (infer_gateway_trace_spans_dropped_total). */
+async function droppedSpans(metricsUrl: string): Promise<number> {
+  const text = await (await fetch(metricsUrl)).text()
+  let n = 0
+  for (const m of text.matchAll(/^infer_gateway_trace_spans_dropped_total\{[^}]*\} (\d+)$/gm))
+    n += Number(m[1])
+  return n
 }
 
 function median(xs: readonly number[]): number {
@@ -248,6 +260,7 @@ function summarise(runs: readonly Run[]): ModeResult[] {
       success: Math.min(...rs.map((x) => x.r.success)),
       requests: rs.reduce((a, x) => a + x.r.requests, 0),
       spans: rs.reduce((a, x) => a + x.spans, 0),
+      dropped: rs.reduce((a, x) => a + x.dropped, 0),
     }
   })
 }
@@ -285,6 +298,7 @@ function markdown(rows: readonly ModeResult[], load: string): string {
         'added main-thread CPU µs/request',
         'success',
         'spans received / requests',
+        'spans dropped',
       ],
       rows.map((r) => [
         r.mode,
@@ -296,6 +310,7 @@ function markdown(rows: readonly ModeResult[], load: string): string {
         r.mode === 'off' ? '—' : r.addedLoopCpuUs,
         `${fmt(r.success * 100, 2)} %`,
         `${r.spans} / ${r.requests}`,
+        r.dropped,
       ]),
     ),
     '',
@@ -386,6 +401,7 @@ async function main(): Promise<void> {
         let r: VegetaReport
         let cpuUs: number
         let loopCpuUs: number
+        let dropped: number
         try {
           const pid = gw.child.pid
           if (pid === undefined) throw new Error('data plane has no pid')
@@ -408,16 +424,17 @@ async function main(): Promise<void> {
           r = await report(vegeta.bin, [out])
           cpuUs = cpuUsPerRequest(cpu0, cpu1, r.requests)
           loopCpuUs = cpuUsPerRequest(loop0, loop1, r.requests)
+          dropped = await droppedSpans(`http://127.0.0.1:${GW_PORT}/metrics`)
         } finally {
           // Stopping flushes the exporter, so the receiver holds this run's spans afterwards.
           await gw.stop()
         }
         await new Promise((res) => setTimeout(res, 300))
         const spans = (await spansIn(traces)) - spansBefore
-        runs.push({ mode, r, cpuUs, loopCpuUs, spans })
+        runs.push({ mode, r, cpuUs, loopCpuUs, spans, dropped })
         if (!values.json)
           process.stdout.write(
-            `round ${round + 1} tracing ${mode}: p50 ${(r.p50Ms * 1000).toFixed(0)} µs, p99 ${(r.p99Ms * 1000).toFixed(0)} µs, CPU ${cpuUs.toFixed(0)} µs/request (main threads ${loopCpuUs.toFixed(0)}), success ${(r.success * 100).toFixed(2)} %, ${r.requests} requests, ${spans} spans\n`,
+            `round ${round + 1} tracing ${mode}: p50 ${(r.p50Ms * 1000).toFixed(0)} µs, p99 ${(r.p99Ms * 1000).toFixed(0)} µs, CPU ${cpuUs.toFixed(0)} µs/request (main threads ${loopCpuUs.toFixed(0)}), success ${(r.success * 100).toFixed(2)} %, ${r.requests} requests, ${spans} spans, ${dropped} dropped\n`,
           )
       }
     }
