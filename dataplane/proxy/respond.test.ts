@@ -70,6 +70,32 @@ describe('SseUsageScanner after the first token', () => {
     }
   })
 
+  it('a whole stream in one chunk (an engine answering at once): first token, usage, open line', () => {
+    const opening = 'data: {"choices":[{"delta":{"role":"assistant","content":""}}]}\n\n'
+    const all = `${opening}${tokenEvent('a')}${tokenEvent('é')}${usageEvent}data: [DONE]\n\n`
+    const one = new SseUsageScanner()
+    one.push(enc.encode(all))
+    expect(one.firstTokenAt).toBeGreaterThan(0)
+    expect(one.usage).toEqual({ promptTokens: 9, completionTokens: 4 })
+    expect(one.lineBytes).toBe(0)
+    // The same, with the chunk ending inside a line, then the rest.
+    const bytes = enc.encode(all)
+    const cut = bytes.byteLength - 30
+    const two = new SseUsageScanner()
+    two.push(bytes.subarray(0, cut))
+    expect(two.lineBytes).toBe(
+      bytes.subarray(0, cut).byteLength - bytes.subarray(0, cut).lastIndexOf(10) - 1,
+    )
+    two.push(bytes.subarray(cut))
+    expect(two.usage).toEqual({ promptTokens: 9, completionTokens: 4 })
+    expect(two.lineBytes).toBe(0)
+    // No token at all (role-only opening, then usage): usage still found, no first token.
+    const none = new SseUsageScanner()
+    none.push(enc.encode(`${opening}${usageEvent}`))
+    expect(none.firstTokenAt).toBeUndefined()
+    expect(none.usage).toEqual({ promptTokens: 9, completionTokens: 4 })
+  })
+
   it('keeps the open line measured while it is not decoded', () => {
     const s = new SseUsageScanner()
     s.push(enc.encode(tokenEvent('x')))
