@@ -247,11 +247,12 @@ describe('Envoy 1.40 + infer-gateway epp (ext_proc) + simulated pods', () => {
   for (const mode of ['streamed', 'headers'] as const) {
     it(`${mode}: the pick stays in flight while its tokens stream and is released at the end`, async () => {
       const client = new OpenAI({ baseURL: gateways[mode], apiKey: 'unused', maxRetries: 0 })
-      // 60 tokens 30 ms apart: ~1.8 s of streaming after the first token.
+      // 100 tokens 30 ms apart: ~3 s of streaming after the first token, time enough for one
+      // metrics read on a busy machine.
       const stream = await client.chat.completions.create({
         model: MODEL,
         messages: [{ role: 'user', content: `a long answer through ${mode}` }],
-        max_tokens: 60,
+        max_tokens: 100,
         stream: true,
       })
       let chunks = 0
@@ -263,7 +264,7 @@ describe('Envoy 1.40 + infer-gateway epp (ext_proc) + simulated pods', () => {
         // only, its ext_proc stream lives as long as the HTTP stream).
         if (chunks === 1) during = await inflight()
       }
-      expect(chunks).toBe(60)
+      expect(chunks).toBe(100)
       expect(during).toBe(1)
       let n = await inflight()
       for (let i = 0; i < 100 && n > 0; i++) {
