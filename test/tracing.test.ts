@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import OpenAI from 'openai'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
+import { tracingWorkerCode } from '../dataplane/telemetry/tracing-worker-code.js'
 import { type SimServer, startOpenAISim } from '../hack/providers-sim/index.js'
 import { type SimHandle, startSimulator } from '../hack/sim/index.js'
 import { gatewayPolicy, sha256 } from './helpers/filters.js'
@@ -154,6 +155,9 @@ beforeAll(async () => {
     { [secretEntry('openai', 'key')]: KEY, 'key.gold': sha256(GOLD_KEY) },
     { tracing: { endpoint: `http://127.0.0.80:${port}`, exportDelayMs: 50 } },
   )
+  // The tracing worker's script (from the sources, bundled by esbuild on first use) is ready
+  // before the first test waits for a span.
+  await tracingWorkerCode()
   // Anonymous callers (the policy's anonymous identity): no Authorization header at all.
   client = new OpenAI({
     baseURL: `${pg.gw.url}/v1`,

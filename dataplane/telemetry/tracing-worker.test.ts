@@ -5,9 +5,10 @@ import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { SpanStatusCode } from '@opentelemetry/api'
 import { Registry } from 'prom-client'
-import { afterEach, describe, expect, it, vi } from 'vitest'
+import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import { deadPort } from '../../test/helpers/upstream.js'
 import { MAX_QUEUE, RESTART_MS, Tracing } from './tracing.js'
+import { tracingWorkerCode } from './tracing-worker-code.js'
 
 interface OtlpAttr {
   key: string
@@ -59,6 +60,10 @@ async function collector(): Promise<{ url: string; spans: OtlpSpan[]; services: 
   cleanups.push(() => new Promise((r) => server.close(() => r())))
   return { url: `http://${HOST}:${(server.address() as AddressInfo).port}`, spans, services }
 }
+
+// From the sources the worker's script is bundled by esbuild on first use (tracing-worker-code.ts):
+// once per file, outside any test's timeout.
+beforeAll(() => tracingWorkerCode().then(() => undefined), 120_000)
 
 const cleanups: (() => Promise<void>)[] = []
 afterEach(async () => {

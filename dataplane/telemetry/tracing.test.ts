@@ -4,8 +4,9 @@ import { SpanKind, SpanStatusCode } from '@opentelemetry/api'
 import type { ExportResult } from '@opentelemetry/core'
 import { hrTimeToMilliseconds } from '@opentelemetry/core'
 import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace-base'
-import { describe, expect, it, vi } from 'vitest'
+import { beforeAll, describe, expect, it, vi } from 'vitest'
 import { EXPORT_BATCH, parseTraceparent, Tracing } from './tracing.js'
+import { tracingWorkerCode } from './tracing-worker-code.js'
 
 /** The SDK's in-memory exporter, also keeping the size of each batch it was given. */
 class BatchSizes extends InMemorySpanExporter {
@@ -15,6 +16,10 @@ class BatchSizes extends InMemorySpanExporter {
     super.export(spans, done)
   }
 }
+
+// From the sources the worker's script is bundled by esbuild on first use (tracing-worker-code.ts):
+// once per file, outside any test's timeout.
+beforeAll(() => tracingWorkerCode().then(() => undefined), 120_000)
 
 describe('sampling', () => {
   it('records nothing at ratio 0 unless a sampled parent says so', async () => {
