@@ -183,6 +183,9 @@ export async function spawnOperator(
       ...(opts.extra ?? []),
     ],
     /operator listening/,
+    [],
+    // Loading the sources alone took 10 s on a loaded 2-core machine; 30 s ran out twice.
+    90_000,
   )
   let out = ''
   proc.child.stdout?.on('data', (b: Buffer) => {
@@ -212,7 +215,8 @@ export type { DataplaneProc }
 
 /** A data plane on `host` of the simulated cluster; a stop waits at most 2 s for open requests. */
 export function spawnDataplane(host: string, args: readonly string[]): Promise<DataplaneProc> {
-  return startDataplane({ host, args: [...args, '--shutdown-timeout', '2000'], timeoutMs: 30_000 })
+  // A primary and a worker per core load the sources at once: 30 s ran out on a loaded machine.
+  return startDataplane({ host, args: [...args, '--shutdown-timeout', '2000'], timeoutMs: 90_000 })
 }
 
 // ---------------------------------------------------------------------------------------------
