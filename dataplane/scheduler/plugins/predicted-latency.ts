@@ -321,22 +321,25 @@ export class PredictedLatencyPlugin implements Plugin {
     const pending = this.#pending.get(n)
     const capacity = this.#capacity.get(n)
     const hrw = this.#weighted.get(n)
+    // First pass: each eligible pod's moves in flight (in hrw, -1 = not eligible), the fewest.
     let fewest = Number.POSITIVE_INFINITY
     for (let i = 0; i < n; i++) {
       const ep = eps[i] as EndpointState
+      hrw[i] = -1
       if ((match[ep.slot] ?? 0) >= this.affinityBlocks) continue
       if ((pending[i] as number) >= (capacity[i] as number)) continue
       const m = this.model.peek(ep)?.movesInFlight ?? 0
+      hrw[i] = m
       if (m < fewest) fewest = m
     }
     if (!Number.isFinite(fewest)) return undefined
     for (let i = 0; i < n; i++) {
       const ep = eps[i] as EndpointState
+      const moves = hrw[i] as number
       hrw[i] = 0
-      if ((match[ep.slot] ?? 0) >= this.affinityBlocks) continue
+      if (moves < 0 || moves > fewest) continue
       const cap = capacity[i] as number
       const free = cap - (pending[i] as number)
-      if (free <= 0 || (this.model.peek(ep)?.movesInFlight ?? 0) > fewest) continue
       const u = (rendezvous(key, ep.nameHash) + 0.5) / 4_294_967_296
       // Room in its KV cache as in the band: a pod that restarted empty takes moves before one
       // that must evict another group for them.
