@@ -63,7 +63,8 @@ function plugins(mode: Mode): SnapshotSchedulerPlugin[] {
   return profile(mode, 1).map((p) => {
     const name = SCHEDULER_PLUGIN_NAMES.find((n) => n === p.name)
     if (name === undefined) throw new Error(`unknown plugin ${p.name}`)
-    return { name, weight: p.weight ?? 1, args: p.args ?? {} }
+    // The profile's arguments are numbers and strings (SchedulerArgValue).
+    return { name, weight: p.weight ?? 1, args: (p.args ?? {}) as SnapshotSchedulerPlugin['args'] }
   })
 }
 
