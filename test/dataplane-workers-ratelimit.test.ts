@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import OpenAI, { RateLimitError } from 'openai'
 import { Agent } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { type Proc, startDataplane } from '../hack/bench/procs.js'
+import { type DataplaneProc, startDataplane } from '../hack/bench/procs.js'
 import { type SimHandle, startSimulator } from '../hack/sim/index.js'
 import {
   endpoints,
@@ -27,7 +27,7 @@ const SMALL = 10
 const LARGE = 100
 
 let sim: SimHandle
-let gw: Proc
+let gw: DataplaneProc | undefined
 let url = ''
 let dir = ''
 
