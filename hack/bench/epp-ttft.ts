@@ -1,4 +1,4 @@
-// `npx tsx hack/bench/epp-ttft.ts [--requests 300] [--no-write]`: where the time to first token
+// `npm run bench:epp-ttft -- [--requests 300] [--no-write]`: where the time to first token
 // goes on the gateway path alone. The same streamed chat request, one at a time, to engines that
 // answer at once (the simulator with zero latency), through three gateways in turn: our data
 // plane, Envoy + EPP in GAIE's reference setup (request and response bodies through the EPP, full
@@ -133,7 +133,7 @@ async function main(): Promise<void> {
   const md = [
     '## TTFT on the gateway path (Envoy + EPP vs the data plane)',
     '',
-    `\`npx tsx hack/bench/epp-ttft.ts\`: ${n} streamed chat requests (a 1500-token system prompt of 16 groups + 60-token question, 16 tokens out), one at a time, each to the three gateways in turn, ${PODS} simulated engines answering at once (zero latency): the TTFT is the gateway path's own. Envoy 1.40 with the ext_proc filter on \`infer-gateway epp\` (request body FULL_DUPLEX_STREAMED).`,
+    `\`npm run bench:epp-ttft\`: ${n} streamed chat requests (a 1500-token system prompt of 16 groups + 60-token question, 16 tokens out), one at a time, each to the three gateways in turn, ${PODS} simulated engines answering at once (zero latency): the TTFT is the gateway path's own. Envoy 1.40 with the ext_proc filter on \`infer-gateway epp\` (request body FULL_DUPLEX_STREAMED).`,
     '',
     table(
       ['gateway', 'TTFT p50 ms', 'TTFT p90 ms', 'TTFT p99 ms', 'e2e p50 ms'],
