@@ -37,6 +37,12 @@ export interface EngineMetrics {
   tpotMeanSec?: number
   /** 0..1; interval rate where counters exist, else the engine's own gauge. */
   prefixCacheHitRate?: number
+  /**
+   * Interval mean of prompt tokens per finished request (Δ prompt tokens / Δ finished requests).
+   * With the prompt text the router saw, it tells how many engine tokens a character is, so the
+   * prefix index can size its per-endpoint table to what the engine's KV cache really holds.
+   */
+  promptTokensPerRequest?: number
   lora?: LoraInfo
   engineType: InferenceEngine
 }
@@ -143,6 +149,8 @@ export interface MetricParts {
   ttftMeanSec: number | undefined
   tpotMeanSec: number | undefined
   prefixCacheHitRate: number | undefined
+  /** Only where the engine exports both counters (vLLM). */
+  promptTokensPerRequest?: number | undefined
   lora: LoraInfo | undefined
 }
 
@@ -175,6 +183,9 @@ export function assembleMetrics(engineType: InferenceEngine, parts: MetricParts)
   if (finite(parts.ttftMeanSec) && parts.ttftMeanSec >= 0) m.ttftMeanSec = parts.ttftMeanSec
   if (finite(parts.tpotMeanSec) && parts.tpotMeanSec >= 0) m.tpotMeanSec = parts.tpotMeanSec
   if (finite(parts.prefixCacheHitRate)) m.prefixCacheHitRate = clamp01(parts.prefixCacheHitRate)
+  if (finite(parts.promptTokensPerRequest) && parts.promptTokensPerRequest > 0) {
+    m.promptTokensPerRequest = parts.promptTokensPerRequest
+  }
   if (parts.lora !== undefined) m.lora = parts.lora
   return m
 }

@@ -98,6 +98,7 @@ describe('vllmAdapter', () => {
       ttftMeanSec: 0.595 / 3,
       tpotMeanSec: 3.4169999999999963 / 168,
       prefixCacheHitRate: 16 / 302,
+      promptTokensPerRequest: 302 / 3,
       // The 1.755700912e+09 series (no adapters) is newer than the food-review-1 one.
       lora: { maxLora: 2, running: [], waiting: [] },
       engineType: 'vLLM',
@@ -137,6 +138,26 @@ describe('vllmAdapter', () => {
     expect(restarted.metrics.ttftMeanSec).toBe(1.5)
     expect(restarted.metrics.tpotMeanSec).toBe(0.1)
     expect(restarted.metrics.prefixCacheHitRate).toBe(0.25)
+  })
+
+  it('prompt tokens per finished request: interval ratio of the two counters, summed over labels', () => {
+    const text = (prompt: number, ok: number, aborted: number) =>
+      [
+        '# TYPE vllm:prompt_tokens_total counter',
+        `vllm:prompt_tokens_total{engine="0",model_name="m"} ${prompt}`,
+        '# TYPE vllm:request_success_total counter',
+        `vllm:request_success_total{engine="0",finished_reason="length",model_name="m"} ${ok}`,
+        `vllm:request_success_total{engine="0",finished_reason="abort",model_name="m"} ${aborted}`,
+      ].join('\n')
+    const first = vllmAdapter.extract(parse(text(16_000, 9, 1)))
+    expect(first.metrics.promptTokensPerRequest).toBe(1600)
+    // +5 requests of 1000 tokens since: the interval, not the cumulative mean (1400).
+    const second = vllmAdapter.extract(parse(text(21_000, 14, 1)), first.state)
+    expect(second.metrics.promptTokensPerRequest).toBe(1000)
+    // Absent without the counters.
+    expect(vllmAdapter.extract(parse(scrape({ ttft: [1, 1, 1, 1] }))).metrics).not.toHaveProperty(
+      'promptTokensPerRequest',
+    )
   })
 
   it('falls back to v0 names (gpu_cache_usage_perc, time_per_output_token, hit-rate gauge)', () => {

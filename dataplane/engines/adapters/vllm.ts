@@ -86,6 +86,11 @@ function extract(parsed: ParsedMetrics, prev?: AdapterState): ExtractResult {
       ]),
     ),
     prefixCacheHitRate: hitRate,
+    // Both counters move as requests finish (aborted ones count as finished, without tokens).
+    promptTokensPerRequest: window.ratio(
+      'prompt',
+      counterTotals(parsed, 'vllm:prompt_tokens_total', 'vllm:request_success_total'),
+    ),
     lora: vllmLoraInfo(parsed),
   })
   return { metrics, state: window.state() }

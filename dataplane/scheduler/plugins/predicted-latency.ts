@@ -446,6 +446,8 @@ export class PredictedLatencyPlugin implements Plugin {
   }
 
   onComplete(req: SchedRequest, ep: EndpointState, o: DispatchOutcome): void {
+    // The index learns how many engine tokens its blocks are (prefix-cache #learn).
+    this.index.onComplete(req, ep, o)
     const rec = req.scratch.get(this) as Dispatched | undefined
     if (rec === undefined || rec.ep !== ep) return
     const own = this.model.peek(ep)

@@ -120,6 +120,35 @@ describe('prefix-cache', () => {
     expect(p.capacityOf(a)).toBe(400)
   })
 
+  it('sizes each table by the engine tokens a block of ours is, learned from prompt tokens per request', () => {
+    const p = new PrefixCachePlugin({})
+    const a = state('a', 2)
+    // 1024 blocks of 16 tokens. Our blocks are 64 characters: 16 tokens at the assumed 4 a token.
+    scraped(a, 0, { numGpuBlocks: 1024, blockSize: 16 })
+    expect(p.capacityOf(a)).toBe(1024)
+    const r = req(`${SYSTEM} Question?`)
+    const blocks = p.hashes(r).length
+    const ok = { status: 200, durationMs: 10 }
+    // The engine says each request was blocks × 10.7 tokens (about 6 characters a token).
+    for (let i = 0; i < 25; i++) {
+      scraped(a, i + 1, {
+        numGpuBlocks: 1024,
+        blockSize: 16,
+        promptTokensPerRequest: blocks * 10.7,
+      })
+      p.onDispatch(r, a)
+      p.onComplete(r, a, ok)
+    }
+    expect(p.tokensPerBlock).toBeCloseTo(10.7, 6)
+    expect(p.capacityOf(a)).toBe(Math.ceil((1024 * 16) / 10.7))
+    // Failed requests and scrapes already seen teach nothing; a small drift moves nothing.
+    const before = p.tokensPerBlock
+    p.onComplete(req('short'), a, { status: 0, failure: 'connect', durationMs: 0 })
+    scraped(a, 100, { numGpuBlocks: 1024, blockSize: 16, promptTokensPerRequest: blocks * 11 })
+    p.onDispatch(r, a)
+    expect(p.tokensPerBlock).toBe(before)
+  })
+
   it('forgets an endpoint that left', () => {
     const p = new PrefixCachePlugin({})
     const [a, b] = [state('a', 2), state('b', 3)]

@@ -5,7 +5,12 @@
 // - Beliefs are recorded AT DISPATCH, not when the response ends: a burst of requests sharing a
 //   new prefix then follows the first one instead of scattering before any of them finished.
 // - Each endpoint remembers at most as many blocks as its KV cache holds (num_gpu_blocks ×
-//   block_size from the engine's metrics). Recording walks a prompt tail first, so its head is
+//   block_size from the engine's metrics, in engine tokens; our blocks are `blockChars` characters,
+//   and how many tokens that is depends on the tokenizer and the text, so it is learned: the
+//   engine's prompt tokens per finished request over our blocks per completed request, see
+//   #learn. Assuming 4 characters a token where text runs at 6 made the index drop groups the
+//   engine still held at two thirds of its cache, and each such group paid a needless cold
+//   prefill elsewhere). Recording walks a prompt tail first, so its head is
 //   the most recent and eviction drops a prompt's tail before its head, as the engine's cache
 //   does. That keeps every endpoint's set prefix-closed along each hash chain (holding block d
 //   implies holding blocks 0..d-1), so the match length is found by binary search: O(log n)
@@ -20,6 +25,7 @@
 //   candidate's by more than `loadMargin` gets no prefix credit (sticky until saturated), so a
 //   hot prefix spills to a second pod, which then caches it too, instead of queueing on one.
 
+import type { DispatchOutcome } from '../../picker.js'
 import { intArg, numArg } from '../args.js'
 import { BlockTable } from '../block-table.js'
 import { blockHashes, chainSeed, rendezvous } from '../prompt.js'
@@ -38,6 +44,13 @@ export interface PrefixCacheStats {
  * plugins know (GPU capacity, KV headroom) about those endpoints.
  */
 export const COLD_PLACEMENT_SCORE = 0.25
+
+/** Weight of one new sample in the running means of #learn (about the last 50 count). */
+const LEARN_ALPHA = 0.02
+/** Samples of each side (completions, engine scrapes) before the learned ratio is used. */
+const LEARN_MIN_SAMPLES = 20
+/** Relative change of the learned ratio that resizes the tables (each resize copies them). */
+const LEARN_STEP = 0.05
 
 /**
  * The last request hashed and with what cutting: plugins that index prompts the same way (e.g.
@@ -63,6 +76,16 @@ export class PrefixCachePlugin implements Plugin {
   /** Match depth by endpoint slot, reused across decisions. */
   #match = new Int32Array(64)
   #loads = new Float64Array(64)
+  /** Running mean of our blocks per completed request, and its sample count. */
+  #blocksPerReq = 0
+  #blocksN = 0
+  /** Running mean of the engines' prompt tokens per finished request, and its sample count. */
+  #tokensPerReq = 0
+  #tokensN = 0
+  /** The scrape each endpoint's prompt-token mean was last taken from. */
+  readonly #seenScrape = new WeakMap<EndpointState, number>()
+  /** Engine tokens one of our blocks stands for: `blockTokens` until learned (#learn). */
+  tokensPerBlock: number
 
   constructor(args: PluginArgs) {
     this.blockTokens = intArg(args, 'blockSizeTokens', 16, 1, 1024)
@@ -72,6 +95,7 @@ export class PrefixCachePlugin implements Plugin {
     this.loadMargin = numArg(args, 'loadMargin', 8, 0, 100_000)
     this.affinityBlocks = intArg(args, 'affinityBlocks', 8, 1, 1024)
     this.coldLoadMargin = numArg(args, 'coldLoadMargin', 0, 0, 100_000)
+    this.tokensPerBlock = this.blockTokens
   }
 
   /** The request's block hashes, made once per request. */
@@ -173,8 +197,45 @@ export class PrefixCachePlugin implements Plugin {
     this.record(ep, hashes)
   }
 
+  /** A completed request: its blocks are one sample of our side of the tokens-per-block ratio. */
+  onComplete(req: SchedRequest, _ep: EndpointState, o: DispatchOutcome): void {
+    if (o.failure !== undefined || o.status < 200 || o.status >= 300) return
+    const n = this.hashes(req).length
+    // A prompt cut at maxBlocks would understate its length; the engine counted all of it.
+    if (n === 0 || n >= this.maxBlocks) return
+    this.#blocksN++
+    this.#blocksPerReq += (n - this.#blocksPerReq) * Math.max(LEARN_ALPHA, 1 / this.#blocksN)
+    this.#learn()
+  }
+
+  /**
+   * Engine tokens per block of ours: the engines' mean prompt tokens per finished request over
+   * our mean blocks per completed request. Both sides see the same requests (every replica's
+   * share of them has the same mix), so the ratio holds with several data-plane replicas too.
+   * Bounded to 1..16 characters a token, and moved only by more than LEARN_STEP at a time.
+   */
+  #learn(): void {
+    if (this.#blocksN < LEARN_MIN_SAMPLES || this.#tokensN < LEARN_MIN_SAMPLES) return
+    const chars = this.blockChars
+    const t = Math.min(chars, Math.max(chars / 16, this.#tokensPerReq / this.#blocksPerReq))
+    if (Math.abs(t - this.tokensPerBlock) > LEARN_STEP * this.tokensPerBlock) {
+      this.tokensPerBlock = t
+    }
+  }
+
+  /** The engine's side of #learn: its latest interval mean, once per scrape. */
+  #observe(ep: EndpointState): void {
+    const v = ep.metrics?.promptTokensPerRequest
+    if (v === undefined || this.#seenScrape.get(ep) === ep.scrapedAt) return
+    this.#seenScrape.set(ep, ep.scrapedAt)
+    this.#tokensN++
+    this.#tokensPerReq += (v - this.#tokensPerReq) * Math.max(LEARN_ALPHA, 1 / this.#tokensN)
+    this.#learn()
+  }
+
   /** Remember that `ep` now holds these blocks (tail first, so the head is the most recent). */
   record(ep: EndpointState, hashes: ArrayLike<number>): void {
+    this.#observe(ep)
     const cap = this.capacityOf(ep)
     let table = this.#blocks.get(ep)
     if (table === undefined || table.capacity !== cap) {
@@ -192,7 +253,7 @@ export class PrefixCachePlugin implements Plugin {
     const m = ep.metrics
     if (m?.numGpuBlocks !== undefined) {
       const tokens = m.numGpuBlocks * (m.blockSize ?? this.blockTokens)
-      return Math.max(16, Math.ceil(tokens / this.blockTokens))
+      return Math.max(16, Math.ceil(tokens / this.tokensPerBlock))
     }
     return this.lruCapacity
   }
