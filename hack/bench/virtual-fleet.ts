@@ -9,8 +9,9 @@
 // deployment: a scrape of /metrics every `scrapeMs` per endpoint (same exposition text, same
 // parser), and per request the time to first byte and the duration the proxy would report.
 // Not simulated: HTTP and the proxy itself, retries beyond the next candidate on a refused
-// connection, network time. Admission (a `fairness` plugin) runs as the proxy runs it: before the
-// pick, possibly queued, released when the response ends.
+// connection, network time. A stream cut by a killed engine is reported as the proxy reports it
+// (a reset before the first token, a broken body after). Admission (a `fairness` plugin) runs
+// as the proxy runs it: before the pick, possibly queued, released when the response ends.
 //
 // Time: the caller installs fake timers (vitest `vi.useFakeTimers` faking setTimeout and Date)
 // and passes `advance` (e.g. `vi.advanceTimersByTimeAsync`); the engine's `performance.now()` is
@@ -389,14 +390,19 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
           })
           resolve()
         }
+        // As the proxy reports it: the engine sends its headers with the first token, so a stream
+        // cut before that is a connection reset with no response (forward.ts: 'reset', not held
+        // against the engine, not retried), one cut after it a broken body.
         const cut = (): void =>
           finish(
-            {
-              status: 200,
-              failure: 'stream_cut',
-              durationMs: Date.now() - sent,
-              ...(Number.isNaN(first) ? {} : { firstByteMs: first - sent }),
-            },
+            Number.isNaN(first)
+              ? { status: 0, failure: 'other', durationMs: Date.now() - sent }
+              : {
+                  status: 200,
+                  failure: 'stream_cut',
+                  durationMs: Date.now() - sent,
+                  firstByteMs: first - sent,
+                },
             false,
           )
         pod.inflight.add(cut)
