@@ -495,6 +495,7 @@ export class PredictedLatencyPlugin implements Plugin {
       prefix: {
         blockChars: this.index.blockChars,
         blocksPerEndpoint: this.index.debug()['blocksPerEndpoint'],
+        tokensPerBlock: round(this.index.tokensPerBlock, 2),
       },
       waitScale: round(this.model.waitScale, 3),
       meanOutputTokens: roundOrNull(this.model.meanOutputTokens),

@@ -299,6 +299,7 @@ export class PrefixCachePlugin implements Plugin {
     for (const [ep, set] of this.#blocks) perEndpoint[ep.name] = set.size
     return {
       blockChars: this.blockChars,
+      tokensPerBlock: Math.round(this.tokensPerBlock * 100) / 100,
       loadMargin: this.loadMargin,
       blocksPerEndpoint: perEndpoint,
     }
