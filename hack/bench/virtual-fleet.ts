@@ -258,7 +258,14 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
       : {}),
   })
   const replicas = Array.from({ length: opts.replicas ?? 1 }, (_, i) => {
-    const sch = new Scheduler({ scrape: false, now: () => Date.now(), random: seeded(1 + i) })
+    // Scraped from outside (the loops below) but scraped all the same: an ejected endpoint is
+    // readmitted on its first answer, as with the real scraper (with `scrape: false` it came
+    // back blind when its ejection period ran out, before the scrape that shows its restart).
+    const sch = new Scheduler({
+      scrape: { external: true, intervalMs: scrapeMs },
+      now: () => Date.now(),
+      random: seeded(1 + i),
+    })
     sch.onSnapshot(snapshot([srv]))
     // One tracker per replica and endpoint: each scraper keeps its own interval state.
     const trackers = pods.map(() => new EngineMetricsTracker('vLLM'))
