@@ -27,7 +27,6 @@ import {
 import { words } from '../../hack/bench/words.js'
 import { createRng, generateWords } from '../../hack/sim/rng.js'
 import { seeded } from './testkit.js'
-import { poissonTimes } from '../../hack/bench/routing-load.js'
 
 const MS = 8000
 const WARMUP_MS = 2000

@@ -4,6 +4,7 @@
 
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import type { SnapshotSchedulerPlugin } from '../../api/snapshot.js'
+import { poissonTimes } from '../../hack/bench/routing-load.js'
 import {
   DECODE_BOUND,
   type EngineShape,
@@ -27,15 +28,6 @@ const FAIR: readonly SnapshotSchedulerPlugin[] = [
 ]
 const WARMUP_MS = 2000
 
-function poisson(rate: number, ms: number, r: () => number): number[] {
-  const out: number[] = []
-  for (let t = 0; ; ) {
-    t += (-Math.log(1 - r()) / rate) * 1000
-    if (t >= ms) return out
-    out.push(t)
-  }
-}
-
 /** Fleet rate (req/s) with nothing cached: the 100 % load reference, as routing.ts computes it. */
 function capacity(e: EngineShape, pods: number, prompt: number, out: number, scale = 1): number {
   const decode = out * e.decodeMsPerToken * (1 + (e.batchSlowdown * (e.maxNumSeqs - 1)) / 2)
@@ -50,7 +42,7 @@ function sharedPrefix(rate: number, ms: number, out: number, seed: number): Virt
     { length: 16 },
     (_, g) => `Group ${g} policy. ${generateWords(100 + g, 'system', 1500).join('')}`,
   )
-  return poisson(rate, ms, r).map((at, k) => ({
+  return poissonTimes(rate, ms, r).map((at, k) => ({
     at,
     system: systems[Math.floor(r() * systems.length)] as string,
     user: generateWords(seed, `q${k}`, 60).join(''),
@@ -80,7 +72,7 @@ afterEach(() => {
 
 function uniform(rate: number, ms: number, seed: number): VirtualRequest[] {
   const r = seeded(seed)
-  return poisson(rate, ms, r).map((at, k) => ({
+  return poissonTimes(rate, ms, r).map((at, k) => ({
     at,
     user: generateWords(seed, `u${k}`, 600).join(''),
     maxTokens: 16,
@@ -90,7 +82,7 @@ function uniform(rate: number, ms: number, seed: number): VirtualRequest[] {
 /** One tenant's distinct 400-token prompts (the two-tenant workload of bench:routing). */
 function tenantLoad(tenant: string, rate: number, ms: number, seed: number): VirtualRequest[] {
   const r = seeded(seed)
-  return poisson(rate, ms, r).map((at, k) => ({
+  return poissonTimes(rate, ms, r).map((at, k) => ({
     at,
     user: generateWords(seed, `${tenant}${k}`, 400).join(''),
     maxTokens: 16,
@@ -178,7 +170,7 @@ describe('routing regimes on virtual time (issue 9)', () => {
   it('multi-LoRA: ≥ 95 % of requests land where their adapter is loaded', async () => {
     const r = seeded(30)
     const loras = Array.from({ length: 8 }, (_, i) => `adapter-${i}`)
-    const requests = poisson(0.7 * capacity(PREFILL_BOUND, 4, 300, 16, 2.5), MS, r).map(
+    const requests = poissonTimes(0.7 * capacity(PREFILL_BOUND, 4, 300, 16, 2.5), MS, r).map(
       (at, k) => ({
         at,
         user: generateWords(30, `l${k}`, 300).join(''),

@@ -23,6 +23,7 @@ import { type Proc, spawnCli } from './procs.js'
 import { bundleDataplane, spawnBundle } from './proxy-bundle.js'
 import { PROBE_SOURCE, type ProbeWindow, straceCounts } from './proxy-cost-probe.js'
 import { attack, ensureVegeta, failures, report } from './proxy-vegeta.js'
+import { routingManifests } from './routing-config.js'
 
 const { values: opts } = parseArgs({
   options: {
@@ -77,26 +78,12 @@ const chat = (stream: boolean) =>
     stream,
   })
 
-const CONFIG = `apiVersion: networking.matrixinfer.ai/v1alpha1
-kind: ModelServer
-metadata: { name: bench }
-spec:
-  inferenceEngine: vLLM
-  workloadSelector: { matchLabels: { app: bench } }
-  workloadPort: { port: ${SIM_PORT} }
----
-apiVersion: standalone.infer-gateway.io/v1alpha1
-kind: StaticEndpoints
-metadata: { name: bench }
-endpoints: [{ name: sim-0, address: ${SIM_HOST} }]
----
-apiVersion: networking.matrixinfer.ai/v1alpha1
-kind: ModelRoute
-metadata: { name: bench }
-spec:
-  modelName: ${MODEL}
-  rules: [{ targetModels: [{ modelServerName: bench }] }]
-`
+const CONFIG = routingManifests({
+  server: 'bench',
+  model: MODEL,
+  endpoints: [{ name: 'sim-0', address: SIM_HOST, port: SIM_PORT }],
+  retries: 0,
+})
 
 async function until(what: string, ok: () => boolean, timeoutMs = 30_000): Promise<void> {
   const deadline = performance.now() + timeoutMs

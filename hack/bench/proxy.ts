@@ -31,6 +31,7 @@ import {
 import { type SlowStreamsResult, slowStreams } from './proxy-streams.js'
 import { attack, describeFailures, ensureVegeta, failures, report } from './proxy-vegeta.js'
 import { writeSection } from './report.js'
+import { routingManifests } from './routing-config.js'
 
 const { values: opts } = parseArgs({
   options: {
@@ -113,27 +114,14 @@ const chat = (stream: boolean, maxTokens = 16) =>
     stream,
   })
 
+/** One ModelServer over one engine, one route: the proxy path with nothing else on it. */
 function gatewayYaml(host: string, port: number): string {
-  return `apiVersion: networking.matrixinfer.ai/v1alpha1
-kind: ModelServer
-metadata: { name: bench }
-spec:
-  inferenceEngine: vLLM
-  workloadSelector: { matchLabels: { app: bench } }
-  workloadPort: { port: ${port} }
----
-apiVersion: standalone.infer-gateway.io/v1alpha1
-kind: StaticEndpoints
-metadata: { name: bench }
-endpoints: [{ name: sim-0, address: ${host} }]
----
-apiVersion: networking.matrixinfer.ai/v1alpha1
-kind: ModelRoute
-metadata: { name: bench }
-spec:
-  modelName: ${MODEL}
-  rules: [{ targetModels: [{ modelServerName: bench }] }]
-`
+  return routingManifests({
+    server: 'bench',
+    model: MODEL,
+    endpoints: [{ name: 'sim-0', address: host, port }],
+    retries: 0,
+  })
 }
 
 let hasWorkers: Promise<boolean> | undefined

@@ -18,6 +18,7 @@ import {
   system,
   USERS,
 } from './routing-kv.js'
+import { poissonTimes } from './routing-load.js'
 import {
   type EngineShape,
   runVirtualFleet,
@@ -39,19 +40,10 @@ const SHAPE: EngineShape = {
 }
 const WARMUP_MS = 5000
 
-function poisson(rate: number, ms: number, r: () => number): number[] {
-  const out: number[] = []
-  for (let t = 0; ; ) {
-    t += (-Math.log(1 - r()) / rate) * 1000
-    if (t >= ms) return out
-    out.push(t)
-  }
-}
-
 /** routing-kv.ts's workload: groups × users drawn uniformly, Poisson arrivals. */
 function workload(rate: number, ms: number, seed: number): VirtualRequest[] {
   const r = seeded(seed)
-  return poisson(rate, ms, r).map((at) => {
+  return poissonTimes(rate, ms, r).map((at) => {
     const g = Math.floor(r() * GROUPS)
     const u = Math.floor(r() * USERS)
     return { at, system: system(g), user: question(g, u), maxTokens: OUT, tag: `g${g}` }

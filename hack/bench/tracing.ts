@@ -28,6 +28,7 @@ import { cpuUsPerRequest, treeCpuSeconds } from './proxy-cpu.js'
 import { processTree } from './proxy-procfs.js'
 import { attack, ensureVegeta, report, type VegetaReport } from './proxy-vegeta.js'
 import { fmt, table, writeSection } from './report.js'
+import { routingManifests } from './routing-config.js'
 
 const SIM_HOST = '127.0.0.2'
 const SIM_PORT = 18100
@@ -52,26 +53,12 @@ const RATE = Number(values.rate)
 const SECONDS = Number(values.seconds)
 const ROUNDS = Number(values.rounds)
 
-const yaml = `apiVersion: networking.matrixinfer.ai/v1alpha1
-kind: ModelServer
-metadata: { name: bench }
-spec:
-  inferenceEngine: vLLM
-  workloadSelector: { matchLabels: { app: bench } }
-  workloadPort: { port: ${SIM_PORT} }
----
-apiVersion: standalone.infer-gateway.io/v1alpha1
-kind: StaticEndpoints
-metadata: { name: bench }
-endpoints: [{ name: sim-0, address: ${SIM_HOST} }]
----
-apiVersion: networking.matrixinfer.ai/v1alpha1
-kind: ModelRoute
-metadata: { name: bench }
-spec:
-  modelName: ${MODEL}
-  rules: [{ targetModels: [{ modelServerName: bench }] }]
-`
+const yaml = routingManifests({
+  server: 'bench',
+  model: MODEL,
+  endpoints: [{ name: 'sim-0', address: SIM_HOST, port: SIM_PORT }],
+  retries: 0,
+})
 
 /** The data plane's tracing settings under test; the first is the baseline. */
 const MODES: readonly { readonly name: string; readonly ratio: string | undefined }[] = [
