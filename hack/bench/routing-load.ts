@@ -87,10 +87,22 @@ export async function runOpenLoop(
       status = res.statusCode
       const h = res.headers['x-inference-pod']
       pod = typeof h === 'string' ? h : '?'
-      for await (const _chunk of res.body) {
+      // A stream is whole only if it ends with `data: [DONE]` and carried no error event: a
+      // gateway whose engine died mid-stream may end the HTTP response cleanly after an error
+      // event (or just end it), which must count as a failed request, not a short success.
+      let tail = ''
+      let errorEvent = false
+      for await (const chunk of res.body) {
         const now = performance.now()
         if (Number.isNaN(first)) first = now
         last = now
+        const text = (chunk as Buffer).toString('latin1')
+        if (!errorEvent && text.includes('"error":')) errorEvent = true
+        tail = (tail + text).slice(-64)
+      }
+      if (status === 200 && p.body.includes('"stream":true')) {
+        if (errorEvent) error = 'error event in the stream'
+        else if (!tail.includes('[DONE]')) error = 'stream ended without [DONE]'
       }
     } catch (e) {
       error = e instanceof Error ? e.message : String(e)

@@ -742,7 +742,10 @@ async function runOne(spec: RunSpec, dir: string, peers: PeerInstalls): Promise<
     const retired: SimStats[] = []
     const timers: NodeJS.Timeout[] = []
     const restarts: Promise<void>[] = []
-    if (scenario === 'restart') {
+    // Armed right before the load starts (not before the trace and CPU set-up): each restart then
+    // lands at its nominal time on the load's clock, as phaseOf assumes.
+    const armRestarts = (): void => {
+      if (scenario !== 'restart') return
       for (const r of restartTimes()) {
         timers.push(
           setTimeout(() => {
@@ -767,6 +770,7 @@ async function runOne(spec: RunSpec, dir: string, peers: PeerInstalls): Promise<
     // measure routing or CPU starvation (3 gateways, engines, balancer and client share them).
     const cpu0 = await treeCpu(process.pid, roleOf)
     const loadStart = performance.now()
+    armRestarts()
     const results = await runOpenLoop(origin, plan)
     const loadSec = (performance.now() - loadStart) / 1000
     const cpu = [...cpuBetween(cpu0, await treeCpu(process.pid, roleOf))].filter(([, s]) => s > 0)
