@@ -6,11 +6,15 @@
 //    whitespace before it), each token's id being the FNV-1a hash of its text. For the simulator
 //    only; defined here so the data plane imports nothing from the simulator (the simulator's
 //    tokenizer uses this same expression).
-// The prompt text is the scheduler's flattened chat prompt (scheduler/prompt.ts, ChatML framing),
-// which matches engines whose chat template is ChatML; for other templates prefer routing
-// completions, or accept that the first template-dependent block differs (the match is then 0).
+// The prompt text of a chat request: with a `tokenizer.json` path whose directory also holds a
+// `tokenizer_config.json` with a `chat_template`, that template rendered the way vLLM renders it
+// (chat-template.ts, loaded with the tokenizer); otherwise, or until it is loaded, or when it fails
+// on a request, the scheduler's flattened chat prompt (scheduler/prompt.ts, ChatML framing), which
+// matches only engines whose chat template is ChatML.
 
 import { readFile } from 'node:fs/promises'
+import { stderrLogger } from '../log.js'
+import { type ChatTemplate, loadChatTemplate } from './chat-template.js'
 
 /** One token per word (letters, digits, underscore) or punctuation mark, with its leading spaces. */
 export const WORD_TOKEN_RE = /\s*[\p{L}\p{N}_]+|\s*[^\s\p{L}\p{N}_]/gu
@@ -36,16 +40,34 @@ export function wordTokenIds(text: string): Uint32Array {
 
 type Loaded =
   | { state: 'loading' }
-  | { state: 'ready'; ids: TokenIds }
+  | { state: 'ready'; ids: TokenIds; chat: ChatTemplate | undefined; chatError?: string }
   | { state: 'failed'; error: string }
 const loaded = new Map<string, Loaded>()
+const log = stderrLogger('kv-cache')
 
-async function loadHf(file: string): Promise<TokenIds> {
+async function loadHf(file: string): Promise<Extract<Loaded, { state: 'ready' }>> {
   const { Tokenizer } = await import('@huggingface/tokenizers')
   const json = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>
   const tok = new Tokenizer(json, {})
-  // The chat template already added the special tokens as text; no extra BOS here.
-  return (t) => tok.encode(t, { add_special_tokens: false }).ids
+  // Logged once per template: a template that fails on one request likely fails on many.
+  const chat = await loadChatTemplate(file, (error) =>
+    log('warn', 'chat template failed to render; using the ChatML-shaped prompt', {
+      tokenizer: file,
+      error,
+    }),
+  )
+  if (chat.template === undefined && chat.error !== undefined)
+    log('warn', 'chat template not loaded; using the ChatML-shaped prompt', {
+      tokenizer: file,
+      error: chat.error,
+    })
+  return {
+    state: 'ready',
+    // The chat template already added the special tokens as text; no extra BOS here.
+    ids: (t) => tok.encode(t, { add_special_tokens: false }).ids,
+    chat: chat.template,
+    ...(chat.template === undefined && chat.error !== undefined ? { chatError: chat.error } : {}),
+  }
 }
 
 /**
@@ -60,7 +82,7 @@ export function tokenizerFor(spec: string): TokenIds | undefined {
   loaded.set(spec, { state: 'loading' })
   setImmediate(() => {
     loadHf(spec).then(
-      (ids) => loaded.set(spec, { state: 'ready', ids }),
+      (ready) => loaded.set(spec, ready),
       (e: unknown) => loaded.set(spec, { state: 'failed', error: (e as Error).message }),
     )
   })
@@ -70,4 +92,19 @@ export function tokenizerFor(spec: string): TokenIds | undefined {
 export function tokenizerError(spec: string): string | undefined {
   const l = loaded.get(spec)
   return l?.state === 'failed' ? l.error : undefined
+}
+
+/**
+ * The model's chat template loaded with the tokenizer `spec`, or undefined (none beside it, not
+ * loaded yet, failed to load, or `words`): chat requests then use the ChatML-shaped prompt.
+ */
+export function chatTemplateFor(spec: string): ChatTemplate | undefined {
+  const l = loaded.get(spec)
+  return l?.state === 'ready' ? l.chat : undefined
+}
+
+/** Why the chat template beside the tokenizer `spec` did not load, if it did not. */
+export function chatTemplateError(spec: string): string | undefined {
+  const l = loaded.get(spec)
+  return l?.state === 'ready' ? l.chatError : undefined
 }

@@ -20,7 +20,12 @@ import {
   sglangBlockKeys,
 } from '../../kv-events/block-hash.js'
 import { KvEventSubscriber } from '../../kv-events/subscriber.js'
-import { tokenizerError, tokenizerFor } from '../../kv-events/tokens.js'
+import {
+  chatTemplateError,
+  chatTemplateFor,
+  tokenizerError,
+  tokenizerFor,
+} from '../../kv-events/tokens.js'
 import { intArg, numArg, strArg } from '../args.js'
 import { rendezvous } from '../prompt.js'
 import type { EndpointState } from '../state.js'
@@ -94,7 +99,10 @@ export class KvCachePlugin implements Plugin {
     if (have instanceof Uint32Array) return have
     const ids = tokenizerFor(this.tokenizer)
     if (ids === undefined) return undefined
-    const tokens = ids(req.text())
+    // A chat request through the model's own template when one came with the tokenizer; the
+    // ChatML-shaped flattened prompt otherwise (and when the template fails on this request).
+    const text = chatTemplateFor(this.tokenizer)?.render(req.ctx.body) ?? req.text()
+    const tokens = ids(text)
     // SGLang keys its radix cache by token ids alone (no adapter in the chain).
     const k =
       this.engine === 'sglang'
@@ -245,12 +253,23 @@ export class KvCachePlugin implements Plugin {
       }
     }
     const err = tokenizerError(this.tokenizer)
+    const chat = chatTemplateFor(this.tokenizer)
+    const chatErr = chatTemplateError(this.tokenizer)
     return {
       engine: this.engine,
       blockSize: this.blockSize,
       decisions: { ...this.decisions },
       endpoints: perEndpoint,
       ...(err !== undefined ? { tokenizerError: err } : {}),
+      ...(chat !== undefined
+        ? {
+            chatTemplate: {
+              renderErrors: chat.renderErrors,
+              ...(chat.lastError !== undefined ? { lastError: chat.lastError } : {}),
+            },
+          }
+        : {}),
+      ...(chatErr !== undefined ? { chatTemplateError: chatErr } : {}),
     }
   }
 
