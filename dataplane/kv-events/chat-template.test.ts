@@ -53,6 +53,16 @@ describe('chat template', () => {
     )
   })
 
+  it('renders as transformers does (reference strings from testdata/render-reference.py)', async () => {
+    const ref = JSON.parse(
+      await readFile(new URL('./testdata/llama-3.1-transformers.json', import.meta.url), 'utf8'),
+    ) as { cases: { body: Record<string, unknown>; expected: string }[] }
+    expect(ref.cases.length).toBe(5)
+    const t = llama()
+    for (const c of ref.cases) expect(t.render(c.body)).toBe(c.expected)
+    expect(t.renderErrors).toBe(0)
+  })
+
   it('joins text parts, parses tool-call arguments and passes tools as vLLM does', () => {
     const t = llama()
     const parts = t.render({
