@@ -43,11 +43,11 @@ describe('runOpenLoop', () => {
       body: JSON.stringify({ model: 'm', messages: [], user, stream: true }),
     }))
     const results = await runOpenLoop(origin, plan)
-    const byTag = Object.fromEntries(results.map((r) => [r.tag, r]))
-    expect(byTag.whole?.status).toBe(200)
-    expect(byTag.whole?.error).toBeUndefined()
-    expect(byTag.cut?.error).toBe('stream ended without [DONE]')
-    expect(byTag.error?.error).toBe('error event in the stream')
+    const byTag = new Map(results.map((r) => [r.tag, r]))
+    expect(byTag.get('whole')?.status).toBe(200)
+    expect(byTag.get('whole')?.error).toBeUndefined()
+    expect(byTag.get('cut')?.error).toBe('stream ended without [DONE]')
+    expect(byTag.get('error')?.error).toBe('error event in the stream')
     // Failed or not, the first chunk came: TTFT is measured for all three.
     for (const r of results) expect(Number.isFinite(r.ttftMs)).toBe(true)
   })
