@@ -133,6 +133,18 @@ export async function startDataplane(o: DataplaneOptions): Promise<DataplaneProc
   return { ...proc, url: proc.match[1] ?? '' }
 }
 
+/**
+ * One simulated engine answering at once (`infer-gateway sim --zero-latency`): the backend of the
+ * proxy-path benches, where any engine time would hide what the router adds.
+ */
+export function startZeroLatencySim(host: string, port: number, model: string): Promise<CliProc> {
+  const args = ['sim', '--count', '1', '--host-base', host, '--port', String(port)]
+  return spawnCli(
+    [...args, '--model', model, '--zero-latency'],
+    new RegExp(host.replaceAll('.', '\\.')),
+  )
+}
+
 export interface OutputProc extends Proc {
   /** The last 8 KiB the process printed (stdout and stderr), for error messages. */
   output(): string

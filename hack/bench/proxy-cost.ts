@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { fixedRate } from './load.js'
-import { type Proc, spawnCli } from './procs.js'
+import { type Proc, startZeroLatencySim } from './procs.js'
 import { bundleDataplane, spawnBundle } from './proxy-bundle.js'
 import { PROBE_SOURCE, type ProbeWindow, straceCounts } from './proxy-cost-probe.js'
 import { attack, ensureVegeta, failures, report } from './proxy-vegeta.js'
@@ -154,23 +154,7 @@ async function main(): Promise<void> {
     await writeFile(join(dir, 'gateway.yaml'), CONFIG)
     const bodyFile = join(dir, 'body.json')
     await writeFile(bodyFile, chat(false))
-    procs.push(
-      await spawnCli(
-        [
-          'sim',
-          '--count',
-          '1',
-          '--host-base',
-          SIM_HOST,
-          '--port',
-          String(SIM_PORT),
-          '--model',
-          MODEL,
-          '--zero-latency',
-        ],
-        /127\.0\.0\.6/,
-      ),
-    )
+    procs.push(await startZeroLatencySim(SIM_HOST, SIM_PORT, MODEL))
     // A: the bundle with --node-arg; B (--compare): another bundle or other Node options, measured
     // in alternating windows so that drift on a shared machine hits both alike.
     const variants: { label: string; bundle: string; nodeArgs: readonly string[] }[] = [

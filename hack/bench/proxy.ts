@@ -16,7 +16,7 @@ import { join } from 'node:path'
 import { parseArgs, promisify } from 'node:util'
 import { fixedRate, type LoadResult, type LoadTarget, percentile } from './load.js'
 import { ensurePeer, PEERS, type PeerName, startPeer } from './peers.js'
-import { CLI, type OutputProc, type Proc, spawnCli } from './procs.js'
+import { CLI, type OutputProc, type Proc, spawnCli, startZeroLatencySim } from './procs.js'
 import { bundleDataplane, spawnBundle } from './proxy-bundle.js'
 import { cpuUsPerRequest, treeCpuSeconds } from './proxy-cpu.js'
 import { treeMemory } from './proxy-procfs.js'
@@ -281,21 +281,7 @@ async function fastPaths(
   const bodies = { json: join(dir, 'body.json') }
   await writeFile(bodies.json, chat(false))
 
-  const sim = await spawnCli(
-    [
-      'sim',
-      '--count',
-      '1',
-      '--host-base',
-      SIM_HOST,
-      '--port',
-      String(SIM_PORT),
-      '--model',
-      MODEL,
-      '--zero-latency',
-    ],
-    /127\.0\.0\.2/,
-  )
+  const sim = await startZeroLatencySim(SIM_HOST, SIM_PORT, MODEL)
   procs.push(sim)
   // Direct always runs: every other number is read against it.
   const targets: Running[] = [

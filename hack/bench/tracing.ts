@@ -22,7 +22,7 @@ import { join, resolve } from 'node:path'
 import { parseArgs, promisify } from 'node:util'
 import { Tracing } from '../../dataplane/telemetry/tracing.js'
 import { statCpuTicks } from './proc-cpu.js'
-import { type Proc, spawnCli, spawnProc } from './procs.js'
+import { type Proc, spawnCli, spawnProc, startZeroLatencySim } from './procs.js'
 import { bundleDataplane, spawnBundle } from './proxy-bundle.js'
 import { cpuUsPerRequest, treeCpuSeconds } from './proxy-cpu.js'
 import { processTree } from './proxy-procfs.js'
@@ -323,23 +323,7 @@ async function main(): Promise<void> {
       body,
       JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'hi' }], max_tokens: 8 }),
     )
-    procs.push(
-      await spawnCli(
-        [
-          'sim',
-          '--count',
-          '1',
-          '--host-base',
-          SIM_HOST,
-          '--port',
-          String(SIM_PORT),
-          '--model',
-          MODEL,
-          '--zero-latency',
-        ],
-        /127\.0\.0\.2/,
-      ),
-    )
+    procs.push(await startZeroLatencySim(SIM_HOST, SIM_PORT, MODEL))
     const traces = join(dir, 'traces.jsonl')
     const receiver = spawnProc(receiverBin, ['-http', OTLP, '-out', traces])
     procs.push(receiver)
