@@ -16,7 +16,7 @@ import { startFleet, startGateway } from './fleet-process.js'
 import { percentile } from './load.js'
 import type { Proc } from './procs.js'
 import { fmt, table, writeSection } from './report.js'
-import { routingManifests } from './routing-config.js'
+import { fleetEndpoints, routingManifests } from './routing-config.js'
 import { startEnvoy, startEpp } from './routing-epp.js'
 import { words } from './words.js'
 
@@ -71,7 +71,7 @@ async function main(): Promise<void> {
       file,
       routingManifests({
         model: MODEL,
-        endpoints: fleet.members.map((m) => ({ name: m.name, address: m.host, port: m.port })),
+        endpoints: fleetEndpoints(fleet.members),
         retries: 2,
       }),
     )

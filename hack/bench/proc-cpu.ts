@@ -48,3 +48,18 @@ export function cpuBetween(
   }
   return out
 }
+
+/**
+ * The role of one process of the routing benches from its command line, for their CPU lines: on
+ * two shared cores, whether a run measured routing or starvation (gateways, engines, balancer,
+ * peer routers and the load generator share them).
+ */
+export function benchRoleOf(cmd: string, pid: number): string {
+  if (pid === process.pid) return 'load generator'
+  const port = /dataplane .*--port (\d+)/.exec(cmd)?.[1]
+  if (port !== undefined) return `gateway :${port}`
+  if (cmd.includes('routing-fleet')) return 'engines'
+  if (cmd.includes('routing-balancer')) return 'balancer'
+  if (cmd.includes('python') || cmd.includes('router')) return 'peer router'
+  return 'other'
+}

@@ -24,7 +24,7 @@ import { type Fleet, startFleet, startGateway } from './fleet-process.js'
 import { percentile } from './load.js'
 import { type Proc, spawnCli } from './procs.js'
 import { fmt, table, writeSection } from './report.js'
-import { routingManifests, type SchedulerPluginSpec } from './routing-config.js'
+import { fleetEndpoints, routingManifests, type SchedulerPluginSpec } from './routing-config.js'
 import {
   type PlannedRequest,
   poissonTimes,
@@ -263,7 +263,7 @@ async function runOne(
       file,
       routingManifests({
         model: MODEL,
-        endpoints: fleet.members.map((m) => ({ name: m.name, address: m.host, port: m.port })),
+        endpoints: fleetEndpoints(fleet.members),
         retries: 2,
         ...(p.plugins !== undefined ? { plugins: p.plugins } : {}),
       }),

@@ -22,7 +22,7 @@ import { createRng } from '../sim/rng.js'
 import { type Fleet, startFleet, startGateway } from './fleet-process.js'
 import { type Oracle, startOracle } from './kv-oracle.js'
 import { percentile } from './load.js'
-import { cpuBetween, treeCpu } from './proc-cpu.js'
+import { benchRoleOf, cpuBetween, treeCpu } from './proc-cpu.js'
 import { type Proc, spawnScript } from './procs.js'
 import { fmt, table, writeSection } from './report.js'
 import { routingManifests, type SchedulerPluginSpec } from './routing-config.js'
@@ -220,15 +220,6 @@ async function fleetCounters(fleet: Fleet): Promise<{ query: number; hit: number
 
 const WARM_MS = 5000
 
-function roleOf(cmd: string, pid: number): string {
-  if (pid === process.pid) return 'load generator'
-  const port = /dataplane .*--port (\d+)/.exec(cmd)?.[1]
-  if (port !== undefined) return `gateway :${port}`
-  if (cmd.includes('routing-fleet')) return 'engines'
-  if (cmd.includes('routing-balancer')) return 'balancer'
-  return 'other'
-}
-
 /**
  * One line per replica (stdout, diagnosis): the kv-cache plugin's decisions from events vs the
  * approximate index, and its event streams' gaps, replays and resets summed over the pods.
@@ -296,11 +287,13 @@ async function runMode(
     // Warm-up (not measured): compilation, subscribers connected, caches filled.
     await runOpenLoop(origin, plan(rate, WARM_MS, 99), { timeoutMs: 60_000 })
     const before = await fleetCounters(fleet)
-    const cpu0 = await treeCpu(process.pid, roleOf)
+    const cpu0 = await treeCpu(process.pid, benchRoleOf)
     const results: RequestResult[] = await runOpenLoop(origin, plan(rate, durationMs), {
       timeoutMs: 60_000,
     })
-    const cpu = [...cpuBetween(cpu0, await treeCpu(process.pid, roleOf))].filter(([, x]) => x > 0)
+    const cpu = [...cpuBetween(cpu0, await treeCpu(process.pid, benchRoleOf))].filter(
+      ([, x]) => x > 0,
+    )
     const after = await fleetCounters(fleet)
     // CPU per process over the measured run (stdout): on a shared machine, whether the figures
     // measure routing or starvation, and what the events cost the engines' and gateways' processes.

@@ -27,7 +27,7 @@ import { createRng } from '../sim/rng.js'
 import { type Fleet, startFleet, startGateway } from './fleet-process.js'
 import { percentile } from './load.js'
 import { ensurePeer, PEERS, type PeerInstall, type PeerName, startPeer } from './peers.js'
-import { cpuBetween, treeCpu } from './proc-cpu.js'
+import { benchRoleOf, cpuBetween, treeCpu } from './proc-cpu.js'
 import { type Proc, spawnScript } from './procs.js'
 import { fmt, table, writeSection } from './report.js'
 import { routingManifests, type SchedulerPluginSpec } from './routing-config.js'
@@ -640,17 +640,6 @@ function healthOf(d: DebugView): Record<string, { ejection?: string; restarts?: 
 
 const isError = (r: RequestResult) => r.error !== undefined || r.status !== 200
 
-/** A process of this benchmark, for the CPU line: its role from its command line. */
-function roleOf(cmd: string, pid: number): string {
-  if (pid === process.pid) return 'load generator'
-  const port = /dataplane .*--port (\d+)/.exec(cmd)?.[1]
-  if (port !== undefined) return `gateway :${port}`
-  if (cmd.includes('routing-fleet')) return 'engines'
-  if (cmd.includes('routing-balancer')) return 'balancer'
-  if (cmd.includes('python') || cmd.includes('router')) return 'peer router'
-  return 'other'
-}
-
 /** Polls our first replica's /debug/endpoints every 100 ms until the returned stop is called. */
 function traceDebug(): () => Promise<unknown[]> {
   const snapshots: unknown[] = []
@@ -768,12 +757,14 @@ async function runOne(spec: RunSpec, dir: string, peers: PeerInstalls): Promise<
     const trace = opts.trace !== undefined && policy.peer === undefined ? traceDebug() : undefined
     // CPU per process over the load (stdout only): on two shared cores, whether the figures
     // measure routing or CPU starvation (3 gateways, engines, balancer and client share them).
-    const cpu0 = await treeCpu(process.pid, roleOf)
+    const cpu0 = await treeCpu(process.pid, benchRoleOf)
     const loadStart = performance.now()
     armRestarts()
     const results = await runOpenLoop(origin, plan)
     const loadSec = (performance.now() - loadStart) / 1000
-    const cpu = [...cpuBetween(cpu0, await treeCpu(process.pid, roleOf))].filter(([, s]) => s > 0)
+    const cpu = [...cpuBetween(cpu0, await treeCpu(process.pid, benchRoleOf))].filter(
+      ([, s]) => s > 0,
+    )
     process.stdout.write(
       `  CPU during the load (${fmt(loadSec, 1)} s wall; 2 cores = ${fmt(2 * loadSec, 1)} CPU-s): ${cpu.map(([r, s]) => `${r} ${fmt(s, 2)}`).join(', ')} CPU-s\n`,
     )
