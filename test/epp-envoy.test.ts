@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { CLI } from '../hack/bench/procs.js'
 import { type SimHandle, startSimulator } from '../hack/sim/index.js'
 import { envoyConfig, type ResponsePhase } from './epp-client/envoy-config.js'
+import { until } from './helpers/until.js'
 
 const run = promisify(execFile)
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -235,12 +236,7 @@ describe('Envoy 1.40 + infer-gateway epp (ext_proc) + simulated pods', () => {
       }
       expect(text.length).toBeGreaterThan(0)
       expect(usage).toBe(4)
-      let n = await inflight()
-      for (let i = 0; i < 100 && n > 0; i++) {
-        await new Promise((r) => setTimeout(r, 50))
-        n = await inflight()
-      }
-      expect(n).toBe(0)
+      await until(async () => (await inflight()) === 0, 5000, 'the EPP to release the pick')
     }, 120_000)
   }
 
@@ -266,12 +262,7 @@ describe('Envoy 1.40 + infer-gateway epp (ext_proc) + simulated pods', () => {
       }
       expect(chunks).toBe(100)
       expect(during).toBe(1)
-      let n = await inflight()
-      for (let i = 0; i < 100 && n > 0; i++) {
-        await new Promise((r) => setTimeout(r, 50))
-        n = await inflight()
-      }
-      expect(n).toBe(0)
+      await until(async () => (await inflight()) === 0, 5000, 'the EPP to release the pick')
     }, 120_000)
   }
 
