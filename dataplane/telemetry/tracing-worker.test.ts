@@ -3,6 +3,7 @@
 // never reaches the request path (drops counted, also on /metrics), shutdown flushes.
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { Worker } from 'node:worker_threads'
 import { SpanStatusCode } from '@opentelemetry/api'
 import { Registry } from 'prom-client'
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
@@ -194,7 +195,9 @@ describe('the export worker', () => {
       async () => {
         t.start(none, 'chat')?.end(200, {})
         await t.flush()
-        expect(t.worker()).toBeDefined()
+        // A new thread, not the one that was terminated.
+        expect(t.worker()).toBeInstanceOf(Worker)
+        expect(t.worker()).not.toBe(w)
         expect(c.spans.length).toBeGreaterThan(1)
       },
       { timeout: RESTART_MS * 20, interval: 100 },
