@@ -107,7 +107,7 @@ class Request implements SchedRequest {
   now: number
   readonly lora: string | undefined
   readonly ticket: LoadTicket
-  readonly scratch = new Map<Plugin, unknown>()
+  readonly scratch = new Map<object, unknown>()
   readonly pieces: readonly string[]
 
   constructor(ctx: PickContext, now: number) {

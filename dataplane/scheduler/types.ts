@@ -19,8 +19,11 @@ export interface SchedRequest {
   readonly pieces: readonly string[]
   /** The same joined into one string (allocates; for tests and diagnostics). */
   text(): string
-  /** Plugin-private data for this request (e.g. prompt hashes made while scoring, used at dispatch). */
-  readonly scratch: Map<Plugin, unknown>
+  /**
+   * Per-request data keyed by its owner: a plugin's private data (e.g. what it predicted at
+   * dispatch), or a memo several plugins share (the prompt's block hashes, prompt-hasher.ts).
+   */
+  readonly scratch: Map<object, unknown>
 }
 
 export type { Admission }

@@ -96,14 +96,18 @@ async function main(): Promise<void> {
       model,
       isLora: lora,
       server: srv,
-      body: {
-        model,
-        max_tokens: 128,
-        messages: [
-          { role: 'system', content: systems[q % systems.length] },
-          { role: 'user', content: words(Math.floor(CHARS * 0.125), 100_000 + q) },
-        ],
-      },
+      // Parsed from JSON as the proxy parses a request: every request's strings are its own
+      // objects, as in production, not the same system-prompt string shared by reference.
+      body: JSON.parse(
+        JSON.stringify({
+          model,
+          max_tokens: 128,
+          messages: [
+            { role: 'system', content: systems[q % systems.length] },
+            { role: 'user', content: words(Math.floor(CHARS * 0.125), 100_000 + q) },
+          ],
+        }),
+      ) as Record<string, unknown>,
       header: (n) => headers[n],
     }
   }

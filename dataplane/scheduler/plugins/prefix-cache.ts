@@ -28,7 +28,8 @@
 import type { DispatchOutcome } from '../../picker.js'
 import { intArg, numArg } from '../args.js'
 import { BlockTable } from '../block-table.js'
-import { blockHashes, chainSeed, rendezvous } from '../prompt.js'
+import { rendezvous } from '../prompt.js'
+import { requestBlocks } from '../prompt-hasher.js'
 import type { EndpointState } from '../state.js'
 import type { Plugin, PluginArgs, SchedRequest } from '../types.js'
 
@@ -51,17 +52,6 @@ const LEARN_ALPHA = 0.02
 const LEARN_MIN_SAMPLES = 20
 /** Relative change of the learned ratio that resizes the tables (each resize copies them). */
 const LEARN_STEP = 0.05
-
-/**
- * The last request hashed and with what cutting: plugins that index prompts the same way (e.g.
- * prefix-cache and predicted-latency in one profile) hash a request once. Holds one request.
- */
-let lastHashed: {
-  req: SchedRequest | undefined
-  blockChars: number
-  maxBlocks: number
-  hashes: Int32Array | undefined
-} = { req: undefined, blockChars: 0, maxBlocks: 0, hashes: undefined }
 
 export class PrefixCachePlugin implements Plugin {
   readonly name = 'prefix-cache'
@@ -98,24 +88,9 @@ export class PrefixCachePlugin implements Plugin {
     this.tokensPerBlock = this.blockTokens
   }
 
-  /** The request's block hashes, made once per request. */
+  /** The request's block hashes, made once per request (shared with every same-cut index). */
   hashes(req: SchedRequest): Int32Array {
-    const have = req.scratch.get(this)
-    if (have instanceof Int32Array) return have
-    // Another instance (predicted-latency's index) may have hashed this request just now.
-    let h =
-      lastHashed.req === req &&
-      lastHashed.blockChars === this.blockChars &&
-      lastHashed.maxBlocks === this.maxBlocks
-        ? lastHashed.hashes
-        : undefined
-    if (h === undefined) {
-      const model = req.lora ?? req.ctx.model
-      h = blockHashes(req.pieces, this.blockChars, this.maxBlocks, chainSeed(model))
-      lastHashed = { req, blockChars: this.blockChars, maxBlocks: this.maxBlocks, hashes: h }
-    }
-    req.scratch.set(this, h)
-    return h
+    return requestBlocks(req, this.blockChars, this.maxBlocks)
   }
 
   /** How many leading blocks of `hashes` each endpoint holds, by slot (valid for `eps`). */

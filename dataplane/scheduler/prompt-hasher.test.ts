@@ -1,0 +1,112 @@
+import { describe, expect, it } from 'vitest'
+import { blockHashes, chainSeed, promptPieces } from './prompt.js'
+import { CACHE_MIN_CHARS, PromptHasher, requestBlocks } from './prompt-hasher.js'
+import { request, seeded } from './testkit.js'
+
+const ALPHABET = ['a', 'b', 'c', ' ', 'é', 'ü', '✓', '中', '😀', '\n', '\u0000']
+
+function text(r: () => number, n: number): string {
+  let s = ''
+  while (s.length < n) s += ALPHABET[Math.floor(r() * ALPHABET.length)]
+  return s
+}
+
+/** A fresh copy of `s` (a distinct string object with the same text, as JSON.parse gives). */
+function copy(s: string): string {
+  return JSON.parse(JSON.stringify(s)) as string
+}
+
+const same = (a: Int32Array, b: Int32Array) => expect(Array.from(a)).toEqual(Array.from(b))
+
+describe('PromptHasher', () => {
+  it('equals blockHashes for chat prompts, first time and from the cache, any head length', () => {
+    const h = new PromptHasher()
+    const r = seeded(7)
+    const systems = [text(r, 3000), text(r, CACHE_MIN_CHARS), text(r, 9000)]
+    for (let q = 0; q < 60; q++) {
+      // Role names of different lengths put the system prompt at different offsets in its block.
+      const role = ['system', 'sys', 'developer'][q % 3] as string
+      const pieces = promptPieces({
+        messages: [
+          { role, content: copy(systems[q % systems.length] as string) },
+          { role: 'user', content: text(r, 1 + Math.floor(r() * 2500)) },
+        ],
+      })
+      for (const [bb, mb] of [
+        [64, 2048],
+        [16, 4096],
+        [128, 500],
+      ] as const) {
+        const seed = chainSeed(q % 2 === 0 ? 'base' : 'lora-a')
+        same(h.hash(pieces, bb, mb, seed), blockHashes(pieces, bb, mb, seed))
+      }
+    }
+    const s = h.stats()
+    // The cache served the repeated system prompts (and could not have without equal results).
+    expect(s.hits).toBeGreaterThan(100)
+    expect(s.entries).toBeGreaterThan(0)
+  })
+
+  it('a hit needs the same text in the same chain state: other model, other head, other text', () => {
+    const h = new PromptHasher()
+    const doc = text(seeded(3), 4000)
+    const a = ['<|im_start|>system\n', doc]
+    // Twice to admit it (second sighting), once to hit.
+    for (let i = 0; i < 3; i++) h.hash(a, 64, 2048, 1)
+    expect(h.stats().hits).toBe(1)
+    for (const [pieces, seed] of [
+      [a, 2],
+      [['<|im_start|>user\n', doc], 1],
+      [['<|im_start|>system\n', `${doc.slice(0, 2000)}X${doc.slice(2001)}`], 1],
+    ] as const) {
+      same(h.hash(pieces, 64, 2048, seed), blockHashes(pieces, 64, 2048, seed))
+    }
+    expect(h.stats().hits).toBe(1)
+  })
+
+  it('prompts longer than maxBlocks are cut exactly as blockHashes cuts them, cached or not', () => {
+    const h = new PromptHasher()
+    const r = seeded(11)
+    const long = text(r, 5000)
+    for (let i = 0; i < 4; i++) {
+      for (const mb of [10, 40, 200, 1000]) {
+        const pieces = ['head ', copy(long), text(r, 50)]
+        same(h.hash(pieces, 64, mb, 5), blockHashes(pieces, 64, mb, 5))
+      }
+    }
+    expect(h.stats().hits).toBeGreaterThan(0)
+  })
+
+  it('block sizes that are not a multiple of 8 take the reference path', () => {
+    const h = new PromptHasher()
+    const pieces = ['x', text(seeded(1), 2000)]
+    for (let i = 0; i < 3; i++) same(h.hash(pieces, 12, 1000, 1), blockHashes(pieces, 12, 1000, 1))
+    expect(h.stats()).toMatchObject({ hits: 0, misses: 0 })
+  })
+
+  it('stays bounded under a stream of unique long pieces', () => {
+    const h = new PromptHasher()
+    const r = seeded(5)
+    for (let i = 0; i < 80; i++) {
+      const t = text(r, 20_000)
+      h.hash([t], 64, 2048, 1)
+      h.hash([copy(t)], 64, 2048, 1)
+    }
+    const s = h.stats()
+    expect(s.chars).toBeLessThanOrEqual(1024 * 1024)
+    expect(s.entries).toBeLessThan(80)
+  })
+})
+
+describe('requestBlocks', () => {
+  it('hashes a request once per cutting, seeded by its adapter', () => {
+    const body = { messages: [{ role: 'user', content: 'hello '.repeat(100) }] }
+    const base = request({ requestId: 'a', model: 'm', body } as never)
+    const first = requestBlocks(base, 64, 2048)
+    expect(requestBlocks(base, 64, 2048)).toBe(first)
+    same(first, blockHashes(base.pieces, 64, 2048, chainSeed('m')))
+    expect(requestBlocks(base, 32, 2048)).not.toBe(first)
+    const lora = request({ requestId: 'b', model: 'ad', isLora: true, body } as never)
+    same(requestBlocks(lora, 64, 2048), blockHashes(lora.pieces, 64, 2048, chainSeed('ad')))
+  })
+})

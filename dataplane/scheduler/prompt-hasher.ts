@@ -1,0 +1,280 @@
+// Block hashes of a request's prompt, made once per request and mostly without rehashing text
+// seen before. The values are exactly `blockHashes` of prompt.ts (the reference; tests compare
+// both on every shape of input), computed faster in two ways:
+//
+// - Once per request: every plugin that cuts prompts the same way (prefix-cache, and
+//   predicted-latency's prefix index) reads the same array, memoised on the request's scratch
+//   (`requestBlocks`).
+// - Once per distinct long piece: a prompt is read piece by piece (the chat template's pieces,
+//   promptPieces), and a long piece that arrives in the same chain state as before (same model,
+//   same text before it in its block) produces the same block hashes and leaves the same state.
+//   Shared system prompts, documents and earlier turns are exactly such pieces, and they are most
+//   of the bytes of a long prompt: hashing 28 KB of system prompt costs ~20 µs, comparing it
+//   with the remembered copy ~1 µs. The cache is content-addressed (the piece's text and the
+//   incoming state are compared in full), so it never needs invalidating: nothing about
+//   endpoints, snapshots or restarts enters a hash.
+//
+// Bounded: pieces of at least CACHE_MIN_CHARS, admitted on their second sighting (a doorkeeper of
+// fingerprints, so a stream of unique questions does not churn out the shared prompts), at most
+// MAX_ENTRIES entries and MAX_CHARS characters of remembered text, least recently used out first.
+
+import { blockHashes, chainSeed } from './prompt.js'
+import { fmix32 } from './state.js'
+import type { SchedRequest } from './types.js'
+
+/** Pieces shorter than this are hashed directly: a lookup would cost about as much. */
+export const CACHE_MIN_CHARS = 1024
+const MAX_ENTRIES = 128
+/** Characters of piece text held at most (UTF-16 units: 1-2 MB of heap, the pieces themselves). */
+const MAX_CHARS = 1024 * 1024
+/** Fingerprints remembered by the doorkeeper before it starts over. */
+const SEEN_MAX = 4096
+/** Characters sampled into a piece's fingerprint (plus its length). */
+const SAMPLES = 16
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1
+const encoder = new TextEncoder()
+
+/** A long piece hashed in a given chain state, and what it left behind. */
+interface Entry {
+  readonly piece: string
+  readonly blockBytes: number
+  /** Chain state before the piece: the lanes and the bytes of the block not yet hashed. */
+  readonly inH1: number
+  readonly inH2: number
+  readonly head: Uint8Array
+  /** Block hashes completed inside the piece. */
+  readonly hashes: Int32Array
+  /** Chain state after it. */
+  readonly outH1: number
+  readonly outH2: number
+  readonly tail: Uint8Array
+  /** The piece's UTF-8 length. */
+  readonly bytes: number
+}
+
+export interface PromptHasherStats {
+  readonly hits: number
+  readonly misses: number
+  readonly entries: number
+  readonly chars: number
+}
+
+export class PromptHasher {
+  #buf = new Uint8Array(64 * 1024)
+  #words = new Int32Array(this.#buf.buffer)
+  #out = new Int32Array(2048)
+  readonly #entries = new Map<number, Entry>()
+  readonly #seen = new Set<number>()
+  #chars = 0
+  #hits = 0
+  #misses = 0
+
+  /** `blockHashes(pieces, blockBytes, maxBlocks, seed)`, reusing long pieces hashed before. */
+  hash(pieces: readonly string[], blockBytes: number, maxBlocks: number, seed: number): Int32Array {
+    // The streaming path reads whole aligned words; other cuttings take the reference path.
+    if (!LITTLE_ENDIAN || blockBytes % 8 !== 0) {
+      return blockHashes(pieces, blockBytes, maxBlocks, seed)
+    }
+    const max = blockBytes * maxBlocks
+    if (this.#out.length < maxBlocks) this.#out = new Int32Array(maxBlocks)
+    const out = this.#out
+    let h1 = seed | 0
+    let h2 = (seed ^ 0x5bd1e995) | 0
+    /** Bytes of the current block not hashed yet, at the start of #buf. */
+    let pend = 0
+    let total = 0
+    let k = 0
+    for (const p of pieces) {
+      if (p.length === 0) continue
+      let key = 0
+      const cacheable = p.length >= CACHE_MIN_CHARS
+      if (cacheable) {
+        key = fingerprint(p, h1, h2, pend, blockBytes)
+        const e = this.#entries.get(key)
+        if (e !== undefined && this.#matches(e, p, h1, h2, pend, blockBytes)) {
+          // A prompt longer than maxBlocks is cut mid-piece: the reference path does that.
+          if (total + e.bytes > max) return blockHashes(pieces, blockBytes, maxBlocks, seed)
+          out.set(e.hashes, k)
+          k += e.hashes.length
+          h1 = e.outH1
+          h2 = e.outH2
+          this.#buf.set(e.tail, 0)
+          pend = e.tail.length
+          total += e.bytes
+          this.#entries.delete(key)
+          this.#entries.set(key, e)
+          this.#hits++
+          continue
+        }
+        this.#misses++
+      }
+      // Room for the whole piece, or just past the cut (then the reference path takes over).
+      const room = Math.min(p.length * 3, max - total + 4)
+      if (this.#buf.length < pend + room) this.#grow(pend + room)
+      const buf = this.#buf
+      const admit = cacheable && this.#admit(key)
+      const head = admit ? buf.slice(0, pend) : undefined
+      const inH1 = h1
+      const inH2 = h2
+      const r = encoder.encodeInto(p, buf.subarray(pend, pend + room))
+      if (r.read < p.length || total + r.written > max) {
+        return blockHashes(pieces, blockBytes, maxBlocks, seed)
+      }
+      const len = pend + r.written
+      const full = Math.floor(len / blockBytes)
+      const k0 = k
+      // Whole blocks, word by word in two lanes: the loop of blockHashes' aligned path.
+      const words = this.#words
+      const wordsPerBlock = blockBytes >>> 2
+      let w = 0
+      for (let b = 0; b < full; b++) {
+        const end = w + wordsPerBlock
+        for (; w < end; w += 2) {
+          h1 = Math.imul(h1 ^ (words[w] as number), 0x9e3779b1)
+          h2 = Math.imul(h2 ^ (words[w + 1] as number), 0x85ebca77)
+          h1 ^= h1 >>> 15
+          h2 ^= h2 >>> 13
+        }
+        out[k++] = fmix32(h1 ^ Math.imul(h2, 0xc2b2ae3d)) & 0x3fffffff
+      }
+      buf.copyWithin(0, full * blockBytes, len)
+      pend = len - full * blockBytes
+      total += r.written
+      if (head !== undefined) {
+        this.#store(key, {
+          piece: p,
+          blockBytes,
+          inH1,
+          inH2,
+          head,
+          hashes: out.slice(k0, k),
+          outH1: h1,
+          outH2: h2,
+          tail: buf.slice(0, pend),
+          bytes: r.written,
+        })
+      }
+    }
+    if (pend > 0) {
+      // The partial tail block: blockHashes' byte path (zero padding, the length mixed in). The
+      // block starts at a multiple of 8 bytes, so its end's low bits are pend's.
+      const b = this.#buf
+      let lane = 0
+      for (let i = 0; i < pend; i += 4) {
+        const w =
+          (b[i] as number) |
+          (i + 1 < pend ? (b[i + 1] as number) << 8 : 0) |
+          (i + 2 < pend ? (b[i + 2] as number) << 16 : 0) |
+          (i + 3 < pend ? (b[i + 3] as number) << 24 : 0)
+        if (lane === 0) {
+          h1 = Math.imul(h1 ^ w, 0x9e3779b1)
+          h1 ^= h1 >>> 15
+        } else {
+          h2 = Math.imul(h2 ^ w, 0x85ebca77)
+          h2 ^= h2 >>> 13
+        }
+        lane ^= 1
+      }
+      out[k++] = fmix32(h1 ^ Math.imul(h2, 0xc2b2ae3d) ^ (pend & 3)) & 0x3fffffff
+    }
+    return out.slice(0, k)
+  }
+
+  stats(): PromptHasherStats {
+    return {
+      hits: this.#hits,
+      misses: this.#misses,
+      entries: this.#entries.size,
+      chars: this.#chars,
+    }
+  }
+
+  /** The same piece (compared in full) arriving in the same chain state. */
+  #matches(e: Entry, p: string, h1: number, h2: number, pend: number, bb: number): boolean {
+    if (e.blockBytes !== bb || e.inH1 !== h1 || e.inH2 !== h2 || e.head.length !== pend) {
+      return false
+    }
+    const buf = this.#buf
+    for (let i = 0; i < pend; i++) if (e.head[i] !== buf[i]) return false
+    return e.piece === p
+  }
+
+  /** Second sighting of a fingerprint: worth remembering. */
+  #admit(key: number): boolean {
+    if (this.#seen.has(key)) return true
+    if (this.#seen.size >= SEEN_MAX) this.#seen.clear()
+    this.#seen.add(key)
+    return false
+  }
+
+  #store(key: number, e: Entry): void {
+    const old = this.#entries.get(key)
+    if (old !== undefined) {
+      this.#entries.delete(key)
+      this.#chars -= old.piece.length
+    }
+    this.#entries.set(key, e)
+    this.#chars += e.piece.length
+    while (this.#entries.size > MAX_ENTRIES || this.#chars > MAX_CHARS) {
+      const first = this.#entries.entries().next().value
+      if (first === undefined) break
+      this.#entries.delete(first[0])
+      this.#chars -= first[1].piece.length
+    }
+  }
+
+  #grow(n: number): void {
+    const next = new Uint8Array(Math.max(n, this.#buf.length * 2))
+    next.set(this.#buf)
+    this.#buf = next
+    this.#words = new Int32Array(next.buffer)
+  }
+}
+
+/**
+ * Length, sampled characters and the incoming chain state, mixed: the cache key. Collisions only
+ * cost a miss (entries are compared in full).
+ */
+function fingerprint(p: string, h1: number, h2: number, pend: number, bb: number): number {
+  const n = p.length
+  let h = Math.imul(n ^ h1, 0x9e3779b1) ^ Math.imul(h2, 0x85ebca77) ^ Math.imul(pend + 1, bb)
+  const step = (n - 1) / (SAMPLES - 1)
+  for (let i = 0; i < SAMPLES; i++) {
+    h = Math.imul(h ^ p.charCodeAt(Math.floor(i * step)), 0x01000193)
+  }
+  return fmix32(h)
+}
+
+/** The process's hasher: the cache pays off across requests and servers alike. */
+export const promptHasher = new PromptHasher()
+
+/** One memo key per cutting (block size × block limit), shared by every plugin that uses it. */
+const cuttings = new Map<number, object>()
+
+/**
+ * The request's chained block hashes for this cutting, seeded by its adapter (else model): made
+ * on first use and shared by every plugin of the request that cuts prompts the same way.
+ */
+export function requestBlocks(
+  req: SchedRequest,
+  blockBytes: number,
+  maxBlocks: number,
+): Int32Array {
+  const id = blockBytes * 65_536 + maxBlocks
+  let memoKey = cuttings.get(id)
+  if (memoKey === undefined) {
+    memoKey = { blockBytes, maxBlocks }
+    cuttings.set(id, memoKey)
+  }
+  const have = req.scratch.get(memoKey)
+  if (have instanceof Int32Array) return have
+  const h = promptHasher.hash(
+    req.pieces,
+    blockBytes,
+    maxBlocks,
+    chainSeed(req.lora ?? req.ctx.model),
+  )
+  req.scratch.set(memoKey, h)
+  return h
+}
