@@ -32,6 +32,11 @@ export interface TracingOptions {
    * with the SDK's InMemorySpanExporter).
    */
   readonly exporter?: SpanExporter
+  /**
+   * The export worker thread's nice value (default 19, the lowest priority: thread-priority.ts).
+   * Tests give one the OS refuses, to see a worker that cannot lower its priority still export.
+   */
+  readonly workerNice?: number
 }
 
 /** Tracing settings from the environment, when no flag gave them (OpenTelemetry's own names). */

@@ -1,12 +1,14 @@
 // The export worker thread (tracing.ts → tracing-worker.ts → the SDK's OTLP/HTTP exporter) against
 // a real OTLP/HTTP JSON endpoint on loopback: spans arrive whole, a dead collector or a dead worker
 // never reaches the request path (drops counted, also on /metrics), shutdown flushes.
+import { readFileSync } from 'node:fs'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { Worker } from 'node:worker_threads'
 import { SpanStatusCode } from '@opentelemetry/api'
 import { Registry } from 'prom-client'
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
+import { statNice } from '../../hack/bench/thread-cpu.js'
 import { deadPort } from '../../test/helpers/upstream.js'
 import { MAX_QUEUE, RESTART_MS, Tracing } from './tracing.js'
 import { tracingWorkerCode } from './tracing-worker-code.js'
@@ -203,6 +205,36 @@ describe('the export worker', () => {
       { timeout: RESTART_MS * 20, interval: 100 },
     )
     expect(t.stats().exported).toBe(c.spans.length)
+  })
+
+  it.runIf(process.platform === 'linux')(
+    'the worker runs at the lowest OS priority, on its own thread only',
+    async () => {
+      const c = await collector()
+      const { t } = tracing(c.url)
+      t.start(none, 'chat')?.end(200, {})
+      await t.flush()
+      const p = t.workerPriority()
+      if (p === undefined || 'error' in p) throw new Error(`not lowered: ${JSON.stringify(p)}`)
+      expect(p.tid).not.toBe(process.pid)
+      // Read back from the kernel, not from what the worker said.
+      const nice = (tid: number): number =>
+        statNice(readFileSync(`/proc/${process.pid}/task/${tid}/stat`, 'utf8'))
+      expect(nice(p.tid)).toBe(19)
+      expect(nice(process.pid)).not.toBe(19)
+      expect(c.spans.length).toBe(1)
+    },
+  )
+
+  it('a worker that cannot lower its priority says why and still exports', async () => {
+    const c = await collector()
+    // 20 is outside -20..19: the OS call is refused (os.setPriority throws).
+    const { t } = tracing(c.url, { workerNice: 20 })
+    for (let i = 0; i < 3; i++) t.start(none, 'chat')?.end(200, {})
+    await t.flush()
+    expect(t.workerPriority()).toEqual({ error: expect.stringContaining('priority') })
+    expect(c.spans.length).toBe(3)
+    expect(t.stats().exported).toBe(3)
   })
 
   it('shutdown exports what waits, ends the worker, and counts later spans as dropped', async () => {

@@ -4,29 +4,33 @@
 // same thing runs from the sources, the esbuild bundles and the single executable (no file of it
 // needs to exist on disk: tracing-worker-code.ts).
 //
-// Messages in: a batch of SpanRecords (an array), or { op: 'flush' | 'shutdown', id }, answered
-// with { done: id } once the exporter is through (after 'shutdown' the thread ends by itself).
+// First it lowers its own thread's OS priority (thread-priority.ts) and says how that went
+// ({ priority }). Messages in: a batch of SpanRecords (an array), or { op: 'flush' | 'shutdown',
+// id }, answered with { done: id } once the exporter is through (after 'shutdown' the thread ends
+// by itself).
 import { parentPort, workerData } from 'node:worker_threads'
 import { SpanExport, type SpanExportOptions, type SpanRecord } from './span-export.js'
+import { lowerThreadPriority, type ThreadPriority } from './thread-priority.js'
 
 /** What tracing.ts gives the worker. */
 export interface TracingWorkerData {
   readonly options: SpanExportOptions
   /** The accounting array's SharedArrayBuffer (span-export.ts slots). */
   readonly counters: SharedArrayBuffer
+  /** The nice value the thread sets itself to (thread-priority.ts WORKER_NICE). */
+  readonly nice: number
 }
 
 export type TracingWorkerRequest =
   | readonly SpanRecord[]
   | { readonly op: 'flush' | 'shutdown'; readonly id: number }
 
-export interface TracingWorkerReply {
-  readonly done: number
-}
+export type TracingWorkerReply = { readonly done: number } | { readonly priority: ThreadPriority }
 
 const port = parentPort
 if (port !== null) {
   const data = workerData as TracingWorkerData
+  port.postMessage({ priority: lowerThreadPriority(data.nice) } satisfies TracingWorkerReply)
   const exp = new SpanExport(data.options, new Int32Array(data.counters))
   port.on('message', (m: TracingWorkerRequest) => {
     if (Array.isArray(m)) {

@@ -48,6 +48,7 @@ import {
   type SpanExportOptions,
   type SpanRecord,
 } from './span-export.js'
+import { type ThreadPriority, WORKER_NICE } from './thread-priority.js'
 import { TracingConfigError, type TracingOptions, tracesUrl } from './tracing-config.js'
 import type {
   TracingWorkerData,
@@ -165,7 +166,7 @@ export class Tracing {
       exportDelayMs: opts.exportDelayMs ?? 1000,
       ...(opts.exportTimeoutMs !== undefined ? { exportTimeoutMs: opts.exportTimeoutMs } : {}),
     }
-    this.#sender = new SpanSender(options, opts.exporter, deps.log)
+    this.#sender = new SpanSender(options, opts.workerNice ?? WORKER_NICE, opts.exporter, deps.log)
     if (deps.registry !== undefined) this.#register(deps.registry)
   }
 
@@ -190,6 +191,14 @@ export class Tracing {
   /** The exporting worker thread while it runs (diagnostics; tests end it as a crash would). */
   worker(): Worker | undefined {
     return this.#sender.worker()
+  }
+
+  /**
+   * How the running worker's thread lowered its OS priority (its thread id and nice value, or why
+   * it could not), once it has said; undefined before.
+   */
+  workerPriority(): ThreadPriority | undefined {
+    return this.#sender.priority
   }
 
   /** Exports what is still buffered. */
@@ -330,6 +339,7 @@ class SpanSender {
   /** span-export.ts slots, shared with the worker. */
   readonly #counters = new Int32Array(new SharedArrayBuffer(COUNTER_SLOTS * 4))
   readonly #options: SpanExportOptions
+  readonly #nice: number
   readonly #local: SpanExport | undefined
   readonly #log: Logger | undefined
   #state: WorkerState | undefined
@@ -341,13 +351,17 @@ class SpanSender {
   #workerExit = 0
   #nextId = 0
   readonly #replies = new Map<number, () => void>()
+  /** What the current worker said about its thread's priority. */
+  priority: ThreadPriority | undefined
 
   constructor(
     options: SpanExportOptions,
+    nice: number,
     exporter: TracingOptions['exporter'],
     log: Logger | undefined,
   ) {
     this.#options = options
+    this.#nice = nice
     this.#log = log
     this.#local =
       exporter !== undefined ? new SpanExport(options, this.#counters, exporter) : undefined
@@ -416,11 +430,22 @@ class SpanSender {
         const data: TracingWorkerData = {
           options: this.#options,
           counters: this.#counters.buffer as SharedArrayBuffer,
+          nice: this.#nice,
         }
         const w = new Worker(code, { eval: true, workerData: data })
         // Never what keeps the process alive: shutdown ends it, and without shutdown spans are lost.
         w.unref()
+        this.priority = undefined
         w.on('message', (m: TracingWorkerReply) => {
+          if ('priority' in m) {
+            this.priority = m.priority
+            // Spans are exported all the same, at the priority of the thread serving requests.
+            if ('error' in m.priority)
+              this.#log?.('warn', 'tracing worker could not lower its thread priority', {
+                error: m.priority.error,
+              })
+            return
+          }
           this.#replies.get(m.done)?.()
           this.#replies.delete(m.done)
         })
@@ -453,6 +478,7 @@ class SpanSender {
   #died(): void {
     this.#workerExit += Atomics.exchange(this.#counters, IN_FLIGHT, 0)
     this.#state = { kind: 'dead', since: performance.now() }
+    this.priority = undefined
     for (const r of this.#replies.values()) r()
     this.#replies.clear()
   }

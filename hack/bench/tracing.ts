@@ -29,6 +29,7 @@ import { processTree } from './proxy-procfs.js'
 import { attack, ensureVegeta, report, type VegetaReport } from './proxy-vegeta.js'
 import { fmt, table, writeSection } from './report.js'
 import { routingManifests } from './routing-config.js'
+import { nodeThreads, runNs, sampleThreads, sampleTree, threadDeltas } from './thread-cpu.js'
 
 const SIM_HOST = '127.0.0.2'
 const SIM_PORT = 18100
@@ -47,6 +48,7 @@ const { values } = parseArgs({
     'cpu-prof': { type: 'string' },
     tsx: { type: 'boolean', default: false },
     ratios: { type: 'string', default: '1,0.1' },
+    'receiver-nice': { type: 'string', default: '0' },
   },
 })
 const RATE = Number(values.rate)
@@ -82,6 +84,26 @@ interface Run {
   readonly spans: number
   /** Spans the data plane had dropped by the end of the load (its /metrics, any reason). */
   readonly dropped: number
+  /** Per request, from schedstat (ns precision): where the CPU went and what the loop waited. */
+  readonly threads: ThreadFigures
+}
+
+/** µs per request by thread (thread-cpu.ts), and the receiver's and engine's own CPU. */
+interface ThreadFigures {
+  /** The main threads' CPU (the event loops serving requests). */
+  readonly mainUs: number
+  /** Time the main threads were ready to run but had no core. */
+  readonly mainWaitUs: number
+  /** Times the main threads were put on a core (wakeups), per request. */
+  readonly mainSlices: number
+  /** Threads at another nice than their main thread (the tracing worker). */
+  readonly renicedUs: number
+  /** The data plane's other threads (V8 GC/platform helpers, libuv pool, an un-reniced worker). */
+  readonly otherUs: number
+  /** The OTLP receiver (the Collector's otlpreceiver): in production it runs elsewhere. */
+  readonly receiverUs: number
+  /** The simulated engine. */
+  readonly engineUs: number
 }
 
 interface ModeResult {
@@ -98,6 +120,8 @@ interface ModeResult {
   readonly requests: number
   readonly spans: number
   readonly dropped: number
+  /** Medians of the runs' per-thread figures. */
+  readonly threads: ThreadFigures
 }
 
 /**
@@ -224,6 +248,19 @@ async function spansIn(file: string): Promise<number> {
   }
 }
 
+function medianThreads(xs: readonly ThreadFigures[]): ThreadFigures {
+  const m = (k: keyof ThreadFigures): number => Math.round(median(xs.map((x) => x[k])) * 10) / 10
+  return {
+    mainUs: m('mainUs'),
+    mainWaitUs: m('mainWaitUs'),
+    mainSlices: m('mainSlices'),
+    renicedUs: m('renicedUs'),
+    otherUs: m('otherUs'),
+    receiverUs: m('receiverUs'),
+    engineUs: m('engineUs'),
+  }
+}
+
 function summarise(runs: readonly Run[]): ModeResult[] {
   const of = (mode: Mode) => runs.filter((x) => x.mode === mode)
   const base = of('off')
@@ -248,6 +285,7 @@ function summarise(runs: readonly Run[]): ModeResult[] {
       requests: rs.reduce((a, x) => a + x.r.requests, 0),
       spans: rs.reduce((a, x) => a + x.spans, 0),
       dropped: rs.reduce((a, x) => a + x.dropped, 0),
+      threads: medianThreads(rs.map((x) => x.threads)),
     }
   })
 }
@@ -323,9 +361,24 @@ async function main(): Promise<void> {
       body,
       JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'hi' }], max_tokens: 8 }),
     )
-    procs.push(await startZeroLatencySim(SIM_HOST, SIM_PORT, MODEL))
+    const sim = await startZeroLatencySim(SIM_HOST, SIM_PORT, MODEL)
+    procs.push(sim)
     const traces = join(dir, 'traces.jsonl')
-    const receiver = spawnProc(receiverBin, ['-http', OTLP, '-out', traces])
+    // --receiver-nice n: the receiver n nice levels below the rest (the collector runs elsewhere
+    // in production; here it shares the two cores with the data plane, engine and vegeta).
+    const receiverNice = Number(values['receiver-nice'])
+    const receiver =
+      receiverNice > 0
+        ? spawnProc('nice', [
+            '-n',
+            String(receiverNice),
+            receiverBin,
+            '-http',
+            OTLP,
+            '-out',
+            traces,
+          ])
+        : spawnProc(receiverBin, ['-http', OTLP, '-out', traces])
     procs.push(receiver)
     for (let i = 0; !receiver.output().includes('listening'); i++) {
       if (i > 100) throw new Error(`otlp-receiver did not start: ${receiver.output()}`)
@@ -376,6 +429,7 @@ async function main(): Promise<void> {
         let cpuUs: number
         let loopCpuUs: number
         let dropped: number
+        let threads: ThreadFigures
         try {
           const pid = gw.child.pid
           if (pid === undefined) throw new Error('data plane has no pid')
@@ -384,6 +438,9 @@ async function main(): Promise<void> {
           const warm = join(dir, `warm-${round}-${ratio ?? 'off'}.bin`)
           await attack(vegeta.bin, { url, bodyFile: body, rate: RATE, seconds: 3, output: warm })
           const out = join(dir, `run-${round}-${ratio ?? 'off'}.bin`)
+          const others = [receiver.child.pid ?? -1, sim.child.pid ?? -1]
+          const t0 = await sampleTree(pid)
+          const o0 = await sampleThreads(others)
           const cpu0 = await treeCpuSeconds(pid)
           const loop0 = await mainThreadCpuSeconds(pid)
           await attack(vegeta.bin, {
@@ -395,7 +452,22 @@ async function main(): Promise<void> {
           })
           const cpu1 = await treeCpuSeconds(pid)
           const loop1 = await mainThreadCpuSeconds(pid)
+          const t1 = await sampleTree(pid)
+          const o1 = await sampleThreads(others)
           r = await report(vegeta.bin, [out])
+          const n = r.requests
+          const nt = nodeThreads(threadDeltas(t0, t1))
+          const od = threadDeltas(o0, o1)
+          const perReq = (ns: number): number => ns / 1000 / n
+          threads = {
+            mainUs: perReq(nt.main.runNs),
+            mainWaitUs: perReq(nt.main.waitNs),
+            mainSlices: nt.main.slices / n,
+            renicedUs: perReq(nt.reniced.runNs),
+            otherUs: perReq(nt.otherRunNs),
+            receiverUs: perReq(runNs(od.filter((d) => d.pid !== sim.child.pid))),
+            engineUs: perReq(runNs(od.filter((d) => d.pid === sim.child.pid))),
+          }
           cpuUs = cpuUsPerRequest(cpu0, cpu1, r.requests)
           loopCpuUs = cpuUsPerRequest(loop0, loop1, r.requests)
           dropped = await droppedSpans(`http://127.0.0.1:${GW_PORT}/metrics`)
@@ -405,10 +477,12 @@ async function main(): Promise<void> {
         }
         await new Promise((res) => setTimeout(res, 300))
         const spans = (await spansIn(traces)) - spansBefore
-        runs.push({ mode, r, cpuUs, loopCpuUs, spans, dropped })
+        runs.push({ mode, r, cpuUs, loopCpuUs, spans, dropped, threads })
+        const f = (x: number): string => x.toFixed(1)
         if (!values.json)
           process.stdout.write(
-            `round ${round + 1} tracing ${mode}: p50 ${(r.p50Ms * 1000).toFixed(0)} µs, p99 ${(r.p99Ms * 1000).toFixed(0)} µs, CPU ${cpuUs.toFixed(0)} µs/request (main threads ${loopCpuUs.toFixed(0)}), success ${(r.success * 100).toFixed(2)} %, ${r.requests} requests, ${spans} spans, ${dropped} dropped\n`,
+            `round ${round + 1} tracing ${mode}: p50 ${(r.p50Ms * 1000).toFixed(0)} µs, p99 ${(r.p99Ms * 1000).toFixed(0)} µs, CPU ${cpuUs.toFixed(0)} µs/request (main threads ${loopCpuUs.toFixed(0)}), success ${(r.success * 100).toFixed(2)} %, ${r.requests} requests, ${spans} spans, ${dropped} dropped\n` +
+              `  per request: main thread ${f(threads.mainUs)} µs CPU, ${f(threads.mainWaitUs)} µs waiting for a core, ${f(threads.mainSlices)} wakeups; reniced threads ${f(threads.renicedUs)} µs; other threads ${f(threads.otherUs)} µs; receiver ${f(threads.receiverUs)} µs; engine ${f(threads.engineUs)} µs\n`,
           )
       }
     }
