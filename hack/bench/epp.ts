@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs, promisify } from 'node:util'
 import { manifests } from '../../test/helpers/config.js'
 import { type SimHandle, startSimulator } from '../sim/index.js'
+import { type CostRow, eppCost } from './epp-cost.js'
 import { statCpuTicks } from './proc-cpu.js'
 import { spawnCli, spawnScript } from './procs.js'
 import { fmt, table, writeSection } from './report.js'
@@ -31,6 +32,12 @@ const { values: opts } = parseArgs({
     pods: { type: 'string', default: '8' },
     'prompt-tokens': { type: 'string', default: '8192' },
     concurrency: { type: 'string', default: '1,8' },
+    /** Body modes of the EPP rows (`streamed` = FULL_DUPLEX_STREAMED, `buffered`). */
+    modes: { type: 'string', default: 'streamed,buffered' },
+    /** Skip the two no-decision servers (quicker A/B runs of the EPP alone). */
+    'no-floors': { type: 'boolean', default: false },
+    /** Streams per round of the in-process cost table (epp-cost.ts); 0 = no table. */
+    'cost-streams': { type: 'string', default: '2000' },
     'no-write': { type: 'boolean', default: false },
     /** Write a V8 CPU profile of the EPP process into this directory (where does the time go?). */
     'cpu-prof': { type: 'string' },
@@ -196,47 +203,60 @@ async function main(): Promise<void> {
     return out
   }
   try {
-    for (const mode of ['streamed', 'buffered'])
+    for (const mode of opts.modes.split(','))
       for (const c of opts.concurrency.split(',').map(Number))
         rows.push(await measure(grpcPort, epp.child.pid, mode, c, true))
   } finally {
     await epp.stop()
     await Promise.all(sims.map((s) => s.close()))
   }
-  // The same streams against a server that decides nothing (epp-floor.ts): the transport's share.
-  const floor = await spawnScript<number>(FLOOR_SCRIPT, {})
-  try {
-    for (const c of opts.concurrency.split(',').map(Number))
-      rows.push({
-        ...(await measure(floor.ready, floor.child.pid, 'streamed', c, false)),
-        mode: 'floor',
-      })
-  } finally {
-    await floor.stop()
-  }
-  // And against the same no-decision server written in Go (grpc-go, test/epp-client/floor.go):
-  // what a stream costs on this machine with no Node in the path, the floor any EPP could reach.
-  const goFloor = spawn(client, ['floor-server', '127.0.0.1:0'], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  })
-  try {
-    const port = await new Promise<number>((resolve, reject) => {
-      let seen = ''
-      goFloor.stdout.on('data', (b: Buffer) => {
-        seen += b.toString()
-        const m = /READY (\d+)\n/.exec(seen)
-        if (m) resolve(Number(m[1]))
-      })
-      goFloor.once('exit', (code) => reject(new Error(`epp-client floor-server exited ${code}`)))
+  if (!opts['no-floors']) {
+    // The same streams against a server that decides nothing (epp-floor.ts): the transport's share.
+    const floor = await spawnScript<number>(FLOOR_SCRIPT, {})
+    try {
+      for (const c of opts.concurrency.split(',').map(Number))
+        rows.push({
+          ...(await measure(floor.ready, floor.child.pid, 'streamed', c, false)),
+          mode: 'floor',
+        })
+    } finally {
+      await floor.stop()
+    }
+    // And against the same no-decision server written in Go (grpc-go, test/epp-client/floor.go):
+    // what a stream costs on this machine with no Node in the path, the floor any EPP could reach.
+    const goFloor = spawn(client, ['floor-server', '127.0.0.1:0'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
     })
-    for (const c of opts.concurrency.split(',').map(Number))
-      rows.push({
-        ...(await measure(port, goFloor.pid, 'streamed', c, false)),
-        mode: 'go-floor',
+    try {
+      const port = await new Promise<number>((resolve, reject) => {
+        let seen = ''
+        goFloor.stdout.on('data', (b: Buffer) => {
+          seen += b.toString()
+          const m = /READY (\d+)\n/.exec(seen)
+          if (m) resolve(Number(m[1]))
+        })
+        goFloor.once('exit', (code) => reject(new Error(`epp-client floor-server exited ${code}`)))
       })
-  } finally {
-    goFloor.kill('SIGTERM')
+      for (const c of opts.concurrency.split(',').map(Number))
+        rows.push({
+          ...(await measure(port, goFloor.pid, 'streamed', c, false)),
+          mode: 'go-floor',
+        })
+    } finally {
+      goFloor.kill('SIGTERM')
+    }
   }
+  // The EPP's own code in process (no gRPC, no scraping): CPU and heap per stream, by step. Run
+  // last, with the servers gone, so it competes with nothing of the bench.
+  const costStreams = Number(opts['cost-streams'])
+  const cost =
+    costStreams > 0
+      ? await eppCost({
+          streams: costStreams,
+          rounds: 3,
+          promptTokens: Number(opts['prompt-tokens']),
+        })
+      : []
   const md = [
     '## Endpoint Picker (ext_proc) decision latency',
     '',
@@ -276,9 +296,74 @@ async function main(): Promise<void> {
         r.errors,
       ]),
     ),
+    ...overFloorTable(rows),
+    ...costTable(cost),
   ].join('\n')
   process.stdout.write(`${md}\n`)
-  if (!opts['no-write']) await writeSection('epp', md, rows)
+  if (!opts['no-write']) await writeSection('epp', md, { rows, overFloor: overFloor(rows), cost })
+}
+
+interface OverFloor {
+  readonly concurrency: number
+  /** `floor` (grpc-js) or `go-floor` (grpc-go). */
+  readonly floor: string
+  readonly p50OverUs: number
+  readonly p99OverUs: number
+  /** EPP p99 / floor p99. */
+  readonly p99Ratio: number
+}
+
+/** The full-duplex EPP rows against each floor at the same concurrency, from the same run. */
+function overFloor(rows: readonly BenchOut[]): OverFloor[] {
+  const out: OverFloor[] = []
+  for (const e of rows) {
+    if (e.mode !== 'streamed') continue
+    for (const floor of ['floor', 'go-floor']) {
+      const f = rows.find((r) => r.mode === floor && r.concurrency === e.concurrency)
+      if (f === undefined) continue
+      out.push({
+        concurrency: e.concurrency,
+        floor,
+        p50OverUs: e.p50Us - f.p50Us,
+        p99OverUs: e.p99Us - f.p99Us,
+        p99Ratio: e.p99Us / f.p99Us,
+      })
+    }
+  }
+  return out
+}
+
+function overFloorTable(rows: readonly BenchOut[]): string[] {
+  const o = overFloor(rows)
+  if (o.length === 0) return []
+  return [
+    '',
+    "The EPP (FULL_DUPLEX_STREAMED) over each floor in this run: what the EPP's own work adds to one stream.",
+    '',
+    table(
+      ['concurrency', 'floor', 'p50 over µs', 'p99 over µs', 'p99 EPP / floor'],
+      o.map((x) => [
+        x.concurrency,
+        x.floor === 'floor' ? 'grpc-js (transport floor)' : 'grpc-go (machine floor)',
+        fmt(x.p50OverUs, 0),
+        fmt(x.p99OverUs, 0),
+        `${fmt(x.p99Ratio, 2)}×`,
+      ]),
+    ),
+  ]
+}
+
+function costTable(cost: readonly CostRow[]): string[] {
+  if (cost.length === 0) return []
+  return [
+    '',
+    "The EPP's own code per stream, in process (`npx tsx hack/bench/epp-cost.ts`: the same messages decoded and answered against the real scheduler, no gRPC, no scraping; medians of 3 rounds): CPU and V8 heap allocated per stream, whole and by step.",
+    '',
+    table(
+      ['step', 'CPU µs/stream', 'heap KiB/stream'],
+      cost.map((c) => [c.step, fmt(c.cpuUs, 1), fmt(c.heapBytes / 1024, 1)]),
+    ),
+  ]
 }
 
 main().catch((e: unknown) => {
