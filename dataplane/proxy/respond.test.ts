@@ -96,6 +96,37 @@ describe('SseUsageScanner after the first token', () => {
     expect(none.usage).toEqual({ promptTokens: 9, completionTokens: 4 })
   })
 
+  it('reads usage from CRLF lines, a Responses final event, and a line held over many chunks', () => {
+    const crlf = new SseUsageScanner()
+    crlf.push(enc.encode(tokenEvent('a').replace(/\n/g, '\r\n')))
+    crlf.push(enc.encode(usageEvent.replace(/\n/g, '\r\n')))
+    expect(crlf.firstTokenAt).toBeGreaterThan(0)
+    expect(crlf.usage).toEqual({ promptTokens: 9, completionTokens: 4 })
+
+    const responses = new SseUsageScanner()
+    responses.push(
+      enc.encode(
+        'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"Hi"}\n\n',
+      ),
+    )
+    responses.push(
+      enc.encode(
+        'event: response.completed\ndata: {"type":"response.completed","response":{"id":"r","usage":{"input_tokens":6,"output_tokens":2}}}\n\n',
+      ),
+    )
+    expect(responses.usage).toEqual({ promptTokens: 6, completionTokens: 2 })
+
+    // After the first token: the usage line arrives one byte at a time, its LF alone at the end.
+    const slow = new SseUsageScanner()
+    slow.push(enc.encode(tokenEvent('x')))
+    const line = enc.encode(usageEvent.trimEnd())
+    for (let i = 0; i < line.byteLength; i++) slow.push(line.subarray(i, i + 1))
+    expect(slow.usage).toBeUndefined()
+    expect(slow.lineBytes).toBe(line.byteLength)
+    slow.push(enc.encode('\n\n'))
+    expect(slow.usage).toEqual({ promptTokens: 9, completionTokens: 4 })
+  })
+
   it('keeps the open line measured while it is not decoded', () => {
     const s = new SseUsageScanner()
     s.push(enc.encode(tokenEvent('x')))

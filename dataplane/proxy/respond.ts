@@ -104,17 +104,21 @@ const TOKEN = /"(?:content|text|reasoning_content|delta)"\s*:\s*"[^"]|"tool_call
 const USAGE_KEY = Buffer.from('"usage"')
 
 /**
- * Whether `b` may carry usage: a `"usage"` key whose value is not `null`. Engines asked for usage
+ * Whether `b` (or its bytes `[from, to)`) may carry usage: a `"usage"` key whose value is not `null`. Engines asked for usage
  * (as the gateway asks, to count tokens) send `"usage":null` in every chunk but the last; a key
  * whose value is past the chunk's end counts as maybe.
  */
-export function mentionsUsage(b: Buffer): boolean {
-  for (let at = b.indexOf(USAGE_KEY); at >= 0; at = b.indexOf(USAGE_KEY, at + 1)) {
-    let j = skipSpace(b, at + USAGE_KEY.length)
-    if (j >= b.length) return true
+export function mentionsUsage(b: Buffer, from = 0, to = b.length): boolean {
+  for (
+    let at = b.indexOf(USAGE_KEY, from);
+    at >= 0 && at + USAGE_KEY.length <= to;
+    at = b.indexOf(USAGE_KEY, at + 1)
+  ) {
+    let j = skipSpace(b, at + USAGE_KEY.length, to)
+    if (j >= to) return true
     if (b[j] !== 0x3a) continue // not a key (":" follows a key)
-    j = skipSpace(b, j + 1)
-    if (j >= b.length) return true
+    j = skipSpace(b, j + 1, to)
+    if (j >= to) return true
     if (b[j] !== 0x6e) return true // anything but `null`
   }
   return false
@@ -166,28 +170,29 @@ function objectEnd(b: Buffer, start: number): number {
   return -1
 }
 
-function skipSpace(b: Buffer, from: number): number {
+function skipSpace(b: Buffer, from: number, to = b.length): number {
   let j = from
-  while (j < b.length && (b[j] === 0x20 || b[j] === 0x09 || b[j] === 0x0a || b[j] === 0x0d)) j++
+  while (j < to && (b[j] === 0x20 || b[j] === 0x09 || b[j] === 0x0a || b[j] === 0x0d)) j++
   return j
 }
 
 /**
- * Scans SSE text for `data:` lines carrying `usage`, holding partial lines across chunks. Each
- * byte is looked at once: a chunk without a line end is appended to the held line, never rescanned
- * (an engine sending one endless line made the old scan quadratic). `lineBytes` is the length of
- * the line still open, for the line cap.
+ * Scans SSE bytes for `data:` lines carrying `usage` and for the first generated token, holding
+ * the open line's pieces across chunks. Nothing is decoded but the lines that matter: each data
+ * line before the first token (as latin1, enough for the ASCII token pattern) and the line carrying
+ * usage (once per stream). Decoding whole chunks was the largest allocation of a stream (about
+ * 5 KiB per short stream arriving in one piece). After the first token, a chunk without the usage
+ * key (in it, across its start, or in the open line's held pieces) is not split into lines at all.
+ * Each byte is looked at a bounded number of times: a chunk without a line end is only appended
+ * to the held pieces (an engine sending one endless line made an older scan quadratic).
+ * `lineBytes` is the length of the line still open, for the line cap.
  */
 export class SseUsageScanner {
-  private readonly decoder = new TextDecoder()
-  private tail = ''
-  /**
-   * After the first token, with nothing decoded held: chunks are searched for the usage key as
-   * bytes and never decoded; the open line is kept as raw pieces in `held` (decoded only if the
-   * key turns up), and the last bytes seen in `edge`, for a key split across two chunks.
-   */
-  private raw = false
+  /** Pieces of the line still open (no line end seen yet). */
   private held: Buffer[] = []
+  /** The held pieces may carry the usage key (or its start). */
+  private heldUsage = false
+  /** The last bytes seen (up to the key's length − 1), for a key split across two chunks. */
   private readonly edge = Buffer.alloc(USAGE_KEY.length - 1)
   private edgeLen = 0
   lineBytes = 0
@@ -198,52 +203,38 @@ export class SseUsageScanner {
   push(chunk: Uint8Array): void {
     const n = chunk.byteLength
     if (n === 0) return
-    const lf = chunk.lastIndexOf(10)
+    const b = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, n)
+    const lf = b.lastIndexOf(10)
     let end = lf
     // Events end in LF, so the usual chunk needs no look for a CR (a line end too) after it.
-    if (lf < n - 1) end = Math.max(lf, chunk.lastIndexOf(13))
+    if (lf < n - 1) end = Math.max(lf, b.lastIndexOf(13))
     this.lineBytes = end < 0 ? this.lineBytes + n : n - end - 1
-    if (this.raw) {
-      // After the first token only lines mentioning usage matter: chunks without the key are
-      // not decoded at all, wherever the engine's writes or our socket reads cut them (decoding
-      // was the largest allocation per chunk with thousands of streams).
-      const b = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, n)
-      if (!mentionsUsage(b) && !this.keyAcrossEdge(b)) {
-        if (lf < 0) this.held.push(b)
-        else if (lf < n - 1) this.held = [b.subarray(lf + 1)]
-        else if (this.held.length > 0) this.held = []
-        this.keepEdge(b)
-        return
-      }
-      // The key may be here: the open line is decoded after all, then this chunk as usual.
-      this.raw = false
-      for (const h of this.held) this.tail += this.decoder.decode(h, { stream: true })
-      this.held = []
-    }
-    this.decodeLines(chunk, lf)
-    // A line end closes every UTF-8 sequence: nothing decoded is held from here on.
-    if (this.firstTokenAt !== undefined && chunk[n - 1] === 10) {
-      this.raw = true
-      this.edgeLen = 0
-    }
-  }
-
-  private decodeLines(chunk: Uint8Array, lf: number): void {
-    const text = this.decoder.decode(chunk, { stream: true })
-    let nl = lf < 0 ? -1 : text.indexOf('\n')
-    if (nl < 0) {
-      this.tail += text
+    const maybeUsage = mentionsUsage(b) || this.keyAcrossEdge(b)
+    this.keepEdge(b)
+    if (lf < 0) {
+      this.held.push(b)
+      if (maybeUsage) this.heldUsage = true
       return
     }
-    this.line(this.tail + text.slice(0, nl))
-    let start = nl + 1
-    for (;;) {
-      nl = text.indexOf('\n', start)
-      if (nl < 0) break
-      this.line(text.slice(start, nl))
-      start = nl + 1
+    if (this.firstTokenAt === undefined || maybeUsage || this.heldUsage) this.lines(b, lf)
+    // The rest after the last LF opens the next line.
+    this.held = lf < n - 1 ? [b.subarray(lf + 1)] : []
+    this.heldUsage = lf < n - 1 && maybeUsage
+  }
+
+  /** Every complete line: the held pieces with `b` up to its first LF, then the lines in `b`. */
+  private lines(b: Buffer, lf: number): void {
+    let nl = b.indexOf(10)
+    if (this.held.length > 0) {
+      this.held.push(b.subarray(0, nl))
+      const first = Buffer.concat(this.held)
+      this.line(first, 0, first.length)
+    } else this.line(b, 0, nl)
+    while (nl < lf) {
+      const start = nl + 1
+      nl = b.indexOf(10, start)
+      this.line(b, start, nl)
     }
-    this.tail = text.slice(start)
   }
 
   /** Whether the key starts in the last bytes seen and ends at the start of `b`. */
@@ -274,15 +265,26 @@ export class SseUsageScanner {
     this.edgeLen = keep + b.length
   }
 
-  private line(line: string): void {
+  /** One line, `b[start, end)` without its LF (a CR before it is JSON whitespace). */
+  private line(b: Buffer, start: number, end: number): void {
+    if (
+      end - start < 5 ||
+      b[start] !== 0x64 || // d
+      b[start + 1] !== 0x61 || // a
+      b[start + 2] !== 0x74 || // t
+      b[start + 3] !== 0x61 || // a
+      b[start + 4] !== 0x3a // :
+    )
+      return
     // Until the first token, each data line is tested for one (a regex over a few lines per
-    // stream); after it, only lines that mention usage are looked at.
-    if (this.firstTokenAt === undefined && line.startsWith('data:') && TOKEN.test(line))
+    // stream); latin1 keeps the ASCII pattern's meaning for UTF-8 bytes (a non-quote byte is
+    // a non-quote character) without decoding.
+    if (this.firstTokenAt === undefined && TOKEN.test(b.toString('latin1', start, end)))
       this.firstTokenAt = performance.now()
-    // Cheap pre-check: only lines that mention usage are parsed.
-    if (!line.startsWith('data:') || !line.includes('"usage"')) return
+    // Only lines whose usage key is not `null` are parsed (once per stream).
+    if (!mentionsUsage(b, start, end)) return
     try {
-      const obj = JSON.parse(line.slice(5)) as Record<string, unknown>
+      const obj = JSON.parse(b.toString('utf8', start + 5, end)) as Record<string, unknown>
       // A Responses API stream reports usage inside its final event's `response`.
       const r = obj['response']
       const u = parseUsage(
