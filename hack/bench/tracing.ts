@@ -2,16 +2,21 @@
 // measured with tracing off, on with every request sampled, and on at ratio 0.1 (spans exported
 // over OTLP/HTTP to the Collector's real otlpreceiver, hack/otlp-receiver), at a fixed rate with
 // vegeta. Runs alternate between the modes so drift on a shared machine hits all of them; the report
-// is the median of each mode's p50/p99 and CPU per request (the data plane's utime + stime from
-// /proc over the measured run, divided by the requests: a busy machine disturbs it far less than
-// latency), and what tracing adds to both (target ≤ 50 µs p50 at 500 req/s, issue 15). Writes its
-// section of docs/benchmarks.md unless --no-write. The data plane is the esbuild bundle the image
-// runs (proxy-bundle.ts; `--tsx`: the sources through tsx, whose keepNames wrappers cost CPU of
-// their own).
+// is the median of each mode's p50/p99 and what tracing adds to it (target ≤ 50 µs p50 at 500
+// req/s, issue 15), and where the CPU went, per request, from every thread's schedstat
+// (thread-cpu.ts; a busy machine disturbs CPU far less than latency): the data plane's threads,
+// its main threads (the event loops serving requests) and how long they waited for a core, the
+// tracing worker (the thread at nice 19), the receiver and the engine. Everything shares two cores,
+// the receiver too — in production the collector runs elsewhere — so `--receiver-nice n` starts the
+// receiver n nice levels below the rest and writes its own section beside the end-to-end one.
+// Writes its section of docs/benchmarks.md unless --no-write. The data plane is the esbuild bundle
+// the image runs (proxy-bundle.ts; `--tsx`: the sources through tsx, whose keepNames wrappers cost
+// CPU of their own).
 //
 //   npm run bench:tracing [-- --rate 500] [--seconds 15] [--rounds 3] [--json] [--no-write]
 //                         [--ratios 1,0.1]     # the sample ratios measured against off (0: on,
 //                                              # nothing sampled: what every request pays)
+//                         [--receiver-nice 19] # the OTLP receiver at a lower priority
 //                         [--cpu-prof <dir>]   # V8 CPU profiles of each data plane run
 //                         [--tsx]              # the sources instead of the bundle
 //   npm run bench:tracing -- --micro          # CPU per traced request, in process
@@ -21,11 +26,8 @@ import { loadavg, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseArgs, promisify } from 'node:util'
 import { Tracing } from '../../dataplane/telemetry/tracing.js'
-import { statCpuTicks } from './proc-cpu.js'
 import { type Proc, spawnCli, spawnProc, startZeroLatencySim } from './procs.js'
 import { bundleDataplane, spawnBundle } from './proxy-bundle.js'
-import { cpuUsPerRequest, treeCpuSeconds } from './proxy-cpu.js'
-import { processTree } from './proxy-procfs.js'
 import { attack, ensureVegeta, report, type VegetaReport } from './proxy-vegeta.js'
 import { fmt, table, writeSection } from './report.js'
 import { routingManifests } from './routing-config.js'
@@ -76,10 +78,8 @@ type Mode = string
 interface Run {
   readonly mode: Mode
   readonly r: VegetaReport
-  /** The data plane's CPU (all its processes) over the measured run, per request. */
+  /** The data plane's CPU (all its processes and threads) over the measured run, per request. */
   readonly cpuUs: number
-  /** The same for the processes' main threads only (the event loops serving requests). */
-  readonly loopCpuUs: number
   /** Spans the receiver got from this run (warm-up included), after the data plane stopped. */
   readonly spans: number
   /** Spans the data plane had dropped by the end of the load (its /metrics, any reason). */
@@ -111,33 +111,19 @@ interface ModeResult {
   readonly p50Us: number
   readonly p99Us: number
   readonly cpuUsPerRequest: number
-  readonly loopCpuUsPerRequest: number
   /** Over "off" (0 for off itself). */
   readonly addedP50Us: number
   readonly addedCpuUs: number
-  readonly addedLoopCpuUs: number
+  /** The main threads' CPU over "off": what the request path itself pays. */
+  readonly addedMainUs: number
+  /** The main threads' run-queue wait over "off": time ready to serve but without a core. */
+  readonly addedWaitUs: number
   readonly success: number
   readonly requests: number
   readonly spans: number
   readonly dropped: number
   /** Medians of the runs' per-thread figures. */
   readonly threads: ThreadFigures
-}
-
-/**
- * CPU seconds of the main threads (/proc/<pid>/task/<pid>) of `root` and its descendants: the
- * threads whose event loops serve requests, without the tracing worker's thread (or V8's helpers).
- */
-async function mainThreadCpuSeconds(root: number): Promise<number> {
-  let ticks = 0
-  for (const pid of await processTree(root)) {
-    try {
-      ticks += statCpuTicks(await readFile(`/proc/${pid}/task/${pid}/stat`, 'utf8'))
-    } catch {
-      // exited between listing and reading
-    }
-  }
-  return ticks / 100
 }
 
 /** CPU time of this process's main thread so far, in ns (/proc schedstat: ns, not 10 ms ticks). */
@@ -266,32 +252,38 @@ function summarise(runs: readonly Run[]): ModeResult[] {
   const base = of('off')
   const baseP50 = median(base.map((x) => x.r.p50Ms * 1000))
   const baseCpu = median(base.map((x) => x.cpuUs))
-  const baseLoop = median(base.map((x) => x.loopCpuUs))
+  const baseMain = median(base.map((x) => x.threads.mainUs))
+  const baseWait = median(base.map((x) => x.threads.mainWaitUs))
   return MODES.map(({ name }) => {
     const rs = of(name)
     const p50 = median(rs.map((x) => x.r.p50Ms * 1000))
     const cpu = median(rs.map((x) => x.cpuUs))
-    const loop = median(rs.map((x) => x.loopCpuUs))
+    const threads = medianThreads(rs.map((x) => x.threads))
     return {
       mode: name,
       p50Us: Math.round(p50),
       p99Us: Math.round(median(rs.map((x) => x.r.p99Ms * 1000))),
       cpuUsPerRequest: Math.round(cpu),
-      loopCpuUsPerRequest: Math.round(loop),
       addedP50Us: Math.round(p50 - baseP50),
       addedCpuUs: Math.round(cpu - baseCpu),
-      addedLoopCpuUs: Math.round(loop - baseLoop),
+      addedMainUs: Math.round((median(rs.map((x) => x.threads.mainUs)) - baseMain) * 10) / 10,
+      addedWaitUs: Math.round(median(rs.map((x) => x.threads.mainWaitUs)) - baseWait),
       success: Math.min(...rs.map((x) => x.r.success)),
       requests: rs.reduce((a, x) => a + x.r.requests, 0),
       spans: rs.reduce((a, x) => a + x.spans, 0),
       dropped: rs.reduce((a, x) => a + x.dropped, 0),
-      threads: medianThreads(rs.map((x) => x.threads)),
+      threads,
     }
   })
 }
 
+/** The receiver's nice offset (--receiver-nice): 0 for the end-to-end run. */
+const RECEIVER_NICE = Number(values['receiver-nice'])
+/** Its own section: the end-to-end figures (receiver at the same priority) are never replaced. */
+const SECTION = RECEIVER_NICE > 0 ? 'tracing-receiver-niced' : 'tracing'
+
 function markdown(rows: readonly ModeResult[], load: string): string {
-  const command = `npm run bench:tracing -- --rate ${RATE} --seconds ${SECONDS} --rounds ${ROUNDS}${values.tsx ? ' --tsx' : ''}`
+  const command = `npm run bench:tracing -- --rate ${RATE} --seconds ${SECONDS} --rounds ${ROUNDS}${RECEIVER_NICE > 0 ? ` --receiver-nice ${RECEIVER_NICE}` : ''}${values.tsx ? ' --tsx' : ''}`
   const met = rows
     .filter((r) => r.mode !== 'off')
     .map(
@@ -299,8 +291,11 @@ function markdown(rows: readonly ModeResult[], load: string): string {
         `${r.mode}: ${r.addedP50Us >= 0 ? '+' : ''}${r.addedP50Us} µs ${r.addedP50Us <= 50 ? '(met)' : '(not met)'}`,
     )
     .join('; ')
+  const dash = (r: ModeResult, v: number | string): number | string => (r.mode === 'off' ? '—' : v)
   return [
-    '## Tracing cost',
+    RECEIVER_NICE > 0
+      ? `## Tracing cost, OTLP receiver at nice +${RECEIVER_NICE}`
+      : '## Tracing cost',
     '',
     `\`${command}\`: one data plane (${values.tsx ? 'the sources through tsx' : 'the esbuild bundle the image runs'}, 1 worker, access log off) in front of one zero-latency simulated engine, chat requests at ${RATE} req/s with vegeta for ${SECONDS} s after a 3 s warm-up, ${ROUNDS} round${ROUNDS === 1 ? '' : 's'} (each starting with the next mode) alternating tracing off / ${MODES.slice(
       1,
@@ -308,7 +303,7 @@ function markdown(rows: readonly ModeResult[], load: string): string {
       .map((m) => m.name)
       .join(
         ' / ',
-      )}, spans exported over OTLP/HTTP to the OpenTelemetry Collector's otlpreceiver (hack/otlp-receiver). Each figure is the median over the rounds; CPU is the data plane's utime + stime over the measured run per request (all threads, the tracing worker's included); main-thread CPU is that of the threads whose event loops serve requests. Load average at start: ${load}.`,
+      )}, spans exported over OTLP/HTTP to the OpenTelemetry Collector's otlpreceiver (hack/otlp-receiver) on the same two cores${RECEIVER_NICE > 0 ? `, the receiver started ${RECEIVER_NICE} nice levels below everything else (in production the collector runs elsewhere; this shows the gateway's own share — the end-to-end figures, receiver at the same priority, are in "Tracing cost")` : ' at the same priority as everything else (end to end: in production the collector runs elsewhere)'}. Each figure is the median over the rounds. CPU is per request over the measured run, from each thread's schedstat: the data plane's (all threads, the tracing worker's included); its main threads' (the event loops serving requests) and the time they were ready to run but had no core (run-queue wait); the reniced threads' (the tracing worker at nice 19); the receiver's. Load average at start: ${load}.`,
     '',
     `Target: tracing on adds ≤ 50 µs p50 per request at 500 req/s (issue 15). ${met}.`,
     '',
@@ -319,8 +314,11 @@ function markdown(rows: readonly ModeResult[], load: string): string {
         'p99 µs',
         'added p50 µs',
         'CPU µs/request',
-        'added CPU µs/request',
-        'added main-thread CPU µs/request',
+        'added CPU',
+        'added main-thread CPU',
+        'added main-thread run-queue wait',
+        'tracing worker CPU',
+        'receiver CPU',
         'success',
         'spans received / requests',
         'spans dropped',
@@ -329,17 +327,20 @@ function markdown(rows: readonly ModeResult[], load: string): string {
         r.mode,
         r.p50Us,
         r.p99Us,
-        r.mode === 'off' ? '—' : r.addedP50Us,
+        dash(r, r.addedP50Us),
         r.cpuUsPerRequest,
-        r.mode === 'off' ? '—' : r.addedCpuUs,
-        r.mode === 'off' ? '—' : r.addedLoopCpuUs,
+        dash(r, r.addedCpuUs),
+        dash(r, r.addedMainUs),
+        dash(r, r.addedWaitUs),
+        dash(r, r.threads.renicedUs),
+        r.threads.receiverUs,
         `${fmt(r.success * 100, 2)} %`,
         `${r.spans} / ${r.requests}`,
         r.dropped,
       ]),
     ),
     '',
-    'Spans received include the warm-up requests; at ratio 0.1 about a tenth of all requests.',
+    'CPU columns in µs per request. Spans received include the warm-up requests; at ratio 0.1 about a tenth of all requests.',
   ].join('\n')
 }
 
@@ -427,7 +428,6 @@ async function main(): Promise<void> {
             : await spawnCli(['dataplane', ...args], /data plane listening/, nodeArgs)
         let r: VegetaReport
         let cpuUs: number
-        let loopCpuUs: number
         let dropped: number
         let threads: ThreadFigures
         try {
@@ -441,8 +441,6 @@ async function main(): Promise<void> {
           const others = [receiver.child.pid ?? -1, sim.child.pid ?? -1]
           const t0 = await sampleTree(pid)
           const o0 = await sampleThreads(others)
-          const cpu0 = await treeCpuSeconds(pid)
-          const loop0 = await mainThreadCpuSeconds(pid)
           await attack(vegeta.bin, {
             url,
             bodyFile: body,
@@ -450,13 +448,12 @@ async function main(): Promise<void> {
             seconds: SECONDS,
             output: out,
           })
-          const cpu1 = await treeCpuSeconds(pid)
-          const loop1 = await mainThreadCpuSeconds(pid)
           const t1 = await sampleTree(pid)
           const o1 = await sampleThreads(others)
           r = await report(vegeta.bin, [out])
           const n = r.requests
-          const nt = nodeThreads(threadDeltas(t0, t1))
+          const td = threadDeltas(t0, t1)
+          const nt = nodeThreads(td)
           const od = threadDeltas(o0, o1)
           const perReq = (ns: number): number => ns / 1000 / n
           threads = {
@@ -468,8 +465,7 @@ async function main(): Promise<void> {
             receiverUs: perReq(runNs(od.filter((d) => d.pid !== sim.child.pid))),
             engineUs: perReq(runNs(od.filter((d) => d.pid === sim.child.pid))),
           }
-          cpuUs = cpuUsPerRequest(cpu0, cpu1, r.requests)
-          loopCpuUs = cpuUsPerRequest(loop0, loop1, r.requests)
+          cpuUs = perReq(runNs(td))
           dropped = await droppedSpans(`http://127.0.0.1:${GW_PORT}/metrics`)
         } finally {
           // Stopping flushes the exporter, so the receiver holds this run's spans afterwards.
@@ -477,11 +473,11 @@ async function main(): Promise<void> {
         }
         await new Promise((res) => setTimeout(res, 300))
         const spans = (await spansIn(traces)) - spansBefore
-        runs.push({ mode, r, cpuUs, loopCpuUs, spans, dropped, threads })
+        runs.push({ mode, r, cpuUs, spans, dropped, threads })
         const f = (x: number): string => x.toFixed(1)
         if (!values.json)
           process.stdout.write(
-            `round ${round + 1} tracing ${mode}: p50 ${(r.p50Ms * 1000).toFixed(0)} µs, p99 ${(r.p99Ms * 1000).toFixed(0)} µs, CPU ${cpuUs.toFixed(0)} µs/request (main threads ${loopCpuUs.toFixed(0)}), success ${(r.success * 100).toFixed(2)} %, ${r.requests} requests, ${spans} spans, ${dropped} dropped\n` +
+            `round ${round + 1} tracing ${mode}: p50 ${(r.p50Ms * 1000).toFixed(0)} µs, p99 ${(r.p99Ms * 1000).toFixed(0)} µs, CPU ${cpuUs.toFixed(0)} µs/request, success ${(r.success * 100).toFixed(2)} %, ${r.requests} requests, ${spans} spans, ${dropped} dropped\n` +
               `  per request: main thread ${f(threads.mainUs)} µs CPU, ${f(threads.mainWaitUs)} µs waiting for a core, ${f(threads.mainSlices)} wakeups; reniced threads ${f(threads.renicedUs)} µs; other threads ${f(threads.otherUs)} µs; receiver ${f(threads.receiverUs)} µs; engine ${f(threads.engineUs)} µs\n`,
           )
       }
@@ -491,8 +487,15 @@ async function main(): Promise<void> {
     if (values.json) process.stdout.write(`${JSON.stringify(rows)}\n`)
     else process.stdout.write(`${md}\n`)
     if (!values['no-write']) {
-      const data = { rate: RATE, seconds: SECONDS, rounds: ROUNDS, loadAvg: load, modes: rows }
-      process.stdout.write(`wrote ${await writeSection('tracing', md, data)}\n`)
+      const data = {
+        rate: RATE,
+        seconds: SECONDS,
+        rounds: ROUNDS,
+        receiverNice: RECEIVER_NICE,
+        loadAvg: load,
+        modes: rows,
+      }
+      process.stdout.write(`wrote ${await writeSection(SECTION, md, data)}\n`)
     }
   } finally {
     for (const p of procs.reverse()) await p.stop()
