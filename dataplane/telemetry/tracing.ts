@@ -31,6 +31,8 @@
 // dead worker is restarted (at most once per RESTART_MS), spans are dropped — never a queue
 // without bound, never a blocked request — and every drop is counted
 // (infer_gateway_trace_spans_dropped_total{reason}). Shutdown flushes the worker, then ends it.
+// The worker runs its thread at nice 19 (thread-priority.ts): its export work yields the core to
+// the thread serving requests whenever both are ready.
 import { randomFillSync } from 'node:crypto'
 import { Worker } from 'node:worker_threads'
 import { SpanStatusCode } from '@opentelemetry/api'
