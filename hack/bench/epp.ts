@@ -17,6 +17,7 @@ import { parseArgs, promisify } from 'node:util'
 import { manifests } from '../../test/helpers/config.js'
 import { type SimHandle, startSimulator } from '../sim/index.js'
 import { type CostRow, eppCost } from './epp-cost.js'
+import { summariseGc, watchGc } from './gc-trace.js'
 import { statCpuTicks } from './proc-cpu.js'
 import { spawnCli, spawnScript } from './procs.js'
 import { fmt, table, writeSection } from './report.js'
@@ -38,6 +39,8 @@ const { values: opts } = parseArgs({
     'no-floors': { type: 'boolean', default: false },
     /** Streams per round of the in-process cost table (epp-cost.ts); 0 = no table. */
     'cost-streams': { type: 'string', default: '2000' },
+    /** Extra Node flags for the EPP process, space-separated (e.g. GC sizing to compare). */
+    'epp-node-args': { type: 'string', default: '' },
     'no-write': { type: 'boolean', default: false },
     /** Write a V8 CPU profile of the EPP process into this directory (where does the time go?). */
     'cpu-prof': { type: 'string' },
@@ -64,6 +67,10 @@ interface BenchOut {
    * client.
    */
   eppOver1ms?: number
+  /** The EPP's GC pauses (its --trace-gc) during the run, per 1,000 streams (warm-up included). */
+  gcPer1k?: number
+  gcMedianMs?: number
+  gcMaxMs?: number
 }
 
 /** `le` → cumulative count of infer_gateway_epp_decision_duration_seconds. */
@@ -153,8 +160,14 @@ async function main(): Promise<void> {
       String(metricsPort),
     ],
     /"msg":"epp listening"/,
-    opts['cpu-prof'] !== undefined ? ['--cpu-prof', '--cpu-prof-dir', opts['cpu-prof']] : [],
+    [
+      // Every pause is one line on stdout: counted per run below (cheap: a few lines a second).
+      '--trace-gc',
+      ...opts['epp-node-args'].split(' ').filter((a) => a !== ''),
+      ...(opts['cpu-prof'] !== undefined ? ['--cpu-prof', '--cpu-prof-dir', opts['cpu-prof']] : []),
+    ],
   )
+  const eppGc = epp.child.stdout !== null ? watchGc(epp.child.stdout) : undefined
   // Let the first scrapes land (the scheduler then sees every pod's engine metrics).
   await new Promise((r) => setTimeout(r, 1500))
   const words = 'the quarterly report shows revenue growth across every region and segment '
@@ -188,6 +201,8 @@ async function main(): Promise<void> {
       }),
     )
     const before = histogram ? await decisionBuckets(metricsPort) : undefined
+    const gc = histogram ? eppGc : undefined
+    gc?.take()
     const cpu0 = await cpuSeconds(pid)
     const { stdout } = await run(client, ['bench', file], { maxBuffer: 1 << 20 })
     const cpu1 = await cpuSeconds(pid)
@@ -197,8 +212,14 @@ async function main(): Promise<void> {
       if (over !== undefined) out.eppOver1ms = over
     }
     // Warm-up streams are in the CPU time too: divide by every stream the run made.
-    if (cpu0 !== undefined && cpu1 !== undefined)
-      out.eppCpuUs = ((cpu1 - cpu0) * 1e6) / (Number(opts.iterations) + Number(opts.warmup))
+    const streams = Number(opts.iterations) + Number(opts.warmup)
+    if (cpu0 !== undefined && cpu1 !== undefined) out.eppCpuUs = ((cpu1 - cpu0) * 1e6) / streams
+    if (gc !== undefined) {
+      const g = summariseGc(gc.take())
+      out.gcPer1k = (g.pauses * 1000) / streams
+      out.gcMedianMs = g.medianMs
+      out.gcMaxMs = g.maxMs
+    }
     process.stderr.write(`${JSON.stringify(out)}\n`)
     return out
   }
@@ -260,7 +281,7 @@ async function main(): Promise<void> {
   const md = [
     '## Endpoint Picker (ext_proc) decision latency',
     '',
-    `\`npm run bench:epp\`: one ext_proc stream per request from a Go client on go-control-plane's types to \`infer-gateway epp\` on loopback; request headers + a ${Math.round(body.length / 1024)} KiB (~${opts['prompt-tokens']}-token) chat body in 16 KiB chunks; latency = headers sent → destination and whole body back; EPP CPU = the EPP process's user + system time per stream (request and response phases, engine scraping included); EPP-side > 1 ms = share of decisions whose own headers-in → answer-out time (its histogram) passed 1 ms; the transport floor row is the same client and body against an ext_proc server on the EPP's stack (grpc-js, proto-loader's serializers) that decides nothing (\`hack/bench/epp-floor.ts\`): what one stream costs in Node whatever the EPP does; the machine floor row is that no-decision server written in Go on grpc-go (\`test/epp-client/floor.go\`): what one stream costs on this machine and client with no Node in the path. ${opts.pods} simulated pods, default profile. Target p99 ≤ 1 ms.`,
+    `\`npm run bench:epp\`: one ext_proc stream per request from a Go client on go-control-plane's types to \`infer-gateway epp\` on loopback; request headers + a ${Math.round(body.length / 1024)} KiB (~${opts['prompt-tokens']}-token) chat body in 16 KiB chunks; latency = headers sent → destination and whole body back; EPP CPU = the EPP process's user + system time per stream (request and response phases, engine scraping included); EPP-side > 1 ms = share of decisions whose own headers-in → answer-out time (its histogram) passed 1 ms; EPP GC pauses = the EPP process's garbage-collection pauses (its \`--trace-gc\`) during the run per 1,000 streams, with their median and longest (at concurrency 1 each pause holds up at most one stream: pauses per 1,000 above 10 put GC in the p99); the transport floor row is the same client and body against an ext_proc server on the EPP's stack (grpc-js, proto-loader's serializers) that decides nothing (\`hack/bench/epp-floor.ts\`): what one stream costs in Node whatever the EPP does; the machine floor row is that no-decision server written in Go on grpc-go (\`test/epp-client/floor.go\`): what one stream costs on this machine and client with no Node in the path. ${opts.pods} simulated pods, default profile. Target p99 ≤ 1 ms.`,
     '',
     table(
       [
@@ -274,6 +295,8 @@ async function main(): Promise<void> {
         'decisions/s',
         'EPP CPU µs/decision',
         'EPP-side > 1 ms',
+        'EPP GC pauses / 1k streams',
+        'GC pause median / max ms',
         'errors',
       ],
       rows.map((r) => [
@@ -293,6 +316,8 @@ async function main(): Promise<void> {
         fmt(r.perSecond, 0),
         r.eppCpuUs !== undefined ? fmt(r.eppCpuUs, 0) : '—',
         r.eppOver1ms !== undefined ? `${fmt(r.eppOver1ms * 100, 2)} %` : '—',
+        r.gcPer1k !== undefined ? fmt(r.gcPer1k, 1) : '—',
+        r.gcMedianMs !== undefined ? `${fmt(r.gcMedianMs, 2)} / ${fmt(r.gcMaxMs ?? 0, 1)}` : '—',
         r.errors,
       ]),
     ),

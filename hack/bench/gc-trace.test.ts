@@ -1,0 +1,51 @@
+import { spawn } from 'node:child_process'
+import { describe, expect, it } from 'vitest'
+import { parseTraceGc, summariseGc, watchGc } from './gc-trace.js'
+
+describe('gc-trace', () => {
+  it('reads the pause of scavenges and mark-compacts, nothing from other lines', () => {
+    expect(
+      parseTraceGc(
+        '[18124:0x3a4c12c0]     6303 ms: Scavenge 45.2 (66.3) -> 30.4 (66.3) MB, 5.62 / 0.02 ms  (average mu = 0.972, current mu = 0.972) allocation failure; ',
+      ),
+    ).toEqual({ kind: 'scavenge', pauseMs: 5.62 })
+    expect(
+      parseTraceGc(
+        '[7:0x5e0]    90210 ms: Mark-Compact (reduce) 61.0 (80.1) -> 40.2 (79.9) MB, 12.3 / 0.0 ms  (+ 3.1 ms in 12 steps since start of marking) finalize incremental marking',
+      ),
+    ).toEqual({ kind: 'mark-compact', pauseMs: 12.3 })
+    expect(parseTraceGc('{"level":"info","msg":"epp listening"}')).toBeUndefined()
+    const s = summariseGc([
+      { kind: 'scavenge', pauseMs: 1 },
+      { kind: 'scavenge', pauseMs: 3 },
+      { kind: 'mark-compact', pauseMs: 10 },
+    ])
+    expect(s).toEqual({
+      pauses: 3,
+      scavenges: 2,
+      markCompacts: 1,
+      totalMs: 14,
+      medianMs: 3,
+      maxMs: 10,
+    })
+  })
+
+  it("collects a real Node process's pauses from its --trace-gc output", async () => {
+    // Allocates ~100 MB of short-lived arrays: the young generation is collected many times.
+    const child = spawn(
+      process.execPath,
+      [
+        '--trace-gc',
+        '--max-semi-space-size=1',
+        '-e',
+        'let k = 0; for (let i = 0; i < 20000; i++) k += new Array(1000).fill(i).length; console.log(k)',
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    )
+    const gc = watchGc(child.stdout)
+    await new Promise((r) => child.once('close', r))
+    const pauses = gc.take()
+    expect(summariseGc(pauses).scavenges).toBeGreaterThan(5)
+    expect(gc.take()).toEqual([])
+  })
+})

@@ -1,0 +1,69 @@
+// Garbage-collection pauses of a child Node process, read from its `--trace-gc` lines, e.g.
+//   [1234:0x5f1c2a0]     6303 ms: Scavenge 45.2 (66.3) -> 30.4 (66.3) MB, 5.62 / 0.02 ms  (…
+//   [1234:0x5f1c2a0]    90210 ms: Mark-Compact 61.0 (80.1) -> 40.2 (79.9) MB, 12.3 / 0.0 ms  (…
+// The first time after "MB," is the pause on the main thread. A benchmark counts the pauses that
+// fell inside one measured run: with one request at a time, each pause lands on (at most) one
+// request, so pauses per 1,000 requests against the share above p99 tell whether GC is the tail.
+import type { Readable } from 'node:stream'
+
+export interface GcPause {
+  readonly kind: 'scavenge' | 'mark-compact' | 'other'
+  readonly pauseMs: number
+}
+
+const LINE =
+  /\] +[\d.]+ ms: ([A-Za-z-]+)(?: \([^)]*\))? [\d.]+ \([\d.]+\) -> [\d.]+ \([\d.]+\) MB, ([\d.]+) \//
+
+/** One `--trace-gc` line; undefined for anything else. */
+export function parseTraceGc(line: string): GcPause | undefined {
+  const m = LINE.exec(line)
+  if (m === null) return undefined
+  const name = (m[1] as string).toLowerCase()
+  return {
+    kind: name === 'scavenge' ? 'scavenge' : name.startsWith('mark') ? 'mark-compact' : 'other',
+    pauseMs: Number(m[2]),
+  }
+}
+
+export interface GcSummary {
+  readonly pauses: number
+  readonly scavenges: number
+  readonly markCompacts: number
+  readonly totalMs: number
+  readonly medianMs: number
+  readonly maxMs: number
+}
+
+export function summariseGc(pauses: readonly GcPause[]): GcSummary {
+  const ms = pauses.map((p) => p.pauseMs).sort((a, b) => a - b)
+  return {
+    pauses: ms.length,
+    scavenges: pauses.filter((p) => p.kind === 'scavenge').length,
+    markCompacts: pauses.filter((p) => p.kind === 'mark-compact').length,
+    totalMs: ms.reduce((a, b) => a + b, 0),
+    medianMs: ms.length > 0 ? (ms[Math.floor(ms.length / 2)] as number) : 0,
+    maxMs: ms.length > 0 ? (ms[ms.length - 1] as number) : 0,
+  }
+}
+
+/** Collects the pauses a child prints on `out`; `take()` returns those since the last take. */
+export function watchGc(out: Readable): { take(): GcPause[] } {
+  let pending = ''
+  let seen: GcPause[] = []
+  out.on('data', (b: Buffer) => {
+    const text = pending + b.toString()
+    const lines = text.split('\n')
+    pending = lines.pop() ?? ''
+    for (const l of lines) {
+      const p = parseTraceGc(l)
+      if (p !== undefined) seen.push(p)
+    }
+  })
+  return {
+    take() {
+      const out = seen
+      seen = []
+      return out
+    },
+  }
+}
