@@ -15,11 +15,12 @@ import { leastKvCache } from './plugins/least-kv-cache.js'
 import { leastLatency } from './plugins/least-latency.js'
 import { leastPending } from './plugins/least-pending.js'
 import { loraAffinity } from './plugins/lora-affinity.js'
-import { predictedLatency } from './plugins/predicted-latency.js'
-import { prefixCache } from './plugins/prefix-cache.js'
+import { PredictedLatencyPlugin, predictedLatency } from './plugins/predicted-latency.js'
+import { PrefixCachePlugin, prefixCache } from './plugins/prefix-cache.js'
 import { randomPlugin } from './plugins/random.js'
 import { roundRobin } from './plugins/round-robin.js'
 import { sessionAffinity } from './plugins/session-affinity.js'
+import type { PrefixIndex } from './prefix-index.js'
 import type { Plugin, PluginEnv, PluginFactory } from './types.js'
 
 export const PLUGINS: Readonly<Record<SchedulerPluginName, PluginFactory>> = {
@@ -84,5 +85,39 @@ export function buildProfile(
     const plugin = reuse?.plugin ?? PLUGINS[p.name](p.args, env)
     entries.push({ key, name: p.name, weight: p.weight, plugin })
   }
+  shareIndexes(entries)
   return { entries, dropped: [...old.values()].map((e) => e.plugin) }
+}
+
+/**
+ * Plugins of one profile whose prefix indexes cut prompts the same way (prefix-cache, and
+ * predicted-latency's index) share one index (prefix-index.ts): the one holding the most, so a
+ * plugin kept across a snapshot swap keeps what it learned. The first user in profile order
+ * feeds it from request events; the others only read it. Run on every build: profiles change.
+ */
+function shareIndexes(entries: readonly ProfileEntry[]): void {
+  const groups = new Map<string, PrefixCachePlugin[]>()
+  for (const e of entries) {
+    const p = e.plugin
+    const user =
+      p instanceof PrefixCachePlugin ? p : p instanceof PredictedLatencyPlugin ? p.index : undefined
+    if (user === undefined) continue
+    const g = groups.get(user.index.key)
+    if (g === undefined) groups.set(user.index.key, [user])
+    else g.push(user)
+  }
+  for (const users of groups.values()) {
+    let best: PrefixIndex | undefined
+    let most = -1
+    for (const u of users) {
+      const n = u.index.stats().blocksIndexed
+      if (n > most) {
+        most = n
+        best = u.index
+      }
+    }
+    if (best === undefined) continue
+    for (const u of users) u.index = best
+    best.owner = users[0]
+  }
 }

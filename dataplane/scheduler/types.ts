@@ -58,7 +58,7 @@ export interface Plugin {
    * Prefix blocks this dispatch placed on its endpoint, for the other worker processes of
    * `--workers N` (dataplane/cluster/), which pass them to `recordPeer` of the same plugin.
    */
-  blocksOf?(req: SchedRequest): ArrayLike<number>
+  blocksOf?(req: SchedRequest): ArrayLike<number> | undefined
   /** Another worker dispatched a prompt with these prefix blocks to `ep`. */
   recordPeer?(ep: EndpointState, hashes: ArrayLike<number>): void
   /** The endpoint left this server: drop what is remembered about it. */

@@ -8,7 +8,7 @@
 //   block_size from the engine's metrics, in engine tokens; our blocks are `blockChars` characters,
 //   and how many tokens that is depends on the tokenizer and the text, so it is learned: the
 //   engine's prompt tokens per finished request over our blocks per completed request, see
-//   #learn. Assuming 4 characters a token where text runs at 6 made the index drop groups the
+//   prefix-index.ts #learn. Assuming 4 characters a token where text runs at 6 made the index drop groups the
 //   engine still held at two thirds of its cache, and each such group paid a needless cold
 //   prefill elsewhere). Recording walks a prompt tail first, so its head is
 //   the most recent and eviction drops a prompt's tail before its head, as the engine's cache
@@ -27,7 +27,7 @@
 
 import type { DispatchOutcome } from '../../picker.js'
 import { intArg, numArg } from '../args.js'
-import { BlockTable } from '../block-table.js'
+import { PrefixIndex } from '../prefix-index.js'
 import { rendezvous } from '../prompt.js'
 import { requestBlocks } from '../prompt-hasher.js'
 import type { EndpointState } from '../state.js'
@@ -46,13 +46,6 @@ export interface PrefixCacheStats {
  */
 export const COLD_PLACEMENT_SCORE = 0.25
 
-/** Weight of one new sample in the running means of #learn (about the last 50 count). */
-const LEARN_ALPHA = 0.02
-/** Samples of each side (completions, engine scrapes) before the learned ratio is used. */
-const LEARN_MIN_SAMPLES = 20
-/** Relative change of the learned ratio that resizes the tables (each resize copies them). */
-const LEARN_STEP = 0.05
-
 export class PrefixCachePlugin implements Plugin {
   readonly name = 'prefix-cache'
   readonly blockChars: number
@@ -62,20 +55,9 @@ export class PrefixCachePlugin implements Plugin {
   readonly loadMargin: number
   readonly affinityBlocks: number
   readonly coldLoadMargin: number
-  readonly #blocks = new Map<EndpointState, BlockTable>()
-  /** Match depth by endpoint slot, reused across decisions. */
-  #match = new Int32Array(64)
+  /** The tables of what each endpoint holds: this plugin's own, or shared (prefix-index.ts). */
+  index: PrefixIndex
   #loads = new Float64Array(64)
-  /** Running mean of our blocks per completed request, and its sample count. */
-  #blocksPerReq = 0
-  #blocksN = 0
-  /** Running mean of the engines' prompt tokens per finished request, and its sample count. */
-  #tokensPerReq = 0
-  #tokensN = 0
-  /** The scrape each endpoint's prompt-token mean was last taken from. */
-  readonly #seenScrape = new WeakMap<EndpointState, number>()
-  /** Engine tokens one of our blocks stands for: `blockTokens` until learned (#learn). */
-  tokensPerBlock: number
 
   constructor(args: PluginArgs) {
     this.blockTokens = intArg(args, 'blockSizeTokens', 16, 1, 1024)
@@ -85,7 +67,25 @@ export class PrefixCachePlugin implements Plugin {
     this.loadMargin = numArg(args, 'loadMargin', 8, 0, 100_000)
     this.affinityBlocks = intArg(args, 'affinityBlocks', 8, 1, 1024)
     this.coldLoadMargin = numArg(args, 'coldLoadMargin', 0, 0, 100_000)
-    this.tokensPerBlock = this.blockTokens
+    this.index = new PrefixIndex(
+      {
+        blockTokens: this.blockTokens,
+        blockChars: this.blockChars,
+        maxBlocks: this.maxBlocks,
+        lruCapacity: this.lruCapacity,
+      },
+      this,
+    )
+  }
+
+  /** Engine tokens one of our blocks stands for: `blockTokens` until learned (prefix-index.ts). */
+  get tokensPerBlock(): number {
+    return this.index.tokensPerBlock
+  }
+
+  /** Whether this plugin feeds its index from request events (it may be shared, see profile.ts). */
+  get #feeds(): boolean {
+    return this.index.owner === this
   }
 
   /** The request's block hashes, made once per request (shared with every same-cut index). */
@@ -95,28 +95,7 @@ export class PrefixCachePlugin implements Plugin {
 
   /** How many leading blocks of `hashes` each endpoint holds, by slot (valid for `eps`). */
   matchDepths(hashes: ArrayLike<number>, eps: readonly EndpointState[]): Int32Array {
-    let maxSlot = 0
-    for (const e of eps) if (e.slot > maxSlot) maxSlot = e.slot
-    if (this.#match.length <= maxSlot) this.#match = new Int32Array((maxSlot + 1) * 2)
-    const match = this.#match
-    const n = hashes.length
-    for (const e of eps) {
-      const set = this.#blocks.get(e)
-      if (set === undefined || n === 0 || !set.has(hashes[0] as number)) {
-        match[e.slot] = 0
-        continue
-      }
-      // Largest d with block d-1 held; prefix-closed sets make "held" monotone in d.
-      let lo = 1
-      let hi = n
-      while (lo < hi) {
-        const mid = (lo + hi + 1) >>> 1
-        if (set.has(hashes[mid - 1] as number)) lo = mid
-        else hi = mid - 1
-      }
-      match[e.slot] = lo
-    }
-    return match
+    return this.index.matchDepths(hashes, eps)
   }
 
   score(req: SchedRequest, eps: readonly EndpointState[], out: Float64Array): boolean {
@@ -161,11 +140,12 @@ export class PrefixCachePlugin implements Plugin {
   }
 
   onDispatch(req: SchedRequest, ep: EndpointState): void {
-    this.record(ep, this.hashes(req))
+    if (this.#feeds) this.record(ep, this.hashes(req))
   }
 
-  blocksOf(req: SchedRequest): ArrayLike<number> {
-    return this.hashes(req)
+  /** Blocks for the other workers: from the index's owner only, so each dispatch is sent once. */
+  blocksOf(req: SchedRequest): ArrayLike<number> | undefined {
+    return this.#feeds ? this.hashes(req) : undefined
   }
 
   recordPeer(ep: EndpointState, hashes: ArrayLike<number>): void {
@@ -174,63 +154,21 @@ export class PrefixCachePlugin implements Plugin {
 
   /** A completed request: its blocks are one sample of our side of the tokens-per-block ratio. */
   onComplete(req: SchedRequest, _ep: EndpointState, o: DispatchOutcome): void {
-    if (o.failure !== undefined || o.status < 200 || o.status >= 300) return
-    const n = this.hashes(req).length
-    // A prompt cut at maxBlocks would understate its length; the engine counted all of it.
-    if (n === 0 || n >= this.maxBlocks) return
-    this.#blocksN++
-    this.#blocksPerReq += (n - this.#blocksPerReq) * Math.max(LEARN_ALPHA, 1 / this.#blocksN)
-    this.#learn()
+    if (!this.#feeds || o.failure !== undefined || o.status < 200 || o.status >= 300) return
+    this.index.completed(this.hashes(req).length)
   }
 
   /**
-   * Engine tokens per block of ours: the engines' mean prompt tokens per finished request over
-   * our mean blocks per completed request. Both sides see the same requests (every replica's
-   * share of them has the same mix), so the ratio holds with several data-plane replicas too.
-   * Bounded to 1..16 characters a token, and moved only by more than LEARN_STEP at a time.
+   * Remember that `ep` now holds these blocks (tail first, so the head is the most recent). Only
+   * by the index's owner: a shared index hears of each dispatch, own or another worker's, once.
    */
-  #learn(): void {
-    if (this.#blocksN < LEARN_MIN_SAMPLES || this.#tokensN < LEARN_MIN_SAMPLES) return
-    const chars = this.blockChars
-    const t = Math.min(chars, Math.max(chars / 16, this.#tokensPerReq / this.#blocksPerReq))
-    if (Math.abs(t - this.tokensPerBlock) > LEARN_STEP * this.tokensPerBlock) {
-      this.tokensPerBlock = t
-    }
-  }
-
-  /** The engine's side of #learn: its latest interval mean, once per scrape. */
-  #observe(ep: EndpointState): void {
-    const v = ep.metrics?.promptTokensPerRequest
-    if (v === undefined || this.#seenScrape.get(ep) === ep.scrapedAt) return
-    this.#seenScrape.set(ep, ep.scrapedAt)
-    this.#tokensN++
-    this.#tokensPerReq += (v - this.#tokensPerReq) * Math.max(LEARN_ALPHA, 1 / this.#tokensN)
-    this.#learn()
-  }
-
-  /** Remember that `ep` now holds these blocks (tail first, so the head is the most recent). */
   record(ep: EndpointState, hashes: ArrayLike<number>): void {
-    this.#observe(ep)
-    const cap = this.capacityOf(ep)
-    let table = this.#blocks.get(ep)
-    if (table === undefined || table.capacity !== cap) {
-      // First dispatch, or the engine reported its real cache size: carry what is known over.
-      const next = new BlockTable(cap)
-      if (table !== undefined) for (const h of table.hashes()) next.touch(h)
-      table = next
-      this.#blocks.set(ep, table)
-    }
-    for (let i = hashes.length - 1; i >= 0; i--) table.touch(hashes[i] as number)
+    if (this.#feeds) this.index.record(ep, hashes)
   }
 
   /** Blocks of ours that fit in the endpoint's KV cache, when the engine says how big it is. */
   capacityOf(ep: EndpointState): number {
-    const m = ep.metrics
-    if (m?.numGpuBlocks !== undefined) {
-      const tokens = m.numGpuBlocks * (m.blockSize ?? this.blockTokens)
-      return Math.max(16, Math.ceil(tokens / this.tokensPerBlock))
-    }
-    return this.lruCapacity
+    return this.index.capacityOf(ep)
   }
 
   /**
@@ -239,8 +177,7 @@ export class PrefixCachePlugin implements Plugin {
    * that restarted).
    */
   occupancy(ep: EndpointState): number {
-    const t = this.#blocks.get(ep)
-    return t === undefined ? 0 : Math.min(1, t.size / this.capacityOf(ep))
+    return this.index.occupancy(ep)
   }
 
   /**
@@ -248,35 +185,28 @@ export class PrefixCachePlugin implements Plugin {
    * prefix that had a home and lost it, not a new one.
    */
   heldOutside(hash: number, eps: readonly EndpointState[]): boolean {
-    for (const [ep, table] of this.#blocks) {
-      if (table.has(hash) && !eps.includes(ep)) return true
-    }
-    return false
+    return this.index.heldOutside(hash, eps)
   }
 
   forget(ep: EndpointState): void {
-    this.#blocks.delete(ep)
+    this.index.drop(ep)
   }
 
   /** A restarted engine's KV cache is empty: nothing of ours is there any more. */
   onEndpointReset(ep: EndpointState): void {
-    this.#blocks.delete(ep)
+    this.index.drop(ep)
   }
 
   stats(): PrefixCacheStats {
-    let blocks = 0
-    for (const set of this.#blocks.values()) blocks += set.size
-    return { blocksIndexed: blocks, endpoints: this.#blocks.size }
+    return this.index.stats()
   }
 
   debug(): Record<string, unknown> {
-    const perEndpoint: Record<string, number> = {}
-    for (const [ep, set] of this.#blocks) perEndpoint[ep.name] = set.size
     return {
       blockChars: this.blockChars,
       tokensPerBlock: Math.round(this.tokensPerBlock * 100) / 100,
       loadMargin: this.loadMargin,
-      blocksPerEndpoint: perEndpoint,
+      blocksPerEndpoint: this.index.blocksPerEndpoint(),
     }
   }
 }

@@ -1,0 +1,182 @@
+import { describe, expect, it, vi } from 'vitest'
+import type { SnapshotScheduler } from '../../api/snapshot.js'
+import type { PredictedLatencyPlugin } from './plugins/predicted-latency.js'
+import type { PrefixCachePlugin } from './plugins/prefix-cache.js'
+import { PrefixIndex } from './prefix-index.js'
+import { blockHashes, chainSeed } from './prompt.js'
+import { Scheduler } from './scheduler.js'
+import { chat, endpoint, metrics, pickContext, seeded, server, snapshot, state } from './testkit.js'
+
+const GROUPS = Array.from({ length: 6 }, (_, g) => `Group ${g} system prompt. `.repeat(60))
+
+function fleet(profile: SnapshotScheduler, opts: { share?: boolean } = {}) {
+  let now = 1000
+  const s = new Scheduler({
+    scrape: false,
+    now: () => now,
+    random: seeded(3),
+    ...(opts.share === true ? { shareDispatches: true } : {}),
+  })
+  const eps = Array.from({ length: 5 }, (_, i) => endpoint(`pod-${i}`, 40 + i))
+  const srv = server(eps, { scheduler: profile, attempts: 3 })
+  s.onSnapshot(snapshot([srv]))
+  const scrape = () => {
+    for (const [i, e] of eps.entries()) {
+      const st = s.state(`${e.address}:${e.port}`)
+      st?.scrapeStarted()
+      // The engines report their cache size (small: eviction order matters), so lruCapacity
+      // (below) is never used.
+      st?.scrapeSucceeded(
+        now,
+        metrics({ running: i % 3, waiting: 0, numGpuBlocks: 60, blockSize: 16 }),
+      )
+    }
+  }
+  scrape()
+  return { s, srv, eps, scrape, advance: (ms: number) => (now += ms) }
+}
+
+const plAndPrefix = (prefixArgs: Record<string, number> = {}): SnapshotScheduler => ({
+  plugins: [
+    { name: 'predicted-latency', weight: 6, args: {} },
+    { name: 'prefix-cache', weight: 3, args: prefixArgs },
+  ],
+})
+
+describe('shared prefix index', () => {
+  it('predicted-latency and prefix-cache share one index, and pick exactly as with two copies', () => {
+    const shared = fleet(plAndPrefix())
+    // An lruCapacity no one uses (engines report their size) only makes the cuttings differ:
+    // the reference keeps two separate indexes, recorded separately, as before sharing.
+    const apart = fleet(plAndPrefix({ lruCapacity: 31_251 }))
+    const [pl, pc] = shared.s.plugins(shared.srv.key) as [PredictedLatencyPlugin, PrefixCachePlugin]
+    const [pl2, pc2] = apart.s.plugins(apart.srv.key) as [PredictedLatencyPlugin, PrefixCachePlugin]
+    expect(pc.index).toBe(pl.index.index)
+    expect(pc2.index).not.toBe(pl2.index.index)
+    const r = seeded(9)
+    const inFlight: {
+      ctx: ReturnType<typeof pickContext>
+      to: unknown
+      f: (typeof shared)['s']
+    }[] = []
+    for (let q = 0; q < 300; q++) {
+      const body = chat(`${GROUPS[Math.floor(r() * GROUPS.length)]} question ${q}`)
+      const picks: string[][] = []
+      for (const f of [shared, apart]) {
+        const ctx = pickContext(f.srv, body)
+        const order = f.s.pick(ctx)
+        picks.push(order.map((e) => e.name))
+        const to = order[0]
+        if (to === undefined) throw new Error('nothing picked')
+        f.s.onDispatch(ctx, to)
+        inFlight.push({ ctx, to, f: f.s })
+      }
+      expect(picks[0]).toEqual(picks[1])
+      // Completions in a deterministic mixed order; a scrape now and then.
+      while (inFlight.length > 8) {
+        const done = inFlight.splice(Math.floor(r() * 4) * 2, 2)
+        for (const d of done) {
+          d.f.onComplete(d.ctx, d.to as never, { status: 200, durationMs: 30, firstByteMs: 10 })
+        }
+      }
+      for (const f of [shared, apart]) {
+        f.advance(7)
+        if (q % 10 === 0) f.scrape()
+      }
+    }
+    // One table per endpoint, holding what each of the two copies holds.
+    const live = (f: typeof shared) =>
+      f.eps.map((e) => f.s.state(`${e.address}:${e.port}`)).filter((x) => x !== undefined)
+    for (const g of GROUPS) {
+      // The group's prompt head as its requests are flattened (model 'm', one user message).
+      const h = blockHashes(`<|im_start|>user\n${g}`, 64, 2048, chainSeed('m'))
+      const depths = (p: PrefixCachePlugin, f: typeof shared) => {
+        const m = p.matchDepths(h, live(f))
+        return live(f).map((x) => m[x.slot])
+      }
+      expect(depths(pc, shared)).toEqual(depths(pl2.index, apart))
+      expect(depths(pc, shared)).toEqual(depths(pc2, apart))
+    }
+    expect(pc.stats()).toEqual(pl2.index.stats())
+    expect(pc.stats()).toEqual(pc2.stats())
+    expect(pc.stats().blocksIndexed).toBeGreaterThan(0)
+  })
+
+  it('records a dispatch and a completion once, and tells another worker once', () => {
+    const a = fleet(plAndPrefix(), { share: true })
+    const b = fleet(plAndPrefix())
+    const pcA = a.s.plugins(a.srv.key)[1] as PrefixCachePlugin
+    const pcB = b.s.plugins(b.srv.key)[1] as PrefixCachePlugin
+    const record = vi.spyOn(pcA.index, 'record')
+    const completed = vi.spyOn(pcA.index, 'completed')
+    const ctx = pickContext(a.srv, chat(`${GROUPS[0]} hi`))
+    const to = a.s.pick(ctx)[0]
+    if (to === undefined) throw new Error('nothing picked')
+    a.s.onDispatch(ctx, to)
+    a.s.onComplete(ctx, to, { status: 200, durationMs: 30 })
+    expect(record).toHaveBeenCalledTimes(1)
+    expect(completed).toHaveBeenCalledTimes(1)
+    const sent = a.s.takeDispatches()
+    expect(sent).toHaveLength(1)
+    const recordB = vi.spyOn(pcB.index, 'record')
+    b.s.applyPeerDispatches(sent)
+    expect(recordB).toHaveBeenCalledTimes(1)
+    expect(pcB.stats()).toEqual(pcA.stats())
+    expect(pcB.stats().blocksIndexed).toBe(sent[0]?.hashes.length)
+  })
+
+  it('a plugin re-created by a profile change joins the index that holds what was learned', () => {
+    const f = fleet(plAndPrefix())
+    const ctx = pickContext(f.srv, chat(`${GROUPS[1]} hi`))
+    const to = f.s.pick(ctx)[0]
+    if (to === undefined) throw new Error('nothing picked')
+    f.s.onDispatch(ctx, to)
+    const pc = f.s.plugins(f.srv.key)[1] as PrefixCachePlugin
+    const held = pc.stats().blocksIndexed
+    expect(held).toBeGreaterThan(0)
+    const changed: SnapshotScheduler = {
+      plugins: [
+        { name: 'predicted-latency', weight: 6, args: { tolerance: 0.1 } },
+        { name: 'prefix-cache', weight: 3, args: {} },
+      ],
+    }
+    f.s.onSnapshot(snapshot([server(f.eps, { scheduler: changed })], 2))
+    const [pl, pc2] = f.s.plugins(f.srv.key) as [PredictedLatencyPlugin, PrefixCachePlugin]
+    expect(pc2).toBe(pc)
+    expect(pl.index.index).toBe(pc.index)
+    expect(pl.index.stats().blocksIndexed).toBe(held)
+    // The new first user feeds it: a dispatch is recorded once, not lost and not twice.
+    const ctx2 = pickContext(f.srv, chat(`${GROUPS[2]} hi`))
+    const to2 = f.s.pick(ctx2)[0]
+    if (to2 === undefined) throw new Error('nothing picked')
+    f.s.onDispatch(ctx2, to2)
+    expect(pc.index.owner).toBe(pl.index)
+    expect(pc.stats().blocksIndexed).toBeGreaterThan(held)
+  })
+})
+
+describe('PrefixIndex.matchDepths', () => {
+  it('reuses a match only while no table changed: records and resets are seen', () => {
+    const idx = new PrefixIndex({
+      blockTokens: 16,
+      blockChars: 64,
+      maxBlocks: 2048,
+      lruCapacity: 1000,
+    })
+    const a = state('a', 60)
+    const b = state('b', 61)
+    const eps = [a, b]
+    const h = blockHashes('x'.repeat(64 * 10), 64, 2048, 1)
+    expect(idx.matchDepths(h, eps)[a.slot]).toBe(0)
+    idx.record(a, h.subarray(0, 4))
+    expect(idx.matchDepths(h, eps)[a.slot]).toBe(4)
+    // A one-endpoint query in between leaves the list's answer right.
+    expect(idx.matchDepths(h, [b])[b.slot]).toBe(0)
+    expect(idx.matchDepths(h, eps)[a.slot]).toBe(4)
+    idx.record(b, h)
+    const m = idx.matchDepths(h, eps)
+    expect([m[a.slot], m[b.slot]]).toEqual([4, 10])
+    idx.drop(b)
+    expect(idx.matchDepths(h, eps)[b.slot]).toBe(0)
+  })
+})

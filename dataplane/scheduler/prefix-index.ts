@@ -1,0 +1,201 @@
+// The approximate prefix index: which of a prompt's blocks each endpoint is believed to hold, as
+// prefix-cache records them at dispatch (see plugins/prefix-cache.ts for the policy). Split from
+// the plugin so that plugins of one profile that cut prompts the same way share one index
+// (prefix-cache and predicted-latency's index in the same profile): each endpoint has one table,
+// a dispatch is recorded once, and a decision matches the prompt against the tables once.
+// Before, each kept its own copy and recorded the same blocks twice; that dispatch-time work was
+// the largest item in the scheduler's CPU profile.
+//
+// Sharing is arranged by the profile (profile.ts `shareIndexes`): it attaches every user of an
+// equal cutting to one index and names the first in profile order its `owner`. Only the owner
+// feeds it from the request events (dispatch, completion, another worker's dispatch), so each
+// event counts once however many plugins read the index.
+
+import { BlockTable } from './block-table.js'
+import type { EndpointState } from './state.js'
+
+/** Weight of one new sample in the running means of #learn (about the last 50 count). */
+const LEARN_ALPHA = 0.02
+/** Samples of each side (completions, engine scrapes) before the learned ratio is used. */
+const LEARN_MIN_SAMPLES = 20
+/** Relative change of the learned ratio that resizes the tables (each resize copies them). */
+const LEARN_STEP = 0.05
+
+export interface PrefixIndexConfig {
+  /** Engine tokens per block assumed until learned. */
+  readonly blockTokens: number
+  /** Characters (UTF-8 bytes) per block of ours. */
+  readonly blockChars: number
+  readonly maxBlocks: number
+  /** Table size per endpoint when the engine does not report its cache size. */
+  readonly lruCapacity: number
+}
+
+export class PrefixIndex {
+  readonly config: PrefixIndexConfig
+  /** Indexes with equal keys cut and size identically: they may be shared. */
+  readonly key: string
+  /** The user that feeds this index from request events (see the header); any object. */
+  owner: object | undefined
+  readonly #blocks = new Map<EndpointState, BlockTable>()
+  /** Match depth by endpoint slot, reused across decisions. */
+  #match = new Int32Array(64)
+  /** What #match holds: depths of `#memoHashes` for `#memoEps` as of `#memoGen`. */
+  #memoHashes: ArrayLike<number> | undefined
+  #memoEps: readonly EndpointState[] | undefined
+  #memoGen = -1
+  /** Bumped on every change to any table: a memoised match is valid only at the same value. */
+  #gen = 0
+  /** Running mean of our blocks per completed request, and its sample count. */
+  #blocksPerReq = 0
+  #blocksN = 0
+  /** Running mean of the engines' prompt tokens per finished request, and its sample count. */
+  #tokensPerReq = 0
+  #tokensN = 0
+  /** The scrape each endpoint's prompt-token mean was last taken from. */
+  readonly #seenScrape = new WeakMap<EndpointState, number>()
+  /** Engine tokens one of our blocks stands for: `blockTokens` until learned (#learn). */
+  tokensPerBlock: number
+
+  constructor(config: PrefixIndexConfig, owner?: object) {
+    this.config = config
+    this.key = `${config.blockTokens}:${config.blockChars}:${config.maxBlocks}:${config.lruCapacity}`
+    this.owner = owner
+    this.tokensPerBlock = config.blockTokens
+  }
+
+  /**
+   * How many leading blocks of `hashes` each endpoint holds, by slot (valid for `eps`). Asked
+   * again for the same hashes and candidates with no table changed since, the answer is reused:
+   * every plugin of a decision that reads the index pays for one match.
+   */
+  matchDepths(hashes: ArrayLike<number>, eps: readonly EndpointState[]): Int32Array {
+    if (hashes === this.#memoHashes && eps === this.#memoEps && this.#gen === this.#memoGen) {
+      return this.#match
+    }
+    let maxSlot = 0
+    for (const e of eps) if (e.slot > maxSlot) maxSlot = e.slot
+    if (this.#match.length <= maxSlot) {
+      this.#match = new Int32Array((maxSlot + 1) * 2)
+      this.#memoEps = undefined
+    }
+    const match = this.#match
+    const n = hashes.length
+    for (const e of eps) {
+      const set = this.#blocks.get(e)
+      if (set === undefined || n === 0 || !set.has(hashes[0] as number)) {
+        match[e.slot] = 0
+        continue
+      }
+      // Largest d with block d-1 held; prefix-closed sets make "held" monotone in d.
+      let lo = 1
+      let hi = n
+      while (lo < hi) {
+        const mid = (lo + hi + 1) >>> 1
+        if (set.has(hashes[mid - 1] as number)) lo = mid
+        else hi = mid - 1
+      }
+      match[e.slot] = lo
+    }
+    // Only whole candidate lists are remembered (a one-endpoint query leaves the others' depths,
+    // which are still right while no table changes).
+    if (eps.length > 1) {
+      this.#memoHashes = hashes
+      this.#memoEps = eps
+      this.#memoGen = this.#gen
+    }
+    return match
+  }
+
+  /** Remember that `ep` now holds these blocks (tail first, so the head is the most recent). */
+  record(ep: EndpointState, hashes: ArrayLike<number>): void {
+    this.#observe(ep)
+    const cap = this.capacityOf(ep)
+    let table = this.#blocks.get(ep)
+    if (table === undefined || table.capacity !== cap) {
+      // First dispatch, or the engine reported its real cache size: carry what is known over.
+      const next = new BlockTable(cap)
+      if (table !== undefined) for (const h of table.hashes()) next.touch(h)
+      table = next
+      this.#blocks.set(ep, table)
+    }
+    this.#gen++
+    for (let i = hashes.length - 1; i >= 0; i--) table.touch(hashes[i] as number)
+  }
+
+  /** A completed request of `blocks` blocks: one sample of our side of the tokens-per-block ratio. */
+  completed(blocks: number): void {
+    // A prompt cut at maxBlocks would understate its length; the engine counted all of it.
+    if (blocks === 0 || blocks >= this.config.maxBlocks) return
+    this.#blocksN++
+    this.#blocksPerReq += (blocks - this.#blocksPerReq) * Math.max(LEARN_ALPHA, 1 / this.#blocksN)
+    this.#learn()
+  }
+
+  /**
+   * Engine tokens per block of ours: the engines' mean prompt tokens per finished request over
+   * our mean blocks per completed request. Both sides see the same requests (every replica's
+   * share of them has the same mix), so the ratio holds with several data-plane replicas too.
+   * Bounded to 1..16 characters a token, and moved only by more than LEARN_STEP at a time.
+   */
+  #learn(): void {
+    if (this.#blocksN < LEARN_MIN_SAMPLES || this.#tokensN < LEARN_MIN_SAMPLES) return
+    const chars = this.config.blockChars
+    const t = Math.min(chars, Math.max(chars / 16, this.#tokensPerReq / this.#blocksPerReq))
+    if (Math.abs(t - this.tokensPerBlock) > LEARN_STEP * this.tokensPerBlock) {
+      this.tokensPerBlock = t
+    }
+  }
+
+  /** The engine's side of #learn: its latest interval mean, once per scrape. */
+  #observe(ep: EndpointState): void {
+    const v = ep.metrics?.promptTokensPerRequest
+    if (v === undefined || this.#seenScrape.get(ep) === ep.scrapedAt) return
+    this.#seenScrape.set(ep, ep.scrapedAt)
+    this.#tokensN++
+    this.#tokensPerReq += (v - this.#tokensPerReq) * Math.max(LEARN_ALPHA, 1 / this.#tokensN)
+    this.#learn()
+  }
+
+  /** Blocks of ours that fit in the endpoint's KV cache, when the engine says how big it is. */
+  capacityOf(ep: EndpointState): number {
+    const m = ep.metrics
+    if (m?.numGpuBlocks !== undefined) {
+      const tokens = m.numGpuBlocks * (m.blockSize ?? this.config.blockTokens)
+      return Math.max(16, Math.ceil(tokens / this.tokensPerBlock))
+    }
+    return this.config.lruCapacity
+  }
+
+  /** Share of the endpoint's KV cache the blocks remembered for it fill (0..1). */
+  occupancy(ep: EndpointState): number {
+    const t = this.#blocks.get(ep)
+    return t === undefined ? 0 : Math.min(1, t.size / this.capacityOf(ep))
+  }
+
+  /** Whether an endpoint outside `eps` holds the block `hash`. */
+  heldOutside(hash: number, eps: readonly EndpointState[]): boolean {
+    for (const [ep, table] of this.#blocks) {
+      if (table.has(hash) && !eps.includes(ep)) return true
+    }
+    return false
+  }
+
+  /** Nothing of ours is on `ep` any more (it left, or its engine restarted empty). */
+  drop(ep: EndpointState): void {
+    if (this.#blocks.delete(ep)) this.#gen++
+  }
+
+  /** Blocks remembered, summed over endpoints, and the endpoints with any. */
+  stats(): { blocksIndexed: number; endpoints: number } {
+    let blocks = 0
+    for (const set of this.#blocks.values()) blocks += set.size
+    return { blocksIndexed: blocks, endpoints: this.#blocks.size }
+  }
+
+  blocksPerEndpoint(): Record<string, number> {
+    const out: Record<string, number> = {}
+    for (const [ep, set] of this.#blocks) out[ep.name] = set.size
+    return out
+  }
+}
