@@ -5,6 +5,7 @@
 // whatever the EPP does. Run by epp.ts through spawnScript: prints `READY <port>` and stops on
 // SIGTERM.
 import { createServer } from 'node:net'
+import { setFlagsFromString } from 'node:v8'
 import * as grpc from '@grpc/grpc-js'
 import {
   extProcPackage,
@@ -13,6 +14,10 @@ import {
 } from '../../dataplane/epp/proto.js'
 
 const DESTINATION = '127.0.0.1:9,127.0.0.2:9'
+
+// GC pauses as lines on stdout, counted by epp.ts per run as for the EPP (a trace flag, so it can
+// be turned on from inside the process).
+if (process.env['EPP_FLOOR_TRACE_GC'] === '1') setFlagsFromString('--trace-gc')
 
 function header(key: string, value: string) {
   return { header: { key, raw_value: Buffer.from(value) }, append_action: 2 }

@@ -188,6 +188,7 @@ async function main(): Promise<void> {
     mode: string,
     c: number,
     histogram: boolean,
+    gcOf: ReturnType<typeof watchGc> | undefined = histogram ? eppGc : undefined,
   ): Promise<BenchOut> => {
     const file = join(dir, `bench-epp-${process.pid}-${mode}-${c}.json`)
     await writeFile(
@@ -201,7 +202,7 @@ async function main(): Promise<void> {
       }),
     )
     const before = histogram ? await decisionBuckets(metricsPort) : undefined
-    const gc = histogram ? eppGc : undefined
+    const gc = gcOf
     gc?.take()
     const cpu0 = await cpuSeconds(pid)
     const { stdout } = await run(client, ['bench', file], { maxBuffer: 1 << 20 })
@@ -233,11 +234,12 @@ async function main(): Promise<void> {
   }
   if (!opts['no-floors']) {
     // The same streams against a server that decides nothing (epp-floor.ts): the transport's share.
-    const floor = await spawnScript<number>(FLOOR_SCRIPT, {})
+    const floor = await spawnScript<number>(FLOOR_SCRIPT, { EPP_FLOOR_TRACE_GC: '1' })
+    const floorGc = floor.child.stdout !== null ? watchGc(floor.child.stdout) : undefined
     try {
       for (const c of opts.concurrency.split(',').map(Number))
         rows.push({
-          ...(await measure(floor.ready, floor.child.pid, 'streamed', c, false)),
+          ...(await measure(floor.ready, floor.child.pid, 'streamed', c, false, floorGc)),
           mode: 'floor',
         })
     } finally {
@@ -281,7 +283,7 @@ async function main(): Promise<void> {
   const md = [
     '## Endpoint Picker (ext_proc) decision latency',
     '',
-    `\`npm run bench:epp\`: one ext_proc stream per request from a Go client on go-control-plane's types to \`infer-gateway epp\` on loopback; request headers + a ${Math.round(body.length / 1024)} KiB (~${opts['prompt-tokens']}-token) chat body in 16 KiB chunks; latency = headers sent → destination and whole body back; EPP CPU = the EPP process's user + system time per stream (request and response phases, engine scraping included); EPP-side > 1 ms = share of decisions whose own headers-in → answer-out time (its histogram) passed 1 ms; EPP GC pauses = the EPP process's garbage-collection pauses (its \`--trace-gc\`) during the run per 1,000 streams, with their median and longest (at concurrency 1 each pause holds up at most one stream: pauses per 1,000 above 10 put GC in the p99); the transport floor row is the same client and body against an ext_proc server on the EPP's stack (grpc-js, proto-loader's serializers) that decides nothing (\`hack/bench/epp-floor.ts\`): what one stream costs in Node whatever the EPP does; the machine floor row is that no-decision server written in Go on grpc-go (\`test/epp-client/floor.go\`): what one stream costs on this machine and client with no Node in the path. ${opts.pods} simulated pods, default profile. Target p99 ≤ 1 ms.`,
+    `\`npm run bench:epp\`: one ext_proc stream per request from a Go client on go-control-plane's types to \`infer-gateway epp\` on loopback; request headers + a ${Math.round(body.length / 1024)} KiB (~${opts['prompt-tokens']}-token) chat body in 16 KiB chunks; latency = headers sent → destination and whole body back; EPP CPU = the EPP process's user + system time per stream (request and response phases, engine scraping included); EPP-side > 1 ms = share of decisions whose own headers-in → answer-out time (its histogram) passed 1 ms; GC pauses = the server process's garbage-collection pauses (its \`--trace-gc\`; EPP and grpc-js floor) during the run per 1,000 streams, with their median and longest (at concurrency 1 each pause holds up at most one stream: pauses per 1,000 above 10 put GC in the p99); the transport floor row is the same client and body against an ext_proc server on the EPP's stack (grpc-js, proto-loader's serializers) that decides nothing (\`hack/bench/epp-floor.ts\`): what one stream costs in Node whatever the EPP does; the machine floor row is that no-decision server written in Go on grpc-go (\`test/epp-client/floor.go\`): what one stream costs on this machine and client with no Node in the path. ${opts.pods} simulated pods, default profile. Target p99 ≤ 1 ms.`,
     '',
     table(
       [
@@ -295,7 +297,7 @@ async function main(): Promise<void> {
         'decisions/s',
         'EPP CPU µs/decision',
         'EPP-side > 1 ms',
-        'EPP GC pauses / 1k streams',
+        'GC pauses / 1k streams',
         'GC pause median / max ms',
         'errors',
       ],
