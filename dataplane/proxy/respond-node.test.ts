@@ -95,6 +95,51 @@ describe('event streams to the Node response', () => {
     expect(done[0]?.error).toBeUndefined()
   })
 
+  it('the status line reaches the client before the first token', async () => {
+    let release: () => void = () => {}
+    const released = new Promise<void>((r) => {
+      release = r
+    })
+    const engine = await listen('127.0.0.32', (_req, res) => {
+      sse(res)
+      res.flushHeaders()
+      void released.then(() => res.end('data: {"n":1}\n\ndata: [DONE]\n\n'))
+    })
+    const done: ResponseOutcome[] = []
+    // Resolves on the response headers: the engine sends no token until they have arrived.
+    const res = await fetch(await gateway(engine, done))
+    expect(res.status).toBe(200)
+    release()
+    expect(await res.text()).toBe('data: {"n":1}\n\ndata: [DONE]\n\n')
+    await expect.poll(() => done.length).toBe(1)
+  })
+
+  it('first bytes that came with the headers go out at once, later ones as they come', async () => {
+    let release: () => void = () => {}
+    const released = new Promise<void>((r) => {
+      release = r
+    })
+    const engine = await listen('127.0.0.32', (_req, res) => {
+      sse(res)
+      // Written with the headers (no flush in between): the gateway finds them buffered.
+      res.write('data: {"n":1}\n\n')
+      void released.then(() => res.end('data: {"n":2}\n\ndata: [DONE]\n\n'))
+    })
+    const done: ResponseOutcome[] = []
+    const res = await fetch(await gateway(engine, done))
+    const reader = res.body?.getReader()
+    const dec = new TextDecoder()
+    const first = await reader?.read()
+    expect(dec.decode(first?.value)).toBe('data: {"n":1}\n\n')
+    release()
+    let rest = ''
+    for (let r = await reader?.read(); r !== undefined && !r.done; r = await reader?.read())
+      rest += dec.decode(r.value)
+    expect(rest).toBe('data: {"n":2}\n\ndata: [DONE]\n\n')
+    await expect.poll(() => done.length).toBe(1)
+    expect(done[0]?.error).toBeUndefined()
+  })
+
   it('an asynchronous filter holding the last chunk when the engine ends: nothing is lost', async () => {
     // The whole stream arrives in one read, so the body has ended while the filter still holds
     // it ('end' and 'close' come on the next tick, before the filter answers).

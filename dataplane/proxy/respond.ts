@@ -748,8 +748,9 @@ function streamToNode(up: UpstreamResponse, opts: RespondOptions, res: ServerRes
   headers['cache-control'] = 'no-cache'
   headers['x-accel-buffering'] = 'no'
   res.writeHead(up.statusCode, headers)
-  // The status line goes out now, not with the first token.
-  res.flushHeaders()
+  // The status line goes out now, not with the first token; when the engine's first bytes are
+  // already here (they came with its headers), they go out with it in one write instead.
+  if (up.body.readableLength === 0) res.flushHeaders()
   pumpToNode(up, opts, res)
   return RESPONSE_ALREADY_SENT
 }
@@ -927,6 +928,9 @@ function pumpToNode(up: UpstreamResponse, opts: RespondOptions, res: ServerRespo
   body.on('close', onClose)
   res.on('close', onClientClose)
   body.on('readable', pull)
+  // Bytes already buffered are written now, not a tick later on 'readable' (the first token's
+  // time to the client, and the headers' write it joins).
+  if (body.readableLength > 0) pull()
 }
 
 /** Resolves when the client's socket takes more bytes, or when it is gone. */
