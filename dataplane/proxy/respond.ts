@@ -216,24 +216,30 @@ export class SseUsageScanner {
       if (maybeUsage) this.heldUsage = true
       return
     }
-    if (this.firstTokenAt === undefined || maybeUsage || this.heldUsage) this.lines(b, lf)
+    if (this.firstTokenAt === undefined || maybeUsage || this.heldUsage)
+      this.lines(b, lf, maybeUsage)
     // The rest after the last LF opens the next line.
     this.held = lf < n - 1 ? [b.subarray(lf + 1)] : []
     this.heldUsage = lf < n - 1 && maybeUsage
   }
 
   /** Every complete line: the held pieces with `b` up to its first LF, then the lines in `b`. */
-  private lines(b: Buffer, lf: number): void {
+  private lines(b: Buffer, lf: number, maybeUsage: boolean): void {
+    // The next usage key in `b` (-1: none), so that a line is not searched for it on its own
+    // (each search runs to the chunk's end: quadratic in a chunk of many events).
+    let key = maybeUsage ? b.indexOf(USAGE_KEY) : -1
     let nl = b.indexOf(10)
     if (this.held.length > 0) {
       this.held.push(b.subarray(0, nl))
       const first = Buffer.concat(this.held)
-      this.line(first, 0, first.length)
-    } else this.line(b, 0, nl)
+      this.line(first, 0, first.length, this.heldUsage || maybeUsage)
+    } else this.line(b, 0, nl, key >= 0 && key < nl)
     while (nl < lf) {
       const start = nl + 1
       nl = b.indexOf(10, start)
-      this.line(b, start, nl)
+      if (key >= 0 && key < start) key = b.indexOf(USAGE_KEY, start)
+      const usageHere = key >= 0 && key < nl
+      if (usageHere || this.firstTokenAt === undefined) this.line(b, start, nl, usageHere)
     }
   }
 
@@ -265,8 +271,11 @@ export class SseUsageScanner {
     this.edgeLen = keep + b.length
   }
 
-  /** One line, `b[start, end)` without its LF (a CR before it is JSON whitespace). */
-  private line(b: Buffer, start: number, end: number): void {
+  /**
+   * One line, `b[start, end)` without its LF (a CR before it is JSON whitespace); `usageHere`:
+   * the usage key may be in it.
+   */
+  private line(b: Buffer, start: number, end: number, usageHere: boolean): void {
     if (
       end - start < 5 ||
       b[start] !== 0x64 || // d
@@ -282,7 +291,7 @@ export class SseUsageScanner {
     if (this.firstTokenAt === undefined && TOKEN.test(b.toString('latin1', start, end)))
       this.firstTokenAt = performance.now()
     // Only lines whose usage key is not `null` are parsed (once per stream).
-    if (!mentionsUsage(b, start, end)) return
+    if (!usageHere || !mentionsUsage(b, start, end)) return
     try {
       const obj = JSON.parse(b.toString('utf8', start + 5, end)) as Record<string, unknown>
       // A Responses API stream reports usage inside its final event's `response`.
