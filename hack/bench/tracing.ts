@@ -20,6 +20,8 @@
 //                         [--cpu-prof <dir>]   # V8 CPU profiles of each data plane run
 //                         [--tsx]              # the sources instead of the bundle
 //   npm run bench:tracing -- --micro          # CPU per traced request, in process
+//   npm run bench:tracing -- --paired [--ratios 0,1] [--rounds 6]
+//                                             # off and on side by side (tracing-paired.ts)
 import { execFile } from 'node:child_process'
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { loadavg, tmpdir } from 'node:os'
@@ -32,6 +34,7 @@ import { attack, ensureVegeta, report, type VegetaReport } from './proxy-vegeta.
 import { fmt, table, writeSection } from './report.js'
 import { routingManifests } from './routing-config.js'
 import { nodeThreads, runNs, sampleThreads, sampleTree, threadDeltas } from './thread-cpu.js'
+import { pairedRuns, pairedSummary } from './tracing-paired.js'
 
 const SIM_HOST = '127.0.0.2'
 const SIM_PORT = 18100
@@ -46,6 +49,7 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '3' },
     json: { type: 'boolean', default: false },
     micro: { type: 'boolean', default: false },
+    paired: { type: 'boolean', default: false },
     'no-write': { type: 'boolean', default: false },
     'cpu-prof': { type: 'string' },
     tsx: { type: 'boolean', default: false },
@@ -393,6 +397,29 @@ async function main(): Promise<void> {
     const prof = values['cpu-prof'] === undefined ? undefined : resolve(values['cpu-prof'])
     // What the image runs; --tsx: the sources, for iterating without a build.
     const bundle = values.tsx ? undefined : await bundleDataplane(join(dir, 'dist'))
+    if (values.paired) {
+      if (bundle === undefined) throw new Error('--paired runs the bundle (no --tsx)')
+      const setup = {
+        vegeta: vegeta.bin,
+        bundle,
+        dir,
+        config: join(dir, 'gateway.yaml'),
+        body,
+        otlp: `http://${OTLP}`,
+        ports: [GW_PORT, GW_PORT + 2] as const,
+        rate: RATE,
+        seconds: SECONDS,
+        rounds: ROUNDS,
+      }
+      const results = []
+      for (const { ratio } of MODES.slice(1))
+        if (ratio !== undefined)
+          results.push(await pairedRuns(setup, ratio, (l) => process.stdout.write(`${l}\n`)))
+      process.stdout.write(
+        values.json ? `${JSON.stringify(results)}\n` : `${pairedSummary(results, setup)}\n`,
+      )
+      return
+    }
     const runs: Run[] = []
     for (let round = 0; round < ROUNDS; round++) {
       // Each round starts with another mode: a machine still settling (or a neighbour's burst)
