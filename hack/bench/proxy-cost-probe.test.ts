@@ -6,6 +6,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
+import { until } from '../../test/helpers/until.js'
 import { PROBE_SOURCE, type ProbeWindow, straceCounts } from './proxy-cost-probe.js'
 
 const STRACE = `% time     seconds  usecs/call     calls    errors syscall
@@ -34,11 +35,6 @@ afterEach(async () => {
   dir = undefined
 })
 
-async function until(ok: () => boolean): Promise<void> {
-  for (let i = 0; i < 500 && !ok(); i++) await new Promise((r) => setTimeout(r, 20))
-  if (!ok()) throw new Error('timed out')
-}
-
 describe('probe', () => {
   it('a window reports the CPU, collections and allocations of what ran inside it', async () => {
     dir = await mkdtemp(join(tmpdir(), 'igw-probe-'))
@@ -52,18 +48,23 @@ describe('probe', () => {
       [
         `--import=${probe}`,
         '-e',
-        'let keep; setInterval(() => { keep = Array.from({ length: 20000 }, (_, i) => ({ i })) }, 20)',
+        "process.stdout.write('ready\\n'); let keep; setInterval(() => { keep = Array.from({ length: 20000 }, (_, i) => (i % 10 === 0 ? new Map([[i, i]]) : { i })) }, 20)",
       ],
-      { env: { ...process.env, IGW_COST_OUT: outFile }, stdio: 'ignore' },
+      { env: { ...process.env, IGW_COST_OUT: outFile }, stdio: ['ignore', 'pipe', 'ignore'] },
     )
+    let output = ''
+    child.stdout?.on('data', (c: Buffer) => {
+      output += c.toString()
+    })
     try {
-      // The probe's handler is installed before the script runs; give it a moment to start.
-      await new Promise((r) => setTimeout(r, 300))
+      // The probe's handler is installed before the script runs: once the script speaks, a
+      // SIGUSR2 no longer kills the process (a fixed wait did, on a loaded machine).
+      await until(() => output.includes('ready'), 30_000, 'the child to start')
       child.kill('SIGUSR2')
-      await until(() => existsSync(`${outFile}.opened`))
+      await until(() => existsSync(`${outFile}.opened`), 30_000, 'the window to open')
       await new Promise((r) => setTimeout(r, 800))
       child.kill('SIGUSR2')
-      await until(() => existsSync(outFile))
+      await until(() => existsSync(outFile), 30_000, 'the window to close')
       const w = JSON.parse(await readFile(outFile, 'utf8')) as ProbeWindow
       expect(w.elapsedMs).toBeGreaterThan(500)
       expect(w.cpuUserUs).toBeGreaterThan(0)
@@ -71,9 +72,12 @@ describe('probe', () => {
       // 20,000 objects per 20 ms for ~0.8 s: several MB at the very least.
       expect(w.allocatedBytes).toBeGreaterThan(4 * 1024 * 1024)
       expect(w.topAllocations?.length).toBeGreaterThan(0)
+      // A built-in (no script of its own) is named with the function that called it.
+      expect(w.topAllocations?.some(([k]) => /^Map :0 <- .*\[eval\]:1$/.test(k))).toBe(true)
       expect(w.eventLoopDelay.maxMs).toBeGreaterThan(0)
     } finally {
       child.kill('SIGKILL')
     }
-  })
+    // Three waits of up to 30 s each on a loaded machine.
+  }, 100_000)
 })

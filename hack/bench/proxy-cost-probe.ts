@@ -87,12 +87,15 @@ async function open() {
   writeFileSync(outFile + '.opened', '')
 }
 
-function walk(node, totals) {
+function walk(node, totals, caller) {
   const f = node.callFrame
   const url = f.url.replace(/^.*node_modules\\//, '').replace(/^.*\\//, '')
-  const key = (f.functionName || '(anonymous)') + ' ' + url + ':' + (f.lineNumber + 1)
+  const own = (f.functionName || '(anonymous)') + ' ' + url + ':' + (f.lineNumber + 1)
+  // A built-in without a script (Map, subarray, an iterator's next) says little alone: it is
+  // named with the function that called it.
+  const key = url === '' && caller !== undefined ? own + ' <- ' + caller : own
   if (node.selfSize > 0) totals.set(key, (totals.get(key) ?? 0) + node.selfSize)
-  for (const c of node.children) walk(c, totals)
+  for (const c of node.children) walk(c, totals, url === '' && caller !== undefined ? caller : own)
 }
 
 async function close() {
