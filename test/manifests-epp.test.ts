@@ -16,7 +16,7 @@ import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { compileSnapshot } from '../api/compile.js'
 import { inferencePoolKey } from '../api/snapshot.js'
-import { EPP_POOL_LABEL, EPP_PORTS, eppName } from '../cdk8s/epp.js'
+import { EPP_NODE_OPTIONS, EPP_POOL_LABEL, EPP_PORTS, eppName } from '../cdk8s/epp.js'
 import { installObjects, PUSH_TOKEN_DIR, pushUrl } from '../cdk8s/install.js'
 import { type ControlPlane, freePort, startControlPlane } from '../hack/cluster/control-plane.js'
 import { listenPushServer, SnapshotPushServer } from '../operator/push-server.js'
@@ -56,6 +56,7 @@ const find = (kind: string, name: string, ns = NS): Obj => {
 
 interface Container {
   args: string[]
+  env?: { name: string; value: string }[]
   ports: { name: string; containerPort: number }[]
   readinessProbe: { grpc: { port: number; service: string } }
   livenessProbe: { grpc: { port: number; service: string } }
@@ -196,8 +197,12 @@ describe('install.yaml with an Endpoint Picker per InferencePool', () => {
         String(metricsPort),
       ]
       expect(args).toContain(`--push-url=${pushSrv.url}`)
+      // The container's environment too: Node must accept its NODE_OPTIONS (the GC sizing).
+      const env = Object.fromEntries((c.env ?? []).map((e) => [e.name, e.value]))
+      expect(env['NODE_OPTIONS']).toBe(EPP_NODE_OPTIONS)
       const child = spawn(process.execPath, [join(ROOT, 'bin/infer-gateway.js'), ...args], {
         cwd: ROOT,
+        env: { ...process.env, ...env },
         stdio: ['ignore', 'pipe', 'pipe'],
       })
       children.push(child)

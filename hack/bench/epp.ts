@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs, promisify } from 'node:util'
+import { EPP_NODE_OPTIONS } from '../../cdk8s/epp.js'
 import { manifests } from '../../test/helpers/config.js'
 import { type SimHandle, startSimulator } from '../sim/index.js'
 import { type CostRow, eppCost } from './epp-cost.js'
@@ -39,8 +40,11 @@ const { values: opts } = parseArgs({
     'no-floors': { type: 'boolean', default: false },
     /** Streams per round of the in-process cost table (epp-cost.ts); 0 = no table. */
     'cost-streams': { type: 'string', default: '2000' },
-    /** Extra Node flags for the EPP process, space-separated (e.g. GC sizing to compare). */
-    'epp-node-args': { type: 'string', default: '' },
+    /**
+     * Node flags of the EPP process, space-separated: by default what the install manifests set
+     * (NODE_OPTIONS of the EPP container); `--epp-node-args=` for Node's defaults.
+     */
+    'epp-node-args': { type: 'string', default: EPP_NODE_OPTIONS },
     'no-write': { type: 'boolean', default: false },
     /** Write a V8 CPU profile of the EPP process into this directory (where does the time go?). */
     'cpu-prof': { type: 'string' },
@@ -234,7 +238,11 @@ async function main(): Promise<void> {
   }
   if (!opts['no-floors']) {
     // The same streams against a server that decides nothing (epp-floor.ts): the transport's share.
-    const floor = await spawnScript<number>(FLOOR_SCRIPT, { EPP_FLOOR_TRACE_GC: '1' })
+    // The same Node settings as the EPP (NODE_OPTIONS), so the two differ by what the EPP does.
+    const floor = await spawnScript<number>(FLOOR_SCRIPT, {
+      EPP_FLOOR_TRACE_GC: '1',
+      NODE_OPTIONS: opts['epp-node-args'],
+    })
     const floorGc = floor.child.stdout !== null ? watchGc(floor.child.stdout) : undefined
     try {
       for (const c of opts.concurrency.split(',').map(Number))
@@ -283,7 +291,7 @@ async function main(): Promise<void> {
   const md = [
     '## Endpoint Picker (ext_proc) decision latency',
     '',
-    `\`npm run bench:epp\`: one ext_proc stream per request from a Go client on go-control-plane's types to \`infer-gateway epp\` on loopback; request headers + a ${Math.round(body.length / 1024)} KiB (~${opts['prompt-tokens']}-token) chat body in 16 KiB chunks; latency = headers sent → destination and whole body back; EPP CPU = the EPP process's user + system time per stream (request and response phases, engine scraping included); EPP-side > 1 ms = share of decisions whose own headers-in → answer-out time (its histogram) passed 1 ms; GC pauses = the server process's garbage-collection pauses (its \`--trace-gc\`; EPP and grpc-js floor) during the run per 1,000 streams, with their median and longest (at concurrency 1 each pause holds up at most one stream: pauses per 1,000 above 10 put GC in the p99); the transport floor row is the same client and body against an ext_proc server on the EPP's stack (grpc-js, proto-loader's serializers) that decides nothing (\`hack/bench/epp-floor.ts\`): what one stream costs in Node whatever the EPP does; the machine floor row is that no-decision server written in Go on grpc-go (\`test/epp-client/floor.go\`): what one stream costs on this machine and client with no Node in the path. ${opts.pods} simulated pods, default profile. Target p99 ≤ 1 ms.`,
+    `\`npm run bench:epp\`: one ext_proc stream per request from a Go client on go-control-plane's types to \`infer-gateway epp\` on loopback; request headers + a ${Math.round(body.length / 1024)} KiB (~${opts['prompt-tokens']}-token) chat body in 16 KiB chunks; latency = headers sent → destination and whole body back; EPP CPU = the EPP process's user + system time per stream (request and response phases, engine scraping included); EPP-side > 1 ms = share of decisions whose own headers-in → answer-out time (its histogram) passed 1 ms; GC pauses = the server process's garbage-collection pauses (its \`--trace-gc\`; EPP and grpc-js floor) during the run per 1,000 streams, with their median and longest (at concurrency 1 each pause holds up at most one stream: pauses per 1,000 above 10 put GC in the p99); the transport floor row is the same client and body against an ext_proc server on the EPP's stack (grpc-js, proto-loader's serializers) that decides nothing (\`hack/bench/epp-floor.ts\`): what one stream costs in Node whatever the EPP does; the machine floor row is that no-decision server written in Go on grpc-go (\`test/epp-client/floor.go\`): what one stream costs on this machine and client with no Node in the path. ${opts.pods} simulated pods, default profile; Node flags of the EPP and the grpc-js floor: ${opts['epp-node-args'] === '' ? 'none' : `\`${opts['epp-node-args']}\` (as the install manifests run the EPP)`}. Target p99 ≤ 1 ms.`,
     '',
     table(
       [
