@@ -14,6 +14,10 @@
 // bounded load (predicted-latency #rehome): 6 of 12, 285 — seeds 10-15 gained most (2 → 5 of 6,
 // 157 → 142), 16-21 not (4 of 6 both, 128 → 133): a real but modest gain, variance dominates.
 // Seed 12 (188 ms) is the two-displaced-groups case: pod-3 took g9 and g11, both bursty.
+// With one move of slack in #rehome (the test below): seeds 10-21 9 of 12 still, slow requests
+// 257; 22-29 6 of 8 (was 3); the bench's sequence 70 ms (was 116), 28 slow requests for 23
+// allowed. The p90 of one seed moves a lot with any change of placement (seed 11: 28 → 77 ms,
+// seed 12: 188 → 80): judge by many seeds.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { poissonTimes } from '../../hack/bench/routing-load.js'
 import {
@@ -171,6 +175,29 @@ describe('engines restarted under load, quick window (issue 9)', () => {
     // Before #rehome: seed 10 at 5.0x fresh, 2 of 6 within.
     expect(within[10]).toBe(true)
     expect(Object.values(within).filter(Boolean).length).toBeGreaterThanOrEqual(4)
+  }, 120_000)
+
+  // The moves of the first restart's groups leave the survivors hosting most groups; those the
+  // second restart displaces are the chance to even the fleet again, by sending them mostly to
+  // the pod back empty from the first. With strictly one move per survivor at a time (before
+  // MOVES_SLACK in predicted-latency #rehome), room in the KV cache could not weigh, the
+  // survivors kept two thirds of the groups, and a burst on one of them queued its own: seeds
+  // 40-49 within 10 % 3 of 10 (30-49: 11 of 20, slow requests 433); with one move of slack
+  // 8 of 10 (30-49: 17 of 20, 371). Rate-weighting the moves (a hot group's prefill draws more
+  // waiting requests) was tried on top: 30-49 18 of 20 but 396 slow, seeds 10-29 no better.
+  it('after the second restart the fleet evens out again: seeds 40-49 mostly within 10 %', async () => {
+    const p90s: string[] = []
+    let within = 0
+    for (let seed = 40; seed < 50; seed++) {
+      const requests = sharedPrefix(seed)
+      const base = { shape: PREFILL_BOUND, pods: 4, requests }
+      const f = ttftPercentile((await run(base)).results, 90, WARMUP_MS)
+      const restarted = await run({ ...base, restarts: RESTARTS })
+      const r = ttftPercentile(restarted.results, 90, WARMUP_MS)
+      p90s.push(`${seed}: ${Math.round(r)} vs ${Math.round(f)}`)
+      if (r <= 1.1 * f) within++
+    }
+    expect(within, p90s.join(', ')).toBeGreaterThanOrEqual(7)
   }, 120_000)
 
   // The real bench's own sequence replayed here gives what the real run showed (a traced quiet

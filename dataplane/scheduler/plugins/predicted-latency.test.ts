@@ -365,8 +365,9 @@ describe('predicted-latency', () => {
     }
     // Not one pod for every group (rendezvous on the prefix).
     expect(fallbacks.size).toBeGreaterThan(1)
-    // `down` is out (ejected): its groups' first requests spread one per pod while their prefills
-    // run, however the rendezvous falls, instead of two or three landing on one pod.
+    // `down` is out (ejected): while their prefills run, its groups' first requests go to pods
+    // at most one move ahead of the least, however the rendezvous falls, instead of three or
+    // four landing on one pod.
     const moved: Record<string, number> = { b: 0, c: 0, d: 0 }
     const sent: [ReturnType<typeof req>, EndpointState][] = []
     for (const [k, g] of groups.slice(0, 6).entries()) {
@@ -374,13 +375,15 @@ describe('predicted-latency', () => {
       const to = [b, c, d].find(
         (e) => e.name === best(scores(p, r, [b, c, d]) as number[], [b, c, d]),
       ) as EndpointState
+      const least = Math.min(...Object.values(moved))
+      expect(moved[to.name]).toBeLessThanOrEqual(least + 1)
       p.onDispatch(r, to)
       sent.push([r, to])
       moved[to.name] = (moved[to.name] as number) + 1
-      if (k === 2) expect(moved).toEqual({ b: 1, c: 1, d: 1 })
     }
-    expect(moved).toEqual({ b: 2, c: 2, d: 2 })
-    expect(p.model.peek(b)?.movesInFlight).toBe(2)
+    expect(Math.max(...Object.values(moved))).toBeLessThanOrEqual(3)
+    expect(Math.min(...Object.values(moved))).toBeGreaterThanOrEqual(1)
+    expect(p.model.peek(b)?.movesInFlight).toBe(moved['b'])
     // A move ends with its request; a group's next request is a hit where it moved, not a move.
     for (const [r, to] of sent) p.onComplete(r, to, ok(400, 560, 8))
     expect(p.model.peek(b)?.movesInFlight).toBe(0)
@@ -389,6 +392,39 @@ describe('predicted-latency', () => {
     expect(best(scores(p, next, [b, c, d]) as number[], [b, c, d])).toBe(to0.name)
     p.onDispatch(next, to0)
     expect(p.model.peek(to0)?.movesInFlight).toBe(0)
+  })
+
+  it('displaced groups go mostly to a pod back empty from a restart, within one move of the rest', () => {
+    const p = new PredictedLatencyPlugin({})
+    const [down, b, c, back] = [state('down', 2), state('b', 3), state('c', 4), state('back', 5)]
+    for (const e of [down, b, c, back])
+      scraped(e, 0, {
+        running: 1,
+        waiting: 0,
+        numGpuBlocks: 1024,
+        blockSize: 16,
+        tpotMeanSec: 0.01,
+      })
+    // `b` and `c` hold as much as their caches take; `back` restarted and holds nothing.
+    for (const e of [b, c])
+      for (let k = 0; k < 12; k++)
+        p.index.record(e, p.index.hashes(req(`${e.name} ${k}. ${SYSTEM}`, 'old', 8)))
+    expect(p.index.occupancy(b)).toBe(1)
+    const groups = Array.from({ length: 6 }, (_, g) => `Group ${g}. ${SYSTEM}`)
+    for (const g of groups) p.index.record(down, p.index.hashes(req(g, 'earlier', 8)))
+    const moved: Record<string, number> = { b: 0, c: 0, back: 0 }
+    for (const [k, g] of groups.entries()) {
+      const r = req(g, `first after the restart ${k}`, 8)
+      const eps = [b, c, back]
+      const to = eps.find((e) => e.name === best(scores(p, r, eps) as number[], eps))
+      p.onDispatch(r, to as EndpointState)
+      moved[(to as EndpointState).name] = (moved[(to as EndpointState).name] as number) + 1
+    }
+    // Strictly one move each (the rule before) gave `back` 2 of 6 and left `b` and `c` hosting
+    // most groups for good; room now takes it to 3 or more, the survivors still get their share.
+    expect(moved['back']).toBeGreaterThanOrEqual(3)
+    expect(moved['b']).toBeGreaterThanOrEqual(1)
+    expect(moved['c']).toBeGreaterThanOrEqual(1)
   })
 
   it('forgets an endpoint that left or restarted: prefix and calibration', () => {

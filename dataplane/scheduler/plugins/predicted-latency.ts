@@ -28,8 +28,9 @@
 // the pods with a free slot, weighted by free slots alone (#placeCold), since the band's
 // calibration and load terms differ between replicas and put a group's first request on a
 // different pod in each. A prefix whose pod went down is re-homed with bounded load (#rehome):
-// one displaced group per survivor while their prefills run, rooms in KV caches preferred, and a
-// request refused by a pod that died since the last scrape is retried on that same re-home.
+// no survivor more than one move ahead of the least while their prefills run, room in KV caches
+// preferred (a pod back from a restart takes its share again), and a request refused by a pod
+// that died since the last scrape is retried on that same re-home.
 
 import type { DispatchOutcome } from '../../picker.js'
 import { intArg, numArg } from '../args.js'
@@ -50,6 +51,12 @@ const HEADROOM_CAP = 0.5
 const LOAD_SLACK = 0.25
 /** How much a full KV cache lowers a pod's share of new prefixes (0 = not at all, 1 = to none). */
 const ROOM_WEIGHT = 0.9
+/**
+ * Moves in flight a pod may have beyond the fewest and still take a displaced group (#rehome).
+ * 0 spread a restarted pod's groups strictly one per survivor and ignored where they fit best;
+ * 1 lets free slots and room in the KV cache choose among pods within one move of the least.
+ */
+const MOVES_SLACK = 1
 /** Smallest band (ms) when no TPOT is known at all. */
 const MIN_TOLERANCE_MS = 1
 
@@ -305,12 +312,17 @@ export class PredictedLatencyPlugin implements Plugin {
 
   /**
    * Weights of the pods a prefix that lost its home is moved to (0 = not one of them): those
-   * with a free batch slot and, among them, the fewest such moves in flight (bounded load: the
-   * displaced groups of a pod spread over the others instead of two or three landing on one by
-   * rendezvous chance — each move's prefill holds its group's next requests in batch slots
-   * there, and a pod taking several overflows its own groups), by rendezvous weighted by free
-   * slots (as #placeCold) and room in the KV cache (as the band). Undefined when no pod
-   * qualifies.
+   * with a free batch slot and, among them, at most MOVES_SLACK more such moves in flight than
+   * the fewest (bounded load: the displaced groups of a pod spread over the others instead of
+   * three or four landing on one by rendezvous chance — each move's prefill holds its group's
+   * next requests in batch slots there, and a pod taking several overflows its own groups), by
+   * rendezvous weighted by free slots (as #placeCold) and room in the KV cache (as the band).
+   * The slack lets room weigh: a pod back empty from a restart takes two moves to another's one,
+   * so the groups a second restart displaces mostly return to it and the fleet ends balanced,
+   * where strictly one each left the survivors hosting most groups for good (virtual time,
+   * regimes-restart.test.ts: seeds 30-49 within 10 % of fresh 11 of 20 → 17; rate-weighting
+   * the moves by each group's recent request rate was tried on top and gained nothing more).
+   * Undefined when no pod qualifies.
    */
   #rehome(
     key: number,
@@ -337,7 +349,7 @@ export class PredictedLatencyPlugin implements Plugin {
       const ep = eps[i] as EndpointState
       const moves = hrw[i] as number
       hrw[i] = 0
-      if (moves < 0 || moves > fewest) continue
+      if (moves < 0 || moves > fewest + MOVES_SLACK) continue
       const cap = capacity[i] as number
       const free = cap - (pending[i] as number)
       const u = (rendezvous(key, ep.nameHash) + 0.5) / 4_294_967_296
