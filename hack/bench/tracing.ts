@@ -503,8 +503,16 @@ async function main(): Promise<void> {
           // Stopping flushes the exporter, so the receiver holds this run's spans afterwards.
           await gw.stop()
         }
-        await new Promise((res) => setTimeout(res, 300))
-        const spans = (await spansIn(traces)) - spansBefore
+        // The receiver writes what it got a little later (much later at a low priority on a busy
+        // machine): this run's spans are counted once the file stops growing (10 s at most).
+        let seen = -1
+        for (let i = 0; i < 33; i++) {
+          await new Promise((res) => setTimeout(res, 300))
+          const now = await spansIn(traces)
+          if (now === seen) break
+          seen = now
+        }
+        const spans = seen - spansBefore
         runs.push({ mode, r, cpuUs, spans, dropped, threads })
         const f = (x: number): string => x.toFixed(1)
         if (!values.json)
