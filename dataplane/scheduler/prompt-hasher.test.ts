@@ -77,6 +77,17 @@ describe('PromptHasher', () => {
     expect(h.stats().hits).toBeGreaterThan(0)
   })
 
+  it('short pieces, ASCII or not, split anywhere, hash as the joined text does', () => {
+    const h = new PromptHasher()
+    const r = seeded(13)
+    for (let i = 0; i < 200; i++) {
+      const pieces = Array.from({ length: 1 + Math.floor(r() * 12) }, () =>
+        text(r, Math.floor(r() * 90)),
+      )
+      same(h.hash(pieces, 16, 64, 3), blockHashes(pieces.join(''), 16, 64, 3))
+    }
+  })
+
   it('block sizes that are not a multiple of 8 take the reference path', () => {
     const h = new PromptHasher()
     const pieces = ['x', text(seeded(1), 2000)]
@@ -84,17 +95,33 @@ describe('PromptHasher', () => {
     expect(h.stats()).toMatchObject({ hits: 0, misses: 0 })
   })
 
+  it('holds a text once however many chain states it has entries for', () => {
+    const h = new PromptHasher()
+    const doc = text(seeded(21), 30_000)
+    for (let round = 0; round < 3; round++) {
+      for (let seed = 1; seed <= 7; seed++) {
+        const pieces = ['<|im_start|>system\n', copy(doc)]
+        same(h.hash(pieces, 64, 2048, seed), blockHashes(pieces, 64, 2048, seed))
+      }
+    }
+    const s = h.stats()
+    expect(s).toMatchObject({ entries: 7, texts: 1, hits: 7 })
+    // One text at 2 bytes a character, plus 7 entries' hashes.
+    expect(s.bytes).toBeLessThan(2 * 30_000 + 7 * 4 * 1000)
+  })
+
   it('stays bounded under a stream of unique long pieces', () => {
     const h = new PromptHasher()
     const r = seeded(5)
-    for (let i = 0; i < 80; i++) {
+    for (let i = 0; i < 120; i++) {
       const t = text(r, 20_000)
       h.hash([t], 64, 2048, 1)
       h.hash([copy(t)], 64, 2048, 1)
     }
     const s = h.stats()
-    expect(s.chars).toBeLessThanOrEqual(1024 * 1024)
-    expect(s.entries).toBeLessThan(80)
+    expect(s.bytes).toBeLessThanOrEqual(4 * 1024 * 1024)
+    expect(s.entries).toBeLessThan(120)
+    expect(s.texts).toBe(s.entries)
   })
 })
 

@@ -16,7 +16,9 @@
 //
 // Bounded: pieces of at least CACHE_MIN_CHARS, admitted on their second sighting (a doorkeeper of
 // fingerprints, so a stream of unique questions does not churn out the shared prompts), at most
-// MAX_ENTRIES entries and MAX_CHARS characters of remembered text, least recently used out first.
+// MAX_ENTRIES entries and MAX_BYTES of remembered data, least recently used out first. One text
+// arriving in several chain states (a system prompt sent to the base model and to each LoRA
+// adapter: each seeds its own chain) has an entry per state but is held once.
 
 import { blockHashes, chainSeed } from './prompt.js'
 import { fmix32 } from './state.js'
@@ -24,9 +26,12 @@ import type { SchedRequest } from './types.js'
 
 /** Pieces shorter than this are hashed directly: a lookup would cost about as much. */
 export const CACHE_MIN_CHARS = 1024
-const MAX_ENTRIES = 128
-/** Characters of piece text held at most (UTF-16 units: 1-2 MB of heap, the pieces themselves). */
-const MAX_CHARS = 1024 * 1024
+const MAX_ENTRIES = 512
+/**
+ * Bytes held at most: texts at 2 bytes a character (V8's widest) plus each entry's hashes. A
+ * 28 KB system prompt under 7 models costs ~57 KB of text and ~13 KB of hashes.
+ */
+const MAX_BYTES = 4 * 1024 * 1024
 /** Fingerprints remembered by the doorkeeper before it starts over. */
 const SEEN_MAX = 4096
 /** Characters sampled into a piece's fingerprint (plus its length). */
@@ -36,8 +41,16 @@ const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1
 const encoder = new TextEncoder()
 
 /** A long piece hashed in a given chain state, and what it left behind. */
+/** A remembered text, shared by its entries. */
+interface Text {
+  readonly text: string
+  refs: number
+}
+
 interface Entry {
-  readonly piece: string
+  readonly piece: Text
+  /** Its key in #texts. */
+  readonly textKey: number
   readonly blockBytes: number
   /** Chain state before the piece: the lanes and the bytes of the block not yet hashed. */
   readonly inH1: number
@@ -57,7 +70,9 @@ export interface PromptHasherStats {
   readonly hits: number
   readonly misses: number
   readonly entries: number
-  readonly chars: number
+  /** Distinct texts held, and the bytes counted against MAX_BYTES. */
+  readonly texts: number
+  readonly bytes: number
 }
 
 export class PromptHasher {
@@ -66,7 +81,8 @@ export class PromptHasher {
   #out = new Int32Array(2048)
   readonly #entries = new Map<number, Entry>()
   readonly #seen = new Set<number>()
-  #chars = 0
+  readonly #texts = new Map<number, Text>()
+  #bytes = 0
   #hits = 0
   #misses = 0
 
@@ -88,9 +104,11 @@ export class PromptHasher {
     for (const p of pieces) {
       if (p.length === 0) continue
       let key = 0
+      let textKey = 0
       const cacheable = p.length >= CACHE_MIN_CHARS
       if (cacheable) {
-        key = fingerprint(p, h1, h2, pend, blockBytes)
+        textKey = textFingerprint(p)
+        key = stateKey(textKey, h1, h2, pend, blockBytes)
         const e = this.#entries.get(key)
         if (e !== undefined && this.#matches(e, p, h1, h2, pend, blockBytes)) {
           // A prompt longer than maxBlocks is cut mid-piece: the reference path does that.
@@ -117,11 +135,11 @@ export class PromptHasher {
       const head = admit ? buf.slice(0, pend) : undefined
       const inH1 = h1
       const inH2 = h2
-      const r = encoder.encodeInto(p, buf.subarray(pend, pend + room))
-      if (r.read < p.length || total + r.written > max) {
+      const written = encode(p, buf, pend, room)
+      if (written < 0 || total + written > max) {
         return blockHashes(pieces, blockBytes, maxBlocks, seed)
       }
-      const len = pend + r.written
+      const len = pend + written
       const full = Math.floor(len / blockBytes)
       const k0 = k
       // Whole blocks, word by word in two lanes: the loop of blockHashes' aligned path.
@@ -140,10 +158,11 @@ export class PromptHasher {
       }
       buf.copyWithin(0, full * blockBytes, len)
       pend = len - full * blockBytes
-      total += r.written
+      total += written
       if (head !== undefined) {
         this.#store(key, {
-          piece: p,
+          piece: this.#intern(textKey, p),
+          textKey,
           blockBytes,
           inH1,
           inH2,
@@ -152,7 +171,7 @@ export class PromptHasher {
           outH1: h1,
           outH2: h2,
           tail: buf.slice(0, pend),
-          bytes: r.written,
+          bytes: written,
         })
       }
     }
@@ -186,7 +205,8 @@ export class PromptHasher {
       hits: this.#hits,
       misses: this.#misses,
       entries: this.#entries.size,
-      chars: this.#chars,
+      texts: this.#texts.size,
+      bytes: this.#bytes,
     }
   }
 
@@ -197,7 +217,7 @@ export class PromptHasher {
     }
     const buf = this.#buf
     for (let i = 0; i < pend; i++) if (e.head[i] !== buf[i]) return false
-    return e.piece === p
+    return e.piece.text === p
   }
 
   /** Second sighting of a fingerprint: worth remembering. */
@@ -208,19 +228,39 @@ export class PromptHasher {
     return false
   }
 
+  /** The held copy of text `p` (shared with the entries of other chain states), or a new one. */
+  #intern(textKey: number, p: string): Text {
+    const t = this.#texts.get(textKey)
+    if (t !== undefined && t.text === p) {
+      t.refs++
+      return t
+    }
+    const n: Text = { text: p, refs: 1 }
+    // A different text with the same fingerprint: the newer one is kept for new entries; the
+    // older one's entries keep their own reference and count.
+    this.#texts.set(textKey, n)
+    this.#bytes += 2 * p.length
+    return n
+  }
+
   #store(key: number, e: Entry): void {
     const old = this.#entries.get(key)
-    if (old !== undefined) {
-      this.#entries.delete(key)
-      this.#chars -= old.piece.length
-    }
+    if (old !== undefined) this.#drop(key, old)
     this.#entries.set(key, e)
-    this.#chars += e.piece.length
-    while (this.#entries.size > MAX_ENTRIES || this.#chars > MAX_CHARS) {
+    this.#bytes += 4 * e.hashes.length
+    while (this.#entries.size > MAX_ENTRIES || this.#bytes > MAX_BYTES) {
       const first = this.#entries.entries().next().value
       if (first === undefined) break
-      this.#entries.delete(first[0])
-      this.#chars -= first[1].piece.length
+      this.#drop(first[0], first[1])
+    }
+  }
+
+  #drop(key: number, e: Entry): void {
+    this.#entries.delete(key)
+    this.#bytes -= 4 * e.hashes.length
+    if (--e.piece.refs === 0) {
+      this.#bytes -= 2 * e.piece.text.length
+      if (this.#texts.get(e.textKey) === e.piece) this.#texts.delete(e.textKey)
     }
   }
 
@@ -232,18 +272,48 @@ export class PromptHasher {
   }
 }
 
+/** Pieces up to this long are copied byte by byte when ASCII (the template's framing pieces). */
+const SHORT_PIECE = 64
+
 /**
- * Length, sampled characters and the incoming chain state, mixed: the cache key. Collisions only
- * cost a miss (entries are compared in full).
+ * UTF-8 of `p` into `buf` from `at`, at most `room` bytes: the bytes written, or -1 when `p` did
+ * not fit. Short ASCII pieces (ChatML's `<|im_start|>`, role names, newlines: most of a prompt's
+ * pieces) are copied directly: each encodeInto call crosses into C++ and allocates its result.
  */
-function fingerprint(p: string, h1: number, h2: number, pend: number, bb: number): number {
+function encode(p: string, buf: Uint8Array, at: number, room: number): number {
   const n = p.length
-  let h = Math.imul(n ^ h1, 0x9e3779b1) ^ Math.imul(h2, 0x85ebca77) ^ Math.imul(pend + 1, bb)
+  if (n <= SHORT_PIECE && n <= room) {
+    let i = 0
+    for (; i < n; i++) {
+      const c = p.charCodeAt(i)
+      if (c >= 0x80) break
+      buf[at + i] = c
+    }
+    if (i === n) return n
+  }
+  const r = encoder.encodeInto(p, buf.subarray(at, at + room))
+  return r.read < n ? -1 : r.written
+}
+
+/** Length and sampled characters of a text: its key among held texts. */
+function textFingerprint(p: string): number {
+  const n = p.length
+  let h = Math.imul(n, 0x9e3779b1)
   const step = (n - 1) / (SAMPLES - 1)
   for (let i = 0; i < SAMPLES; i++) {
     h = Math.imul(h ^ p.charCodeAt(Math.floor(i * step)), 0x01000193)
   }
   return fmix32(h)
+}
+
+/**
+ * A text's fingerprint and the incoming chain state, mixed: the cache key. Collisions only cost
+ * a miss (entries are compared in full).
+ */
+function stateKey(text: number, h1: number, h2: number, pend: number, bb: number): number {
+  return fmix32(
+    Math.imul(text ^ h1, 0x9e3779b1) ^ Math.imul(h2, 0x85ebca77) ^ Math.imul(pend + 1, bb),
+  )
 }
 
 /** The process's hasher: the cache pays off across requests and servers alike. */
