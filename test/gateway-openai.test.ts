@@ -8,6 +8,7 @@ import { memoryLogger } from '../dataplane/log.js'
 import { RoundRobinPicker } from '../dataplane/picker.js'
 import { type SimHandle, type SimOptions, startSimulator } from '../hack/sim/index.js'
 import { ConfigVolume, manifests, type RouteSpec, type ServerSpec } from './helpers/config.js'
+import { until } from './helpers/until.js'
 
 const sims: Record<string, SimHandle> = {}
 let gw: Gateway
@@ -389,18 +390,24 @@ describe('hot reload', () => {
     await Promise.all(workers)
     expect(failures).toEqual([])
     expect(ok).toBeGreaterThan(20)
-    const models = new Set<string>()
-    for (let i = 0; i < 10; i++)
-      models.add(
-        (
-          await client.chat.completions.create({
-            model: 'reload-model',
-            messages: hello,
-            max_tokens: 1,
-          })
-        ).model,
-      )
-    expect([...models]).toEqual(['model-y'])
+    // The last file takes effect once the watcher has read it (a loaded machine may take longer
+    // than the 400 ms above): from then on every answer comes from model-y.
+    const answered = async (): Promise<string[]> => {
+      const models = new Set<string>()
+      for (let i = 0; i < 10; i++)
+        models.add(
+          (
+            await client.chat.completions.create({
+              model: 'reload-model',
+              messages: hello,
+              max_tokens: 1,
+            })
+          ).model,
+        )
+      return [...models]
+    }
+    await until(async () => (await answered()).join() === 'model-y', 10_000, 'the last config')
+    expect(await answered()).toEqual(['model-y'])
   })
 
   it('rejects a bad file with file, line and field, keeps serving the last good config, counts the failure', async () => {
