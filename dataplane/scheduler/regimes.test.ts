@@ -21,6 +21,9 @@ import { DEFAULT_PROFILE } from './profile.js'
 import { seeded } from './testkit.js'
 
 const RR: readonly SnapshotSchedulerPlugin[] = [{ name: 'round-robin', weight: 1, args: {} }]
+const LEAST_PENDING: readonly SnapshotSchedulerPlugin[] = [
+  { name: 'least-pending', weight: 1, args: {} },
+]
 /** The default profile + fairness on the tenant header, as bench:routing's "default + fairness". */
 const FAIR: readonly SnapshotSchedulerPlugin[] = [
   ...DEFAULT_PROFILE.plugins.map((p) => ({ name: p.name, weight: p.weight, args: p.args })),
@@ -104,14 +107,19 @@ const p90 = (x: VirtualRun) => ttftPercentile(x.results, 90, WARMUP_MS)
 const MS = 8000
 
 describe('routing regimes on virtual time (issue 9)', () => {
-  it('decode-bound shared prefix: TTFT p90 and E2E p90 not above round-robin', async () => {
+  it('decode-bound shared prefix: TTFT p90 ≥ 10 % below round-robin, E2E p90 not above', async () => {
     const requests = sharedPrefix(0.7 * capacity(DECODE_BOUND, 4, 1560, 64), MS, 64, 12)
     const base = { shape: DECODE_BOUND, pods: 4, requests }
     const rr = await run({ ...base, plugins: RR })
     const ours = await run(base)
     // Before calibration ignored queueing it could not see, the batch limit was shared between
     // pods and full batches were told apart by their requests' ages: 720 ms vs 588 ms.
-    expect(p90(ours)).toBeLessThanOrEqual(p90(rr))
+    // A margin, not a tie: 466 vs 588 ms here (0.79). On 20 seeds (10-29) the default is below
+    // round-robin on 5, equal on 13 and above on 2 (13: 467 vs 438, 25: 197 vs 170); on the 13
+    // ties both p90s are one cold prefill (170 ms): at 70 % 1-10 % of the judged requests are
+    // their group's first (a cold prefill for any router), and the rest of the p90's 10 % fills
+    // with requests sent cold rather than queued behind a full batch.
+    expect(p90(ours)).toBeLessThanOrEqual(0.9 * p90(rr))
     expect(e2eP90(ours.results)).toBeLessThanOrEqual(e2eP90(rr.results))
     expect(ours.results.every((r) => r.ok)).toBe(true)
   }, 60_000)
@@ -165,6 +173,27 @@ describe('routing regimes on virtual time (issue 9)', () => {
     const rr = await run({ ...base, plugins: RR })
     const ours = await run(base)
     expect(p90(ours)).toBeLessThanOrEqual(1.05 * p90(rr))
+  }, 60_000)
+
+  it("uniform prompts at 70 %: every policy's TTFT p90 is the prefill floor, so none can beat another", async () => {
+    // The floor: one request alone on an idle fleet (no queue, no batch to share). At 70 % no
+    // request of any policy waits (8 slots per pod rarely all busy), so p90 = floor for all and
+    // bench:routing's 2 ms differences between routers here (334 vs 332) are HTTP noise, not
+    // routing. Least-pending (join-shortest-queue) gains nothing either: there is no queue.
+    for (const seed of [20]) {
+      const requests = uniform(0.7 * capacity(PREFILL_BOUND, 4, 600, 16, 2), MS, seed)
+      const base = { shape: PREFILL_BOUND, pods: 4, timeScale: 2 }
+      const alone = await run({
+        ...base,
+        requests: [{ ...(requests[0] as VirtualRequest), at: 0 }],
+      })
+      const floor = (alone.results[0] as VirtualResult).ttftMs
+      expect(floor).toBeGreaterThan(0)
+      for (const plugins of [RR, undefined, LEAST_PENDING]) {
+        const x = await run({ ...base, requests, ...(plugins ? { plugins } : {}) })
+        expect(p90(x)).toBeCloseTo(floor, 0)
+      }
+    }
   }, 60_000)
 
   it('multi-LoRA: ≥ 95 % of requests land where their adapter is loaded', async () => {
