@@ -146,6 +146,56 @@ export interface GatewayMemory {
   readonly rss: number
 }
 
+/** A Chrome DevTools Protocol session on a process's inspector WebSocket. */
+interface InspectorSession {
+  call(method: string, params?: Record<string, unknown>): Promise<unknown>
+  /** Every notification (a message without an id) goes to `fn`. */
+  onEvent(fn: (method: string, params: Record<string, unknown>) => void): void
+  close(): void
+}
+
+async function inspectorSession(inspectorUrl: string): Promise<InspectorSession> {
+  const { WebSocket } = await import('undici')
+  const ws = new WebSocket(inspectorUrl)
+  let id = 0
+  const pending = new Map<number, (r: { result?: unknown; error?: unknown }) => void>()
+  const listeners: ((method: string, params: Record<string, unknown>) => void)[] = []
+  ws.addEventListener('message', (ev) => {
+    const msg = JSON.parse(String(ev.data)) as {
+      id?: number
+      method?: string
+      params?: Record<string, unknown>
+      result?: unknown
+      error?: unknown
+    }
+    if (msg.id !== undefined) pending.get(msg.id)?.(msg)
+    else if (msg.method !== undefined) for (const l of listeners) l(msg.method, msg.params ?? {})
+  })
+  await new Promise<void>((resolve, reject) => {
+    ws.addEventListener('open', () => resolve(), { once: true })
+    ws.addEventListener(
+      'error',
+      () => reject(new HardeningError('no_metric', `inspector ${inspectorUrl} unreachable`)),
+      { once: true },
+    )
+  })
+  return {
+    call: (method, params = {}) =>
+      new Promise((resolve, reject) => {
+        const n = ++id
+        pending.set(n, (r) => {
+          pending.delete(n)
+          if (r.error !== undefined)
+            reject(new HardeningError('no_metric', `${method}: ${JSON.stringify(r.error)}`))
+          else resolve(r.result)
+        })
+        ws.send(JSON.stringify({ id: n, method, params }))
+      }),
+    onEvent: (fn) => listeners.push(fn),
+    close: () => ws.close(),
+  }
+}
+
 /**
  * The gateway's `process.memoryUsage()` read through its inspector; with `gc`, after forcing two
  * full GCs (`HeapProfiler.collectGarbage`; the second frees what the first only finalized). Tells
@@ -155,45 +205,72 @@ export async function gatewayMemory(
   inspectorUrl: string,
   opts: { readonly gc: boolean },
 ): Promise<GatewayMemory> {
-  const { WebSocket } = await import('undici')
-  const ws = new WebSocket(inspectorUrl)
-  let id = 0
-  const pending = new Map<number, (r: { result?: unknown; error?: unknown }) => void>()
-  ws.addEventListener('message', (ev) => {
-    const msg = JSON.parse(String(ev.data)) as { id?: number; result?: unknown; error?: unknown }
-    if (msg.id !== undefined) pending.get(msg.id)?.(msg)
-  })
-  const call = (method: string, params: Record<string, unknown> = {}): Promise<unknown> =>
-    new Promise((resolve, reject) => {
-      const n = ++id
-      pending.set(n, (r) => {
-        pending.delete(n)
-        if (r.error !== undefined)
-          reject(new HardeningError('no_metric', `${method}: ${JSON.stringify(r.error)}`))
-        else resolve(r.result)
-      })
-      ws.send(JSON.stringify({ id: n, method, params }))
-    })
-  await new Promise<void>((resolve, reject) => {
-    ws.addEventListener('open', () => resolve(), { once: true })
-    ws.addEventListener(
-      'error',
-      () => reject(new HardeningError('no_metric', `inspector ${inspectorUrl} unreachable`)),
-      { once: true },
-    )
-  })
+  const s = await inspectorSession(inspectorUrl)
   try {
-    if (opts.gc) {
-      await call('HeapProfiler.collectGarbage')
-      await call('HeapProfiler.collectGarbage')
-    }
-    const r = (await call('Runtime.evaluate', {
-      expression: 'JSON.stringify(process.memoryUsage())',
-      returnByValue: true,
-    })) as { result?: { value?: string } }
-    return JSON.parse(r.result?.value ?? '{}') as GatewayMemory
+    return await memoryOf(s, opts.gc)
   } finally {
-    ws.close()
+    s.close()
+  }
+}
+
+async function memoryOf(s: InspectorSession, gc: boolean): Promise<GatewayMemory> {
+  if (gc) {
+    await s.call('HeapProfiler.collectGarbage')
+    await s.call('HeapProfiler.collectGarbage')
+  }
+  const r = (await s.call('Runtime.evaluate', {
+    expression: 'JSON.stringify(process.memoryUsage())',
+    returnByValue: true,
+  })) as { result?: { value?: string } }
+  return JSON.parse(r.result?.value ?? '{}') as GatewayMemory
+}
+
+/** Heap snapshots of one process, all through one inspector session (see `heapSnapshotter`). */
+export interface HeapSnapshotter {
+  /** Writes a snapshot (taken after a full GC) to `file`; returns the bytes written. */
+  take(file: string): Promise<number>
+  /** `gatewayMemory` through this session (another session closing would reset the ids). */
+  memory(opts: { readonly gc: boolean }): Promise<GatewayMemory>
+  close(): void
+}
+
+/**
+ * Heap snapshots of the gateway through its inspector, for telling a leak from caches filling:
+ * compare two with `hack/hardening/heap-diff.ts`. One session for all of them, and no other
+ * session in between (read memory with `memory`): V8 forgets the object ids whenever a session's
+ * heap profiler is disabled (any session closing does it), and ids are then handed out anew in
+ * traversal order, so objects in snapshots on either side of that cannot be matched.
+ */
+export async function heapSnapshotter(inspectorUrl: string): Promise<HeapSnapshotter> {
+  const { createWriteStream } = await import('node:fs')
+  const s = await inspectorSession(inspectorUrl)
+  let out: import('node:fs').WriteStream | undefined
+  let bytes = 0
+  s.onEvent((method, params) => {
+    if (method !== 'HeapProfiler.addHeapSnapshotChunk' || out === undefined) return
+    const chunk = String(params['chunk'] ?? '')
+    bytes += chunk.length
+    out.write(chunk)
+  })
+  await s.call('HeapProfiler.enable')
+  return {
+    async take(file) {
+      const w = createWriteStream(file)
+      out = w
+      bytes = 0
+      try {
+        await s.call('HeapProfiler.collectGarbage')
+        await s.call('HeapProfiler.takeHeapSnapshot', { reportProgress: false })
+      } finally {
+        out = undefined
+        await new Promise<void>((resolve, reject) =>
+          w.end((e?: Error | null) => (e ? reject(e) : resolve())),
+        )
+      }
+      return bytes
+    },
+    memory: (opts) => memoryOf(s, opts.gc),
+    close: () => s.close(),
   }
 }
 
@@ -240,6 +317,20 @@ export async function settledInflight(url: string, ms = 2000): Promise<number> {
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+
+/** Sleeps `ms`, or less when `signal` aborts first; leaves no listener on the signal behind. */
+export function sleepUnlessAborted(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve()
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(t)
+      signal.removeEventListener('abort', done)
+      resolve()
+    }
+    const t = setTimeout(done, ms)
+    signal.addEventListener('abort', done)
+  })
+}
 
 export interface RawResponse {
   /** 0 when the connection closed (or timed out) before a status line arrived. */
@@ -378,6 +469,13 @@ export interface LoadResult {
   readonly unshaped: number
   /** 2xx whose body (non-stream) or stream did not complete. */
   readonly brokenBodies: number
+  /**
+   * 2xx whose body reading failed or that ended cleanly with nothing usable: no error event, not
+   * valid JSON (a client sees these as a silent failure, unlike a stream ending in an error event).
+   */
+  readonly silentBroken: number
+  /** Up to 20 of those, with the response's headers, the engine and `LoadOptions.context`. */
+  readonly silentSamples: readonly string[]
   /** Engine that answered (engine header) → count. */
   readonly byPod: Readonly<Record<string, number>>
   /** Up to 20 examples of problems, for the report. */
@@ -397,6 +495,10 @@ export interface LoadOptions {
   /** Per-request deadline (default 30 s). */
   readonly timeoutMs?: number
   readonly label?: (i: number) => string
+  /** What else was true when an answer went wrong (e.g. the bad engine's mode), for samples. */
+  readonly context?: () => string
+  /** Awaited before each request when it returns a promise: holds the load (a quiet moment). */
+  readonly gate?: () => Promise<void> | undefined
 }
 
 /** Closed loop: `concurrency` workers each send one request at a time until `next` runs dry. */
@@ -417,6 +519,8 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   let transportErrors = 0
   let unshaped = 0
   let brokenBodies = 0
+  let silentBroken = 0
+  const silentSamples: string[] = []
   let i = 0
   const started = performance.now()
   const note = (s: string): void => {
@@ -424,6 +528,8 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   }
   const worker = async (): Promise<void> => {
     for (;;) {
+      const held = o.gate?.()
+      if (held !== undefined) await held
       if (o.signal?.aborted) return
       const n = i++
       const req = o.next(n)
@@ -439,11 +545,11 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
           body: req.body,
         })
         let text = ''
-        let broken = false
+        let broken: string | undefined
         try {
           text = await res.body.text()
-        } catch {
-          broken = true
+        } catch (e) {
+          broken = e instanceof Error ? `${e.name}: ${e.message}` : String(e)
         }
         latenciesMs.push(performance.now() - t0)
         byStatus[res.statusCode] = (byStatus[res.statusCode] ?? 0) + 1
@@ -460,9 +566,25 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
           unshaped++
           note(`${tag}: unshaped ${res.statusCode} ${text.slice(0, 200)}`)
         }
-        if (res.statusCode < 300 && (broken || !bodyComplete(res.headers, text))) {
+        if (res.statusCode < 300 && (broken !== undefined || !bodyComplete(res.headers, text))) {
           brokenBodies++
           note(`${tag}: broken ${res.statusCode} body (${text.length} chars) ${text.slice(-200)}`)
+          // A stream that ends in an error event tells the client what happened; anything else
+          // (a body that failed to read, or ended cleanly but incomplete) is sampled in full.
+          if (!text.includes('"error"')) {
+            silentBroken++
+            if (silentSamples.length < 20) {
+              const h = res.headers
+              silentSamples.push(
+                `${tag}: ${res.statusCode} ${JSON.stringify({
+                  'content-type': h['content-type'],
+                  'content-length': h['content-length'],
+                  'transfer-encoding': h['transfer-encoding'],
+                  [POD_HEADER]: h[POD_HEADER],
+                })} ${text.length} chars read${broken !== undefined ? `, read failed (${broken})` : ', ended cleanly'}${o.context !== undefined ? `, ${o.context()}` : ''}: ${JSON.stringify(text.slice(-120))}`,
+              )
+            }
+          }
         }
       } catch (e) {
         byStatus[0] = (byStatus[0] ?? 0) + 1
@@ -481,6 +603,8 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     transportErrors,
     unshaped,
     brokenBodies,
+    silentBroken,
+    silentSamples,
     byPod,
     samples,
     latenciesMs,
@@ -492,6 +616,8 @@ function bodyComplete(
   headers: Record<string, string | string[] | undefined>,
   text: string,
 ): boolean {
+  // A successful answer always has a body (whatever its type): empty is a failure unseen.
+  if (text.length === 0) return false
   const ct = String(headers['content-type'] ?? '')
   if (ct.startsWith('text/event-stream')) return text.trimEnd().endsWith('data: [DONE]')
   if (ct.includes('json')) return jsonOrUndefined(text) !== undefined

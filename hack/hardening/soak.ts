@@ -1,28 +1,36 @@
 // `npm run hardening:soak -- --minutes 30`: the long form of the hardening suite. For the whole
 // run, a real gateway process gets at once: steady valid traffic (a quarter streamed), a trickle
 // of fuzzed bodies, waves of idle and slow-header connections against its client timeouts, and
-// its config file rewritten truncate-then-write. With --with-bad-engine, one engine also cycles
+// its config file rewritten truncate-then-write, each rewrite a real change (an unrouted pool's
+// endpoint renamed). With --with-bad-engine, one engine also cycles
 // through the misbehaving modes (its 502/504s are then expected and reported apart).
 // Pass: no gateway-made 5xx (without the bad engine), every request answered, in-flight 0 at the
 // end, memory growth < 10 % after a full GC (RSS and V8 heap used, read through the gateway's
-// inspector; raw RSS is reported beside), and with --with-bad-engine, the bad engine gets < 2 % of
+// inspector; raw RSS is reported beside) from a baseline taken after --warmup-minutes of the full
+// mix (what every path allocates on first use is not growth), and with --with-bad-engine, the bad engine gets < 2 % of
 // the dispatches from 2 s after each misbehaving period starts (it was in rotation before). Writes the hardening section of docs/benchmarks.md unless --no-write.
-import { open } from 'node:fs/promises'
+import { mkdir, open } from 'node:fs/promises'
 import { connect, type Socket } from 'node:net'
 import { availableParallelism, loadavg } from 'node:os'
+import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import type { BadMode } from './bad-engine.js'
 import { fuzzCase } from './fuzz-bodies.js'
 import {
   chatBody,
   cpuSeconds,
+  type GatewayMemory,
   gatewayMemory,
+  type HeapSnapshotter,
+  heapSnapshotter,
   type LoadResult,
+  metric,
   percentile,
   rssBytes,
   runLoad,
   settledInflight,
   sleep,
+  sleepUnlessAborted,
 } from './kit.js'
 import { mb, type RunRecord, writeHardening } from './report.js'
 import { STACK_MODEL, startStack } from './stack.js'
@@ -30,16 +38,47 @@ import { STACK_MODEL, startStack } from './stack.js'
 const { values } = parseArgs({
   options: {
     minutes: { type: 'string', default: '30' },
+    // The memory baseline is taken after this much of the full mix (one cycle of the bad engine's
+    // six modes is 3 minutes): what a first pass over every code path allocates once (compiled
+    // code, object shapes, lazily loaded modules, the Node error classes) is not growth.
+    'warmup-minutes': { type: 'string', default: '3' },
     seed: { type: 'string', default: '7' },
     'with-bad-engine': { type: 'boolean', default: false },
     'no-write': { type: 'boolean', default: false },
+    // Diagnosis: heap snapshots of the gateway (after a full GC) at these minutes of the run, and
+    // one at its start, into --snapshot-dir; compare two with hack/hardening/heap-diff.ts.
+    'heap-snapshots': { type: 'string', default: '' },
+    'snapshot-dir': { type: 'string', default: '' },
+    help: { type: 'boolean', short: 'h', default: false },
   },
   strict: true,
 })
+if (values.help) {
+  process.stdout.write(`Usage: npm run hardening:soak -- [--minutes 30] [--seed 7] [--with-bad-engine] [--no-write]
+       [--warmup-minutes 3] [--heap-snapshots 2,6,12 --snapshot-dir DIR]
+
+Runs a real gateway under valid, fuzzed, idle and slow traffic with config rewrites (and with
+--with-bad-engine, one engine cycling through misbehaving modes) and judges errors and memory after a
+full GC from a baseline read after --warmup-minutes of the full mix. --no-write prints the result only (docs/benchmarks.md untouched). --heap-snapshots writes
+heap snapshots of the gateway at start and at the given minutes (diagnosis; each pauses it ~1-3 s).
+`)
+  process.exit(0)
+}
 const minutes = Number(values.minutes)
+const warmupMinutes = Number(values['warmup-minutes'])
+const snapshotAt = values['heap-snapshots']
+  .split(',')
+  .filter((x) => x.trim() !== '')
+  .map(Number)
+const snapshotDir = values['snapshot-dir']
+if (snapshotAt.length > 0 && snapshotDir === '') {
+  process.stderr.write('--heap-snapshots needs --snapshot-dir\n')
+  process.exit(2)
+}
 const seed = Number(values.seed)
 const withBad = values['with-bad-engine']
-const command = `npm run hardening:soak -- --minutes ${minutes}${withBad ? ' --with-bad-engine' : ''}`
+const command = `npm run hardening:soak -- --minutes ${minutes}${warmupMinutes !== 3 ? ` --warmup-minutes ${warmupMinutes}` : ''}${withBad ? ' --with-bad-engine' : ''}`
+const RELOADS = 'infer_gateway_config_reloads_total'
 const LIMITS = [
   '--headers-timeout',
   '2000',
@@ -101,14 +140,27 @@ try {
     next: (i) =>
       i < 500 ? { path: '/v1/chat/completions', body: chatBody(STACK_MODEL, n++) } : undefined,
   })
-  const memStart = await gatewayMemory(inspector, { gc: true })
-  const rssStart = await rssBytes(gw.pid)
+  const snapshotter = snapshotAt.length > 0 ? await heapSnapshotter(inspector) : undefined
+  const memory = (): Promise<GatewayMemory> =>
+    snapshotter !== undefined
+      ? snapshotter.memory({ gc: true })
+      : gatewayMemory(inspector, { gc: true })
+  // Heap after 500 valid requests only: reported beside the judged baseline (after the warm-up).
+  const memCold = await memory()
+  let memStart = memCold
+  let rssStart = await rssBytes(gw.pid)
   const cpuStart = await cpuSeconds(gw.pid)
   let rssMax = rssStart
   const started = Date.now()
-  const end = started + minutes * 60_000
+  const warmEnd = started + warmupMinutes * 60_000
+  let warmedUp = warmupMinutes <= 0
+  const end = warmEnd + minutes * 60_000
   const ac = new AbortController()
   const stopAt = setTimeout(() => ac.abort(), end - Date.now())
+  // Set while the load is held for a quiet moment (the memory baseline after the warm-up is read
+  // with nothing in flight, as the end figure is).
+  let quiet: Promise<void> | undefined
+  const gate = (): Promise<void> | undefined => quiet
 
   const valid = runLoad({
     url: gw.url,
@@ -120,6 +172,8 @@ try {
       body: chatBody(STACK_MODEL, n++, i % 4 === 0 ? { stream: true } : {}),
     }),
     label: (i) => `valid ${i}`,
+    gate,
+    context: () => `bad engine ${stack.bad[0]?.mode() ?? 'none'}`,
   })
   const fuzz = runLoad({
     url: gw.url,
@@ -131,12 +185,14 @@ try {
       return { path: c.path, body: c.body }
     },
     label: (i) => `fuzz case ${i} (seed ${seed})`,
+    gate,
   })
 
   // Waves of idle and slowloris connections every 5 s; the gateway must close them itself.
   const sockets = { opened: 0, closedByGateway: 0 }
   const waves = (async () => {
     while (!ac.signal.aborted) {
+      if (quiet !== undefined) await quiet
       const wave: Promise<void>[] = []
       for (let i = 0; i < 55; i++) {
         const s: Socket = connect({ host: gw.host, port: gw.port })
@@ -169,19 +225,21 @@ try {
           }),
         )
       }
-      await Promise.race([sleep(5000), new Promise((r) => ac.signal.addEventListener('abort', r))])
+      await sleepUnlessAborted(5000, ac.signal)
       await Promise.all(wave)
     }
   })()
 
-  // Config rewrites, truncate-then-write, every 10 s.
+  // Config rewrites, truncate-then-write, every 10 s. Each one is a real change: an unrouted pool
+  // whose endpoint gets a new name every time (what a reload leaves behind would show as growth:
+  // old snapshots, metric children of endpoints gone, their scrapers and pools).
   let rewrites = 0
   const rewriter = (async () => {
     while (!ac.signal.aborted) {
       await sleep(10_000)
       const f = await open(stack.configFile, 'w')
       await sleep(50)
-      await f.write(stack.config)
+      await f.write(stack.configWithSpare(rewrites))
       await f.close()
       rewrites++
     }
@@ -202,6 +260,8 @@ try {
     if (bad === undefined) return
     while (!ac.signal.aborted) {
       await sleep(18_000)
+      // Held load: the share before the period would be measured on nothing.
+      if (quiet !== undefined) await quiet
       const warm = { bad: bad.stats().requests, all: dispatches() }
       await sleep(2000)
       if (ac.signal.aborted) break
@@ -230,20 +290,64 @@ try {
     }
   })()
 
+  const snapshot = async (label: string): Promise<void> => {
+    const file = join(snapshotDir, `gateway-${label}.heapsnapshot`)
+    const bytes = await (snapshotter as HeapSnapshotter).take(file)
+    log(`heap snapshot ${file} (${mb(bytes)} MB)`)
+  }
+  if (snapshotAt.length > 0) {
+    await mkdir(snapshotDir, { recursive: true })
+    await snapshot('0m')
+  }
+  const snapshotsLeft = [...snapshotAt].sort((a, b) => a - b)
+  let tick = 0
   while (!ac.signal.aborted) {
-    await Promise.race([sleep(10_000), new Promise((r) => ac.signal.addEventListener('abort', r))])
+    await sleepUnlessAborted(10_000, ac.signal)
+    if (ac.signal.aborted) break
     const rss = await rssBytes(gw.pid)
     rssMax = Math.max(rssMax, rss)
+    // Once a minute, the heap after a full GC: its curve tells caches filling (rising, then flat)
+    // from a leak (rising with requests all along).
+    const heap = ++tick % 6 === 0 ? await memory() : undefined
+    if (!warmedUp && Date.now() >= warmEnd) {
+      warmedUp = true
+      let release = (): void => {}
+      quiet = new Promise((r) => {
+        release = r
+      })
+      // Nothing in flight and the last wave of idle connections closed, as at the end.
+      const held = Date.now()
+      await settledInflight(gw.url, 15_000)
+      while (sockets.closedByGateway < sockets.opened && Date.now() - held < 20_000)
+        await sleep(200)
+      memStart = await memory()
+      rssStart = await rssBytes(gw.pid)
+      release()
+      quiet = undefined
+      log(
+        `warm-up done: load held ${((Date.now() - held) / 1000).toFixed(1)} s for the baseline: heap used after GC ${mb(memStart.heapUsed)} MB, RSS ${mb(memStart.rss)} MB`,
+      )
+    }
     log(
-      `${Math.round((Date.now() - started) / 1000)} s: RSS ${mb(rss)} MB, sockets ${sockets.opened} opened / ${sockets.closedByGateway} closed by the gateway, rewrites ${rewrites}`,
+      `${Math.round((Date.now() - started) / 1000)} s: RSS ${mb(rss)} MB${heap !== undefined ? `, heap used after GC ${mb(heap.heapUsed)} MB` : ''}, sockets ${sockets.opened} opened / ${sockets.closedByGateway} closed by the gateway, rewrites ${rewrites}`,
     )
+    const due = snapshotsLeft[0]
+    if (due !== undefined && Date.now() - started >= due * 60_000) {
+      snapshotsLeft.shift()
+      await snapshot(`${due}m`)
+    }
   }
   clearTimeout(stopAt)
   const [v, f] = await Promise.all([valid, fuzz])
   await Promise.all([waves, rewriter, cycler])
   const inflight = await settledInflight(gw.url, 10_000)
+  const reloads = {
+    success: await metric(gw.url, RELOADS, { result: 'success' }),
+    failure: await metric(gw.url, RELOADS, { result: 'failure' }),
+  }
   const rssEnd = await rssBytes(gw.pid)
-  const memEnd = await gatewayMemory(inspector, { gc: true })
+  const memEnd = await memory()
+  snapshotter?.close()
   const byStatus: Record<number, number> = {}
   for (const r of [v, f])
     for (const [k, c] of Object.entries(r.byStatus))
@@ -287,11 +391,12 @@ try {
     },
     gatewayCpuSeconds: Math.round(((await cpuSeconds(gw.pid)) - cpuStart) * 10) / 10,
     notes: [
-      `valid traffic (8 concurrent, a quarter streamed): ${v.sent} requests, ${v.byStatus[200] ?? 0} × 200, ${v.brokenBodies} broken bodies, latency p50 ${percentile(v.latenciesMs, 50).toFixed(1)} / p99 ${percentile(v.latenciesMs, 99).toFixed(1)} ms`,
+      `valid traffic (8 concurrent, a quarter streamed): ${v.sent} requests, ${v.byStatus[200] ?? 0} × 200, ${v.brokenBodies} broken bodies (${v.silentBroken} without an error event: listed first among the examples), latency p50 ${percentile(v.latenciesMs, 50).toFixed(1)} / p99 ${percentile(v.latenciesMs, 99).toFixed(1)} ms`,
       `fuzzed bodies (2 concurrent, seed ${seed}): ${f.sent} requests, ${f.gateway5xx} gateway-made 5xx`,
+      `memory baseline after a ${warmupMinutes}-minute warm-up of the full mix (counted in the requests above; read with the load held and nothing in flight, as the end figure): heap used after GC ${mb(memCold.heapUsed)} MB after the first 500 requests, ${mb(memStart.heapUsed)} MB after the warm-up; RSS after GC ${mb(memCold.rss)} → ${mb(memStart.rss)} MB (what the first pass over every path allocates once: optimized code, object shapes, lazily built schema internals, Node's error classes; docs/hardening-soak.md)`,
       `idle and slowloris connections: ${sockets.opened} opened in waves of 55 every 5 s, ${sockets.closedByGateway} closed by the gateway (limits ${LIMITS.join(' ')})`,
       `machine load average (1 min) at the end: ${loadavg()[0]?.toFixed(1)} on ${availableParallelism()} cores (other work shares the machine)`,
-      `config file rewritten truncate-then-write ${rewrites} times`,
+      `config file rewritten truncate-then-write ${rewrites} times, each a real change (an unrouted pool's endpoint renamed); the gateway counted ${reloads.success} reloads applied (the first config included) and ${reloads.failure} refused (an empty file read mid-write)`,
       withBad
         ? `bad engine cycled through ${switches} misbehaving periods (${modes.join(', ')}); its 502/504s are in the gateway-made 5xx count; gateway run with --max-upstream-body-bytes 8388608 as in the CI suite`
         : 'no misbehaving engine (add --with-bad-engine)',
@@ -301,7 +406,12 @@ try {
           ]
         : []),
     ],
-    samples: [...v.samples, ...f.samples].slice(0, 20),
+    // Requests that got no answer first, then 2xx that broke without an error event, then the rest.
+    samples: [
+      ...[...v.samples, ...f.samples].filter((x) => x.includes(': no response: ')),
+      ...v.silentSamples,
+      ...[...v.samples, ...f.samples].filter((x) => !x.includes(': no response: ')),
+    ].slice(0, 20),
     pass,
   }
   process.stdout.write(`${JSON.stringify(record, null, 2)}\n`)

@@ -36,6 +36,13 @@ export interface Stack {
   readonly configFile: string
   /** The config text as first written (a rewrite of it keeps the same routes). */
   readonly config: string
+  /**
+   * The same config plus a pool nobody routes to whose one endpoint is `spare-<n>` on port
+   * 1024 + n of an address nothing listens on (engine metrics are labelled by address and port):
+   * writing it with a new `n` each time makes every reload a real change (a new snapshot, an
+   * endpoint and its series gone, another added) without moving any traffic.
+   */
+  configWithSpare(n: number): string
   readonly command: string
   stop(): Promise<void>
 }
@@ -66,37 +73,59 @@ export async function startStack(o: StackOptions): Promise<Stack> {
     address: e.host,
     port: e.port,
   }))
-  const config = manifests(
-    [
-      {
-        name: 'pool',
-        model: UPSTREAM_MODEL,
-        endpoints,
-        trafficPolicy: {
-          timeouts: {
-            connect: '1s',
-            responseHeader: o.upstreamTimeout ?? '2s',
-            idle: o.upstreamTimeout ?? '2s',
+  const configOf = (spare: number | undefined): string =>
+    manifests(
+      [
+        ...(spare === undefined
+          ? []
+          : [
+              {
+                name: 'spare',
+                model: UPSTREAM_MODEL,
+                endpoints: [
+                  { name: `spare-${spare}`, address: `${o.net}.250`, port: 1024 + spare },
+                ],
+              },
+            ]),
+        {
+          name: 'pool',
+          model: UPSTREAM_MODEL,
+          endpoints,
+          trafficPolicy: {
+            timeouts: {
+              connect: '1s',
+              responseHeader: o.upstreamTimeout ?? '2s',
+              idle: o.upstreamTimeout ?? '2s',
+            },
+            retry: { attempts: 2, retryInterval: '10ms' },
           },
-          retry: { attempts: 2, retryInterval: '10ms' },
+          scheduler: {
+            plugins: [
+              { name: 'prefix-cache', weight: 3 },
+              { name: 'least-pending', weight: 2 },
+              { name: 'fairness', args: { maxInFlightPerEndpoint: 64 } },
+            ],
+          },
         },
-        scheduler: {
-          plugins: [
-            { name: 'prefix-cache', weight: 3 },
-            { name: 'least-pending', weight: 2 },
-            { name: 'fairness', args: { maxInFlightPerEndpoint: 64 } },
-          ],
+      ],
+      [
+        {
+          name: 'r',
+          modelName: STACK_MODEL,
+          rules: [{ targetModels: [{ modelServerName: 'pool' }] }],
         },
-      },
-    ],
-    [
-      {
-        name: 'r',
-        modelName: STACK_MODEL,
-        rules: [{ targetModels: [{ modelServerName: 'pool' }] }],
-      },
-    ],
-  )
+        ...(spare === undefined
+          ? []
+          : [
+              {
+                name: 'spare',
+                modelName: 'spare',
+                rules: [{ targetModels: [{ modelServerName: 'spare' }] }],
+              },
+            ]),
+      ],
+    )
+  const config = configOf(undefined)
   const dir = await mkdtemp(join(tmpdir(), 'igw-hardening-'))
   const configFile = join(dir, 'gateway.yaml')
   await writeFile(configFile, config)
@@ -119,6 +148,7 @@ export async function startStack(o: StackOptions): Promise<Stack> {
     bad,
     configFile,
     config,
+    configWithSpare: (n) => configOf(n),
     command: `infer-gateway dataplane --host ${o.net}.1 ${args.join(' ').replace(dir, '$TMP')}`,
     async stop() {
       await gw.stop()
