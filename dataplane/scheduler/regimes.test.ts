@@ -124,6 +124,21 @@ describe('routing regimes on virtual time (issue 9)', () => {
     expect(ours.results.every((r) => r.ok)).toBe(true)
   }, 60_000)
 
+  it('decode-bound at 90 %: TTFT p90 within 5 % of round-robin or below where queues form', async () => {
+    // Bursts queue behind full batches. Seeds 14 and 21 lost 16 % and 29 % to round-robin while a
+    // slot's time left was counted from its request's dispatch: a request that had queued itself
+    // looked nearly done, and affinity stacked more behind it (388 vs 334, 444 vs 343 ms). From
+    // its admission (EndpointModel.admits): 345 vs 334 and 255 vs 343. On seeds 10-29 the default
+    // was above round-robin on 7 before and 3 after (each by ≤ 3 %).
+    for (const seed of [14, 21]) {
+      const requests = sharedPrefix(0.9 * capacity(DECODE_BOUND, 4, 1560, 64), MS, 64, seed)
+      const base = { shape: DECODE_BOUND, pods: 4, requests }
+      const rr = await run({ ...base, plugins: RR })
+      const ours = await run(base)
+      expect(p90(ours)).toBeLessThanOrEqual(1.05 * p90(rr))
+    }
+  }, 60_000)
+
   it('prefill-bound shared prefix: ≥ 5× lower TTFT p90 than round-robin', async () => {
     const requests = sharedPrefix(0.7 * capacity(PREFILL_BOUND, 4, 1560, 16), MS, 16, 10)
     const base = { shape: PREFILL_BOUND, pods: 4, requests }

@@ -102,16 +102,67 @@ export class EndpointModel {
   /** Dispatch times of this replica's requests in flight here, oldest first (see `wait`). */
   readonly starts: number[] = []
   /**
+   * When each of `starts` got a batch slot (NaN: still queued), from events this replica sees:
+   * at dispatch if the batch had a free slot, else when one of the requests ahead of it ended
+   * (the engine admits first come first served). A request that queued has decoded for its time
+   * since admission, not since dispatch: timed from dispatch, the slot it holds looked about to
+   * free, and affinity stacked more requests behind it (a real run: predicted ~150 ms of wait on
+   * a pod with 4 running and 3 queued, waited 951 ms; see `wait`).
+   */
+  readonly admits: number[] = []
+  /**
    * This replica's requests in flight here that moved a prefix another pod held (a displaced
    * group's first request on its new pod): each draws its group's next requests, which hold batch
    * slots here while they wait for that prefill (see predicted-latency #rehome).
    */
   movesInFlight = 0
 
-  /** A request sent at `at` is done (answered, failed or cut). */
-  ended(at: number): void {
+  /** A request was sent at `at` to a batch of `capacity` slots. */
+  started(at: number, capacity: number): void {
+    this.starts.push(at)
+    this.admits.push(this.#admitted() < capacity ? at : Number.NaN)
+  }
+
+  /**
+   * The request sent at `at` is done (answered, failed or cut) at `end`: its slot goes to the
+   * oldest queued request, which is admitted then.
+   */
+  ended(at: number, end: number, capacity: number): void {
     const i = this.starts.indexOf(at)
-    if (i >= 0) this.starts.splice(i, 1)
+    if (i < 0) return
+    this.starts.splice(i, 1)
+    this.admits.splice(i, 1)
+    let admitted = this.#admitted()
+    for (let j = 0; j < this.admits.length && admitted < capacity; j++) {
+      if (Number.isNaN(this.admits[j] as number)) {
+        this.admits[j] = Math.max(end, this.starts[j] as number)
+        admitted++
+      }
+    }
+  }
+
+  /**
+   * Time left (ms) until the k-th batch slot (0 = first) frees, of `capacity`, each request
+   * holding one `slotMs` from its admission: free slots first (0), then the running requests
+   * oldest admission first.
+   */
+  slotLeft(k: number, capacity: number, slotMs: number, now: number): number {
+    const running = Math.min(capacity, this.#admitted())
+    const free = capacity - running
+    if (k < free) return 0
+    let seen = 0
+    for (const a of this.admits) {
+      if (Number.isNaN(a)) continue
+      if (seen === k - free) return Math.max(0, slotMs - (now - a))
+      seen++
+    }
+    return 0
+  }
+
+  #admitted(): number {
+    let n = 0
+    for (const a of this.admits) if (!Number.isNaN(a)) n++
+    return n
   }
 
   /** A scrape at `scrapedAt` reported `engineHitRate` for the interval: update `trust`. */
@@ -224,17 +275,16 @@ export class LatencyModel {
    * Requests ahead in the engine's queue → expected wait for a batch slot (ms). With `own` (the
    * endpoint's model) and every pending request one of this replica's own, the wait is when the
    * slot this request queues for frees: the engine admits first come first served, so the k-th
-   * slot to free is held by the k-th oldest request, which has `slotMs` minus its age left. A
+   * slot to free is held by the k-th oldest running request, which has `slotMs` minus its time
+   * since admission left (`EndpointModel.admits`: a request that queued started late). A
    * batch whose requests are about to finish is then told apart from one that just filled.
    * Otherwise (other replicas' requests, unknown ages) the queue position over the batch size.
    */
   wait(pending: number, capacity: number, slotMs: number, own?: EndpointModel, now = 0): number {
     if (pending < capacity) return 0
     const q = pending - capacity
-    const starts = own?.starts
-    if (starts !== undefined && starts.length >= pending && capacity >= 1) {
-      const k = q % capacity
-      const left = Math.max(0, slotMs - (now - (starts[k] as number)))
+    if (own !== undefined && own.starts.length >= pending && capacity >= 1) {
+      const left = own.slotLeft(q % capacity, capacity, slotMs, now)
       return (left + Math.floor(q / capacity) * slotMs) * this.waitScale
     }
     return ((q + 1) / capacity) * slotMs * this.waitScale

@@ -158,12 +158,16 @@ export class PredictedLatencyPlugin implements Plugin {
     const p = this.model.prefill(ep)
     const uncachedTokens = this.#uncached(req, depth, ep)
     // Without this request's own start (it is in `pending` no more either).
-    const starts = this.model.peek(ep)?.starts
-    const mine = starts !== undefined && pendingOffset > 0 && starts.at(-1) === req.now
-    if (mine) starts.pop()
+    const m = this.model.peek(ep)
+    const mine = m !== undefined && pendingOffset > 0 && m.starts.at(-1) === req.now
+    const admit = mine ? m.admits.pop() : undefined
+    if (mine) m.starts.pop()
     const own = this.#ages(req, ep, mine ? 1 : 0)
     const waitMs = this.model.wait(pending, capacity, this.#slotMs(req, ep, p), own, req.now)
-    if (mine) starts.push(req.now)
+    if (mine) {
+      m.starts.push(req.now)
+      m.admits.push(admit as number)
+    }
     return {
       ttftMs: p.overhead + uncachedTokens * p.perToken + waitMs,
       uncachedTokens,
@@ -425,7 +429,8 @@ export class PredictedLatencyPlugin implements Plugin {
 
   onDispatch(req: SchedRequest, ep: EndpointState): void {
     const own = this.model.of(ep)
-    own.starts.push(req.now)
+    // Admitted now if this replica's requests there leave a batch slot, else queued (see admits).
+    own.started(req.now, this.capacity(ep, req.now))
     // The scheduler counted this request in the endpoint's pending already: predict without it.
     const p = this.predict(req, ep, 1)
     // A prefix some pod held (candidate or not) sent where it is not held: a move, whose prefill
@@ -463,7 +468,7 @@ export class PredictedLatencyPlugin implements Plugin {
     const rec = req.scratch.get(this) as Dispatched | undefined
     if (rec === undefined || rec.ep !== ep) return
     const own = this.model.peek(ep)
-    own?.ended(rec.at)
+    own?.ended(rec.at, rec.at + o.durationMs, this.capacity(ep, rec.at + o.durationMs))
     if (rec.move && own !== undefined && own.movesInFlight > 0) own.movesInFlight--
     if (o.failure !== undefined || o.status < 200 || o.status >= 300) return
     // Only a stream's first byte is its first token; a plain response's is the whole answer.
