@@ -57,6 +57,37 @@ describe('predicted-latency', () => {
     expect(warm.ttftMs).toBeLessThan(cold.ttftMs)
   })
 
+  it('debug: once read, lists each decision with every candidate’s predicted wait and prefill saved', () => {
+    const p = new PredictedLatencyPlugin({})
+    const eps = fleet({ running: 4, waiting: 2 }, 0.01)
+    p.index.record(eps[0] as EndpointState, p.index.hashes(req(SYSTEM, 'earlier question', 64)))
+    const first = req(SYSTEM, 'Not recorded: nobody has read debug yet', 64)
+    scores(p, first, eps)
+    p.onDispatch(first, eps[1] as EndpointState)
+    expect(p.debug(0)['recentDecisions']).toEqual([])
+    const r = req(SYSTEM, 'What is the refund policy?', 64, 5)
+    const s = scores(p, r, eps) as number[]
+    const predicted = p.predict(r, eps[0] as EndpointState)
+    p.onDispatch(r, eps[1] as EndpointState)
+    const [d, more] = p.debug(5)['recentDecisions'] as {
+      seq: number
+      pick: string
+      candidates: { name: string; waitMs: number; prefillSavedMs: number; score: number }[]
+    }[]
+    expect(more).toBeUndefined()
+    expect(d?.seq).toBe(1)
+    expect(d?.pick).toBe('b')
+    const warm = d?.candidates.find((c) => c.name === 'warm')
+    const cold = d?.candidates.find((c) => c.name === 'c')
+    // The cached pod at its batch limit: a wait, and the prefill it would save.
+    expect(warm?.waitMs).toBeCloseTo(predicted.waitMs, 0)
+    expect(warm?.waitMs).toBeGreaterThan(0)
+    expect(warm?.prefillSavedMs).toBeGreaterThan(100)
+    expect(cold?.waitMs).toBe(0)
+    expect(cold?.prefillSavedMs).toBe(0)
+    expect(warm?.score).toBeCloseTo(s[0] as number, 3)
+  })
+
   it('decode-bound: does not stack on a cached pod at its batch limit while others are idle', () => {
     const p = new PredictedLatencyPlugin({})
     // Batch limit 4 learned, 2 queued; long answers (64 tokens × 10 ms) hold the slots.

@@ -60,6 +60,32 @@ const MOVES_SLACK = 1
 /** Smallest band (ms) when no TPOT is known at all. */
 const MIN_TOLERANCE_MS = 1
 
+/** Decisions kept for /debug/endpoints once it is read (at ~15 req/s, 4 s of them). */
+const RECENT_DECISIONS = 64
+
+/** One candidate of a recent decision: what was predicted for it. */
+interface RecentCandidate {
+  readonly name: string
+  readonly pending: number
+  readonly capacity: number
+  /** Predicted wait for a batch slot (ms). */
+  readonly waitMs: number
+  /** Prefill the prefix index says this pod saves (cached tokens × prefill cost, ms). */
+  readonly prefillSavedMs: number
+  readonly ttftMs: number
+  /** This plugin's score (0..1; above 0.85 = inside the band of equally good). */
+  readonly score: number
+}
+
+interface RecentDecision {
+  /** Counts decisions since recording began: a poller's key to skip the ones it has. */
+  readonly seq: number
+  /** The decision's clock (ms, the gateway's performance.now()). */
+  readonly at: number
+  readonly pick: string
+  readonly candidates: readonly RecentCandidate[]
+}
+
 /** What the plugin predicted for the endpoint a request was dispatched to. */
 interface Dispatched {
   readonly ep: EndpointState
@@ -95,6 +121,17 @@ export class PredictedLatencyPlugin implements Plugin {
   readonly #pending = new Scratch()
   readonly #capacity = new Scratch()
   readonly #weighted = new Scratch()
+  readonly #waitMs = new Scratch()
+  readonly #uncachedTokens = new Scratch()
+  /**
+   * The last decisions' per-candidate predictions, for /debug/endpoints (bench:routing --trace):
+   * recorded only once `debug` was read (--explain), so a gateway nobody inspects pays nothing.
+   */
+  #recent: RecentDecision[] | undefined
+  #decisions = 0
+  /** The decision scored last, waiting for its dispatch (recording only). */
+  #scored: RecentDecision | undefined
+  #scoredReq: SchedRequest | undefined
   /** Requests whose prefix some pod held at the decision, candidate or not (see onDispatch). */
   readonly #known = new WeakSet<SchedRequest>()
 
@@ -179,6 +216,12 @@ export class PredictedLatencyPlugin implements Plugin {
   }
 
   score(req: SchedRequest, eps: readonly EndpointState[], out: Float64Array): boolean {
+    const scored = this.#score(req, eps, out)
+    if (scored && this.#recent !== undefined) this.#record(req, eps, out)
+    return scored
+  }
+
+  #score(req: SchedRequest, eps: readonly EndpointState[], out: Float64Array): boolean {
     const n = eps.length
     const hashes = this.index.hashes(req)
     const blocks = hashes.length
@@ -186,6 +229,8 @@ export class PredictedLatencyPlugin implements Plugin {
     const ttft = this.#ttft.get(n)
     const pending = this.#pending.get(n)
     const capacity = this.#capacity.get(n)
+    const waits = this.#waitMs.get(n)
+    const uncachedS = this.#uncachedTokens.get(n)
     let engineTtft = Number.POSITIVE_INFINITY
     for (const ep of eps) {
       const m = ep.fresh(req.now)
@@ -209,11 +254,18 @@ export class PredictedLatencyPlugin implements Plugin {
       const pend = ep.pending(req.now)
       const cap = this.capacity(ep, req.now)
       const depth = match === undefined ? 0 : (match[ep.slot] ?? 0)
-      const t =
-        p.overhead +
-        this.#uncached(req, depth, ep) * p.perToken +
-        this.model.wait(pend, cap, this.#slotMs(req, ep, p), this.#ages(req, ep), req.now)
+      const uncached = this.#uncached(req, depth, ep)
+      const wait = this.model.wait(
+        pend,
+        cap,
+        this.#slotMs(req, ep, p),
+        this.#ages(req, ep),
+        req.now,
+      )
+      const t = p.overhead + uncached * p.perToken + wait
       ttft[i] = t
+      waits[i] = wait
+      uncachedS[i] = uncached
       pending[i] = pend
       capacity[i] = cap
       const d = this.model.tpot(ep, req.now)
@@ -427,7 +479,41 @@ export class PredictedLatencyPlugin implements Plugin {
     return true
   }
 
+  /** Keeps this decision's per-candidate predictions until its dispatch (see #recent). */
+  #record(req: SchedRequest, eps: readonly EndpointState[], out: Float64Array): void {
+    const n = eps.length
+    const ttft = this.#ttft.get(n)
+    const pending = this.#pending.get(n)
+    const capacity = this.#capacity.get(n)
+    const waits = this.#waitMs.get(n)
+    const uncachedS = this.#uncachedTokens.get(n)
+    const candidates: RecentCandidate[] = []
+    for (let i = 0; i < n; i++) {
+      const ep = eps[i] as EndpointState
+      const p = this.model.prefill(ep)
+      const uncached = uncachedS[i] as number
+      candidates.push({
+        name: ep.name,
+        pending: pending[i] as number,
+        capacity: capacity[i] as number,
+        waitMs: round(waits[i] as number, 1),
+        prefillSavedMs: round((req.ticket.promptTokens - uncached) * p.perToken, 1),
+        ttftMs: round(ttft[i] as number, 1),
+        score: round(out[i] as number, 3),
+      })
+    }
+    this.#scored = { seq: 0, at: round(req.now, 1), pick: '', candidates }
+    this.#scoredReq = req
+  }
+
   onDispatch(req: SchedRequest, ep: EndpointState): void {
+    const scored = this.#scored
+    if (this.#recent !== undefined && scored !== undefined && this.#scoredReq === req) {
+      this.#scored = undefined
+      this.#scoredReq = undefined
+      this.#recent.push({ ...scored, seq: ++this.#decisions, pick: ep.name })
+      if (this.#recent.length > RECENT_DECISIONS) this.#recent.shift()
+    }
     const own = this.model.of(ep)
     // Admitted now if this replica's requests there leave a batch slot, else queued (see admits).
     own.started(req.now, this.capacity(ep, req.now))
@@ -494,6 +580,8 @@ export class PredictedLatencyPlugin implements Plugin {
   }
 
   debug(now: number): Record<string, unknown> {
+    const recent = this.#recent ?? []
+    this.#recent ??= []
     const endpoints: Record<string, unknown> = {}
     for (const [ep, m] of this.model.endpoints) {
       const p = this.model.prefill(ep)
@@ -518,6 +606,7 @@ export class PredictedLatencyPlugin implements Plugin {
       meanOutputTokens: roundOrNull(this.model.meanOutputTokens),
       meanUncachedTokens: roundOrNull(this.model.meanUncachedTokens),
       endpoints,
+      recentDecisions: recent.slice(),
     }
   }
 
