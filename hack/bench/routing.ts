@@ -663,6 +663,29 @@ function traceDebug(): () => Promise<unknown[]> {
   }
 }
 
+/**
+ * Every decision predicted-latency kept in the traced snapshots (its `recentDecisions`: each
+ * candidate's pending, capacity, predicted wait and prefill saved), once each, by server.
+ */
+function tracedDecisions(snapshots: readonly unknown[]): Record<string, unknown>[] {
+  const out: Record<string, unknown>[] = []
+  const seen = new Map<string, number>()
+  for (const snap of snapshots) {
+    const servers = (snap as { d?: { servers?: Record<string, unknown> } }).d?.servers ?? {}
+    for (const [key, srv] of Object.entries(servers)) {
+      const state = (srv as { state?: Record<string, unknown> }).state?.['predicted-latency']
+      const recent = (state as { recentDecisions?: unknown } | undefined)?.recentDecisions
+      if (!Array.isArray(recent)) continue
+      for (const d of recent as { seq: number }[]) {
+        if (d.seq <= (seen.get(key) ?? 0)) continue
+        seen.set(key, d.seq)
+        out.push({ server: key, ...d })
+      }
+    }
+  }
+  return out
+}
+
 /** When each restart begins (ms after the start of the load) in the restart scenario. */
 function restartTimes(): { pod: string; at: number; downMs: number }[] {
   return RESTARTS.map((x) => ({ pod: x.pod, at: x.atFraction * DURATION_MS, downMs: x.downMs }))
@@ -780,9 +803,16 @@ async function runOne(spec: RunSpec, dir: string, peers: PeerInstalls): Promise<
         i,
         group: /Group (\d+) policy/.exec(p.body)?.[1],
       }))
+      const snapshots = await trace()
       await writeFile(
         file,
-        JSON.stringify({ snapshots: await trace(), requests: results, plan: groups, replicas }),
+        JSON.stringify({
+          snapshots,
+          decisions: tracedDecisions(snapshots),
+          requests: results,
+          plan: groups,
+          replicas,
+        }),
       )
     }
     for (const t of timers) clearTimeout(t)
