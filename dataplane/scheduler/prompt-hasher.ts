@@ -20,7 +20,7 @@
 // arriving in several chain states (a system prompt sent to the base model and to each LoRA
 // adapter: each seeds its own chain) has an entry per state but is held once.
 
-import { blockHashes, chainSeed } from './prompt.js'
+import { blockHashes, chainSeed, lanes, mixBlockBytes } from './prompt.js'
 import { fmix32 } from './state.js'
 import type { SchedRequest } from './types.js'
 
@@ -178,24 +178,9 @@ export class PromptHasher {
     if (pend > 0) {
       // The partial tail block: blockHashes' byte path (zero padding, the length mixed in). The
       // block starts at a multiple of 8 bytes, so its end's low bits are pend's.
-      const b = this.#buf
-      let lane = 0
-      for (let i = 0; i < pend; i += 4) {
-        const w =
-          (b[i] as number) |
-          (i + 1 < pend ? (b[i + 1] as number) << 8 : 0) |
-          (i + 2 < pend ? (b[i + 2] as number) << 16 : 0) |
-          (i + 3 < pend ? (b[i + 3] as number) << 24 : 0)
-        if (lane === 0) {
-          h1 = Math.imul(h1 ^ w, 0x9e3779b1)
-          h1 ^= h1 >>> 15
-        } else {
-          h2 = Math.imul(h2 ^ w, 0x85ebca77)
-          h2 ^= h2 >>> 13
-        }
-        lane ^= 1
-      }
-      out[k++] = fmix32(h1 ^ Math.imul(h2, 0xc2b2ae3d) ^ (pend & 3)) & 0x3fffffff
+      lanes[0] = h1
+      lanes[1] = h2
+      out[k++] = mixBlockBytes(this.#buf, 0, pend)
     }
     return out.slice(0, k)
   }

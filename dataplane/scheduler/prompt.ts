@@ -120,6 +120,39 @@ export function chainSeed(model: string): number {
 }
 
 const encoder = new TextEncoder()
+
+/** The two lane states of the chained block hash, carried between mixBlockBytes calls. */
+export const lanes = new Int32Array(2)
+
+/**
+ * One block of the byte path of blockHashes: mixes b[from..end) into `lanes` (words past the end
+ * padded with zero bytes: the buffer may hold stale bytes there) and returns the block's value.
+ * A partial block also mixes in the low bits of `end` (its length's when it starts at a multiple of
+ * 4), so "ab" and "ab\0" differ. The one place this is written: prompt-hasher's tail uses it.
+ */
+export function mixBlockBytes(b: Uint8Array, from: number, end: number): number {
+  let h1 = lanes[0] as number
+  let h2 = lanes[1] as number
+  let lane = 0
+  for (let i = from; i < end; i += 4) {
+    const w =
+      (b[i] as number) |
+      (i + 1 < end ? (b[i + 1] as number) << 8 : 0) |
+      (i + 2 < end ? (b[i + 2] as number) << 16 : 0) |
+      (i + 3 < end ? (b[i + 3] as number) << 24 : 0)
+    if (lane === 0) {
+      h1 = Math.imul(h1 ^ w, 0x9e3779b1)
+      h1 ^= h1 >>> 15
+    } else {
+      h2 = Math.imul(h2 ^ w, 0x85ebca77)
+      h2 ^= h2 >>> 13
+    }
+    lane ^= 1
+  }
+  lanes[0] = h1
+  lanes[1] = h2
+  return fmix32(h1 ^ Math.imul(h2, 0xc2b2ae3d) ^ (end & 3)) & 0x3fffffff
+}
 let scratch = new Uint8Array(64 * 1024)
 
 /**
@@ -171,29 +204,12 @@ export function blockHashes(
       out[k++] = fmix32(h1 ^ Math.imul(h2, 0xc2b2ae3d)) & 0x3fffffff
     }
   }
-  const b = scratch
+  lanes[0] = h1
+  lanes[1] = h2
   while (i < len) {
     const end = Math.min(i + blockBytes, len)
-    let lane = 0
-    for (; i < end; i += 4) {
-      // Words past the end are padded with zero bytes (the buffer may hold stale bytes there).
-      const w =
-        (b[i] as number) |
-        (i + 1 < end ? (b[i + 1] as number) << 8 : 0) |
-        (i + 2 < end ? (b[i + 2] as number) << 16 : 0) |
-        (i + 3 < end ? (b[i + 3] as number) << 24 : 0)
-      if (lane === 0) {
-        h1 = Math.imul(h1 ^ w, 0x9e3779b1)
-        h1 ^= h1 >>> 15
-      } else {
-        h2 = Math.imul(h2 ^ w, 0x85ebca77)
-        h2 ^= h2 >>> 13
-      }
-      lane ^= 1
-    }
+    out[k++] = mixBlockBytes(scratch, i, end)
     i = end
-    // The partial tail block also mixes in its length, so "ab" and "ab\0" differ.
-    out[k++] = fmix32(h1 ^ Math.imul(h2, 0xc2b2ae3d) ^ (end & 3)) & 0x3fffffff
   }
   return out
 }
