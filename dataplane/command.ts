@@ -8,7 +8,13 @@ import { WORKER_ARGS_ENV } from './cluster/protocol.js'
 import { runWorker } from './cluster/worker.js'
 import { type GatewayOptions, startGateway } from './gateway.js'
 import { stderrLogger } from './log.js'
-import { tracesUrl, tracingFromEnv } from './telemetry/tracing-config.js'
+import {
+  type OtlpProtocol,
+  otlpProtocol,
+  protocolFromEnv,
+  tracesUrl,
+  tracingFromEnv,
+} from './telemetry/tracing-config.js'
 
 export const dataplaneHelp = `Usage: infer-gateway dataplane (--config <file|dir>... | [--snapshot <file>] [--push-url <url>]) [options]
 
@@ -77,6 +83,9 @@ Config safety:
                            OTEL_EXPORTER_OTLP_ENDPOINT when set, else tracing is off.
   --trace-sample-ratio <r> Share of new traces recorded, 0..1 (default 1; a client's sampled
                            traceparent is always followed)
+  --otlp-protocol <p>      Span encoding: http/protobuf or http/json. Default:
+                           OTEL_EXPORTER_OTLP_TRACES_PROTOCOL or OTEL_EXPORTER_OTLP_PROTOCOL
+                           when set, else http/protobuf
   -h, --help               Show this help
 `
 
@@ -116,6 +125,7 @@ export async function runDataplaneCommand(argv: readonly string[]): Promise<void
       gateway: { type: 'string' },
       'otlp-endpoint': { type: 'string' },
       'trace-sample-ratio': { type: 'string' },
+      'otlp-protocol': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -169,7 +179,11 @@ export async function runDataplaneCommand(argv: readonly string[]): Promise<void
     ...(values['allow-empty-config'] ? { allowEmptyConfig: true } : {}),
     ...(values['allow-private-provider-addresses'] ? { allowPrivateProviderAddresses: true } : {}),
     ...(values.gateway !== undefined ? { gateway: gatewayArg(values.gateway) } : {}),
-    ...tracingArgs(values['otlp-endpoint'], values['trace-sample-ratio']),
+    ...tracingArgs({
+      endpoint: values['otlp-endpoint'],
+      ratio: values['trace-sample-ratio'],
+      protocol: values['otlp-protocol'],
+    }),
     log,
     processMetrics: true,
   }
@@ -185,19 +199,35 @@ export async function runDataplaneCommand(argv: readonly string[]): Promise<void
   log('info', 'stopped', { forcedConnections: forced })
 }
 
-/** --otlp-endpoint / --trace-sample-ratio, falling back to OpenTelemetry's environment variables. */
+/**
+ * --otlp-endpoint / --trace-sample-ratio / --otlp-protocol, falling back to OpenTelemetry's
+ * environment variables.
+ */
 export function tracingArgs(
-  endpointFlag: string | undefined,
-  ratioFlag: string | undefined,
+  flags: {
+    readonly endpoint?: string | undefined
+    readonly ratio?: string | undefined
+    readonly protocol?: string | undefined
+  },
   env: Readonly<Record<string, string | undefined>> = process.env,
 ): Pick<GatewayOptions, 'tracing'> {
-  const endpoint = endpointFlag ?? tracingFromEnv(env)?.endpoint
+  const { ratio: ratioFlag, protocol: protocolFlag } = flags
+  const endpoint = flags.endpoint ?? tracingFromEnv(env)?.endpoint
   if (endpoint === undefined) {
-    if (ratioFlag !== undefined)
+    if (ratioFlag !== undefined || protocolFlag !== undefined)
       throw new UsageError(
-        '--trace-sample-ratio needs --otlp-endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT)',
+        `--${ratioFlag !== undefined ? 'trace-sample-ratio' : 'otlp-protocol'} needs --otlp-endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT)`,
       )
     return {}
+  }
+  let protocol: OtlpProtocol | undefined
+  try {
+    protocol =
+      protocolFlag !== undefined
+        ? otlpProtocol(protocolFlag, '--otlp-protocol')
+        : protocolFromEnv(env)
+  } catch (e) {
+    throw new UsageError((e as Error).message)
   }
   let sampleRatio = 1
   if (ratioFlag !== undefined) {
@@ -210,7 +240,7 @@ export function tracingArgs(
   } catch (e) {
     throw new UsageError(`--otlp-endpoint: ${(e as Error).message}`)
   }
-  return { tracing: { endpoint, sampleRatio } }
+  return { tracing: { endpoint, sampleRatio, ...(protocol !== undefined ? { protocol } : {}) } }
 }
 
 export class UsageError extends Error {

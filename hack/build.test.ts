@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import OpenAI from 'openai'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { otlpSpanCount } from '../test/helpers/otlp-spans.js'
 import { type BuildResult, buildAll, SEA_FILE } from './build.js'
 import { freePort } from './cluster/control-plane.js'
 import { demoWithEngines } from './demo-engines.js'
@@ -57,8 +58,9 @@ async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 30_0
 }
 
 /**
- * An OTLP/HTTP JSON traces endpoint counting the spans it receives: the data plane's tracing
- * worker runs from code inside the bundle (hack/tracing-worker-plugin.ts), checked here.
+ * An OTLP/HTTP traces endpoint counting the spans it receives (protobuf, the default encoding):
+ * the data plane's tracing worker runs from code inside the bundle
+ * (hack/tracing-worker-plugin.ts), checked here.
  */
 async function otlpEndpoint(): Promise<{ url: string; spans: () => number }> {
   let spans = 0
@@ -66,11 +68,9 @@ async function otlpEndpoint(): Promise<{ url: string; spans: () => number }> {
     const chunks: Buffer[] = []
     req.on('data', (c: Buffer) => chunks.push(c))
     req.on('end', () => {
-      const b = JSON.parse(Buffer.concat(chunks).toString()) as {
-        resourceSpans: { scopeSpans: { spans: unknown[] }[] }[]
-      }
-      for (const rs of b.resourceSpans) for (const ss of rs.scopeSpans) spans += ss.spans.length
-      res.writeHead(200, { 'content-type': 'application/json' }).end('{}')
+      spans += otlpSpanCount(Buffer.concat(chunks), req.headers['content-type'])
+      // An empty ExportTraceServiceResponse: full success.
+      res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end()
     })
   })
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))

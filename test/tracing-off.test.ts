@@ -123,7 +123,7 @@ describe('tracing off', () => {
       const otel = () => Object.keys(createRequire(import.meta.url).cache).filter((k) => /@opentelemetry\\/(?!api\\/)/.test(k)).length
       const { tracingArgs } = await import(${url('dataplane/command.ts')})
       await import(${url('dataplane/gateway.ts')})
-      tracingArgs(undefined, undefined, {})
+      tracingArgs({}, {})
       const off = otel()
       await import(${url('dataplane/telemetry/tracing.ts')})
       process.stdout.write(JSON.stringify({ off, on: otel() }))`

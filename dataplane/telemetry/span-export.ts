@@ -1,12 +1,11 @@
 // The exporting half of tracing (telemetry/tracing.ts records, this exports): finished request
 // spans arrive as compact records (SpanRecord: a tuple of strings and numbers plus the attribute
 // object), become ReadableSpans — the SDK's export interface — and go to the maintained
-// OpenTelemetry JS SDK's BatchSpanProcessor and OTLPTraceExporter (OTLP/HTTP, JSON).
-//
-// It runs in the tracing worker thread (tracing-worker.ts), so that the SDK's OTLP transform,
-// JSON encoding and HTTP requests (~60-80 µs of CPU per span, issue 15) stay off the thread that
-// serves requests; in process only when the embedder passes its own SpanExporter (tests read spans
-// back with the SDK's InMemorySpanExporter).
+// OpenTelemetry JS SDK's BatchSpanProcessor and a SpanExporter: the SDK's OTLP/HTTP exporter
+// (otlp-exporter.ts, protobuf or JSON) in the tracing worker thread (tracing-worker.ts), so that
+// the SDK's OTLP transform, encoding and HTTP requests (tens of µs of CPU per span, issue 15) stay
+// off the thread that serves requests; in process only when the embedder passes its own
+// SpanExporter (tests read spans back with the SDK's InMemorySpanExporter).
 //
 // Accounting is in an Int32Array (a SharedArrayBuffer's between the threads): the sender adds the
 // spans it hands over to IN_FLIGHT, this side subtracts them once the exporter has answered for
@@ -28,7 +27,6 @@ import {
   millisToHrTime,
   TraceState,
 } from '@opentelemetry/core'
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http'
 import { type Resource, resourceFromAttributes } from '@opentelemetry/resources'
 import {
   BatchSpanProcessor,
@@ -36,6 +34,7 @@ import {
   type SpanExporter,
   type TimedEvent,
 } from '@opentelemetry/sdk-trace-base'
+import type { OtlpProtocol } from './tracing-config.js'
 
 /** Span attribute values the gateway sets (never arrays, never undefined: no sanitising needed). */
 export type SpanAttributes = Record<string, string | number | boolean>
@@ -76,6 +75,8 @@ export const MAX_QUEUE = 8192
 export interface SpanExportOptions {
   /** OTLP/HTTP traces URL (already resolved: tracing-config.ts tracesUrl). */
   readonly url: string
+  /** The wire encoding (otlp-exporter.ts). */
+  readonly protocol: OtlpProtocol
   readonly serviceName: string
   /** Longest wait between exports. */
   readonly exportDelayMs: number
@@ -92,19 +93,10 @@ export class SpanExport {
   readonly #processor: BatchSpanProcessor
   readonly #resource: Resource
 
-  constructor(opts: SpanExportOptions, counters: Int32Array, exporter?: SpanExporter) {
+  constructor(opts: SpanExportOptions, counters: Int32Array, exporter: SpanExporter) {
     // Resolved once: every span shares this object (the exporter groups spans by it).
     this.#resource = resourceFromAttributes({ 'service.name': opts.serviceName })
-    const inner =
-      exporter ??
-      new OTLPTraceExporter({
-        url: opts.url,
-        // A flush (shutdown) exports the whole queue at once, one request per batch: the
-        // exporter's default limit of 30 concurrent requests would fail a flush of more.
-        concurrencyLimit: MAX_QUEUE / EXPORT_BATCH,
-        ...(opts.exportTimeoutMs !== undefined ? { timeoutMillis: opts.exportTimeoutMs } : {}),
-      })
-    this.#processor = new BatchSpanProcessor(new CountingExporter(inner, counters), {
+    this.#processor = new BatchSpanProcessor(new CountingExporter(exporter, counters), {
       scheduledDelayMillis: opts.exportDelayMs,
       maxQueueSize: MAX_QUEUE,
       maxExportBatchSize: EXPORT_BATCH,

@@ -1,6 +1,12 @@
 import { describe, expect, it } from 'vitest'
 import { tracingArgs } from '../command.js'
-import { TracingConfigError, tracesUrl, tracingFromEnv } from './tracing-config.js'
+import {
+  otlpProtocol,
+  protocolFromEnv,
+  TracingConfigError,
+  tracesUrl,
+  tracingFromEnv,
+} from './tracing-config.js'
 
 describe('tracing settings', () => {
   it('appends /v1/traces to a base URL and keeps a full one', () => {
@@ -25,18 +31,56 @@ describe('tracing settings', () => {
   })
 
   it('flags: off by default, on with a flag or the environment, ratio validated', () => {
-    expect(tracingArgs(undefined, undefined, {})).toEqual({})
-    expect(tracingArgs('http://c:4318', '0.25', {})).toEqual({
+    expect(tracingArgs({}, {})).toEqual({})
+    expect(tracingArgs({ endpoint: 'http://c:4318', ratio: '0.25' }, {})).toEqual({
       tracing: { endpoint: 'http://c:4318', sampleRatio: 0.25 },
     })
-    expect(
-      tracingArgs(undefined, undefined, { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://e:4318' }),
-    ).toEqual({
+    expect(tracingArgs({}, { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://e:4318' })).toEqual({
       tracing: { endpoint: 'http://e:4318', sampleRatio: 1 },
     })
-    expect(() => tracingArgs('http://c:4318', '1.5', {})).toThrow(/within 0..1/)
-    expect(() => tracingArgs('http://c:4318', '', {})).toThrow(/within 0..1/)
-    expect(() => tracingArgs(undefined, '0.5', {})).toThrow(/needs --otlp-endpoint/)
-    expect(() => tracingArgs('ftp://c', undefined, {})).toThrow(/--otlp-endpoint: .*http\(s\)/)
+    expect(() => tracingArgs({ endpoint: 'http://c:4318', ratio: '1.5' }, {})).toThrow(
+      /within 0..1/,
+    )
+    expect(() => tracingArgs({ endpoint: 'http://c:4318', ratio: '' }, {})).toThrow(/within 0..1/)
+    expect(() => tracingArgs({ ratio: '0.5' }, {})).toThrow(/needs --otlp-endpoint/)
+    expect(() => tracingArgs({ endpoint: 'ftp://c' }, {})).toThrow(/--otlp-endpoint: .*http\(s\)/)
+  })
+
+  it('protocol: protobuf unless the flag or the environment says json; others refused by name', () => {
+    // Unset: the tracer's default (http/protobuf, tracing.ts).
+    expect(tracingArgs({ endpoint: 'http://c:4318' }, {})).toEqual({
+      tracing: { endpoint: 'http://c:4318', sampleRatio: 1 },
+    })
+    expect(tracingArgs({ endpoint: 'http://c:4318', protocol: 'http/json' }, {})).toEqual({
+      tracing: { endpoint: 'http://c:4318', sampleRatio: 1, protocol: 'http/json' },
+    })
+    // The traces-specific variable first, then the general one; the flag over both.
+    const env = {
+      OTEL_EXPORTER_OTLP_ENDPOINT: 'http://e:4318',
+      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
+      OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/protobuf',
+    }
+    expect(tracingArgs({}, env).tracing?.protocol).toBe('http/protobuf')
+    expect(
+      tracingArgs({}, { ...env, OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: '' }).tracing?.protocol,
+    ).toBe('http/json')
+    expect(tracingArgs({ protocol: 'http/json' }, env).tracing?.protocol).toBe('http/json')
+    expect(protocolFromEnv({})).toBeUndefined()
+    expect(() => tracingArgs({ endpoint: 'http://c:4318', protocol: 'grpc' }, {})).toThrow(
+      '--otlp-protocol must be one of http/protobuf, http/json, got "grpc"',
+    )
+    expect(() => tracingArgs({}, { ...env, OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'json' })).toThrow(
+      /^OTEL_EXPORTER_OTLP_TRACES_PROTOCOL must be one of/,
+    )
+    expect(() => tracingArgs({ protocol: 'http/json' }, {})).toThrow(
+      '--otlp-protocol needs --otlp-endpoint',
+    )
+    try {
+      otlpProtocol('http', 'tracing.protocol')
+      expect.unreachable()
+    } catch (e) {
+      expect(e).toBeInstanceOf(TracingConfigError)
+      expect((e as TracingConfigError).code).toBe('invalid_tracing_protocol')
+    }
   })
 })

@@ -76,7 +76,15 @@ afterEach(async () => {
 function tracing(url: string, extra: Partial<ConstructorParameters<typeof Tracing>[0]> = {}) {
   const registry = new Registry()
   const t = new Tracing(
-    { endpoint: url, exportDelayMs: 60_000, serviceName: 'svc-under-test', ...extra },
+    // JSON: the stand-in collector reads it (protobuf, the default, is checked against the
+    // Collector's receiver in otlp-exporter.test.ts).
+    {
+      endpoint: url,
+      protocol: 'http/json',
+      exportDelayMs: 60_000,
+      serviceName: 'svc-under-test',
+      ...extra,
+    },
     { registry },
   )
   cleanups.push(() => t.shutdown())
@@ -239,7 +247,7 @@ describe('the export worker', () => {
 
   it('shutdown exports what waits, ends the worker, and counts later spans as dropped', async () => {
     const c = await collector()
-    const t = new Tracing({ endpoint: c.url, exportDelayMs: 60_000 })
+    const t = new Tracing({ endpoint: c.url, protocol: 'http/json', exportDelayMs: 60_000 })
     for (let i = 0; i < 3; i++) t.start(none, 'chat')?.end(200, {})
     await t.shutdown()
     expect(c.spans.length).toBe(3)

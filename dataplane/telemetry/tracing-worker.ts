@@ -1,5 +1,5 @@
 // The tracing worker thread's entry (started by telemetry/tracing.ts): it owns the SDK's batch
-// processor and OTLP exporter (span-export.ts), so their encoding and HTTP run beside the request
+// processor (span-export.ts) and OTLP exporter (otlp-exporter.ts), so their encoding and HTTP run beside the request
 // path, not on it. It is bundled on its own as CommonJS and started from that code (eval), so the
 // same thing runs from the sources, the esbuild bundles and the single executable (no file of it
 // needs to exist on disk: tracing-worker-code.ts).
@@ -9,6 +9,7 @@
 // id }, answered with { done: id } once the exporter is through (after 'shutdown' the thread ends
 // by itself).
 import { parentPort, workerData } from 'node:worker_threads'
+import { otlpExporter } from './otlp-exporter.js'
 import { SpanExport, type SpanExportOptions, type SpanRecord } from './span-export.js'
 import { lowerThreadPriority, type ThreadPriority } from './thread-priority.js'
 
@@ -31,7 +32,11 @@ const port = parentPort
 if (port !== null) {
   const data = workerData as TracingWorkerData
   port.postMessage({ priority: lowerThreadPriority(data.nice) } satisfies TracingWorkerReply)
-  const exp = new SpanExport(data.options, new Int32Array(data.counters))
+  const exp = new SpanExport(
+    data.options,
+    new Int32Array(data.counters),
+    otlpExporter(data.options),
+  )
   port.on('message', (m: TracingWorkerRequest) => {
     if (Array.isArray(m)) {
       exp.add(m)

@@ -5,6 +5,7 @@ import type { ExportResult } from '@opentelemetry/core'
 import { hrTimeToMilliseconds } from '@opentelemetry/core'
 import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace-base'
 import { beforeAll, describe, expect, it, vi } from 'vitest'
+import { otlpSpanCount } from '../../test/helpers/otlp-spans.js'
 import { EXPORT_BATCH, parseTraceparent, Tracing } from './tracing.js'
 import { tracingWorkerCode } from './tracing-worker-code.js'
 
@@ -178,16 +179,15 @@ describe('export off the request path', () => {
   })
 
   it('a flush of a long queue exports every batch over OTLP/HTTP (more than 30 at once)', async () => {
-    // A real OTLP/HTTP endpoint on loopback, counting the spans of each JSON request.
+    // A real OTLP/HTTP endpoint on loopback, counting the spans of each (protobuf) request.
     let received = 0
     const server = createServer((req, res) => {
-      let body = ''
-      req.on('data', (c: Buffer) => {
-        body += c.toString()
-      })
+      const chunks: Buffer[] = []
+      req.on('data', (c: Buffer) => chunks.push(c))
       req.on('end', () => {
-        received += body.split('"spanId"').length - 1
-        res.writeHead(200, { 'content-type': 'application/json' }).end('{}')
+        received += otlpSpanCount(Buffer.concat(chunks), req.headers['content-type'])
+        // An empty ExportTraceServiceResponse: full success.
+        res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end()
       })
     })
     await new Promise<void>((r) => server.listen(0, '127.0.0.91', r))

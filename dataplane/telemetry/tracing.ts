@@ -7,8 +7,9 @@
 // own context goes to the engine or provider as `traceparent`, so their spans join the trace.
 //
 // Off, nothing here is called: the request path tests one `undefined`. On, spans are batched and
-// exported over OTLP/HTTP (JSON encoding) by the maintained OpenTelemetry JS SDK (its
-// BatchSpanProcessor and OTLPTraceExporter), in a worker thread (span-export.ts, tracing-worker.ts).
+// exported over OTLP/HTTP (protobuf by default, or JSON) by the maintained OpenTelemetry JS SDK
+// (its BatchSpanProcessor and OTLP trace exporters), in a worker thread (span-export.ts,
+// otlp-exporter.ts, tracing-worker.ts).
 //
 // Why the span is recorded here and not by the SDK's Tracer (issue 15: ≤ 50 µs added per request
 // at 500 req/s): the gateway records exactly one span per request, explicitly passed along (no
@@ -164,6 +165,7 @@ export class Tracing {
     this.#ratio = ratio
     const options: SpanExportOptions = {
       url: this.url,
+      protocol: opts.protocol ?? 'http/protobuf',
       serviceName: opts.serviceName ?? process.env['OTEL_SERVICE_NAME'] ?? 'infer-gateway',
       exportDelayMs: opts.exportDelayMs ?? 1000,
       ...(opts.exportTimeoutMs !== undefined ? { exportTimeoutMs: opts.exportTimeoutMs } : {}),

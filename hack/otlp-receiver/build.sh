@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the OTLP receiver the tracing tests export to (main.go: the OpenTelemetry Collector's own
-# otlpreceiver writing what it receives to a file) from the Go module proxy, into a cache outside
-# the repo. Idempotent: a stamp records the inputs; when they match nothing runs (~1 min cold on 2
-# cores once the modules are downloaded).
+# otlpreceiver writing what it receives, or only how many spans, to a file) from the Go module
+# proxy, into a cache outside the repo. Idempotent: a stamp records the inputs; when they match
+# nothing runs (~1 min cold on 2 cores once the modules are downloaded).
 #
 #   hack/otlp-receiver/build.sh              # build (or reuse)
 #   hack/otlp-receiver/build.sh --print-bin  # path of the binary
