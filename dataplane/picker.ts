@@ -4,6 +4,7 @@
 // round-robin below is the minimal picker for tests and benchmarks.
 
 import type { RoutingSnapshot, SnapshotEndpoint, SnapshotServer } from '../api/snapshot.js'
+import type { AbortLike } from './abort.js'
 import type { Identity } from './filters/identity.js'
 import type { SchedulerGaugeView, SchedulerObserver } from './metrics.js'
 import type { AttemptFailure } from './proxy/forward.js'
@@ -82,7 +83,7 @@ export interface EndpointPicker {
    * with Retry-After). The caller releases the Admission once the request has finished.
    * `signal` aborts when the client disconnects (a waiting request is then dropped).
    */
-  admit?(ctx: PickContext, signal: AbortSignal): Admission | Promise<Admission> | undefined
+  admit?(ctx: PickContext, signal: AbortLike): Admission | Promise<Admission> | undefined
   /** Ordered candidates; empty when nothing is ready. */
   pick(ctx: PickContext): readonly SnapshotEndpoint[]
   /** A request is being sent to `endpoint` (once per attempt). */

@@ -2,6 +2,8 @@
 // providers/): retry backoff, an abortable sleep and reading error codes off undici errors.
 // One copy, so the two retry loops cannot drift apart.
 
+import type { AbortLike } from './abort.js'
+
 /** `code` of an error-like value (undici and Node errors carry one), if it is a string. */
 export function errCode(e: unknown): string | undefined {
   if (typeof e === 'object' && e !== null && 'code' in e) {
@@ -28,7 +30,7 @@ export function backoffMs(
 }
 
 /** setTimeout that rejects with the signal's reason when aborted. */
-export function sleep(ms: number, signal: AbortSignal): Promise<void> {
+export function sleep(ms: number, signal: AbortLike): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal.aborted) return reject(signal.reason)
     const t = setTimeout(() => {

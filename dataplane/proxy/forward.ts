@@ -3,6 +3,7 @@
 // response and no other endpoint is tried.
 import type { Dispatcher } from 'undici'
 import type { RetryOn, SnapshotEndpoint, SnapshotServer } from '../../api/snapshot.js'
+import type { AbortLike } from '../abort.js'
 import { errors, GatewayError } from '../errors.js'
 import { backoffMs, errCode, sleep } from '../retry.js'
 import { originOf, type UpstreamPool } from './upstream-pool.js'
@@ -15,7 +16,7 @@ export interface ForwardRequest {
   readonly headers: Record<string, string>
   readonly body: string | Uint8Array | undefined
   /** Aborted when the client goes away or the total deadline passes. */
-  readonly signal: AbortSignal
+  readonly signal: AbortLike
   /** Called before each attempt; every start is followed by exactly one failure report or the returned response. */
   readonly onAttemptStart?: (endpoint: SnapshotEndpoint, attempt: number) => void
   readonly onAttemptFailed?: (info: AttemptFailure) => void
@@ -128,7 +129,9 @@ export async function forward(
         method: req.method,
         headers: req.headers,
         body: req.body ?? null,
-        signal: req.signal,
+        // undici reads only `aborted`, `reason` and add/removeEventListener of it
+        // (undici/lib/api/abort-signal.js): the request path's ClientSignal is enough.
+        signal: req.signal as AbortSignal,
         headersTimeout: policy.timeouts.responseHeaderMs,
         bodyTimeout: policy.timeouts.idleMs,
       })

@@ -5,6 +5,7 @@
 
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response'
+import type { AbortLike } from '../abort.js'
 import { errors } from '../errors.js'
 import { isBodyTimeout } from '../retry.js'
 import { isProtocolError, type UpstreamResponse } from './forward.js'
@@ -313,7 +314,7 @@ export interface RespondOptions {
   readonly startedAt: number
   readonly extraHeaders: Record<string, string>
   /** Aborts when the client disconnects or the total deadline passes. */
-  readonly signal: AbortSignal
+  readonly signal: AbortLike
   /** Distinguishes a total-deadline abort from a client disconnect. */
   readonly timedOut: () => boolean
   readonly onDone: (o: ResponseOutcome) => void

@@ -18,6 +18,7 @@
 // - Explain: with `ctx.explain` set, a one-line summary of the scores goes back to the caller.
 
 import type { RoutingSnapshot, SnapshotEndpoint, SnapshotServer } from '../../api/snapshot.js'
+import type { AbortLike } from '../abort.js'
 import { MetricsScraper, type ScrapeResult, type ScrapeTarget } from '../engines/scraper.js'
 import type { Logger } from '../log.js'
 import type { EndpointGaugeView, SchedulerGaugeView, SchedulerObserver } from '../metrics.js'
@@ -291,7 +292,7 @@ export class Scheduler implements EndpointPicker {
     this.#scraper?.sync(scrapeTargetsOf(snapshot))
   }
 
-  admit(ctx: PickContext, signal: AbortSignal): Admission | Promise<Admission> | undefined {
+  admit(ctx: PickContext, signal: AbortLike): Admission | Promise<Admission> | undefined {
     const ss = this.#serverFor(ctx.server)
     if (ss.admission?.admit === undefined) return undefined
     const req = this.#request(ctx)

@@ -4,6 +4,7 @@
 // dispatch and completion, which the proxy reports once per attempt.
 
 import type { SchedulerArgValue, SchedulerPluginName } from '../../api/snapshot.js'
+import type { AbortLike } from '../abort.js'
 import type { Admission, DispatchOutcome, PickContext } from '../picker.js'
 import type { EndpointState, LoadTicket } from './state.js'
 
@@ -50,7 +51,7 @@ export interface Plugin {
   admit?(
     req: SchedRequest,
     eps: () => readonly EndpointState[],
-    signal: AbortSignal,
+    signal: AbortLike,
   ): Admission | Promise<Admission> | undefined
   onDispatch?(req: SchedRequest, ep: EndpointState): void
   onComplete?(req: SchedRequest, ep: EndpointState, outcome: DispatchOutcome): void

@@ -1,10 +1,12 @@
 // A target's total deadline (`trafficPolicy.timeouts.requestMs`) on top of the client's abort:
 // one signal that aborts when either fires, with the deadline's reason a 504 GatewayError so
 // forward() and the response code tell a deadline from a client that left.
+import type { AbortLike } from '../abort.js'
 import { errors } from '../errors.js'
 
-export interface Deadline {
-  readonly signal: AbortSignal
+/** `S`: the client's signal type, which is the deadline's own when there is no time limit. */
+export interface Deadline<S extends AbortLike = AbortLike> {
+  readonly signal: S | AbortSignal
   timedOut(): boolean
   /** Stops the timer and unlinks from the client's signal (idempotent). */
   clear(): void
@@ -13,22 +15,22 @@ export interface Deadline {
 const NEVER = (): boolean => false
 const NOTHING = (): void => {}
 
-export function deadline(client: AbortSignal, requestMs: number): Deadline {
+export function deadline<S extends AbortLike>(client: S, requestMs: number): Deadline<S> {
   if (requestMs <= 0) return { signal: client, timedOut: NEVER, clear: NOTHING }
   return new TimedSignal(client, requestMs)
 }
 
 /** One AbortController linked to the client's signal by a listener (cheaper than AbortSignal.any). */
-class TimedSignal implements Deadline {
+class TimedSignal implements Deadline<AbortLike> {
   readonly #ctl = new AbortController()
-  readonly #client: AbortSignal
+  readonly #client: AbortLike
   readonly #timer: NodeJS.Timeout
   #fired = false
   readonly #onClient = (): void => this.#ctl.abort(this.#client.reason)
   /** A property, not a method: passed on as a callback (respond's `timedOut`). */
   readonly timedOut = (): boolean => this.#fired
 
-  constructor(client: AbortSignal, requestMs: number) {
+  constructor(client: AbortLike, requestMs: number) {
     this.#client = client
     if (client.aborted) this.#ctl.abort(client.reason)
     else client.addEventListener('abort', this.#onClient, { once: true })

@@ -72,7 +72,7 @@ interface PairRun {
   readonly prefillBody: Readonly<Record<string, unknown>>
   readonly headers: Record<string, string>
   readonly injectUsage: boolean
-  readonly dl: Deadline
+  readonly dl: Deadline<AbortSignal>
   readonly retryOn: ReadonlySet<RetryOn>
   /** More pairs follow, and the retry policy has attempts left for a failed decode. */
   readonly canRetryDecode: boolean
@@ -196,7 +196,8 @@ export async function pdDispatch(
   // Only the gateway names the prefill pod (http/lmcache set it per pair).
   delete headers[PREFILLER_HEADER]
   const requestMs = server.trafficPolicy.timeouts.requestMs
-  const dl = deadline(ctx.client, requestMs)
+  // A real AbortSignal: a pair's prefill and decode each link their own to it.
+  const dl = deadline(ctx.client.signal, requestMs)
   const retryOn = new Set(retry.retryOn)
   let budget = Math.max(1, retry.attempts) - 1
   let last: { error: GatewayError; reason: FallbackOn } | undefined

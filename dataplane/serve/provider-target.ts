@@ -62,7 +62,8 @@ export async function providerTarget(
     })
   }
 
-  const dl = deadline(ctx.client, p.trafficPolicy.timeouts.requestMs)
+  // The providers' transport takes a real AbortSignal.
+  const dl = deadline(ctx.client.signal, p.trafficPolicy.timeouts.requestMs)
   let res: ProviderHttpResponse | undefined
   let usedKey: string | undefined
   // At most two sends: the second only when the provider rejected a key that has since rotated.
@@ -207,7 +208,7 @@ async function streamStep(
   ctx: ChainContext,
   res: ProviderHttpResponse,
   input: BuildInput,
-  dl: Deadline,
+  dl: Deadline<AbortSignal>,
   count: (status: number, code: string) => void,
 ): Promise<Step> {
   const { out } = ctx

@@ -1,6 +1,7 @@
 // What the targets of a chain share: the request as parsed and admitted by the app, the
 // data plane's parts, and the shape of one target's result.
 import type { FallbackOn } from '../../api/snapshot.js'
+import type { ClientSignal } from '../abort.js'
 import type { GatewayError } from '../errors.js'
 import type { Inbound } from '../inbound.js'
 import type { GatewayMetrics } from '../metrics.js'
@@ -53,7 +54,7 @@ export interface ChainContext {
   readonly out: Outcome
   readonly deps: ServeDeps
   /** Aborted (with a 499 client_closed reason) when the client goes away. */
-  readonly client: AbortSignal
+  readonly client: ClientSignal
 }
 
 export type Step =

@@ -36,6 +36,7 @@
 // Identity comes from a configurable header for now; authentication will provide it later.
 
 import { objectivePriority } from '../../../api/snapshot.js'
+import type { AbortLike } from '../../abort.js'
 import { GatewayError } from '../../errors.js'
 import type { DispatchOutcome } from '../../picker.js'
 import { intArg, numArg, numMapArg, strArg } from '../args.js'
@@ -168,7 +169,7 @@ export class FairnessPlugin implements Plugin {
   admit(
     req: SchedRequest,
     eps: () => readonly EndpointState[],
-    signal: AbortSignal,
+    signal: AbortLike,
   ): Admission | Promise<Admission> {
     this.#eps = eps
     const tenant = this.#tenant(this.tenantOf(req))
