@@ -18,6 +18,8 @@ export interface PairedSetup {
   readonly body: string
   /** The OTLP receiver's base URL. */
   readonly otlp: string
+  /** More tracing flags of the traced data plane (--otlp-protocol). */
+  readonly tracingArgs: readonly string[]
   /** The two data planes' ports. */
   readonly ports: readonly [number, number]
   /** Both data planes together (each gets half). */
@@ -79,7 +81,9 @@ function dataPlane(s: PairedSetup, ratio: string | undefined, port: number): Pro
     '0',
     '--workers',
     '1',
-    ...(ratio !== undefined ? ['--otlp-endpoint', s.otlp, '--trace-sample-ratio', ratio] : []),
+    ...(ratio !== undefined
+      ? ['--otlp-endpoint', s.otlp, '--trace-sample-ratio', ratio, ...s.tracingArgs]
+      : []),
   ]
   return spawnBundle(s.bundle, args, /data plane listening/)
 }

@@ -9,6 +9,11 @@
 // tracing worker (the thread at nice 19), the receiver and the engine. Everything shares two cores,
 // the receiver too — in production the collector runs elsewhere — so `--receiver-nice n` starts the
 // receiver n nice levels below the rest and writes its own section beside the end-to-end one.
+// Spans go over OTLP/protobuf (the data plane's default; `--protocol http/json` for JSON) to a
+// receiver that decodes every request and counts its spans (`--receiver count`, the stand-in for
+// a collector elsewhere: its CPU is still reported); `--receiver file` has it re-encode every
+// span as JSON into a file as the tests' receiver does, which on these two cores cost more CPU
+// than the gateway's whole export.
 // Writes its section of docs/benchmarks.md unless --no-write. The data plane is the esbuild bundle
 // the image runs (proxy-bundle.ts; `--tsx`: the sources through tsx, whose keepNames wrappers cost
 // CPU of their own).
@@ -17,6 +22,7 @@
 //                         [--ratios 1,0.1]     # the sample ratios measured against off (0: on,
 //                                              # nothing sampled: what every request pays)
 //                         [--receiver-nice 19] # the OTLP receiver at a lower priority
+//                         [--protocol http/protobuf|http/json] [--receiver count|file]
 //                         [--cpu-prof <dir>]   # V8 CPU profiles of each data plane run
 //                         [--tsx]              # the sources instead of the bundle
 //   npm run bench:tracing -- --micro          # CPU per traced request, in process
@@ -28,6 +34,7 @@ import { availableParallelism, loadavg, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseArgs, promisify } from 'node:util'
 import { Tracing } from '../../dataplane/telemetry/tracing.js'
+import { otlpProtocol } from '../../dataplane/telemetry/tracing-config.js'
 import { type Proc, spawnCli, spawnProc, startZeroLatencySim } from './procs.js'
 import { bundleDataplane, spawnBundle } from './proxy-bundle.js'
 import { attack, ensureVegeta, report, type VegetaReport } from './proxy-vegeta.js'
@@ -55,8 +62,16 @@ const { values } = parseArgs({
     tsx: { type: 'boolean', default: false },
     ratios: { type: 'string', default: '1,0.1' },
     'receiver-nice': { type: 'string', default: '0' },
+    protocol: { type: 'string', default: 'http/protobuf' },
+    receiver: { type: 'string', default: 'count' },
   },
 })
+const PROTOCOL = otlpProtocol(values.protocol, '--protocol')
+const RECEIVER = values.receiver
+if (RECEIVER !== 'count' && RECEIVER !== 'file')
+  throw new Error(`--receiver must be count or file, got "${RECEIVER}"`)
+/** The data plane's tracing flags besides endpoint and ratio. */
+const PROTOCOL_ARGS = ['--otlp-protocol', PROTOCOL]
 const RATE = Number(values.rate)
 const SECONDS = Number(values.seconds)
 const ROUNDS = Number(values.rounds)
@@ -157,8 +172,8 @@ function median(xs: readonly number[]): number {
  * processor to the real receiver; CPU time per request from process.cpuUsage(), which a busy
  * machine disturbs far less than wall-clock latency under load.
  */
-async function micro(endpoint: string): Promise<void> {
-  const tracing = new Tracing({ endpoint, sampleRatio: 1, exportDelayMs: 200 })
+async function micro(endpoint: string, receiverPid: number): Promise<void> {
+  const tracing = new Tracing({ endpoint, protocol: PROTOCOL, sampleRatio: 1, exportDelayMs: 200 })
   const tp = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01'
   const header = (n: string): string | undefined => (n === 'traceparent' ? tp : undefined)
   const one = (): void => {
@@ -211,7 +226,10 @@ async function micro(endpoint: string): Promise<void> {
     return { all: c.user + c.system, main: ((await mainThreadNs()) - main0) / 1000 }
   }
   const base = await paced(false)
+  const r0 = runNs(await sampleThreads([receiverPid]))
   const traced = await paced(true)
+  // The receiver has answered every export (flush waited for it).
+  const receiverNs = runNs(await sampleThreads([receiverPid])) - r0
   const n = ticks * perTick
   process.stdout.write(
     `${JSON.stringify({
@@ -224,18 +242,28 @@ async function micro(endpoint: string): Promise<void> {
       cpuUsPerRequest: Math.round(((traced.all - base.all) / n) * 10) / 10,
       // The same for this process's main thread alone (the tracing worker's thread excluded).
       mainThreadCpuUsPerRequest: Math.round(((traced.main - base.main) / n) * 10) / 10,
+      // The receiver's CPU per span (decoding; re-encoding as JSON into its file with --receiver file).
+      receiverCpuUsPerSpan: Math.round((receiverNs / 1000 / n) * 10) / 10,
     })}\n`,
   )
   await tracing.shutdown()
 }
 
-/** Spans in the receiver's JSON-lines file so far ("parentSpanId" does not match the quote). */
+/**
+ * Spans in the receiver's file so far: a span count per line (-count-only), or OTLP-JSON lines
+ * ("parentSpanId" does not match the quote).
+ */
 async function spansIn(file: string): Promise<number> {
+  let text: string
   try {
-    return (await readFile(file, 'utf8')).split('"spanId"').length - 1
+    text = await readFile(file, 'utf8')
   } catch {
     return 0 // nothing exported yet
   }
+  if (RECEIVER === 'file') return text.split('"spanId"').length - 1
+  let n = 0
+  for (const line of text.split('\n')) if (line !== '') n += Number(line)
+  return n
 }
 
 function medianThreads(xs: readonly ThreadFigures[]): ThreadFigures {
@@ -287,7 +315,7 @@ const RECEIVER_NICE = Number(values['receiver-nice'])
 const SECTION = RECEIVER_NICE > 0 ? 'tracing-receiver-niced' : 'tracing'
 
 function markdown(rows: readonly ModeResult[], load: string): string {
-  const command = `npm run bench:tracing -- --rate ${RATE} --seconds ${SECONDS} --rounds ${ROUNDS}${RECEIVER_NICE > 0 ? ` --receiver-nice ${RECEIVER_NICE}` : ''}${values.tsx ? ' --tsx' : ''}`
+  const command = `npm run bench:tracing -- --rate ${RATE} --seconds ${SECONDS} --rounds ${ROUNDS}${RECEIVER_NICE > 0 ? ` --receiver-nice ${RECEIVER_NICE}` : ''}${PROTOCOL !== 'http/protobuf' ? ` --protocol ${PROTOCOL}` : ''}${RECEIVER !== 'count' ? ` --receiver ${RECEIVER}` : ''}${values.tsx ? ' --tsx' : ''}`
   const met = rows
     .filter((r) => r.mode !== 'off')
     .map(
@@ -307,7 +335,7 @@ function markdown(rows: readonly ModeResult[], load: string): string {
       .map((m) => m.name)
       .join(
         ' / ',
-      )}, spans exported over OTLP/HTTP to the OpenTelemetry Collector's otlpreceiver (hack/otlp-receiver) on the same two cores${RECEIVER_NICE > 0 ? `, the receiver started ${RECEIVER_NICE} nice levels below everything else (in production the collector runs elsewhere; this shows the gateway's own share — the end-to-end figures, receiver at the same priority, are in "Tracing cost")` : ' at the same priority as everything else (end to end: in production the collector runs elsewhere)'}. Each figure is the median over the rounds. CPU is per request over the measured run, from each thread's schedstat: the data plane's (all threads, the tracing worker's included); its main threads' (the event loops serving requests) and the time they were ready to run but had no core (run-queue wait); the reniced threads' (the tracing worker at nice 19); the receiver's. Load average at start: ${load}.`,
+      )}, spans exported over OTLP/HTTP (${PROTOCOL === 'http/protobuf' ? 'protobuf' : 'JSON'}) to the OpenTelemetry Collector's otlpreceiver (hack/otlp-receiver${RECEIVER === 'count' ? ', decoding every request and counting its spans, as a stand-in for a collector elsewhere' : ', re-encoding every span as JSON into a file'}) on the same two cores${RECEIVER_NICE > 0 ? `, the receiver started ${RECEIVER_NICE} nice levels below everything else (in production the collector runs elsewhere; this shows the gateway's own share — the end-to-end figures, receiver at the same priority, are in "Tracing cost")` : ' at the same priority as everything else (end to end: in production the collector runs elsewhere)'}. Each figure is the median over the rounds. CPU is per request over the measured run, from each thread's schedstat: the data plane's (all threads, the tracing worker's included); its main threads' (the event loops serving requests) and the time they were ready to run but had no core (run-queue wait); the reniced threads' (the tracing worker at nice 19); the receiver's. Load average at start: ${load}.`,
     '',
     `Target: tracing on adds ≤ 50 µs p50 per request at 500 req/s (issue 15). ${met}.${
       // More runnable work than cores at the start: p50 then measures the neighbours.
@@ -377,25 +405,24 @@ async function main(): Promise<void> {
     // --receiver-nice n: the receiver n nice levels below the rest (the collector runs elsewhere
     // in production; here it shares the two cores with the data plane, engine and vegeta).
     const receiverNice = Number(values['receiver-nice'])
+    const receiverArgs = [
+      '-http',
+      OTLP,
+      '-out',
+      traces,
+      ...(RECEIVER === 'count' ? ['-count-only'] : []),
+    ]
     const receiver =
       receiverNice > 0
-        ? spawnProc('nice', [
-            '-n',
-            String(receiverNice),
-            receiverBin,
-            '-http',
-            OTLP,
-            '-out',
-            traces,
-          ])
-        : spawnProc(receiverBin, ['-http', OTLP, '-out', traces])
+        ? spawnProc('nice', ['-n', String(receiverNice), receiverBin, ...receiverArgs])
+        : spawnProc(receiverBin, receiverArgs)
     procs.push(receiver)
     for (let i = 0; !receiver.output().includes('listening'); i++) {
       if (i > 100) throw new Error(`otlp-receiver did not start: ${receiver.output()}`)
       await new Promise((r) => setTimeout(r, 50))
     }
     if (values.micro) {
-      await micro(`http://${OTLP}`)
+      await micro(`http://${OTLP}`, receiver.child.pid ?? -1)
       process.stdout.write(`receiver got ${await spansIn(traces)} spans\n`)
       return
     }
@@ -411,6 +438,7 @@ async function main(): Promise<void> {
         config: join(dir, 'gateway.yaml'),
         body,
         otlp: `http://${OTLP}`,
+        tracingArgs: PROTOCOL_ARGS,
         ports: [GW_PORT, GW_PORT + 2] as const,
         rate: RATE,
         seconds: SECONDS,
@@ -451,7 +479,7 @@ async function main(): Promise<void> {
           '--workers',
           '1',
           ...(ratio !== undefined
-            ? ['--otlp-endpoint', `http://${OTLP}`, '--trace-sample-ratio', ratio]
+            ? ['--otlp-endpoint', `http://${OTLP}`, '--trace-sample-ratio', ratio, ...PROTOCOL_ARGS]
             : []),
         ]
         const gw =
