@@ -6,7 +6,7 @@ import { hrTimeToMilliseconds } from '@opentelemetry/core'
 import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace-base'
 import { beforeAll, describe, expect, it, vi } from 'vitest'
 import { otlpSpanCount } from '../../test/helpers/otlp-spans.js'
-import { EXPORT_BATCH, parseTraceparent, Tracing } from './tracing.js'
+import { EXPORT_BATCH, MAX_QUEUE, parseTraceparent, Tracing } from './tracing.js'
 import { tracingWorkerCode } from './tracing-worker-code.js'
 
 /** The SDK's in-memory exporter, also keeping the size of each batch it was given. */
@@ -178,7 +178,7 @@ describe('export off the request path', () => {
     expect(exporter.sizes).toEqual([1, 1])
   })
 
-  it('a flush of a long queue exports every batch over OTLP/HTTP (more than 30 at once)', async () => {
+  it('a flush of a full queue exports every batch over OTLP/HTTP at once', async () => {
     // A real OTLP/HTTP endpoint on loopback, counting the spans of each (protobuf) request.
     let received = 0
     const server = createServer((req, res) => {
@@ -194,8 +194,9 @@ describe('export off the request path', () => {
     const { port } = server.address() as AddressInfo
     try {
       const t = new Tracing({ endpoint: `http://127.0.0.91:${port}`, exportDelayMs: 60_000 })
-      const n = EXPORT_BATCH * 40
-      // Ended in one turn: all are queued before any export starts.
+      // Ended in one turn: all are queued before any export starts, and a flush sends them as
+      // MAX_QUEUE / EXPORT_BATCH concurrent requests (the exporter's own limit must allow them).
+      const n = MAX_QUEUE
       for (let i = 0; i < n; i++) t.start(() => undefined, 'chat')?.end(200, {})
       await t.flush()
       expect(received).toBe(n)
