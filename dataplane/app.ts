@@ -24,7 +24,7 @@ import type { RouteTable } from './router.js'
 import { serveChain } from './serve/chain.js'
 import { errorResponse, Outcome, type OutcomeEnv } from './serve/outcome.js'
 import { EXPLAIN_HEADER } from './serve/server-target.js'
-import type { ServeDeps } from './serve/types.js'
+import type { ServeDeps, ServeRequest } from './serve/types.js'
 import type { SnapshotStore } from './snapshot-store.js'
 import type { Tracing } from './telemetry/tracing.js'
 
@@ -81,6 +81,8 @@ type InferencePath = keyof typeof INFERENCE_APIS
 const MODEL_METHODS: readonly string[] = ['GET', 'HEAD']
 
 type NodeListener = (req: IncomingMessage, res: ServerResponse) => void
+
+type Writable<T> = { -readonly [K in keyof T]: T[K] }
 
 /**
  * Inference routes the listener serves without Hono. Their handler reads Node's request and
@@ -411,39 +413,32 @@ export function createApp(deps: AppDeps): Hono {
           raw = Buffer.from(JSON.stringify(body))
         }
       }
-      const common = {
+      // Built field by field: object spreads of optional parts were half of this function's own
+      // time in a profile (the spread copies through a generic path on every request).
+      const serveReq: Writable<ServeRequest> = {
+        path,
+        api,
         model: m,
+        body,
+        raw,
         inbound: messages !== undefined ? rewrittenInbound(inbound) : inbound,
-        ...(explainOn && inbound.header(EXPLAIN_HEADER) === '1' ? { explain: true } : {}),
-        ...(filters !== undefined ? { stripHeaders: filters.stripHeaders } : {}),
       }
-      const chat = messages?.chat
-      const res = await serveChain(
-        decision,
-        {
-          ...common,
-          path,
-          api,
-          body,
-          raw,
-          ...(messages !== undefined
+      if (explainOn && inbound.header(EXPLAIN_HEADER) === '1') serveReq.explain = true
+      if (filters !== undefined) serveReq.stripHeaders = filters.stripHeaders
+      if (messages !== undefined) {
+        const chat = messages.chat
+        serveReq.translated =
+          chat !== undefined
             ? {
-                translated:
-                  chat !== undefined
-                    ? {
-                        ...common,
-                        path: '/v1/chat/completions',
-                        api: 'chat' as const,
-                        body: chat,
-                        raw: Buffer.from(JSON.stringify(chat)),
-                      }
-                    : (messages.error ?? errors.internal()),
+                ...serveReq,
+                path: '/v1/chat/completions',
+                api: 'chat' as const,
+                body: chat,
+                raw: Buffer.from(JSON.stringify(chat)),
               }
-            : {}),
-        },
-        out,
-        serveDeps,
-      )
+            : (messages.error ?? errors.internal())
+      }
+      const res = await serveChain(decision, serveReq, out, serveDeps)
       // Not released yet: a streaming body that records the outcome when it ends.
       bodyOwnsEnd = !out.released
       return res

@@ -26,61 +26,84 @@ export interface Inbound {
 }
 
 export function nodeInbound(req: IncomingMessage, res: ServerResponse): Inbound {
-  const peer = req.socket.remoteAddress
-  return {
-    remoteAddress: peer?.startsWith('::ffff:') && isIPv4(peer.slice(7)) ? peer.slice(7) : peer,
-    nodeResponse: res,
-    header(name) {
-      const v = req.headers[name]
-      return Array.isArray(v) ? v.join(', ') : v
-    },
-    headers: () => req.headers,
-    readBody(limit) {
-      const declared = req.headers['content-length']
-      if (declared !== undefined && Number(declared) > limit) {
-        closeAfterAnswer(req, res)
-        return Promise.reject(errors.bodyTooLarge(limit))
-      }
-      return new Promise((resolve, reject) => {
-        const chunks: Buffer[] = []
-        let total = 0
-        const onData = (c: Buffer): void => {
-          total += c.length
-          if (total > limit) {
-            cleanup()
-            // The rest is discarded, not buffered; the connection closes after the 413 (lingering,
-            // so the client gets to read it: linger.ts).
-            closeAfterAnswer(req, res)
-            reject(errors.bodyTooLarge(limit))
-            return
-          }
-          chunks.push(c)
-        }
-        const onEnd = (): void => {
+  return new NodeInbound(req, res)
+}
+
+/**
+ * A class, not an object literal of closures: its methods are shared by every request (only
+ * `header`, which callers pass around detached, is a per-request arrow function).
+ */
+class NodeInbound implements Inbound {
+  readonly #req: IncomingMessage
+  readonly nodeResponse: ServerResponse
+  /** Read at once: a destroyed socket no longer knows its peer. */
+  readonly remoteAddress: string | undefined
+  constructor(req: IncomingMessage, res: ServerResponse) {
+    this.#req = req
+    this.nodeResponse = res
+    const peer = req.socket.remoteAddress
+    this.remoteAddress = peer?.startsWith('::ffff:') && isIPv4(peer.slice(7)) ? peer.slice(7) : peer
+  }
+
+  readonly header = (name: string): string | undefined => {
+    const v = this.#req.headers[name]
+    return Array.isArray(v) ? v.join(', ') : v
+  }
+
+  headers(): Readonly<Record<string, string | readonly string[] | undefined>> {
+    return this.#req.headers
+  }
+
+  readBody(limit: number): Promise<Uint8Array> {
+    const req = this.#req
+    const res = this.nodeResponse
+    const declared = req.headers['content-length']
+    if (declared !== undefined && Number(declared) > limit) {
+      closeAfterAnswer(req, res)
+      return Promise.reject(errors.bodyTooLarge(limit))
+    }
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = []
+      let total = 0
+      const onData = (c: Buffer): void => {
+        total += c.length
+        if (total > limit) {
           cleanup()
-          resolve(chunks.length === 1 && chunks[0] ? chunks[0] : Buffer.concat(chunks))
+          // The rest is discarded, not buffered; the connection closes after the 413 (lingering,
+          // so the client gets to read it: linger.ts).
+          closeAfterAnswer(req, res)
+          reject(errors.bodyTooLarge(limit))
+          return
         }
-        const onError = (e: Error): void => {
-          cleanup()
-          reject(e)
-        }
-        const cleanup = (): void => {
-          req.off('data', onData)
-          req.off('end', onEnd)
-          req.off('error', onError)
-        }
-        req.on('data', onData)
-        req.on('end', onEnd)
-        req.on('error', onError)
-      })
-    },
-    onClientGone(cb) {
-      const onClose = (): void => {
-        if (!res.writableFinished) cb()
+        chunks.push(c)
       }
-      res.once('close', onClose)
-      return () => res.off('close', onClose)
-    },
+      const onEnd = (): void => {
+        cleanup()
+        resolve(chunks.length === 1 && chunks[0] ? chunks[0] : Buffer.concat(chunks))
+      }
+      const onError = (e: Error): void => {
+        cleanup()
+        reject(e)
+      }
+      const cleanup = (): void => {
+        req.off('data', onData)
+        req.off('end', onEnd)
+        req.off('error', onError)
+      }
+      req.on('data', onData)
+      req.on('end', onEnd)
+      req.on('error', onError)
+    })
+  }
+
+  onClientGone(cb: () => void): () => void {
+    const res = this.nodeResponse
+    const onClose = (): void => {
+      if (!res.writableFinished) cb()
+    }
+    // 'close' fires once; `on` spares the once-wrapper `once` allocates.
+    res.on('close', onClose)
+    return () => res.off('close', onClose)
   }
 }
 

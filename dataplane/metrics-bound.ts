@@ -20,7 +20,7 @@ interface CounterEntry {
 interface HistogramEntry {
   sum: number
   count: number
-  bucketValues: Record<number, number>
+  bucketValues: Record<string, number>
 }
 
 interface Stored<E> {
@@ -72,6 +72,10 @@ export function bindHistogram(metric: Histogram<string>, labels: Labels): BoundH
   }
   let key: string | undefined
   let entry: HistogramEntry | undefined
+  // prom-client keys bucket counts by the bound as a property name: indexing with the number
+  // converts it to a string on every observation (about half the cost of an observe).
+  let bounds: readonly number[] = []
+  let names: readonly string[] = []
   return {
     observe(value: number): void {
       if (
@@ -80,10 +84,13 @@ export function bindHistogram(metric: Histogram<string>, labels: Labels): BoundH
         m.hashMap[key] === entry &&
         Number.isFinite(value)
       ) {
-        const bounds = m.upperBounds
+        if (bounds !== m.upperBounds) {
+          bounds = m.upperBounds
+          names = bounds.map(String)
+        }
         for (let i = 0; i < bounds.length; i++) {
-          const b = bounds[i] as number
-          if (value <= b) {
+          if (value <= (bounds[i] as number)) {
+            const b = names[i] as string
             entry.bucketValues[b] = (entry.bucketValues[b] ?? 0) + 1
             break
           }

@@ -269,6 +269,14 @@ export async function listen(app: Hono, opts: ListenOptions): Promise<RunningSer
   )
   let inflight = 0
   let idleWaiters: (() => void)[] = []
+  const onResponseClose = (): void => {
+    inflight--
+    if (inflight === 0) {
+      const w = idleWaiters
+      idleWaiters = []
+      for (const f of w) f()
+    }
+  }
   let refused = 0
   const open = new Set<Socket>()
   /**
@@ -333,14 +341,9 @@ export async function listen(app: Hono, opts: ListenOptions): Promise<RunningSer
       fresh.delete(req.socket)
       inflight++
       if (opts.lifecycle.draining) res.setHeader('connection', 'close')
-      res.once('close', () => {
-        inflight--
-        if (inflight === 0) {
-          const w = idleWaiters
-          idleWaiters = []
-          for (const f of w) f()
-        }
-      })
+      // 'close' fires once: a plain listener shared by every response (no closure and no
+      // once-wrapper per request).
+      res.on('close', onResponseClose)
       void listener(req, res)
     },
   )

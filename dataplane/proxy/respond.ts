@@ -473,14 +473,16 @@ async function bufferedResponse(up: UpstreamResponse, opts: RespondOptions): Pro
   const ct = contentType(up.headers)
   if (up.statusCode < 300 && ct.includes('json'))
     usage = usageOfJson(Buffer.from(body.buffer, body.byteOffset, body.byteLength))
-  opts.onDone({
+  // Assigned, not spread: the conditional spreads were a fifth of this function's own time.
+  const done: { -readonly [K in keyof ResponseOutcome]: ResponseOutcome[K] } = {
     status: up.statusCode,
     bytes,
     stream: false,
-    ...(usage ? { usage } : {}),
-    ...(firstByteMs !== undefined ? { firstByteMs } : {}),
-    ...(up.statusCode < 300 ? { firstTokenMs: performance.now() - opts.startedAt } : {}),
-  })
+  }
+  if (usage) done.usage = usage
+  if (firstByteMs !== undefined) done.firstByteMs = firstByteMs
+  if (up.statusCode < 300) done.firstTokenMs = performance.now() - opts.startedAt
+  opts.onDone(done)
   const res = opts.nodeResponse
   if (res !== undefined) {
     // Straight to the Node response: no Headers object, no Response body for the adapter to

@@ -8,7 +8,7 @@ import type { Admission, PickContext } from '../picker.js'
 import { dispatchOutcome, endpointId, failureOf } from '../picker.js'
 import { type AttemptFailure, forward, type UpstreamResponse } from '../proxy/forward.js'
 import { upstreamHeaders } from '../proxy/headers.js'
-import { type ResponseOutcome, toClientResponse } from '../proxy/respond.js'
+import { type RespondOptions, type ResponseOutcome, toClientResponse } from '../proxy/respond.js'
 import { requestUsage, UsageChunkStripper, wantsInjectedUsage } from '../proxy/usage-strip.js'
 import type { RouteTarget } from '../router.js'
 import { type Deadline, deadline } from './deadline.js'
@@ -16,6 +16,8 @@ import { clientClosed, errorResponse, type Finished } from './outcome.js'
 import { pdDispatch } from './pd-target.js'
 import { saturatedError, spillOf, spillsTier } from './spill.js'
 import { type ChainContext, canFallback, failed, type Step } from './types.js'
+
+type Writable<T> = { -readonly [K in keyof T]: T[K] }
 
 /** Request header `1` asks for the scheduler's decision summary in the same-named response header. */
 export const EXPLAIN_HEADER = 'x-infer-gateway-explain'
@@ -32,18 +34,19 @@ export async function serverTarget(
     return failed(responsesUnsupported(t.server), undefined, true)
   const picker = deps.picker
   const identity = ctx.out.identity
-  const pickCtx: PickContext = {
+  // Optional fields assigned, not spread (object spreads are a generic copy per request).
+  const pickCtx: Writable<PickContext> = {
     requestId: ctx.out.requestId,
     model: req.model,
     isLora: d.isLora,
     server: t.server,
     body: req.body,
     header: req.inbound.header,
-    // Only a client's explain header asks for the score summary (it then goes on the span too):
-    // building it for every traced request was a third of tracing's cost (issue 15).
-    ...(req.explain ? { explain: {} } : {}),
-    ...(identity !== undefined ? { identity } : {}),
   }
+  // Only a client's explain header asks for the score summary (it then goes on the span too):
+  // building it for every traced request was a third of tracing's cost (issue 15).
+  if (req.explain) pickCtx.explain = {}
+  if (identity !== undefined) pickCtx.identity = identity
   // Spill-over: decided before admission, where the request would otherwise queue.
   const sat = d.rule.fallback?.saturation
   if (sat !== undefined && more && d.fallbackOn.has('saturated') && spillsTier(sat, identity)) {
@@ -259,26 +262,28 @@ export async function answer(a: Answer): Promise<Step> {
     if (o.error !== undefined && o.error !== 'client_closed') eps.error(o.error)
     a.onEnd?.(o)
     picker.onComplete?.(pickCtx, answered.endpoint, dispatchOutcome(o, dispatchedAt, out.startedAt))
-    out.finish({
+    // Assigned field by field: conditional spreads here were most of this callback's own time.
+    const f: Writable<Finished> = {
       status: o.error === 'client_closed' ? 499 : o.status,
       code: o.error ?? '',
       stream: o.stream,
       bytes: o.bytes,
-      ...(o.firstByteMs !== undefined ? { firstByteMs: o.firstByteMs } : {}),
-      ...(o.firstTokenMs !== undefined ? { firstTokenMs: o.firstTokenMs } : {}),
-      ...(o.usage ? { usage: o.usage } : {}),
       endpoint: endpointId(answered.endpoint),
-      ...a.finish,
       attempts: answered.attempts,
       headersMs: answered.headersMs,
-    })
+    }
+    if (o.firstByteMs !== undefined) f.firstByteMs = o.firstByteMs
+    if (o.firstTokenMs !== undefined) f.firstTokenMs = o.firstTokenMs
+    if (o.usage) f.usage = o.usage
+    if (a.finish?.prefillEndpoint !== undefined) f.prefillEndpoint = a.finish.prefillEndpoint
+    out.finish(f)
   }
   const limits = out.limits
   const streamFilter =
     limits?.streamFilter() ?? (injectUsage ? new UsageChunkStripper() : undefined)
   const explained = req.explain ? pickCtx.explain?.text : undefined
   try {
-    const response = await toClientResponse(up, {
+    const opts: Writable<RespondOptions> = {
       startedAt: out.startedAt,
       extraHeaders:
         explained === undefined && limits?.headers === undefined
@@ -288,16 +293,16 @@ export async function answer(a: Answer): Promise<Step> {
               ...(explained !== undefined ? { [EXPLAIN_HEADER]: explained } : {}),
               ...limits?.headers,
             },
-      ...(streamFilter !== undefined ? { streamFilter } : {}),
-      ...(deps.maxUpstreamBodyBytes !== undefined
-        ? { maxBodyBytes: deps.maxUpstreamBodyBytes }
-        : {}),
-      ...(deps.maxSseLineBytes !== undefined ? { maxSseLineBytes: deps.maxSseLineBytes } : {}),
-      ...(req.inbound.nodeResponse !== undefined ? { nodeResponse: req.inbound.nodeResponse } : {}),
       signal: dl.signal,
       timedOut: dl.timedOut,
       onDone,
-    })
+    }
+    if (streamFilter !== undefined) opts.streamFilter = streamFilter
+    if (deps.maxUpstreamBodyBytes !== undefined) opts.maxBodyBytes = deps.maxUpstreamBodyBytes
+    if (deps.maxSseLineBytes !== undefined) opts.maxSseLineBytes = deps.maxSseLineBytes
+    const nodeResponse = req.inbound.nodeResponse
+    if (nodeResponse !== undefined) opts.nodeResponse = nodeResponse
+    const response = await toClientResponse(up, opts)
     if (owned !== undefined) owned.byStream = !settled
     return { kind: 'done', response }
   } catch (e) {

@@ -32,8 +32,9 @@ export function rewrittenInbound(i: Inbound): Inbound {
   return {
     remoteAddress: i.remoteAddress,
     header: i.header,
-    headers: i.headers,
-    readBody: i.readBody,
-    onClientGone: i.onClientGone,
+    // Called through `i`: Node's inbound has them as methods (inbound.ts NodeInbound).
+    headers: () => i.headers(),
+    readBody: (limit) => i.readBody(limit),
+    onClientGone: (cb) => i.onClientGone(cb),
   }
 }
