@@ -4,18 +4,36 @@
 // telemetry/tracing-worker-code.ts (which bundles it with esbuild at run time from the sources).
 // The worker then starts from that string (an eval worker): the ESM bundles, the single executable
 // and the image need no worker file beside them, nor esbuild.
+// The engine scrape worker (dataplane/engines/scrape-worker.ts, replacing scrape-worker-code.ts)
+// is built and put in the same way.
 import { build, type Plugin } from 'esbuild'
 
 const ENTRY = 'dataplane/telemetry/tracing-worker.ts'
+
+/** Every worker started from code: the module replaced, its exported function, the entry. */
+const WORKERS = [
+  { module: /[\\/]telemetry[\\/]tracing-worker-code\.ts$/, fn: 'tracingWorkerCode', entry: ENTRY },
+  {
+    module: /[\\/]engines[\\/]scrape-worker-code\.ts$/,
+    fn: 'scrapeWorkerCode',
+    entry: 'dataplane/engines/scrape-worker.ts',
+  },
+]
 
 const scripts = new Map<string, Promise<string>>()
 
 /** The worker as one CommonJS script (built once per repository root and process). */
 export function tracingWorkerScript(root: string): Promise<string> {
-  let s = scripts.get(root)
+  return workerScript(root, ENTRY)
+}
+
+/** The worker whose entry is `entry` as one CommonJS script (built once per root and process). */
+function workerScript(root: string, entry: string): Promise<string> {
+  const key = `${root}\0${entry}`
+  let s = scripts.get(key)
   if (s === undefined) {
     s = build({
-      entryPoints: [ENTRY],
+      entryPoints: [entry],
       absWorkingDir: root,
       bundle: true,
       platform: 'node',
@@ -27,12 +45,12 @@ export function tracingWorkerScript(root: string): Promise<string> {
       logLevel: 'silent',
     }).then((r) => {
       if (r.warnings.length > 0)
-        throw new Error(`tracing worker bundle: ${r.warnings.map((w) => w.text).join('; ')}`)
+        throw new Error(`${entry} bundle: ${r.warnings.map((w) => w.text).join('; ')}`)
       const out = r.outputFiles[0]
-      if (out === undefined) throw new Error('tracing worker bundle: no output')
+      if (out === undefined) throw new Error(`${entry} bundle: no output`)
       return out.text
     })
-    scripts.set(root, s)
+    scripts.set(key, s)
   }
   return s
 }
@@ -41,12 +59,13 @@ export function tracingWorkerPlugin(root: string): Plugin {
   return {
     name: 'tracing-worker',
     setup(b) {
-      b.onLoad({ filter: /[\\/]telemetry[\\/]tracing-worker-code\.ts$/ }, async () => ({
-        contents: `export function tracingWorkerCode() { return Promise.resolve(${JSON.stringify(
-          await tracingWorkerScript(root),
-        )}) }`,
-        loader: 'js',
-      }))
+      for (const w of WORKERS)
+        b.onLoad({ filter: w.module }, async () => ({
+          contents: `export function ${w.fn}() { return Promise.resolve(${JSON.stringify(
+            await workerScript(root, w.entry),
+          )}) }`,
+          loader: 'js',
+        }))
     },
   }
 }

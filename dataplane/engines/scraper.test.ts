@@ -79,7 +79,7 @@ function target(id: string, origin: string): ScrapeTarget {
   return { id, origin, engine: 'vLLM' }
 }
 
-const until = async (cond: () => boolean, ms = 3000): Promise<void> => {
+const until = async (cond: () => boolean, ms = 10_000): Promise<void> => {
   const end = Date.now() + ms
   while (!cond()) {
     if (Date.now() > end) throw new Error('condition not met in time')
@@ -215,5 +215,24 @@ describe('MetricsScraper', () => {
     const after = f.hits
     await new Promise((r) => setTimeout(r, 250))
     expect(f.hits).toBe(after)
+  })
+
+  it('keeps the loop of an endpoint whose generic mapping comes again as an equal copy', async () => {
+    const f = await fake('127.0.0.28', text(VLLM))
+    cleanups.push(() => f.close())
+    // A restarted loop scrapes at once (random 0); a kept one waits out its 5 s interval.
+    const { s } = scraper({ intervalMs: 5_000, random: () => 0 })
+    const generic = { waiting: 'vllm:num_requests_waiting', running: 'vllm:num_requests_running' }
+    const at = (g: typeof generic): ScrapeTarget[] => [
+      { id: 'g', origin: f.origin, engine: 'Generic', generic: g },
+    ]
+    s.sync(at(generic))
+    await until(() => f.hits >= 1)
+    // What a worker thread receives: copies, never the same object (scrape-thread.ts).
+    for (let i = 0; i < 5; i++) s.sync(at(structuredClone(generic)))
+    await new Promise((r) => setTimeout(r, 250))
+    expect(f.hits).toBe(1)
+    s.sync(at({ ...generic, running: 'other_running' }))
+    await until(() => f.hits >= 2)
   })
 })

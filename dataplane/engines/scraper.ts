@@ -68,6 +68,18 @@ export interface ScraperOptions {
   readonly random?: () => number
 }
 
+/**
+ * What a scheduler needs of a scraper: this one (on the calling thread) or ScrapeThread
+ * (scrape-thread.ts: the same loops in a worker thread, results posted back).
+ */
+export interface Scraper {
+  readonly intervalMs: number
+  readonly timeoutMs: number
+  /** Make the running loops match `targets` (see MetricsScraper.sync). */
+  sync(targets: readonly ScrapeTarget[]): void
+  close(): Promise<void>
+}
+
 export class ScraperError extends Error {
   override readonly name = 'ScraperError'
   readonly code = 'SCRAPE_TOO_LARGE'
@@ -112,7 +124,7 @@ class Semaphore {
 
 const TEXT_ACCEPT = 'text/plain;version=0.0.4;q=1,*/*;q=0.1'
 
-export class MetricsScraper {
+export class MetricsScraper implements Scraper {
   readonly intervalMs: number
   readonly timeoutMs: number
   readonly #opts: ScraperOptions
@@ -162,7 +174,7 @@ export class MetricsScraper {
         t === undefined ||
         t.engine !== loop.target.engine ||
         t.origin !== loop.target.origin ||
-        t.generic !== loop.target.generic ||
+        !sameGeneric(t.generic, loop.target.generic) ||
         t.detectEngine !== loop.target.detectEngine
       ) {
         this.#stop(loop)
@@ -314,6 +326,18 @@ export class MetricsScraper {
       ? { ok: true, metrics, durationMs: elapsed(), restart }
       : { ok: true, metrics, durationMs: elapsed() }
   }
+}
+
+/**
+ * Two generic mappings read the same metrics. By value, not identity: targets that crossed to a
+ * worker thread (scrape-thread.ts) are copies, and a copy must not restart the endpoint's loop.
+ */
+function sameGeneric(a: GenericMapping | undefined, b: GenericMapping | undefined): boolean {
+  if (a === b) return true
+  if (a === undefined || b === undefined) return false
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)]) as Set<keyof GenericMapping>
+  for (const k of keys) if (a[k] !== b[k]) return false
+  return true
 }
 
 /** How late a scrape timeout may fire before it says more about this process than the engine. */

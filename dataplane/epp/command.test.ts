@@ -1,7 +1,15 @@
-// `infer-gateway epp` flags: what is required, what is refused with a usage error.
-import { describe, expect, it } from 'vitest'
-import { silentLogger } from '../log.js'
-import { parseEppArgs } from './command.js'
+// `infer-gateway epp` flags: what is required, what is refused with a usage error; and one EPP
+// started in process against simulated pods, whose engine metrics reach the scheduler from the
+// scrape worker thread.
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { type SimHandle, startSimulator } from '../../hack/sim/index.js'
+import { manifests } from '../../test/helpers/config.js'
+import { until } from '../../test/helpers/until.js'
+import { memoryLogger, silentLogger } from '../log.js'
+import { parseEppArgs, type RunningEpp, startEpp } from './command.js'
 import { BodyMode } from './proto.js'
 
 const parse = (...a: string[]) => parseEppArgs(a, silentLogger)
@@ -18,11 +26,12 @@ describe('parseEppArgs', () => {
     )
     expect(o?.pool).toEqual({ kind: 'pool', key: 'llm/pool' })
     expect(o?.pushTokenFile).toBe('/t')
-    expect([o?.grpcPort, o?.metricsPort, o?.fallbacks, o?.bodyMode]).toEqual([
+    expect([o?.grpcPort, o?.metricsPort, o?.fallbacks, o?.bodyMode, o?.scrape]).toEqual([
       9002,
       9090,
       2,
       BodyMode.FULL_DUPLEX_STREAMED,
+      'thread',
     ])
   })
 
@@ -58,9 +67,65 @@ describe('parseEppArgs', () => {
       /--body-mode must be one of/,
     )
     usage(['--pool', 'a/b', '--config', 'a', '--max-body-bytes', '0'], /at least 1/)
+    usage(['--pool', 'a/b', '--config', 'a', '--scrape', 'worker'], /--scrape must be one of/)
+  })
+
+  it('--scrape inline and off', () => {
+    expect(parse('--pool', 'a/b', '--config', 'a', '--scrape', 'inline')?.scrape).toBe('inline')
+    expect(parse('--pool', 'a/b', '--config', 'a', '--scrape', 'off')?.scrape).toBe('off')
   })
 
   it('--help returns nothing to run', () => {
     expect(parse('--help')).toBeUndefined()
+  })
+})
+
+describe('startEpp', () => {
+  const cleanups: (() => Promise<void>)[] = []
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c()
+  })
+
+  it("scrapes the pool in a worker thread: every pod's engine metrics reach the scheduler", async () => {
+    const sims: SimHandle[] = []
+    for (const host of ['127.0.0.247', '127.0.0.248']) {
+      const s = await startSimulator({
+        name: `epp-scrape-${host}`,
+        host,
+        port: 0,
+        model: 'm',
+        metricsFormat: 'vllm',
+        zeroLatency: true,
+      })
+      cleanups.push(() => s.close())
+      sims.push(s)
+    }
+    const dir = await mkdtemp(join(tmpdir(), 'epp-scrape-'))
+    cleanups.push(() => rm(dir, { recursive: true, force: true }))
+    const config = join(dir, 'pool.yaml')
+    const eps = sims.map((s) => ({ name: s.name, address: s.host, port: s.port }))
+    await writeFile(config, manifests([{ name: 'pool', endpoints: eps }], []))
+    const log = memoryLogger()
+    const epp: RunningEpp = await startEpp({
+      pool: { kind: 'server', key: 'default/pool' },
+      config: { kind: 'manifests', paths: [config] },
+      host: '127.0.0.1',
+      grpcPort: 0,
+      fallbacks: 2,
+      bodyMode: BodyMode.FULL_DUPLEX_STREAMED,
+      maxBodyBytes: 1 << 20,
+      log,
+    })
+    cleanups.push(() => epp.close())
+    const ids = sims.map((s) => `${s.host}:${s.port}`)
+    await until(
+      () => ids.every((id) => epp.scheduler.state(id)?.metrics?.engineType === 'vLLM'),
+      20_000,
+      'scraped metrics of both pods',
+    )
+    const scrape = (epp.scheduler.debug() as { scrape: Record<string, unknown> }).scrape
+    expect(scrape).toMatchObject({ enabled: true, thread: 'thread' })
+    for (const id of ids) expect(epp.scheduler.state(id)?.metrics?.missing).toEqual([])
+    expect(log.records.filter((r) => r.level === 'warn' || r.level === 'error')).toEqual([])
   })
 })

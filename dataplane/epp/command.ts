@@ -40,6 +40,9 @@ Options:
   --max-body-bytes <n>     Largest request body buffered (default 10485760); larger is a 413
   --poll-interval <ms>     Config re-read interval (default 500)
   --allow-empty-config     Accept a config with no documents
+  --scrape <where>         Engine /metrics scraping: thread (default: in a worker thread, off the
+                           thread that decides), inline (on that thread), or off (no engine
+                           metrics: in-flight counts and measured latency only)
   --explain                Serve GET /debug/endpoints on the metrics port (pod names, load, scores)
   -h, --help               Show this help
 `
@@ -50,6 +53,10 @@ const BODY_MODES: Record<string, BodyMode> = {
   streamed: BodyMode.STREAMED,
   none: BodyMode.NONE,
 }
+
+/** Where engine metrics are scraped (`--scrape`). */
+export type ScrapeMode = 'thread' | 'inline' | 'off'
+const SCRAPE_MODES: readonly ScrapeMode[] = ['thread', 'inline', 'off']
 
 export interface EppOptions {
   readonly pool: PoolRef
@@ -65,6 +72,8 @@ export interface EppOptions {
   readonly pollMs?: number
   readonly allowEmptyConfig?: boolean
   readonly explain?: boolean
+  /** Default 'thread'. */
+  readonly scrape?: ScrapeMode
   readonly log: Logger
 }
 
@@ -79,7 +88,13 @@ export interface RunningEpp {
 export async function startEpp(opts: EppOptions): Promise<RunningEpp> {
   const metrics = new GatewayMetrics({ processMetrics: false })
   const store = new SnapshotStore()
-  const scheduler = new Scheduler({ log: opts.log })
+  // Scraping in a worker thread by default: each scrape's parse would otherwise be a burst on the
+  // decision's thread that the decisions arriving during it wait behind (docs/epp.md).
+  const scrape = opts.scrape ?? 'thread'
+  const scheduler = new Scheduler({
+    log: opts.log,
+    scrape: scrape === 'off' ? false : { thread: scrape === 'thread' },
+  })
   store.onSwap((s) => scheduler.onSnapshot(s))
   const { source, push } = configSources(
     {
@@ -153,6 +168,7 @@ export function parseEppArgs(argv: readonly string[], log: Logger): EppOptions |
       'poll-interval': { type: 'string' },
       'allow-empty-config': { type: 'boolean', default: false },
       explain: { type: 'boolean', default: false },
+      scrape: { type: 'string', default: 'thread' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -175,6 +191,11 @@ export function parseEppArgs(argv: readonly string[], log: Logger): EppOptions |
   const maxBodyBytes = intArg('max-body-bytes', values['max-body-bytes'])
   if (maxBodyBytes === 0) throw new UsageError('--max-body-bytes must be at least 1')
   const metricsPort = values['metrics-port']
+  const scrape = SCRAPE_MODES.find((m) => m === values.scrape)
+  if (scrape === undefined)
+    throw new UsageError(
+      `--scrape must be one of ${SCRAPE_MODES.join(', ')}, got "${values.scrape}"`,
+    )
   return {
     pool,
     ...source,
@@ -189,6 +210,7 @@ export function parseEppArgs(argv: readonly string[], log: Logger): EppOptions |
       : {}),
     ...(values['allow-empty-config'] ? { allowEmptyConfig: true } : {}),
     ...(values.explain ? { explain: true } : {}),
+    scrape,
     log,
   }
 }

@@ -19,7 +19,13 @@
 
 import type { RoutingSnapshot, SnapshotEndpoint, SnapshotServer } from '../../api/snapshot.js'
 import type { AbortLike } from '../abort.js'
-import { MetricsScraper, type ScrapeResult, type ScrapeTarget } from '../engines/scraper.js'
+import { ScrapeThread } from '../engines/scrape-thread.js'
+import {
+  MetricsScraper,
+  type ScrapeResult,
+  type Scraper,
+  type ScrapeTarget,
+} from '../engines/scraper.js'
 import type { Logger } from '../log.js'
 import type { EndpointGaugeView, SchedulerGaugeView, SchedulerObserver } from '../metrics.js'
 import type {
@@ -60,6 +66,11 @@ export interface ScrapeOptions {
    * staleness default.
    */
   readonly external?: boolean
+  /**
+   * Scrape in a worker thread (engines/scrape-thread.ts): HTTP and parsing off the thread that
+   * decides, results posted back. Default false. The EPP turns it on (issue 13).
+   */
+  readonly thread?: boolean
 }
 
 export interface SchedulerOptions {
@@ -185,7 +196,7 @@ export class Scheduler implements EndpointPicker {
   readonly #log: Logger | undefined
   readonly #stateOpts: StateOptions
   readonly #env: PluginEnv
-  readonly #scraper: MetricsScraper | undefined
+  readonly #scraper: Scraper | undefined
   /** Someone scrapes the endpoints (this scheduler, or the primary for it). */
   readonly #probed: boolean
   #states = new Map<string, EndpointState>()
@@ -220,14 +231,18 @@ export class Scheduler implements EndpointPicker {
     this.#probed = scrape !== undefined
     this.#share = opts.shareDispatches === true
     if (scrape !== undefined && scrape.external !== true) {
-      this.#scraper = new MetricsScraper({
+      const o = {
         intervalMs: interval,
         ...(scrape.timeoutMs !== undefined ? { timeoutMs: scrape.timeoutMs } : {}),
         ...(scrape.concurrency !== undefined ? { concurrency: scrape.concurrency } : {}),
         random: this.#random,
-        onStart: (id) => this.#states.get(id)?.scrapeStarted(),
-        onResult: (id, r) => this.#onScrape(id, r),
-      })
+        onStart: (id: string) => this.#states.get(id)?.scrapeStarted(),
+        onResult: (id: string, r: ScrapeResult) => this.#onScrape(id, r),
+      }
+      this.#scraper =
+        scrape.thread === true
+          ? new ScrapeThread({ ...o, ...(opts.log !== undefined ? { log: opts.log } : {}) })
+          : new MetricsScraper(o)
     }
   }
 
@@ -536,6 +551,8 @@ export class Scheduler implements EndpointPicker {
               intervalMs: this.#scraper.intervalMs,
               timeoutMs: this.#scraper.timeoutMs,
               staleAfterMs: this.#stateOpts.staleAfterMs,
+              // Where a threaded scraper's loops run ('inline': it gave up on its worker).
+              ...(this.#scraper instanceof ScrapeThread ? { thread: this.#scraper.mode } : {}),
             }
           : this.#probed
             ? { enabled: true, by: 'primary', staleAfterMs: this.#stateOpts.staleAfterMs }
