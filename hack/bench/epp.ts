@@ -6,9 +6,13 @@
 // 200 response with usage so in-flight load does not pile up. The client is the Go program on
 // go-control-plane's types (test/epp-client); the EPP runs as `infer-gateway epp` in its own
 // process. Target (issue 13): p99 ≤ 1 ms.
+// A/B of where the EPP scrapes: `--scrape inline,thread` starts one EPP per value, all up at once,
+// measured in turn (`--rounds N`); `--bundle` runs them from the esbuild bundle as the image does.
+// Per row also the main thread's own CPU and run-queue wait per stream (the thread that decides),
+// and GC pauses of the main isolate only (a worker thread's pauses do not stop decisions).
 
 import { execFile, spawn } from 'node:child_process'
-import { readFile, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -20,8 +24,10 @@ import { type SimHandle, startSimulator } from '../sim/index.js'
 import { type CostRow, eppCost } from './epp-cost.js'
 import { summariseGc, watchGc } from './gc-trace.js'
 import { statCpuTicks } from './proc-cpu.js'
-import { spawnCli, spawnScript } from './procs.js'
+import { type Proc, spawnCli, spawnScript } from './procs.js'
+import { bundleDataplane, spawnBundle } from './proxy-bundle.js'
 import { fmt, table, writeSection } from './report.js'
+import { sampleThreads } from './thread-cpu.js'
 
 const run = promisify(execFile)
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
@@ -45,6 +51,19 @@ const { values: opts } = parseArgs({
      * (NODE_OPTIONS of the EPP container); `--epp-node-args=` for Node's defaults.
      */
     'epp-node-args': { type: 'string', default: EPP_NODE_OPTIONS },
+    /**
+     * Where each EPP scrapes its pods (its `--scrape`): `thread` (the default), `inline` (on the
+     * decision's thread), `off`. A comma list starts one EPP per value, all running at once (each
+     * scraping), measured in turn: an A/B on the same machine at the same time.
+     */
+    scrape: { type: 'string', default: 'thread' },
+    /**
+     * Run the EPP as the image does, from the esbuild bundle (built into a temporary directory
+     * first), not from the sources through tsx (proxy-bundle.ts says what differs).
+     */
+    bundle: { type: 'boolean', default: false },
+    /** Repeat the EPP rows this often, alternating the EPPs each round. */
+    rounds: { type: 'string', default: '1' },
     'no-write': { type: 'boolean', default: false },
     /** Write a V8 CPU profile of the EPP process into this directory (where does the time go?). */
     'cpu-prof': { type: 'string' },
@@ -56,6 +75,8 @@ interface BenchOut {
   errors: number
   concurrency: number
   mode: string
+  /** The EPP's `--scrape` (EPP rows only). */
+  scrape?: string
   bodyBytes: number
   p50Us: number
   p90Us: number
@@ -65,6 +86,12 @@ interface BenchOut {
   firstError?: string
   /** CPU time of the EPP process per decision (user + system, whole stream), µs. */
   eppCpuUs?: number
+  /**
+   * Of which the thread that decides (the process's main thread), µs per stream, from schedstat;
+   * and how long it waited for a core per stream (ready to run, another thread or process on it).
+   */
+  mainCpuUs?: number
+  mainWaitUs?: number
   /**
    * Share of decisions (warm-up included) the EPP itself took more than 1 ms over, headers in →
    * answer out, from its own histogram: what the EPP spends, apart from the transport and the
@@ -147,31 +174,66 @@ async function main(): Promise<void> {
       [],
     ),
   )
-  const grpcPort = await freePort('127.0.0.1')
-  const metricsPort = await freePort('127.0.0.1')
-  const epp = await spawnCli(
-    [
-      'epp',
-      '--server',
-      'default/pool',
-      '--config',
-      config,
-      '--host',
-      '127.0.0.1',
-      '--grpc-port',
-      String(grpcPort),
-      '--metrics-port',
-      String(metricsPort),
-    ],
-    /"msg":"epp listening"/,
-    [
-      // Every pause is one line on stdout: counted per run below (cheap: a few lines a second).
-      '--trace-gc',
-      ...opts['epp-node-args'].split(' ').filter((a) => a !== ''),
-      ...(opts['cpu-prof'] !== undefined ? ['--cpu-prof', '--cpu-prof-dir', opts['cpu-prof']] : []),
-    ],
-  )
-  const eppGc = epp.child.stdout !== null ? watchGc(epp.child.stdout) : undefined
+  /** One EPP per scrape mode, all up at once (each scraping the same pods). */
+  const epps: {
+    scrape: string
+    grpcPort: number
+    metricsPort: number
+    proc: Proc
+    gc: ReturnType<typeof watchGc> | undefined
+  }[] = []
+  const stopAll = async (): Promise<void> => {
+    for (const e of epps.splice(0)) await e.proc.stop()
+    await Promise.all(sims.map((s) => s.close()))
+  }
+  const bundle = opts.bundle
+    ? join(
+        await bundleDataplane(await mkdtemp(join(tmpdir(), 'bench-epp-bundle-'))),
+        '..',
+        'infer-gateway.mjs',
+      )
+    : undefined
+  try {
+    for (const scrape of opts.scrape.split(',')) {
+      const grpcPort = await freePort('127.0.0.1')
+      const metricsPort = await freePort('127.0.0.1')
+      const spawnEpp = (args: string[], ready: RegExp, nodeArgs: string[]): Promise<Proc> =>
+        bundle !== undefined
+          ? spawnBundle(bundle, args, ready, nodeArgs)
+          : spawnCli(args, ready, nodeArgs)
+      const proc = await spawnEpp(
+        [
+          'epp',
+          '--server',
+          'default/pool',
+          '--config',
+          config,
+          '--host',
+          '127.0.0.1',
+          '--grpc-port',
+          String(grpcPort),
+          '--metrics-port',
+          String(metricsPort),
+          '--scrape',
+          scrape,
+        ],
+        /"msg":"epp listening"/,
+        [
+          // Every pause is one line on stdout: counted per run below (cheap: a few lines a second).
+          '--trace-gc',
+          ...opts['epp-node-args'].split(' ').filter((a) => a !== ''),
+          ...(opts['cpu-prof'] !== undefined
+            ? ['--cpu-prof', '--cpu-prof-dir', opts['cpu-prof']]
+            : []),
+        ],
+      )
+      const gc = proc.child.stdout !== null ? watchGc(proc.child.stdout) : undefined
+      epps.push({ scrape, grpcPort, metricsPort, proc, gc })
+    }
+  } catch (e) {
+    await stopAll()
+    throw e
+  }
   // Let the first scrapes land (the scheduler then sees every pod's engine metrics).
   await new Promise((r) => setTimeout(r, 1500))
   const words = 'the quarterly report shows revenue growth across every region and segment '
@@ -191,8 +253,9 @@ async function main(): Promise<void> {
     pid: number | undefined,
     mode: string,
     c: number,
-    histogram: boolean,
-    gcOf: ReturnType<typeof watchGc> | undefined = histogram ? eppGc : undefined,
+    /** The EPP's metrics port: its own decision histogram is read around the run. */
+    metricsPort: number | undefined,
+    gcOf: ReturnType<typeof watchGc> | undefined,
   ): Promise<BenchOut> => {
     const file = join(dir, `bench-epp-${process.pid}-${mode}-${c}.json`)
     await writeFile(
@@ -205,20 +268,30 @@ async function main(): Promise<void> {
         requests: [{ id: 'bench', mode, body, chunkBytes: 16 * 1024 }],
       }),
     )
-    const before = histogram ? await decisionBuckets(metricsPort) : undefined
+    const before = metricsPort !== undefined ? await decisionBuckets(metricsPort) : undefined
     const gc = gcOf
     gc?.take()
     const cpu0 = await cpuSeconds(pid)
+    // A Node server (the GC-watched ones) serves on its main thread; Go's spreads over threads.
+    const node = gcOf !== undefined && pid !== undefined
+    const threads0 = node ? await sampleThreads([pid]) : []
     const { stdout } = await run(client, ['bench', file], { maxBuffer: 1 << 20 })
     const cpu1 = await cpuSeconds(pid)
+    const threads1 = node ? await sampleThreads([pid]) : []
     const out = JSON.parse(stdout) as BenchOut
-    if (before !== undefined) {
+    if (before !== undefined && metricsPort !== undefined) {
       const over = overOneMs(before, await decisionBuckets(metricsPort))
       if (over !== undefined) out.eppOver1ms = over
     }
     // Warm-up streams are in the CPU time too: divide by every stream the run made.
     const streams = Number(opts.iterations) + Number(opts.warmup)
     if (cpu0 !== undefined && cpu1 !== undefined) out.eppCpuUs = ((cpu1 - cpu0) * 1e6) / streams
+    const main0 = threads0.find((t) => t.tid === pid)
+    const main1 = threads1.find((t) => t.tid === pid)
+    if (main0 !== undefined && main1 !== undefined) {
+      out.mainCpuUs = (main1.runNs - main0.runNs) / 1000 / streams
+      out.mainWaitUs = (main1.waitNs - main0.waitNs) / 1000 / streams
+    }
     if (gc !== undefined) {
       const g = summariseGc(gc.take())
       out.gcPer1k = (g.pauses * 1000) / streams
@@ -229,12 +302,16 @@ async function main(): Promise<void> {
     return out
   }
   try {
-    for (const mode of opts.modes.split(','))
-      for (const c of opts.concurrency.split(',').map(Number))
-        rows.push(await measure(grpcPort, epp.child.pid, mode, c, true))
+    for (let round = 0; round < Number(opts.rounds); round++)
+      for (const e of epps)
+        for (const mode of opts.modes.split(','))
+          for (const c of opts.concurrency.split(',').map(Number))
+            rows.push({
+              ...(await measure(e.grpcPort, e.proc.child.pid, mode, c, e.metricsPort, e.gc)),
+              scrape: e.scrape,
+            })
   } finally {
-    await epp.stop()
-    await Promise.all(sims.map((s) => s.close()))
+    await stopAll()
   }
   if (!opts['no-floors']) {
     // The same streams against a server that decides nothing (epp-floor.ts): the transport's share.
@@ -247,7 +324,7 @@ async function main(): Promise<void> {
     try {
       for (const c of opts.concurrency.split(',').map(Number))
         rows.push({
-          ...(await measure(floor.ready, floor.child.pid, 'streamed', c, false, floorGc)),
+          ...(await measure(floor.ready, floor.child.pid, 'streamed', c, undefined, floorGc)),
           mode: 'floor',
         })
     } finally {
@@ -270,7 +347,7 @@ async function main(): Promise<void> {
       })
       for (const c of opts.concurrency.split(',').map(Number))
         rows.push({
-          ...(await measure(port, goFloor.pid, 'streamed', c, false)),
+          ...(await measure(port, goFloor.pid, 'streamed', c, undefined, undefined)),
           mode: 'go-floor',
         })
     } finally {
@@ -291,11 +368,12 @@ async function main(): Promise<void> {
   const md = [
     '## Endpoint Picker (ext_proc) decision latency',
     '',
-    `\`npm run bench:epp\`: one ext_proc stream per request from a Go client on go-control-plane's types to \`infer-gateway epp\` on loopback; request headers + a ${Math.round(body.length / 1024)} KiB (~${opts['prompt-tokens']}-token) chat body in 16 KiB chunks; latency = headers sent → destination and whole body back; EPP CPU = the EPP process's user + system time per stream (request and response phases, engine scraping included); EPP-side > 1 ms = share of decisions whose own headers-in → answer-out time (its histogram) passed 1 ms; GC pauses = the server process's garbage-collection pauses (its \`--trace-gc\`; EPP and grpc-js floor) during the run per 1,000 streams, with their median and longest (at concurrency 1 each pause holds up at most one stream: pauses per 1,000 above 10 put GC in the p99); the transport floor row is the same client and body against an ext_proc server on the EPP's stack (grpc-js, proto-loader's serializers) that decides nothing (\`hack/bench/epp-floor.ts\`): what one stream costs in Node whatever the EPP does; the machine floor row is that no-decision server written in Go on grpc-go (\`test/epp-client/floor.go\`): what one stream costs on this machine and client with no Node in the path. ${opts.pods} simulated pods, default profile; Node flags of the EPP and the grpc-js floor: ${opts['epp-node-args'] === '' ? 'none' : `\`${opts['epp-node-args']}\` (as the install manifests run the EPP)`}. Target p99 ≤ 1 ms.`,
+    `\`npm run bench:epp\`: one ext_proc stream per request from a Go client on go-control-plane's types to \`infer-gateway epp\` on loopback; request headers + a ${Math.round(body.length / 1024)} KiB (~${opts['prompt-tokens']}-token) chat body in 16 KiB chunks; latency = headers sent → destination and whole body back; EPP CPU = the EPP process's user + system time per stream (request and response phases, engine scraping included, in whichever thread); main thread CPU / wait = of that, the CPU of the server's main thread (the one that decides; scrape and GC helper threads excluded) and the time it waited for a core, per stream (schedstat); EPP scrape = where the EPP scrapes its pods' /metrics (its \`--scrape\`: \`thread\` = a worker thread, the default; \`inline\` = the thread that decides; several values = one EPP each, all running, measured in turn); EPP-side > 1 ms = share of decisions whose own headers-in → answer-out time (its histogram) passed 1 ms; GC pauses = the server process's garbage-collection pauses (its \`--trace-gc\`; EPP and grpc-js floor) during the run per 1,000 streams, with their median and longest (at concurrency 1 each pause holds up at most one stream: pauses per 1,000 above 10 put GC in the p99); the transport floor row is the same client and body against an ext_proc server on the EPP's stack (grpc-js, proto-loader's serializers) that decides nothing (\`hack/bench/epp-floor.ts\`): what one stream costs in Node whatever the EPP does; the machine floor row is that no-decision server written in Go on grpc-go (\`test/epp-client/floor.go\`): what one stream costs on this machine and client with no Node in the path. ${opts.pods} simulated pods, default profile; the EPP run from ${opts.bundle ? 'the esbuild bundle, as the image runs it' : 'the sources through tsx (`--bundle`: from the esbuild bundle, as the image runs it)'}; Node flags of the EPP and the grpc-js floor: ${opts['epp-node-args'] === '' ? 'none' : `\`${opts['epp-node-args']}\` (as the install manifests run the EPP)`}. Target p99 ≤ 1 ms.`,
     '',
     table(
       [
         'body mode',
+        'EPP scrape',
         'concurrency',
         'decisions',
         'p50 µs',
@@ -304,6 +382,7 @@ async function main(): Promise<void> {
         'max µs',
         'decisions/s',
         'EPP CPU µs/decision',
+        'main thread CPU / wait µs',
         'EPP-side > 1 ms',
         'GC pauses / 1k streams',
         'GC pause median / max ms',
@@ -317,6 +396,7 @@ async function main(): Promise<void> {
             : r.mode === 'go-floor'
               ? 'FULL_DUPLEX_STREAMED, no decision, Go server (machine floor)'
               : 'FULL_DUPLEX_STREAMED',
+        r.scrape ?? '—',
         r.concurrency,
         r.iterations,
         fmt(r.p50Us, 0),
@@ -325,6 +405,7 @@ async function main(): Promise<void> {
         fmt(r.maxUs, 0),
         fmt(r.perSecond, 0),
         r.eppCpuUs !== undefined ? fmt(r.eppCpuUs, 0) : '—',
+        r.mainCpuUs !== undefined ? `${fmt(r.mainCpuUs, 0)} / ${fmt(r.mainWaitUs ?? 0, 0)}` : '—',
         r.eppOver1ms !== undefined ? `${fmt(r.eppOver1ms * 100, 2)} %` : '—',
         r.gcPer1k !== undefined ? fmt(r.gcPer1k, 1) : '—',
         r.gcMedianMs !== undefined ? `${fmt(r.gcMedianMs, 2)} / ${fmt(r.gcMaxMs ?? 0, 1)}` : '—',
@@ -340,6 +421,8 @@ async function main(): Promise<void> {
 
 interface OverFloor {
   readonly concurrency: number
+  /** The EPP row's `--scrape`. */
+  readonly scrape: string
   /** `floor` (grpc-js) or `go-floor` (grpc-go). */
   readonly floor: string
   readonly p50OverUs: number
@@ -358,6 +441,7 @@ function overFloor(rows: readonly BenchOut[]): OverFloor[] {
       if (f === undefined) continue
       out.push({
         concurrency: e.concurrency,
+        scrape: e.scrape ?? 'thread',
         floor,
         p50OverUs: e.p50Us - f.p50Us,
         p99OverUs: e.p99Us - f.p99Us,
@@ -376,8 +460,9 @@ function overFloorTable(rows: readonly BenchOut[]): string[] {
     "The EPP (FULL_DUPLEX_STREAMED) over each floor in this run: what the EPP's own work adds to one stream.",
     '',
     table(
-      ['concurrency', 'floor', 'p50 over µs', 'p99 over µs', 'p99 EPP / floor'],
+      ['EPP scrape', 'concurrency', 'floor', 'p50 over µs', 'p99 over µs', 'p99 EPP / floor'],
       o.map((x) => [
+        x.scrape,
         x.concurrency,
         x.floor === 'floor' ? 'grpc-js (transport floor)' : 'grpc-go (machine floor)',
         fmt(x.p50OverUs, 0),

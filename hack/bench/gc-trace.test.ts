@@ -8,17 +8,17 @@ describe('gc-trace', () => {
       parseTraceGc(
         '[18124:0x3a4c12c0]     6303 ms: Scavenge 45.2 (66.3) -> 30.4 (66.3) MB, 5.62 / 0.02 ms  (average mu = 0.972, current mu = 0.972) allocation failure; ',
       ),
-    ).toEqual({ kind: 'scavenge', pauseMs: 5.62 })
+    ).toEqual({ kind: 'scavenge', pauseMs: 5.62, isolate: '0x3a4c12c0' })
     expect(
       parseTraceGc(
         '[7:0x5e0]    90210 ms: Mark-Compact (reduce) 61.0 (80.1) -> 40.2 (79.9) MB, 12.3 / 0.0 ms  (+ 3.1 ms in 12 steps since start of marking) finalize incremental marking',
       ),
-    ).toEqual({ kind: 'mark-compact', pauseMs: 12.3 })
+    ).toEqual({ kind: 'mark-compact', pauseMs: 12.3, isolate: '0x5e0' })
     expect(parseTraceGc('{"level":"info","msg":"epp listening"}')).toBeUndefined()
     const s = summariseGc([
-      { kind: 'scavenge', pauseMs: 1 },
-      { kind: 'scavenge', pauseMs: 3 },
-      { kind: 'mark-compact', pauseMs: 10 },
+      { kind: 'scavenge', pauseMs: 1, isolate: '0x1' },
+      { kind: 'scavenge', pauseMs: 3, isolate: '0x1' },
+      { kind: 'mark-compact', pauseMs: 10, isolate: '0x1' },
     ])
     expect(s).toEqual({
       pauses: 3,
@@ -47,5 +47,39 @@ describe('gc-trace', () => {
     const pauses = gc.take()
     expect(summariseGc(pauses).scavenges).toBeGreaterThan(5)
     expect(gc.take()).toEqual([])
+  })
+
+  it("counts the main thread's pauses apart from a worker thread's", async () => {
+    // The main thread collects first, then a worker allocates while the main thread waits.
+    const alloc = 'let k = 0; for (let i = 0; i < 20000; i++) k += new Array(1000).fill(i).length'
+    const child = spawn(
+      process.execPath,
+      [
+        '--trace-gc',
+        '--max-semi-space-size=1',
+        '-e',
+        `${alloc}; const { Worker } = require('node:worker_threads'); new Worker(${JSON.stringify(alloc)}, { eval: true })`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    )
+    const gc = watchGc(child.stdout)
+    await new Promise((r) => child.once('close', r))
+    const all = gc.takeAll()
+    const isolates = [...new Set(all.map((p) => p.isolate))]
+    expect(isolates).toHaveLength(2)
+    const main = all.filter((p) => p.isolate === isolates[0])
+    const worker = all.filter((p) => p.isolate === isolates[1])
+    expect(main.length).toBeGreaterThan(5)
+    expect(worker.length).toBeGreaterThan(5)
+    // take() is the main isolate's share alone.
+    const again = spawn(process.execPath, child.spawnargs.slice(1), {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    })
+    const gc2 = watchGc(again.stdout)
+    await new Promise((r) => again.once('close', r))
+    const mainOnly = gc2.take()
+    expect(mainOnly.length).toBeGreaterThan(5)
+    expect(new Set(mainOnly.map((p) => p.isolate)).size).toBe(1)
+    expect(gc2.takeAll()).toEqual([])
   })
 })

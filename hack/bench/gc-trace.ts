@@ -4,24 +4,30 @@
 // The first time after "MB," is the pause on the main thread. A benchmark counts the pauses that
 // fell inside one measured run: with one request at a time, each pause lands on (at most) one
 // request, so pauses per 1,000 requests against the share above p99 tell whether GC is the tail.
+// `--trace-gc` covers every isolate of the process: a worker thread's pauses (the EPP's scrape
+// worker) come with their own isolate address and stop only that thread, so a benchmark counts
+// the main isolate's — the first to print (it collects while loading, before any worker exists).
 import type { Readable } from 'node:stream'
 
 export interface GcPause {
   readonly kind: 'scavenge' | 'mark-compact' | 'other'
   readonly pauseMs: number
+  /** The isolate's address (`0x…`): one per thread running JavaScript. */
+  readonly isolate: string
 }
 
 const LINE =
-  /\] +[\d.]+ ms: ([A-Za-z-]+)(?: \([^)]*\))? [\d.]+ \([\d.]+\) -> [\d.]+ \([\d.]+\) MB, ([\d.]+) \//
+  /^\[\d+:(0x[0-9a-f]+)\] +[\d.]+ ms: ([A-Za-z-]+)(?: \([^)]*\))? [\d.]+ \([\d.]+\) -> [\d.]+ \([\d.]+\) MB, ([\d.]+) \//
 
 /** One `--trace-gc` line; undefined for anything else. */
 export function parseTraceGc(line: string): GcPause | undefined {
   const m = LINE.exec(line)
   if (m === null) return undefined
-  const name = (m[1] as string).toLowerCase()
+  const name = (m[2] as string).toLowerCase()
   return {
     kind: name === 'scavenge' ? 'scavenge' : name.startsWith('mark') ? 'mark-compact' : 'other',
-    pauseMs: Number(m[2]),
+    pauseMs: Number(m[3]),
+    isolate: m[1] as string,
   }
 }
 
@@ -46,24 +52,32 @@ export function summariseGc(pauses: readonly GcPause[]): GcSummary {
   }
 }
 
-/** Collects the pauses a child prints on `out`; `take()` returns those since the last take. */
-export function watchGc(out: Readable): { take(): GcPause[] } {
+/**
+ * Collects the pauses a child prints on `out`; `take()` returns the main isolate's since the last
+ * take (`takeAll()` every isolate's).
+ */
+export function watchGc(out: Readable): { take(): GcPause[]; takeAll(): GcPause[] } {
   let pending = ''
   let seen: GcPause[] = []
+  let main: string | undefined
   out.on('data', (b: Buffer) => {
     const text = pending + b.toString()
     const lines = text.split('\n')
     pending = lines.pop() ?? ''
     for (const l of lines) {
       const p = parseTraceGc(l)
-      if (p !== undefined) seen.push(p)
+      if (p === undefined) continue
+      main ??= p.isolate
+      seen.push(p)
     }
   })
+  const takeAll = (): GcPause[] => {
+    const out = seen
+    seen = []
+    return out
+  }
   return {
-    take() {
-      const out = seen
-      seen = []
-      return out
-    },
+    take: () => takeAll().filter((p) => p.isolate === main),
+    takeAll,
   }
 }
