@@ -11,6 +11,7 @@ import {
 } from './metrics-bound.js'
 import { collectProcessMetrics } from './process-metrics.js'
 import type { ServerPoolStats } from './proxy/upstream-pool.js'
+import { promptHasher } from './scheduler/prompt-hasher.js'
 
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
 /** Time per output token: engines decode a token in ~5-100 ms; past 1 s a stream is stalling. */
@@ -381,6 +382,25 @@ export class GatewayMetrics {
       this.upstreamConnections.set({ server, state: 'idle' }, s.connections - active)
     }
   }
+
+  // The process-wide cache of hashed long prompt pieces (scheduler/prompt-hasher.ts): bounded,
+  // but it fills with the long pieces of traffic over hours, so the heap keeps rising by up to
+  // its cap long after start; these say how much of that rise it is.
+  readonly promptCacheBytes = new Gauge({
+    name: 'infer_gateway_prompt_cache_bytes',
+    help: 'Bytes held by the cache of hashed long prompt pieces, counted against its cap (text at 2 bytes a character, plus block hashes).',
+    registers: [this.registry],
+    collect: () => {
+      const s = promptHasher.stats()
+      this.promptCacheBytes.set(s.bytes)
+      this.promptCacheEntries.set(s.entries)
+    },
+  })
+  readonly promptCacheEntries = new Gauge({
+    name: 'infer_gateway_prompt_cache_entries',
+    help: 'Entries (a piece in one chain state) in the cache of hashed long prompt pieces.',
+    registers: [this.registry],
+  })
 
   /** Bound children per (model, api): see `series`. */
   readonly #series = new Map<string, RequestSeries>()

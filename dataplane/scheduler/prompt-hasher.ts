@@ -26,12 +26,14 @@ import type { SchedRequest } from './types.js'
 
 /** Pieces shorter than this are hashed directly: a lookup would cost about as much. */
 export const CACHE_MIN_CHARS = 1024
-const MAX_ENTRIES = 512
+export const MAX_ENTRIES = 512
 /**
  * Bytes held at most: texts at 2 bytes a character (V8's widest) plus each entry's hashes. A
- * 28 KB system prompt under 7 models costs ~57 KB of text and ~13 KB of hashes.
+ * 28 KB system prompt under 7 models costs ~57 KB of text and ~13 KB of hashes. Filled by the
+ * long pieces of real traffic over hours, so a process's heap keeps rising by up to this much
+ * long after start (/metrics `infer_gateway_prompt_cache_bytes` shows where it stands).
  */
-const MAX_BYTES = 4 * 1024 * 1024
+export const MAX_BYTES = 4 * 1024 * 1024
 /** Fingerprints remembered by the doorkeeper before it starts over. */
 const SEEN_MAX = 4096
 /** Characters sampled into a piece's fingerprint (plus its length). */

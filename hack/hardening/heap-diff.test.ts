@@ -2,7 +2,7 @@
 // Two snapshots in V8's format, small enough to read: a Map holding entries that grow between
 // them, a string that went away.
 import { describe, expect, it } from 'vitest'
-import { diffSnapshots, indexSnapshot, renderDiff } from './heap-diff.js'
+import { diffSnapshots, indexSnapshot, newInGroup, renderDiff } from './heap-diff.js'
 
 const meta = {
   node_fields: ['type', 'name', 'id', 'self_size', 'edge_count', 'trace_node_id', 'detachedness'],
@@ -82,5 +82,11 @@ describe('heap-diff', () => {
     // Largest growth first.
     expect(d[0]?.group).toBe('Entry')
     expect(renderDiff(d, 5)).toContain('Entry  (+2 / -0)')
+    // The chain from the root to a new Entry goes through the Map, not the weak reference.
+    const ib = indexSnapshot(b)
+    const fresh = newInGroup(indexSnapshot(a), ib, 'Entry', 5)
+    expect(fresh).toEqual([3, 4])
+    expect(ib.pathTo(3)).toEqual(['(hidden).cache', 'Map.[1]'])
+    expect(ib.totalBytes).toBe(32 + 40 * 3 + 16)
   })
 })

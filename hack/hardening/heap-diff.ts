@@ -39,6 +39,20 @@ export interface HeapIndex {
   readonly group: readonly string[]
   /** Retainers of each node as `Owner.edge`, weak edges left out. */
   retainersOf(node: number): string[]
+  /**
+   * The shortest chain of strong edges from the snapshot's root to `node`, as `Owner.edge`
+   * steps root first: who holds a structure that grows, beyond its first retainer.
+   */
+  pathTo(node: number): string[]
+  /** Sum of the self sizes of all nodes. */
+  readonly totalBytes: number
+  /**
+   * Bytes held only through `node` (its retained size): what is reachable from it over strong
+   * edges and no longer reachable from the root without it.
+   */
+  retainedSize(node: number): number
+  /** Nodes whose group is `group`. */
+  nodesOf(group: string): number[]
 }
 
 function names(v: unknown): readonly string[] {
@@ -103,11 +117,104 @@ export function indexSnapshot(raw: RawSnapshot): HeapIndex {
     retEdge[at] = edge
     fill[to] = at + 1
   })
+  const edgeLabel = (owner: number, e: number): string => {
+    const type = edgeTypes[raw.edges[e + eType] as number] ?? '?'
+    const v = raw.edges[e + eName] as number
+    const edgeName =
+      type === 'element' || type === 'hidden' ? `[${v}]` : (raw.strings[v] ?? String(v))
+    return `${group[owner]}.${edgeName}`
+  }
+  // Breadth-first distances from the root (node 0) over strong edges, computed on first use.
+  let dist: Int32Array | undefined
+  const distances = (): Int32Array => {
+    if (dist !== undefined) return dist
+    const d = new Int32Array(count).fill(-1)
+    const firstEdge = new Uint32Array(count + 1)
+    for (let i = 0; i < count; i++)
+      firstEdge[i + 1] = (firstEdge[i] as number) + (raw.nodes[i * nf + nEdges] as number) * ef
+    const queue = new Uint32Array(count)
+    let head = 0
+    let tail = 0
+    d[0] = 0
+    queue[tail++] = 0
+    while (head < tail) {
+      const n = queue[head++] as number
+      for (let e = firstEdge[n] as number; e < (firstEdge[n + 1] as number); e += ef) {
+        if (edgeTypes[raw.edges[e + eType] as number] === 'weak') continue
+        const to = (raw.edges[e + eTo] as number) / nf
+        if (d[to] !== -1) continue
+        d[to] = (d[n] as number) + 1
+        queue[tail++] = to
+      }
+    }
+    dist = d
+    return d
+  }
+  let totalBytes = 0
+  for (let i = 0; i < count; i++) totalBytes += selfSize[i] as number
+  const firstEdge = new Float64Array(count + 1)
+  for (let i = 0; i < count; i++)
+    firstEdge[i + 1] = (firstEdge[i] as number) + (raw.nodes[i * nf + nEdges] as number) * ef
+  /** Marks (with `mark`) what `from` reaches over strong edges, never entering `skip`. */
+  const reach = (from: number, skip: number, seen: Uint8Array, mark: number): void => {
+    const stack = [from]
+    seen[from] = mark
+    while (stack.length > 0) {
+      const n = stack.pop() as number
+      for (let e = firstEdge[n] as number; e < (firstEdge[n + 1] as number); e += ef) {
+        if (edgeTypes[raw.edges[e + eType] as number] === 'weak') continue
+        const to = (raw.edges[e + eTo] as number) / nf
+        if (to === skip || seen[to] !== 0) continue
+        seen[to] = mark
+        stack.push(to)
+      }
+    }
+  }
   return {
     count,
     ids,
     selfSize,
     group,
+    totalBytes,
+    retainedSize(node) {
+      const seen = new Uint8Array(count)
+      reach(0, node, seen, 1)
+      if (seen[node] !== 0) return 0
+      let bytes = selfSize[node] as number
+      const mine = new Uint8Array(count)
+      reach(node, -1, mine, 1)
+      for (let i = 0; i < count; i++)
+        if (mine[i] !== 0 && seen[i] === 0 && i !== node) bytes += selfSize[i] as number
+      return bytes
+    },
+    nodesOf(g) {
+      const out: number[] = []
+      for (let i = 0; i < count; i++) if (group[i] === g) out.push(i)
+      return out
+    },
+    pathTo(node) {
+      const d = distances()
+      const out: string[] = []
+      let at = node
+      while (at !== 0 && (d[at] as number) > 0) {
+        // Step to a retainer one closer to the root.
+        let next = -1
+        for (let r = retCount[at] as number; r < (retCount[at + 1] as number); r++) {
+          const e = retEdge[r] as number
+          if (edgeTypes[raw.edges[e + eType] as number] === 'weak') continue
+          const owner = retOwner[r] as number
+          if (d[owner] === (d[at] as number) - 1) {
+            next = owner
+            out.push(edgeLabel(owner, e))
+            break
+          }
+        }
+        if (next < 0) break
+        at = next
+      }
+      if (at !== 0) out.push('(unreachable from the root)')
+      return out.reverse()
+    },
     retainersOf(node) {
       const out: string[] = []
       for (let r = retCount[node] as number; r < (retCount[node + 1] as number); r++) {
@@ -202,6 +309,17 @@ export function diffSnapshots(a: HeapIndex, b: HeapIndex): GroupDiff[] {
     .sort((x, y) => y.netBytes - x.netBytes)
 }
 
+/** Up to `limit` nodes of B in `group` whose ids A did not have (for `HeapIndex.pathTo`). */
+export function newInGroup(a: HeapIndex, b: HeapIndex, group: string, limit: number): number[] {
+  const inA = new Set<number>()
+  for (let i = 0; i < a.count; i++) if (a.group[i] === group) inA.add(a.ids[i] as number)
+  const out: number[] = []
+  for (let i = 0; i < b.count && out.length < limit; i++) {
+    if (b.group[i] === group && !inA.has(b.ids[i] as number)) out.push(i)
+  }
+  return out
+}
+
 /**
  * How far the ids of two snapshots can be trusted: of the ids both have, the share naming an
  * object of the same group in each. Near 1 when both came from one inspector session; far lower
@@ -241,13 +359,23 @@ export function renderDiff(diffs: readonly GroupDiff[], top: number): string {
 async function main(argv: readonly string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args: [...argv],
-    options: { top: { type: 'string', default: '30' }, help: { type: 'boolean', short: 'h' } },
+    options: {
+      top: { type: 'string', default: '30' },
+      // Retainer chains from the root for a few new objects of these groups (as printed).
+      paths: { type: 'string', multiple: true, default: [] },
+      // Retained size of every object of these constructors in A and in B (by id).
+      retained: { type: 'string', multiple: true, default: [] },
+      'paths-per-group': { type: 'string', default: '5' },
+      help: { type: 'boolean', short: 'h' },
+    },
     allowPositionals: true,
     strict: true,
   })
   if (values.help === true || positionals.length !== 2) {
     process.stdout.write(
-      'Usage: tsx hack/hardening/heap-diff.ts A.heapsnapshot B.heapsnapshot [--top 30]\n',
+      'Usage: tsx hack/hardening/heap-diff.ts A.heapsnapshot B.heapsnapshot [--top 30]\n' +
+        '       [--paths GROUP ... --paths-per-group 5]  (retainer chains of new objects of GROUP)\n' +
+        '       [--retained CONSTRUCTOR ...]  (bytes each object of it holds, in A and in B)\n',
     )
     return
   }
@@ -263,7 +391,30 @@ async function main(argv: readonly string[]): Promise<void> {
     process.stdout.write(
       'warning: ids do not match across these snapshots (not one inspector session); added/removed and retainers below are meaningless, net changes hold\n',
     )
+  process.stdout.write(
+    `self sizes summed: ${(a.totalBytes / 1048576).toFixed(2)} → ${(b.totalBytes / 1048576).toFixed(2)} MiB\n`,
+  )
   process.stdout.write(renderDiff(diffSnapshots(a, b), Number(values.top)))
+  for (const g of values.retained) {
+    process.stdout.write(`\nretained by ${g} (id: A → B KiB):\n`)
+    const inA = new Map(a.nodesOf(g).map((n) => [a.ids[n] as number, a.retainedSize(n)]))
+    for (const n of b.nodesOf(g)) {
+      const id = b.ids[n] as number
+      const before = inA.get(id)
+      inA.delete(id)
+      const after = b.retainedSize(n)
+      process.stdout.write(
+        `  @${id}: ${before === undefined ? 'new' : (before / 1024).toFixed(1)} → ${(after / 1024).toFixed(1)}\n`,
+      )
+    }
+    for (const [id, before] of inA)
+      process.stdout.write(`  @${id}: ${(before / 1024).toFixed(1)} → gone\n`)
+  }
+  for (const g of values.paths) {
+    const nodes = newInGroup(a, b, g, Number(values['paths-per-group']))
+    process.stdout.write(`\nnew ${g}: ${nodes.length === 0 ? 'none' : ''}\n`)
+    for (const n of nodes) process.stdout.write(`  ${b.pathTo(n).join(' → ')}\n`)
+  }
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {

@@ -14,6 +14,7 @@ import { connect, type Socket } from 'node:net'
 import { availableParallelism, loadavg } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
+import { MAX_BYTES } from '../../dataplane/scheduler/prompt-hasher.js'
 import type { BadMode } from './bad-engine.js'
 import { fuzzCase } from './fuzz-bodies.js'
 import {
@@ -32,6 +33,7 @@ import {
   sleep,
   sleepUnlessAborted,
 } from './kit.js'
+import { promptCacheFillBodies } from './prompt-cache-fill.js'
 import { mb, type RunRecord, writeHardening } from './report.js'
 import { STACK_MODEL, startStack } from './stack.js'
 
@@ -45,6 +47,9 @@ const { values } = parseArgs({
     seed: { type: 'string', default: '7' },
     'with-bad-engine': { type: 'boolean', default: false },
     'no-write': { type: 'boolean', default: false },
+    // Leave the gateway's prompt-piece cache to fill with the traffic instead of filling it to
+    // its cap before the baseline (see prompt-cache-fill.ts): diagnosis only.
+    'no-prompt-cache-fill': { type: 'boolean', default: false },
     // Diagnosis: heap snapshots of the gateway (after a full GC) at these minutes of the run, and
     // one at its start, into --snapshot-dir; compare two with hack/hardening/heap-diff.ts.
     'heap-snapshots': { type: 'string', default: '' },
@@ -55,12 +60,14 @@ const { values } = parseArgs({
 })
 if (values.help) {
   process.stdout.write(`Usage: npm run hardening:soak -- [--minutes 30] [--seed 7] [--with-bad-engine] [--no-write]
-       [--warmup-minutes 3] [--heap-snapshots 2,6,12 --snapshot-dir DIR]
+       [--warmup-minutes 3] [--no-prompt-cache-fill] [--heap-snapshots 2,6,12 --snapshot-dir DIR]
 
 Runs a real gateway under valid, fuzzed, idle and slow traffic with config rewrites (and with
 --with-bad-engine, one engine cycling through misbehaving modes) and judges errors and memory after a
 full GC from a baseline read after --warmup-minutes of the full mix. --no-write prints the result only (docs/benchmarks.md untouched). --heap-snapshots writes
 heap snapshots of the gateway at start and at the given minutes (diagnosis; each pauses it ~1-3 s).
+Before the baseline, the gateway's cache of hashed long prompt pieces is filled to its cap (a
+bounded cache the mix alone fills over hours); --no-prompt-cache-fill leaves it to the traffic.
 `)
   process.exit(0)
 }
@@ -77,8 +84,10 @@ if (snapshotAt.length > 0 && snapshotDir === '') {
 }
 const seed = Number(values.seed)
 const withBad = values['with-bad-engine']
-const command = `npm run hardening:soak -- --minutes ${minutes}${warmupMinutes !== 3 ? ` --warmup-minutes ${warmupMinutes}` : ''}${withBad ? ' --with-bad-engine' : ''}`
+const fillPromptCache = !values['no-prompt-cache-fill']
+const command = `npm run hardening:soak -- --minutes ${minutes}${warmupMinutes !== 3 ? ` --warmup-minutes ${warmupMinutes}` : ''}${withBad ? ' --with-bad-engine' : ''}${fillPromptCache ? '' : ' --no-prompt-cache-fill'}`
 const RELOADS = 'infer_gateway_config_reloads_total'
+const PROMPT_CACHE = 'infer_gateway_prompt_cache_bytes'
 const LIMITS = [
   '--headers-timeout',
   '2000',
@@ -147,7 +156,27 @@ try {
       : gatewayMemory(inspector, { gc: true })
   // Heap after 500 valid requests only: reported beside the judged baseline (after the warm-up).
   const memCold = await memory()
-  let memStart = memCold
+  // The prompt-piece cache filled to its cap before anything is judged (prompt-cache-fill.ts).
+  let fillRequests = 0
+  if (fillPromptCache) {
+    const bodies = promptCacheFillBodies(STACK_MODEL)
+    fillRequests = bodies.length
+    await runLoad({
+      url: gw.url,
+      concurrency: 4,
+      next: (i) => {
+        const body = bodies[i]
+        return body === undefined ? undefined : { path: '/v1/chat/completions', body }
+      },
+    })
+  }
+  const promptCache = (): Promise<number> => metric(gw.url, PROMPT_CACHE)
+  const promptCacheCold = await promptCache()
+  log(
+    `prompt-piece cache: ${mb(promptCacheCold)} MB counted${fillPromptCache ? ` after ${fillRequests} fill requests` : ''}`,
+  )
+  let memStart = fillPromptCache && warmupMinutes <= 0 ? await memory() : memCold
+  let promptCacheStart = promptCacheCold
   let rssStart = await rssBytes(gw.pid)
   const cpuStart = await cpuSeconds(gw.pid)
   let rssMax = rssStart
@@ -309,6 +338,7 @@ try {
     // Once a minute, the heap after a full GC: its curve tells caches filling (rising, then flat)
     // from a leak (rising with requests all along).
     const heap = ++tick % 6 === 0 ? await memory() : undefined
+    const cached = heap !== undefined ? await promptCache() : undefined
     if (!warmedUp && Date.now() >= warmEnd) {
       warmedUp = true
       let release = (): void => {}
@@ -322,6 +352,7 @@ try {
         await sleep(200)
       memStart = await memory()
       rssStart = await rssBytes(gw.pid)
+      promptCacheStart = await promptCache()
       release()
       quiet = undefined
       log(
@@ -329,7 +360,7 @@ try {
       )
     }
     log(
-      `${Math.round((Date.now() - started) / 1000)} s: RSS ${mb(rss)} MB${heap !== undefined ? `, heap used after GC ${mb(heap.heapUsed)} MB` : ''}, sockets ${sockets.opened} opened / ${sockets.closedByGateway} closed by the gateway, rewrites ${rewrites}`,
+      `${Math.round((Date.now() - started) / 1000)} s: RSS ${mb(rss)} MB${heap !== undefined ? `, heap used after GC ${mb(heap.heapUsed)} MB (prompt-piece cache ${mb(cached ?? 0)} MB counted)` : ''}, sockets ${sockets.opened} opened / ${sockets.closedByGateway} closed by the gateway, rewrites ${rewrites}`,
     )
     const due = snapshotsLeft[0]
     if (due !== undefined && Date.now() - started >= due * 60_000) {
@@ -347,6 +378,7 @@ try {
   }
   const rssEnd = await rssBytes(gw.pid)
   const memEnd = await memory()
+  const promptCacheEnd = await promptCache()
   snapshotter?.close()
   const byStatus: Record<number, number> = {}
   for (const r of [v, f])
@@ -394,6 +426,7 @@ try {
       `valid traffic (8 concurrent, a quarter streamed): ${v.sent} requests, ${v.byStatus[200] ?? 0} × 200, ${v.brokenBodies} broken bodies (${v.silentBroken} without an error event: listed first among the examples), latency p50 ${percentile(v.latenciesMs, 50).toFixed(1)} / p99 ${percentile(v.latenciesMs, 99).toFixed(1)} ms`,
       `fuzzed bodies (2 concurrent, seed ${seed}): ${f.sent} requests, ${f.gateway5xx} gateway-made 5xx`,
       `memory baseline after a ${warmupMinutes}-minute warm-up of the full mix (counted in the requests above; read with the load held and nothing in flight, as the end figure): heap used after GC ${mb(memCold.heapUsed)} MB after the first 500 requests, ${mb(memStart.heapUsed)} MB after the warm-up; RSS after GC ${mb(memCold.rss)} → ${mb(memStart.rss)} MB (what the first pass over every path allocates once: optimized code, object shapes, lazily built schema internals, Node's error classes; docs/hardening-soak.md)`,
+      `prompt-piece cache (a bounded cache of hashed long prompt pieces, cap ${mb(MAX_BYTES)} MB counted at 2 bytes a character): ${fillPromptCache ? `filled before the baseline by ${fillRequests} requests of long distinct prompts, ` : 'left to the traffic (--no-prompt-cache-fill), '}${mb(promptCacheCold)} MB after the fill, ${mb(promptCacheStart)} MB at the baseline, ${mb(promptCacheEnd)} MB at the end${fillPromptCache ? '' : ' (its rise is in the heap growth above)'}`,
       `idle and slowloris connections: ${sockets.opened} opened in waves of 55 every 5 s, ${sockets.closedByGateway} closed by the gateway (limits ${LIMITS.join(' ')})`,
       `machine load average (1 min) at the end: ${loadavg()[0]?.toFixed(1)} on ${availableParallelism()} cores (other work shares the machine)`,
       `config file rewritten truncate-then-write ${rewrites} times, each a real change (an unrouted pool's endpoint renamed); the gateway counted ${reloads.success} reloads applied (the first config included) and ${reloads.failure} refused (an empty file read mid-write)`,
