@@ -10,7 +10,7 @@ import { Registry } from 'prom-client'
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import { statNice } from '../../hack/bench/thread-cpu.js'
 import { deadPort } from '../../test/helpers/upstream.js'
-import { MAX_QUEUE, RESTART_MS, Tracing } from './tracing.js'
+import { MAX_QUEUE, POST_DELAY_MS, RESTART_MS, Tracing } from './tracing.js'
 import { tracingWorkerCode } from './tracing-worker-code.js'
 
 interface OtlpAttr {
@@ -196,7 +196,7 @@ describe('the export worker', () => {
     // Handed over (posted) but not exported when the thread ends, as in a crash.
     t.start(none, 'chat')?.end(200, {})
     t.start(none, 'chat')?.end(200, {})
-    await new Promise((r) => setTimeout(r, 250)) // the batch's timer posts them
+    await new Promise((r) => setTimeout(r, POST_DELAY_MS + 250)) // the batch's timer posts them
     await w.terminate()
     expect(t.stats().dropped.worker_exit).toBe(2)
     expect(t.worker()).toBeUndefined()
