@@ -118,18 +118,20 @@ function benchSequence(): VirtualRequest[] {
 /**
  * Cold prefills (the group's 1500-token system prompt not found) of requests sent to another pod
  * than their group's previous request while that pod was up all along (it did not restart in
- * between, so its engine still held the group). Hits on a second pod (a spill under load that
- * cached the group there too) are not counted.
+ * between, before this request's first token, so its engine still held the group). Hits on a
+ * second pod (a spill under load that cached the group there too) are not counted.
  */
-function needlessMoves(run: VirtualRun): string[] {
+function needlessMoves(run: VirtualRun, fromMs = 0): string[] {
   const last = new Map<string, { pod: string; at: number }>()
   const out: string[] = []
   for (const x of [...run.results].sort((a, b) => a.at - b.at)) {
     if (!x.ok || x.tag === undefined) continue
     const prev = last.get(x.tag)
-    if (prev !== undefined && prev.pod !== x.pod && x.cachedTokens < 1000) {
+    if (prev !== undefined && prev.pod !== x.pod && x.cachedTokens < 1000 && x.at >= fromMs) {
+      // Killed before this request's first token: a request sent just before the kill is
+      // refused or cut there and retried on the group's re-home.
       const died = RESTARTS.some(
-        (k) => `pod-${k.pod}` === prev.pod && k.at > prev.at && k.at <= x.at,
+        (k) => `pod-${k.pod}` === prev.pod && k.at > prev.at && k.at <= x.at + x.ttftMs,
       )
       if (!died) out.push(`${x.tag} ${prev.pod} -> ${x.pod} at ${Math.round(x.at)} ms`)
     }
@@ -185,6 +187,17 @@ describe('engines restarted under load, quick window (issue 9)', () => {
   // 40-49 within 10 % 3 of 10 (30-49: 11 of 20, slow requests 433); with one move of slack
   // 8 of 10 (30-49: 17 of 20, 371). Rate-weighting the moves (a hot group's prefill draws more
   // waiting requests) was tried on top: 30-49 18 of 20 but 396 slow, seeds 10-29 no better.
+  //
+  // What the slow requests are (seeds 10-49 and the bench sequence, 41 runs; scratch analysis,
+  // limit 1.1x fresh p90): 811 slow for 939 allowed, of which ~350 cold prefills of displaced
+  // groups, 345 requests of those groups arriving while that prefill ran on the same pod (waiting
+  // is faster than any other pod: each would pay its own ~400 ms prefill there) and 113 queued on
+  // a survivor. Every cold prefill was one a kill forced: none moved back to the restarted pod
+  // while its new pod still held it, none sent to a pod back empty while warm elsewhere (asserted
+  // below for seeds 40-49 and the bench sequence); 21 were a group moved onto pod-2 before pod-2
+  // was killed (its second forced move: no router can know which engine dies next).
+  // The move bound: 0 moves of slack 22 of 41 within 10 % (925 slow), 1 (kept) 32 (811), 2 32
+  // (822), unbounded 33 (811), slack only for pods with room 30 (854): no lever left there.
   it('after the second restart the fleet evens out again: seeds 40-49 mostly within 10 %', async () => {
     const p90s: string[] = []
     let within = 0
@@ -196,6 +209,9 @@ describe('engines restarted under load, quick window (issue 9)', () => {
       const r = ttftPercentile(restarted.results, 90, WARMUP_MS)
       p90s.push(`${seed}: ${Math.round(r)} vs ${Math.round(f)}`)
       if (r <= 1.1 * f) within++
+      // From the first kill on, each cold prefill is one a kill forced: no group leaves a pod that
+      // still holds it (seed 48 has one such move at 0.5 s, in the warm-up, before any kill).
+      expect(needlessMoves(restarted, RESTARTS[0]?.at), `seed ${seed}`).toEqual([])
     }
     expect(within, p90s.join(', ')).toBeGreaterThanOrEqual(7)
   }, 120_000)
