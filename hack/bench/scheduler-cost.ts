@@ -3,13 +3,26 @@
 // prefix index, and an ~8k-token chat prompt per request (shared system prompts, unique
 // questions) with every plugin on: admission (fairness fast path) + filter + all scorers +
 // ordering. Budget: p99 ≤ 100 µs per decision. Recording at dispatch is timed separately.
+// `--breakdown` adds where the time goes, as floors that hold on a busy machine
+// (scheduler-cost-breakdown.ts); it is printed, not written.
 import { parseArgs } from 'node:util'
 import type { SnapshotScheduler } from '../../api/snapshot.js'
 import type { PickContext } from '../../dataplane/picker.js'
 import { Scheduler } from '../../dataplane/scheduler/index.js'
+import { PredictedLatencyPlugin } from '../../dataplane/scheduler/plugins/predicted-latency.js'
+import { PrefixCachePlugin } from '../../dataplane/scheduler/plugins/prefix-cache.js'
+import type { EndpointState } from '../../dataplane/scheduler/state.js'
 import { metrics, seeded, server, snapshot } from '../../dataplane/scheduler/testkit.js'
 import { percentile } from './load.js'
 import { fmt, table, writeSection } from './report.js'
+import {
+  CHUNK,
+  chunkFloor,
+  gcOverlaps,
+  hashingFloor,
+  pluginFloors,
+  watchGc,
+} from './scheduler-cost-breakdown.js'
 
 const { values: opts } = parseArgs({
   options: {
@@ -17,6 +30,7 @@ const { values: opts } = parseArgs({
     endpoints: { type: 'string', default: '64' },
     'prompt-tokens': { type: 'string', default: '8192' },
     'no-write': { type: 'boolean', default: false },
+    breakdown: { type: 'boolean', default: false },
   },
 })
 const DECISIONS = Number(opts.decisions)
@@ -132,6 +146,9 @@ async function main(): Promise<void> {
   }
   const decide: number[] = []
   const dispatch: number[] = []
+  const breakdown = opts.breakdown === true
+  const spans: [number, number][] = []
+  const gc = breakdown ? watchGc() : undefined
   for (let d = 0; d < DECISIONS; d++) {
     // Built outside the timed window; only what the data plane does per request is timed.
     const ctx = ctxFor()
@@ -140,6 +157,7 @@ async function main(): Promise<void> {
     const picked = sched.pick(ctx)
     const t1 = performance.now()
     decide.push((t1 - t0) * 1000)
+    if (breakdown) spans.push([t0, t1])
     const t = picked[0]
     if (t === undefined) throw new Error('no endpoint picked')
     const t2 = performance.now()
@@ -147,6 +165,11 @@ async function main(): Promise<void> {
     dispatch.push((performance.now() - t2) * 1000)
     sched.onComplete(ctx, t, ok)
     if (a !== undefined && !(a instanceof Promise)) a.release()
+  }
+  let parts = ''
+  if (breakdown && gc !== undefined) {
+    await gc.stop()
+    parts = breakdownText(sched, srv, eps, ctxFor, decide, spans, gc.pauses)
   }
   await sched.close()
   decide.sort((a, b) => a - b)
@@ -173,6 +196,7 @@ ${table(['step', 'p50', 'p90', 'p99', 'max'], [row('decision (admit + pick)', de
 Budget: p99 ≤ 100 µs per decision → **${p99 <= 100 ? 'met' : 'NOT met'}** (p99 ${fmt(p99, 1)} µs).
 Measured ${new Date().toISOString().slice(0, 10)} on ${process.platform}/${process.arch}, Node ${process.version}, single process.`
   process.stdout.write(`${text}\n`)
+  if (parts !== '') process.stdout.write(`\n${parts}\n`)
   if (!opts['no-write']) {
     const file = await writeSection('scheduler-cost', text, {
       endpoints: N,
@@ -193,6 +217,56 @@ Measured ${new Date().toISOString().slice(0, 10)} on ${process.platform}/${proce
     })
     process.stdout.write(`\nwritten to ${file}\n`)
   }
+}
+
+/** The `--breakdown` report (decide: µs in run order; spans and pauses: ms, performance clock). */
+function breakdownText(
+  sched: Scheduler,
+  srv: ReturnType<typeof server>,
+  eps: readonly { address: string; port: number }[],
+  ctxFor: () => PickContext,
+  decide: readonly number[],
+  spans: readonly (readonly [number, number])[],
+  pauses: readonly (readonly [number, number])[],
+): string {
+  const states = eps.map((e) => sched.state(`${e.address}:${e.port}`) as EndpointState)
+  const plugins = sched.plugins(srv.key)
+  // The cutting hashed: prefix-cache's, or predicted-latency's index of the same kind.
+  const prefix = plugins
+    .map((p) => (p instanceof PredictedLatencyPlugin ? p.index : p))
+    .find((p): p is PrefixCachePlugin => p instanceof PrefixCachePlugin)
+  const floors = pluginFloors(
+    plugins,
+    states,
+    Array.from({ length: CHUNK }, () => ctxFor()),
+  )
+  const hashing =
+    prefix === undefined ? Number.NaN : hashingFloor(ctxFor, prefix.blockChars, prefix.maxBlocks)
+  const whole = chunkFloor(decide)
+  const hit = gcOverlaps(spans, pauses)
+  const slow = percentile(
+    [...decide].sort((a, b) => a - b),
+    99,
+  )
+  let slowN = 0
+  let slowGc = 0
+  for (let i = 0; i < decide.length; i++) {
+    if ((decide[i] as number) < slow) continue
+    slowN++
+    if (hit[i]) slowGc++
+  }
+  const rows = [
+    ['decision (admit + pick), timed run', fmt(whole.min, 1), fmt(whole.p10, 1)],
+    ['prompt block hashes, fresh bodies', fmt(hashing, 1), ''],
+    ...floors.map((f) => [`score: ${f.name}`, fmt(f.us, 1), '']),
+  ]
+  return `### Breakdown (floors: lowest and 10th-percentile mean of ${CHUNK} consecutive calls, µs)
+
+${table(['part', 'floor', 'p10 of chunks'], rows)}
+
+Each plugin alone matches the prompt against the prefix index itself; in a decision the first
+reader's match is reused. GC: ${pauses.length} pauses during the timed run, overlapping
+${hit.filter((h) => h).length} of ${decide.length} decisions and ${slowGc} of the ${slowN} at or above p99.`
 }
 
 main().catch((e: unknown) => {

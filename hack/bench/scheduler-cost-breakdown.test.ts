@@ -1,0 +1,39 @@
+import { describe, expect, it } from 'vitest'
+import { chunkFloor, gcOverlaps } from './scheduler-cost-breakdown.js'
+
+describe('chunkFloor', () => {
+  it('averages consecutive chunks and reports the lowest and the 10th percentile', () => {
+    // 20 chunks of 2: means 1, 2, ..., 20 in a shuffled order; one preempted sample inflates one.
+    const means = [7, 3, 12, 1, 20, 5, 9, 2, 15, 4, 18, 6, 11, 8, 14, 10, 17, 13, 19, 16]
+    const samples = means.flatMap((m) => [m - 0.5, m + 0.5])
+    samples[4] = 5000
+    const f = chunkFloor(samples, 2)
+    expect(f.min).toBe(1)
+    // Sorted means: 1, 2, 3, ... with 12 → 2506 (the preempted chunk) moved last; index 2 is 3.
+    expect(f.p10).toBe(3)
+  })
+
+  it('ignores a trailing partial chunk, and has no floor without a whole chunk', () => {
+    expect(chunkFloor([4, 6, 1], 2).min).toBe(5)
+    expect(chunkFloor([1, 2], 3).min).toBeNaN()
+  })
+})
+
+describe('gcOverlaps', () => {
+  it('marks the decisions a pause overlapped, whatever order the pauses arrive in', () => {
+    const spans: [number, number][] = [
+      [0, 1],
+      [2, 3],
+      [4, 5],
+      [6, 7],
+    ]
+    // A pause inside the 2nd, one starting before the 4th and running into it, one between.
+    const pauses: [number, number][] = [
+      [5.5, 0.6],
+      [2.2, 0.1],
+      [3.5, 0.2],
+    ]
+    expect(gcOverlaps(spans, pauses)).toEqual([false, true, false, true])
+    expect(gcOverlaps(spans, [])).toEqual([false, false, false, false])
+  })
+})
