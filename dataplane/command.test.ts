@@ -1,6 +1,6 @@
 // The snapshot-source flags, parsed once for the data plane and the EPP (snapshotSourceArgs).
 import { describe, expect, it } from 'vitest'
-import { snapshotSourceArgs, UsageError } from './command.js'
+import { scrapeModeArg, scrapeOption, snapshotSourceArgs, UsageError } from './command.js'
 
 describe('snapshotSourceArgs', () => {
   it('--config (repeatable) is the standalone YAML source', () => {
@@ -31,5 +31,15 @@ describe('snapshotSourceArgs', () => {
       expect(() => snapshotSourceArgs({ config: ['a.yaml'], ...other })).toThrow(
         /--config \(standalone YAML\) cannot be combined/,
       )
+  })
+})
+
+describe('--scrape (data plane and EPP)', () => {
+  it('thread, inline and off map to the scheduler option; anything else is a usage error', () => {
+    expect(scrapeOption(scrapeModeArg('thread'))).toEqual({ thread: true })
+    expect(scrapeOption(scrapeModeArg('inline'))).toEqual({ thread: false })
+    expect(scrapeOption(scrapeModeArg('off'))).toBe(false)
+    expect(() => scrapeModeArg('worker')).toThrow(UsageError)
+    expect(() => scrapeModeArg('')).toThrow(/--scrape must be one of thread, inline, off, got ""/)
   })
 })

@@ -143,7 +143,7 @@ async function connectionsByWorker(url: string): Promise<Map<number, Agent>> {
 
 interface DebugView {
   worker?: { index: number; pid: number }
-  scrape: { enabled: boolean; by?: string; intervalMs?: number }
+  scrape: { enabled: boolean; by?: string; intervalMs?: number; thread?: string }
   endpoints: {
     name: string
     scrape: { fresh: boolean }
@@ -490,14 +490,27 @@ describe('dataplane --workers 2, stopped while starting', () => {
 })
 
 describe('dataplane --workers 1', () => {
-  it('is the single process: it scrapes itself, no worker in the decision', async () => {
+  it('is the single process: it scrapes itself (in a thread), no worker in the decision', async () => {
     const gw = await dataplane(['--workers', '1'])
     const a = connection()
     const r = await explain(a, gw.url, BLIND, 'single')
     expect(r.line).not.toContain('worker=')
     const d = await debugView(a, gw.url)
     expect(d.worker).toBeUndefined()
+    // Scraped in a worker thread by default (--scrape thread), and its results reach decisions.
+    // ('starting' until the worker is up; 'inline' would mean it gave up on the thread).
     expect(d.scrape).toMatchObject({ enabled: true, intervalMs: 200 })
+    await until(
+      async () => {
+        const view = await debugView(a, gw.url)
+        const ep = view.endpoints.find((e) => e.name === 'counted-1')
+        return (
+          view.scrape.thread === 'thread' && ep?.scrape.fresh === true && ep.engine?.running === 0
+        )
+      },
+      5000,
+      'counted engine scraped through the thread',
+    )
     a.destroy()
     const code = await new Promise<number | null>((resolve) => {
       gw.child.once('exit', (c) => resolve(c))

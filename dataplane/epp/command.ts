@@ -2,7 +2,15 @@
 // Envoy-based gateway (Envoy Gateway, Istio, kgateway, …) asks it over ext_proc which pod of the
 // pool gets each request (docs/epp.md).
 import { parseArgs } from 'node:util'
-import { intArg, snapshotSourceArgs, UsageError, untilSignal } from '../command.js'
+import {
+  intArg,
+  type ScrapeMode,
+  scrapeModeArg,
+  scrapeOption,
+  snapshotSourceArgs,
+  UsageError,
+  untilSignal,
+} from '../command.js'
 import { configSources } from '../gateway.js'
 import { type Logger, stderrLogger } from '../log.js'
 import { GatewayMetrics } from '../metrics.js'
@@ -54,10 +62,6 @@ const BODY_MODES: Record<string, BodyMode> = {
   none: BodyMode.NONE,
 }
 
-/** Where engine metrics are scraped (`--scrape`). */
-export type ScrapeMode = 'thread' | 'inline' | 'off'
-const SCRAPE_MODES: readonly ScrapeMode[] = ['thread', 'inline', 'off']
-
 export interface EppOptions {
   readonly pool: PoolRef
   readonly config?: { readonly kind: 'manifests' | 'snapshot'; readonly paths: readonly string[] }
@@ -88,13 +92,7 @@ export interface RunningEpp {
 export async function startEpp(opts: EppOptions): Promise<RunningEpp> {
   const metrics = new GatewayMetrics({ processMetrics: false })
   const store = new SnapshotStore()
-  // Scraping in a worker thread by default: each scrape's parse would otherwise be a burst on the
-  // decision's thread that the decisions arriving during it wait behind (docs/epp.md).
-  const scrape = opts.scrape ?? 'thread'
-  const scheduler = new Scheduler({
-    log: opts.log,
-    scrape: scrape === 'off' ? false : { thread: scrape === 'thread' },
-  })
+  const scheduler = new Scheduler({ log: opts.log, scrape: scrapeOption(opts.scrape ?? 'thread') })
   store.onSwap((s) => scheduler.onSnapshot(s))
   const { source, push } = configSources(
     {
@@ -191,11 +189,7 @@ export function parseEppArgs(argv: readonly string[], log: Logger): EppOptions |
   const maxBodyBytes = intArg('max-body-bytes', values['max-body-bytes'])
   if (maxBodyBytes === 0) throw new UsageError('--max-body-bytes must be at least 1')
   const metricsPort = values['metrics-port']
-  const scrape = SCRAPE_MODES.find((m) => m === values.scrape)
-  if (scrape === undefined)
-    throw new UsageError(
-      `--scrape must be one of ${SCRAPE_MODES.join(', ')}, got "${values.scrape}"`,
-    )
+  const scrape = scrapeModeArg(values.scrape)
   return {
     pool,
     ...source,
