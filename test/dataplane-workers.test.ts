@@ -490,14 +490,14 @@ describe('dataplane --workers 2, stopped while starting', () => {
 })
 
 describe('dataplane --workers 1', () => {
-  it('is the single process: it scrapes itself (in a thread), no worker in the decision', async () => {
-    const gw = await dataplane(['--workers', '1'])
+  it('is the single process: it scrapes itself (--scrape thread: in a thread), no worker in the decision', async () => {
+    const gw = await dataplane(['--workers', '1', '--scrape', 'thread'])
     const a = connection()
     const r = await explain(a, gw.url, BLIND, 'single')
     expect(r.line).not.toContain('worker=')
     const d = await debugView(a, gw.url)
     expect(d.worker).toBeUndefined()
-    // Scraped in a worker thread by default (--scrape thread), and its results reach decisions.
+    // Scraped in a worker thread with --scrape thread, and its results reach decisions.
     // ('starting' until the worker is up; 'inline' would mean it gave up on the thread).
     expect(d.scrape).toMatchObject({ enabled: true, intervalMs: 200 })
     await until(
