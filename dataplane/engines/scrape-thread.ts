@@ -19,7 +19,13 @@ import { Worker } from 'node:worker_threads'
 import type { Logger } from '../log.js'
 import type { ScrapeWorkerData, ScrapeWorkerReply, ScrapeWorkerRequest } from './scrape-worker.js'
 import { scrapeWorkerCode } from './scrape-worker-code.js'
-import { MetricsScraper, type Scraper, type ScraperOptions, type ScrapeTarget } from './scraper.js'
+import {
+  MetricsScraper,
+  type Scraper,
+  type ScraperOptions,
+  type ScrapeTarget,
+  scrapeTiming,
+} from './scraper.js'
 
 /** A worker ending sooner than this after its start counts towards giving up on the thread. */
 export const QUICK_EXIT_MS = 10_000
@@ -56,8 +62,9 @@ export class ScrapeThread implements Scraper {
   constructor(opts: ScrapeThreadOptions) {
     this.#opts = opts
     // The scraper's own defaults and floors, so both sides report what the loops use.
-    this.intervalMs = Math.max(10, opts.intervalMs ?? 200)
-    this.timeoutMs = Math.max(10, opts.timeoutMs ?? 500)
+    const timing = scrapeTiming(opts)
+    this.intervalMs = timing.intervalMs
+    this.timeoutMs = timing.timeoutMs
     const data: { -readonly [K in keyof ScrapeWorkerData]: ScrapeWorkerData[K] } = {}
     if (opts.intervalMs !== undefined) data.intervalMs = opts.intervalMs
     if (opts.timeoutMs !== undefined) data.timeoutMs = opts.timeoutMs

@@ -80,6 +80,17 @@ export interface Scraper {
   close(): Promise<void>
 }
 
+/** The interval and timeout the loops use: defaults and floors (one place for both scrapers). */
+export function scrapeTiming(opts: Pick<ScraperOptions, 'intervalMs' | 'timeoutMs'>): {
+  intervalMs: number
+  timeoutMs: number
+} {
+  return {
+    intervalMs: Math.max(10, opts.intervalMs ?? 200),
+    timeoutMs: Math.max(10, opts.timeoutMs ?? 500),
+  }
+}
+
 export class ScraperError extends Error {
   override readonly name = 'ScraperError'
   readonly code = 'SCRAPE_TOO_LARGE'
@@ -138,8 +149,9 @@ export class MetricsScraper implements Scraper {
 
   constructor(opts: ScraperOptions) {
     this.#opts = opts
-    this.intervalMs = Math.max(10, opts.intervalMs ?? 200)
-    this.timeoutMs = Math.max(10, opts.timeoutMs ?? 500)
+    const timing = scrapeTiming(opts)
+    this.intervalMs = timing.intervalMs
+    this.timeoutMs = timing.timeoutMs
     this.#maxBytes = opts.maxBytes ?? 8 * 1024 * 1024
     this.#maxBackoffMs = opts.maxBackoffMs ?? 30_000
     this.#random = opts.random ?? Math.random
