@@ -14,7 +14,7 @@
 //     --rounds 4 --seconds 5 --heap
 import { type ChildProcess, spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdtemp, readFile, rm, unlink, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm, unlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -151,7 +151,11 @@ async function main(): Promise<void> {
     const bundle = opts.bundle ?? (await bundleDataplane(join(dir, 'dist')))
     const probe = join(dir, 'probe.mjs')
     await writeFile(probe, PROBE_SOURCE)
-    await writeFile(join(dir, 'gateway.yaml'), CONFIG)
+    // The config in a directory of its own: the data plane watches its config's directory, and
+    // vegeta writes its results into `dir` for the whole window (an fs event per write).
+    const config = join(dir, 'config', 'gateway.yaml')
+    await mkdir(join(dir, 'config'))
+    await writeFile(config, CONFIG)
     const bodyFile = join(dir, 'body.json')
     await writeFile(bodyFile, chat(false))
     procs.push(await startZeroLatencySim(SIM_HOST, SIM_PORT, MODEL))
@@ -176,7 +180,7 @@ async function main(): Promise<void> {
         v.bundle,
         [
           '--config',
-          join(dir, 'gateway.yaml'),
+          config,
           '--host',
           '127.0.0.1',
           '--port',

@@ -61,10 +61,13 @@ describe('place and summarise', () => {
       gc: [
         { startMs: 101, durationMs: 2, kind: 'minor' },
         { startMs: 301, durationMs: 6, kind: 'major' },
+        { startMs: 602, durationMs: 6, kind: 'minor' },
       ],
       stalls: [
         { endMs: 206, gapMs: 5, cpuMs: 4.8 },
         { endMs: 406, gapMs: 5, cpuMs: 0.4 },
+        // A stall that holds a GC pause: 6 of its 8 ms are GC, 2 busy.
+        { endMs: 609, gapMs: 8, cpuMs: 8 },
       ],
       requests: [
         { startMs: 100.2, endMs: 103.5 },
@@ -81,6 +84,7 @@ describe('place and summarise', () => {
       { startMs: 1300, latencyMs: 8, code: 200 },
       { startMs: 1400, latencyMs: 7, code: 200 },
       { startMs: 1500, latencyMs: 1, code: 200 },
+      { startMs: 1600, latencyMs: 10, code: 200 },
     ]
     const placed = place(recs, w, 'wall')
     expect(placed.map((p) => p.cause)).toEqual([
@@ -89,7 +93,10 @@ describe('place and summarise', () => {
       'gc-major',
       'stall-preempted',
       'none',
+      'gc-minor',
     ])
+    expect(placed[5]?.during['gc-minor']).toBeCloseTo(6, 6)
+    expect(placed[5]?.during['stall-busy']).toBeCloseTo(2, 6)
     const last = placed[4]?.split
     expect(last?.beforeMs).toBeCloseTo(0.3, 6)
     expect(last?.handlerMs).toBeCloseTo(0.5, 6)
@@ -98,11 +105,15 @@ describe('place and summarise', () => {
     expect(placed[1]?.split).toBeUndefined()
 
     const s = summarise(placed)
-    expect(s.requests).toBe(5)
-    expect(s.p99Ms).toBe(8)
+    expect(s.requests).toBe(6)
+    expect(s.p99Ms).toBe(10)
     expect(s.slow).toBe(1)
-    expect(s.slowByCause['gc-major']).toBe(1)
-    expect(s.allByCause.none).toBeCloseTo(0.2, 6)
+    expect(s.slowByCause['gc-minor']).toBe(1)
+    expect(s.slowDuring['gc-minor']).toBeCloseTo(6, 6)
+    expect(s.slowDuring['stall-busy']).toBeCloseTo(2, 6)
+    expect(s.allByCause.none).toBeCloseTo(1 / 6, 6)
+    // Mean over all six: 2 + 6 ms of minor GC.
+    expect(s.allDuring['gc-minor']).toBeCloseTo(8 / 6, 6)
     expect(s.allSplit.matched).toBe(2)
   })
 })

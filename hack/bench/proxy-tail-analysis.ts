@@ -66,8 +66,6 @@ export function quantile(sorted: readonly number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))] as number
 }
 
-const overlaps = (s0: number, e0: number, s1: number, e1: number): boolean => s0 < e1 && s1 < e0
-
 /** What overlapped a request's time (first match wins, in this order). */
 export type Cause =
   | 'gc-major'
@@ -85,6 +83,38 @@ export const CAUSES: readonly Cause[] = [
   'none',
 ]
 
+/** Less than this in GC or stalls (ms) and a request's cause is 'none'. */
+const MIN_CAUSE_MS = 0.5
+
+const span = (s0: number, e0: number, s1: number, e1: number): number =>
+  Math.max(0, Math.min(e0, e1) - Math.max(s0, s1))
+
+/**
+ * ms of [startMs, endMs] inside GC pauses by kind and inside stalls, busy or preempted. A GC
+ * pause runs on the loop's thread, so the stall around it holds it: that part counts as GC only.
+ */
+function overlapMs(
+  startMs: number,
+  endMs: number,
+  gc: TailWindow['gc'],
+  stalls: readonly { startMs: number; endMs: number; busy: boolean }[],
+): Record<Exclude<Cause, 'none'>, number> {
+  const out = { 'gc-major': 0, 'gc-minor': 0, 'stall-busy': 0, 'stall-preempted': 0 }
+  for (const g of gc) {
+    const ov = span(startMs, endMs, g.startMs, g.startMs + g.durationMs)
+    if (ov > 0) out[g.kind === 'minor' ? 'gc-minor' : 'gc-major'] += ov
+  }
+  for (const s of stalls) {
+    const s0 = Math.max(startMs, s.startMs)
+    const e0 = Math.min(endMs, s.endMs)
+    if (e0 <= s0) continue
+    let inGc = 0
+    for (const g of gc) inGc += span(s0, e0, g.startMs, g.startMs + g.durationMs)
+    out[s.busy ? 'stall-busy' : 'stall-preempted'] += Math.max(0, e0 - s0 - inGc)
+  }
+  return out
+}
+
 /** A stall counts as busy when the process used at least this share of its length in CPU. */
 const BUSY_SHARE = 0.5
 
@@ -93,7 +123,10 @@ export interface Placed {
   readonly startMs: number
   readonly endMs: number
   readonly latencyMs: number
+  /** What took the most of its time (at least MIN_CAUSE_MS), else 'none'. */
   readonly cause: Cause
+  /** ms of its time inside GC pauses and stalls by kind (a stall's GC time counts as GC). */
+  readonly during: Readonly<Record<Exclude<Cause, 'none'>, number>>
   /** The server's view of it, when one matched: queue before our handler, in it, after. */
   readonly split?: {
     readonly beforeMs: number
@@ -174,21 +207,16 @@ export function place(
   for (const r of [...records].sort((a, b) => a.startMs - b.startMs)) {
     const startMs = toPerf(r.startMs)
     const endMs = startMs + r.latencyMs
+    const during = overlapMs(startMs, endMs, w.gc, stalls)
     let cause: Cause = 'none'
-    for (const g of w.gc) {
-      if (!overlaps(startMs, endMs, g.startMs, g.startMs + g.durationMs)) continue
-      if (g.kind === 'minor') {
-        if (cause === 'none') cause = 'gc-minor'
-      } else cause = 'gc-major'
-    }
-    if (cause === 'none')
-      for (const s of stalls) {
-        if (!overlaps(startMs, endMs, s.startMs, s.endMs)) continue
-        cause = s.busy ? 'stall-busy' : 'stall-preempted'
-        if (s.busy) break
+    let most = MIN_CAUSE_MS
+    for (const c of CAUSES)
+      if (c !== 'none' && during[c] >= most) {
+        most = during[c]
+        cause = c
       }
     const srv = matchServer(servers, used, startMs, startMs + (r.totalMs ?? r.latencyMs), slackMs)
-    const p: Placed = { startMs, endMs, latencyMs: r.latencyMs, cause }
+    const p: Placed = { startMs, endMs, latencyMs: r.latencyMs, cause, during }
     if (srv === undefined) {
       out.push(p)
       continue
@@ -217,6 +245,9 @@ export interface TailSummary {
   readonly slowByCause: Readonly<Record<Cause, number>>
   readonly allByCause: Readonly<Record<Cause, number>>
   /** Medians of the split parts, ms: of the slow requests and of all (matched ones only). */
+  /** Mean ms per request inside GC pauses / stalls by kind: of the slow requests and of all. */
+  readonly slowDuring: Readonly<Record<Exclude<Cause, 'none'>, number>>
+  readonly allDuring: Readonly<Record<Exclude<Cause, 'none'>, number>>
   readonly slowSplit: SplitMedians
   readonly allSplit: SplitMedians
 }
@@ -252,6 +283,14 @@ function shares(ps: readonly Placed[]): Record<Cause, number> {
   return out
 }
 
+function meanDuring(ps: readonly Placed[]): Record<Exclude<Cause, 'none'>, number> {
+  const out = { 'gc-major': 0, 'gc-minor': 0, 'stall-busy': 0, 'stall-preempted': 0 }
+  for (const p of ps)
+    for (const k of Object.keys(out) as (keyof typeof out)[]) out[k] += p.during[k]
+  if (ps.length > 0) for (const k of Object.keys(out) as (keyof typeof out)[]) out[k] /= ps.length
+  return out
+}
+
 /** Latency quantiles, causes and splits of the slowest 1 % against all requests. */
 export function summarise(placed: readonly Placed[]): TailSummary {
   const lat = placed.map((p) => p.latencyMs).sort((a, b) => a - b)
@@ -264,6 +303,8 @@ export function summarise(placed: readonly Placed[]): TailSummary {
     slow: slow.length,
     slowByCause: shares(slow),
     allByCause: shares(placed),
+    slowDuring: meanDuring(slow),
+    allDuring: meanDuring(placed),
     slowSplit: splitMedians(slow),
     allSplit: splitMedians(placed),
   }

@@ -411,12 +411,16 @@ async function main(): Promise<void> {
         )
       }
       out(
-        `  slowest 1 % (${s.slow} requests ≥ ${f2(s.p99Ms)} ms) by what overlapped them, against all requests:`,
+        `  slowest 1 % (${s.slow} requests ≥ ${f2(s.p99Ms)} ms) by what took most of their time (≥ 0.5 ms), against all requests:`,
       )
       for (const c of CAUSES)
         out(
           `    ${c.padEnd(16)} ${pct(s.slowByCause[c]).padStart(4)}  (all ${pct(s.allByCause[c])})`,
         )
+      const dur = (x: typeof s.slowDuring) =>
+        `GC minor ${f2(x['gc-minor'])}, GC other ${f2(x['gc-major'])}, busy stalls ${f2(x['stall-busy'])}, preempted stalls ${f2(x['stall-preempted'])} ms`
+      out(`  mean time inside, slowest 1 %: ${dur(s.slowDuring)}`)
+      out(`  mean time inside, all:         ${dur(s.allDuring)}`)
       const sp = (x: typeof s.slowSplit) =>
         `before handler ${f2(x.beforeMs)}, handler ${f2(x.handlerMs)} (upstream ${f2(x.upstreamMs)}), after ${f2(x.afterMs)} ms [${x.matched} matched]`
       out(`  median split, slowest 1 %: ${sp(s.slowSplit)}`)
@@ -426,8 +430,24 @@ async function main(): Promise<void> {
       const secs = ws.reduce((a, w) => a + (w.closeMs - w.openMs) / 1000, 0)
       const busy = stalls.filter((x) => x.cpuMs >= x.gapMs * 0.5)
       out(
-        `  stalls: ${(stalls.length / secs).toFixed(1)}/s (${busy.length} busy, ${stalls.length - busy.length} preempted); GC pauses ≥ 1 ms: ${(ws.flatMap((w) => w.gc).filter((g) => g.durationMs >= 1).length / secs).toFixed(1)}/s`,
+        `  stalls: ${(stalls.length / secs).toFixed(1)}/s (${busy.length} busy, ${stalls.length - busy.length} preempted); busy stall ms p50 ${f2(
+          quantile(
+            busy.map((x) => x.gapMs).sort((a, b) => a - b),
+            0.5,
+          ),
+        )} max ${f2(Math.max(0, ...busy.map((x) => x.gapMs)))}`,
       )
+      for (const kind of ['minor', 'major', 'incremental', 'weak', 'other'] as const) {
+        const g = ws
+          .flatMap((w) => w.gc)
+          .filter((x) => x.kind === kind)
+          .map((x) => x.durationMs)
+          .sort((a, b) => a - b)
+        if (g.length > 0)
+          out(
+            `  GC ${kind}: ${(g.length / secs).toFixed(2)}/s, pause p50 ${f2(quantile(g, 0.5))} p90 ${f2(quantile(g, 0.9))} max ${f2(g[g.length - 1] ?? 0)} ms`,
+          )
+      }
       if (opts.cpu) {
         table('stall samples by task (outermost bundle frame)', t.stallTasks, top)
         table('stall samples by leaf', t.stallLeaves, top)
