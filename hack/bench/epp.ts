@@ -22,7 +22,7 @@ import { EPP_NODE_OPTIONS } from '../../cdk8s/epp.js'
 import { manifests } from '../../test/helpers/config.js'
 import { type SimHandle, startSimulator } from '../sim/index.js'
 import { type CostRow, eppCost } from './epp-cost.js'
-import { summariseGc, watchGc } from './gc-trace.js'
+import { GC_MAIN_FIRST_ARGS, summariseGc, watchGc } from './gc-trace.js'
 import { statCpuTicks } from './proc-cpu.js'
 import { type Proc, spawnCli, spawnScript } from './procs.js'
 import { bundleDataplane, spawnBundle } from './proxy-bundle.js'
@@ -67,6 +67,11 @@ const { values: opts } = parseArgs({
     'no-write': { type: 'boolean', default: false },
     /** Write a V8 CPU profile of the EPP process into this directory (where does the time go?). */
     'cpu-prof': { type: 'string' },
+    /**
+     * Also report when each request-phase message left the client and each answer came back,
+     * from the request headers' send (p50/p90 per message, every row): where a decision's time goes.
+     */
+    timeline: { type: 'boolean', default: false },
   },
 })
 
@@ -102,6 +107,8 @@ interface BenchOut {
   gcPer1k?: number
   gcMedianMs?: number
   gcMaxMs?: number
+  /** With --timeline: the client's offsets per message (test/epp-client bench). */
+  timeline?: { message: string; p50Us: number; p90Us: number; p99Us: number }[]
 }
 
 /** `le` → cumulative count of infer_gateway_epp_decision_duration_seconds. */
@@ -221,6 +228,7 @@ async function main(): Promise<void> {
         [
           // Every pause is one line on stdout: counted per run below (cheap: a few lines a second).
           '--trace-gc',
+          ...GC_MAIN_FIRST_ARGS,
           ...opts['epp-node-args'].split(' ').filter((a) => a !== ''),
           ...(opts['cpu-prof'] !== undefined
             ? ['--cpu-prof', '--cpu-prof-dir', opts['cpu-prof']]
@@ -265,6 +273,7 @@ async function main(): Promise<void> {
         concurrency: c,
         iterations: Number(opts.iterations),
         warmup: Number(opts.warmup),
+        timeline: opts.timeline,
         requests: [{ id: 'bench', mode, body, chunkBytes: 16 * 1024 }],
       }),
     )
@@ -413,6 +422,7 @@ async function main(): Promise<void> {
       ]),
     ),
     ...overFloorTable(rows),
+    ...timelineTable(rows),
     ...costTable(cost),
   ].join('\n')
   process.stdout.write(`${md}\n`)
@@ -468,6 +478,30 @@ function overFloorTable(rows: readonly BenchOut[]): string[] {
         fmt(x.p50OverUs, 0),
         fmt(x.p99OverUs, 0),
         `${fmt(x.p99Ratio, 2)}×`,
+      ]),
+    ),
+  ]
+}
+
+/** Per row, the client's p50 / p90 offset of each message from the request headers' send. */
+function timelineTable(rows: readonly BenchOut[]): string[] {
+  const withTl = rows.filter((r) => r.timeline !== undefined && r.timeline.length > 0)
+  const first = withTl[0]?.timeline
+  if (first === undefined) return []
+  const label = (r: BenchOut): string =>
+    `${r.mode === 'floor' ? 'grpc-js floor' : r.mode === 'go-floor' ? 'Go floor' : `EPP ${r.mode} (${r.scrape ?? 'thread'})`}, c=${r.concurrency}`
+  return [
+    '',
+    "When each request-phase message left the client and each answer arrived, from the start of the request headers' send (`--timeline`; p50 / p90 µs over the measured streams).",
+    '',
+    table(
+      ['message', ...withTl.map(label)],
+      first.map((m, i) => [
+        m.message.replace('*ext_procv3.ProcessingResponse_', 'answer '),
+        ...withTl.map((r) => {
+          const x = r.timeline?.[i]
+          return x === undefined ? '—' : `${fmt(x.p50Us, 0)} / ${fmt(x.p90Us, 0)}`
+        }),
       ]),
     ),
   ]

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process'
 import { describe, expect, it } from 'vitest'
-import { parseTraceGc, summariseGc, watchGc } from './gc-trace.js'
+import { GC_MAIN_FIRST_ARGS, parseTraceGc, summariseGc, watchGc } from './gc-trace.js'
 
 describe('gc-trace', () => {
   it('reads the pause of scavenges and mark-compacts, nothing from other lines', () => {
@@ -8,17 +8,32 @@ describe('gc-trace', () => {
       parseTraceGc(
         '[18124:0x3a4c12c0]     6303 ms: Scavenge 45.2 (66.3) -> 30.4 (66.3) MB, 5.62 / 0.02 ms  (average mu = 0.972, current mu = 0.972) allocation failure; ',
       ),
-    ).toEqual({ kind: 'scavenge', pauseMs: 5.62, isolate: '0x3a4c12c0' })
+    ).toEqual({
+      kind: 'scavenge',
+      pauseMs: 5.62,
+      isolate: '0x3a4c12c0',
+      atMs: 6303,
+      afterMb: 30.4,
+      committedMb: 66.3,
+    })
     expect(
       parseTraceGc(
         '[7:0x5e0]    90210 ms: Mark-Compact (reduce) 61.0 (80.1) -> 40.2 (79.9) MB, 12.3 / 0.0 ms  (+ 3.1 ms in 12 steps since start of marking) finalize incremental marking',
       ),
-    ).toEqual({ kind: 'mark-compact', pauseMs: 12.3, isolate: '0x5e0' })
+    ).toEqual({
+      kind: 'mark-compact',
+      pauseMs: 12.3,
+      isolate: '0x5e0',
+      atMs: 90210,
+      afterMb: 40.2,
+      committedMb: 79.9,
+    })
     expect(parseTraceGc('{"level":"info","msg":"epp listening"}')).toBeUndefined()
+    const at = { isolate: '0x1', atMs: 0, afterMb: 1, committedMb: 2 }
     const s = summariseGc([
-      { kind: 'scavenge', pauseMs: 1, isolate: '0x1' },
-      { kind: 'scavenge', pauseMs: 3, isolate: '0x1' },
-      { kind: 'mark-compact', pauseMs: 10, isolate: '0x1' },
+      { kind: 'scavenge', pauseMs: 1, ...at },
+      { kind: 'scavenge', pauseMs: 3, ...at },
+      { kind: 'mark-compact', pauseMs: 10, ...at },
     ])
     expect(s).toEqual({
       pauses: 3,
@@ -81,5 +96,27 @@ describe('gc-trace', () => {
     expect(mainOnly.length).toBeGreaterThan(5)
     expect(new Set(mainOnly.map((p) => p.isolate)).size).toBe(1)
     expect(gc2.takeAll()).toEqual([])
+  })
+
+  it('with GC_MAIN_FIRST_ARGS the main isolate is the first, even when only a worker allocates', async () => {
+    const alloc = 'let k = 0; for (let i = 0; i < 20000; i++) k += new Array(1000).fill(i).length'
+    const child = spawn(
+      process.execPath,
+      [
+        '--trace-gc',
+        ...GC_MAIN_FIRST_ARGS,
+        '--max-semi-space-size=1',
+        '-e',
+        `const { Worker } = require('node:worker_threads'); new Worker(${JSON.stringify(alloc)}, { eval: true })`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    )
+    const gc = watchGc(child.stdout)
+    await new Promise((r) => child.once('close', r))
+    const main = gc.take()
+    // The forced collection (and whatever the idle main thread did) against the worker's many.
+    expect(main.length).toBeGreaterThanOrEqual(1)
+    expect(main[0]?.kind).toBe('mark-compact')
+    expect(main.length).toBeLessThan(5)
   })
 })

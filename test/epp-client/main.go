@@ -67,6 +67,9 @@ type Spec struct {
 	// Bench: repeat Requests[0] this many times (after Warmup) and report latency percentiles.
 	Iterations int `json:"iterations"`
 	Warmup     int `json:"warmup"`
+	// Timeline: bench also reports when each request-phase message was sent and each answer came,
+	// from the headers' send (p50/p90 per message, µs): where a decision's time goes.
+	Timeline bool `json:"timeline"`
 }
 
 type Immediate struct {
@@ -189,6 +192,17 @@ type decision struct {
 	res       Result
 	body      []byte // what goes upstream
 	endpoints []string
+	// marks: each message of the request phase, sent or received, in order (bench timeline).
+	marks []mark
+}
+
+type mark struct {
+	name string
+	at   time.Time
+}
+
+func (d *decision) mark(name string) {
+	d.marks = append(d.marks, mark{name, time.Now()})
 }
 
 // requestPhase sends headers and body as Envoy does and reads the EPP's answers until the
@@ -217,13 +231,16 @@ func requestPhase(stream grpc.BidiStreamingClient[extprocv3.ProcessingRequest, e
 	if err := stream.Send(first); err != nil {
 		return nil, err
 	}
+	d.mark("sent request_headers")
 	body := []byte(r.Body)
 	sendBody := func() error {
 		if len(body) == 0 {
 			return nil
 		}
 		if r.Mode == "buffered" {
-			return stream.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: body, EndOfStream: true}}})
+			err := stream.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: body, EndOfStream: true}}})
+			d.mark("sent request_body")
+			return err
 		}
 		size := r.ChunkBytes
 		if size <= 0 {
@@ -234,6 +251,7 @@ func requestPhase(stream grpc.BidiStreamingClient[extprocv3.ProcessingRequest, e
 			if err := stream.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: body[at:end], EndOfStream: end == len(body)}}}); err != nil {
 				return err
 			}
+			d.mark(fmt.Sprintf("sent request_body %d", at/size+1))
 		}
 		return nil
 	}
@@ -251,6 +269,7 @@ func requestPhase(stream grpc.BidiStreamingClient[extprocv3.ProcessingRequest, e
 		if err != nil {
 			return nil, fmt.Errorf("waiting for the request answers: %w", err)
 		}
+		d.mark(fmt.Sprintf("got %T", resp.Response))
 		readDestination(d, resp)
 		switch v := resp.Response.(type) {
 		case *extprocv3.ProcessingResponse_ImmediateResponse:
@@ -513,6 +532,9 @@ func bench(client extprocv3.ExternalProcessorClient, spec Spec) {
 	conc := max(spec.Concurrency, 1)
 	total := spec.Warmup + spec.Iterations
 	lat := make([]float64, 0, spec.Iterations)
+	// Timeline: per message (by its place in the phase), its offsets from the headers' send, µs.
+	var names []string
+	var offsets [][]float64
 	var mu sync.Mutex
 	next := 0
 	errCount := 0
@@ -535,7 +557,7 @@ func bench(client extprocv3.ExternalProcessorClient, spec Spec) {
 				if i >= total {
 					return
 				}
-				us, err := benchOne(client, r)
+				us, marks, err := benchOne(client, r)
 				mu.Lock()
 				if err != nil {
 					errCount++
@@ -544,6 +566,17 @@ func bench(client extprocv3.ExternalProcessorClient, spec Spec) {
 					}
 				} else if i >= spec.Warmup {
 					lat = append(lat, us)
+					if spec.Timeline {
+						for k, m := range marks {
+							if k >= len(names) {
+								names = append(names, m.name)
+								offsets = append(offsets, nil)
+							}
+							if names[k] == m.name {
+								offsets[k] = append(offsets[k], float64(m.at.Sub(marks[0].at).Nanoseconds())/1000)
+							}
+						}
+					}
 				}
 				mu.Unlock()
 			}
@@ -570,24 +603,41 @@ func bench(client extprocv3.ExternalProcessorClient, spec Spec) {
 	if firstErr != "" {
 		out["firstError"] = firstErr
 	}
+	if spec.Timeline {
+		tl := make([]map[string]any, 0, len(names))
+		for k, name := range names {
+			o := offsets[k]
+			sort.Float64s(o)
+			q := func(p float64) float64 {
+				if len(o) == 0 {
+					return 0
+				}
+				return o[max(0, min(len(o)-1, int(float64(len(o))*p+0.999999)-1))]
+			}
+			tl = append(tl, map[string]any{"message": name, "streams": len(o), "p50Us": q(0.5), "p90Us": q(0.9), "p99Us": q(0.99)})
+		}
+		out["timeline"] = tl
+	}
 	_ = json.NewEncoder(os.Stdout).Encode(out)
 }
 
-func benchOne(client extprocv3.ExternalProcessorClient, r Request) (float64, error) {
+func benchOne(client extprocv3.ExternalProcessorClient, r Request) (float64, []mark, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	stream, err := client.Process(ctx)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	t0 := time.Now()
 	d, err := requestPhase(stream, r)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	us := float64(time.Since(t0).Nanoseconds()) / 1000
+	// The timeline's origin: the headers' send started (t0), not when it returned.
+	marks := append([]mark{{"start", t0}}, d.marks...)
 	if d.res.Immediate != nil {
-		return 0, fmt.Errorf("immediate response %d: %s", d.res.Immediate.Status, d.res.Immediate.Body)
+		return 0, nil, fmt.Errorf("immediate response %d: %s", d.res.Immediate.Status, d.res.Immediate.Body)
 	}
 	served := &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
 		"envoy.lb": {Fields: map[string]*structpb.Value{"x-gateway-destination-endpoint-served": structpb.NewStringValue(d.endpoints[0])}},
@@ -596,21 +646,21 @@ func benchOne(client extprocv3.ExternalProcessorClient, r Request) (float64, err
 		Request:         &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{Headers: headerMap(map[string]string{":status": "200", "content-type": "application/json"})}},
 		MetadataContext: served,
 	}); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	if _, err := stream.Recv(); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	body := []byte(`{"choices":[],"usage":{"prompt_tokens":8000,"completion_tokens":1}}`)
 	if err := stream.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{ResponseBody: &extprocv3.HttpBody{Body: body, EndOfStream: true}}}); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	if _, err := stream.Recv(); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	_ = stream.CloseSend()
 	_, _ = stream.Recv()
-	return us, nil
+	return us, marks, nil
 }
 
 func health(addr, service string) {
