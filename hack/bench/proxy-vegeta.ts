@@ -160,7 +160,8 @@ export function describeFailures(r: VegetaReport): string {
 }
 
 export interface Attack {
-  readonly url: string
+  /** The target, or several that vegeta takes in turn, one request each (round-robin). */
+  readonly url: string | readonly string[]
   /** Path of a file holding the JSON request body. */
   readonly bodyFile: string
   /** Requests per second; 0 = closed loop with `workers` concurrent requests (max throughput). */
@@ -174,7 +175,11 @@ export interface Attack {
 /** Runs one `vegeta attack` to completion. */
 export async function attack(bin: string, a: Attack): Promise<void> {
   const targets = `${a.output}.targets`
-  await writeFile(targets, `POST ${a.url}\nContent-Type: application/json\n@${a.bodyFile}\n`)
+  const urls = typeof a.url === 'string' ? [a.url] : a.url
+  await writeFile(
+    targets,
+    urls.map((u) => `POST ${u}\nContent-Type: application/json\n@${a.bodyFile}\n`).join('\n'),
+  )
   const args = [
     'attack',
     `-targets=${targets}`,

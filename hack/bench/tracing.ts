@@ -25,9 +25,13 @@
 //                         [--protocol http/protobuf|http/json] [--receiver count|file]
 //                         [--cpu-prof <dir>]   # V8 CPU profiles of each data plane run
 //                         [--tsx]              # the sources instead of the bundle
-//   npm run bench:tracing -- --micro          # CPU per traced request, in process
-//   npm run bench:tracing -- --paired [--ratios 0,1] [--rounds 6]
-//                                             # off and on side by side (tracing-paired.ts)
+//   npm run bench:tracing -- --micro [--ratios 1,0.1,0]  # a request's tracing CPU, in process
+//   npm run bench:tracing -- --paired [--ratios 1,0.1,0] [--rounds 12] [--seconds 4]
+//                         [--warm 1.5] [--no-aa]  # each ratio and an A/A control (off vs off)
+//                                             # against off, two data planes under one
+//                                             # interleaved attack (tracing-paired.ts), each
+//                                             # at half --rate; receiver at nice 19 unless
+//                                             # --receiver-nice says otherwise; its own section
 import { execFile } from 'node:child_process'
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { availableParallelism, loadavg, tmpdir } from 'node:os'
@@ -41,7 +45,13 @@ import { attack, ensureVegeta, report, type VegetaReport } from './proxy-vegeta.
 import { fmt, table, writeSection } from './report.js'
 import { routingManifests } from './routing-config.js'
 import { nodeThreads, runNs, sampleThreads, sampleTree, threadDeltas } from './thread-cpu.js'
-import { pairedRuns, pairedSummary } from './tracing-paired.js'
+import {
+  type Condition,
+  median,
+  pairedMarkdown,
+  pairedRuns,
+  summarisePairs,
+} from './tracing-paired.js'
 
 const SIM_HOST = '127.0.0.2'
 const SIM_PORT = 18100
@@ -52,16 +62,19 @@ const MODEL = 'bench-model'
 const { values } = parseArgs({
   options: {
     rate: { type: 'string', default: '500' },
-    seconds: { type: 'string', default: '15' },
-    rounds: { type: 'string', default: '3' },
+    // Defaults by mode: sequential 15 s × 3 rounds, --paired 4 s × 12 (below).
+    seconds: { type: 'string' },
+    rounds: { type: 'string' },
+    warm: { type: 'string', default: '1.5' },
+    'no-aa': { type: 'boolean', default: false },
     json: { type: 'boolean', default: false },
     micro: { type: 'boolean', default: false },
     paired: { type: 'boolean', default: false },
     'no-write': { type: 'boolean', default: false },
     'cpu-prof': { type: 'string' },
     tsx: { type: 'boolean', default: false },
-    ratios: { type: 'string', default: '1,0.1' },
-    'receiver-nice': { type: 'string', default: '0' },
+    ratios: { type: 'string' },
+    'receiver-nice': { type: 'string' },
     protocol: { type: 'string', default: 'http/protobuf' },
     receiver: { type: 'string', default: 'count' },
   },
@@ -73,8 +86,10 @@ if (RECEIVER !== 'count' && RECEIVER !== 'file')
 /** The data plane's tracing flags besides endpoint and ratio. */
 const PROTOCOL_ARGS = ['--otlp-protocol', PROTOCOL]
 const RATE = Number(values.rate)
-const SECONDS = Number(values.seconds)
-const ROUNDS = Number(values.rounds)
+/** The sample ratios measured against off: --paired adds ratio 0 (on, nothing sampled). */
+const RATIOS = values.ratios ?? (values.paired || values.micro ? '1,0.1,0' : '1,0.1')
+const SECONDS = Number(values.seconds ?? (values.paired ? 4 : 15))
+const ROUNDS = Number(values.rounds ?? (values.paired ? 12 : 3))
 
 const yaml = routingManifests({
   server: 'bench',
@@ -86,8 +101,7 @@ const yaml = routingManifests({
 /** The data plane's tracing settings under test; the first is the baseline. */
 const MODES: readonly { readonly name: string; readonly ratio: string | undefined }[] = [
   { name: 'off', ratio: undefined },
-  ...values.ratios
-    .split(',')
+  ...RATIOS.split(',')
     .map((r) => r.trim())
     .filter((r) => r !== '')
     .map((ratio) => ({ name: `on, ratio ${ratio}`, ratio })),
@@ -160,93 +174,111 @@ async function droppedSpans(metricsUrl: string): Promise<number> {
   return n
 }
 
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b)
-  const m = Math.floor(s.length / 2)
-  return s.length % 2 === 1 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2
-}
-
 /**
- * --micro: the span work of one request (start with a client traceparent, decision event, the
- * engine's traceparent, end with the GenAI attributes) in a loop, exported by the same batch
- * processor to the real receiver; CPU time per request from process.cpuUsage(), which a busy
- * machine disturbs far less than wall-clock latency under load.
+ * --micro: what one request costs its thread at each --ratios value (start on a request without
+ * a traceparent: the sampling decision; when sampled, the decision event, the engine's
+ * traceparent, end with the GenAI attributes), paced at --rate, exported by the same worker to
+ * the real receiver; CPU time per request from process.cpuUsage() and the main thread's
+ * schedstat, which a busy machine disturbs far less than wall-clock latency under load.
  */
 async function micro(endpoint: string, receiverPid: number): Promise<void> {
-  const tracing = new Tracing({ endpoint, protocol: PROTOCOL, sampleRatio: 1, exportDelayMs: 200 })
-  const tp = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01'
-  const header = (n: string): string | undefined => (n === 'traceparent' ? tp : undefined)
-  const one = (): void => {
-    const t = tracing.start(header, 'chat')
-    if (t === undefined) throw new Error('not sampled')
-    t.event('infer_gateway.scheduler.decision', {
-      'infer_gateway.server': 'default/pool',
-      'infer_gateway.endpoint': '10.0.0.1:8000',
-      'infer_gateway.candidates': 4,
-    })
-    t.traceparent()
-    t.model(MODEL, true)
-    t.end(200, {
-      'infer_gateway.request_id': 'x',
-      'url.path': '/v1/chat/completions',
-      'infer_gateway.route': 'default/bench',
-      'infer_gateway.rule': 'rule-0',
-      'gen_ai.response.model': MODEL,
-      'infer_gateway.target': 'server:default/bench',
-      'infer_gateway.stream': true,
-      'server.address': '10.0.0.1',
-      'server.port': 8000,
-      'infer_gateway.attempts': 1,
-      'gen_ai.usage.input_tokens': 12,
-      'gen_ai.usage.output_tokens': 8,
-    })
-  }
-  for (let i = 0; i < 2000; i++) one()
-  await tracing.flush()
+  const header = (): string | undefined => undefined
   // Paced at --rate (a few requests per tick of ~5 ms) for --seconds; the same pacing without
   // spans is the baseline.
   const perTick = Math.max(1, Math.round(RATE / 200))
   const tickMs = (perTick * 1000) / RATE
   const ticks = Math.round((SECONDS * 1000) / tickMs)
-  /** Wall time of the span work of one request, per tick (what a request waits for). */
-  const onPath: number[] = []
-  const paced = async (work: boolean): Promise<{ all: number; main: number }> => {
+  const n = ticks * perTick
+  const paced = async (
+    one: () => void,
+    tracing: Tracing | undefined,
+    onPath: number[],
+  ): Promise<{ all: number; main: number }> => {
     const cpu0 = process.cpuUsage()
     const main0 = await mainThreadNs()
     for (let k = 0; k < ticks; k++) {
-      if (work) {
-        const t0 = performance.now()
-        for (let i = 0; i < perTick; i++) one()
-        onPath.push(((performance.now() - t0) * 1000) / perTick)
-      }
+      const t0 = performance.now()
+      for (let i = 0; i < perTick; i++) one()
+      onPath.push(((performance.now() - t0) * 1000) / perTick)
       await new Promise((r) => setTimeout(r, tickMs))
     }
-    if (work) await tracing.flush()
+    await tracing?.flush()
     const c = process.cpuUsage(cpu0)
     return { all: c.user + c.system, main: ((await mainThreadNs()) - main0) / 1000 }
   }
-  const base = await paced(false)
-  const r0 = runNs(await sampleThreads([receiverPid]))
-  const traced = await paced(true)
-  // The receiver has answered every export (flush waited for it).
-  const receiverNs = runNs(await sampleThreads([receiverPid])) - r0
-  const n = ticks * perTick
-  process.stdout.write(
-    `${JSON.stringify({
-      mode: 'micro',
-      rate: RATE,
-      spans: n,
-      // On the request path: span start, decision event, traceparent, attributes, end.
-      onPathUsP50: Math.round(median(onPath) * 10) / 10,
-      // Everything, the batch export (serialisation + HTTP) included, over the idle baseline.
-      cpuUsPerRequest: Math.round(((traced.all - base.all) / n) * 10) / 10,
-      // The same for this process's main thread alone (the tracing worker's thread excluded).
-      mainThreadCpuUsPerRequest: Math.round(((traced.main - base.main) / n) * 10) / 10,
-      // The receiver's CPU per span (decoding; re-encoding as JSON into its file with --receiver file).
-      receiverCpuUsPerSpan: Math.round((receiverNs / 1000 / n) * 10) / 10,
-    })}\n`,
-  )
-  await tracing.shutdown()
+  // The baseline times an empty call the same way: the timer's and a cold cache's share of the
+  // on-path figures (after a ~5 ms sleep on a busy machine, most of a microsecond).
+  const floor: number[] = []
+  const base = await paced(() => {}, undefined, floor)
+  const mean = (xs: readonly number[]): number => xs.reduce((a, x) => a + x, 0) / xs.length
+  for (const { ratio } of MODES.slice(1)) {
+    const tracing = new Tracing({
+      endpoint,
+      protocol: PROTOCOL,
+      sampleRatio: Number(ratio),
+      exportDelayMs: 200,
+    })
+    let sampled = 0
+    const one = (): void => {
+      const t = tracing.start(header, 'chat')
+      if (t === undefined) return
+      sampled++
+      t.event('infer_gateway.scheduler.decision', {
+        'infer_gateway.server': 'default/pool',
+        'infer_gateway.endpoint': '10.0.0.1:8000',
+        'infer_gateway.candidates': 4,
+      })
+      t.traceparent()
+      t.model(MODEL, true)
+      t.end(200, {
+        'infer_gateway.request_id': 'x',
+        'url.path': '/v1/chat/completions',
+        'infer_gateway.route': 'default/bench',
+        'infer_gateway.rule': 'rule-0',
+        'gen_ai.response.model': MODEL,
+        'infer_gateway.target': 'server:default/bench',
+        'infer_gateway.stream': true,
+        'server.address': '10.0.0.1',
+        'server.port': 8000,
+        'infer_gateway.attempts': 1,
+        'gen_ai.usage.input_tokens': 12,
+        'gen_ai.usage.output_tokens': 8,
+      })
+    }
+    // Warm-up: JIT, the worker's start, its first exports.
+    for (let i = 0; i < 2000; i++) one()
+    await tracing.flush()
+    sampled = 0
+    /** Wall time of the tracing work of one request, per tick (what a request waits for). */
+    const onPath: number[] = []
+    const r0 = runNs(await sampleThreads([receiverPid]))
+    const traced = await paced(one, tracing, onPath)
+    // The receiver has answered every export (flush waited for it).
+    const receiverNs = runNs(await sampleThreads([receiverPid])) - r0
+    const r1 = (x: number): number => Math.round(x * 10) / 10
+    process.stdout.write(
+      `${JSON.stringify({
+        mode: 'micro',
+        ratio,
+        rate: RATE,
+        requests: n,
+        spans: sampled,
+        // On the request path: the sampling decision, and for a sampled request span start,
+        // decision event, traceparent, attributes, end; over the empty call's (floor) figures.
+        onPathUsP50: r1(median(onPath) - median(floor)),
+        onPathNsMean: Math.round((mean(onPath) - mean(floor)) * 1000),
+        floorNsMean: Math.round(mean(floor) * 1000),
+        // Everything, the batch export (serialisation + HTTP) included, over the idle baseline.
+        cpuUsPerRequest: r1((traced.all - base.all) / n),
+        // This process's main thread alone (the tracing worker's thread excluded): the request
+        // path and the batches' structured clone to the worker.
+        mainThreadCpuUsPerRequest: r1((traced.main - base.main) / n),
+        // The receiver's CPU per span (decoding; re-encoding as JSON into its file with --receiver file).
+        receiverCpuUsPerSpan: sampled === 0 ? 0 : r1(receiverNs / 1000 / sampled),
+      })}\n`,
+    )
+    await tracing.shutdown()
+  }
 }
 
 /**
@@ -309,8 +341,11 @@ function summarise(runs: readonly Run[]): ModeResult[] {
   })
 }
 
-/** The receiver's nice offset (--receiver-nice): 0 for the end-to-end run. */
-const RECEIVER_NICE = Number(values['receiver-nice'])
+/**
+ * The receiver's nice offset (--receiver-nice): 0 for the sequential end-to-end run; 19 for
+ * --paired, where its CPU slows both sides alike and only adds noise to their difference.
+ */
+const RECEIVER_NICE = Number(values['receiver-nice'] ?? (values.paired ? 19 : 0))
 /** Its own section: the end-to-end figures (receiver at the same priority) are never replaced. */
 const SECTION = RECEIVER_NICE > 0 ? 'tracing-receiver-niced' : 'tracing'
 
@@ -404,7 +439,7 @@ async function main(): Promise<void> {
     const traces = join(dir, 'traces.jsonl')
     // --receiver-nice n: the receiver n nice levels below the rest (the collector runs elsewhere
     // in production; here it shares the two cores with the data plane, engine and vegeta).
-    const receiverNice = Number(values['receiver-nice'])
+    const receiverNice = RECEIVER_NICE
     const receiverArgs = [
       '-http',
       OTLP,
@@ -439,18 +474,36 @@ async function main(): Promise<void> {
         body,
         otlp: `http://${OTLP}`,
         tracingArgs: PROTOCOL_ARGS,
-        ports: [GW_PORT, GW_PORT + 2] as const,
+        ports: [GW_PORT, GW_PORT + 2, GW_PORT + 4, GW_PORT + 6] as const,
         rate: RATE,
         seconds: SECONDS,
+        warmSeconds: Number(values.warm),
         rounds: ROUNDS,
+        receiverPid: receiver.child.pid,
       }
-      const results = []
-      for (const { ratio } of MODES.slice(1))
-        if (ratio !== undefined)
-          results.push(await pairedRuns(setup, ratio, (l) => process.stdout.write(`${l}\n`)))
-      process.stdout.write(
-        values.json ? `${JSON.stringify(results)}\n` : `${pairedSummary(results, setup)}\n`,
-      )
+      // The A/A control first in the table: the floor the others are read against.
+      const conditions: Condition[] = [
+        ...(values['no-aa'] ? [] : [undefined]),
+        ...MODES.slice(1).map((m) => m.ratio),
+      ]
+      const pairs = await pairedRuns(setup, conditions, (l) => {
+        if (!values.json) process.stdout.write(`${l}\n`)
+      })
+      const results = summarisePairs(pairs, conditions)
+      const command = `npm run bench:tracing -- --paired --rate ${RATE} --seconds ${SECONDS} --rounds ${ROUNDS} --warm ${setup.warmSeconds} --ratios ${RATIOS}${values['no-aa'] ? ' --no-aa' : ''}${RECEIVER_NICE !== 19 ? ` --receiver-nice ${RECEIVER_NICE}` : ''}${PROTOCOL !== 'http/protobuf' ? ` --protocol ${PROTOCOL}` : ''}${RECEIVER !== 'count' ? ` --receiver ${RECEIVER}` : ''}`
+      const md = pairedMarkdown(results, setup, {
+        command,
+        receiver:
+          RECEIVER_NICE > 0
+            ? `at nice +${RECEIVER_NICE} (in production the collector runs elsewhere)`
+            : 'at the same priority as everything else',
+        load,
+      })
+      process.stdout.write(values.json ? `${JSON.stringify(results)}\n` : `${md}\n`)
+      if (!values['no-write'])
+        process.stdout.write(
+          `wrote ${await writeSection('tracing-paired', md, { rate: RATE, seconds: SECONDS, warmSeconds: setup.warmSeconds, rounds: ROUNDS, receiverNice: RECEIVER_NICE, loadAvg: load, results, pairs })}\n`,
+        )
       return
     }
     const runs: Run[] = []
