@@ -2,14 +2,26 @@
 // HTTP on loopback: the engine simulator and a server answering a vLLM exposition. The results are
 // the ones the same scraper gives on this thread; a worker that ends is started again; one that
 // cannot run hands the loops to this thread with a warning, and results keep coming.
+import { execFile } from 'node:child_process'
 import { readFileSync } from 'node:fs'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
 import { afterEach, describe, expect, it } from 'vitest'
 import { type SimHandle, startSimulator } from '../../hack/sim/index.js'
 import { until } from '../../test/helpers/until.js'
 import { memoryLogger } from '../log.js'
-import { MAX_QUICK_EXITS, ScrapeThread, type ScrapeThreadOptions } from './scrape-thread.js'
+import {
+  MAX_QUICK_EXITS,
+  SCRAPE_WORKER_LIMITS,
+  ScrapeThread,
+  type ScrapeThreadOptions,
+  semiSpaceFlag,
+} from './scrape-thread.js'
 import type { ScrapeResult, ScrapeTarget } from './scraper.js'
 import { EngineMetricsTracker } from './tracker.js'
 
@@ -167,5 +179,75 @@ describe('ScrapeThread', () => {
     expect(log.records.find((r) => r.msg === 'scraping engines on the main thread')?.level).toBe(
       'warn',
     )
+  })
+
+  it('ends a worker that outgrows its heap cap, starts it again, then gives up on it', async () => {
+    const pod = await metricsServer('127.0.0.247', VLLM)
+    // Keeps everything it allocates: only the default old-generation cap stops it.
+    const { s, okCount, log } = threaded({
+      workerCode: () =>
+        Promise.resolve('const keep = []; for (;;) keep.push(new Array(1e5).fill(Math.random()))'),
+    })
+    s.sync([target('p', pod.origin)])
+    await until(() => s.mode === 'inline', 30_000, 'the loops moved to this thread')
+    await until(() => okCount('p') >= 1, 20_000, 'scrapes on this thread')
+    const failures = log.records.filter((r) => r.msg === 'scrape worker failed')
+    expect(failures).toHaveLength(MAX_QUICK_EXITS)
+    for (const f of failures) expect(String(f.fields['error'])).toMatch(/memory limit/)
+    expect(s.restarts).toBe(MAX_QUICK_EXITS - 1)
+  })
+
+  it("keeps the worker's young generation at its cap under --max-semi-space-size", async () => {
+    // A process started as the EPP's manifests start it (32 MB semi-spaces for the main thread):
+    // the scrape worker's code reports its isolate's new space; a plain Worker created afterwards
+    // with the same resourceLimits shows the flag again in force for every other isolate.
+    const probe = [
+      "const v8 = require('node:v8'); const { parentPort } = require('node:worker_threads')",
+      'let keep = []',
+      'for (let r = 0; r < 300; r++) { const a = []; for (let i = 0; i < 20000; i++) a.push({ i }); keep.push(a); if (keep.length > 3) keep.shift() }',
+      "const size = v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size",
+      "parentPort.postMessage({ t: 'result', id: 'new_space', r: { ok: false, kind: 'bad_response', error: String(size), durationMs: 0 } })",
+    ].join('\n')
+    const module = new URL('./scrape-thread.ts', import.meta.url).href
+    const script = `
+      import { Worker } from 'node:worker_threads'
+      import { ScrapeThread, SCRAPE_WORKER_LIMITS } from ${JSON.stringify(module)}
+      // The scrape worker is unref'd: something else keeps the process up until the end.
+      const alive = setInterval(() => {}, 1000)
+      const scraped = await new Promise((resolve) => {
+        const s = new ScrapeThread({
+          workerCode: async () => ${JSON.stringify(probe)},
+          onResult: (_id, r) => { void s.close(); resolve(Number(r.error)) },
+        })
+      })
+      const plain = await new Promise((resolve) => {
+        const w = new Worker(${JSON.stringify(probe)}, { eval: true, resourceLimits: SCRAPE_WORKER_LIMITS })
+        w.on('message', (m) => { void w.terminate(); resolve(Number(m.r.error)) })
+      })
+      process.stdout.write(JSON.stringify({ scraped, plain }))
+      clearInterval(alive)
+    `
+    // A file, not -e: eval'd workers would inherit -e's --input-type=module.
+    const dir = await mkdtemp(join(tmpdir(), 'scrape-thread-'))
+    cleanups.push(() => rm(dir, { recursive: true, force: true }))
+    const file = join(dir, 'semi-space.mjs')
+    await writeFile(file, script)
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      ['--max-semi-space-size=32', '--import', 'tsx', file],
+      { cwd: fileURLToPath(new URL('../../', import.meta.url)), timeout: 60_000 },
+    )
+    const { scraped, plain } = JSON.parse(stdout) as { scraped: number; plain: number }
+    const mb = 1024 * 1024
+    expect(scraped).toBeGreaterThan(0)
+    expect(scraped).toBeLessThanOrEqual((SCRAPE_WORKER_LIMITS.maxYoungGenerationSizeMb ?? 0) * mb)
+    expect(plain).toBeGreaterThanOrEqual(32 * mb)
+  })
+
+  it('reads --max-semi-space-size from the command line and NODE_OPTIONS', () => {
+    expect(semiSpaceFlag([], undefined)).toBeUndefined()
+    expect(semiSpaceFlag([], '--max-semi-space-size=32')).toBe(32)
+    expect(semiSpaceFlag(['--max_semi_space_size', '64'], '--max-semi-space-size=32')).toBe(64)
+    expect(semiSpaceFlag(['--trace-gc'], '--enable-source-maps  --max-semi-space-size=16')).toBe(16)
   })
 })
