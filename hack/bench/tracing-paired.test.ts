@@ -13,6 +13,7 @@ import {
   median,
   type Pairing,
   pairedMarkdown,
+  roundFits,
   roundOrder,
   type Side,
   splitByUrl,
@@ -58,11 +59,16 @@ describe('median and its bootstrap interval', () => {
 
 describe('verdict', () => {
   it('is not resolved when the interval straddles the target, else judged on the median', () => {
-    expect(verdict({ median: 10, lo: -5, hi: 30 })).toBe('met')
-    expect(verdict({ median: 80, lo: 60, hi: 95 })).toBe('not met')
-    expect(verdict({ median: 40, lo: 20, hi: 70 })).toBe('not resolved')
-    expect(verdict({ median: 60, lo: 45, hi: 70 })).toBe('not resolved')
-    expect(verdict({ median: 50, lo: 30, hi: 50 })).toBe('met')
+    expect(verdict({ median: 10, lo: -5, hi: 30 }, 12)).toBe('met')
+    expect(verdict({ median: 80, lo: 60, hi: 95 }, 12)).toBe('not met')
+    expect(verdict({ median: 40, lo: 20, hi: 70 }, 12)).toBe('not resolved')
+    expect(verdict({ median: 60, lo: 45, hi: 70 }, 12)).toBe('not resolved')
+    expect(verdict({ median: 50, lo: 30, hi: 50 }, 12)).toBe('met')
+  })
+
+  it('is not resolved on too few rounds, however narrow', () => {
+    expect(verdict({ median: 80, lo: 80, hi: 80 }, 1)).toBe('not resolved')
+    expect(verdict({ median: 10, lo: 8, hi: 12 }, 4)).toBe('not resolved')
   })
 })
 
@@ -73,6 +79,16 @@ describe('roundOrder', () => {
     expect(roundOrder(c, 1)).toEqual(['b', 'c', 'a'])
     expect(roundOrder(c, 2)).toEqual(['c', 'a', 'b'])
     expect(roundOrder(c, 3)).toEqual(['a', 'b', 'c'])
+  })
+})
+
+describe('roundFits', () => {
+  it('runs the first round, then another only if it ends within the budget at the pace so far', () => {
+    expect(roundFits(0, 0, 1)).toBe(true)
+    expect(roundFits(400_000, 0, 300)).toBe(true)
+    // 5 rounds in 125 s: a sixth ends at 150 s.
+    expect(roundFits(125_000, 5, 150)).toBe(true)
+    expect(roundFits(125_000, 5, 149)).toBe(false)
   })
 })
 
@@ -171,6 +187,7 @@ describe('summarisePairs and the section', () => {
         command: 'npm run bench:tracing -- --paired',
         receiver: 'at nice +19',
         load: '0.5 0.5 0.5',
+        busy: false,
       },
     )
     expect(md).toContain('`npm run bench:tracing -- --paired`')

@@ -66,6 +66,11 @@ export interface PairedSetup {
   /** Load before each measured attack (JIT, connection pools, the exporter's first batches). */
   readonly warmSeconds: number
   readonly rounds: number
+  /**
+   * Seconds the pairings may take: no round starts that would end past it at the pace so far
+   * (whole rounds only, so every condition has as many). The run fits a time slot on any machine.
+   */
+  readonly budgetSeconds: number
   /** The OTLP receiver's pid, for its CPU per traced request. */
   readonly receiverPid: number | undefined
 }
@@ -160,12 +165,16 @@ export function bootstrapMedian(
   return { median: m, lo: at(tail), hi: at(1 - tail) }
 }
 
+/** Fewer rounds than this give no interval worth the name: their verdict is "not resolved". */
+export const MIN_ROUNDS = 5
+
 /**
- * The target's verdict on an added p50: not resolved when the interval straddles the target (the
- * data cannot tell), otherwise met or not by the median.
+ * The target's verdict on an added p50 over `rounds` rounds: not resolved when the interval
+ * straddles the target (the data cannot tell) or rests on too few rounds, otherwise met or not
+ * by the median.
  */
-export function verdict(e: Estimate, target = TARGET_US): Verdict {
-  if (e.lo <= target && e.hi > target) return 'not resolved'
+export function verdict(e: Estimate, rounds: number, target = TARGET_US): Verdict {
+  if (rounds < MIN_ROUNDS || (e.lo <= target && e.hi > target)) return 'not resolved'
   return e.median <= target ? 'met' : 'not met'
 }
 
@@ -328,6 +337,15 @@ async function measure(s: PairedSetup, pair: Pair, measured: () => void): Promis
   }
 }
 
+/**
+ * Whether another round fits the budget: `roundsDone` rounds took `elapsedMs`, and one more at
+ * their pace must end within `budgetSeconds`. The first round always runs.
+ */
+export function roundFits(elapsedMs: number, roundsDone: number, budgetSeconds: number): boolean {
+  if (roundsDone === 0) return true
+  return elapsedMs + elapsedMs / roundsDone <= budgetSeconds * 1000
+}
+
 /** Every condition against tracing off, `s.rounds` rounds, each pairing logged as it ends. */
 export async function pairedRuns(
   s: PairedSetup,
@@ -345,16 +363,24 @@ export async function pairedRuns(
     return startPair(s, q.condition, q.round, portsOf(i))
   }
   const all: Pairing[] = []
+  const began = performance.now()
+  /** Whether pairing i may start: within the plan, and a new round only if it fits the budget. */
+  const fits = (i: number): boolean =>
+    i < plan.length &&
+    (i % conditions.length !== 0 ||
+      roundFits(performance.now() - began, (plan[i] as { round: number }).round, s.budgetSeconds))
   let next: Promise<Pair> | undefined = plan.length > 0 ? start(0) : undefined
   try {
-    for (let i = 0; i < plan.length; i++) {
+    for (let i = 0; next !== undefined; i++) {
       const t0 = performance.now()
-      const pair = await (next as Promise<Pair>)
+      const pair = await next
       next = undefined
       let p: Pairing
       try {
         p = await measure(s, pair, () => {
-          if (i + 1 < plan.length) next = start(i + 1)
+          if (fits(i + 1)) next = start(i + 1)
+          else if (i + 1 < plan.length)
+            log(`time budget (${s.budgetSeconds} s): stopping after round ${pair.round + 1}`)
         })
       } finally {
         await stopPair(pair)
@@ -395,7 +421,7 @@ export function summarisePairs(
       requests: ps.reduce((a, p) => a + p.base.requests + p.challenger.requests, 0),
       failed: ps.reduce((a, p) => a + p.base.failed + p.challenger.failed, 0),
       dropped: ps.reduce((a, p) => a + p.dropped, 0),
-      verdict: verdict(p50Us),
+      verdict: verdict(p50Us, ps.length),
     }
   })
 }
@@ -411,6 +437,8 @@ export interface PairedReport {
   /** How the receiver ran ("at the same priority", "at nice +19"). */
   readonly receiver: string
   readonly load: string
+  /** More runnable work than cores at the start: the latencies then measure the neighbours. */
+  readonly busy: boolean
 }
 
 /** The docs/benchmarks.md section of a paired run. */
@@ -419,6 +447,7 @@ export function pairedMarkdown(
   s: Pick<PairedSetup, 'rate' | 'seconds' | 'warmSeconds' | 'rounds'>,
   r: PairedReport,
 ): string {
+  const roundsRun = Math.min(...results.map((x) => x.rounds))
   const aa = results.find((x) => x.condition === undefined)
   const on = results.filter((x) => x.condition !== undefined)
   const floor =
@@ -431,9 +460,15 @@ export function pairedMarkdown(
   return [
     '## Tracing cost, paired (one attack, two data planes)',
     '',
-    `\`${r.command}\`: each pairing is two data planes (the esbuild bundle the image runs, 1 worker, access log off) started side by side in front of one zero-latency simulated engine — a baseline with tracing off and a challenger (tracing on at a ratio, or off again for the A/A control) — and ONE vegeta attack at ${s.rate} req/s that takes the two in turn, request by request: both see the same moments of the machine, which serves ${s.rate} req/s as in the sequential runs, ${s.rate / 2} req/s each (a request's own tracing work does not depend on the rate; the export's CPU, which does, is given per traced request). ${s.warmSeconds} s of warm-up, then ${s.seconds} s measured; ${s.rounds} rounds, each running every condition once on fresh processes, in a rotated order, the baseline's port and place in the target list swapped every other round. Spans go over OTLP/HTTP to the OpenTelemetry Collector's otlpreceiver (hack/otlp-receiver, counting spans) ${r.receiver}. Each figure is the median over the rounds of the challenger minus the baseline, with a bootstrap ${Math.round(LEVEL * 100)} % interval of that median in brackets; CPU per request from each thread's schedstat. CPU that slows both sides alike (the tracing worker at nice 19, the receiver) cancels out of the difference and is given per traced request beside it. Load average at start: ${r.load}.`,
+    `\`${r.command}\`: each pairing is two data planes (the esbuild bundle the image runs, 1 worker, access log off) started side by side in front of one zero-latency simulated engine — a baseline with tracing off and a challenger (tracing on at a ratio, or off again for the A/A control) — and ONE vegeta attack at ${s.rate} req/s that takes the two in turn, request by request: both see the same moments of the machine, which serves ${s.rate} req/s as in the sequential runs, ${s.rate / 2} req/s each (a request's own tracing work does not depend on the rate; the export's CPU, which does, is given per traced request). ${s.warmSeconds} s of warm-up, then ${s.seconds} s measured; ${roundsRun === s.rounds ? `${s.rounds} rounds` : `${roundsRun} round${roundsRun === 1 ? '' : 's'} (of ${s.rounds} asked: the time budget)`}, each running every condition once on fresh processes, in a rotated order, the baseline's port and place in the target list swapped every other round. Spans go over OTLP/HTTP to the OpenTelemetry Collector's otlpreceiver (hack/otlp-receiver, counting spans) ${r.receiver}. Each figure is the median over the rounds of the challenger minus the baseline, with a bootstrap ${Math.round(LEVEL * 100)} % interval of that median in brackets; CPU per request from each thread's schedstat. CPU that slows both sides alike (the tracing worker at nice 19, the receiver) cancels out of the difference and is given per traced request beside it. Load average at start: ${r.load}.`,
     '',
     floor,
+    ...(r.busy
+      ? [
+          '',
+          'The machine was busy (load average above its core count at the start): the latency differences measure the neighbours as much as tracing; compare the A/A floor.',
+        ]
+      : []),
     '',
     `Target: tracing on adds ≤ ${TARGET_US} µs p50 per request at 500 req/s (issue 15; here ${s.rate} req/s through the machine), judged on the median, "not resolved" when the interval straddles ${TARGET_US} µs. ${verdicts}.`,
     '',

@@ -27,7 +27,8 @@
 //                         [--tsx]              # the sources instead of the bundle
 //   npm run bench:tracing -- --micro [--ratios 1,0.1,0]  # a request's tracing CPU, in process
 //   npm run bench:tracing -- --paired [--ratios 1,0.1,0] [--rounds 12] [--seconds 4]
-//                         [--warm 1.5] [--no-aa]  # each ratio and an A/A control (off vs off)
+//                         [--warm 1.5] [--budget 300] [--no-aa]
+//                                             # each ratio and an A/A control (off vs off)
 //                                             # against off, two data planes under one
 //                                             # interleaved attack (tracing-paired.ts), each
 //                                             # at half --rate; receiver at nice 19 unless
@@ -66,6 +67,7 @@ const { values } = parseArgs({
     seconds: { type: 'string' },
     rounds: { type: 'string' },
     warm: { type: 'string', default: '1.5' },
+    budget: { type: 'string', default: '300' },
     'no-aa': { type: 'boolean', default: false },
     json: { type: 'boolean', default: false },
     micro: { type: 'boolean', default: false },
@@ -478,6 +480,7 @@ async function main(): Promise<void> {
         rate: RATE,
         seconds: SECONDS,
         warmSeconds: Number(values.warm),
+        budgetSeconds: Number(values.budget),
         rounds: ROUNDS,
         receiverPid: receiver.child.pid,
       }
@@ -490,7 +493,7 @@ async function main(): Promise<void> {
         if (!values.json) process.stdout.write(`${l}\n`)
       })
       const results = summarisePairs(pairs, conditions)
-      const command = `npm run bench:tracing -- --paired --rate ${RATE} --seconds ${SECONDS} --rounds ${ROUNDS} --warm ${setup.warmSeconds} --ratios ${RATIOS}${values['no-aa'] ? ' --no-aa' : ''}${RECEIVER_NICE !== 19 ? ` --receiver-nice ${RECEIVER_NICE}` : ''}${PROTOCOL !== 'http/protobuf' ? ` --protocol ${PROTOCOL}` : ''}${RECEIVER !== 'count' ? ` --receiver ${RECEIVER}` : ''}`
+      const command = `npm run bench:tracing -- --paired --rate ${RATE} --seconds ${SECONDS} --rounds ${ROUNDS} --warm ${setup.warmSeconds}${setup.budgetSeconds !== 300 ? ` --budget ${setup.budgetSeconds}` : ''} --ratios ${RATIOS}${values['no-aa'] ? ' --no-aa' : ''}${RECEIVER_NICE !== 19 ? ` --receiver-nice ${RECEIVER_NICE}` : ''}${PROTOCOL !== 'http/protobuf' ? ` --protocol ${PROTOCOL}` : ''}${RECEIVER !== 'count' ? ` --receiver ${RECEIVER}` : ''}`
       const md = pairedMarkdown(results, setup, {
         command,
         receiver:
@@ -498,6 +501,7 @@ async function main(): Promise<void> {
             ? `at nice +${RECEIVER_NICE} (in production the collector runs elsewhere)`
             : 'at the same priority as everything else',
         load,
+        busy: Number(load.split(' ')[0]) > availableParallelism(),
       })
       process.stdout.write(values.json ? `${JSON.stringify(results)}\n` : `${md}\n`)
       if (!values['no-write'])
