@@ -12,6 +12,19 @@ export interface LoraInfo {
   waiting: string[]
 }
 
+/**
+ * Whether requests may be queued for want of a LoRA adapter slot rather than of a batch slot: an
+ * adapter is waiting that is not running while the running adapters fill every slot (`max_lora`).
+ * vLLM then skips those requests until one of the running adapters drains, so `waiting > 0` does
+ * not mean the batch is full and `running` is not its limit.
+ */
+export function adapterBound(m: Pick<EngineMetrics, 'lora'>): boolean {
+  const l = m.lora
+  if (l?.maxLora === undefined || l.running.length < l.maxLora) return false
+  for (const a of l.waiting) if (!l.running.includes(a)) return true
+  return false
+}
+
 /** Load signals the view cannot leave undefined; listed in `missing` when the engine did not export them. */
 export type RequiredSignal = 'waiting' | 'running'
 

@@ -94,6 +94,21 @@ function tenantLoad(tenant: string, rate: number, ms: number, seed: number): Vir
   }))
 }
 
+/** bench:routing's multi-LoRA regime: 8 adapters, 300-token distinct prompts, 2 slots per pod. */
+async function multiLora(load: number, seed: number): Promise<VirtualRun> {
+  const r = seeded(seed)
+  const loras = Array.from({ length: 8 }, (_, i) => `adapter-${i}`)
+  const requests = poissonTimes(load * capacity(PREFILL_BOUND, 4, 300, 16, 2.5), MS, r).map(
+    (at, k) => ({
+      at,
+      user: generateWords(seed, `l${k}`, 300).join(''),
+      maxTokens: 16,
+      lora: loras[Math.floor(r() * loras.length)] as string,
+    }),
+  )
+  return run({ shape: PREFILL_BOUND, pods: 4, timeScale: 2.5, loras, maxLoras: 2, requests })
+}
+
 function e2eP90(rs: readonly VirtualResult[]): number {
   const xs = rs
     .filter((r) => r.ok && r.at >= WARMUP_MS)
@@ -231,25 +246,28 @@ describe('routing regimes on virtual time (issue 9)', () => {
   }, 60_000)
 
   it('multi-LoRA: ≥ 95 % of requests land where their adapter is loaded', async () => {
-    const r = seeded(30)
-    const loras = Array.from({ length: 8 }, (_, i) => `adapter-${i}`)
-    const requests = poissonTimes(0.7 * capacity(PREFILL_BOUND, 4, 300, 16, 2.5), MS, r).map(
-      (at, k) => ({
-        at,
-        user: generateWords(30, `l${k}`, 300).join(''),
-        maxTokens: 16,
-        lora: loras[Math.floor(r() * loras.length)] as string,
-      }),
-    )
-    const ours = await run({
-      shape: PREFILL_BOUND,
-      pods: 4,
-      timeScale: 2.5,
-      loras,
-      maxLoras: 2,
-      requests,
-    })
+    const ours = await multiLora(0.7, 30)
     expect(ours.adapterHitRate).toBeGreaterThanOrEqual(0.95)
+  }, 60_000)
+
+  it("multi-LoRA: no collapse on the seeds where a burst at an adapter's pod set off evictions", async () => {
+    // bench:routing's adapter hit moved between 87.9 % and 98.7 % from run to run. On virtual time
+    // it is bimodal: at 70 % 14 of seeds 30-49 had only the 8 first loads (97 %), 6 collapsed
+    // (83-94 %); at 80 % 14 of 20 collapsed. Each collapse began with a burst queueing at an
+    // adapter's pod while the others had free batch slots: predicted-latency, blind to adapters,
+    // sent the request to one whose adapter slots were both busy, where it waited ~2 s for one
+    // to drain, evicted it, and the evicted adapter's next request did the same elsewhere. With
+    // the adapter in the prediction (a load, an eviction's reload, a drain): 0.7 → 97.0 % mean,
+    // 1 of 20 below 95 % (seed 47, 94.5 %); 0.8 → 97.5 %, 0.9 → 97.5 %, none below.
+    // Before: 93.8, 91.5 (70 %), 87.3 % (80 %); after: 97.3, 96.9, 97.1 %.
+    for (const [load, seed] of [
+      [0.7, 31],
+      [0.7, 42],
+      [0.8, 38],
+    ] as const) {
+      const ours = await multiLora(load, seed)
+      expect(ours.adapterHitRate, `load ${load} seed ${seed}`).toBeGreaterThanOrEqual(0.95)
+    }
   }, 60_000)
 
   it('two tenants, quick window: with fairness the light tenant TTFT p90 within 20 % of alone, the heavy one pays at most 25 %', async () => {

@@ -8,7 +8,7 @@
 import type { SnapshotEndpoint } from '../../api/snapshot.js'
 import type { RestartSignal } from '../engines/restart.js'
 import { SCRAPE_TIMEOUT } from '../engines/scraper.js'
-import type { EngineMetrics } from '../engines/view.js'
+import { adapterBound, type EngineMetrics } from '../engines/view.js'
 import type { DispatchOutcome } from '../picker.js'
 
 export interface HealthOptions {
@@ -182,6 +182,11 @@ export class EndpointState {
   readonly tpotMs = new Ewma(0.2)
   /** Adapter → last time this replica sent it here (the engine only reports running ones). */
   readonly loraSeen = new Map<string, number>()
+  /**
+   * Adapter → this replica's requests for it in flight here: running or queued at the engine
+   * right now, whatever the last scrape said (its adapter is held or about to be loaded there).
+   */
+  readonly loraInFlight = new Map<string, number>()
 
   // engine restarts (restart.ts): plugins drop what they remember when `generation` moves
   /** Engine restarts seen on this endpoint. */
@@ -305,8 +310,9 @@ export class EndpointState {
     this.#alive(now)
     this.#outlierQuiet(now)
     if (restart !== undefined) this.#restarted(now, restart)
-    // An engine only queues once its batch is full, so `running` at that moment is its limit.
-    if (metrics.waiting > 0 && metrics.running > this.learnedCapacity) {
+    // An engine only queues once its batch is full, so `running` at that moment is its limit —
+    // unless what waits is an adapter without a slot (adapterBound): then it is not.
+    if (metrics.waiting > 0 && metrics.running > this.learnedCapacity && !adapterBound(metrics)) {
       this.learnedCapacity = metrics.running
     }
     return restart !== undefined
@@ -343,6 +349,7 @@ export class EndpointState {
     // On probation, this request is the trial: no other goes here until it ends (see isEjected).
     if (this.#outlier.active && now >= this.#outlier.until) this.#trialAt = now
     if (t.lora !== undefined) {
+      this.loraInFlight.set(t.lora, (this.loraInFlight.get(t.lora) ?? 0) + 1)
       // Re-insert so iteration order is recency order (oldest first).
       this.loraSeen.delete(t.lora)
       this.loraSeen.set(t.lora, now)
@@ -356,6 +363,11 @@ export class EndpointState {
   dispatchEnded(t: LoadTicket, o: DispatchOutcome, now: number): void {
     this.inFlight = Math.max(0, this.inFlight - 1)
     this.inFlightTokens = Math.max(0, this.inFlightTokens - t.promptTokens - t.outputTokens)
+    if (t.lora !== undefined) {
+      const left = (this.loraInFlight.get(t.lora) ?? 0) - 1
+      if (left > 0) this.loraInFlight.set(t.lora, left)
+      else this.loraInFlight.delete(t.lora)
+    }
     this.completed++
     // A client that left says nothing about the engine.
     if (o.failure === 'aborted') return

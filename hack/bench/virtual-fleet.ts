@@ -128,6 +128,11 @@ export interface VirtualResult {
   readonly explain?: string
   /** ms the request waited in admission (a fairness queue) before its pick. */
   readonly queuedMs: number
+  /**
+   * Adapter requests: whether the engine it was sent to had the adapter in a slot at that moment,
+   * and the pods that had (engine truth, for diagnosing misses; the scheduler never reads it).
+   */
+  readonly adapter?: { readonly loaded: boolean; readonly homes: readonly string[] }
 }
 
 export interface VirtualRun {
@@ -375,6 +380,18 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
           return
         }
         const prompt = applyChatTemplate(messages)
+        const lora = q.lora
+        const adapter =
+          lora === undefined
+            ? {}
+            : {
+                adapter: {
+                  loaded: pod.engine.lora.loaded().includes(lora),
+                  homes: pods
+                    .filter((p) => p.up && p.engine.lora.loaded().includes(lora))
+                    .map((p) => p.ep.name),
+                },
+              }
         let first = Number.NaN
         let settled = false
         const finish = (o: DispatchOutcome, ok: boolean, cachedTokens = 0): void => {
@@ -393,6 +410,7 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
             cachedTokens,
             attempts: k + 1,
             queuedMs,
+            ...adapter,
             ...explained(),
           })
           resolve()

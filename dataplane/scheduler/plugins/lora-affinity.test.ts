@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { pickContext, request, scores, scraped, server, state } from '../testkit.js'
-import { LORA_SCORES, loraAffinity, residentAdapters } from './lora-affinity.js'
+import { adapterNeed, LORA_SCORES, loraAffinity, residentAdapters } from './lora-affinity.js'
 
 const loraReq = (adapter: string, now = 1) =>
   request(pickContext(server([]), {}, {}, { model: adapter, isLora: true }), now)
@@ -65,6 +65,40 @@ describe('lora-affinity', () => {
       LORA_SCORES.mustEvict,
       LORA_SCORES.freeSlot,
     ])
+  })
+
+  it('counts the newest idle adapters as loaded, as the engine evicts the least recently used', () => {
+    const a = state('a', 2)
+    // `hot` runs (another replica's traffic); this replica sent `old`, then `new` (which made the
+    // engine evict `old`, idle and least recently used): the one free slot holds `new`.
+    scraped(a, 0, { lora: { maxLora: 2, running: ['hot'], waiting: [] } })
+    for (const name of ['old', 'new']) {
+      a.dispatchStarted(ticket(name), 0)
+      a.dispatchEnded(ticket(name), { status: 200, durationMs: 1 }, 0)
+    }
+    expect(residentAdapters(a, 1)).toEqual(new Set(['hot', 'new']))
+    expect(adapterNeed(a, 'new', 1)).toBe('resident')
+    expect(adapterNeed(a, 'old', 1)).toBe('evictIdle')
+  })
+
+  it("counts this replica's requests in flight there as holding their adapters, before any scrape shows them", () => {
+    const [a, b] = [state('a', 2), state('b', 3)]
+    for (const e of [a, b])
+      scraped(e, 0, { lora: { maxLora: 2, running: ['x', 'y'], waiting: [] } })
+    // Sent to `a` after the scrape (x and y running there then): in its batch or queue now.
+    a.dispatchStarted(ticket('sql'), 1)
+    expect(adapterNeed(a, 'sql', 2)).toBe('resident')
+    expect(scores(loraAffinity({}), loraReq('sql', 2), [a, b])).toEqual([
+      LORA_SCORES.loaded,
+      LORA_SCORES.mustEvict,
+    ])
+    // Every slot of `b` runs an adapter: a request for another one waits for a drain there.
+    expect(adapterNeed(b, 'sql', 2)).toBe('blocked')
+    // Ended and idle: still loaded (the newest one sent), until something displaces it.
+    a.dispatchEnded(ticket('sql'), { status: 200, durationMs: 1 }, 3)
+    expect(a.loraInFlight.size).toBe(0)
+    scraped(a, 4, { lora: { maxLora: 2, running: ['x'], waiting: [] } })
+    expect(adapterNeed(a, 'sql', 5)).toBe('resident')
   })
 
   it('is soft: drops the preference for an endpoint loaded beyond the margin', () => {

@@ -5,9 +5,11 @@
 // than `loadMargin`, so a popular adapter spreads to a second pod instead of queueing on one.
 //
 // What is loaded comes from `vllm:lora_requests_info` (adapters of running and waiting requests,
-// `max_lora` slots) plus this replica's own recent dispatches: an adapter idle for a moment stays
-// in its slot on the engine but disappears from the metric, and forgetting it would make the next
-// request for it load it somewhere else.
+// `max_lora` slots) plus this replica's own requests in flight there (sent since the scrape too)
+// and its recent dispatches: an adapter idle for a moment stays in its slot on the engine but
+// disappears from the metric, and forgetting it would make the next request for it load it
+// somewhere else. predicted-latency prices the same facts in ms (adapterNeed): a load, an
+// eviction's reload, the wait for a busy adapter to drain.
 
 import { numArg } from '../args.js'
 import type { EndpointState } from '../state.js'
@@ -19,36 +21,69 @@ import type { Plugin, PluginArgs, SchedRequest } from '../types.js'
  */
 export const LORA_SCORES = { loaded: 1, queuedThere: 0.6, freeSlot: 0.3, mustEvict: 0 } as const
 
+/** Where an adapter stands on an endpoint (adapterOn). */
+export interface AdapterPlace {
+  /** Held in a slot there (running, this replica's requests there, or idle but recent). */
+  readonly resident: boolean
+  /** Slots believed filled. */
+  readonly used: number
+  /** Slots filled by adapters with requests running or queued there: these cannot be evicted. */
+  readonly busy: number
+  readonly slots: number
+}
+
 /**
- * Where `adapter` stands on `ep`: resident (running there, or among the `max_lora` adapters this
- * replica sent most recently), and how many slots the believed-resident adapters fill.
+ * Where `adapter` stands on `ep`. Busy (cannot be evicted): the adapters running at the last fresh
+ * scrape and those this replica has requests in flight for there now (sent since the scrape
+ * included: they are in its batch or queue, whatever the scrape said). Idle but still loaded: the
+ * adapters this replica sent there most recently, newest first (the engine evicts the least
+ * recently used idle one), as many as the busy ones leave slots for.
  * Allocation-free: this runs for every endpoint of every LoRA request.
  */
-export function adapterOn(
-  ep: EndpointState,
-  adapter: string,
-  now: number,
-): { resident: boolean; used: number; slots: number } {
+export function adapterOn(ep: EndpointState, adapter: string, now: number): AdapterPlace {
   const info = ep.fresh(now)?.lora
   // The slot count is the engine's configuration (`--max-loras`): a stale scrape (a busy engine
   // answers /metrics late) still tells it. Assuming 1 then would count only the adapter sent
   // last as loaded, and send the other one's requests where it must be loaded again.
   const slots = info?.maxLora ?? ep.metrics?.lora?.maxLora ?? 1
   const running = info?.running ?? []
-  let used = running.length
+  let busy = running.length
   let resident = running.includes(adapter)
-  // loraSeen iterates oldest first; the newest `slots − running` others fill the rest.
-  const seen = ep.loraSeen.size
-  let k = 0
-  for (const name of ep.loraSeen.keys()) {
-    k++
-    if (seen - k >= slots) continue
+  for (const name of ep.loraInFlight.keys()) {
     if (running.includes(name)) continue
-    if (used >= slots) break
-    used++
+    busy++
     if (name === adapter) resident = true
   }
-  return { resident, used, slots }
+  // Idle ones: loraSeen iterates oldest first, so the newest `room` of them are the last `room`.
+  const room = Math.max(0, slots - busy)
+  let idle = 0
+  for (const name of ep.loraSeen.keys()) {
+    if (!running.includes(name) && !ep.loraInFlight.has(name)) idle++
+  }
+  if (!resident && room > 0) {
+    let k = 0
+    for (const name of ep.loraSeen.keys()) {
+      if (running.includes(name) || ep.loraInFlight.has(name)) continue
+      k++
+      if (name === adapter && idle - k < room) resident = true
+    }
+  }
+  return { resident, used: Math.min(slots, busy + Math.min(room, idle)), busy, slots }
+}
+
+/**
+ * What a request for `adapter` needs on `ep` before it can run: nothing (resident); a load into a
+ * free slot; a load after evicting an idle adapter (whose next request then finds it gone);
+ * or, with every slot's adapter busy, a wait until one of them drains before that (the engine
+ * skips the request meanwhile, and it can starve behind those adapters' traffic).
+ */
+export type AdapterNeed = 'resident' | 'freeSlot' | 'evictIdle' | 'blocked'
+
+export function adapterNeed(ep: EndpointState, adapter: string, now: number): AdapterNeed {
+  const on = adapterOn(ep, adapter, now)
+  if (on.resident) return 'resident'
+  if (on.used < on.slots) return 'freeSlot'
+  return on.busy < on.slots ? 'evictIdle' : 'blocked'
 }
 
 /** Adapters believed resident on `ep` (tests, debug). */

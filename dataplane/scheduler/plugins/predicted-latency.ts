@@ -32,6 +32,7 @@
 // preferred (a pod back from a restart takes its share again), and a request refused by a pod
 // that died since the last scrape is retried on that same re-home.
 
+import { adapterBound } from '../../engines/view.js'
 import type { DispatchOutcome } from '../../picker.js'
 import { intArg, numArg } from '../args.js'
 import { rendezvous } from '../prompt.js'
@@ -39,6 +40,7 @@ import { Scratch } from '../scores.js'
 import type { EndpointState } from '../state.js'
 import type { Plugin, PluginArgs, PluginEnv, SchedRequest } from '../types.js'
 import { type EndpointModel, LatencyModel, type Prefill } from './latency-model.js'
+import { type AdapterNeed, adapterNeed } from './lora-affinity.js'
 import { PrefixCachePlugin } from './prefix-cache.js'
 
 /** Batch slots assumed before the engine showed its limit and none was configured. */
@@ -57,6 +59,9 @@ const ROOM_WEIGHT = 0.9
  * 1 lets free slots and room in the KV cache choose among pods within one move of the least.
  */
 const MOVES_SLACK = 1
+/** Learning the time an adapter load adds (onComplete): EWMA weight, and the most one counts. */
+const LORA_LOAD_ALPHA = 0.2
+const LORA_LOAD_MAX_MS = 10_000
 /** Smallest band (ms) when no TPOT is known at all. */
 const MIN_TOLERANCE_MS = 1
 
@@ -94,6 +99,8 @@ interface Dispatched {
   readonly uncached: number
   readonly waitMs: number
   readonly slotKnownFree: boolean
+  /** LoRA requests: what the adapter needed there (see #adapterMs). */
+  readonly adapter?: AdapterNeed
   /** A move of a known prefix: counted in the endpoint model's `movesInFlight` until it ends. */
   readonly move: boolean
 }
@@ -134,18 +141,27 @@ export class PredictedLatencyPlugin implements Plugin {
   #scoredReq: SchedRequest | undefined
   /** Requests whose prefix some pod held at the decision, candidate or not (see onDispatch). */
   readonly #known = new WeakSet<SchedRequest>()
+  /** req.scratch key of the adapter needs per candidate (#needsOf). */
+  readonly #needs = {}
 
   constructor(args: PluginArgs) {
     this.index = new PrefixCachePlugin(args)
     this.affinityBlocks = this.index.affinityBlocks
     this.maxNumSeqs = intArg(args, 'maxNumSeqs', 0, 0, 1_000_000)
     this.tolerance = numArg(args, 'tolerance', 0.05, 0, 1)
+    this.loraLoadMs = numArg(args, 'loraLoadMs', 100, 0, 60_000)
     this.model = new LatencyModel({
       prefillMsPerToken: numArg(args, 'prefillMsPerToken', 0.1, 0, 100),
       overheadMs: numArg(args, 'overheadMs', 10, 0, 60_000),
       decodeMsPerToken: numArg(args, 'decodeMsPerToken', 20, 0, 10_000),
     })
   }
+
+  /**
+   * What loading a LoRA adapter adds to a request's TTFT (ms): the `loraLoadMs` prior, then
+   * learned from requests sent where their adapter had to be loaded (onComplete).
+   */
+  loraLoadMs: number
 
   /**
    * The batch limit learned on any endpoint of this server: its pods run the same engine with the
@@ -171,7 +187,9 @@ export class PredictedLatencyPlugin implements Plugin {
             ? Math.max(this.pooledCapacity, seen)
             : Math.max(ASSUMED_CAPACITY, seen)
     const m = ep.fresh(now)
-    if (m !== undefined && m.waiting > 0 && m.running > 0 && m.running < c) c = m.running
+    if (m !== undefined && m.waiting > 0 && m.running > 0 && m.running < c && !adapterBound(m)) {
+      c = m.running
+    }
     return c
   }
 
@@ -206,7 +224,7 @@ export class PredictedLatencyPlugin implements Plugin {
       m.admits.push(admit as number)
     }
     return {
-      ttftMs: p.overhead + uncachedTokens * p.perToken + waitMs,
+      ttftMs: p.overhead + uncachedTokens * p.perToken + waitMs + this.#adapterMs(req, ep, p).ms,
       uncachedTokens,
       indexedTokens: Math.min(req.ticket.promptTokens, depth * this.index.blockTokens),
       waitMs,
@@ -262,7 +280,9 @@ export class PredictedLatencyPlugin implements Plugin {
         this.#ages(req, ep),
         req.now,
       )
-      const t = p.overhead + uncached * p.perToken + wait
+      const a = this.#adapterMs(req, ep, p)
+      if (req.lora !== undefined) this.#needsOf(req).set(ep, a.need)
+      const t = p.overhead + uncached * p.perToken + wait + a.ms
       ttft[i] = t
       waits[i] = wait
       uncachedS[i] = uncached
@@ -289,7 +309,8 @@ export class PredictedLatencyPlugin implements Plugin {
       for (const ep of eps) if ((match[ep.slot] ?? 0) >= this.affinityBlocks) held = true
       if (held || this.index.heldOutside(key, eps)) this.#known.add(req)
     }
-    if (shared && this.#placeCold(key, match, eps, out)) return true
+    // Not for an adapter's request: where its adapter is loaded matters more (#adapterMs).
+    if (shared && req.lora === undefined && this.#placeCold(key, match, eps, out)) return true
     const weighted = this.#weighted.get(n)
     let minPending = Number.POSITIVE_INFINITY
     for (let i = 0; i < n; i++) {
@@ -524,6 +545,10 @@ export class PredictedLatencyPlugin implements Plugin {
     const move =
       p.indexedTokens < this.affinityBlocks * this.index.blockTokens && this.#known.has(req)
     if (move) own.movesInFlight++
+    // As scored: this request is in the endpoint's in-flight adapters by now.
+    const adapter = (
+      req.scratch.get(this.#needs) as Map<EndpointState, AdapterNeed> | undefined
+    )?.get(ep)
     const rec: Dispatched = {
       ep,
       move,
@@ -531,6 +556,7 @@ export class PredictedLatencyPlugin implements Plugin {
       uncached: p.uncachedTokens,
       waitMs: p.waitMs,
       slotKnownFree: p.pending < this.knownSlots(ep),
+      ...(adapter !== undefined ? { adapter } : {}),
     }
     req.scratch.set(this, rec)
     this.model.dispatched(p.uncachedTokens)
@@ -557,6 +583,20 @@ export class PredictedLatencyPlugin implements Plugin {
     own?.ended(rec.at, rec.at + o.durationMs, this.capacity(ep, rec.at + o.durationMs))
     if (rec.move && own !== undefined && own.movesInFlight > 0) own.movesInFlight--
     if (o.failure !== undefined || o.status < 200 || o.status >= 300) return
+    if (rec.adapter !== undefined && rec.adapter !== 'resident') {
+      // Its TTFT includes loading the adapter: not a prefill or queueing sample. Sent to a free
+      // batch slot with no adapter to wait for, the excess over the prefill line is the load.
+      const y = req.ticket.stream ? o.firstByteMs : undefined
+      if (y !== undefined && rec.adapter !== 'blocked' && rec.waitMs <= 0 && rec.slotKnownFree) {
+        const p = this.model.prefill(ep)
+        const load = Math.min(
+          LORA_LOAD_MAX_MS,
+          Math.max(0, y - p.overhead - rec.uncached * p.perToken),
+        )
+        this.loraLoadMs += LORA_LOAD_ALPHA * (load - this.loraLoadMs)
+      }
+      return
+    }
     // Only a stream's first byte is its first token; a plain response's is the whole answer.
     const stream = req.ticket.stream && o.firstByteMs !== undefined
     const tokens = o.completionTokens
@@ -627,6 +667,39 @@ export class PredictedLatencyPlugin implements Plugin {
   #uncached(req: SchedRequest, depth: number, ep: EndpointState): number {
     const cached = Math.min(req.ticket.promptTokens, depth * this.index.blockTokens)
     return req.ticket.promptTokens - cached * (this.model.peek(ep)?.trust ?? 1)
+  }
+
+  /**
+   * The adapter's part of a LoRA request's TTFT on `ep` (0 for base-model requests): nothing where
+   * it is resident, a load where a slot is free, a load and the evicted adapter's reload where an
+   * idle one must go (evictions cascade when each is taken for free: the evicted adapter's next
+   * request must then load it somewhere, evicting another), and with every slot's adapter busy
+   * also a request's slot time (the engine skips the request until one of them drains; it can
+   * starve behind their traffic, so this is a floor).
+   */
+  #adapterMs(req: SchedRequest, ep: EndpointState, p: Prefill): { ms: number; need: AdapterNeed } {
+    if (req.lora === undefined) return { ms: 0, need: 'resident' }
+    const need = adapterNeed(ep, req.lora, req.now)
+    const load = this.loraLoadMs
+    const ms =
+      need === 'resident'
+        ? 0
+        : need === 'freeSlot'
+          ? load
+          : need === 'evictIdle'
+            ? 2 * load
+            : 2 * load + this.#slotMs(req, ep, p)
+    return { ms, need }
+  }
+
+  /** Per LoRA request, what its adapter needed on each candidate when scored (for onComplete). */
+  #needsOf(req: SchedRequest): Map<EndpointState, AdapterNeed> {
+    let m = req.scratch.get(this.#needs) as Map<EndpointState, AdapterNeed> | undefined
+    if (m === undefined) {
+      m = new Map()
+      req.scratch.set(this.#needs, m)
+    }
+    return m
   }
 
   #slotMs(req: SchedRequest, ep: EndpointState, p: Prefill): number {
