@@ -108,7 +108,13 @@ export async function startEpp(opts: EppOptions): Promise<RunningEpp> {
   )
   await push?.start()
   await source?.start()
-  const core = new EppCore({ store, picker: scheduler, pool: opts.pool, fallbacks: opts.fallbacks })
+  const core = new EppCore({
+    store,
+    picker: scheduler,
+    pool: opts.pool,
+    fallbacks: opts.fallbacks,
+    log: opts.log,
+  })
   let server: EppServer
   try {
     server = await startEppServer({

@@ -80,6 +80,7 @@ export async function startEppServer(opts: EppServerOptions): Promise<EppServer>
     registers,
     collect() {
       this.reset()
+      core.settle()
       for (const [id, [requests]] of scheduler.localLoad()) this.set({ endpoint: id }, requests)
     },
   })
@@ -218,6 +219,7 @@ export async function startEppServer(opts: EppServerOptions): Promise<EppServer>
         return
       }
       if (path === '/debug/endpoints' && opts.explain === true) {
+        core.settle()
         res
           .writeHead(200, { 'content-type': 'application/json' })
           .end(JSON.stringify(scheduler.debug(), null, 2))

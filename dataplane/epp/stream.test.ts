@@ -34,8 +34,11 @@ function setup(
   const sent: ProcessingResponse[] = []
   const open = (mode: BodyMode = BodyMode.FULL_DUPLEX_STREAMED, maxBodyBytes = 1 << 20) =>
     new ExtProcStream(core, (r) => sent.push(r), { bodyMode: mode, maxBodyBytes })
-  const inflight = (): Record<string, number> =>
-    Object.fromEntries([...scheduler.localLoad()].map(([id, [n]]) => [id, n]))
+  // As the EPP's gauge reads it: the bookkeeping queued behind the answers applied first.
+  const inflight = (): Record<string, number> => {
+    core.settle()
+    return Object.fromEntries([...scheduler.localLoad()].map(([id, [n]]) => [id, n]))
+  }
   return { store, scheduler, sent, open, inflight }
 }
 
