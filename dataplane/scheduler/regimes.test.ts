@@ -95,7 +95,7 @@ function tenantLoad(tenant: string, rate: number, ms: number, seed: number): Vir
 }
 
 /** bench:routing's multi-LoRA regime: 8 adapters, 300-token distinct prompts, 2 slots per pod. */
-async function multiLora(load: number, seed: number): Promise<VirtualRun> {
+async function multiLora(load: number, seed: number, timeScale = 2.5): Promise<VirtualRun> {
   const r = seeded(seed)
   const loras = Array.from({ length: 8 }, (_, i) => `adapter-${i}`)
   const requests = poissonTimes(load * capacity(PREFILL_BOUND, 4, 300, 16, 2.5), MS, r).map(
@@ -106,7 +106,7 @@ async function multiLora(load: number, seed: number): Promise<VirtualRun> {
       lora: loras[Math.floor(r() * loras.length)] as string,
     }),
   )
-  return run({ shape: PREFILL_BOUND, pods: 4, timeScale: 2.5, loras, maxLoras: 2, requests })
+  return run({ shape: PREFILL_BOUND, pods: 4, timeScale, loras, maxLoras: 2, requests })
 }
 
 function e2eP90(rs: readonly VirtualResult[]): number {
@@ -259,14 +259,21 @@ describe('routing regimes on virtual time (issue 9)', () => {
     // to drain, evicted it, and the evicted adapter's next request did the same elsewhere. With
     // the adapter in the prediction (a load, an eviction's reload, a drain): 0.7 → 97.0 % mean,
     // 1 of 20 below 95 % (seed 47, 94.5 %); 0.8 → 97.5 %, 0.9 → 97.5 %, none below.
-    // Before: 93.8, 91.5 (70 %), 87.3 % (80 %); after: 97.3, 96.9, 97.1 %.
-    for (const [load, seed] of [
-      [0.7, 31],
-      [0.7, 42],
-      [0.8, 38],
+    // A slow machine (the quiet batch's 87.9 %): engines 20 % slower than the offered rate
+    // assumes (time scale 3 for 2.5), 17 of 20 seeds below 95 % before (mean 93.1 %), none after
+    // (96.9 %). Before: 93.8, 91.5 (70 %), 87.3 % (80 %), 92.9 % (slow); after: 97.3, 96.9, 97.1,
+    // 97.2 %.
+    for (const [load, seed, scale] of [
+      [0.7, 31, 2.5],
+      [0.7, 42, 2.5],
+      [0.8, 38, 2.5],
+      [0.7, 30, 3],
     ] as const) {
-      const ours = await multiLora(load, seed)
-      expect(ours.adapterHitRate, `load ${load} seed ${seed}`).toBeGreaterThanOrEqual(0.95)
+      const ours = await multiLora(load, seed, scale)
+      expect(
+        ours.adapterHitRate,
+        `load ${load} seed ${seed} scale ${scale}`,
+      ).toBeGreaterThanOrEqual(0.95)
     }
   }, 60_000)
 
