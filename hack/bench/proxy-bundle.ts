@@ -19,15 +19,42 @@ export class BundleStartError extends Error {
   readonly code = 'BUNDLE_START_FAILED'
 }
 
-/** Starts `node [nodeArgs] <bundle> <args>` and resolves once its output matches `ready`. */
+/**
+ * The flags every proxy benchmark starts our data plane with: loopback, no access log (its cost
+ * is measured apart), no drain delay (each run stops the process), then `extra`.
+ */
+export function benchGatewayArgs(
+  config: string,
+  port: number,
+  extra: readonly string[] = [],
+): string[] {
+  return [
+    '--config',
+    config,
+    '--host',
+    '127.0.0.1',
+    '--port',
+    String(port),
+    '--no-access-log',
+    '--drain-delay',
+    '0',
+    ...extra,
+  ]
+}
+
+/**
+ * Starts `node [nodeArgs] <bundle> <args>` (with `env` over this process's environment) and
+ * resolves once its output matches `ready`.
+ */
 export async function spawnBundle(
   bundle: string,
   args: readonly string[],
   ready: RegExp,
   nodeArgs: readonly string[] = [],
   timeoutMs = 30_000,
+  env: Readonly<Record<string, string>> = {},
 ): Promise<Proc> {
-  const p = spawnProc(process.execPath, [...nodeArgs, bundle, ...args])
+  const p = spawnProc(process.execPath, [...nodeArgs, bundle, ...args], env)
   const deadline = performance.now() + timeoutMs
   while (!ready.test(p.output())) {
     const exited = p.child.exitCode !== null || p.child.signalCode !== null

@@ -20,7 +20,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { fixedRate } from './load.js'
 import { type Proc, startZeroLatencySim } from './procs.js'
-import { bundleDataplane, spawnBundle } from './proxy-bundle.js'
+import { benchGatewayArgs, bundleDataplane, spawnBundle } from './proxy-bundle.js'
 import { PROBE_SOURCE, type ProbeWindow, straceCounts } from './proxy-cost-probe.js'
 import { attack, ensureVegeta, failures, report } from './proxy-vegeta.js'
 import { routingManifests } from './routing-config.js'
@@ -174,29 +174,14 @@ async function main(): Promise<void> {
     for (const [i, v] of variants.entries()) {
       const probeOut = join(dir, `probe-${v.label}.json`)
       const port = GW_PORT + i
-      const prevEnv = process.env['IGW_COST_OUT']
-      process.env['IGW_COST_OUT'] = probeOut
       const gw = await spawnBundle(
         v.bundle,
-        [
-          '--config',
-          config,
-          '--host',
-          '127.0.0.1',
-          '--port',
-          String(port),
-          '--no-access-log',
-          '--workers',
-          '1',
-          '--drain-delay',
-          '0',
-          ...(opts['gateway-arg'] ?? []),
-        ],
+        benchGatewayArgs(config, port, ['--workers', '1', ...(opts['gateway-arg'] ?? [])]),
         /data plane listening/,
         [`--import=${probe}`, ...v.nodeArgs],
+        undefined,
+        { IGW_COST_OUT: probeOut },
       )
-      if (prevEnv === undefined) delete process.env['IGW_COST_OUT']
-      else process.env['IGW_COST_OUT'] = prevEnv
       procs.push(gw)
       const pid = gw.child.pid ?? 0
       out(`${v.label}: ${v.bundle} ${v.nodeArgs.join(' ')} (pid ${pid}, port ${port})`)

@@ -23,7 +23,7 @@ import { basename, join } from 'node:path'
 import { parseArgs, promisify } from 'node:util'
 import { Pool } from 'undici'
 import { type Proc, startZeroLatencySim } from './procs.js'
-import { bundleDataplane, spawnBundle } from './proxy-bundle.js'
+import { benchGatewayArgs, bundleDataplane, spawnBundle } from './proxy-bundle.js'
 import {
   CAUSES,
   type ClientClock,
@@ -264,30 +264,14 @@ async function main(): Promise<void> {
         IGW_TAIL_STALL_MS: String(stallMs),
         IGW_TAIL_CPU_US: String(cpuUs),
       }
-      const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]))
-      Object.assign(process.env, env)
       const gw = await spawnBundle(
         v.bundle,
-        [
-          '--config',
-          config,
-          '--host',
-          '127.0.0.1',
-          '--port',
-          String(port),
-          '--no-access-log',
-          '--workers',
-          '1',
-          '--drain-delay',
-          '0',
-          ...v.gatewayArgs,
-        ],
+        benchGatewayArgs(config, port, ['--workers', '1', ...v.gatewayArgs]),
         /data plane listening/,
         [`--import=${probe}`, ...v.nodeArgs],
+        undefined,
+        env,
       )
-      for (const [k, val] of Object.entries(saved))
-        if (val === undefined) delete process.env[k]
-        else process.env[k] = val
       procs.push(gw)
       const pid = gw.child.pid ?? 0
       out(

@@ -17,7 +17,7 @@ import { parseArgs, promisify } from 'node:util'
 import { fixedRate, type LoadResult, type LoadTarget, percentile } from './load.js'
 import { ensurePeer, PEERS, type PeerName, startPeer } from './peers.js'
 import { CLI, type OutputProc, type Proc, spawnCli, startZeroLatencySim } from './procs.js'
-import { bundleDataplane, spawnBundle } from './proxy-bundle.js'
+import { benchGatewayArgs, bundleDataplane, spawnBundle } from './proxy-bundle.js'
 import { cpuUsPerRequest, treeCpuSeconds } from './proxy-cpu.js'
 import { treeMemory } from './proxy-procfs.js'
 import {
@@ -146,19 +146,7 @@ async function startGateway(
   nodeArgs: readonly string[] = [],
 ): Promise<Proc> {
   const w = (await dataplaneHasWorkers()) ? ['--workers', String(workers)] : []
-  const args = [
-    '--config',
-    config,
-    '--host',
-    '127.0.0.1',
-    '--port',
-    String(port),
-    '--no-access-log',
-    '--drain-delay',
-    '0',
-    ...w,
-    ...extra,
-  ]
+  const args = benchGatewayArgs(config, port, [...w, ...extra])
   // What the image runs (proxy-bundle.ts); --tsx: the sources, for iterating without a build.
   if (bundle !== undefined) return spawnBundle(bundle, args, /data plane listening/, nodeArgs)
   return spawnCli(['dataplane', ...args], /data plane listening/, nodeArgs)

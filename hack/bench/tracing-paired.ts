@@ -28,7 +28,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { createRng } from '../sim/rng.js'
 import type { Proc } from './procs.js'
-import { spawnBundle } from './proxy-bundle.js'
+import { benchGatewayArgs, spawnBundle } from './proxy-bundle.js'
 import { attack } from './proxy-vegeta.js'
 import { table } from './report.js'
 import {
@@ -221,22 +221,13 @@ function sideOf(
 }
 
 function dataPlane(s: PairedSetup, ratio: Condition, port: number): Promise<Proc> {
-  const args = [
-    '--config',
-    s.config,
-    '--host',
-    '127.0.0.1',
-    '--port',
-    String(port),
-    '--no-access-log',
-    '--drain-delay',
-    '0',
+  const args = benchGatewayArgs(s.config, port, [
     '--workers',
     '1',
     ...(ratio !== undefined
       ? ['--otlp-endpoint', s.otlp, '--trace-sample-ratio', ratio, ...s.tracingArgs]
       : []),
-  ]
+  ])
   return spawnBundle(s.bundle, args, /data plane listening/)
 }
 

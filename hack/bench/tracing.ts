@@ -41,7 +41,7 @@ import { parseArgs, promisify } from 'node:util'
 import { Tracing } from '../../dataplane/telemetry/tracing.js'
 import { otlpProtocol } from '../../dataplane/telemetry/tracing-config.js'
 import { type Proc, spawnCli, spawnProc, startZeroLatencySim } from './procs.js'
-import { bundleDataplane, spawnBundle } from './proxy-bundle.js'
+import { benchGatewayArgs, bundleDataplane, spawnBundle } from './proxy-bundle.js'
 import { attack, ensureVegeta, report, type VegetaReport } from './proxy-vegeta.js'
 import { fmt, table, writeSection } from './report.js'
 import { routingManifests } from './routing-config.js'
@@ -523,22 +523,13 @@ async function main(): Promise<void> {
           nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${d}`)
         }
         const spansBefore = await spansIn(traces)
-        const args = [
-          '--config',
-          join(dir, 'gateway.yaml'),
-          '--host',
-          '127.0.0.1',
-          '--port',
-          String(GW_PORT),
-          '--no-access-log',
-          '--drain-delay',
-          '0',
+        const args = benchGatewayArgs(join(dir, 'gateway.yaml'), GW_PORT, [
           '--workers',
           '1',
           ...(ratio !== undefined
             ? ['--otlp-endpoint', `http://${OTLP}`, '--trace-sample-ratio', ratio, ...PROTOCOL_ARGS]
             : []),
-        ]
+        ])
         const gw =
           bundle !== undefined
             ? await spawnBundle(bundle, args, /data plane listening/, nodeArgs)
