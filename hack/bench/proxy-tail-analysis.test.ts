@@ -28,7 +28,7 @@ describe('parseVegetaCsv', () => {
 })
 
 describe('toProbeClock', () => {
-  it('maps wall or hr time onto performance.now() along the line through both pairs', () => {
+  it('maps wall or hr time onto the monotonic clock along the line through both pairs', () => {
     const a = { perfMs: 100, wallMs: 1_000_000, hrMs: 5000 }
     // The wall clock ran 1 ms fast over 10 s (slewing): the line absorbs it.
     const b = { perfMs: 10_100, wallMs: 1_010_001, hrMs: 15_000 }
@@ -140,7 +140,7 @@ describe('profileSamples', () => {
       { id: 5, callFrame: { functionName: 'parse', url: 'file:///n/prom.js', lineNumber: 4 } },
       { id: 6, callFrame: { functionName: '(garbage collector)', url: '', lineNumber: -1 } },
     ],
-    // Profile clock in µs: 10 ms ahead of performance.now().
+    // Profile clock in µs: 10 ms ahead of the monotonic clock.
     startTime: 60_000,
     samples: [2, 3, 3, 5, 5, 6, 2],
     timeDeltas: [0, 1000, 1000, 1000, 1000, 1000, 1000],

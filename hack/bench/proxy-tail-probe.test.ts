@@ -20,11 +20,12 @@ afterEach(async () => {
 const CHILD = `
 const http = require('node:http')
 const fs = require('node:fs')
-// Its own arithmetic, not a clock call, is where the samples land (the leaf is this function).
-function blockTheLoop(ms) {
-  const end = Date.now() + ms
+// A fixed amount of arithmetic (no clock in it: where the samples land is this function, and
+// 30 M steps hold the loop far past the 3 ms stall threshold on any machine).
+function blockTheLoop(steps) {
   let x = 0
-  for (;;) { for (let i = 0; i < 100000; i++) x += (i * i) % 7; if (Date.now() >= end) return x }
+  for (let i = 0; i < steps; i++) x += (i * i) % 7
+  return x
 }
 const server = http.createServer((req, res) => res.end('ok'))
 server.listen(0, '127.0.0.61', () => {
@@ -38,8 +39,9 @@ server.listen(0, '127.0.0.61', () => {
     if (!blocked) {
       blocked = true
       setTimeout(() => {
+        // Where the block starts and ends, on the probe's clock, to find it among the stalls.
         const t0 = performance.now()
-        blockTheLoop(40)
+        blockTheLoop(30000000)
         process.stdout.write('block ' + t0 + ' ' + performance.now() + '\\n')
       }, 200)
     }
@@ -73,21 +75,17 @@ describe('tail probe', () => {
       expect(w.requests.length).toBeGreaterThanOrEqual(3)
       for (const r of w.requests) expect(r.endMs).toBeGreaterThanOrEqual(r.startMs)
       expect(w.upstream.length).toBeGreaterThanOrEqual(3)
-      // The 40 ms block (the child printed when it ran, on the probe's clock) ends a stall at least
-      // that long, with CPU spent across it; on a loaded machine other stalls may be longer.
+      // The block (the child printed when it ran, on the probe's clock) lies inside exactly one
+      // recorded stall, busy (CPU spent across it); on a loaded machine other stalls may be longer.
       const m = /block ([\d.]+) ([\d.]+)/.exec(output)
       const b0 = Number(m?.[1])
       const b1 = Number(m?.[2])
-      expect(b1 - b0).toBeGreaterThanOrEqual(40)
-      const block = w.stalls.find((s) => s.endMs >= b1 && s.endMs - s.gapMs <= b0)
-      expect(block?.gapMs).toBeGreaterThanOrEqual(38)
-      expect(block?.cpuMs).toBeGreaterThan(0)
-      // The clock pairs are the same instants on both clocks.
-      expect(Math.abs(w.anchor.wallMs - (performance.timeOrigin + performance.now()))).toBeLessThan(
-        120_000,
-      )
+      const holding = w.stalls.filter((s) => s.endMs >= b1 && s.endMs - s.gapMs <= b0)
+      expect(holding).toHaveLength(1)
+      expect(holding[0]?.cpuMs).toBeGreaterThan(0)
       expect(w.anchorEnd.perfMs).toBeGreaterThan(w.anchor.perfMs)
-      expect(w.profile).toBeDefined()
+      // The profile was taken (its file asked for by $IGW_TAIL_OUT.cpu) and written beside it.
+      expect(w.profile?.file).toBe(`${outFile}.cpuprofile`)
       const prof = JSON.parse(await readFile(w.profile?.file ?? '', 'utf8')) as CpuProfile
       const samples = profileSamples(
         prof,
