@@ -54,11 +54,7 @@ describe('gatewayMemory', () => {
   it('heap snapshots of one session keep object ids: a diff names what is new', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'igw-heap-'))
     const snap = await heapSnapshotter(stack.gw.inspectorUrl as string)
-    try {
-      await snap.take(join(dir, 'a.heapsnapshot'))
-      // The memory read goes through the same session: another session closing would make V8
-      // hand out every id anew.
-      expect((await snap.memory({ gc: true })).heapUsed).toBeGreaterThan(1024 * 1024)
+    const answered = async (): Promise<number | undefined> => {
       const load = await runLoad({
         url: stack.gw.url,
         concurrency: 4,
@@ -73,7 +69,18 @@ describe('gatewayMemory', () => {
               }
             : undefined,
       })
-      expect(load.byStatus[200]).toBe(200)
+      return load.byStatus[200]
+    }
+    try {
+      // The same 200 requests first: what the first pass allocates once (bounded sample windows,
+      // pools, optimized code) is in snapshot a, as the soak reads its baseline after a warm-up;
+      // a per-request leak still grows by 200 in the second pass.
+      expect(await answered()).toBe(200)
+      await snap.take(join(dir, 'a.heapsnapshot'))
+      // The memory read goes through the same session: another session closing would make V8
+      // hand out every id anew.
+      expect((await snap.memory({ gc: true })).heapUsed).toBeGreaterThan(1024 * 1024)
+      expect(await answered()).toBe(200)
       await snap.take(join(dir, 'b.heapsnapshot'))
       const [a, b] = await Promise.all([
         loadSnapshot(join(dir, 'a.heapsnapshot')),
