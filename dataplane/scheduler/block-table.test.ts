@@ -62,4 +62,32 @@ describe('BlockTable', () => {
     }
     expect(t.size).toBe(cap)
   })
+  it('takes a slot hint as a shortcut only: same slots and contents as without hints', () => {
+    const rnd = seeded(9)
+    const plain = new BlockTable(300)
+    const hinted = new BlockTable(300)
+    let slot = -2
+    for (let op = 0; op < 20_000; op++) {
+      // Chains recorded tail first, often again (hint right), with stray wrong hints too.
+      const chain = Math.floor(rnd() * 40)
+      const len = 1 + Math.floor(rnd() * 12)
+      slot = -2
+      for (let i = len - 1; i >= 0; i--) {
+        const h = (chain * 1_000 + i) & 0x3fffffff
+        const hint = rnd() < 0.1 ? Math.floor(rnd() * 400) - 50 : slot + 1
+        const a = plain.touch(h)
+        slot = hinted.touch(h, hint)
+        expect(slot).toBe(a)
+      }
+    }
+    expect([...hinted.hashes()]).toEqual([...plain.hashes()])
+  })
+
+  it('returns the slot a hash is held in', () => {
+    const t = new BlockTable(8)
+    const s = [10, 11, 12].map((h) => t.touch(h))
+    expect(s).toEqual([0, 1, 2])
+    expect(t.touch(11, 1)).toBe(1)
+    expect(t.touch(12, 0)).toBe(2)
+  })
 })

@@ -120,7 +120,9 @@ export class PrefixIndex {
       this.#blocks.set(ep, table)
     }
     this.#gen++
-    for (let i = hashes.length - 1; i >= 0; i--) table.touch(hashes[i] as number)
+    // Each block's slot hints the next one's (tail first: they were inserted in this order).
+    let slot = -2
+    for (let i = hashes.length - 1; i >= 0; i--) slot = table.touch(hashes[i] as number, slot + 1)
   }
 
   /** A completed request of `blocks` blocks: one sample of our side of the tokens-per-block ratio. */
