@@ -36,12 +36,13 @@ afterEach(async () => {
 })
 
 describe('probe', () => {
-  it('a window reports the CPU, collections and allocations of what ran inside it', async () => {
+  it('a window reports the CPU, collections and allocations of what ran inside it, and its CPU profile', async () => {
     dir = await mkdtemp(join(tmpdir(), 'igw-probe-'))
     const probe = join(dir, 'probe.mjs')
     const outFile = join(dir, 'out.json')
     await writeFile(probe, PROBE_SOURCE)
     await writeFile(`${outFile}.heap`, '')
+    await writeFile(`${outFile}.cpu`, '')
     // Allocates about 20 MB a second of short-lived objects until killed.
     const child = spawn(
       process.execPath,
@@ -75,6 +76,11 @@ describe('probe', () => {
       // A built-in (no script of its own) is named with the function that called it.
       expect(w.topAllocations?.some(([k]) => /^Map :0 <- .*\[eval\]:1$/.test(k))).toBe(true)
       expect(w.eventLoopDelay.maxMs).toBeGreaterThan(0)
+      // The window's CPU profile (both profilers on one inspector session).
+      const prof = JSON.parse(await readFile(`${outFile}.cpuprofile`, 'utf8')) as {
+        nodes: { callFrame: { url: string } }[]
+      }
+      expect(prof.nodes.some((n) => n.callFrame.url === '[eval]')).toBe(true)
     } finally {
       child.kill('SIGKILL')
     }

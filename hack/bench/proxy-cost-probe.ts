@@ -83,6 +83,16 @@ async function open() {
       includeObjectsCollectedByMinorGC: true,
     })
   }
+  // And for a CPU profile of the window alone (no start-up, no warm-up).
+  if (existsSync(outFile + '.cpu')) {
+    if (session === undefined) {
+      session = new Session()
+      session.connect()
+    }
+    await post(session, 'Profiler.enable', {})
+    await post(session, 'Profiler.setSamplingInterval', { interval: 200 })
+    await post(session, 'Profiler.start', {})
+  }
   win = { gc, obs, eld, session, cpu: process.cpuUsage(), t0: performance.now() }
   writeFileSync(outFile + '.opened', '')
 }
@@ -116,10 +126,13 @@ async function close() {
   }
   w.eld.disable()
   w.obs.disconnect()
-  if (w.session) {
+  if (w.session && existsSync(outFile + '.cpu')) {
+    const { profile } = await post(w.session, 'Profiler.stop', {})
+    writeFileSync(outFile + '.cpuprofile', JSON.stringify(profile))
+  }
+  if (w.session && existsSync(outFile + '.heap')) {
     const { profile } = await post(w.session, 'HeapProfiler.getSamplingProfile', {})
     await post(w.session, 'HeapProfiler.stopSampling', {})
-    w.session.disconnect()
     const totals = new Map()
     walk(profile.head, totals)
     let all = 0
@@ -127,6 +140,7 @@ async function close() {
     result.allocatedBytes = all
     result.topAllocations = [...totals.entries()].sort((a, b) => b[1] - a[1]).slice(0, 60)
   }
+  w.session?.disconnect()
   // Renamed into place: the benchmark reads the file as soon as it exists.
   writeFileSync(outFile + '.tmp', JSON.stringify(result))
   renameSync(outFile + '.tmp', outFile)

@@ -12,9 +12,10 @@
 //   npx tsx hack/bench/proxy-cost.ts --node-arg=--max-semi-space-size=32 --mode nonstream
 //   npx tsx hack/bench/proxy-cost.ts --bundle /tmp/before/dataplane.mjs --compare dist/dataplane.mjs \
 //     --rounds 4 --seconds 5 --heap
+//   npx tsx hack/bench/proxy-cost.ts --floor --rounds 3 --seconds 5 --heap   # ours against the floor
 import { type ChildProcess, spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdir, mkdtemp, readFile, rm, unlink, writeFile } from 'node:fs/promises'
+import { copyFile, mkdir, mkdtemp, readFile, rm, unlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -22,6 +23,8 @@ import { fixedRate } from './load.js'
 import { type Proc, startZeroLatencySim } from './procs.js'
 import { benchGatewayArgs, bundleDataplane, spawnBundle } from './proxy-bundle.js'
 import { PROBE_SOURCE, type ProbeWindow, straceCounts } from './proxy-cost-probe.js'
+import { bundleSourceMap, profileLines, summarizeProfile } from './proxy-cost-profile.js'
+import { floorBundle } from './proxy-floor.js'
 import { attack, ensureVegeta, failures, report } from './proxy-vegeta.js'
 import { routingManifests } from './routing-config.js'
 
@@ -46,6 +49,16 @@ const { values: opts } = parseArgs({
     rounds: { type: 'string', default: '1' },
     /** Rows of the allocation table. */
     top: { type: 'string', default: '25' },
+    /**
+     * Also measure the floor (proxy-floor.ts: the smallest honest Node proxy, label F) in the
+     * same alternation: what of a request's cost is Node's and undici's, what is ours.
+     */
+    floor: { type: 'boolean', default: false },
+    /**
+     * A directory: one more window per target with V8's CPU profiler running in it (the window
+     * alone), the .cpuprofile kept there and summarised as µs/request by file and function.
+     */
+    'cpu-prof': { type: 'string' },
   },
 })
 
@@ -117,6 +130,7 @@ interface Target {
   readonly probeOut: string
   readonly pid: number
   readonly totals: Totals
+  readonly bundle: string
 }
 
 const newTotals = (): Totals => ({
@@ -161,14 +175,25 @@ async function main(): Promise<void> {
     procs.push(await startZeroLatencySim(SIM_HOST, SIM_PORT, MODEL))
     // A: the bundle with --node-arg; B (--compare): another bundle or other Node options, measured
     // in alternating windows so that drift on a shared machine hits both alike.
-    const variants: { label: string; bundle: string; nodeArgs: readonly string[] }[] = [
-      { label: 'A', bundle, nodeArgs: opts['node-arg'] ?? [] },
-    ]
+    // F (--floor): the floor proxy, with the same probe and Node options as A.
+    const variants: {
+      label: string
+      bundle: string
+      nodeArgs: readonly string[]
+      floor?: boolean
+    }[] = [{ label: 'A', bundle, nodeArgs: opts['node-arg'] ?? [] }]
     if (opts.compare !== undefined || (opts['compare-node-arg'] ?? []).length > 0)
       variants.push({
         label: 'B',
         bundle: opts.compare ?? bundle,
         nodeArgs: opts['compare-node-arg'] ?? [],
+      })
+    if (opts.floor)
+      variants.push({
+        label: 'F',
+        bundle: await floorBundle(join(dir, 'floor')),
+        nodeArgs: opts['node-arg'] ?? [],
+        floor: true,
       })
     const targets: Target[] = []
     for (const [i, v] of variants.entries()) {
@@ -176,8 +201,10 @@ async function main(): Promise<void> {
       const port = GW_PORT + i
       const gw = await spawnBundle(
         v.bundle,
-        benchGatewayArgs(config, port, ['--workers', '1', ...(opts['gateway-arg'] ?? [])]),
-        /data plane listening/,
+        v.floor === true
+          ? ['--port', String(port), '--upstream', `http://${SIM_HOST}:${SIM_PORT}`]
+          : benchGatewayArgs(config, port, ['--workers', '1', ...(opts['gateway-arg'] ?? [])]),
+        v.floor === true ? /floor listening/ : /data plane listening/,
         [`--import=${probe}`, ...v.nodeArgs],
         undefined,
         { IGW_COST_OUT: probeOut },
@@ -185,7 +212,7 @@ async function main(): Promise<void> {
       procs.push(gw)
       const pid = gw.child.pid ?? 0
       out(`${v.label}: ${v.bundle} ${v.nodeArgs.join(' ')} (pid ${pid}, port ${port})`)
-      targets.push({ label: v.label, port, probeOut, pid, totals: newTotals() })
+      targets.push({ label: v.label, port, probeOut, pid, totals: newTotals(), bundle: v.bundle })
     }
 
     let round = 0
@@ -222,10 +249,12 @@ async function main(): Promise<void> {
         p99Ms: fb[Math.floor(fb.length * 0.99)] ?? Number.NaN,
       }
     }
-    const window = async (t: Target, mode: string, heap: boolean): Promise<void> => {
+    const window = async (t: Target, mode: string, heap: boolean, cpu = false): Promise<void> => {
       const f = t.probeOut
-      for (const x of [f, `${f}.opened`, `${f}.heap`]) await unlink(x).catch(() => {})
+      for (const x of [f, `${f}.opened`, `${f}.heap`, `${f}.cpu`, `${f}.cpuprofile`])
+        await unlink(x).catch(() => {})
       if (heap) await writeFile(`${f}.heap`, '')
+      if (cpu) await writeFile(`${f}.cpu`, '')
       process.kill(t.pid, 'SIGUSR2')
       await until('the probe to open', () => existsSync(`${f}.opened`))
       const l = await load(t, mode, SECONDS)
@@ -233,6 +262,19 @@ async function main(): Promise<void> {
       await until('the probe to close', () => existsSync(f))
       const p = JSON.parse(await readFile(f, 'utf8')) as ProbeWindow
       const s = t.totals
+      if (cpu && opts['cpu-prof'] !== undefined) {
+        const kept = join(opts['cpu-prof'], `${t.label}-${mode}.cpuprofile`)
+        await mkdir(opts['cpu-prof'], { recursive: true })
+        await copyFile(`${f}.cpuprofile`, kept)
+        const summary = summarizeProfile(
+          JSON.parse(await readFile(kept, 'utf8')),
+          l.requests,
+          await bundleSourceMap(t.bundle),
+        )
+        out(`${t.label}: CPU profile ${kept}`)
+        for (const line of profileLines(summary, Number(opts.top))) out(`${t.label}: ${line}`)
+        return
+      }
       if (heap) {
         s.allocatedBytes += p.allocatedBytes ?? 0
         s.allocRequests += l.requests
@@ -263,6 +305,8 @@ async function main(): Promise<void> {
       for (let r = 0; r < ROUNDS; r++) for (const t of targets) await window(t, mode, false)
       if (opts.heap)
         for (let r = 0; r < ROUNDS; r++) for (const t of targets) await window(t, mode, true)
+      if (opts['cpu-prof'] !== undefined)
+        for (const t of targets) await window(t, mode, false, true)
       for (const t of targets) {
         const s = t.totals
         const n = s.requests
@@ -286,6 +330,16 @@ async function main(): Promise<void> {
             out(`  ${(v / m / 1024).toFixed(2).padStart(7)}  ${k}`)
         }
       }
+      const floor = targets.find((t) => t.label === 'F')
+      if (floor !== undefined)
+        for (const t of targets) {
+          if (t === floor) continue
+          const cpu = (x: Totals): number => (x.cpuUserUs + x.cpuSystemUs) / x.requests
+          const kib = (x: Totals): number => x.allocatedBytes / x.allocRequests / 1024
+          out(
+            `${t.label} − F (ours over the floor): CPU ${(cpu(t.totals) - cpu(floor.totals)).toFixed(0)} µs/request (${(cpu(t.totals) / cpu(floor.totals)).toFixed(2)}×)${opts.heap ? `, allocated ${(kib(t.totals) - kib(floor.totals)).toFixed(1)} KiB/request` : ''}`,
+          )
+        }
       if (opts.strace) {
         for (const t of targets) {
           const file = join(dir, `strace-${mode}-${t.label}.txt`)

@@ -1,0 +1,72 @@
+// The floor proxy answers as the engine does (status, body, event stream) through real loopback
+// HTTP with the official OpenAI client, so proxy-cost's --floor compares ours with a working proxy.
+import OpenAI from 'openai'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { type SimHandle, startSimulator } from '../sim/index.js'
+import { type Floor, startFloor } from './proxy-floor.js'
+
+let sim: SimHandle
+let floor: Floor
+let client: OpenAI
+
+beforeAll(async () => {
+  sim = await startSimulator({
+    name: 'floor-sim',
+    host: '127.0.0.171',
+    port: 0,
+    model: 'floor-model',
+    metricsFormat: 'vllm',
+    zeroLatency: true,
+    defaultMaxTokens: 5,
+  })
+  floor = await startFloor({ host: '127.0.0.172', port: 0, upstream: sim.url })
+  client = new OpenAI({
+    baseURL: `http://127.0.0.172:${floor.port}/v1`,
+    apiKey: 'unused',
+    maxRetries: 0,
+  })
+})
+
+afterAll(async () => {
+  await floor?.close()
+  await sim?.close()
+})
+
+describe('proxy floor', () => {
+  it('passes a chat completion through', async () => {
+    const r = await client.chat.completions.create({
+      model: 'floor-model',
+      messages: [{ role: 'user', content: 'hello floor' }],
+      max_tokens: 4,
+    })
+    expect(r.model).toBe('floor-model')
+    expect(r.usage?.completion_tokens).toBe(4)
+    expect(sim.stats().requests).toBeGreaterThan(0)
+  })
+
+  it('pipes an event stream', async () => {
+    const stream = await client.chat.completions.create({
+      model: 'floor-model',
+      messages: [{ role: 'user', content: 'stream please' }],
+      max_tokens: 3,
+      stream: true,
+    })
+    let text = ''
+    let chunks = 0
+    for await (const c of stream) {
+      chunks++
+      text += c.choices[0]?.delta.content ?? ''
+    }
+    expect(chunks).toBeGreaterThanOrEqual(3)
+    expect(text.length).toBeGreaterThan(0)
+  })
+
+  it("answers the engine's own errors with its status", async () => {
+    await expect(
+      client.chat.completions.create({
+        model: 'no-such-model',
+        messages: [{ role: 'user', content: 'x' }],
+      }),
+    ).rejects.toMatchObject({ status: 404 })
+  })
+})
