@@ -47,6 +47,19 @@ describe('SseUsageScanner after the first token', () => {
     expect(split.lineBytes).toBe(0)
   })
 
+  it('reads the first token and the usage of a whole stream in one chunk, nulls passed over', () => {
+    const nullUsage = (t: string) =>
+      `data: {"choices":[{"delta":{"content":"${t}"}}],"usage":null}\n\n`
+    const s = new SseUsageScanner()
+    s.push(
+      enc.encode(
+        `data: {"choices":[{"delta":{"role":"assistant","content":""}}],"usage":null}\n\n${nullUsage('a')}${nullUsage('b')}${usageEvent}data: [DONE]\n\n`,
+      ),
+    )
+    expect(s.firstTokenAt).toBeGreaterThan(0)
+    expect(s.usage).toEqual({ promptTokens: 9, completionTokens: 4 })
+  })
+
   it('finds usage wherever the chunks are cut, the key split across two or three of them', () => {
     // Token events as engines send them when asked for usage: `"usage":null` in each.
     const nullUsage = (t: string) =>

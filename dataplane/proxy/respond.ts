@@ -113,19 +113,27 @@ const USAGE_KEY = Buffer.from('"usage"')
  * whose value is past the chunk's end counts as maybe.
  */
 export function mentionsUsage(b: Buffer, from = 0, to = b.length): boolean {
+  return usageAt(b, from, to) >= 0
+}
+
+/**
+ * Where the first `"usage"` key in `b[from, to)` whose value is not `null` (or runs past `to`)
+ * starts; -1 if there is none. Each key is looked at once, whatever the lines around it.
+ */
+function usageAt(b: Buffer, from = 0, to = b.length): number {
   for (
     let at = b.indexOf(USAGE_KEY, from);
     at >= 0 && at + USAGE_KEY.length <= to;
     at = b.indexOf(USAGE_KEY, at + 1)
   ) {
     let j = skipSpace(b, at + USAGE_KEY.length, to)
-    if (j >= to) return true
+    if (j >= to) return at
     if (b[j] !== 0x3a) continue // not a key (":" follows a key)
     j = skipSpace(b, j + 1, to)
-    if (j >= to) return true
-    if (b[j] !== 0x6e) return true // anything but `null`
+    if (j >= to) return at
+    if (b[j] !== 0x6e) return at // anything but `null`
   }
-  return false
+  return -1
 }
 
 /**
@@ -213,7 +221,10 @@ export class SseUsageScanner {
     // Events end in LF, so the usual chunk needs no look for a CR (a line end too) after it.
     if (lf < n - 1) end = Math.max(lf, b.lastIndexOf(13))
     this.lineBytes = end < 0 ? this.lineBytes + n : n - end - 1
-    const maybeUsage = mentionsUsage(b) || this.keyAcrossEdge(b)
+    // The first usage key that is not `null` (engines asked for usage repeat `"usage":null` in
+    // every event but the last: those are passed over here, once each).
+    const key = usageAt(b)
+    const maybeUsage = key >= 0 || this.keyAcrossEdge(b)
     this.keepEdge(b)
     if (lf < 0) {
       this.held.push(b)
@@ -221,17 +232,18 @@ export class SseUsageScanner {
       return
     }
     if (this.firstTokenAt === undefined || maybeUsage || this.heldUsage)
-      this.lines(b, lf, maybeUsage)
+      this.lines(b, lf, maybeUsage, key)
     // The rest after the last LF opens the next line.
     this.held = lf < n - 1 ? [b.subarray(lf + 1)] : []
     this.heldUsage = lf < n - 1 && maybeUsage
   }
 
-  /** Every complete line: the held pieces with `b` up to its first LF, then the lines in `b`. */
-  private lines(b: Buffer, lf: number, maybeUsage: boolean): void {
-    // The next usage key in `b` (-1: none), so that a line is not searched for it on its own
-    // (each search runs to the chunk's end: quadratic in a chunk of many events).
-    let key = maybeUsage ? b.indexOf(USAGE_KEY) : -1
+  /**
+   * Every complete line that matters: the held pieces with `b` up to its first LF, then each line
+   * of `b` until the first token, then only the lines holding a usage key that is not `null`
+   * (`key`: the first such key in `b`, -1 if none).
+   */
+  private lines(b: Buffer, lf: number, maybeUsage: boolean, key: number): void {
     let nl = b.indexOf(10)
     if (this.held.length > 0) {
       this.held.push(b.subarray(0, nl))
@@ -239,11 +251,15 @@ export class SseUsageScanner {
       this.line(first, 0, first.length, this.heldUsage || maybeUsage)
     } else this.line(b, 0, nl, key >= 0 && key < nl)
     while (nl < lf) {
-      const start = nl + 1
+      let start = nl + 1
+      if (key >= 0 && key < start) key = usageAt(b, start)
+      if (this.firstTokenAt !== undefined) {
+        // Past the first token only usage lines are read: straight to the next one.
+        if (key < 0 || key > lf) return
+        start = b.lastIndexOf(10, key) + 1
+      }
       nl = b.indexOf(10, start)
-      if (key >= 0 && key < start) key = b.indexOf(USAGE_KEY, start)
-      const usageHere = key >= 0 && key < nl
-      if (usageHere || this.firstTokenAt === undefined) this.line(b, start, nl, usageHere)
+      this.line(b, start, nl, key >= 0 && key < nl)
     }
   }
 

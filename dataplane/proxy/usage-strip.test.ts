@@ -53,6 +53,16 @@ describe('UsageChunkStripper', () => {
     expect(r.dropped).toBe(1)
   })
 
+  it('cuts the usage-only event out of a whole stream that arrives in one chunk', () => {
+    const keep = 'data: {"choices":[],"usage":null}\n\n'
+    const whole = `${chunk('a')}${keep}${chunk('b')}${USAGE}${chunk('c')}data: [DONE]\n\n`
+    const r = run([whole, `${chunk('d')}${USAGE}data: {"cho`, 'ices":[]}\n\n'])
+    expect(r.text).toBe(
+      `${chunk('a')}${keep}${chunk('b')}${chunk('c')}data: [DONE]\n\n${chunk('d')}data: {"choices":[]}\n\n`,
+    )
+    expect(r.dropped).toBe(2)
+  })
+
   it('passes CRLF streams through unchanged rather than holding events it cannot delimit', () => {
     const crlf = 'data: {"choices":[]}\r\n\r\n'
     const r = run(['data: {"cho', crlf, chunk('q')])

@@ -9,6 +9,7 @@ import type { StreamFilter, StreamFilterResult } from './respond.js'
 
 const EMPTY_CHOICES = Buffer.from('"choices":[]')
 const EMPTY_CHOICES_SPACED = Buffer.from('"choices": []')
+const EVENT_END = Buffer.from('\n\n')
 const PREFIX = Buffer.from('{"stream_options":{"include_usage":true},')
 const PASS: StreamFilterResult = {}
 
@@ -86,20 +87,30 @@ export class UsageChunkStripper implements StreamFilter {
       this.#raw = true
       return { out: buf }
     }
+    // Only events holding an empty `choices` can be usage-only: the search jumps from one such
+    // event to the next, and the runs of events between them pass on as they are (splitting a
+    // whole stream that arrived in one chunk event by event cost native searches per event).
+    const n2 = buf.byteLength
+    // Events end at the last blank line; what follows is the next event's start, held.
+    const last = buf.lastIndexOf(EVENT_END)
+    const complete = last < 0 ? 0 : last + 2
     const parts: Buffer[] = []
     let start = 0
-    for (;;) {
-      const end = buf.indexOf('\n\n', start)
-      if (end < 0) break
-      const event = buf.subarray(start, end + 2)
-      start = end + 2
-      if (isUsageOnly(event)) {
-        this.dropped++
-        continue
-      }
-      parts.push(event)
+    let from = 0
+    while (from < complete) {
+      const at = nextEmptyChoices(buf, from)
+      if (at < 0 || at >= complete) break
+      const open = buf.lastIndexOf(EVENT_END, at)
+      const eventStart = open < 0 ? 0 : open + 2
+      const eventEnd = buf.indexOf(EVENT_END, at) + 2
+      from = eventEnd
+      if (!isUsageOnly(buf.subarray(eventStart, eventEnd))) continue
+      this.dropped++
+      if (eventStart > start) parts.push(buf.subarray(start, eventStart))
+      start = eventEnd
     }
-    if (start < buf.byteLength) this.#held = Buffer.from(buf.subarray(start))
+    if (complete > start) parts.push(buf.subarray(start, complete))
+    if (complete < n2) this.#held = Buffer.from(buf.subarray(complete))
     if (parts.length === 0) return PASS
     return { out: parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts) }
   }
@@ -114,6 +125,13 @@ export class UsageChunkStripper implements StreamFilter {
     this.#held = undefined
     return rest
   }
+}
+
+/** The next `"choices":[]` (either spelling) at or after `from`; -1 if none. */
+function nextEmptyChoices(b: Buffer, from: number): number {
+  const a = b.indexOf(EMPTY_CHOICES, from)
+  const s = b.indexOf(EMPTY_CHOICES_SPACED, from)
+  return a < 0 ? s : s < 0 ? a : Math.min(a, s)
 }
 
 function isUsageOnly(event: Buffer): boolean {
