@@ -31,6 +31,7 @@ import {
   type Scraper,
   type ScraperOptions,
   type ScrapeTarget,
+  scrapeEvents,
   scrapeTiming,
 } from './scraper.js'
 
@@ -212,6 +213,7 @@ export class ScrapeThread implements Scraper {
     const s = this.#state
     // A worker being replaced or closed may still have a few messages on the way: dropped.
     if (s.kind !== 'thread' || s.worker !== w) return
+    scrapeEvents.count++
     if (m.t === 'start') this.#opts.onStart?.(m.id)
     else if (m.t === 'result') {
       try {

@@ -91,6 +91,13 @@ export function scrapeTiming(opts: Pick<ScraperOptions, 'intervalMs' | 'timeoutM
   }
 }
 
+/**
+ * Scrape events handled on this thread so far: a scrape's start and its result here, or a scrape
+ * worker's message about either (scrape-thread.ts). The EPP's `--debug-phases` reads it around
+ * each decision (which decisions shared their time with scraping).
+ */
+export const scrapeEvents = { count: 0 }
+
 export class ScraperError extends Error {
   override readonly name = 'ScraperError'
   readonly code = 'SCRAPE_TOO_LARGE'
@@ -241,6 +248,7 @@ export class MetricsScraper implements Scraper {
       let result: ScrapeResult
       try {
         if (loop.abort.signal.aborted) break
+        scrapeEvents.count++
         this.#opts.onStart?.(loop.target.id)
         result = await this.#scrapeOnce(loop)
       } finally {
@@ -248,6 +256,7 @@ export class MetricsScraper implements Scraper {
       }
       if (loop.abort.signal.aborted) break
       loop.useless = result.ok || result.kind !== 'bad_response' ? 0 : loop.useless + 1
+      scrapeEvents.count++
       try {
         this.#opts.onResult(loop.target.id, result)
       } catch {

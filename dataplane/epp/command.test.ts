@@ -75,6 +75,11 @@ describe('parseEppArgs', () => {
     expect(parse('--pool', 'a/b', '--config', 'a', '--scrape', 'off')?.scrape).toBe('off')
   })
 
+  it('--debug-phases (off by default)', () => {
+    expect(parse('--pool', 'a/b', '--config', 'a')?.debugPhases).toBeUndefined()
+    expect(parse('--pool', 'a/b', '--config', 'a', '--debug-phases')?.debugPhases).toBe(true)
+  })
+
   it('--help returns nothing to run', () => {
     expect(parse('--help')).toBeUndefined()
   })

@@ -17,6 +17,7 @@ import { GatewayMetrics } from '../metrics.js'
 import { Scheduler } from '../scheduler/index.js'
 import { SnapshotStore } from '../snapshot-store.js'
 import { EppCore, type PoolRef } from './core.js'
+import { PhaseRecorder } from './phases.js'
 import { BodyMode } from './proto.js'
 import { type EppServer, startEppServer } from './server.js'
 
@@ -52,6 +53,8 @@ Options:
                            thread that decides), inline (on that thread), or off (no engine
                            metrics: in-flight counts and measured latency only)
   --explain                Serve GET /debug/endpoints on the metrics port (pod names, load, scores)
+  --debug-phases           Time each decision's steps (body parse, pick, answers, writes) and
+                           serve GET /debug/phases on the metrics port (?reset=1 starts over)
   -h, --help               Show this help
 `
 
@@ -76,6 +79,8 @@ export interface EppOptions {
   readonly pollMs?: number
   readonly allowEmptyConfig?: boolean
   readonly explain?: boolean
+  /** Time each decision's steps, GET /debug/phases (phases.ts). */
+  readonly debugPhases?: boolean
   /** Default 'thread'. */
   readonly scrape?: ScrapeMode
   readonly log: Logger
@@ -115,6 +120,7 @@ export async function startEpp(opts: EppOptions): Promise<RunningEpp> {
     fallbacks: opts.fallbacks,
     log: opts.log,
   })
+  const phases = opts.debugPhases === true ? new PhaseRecorder() : undefined
   let server: EppServer
   try {
     server = await startEppServer({
@@ -127,9 +133,11 @@ export async function startEpp(opts: EppOptions): Promise<RunningEpp> {
       bodyMode: opts.bodyMode,
       maxBodyBytes: opts.maxBodyBytes,
       ...(opts.explain ? { explain: true } : {}),
+      ...(phases !== undefined ? { phases } : {}),
       log: opts.log,
     })
   } catch (e) {
+    phases?.stop()
     source?.stop()
     await push?.stop()
     await scheduler.close()
@@ -149,6 +157,7 @@ export async function startEpp(opts: EppOptions): Promise<RunningEpp> {
       await push?.stop()
       await server.close()
       await scheduler.close()
+      phases?.stop()
     },
   }
 }
@@ -172,6 +181,7 @@ export function parseEppArgs(argv: readonly string[], log: Logger): EppOptions |
       'poll-interval': { type: 'string' },
       'allow-empty-config': { type: 'boolean', default: false },
       explain: { type: 'boolean', default: false },
+      'debug-phases': { type: 'boolean', default: false },
       scrape: { type: 'string', default: 'thread' },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -210,6 +220,7 @@ export function parseEppArgs(argv: readonly string[], log: Logger): EppOptions |
       : {}),
     ...(values['allow-empty-config'] ? { allowEmptyConfig: true } : {}),
     ...(values.explain ? { explain: true } : {}),
+    ...(values['debug-phases'] ? { debugPhases: true } : {}),
     scrape,
     log,
   }

@@ -15,6 +15,7 @@ import type { Logger } from '../log.js'
 import type { Admission, DispatchOutcome, EndpointPicker, PickContext } from '../picker.js'
 import { endpointId } from '../picker.js'
 import type { SnapshotStore } from '../snapshot-store.js'
+import { type DecisionTrace, Mark } from './phases.js'
 
 /** Which pool of the snapshot this EPP serves. */
 export interface PoolRef {
@@ -64,6 +65,8 @@ export interface DecideInput {
   readonly subset: readonly string[] | undefined
   /** Aborts when the gateway's stream ends (a request waiting in admission is dropped). */
   readonly signal: AbortLike
+  /** `--debug-phases`: marks for the steps of this decision. */
+  readonly trace?: DecisionTrace
 }
 
 export interface FinishOutcome {
@@ -180,6 +183,8 @@ export class EppCore {
       if (typeof m !== 'string' || m === '') throw errors.missingModel()
       model = m
     }
+    const trace = input.trace
+    trace?.mark(Mark.PARSE)
     const header = (name: string): string | undefined => input.headers.get(name)
     const { isLora, upstreamModel } = this.#target(server, model, header(':path') ?? '', header)
     // The answer lists the primary and the fallbacks: the scheduler orders as many as the server's
@@ -202,14 +207,17 @@ export class EppCore {
       header,
       ...(subset !== undefined ? { subset } : {}),
     }
+    trace?.mark(Mark.ROUTE)
     let admission: Admission | undefined
     if (this.#picker.admit) {
       const a = this.#picker.admit(ctx, input.signal)
       admission = a instanceof Promise ? await a : a
     }
+    trace?.mark(Mark.ADMIT)
     // Admission may have waited: what finished meanwhile is applied before the pick.
     this.settle()
     const picked = this.#picker.pick(ctx)
+    trace?.mark(Mark.PICK)
     if (picked.length === 0) {
       admission?.release()
       throw subset !== undefined ? eppErrors.subsetEmpty() : errors.noReadyEndpoint(server.key)

@@ -8,6 +8,7 @@ import type { Logger } from '../log.js'
 import type { GatewayMetrics } from '../metrics.js'
 import type { Scheduler } from '../scheduler/index.js'
 import type { EppCore } from './core.js'
+import type { PhaseRecorder } from './phases.js'
 import {
   type BodyMode,
   extProcPackage,
@@ -38,6 +39,8 @@ export interface EppServerOptions {
   readonly bodyMode: BodyMode
   readonly maxBodyBytes: number
   readonly explain?: boolean
+  /** `--debug-phases`: time each decision's steps, serve GET /debug/phases (phases.ts). */
+  readonly phases?: PhaseRecorder
   readonly log: Logger
 }
 
@@ -96,17 +99,19 @@ export async function startEppServer(opts: EppServerOptions): Promise<EppServer>
   })
   // proto-loader's (protobufjs) serializers for the messages too: a hand-written codec saved
   // ~10 µs of CPU per stream (docs/epp.md, "Cost per decision"), not worth a second way.
-  const extProc = pkg.envoy.service.ext_proc.v3.ExternalProcessor.service
+  const phases = opts.phases
+  const extProc = timedCoding(pkg.envoy.service.ext_proc.v3.ExternalProcessor.service, phases)
   server.addService(extProc, {
     Process: (call: grpc.ServerDuplexStream<ProcessingRequest, ProcessingResponse>) => {
       streams.inc()
-      const stream = new ExtProcStream(core, (r) => call.write(r), {
+      const stream = new ExtProcStream(core, (r, written) => call.write(r, written), {
         bodyMode: opts.bodyMode,
         maxBodyBytes: opts.maxBodyBytes,
         onDecision: (result, ms) => {
           decisions.inc({ result })
           decisionSeconds.observe(ms / 1000)
         },
+        ...(phases !== undefined ? { phases } : {}),
       })
       // Messages are handled one at a time, in order (admission may wait).
       let chain: Promise<void> = Promise.resolve()
@@ -118,8 +123,9 @@ export async function startEppServer(opts: EppServerOptions): Promise<EppServer>
         stream.close(reset)
       }
       call.on('data', (req: ProcessingRequest) => {
+        const at = phases !== undefined ? performance.now() : undefined
         chain = chain
-          .then(() => stream.handle(req))
+          .then(() => stream.handle(req, at))
           .catch((e: unknown) => {
             log('error', 'ext_proc stream failed', {
               error: e instanceof Error ? e.message : String(e),
@@ -218,6 +224,12 @@ export async function startEppServer(opts: EppServerOptions): Promise<EppServer>
           )
         return
       }
+      if (path === '/debug/phases' && phases !== undefined) {
+        const body = JSON.stringify(phases.summary(), null, 2)
+        if (/[?&]reset=1(&|$)/.test(req.url ?? '')) phases.reset()
+        res.writeHead(200, { 'content-type': 'application/json' }).end(body)
+        return
+      }
       if (path === '/debug/endpoints' && opts.explain === true) {
         core.settle()
         res
@@ -261,4 +273,22 @@ export async function startEppServer(opts: EppServerOptions): Promise<EppServer>
       }
     },
   }
+}
+
+/** With `--debug-phases`, the ext_proc method's protobuf coding timed (phases.ts). */
+function timedCoding(
+  service: grpc.ServiceDefinition,
+  phases: PhaseRecorder | undefined,
+): grpc.ServiceDefinition {
+  if (phases === undefined) return service
+  return Object.fromEntries(
+    Object.entries(service).map(([name, m]) => [
+      name,
+      {
+        ...m,
+        requestDeserialize: phases.deserializer(m.requestDeserialize),
+        responseSerialize: phases.serializer(m.responseSerialize),
+      },
+    ]),
+  )
 }

@@ -20,6 +20,7 @@ import { ClientSignal } from '../abort.js'
 import { errors, GatewayError } from '../errors.js'
 import { parseUsage, SseUsageScanner, type Usage, usageFromTail } from '../proxy/respond.js'
 import type { Decision, EppCore } from './core.js'
+import { type DecisionTrace, Mark, type PhaseRecorder } from './phases.js'
 import {
   BodyMode,
   type CommonResponseOut,
@@ -51,9 +52,12 @@ export interface StreamOptions {
   readonly now?: () => number
   /** Each decision (or refusal), for metrics: ms from request headers to the answer. */
   readonly onDecision?: (result: string, ms: number) => void
+  /** `--debug-phases`: each decision's steps timed (phases.ts). */
+  readonly phases?: PhaseRecorder
 }
 
-type Send = (r: ProcessingResponse) => void
+/** Writes one answer; `written` (if given) is called once it is on the socket. */
+type Send = (r: ProcessingResponse, written?: () => void) => void
 
 export class ExtProcStream {
   readonly #core: EppCore
@@ -79,6 +83,8 @@ export class ExtProcStream {
   #firstByteMs: number | undefined
   #decidedAt = 0
   #deciding = false
+  /** The decision being timed (`phases` only). */
+  #trace: DecisionTrace | undefined
 
   constructor(core: EppCore, send: Send, opts: StreamOptions) {
     this.#core = core
@@ -92,7 +98,8 @@ export class ExtProcStream {
     return this.#decision
   }
 
-  async handle(req: ProcessingRequest): Promise<void> {
+  /** `receivedAt`: when grpc-js handed the message over (performance.now(); `phases` only). */
+  async handle(req: ProcessingRequest, receivedAt?: number): Promise<void> {
     if (this.#answered) return
     if (req.protocol_config !== undefined && this.#requestMode === undefined) {
       this.#requestMode = req.protocol_config.request_body_mode ?? BodyMode.NONE
@@ -102,7 +109,11 @@ export class ExtProcStream {
       case 'request_headers':
         return this.#requestHeaders(req)
       case 'request_body':
-        return this.#requestBody(req.request_body?.body, req.request_body?.end_of_stream === true)
+        return this.#requestBody(
+          req.request_body?.body,
+          req.request_body?.end_of_stream === true,
+          receivedAt,
+        )
       case 'request_trailers':
         return this.#requestTrailers()
       case 'response_headers':
@@ -162,7 +173,11 @@ export class ExtProcStream {
     // FULL_DUPLEX_STREAMED: the headers answer waits for the body (the protocol allows it).
   }
 
-  async #requestBody(chunk: Buffer | undefined, end: boolean): Promise<void> {
+  async #requestBody(
+    chunk: Buffer | undefined,
+    end: boolean,
+    receivedAt: number | undefined,
+  ): Promise<void> {
     if (this.#decision !== undefined) {
       // The pick was made on the headers (NONE/STREAMED): the body passes untouched.
       this.#send({ request_body: { response: {} } })
@@ -178,6 +193,11 @@ export class ExtProcStream {
       this.#chunks.push(chunk)
     }
     if (!end) return
+    const phases = this.#opts.phases
+    if (phases !== undefined) {
+      this.#trace = phases.begin(receivedAt ?? performance.now())
+      this.#trace.mark(Mark.HANDLE)
+    }
     await this.#bodyComplete(true)
   }
 
@@ -194,19 +214,26 @@ export class ExtProcStream {
     const raw =
       this.#chunks.length === 1 ? (this.#chunks[0] as Buffer) : Buffer.concat(this.#chunks)
     this.#chunks = []
-    const d = await this.#decide(raw)
+    const trace = this.#trace
+    this.#trace = undefined
+    trace?.mark(Mark.CONCAT)
+    const d = await this.#decide(raw, trace)
     if (d === undefined) return
+    trace?.mark(Mark.DECIDED)
     const out = d.body ?? raw
     if (this.#reqMode === BodyMode.FULL_DUPLEX_STREAMED) {
-      this.#send({
+      const first: ProcessingResponse = {
         request_headers: {
           response: destinationResponse(d, d.body !== undefined ? out : undefined),
         },
         dynamic_metadata: destinationMetadata(d),
-      })
+      }
+      trace?.mark(Mark.BUILT1)
+      this.#send(first, trace?.wrote(first))
+      trace?.mark(Mark.WRITE1)
       for (let at = 0; ; at += BODY_CHUNK_BYTES) {
         const last = at + BODY_CHUNK_BYTES >= out.length
-        this.#send({
+        const chunk: ProcessingResponse = {
           request_body: {
             response: {
               body_mutation: {
@@ -217,22 +244,38 @@ export class ExtProcStream {
               },
             },
           },
-        })
+        }
+        this.#send(chunk, trace?.wrote(chunk))
         if (last) break
       }
+      trace?.mark(Mark.WRITE2)
+      this.#traced(trace)
       return
     }
     // BUFFERED: the destination header still applies (the request has not left Envoy yet).
     const common = destinationResponse(d, d.body !== undefined ? out : undefined)
-    this.#send({
+    const answer: ProcessingResponse = {
       request_body: {
         response: d.body !== undefined ? { ...common, body_mutation: { body: out } } : common,
       },
       dynamic_metadata: destinationMetadata(d),
+    }
+    trace?.mark(Mark.BUILT1)
+    this.#send(answer, trace?.wrote(answer))
+    trace?.mark(Mark.WRITE1)
+    this.#traced(trace)
+  }
+
+  /** The decision's answers are written: its trace ends after the bookkeeping that follows. */
+  #traced(trace: DecisionTrace | undefined): void {
+    if (trace === undefined) return
+    this.#core.afterAnswer(() => {
+      trace.mark(Mark.BOOKKEPT)
+      trace.close()
     })
   }
 
-  async #decide(body: Buffer | undefined): Promise<Decision | undefined> {
+  async #decide(body: Buffer | undefined, trace?: DecisionTrace): Promise<Decision | undefined> {
     this.#deciding = true
     try {
       const d = await this.#core.decide({
@@ -240,6 +283,7 @@ export class ExtProcStream {
         body,
         subset: this.#subset,
         signal: this.#abort,
+        ...(trace !== undefined ? { trace } : {}),
       })
       if (this.#abort.aborted) {
         // The stream ended while the request waited in admission: nothing to send it to.

@@ -19,6 +19,7 @@ import { GCProfiler } from 'node:v8'
 import type { MethodDefinition } from '@grpc/proto-loader'
 import { parseJsonObject } from '../../dataplane/body.js'
 import { EppCore } from '../../dataplane/epp/core.js'
+import { PhaseRecorder, type PhaseSummary } from '../../dataplane/epp/phases.js'
 import {
   BodyMode,
   extProcPackage,
@@ -259,6 +260,71 @@ export async function eppCost(o: CostOptions): Promise<CostRow[]> {
   return rows
 }
 
+export interface PhaseCostOptions {
+  readonly streams: number
+  readonly promptTokens: number
+  /**
+   * Between two streams, write one byte per cache line of a buffer this large (KiB): the caches
+   * the next decision finds hold that buffer, not the last decision's data (0 = hot loop).
+   */
+  readonly sweepKiB: number
+}
+
+/**
+ * The running EPP's step timings (`epp --debug-phases`, phases.ts) for the same stream in this
+ * loop: decoded messages handled by ExtProcStream, answers encoded by the service's serializer
+ * (timed), written at once; one turn of the event loop per stream for the bookkeeping after the
+ * answers. Hot, or with the caches swept between streams: how much of a step's time in the
+ * running EPP a cold cache explains.
+ */
+export async function eppPhases(o: PhaseCostOptions): Promise<PhaseSummary> {
+  const m = method()
+  const { core } = setup()
+  const body = benchBody(o.promptTokens)
+  const wire = requestMessages(body).map((x) => m.requestSerialize(x))
+  const response = responsePhases(m)
+  const phases = new PhaseRecorder()
+  const decode = phases.deserializer(m.requestDeserialize)
+  const encode = phases.serializer(m.responseSerialize)
+  const opts = { bodyMode: BodyMode.FULL_DUPLEX_STREAMED, maxBodyBytes: 10 << 20, phases }
+  const sweep = new Uint8Array(o.sweepKiB * 1024)
+  let sink = 0
+  const turn = () => new Promise((r) => setImmediate(r))
+  const written: (() => void)[] = []
+  const one = async (): Promise<void> => {
+    const s = new ExtProcStream(
+      core,
+      (r, done) => {
+        sink += encode(r).length
+        if (done !== undefined) written.push(done)
+      },
+      opts,
+    )
+    for (const b of wire) {
+      const req = decode(b)
+      await s.handle(req, performance.now())
+    }
+    // "Written" once the request phase's handling is over, as node:http2 reports it at the
+    // earliest (no socket here).
+    for (const w of written.splice(0)) w()
+    for (const b of response(s.decision?.endpoints[0] ?? '').wire) await s.handle(decode(b))
+    s.close(false)
+    await turn()
+  }
+  try {
+    for (let i = 0; i < 300; i++) await one()
+    phases.reset()
+    for (let i = 0; i < o.streams; i++) {
+      for (let at = 0; at < sweep.length; at += 64) sweep[at] = (sweep[at] as number) + 1
+      await one()
+    }
+    if (sink === 0) throw new Error('no answer was encoded')
+    return phases.summary()
+  } finally {
+    phases.stop()
+  }
+}
+
 if (import.meta.url === `file://${process.argv[1]}`) {
   const { values } = parseArgs({
     options: {
@@ -267,8 +333,38 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       'prompt-tokens': { type: 'string', default: '8192' },
       /** Measure only the steps whose names contain this (profiling one step). */
       only: { type: 'string' },
+      /**
+       * Instead: the running EPP's step timings (phases.ts) in this loop, hot and with the caches
+       * swept by a buffer of this many KiB between streams.
+       */
+      'sweep-kib': { type: 'string' },
     },
   })
+  if (values['sweep-kib'] !== undefined) {
+    const runs = [0, Number(values['sweep-kib'])]
+    const sums = []
+    for (const sweepKiB of runs)
+      sums.push(
+        await eppPhases({
+          streams: Number(values.streams),
+          promptTokens: Number(values['prompt-tokens']),
+          sweepKiB,
+        }),
+      )
+    process.stdout.write(
+      `${'step'.padEnd(14)} ${runs.map((k) => `sweep ${k} KiB p50/p90`.padStart(24)).join(' ')}\n`,
+    )
+    for (const [i, st] of (sums[0] as PhaseSummary).steps.entries())
+      process.stdout.write(
+        `${st.step.padEnd(14)} ${sums
+          .map((x) => {
+            const v = x.steps[i]
+            return `${(v?.p50Us ?? 0).toFixed(1)} / ${(v?.p90Us ?? 0).toFixed(1)}`.padStart(24)
+          })
+          .join(' ')}\n`,
+      )
+    process.exit(0)
+  }
   const rows = await eppCost({
     streams: Number(values.streams),
     rounds: Number(values.rounds),

@@ -19,9 +19,10 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs, promisify } from 'node:util'
 import { EPP_NODE_OPTIONS } from '../../cdk8s/epp.js'
+import type { PhaseSummary } from '../../dataplane/epp/phases.js'
 import { manifests } from '../../test/helpers/config.js'
 import { type SimHandle, startSimulator } from '../sim/index.js'
-import { type CostRow, eppCost } from './epp-cost.js'
+import { type CostRow, eppCost, eppPhases } from './epp-cost.js'
 import { GC_MAIN_FIRST_ARGS, summariseGc, watchGc } from './gc-trace.js'
 import { statCpuTicks } from './proc-cpu.js'
 import { type Proc, spawnCli, spawnScript } from './procs.js'
@@ -72,6 +73,11 @@ const { values: opts } = parseArgs({
      * from the request headers' send (p50/p90 per message, every row): where a decision's time goes.
      */
     timeline: { type: 'boolean', default: false },
+    /**
+     * Run the EPP with `--debug-phases` and report, per EPP row, where its decisions' time went
+     * step by step in the running process (GET /debug/phases, dataplane/epp/phases.ts).
+     */
+    phases: { type: 'boolean', default: false },
   },
 })
 
@@ -109,6 +115,15 @@ interface BenchOut {
   gcMaxMs?: number
   /** With --timeline: the client's offsets per message (test/epp-client bench). */
   timeline?: { message: string; p50Us: number; p90Us: number; p99Us: number }[]
+  /** With --phases: the EPP's own step timings over the run (warm-up included). */
+  phases?: PhaseSummary
+}
+
+/** The EPP's /debug/phases (`--debug-phases`); `reset` starts it over after reading. */
+async function debugPhases(port: number, reset: boolean): Promise<PhaseSummary> {
+  const r = await fetch(`http://127.0.0.1:${port}/debug/phases${reset ? '?reset=1' : ''}`)
+  if (!r.ok) throw new Error(`/debug/phases: HTTP ${r.status}`)
+  return (await r.json()) as PhaseSummary
 }
 
 /** `le` → cumulative count of infer_gateway_epp_decision_duration_seconds. */
@@ -223,6 +238,7 @@ async function main(): Promise<void> {
           String(metricsPort),
           '--scrape',
           scrape,
+          ...(opts.phases ? ['--debug-phases'] : []),
         ],
         /"msg":"epp listening"/,
         [
@@ -278,6 +294,7 @@ async function main(): Promise<void> {
       }),
     )
     const before = metricsPort !== undefined ? await decisionBuckets(metricsPort) : undefined
+    if (opts.phases && metricsPort !== undefined) await debugPhases(metricsPort, true)
     const gc = gcOf
     gc?.take()
     const cpu0 = await cpuSeconds(pid)
@@ -291,6 +308,7 @@ async function main(): Promise<void> {
     if (before !== undefined && metricsPort !== undefined) {
       const over = overOneMs(before, await decisionBuckets(metricsPort))
       if (over !== undefined) out.eppOver1ms = over
+      if (opts.phases) out.phases = await debugPhases(metricsPort, true)
     }
     // Warm-up streams are in the CPU time too: divide by every stream the run made.
     const streams = Number(opts.iterations) + Number(opts.warmup)
@@ -307,7 +325,8 @@ async function main(): Promise<void> {
       out.gcMedianMs = g.medianMs
       out.gcMaxMs = g.maxMs
     }
-    process.stderr.write(`${JSON.stringify(out)}\n`)
+    const { phases: _phases, ...line } = out
+    process.stderr.write(`${JSON.stringify(line)}\n`)
     return out
   }
   try {
@@ -374,6 +393,19 @@ async function main(): Promise<void> {
           promptTokens: Number(opts['prompt-tokens']),
         })
       : []
+  // The same steps in process (epp-cost.ts): hot, and with the caches swept between streams.
+  const inProcess: { label: string; summary: PhaseSummary }[] = []
+  if (opts.phases && costStreams > 0)
+    for (const sweepKiB of [0, 4096])
+      inProcess.push({
+        label:
+          sweepKiB === 0 ? 'in process, hot' : `in process, ${sweepKiB / 1024} MiB swept between`,
+        summary: await eppPhases({
+          streams: costStreams,
+          promptTokens: Number(opts['prompt-tokens']),
+          sweepKiB,
+        }),
+      })
   const md = [
     '## Endpoint Picker (ext_proc) decision latency',
     '',
@@ -423,6 +455,7 @@ async function main(): Promise<void> {
     ),
     ...overFloorTable(rows),
     ...timelineTable(rows),
+    ...phasesTable(rows, inProcess),
     ...costTable(cost),
   ].join('\n')
   process.stdout.write(`${md}\n`)
@@ -503,6 +536,62 @@ function timelineTable(rows: readonly BenchOut[]): string[] {
           return x === undefined ? '—' : `${fmt(x.p50Us, 0)} / ${fmt(x.p90Us, 0)}`
         }),
       ]),
+    ),
+  ]
+}
+
+/** Per EPP row, its decisions' steps as the EPP timed them (`--phases`). */
+function phasesTable(
+  rows: readonly BenchOut[],
+  inProcess: readonly { label: string; summary: PhaseSummary }[],
+): string[] {
+  const withPh = rows.filter((r) => r.phases !== undefined && r.phases.decisions > 0)
+  const first = withPh[0]?.phases
+  if (first === undefined) return []
+  const label = (r: BenchOut): string => `${r.mode} (${r.scrape ?? 'thread'}), c=${r.concurrency}`
+  const cell = (x: PhaseSummary['steps'][number] | undefined): string =>
+    x === undefined ? '—' : `${fmt(x.p50Us, 0)} / ${fmt(x.p90Us, 0)} / ${fmt(x.p99Us, 0)}`
+  const slow = (r: BenchOut): string => {
+    const s = r.phases?.slowest
+    if (s === undefined) return '—'
+    const steps = Object.entries(s.longestStep)
+      .sort((a, b) => b[1] - a[1])
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ')
+    return `${s.decisions} over ${fmt(s.minTotalUs, 0)} µs: GC inside ${s.withGc}, scrape events ${s.withScrape}, off core p50 ${fmt(s.waitedP50Us, 0)} µs; longest step: ${steps}`
+  }
+  return [
+    '',
+    "Where the EPP's decisions went, step by step, timed inside the running EPP (`--phases`: `epp --debug-phases`, GET /debug/phases; from the body's last message handed over by grpc-js to node:http2's write callbacks of the answers; p50 / p90 / p99 µs over every decision of the run, warm-up included). The in-process columns time the same steps for the same stream in a loop with no gRPC (`hack/bench/epp-cost.ts`: answers encoded, reported written once the request phase is handled, so the flush steps are only the rest of that handling), hot and with 4 MiB written between streams so that each decision finds the caches holding other data.",
+    '',
+    table(
+      ['step', 'what', ...withPh.map(label), ...inProcess.map((p) => p.label)],
+      first.steps.map((st, i) => [
+        st.step,
+        st.what,
+        ...withPh.map((r) => cell(r.phases?.steps[i])),
+        ...inProcess.map((p) => cell(p.summary.steps[i])),
+      ]),
+    ),
+    '',
+    table(
+      ['', ...withPh.map(label)],
+      [
+        [
+          'decisions with a GC inside / with scrape events',
+          ...withPh.map(
+            (r) =>
+              `${fmt((r.phases?.withGcShare ?? 0) * 100, 2)} % / ${fmt((r.phases?.withScrapeShare ?? 0) * 100, 1)} %`,
+          ),
+        ],
+        [
+          'total p50 / p99 µs of the decisions with neither',
+          ...withPh.map(
+            (r) => `${fmt(r.phases?.clean.p50Us ?? 0, 0)} / ${fmt(r.phases?.clean.p99Us ?? 0, 0)}`,
+          ),
+        ],
+        ['slowest 1 % (by total)', ...withPh.map(slow)],
+      ],
     ),
   ]
 }
