@@ -3,6 +3,7 @@
 // retries → stream or return the upstream response. Every gateway-made error is OpenAI-shaped.
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { HttpBindings } from '@hono/node-server'
+import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response'
 import type { Context } from 'hono'
 import { Hono } from 'hono'
 import type { SnapshotRoute } from '../api/snapshot.js'
@@ -280,7 +281,8 @@ export function createApp(deps: AppDeps): Hono {
       // What app.onError does for the Hono routes.
       answer = errorResponse(asGatewayError(e))
     }
-    await writeAnswer(answer, res)
+    // An engine's answer is already written (proxy/respond.ts): no call, no promise more.
+    if (answer !== RESPONSE_ALREADY_SENT) await writeAnswer(answer, res)
   })
 
   // Methods each known path answers to: any other method there is a 405 with `Allow`, not a 404.

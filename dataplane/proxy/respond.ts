@@ -368,10 +368,14 @@ export interface StreamFilterResult {
   readonly end?: string
 }
 
-export async function toClientResponse(
+/**
+ * Not an async function: an event stream is answered at once (no promise of its own), a
+ * non-streamed body is the promise of its read.
+ */
+export function toClientResponse(
   up: UpstreamResponse,
   opts: RespondOptions,
-): Promise<Response> {
+): Response | Promise<Response> {
   if (isEventStream(up.headers)) {
     if (opts.nodeResponse !== undefined) return streamToNode(up, opts, opts.nodeResponse)
     return streamResponse(up, responseHeaders(up.headers, opts.extraHeaders), opts)
@@ -437,10 +441,11 @@ function holdBody(
     // Closed without 'end' or 'error' (destroyed): the body was cut.
     const onClose = (): void =>
       done(errors.upstreamUnavailable(`${up.endpoint.name}: response body cut`))
+    // `on`, not `once`: done() removes them all (once allocates a wrapper per listener).
     body.on('data', onData)
-    body.once('end', onEnd)
-    body.once('error', onError)
-    body.once('close', onClose)
+    body.on('end', onEnd)
+    body.on('error', onError)
+    body.on('close', onClose)
   })
 }
 
