@@ -47,6 +47,15 @@ describe('upstreamHeaders', () => {
     ).not.toHaveProperty('x_forwarded_for')
   })
 
+  it('forwards everything but hop-by-hop headers when Connection names none', () => {
+    for (const connection of ['keep-alive', 'close', 'Keep-Alive']) {
+      const out = upstreamHeaders({ connection, 'x-kept': 'v', 'keep-alive': 'timeout=5' }, 'r')
+      expect(out['x-kept']).toBe('v')
+      expect(out['connection']).toBeUndefined()
+      expect(out['keep-alive']).toBeUndefined()
+    }
+  })
+
   it("takes Node's request headers as they are: multi-valued ones joined, Connection-named ones dropped", () => {
     const out = upstreamHeaders(
       {

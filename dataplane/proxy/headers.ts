@@ -59,6 +59,8 @@ function joined(v: string | readonly string[] | undefined): string | undefined {
 
 /** Header names listed in a `Connection` value, lower-cased (`close`/`keep-alive` included). */
 function connectionTokens(v: string): ReadonlySet<string> | undefined {
+  // What nearly every client sends names no header: no split, trim or case folding per request.
+  if (v === 'keep-alive' || v === 'close' || v === 'Keep-Alive') return undefined
   let out: Set<string> | undefined
   for (const t of v.split(',')) {
     const name = t.trim().toLowerCase().replaceAll('_', '-')
