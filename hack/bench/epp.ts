@@ -78,6 +78,14 @@ const { values: opts } = parseArgs({
      * step by step in the running process (GET /debug/phases, dataplane/epp/phases.ts).
      */
     phases: { type: 'boolean', default: false },
+    /**
+     * A/B against another build: the path of its CLI bundle (`infer-gateway.mjs`, e.g. `npm run
+     * build -- --no-sea` in a git worktree of the baseline commit, then `<worktree>/dist/
+     * infer-gateway.mjs`). Each EPP row then runs one EPP from it and one from this tree, the
+     * client alternating its streams between the two (same moments of the machine), their order
+     * swapped every round; implies --bundle.
+     */
+    baseline: { type: 'string' },
   },
 })
 
@@ -88,6 +96,9 @@ interface BenchOut {
   mode: string
   /** The EPP's `--scrape` (EPP rows only). */
   scrape?: string
+  /** With --baseline: which build served the row (`baseline` or `this tree`), and the round. */
+  variant?: string
+  round?: number
   bodyBytes: number
   p50Us: number
   p90Us: number
@@ -199,6 +210,7 @@ async function main(): Promise<void> {
   /** One EPP per scrape mode, all up at once (each scraping the same pods). */
   const epps: {
     scrape: string
+    variant: string
     grpcPort: number
     metricsPort: number
     proc: Proc
@@ -208,52 +220,58 @@ async function main(): Promise<void> {
     for (const e of epps.splice(0)) await e.proc.stop()
     await Promise.all(sims.map((s) => s.close()))
   }
-  const bundle = opts.bundle
-    ? join(
-        await bundleDataplane(await mkdtemp(join(tmpdir(), 'bench-epp-bundle-'))),
-        '..',
-        'infer-gateway.mjs',
-      )
-    : undefined
+  const bundle =
+    opts.bundle || opts.baseline !== undefined
+      ? join(
+          await bundleDataplane(await mkdtemp(join(tmpdir(), 'bench-epp-bundle-'))),
+          '..',
+          'infer-gateway.mjs',
+        )
+      : undefined
+  const variants: { variant: string; bundle: string | undefined }[] = [
+    ...(opts.baseline !== undefined ? [{ variant: 'baseline', bundle: opts.baseline }] : []),
+    { variant: 'this tree', bundle },
+  ]
   try {
-    for (const scrape of opts.scrape.split(',')) {
-      const grpcPort = await freePort('127.0.0.1')
-      const metricsPort = await freePort('127.0.0.1')
-      const spawnEpp = (args: string[], ready: RegExp, nodeArgs: string[]): Promise<Proc> =>
-        bundle !== undefined
-          ? spawnBundle(bundle, args, ready, nodeArgs)
-          : spawnCli(args, ready, nodeArgs)
-      const proc = await spawnEpp(
-        [
-          'epp',
-          '--server',
-          'default/pool',
-          '--config',
-          config,
-          '--host',
-          '127.0.0.1',
-          '--grpc-port',
-          String(grpcPort),
-          '--metrics-port',
-          String(metricsPort),
-          '--scrape',
-          scrape,
-          ...(opts.phases ? ['--debug-phases'] : []),
-        ],
-        /"msg":"epp listening"/,
-        [
-          // Every pause is one line on stdout: counted per run below (cheap: a few lines a second).
-          '--trace-gc',
-          ...GC_MAIN_FIRST_ARGS,
-          ...opts['epp-node-args'].split(' ').filter((a) => a !== ''),
-          ...(opts['cpu-prof'] !== undefined
-            ? ['--cpu-prof', '--cpu-prof-dir', opts['cpu-prof']]
-            : []),
-        ],
-      )
-      const gc = proc.child.stdout !== null ? watchGc(proc.child.stdout) : undefined
-      epps.push({ scrape, grpcPort, metricsPort, proc, gc })
-    }
+    for (const scrape of opts.scrape.split(','))
+      for (const { variant, bundle } of variants) {
+        const grpcPort = await freePort('127.0.0.1')
+        const metricsPort = await freePort('127.0.0.1')
+        const spawnEpp = (args: string[], ready: RegExp, nodeArgs: string[]): Promise<Proc> =>
+          bundle !== undefined
+            ? spawnBundle(bundle, args, ready, nodeArgs)
+            : spawnCli(args, ready, nodeArgs)
+        const proc = await spawnEpp(
+          [
+            'epp',
+            '--server',
+            'default/pool',
+            '--config',
+            config,
+            '--host',
+            '127.0.0.1',
+            '--grpc-port',
+            String(grpcPort),
+            '--metrics-port',
+            String(metricsPort),
+            '--scrape',
+            scrape,
+            ...(opts.phases ? ['--debug-phases'] : []),
+          ],
+          /"msg":"epp listening"/,
+          [
+            // Every pause is one line on stdout: counted per run below (cheap: a few lines a second).
+            '--trace-gc',
+            ...GC_MAIN_FIRST_ARGS,
+            ...opts['epp-node-args'].split(' ').filter((a) => a !== ''),
+            ...(opts['cpu-prof'] !== undefined
+              ? ['--cpu-prof', '--cpu-prof-dir', opts['cpu-prof']]
+              : []),
+          ],
+        )
+        const gc = proc.child.stdout !== null ? watchGc(proc.child.stdout) : undefined
+        epps.push({ scrape, variant, grpcPort, metricsPort, proc, gc })
+      }
   } catch (e) {
     await stopAll()
     throw e
@@ -272,20 +290,25 @@ async function main(): Promise<void> {
   })
   const rows: BenchOut[] = []
   /** One client run against `port`; the server's CPU per stream from `pid`. */
+  interface Target {
+    readonly port: number
+    readonly pid: number | undefined
+    /** The EPP's metrics port: its own decision histogram is read around the run. */
+    readonly metricsPort?: number
+    readonly gc?: ReturnType<typeof watchGc>
+  }
+  /** One client run over `targets` (streams alternating between them); one row per target. */
   const measure = async (
-    port: number,
-    pid: number | undefined,
+    targets: readonly Target[],
     mode: string,
     c: number,
-    /** The EPP's metrics port: its own decision histogram is read around the run. */
-    metricsPort: number | undefined,
-    gcOf: ReturnType<typeof watchGc> | undefined,
-  ): Promise<BenchOut> => {
+  ): Promise<BenchOut[]> => {
     const file = join(dir, `bench-epp-${process.pid}-${mode}-${c}.json`)
     await writeFile(
       file,
       JSON.stringify({
-        addr: `127.0.0.1:${port}`,
+        addr: `127.0.0.1:${targets[0]?.port}`,
+        ...(targets.length > 1 ? { targets: targets.map((t) => `127.0.0.1:${t.port}`) } : {}),
         concurrency: c,
         iterations: Number(opts.iterations),
         warmup: Number(opts.warmup),
@@ -293,51 +316,80 @@ async function main(): Promise<void> {
         requests: [{ id: 'bench', mode, body, chunkBytes: 16 * 1024 }],
       }),
     )
-    const before = metricsPort !== undefined ? await decisionBuckets(metricsPort) : undefined
-    if (opts.phases && metricsPort !== undefined) await debugPhases(metricsPort, true)
-    const gc = gcOf
-    gc?.take()
-    const cpu0 = await cpuSeconds(pid)
+    const before = await Promise.all(
+      targets.map((t) =>
+        t.metricsPort !== undefined ? decisionBuckets(t.metricsPort) : undefined,
+      ),
+    )
+    for (const t of targets)
+      if (opts.phases && t.metricsPort !== undefined) await debugPhases(t.metricsPort, true)
+    for (const t of targets) t.gc?.take()
+    const cpu0 = await Promise.all(targets.map((t) => cpuSeconds(t.pid)))
     // A Node server (the GC-watched ones) serves on its main thread; Go's spreads over threads.
-    const node = gcOf !== undefined && pid !== undefined
-    const threads0 = node ? await sampleThreads([pid]) : []
+    const nodePids = targets.flatMap((t) =>
+      t.gc !== undefined && t.pid !== undefined ? [t.pid] : [],
+    )
+    const threads0 = nodePids.length > 0 ? await sampleThreads(nodePids) : []
     const { stdout } = await run(client, ['bench', file], { maxBuffer: 1 << 20 })
-    const cpu1 = await cpuSeconds(pid)
-    const threads1 = node ? await sampleThreads([pid]) : []
-    const out = JSON.parse(stdout) as BenchOut
-    if (before !== undefined && metricsPort !== undefined) {
-      const over = overOneMs(before, await decisionBuckets(metricsPort))
-      if (over !== undefined) out.eppOver1ms = over
-      if (opts.phases) out.phases = await debugPhases(metricsPort, true)
+    const cpu1 = await Promise.all(targets.map((t) => cpuSeconds(t.pid)))
+    const threads1 = nodePids.length > 0 ? await sampleThreads(nodePids) : []
+    const all = JSON.parse(stdout) as BenchOut & { targets?: BenchOut[] }
+    const outs = targets.length > 1 ? (all.targets ?? []) : [all]
+    // Warm-up streams are in the CPU time too: divide by every stream the run made (each target
+    // got its share of them).
+    const streams = (Number(opts.iterations) + Number(opts.warmup)) / targets.length
+    for (const [k, t] of targets.entries()) {
+      const out = outs[k]
+      if (out === undefined) throw new Error(`epp-client bench: no result for target ${k}`)
+      const b = before[k]
+      if (b !== undefined && t.metricsPort !== undefined) {
+        const over = overOneMs(b, await decisionBuckets(t.metricsPort))
+        if (over !== undefined) out.eppOver1ms = over
+        if (opts.phases) out.phases = await debugPhases(t.metricsPort, true)
+      }
+      const c0 = cpu0[k]
+      const c1 = cpu1[k]
+      if (c0 !== undefined && c1 !== undefined) out.eppCpuUs = ((c1 - c0) * 1e6) / streams
+      const main0 = threads0.find((x) => x.tid === t.pid)
+      const main1 = threads1.find((x) => x.tid === t.pid)
+      if (main0 !== undefined && main1 !== undefined) {
+        out.mainCpuUs = (main1.runNs - main0.runNs) / 1000 / streams
+        out.mainWaitUs = (main1.waitNs - main0.waitNs) / 1000 / streams
+      }
+      if (t.gc !== undefined) {
+        const g = summariseGc(t.gc.take())
+        out.gcPer1k = (g.pauses * 1000) / streams
+        out.gcMedianMs = g.medianMs
+        out.gcMaxMs = g.maxMs
+      }
+      const { phases: _phases, ...line } = out
+      process.stderr.write(`${JSON.stringify(line)}\n`)
     }
-    // Warm-up streams are in the CPU time too: divide by every stream the run made.
-    const streams = Number(opts.iterations) + Number(opts.warmup)
-    if (cpu0 !== undefined && cpu1 !== undefined) out.eppCpuUs = ((cpu1 - cpu0) * 1e6) / streams
-    const main0 = threads0.find((t) => t.tid === pid)
-    const main1 = threads1.find((t) => t.tid === pid)
-    if (main0 !== undefined && main1 !== undefined) {
-      out.mainCpuUs = (main1.runNs - main0.runNs) / 1000 / streams
-      out.mainWaitUs = (main1.waitNs - main0.waitNs) / 1000 / streams
-    }
-    if (gc !== undefined) {
-      const g = summariseGc(gc.take())
-      out.gcPer1k = (g.pauses * 1000) / streams
-      out.gcMedianMs = g.medianMs
-      out.gcMaxMs = g.maxMs
-    }
-    const { phases: _phases, ...line } = out
-    process.stderr.write(`${JSON.stringify(line)}\n`)
-    return out
+    return outs
   }
+  const eppTarget = (e: (typeof epps)[number]): Target => ({
+    port: e.grpcPort,
+    pid: e.proc.child.pid,
+    metricsPort: e.metricsPort,
+    ...(e.gc !== undefined ? { gc: e.gc } : {}),
+  })
   try {
     for (let round = 0; round < Number(opts.rounds); round++)
-      for (const e of epps)
+      for (const scrape of opts.scrape.split(',')) {
+        // With --baseline the two builds share each run; which goes first swaps every round.
+        const group = epps.filter((e) => e.scrape === scrape)
+        if (round % 2 === 1) group.reverse()
         for (const mode of opts.modes.split(','))
-          for (const c of opts.concurrency.split(',').map(Number))
-            rows.push({
-              ...(await measure(e.grpcPort, e.proc.child.pid, mode, c, e.metricsPort, e.gc)),
-              scrape: e.scrape,
-            })
+          for (const c of opts.concurrency.split(',').map(Number)) {
+            const outs = await measure(group.map(eppTarget), mode, c)
+            for (const [k, e] of group.entries())
+              rows.push({
+                ...(outs[k] as BenchOut),
+                scrape,
+                ...(opts.baseline !== undefined ? { variant: e.variant, round } : {}),
+              })
+          }
+      }
   } finally {
     await stopAll()
   }
@@ -352,7 +404,13 @@ async function main(): Promise<void> {
     try {
       for (const c of opts.concurrency.split(',').map(Number))
         rows.push({
-          ...(await measure(floor.ready, floor.child.pid, 'streamed', c, undefined, floorGc)),
+          ...((
+            await measure(
+              [{ port: floor.ready, pid: floor.child.pid, ...(floorGc ? { gc: floorGc } : {}) }],
+              'streamed',
+              c,
+            )
+          )[0] as BenchOut),
           mode: 'floor',
         })
     } finally {
@@ -375,7 +433,7 @@ async function main(): Promise<void> {
       })
       for (const c of opts.concurrency.split(',').map(Number))
         rows.push({
-          ...(await measure(port, goFloor.pid, 'streamed', c, undefined, undefined)),
+          ...((await measure([{ port, pid: goFloor.pid }], 'streamed', c))[0] as BenchOut),
           mode: 'go-floor',
         })
     } finally {
@@ -437,7 +495,9 @@ async function main(): Promise<void> {
             : r.mode === 'go-floor'
               ? 'FULL_DUPLEX_STREAMED, no decision, Go server (machine floor)'
               : 'FULL_DUPLEX_STREAMED',
-        r.scrape ?? '—',
+        r.scrape === undefined
+          ? '—'
+          : `${r.scrape}${r.variant !== undefined ? `, ${r.variant}` : ''}`,
         r.concurrency,
         r.iterations,
         fmt(r.p50Us, 0),
@@ -453,6 +513,7 @@ async function main(): Promise<void> {
         r.errors,
       ]),
     ),
+    ...pairedTable(rows),
     ...overFloorTable(rows),
     ...timelineTable(rows),
     ...phasesTable(rows, inProcess),
@@ -460,6 +521,56 @@ async function main(): Promise<void> {
   ].join('\n')
   process.stdout.write(`${md}\n`)
   if (!opts['no-write']) await writeSection('epp', md, { rows, overFloor: overFloor(rows), cost })
+}
+
+/** With --baseline: per round, this tree's p50 / p99 minus the baseline's from the same run. */
+function pairedTable(rows: readonly BenchOut[]): string[] {
+  const ours = rows.filter((r) => r.variant === 'this tree')
+  if (ours.length === 0) return []
+  const groups = new Map<string, { p50: number[]; p99: number[] }>()
+  for (const r of ours) {
+    const b = rows.find(
+      (x) =>
+        x.variant === 'baseline' &&
+        x.round === r.round &&
+        x.mode === r.mode &&
+        x.concurrency === r.concurrency &&
+        x.scrape === r.scrape,
+    )
+    if (b === undefined) continue
+    const key = `${r.mode === 'buffered' ? 'BUFFERED' : 'FULL_DUPLEX_STREAMED'} | ${r.scrape} | ${r.concurrency}`
+    const g = groups.get(key) ?? { p50: [], p99: [] }
+    groups.set(key, g)
+    g.p50.push(r.p50Us - b.p50Us)
+    g.p99.push(r.p99Us - b.p99Us)
+  }
+  const med = (xs: number[]): number => {
+    const s = [...xs].sort((a, b) => a - b)
+    const m = s.length >> 1
+    return s.length % 2 === 1 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2
+  }
+  const list = (xs: number[]): string => xs.map((x) => fmt(x, 0)).join(', ')
+  return [
+    '',
+    'This tree against the baseline build (`--baseline`), the client alternating its streams between the two EPPs in each run: per round, this tree minus the baseline (µs; negative = faster), and the median over the rounds.',
+    '',
+    table(
+      [
+        'body mode | scrape | concurrency',
+        'p50 diff per round',
+        'median',
+        'p99 diff per round',
+        'median',
+      ],
+      [...groups].map(([k, g]) => [
+        k,
+        list(g.p50),
+        fmt(med(g.p50), 0),
+        list(g.p99),
+        fmt(med(g.p99), 0),
+      ]),
+    ),
+  ]
 }
 
 interface OverFloor {
@@ -522,7 +633,7 @@ function timelineTable(rows: readonly BenchOut[]): string[] {
   const first = withTl[0]?.timeline
   if (first === undefined) return []
   const label = (r: BenchOut): string =>
-    `${r.mode === 'floor' ? 'grpc-js floor' : r.mode === 'go-floor' ? 'Go floor' : `EPP ${r.mode} (${r.scrape ?? 'thread'})`}, c=${r.concurrency}`
+    `${r.mode === 'floor' ? 'grpc-js floor' : r.mode === 'go-floor' ? 'Go floor' : `EPP ${r.mode} (${r.scrape ?? 'thread'}${r.variant !== undefined ? `, ${r.variant}` : ''})`}, c=${r.concurrency}`
   return [
     '',
     "When each request-phase message left the client and each answer arrived, from the start of the request headers' send (`--timeline`; p50 / p90 µs over the measured streams).",
@@ -548,7 +659,8 @@ function phasesTable(
   const withPh = rows.filter((r) => r.phases !== undefined && r.phases.decisions > 0)
   const first = withPh[0]?.phases
   if (first === undefined) return []
-  const label = (r: BenchOut): string => `${r.mode} (${r.scrape ?? 'thread'}), c=${r.concurrency}`
+  const label = (r: BenchOut): string =>
+    `${r.mode} (${r.scrape ?? 'thread'}${r.variant !== undefined ? `, ${r.variant}` : ''}), c=${r.concurrency}`
   const cell = (x: PhaseSummary['steps'][number] | undefined): string =>
     x === undefined ? '—' : `${fmt(x.p50Us, 0)} / ${fmt(x.p90Us, 0)} / ${fmt(x.p99Us, 0)}`
   const slow = (r: BenchOut): string => {

@@ -70,6 +70,9 @@ type Spec struct {
 	// Timeline: bench also reports when each request-phase message was sent and each answer came,
 	// from the headers' send (p50/p90 per message, µs): where a decision's time goes.
 	Timeline bool `json:"timeline"`
+	// Targets: bench alternates its streams over these servers (instead of Addr), one connection
+	// each: an A/B at the same moments of the machine.
+	Targets []string `json:"targets"`
 }
 
 type Immediate struct {
@@ -126,7 +129,19 @@ func main() {
 	defer conn.Close()
 	client := extprocv3.NewExternalProcessorClient(conn)
 	if os.Args[1] == "bench" {
-		bench(client, spec)
+		clients := []extprocv3.ExternalProcessorClient{client}
+		if len(spec.Targets) > 0 {
+			clients = clients[:0]
+			for _, addr := range spec.Targets {
+				c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+				if err != nil {
+					fatal(err)
+				}
+				defer c.Close()
+				clients = append(clients, extprocv3.NewExternalProcessorClient(c))
+			}
+		}
+		bench(clients, spec)
 		return
 	}
 	conc := spec.Concurrency
@@ -523,21 +538,29 @@ func responsePhase(stream grpc.BidiStreamingClient[extprocv3.ProcessingRequest, 
 
 // bench: Requests[0] repeated; decision latency = request headers sent → destination and the
 // whole body back (what Envoy waits for before it can send the request upstream). Each stream
-// then gets a 200 response with usage so the EPP's in-flight load does not pile up.
-func bench(client extprocv3.ExternalProcessorClient, spec Spec) {
+// then gets a 200 response with usage so the EPP's in-flight load does not pile up. With more
+// than one target (spec.Targets, one connection each) stream i goes to target i mod n, so the
+// servers are measured at the same moments of the machine; "targets" then has each one's results.
+func bench(clients []extprocv3.ExternalProcessorClient, spec Spec) {
 	if len(spec.Requests) == 0 {
 		fatal(errors.New("bench needs one request"))
 	}
 	r := spec.Requests[0]
 	conc := max(spec.Concurrency, 1)
 	total := spec.Warmup + spec.Iterations
-	lat := make([]float64, 0, spec.Iterations)
-	// Timeline: per message (by its place in the phase), its offsets from the headers' send, µs.
-	var names []string
-	var offsets [][]float64
+	type acc struct {
+		lat []float64
+		// Timeline: per message (by its place in the phase), its offsets from the headers' send, µs.
+		names   []string
+		offsets [][]float64
+		errors  int
+	}
+	accs := make([]*acc, len(clients))
+	for k := range accs {
+		accs[k] = &acc{}
+	}
 	var mu sync.Mutex
 	next := 0
-	errCount := 0
 	var firstErr string
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -557,23 +580,25 @@ func bench(client extprocv3.ExternalProcessorClient, spec Spec) {
 				if i >= total {
 					return
 				}
-				us, marks, err := benchOne(client, r)
+				t := i % len(clients)
+				us, marks, err := benchOne(clients[t], r)
 				mu.Lock()
+				a := accs[t]
 				if err != nil {
-					errCount++
+					a.errors++
 					if firstErr == "" {
 						firstErr = err.Error()
 					}
 				} else if i >= spec.Warmup {
-					lat = append(lat, us)
+					a.lat = append(a.lat, us)
 					if spec.Timeline {
 						for k, m := range marks {
-							if k >= len(names) {
-								names = append(names, m.name)
-								offsets = append(offsets, nil)
+							if k >= len(a.names) {
+								a.names = append(a.names, m.name)
+								a.offsets = append(a.offsets, nil)
 							}
-							if names[k] == m.name {
-								offsets[k] = append(offsets[k], float64(m.at.Sub(marks[0].at).Nanoseconds())/1000)
+							if a.names[k] == m.name {
+								a.offsets[k] = append(a.offsets[k], float64(m.at.Sub(marks[0].at).Nanoseconds())/1000)
 							}
 						}
 					}
@@ -587,36 +612,42 @@ func bench(client extprocv3.ExternalProcessorClient, spec Spec) {
 	if measuredStart.IsZero() {
 		elapsed = time.Since(start)
 	}
-	sort.Float64s(lat)
-	pct := func(p float64) float64 {
-		if len(lat) == 0 {
+	quantile := func(xs []float64, p float64) float64 {
+		if len(xs) == 0 {
 			return 0
 		}
-		i := int(float64(len(lat))*p+0.999999) - 1
-		return lat[max(0, min(len(lat)-1, i))]
+		return xs[max(0, min(len(xs)-1, int(float64(len(xs))*p+0.999999)-1))]
 	}
-	out := map[string]any{
-		"iterations": len(lat), "errors": errCount, "concurrency": conc, "mode": r.Mode,
-		"bodyBytes": len(r.Body), "p50Us": pct(0.5), "p90Us": pct(0.9), "p99Us": pct(0.99),
-		"maxUs": pct(1), "perSecond": float64(len(lat)) / elapsed.Seconds(),
+	result := func(a *acc) map[string]any {
+		sort.Float64s(a.lat)
+		out := map[string]any{
+			"iterations": len(a.lat), "errors": a.errors, "concurrency": conc, "mode": r.Mode,
+			"bodyBytes": len(r.Body), "p50Us": quantile(a.lat, 0.5), "p90Us": quantile(a.lat, 0.9),
+			"p99Us": quantile(a.lat, 0.99), "maxUs": quantile(a.lat, 1),
+			"perSecond": float64(len(a.lat)) / elapsed.Seconds(),
+		}
+		if spec.Timeline {
+			tl := make([]map[string]any, 0, len(a.names))
+			for k, name := range a.names {
+				o := a.offsets[k]
+				sort.Float64s(o)
+				tl = append(tl, map[string]any{"message": name, "streams": len(o), "p50Us": quantile(o, 0.5), "p90Us": quantile(o, 0.9), "p99Us": quantile(o, 0.99)})
+			}
+			out["timeline"] = tl
+		}
+		return out
+	}
+	out := result(accs[0])
+	if len(clients) > 1 {
+		targets := make([]map[string]any, len(clients))
+		for k, a := range accs {
+			targets[k] = result(a)
+			targets[k]["addr"] = spec.Targets[k]
+		}
+		out["targets"] = targets
 	}
 	if firstErr != "" {
 		out["firstError"] = firstErr
-	}
-	if spec.Timeline {
-		tl := make([]map[string]any, 0, len(names))
-		for k, name := range names {
-			o := offsets[k]
-			sort.Float64s(o)
-			q := func(p float64) float64 {
-				if len(o) == 0 {
-					return 0
-				}
-				return o[max(0, min(len(o)-1, int(float64(len(o))*p+0.999999)-1))]
-			}
-			tl = append(tl, map[string]any{"message": name, "streams": len(o), "p50Us": q(0.5), "p90Us": q(0.9), "p99Us": q(0.99)})
-		}
-		out["timeline"] = tl
 	}
 	_ = json.NewEncoder(os.Stdout).Encode(out)
 }
