@@ -7,6 +7,7 @@ import { Counter, Gauge, Histogram } from 'prom-client'
 import type { Logger } from '../log.js'
 import type { GatewayMetrics } from '../metrics.js'
 import type { Scheduler } from '../scheduler/index.js'
+import { callWriter } from './call-writer.js'
 import type { EppCore } from './core.js'
 import type { PhaseRecorder } from './phases.js'
 import {
@@ -104,7 +105,8 @@ export async function startEppServer(opts: EppServerOptions): Promise<EppServer>
   server.addService(extProc, {
     Process: (call: grpc.ServerDuplexStream<ProcessingRequest, ProcessingResponse>) => {
       streams.inc()
-      const stream = new ExtProcStream(core, (r, written) => call.write(r, written), {
+      const writer = callWriter(call)
+      const stream = new ExtProcStream(core, writer.send, {
         bodyMode: opts.bodyMode,
         maxBodyBytes: opts.maxBodyBytes,
         onDecision: (result, ms) => {
@@ -112,6 +114,7 @@ export async function startEppServer(opts: EppServerOptions): Promise<EppServer>
           decisionSeconds.observe(ms / 1000)
         },
         ...(phases !== undefined ? { phases } : {}),
+        together: writer.together,
       })
       // Messages are handled one at a time, in order (admission may wait).
       let chain: Promise<void> = Promise.resolve()
