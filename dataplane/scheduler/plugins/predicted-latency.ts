@@ -105,6 +105,26 @@ interface Dispatched {
   readonly move: boolean
 }
 
+/** Prefix keys whose rendezvous draws are kept (#logUOf; 2 × 8 bytes per endpoint slot each). */
+const MAX_DRAW_KEYS = 512
+
+/** log(u) of rendezvous draws for one prefix key by endpoint slot, and the name hash drawn for. */
+interface Draws {
+  /** -1: none drawn at this slot (name hashes are unsigned). */
+  readonly nameHash: Float64Array
+  readonly logU: Float64Array
+}
+
+function newDraws(slots: number): Draws {
+  return { nameHash: new Float64Array(slots).fill(-1), logU: new Float64Array(slots) }
+}
+
+/** What a LoRA request's adapter needed on each candidate (by position in `eps`) when scored. */
+interface Needs {
+  readonly eps: readonly EndpointState[]
+  readonly needs: AdapterNeed[]
+}
+
 export interface Prediction {
   /** Predicted TTFT (ms). */
   readonly ttftMs: number
@@ -143,6 +163,13 @@ export class PredictedLatencyPlugin implements Plugin {
   readonly #known = new WeakSet<SchedRequest>()
   /** req.scratch key of the adapter needs per candidate (#needsOf). */
   readonly #needs = {}
+  /**
+   * log(u) of rendezvous draws by prefix key, by endpoint slot (see #logUOf): the band,
+   * #placeCold, #rehome and #replicate weigh the same draws, and a group's requests repeat them.
+   */
+  readonly #draws = new Map<number, Draws>()
+  #drawKey = 0
+  #drawsOfKey: Draws | undefined
 
   constructor(args: PluginArgs) {
     this.index = new PrefixCachePlugin(args)
@@ -250,6 +277,7 @@ export class PredictedLatencyPlugin implements Plugin {
     const waits = this.#waitMs.get(n)
     const uncachedS = this.#uncachedTokens.get(n)
     let engineTtft = Number.POSITIVE_INFINITY
+    const needs = req.lora !== undefined ? this.#needsOf(req, eps) : undefined
     for (const ep of eps) {
       const m = ep.fresh(req.now)
       if (m === undefined) continue
@@ -281,7 +309,7 @@ export class PredictedLatencyPlugin implements Plugin {
         req.now,
       )
       const a = this.#adapterMs(req, ep, p)
-      if (req.lora !== undefined) this.#needsOf(req).set(ep, a.need)
+      if (needs !== undefined) needs[i] = a.need
       const t = p.overhead + uncached * p.perToken + wait + a.ms
       ttft[i] = t
       waits[i] = wait
@@ -330,8 +358,7 @@ export class PredictedLatencyPlugin implements Plugin {
       const room = 1 - ROOM_WEIGHT * this.index.occupancy(eps[i] as EndpointState)
       const w =
         ((free >= 1 ? Math.min(free, cap * HEADROOM_CAP) : 1 / (2 - free)) * room) / (1 + over) ** 2
-      const u = (rendezvous(key, (eps[i] as EndpointState).nameHash) + 0.5) / 4_294_967_296
-      const v = -w / Math.log(u)
+      const v = -w / this.#logUOf(key, eps, i)
       weighted[i] = v
       if (v > top) top = v
     }
@@ -429,11 +456,10 @@ export class PredictedLatencyPlugin implements Plugin {
       if (moves < 0 || moves > fewest + MOVES_SLACK) continue
       const cap = capacity[i] as number
       const free = cap - (pending[i] as number)
-      const u = (rendezvous(key, ep.nameHash) + 0.5) / 4_294_967_296
       // Room in its KV cache as in the band: a pod that restarted empty takes moves before one
       // that must evict another group for them.
       const room = 1 - ROOM_WEIGHT * this.index.occupancy(ep)
-      hrw[i] = (-Math.min(free, cap * HEADROOM_CAP) * room) / Math.log(u)
+      hrw[i] = (-Math.min(free, cap * HEADROOM_CAP) * room) / this.#logUOf(key, eps, i)
     }
     return hrw
   }
@@ -475,10 +501,10 @@ export class PredictedLatencyPlugin implements Plugin {
       for (let i = 0; i < n; i++) {
         hrw[i] = 0
         if ((pending[i] as number) >= (capacity[i] as number)) continue
-        const u = (rendezvous(key, (eps[i] as EndpointState).nameHash) + 0.5) / 4_294_967_296
         // Free slots capped at half the batch: pods with plenty of room are alike.
         const cap = capacity[i] as number
-        hrw[i] = -Math.min(cap - (pending[i] as number), cap * HEADROOM_CAP) / Math.log(u)
+        hrw[i] =
+          -Math.min(cap - (pending[i] as number), cap * HEADROOM_CAP) / this.#logUOf(key, eps, i)
       }
     }
     let top = 0
@@ -546,9 +572,8 @@ export class PredictedLatencyPlugin implements Plugin {
       p.indexedTokens < this.affinityBlocks * this.index.blockTokens && this.#known.has(req)
     if (move) own.movesInFlight++
     // As scored: this request is in the endpoint's in-flight adapters by now.
-    const adapter = (
-      req.scratch.get(this.#needs) as Map<EndpointState, AdapterNeed> | undefined
-    )?.get(ep)
+    const scoredNeeds = req.scratch.get(this.#needs) as Needs | undefined
+    const adapter = scoredNeeds?.needs[scoredNeeds.eps.indexOf(ep)]
     const rec: Dispatched = {
       ep,
       move,
@@ -692,14 +717,53 @@ export class PredictedLatencyPlugin implements Plugin {
     return { ms, need }
   }
 
-  /** Per LoRA request, what its adapter needed on each candidate when scored (for onComplete). */
-  #needsOf(req: SchedRequest): Map<EndpointState, AdapterNeed> {
-    let m = req.scratch.get(this.#needs) as Map<EndpointState, AdapterNeed> | undefined
-    if (m === undefined) {
-      m = new Map()
-      req.scratch.set(this.#needs, m)
+  /**
+   * Per LoRA request, what its adapter needed on each of the candidates `eps` (by position) when
+   * scored last (for onComplete): an array filled in the scoring loop, not a Map entry per
+   * candidate.
+   */
+  #needsOf(req: SchedRequest, eps: readonly EndpointState[]): AdapterNeed[] {
+    const needs: AdapterNeed[] = new Array(eps.length)
+    const rec: Needs = { eps, needs }
+    req.scratch.set(this.#needs, rec)
+    return needs
+  }
+
+  /**
+   * log(u) of candidate i's rendezvous draw for `key` (u in (0, 1)). It depends on the key and the
+   * pod's name hash only, so it is kept per key and slot (checked against the name hash there):
+   * Math.log was the costliest line of a decision, taken up to three times per candidate.
+   */
+  #logUOf(key: number, eps: readonly EndpointState[], i: number): number {
+    const ep = eps[i] as EndpointState
+    let d = this.#drawsOfKey
+    if (d === undefined || this.#drawKey !== key) {
+      d = this.#draws.get(key)
+      if (d === undefined) {
+        if (this.#draws.size >= MAX_DRAW_KEYS) {
+          const oldest = this.#draws.keys().next()
+          if (oldest.done !== true) this.#draws.delete(oldest.value)
+        }
+        d = newDraws(64)
+        this.#draws.set(key, d)
+      }
+      this.#drawKey = key
+      this.#drawsOfKey = d
     }
-    return m
+    const s = ep.slot
+    if (s >= d.nameHash.length) {
+      const grown = newDraws(Math.max(s + 1, d.nameHash.length * 2))
+      grown.nameHash.set(d.nameHash)
+      grown.logU.set(d.logU)
+      d = grown
+      this.#draws.set(key, d)
+      this.#drawsOfKey = d
+    }
+    if (d.nameHash[s] === ep.nameHash) return d.logU[s] as number
+    const v = Math.log((rendezvous(key, ep.nameHash) + 0.5) / 4_294_967_296)
+    d.nameHash[s] = ep.nameHash
+    d.logU[s] = v
+    return v
   }
 
   #slotMs(req: SchedRequest, ep: EndpointState, p: Prefill): number {
