@@ -1,12 +1,13 @@
 // The transport floor of `npm run bench:epp`: an ext_proc server that decides nothing — a fixed
 // destination, the body echoed — on the EPP's own stack (grpc-js with proto-loader's serializers,
-// a TCP_NODELAY listener). Run beside the real EPP with the same client
-// and body, it separates what the decision costs from what one ext_proc stream costs in Node
-// whatever the EPP does. Run by epp.ts through spawnScript: prints `READY <port>` and stops on
-// SIGTERM.
+// a TCP_NODELAY listener, the two answers written as the EPP writes them: call-writer.ts). Run
+// beside the real EPP with the same client and body, it separates what the decision costs from
+// what one ext_proc stream costs in Node whatever the EPP does. Run by epp.ts through
+// spawnScript: prints `READY <port>` and stops on SIGTERM.
 import { createServer } from 'node:net'
 import { setFlagsFromString } from 'node:v8'
 import * as grpc from '@grpc/grpc-js'
+import { type CallWriter, callWriter } from '../../dataplane/epp/call-writer.js'
 import {
   extProcPackage,
   type ProcessingRequest,
@@ -23,40 +24,48 @@ function header(key: string, value: string) {
   return { header: { key, raw_value: Buffer.from(value) }, append_action: 2 }
 }
 
+/** The request phase's two answers in full duplex: a fixed destination, the body echoed. */
+function answer(send: CallWriter['send'], chunks: readonly Buffer[]): void {
+  send({
+    request_headers: {
+      response: {
+        header_mutation: {
+          set_headers: [header('x-gateway-destination-endpoint', DESTINATION)],
+        },
+        clear_route_cache: true,
+      },
+    },
+    dynamic_metadata: {
+      fields: {
+        'envoy.lb': {
+          struct_value: {
+            fields: { 'x-gateway-destination-endpoint': { string_value: DESTINATION } },
+          },
+        },
+      },
+    },
+  })
+  const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks)
+  send({
+    request_body: {
+      response: { body_mutation: { streamed_response: { body, end_of_stream: true } } },
+    },
+  })
+}
+
 /** The phases as the EPP answers them in full duplex, minus the decision. */
-function stream(send: (r: ProcessingResponse) => void): (req: ProcessingRequest) => void {
+function stream(w: CallWriter): (req: ProcessingRequest) => void {
+  const send = w.send
   let chunks: Buffer[] = []
   return (req) => {
     if (req.request === 'request_body') {
       const b = req.request_body
       if (b?.body !== undefined && b.body.length > 0) chunks.push(b.body)
       if (b?.end_of_stream !== true) return
-      send({
-        request_headers: {
-          response: {
-            header_mutation: {
-              set_headers: [header('x-gateway-destination-endpoint', DESTINATION)],
-            },
-            clear_route_cache: true,
-          },
-        },
-        dynamic_metadata: {
-          fields: {
-            'envoy.lb': {
-              struct_value: {
-                fields: { 'x-gateway-destination-endpoint': { string_value: DESTINATION } },
-              },
-            },
-          },
-        },
-      })
-      const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks)
+      // Both answers in one socket write, as the EPP writes them (call-writer.ts).
+      const all = chunks
       chunks = []
-      send({
-        request_body: {
-          response: { body_mutation: { streamed_response: { body, end_of_stream: true } } },
-        },
-      })
+      w.together(() => answer(send, all))
     } else if (req.request === 'response_headers') {
       send({ response_headers: { response: {} } })
     } else if (req.request === 'response_body') {
@@ -83,7 +92,7 @@ const pkg = grpc.loadPackageDefinition(extProcPackage()) as unknown as {
 const server = new grpc.Server()
 server.addService(pkg.envoy.service.ext_proc.v3.ExternalProcessor.service, {
   Process: (call: grpc.ServerDuplexStream<ProcessingRequest, ProcessingResponse>) => {
-    const on = stream((r) => call.write(r))
+    const on = stream(callWriter(call))
     call.on('data', on)
     call.on('end', () => call.end())
   },
