@@ -255,6 +255,12 @@ export class GatewayMetrics {
     help: 'Ejected endpoints fully back in rotation.',
     registers: [this.registry],
   })
+  readonly shadowRequests = new Counter({
+    name: 'infer_gateway_shadow_requests_total',
+    help: "Shadow requests (a hot prefix group's warm copy made on a second engine: the prompt with one output token, answer dropped), by outcome: ok, failed, dropped (over the in-flight bound).",
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  })
 
   /** The scheduler's observer: children bound per server and (server, plugin). */
   schedulerObserver(): SchedulerObserver {

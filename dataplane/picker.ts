@@ -66,6 +66,17 @@ export interface DispatchOutcome {
   readonly completionTokens?: number
 }
 
+/**
+ * A shadow request to send: the client's prompt with one output token to `endpoint`, the answer
+ * read and dropped. `start` when it leaves (it counts in flight on the endpoint: the engine really
+ * is busy with it; the picker records the prefix there) and call what it returns once when it has
+ * ended. Never a client request: no health, latency or usage is learned from it.
+ */
+export interface ShadowPlan {
+  readonly endpoint: SnapshotEndpoint
+  start(): (ok: boolean) => void
+}
+
 /** How loaded a server is for one request (spill-over, `fallback.on: [saturated]`). */
 export interface Saturation {
   /** Lowest predicted time to first token (ms) over the healthy endpoints, when the picker predicts. */
@@ -86,6 +97,12 @@ export interface EndpointPicker {
   admit?(ctx: PickContext, signal: AbortLike): Admission | Promise<Admission> | undefined
   /** Ordered candidates; empty when nothing is ready. */
   pick(ctx: PickContext): readonly SnapshotEndpoint[]
+  /**
+   * After `pick`: a shadow request the decision asks for (a warm copy of the prompt's prefix on a
+   * second endpoint, see ShadowPlan), at most once per pick; undefined = none. Only a caller that
+   * sends shadows asks (the proxy path, serve/shadow.ts; not the EPP, where Envoy sends).
+   */
+  shadow?(ctx: PickContext): ShadowPlan | undefined
   /** A request is being sent to `endpoint` (once per attempt). */
   onDispatch?(ctx: PickContext, endpoint: SnapshotEndpoint): void
   /** Exactly once per `onDispatch`: feeds in-flight counts, latency and health. */

@@ -160,7 +160,10 @@ describe('routing regimes on virtual time (issue 9)', () => {
     const rr = await run({ ...base, plugins: RR })
     const ours = await run(base)
     expect(p90(ours) * 5).toBeLessThanOrEqual(p90(rr))
-    expect(ours.prefixHitRate).toBeGreaterThan(rr.prefixHitRate + 0.3)
+    // Client requests' hits: the engines also count the prompts of the shadow requests that
+    // copy hot groups (each a miss by design; 3 points of the engines' rate here).
+    expect(ours.clientPrefixHitRate).toBeGreaterThan(rr.clientPrefixHitRate + 0.3)
+    expect(ours.prefixHitRate).toBeGreaterThan(rr.prefixHitRate + 0.25)
   }, 60_000)
 
   it('prefill-bound shared prefix, 3 replicas that never talk: prefix hit within 5 points of one replica, TTFT p90 within 15 %', async () => {

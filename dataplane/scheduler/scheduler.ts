@@ -34,6 +34,7 @@ import type {
   EndpointPicker,
   PickContext,
   Saturation,
+  ShadowPlan,
 } from '../picker.js'
 import { HealthLog } from './health-log.js'
 import { withPdRoles } from './pd-pairs.js'
@@ -51,7 +52,7 @@ import {
   type LoadTicket,
   type StateOptions,
 } from './state.js'
-import type { Plugin, PluginEnv, SchedRequest } from './types.js'
+import type { Mirror, Plugin, PluginEnv, SchedRequest } from './types.js'
 
 export interface ScrapeOptions {
   /** Default 200 ms. */
@@ -121,6 +122,7 @@ class Request implements SchedRequest {
   readonly ticket: LoadTicket
   readonly scratch = new Map<object, unknown>()
   readonly pieces: readonly string[]
+  mirror: Mirror | undefined = undefined
 
   constructor(ctx: PickContext, now: number) {
     this.ctx = ctx
@@ -352,6 +354,7 @@ export class Scheduler implements EndpointPicker {
     const ss = this.#serverFor(ctx.server)
     const req = this.#request(ctx)
     req.now = t0
+    req.mirror = undefined
     const subset = ctx.subset
     // The gateway's subset hint (EPP mode) narrows before anything else: nothing outside it may
     // be picked, not even in panic mode.
@@ -413,6 +416,10 @@ export class Scheduler implements EndpointPicker {
     const order = topK(total, n, k)
     const out: SnapshotEndpoint[] = []
     for (const i of order) out.push(ss.endpointOf.get(list[i] as EndpointState) as SnapshotEndpoint)
+    // A copy where the request itself goes is no copy (another plugin outweighed the holder).
+    // (Set by a plugin's score above: not visible to the compiler's narrowing.)
+    const mirror = req.mirror as Mirror | undefined
+    if (mirror !== undefined && mirror.ep === list[order[0] ?? 0]) req.mirror = undefined
     const us = (this.#now() - t0) * 1000
     this.#costs.add(us)
     if (observer !== undefined && byPlugin !== undefined)
@@ -428,6 +435,45 @@ export class Scheduler implements EndpointPicker {
     return out
   }
 
+  /**
+   * The shadow request the last pick for `ctx` asked for (a plugin's Mirror), taken once. Started,
+   * it counts in flight on its endpoint like a request (a ticket of one output token) and its
+   * prefix goes to the other workers as a dispatch would; ended, it only leaves: its outcome is
+   * not held against the endpoint (reported as a client that left) nor learned from.
+   */
+  shadow(ctx: PickContext): ShadowPlan | undefined {
+    const req = (ctx as PickContext & { [REQUEST]?: Request })[REQUEST]
+    const m = req?.mirror
+    if (req === undefined || m === undefined) return undefined
+    req.mirror = undefined
+    const ss = this.#servers.get(ctx.server.key)
+    const endpoint = ss?.endpointOf.get(m.ep)
+    if (ss === undefined || endpoint === undefined) return undefined
+    const st = m.ep
+    const ticket: LoadTicket = {
+      promptTokens: req.ticket.promptTokens,
+      outputTokens: 1,
+      stream: false,
+    }
+    return {
+      endpoint,
+      start: () => {
+        const t0 = this.#now()
+        st.dispatchStarted(ticket, t0)
+        m.started(t0)
+        if (this.#share) this.#shareDispatch(ss, req, st)
+        let ended = false
+        return (ok) => {
+          if (ended) return
+          ended = true
+          const now = this.#now()
+          st.dispatchEnded(ticket, { status: 0, failure: 'aborted', durationMs: now - t0 }, now)
+          m.ended(ok, now)
+        }
+      },
+    }
+  }
+
   onDispatch(ctx: PickContext, endpoint: SnapshotEndpoint): void {
     const st = this.#states.get(endpointKey(endpoint))
     if (st === undefined) return
@@ -437,20 +483,23 @@ export class Scheduler implements EndpointPicker {
     const ss = this.#servers.get(ctx.server.key)
     if (ss === undefined) return
     for (const e of ss.entries) e.plugin.onDispatch?.(req, st)
-    if (this.#share) {
-      for (let i = 0; i < ss.entries.length; i++) {
-        const e = ss.entries[i] as ProfileEntry
-        const blocks = e.plugin.blocksOf?.(req)
-        if (blocks === undefined || blocks.length === 0) continue
-        if (this.#outbox.length >= MAX_OUTBOX) this.#outbox.shift()
-        this.#outbox.push({
-          server: ss.key,
-          entry: i,
-          plugin: e.name,
-          id: st.id,
-          hashes: Int32Array.from(blocks),
-        })
-      }
+    if (this.#share) this.#shareDispatch(ss, req, st)
+  }
+
+  /** A dispatch's prefix blocks for the other workers (`shareDispatches`). */
+  #shareDispatch(ss: ServerScheduler, req: SchedRequest, st: EndpointState): void {
+    for (let i = 0; i < ss.entries.length; i++) {
+      const e = ss.entries[i] as ProfileEntry
+      const blocks = e.plugin.blocksOf?.(req)
+      if (blocks === undefined || blocks.length === 0) continue
+      if (this.#outbox.length >= MAX_OUTBOX) this.#outbox.shift()
+      this.#outbox.push({
+        server: ss.key,
+        entry: i,
+        plugin: e.name,
+        id: st.id,
+        hashes: Int32Array.from(blocks),
+      })
     }
   }
 

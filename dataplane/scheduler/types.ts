@@ -25,6 +25,26 @@ export interface SchedRequest {
    * dispatch), or a memo several plugins share (the prompt's block hashes, prompt-hasher.ts).
    */
   readonly scratch: Map<object, unknown>
+  /**
+   * A warm copy of this prompt's prefix a plugin wants on another endpoint, made by a shadow
+   * request (predicted-latency's hot groups); set while scoring, handed to the caller after the
+   * pick (Scheduler.shadow).
+   */
+  mirror?: Mirror | undefined
+}
+
+/**
+ * A shadow request a plugin asks for: the prompt sent to `ep` with one output token and the
+ * answer dropped, so the engine computes (caches) its prefix without a client waiting on it.
+ * Nothing is recorded until the caller sends it (`started`): a caller that sends no shadows (the
+ * EPP) leaves no trace of the request.
+ */
+export interface Mirror {
+  readonly ep: EndpointState
+  /** The shadow is on its way (`now`: the scheduler's clock). */
+  started(now: number): void
+  /** Once after `started`: it ended; `ok` = the engine answered 2xx (the prefix is computed). */
+  ended(ok: boolean, now: number): void
 }
 
 export type { Admission }

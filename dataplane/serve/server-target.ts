@@ -14,6 +14,7 @@ import type { RouteTarget } from '../router.js'
 import { type Deadline, deadline } from './deadline.js'
 import { clientClosed, errorResponse, type Finished } from './outcome.js'
 import { pdDispatch } from './pd-target.js'
+import { serveShadow } from './shadow.js'
 import { saturatedError, spillOf, spillsTier } from './spill.js'
 import { type ChainContext, canFallback, failed, type Step } from './types.js'
 
@@ -132,6 +133,8 @@ async function dispatch(
   )
   // The engine's spans join the gateway's trace.
   if (out.trace !== undefined) headers['traceparent'] = out.trace.traceparent()
+  // A hot group's warm copy the pick asked for goes out beside this request (shadow.ts).
+  serveShadow(ctx, server, t.upstreamModel, pickCtx, headers)
 
   const requestMs = server.trafficPolicy.timeouts.requestMs
   const dl = deadline(ctx.client, requestMs)

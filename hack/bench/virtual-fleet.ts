@@ -34,6 +34,7 @@ import {
   server,
   snapshot,
 } from '../../dataplane/scheduler/testkit.js'
+import { ShadowGate } from '../../dataplane/serve/shadow.js'
 import { Engine, type EngineConfig, type EngineObserver } from '../sim/engine.js'
 import { kvEventListener } from '../sim/kv-events.js'
 import { SimMetrics } from '../sim/metrics.js'
@@ -111,6 +112,13 @@ export interface VirtualFleetOptions {
    * plugin, `delayMs` after the engine stores or evicts (one batch per engine per delivery).
    */
   readonly kvEvents?: { readonly hashSeed?: string; readonly delayMs?: number }
+  /**
+   * Send the shadow requests the scheduler asks for (hot groups' warm copies, predicted-latency
+   * #replicate), as the proxy does (dataplane/serve/shadow.ts: the prompt with one output token,
+   * not streamed, at most MAX_SHADOWS_IN_FLIGHT per replica). Default true, as the data plane;
+   * false = as the EPP (Envoy sends the requests, nobody sends shadows).
+   */
+  readonly shadows?: boolean
 }
 
 export interface VirtualResult {
@@ -122,6 +130,8 @@ export interface VirtualResult {
   readonly ok: boolean
   /** Prompt tokens the engine found in its prefix cache. */
   readonly cachedTokens: number
+  /** Prompt tokens as the engine counted them (0 when it did not answer). */
+  readonly promptTokens: number
   /** Endpoints tried (1 = the first pick answered; more = refused connections before). */
   readonly attempts: number
   /** The scheduler's explain line for the decision (with `explain`). */
@@ -137,11 +147,18 @@ export interface VirtualResult {
 
 export interface VirtualRun {
   readonly results: readonly VirtualResult[]
-  /** Cached prompt tokens / prompt tokens over all engines (restarted ones included). */
+  /**
+   * Cached prompt tokens / prompt tokens over all engines (restarted ones included), as the
+   * engines count them: shadow requests' prompts included (a copy's prefill is a miss).
+   */
   readonly prefixHitRate: number
+  /** The same over the client requests that were answered only. */
+  readonly clientPrefixHitRate: number
   /** Requests that did not have to load their adapter (when adapters are requested). */
   readonly adapterHitRate: number
   readonly perPod: Record<string, number>
+  /** Shadow requests started (all replicas), and those the in-flight bound dropped. */
+  readonly shadows: { readonly sent: number; readonly dropped: number }
 }
 
 const MODEL = 'bench-llm'
@@ -158,6 +175,8 @@ interface Pod {
   loraLoads: number
   /** Cuts the streams in flight (the engine went down under them). */
   inflight: Set<() => void>
+  /** Ends the shadows in flight there (failed: the engine went down, or the run ended). */
+  shadowsInFlight: Set<() => void>
 }
 
 /** Runs `opts.requests` through the fleet on virtual time; resolves when all have finished. */
@@ -252,6 +271,7 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
       prefixHit: 0,
       loraLoads: 0,
       inflight: new Set(),
+      shadowsInFlight: new Set(),
     }
     boot(p)
     return p
@@ -274,7 +294,7 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
     sch.onSnapshot(snapshot([srv]))
     // One tracker per replica and endpoint: each scraper keeps its own interval state.
     const trackers = pods.map(() => new EngineMetricsTracker('vLLM'))
-    return { sch, trackers }
+    return { sch, trackers, gate: new ShadowGate() }
   })
   const timers: NodeJS.Timeout[] = []
   // Scrapes: every endpoint every `scrapeMs`, replicas and endpoints staggered as independent
@@ -319,8 +339,53 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
         // Streams in flight are cut; the sinks of a closed engine are never called again.
         p.engine.close()
         for (const cut of [...p.inflight]) cut()
+        for (const cut of [...p.shadowsInFlight]) cut()
         timers.push(setTimeout(() => boot(p), x.downMs))
       }, x.at),
+    )
+  }
+  // Shadows as the proxy sends them (serve/shadow.ts sendShadow): right after the pick, bounded in
+  // flight per replica, counted in flight by the scheduler while they run, never retried.
+  const shadowsOn = opts.shadows !== false
+  let shadowsSent = 0
+  let shadowsDropped = 0
+  const sendShadow = (
+    rep: (typeof replicas)[number],
+    ctx: ReturnType<typeof pickContext>,
+    prompt: string,
+  ): void => {
+    const plan = shadowsOn ? rep.sch.shadow(ctx) : undefined
+    if (plan === undefined) return
+    if (!rep.gate.tryAcquire()) {
+      shadowsDropped++
+      return
+    }
+    shadowsSent++
+    const end = plan.start()
+    const pod = pods.find((p) => p.ep.name === plan.endpoint.name) as Pod
+    let settled = false
+    const finish = (ok: boolean): void => {
+      if (settled) return
+      settled = true
+      pod.shadowsInFlight.delete(cut)
+      rep.gate.release()
+      end(ok)
+    }
+    const cut = (): void => finish(false)
+    if (!pod.up) {
+      finish(false)
+      return
+    }
+    pod.shadowsInFlight.add(cut)
+    pod.engine.submit(
+      {
+        lora: null,
+        promptTokens: tokenize(prompt),
+        outputTokens: ['x'],
+        finishReason: 'length',
+        streaming: false,
+      },
+      { token: () => {}, finish: () => finish(true) },
     )
   }
   const results: VirtualResult[] = []
@@ -363,6 +428,7 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
             e2eMs: Date.now() - t0,
             ok: false,
             cachedTokens: 0,
+            promptTokens: 0,
             attempts: k,
             queuedMs,
             ...explained(),
@@ -394,7 +460,12 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
               }
         let first = Number.NaN
         let settled = false
-        const finish = (o: DispatchOutcome, ok: boolean, cachedTokens = 0): void => {
+        const finish = (
+          o: DispatchOutcome,
+          ok: boolean,
+          cachedTokens = 0,
+          promptTokens = 0,
+        ): void => {
           if (settled) return
           settled = true
           pod.inflight.delete(cut)
@@ -408,6 +479,7 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
             e2eMs: Date.now() - t0,
             ok,
             cachedTokens,
+            promptTokens,
             attempts: k + 1,
             queuedMs,
             ...adapter,
@@ -450,6 +522,7 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
                 { status: 200, firstByteMs: first - sent, durationMs: Date.now() - sent },
                 true,
                 r.cachedTokens,
+                r.promptTokens,
               ),
           },
         )
@@ -460,6 +533,7 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
         admission = a
         queuedMs = Date.now() - t0
         list = rep.sch.pick(ctx)
+        sendShadow(rep, ctx, applyChatTemplate(messages))
         attempt(0)
       }
       const admitted = rep.sch.admit(ctx, new AbortController().signal)
@@ -473,6 +547,7 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
             e2eMs: Date.now() - t0,
             ok: false,
             cachedTokens: 0,
+            promptTokens: 0,
             attempts: 0,
             queuedMs: Date.now() - t0,
           })
@@ -500,7 +575,10 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
   clearTimeout(arrival)
   for (const t of timers) clearTimeout(t)
   for (const t of kvTimers) clearTimeout(t)
-  for (const p of pods) p.engine.close()
+  for (const p of pods) {
+    p.engine.close()
+    for (const cut of [...p.shadowsInFlight]) cut()
+  }
   await Promise.all(done)
   const perPod: Record<string, number> = {}
   for (const r of results) if (r.ok) perPod[r.pod] = (perPod[r.pod] ?? 0) + 1
@@ -511,9 +589,22 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
   return {
     results,
     prefixHitRate: queried > 0 ? hit / queried : 0,
+    clientPrefixHitRate: clientHitRate(results),
     adapterHitRate: 1 - loads / Math.max(1, opts.requests.length),
     perPod,
+    shadows: { sent: shadowsSent, dropped: shadowsDropped },
   }
+}
+
+function clientHitRate(rs: readonly VirtualResult[]): number {
+  let q = 0
+  let h = 0
+  for (const r of rs) {
+    if (!r.ok) continue
+    q += r.promptTokens
+    h += r.cachedTokens
+  }
+  return q > 0 ? h / q : 0
 }
 
 /** p-th percentile (nearest rank) of the TTFTs of the successful results from `fromMs` on. */

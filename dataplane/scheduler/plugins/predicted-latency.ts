@@ -59,6 +59,31 @@ const ROOM_WEIGHT = 0.9
  * 1 lets free slots and room in the KV cache choose among pods within one move of the least.
  */
 const MOVES_SLACK = 1
+/**
+ * Hot groups (#replicate): request counts decay with this time constant (ms); a group gets no
+ * rate (no copy) before it is HOT_MIN_AGE_MS old, so a few early requests close together do not
+ * read as a hot group; groups tracked at most (least recently seen dropped).
+ */
+const HOT_TAU_MS = 5_000
+const HOT_MIN_AGE_MS = 1_000
+const HOT_GROUPS = 4_096
+/** Copies started at most per second (token bucket, this many at once at most). */
+const COPIES_PER_SECOND = 4
+
+/** A prefix group's request rate as this replica sees it, and its copy (#replicate). */
+interface HotGroup {
+  /** Requests, decayed with HOT_TAU_MS. */
+  n: number
+  /** When `n` was last decayed. */
+  t: number
+  readonly first: number
+  /** A shadow making a copy of it is in flight. */
+  copying: boolean
+  /** The pod of its last copy, and when that copy's prefill should be done. */
+  copyEp: EndpointState | undefined
+  warmUntil: number
+}
+
 /** Learning the time an adapter load adds (onComplete): EWMA weight, and the most one counts. */
 const LORA_LOAD_ALPHA = 0.2
 const LORA_LOAD_MAX_MS = 10_000
@@ -170,6 +195,19 @@ export class PredictedLatencyPlugin implements Plugin {
   readonly #draws = new Map<number, Draws>()
   #drawKey = 0
   #drawsOfKey: Draws | undefined
+  /** Hot-group rates by prefix key, least recently seen first (#replicate). */
+  readonly #groups = new Map<number, HotGroup>()
+  /** Copy tokens left (COPIES_PER_SECOND bucket) and when it was refilled. */
+  #copyTokens = COPIES_PER_SECOND
+  #copyRefill = Number.NEGATIVE_INFINITY
+  /** Copies started and ended with a 2xx (for /debug/endpoints). */
+  #copiesStarted = 0
+  #copiesOk = 0
+  /**
+   * A group whose own rate × a cold prefill reaches this many requests (arriving during one cold
+   * prefill) gets a second warm copy, made by a shadow request (#replicate); 0 = never.
+   */
+  readonly hotCopyTheta: number
 
   constructor(args: PluginArgs) {
     this.index = new PrefixCachePlugin(args)
@@ -177,6 +215,7 @@ export class PredictedLatencyPlugin implements Plugin {
     this.maxNumSeqs = intArg(args, 'maxNumSeqs', 0, 0, 1_000_000)
     this.tolerance = numArg(args, 'tolerance', 0.05, 0, 1)
     this.loraLoadMs = numArg(args, 'loraLoadMs', 100, 0, 60_000)
+    this.hotCopyTheta = numArg(args, 'hotCopyTheta', 1, 0, 1_000)
     this.model = new LatencyModel({
       prefillMsPerToken: numArg(args, 'prefillMsPerToken', 0.1, 0, 100),
       overheadMs: numArg(args, 'overheadMs', 10, 0, 60_000),
@@ -292,6 +331,11 @@ export class PredictedLatencyPlugin implements Plugin {
       }
     }
     this.model.engineTtftMs = Number.isFinite(engineTtft) ? engineTtft : undefined
+    // A shared prefix's group (its key as below), counted when copies are on.
+    const group =
+      this.hotCopyTheta > 0 && blocks > this.affinityBlocks && req.lora === undefined
+        ? this.#group(hashes[this.affinityBlocks - 1] as number, req.now)
+        : undefined
     let best = Number.POSITIVE_INFINITY
     let minTpot = Number.POSITIVE_INFINITY
     for (let i = 0; i < n; i++) {
@@ -310,7 +354,10 @@ export class PredictedLatencyPlugin implements Plugin {
       )
       const a = this.#adapterMs(req, ep, p)
       if (needs !== undefined) needs[i] = a.need
-      const t = p.overhead + uncached * p.perToken + wait + a.ms
+      let t = p.overhead + uncached * p.perToken + wait + a.ms
+      // A copy still being computed is a hit only once its prefill ends (the engine holds the
+      // request until then).
+      if (group?.copyEp === ep && req.now < group.warmUntil) t += group.warmUntil - req.now
       ttft[i] = t
       waits[i] = wait
       uncachedS[i] = uncached
@@ -339,6 +386,7 @@ export class PredictedLatencyPlugin implements Plugin {
     }
     // Not for an adapter's request: where its adapter is loaded matters more (#adapterMs).
     if (shared && req.lora === undefined && this.#placeCold(key, match, eps, out)) return true
+    if (group !== undefined && match !== undefined) this.#replicate(req, group, key, match, eps)
     const weighted = this.#weighted.get(n)
     let minPending = Number.POSITIVE_INFINITY
     for (let i = 0; i < n; i++) {
@@ -371,6 +419,103 @@ export class PredictedLatencyPlugin implements Plugin {
     }
     if (shared) this.#orderFallbacks(key, match, eps, best, band, out)
     return true
+  }
+
+  /** The group of prefix `key`, this request counted (most recently seen last). */
+  #group(key: number, now: number): HotGroup {
+    let g = this.#groups.get(key)
+    if (g === undefined) {
+      g = { n: 0, t: now, first: now, copying: false, copyEp: undefined, warmUntil: 0 }
+      if (this.#groups.size >= HOT_GROUPS) {
+        const oldest = this.#groups.keys().next()
+        if (oldest.done !== true) this.#groups.delete(oldest.value)
+      }
+    } else this.#groups.delete(key)
+    this.#groups.set(key, g)
+    g.n = g.n * Math.exp(-(now - g.t) / HOT_TAU_MS) + 1
+    g.t = now
+    return g
+  }
+
+  /**
+   * Hot groups get a second warm copy, made by a shadow request (req.mirror; the caller sends the
+   * prompt with one output token and drops the answer). Why: when the engine holding a group goes
+   * down (a container restart), the group's next request pays a cold prefill on another pod and
+   * its requests arriving meanwhile wait for it; with a copy elsewhere they hit. A group is hot
+   * when its own rate (as this replica sees it, from HOT_MIN_AGE_MS of age on) × a cold prefill on
+   * the copy's pod reaches `hotCopyTheta`: a request would arrive during such a prefill. Only
+   * while exactly one candidate holds it (a lost copy is made again once its pod is gone), one
+   * copy in flight per group, COPIES_PER_SECOND at most. The copy's pod: among the pods with a
+   * free batch slot that do not hold it and are not ejected, by rendezvous on the group's key
+   * weighted by free slots (as #placeCold), so replicas that decide to copy pick the same pod.
+   * Copies made by client requests instead (the next request sent cold to the copy's pod) did not
+   * pay: each waited a cold prefill, and every kill displaced twice the groups (docs/scheduling.md).
+   */
+  #replicate(
+    req: SchedRequest,
+    g: HotGroup,
+    key: number,
+    match: ArrayLike<number>,
+    eps: readonly EndpointState[],
+  ): void {
+    const now = req.now
+    const age = Math.min(HOT_TAU_MS, now - g.first)
+    if (g.copying || age < HOT_MIN_AGE_MS) return
+    const n = eps.length
+    const pending = this.#pending.get(n)
+    const capacity = this.#capacity.get(n)
+    let holders = 0
+    let target = -1
+    let top = 0
+    for (let i = 0; i < n; i++) {
+      const ep = eps[i] as EndpointState
+      if ((match[ep.slot] ?? 0) >= this.affinityBlocks) {
+        holders++
+        continue
+      }
+      const cap = capacity[i] as number
+      const free = cap - (pending[i] as number)
+      if (free < 1 || ep.isEjected(now)) continue
+      const v = -Math.min(free, cap * HEADROOM_CAP) / this.#logUOf(key, eps, i)
+      if (v > top) {
+        top = v
+        target = i
+      }
+    }
+    if (holders !== 1 || target < 0) return
+    // The group's requests per ms (this one not counted: it is the one looking) × the cold
+    // prefill on the copy's pod (its predicted TTFT without the wait for a slot).
+    const cold = (this.#ttft.get(n)[target] as number) - (this.#waitMs.get(n)[target] as number)
+    if (((g.n - 1) / age) * cold < this.hotCopyTheta) return
+    if (this.#copyTokensAt(now) < 1) return
+    const ep = eps[target] as EndpointState
+    req.mirror = {
+      ep,
+      started: (at) => {
+        this.#copyTokens = this.#copyTokensAt(at) - 1
+        this.#copiesStarted++
+        g.copying = true
+        g.copyEp = ep
+        g.warmUntil = at + cold
+        // Recorded as a dispatch is: the group's next requests see the copy at once.
+        this.index.onDispatch(req, ep)
+      },
+      ended: (ok) => {
+        g.copying = false
+        if (ok) this.#copiesOk++
+      },
+    }
+  }
+
+  /** Copy tokens available at `now` (the bucket refilled, not taken). */
+  #copyTokensAt(now: number): number {
+    const t = Math.min(
+      COPIES_PER_SECOND,
+      this.#copyTokens + ((now - this.#copyRefill) * COPIES_PER_SECOND) / 1000,
+    )
+    this.#copyTokens = t
+    this.#copyRefill = now
+    return t
   }
 
   /**
@@ -666,6 +811,12 @@ export class PredictedLatencyPlugin implements Plugin {
         blockChars: this.index.blockChars,
         blocksPerEndpoint: this.index.debug()['blocksPerEndpoint'],
         tokensPerBlock: round(this.index.tokensPerBlock, 2),
+      },
+      hotCopies: {
+        theta: this.hotCopyTheta,
+        groups: this.#groups.size,
+        started: this.#copiesStarted,
+        ok: this.#copiesOk,
       },
       waitScale: round(this.model.waitScale, 3),
       meanOutputTokens: roundOrNull(this.model.meanOutputTokens),

@@ -1,0 +1,123 @@
+// predicted-latency's hot-group copies (#replicate) through the scheduler: when a copy is asked
+// for, where, that replicas agree on the pod, that nothing is recorded until the caller sends
+// it (the EPP never does), and that `hotCopyTheta: 0` switches it off. The shadows sent for real
+// are in serve/shadow.test.ts; what they are worth on virtual time in regimes-restart.test.ts.
+import { describe, expect, it } from 'vitest'
+import type { SnapshotServer } from '../../../api/snapshot.js'
+import type { ShadowPlan } from '../../picker.js'
+import { Scheduler } from '../scheduler.js'
+import { endpoint, pickContext, server, snapshot } from '../testkit.js'
+import type { PredictedLatencyPlugin } from './predicted-latency.js'
+
+const SYSTEM = `Support policy. ${'Refunds need the order number and the reason given. '.repeat(60)}`
+
+function body(k: number, lora = false): Record<string, unknown> {
+  return {
+    ...(lora ? { model: 'adapter-a' } : {}),
+    messages: [
+      { role: 'system', content: SYSTEM },
+      { role: 'user', content: `Customer question ${k}?` },
+    ],
+    max_tokens: 16,
+    stream: true,
+  }
+}
+
+function fleet(theta?: number): { sch: Scheduler; srv: SnapshotServer; clock: { t: number } } {
+  const clock = { t: 5_000 }
+  const sch = new Scheduler({ scrape: false, now: () => clock.t })
+  const srv = server(
+    [endpoint('pod-a', 71), endpoint('pod-b', 72), endpoint('pod-c', 73), endpoint('pod-d', 74)],
+    {
+      scheduler: {
+        plugins: [
+          {
+            name: 'predicted-latency',
+            weight: 1,
+            args: theta === undefined ? {} : { hotCopyTheta: theta },
+          },
+        ],
+      },
+    },
+  )
+  sch.onSnapshot(snapshot([srv]))
+  return { sch, srv, clock }
+}
+
+/**
+ * The group's requests every `gapMs`, each answered in 30 ms; `take` decides whether a shadow
+ * asked for is started (and then ended ok at once). Returns each request's shadow plan.
+ */
+function drive(
+  f: ReturnType<typeof fleet>,
+  n: number,
+  gapMs: number,
+  take: boolean,
+  lora = false,
+): { picks: string[]; plans: (ShadowPlan | undefined)[] } {
+  const picks: string[] = []
+  const plans: (ShadowPlan | undefined)[] = []
+  for (let k = 0; k < n; k++) {
+    f.clock.t += gapMs
+    const ctx = pickContext(f.srv, body(k, lora), {}, lora ? { isLora: true } : {})
+    const first = f.sch.pick(ctx)[0]
+    if (first === undefined) throw new Error('no pick')
+    picks.push(first.name)
+    f.sch.onDispatch(ctx, first)
+    const plan = f.sch.shadow(ctx)
+    plans.push(plan)
+    if (plan !== undefined && take) plan.start()(true)
+    // A cold prefill of the ~800-token prompt at 0.1 ms a token, hits at the overhead.
+    const ttft = k === 0 ? 90 : 12
+    f.sch.onComplete(ctx, first, { status: 200, durationMs: ttft + 150, firstByteMs: ttft })
+  }
+  return { picks, plans }
+}
+
+describe('predicted-latency hot-group copies', () => {
+  it('a group of 20 req/s gets one copy once it is a second old, on a pod that does not hold it', () => {
+    const f = fleet()
+    const { picks, plans } = drive(f, 60, 50, true)
+    const at = plans.findIndex((p) => p !== undefined)
+    // Not before 1 s of age (20 requests), then at the first request that finds it hot.
+    expect(at).toBeGreaterThanOrEqual(20)
+    expect(at).toBeLessThan(26)
+    const copy = plans[at]?.endpoint.name
+    expect(copy).not.toBe(picks[0])
+    // Made once: with two holders no second copy is asked for.
+    expect(plans.filter((p) => p !== undefined)).toHaveLength(1)
+    const pl = f.sch.plugins(f.srv.key)[0] as PredictedLatencyPlugin
+    expect(pl.debug(f.clock.t)['hotCopies']).toEqual({ theta: 1, groups: 1, started: 1, ok: 1 })
+  })
+
+  it('a slow group gets none: 2 req/s × a cold prefill of ~100 ms is well under one request', () => {
+    const f = fleet()
+    const { plans } = drive(f, 20, 500, true)
+    expect(plans.every((p) => p === undefined)).toBe(true)
+  })
+
+  it('replicas that see the same group choose the same pod for its copy', () => {
+    const a = drive(fleet(), 40, 50, true)
+    const b = drive(fleet(), 40, 50, true)
+    const copyA = a.plans.find((p) => p !== undefined)?.endpoint.name
+    expect(copyA).toBeDefined()
+    expect(b.plans.find((p) => p !== undefined)?.endpoint.name).toBe(copyA)
+  })
+
+  it('a copy never sent leaves no trace: asked for again by the next request, nothing recorded on its pod', () => {
+    const f = fleet()
+    const { plans } = drive(f, 40, 50, false)
+    const asked = plans.filter((p) => p !== undefined)
+    // Every request from the first hot one on asks (up to the copies-per-second bound, never
+    // taken here), all for the same pod, and that pod never shows the prefix.
+    expect(asked.length).toBeGreaterThan(10)
+    expect(new Set(asked.map((p) => p?.endpoint.name)).size).toBe(1)
+    const pl = f.sch.plugins(f.srv.key)[0] as PredictedLatencyPlugin
+    expect(pl.debug(f.clock.t)['hotCopies']).toEqual({ theta: 1, groups: 1, started: 0, ok: 0 })
+  })
+
+  it('hotCopyTheta 0 switches copies off; adapter requests never get one', () => {
+    expect(drive(fleet(0), 60, 50, true).plans.every((p) => p === undefined)).toBe(true)
+    expect(drive(fleet(), 60, 50, true, true).plans.every((p) => p === undefined)).toBe(true)
+  })
+})

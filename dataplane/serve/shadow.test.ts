@@ -1,0 +1,359 @@
+// Shadow requests on real loopback engines (the project's simulator): the body a shadow carries,
+// the scheduler's hot-group copy sent for real (counted in flight while it runs, its prefix
+// recorded on the copy's pod, no health or latency learned), failures that leave nothing behind,
+// and the proxy path's hook (the client's answer and accounting untouched).
+import { afterEach, describe, expect, it } from 'vitest'
+import type { SnapshotEndpoint, SnapshotServer } from '../../api/snapshot.js'
+import { type SimHandle, startSimulator } from '../../hack/sim/index.js'
+import { route } from '../../test/helpers/snapshot.js'
+import { fetchInbound } from '../inbound.js'
+import { silentLogger } from '../log.js'
+import { GatewayMetrics } from '../metrics.js'
+import { type PickContext, RoundRobinPicker, type ShadowPlan } from '../picker.js'
+import { ProviderCredentials } from '../providers/credentials.js'
+import { ProviderTransport } from '../providers/transport.js'
+import { UpstreamPool } from '../proxy/upstream-pool.js'
+import type { ChainDecision } from '../router.js'
+import { PredictedLatencyPlugin } from '../scheduler/plugins/predicted-latency.js'
+import { Scheduler } from '../scheduler/scheduler.js'
+import { pickContext, server, snapshot } from '../scheduler/testkit.js'
+import { serveChain } from './chain.js'
+import { Outcome } from './outcome.js'
+import {
+  type ShadowDeps,
+  ShadowGate,
+  type ShadowOutcome,
+  type ShadowRequest,
+  sendShadow,
+  shadowBody,
+} from './shadow.js'
+
+const cleanups: (() => Promise<void>)[] = []
+afterEach(async () => {
+  await Promise.all(cleanups.splice(0).map((f) => f()))
+})
+
+async function sim(host: string): Promise<SimHandle> {
+  const s = await startSimulator({
+    name: `shadow-${host}`,
+    host,
+    port: 0,
+    model: 'm',
+    metricsFormat: 'vllm',
+    zeroLatency: true,
+  })
+  cleanups.push(() => s.close())
+  return s
+}
+
+function ep(s: SimHandle): SnapshotEndpoint {
+  return { name: s.name, address: s.host, port: s.port, ready: true, labels: {} }
+}
+
+function pool(): UpstreamPool {
+  const p = new UpstreamPool()
+  cleanups.push(() => p.close())
+  return p
+}
+
+/** A group's long shared system prompt (many blocks) and a distinct question. */
+const SYSTEM = `Policy handbook. ${'Every answer cites the handbook section it relies on. '.repeat(60)}`
+function groupBody(k: number): Record<string, unknown> {
+  return {
+    messages: [
+      { role: 'system', content: SYSTEM },
+      { role: 'user', content: `Question number ${k}: what applies here?` },
+    ],
+    max_tokens: 32,
+    stream: true,
+    stream_options: { include_usage: true },
+  }
+}
+
+function counting(): ShadowDeps & { counted: ShadowOutcome[]; gate: ShadowGate } {
+  const counted: ShadowOutcome[] = []
+  return { pool: pool(), gate: new ShadowGate(2), count: (o) => counted.push(o), counted }
+}
+
+function shadowRequest(srv: SnapshotServer, body: Record<string, unknown>): ShadowRequest {
+  return {
+    server: srv,
+    api: 'chat',
+    path: '/v1/chat/completions',
+    body,
+    upstreamModel: 'm',
+    headers: { 'x-request-id': 'req-1', traceparent: '00-1-2-01' },
+  }
+}
+
+describe('shadowBody', () => {
+  it('the prompt as the client sent it, one output token, not streamed, one choice', () => {
+    const body = shadowBody(
+      'chat',
+      {
+        model: 'alias',
+        messages: [{ role: 'user', content: 'hi' }],
+        tools: [{ type: 'function', function: { name: 'f' } }],
+        stream: true,
+        stream_options: { include_usage: true },
+        max_completion_tokens: 500,
+        n: 3,
+        min_tokens: 20,
+        response_format: { type: 'json_object' },
+        temperature: 0.2,
+      },
+      'served-name',
+    )
+    expect(JSON.parse(body as string)).toEqual({
+      model: 'served-name',
+      messages: [{ role: 'user', content: 'hi' }],
+      tools: [{ type: 'function', function: { name: 'f' } }],
+      stream: false,
+      max_tokens: 1,
+      max_completion_tokens: 1,
+      n: 1,
+      temperature: 0.2,
+    })
+    expect(JSON.parse(shadowBody('completions', { prompt: 'p' }, 'x') as string)).toEqual({
+      model: 'x',
+      prompt: 'p',
+      stream: false,
+      max_tokens: 1,
+    })
+  })
+
+  it('no shadow for APIs without a prompt to cache that way', () => {
+    expect(shadowBody('embeddings', { input: 'x' }, 'm')).toBeUndefined()
+    expect(shadowBody('responses', { input: 'x' }, 'm')).toBeUndefined()
+  })
+})
+
+describe('hot-group copies by shadow request (real engines)', () => {
+  it('a hot group held by one pod gets a copy on the other: sent with one token, in flight while it runs, recorded there, nothing learned', async () => {
+    const a = await sim('127.0.0.61')
+    const b = await sim('127.0.0.62')
+    let clock = 1_000
+    const sch = new Scheduler({ scrape: false, now: () => clock })
+    cleanups.push(() => sch.close())
+    const srv = server([ep(a), ep(b)], {
+      scheduler: {
+        plugins: [{ name: 'predicted-latency', weight: 1, args: { hotCopyTheta: 0.05 } }],
+      },
+    })
+    sch.onSnapshot(snapshot([srv]))
+    const pl = sch.plugins(srv.key)[0] as PredictedLatencyPlugin
+    expect(pl).toBeInstanceOf(PredictedLatencyPlugin)
+    // The group's requests, every 50 ms, each answered at once.
+    let plan: ShadowPlan | undefined
+    let home: SnapshotEndpoint | undefined
+    let ctx: PickContext | undefined
+    let k = 0
+    for (; k < 40 && plan === undefined; k++) {
+      clock += 50
+      ctx = pickContext(srv, groupBody(k))
+      const first = sch.pick(ctx)[0] as SnapshotEndpoint
+      home ??= first
+      // Affinity holds: every request of the group goes to its home.
+      expect(first.name).toBe(home.name)
+      sch.onDispatch(ctx, first)
+      plan = sch.shadow(ctx)
+      sch.onComplete(ctx, first, { status: 200, durationMs: 30, firstByteMs: 20 })
+    }
+    // Not before the group is a second old (20 requests at 50 ms), then at once.
+    expect(k).toBeGreaterThan(19)
+    expect(k).toBeLessThan(25)
+    if (plan === undefined || home === undefined || ctx === undefined) throw new Error('no copy')
+    const copy = plan.endpoint
+    expect(copy.name).not.toBe(home.name)
+    // Taken once.
+    expect(sch.shadow(ctx)).toBeUndefined()
+
+    const deps = counting()
+    const st = sch.state(`${copy.address}:${copy.port}`)
+    const before = st?.completed ?? 0
+    const sent = sendShadow(deps, plan, shadowRequest(srv, groupBody(k)))
+    // Started synchronously: in flight on the copy's pod, and in the gate.
+    expect(st?.inFlight).toBe(1)
+    expect(deps.gate.inFlight).toBe(1)
+    expect(await sent).toBe('ok')
+    expect(st?.inFlight).toBe(0)
+    expect(deps.gate.inFlight).toBe(0)
+    expect(deps.counted).toEqual(['ok'])
+    // The engine got one request of one output token (the client's 32 were not asked for).
+    const copyStats = (copy.name === a.name ? a : b).stats()
+    expect(copyStats.requests).toBe(1)
+    expect(copyStats.generationTokens).toBe(1)
+    // Not a latency sample and not a trial: no TTFT learned, dispatches of its own none.
+    expect(st?.ttftMs.value).toBeUndefined()
+    expect(st?.dispatched).toBe(1)
+    expect(st?.completed).toBe(before + 1)
+    // The group's next request sees two holders: no second copy.
+    clock += 50
+    const next = pickContext(srv, groupBody(k + 1))
+    sch.pick(next)
+    expect(sch.shadow(next)).toBeUndefined()
+    const depths = pl.index.matchDepths(pl.index.hashes(requestOf(next)), [
+      sch.state(`${home.address}:${home.port}`) as never,
+      st as never,
+    ])
+    expect(depths[(st as { slot: number }).slot]).toBeGreaterThanOrEqual(pl.affinityBlocks)
+  }, 20_000)
+
+  it('a refused shadow leaves nothing behind: gate and in-flight released, no ejection, counted failed', async () => {
+    const a = await sim('127.0.0.63')
+    // A port nothing listens on (the simulator just closed there).
+    const gone = await sim('127.0.0.64')
+    const goneEp = ep(gone)
+    await gone.close()
+    const sch = new Scheduler({ scrape: false })
+    cleanups.push(() => sch.close())
+    const srv = server([ep(a), goneEp])
+    sch.onSnapshot(snapshot([srv]))
+    const st = sch.state(`${goneEp.address}:${goneEp.port}`)
+    const plan = planFor(sch, srv, goneEp)
+    const deps = counting()
+    expect(await sendShadow(deps, plan, shadowRequest(srv, groupBody(0)))).toBe('failed')
+    expect(st?.inFlight).toBe(0)
+    expect(st?.connectFailures).toBe(0)
+    expect(st?.isEjected(performance.now())).toBe(false)
+    expect(deps.gate.inFlight).toBe(0)
+    expect(deps.counted).toEqual(['failed'])
+  })
+
+  it('an exception while starting ends the shadow once and releases the gate; a full gate drops without starting', async () => {
+    const deps = counting()
+    const srv = server([])
+    const ended: boolean[] = []
+    const throwing: ShadowPlan = {
+      endpoint: { name: 'x', address: '127.0.0.65', port: 1, ready: true, labels: {} },
+      start: () => {
+        throw new Error('boom')
+      },
+    }
+    expect(await sendShadow(deps, throwing, shadowRequest(srv, groupBody(0)))).toBe('failed')
+    expect(deps.gate.inFlight).toBe(0)
+    // A pool that is closed: the request itself rejects.
+    const closed = pool()
+    const rejecting: ShadowPlan = {
+      endpoint: { name: 'y', address: '127.0.0.66', port: 1, ready: true, labels: {} },
+      start: () => (ok) => ended.push(ok),
+    }
+    const d2 = { ...deps, pool: closed }
+    closed.agent = () => {
+      throw new Error('pool closed')
+    }
+    expect(await sendShadow(d2, rejecting, shadowRequest(srv, groupBody(0)))).toBe('failed')
+    expect(ended).toEqual([false])
+    expect(deps.gate.inFlight).toBe(0)
+    // Full gate: dropped, the plan never started.
+    deps.gate.tryAcquire()
+    deps.gate.tryAcquire()
+    let started = 0
+    const counted: ShadowPlan = {
+      endpoint: rejecting.endpoint,
+      start: () => {
+        started++
+        return () => {}
+      },
+    }
+    expect(await sendShadow(deps, counted, shadowRequest(srv, groupBody(0)))).toBe('dropped')
+    expect(started).toBe(0)
+    expect(deps.counted).toEqual(['failed', 'failed', 'dropped'])
+  })
+})
+
+describe('the proxy path sends the shadow beside the client request', () => {
+  it('client answered by its pick; the shadow to the mirror with one token; one access-log entry, one request counted', async () => {
+    const a = await sim('127.0.0.67')
+    const b = await sim('127.0.0.68')
+    const srv = server([ep(a)], { attempts: 1 })
+    let ended: boolean | undefined
+    // Round-robin over the client's pod, and a shadow to the other engine on every pick.
+    class Mirroring extends RoundRobinPicker {
+      shadow(): ShadowPlan {
+        return { endpoint: ep(b), start: () => (ok) => (ended = ok) }
+      }
+    }
+    const r = route('r', { modelName: 'm', rules: [{ name: 'x', targets: [] }] })
+    const d: ChainDecision = {
+      route: r,
+      rule: r.rules[0] ?? { name: 'x', targets: [] },
+      isLora: false,
+      targets: [{ kind: 'server', server: srv, upstreamModel: 'm' }],
+      fallbackOn: new Set(),
+      plain: true,
+    }
+    const metrics = new GatewayMetrics()
+    const log: Record<string, unknown>[] = []
+    const out = new Outcome(
+      { metrics, accessLog: (e) => log.push({ ...e }) },
+      'req-1',
+      '/v1/chat/completions',
+      'chat',
+      performance.now(),
+    )
+    out.model = 'm'
+    out.modelLabel = 'm'
+    const { stream_options: _, ...rest } = groupBody(0)
+    const body = { model: 'm', ...rest, stream: false }
+    const raw = new TextEncoder().encode(JSON.stringify(body))
+    const res = await serveChain(
+      d,
+      {
+        path: '/v1/chat/completions',
+        api: 'chat',
+        model: 'm',
+        body,
+        raw,
+        inbound: fetchInbound(new Request('http://gw/v1', { method: 'POST', body: raw })),
+      },
+      out,
+      {
+        pool: pool(),
+        picker: new Mirroring(),
+        metrics,
+        transport: new ProviderTransport(),
+        credentials: new ProviderCredentials(undefined, silentLogger),
+        random: () => 0,
+      },
+    )
+    expect(res.status).toBe(200)
+    const json = (await res.json()) as { usage: { completion_tokens: number } }
+    expect(json.usage.completion_tokens).toBe(32)
+    // The shadow's answer arrives in the background.
+    for (let i = 0; i < 100 && ended === undefined; i++) await new Promise((r) => setTimeout(r, 10))
+    expect(ended).toBe(true)
+    expect(b.stats().requests).toBe(1)
+    expect(b.stats().generationTokens).toBe(1)
+    expect(a.stats().requests).toBe(1)
+    expect(log).toHaveLength(1)
+    const requests = (await metrics.requests.get()).values.reduce((n, v) => n + v.value, 0)
+    expect(requests).toBe(1)
+    const shadows = (await metrics.shadowRequests.get()).values.map((v) => [
+      v.labels['outcome'],
+      v.value,
+    ])
+    expect(shadows).toEqual([['ok', 1]])
+  })
+})
+
+/** A plan the scheduler would hand out for `target` (its Mirror set directly: no hot group needed). */
+function planFor(sch: Scheduler, srv: SnapshotServer, target: SnapshotEndpoint): ShadowPlan {
+  const ctx = pickContext(srv, groupBody(0))
+  sch.pick(ctx)
+  const st = sch.state(`${target.address}:${target.port}`)
+  if (st === undefined) throw new Error('no state')
+  requestOf(ctx).mirror = { ep: st, started: () => {}, ended: () => {} }
+  const plan = sch.shadow(ctx)
+  if (plan === undefined) throw new Error('no plan')
+  return plan
+}
+
+/** The scheduler's record of a picked request (kept on its context under a symbol). */
+function requestOf(ctx: PickContext): import('../scheduler/types.js').SchedRequest {
+  const sym = Object.getOwnPropertySymbols(ctx)[0]
+  if (sym === undefined) throw new Error('not picked')
+  return (ctx as unknown as Record<symbol, import('../scheduler/types.js').SchedRequest>)[
+    sym
+  ] as import('../scheduler/types.js').SchedRequest
+}
