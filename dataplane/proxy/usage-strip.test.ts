@@ -63,6 +63,15 @@ describe('UsageChunkStripper', () => {
     expect(r.dropped).toBe(2)
   })
 
+  it('looks past other empty arrays to the choices key', () => {
+    const toolCalls =
+      'data: {"choices":[{"delta":{"tool_calls":[]}}],"usage":{"prompt_tokens":1}}\n\n'
+    const r = run([toolCalls, `data: {"x":[],"choices":[],"usage":{"prompt_tokens":1}}\n\n`])
+    expect(r.text).toBe(toolCalls)
+    expect(r.dropped).toBe(1)
+    expect(r.same[0]).toBe(true)
+  })
+
   it('passes CRLF streams through unchanged rather than holding events it cannot delimit', () => {
     const crlf = 'data: {"choices":[]}\r\n\r\n'
     const r = run(['data: {"cho', crlf, chunk('q')])
