@@ -5,7 +5,8 @@
 // tags of external_processor.pb.go, base.pb.go, http_status.pb.go). Held as data, not .proto files
 // on disk, so the esbuild bundles need no file beside them. Enum fields are declared int32: the
 // same varint on the wire, and the handler compares numbers.
-import { fromJSON, type PackageDefinition } from '@grpc/proto-loader'
+import { fromJSON, type MethodDefinition, type PackageDefinition } from '@grpc/proto-loader'
+import { encodeProcessingResponse } from './encode.js'
 
 type FieldSpec = { type: string; id: number; rule?: 'repeated'; keyType?: string }
 type Fields = Record<string, FieldSpec>
@@ -228,14 +229,28 @@ const DESCRIPTOR: Parameters<typeof fromJSON>[0] = {
 }
 
 /** The package definition for grpc-js: snake_case field names, enums as numbers, bytes as Buffer. */
-export function extProcPackage(): PackageDefinition {
-  return fromJSON(DESCRIPTOR, {
+export function extProcPackage(
+  /** `protobufjs`: answers encoded by protobufjs too (encode.test.ts compares the two). */
+  answers: 'direct' | 'protobufjs' = 'direct',
+): PackageDefinition {
+  const def = fromJSON(DESCRIPTOR, {
     keepCase: true,
     longs: String,
     enums: Number,
     defaults: false,
     oneofs: true,
   })
+  if (answers === 'direct') {
+    // The EPP's answers are written by encode.ts (issue 13: protobufjs's generic encoder on the
+    // path of every decision); requests are still decoded by protobufjs.
+    const service = def['envoy.service.ext_proc.v3.ExternalProcessor'] as unknown as Record<
+      string,
+      MethodDefinition<unknown, ProcessingResponse>
+    >
+    const process = service['Process']
+    if (process !== undefined) process.responseSerialize = encodeProcessingResponse
+  }
+  return def
 }
 
 /** ProcessingMode.BodySendMode (envoy.extensions.filters.http.ext_proc.v3). */
