@@ -736,17 +736,26 @@ export function scrapeTargetsOf(snapshot: RoutingSnapshot): ScrapeTarget[] {
   return [...targets.values()]
 }
 
-/** Indices of the k largest values, largest first (k is small: the retry budget). */
-function topK(values: Float64Array, n: number, k: number): number[] {
+/**
+ * Indices of the k largest values, largest first, equal values in index order (k is small: the
+ * retry budget). One pass keeping the k best in order, where picking each rank by a scan of all
+ * values did k passes with a lookup of the ones taken per value.
+ */
+export function topK(values: Float64Array, n: number, k: number): number[] {
   const out: number[] = []
-  for (let r = 0; r < k; r++) {
-    let best = -1
-    for (let i = 0; i < n; i++) {
-      if (out.includes(i)) continue
-      if (best < 0 || (values[i] as number) > (values[best] as number)) best = i
+  if (k <= 0) return out
+  for (let i = 0; i < n; i++) {
+    const v = values[i] as number
+    let m = out.length
+    // Full, and not strictly above the last: an equal value keeps the earlier index ahead.
+    if (m === k && !(v > (values[out[m - 1] as number] as number))) continue
+    if (m < k) out[m++] = i
+    else out[m - 1] = i
+    // Up past the values it beats strictly.
+    for (let at = m - 1; at > 0 && v > (values[out[at - 1] as number] as number); at--) {
+      out[at] = out[at - 1] as number
+      out[at - 1] = i
     }
-    if (best < 0) break
-    out.push(best)
   }
   return out
 }
