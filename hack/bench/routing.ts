@@ -1,5 +1,5 @@
 // `npm run bench:routing` (tsx hack/bench/routing.ts [--quick] [--no-write] [--only <regime>] [--trace <dir>]
-// [--routers <a,b>] [--seconds <n>] [--no-peers] [--workers <n>]): routing quality of the scheduler. A fleet of
+// [--routers <a,b>] [--seconds <n>] [--no-peers] [--workers <n>] [--prefill-interference]): routing quality of the scheduler. A fleet of
 // simulated engines (own process) behind the real data plane (own process, the CLI), driven by an
 // open-loop load generator (this process), for several workloads, engine shapes, arrival rates and
 // routers. Every router sees the same request sequence (seeded), and each run starts with a fresh
@@ -60,6 +60,9 @@ const { values: opts } = parseArgs({
     // Worker processes of our data plane (`dataplane --workers`); default 1. With 2, the same
     // matrix shows whether sharing load across workers keeps the routing quality of one.
     workers: { type: 'string' },
+    // Every engine's prefills delay its other requests (the simulator's prefillInterference: one
+    // GPU computes prompts one after another and decode waits for them), off by default.
+    'prefill-interference': { type: 'boolean', default: false },
   },
 })
 const WORKERS = Number(opts.workers ?? 1)
@@ -549,6 +552,7 @@ function startWorkloadFleet(w: Workload): Promise<Fleet> {
     seed: 1000 + i,
     timeScale: p.timeScale,
     ...engine,
+    ...(opts['prefill-interference'] ? { prefillInterference: true } : {}),
     ...(w.loras !== undefined ? { loras: w.loras, maxLoras: w.maxLoras ?? 1 } : {}),
   }))
   return startFleet(sims)
