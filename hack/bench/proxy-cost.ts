@@ -13,6 +13,7 @@
 //   npx tsx hack/bench/proxy-cost.ts --bundle /tmp/before/dataplane.mjs --compare dist/dataplane.mjs \
 //     --rounds 4 --seconds 5 --heap
 //   npx tsx hack/bench/proxy-cost.ts --floor --rounds 3 --seconds 5 --heap   # ours against the floor
+//   npx tsx hack/bench/proxy-cost.ts --floor --mode stream --cpu-prof /tmp/prof   # where it goes
 import { type ChildProcess, spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { copyFile, mkdir, mkdtemp, readFile, rm, unlink, writeFile } from 'node:fs/promises'
