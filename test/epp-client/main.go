@@ -75,6 +75,18 @@ type Spec struct {
 	Targets []string `json:"targets"`
 }
 
+// dialOptions: plaintext, and HTTP/2 flow-control windows as Envoy opens them towards an
+// ext_proc server (its http2_protocol_options defaults: 256 MiB per stream and per connection).
+// grpc-go's own defaults (64 KiB, grown by its BDP estimate) would make the EPP wait for this
+// client's WINDOW_UPDATEs once a few 32 KiB bodies are in flight, which Envoy never asks of it.
+func dialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(256 << 20),
+		grpc.WithInitialConnWindowSize(256 << 20),
+	}
+}
+
 type Immediate struct {
 	Status  int               `json:"status"`
 	Headers map[string]string `json:"headers"`
@@ -122,7 +134,7 @@ func main() {
 	if err := json.Unmarshal(raw, &spec); err != nil {
 		fatal(fmt.Errorf("spec: %w", err))
 	}
-	conn, err := grpc.NewClient(spec.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(spec.Addr, dialOptions()...)
 	if err != nil {
 		fatal(err)
 	}
@@ -133,7 +145,7 @@ func main() {
 		if len(spec.Targets) > 0 {
 			clients = clients[:0]
 			for _, addr := range spec.Targets {
-				c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+				c, err := grpc.NewClient(addr, dialOptions()...)
 				if err != nil {
 					fatal(err)
 				}
