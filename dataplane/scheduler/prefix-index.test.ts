@@ -5,6 +5,7 @@ import type { PrefixCachePlugin } from './plugins/prefix-cache.js'
 import { PrefixIndex } from './prefix-index.js'
 import { blockHashes, chainSeed } from './prompt.js'
 import { Scheduler } from './scheduler.js'
+import { EndpointState } from './state.js'
 import { chat, endpoint, metrics, pickContext, seeded, server, snapshot, state } from './testkit.js'
 
 const GROUPS = Array.from({ length: 6 }, (_, g) => `Group ${g} system prompt. `.repeat(60))
@@ -178,5 +179,34 @@ describe('PrefixIndex.matchDepths', () => {
     expect([m[a.slot], m[b.slot]]).toEqual([4, 10])
     idx.drop(b)
     expect(idx.matchDepths(h, eps)[b.slot]).toBe(0)
+  })
+})
+
+describe('PrefixIndex.heldOutside', () => {
+  it('answers as a check of every table would, for any candidate subset and shared slots', () => {
+    const idx = new PrefixIndex({ blockTokens: 16, blockChars: 64, maxBlocks: 64, lruCapacity: 64 })
+    const eps = Array.from({ length: 8 }, (_, i) => state(`h${i}`, 60 + i))
+    // A throwaway state in the slot of eps[0] (as a request resolved against an old snapshot has).
+    const twin = new EndpointState(endpoint('twin', 90), (eps[0] as EndpointState).slot)
+    const all = [...eps, twin]
+    const rnd = seeded(5)
+    for (const [i, e] of all.entries()) idx.record(e, [i * 10, i * 10 + 1, 1000 + (i % 3)])
+    let outside = 0
+    for (let t = 0; t < 2000; t++) {
+      const cand = all.filter(() => rnd() < 0.5)
+      const h = rnd() < 0.5 ? Math.floor(rnd() * 9) * 10 : 1000 + Math.floor(rnd() * 4)
+      const brute = all.some(
+        (e) =>
+          !cand.includes(e) &&
+          (h === 1000 + (all.indexOf(e) % 3) || Math.floor(h / 10) === all.indexOf(e)),
+      )
+      expect(idx.heldOutside(h, cand)).toBe(brute)
+      if (brute) outside++
+    }
+    expect(outside).toBeGreaterThan(500)
+    // The twin outside, its slot's live state a candidate: still held outside.
+    expect(idx.heldOutside(0, [eps[0] as EndpointState])).toBe(false)
+    expect(idx.heldOutside(80, [eps[0] as EndpointState])).toBe(true)
+    expect(idx.heldOutside(80, [twin])).toBe(false)
   })
 })

@@ -56,6 +56,10 @@ export class PrefixIndex {
   readonly #seenScrape = new WeakMap<EndpointState, number>()
   /** Engine tokens one of our blocks stands for: `blockTokens` until learned (#learn). */
   tokensPerBlock: number
+  /** heldOutside's marks of the candidates by slot: the state and the call that marked it. */
+  readonly #markedEp: (EndpointState | undefined)[] = []
+  readonly #markedAt: number[] = []
+  #markEpoch = 0
 
   constructor(config: PrefixIndexConfig, owner?: object) {
     this.config = config
@@ -175,10 +179,28 @@ export class PrefixIndex {
     return t === undefined ? 0 : Math.min(1, t.size / this.capacityOf(ep))
   }
 
-  /** Whether an endpoint outside `eps` holds the block `hash`. */
+  /**
+   * Whether an endpoint outside `eps` holds the block `hash`. Only the tables of endpoints outside
+   * `eps` are probed (usually none: the candidates are every ready pod), each probe being a cache
+   * miss in a fleet's tables; the candidates are marked by slot first, and marks are checked
+   * against the state in the slot (a throwaway state may share a live one's slot; two candidates
+   * in one slot take the old way: every holding table, looked up among the candidates).
+   */
   heldOutside(hash: number, eps: readonly EndpointState[]): boolean {
+    const epoch = ++this.#markEpoch
+    for (const e of eps) {
+      if (this.#markedAt[e.slot] === epoch && this.#markedEp[e.slot] !== e) {
+        // Two candidates in one slot: marks cannot tell them apart.
+        for (const [ep, table] of this.#blocks)
+          if (table.has(hash) && !eps.includes(ep)) return true
+        return false
+      }
+      this.#markedEp[e.slot] = e
+      this.#markedAt[e.slot] = epoch
+    }
     for (const [ep, table] of this.#blocks) {
-      if (table.has(hash) && !eps.includes(ep)) return true
+      if (this.#markedAt[ep.slot] === epoch && this.#markedEp[ep.slot] === ep) continue
+      if (table.has(hash)) return true
     }
     return false
   }
