@@ -114,7 +114,11 @@ describe('shadowBody', () => {
       n: 1,
       temperature: 0.2,
     })
-    expect(JSON.parse(shadowBody('completions', { prompt: 'p' }, 'x') as string)).toEqual({
+    expect(
+      JSON.parse(
+        shadowBody('completions', { prompt: 'p', echo: true, prompt_logprobs: 5 }, 'x') as string,
+      ),
+    ).toEqual({
       model: 'x',
       prompt: 'p',
       stream: false,

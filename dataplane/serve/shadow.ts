@@ -51,8 +51,10 @@ export class ShadowGate {
 
 /**
  * Fields of the client's body a one-token shadow must not carry: streaming options (invalid
- * without `stream`), a minimum output above one token, and output constraints that cost the
- * engine work (a grammar to compile) without changing the prompt it caches.
+ * without `stream`), a minimum output above one token, output constraints that cost the engine
+ * work (a grammar to compile) without changing the prompt it caches, several sequences or beams,
+ * and answers that repeat or score the prompt (`echo`, `prompt_logprobs`: a large body or work
+ * over every prompt token). Tools and their choice stay: they are part of the prompt.
  */
 const DROPPED_FIELDS = [
   'stream_options',
@@ -65,6 +67,9 @@ const DROPPED_FIELDS = [
   'structured_outputs',
   'logit_bias',
   'best_of',
+  'use_beam_search',
+  'echo',
+  'prompt_logprobs',
 ] as const
 
 /**
