@@ -189,6 +189,11 @@ export class EndpointState {
    * right now, whatever the last scrape said (its adapter is held or about to be loaded there).
    */
   readonly loraInFlight = new Map<string, number>()
+  /**
+   * Bumped whenever what is believed about adapters here may change (a scrape, a LoRA dispatch or
+   * completion, a restart): lora-affinity's view of the endpoint holds while it is unchanged.
+   */
+  loraVersion = 0
 
   // engine restarts (restart.ts): plugins drop what they remember when `generation` moves
   /** Engine restarts seen on this endpoint. */
@@ -306,6 +311,7 @@ export class EndpointState {
   scrapeSucceeded(now: number, metrics: EngineMetrics, restart?: RestartSignal): boolean {
     this.metrics = metrics
     this.scrapedAt = now
+    this.loraVersion++
     this.scrapeFailures = 0
     this.lastScrapeError = undefined
     this.#inFlightAtScrape = this.#inFlightAtScrapeStart
@@ -352,6 +358,7 @@ export class EndpointState {
     // On probation, this request is the trial: no other goes here until it ends (see isEjected).
     if (this.#outlier.active && now >= this.#outlier.until) this.#trialAt = now
     if (t.lora !== undefined) {
+      this.loraVersion++
       this.loraInFlight.set(t.lora, (this.loraInFlight.get(t.lora) ?? 0) + 1)
       // Re-insert so iteration order is recency order (oldest first).
       this.loraSeen.delete(t.lora)
@@ -367,6 +374,7 @@ export class EndpointState {
     this.inFlight = Math.max(0, this.inFlight - 1)
     this.inFlightTokens = Math.max(0, this.inFlightTokens - t.promptTokens - t.outputTokens)
     if (t.lora !== undefined) {
+      this.loraVersion++
       const left = (this.loraInFlight.get(t.lora) ?? 0) - 1
       if (left > 0) this.loraInFlight.set(t.lora, left)
       else this.loraInFlight.delete(t.lora)
@@ -558,6 +566,7 @@ export class EndpointState {
     this.lastRestartAt = now
     this.learnedCapacity = 0
     this.loraSeen.clear()
+    this.loraVersion++
     const o = this.#outlier
     if (o.active) {
       o.end(now)

@@ -11,6 +11,7 @@
 // somewhere else. predicted-latency prices the same facts in ms (adapterNeed): a load, an
 // eviction's reload, the wait for a busy adapter to drain.
 
+import type { EngineMetrics } from '../../engines/view.js'
 import { numArg } from '../args.js'
 import type { EndpointState } from '../state.js'
 import type { Plugin, PluginArgs, SchedRequest } from '../types.js'
@@ -38,21 +39,48 @@ export interface AdapterPlace {
  * included: they are in its batch or queue, whatever the scrape said). Idle but still loaded: the
  * adapters this replica sent there most recently, newest first (the engine evicts the least
  * recently used idle one), as many as the busy ones leave slots for.
- * Allocation-free: this runs for every endpoint of every LoRA request.
+ * This runs for every candidate of every LoRA request, twice (this plugin, predicted-latency's
+ * TTFT): the answer for every adapter is worked out once per endpoint (viewOf) and kept while
+ * nothing about its adapters changed (the endpoint's loraVersion, the scrape still fresh or not).
  */
 export function adapterOn(ep: EndpointState, adapter: string, now: number): AdapterPlace {
-  const info = ep.fresh(now)?.lora
+  const fresh = ep.fresh(now)
+  let v = views[ep.slot]
+  if (v === undefined || v.ep !== ep || v.version !== ep.loraVersion || v.fresh !== fresh) {
+    v = viewOf(ep, fresh)
+    views[ep.slot] = v
+  }
+  return v.resident.has(adapter) ? v.yes : v.no
+}
+
+/** adapterOn's answers for one endpoint, and what they were worked out from. */
+interface LoraView {
+  readonly ep: EndpointState
+  readonly version: number
+  readonly fresh: EngineMetrics | undefined
+  /** Adapters believed held in a slot there. */
+  readonly resident: ReadonlySet<string>
+  readonly yes: AdapterPlace
+  readonly no: AdapterPlace
+}
+
+/** The view of each endpoint slot (one state held per slot at most). */
+const views: (LoraView | undefined)[] = []
+const NONE: readonly string[] = []
+
+function viewOf(ep: EndpointState, fresh: EngineMetrics | undefined): LoraView {
+  const info = fresh?.lora
   // The slot count is the engine's configuration (`--max-loras`): a stale scrape (a busy engine
   // answers /metrics late) still tells it. Assuming 1 then would count only the adapter sent
   // last as loaded, and send the other one's requests where it must be loaded again.
   const slots = info?.maxLora ?? ep.metrics?.lora?.maxLora ?? 1
-  const running = info?.running ?? []
+  const running = info?.running ?? NONE
+  const resident = new Set<string>(running)
   let busy = running.length
-  let resident = running.includes(adapter)
   for (const name of ep.loraInFlight.keys()) {
     if (running.includes(name)) continue
     busy++
-    if (name === adapter) resident = true
+    resident.add(name)
   }
   // Idle ones: loraSeen iterates oldest first, so the newest `room` of them are the last `room`.
   const room = Math.max(0, slots - busy)
@@ -60,15 +88,23 @@ export function adapterOn(ep: EndpointState, adapter: string, now: number): Adap
   for (const name of ep.loraSeen.keys()) {
     if (!running.includes(name) && !ep.loraInFlight.has(name)) idle++
   }
-  if (!resident && room > 0) {
+  if (room > 0) {
     let k = 0
     for (const name of ep.loraSeen.keys()) {
       if (running.includes(name) || ep.loraInFlight.has(name)) continue
       k++
-      if (name === adapter && idle - k < room) resident = true
+      if (idle - k < room) resident.add(name)
     }
   }
-  return { resident, used: Math.min(slots, busy + Math.min(room, idle)), busy, slots }
+  const used = Math.min(slots, busy + Math.min(room, idle))
+  return {
+    ep,
+    version: ep.loraVersion,
+    fresh,
+    resident,
+    yes: { resident: true, used, busy, slots },
+    no: { resident: false, used, busy, slots },
+  }
 }
 
 /**

@@ -1,0 +1,81 @@
+// adapterOn keeps its answers per endpoint while nothing about its adapters changes (viewOf).
+// Checked against the per-call walk it replaced, under random dispatches, completions, scrapes
+// and staleness, asked many times at one clock reading (as one decision does).
+import { describe, expect, it } from 'vitest'
+import type { EndpointState } from '../state.js'
+import { scraped, seeded, state } from '../testkit.js'
+import { type AdapterPlace, adapterOn } from './lora-affinity.js'
+
+/** The walk adapterOn did on every call before. */
+function walk(ep: EndpointState, adapter: string, now: number): AdapterPlace {
+  const info = ep.fresh(now)?.lora
+  const slots = info?.maxLora ?? ep.metrics?.lora?.maxLora ?? 1
+  const running = info?.running ?? []
+  let busy = running.length
+  let resident = running.includes(adapter)
+  for (const name of ep.loraInFlight.keys()) {
+    if (running.includes(name)) continue
+    busy++
+    if (name === adapter) resident = true
+  }
+  const room = Math.max(0, slots - busy)
+  let idle = 0
+  for (const name of ep.loraSeen.keys()) {
+    if (!running.includes(name) && !ep.loraInFlight.has(name)) idle++
+  }
+  if (!resident && room > 0) {
+    let k = 0
+    for (const name of ep.loraSeen.keys()) {
+      if (running.includes(name) || ep.loraInFlight.has(name)) continue
+      k++
+      if (name === adapter && idle - k < room) resident = true
+    }
+  }
+  return { resident, used: Math.min(slots, busy + Math.min(room, idle)), busy, slots }
+}
+
+const ticket = (lora: string) => ({ promptTokens: 1, outputTokens: 1, stream: false, lora })
+const names = ['a', 'b', 'c', 'd', 'e', 'f']
+
+describe('adapterOn', () => {
+  it('answers as the walk over the endpoint’s adapters does, through every kind of change', () => {
+    const rnd = seeded(11)
+    const eps = [state('l1', 70), state('l2', 71), state('l3', 72)]
+    const inFlight: [EndpointState, string][] = []
+    let now = 0
+    let checked = 0
+    let resident = 0
+    for (let step = 0; step < 4000; step++) {
+      const ep = eps[Math.floor(rnd() * eps.length)] as EndpointState
+      const name = names[Math.floor(rnd() * names.length)] as string
+      const r = rnd()
+      if (r < 0.3) {
+        ep.dispatchStarted(ticket(name), now)
+        inFlight.push([ep, name])
+      } else if (r < 0.55 && inFlight.length > 0) {
+        const [e, n] = inFlight.splice(Math.floor(rnd() * inFlight.length), 1)[0] as [
+          EndpointState,
+          string,
+        ]
+        e.dispatchEnded(ticket(n), { status: 200, durationMs: 1 }, now)
+      } else if (r < 0.65) {
+        const running = names.filter(() => rnd() < 0.3)
+        scraped(ep, now, { lora: { maxLora: 1 + Math.floor(rnd() * 3), running, waiting: [] } })
+      } else if (r < 0.75) {
+        now += 600 * rnd() // sometimes past the 1 s staleness bound
+      }
+      for (const e of eps) {
+        for (const n of names) {
+          const got = adapterOn(e, n, now)
+          expect(got).toEqual(walk(e, n, now))
+          if (got.resident) resident++
+          checked++
+        }
+      }
+    }
+    expect(checked).toBe(4000 * eps.length * names.length)
+    // Both answers occur often: the check can tell a stale view from a fresh one.
+    expect(resident).toBeGreaterThan(1000)
+    expect(checked - resident).toBeGreaterThan(1000)
+  })
+})
