@@ -207,6 +207,12 @@ export class EndpointState {
   consecutiveFailures = 0
   readonly #live = new Ejection<LivenessReason>()
   readonly #outlier = new Ejection<OutlierReason>()
+  /**
+   * Either track active (kept in step by #synced after every start and end): isEjected runs for
+   * every candidate of every decision, and with this it reads no other object for a healthy
+   * endpoint (the two tracks are objects of their own: a cache line each per candidate).
+   */
+  #ejecting = false
   /** The latest liveness evidence was positive (an answer, not a refusal or a dead scrape). */
   #liveUp = true
   /** Successful trials since the outlier period ended. */
@@ -434,6 +440,7 @@ export class EndpointState {
    * trial request is outstanding (for at most another such period).
    */
   isEjected(now: number): boolean {
+    if (!this.#ejecting) return false
     const l = this.#live
     if (l.active && (now < l.until || (this.probed && !this.#liveUp))) return true
     const o = this.#outlier
@@ -473,6 +480,7 @@ export class EndpointState {
     const l = this.#live
     if (l.active && now >= l.until) {
       l.end(now)
+      this.#synced()
       l.count = 0
       this.connectFailures = 0
       this.scrapeFailures = 0
@@ -516,6 +524,7 @@ export class EndpointState {
     this.#trialsOk++
     if (now >= o.until && this.#trialsOk >= this.#opts.health.probationSuccesses) {
       o.end(now)
+      this.#synced()
       this.consecutiveFailures = 0
       this.#resetWindow()
     }
@@ -530,6 +539,7 @@ export class EndpointState {
     const o = this.#outlier
     if (o.active && this.inFlight === 0 && now >= o.until + this.#opts.health.maxEjectionMs) {
       o.end(now)
+      this.#synced()
       this.consecutiveFailures = 0
       this.#resetWindow()
     }
@@ -549,6 +559,12 @@ export class EndpointState {
   #begin<R extends EjectReason>(t: Ejection<R>, now: number, reason: R): void {
     this.episodeEjections = this.ejectionActive ? this.episodeEjections + 1 : 1
     t.start(now, reason, this.#opts.health)
+    this.#synced()
+  }
+
+  /** #ejecting after a track started or ended. */
+  #synced(): void {
+    this.#ejecting = this.#live.active || this.#outlier.active
   }
 
   /**
@@ -570,6 +586,7 @@ export class EndpointState {
     const o = this.#outlier
     if (o.active) {
       o.end(now)
+      this.#synced()
       this.consecutiveFailures = 0
       this.#resetWindow()
     }
