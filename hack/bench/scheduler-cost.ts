@@ -133,6 +133,13 @@ async function main(): Promise<void> {
     completionTokens: 20,
   }
   const signal = new AbortController().signal
+  // As the proxy does right after the pick (serve/shadow.ts): a hot group's copy the pick asked
+  // for is sent, here ended at once like the requests. Without it every decision of a group one
+  // pod holds would ask for the copy again, which the proxy's first copy settles.
+  const shadow = (ctx: PickContext): void => {
+    const plan = sched.shadow(ctx)
+    if (plan !== undefined) plan.start()(true)
+  }
   // Warm-up: fills the prefix index and sessions, lets V8 optimise.
   const warm = { length: 3000 }
   for (let w = 0; w < warm.length; w++) {
@@ -140,6 +147,7 @@ async function main(): Promise<void> {
     await sched.admit(ctx, signal)
     const [t] = sched.pick(ctx)
     if (t) {
+      shadow(ctx)
       sched.onDispatch(ctx, t)
       sched.onComplete(ctx, t, ok)
     }
@@ -160,6 +168,7 @@ async function main(): Promise<void> {
     if (breakdown) spans.push([t0, t1])
     const t = picked[0]
     if (t === undefined) throw new Error('no endpoint picked')
+    shadow(ctx)
     const t2 = performance.now()
     sched.onDispatch(ctx, t)
     dispatch.push((performance.now() - t2) * 1000)
