@@ -194,14 +194,17 @@ describe('JSON Schema for the CRDs', () => {
       prefillMsPerToken: 0.2,
       overheadMs: 15,
       decodeMsPerToken: 12,
+      loraLoadMs: 250,
+      hotCopyTheta: 2,
       blockSizeTokens: 16,
       affinityBlocks: 4,
     }
     expect(modelServerSchema.safeParse(spec(good)).success).toBe(true)
-    const bad = modelServerSchema.safeParse(spec({ maxNumSeqs: 0, tolerance: 2, loadMargin: 8 }))
+    const bad = modelServerSchema.safeParse(spec({ maxNumSeqs: 0, tolerance: 2, loraLoadMs: -1, loadMargin: 8 }))
     expect(bad.error?.issues.map((i) => `${i.path.join('.')}: ${i.message}`)).toEqual([
       'spec.scheduler.plugins.0.args.maxNumSeqs: must be 1..1000000',
       'spec.scheduler.plugins.0.args.tolerance: must be 0..1',
+      'spec.scheduler.plugins.0.args.loraLoadMs: must be 0..60000',
       expect.stringMatching(/^spec\.scheduler\.plugins\.0\.args: .*loadMargin/),
     ])
   })

@@ -457,6 +457,8 @@ export const schedulerPluginArgSchemas = {
     prefillMsPerToken: numRange(0, 100).optional(),
     overheadMs: numRange(0, 60_000).optional(),
     decodeMsPerToken: numRange(0, 10_000).optional(),
+    /** What loading a LoRA adapter adds to TTFT until it is learned (ms); the plugin's own bounds. */
+    loraLoadMs: numRange(0, 60_000).optional(),
     /** Hot groups (rate × cold prefill ≥ this) get a warm copy by shadow request; 0 = off. */
     hotCopyTheta: numRange(0, 1_000).optional(),
   }),
