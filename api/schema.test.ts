@@ -200,7 +200,9 @@ describe('JSON Schema for the CRDs', () => {
       affinityBlocks: 4,
     }
     expect(modelServerSchema.safeParse(spec(good)).success).toBe(true)
-    const bad = modelServerSchema.safeParse(spec({ maxNumSeqs: 0, tolerance: 2, loraLoadMs: -1, loadMargin: 8 }))
+    const bad = modelServerSchema.safeParse(
+      spec({ maxNumSeqs: 0, tolerance: 2, loraLoadMs: -1, loadMargin: 8 }),
+    )
     expect(bad.error?.issues.map((i) => `${i.path.join('.')}: ${i.message}`)).toEqual([
       'spec.scheduler.plugins.0.args.maxNumSeqs: must be 1..1000000',
       'spec.scheduler.plugins.0.args.tolerance: must be 0..1',
