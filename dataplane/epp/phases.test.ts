@@ -86,8 +86,7 @@ describe('PhaseRecorder with ExtProcStream', () => {
     const { phases, open, sent } = setup()
     for (const mode of [BodyMode.FULL_DUPLEX_STREAMED, BodyMode.BUFFERED]) {
       const s = open(mode)
-      for (const m of requestMessages(chat('x'.repeat(4000)), mode))
-        await s.handle(m, performance.now())
+      for (const m of requestMessages(chat('x'.repeat(4000)), mode)) await s.handle(m)
     }
     // Answers are out but not written yet: nothing recorded.
     expect(phases.summary().decisions).toBe(0)
@@ -114,12 +113,11 @@ describe('PhaseRecorder with ExtProcStream', () => {
     const { phases, open } = setup()
     const s = open(BodyMode.FULL_DUPLEX_STREAMED)
     for (const m of requestMessages('{"messages": []}', BodyMode.FULL_DUPLEX_STREAMED))
-      await s.handle(m, performance.now())
+      await s.handle(m)
     await settled()
     expect(phases.summary().decisions).toBe(0)
     const ok = open(BodyMode.FULL_DUPLEX_STREAMED)
-    for (const m of requestMessages(chat('hi'), BodyMode.FULL_DUPLEX_STREAMED))
-      await ok.handle(m, performance.now())
+    for (const m of requestMessages(chat('hi'), BodyMode.FULL_DUPLEX_STREAMED)) await ok.handle(m)
     await settled()
     expect(phases.summary().decisions).toBe(1)
     phases.reset()
