@@ -4,15 +4,28 @@
 // beside the real EPP with the same client and body, it separates what the decision costs from
 // what one ext_proc stream costs in Node whatever the EPP does. Run by epp.ts through
 // spawnScript: prints `READY <port>` and stops on SIGTERM.
+// `--transport http2` (or EPP_FLOOR_TRANSPORT=http2): the same server on node:http2 directly
+// (dataplane/epp/h2-grpc.ts) instead of grpc-js, the same serializers: what grpc-js's layers cost.
 import { createServer } from 'node:net'
+import { parseArgs } from 'node:util'
 import { setFlagsFromString } from 'node:v8'
 import * as grpc from '@grpc/grpc-js'
+import type { MethodDefinition } from '@grpc/proto-loader'
 import { type CallWriter, callWriter } from '../../dataplane/epp/call-writer.js'
+import { listenBidi } from '../../dataplane/epp/h2-grpc.js'
 import {
   extProcPackage,
   type ProcessingRequest,
   type ProcessingResponse,
 } from '../../dataplane/epp/proto.js'
+
+const { values: opts } = parseArgs({
+  options: {
+    transport: { type: 'string', default: process.env['EPP_FLOOR_TRANSPORT'] ?? 'grpc-js' },
+  },
+})
+if (opts.transport !== 'grpc-js' && opts.transport !== 'http2')
+  throw new Error(`--transport ${opts.transport}: grpc-js or http2`)
 
 const DESTINATION = '127.0.0.1:9,127.0.0.2:9'
 
@@ -54,7 +67,7 @@ function answer(send: CallWriter['send'], chunks: readonly Buffer[]): void {
 }
 
 /** The phases as the EPP answers them in full duplex, minus the decision. */
-function stream(w: CallWriter): (req: ProcessingRequest) => void {
+function stream(w: Pick<CallWriter, 'send' | 'together'>): (req: ProcessingRequest) => void {
   const send = w.send
   let chunks: Buffer[] = []
   return (req) => {
@@ -86,24 +99,48 @@ function stream(w: CallWriter): (req: ProcessingRequest) => void {
   }
 }
 
-const pkg = grpc.loadPackageDefinition(extProcPackage()) as unknown as {
-  envoy: { service: { ext_proc: { v3: { ExternalProcessor: grpc.ServiceClientConstructor } } } }
+if (opts.transport === 'http2') {
+  const def = extProcPackage()['envoy.service.ext_proc.v3.ExternalProcessor'] as unknown as Record<
+    string,
+    MethodDefinition<ProcessingRequest, ProcessingResponse>
+  >
+  const m = def['Process'] as MethodDefinition<ProcessingRequest, ProcessingResponse>
+  const server = await listenBidi<ProcessingRequest, ProcessingResponse>(
+    {
+      path: m.path,
+      decode: m.requestDeserialize,
+      encode: m.responseSerialize,
+      maxMessageBytes: 4 * 1024 * 1024,
+      open: (call) => {
+        const on = stream(call)
+        return { onMessage: on, onEnd: () => call.end(), onCancel: () => {} }
+      },
+    },
+    '127.0.0.1',
+    0,
+  )
+  process.stdout.write(`READY ${server.port}\n`)
+  process.once('SIGTERM', () => void server.close())
+} else {
+  const pkg = grpc.loadPackageDefinition(extProcPackage()) as unknown as {
+    envoy: { service: { ext_proc: { v3: { ExternalProcessor: grpc.ServiceClientConstructor } } } }
+  }
+  const server = new grpc.Server()
+  server.addService(pkg.envoy.service.ext_proc.v3.ExternalProcessor.service, {
+    Process: (call: grpc.ServerDuplexStream<ProcessingRequest, ProcessingResponse>) => {
+      const on = stream(callWriter(call))
+      call.on('data', on)
+      call.on('end', () => call.end())
+    },
+  })
+  const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure())
+  const listener = createServer({ noDelay: true }, (s) => injector.injectConnection(s))
+  listener.listen(0, '127.0.0.1', () => {
+    const a = listener.address()
+    process.stdout.write(`READY ${typeof a === 'object' && a !== null ? a.port : 0}\n`)
+  })
+  process.once('SIGTERM', () => {
+    listener.close()
+    server.forceShutdown()
+  })
 }
-const server = new grpc.Server()
-server.addService(pkg.envoy.service.ext_proc.v3.ExternalProcessor.service, {
-  Process: (call: grpc.ServerDuplexStream<ProcessingRequest, ProcessingResponse>) => {
-    const on = stream(callWriter(call))
-    call.on('data', on)
-    call.on('end', () => call.end())
-  },
-})
-const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure())
-const listener = createServer({ noDelay: true }, (s) => injector.injectConnection(s))
-listener.listen(0, '127.0.0.1', () => {
-  const a = listener.address()
-  process.stdout.write(`READY ${typeof a === 'object' && a !== null ? a.port : 0}\n`)
-})
-process.once('SIGTERM', () => {
-  listener.close()
-  server.forceShutdown()
-})

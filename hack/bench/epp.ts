@@ -45,6 +45,14 @@ const { values: opts } = parseArgs({
     modes: { type: 'string', default: 'streamed,buffered' },
     /** Skip the two no-decision servers (quicker A/B runs of the EPP alone). */
     'no-floors': { type: 'boolean', default: false },
+    /** Only the floors (no EPP rows): transport A/B runs. */
+    'only-floors': { type: 'boolean', default: false },
+    /**
+     * Transports of the Node no-decision server (epp-floor.ts `--transport`): `grpc-js`, `http2`
+     * (node:http2 directly, dataplane/epp/h2-grpc.ts). Several: all up at once, the client
+     * alternating its streams between them in each run (`--rounds` runs, order swapped each round).
+     */
+    'floor-transports': { type: 'string', default: 'grpc-js' },
     /** Streams per round of the in-process cost table (epp-cost.ts); 0 = no table. */
     'cost-streams': { type: 'string', default: '2000' },
     /**
@@ -96,6 +104,8 @@ interface BenchOut {
   mode: string
   /** The EPP's `--scrape` (EPP rows only). */
   scrape?: string
+  /** Floor rows with `--floor-transports`: the no-decision server's transport. */
+  transport?: string
   /** With --baseline: which build served the row (`baseline` or `this tree`), and the round. */
   variant?: string
   round?: number
@@ -233,7 +243,7 @@ async function main(): Promise<void> {
     { variant: 'this tree', bundle },
   ]
   try {
-    for (const scrape of opts.scrape.split(','))
+    for (const scrape of opts['only-floors'] ? [] : opts.scrape.split(','))
       for (const { variant, bundle } of variants) {
         const grpcPort = await freePort('127.0.0.1')
         const metricsPort = await freePort('127.0.0.1')
@@ -374,7 +384,7 @@ async function main(): Promise<void> {
     ...(e.gc !== undefined ? { gc: e.gc } : {}),
   })
   try {
-    for (let round = 0; round < Number(opts.rounds); round++)
+    for (let round = 0; round < (opts['only-floors'] ? 0 : Number(opts.rounds)); round++)
       for (const scrape of opts.scrape.split(',')) {
         // With --baseline the two builds share each run; which goes first swaps every round.
         const group = epps.filter((e) => e.scrape === scrape)
@@ -396,25 +406,46 @@ async function main(): Promise<void> {
   if (!opts['no-floors']) {
     // The same streams against a server that decides nothing (epp-floor.ts): the transport's share.
     // The same Node settings as the EPP (NODE_OPTIONS), so the two differ by what the EPP does.
-    const floor = await spawnScript<number>(FLOOR_SCRIPT, {
-      EPP_FLOOR_TRACE_GC: '1',
-      NODE_OPTIONS: opts['epp-node-args'],
-    })
-    const floorGc = floor.child.stdout !== null ? watchGc(floor.child.stdout) : undefined
+    const floors: { transport: string; proc: Awaited<ReturnType<typeof spawnScript<number>>> }[] =
+      []
     try {
-      for (const c of opts.concurrency.split(',').map(Number))
-        rows.push({
-          ...((
-            await measure(
-              [{ port: floor.ready, pid: floor.child.pid, ...(floorGc ? { gc: floorGc } : {}) }],
-              'streamed',
-              c,
-            )
-          )[0] as BenchOut),
-          mode: 'floor',
+      for (const transport of opts['floor-transports'].split(','))
+        floors.push({
+          transport,
+          proc: await spawnScript<number>(FLOOR_SCRIPT, {
+            EPP_FLOOR_TRACE_GC: '1',
+            EPP_FLOOR_TRANSPORT: transport,
+            NODE_OPTIONS: opts['epp-node-args'],
+          }),
         })
+      const targets = floors.map((f) => {
+        const gc = f.proc.child.stdout !== null ? watchGc(f.proc.child.stdout) : undefined
+        return {
+          transport: f.transport,
+          target: { port: f.proc.ready, pid: f.proc.child.pid, ...(gc ? { gc } : {}) },
+        }
+      })
+      const floorRounds = opts['only-floors'] || floors.length > 1 ? Number(opts.rounds) : 1
+      for (let round = 0; round < floorRounds; round++) {
+        const group = round % 2 === 1 ? [...targets].reverse() : targets
+        for (const c of opts.concurrency.split(',').map(Number)) {
+          const outs = await measure(
+            group.map((g) => g.target),
+            'streamed',
+            c,
+          )
+          for (const [k, g] of group.entries())
+            rows.push({
+              ...(outs[k] as BenchOut),
+              mode: 'floor',
+              ...(floors.length > 1 || g.transport !== 'grpc-js'
+                ? { transport: g.transport, round }
+                : {}),
+            })
+        }
+      }
     } finally {
-      await floor.stop()
+      for (const f of floors) await f.proc.stop()
     }
     // And against the same no-decision server written in Go (grpc-go, test/epp-client/floor.go):
     // what a stream costs on this machine with no Node in the path, the floor any EPP could reach.
@@ -491,7 +522,7 @@ async function main(): Promise<void> {
         r.mode === 'buffered'
           ? 'BUFFERED'
           : r.mode === 'floor'
-            ? 'FULL_DUPLEX_STREAMED, no decision (transport floor)'
+            ? `FULL_DUPLEX_STREAMED, no decision (transport floor${r.transport !== undefined ? `, ${r.transport}${r.round !== undefined ? `, round ${r.round + 1}` : ''}` : ''})`
             : r.mode === 'go-floor'
               ? 'FULL_DUPLEX_STREAMED, no decision, Go server (machine floor)'
               : 'FULL_DUPLEX_STREAMED',
@@ -591,7 +622,12 @@ function overFloor(rows: readonly BenchOut[]): OverFloor[] {
   for (const e of rows) {
     if (e.mode !== 'streamed') continue
     for (const floor of ['floor', 'go-floor']) {
-      const f = rows.find((r) => r.mode === floor && r.concurrency === e.concurrency)
+      const f = rows.find(
+        (r) =>
+          r.mode === floor &&
+          r.concurrency === e.concurrency &&
+          (r.transport === undefined || r.transport === 'grpc-js'),
+      )
       if (f === undefined) continue
       out.push({
         concurrency: e.concurrency,
