@@ -14,6 +14,8 @@
 //     --rounds 4 --seconds 5 --heap
 //   npx tsx hack/bench/proxy-cost.ts --floor --rounds 3 --seconds 5 --heap   # ours against the floor
 //   npx tsx hack/bench/proxy-cost.ts --floor --mode stream --cpu-prof /tmp/prof   # where it goes
+//   npx tsx hack/bench/proxy-cost.ts --floor --floor-client undici --floor-client raw \
+//     --floor-client http --floor-client none --peers --rounds 2 --seconds 5   # clients, peers
 import { type ChildProcess, spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { copyFile, mkdir, mkdtemp, readFile, rm, unlink, writeFile } from 'node:fs/promises'
@@ -21,11 +23,13 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { fixedRate } from './load.js'
+import { ensurePeer, PEERS, type PeerName, startPeer } from './peers.js'
 import { type Proc, startZeroLatencySim } from './procs.js'
 import { benchGatewayArgs, bundleDataplane, spawnBundle } from './proxy-bundle.js'
 import { PROBE_SOURCE, type ProbeWindow, straceCounts } from './proxy-cost-probe.js'
 import { bundleSourceMap, profileLines, summarizeProfile } from './proxy-cost-profile.js'
-import { floorBundle } from './proxy-floor.js'
+import { treeCpuSeconds } from './proxy-cpu.js'
+import { FLOOR_CLIENTS, type FloorClient, floorBundle } from './proxy-floor.js'
 import { attack, ensureVegeta, failures, report } from './proxy-vegeta.js'
 import { routingManifests } from './routing-config.js'
 
@@ -56,6 +60,18 @@ const { values: opts } = parseArgs({
      */
     floor: { type: 'boolean', default: false },
     /**
+     * The floor's upstream clients (repeatable; default undici): undici = F, raw (node:net and
+     * raw-upstream.ts) = R, http (node:http's client) = H, none (the engine's answers replayed
+     * from memory: the inbound half alone) = N, each a target of its own.
+     */
+    'floor-client': { type: 'string', multiple: true, default: [] },
+    /**
+     * Also sglang-router and vllm-router (peers.ts, cached venvs) in the same alternation. They
+     * have no probe: their CPU is the process tree's from /proc around the window (as bench:proxy
+     * reads it), printed as "CPU (procfs)" for every target so the columns compare.
+     */
+    peers: { type: 'boolean', default: false },
+    /**
      * A directory: one more window per target with V8's CPU profiler running in it (the window
      * alone), the .cpuprofile kept there and summarised as µs/request by file and function.
      */
@@ -73,6 +89,22 @@ const STREAM_RATE = num('stream-rate', opts['stream-rate'])
 const SECONDS = num('seconds', opts.seconds)
 const ROUNDS = num('rounds', opts.rounds)
 const MODES = opts.mode === 'both' ? ['nonstream', 'stream'] : [opts.mode]
+const FLOOR_LABEL: Readonly<Record<FloorClient, string>> = {
+  undici: 'F',
+  raw: 'R',
+  http: 'H',
+  none: 'N',
+}
+const FLOORS: readonly FloorClient[] = (() => {
+  const asked = opts['floor-client'] ?? []
+  if (asked.length === 0) return opts.floor ? ['undici'] : []
+  return asked.map((c) => {
+    const f = FLOOR_CLIENTS.find((x) => x === c)
+    if (f === undefined)
+      throw new Error(`--floor-client must be one of ${FLOOR_CLIENTS.join(', ')}, got ${c}`)
+    return f
+  })
+})()
 for (const m of MODES)
   if (m !== 'nonstream' && m !== 'stream')
     throw new Error(`--mode must be nonstream, stream or both, got ${m}`)
@@ -122,6 +154,8 @@ interface Totals {
   allocatedBytes: number
   allocRequests: number
   top: Map<string, number>
+  /** The process tree's CPU seconds from /proc over the same windows (peers have nothing else). */
+  procCpuS: number
 }
 
 /** One data plane under test: a bundle with its Node options, on its own port. */
@@ -132,6 +166,8 @@ interface Target {
   readonly pid: number
   readonly totals: Totals
   readonly bundle: string
+  /** false: a peer router (no in-process probe). */
+  readonly probe: boolean
 }
 
 const newTotals = (): Totals => ({
@@ -149,6 +185,7 @@ const newTotals = (): Totals => ({
   allocatedBytes: 0,
   allocRequests: 0,
   top: new Map(),
+  procCpuS: 0,
 })
 
 const median = (xs: readonly number[]): number => {
@@ -181,7 +218,7 @@ async function main(): Promise<void> {
       label: string
       bundle: string
       nodeArgs: readonly string[]
-      floor?: boolean
+      floor?: FloorClient
     }[] = [{ label: 'A', bundle, nodeArgs: opts['node-arg'] ?? [] }]
     if (opts.compare !== undefined || (opts['compare-node-arg'] ?? []).length > 0)
       variants.push({
@@ -189,31 +226,84 @@ async function main(): Promise<void> {
         bundle: opts.compare ?? bundle,
         nodeArgs: opts['compare-node-arg'] ?? [],
       })
-    if (opts.floor)
-      variants.push({
-        label: 'F',
-        bundle: await floorBundle(join(dir, 'floor')),
-        nodeArgs: opts['node-arg'] ?? [],
-        floor: true,
-      })
+    if (FLOORS.length > 0) {
+      const fb = await floorBundle(join(dir, 'floor'))
+      for (const c of FLOORS)
+        variants.push({
+          label: FLOOR_LABEL[c],
+          bundle: fb,
+          nodeArgs: opts['node-arg'] ?? [],
+          floor: c,
+        })
+    }
     const targets: Target[] = []
     for (const [i, v] of variants.entries()) {
       const probeOut = join(dir, `probe-${v.label}.json`)
       const port = GW_PORT + i
       const gw = await spawnBundle(
         v.bundle,
-        v.floor === true
-          ? ['--port', String(port), '--upstream', `http://${SIM_HOST}:${SIM_PORT}`]
+        v.floor !== undefined
+          ? [
+              '--port',
+              String(port),
+              '--upstream',
+              `http://${SIM_HOST}:${SIM_PORT}`,
+              '--client',
+              v.floor,
+            ]
           : benchGatewayArgs(config, port, ['--workers', '1', ...(opts['gateway-arg'] ?? [])]),
-        v.floor === true ? /floor listening/ : /data plane listening/,
+        v.floor !== undefined ? /floor listening/ : /data plane listening/,
         [`--import=${probe}`, ...v.nodeArgs],
         undefined,
         { IGW_COST_OUT: probeOut },
       )
       procs.push(gw)
       const pid = gw.child.pid ?? 0
-      out(`${v.label}: ${v.bundle} ${v.nodeArgs.join(' ')} (pid ${pid}, port ${port})`)
-      targets.push({ label: v.label, port, probeOut, pid, totals: newTotals(), bundle: v.bundle })
+      out(
+        `${v.label}: ${v.bundle}${v.floor !== undefined ? ` --client ${v.floor}` : ''} ${v.nodeArgs.join(' ')} (pid ${pid}, port ${port})`,
+      )
+      targets.push({
+        label: v.label,
+        port,
+        probeOut,
+        pid,
+        totals: newTotals(),
+        bundle: v.bundle,
+        probe: true,
+      })
+    }
+    if (opts.peers) {
+      const PEER_LABEL: Readonly<Record<PeerName, string>> = { sglang: 'S', vllm: 'V' }
+      for (const [i, name] of (['sglang', 'vllm'] as const).entries()) {
+        const install = await ensurePeer(name)
+        if (!install.ok) {
+          out(`${PEER_LABEL[name]}: ${PEERS[name].pkg} skipped: ${install.reason}`)
+          continue
+        }
+        const port = GW_PORT + 10 + i
+        const p = await startPeer({
+          install,
+          name,
+          host: '127.0.0.1',
+          port,
+          metricsPort: GW_PORT + 20 + i,
+          workerUrls: [`http://${SIM_HOST}:${SIM_PORT}`],
+        })
+        procs.push(p)
+        const pid = p.child.pid ?? 0
+        out(
+          `${PEER_LABEL[name]}: ${PEERS[name].pkg} ${PEERS[name].version} (pid ${pid}, port ${port})`,
+        )
+        targets.push({
+          label: PEER_LABEL[name],
+          port,
+          probeOut: '',
+          pid,
+          totals: newTotals(),
+          bundle: '',
+          probe: false,
+        })
+      }
     }
 
     let round = 0
@@ -251,6 +341,17 @@ async function main(): Promise<void> {
       }
     }
     const window = async (t: Target, mode: string, heap: boolean, cpu = false): Promise<void> => {
+      if (!t.probe) {
+        if (heap || cpu) return
+        const before = await treeCpuSeconds(t.pid)
+        const l = await load(t, mode, SECONDS)
+        t.totals.procCpuS += (await treeCpuSeconds(t.pid)) - before
+        t.totals.requests += l.requests
+        t.totals.failed += l.failed
+        t.totals.latP50Ms.push(l.p50Ms)
+        t.totals.latP99Ms.push(l.p99Ms)
+        return
+      }
       const f = t.probeOut
       for (const x of [f, `${f}.opened`, `${f}.heap`, `${f}.cpu`, `${f}.cpuprofile`])
         await unlink(x).catch(() => {})
@@ -258,7 +359,9 @@ async function main(): Promise<void> {
       if (cpu) await writeFile(`${f}.cpu`, '')
       process.kill(t.pid, 'SIGUSR2')
       await until('the probe to open', () => existsSync(`${f}.opened`))
+      const before = await treeCpuSeconds(t.pid)
       const l = await load(t, mode, SECONDS)
+      const procCpuS = (await treeCpuSeconds(t.pid)) - before
       process.kill(t.pid, 'SIGUSR2')
       await until('the probe to close', () => existsSync(f))
       const p = JSON.parse(await readFile(f, 'utf8')) as ProbeWindow
@@ -284,6 +387,7 @@ async function main(): Promise<void> {
       }
       s.requests += l.requests
       s.failed += l.failed
+      s.procCpuS += procCpuS
       s.cpuUserUs += p.cpuUserUs
       s.cpuSystemUs += p.cpuSystemUs
       s.gcMinor += p.gc.minor
@@ -314,8 +418,13 @@ async function main(): Promise<void> {
         out(
           `${t.label}: requests ${n} (${s.failed} failed), ${mode === 'stream' ? 'TTFB' : 'latency'} median of windows p50 ${median(s.latP50Ms).toFixed(3)} p99 ${median(s.latP99Ms).toFixed(3)} ms`,
         )
+        const proc = `CPU (procfs) ${((s.procCpuS * 1e6) / n).toFixed(0)} µs/request`
+        if (!t.probe) {
+          out(`${t.label}: ${proc}`)
+          continue
+        }
         out(
-          `${t.label}: CPU ${((s.cpuUserUs + s.cpuSystemUs) / n).toFixed(0)} µs/request (user ${(s.cpuUserUs / n).toFixed(0)}, system ${(s.cpuSystemUs / n).toFixed(0)})`,
+          `${t.label}: CPU ${((s.cpuUserUs + s.cpuSystemUs) / n).toFixed(0)} µs/request (user ${(s.cpuUserUs / n).toFixed(0)}, system ${(s.cpuSystemUs / n).toFixed(0)}); ${proc}`,
         )
         out(
           `${t.label}: GC ${s.gcMinor} minor, ${s.gcMajor} major, paused ${((s.gcPauseMs * 1000) / n).toFixed(1)} µs/request, longest ${s.gcMaxPauseMs.toFixed(2)} ms; event-loop delay p99 (median of windows) ${median(s.eldP99Ms).toFixed(2)} ms`,
@@ -334,15 +443,26 @@ async function main(): Promise<void> {
       const floor = targets.find((t) => t.label === 'F')
       if (floor !== undefined)
         for (const t of targets) {
-          if (t === floor) continue
+          if (t === floor || !t.probe) continue
           const cpu = (x: Totals): number => (x.cpuUserUs + x.cpuSystemUs) / x.requests
           const kib = (x: Totals): number => x.allocatedBytes / x.allocRequests / 1024
           out(
-            `${t.label} − F (ours over the floor): CPU ${(cpu(t.totals) - cpu(floor.totals)).toFixed(0)} µs/request (${(cpu(t.totals) / cpu(floor.totals)).toFixed(2)}×)${opts.heap ? `, allocated ${(kib(t.totals) - kib(floor.totals)).toFixed(1)} KiB/request` : ''}`,
+            `${t.label} − F (over the undici floor): CPU ${(cpu(t.totals) - cpu(floor.totals)).toFixed(0)} µs/request (${(cpu(t.totals) / cpu(floor.totals)).toFixed(2)}×)${opts.heap ? `, allocated ${(kib(t.totals) - kib(floor.totals)).toFixed(1)} KiB/request` : ''}`,
           )
         }
+      // Every target against each peer on the one measure they share: /proc CPU per request.
+      for (const peer of targets.filter((t) => !t.probe)) {
+        const us = (x: Totals): number => (x.procCpuS * 1e6) / x.requests
+        out(
+          `÷ ${peer.label} (procfs CPU per request): ${targets
+            .filter((t) => t !== peer)
+            .map((t) => `${t.label} ${(us(t.totals) / us(peer.totals)).toFixed(2)}×`)
+            .join(', ')}`,
+        )
+      }
       if (opts.strace) {
         for (const t of targets) {
+          if (!t.probe) continue
           const file = join(dir, `strace-${mode}-${t.label}.txt`)
           const st: ChildProcess = spawn('strace', ['-c', '-f', '-p', String(t.pid), '-o', file], {
             stdio: 'ignore',

@@ -1,13 +1,12 @@
 // The floor proxy answers as the engine does (status, body, event stream) through real loopback
-// HTTP with the official OpenAI client, so proxy-cost's --floor compares ours with a working proxy.
+// HTTP with the official OpenAI client, so proxy-cost's --floor compares ours with a working proxy:
+// with each of its upstream clients (undici, raw node:net sockets, node:http).
 import OpenAI from 'openai'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type SimHandle, startSimulator } from '../sim/index.js'
-import { type Floor, startFloor } from './proxy-floor.js'
+import { FLOOR_CLIENTS, type Floor, startFloor } from './proxy-floor.js'
 
 let sim: SimHandle
-let floor: Floor
-let client: OpenAI
 
 beforeAll(async () => {
   sim = await startSimulator({
@@ -19,21 +18,36 @@ beforeAll(async () => {
     zeroLatency: true,
     defaultMaxTokens: 5,
   })
-  floor = await startFloor({ host: '127.0.0.172', port: 0, upstream: sim.url })
-  client = new OpenAI({
-    baseURL: `http://127.0.0.172:${floor.port}/v1`,
-    apiKey: 'unused',
-    maxRetries: 0,
-  })
 })
 
 afterAll(async () => {
-  await floor?.close()
   await sim?.close()
 })
 
-describe('proxy floor', () => {
+describe.each(FLOOR_CLIENTS)('proxy floor with the %s client', (upstreamClient) => {
+  let floor: Floor
+  let client: OpenAI
+
+  beforeAll(async () => {
+    floor = await startFloor({
+      host: '127.0.0.172',
+      port: 0,
+      upstream: sim.url,
+      client: upstreamClient,
+    })
+    client = new OpenAI({
+      baseURL: `http://127.0.0.172:${floor.port}/v1`,
+      apiKey: 'unused',
+      maxRetries: 0,
+    })
+  })
+
+  afterAll(async () => {
+    await floor?.close()
+  })
+
   it('passes a chat completion through', async () => {
+    const before = sim.stats().requests
     const r = await client.chat.completions.create({
       model: 'floor-model',
       messages: [{ role: 'user', content: 'hello floor' }],
@@ -41,7 +55,8 @@ describe('proxy floor', () => {
     })
     expect(r.model).toBe('floor-model')
     expect(r.usage?.completion_tokens).toBe(4)
-    expect(sim.stats().requests).toBeGreaterThan(0)
+    // The engine saw it (the floor did not answer on its own).
+    expect(sim.stats().requests).toBe(before + 1)
   })
 
   it('pipes an event stream', async () => {

@@ -7,15 +7,37 @@
 // which part of a proxied request's CPU and allocation is Node's and undici's whatever a proxy
 // does, and which part is ours.
 //
+// `--client raw|http` swaps the upstream half (FloorClient): is undici the floor, or would a
+// cheaper client move it?
+//
 // Bundled with esbuild like the data plane (floorBundle), started as
-// `node [--import probe] proxy-floor.mjs --port P --upstream http://host:port`; prints
+// `node [--import probe] proxy-floor.mjs --port P --upstream http://host:port [--client C]`; prints
 // `floor listening` when ready and stops on SIGTERM.
-import { createServer, type IncomingHttpHeaders, type Server } from 'node:http'
+import {
+  createServer,
+  Agent as HttpAgent,
+  request as httpRequest,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import { Pool } from 'undici'
+import { RawPool } from './raw-upstream.js'
+
+/**
+ * The floor's upstream client: `undici` (a Pool, as the data plane), `raw` (raw-upstream.ts: plain
+ * node:net sockets and a small parser) or `http` (node:http's own client, a keep-alive Agent).
+ * `none` is the inbound half alone: the engine's first answer to each distinct request (URL and
+ * body) is recorded through the raw client and replayed from memory after, chunk by chunk as it
+ * came, so the server side's cost can be told from the client side's.
+ */
+export type FloorClient = 'undici' | 'raw' | 'http' | 'none'
+export const FLOOR_CLIENTS: readonly FloorClient[] = ['undici', 'raw', 'http', 'none']
 
 /** Request headers a proxy does not pass on (hop by hop, and what undici sets itself). */
 const DROP_REQUEST = new Set([
@@ -72,7 +94,32 @@ export async function startFloor(opts: {
   readonly upstream: string
   /** Connections to the engine at most (the data plane's default cap). */
   readonly connections?: number
+  /** The upstream client (default undici). */
+  readonly client?: FloorClient
 }): Promise<Floor> {
+  const client = opts.client ?? 'undici'
+  if (client === 'raw') {
+    const u = new URL(opts.upstream)
+    const pool = new RawPool({
+      host: u.hostname.replace(/^\[|\]$/g, ''),
+      port: Number(u.port || 80),
+      connections: opts.connections ?? 256,
+    })
+    return listen(opts, rawHandler(pool), async () => pool.close())
+  }
+  if (client === 'none') {
+    const u = new URL(opts.upstream)
+    const pool = new RawPool({
+      host: u.hostname.replace(/^\[|\]$/g, ''),
+      port: Number(u.port || 80),
+      connections: 1,
+    })
+    return listen(opts, replayHandler(pool), async () => pool.close())
+  }
+  if (client === 'http') {
+    const agent = new HttpAgent({ keepAlive: true, maxSockets: opts.connections ?? 256 })
+    return listen(opts, httpHandler(opts, agent), async () => agent.destroy())
+  }
   const pool = new Pool(opts.upstream, {
     connections: opts.connections ?? 256,
     keepAliveTimeout: 60_000,
@@ -80,51 +127,260 @@ export async function startFloor(opts: {
     headersTimeout: 0,
     bodyTimeout: 0,
   })
-  const server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
-    const chunks: Buffer[] = []
-    req.on('data', (c: Buffer) => chunks.push(c))
-    req.on('end', () => {
-      const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks)
-      pool
-        .request({
-          path: req.url ?? '/',
-          method: req.method === 'GET' ? 'GET' : 'POST',
-          headers: copyHeaders(req.headers, DROP_REQUEST),
-          body: req.method === 'GET' ? null : body,
-        })
-        .then(
-          (up) => {
-            const headers = copyHeaders(up.headers, DROP_RESPONSE)
-            const ct = up.headers['content-type']
-            if (typeof ct === 'string' && ct.startsWith('text/event-stream')) {
-              res.writeHead(up.statusCode, headers)
-              up.body.pipe(res)
+  return listen(
+    opts,
+    (req, res) => {
+      const chunks: Buffer[] = []
+      req.on('data', (c: Buffer) => chunks.push(c))
+      req.on('end', () => {
+        const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks)
+        pool
+          .request({
+            path: req.url ?? '/',
+            method: req.method === 'GET' ? 'GET' : 'POST',
+            headers: copyHeaders(req.headers, DROP_REQUEST),
+            body: req.method === 'GET' ? null : body,
+          })
+          .then(
+            (up) => {
+              const headers = copyHeaders(up.headers, DROP_RESPONSE)
+              const ct = up.headers['content-type']
+              if (typeof ct === 'string' && ct.startsWith('text/event-stream')) {
+                res.writeHead(up.statusCode, headers)
+                up.body.pipe(res)
+                up.body.on('error', () => res.destroy())
+                res.on('close', () => {
+                  if (!up.body.readableEnded) up.body.destroy()
+                })
+                return
+              }
+              const parts: Buffer[] = []
+              up.body.on('data', (c: Buffer) => parts.push(c))
               up.body.on('error', () => res.destroy())
-              res.on('close', () => {
-                if (!up.body.readableEnded) up.body.destroy()
+              up.body.on('end', () => {
+                const whole = parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts)
+                headers['content-length'] = String(whole.byteLength)
+                res.writeHead(up.statusCode, headers)
+                res.end(whole)
               })
-              return
-            }
-            const parts: Buffer[] = []
-            up.body.on('data', (c: Buffer) => parts.push(c))
-            up.body.on('error', () => res.destroy())
-            up.body.on('end', () => {
-              const whole = parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts)
-              headers['content-length'] = String(whole.byteLength)
-              res.writeHead(up.statusCode, headers)
-              res.end(whole)
-            })
-          },
-          () => {
-            res.writeHead(502, {
-              'content-type': 'application/json',
-              'content-length': Buffer.byteLength(BAD_GATEWAY),
-            })
-            res.end(BAD_GATEWAY)
-          },
-        )
-    })
+            },
+            () => badGateway(res),
+          )
+      })
+    },
+    () => pool.destroy(),
+  )
+}
+
+function badGateway(res: ServerResponse): void {
+  if (res.headersSent) {
+    res.destroy()
+    return
+  }
+  res.writeHead(502, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(BAD_GATEWAY),
   })
+  res.end(BAD_GATEWAY)
+}
+
+type Handler = (req: IncomingMessage, res: ServerResponse) => void
+
+/** Reads the request body whole, then calls `then` with it (undefined for a GET). */
+function readBody(req: IncomingMessage, then: (body: Buffer | undefined) => void): void {
+  const chunks: Buffer[] = []
+  req.on('data', (c: Buffer) => chunks.push(c))
+  req.on('end', () => {
+    if (req.method === 'GET') then(undefined)
+    else then(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks))
+  })
+}
+
+/** The raw client: header lines passed as text, the answer's raw header list written back. */
+function rawHandler(pool: RawPool): Handler {
+  return (req, res) => {
+    readBody(req, (body) => {
+      let lines = ''
+      const raw = req.rawHeaders
+      for (let k = 0; k < raw.length; k += 2) {
+        const name = raw[k] as string
+        // node:http's parser already refused CR, LF and NUL in names and values.
+        if (!DROP_REQUEST.has(name.toLowerCase())) lines += `${name}: ${raw[k + 1]}\r\n`
+      }
+      let stream = false
+      let status = 0
+      let out: string[] = []
+      const parts: Buffer[] = []
+      const up = pool.request(req.method === 'GET' ? 'GET' : 'POST', req.url ?? '/', lines, body, {
+        onHead(s, h) {
+          status = s
+          out = []
+          for (let k = 0; k < h.length; k += 2) {
+            const name = h[k] as string
+            const lower = name.toLowerCase()
+            if (lower === 'content-type' && (h[k + 1] as string).startsWith('text/event-stream'))
+              stream = true
+            if (!DROP_RESPONSE.has(lower)) out.push(name, h[k + 1] as string)
+          }
+          if (stream) {
+            res.writeHead(status, out)
+            res.on('drain', () => up.resume())
+          }
+        },
+        onBody(chunk) {
+          if (!stream) parts.push(chunk)
+          else if (!res.write(chunk)) up.pause()
+        },
+        onEnd() {
+          if (stream) {
+            res.end()
+            return
+          }
+          const whole = parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts)
+          out.push('content-length', String(whole.byteLength))
+          res.writeHead(status, out)
+          res.end(whole)
+        },
+        onError() {
+          badGateway(res)
+        },
+      })
+      res.on('close', () => {
+        if (!res.writableFinished) up.abort()
+      })
+    })
+  }
+}
+
+interface Recorded {
+  readonly status: number
+  readonly headers: string[]
+  readonly chunks: readonly Buffer[]
+  readonly stream: boolean
+}
+
+/** `none`: answers from memory what the engine answered the first time. */
+function replayHandler(pool: RawPool): Handler {
+  const recorded = new Map<string, Recorded | Promise<Recorded>>()
+  const record = (method: string, path: string, body: Buffer | undefined): Promise<Recorded> =>
+    new Promise((resolve, reject) => {
+      let status = 0
+      let headers: string[] = []
+      let stream = false
+      const chunks: Buffer[] = []
+      pool.request(method, path, 'content-type: application/json\r\n', body, {
+        onHead(s, h) {
+          status = s
+          headers = []
+          for (let k = 0; k < h.length; k += 2) {
+            const lower = (h[k] as string).toLowerCase()
+            if (lower === 'content-type' && (h[k + 1] as string).startsWith('text/event-stream'))
+              stream = true
+            if (!DROP_RESPONSE.has(lower)) headers.push(h[k] as string, h[k + 1] as string)
+          }
+        },
+        onBody: (c) => chunks.push(Buffer.from(c)),
+        onEnd() {
+          if (!stream) {
+            const whole = Buffer.concat(chunks)
+            chunks.length = 0
+            chunks.push(whole)
+            headers.push('content-length', String(whole.byteLength))
+          }
+          resolve({ status, headers, chunks, stream })
+        },
+        onError: reject,
+      })
+    })
+  const replay = (r: Recorded, res: ServerResponse): void => {
+    res.writeHead(r.status, r.headers)
+    if (!r.stream) {
+      res.end(r.chunks[0])
+      return
+    }
+    for (const c of r.chunks) res.write(c)
+    res.end()
+  }
+  return (req, res) => {
+    readBody(req, (body) => {
+      const method = req.method === 'GET' ? 'GET' : 'POST'
+      const path = req.url ?? '/'
+      const key = `${method} ${path} ${body?.toString('latin1') ?? ''}`
+      let r = recorded.get(key)
+      if (r === undefined) {
+        r = record(method, path, body)
+        recorded.set(key, r)
+        r.then(
+          (done) => recorded.set(key, done),
+          () => recorded.delete(key),
+        )
+      }
+      if (r instanceof Promise)
+        r.then(
+          (done) => replay(done, res),
+          () => badGateway(res),
+        )
+      else replay(r, res)
+    })
+  }
+}
+
+/** node:http's client with a keep-alive Agent. */
+function httpHandler(
+  opts: { readonly upstream: string; readonly connections?: number },
+  agent: HttpAgent,
+): Handler {
+  const u = new URL(opts.upstream)
+  const host = u.hostname.replace(/^\[|\]$/g, '')
+  const port = Number(u.port || 80)
+  return (req, res) => {
+    readBody(req, (body) => {
+      const headers = copyHeaders(req.headers, DROP_REQUEST)
+      if (body !== undefined) headers['content-length'] = String(body.byteLength)
+      const up = httpRequest(
+        {
+          host,
+          port,
+          agent,
+          method: req.method === 'GET' ? 'GET' : 'POST',
+          path: req.url ?? '/',
+          headers,
+        },
+        (ur) => {
+          const out = copyHeaders(ur.headers, DROP_RESPONSE)
+          const ct = ur.headers['content-type']
+          if (typeof ct === 'string' && ct.startsWith('text/event-stream')) {
+            res.writeHead(ur.statusCode ?? 502, out)
+            ur.pipe(res)
+            ur.on('error', () => res.destroy())
+            return
+          }
+          const parts: Buffer[] = []
+          ur.on('data', (c: Buffer) => parts.push(c))
+          ur.on('error', () => res.destroy())
+          ur.on('end', () => {
+            const whole = parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts)
+            out['content-length'] = String(whole.byteLength)
+            res.writeHead(ur.statusCode ?? 502, out)
+            res.end(whole)
+          })
+        },
+      )
+      up.on('error', () => badGateway(res))
+      res.on('close', () => {
+        if (!res.writableFinished) up.destroy()
+      })
+      up.end(body)
+    })
+  }
+}
+
+async function listen(
+  opts: { readonly host: string; readonly port: number },
+  handler: Handler,
+  closeClient: () => Promise<void>,
+): Promise<Floor> {
+  const server = createServer({ keepAliveTimeout: 65_000 }, handler)
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen({ host: opts.host, port: opts.port, backlog: 4096 }, () => {
@@ -139,7 +395,7 @@ export async function startFloor(opts: {
       const closed = new Promise<void>((r) => server.close(() => r()))
       server.closeAllConnections()
       await closed
-      await pool.destroy()
+      await closeClient()
     },
   }
 }
@@ -156,6 +412,8 @@ export async function floorBundle(outdir: string): Promise<string> {
     target: 'node20',
     format: 'esm',
     logLevel: 'warning',
+    // proxy-cost --cpu-prof names undici's and raw-upstream's files through it.
+    sourcemap: true,
     // esbuild itself stays out: only floorBundle imports it, never the floor's server.
     external: ['esbuild'],
     banner: {
@@ -173,10 +431,15 @@ if (main !== undefined && import.meta.url === pathToFileURL(main).href) {
       port: { type: 'string', default: '0' },
       upstream: { type: 'string' },
       connections: { type: 'string', default: '256' },
+      client: { type: 'string', default: 'undici' },
     },
   })
   if (values.upstream === undefined) throw new Error('--upstream is required')
+  const client = FLOOR_CLIENTS.find((c) => c === values.client)
+  if (client === undefined)
+    throw new Error(`--client must be one of ${FLOOR_CLIENTS.join(', ')}, got ${values.client}`)
   startFloor({
+    client,
     host: values.host,
     port: Number(values.port),
     upstream: values.upstream,
