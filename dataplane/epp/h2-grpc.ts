@@ -10,10 +10,11 @@
 // (a Node Duplex), interceptors, a message framer and its own buffering over node:http2; one
 // method spoken directly needs none of them. `hack/bench/epp-floor.ts --transport http2` measures
 // it against grpc-js with the same client (`npm run bench:epp -- --only-floors --floor-transports
-// grpc-js,http2`): in session 10 it saved 11–28 % (median ~16 %) of the no-decision server's CPU
-// per stream and 5–14 % of its p50, short of the 25 % that would make it the EPP's transport:
-// most of a stream's CPU is node:http2 itself and GC, whichever layer sits on it. So for now
-// only the floor benchmark uses it.
+// grpc-js,http2`): in session 10 it saved 10–28 % of the no-decision server's CPU per stream
+// (median 18 % at c=1 over 16 paired rounds, ~230 µs; 19 % at c=8) and a median 10 % of its c=1
+// p50, short of the 25 % that would make it the EPP's transport: most of a stream's CPU is
+// node:http2 itself and GC, whichever layer sits on it. So for now only the floor benchmark
+// uses it.
 //
 // Not handled (not needed for ext_proc, which Envoy speaks uncompressed): message compression (a
 // compressed message is answered UNIMPLEMENTED), several methods, unary calls.
