@@ -5,14 +5,14 @@
 // what one ext_proc stream costs in Node whatever the EPP does. Run by epp.ts through
 // spawnScript: prints `READY <port>` and stops on SIGTERM.
 // `--transport http2` (or EPP_FLOOR_TRANSPORT=http2): the same server on node:http2 directly
-// (dataplane/epp/h2-grpc.ts) instead of grpc-js, the same serializers: what grpc-js's layers cost.
+// (hack/bench/epp-h2-grpc.ts) instead of grpc-js, the same serializers: what grpc-js's layers cost.
 import { createServer } from 'node:net'
 import { parseArgs } from 'node:util'
 import { setFlagsFromString } from 'node:v8'
 import * as grpc from '@grpc/grpc-js'
 import type { MethodDefinition } from '@grpc/proto-loader'
 import { type CallWriter, callWriter } from '../../dataplane/epp/call-writer.js'
-import { listenBidi } from '../../dataplane/epp/h2-grpc.js'
+import { listenBidi } from './epp-h2-grpc.js'
 import {
   extProcPackage,
   type ProcessingRequest,

@@ -49,7 +49,7 @@ const { values: opts } = parseArgs({
     'only-floors': { type: 'boolean', default: false },
     /**
      * Transports of the Node no-decision server (epp-floor.ts `--transport`): `grpc-js`, `http2`
-     * (node:http2 directly, dataplane/epp/h2-grpc.ts). Several: all up at once, the client
+     * (node:http2 directly, hack/bench/epp-h2-grpc.ts). Several: all up at once, the client
      * alternating its streams between them in each run (`--rounds` runs, order swapped each round).
      */
     'floor-transports': { type: 'string', default: 'grpc-js' },

@@ -11,7 +11,7 @@ import {
   MessageReader,
   messagePrefix,
   parseGrpcTimeout,
-} from './h2-grpc.js'
+} from './epp-h2-grpc.js'
 
 const framed = (...msgs: Buffer[]): Buffer =>
   Buffer.concat(msgs.flatMap((m) => [messagePrefix(m.length), m]))
