@@ -12,12 +12,12 @@ import { setFlagsFromString } from 'node:v8'
 import * as grpc from '@grpc/grpc-js'
 import type { MethodDefinition } from '@grpc/proto-loader'
 import { type CallWriter, callWriter } from '../../dataplane/epp/call-writer.js'
-import { listenBidi } from './epp-h2-grpc.js'
 import {
   extProcPackage,
   type ProcessingRequest,
   type ProcessingResponse,
 } from '../../dataplane/epp/proto.js'
+import { listenBidi } from './epp-h2-grpc.js'
 
 const { values: opts } = parseArgs({
   options: {
