@@ -43,6 +43,15 @@ import {
 import { createRng, generateWords, hash32, pseudoEmbedding } from './rng.js'
 import { tokenize } from './tokenizer.js'
 
+/**
+ * The listen backlog of every instance: uvicorn's default (`--backlog 2048`), which vLLM's and
+ * SGLang's OpenAI servers run under. Node's default is 511: a gateway opening hundreds of
+ * connections while the engine's loop was busy overflowed it, and the kernel dropped the SYNs;
+ * the client's retry a second later then met a 1 s connect timeout (the 504s of 5,000 streams).
+ * The kernel caps it at net.core.somaxconn (4096 on Linux >= 5.4).
+ */
+export const SIM_LISTEN_BACKLOG = 2048
+
 export interface SimFailures {
   /** Probability (0..1) that an inference request fails with an OpenAI-shaped 500; drawn from the seeded RNG. */
   errorRate: number
@@ -761,7 +770,7 @@ export async function startSimulator(opts: SimOptions): Promise<SimHandle> {
         ),
       )
     server.once('error', onError)
-    server.listen(o.port, o.host, () => {
+    server.listen({ port: o.port, host: o.host, backlog: SIM_LISTEN_BACKLOG }, () => {
       server.off('error', onError)
       resolve()
     })
