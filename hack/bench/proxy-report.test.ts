@@ -38,6 +38,8 @@ const STREAMS: SlowStreamsResult = {
   inflightHeld: 5000,
   inflightAfter: 0,
   releaseMs: 500,
+  rampCpuS: 9,
+  holdCpuS: 4,
 }
 
 function run(over: Partial<ProxyRun> = {}): ProxyRun {
@@ -175,5 +177,25 @@ describe('render', () => {
     // ours ÷ vllm: 900 / 600; ÷ sglang: not measured.
     expect(text).toContain('| 0.80× / 4.00× | 0.75× | 1.33× / 1.17× | 1.50× | 1.00× |')
     expect(text).toMatch(/ours \(1 worker\) ÷ sglang-router 0\.3\.2 \|[^\n]*\| n\/a \| 1\.00× \|/)
+  })
+
+  it('prints the slow streams: why they failed, SYNs dropped, the gateway CPU per stream and chunk', () => {
+    const text = render(
+      run({
+        streams: {
+          ...STREAMS,
+          opened: 4900,
+          failed: 100,
+          failures: 'status 504 upstream_timeout (upstream timed out: connect to sim-0)×100',
+          rampListenDrops: { overflows: 297, drops: 297 },
+        },
+      }),
+    )
+    expect(text).toContain(
+      '(100 failed: status 504 upstream_timeout (upstream timed out: connect to sim-0)×100, 0 ended early; 297 SYNs dropped',
+    )
+    // 9 s over 4900 opened; 4 s over 50000 chunks.
+    expect(text).toContain('9.0 s over the ramp (1.84 ms per stream opened')
+    expect(text).toContain('4.0 s over the hold (80 µs per chunk delivered)')
   })
 })

@@ -1,5 +1,11 @@
 import { describe, expect, it } from 'vitest'
-import { describeReasons, eventLoopDelay, gaugeSum } from './proxy-streams.js'
+import {
+  describeReasons,
+  eventLoopDelay,
+  failureReason,
+  gaugeSum,
+  listenDrops,
+} from './proxy-streams.js'
 
 // As prom-client 15 prints its default metrics (plus one of the gateway's own gauges).
 const METRICS = `# HELP nodejs_eventloop_lag_seconds Lag of event loop in seconds.
@@ -55,5 +61,46 @@ describe('describeReasons', () => {
     ])
     expect(describeReasons(m)).toBe('status 503 too_many_connections×7, ECONNRESET×1')
     expect(describeReasons(new Map())).toBe('')
+  })
+})
+
+describe('failureReason', () => {
+  it('names the status, code and message of the gateway error body', () => {
+    const body = JSON.stringify({
+      error: {
+        message: 'upstream timed out: connect to sim-0',
+        type: 'server_error',
+        code: 'upstream_timeout',
+        param: null,
+      },
+    })
+    expect(failureReason(504, body)).toBe(
+      'status 504 upstream_timeout (upstream timed out: connect to sim-0)',
+    )
+  })
+
+  it('keeps the status alone for a body that is not the JSON error', () => {
+    expect(failureReason(502, '<html>bad gateway</html>')).toBe('status 502')
+    expect(failureReason(503, '{"error":{"code":"gateway_draining"}}')).toBe(
+      'status 503 gateway_draining',
+    )
+  })
+})
+
+describe('listenDrops', () => {
+  // The shape of /proc/net/netstat: a header and a value line per group (shortened).
+  const NETSTAT = [
+    'TcpExt: SyncookiesSent TW ListenOverflows ListenDrops TCPHPHits',
+    'TcpExt: 0 15 63 71 232',
+    'IpExt: InNoRoutes InTruncatedPkts',
+    'IpExt: 0 0',
+  ].join('\n')
+
+  it('reads ListenOverflows and ListenDrops by name', () => {
+    expect(listenDrops(NETSTAT)).toEqual({ overflows: 63, drops: 71 })
+  })
+
+  it('is undefined without a TcpExt group', () => {
+    expect(listenDrops('IpExt: InNoRoutes\nIpExt: 0\n')).toBeUndefined()
   })
 })

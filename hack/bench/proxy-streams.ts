@@ -4,8 +4,10 @@
 // nodejs_eventloop_lag_* gauges on the gateway's /metrics, which report the monitorEventLoopDelay
 // histogram since the previous scrape and then reset it).
 import { setMaxListeners } from 'node:events'
+import { readFile } from 'node:fs/promises'
 import { Agent, request } from 'undici'
 import { parsePrometheusText } from '../../dataplane/engines/prom-parser.js'
+import { treeCpu } from './proc-cpu.js'
 import { treeMemory } from './proxy-procfs.js'
 
 export interface EventLoopDelay {
@@ -38,6 +40,57 @@ export function gaugeSum(metricsText: string, name: string): number {
   const samples = parsePrometheusText(metricsText).families.get(name)?.samples
   if (samples === undefined || samples.length === 0) return Number.NaN
   return samples.reduce((a, s) => a + s.value, 0)
+}
+
+/**
+ * "status 504 upstream_timeout (upstream timed out: connect to sim-0)": a refused stream's status,
+ * error code and message. The message says which of the gateway's timeouts fired (connect,
+ * response headers, request deadline), which the code alone does not.
+ */
+export function failureReason(status: number, body: string): string {
+  let code: string | undefined
+  let message: string | undefined
+  try {
+    const err = (JSON.parse(body) as { error?: { code?: unknown; message?: unknown } }).error
+    if (typeof err?.code === 'string') code = err.code
+    if (typeof err?.message === 'string') message = err.message.slice(0, 80)
+  } catch {
+    // Not the gateway's JSON error (a proxy's HTML page, a cut body): the status alone.
+  }
+  return `status ${status}${code ? ` ${code}` : ''}${message ? ` (${message})` : ''}`
+}
+
+/** Kernel counters of SYNs dropped because a listener's accept queue was full. */
+export interface ListenDrops {
+  /** TcpExt ListenOverflows: the accept queue was full. */
+  readonly overflows: number
+  /** TcpExt ListenDrops: every SYN dropped at a listener (overflows included). */
+  readonly drops: number
+}
+
+/**
+ * ListenOverflows / ListenDrops of a /proc/net/netstat text (header line, value line per group);
+ * undefined when the text has no TcpExt group. The counters are the network namespace's, so every
+ * listener on the machine counts: the gateway's, the engine's and anything else running.
+ */
+export function listenDrops(netstat: string): ListenDrops | undefined {
+  const lines = netstat.split('\n').filter((l) => l.startsWith('TcpExt:'))
+  const names = lines[0]?.split(/\s+/)
+  const values = lines[1]?.split(/\s+/)
+  if (names === undefined || values === undefined) return undefined
+  const at = (name: string): number => {
+    const i = names.indexOf(name)
+    return i < 0 ? Number.NaN : Number(values[i])
+  }
+  return { overflows: at('ListenOverflows'), drops: at('ListenDrops') }
+}
+
+async function readListenDrops(): Promise<ListenDrops | undefined> {
+  try {
+    return listenDrops(await readFile('/proc/net/netstat', 'utf8'))
+  } catch {
+    return undefined // not Linux
+  }
 }
 
 async function scrape(url: string): Promise<string> {
@@ -88,6 +141,27 @@ export interface SlowStreamsResult {
   readonly inflightAfter: number
   /** How long that took, ms. */
   readonly releaseMs: number
+  /**
+   * SYNs the kernel dropped at full accept queues during the ramp (whole network namespace;
+   * undefined off Linux). A dropped SYN is retried after 1 s, then 3 s: a connect timeout of
+   * about 1 s fails on the first one.
+   */
+  readonly rampListenDrops?: ListenDrops
+  /**
+   * CPU seconds of the gateway's process tree over the ramp and over the hold (user + system, from
+   * /proc; NaN off Linux): what the streams cost it, which the machine's other load disturbs
+   * less than the delays do.
+   */
+  readonly rampCpuS: number
+  readonly holdCpuS: number
+}
+
+/** CPU seconds used so far by `pid` and its descendants (NaN when /proc has none of them). */
+async function cpuSeconds(pid: number): Promise<number> {
+  let sum = 0
+  const tree = await treeCpu(pid, () => 'gateway')
+  for (const p of tree.values()) sum += p.seconds
+  return tree.size > 0 ? sum : Number.NaN
 }
 
 /** "status 503 x×2, ECONNRESET×1": counts of failure reasons, most frequent first. */
@@ -142,9 +216,7 @@ export async function slowStreams(o: SlowStreamsOptions): Promise<SlowStreamsRes
         signal: abort.signal,
       })
       if (res.statusCode !== 200) {
-        const text = await res.body.text()
-        const code = /"code"\s*:\s*"([^"]+)"/.exec(text)?.[1]
-        fail(`status ${res.statusCode}${code ? ` ${code}` : ''}`)
+        fail(failureReason(res.statusCode, await res.body.text()))
         return
       }
       for await (const _chunk of res.body) {
@@ -162,6 +234,8 @@ export async function slowStreams(o: SlowStreamsOptions): Promise<SlowStreamsRes
     }
   }
 
+  const dropsBefore = await readListenDrops()
+  const cpuBefore = await cpuSeconds(o.pid)
   const rampStart = performance.now()
   const all: Promise<void>[] = []
   const step = o.openPer50Ms ?? 100
@@ -175,8 +249,17 @@ export async function slowStreams(o: SlowStreamsOptions): Promise<SlowStreamsRes
     await sleep(50)
   }
   const rampMs = performance.now() - rampStart
+  const dropsAfter = await readListenDrops()
+  const cpuRamped = await cpuSeconds(o.pid)
+  const rampListenDrops =
+    dropsBefore !== undefined && dropsAfter !== undefined
+      ? {
+          overflows: dropsAfter.overflows - dropsBefore.overflows,
+          drops: dropsAfter.drops - dropsBefore.drops,
+        }
+      : undefined
   log(
-    `  ${opened} of ${o.count} streams open after ${(rampMs / 1000).toFixed(1)} s (${failed} failed)`,
+    `  ${opened} of ${o.count} streams open after ${(rampMs / 1000).toFixed(1)} s (${failed} failed${failed > 0 ? `: ${describeReasons(reasons)}` : ''}); listen-queue overflows during the ramp: ${rampListenDrops?.overflows ?? 'n/a'}`,
   )
   const rampLag = eventLoopDelay(await scrape(metricsUrl))
 
@@ -190,6 +273,7 @@ export async function slowStreams(o: SlowStreamsOptions): Promise<SlowStreamsRes
   }
   const holdText = await scrape(metricsUrl)
   holding = false
+  const cpuHeld = await cpuSeconds(o.pid)
   const holdLag = eventLoopDelay(holdText)
   inflightHeld = gaugeSum(holdText, 'infer_gateway_inflight_requests')
   const mem = await treeMemory(o.pid)
@@ -225,5 +309,8 @@ export async function slowStreams(o: SlowStreamsOptions): Promise<SlowStreamsRes
     inflightHeld,
     inflightAfter,
     releaseMs,
+    ...(rampListenDrops !== undefined ? { rampListenDrops } : {}),
+    rampCpuS: cpuRamped - cpuBefore,
+    holdCpuS: cpuHeld - cpuRamped,
   }
 }

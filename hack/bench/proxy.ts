@@ -211,9 +211,17 @@ async function main(): Promise<void> {
     // The fast-path targets are done: stop them so the slow-stream run has the machine.
     while (procs.length > 0) await procs.pop()?.stop()
     const streamsSetup = `engine: \`infer-gateway sim\` with its default latency model (15 ms per token, +2 % per running sequence: about ${Math.round(15 * (1 + 0.02 * (STREAMS - 1)))} ms between tokens with ${STREAMS} running), \`--max-num-seqs ${STREAMS + 1000}\`; gateway: \`--upstream-connections ${STREAMS + 1000}\` (the default 256 would queue the rest); clients: one undici connection per stream, opened 100 per 50 ms; each asks for ${SLOW_MAX_TOKENS} tokens so none ends during the run (the sim's \`--block-size 256\` keeps its KV bookkeeping small).`
+    // --profile: the slow-stream gateway and engine write profiles of their own (the ramp's stalls).
+    const streamsProf = opts.profile
+      ? { gateway: join(profDir, 'streams-gateway'), engine: join(profDir, 'streams-engine') }
+      : undefined
     const streams: ProxyRun['streams'] =
-      STREAMS > 0 ? await manyStreams(dir, procs) : { skipped: '--streams 0' }
+      STREAMS > 0 ? await manyStreams(dir, procs, streamsProf) : { skipped: '--streams 0' }
     while (procs.length > 0) await procs.pop()?.stop()
+    if (streamsProf !== undefined && STREAMS > 0) {
+      out(`\n${await profileSummary(streamsProf.gateway, 'Slow-stream gateway')}\n`)
+      out(`\n${await profileSummary(streamsProf.engine, 'Slow-stream engine (sim)')}\n`)
+    }
 
     const command = [
       'npm run bench:proxy --',
@@ -476,7 +484,11 @@ async function fastPaths(
 }
 
 /** Thousands of slow streams through a fresh 1-worker data plane in front of a slow engine. */
-async function manyStreams(dir: string, procs: Proc[]): Promise<SlowStreamsResult> {
+async function manyStreams(
+  dir: string,
+  procs: Proc[],
+  prof?: { readonly gateway: string; readonly engine: string },
+): Promise<SlowStreamsResult> {
   out(`${STREAMS} slow streams through ours…`)
   const slowConfig = await configFile(dir, 'slow.yaml', gatewayYaml(SLOW_SIM_HOST, SLOW_SIM_PORT))
   const slowSim = await spawnCli(
@@ -499,12 +511,16 @@ async function manyStreams(dir: string, procs: Proc[]): Promise<SlowStreamsResul
       String((STREAMS + 1000) * Math.ceil((SLOW_MAX_TOKENS + 256) / 256)),
     ],
     /127\.0\.0\.3/,
+    prof !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${prof.engine}`] : [],
   )
   procs.push(slowSim)
-  const gw = await startGateway(slowConfig, SLOW_GW_PORT, 1, [
-    '--upstream-connections',
-    String(STREAMS + 1000),
-  ])
+  const gw = await startGateway(
+    slowConfig,
+    SLOW_GW_PORT,
+    1,
+    ['--upstream-connections', String(STREAMS + 1000)],
+    prof !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${prof.gateway}`] : [],
+  )
   procs.push(gw)
   return slowStreams({
     origin: `http://127.0.0.1:${SLOW_GW_PORT}`,
@@ -527,7 +543,7 @@ interface ProfileNode {
  * thread), as a share of busy time: the profile spans the whole run, most of it idle while other
  * targets are measured.
  */
-async function profileSummary(profDir: string): Promise<string> {
+async function profileSummary(profDir: string, what = 'Gateway'): Promise<string> {
   const files = (await readdir(profDir)).filter((f) => f.endsWith('.cpuprofile'))
   const totals = new Map<string, number>()
   let all = 0
@@ -550,7 +566,7 @@ async function profileSummary(profDir: string): Promise<string> {
   }
   const busy = all - idle
   const top = [...totals.entries()].sort((a, b) => b[1] - a[1]).slice(0, 25)
-  return `Gateway CPU profile in ${profDir} (${files.length} file(s); ${fmtPct(idle, all)} idle over the run), top self time as a share of busy time:\n${top.map(([k, v]) => `  ${fmtPct(v, busy).padStart(6)}  ${k}`).join('\n')}`
+  return `${what} CPU profile in ${profDir} (${files.length} file(s); ${fmtPct(idle, all)} idle over the run), top self time as a share of busy time:\n${top.map(([k, v]) => `  ${fmtPct(v, busy).padStart(6)}  ${k}`).join('\n')}`
 }
 
 function fmtPct(part: number, whole: number): string {
