@@ -4,7 +4,7 @@ import type { AccessLogEntry } from '../access-log.js'
 import { errors } from '../errors.js'
 import { GatewayMetrics } from '../metrics.js'
 import type { ChainDecision } from '../router.js'
-import { Outcome } from './outcome.js'
+import { clientClosed, Outcome } from './outcome.js'
 
 const s = server('s', [endpoint('s0', '127.0.0.2', 8000)])
 const r = route('r', {
@@ -127,5 +127,16 @@ describe('Outcome', () => {
     const before = m.series('m', 'chat')
     m.forgetSeries()
     expect(m.series('m', 'chat')).not.toBe(before)
+  })
+})
+
+describe('clientClosed', () => {
+  it('is a 499 client_closed without a captured stack, and leaves stack capture on', () => {
+    const e = clientClosed()
+    expect(e.status).toBe(499)
+    expect(e.code).toBe('client_closed')
+    // Only the header line: no "    at …" frames to capture or format.
+    expect(e.stack?.split('\n')).toHaveLength(1)
+    expect(new Error('x').stack?.split('\n').length).toBeGreaterThan(1)
   })
 })

@@ -58,8 +58,22 @@ export interface OutcomeEnv {
 /** Access-log fields beyond the common ones (the JSON-line logger writes whatever it gets). */
 type Entry = AccessLogEntry & Record<string, unknown>
 
-export const clientClosed = (): GatewayError =>
-  new GatewayError(499, 'client_closed', 'client closed the request')
+/**
+ * The client went away: no fault whose stack anyone reads, so none is captured. It is the reason
+ * every upstream request of that client is aborted with, and Node formats the stack of the error a
+ * stream is destroyed with (streams' destroy reads `err.stack`): with 5,000 streams dropped at once
+ * (bench:proxy's slow streams leaving) capturing and formatting these stacks took about 7 % of the
+ * gateway's busy time, in stalls of up to 0.8 s.
+ */
+export const clientClosed = (): GatewayError => {
+  const limit = Error.stackTraceLimit
+  Error.stackTraceLimit = 0
+  try {
+    return new GatewayError(499, 'client_closed', 'client closed the request')
+  } finally {
+    Error.stackTraceLimit = limit
+  }
+}
 
 export function errorResponse(err: GatewayError, requestId?: string): Response {
   const headers: Record<string, string> = { 'content-type': 'application/json', ...err.headers }
