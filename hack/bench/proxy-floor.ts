@@ -24,20 +24,29 @@ import {
 } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
+import { Readable } from 'node:stream'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import { Pool } from 'undici'
-import { RawPool } from './raw-upstream.js'
+import { RawPool, type RawRequest } from './raw-upstream.js'
 
 /**
  * The floor's upstream client: `undici` (a Pool, as the data plane), `raw` (raw-upstream.ts: plain
- * node:net sockets and a small parser) or `http` (node:http's own client, a keep-alive Agent).
+ * node:net sockets and a small parser), `raw-readable` (the same, its body handed on as a Node
+ * Readable consumed as the undici variant consumes undici's: what of raw's saving survives the
+ * data plane's body interface) or `http` (node:http's own client, a keep-alive Agent).
  * `none` is the inbound half alone: the engine's first answer to each distinct request (URL and
  * body) is recorded through the raw client and replayed from memory after, chunk by chunk as it
  * came, so the server side's cost can be told from the client side's.
  */
-export type FloorClient = 'undici' | 'raw' | 'http' | 'none'
-export const FLOOR_CLIENTS: readonly FloorClient[] = ['undici', 'raw', 'http', 'none']
+export type FloorClient = 'undici' | 'raw' | 'raw-readable' | 'http' | 'none'
+export const FLOOR_CLIENTS: readonly FloorClient[] = [
+  'undici',
+  'raw',
+  'raw-readable',
+  'http',
+  'none',
+]
 
 /** Request headers a proxy does not pass on (hop by hop, and what undici sets itself). */
 const DROP_REQUEST = new Set([
@@ -98,14 +107,15 @@ export async function startFloor(opts: {
   readonly client?: FloorClient
 }): Promise<Floor> {
   const client = opts.client ?? 'undici'
-  if (client === 'raw') {
+  if (client === 'raw' || client === 'raw-readable') {
     const u = new URL(opts.upstream)
     const pool = new RawPool({
       host: u.hostname.replace(/^\[|\]$/g, ''),
       port: Number(u.port || 80),
       connections: opts.connections ?? 256,
     })
-    return listen(opts, rawHandler(pool), async () => pool.close())
+    const handler = client === 'raw' ? rawHandler(pool) : rawReadableHandler(pool)
+    return listen(opts, handler, async () => pool.close())
   }
   if (client === 'none') {
     const u = new URL(opts.upstream)
@@ -197,16 +207,87 @@ function readBody(req: IncomingMessage, then: (body: Buffer | undefined) => void
 }
 
 /** The raw client: header lines passed as text, the answer's raw header list written back. */
+/** The request's header lines for the engine (hop by hop ones dropped), as the raw client takes them. */
+function requestLines(req: IncomingMessage): string {
+  let lines = ''
+  const raw = req.rawHeaders
+  for (let k = 0; k < raw.length; k += 2) {
+    const name = raw[k] as string
+    // node:http's parser already refused CR, LF and NUL in names and values.
+    if (!DROP_REQUEST.has(name.toLowerCase())) lines += `${name}: ${raw[k + 1]}\r\n`
+  }
+  return lines
+}
+
+/** The raw client with a Readable body, used as the undici variant uses undici's. */
+function rawReadableHandler(pool: RawPool): Handler {
+  return (req, res) => {
+    readBody(req, (body) => {
+      let up: RawRequest | undefined
+      const stream = new Readable({
+        read() {
+          up?.resume()
+        },
+      })
+      let headed = false
+      up = pool.request(
+        req.method === 'GET' ? 'GET' : 'POST',
+        req.url ?? '/',
+        requestLines(req),
+        body,
+        {
+          onHead(status, h) {
+            headed = true
+            const headers: Record<string, string> = {}
+            let sse = false
+            for (let k = 0; k < h.length; k += 2) {
+              const lower = (h[k] as string).toLowerCase()
+              if (lower === 'content-type' && (h[k + 1] as string).startsWith('text/event-stream'))
+                sse = true
+              if (!DROP_RESPONSE.has(lower)) headers[lower] = h[k + 1] as string
+            }
+            if (sse) {
+              res.writeHead(status, headers)
+              stream.pipe(res)
+              stream.on('error', () => res.destroy())
+              res.on('close', () => {
+                if (!stream.readableEnded) stream.destroy()
+              })
+              return
+            }
+            const parts: Buffer[] = []
+            stream.on('data', (c: Buffer) => parts.push(c))
+            stream.on('error', () => res.destroy())
+            stream.on('end', () => {
+              const whole = parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts)
+              headers['content-length'] = String(whole.byteLength)
+              res.writeHead(status, headers)
+              res.end(whole)
+            })
+          },
+          onBody(chunk) {
+            if (!stream.push(chunk)) up?.pause()
+          },
+          onEnd() {
+            stream.push(null)
+          },
+          onError(e) {
+            if (headed) stream.destroy(e)
+            else badGateway(res)
+          },
+        },
+      )
+      stream.on('close', () => {
+        if (!stream.readableEnded) up?.abort()
+      })
+    })
+  }
+}
+
 function rawHandler(pool: RawPool): Handler {
   return (req, res) => {
     readBody(req, (body) => {
-      let lines = ''
-      const raw = req.rawHeaders
-      for (let k = 0; k < raw.length; k += 2) {
-        const name = raw[k] as string
-        // node:http's parser already refused CR, LF and NUL in names and values.
-        if (!DROP_REQUEST.has(name.toLowerCase())) lines += `${name}: ${raw[k + 1]}\r\n`
-      }
+      const lines = requestLines(req)
       let stream = false
       let status = 0
       let out: string[] = []
