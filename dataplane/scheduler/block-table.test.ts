@@ -90,4 +90,27 @@ describe('BlockTable', () => {
     expect(t.touch(11, 1)).toBe(1)
     expect(t.touch(12, 0)).toBe(2)
   })
+
+  it('marks first blocks: tells their eviction only, and lists the marked ones', () => {
+    const t = new BlockTable(4)
+    const evicted: number[] = []
+    t.onEvictFirst = (h) => evicted.push(h)
+    for (const h of [1, 2, 3, 4]) t.touch(h)
+    expect(t.markFirst(t.slotOf(1))).toBe(true)
+    expect(t.markFirst(t.slotOf(1))).toBe(false)
+    expect(t.markFirst(t.slotOf(3))).toBe(true)
+    expect(t.slotOf(9)).toBe(-1)
+    expect([...t.firstHashes()]).toEqual([1, 3])
+    t.touch(5) // evicts 1 (marked)
+    t.touch(6) // evicts 2 (not marked)
+    expect(evicted).toEqual([1])
+    // The slot 1 held is reused unmarked.
+    expect([...t.firstHashes()]).toEqual([3])
+    expect(t.markFirst(t.slotOf(5))).toBe(true)
+    t.touch(7) // evicts 3
+    t.touch(8) // evicts 4
+    t.touch(9) // evicts 5
+    expect(evicted).toEqual([1, 3, 5])
+    expect([...t.firstHashes()]).toEqual([])
+  })
 })

@@ -10,11 +10,19 @@
 // probe of a decision's match and each block of a dispatch's record cost two misses instead of
 // one. Evicting a slot deletes its index entry with backward-shift deletion, so the index never
 // fills with tombstones. Hashes must be integers in [0, 2^30) (prompt.ts makes them so).
+//
+// A slot may be marked as holding a recorded prompt's first block (`markFirst`): the prefix
+// index keeps a filter of those per endpoint (prefix-index.ts), and hears of a marked slot's
+// eviction through `onEvictFirst`.
 
 export class BlockTable {
   readonly capacity: number
   readonly #keys: Int32Array
   readonly #ref: Uint8Array
+  /** 1: the slot holds a recorded prompt's first block (markFirst). */
+  readonly #first: Uint8Array
+  /** Called with the hash of a marked slot as it is evicted. */
+  onEvictFirst: ((hash: number) => void) | undefined = undefined
   /** [hash+1, slot] per position; hash+1 = 0: empty. */
   readonly #index: Int32Array
   readonly #mask: number
@@ -25,6 +33,7 @@ export class BlockTable {
     this.capacity = Math.max(1, Math.floor(capacity))
     this.#keys = new Int32Array(this.capacity)
     this.#ref = new Uint8Array(this.capacity)
+    this.#first = new Uint8Array(this.capacity)
     let n = 2
     while (n < this.capacity * 2) n *= 2
     this.#index = new Int32Array(2 * n)
@@ -70,7 +79,7 @@ export class BlockTable {
       }
       slot = this.#hand
       this.#hand = this.#hand + 1 === this.capacity ? 0 : this.#hand + 1
-      this.#unindex((this.#keys[slot] as number) - 1)
+      this.#evicted(slot)
     }
     this.#keys[slot] = hash + 1
     this.#ref[slot] = 0
@@ -80,6 +89,39 @@ export class BlockTable {
     index[2 * i] = hash + 1
     index[2 * i + 1] = slot
     return slot
+  }
+
+  /** Slot of `hash`, or -1 when it is not held. */
+  slotOf(hash: number): number {
+    return this.#find(hash)
+  }
+
+  /** Marks `slot` (a held one) as holding a prompt's first block; false if it was marked already. */
+  markFirst(slot: number): boolean {
+    if (this.#first[slot] === 1) return false
+    this.#first[slot] = 1
+    return true
+  }
+
+  /**
+   * Slot `slot` is taken for another block: its block's index entry (and mark) go. Apart from
+   * touch, which must stay under V8's inlining limit (460 bytes of bytecode) to be inlined into
+   * a record's loop over every block of a prompt: a call per block otherwise.
+   */
+  #evicted(slot: number): void {
+    const old = (this.#keys[slot] as number) - 1
+    this.#unindex(old)
+    if (this.#first[slot] === 1) {
+      this.#first[slot] = 0
+      this.onEvictFirst?.(old)
+    }
+  }
+
+  /** The hashes in marked slots (resizing, dropping an endpoint). */
+  *firstHashes(): IterableIterator<number> {
+    for (let s = 0; s < this.#size; s++) {
+      if (this.#first[s] === 1) yield (this.#keys[s] as number) - 1
+    }
   }
 
   /** Every hash held (tests, resizing). */

@@ -182,6 +182,105 @@ describe('PrefixIndex.matchDepths', () => {
   })
 })
 
+describe('PrefixIndex first-block filter', () => {
+  // Prompts of 1-12 blocks from 16 first blocks (64 characters each) and 24 continuations: many
+  // prompts share a first block and part of the way on, so matches stop at every depth. Tables
+  // of 16-40 blocks: evictions all the time.
+  const heads = Array.from({ length: 16 }, (_, h) => `head ${h} `.repeat(10).slice(0, 64))
+  const prompt = (rnd: () => number): Int32Array => {
+    const head = heads[Math.floor(rnd() * heads.length)] as string
+    const body = `body ${Math.floor(rnd() * 24)} `.repeat(70)
+    const blocks = 1 + Math.floor(rnd() * 12)
+    return blockHashes(`${head}${body}`.slice(0, 64 * blocks), 64, 64, 7)
+  }
+  /** The match as it was made before the filter: every candidate's table probed. */
+  const probed = (idx: PrefixIndex, h: Int32Array, e: EndpointState): number => {
+    if (h.length === 0 || !idx.holds(e, h[0] as number)) return 0
+    let lo = 1
+    let hi = h.length
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1
+      if (idx.holds(e, h[mid - 1] as number)) lo = mid
+      else hi = mid - 1
+    }
+    return lo
+  }
+
+  it('matches as probing every table would, through evictions, resizes, restarts and removals', () => {
+    const idx = new PrefixIndex({ blockTokens: 16, blockChars: 64, maxBlocks: 64, lruCapacity: 24 })
+    const eps = Array.from({ length: 10 }, (_, i) => state(`f${i}`, 70 + i))
+    // A throwaway state in the slot of eps[0] (as a request resolved against an old snapshot has).
+    const twin = new EndpointState(endpoint('twin-f', 95), (eps[0] as EndpointState).slot)
+    const all = [...eps, twin]
+    const rnd = seeded(11)
+    /** First blocks recorded on each endpoint since its last drop (the marks it may still hold). */
+    const firsts = new Map<EndpointState, Set<number>>()
+    let held = 0
+    let probes = 0
+    for (let op = 0; op < 6000; op++) {
+      const e = all[Math.floor(rnd() * all.length)] as EndpointState
+      const r = rnd()
+      if (r < 0.02) {
+        // An engine restart or the endpoint leaving: both drop its table.
+        idx.drop(e)
+        firsts.delete(e)
+      } else if (r < 0.05) {
+        // The engine reports another cache size: the table is resized (smaller or larger).
+        e.scrapeSucceeded(op, metrics({ numGpuBlocks: 16 + Math.floor(rnd() * 25), blockSize: 16 }))
+      } else {
+        const h = prompt(rnd)
+        idx.record(e, h)
+        let set = firsts.get(e)
+        if (set === undefined) {
+          set = new Set()
+          firsts.set(e, set)
+        }
+        set.add(h[0] as number)
+      }
+      const q = prompt(rnd)
+      const cand = all.filter(() => rnd() < 0.6)
+      if (cand.length === 0) continue
+      const m = idx.matchDepths(q, cand)
+      // Two states in one slot share a match entry: the later candidate's stands (as before).
+      const want = new Map<number, number>()
+      for (const c of cand) {
+        const d = probed(idx, q, c)
+        want.set(c.slot, d)
+        if (d > 0) held++
+        probes++
+      }
+      for (const [slot, d] of want) expect(m[slot]).toBe(d)
+      // The filter counts exactly the first blocks still held (every slot distinct but the twin's).
+      if (op % 25 !== 0) continue
+      let marks = 0
+      for (const [x, set] of firsts) for (const f of set) if (idx.holds(x, f)) marks++
+      expect(idx.firstBlocksTracked()).toBe(marks)
+    }
+    expect(held).toBeGreaterThan(probes / 10)
+    expect(held).toBeLessThan(probes / 2)
+    // Every endpoint dropped: nothing counted.
+    for (const e of all) idx.drop(e)
+    expect(idx.firstBlocksTracked()).toBe(0)
+  })
+
+  it('gives the twin and the live state of one slot their own answers when asked apart', () => {
+    const idx = new PrefixIndex({ blockTokens: 16, blockChars: 64, maxBlocks: 64, lruCapacity: 64 })
+    const live = state('live', 96)
+    const twin = new EndpointState(endpoint('twin-g', 97), live.slot)
+    const h = blockHashes('t'.repeat(64 * 6), 64, 64, 7)
+    idx.record(twin, h.subarray(0, 3))
+    expect(idx.matchDepths(h, [live])[live.slot]).toBe(0)
+    expect(idx.matchDepths(h, [twin])[twin.slot]).toBe(3)
+    idx.record(live, h)
+    idx.drop(twin)
+    expect(idx.matchDepths(h, [live])[live.slot]).toBe(6)
+    expect(idx.matchDepths(h, [twin])[twin.slot]).toBe(0)
+    idx.drop(live)
+    expect(idx.matchDepths(h, [live])[live.slot]).toBe(0)
+    expect(idx.firstBlocksTracked()).toBe(0)
+  })
+})
+
 describe('PrefixIndex.heldOutside', () => {
   it('answers as a check of every table would, for any candidate subset and shared slots', () => {
     const idx = new PrefixIndex({ blockTokens: 16, blockChars: 64, maxBlocks: 64, lruCapacity: 64 })

@@ -20,6 +20,11 @@ const LEARN_ALPHA = 0.02
 const LEARN_MIN_SAMPLES = 20
 /** Relative change of the learned ratio that resizes the tables (each resize copies them). */
 const LEARN_STEP = 0.05
+/** Buckets of the first-block filter (#firstCounts): 2^FIRST_BITS. */
+const FIRST_BITS = 12
+const FIRST_BUCKETS = 1 << FIRST_BITS
+/** A filter count at this value stays there (correct: it can only answer "maybe held"). */
+const FIRST_SATURATED = 255
 
 export interface PrefixIndexConfig {
   /** Engine tokens per block assumed until learned. */
@@ -60,6 +65,27 @@ export class PrefixIndex {
   readonly #markedEp: (EndpointState | undefined)[] = []
   readonly #markedAt: number[] = []
   #markEpoch = 0
+  /**
+   * The first-block filter. Every match starts with the prompt's first block, and a table that
+   * does not hold it matches nothing; most candidates of a long shared prompt hold none of it, and
+   * probing each one's table was a cache miss per candidate (the tables of a fleet do not fit in
+   * the CPU's caches). So per bucket of a block hash (FIRST_BUCKETS) and endpoint slot, a count
+   * of the slot's table entries marked as a recorded prompt's first block (BlockTable.markFirst)
+   * in that bucket: with a count of 0 the table is not probed. Laid out by bucket, a row holding
+   * a column per endpoint slot that has any (`#colOf`: slot → column + 1), so one decision reads
+   * one row: a cache line for 64 candidates. Kept exact by the tables' marks (a mark set: +1; a
+   * marked slot evicted, a table dropped, or resized without it: -1), so a 0 is never wrong; two
+   * hashes in one bucket or two states in one slot (a throwaway state) only cost a probe. A count
+   * that reaches FIRST_SATURATED stays there (a probe every time). Allocated on the first record.
+   */
+  #firstCounts = new Uint8Array(0)
+  /** Columns a row has room for (a power of two), and the columns in use or free. */
+  #firstStride = 0
+  #firstCols = 0
+  readonly #freeCols: number[] = []
+  /** Column + 1 by endpoint slot (0: none), and per column the marks counted in it. */
+  #colOf = new Int32Array(64)
+  #colMarks = new Int32Array(0)
 
   constructor(config: PrefixIndexConfig, owner?: object) {
     this.config = config
@@ -85,9 +111,20 @@ export class PrefixIndex {
     }
     const match = this.#match
     const n = hashes.length
+    const counts = this.#firstCounts
+    const colOf = this.#colOf
+    const row = n === 0 ? 0 : firstBucket(hashes[0] as number) * this.#firstStride
     for (const e of eps) {
+      // No prompt recorded on this slot starts with the block: no table to probe (see
+      // #firstCounts). The one case that answers differently from a probe: a table holding the
+      // block only inside another prompt (a 30-bit hash collision), which matched one block.
+      const col = e.slot < colOf.length ? (colOf[e.slot] as number) : 0
+      if (n === 0 || col === 0 || counts[row + col - 1] === 0) {
+        match[e.slot] = 0
+        continue
+      }
       const set = this.#blocks.get(e)
-      if (set === undefined || n === 0 || !set.has(hashes[0] as number)) {
+      if (set === undefined || !set.has(hashes[0] as number)) {
         match[e.slot] = 0
         continue
       }
@@ -116,17 +153,105 @@ export class PrefixIndex {
     this.#observe(ep)
     const cap = this.capacityOf(ep)
     let table = this.#blocks.get(ep)
-    if (table === undefined || table.capacity !== cap) {
-      // First dispatch, or the engine reported its real cache size: carry what is known over.
-      const next = new BlockTable(cap)
-      if (table !== undefined) for (const h of table.hashes()) next.touch(h)
-      table = next
-      this.#blocks.set(ep, table)
-    }
+    if (table === undefined || table.capacity !== cap) table = this.#newTable(ep, table, cap)
     this.#gen++
     // Each block's slot hints the next one's (tail first: they were inserted in this order).
     let slot = -2
     for (let i = hashes.length - 1; i >= 0; i--) slot = table.touch(hashes[i] as number, slot + 1)
+    // The head, touched last, is in `slot` (an earlier touch may have evicted its old place).
+    if (hashes.length > 0 && table.markFirst(slot)) this.#firstAdd(hashes[0] as number, ep.slot)
+  }
+
+  /**
+   * A table for `ep` of `cap` blocks: its first, or the engine reported its real cache size and
+   * what is known is carried over. (Apart from record, which must stay small enough for V8 to
+   * inline BlockTable.touch into its loop: a call per block otherwise.)
+   */
+  #newTable(ep: EndpointState, table: BlockTable | undefined, cap: number): BlockTable {
+    const next = new BlockTable(cap)
+    if (table !== undefined) {
+      for (const h of table.hashes()) next.touch(h)
+      // First-block marks move along; a first block that no longer fits leaves the filter.
+      for (const h of table.firstHashes()) {
+        const at = next.slotOf(h)
+        if (at >= 0) next.markFirst(at)
+        else this.#firstRemove(h, ep.slot)
+      }
+      table.onEvictFirst = undefined
+    }
+    const slotOfEp = ep.slot
+    next.onEvictFirst = (h) => this.#firstRemove(h, slotOfEp)
+    this.#blocks.set(ep, next)
+    return next
+  }
+
+  /** A table of slot `slot` marked `hash` as a first block (see #firstCounts). */
+  #firstAdd(hash: number, slot: number): void {
+    if (slot >= this.#colOf.length) {
+      const grown = new Int32Array(Math.max(slot + 1, this.#colOf.length * 2))
+      grown.set(this.#colOf)
+      this.#colOf = grown
+    }
+    let col = (this.#colOf[slot] as number) - 1
+    if (col < 0) {
+      col = this.#freeCols.pop() ?? this.#firstCols++
+      if (this.#firstCols > this.#firstStride) this.#widen()
+      this.#colOf[slot] = col + 1
+    }
+    this.#colMarks[col] = (this.#colMarks[col] as number) + 1
+    const i = firstBucket(hash) * this.#firstStride + col
+    const c = this.#firstCounts[i] as number
+    if (c < FIRST_SATURATED) this.#firstCounts[i] = c + 1
+  }
+
+  /**
+   * A table of slot `slot` no longer holds `hash` as a marked first block. A column left with no
+   * marks is cleared and freed (endpoints come and go; slots are reused).
+   */
+  #firstRemove(hash: number, slot: number): void {
+    const col = slot < this.#colOf.length ? (this.#colOf[slot] as number) - 1 : -1
+    if (col < 0) return
+    const stride = this.#firstStride
+    const i = firstBucket(hash) * stride + col
+    const c = this.#firstCounts[i] as number
+    if (c > 0 && c < FIRST_SATURATED) this.#firstCounts[i] = c - 1
+    const left = (this.#colMarks[col] as number) - 1
+    this.#colMarks[col] = left
+    if (left > 0) return
+    // Saturated counts may remain: a column is handed out again only cleared.
+    for (let b = col; b < this.#firstCounts.length; b += stride) this.#firstCounts[b] = 0
+    this.#colOf[slot] = 0
+    this.#freeCols.push(col)
+  }
+
+  /** Rows with room for every column: the counts copied into rows twice as wide (16 at first). */
+  #widen(): void {
+    const was = this.#firstStride
+    const stride = Math.max(16, was * 2)
+    const next = new Uint8Array(FIRST_BUCKETS * stride)
+    if (was > 0) {
+      const old = this.#firstCounts
+      for (let b = 0; b < FIRST_BUCKETS; b++) {
+        next.set(old.subarray(b * was, (b + 1) * was), b * stride)
+      }
+    }
+    const marks = new Int32Array(stride)
+    marks.set(this.#colMarks)
+    this.#firstCounts = next
+    this.#firstStride = stride
+    this.#colMarks = marks
+  }
+
+  /** Sum of the first-block filter's counts (tests: it must follow the tables exactly). */
+  firstBlocksTracked(): number {
+    let sum = 0
+    for (const c of this.#firstCounts) sum += c
+    return sum
+  }
+
+  /** Whether `ep`'s table holds block `hash` (tests, debug). */
+  holds(ep: EndpointState, hash: number): boolean {
+    return this.#blocks.get(ep)?.has(hash) === true
   }
 
   /** A completed request of `blocks` blocks: one sample of our side of the tokens-per-block ratio. */
@@ -207,7 +332,12 @@ export class PrefixIndex {
 
   /** Nothing of ours is on `ep` any more (it left, or its engine restarted empty). */
   drop(ep: EndpointState): void {
-    if (this.#blocks.delete(ep)) this.#gen++
+    const table = this.#blocks.get(ep)
+    if (table === undefined) return
+    for (const h of table.firstHashes()) this.#firstRemove(h, ep.slot)
+    table.onEvictFirst = undefined
+    this.#blocks.delete(ep)
+    this.#gen++
   }
 
   /** Blocks remembered, summed over endpoints, and the endpoints with any. */
@@ -222,4 +352,9 @@ export class PrefixIndex {
     for (const [ep, set] of this.#blocks) out[ep.name] = set.size
     return out
   }
+}
+
+/** Bucket of a block hash in the first-block filter (the top bits of a multiplicative hash). */
+function firstBucket(hash: number): number {
+  return Math.imul(hash, 0x9e3779b1) >>> (32 - FIRST_BITS)
 }
