@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { chunkFloor, gcOverlaps } from './scheduler-cost-breakdown.js'
+import { chunkFloor, gcOverlaps, heapPerCall, median } from './scheduler-cost-breakdown.js'
 
 describe('chunkFloor', () => {
   it('averages consecutive chunks and reports the lowest and the 10th percentile', () => {
@@ -35,5 +35,34 @@ describe('gcOverlaps', () => {
     ]
     expect(gcOverlaps(spans, pauses)).toEqual([false, true, false, true])
     expect(gcOverlaps(spans, [])).toEqual([false, false, false, false])
+  })
+})
+
+describe('heapPerCall', () => {
+  it('reads what a call allocates, not what it prepares or does after', () => {
+    let keep: unknown
+    // 100,000 doubles: 800,000 bytes of elements, allocated inside the reading.
+    const big = heapPerCall(41, () => {
+      const before = new Array<number>(50_000).fill(0.5)
+      return () => {
+        keep = new Array<number>(100_000).fill(1.5)
+        return () => {
+          keep = [before, new Array<number>(50_000).fill(2.5)]
+        }
+      }
+    })
+    expect(big).toBeGreaterThan(780_000)
+    expect(big).toBeLessThan(840_000)
+    const none = heapPerCall(41, () => () => () => {})
+    expect(Math.abs(none)).toBeLessThan(1024)
+    expect(keep).toBeDefined()
+  })
+})
+
+describe('median', () => {
+  it('takes the middle value, or the mean of the middle two', () => {
+    expect(median([5, 1, 3])).toBe(3)
+    expect(median([4, 1, 3, 2])).toBe(2.5)
+    expect(median([])).toBeNaN()
   })
 })

@@ -8,9 +8,12 @@
 // - per plugin: its `score` alone over 25 requests (prompt hashes memoised), repeated;
 // - hashing: the prompt's block hashes of fresh requests (JSON-parsed bodies, as the proxy
 //   makes them), the shared prompt-hasher cache warm;
-// - GC: how many timed decisions a garbage collection overlapped, and how many of the slowest 1 %.
+// - GC: how many timed decisions a garbage collection overlapped, and how many of the slowest 1 %;
+// - heap: bytes a decision allocates (what makes young-generation collections come, and with
+//   them the pauses that land inside decisions).
 
 import { PerformanceObserver } from 'node:perf_hooks'
+import { getHeapStatistics } from 'node:v8'
 import type { PickContext } from '../../dataplane/picker.js'
 import { requestBlocks } from '../../dataplane/scheduler/prompt-hasher.js'
 import type { EndpointState } from '../../dataplane/scheduler/state.js'
@@ -82,6 +85,38 @@ export function hashingFloor(
     if (us < best) best = us
   }
   return best
+}
+
+/**
+ * Bytes of heap one call allocates: the median, over `n` calls, of the used heap's growth across
+ * the call, less that of an empty call (the reading's own allocation). A collection inside a call
+ * makes its reading negative or small; the median ignores the few that do. `prepare` makes each
+ * call outside the reading, and the call returns what is to run after it (neither is counted).
+ */
+export function heapPerCall(n: number, prepare: () => () => () => void): number {
+  const used = (): number => getHeapStatistics().used_heap_size
+  const empty: number[] = []
+  const grown: number[] = []
+  for (let i = 0; i < n; i++) {
+    const call = prepare()
+    const e0 = used()
+    const e1 = used()
+    empty.push(e1 - e0)
+    const t0 = used()
+    const after = call()
+    const t1 = used()
+    grown.push(t1 - t0)
+    after()
+  }
+  return median(grown) - median(empty)
+}
+
+/** The median of `xs` (NaN when empty). */
+export function median(xs: readonly number[]): number {
+  if (xs.length === 0) return Number.NaN
+  const s = [...xs].sort((a, b) => a - b)
+  const m = s.length >>> 1
+  return s.length % 2 === 1 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2
 }
 
 /** Decisions (start, end in ms) that a GC pause (start, duration in ms) overlapped. */

@@ -20,6 +20,7 @@ import {
   chunkFloor,
   gcOverlaps,
   hashingFloor,
+  heapPerCall,
   pluginFloors,
   watchGc,
 } from './scheduler-cost-breakdown.js'
@@ -178,7 +179,23 @@ async function main(): Promise<void> {
   let parts = ''
   if (breakdown && gc !== undefined) {
     await gc.stop()
-    parts = breakdownText(sched, srv, eps, ctxFor, decide, spans, gc.pauses)
+    // Heap per decision: requests made beforehand, each decided (admit + pick) inside the
+    // reading, then sent and completed as in the timed run.
+    const heap = heapPerCall(2000, () => {
+      const ctx = ctxFor()
+      return () => {
+        const a = sched.admit(ctx, signal)
+        const t = sched.pick(ctx)[0]
+        return () => {
+          if (t === undefined) throw new Error('no endpoint picked')
+          shadow(ctx)
+          sched.onDispatch(ctx, t)
+          sched.onComplete(ctx, t, ok)
+          if (a !== undefined && !(a instanceof Promise)) a.release()
+        }
+      }
+    })
+    parts = breakdownText(sched, srv, eps, ctxFor, decide, spans, gc.pauses, heap)
   }
   await sched.close()
   decide.sort((a, b) => a - b)
@@ -237,6 +254,7 @@ function breakdownText(
   decide: readonly number[],
   spans: readonly (readonly [number, number])[],
   pauses: readonly (readonly [number, number])[],
+  heap: number,
 ): string {
   const states = eps.map((e) => sched.state(`${e.address}:${e.port}`) as EndpointState)
   const plugins = sched.plugins(srv.key)
@@ -275,7 +293,8 @@ ${table(['part', 'floor', 'p10 of chunks'], rows)}
 
 Each plugin alone matches the prompt against the prefix index itself; in a decision the first
 reader's match is reused. GC: ${pauses.length} pauses during the timed run, overlapping
-${hit.filter((h) => h).length} of ${decide.length} decisions and ${slowGc} of the ${slowN} at or above p99.`
+${hit.filter((h) => h).length} of ${decide.length} decisions and ${slowGc} of the ${slowN} at or above p99.
+Heap allocated per decision (admit + pick, median of 2000): ${fmt(heap / 1024, 1)} KiB.`
 }
 
 main().catch((e: unknown) => {
