@@ -25,3 +25,17 @@ export class Scratch {
     return this.#buf
   }
 }
+
+/**
+ * `xs.filter(keep)`, except that `xs` itself comes back when every element is kept: a filter
+ * that removes nothing (the usual case) allocates no array per decision.
+ */
+export function filterKept<T>(xs: readonly T[], keep: (x: T) => boolean): readonly T[] {
+  const n = xs.length
+  let i = 0
+  while (i < n && keep(xs[i] as T)) i++
+  if (i === n) return xs
+  const out = xs.slice(0, i)
+  for (i++; i < n; i++) if (keep(xs[i] as T)) out.push(xs[i] as T)
+  return out
+}

@@ -40,6 +40,7 @@ import type { AbortLike } from '../../abort.js'
 import { GatewayError } from '../../errors.js'
 import type { DispatchOutcome } from '../../picker.js'
 import { intArg, numArg, numMapArg, strArg } from '../args.js'
+import { filterKept } from '../scores.js'
 import type { EndpointState } from '../state.js'
 import type { Admission, Plugin, PluginArgs, PluginEnv, SchedRequest } from '../types.js'
 
@@ -268,7 +269,7 @@ export class FairnessPlugin implements Plugin {
   /** Place admitted requests where there is room, so the engines do not queue them. */
   filter(req: SchedRequest, eps: readonly EndpointState[]): readonly EndpointState[] {
     const pooled = pooledLimit(eps)
-    return eps.filter((e) => {
+    return filterKept(eps, (e) => {
       const limit = this.limitOf(e, pooled)
       return limit === 0 || e.pending(req.now) < limit
     })

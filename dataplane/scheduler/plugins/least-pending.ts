@@ -4,7 +4,7 @@
 // own dispatches and completions since, so a burst is spread at once.
 
 import { intArg, numArg } from '../args.js'
-import { inverseMinMax, Scratch } from '../scores.js'
+import { filterKept, inverseMinMax, Scratch } from '../scores.js'
 import type { EndpointState } from '../state.js'
 import type { Plugin, PluginArgs, SchedRequest } from '../types.js'
 
@@ -26,7 +26,7 @@ export function leastPending(args: PluginArgs): Plugin {
   }
   if (maxWaiting > 0) {
     // Kthena's least-request filter: skip endpoints with a long queue (fails open when all have).
-    plugin.filter = (req, eps) => eps.filter((e) => e.waiting(req.now) < maxWaiting)
+    plugin.filter = (req, eps) => filterKept(eps, (e) => e.waiting(req.now) < maxWaiting)
   }
   return plugin
 }
