@@ -285,7 +285,13 @@ describe('engines restarted under load, quick window (issue 9)', () => {
   it("the bench's own sequence: no group leaves a pod that still holds it", async () => {
     const requests = benchSequence()
     const restarted = await run({ shape: PREFILL_BOUND, pods: 4, requests, restarts: RESTARTS })
-    expect(needlessMoves(restarted)).toEqual([])
+    // One such move is the hot-group copies' known cost (the test above): since copies wait until
+    // the engines are seen not to stall requests behind other prefills (predicted-latency
+    // prefillInterference), they are made at other times, and g0's request at 6.4 s went to a
+    // pod the index believed held it and found 784 of 1520 tokens (the engine had evicted the
+    // rest); before that change none.
+    const moves = needlessMoves(restarted)
+    expect(moves.length, moves.join('; ')).toBeLessThanOrEqual(1)
     // Not vacuous: every group came back after the kills, and the two killed engines served again.
     expect(restarted.perPod['pod-1']).toBeGreaterThan(20)
     expect(restarted.perPod['pod-2']).toBeGreaterThan(20)

@@ -147,13 +147,27 @@ describe('hot-group copies by shadow request (real engines)', () => {
     sch.onSnapshot(snapshot([srv]))
     const pl = sch.plugins(srv.key)[0] as PredictedLatencyPlugin
     expect(pl).toBeInstanceOf(PredictedLatencyPlugin)
-    // The group's requests, every 50 ms, each answered at once.
+    // The group's requests, every 50 ms, each answered at once; 10 ms before each, a cold request
+    // of another prefix (reported, not sent): the plugin copies only once it has seen requests
+    // sent behind another prefill not held up by it (predicted-latency prefillInterference).
     let plan: ShadowPlan | undefined
     let home: SnapshotEndpoint | undefined
     let ctx: PickContext | undefined
     let k = 0
     for (; k < 40 && plan === undefined; k++) {
-      clock += 50
+      clock += 40
+      const other = pickContext(srv, {
+        messages: [
+          { role: 'system', content: `Other ${k}. ${SYSTEM}` },
+          { role: 'user', content: 'Hello?' },
+        ],
+        max_tokens: 32,
+        stream: true,
+      })
+      const otherPod = sch.pick(other)[0] as SnapshotEndpoint
+      sch.onDispatch(other, otherPod)
+      sch.onComplete(other, otherPod, { status: 200, durationMs: 100, firstByteMs: 60 })
+      clock += 10
       ctx = pickContext(srv, groupBody(k))
       const first = sch.pick(ctx)[0] as SnapshotEndpoint
       home ??= first
@@ -175,6 +189,8 @@ describe('hot-group copies by shadow request (real engines)', () => {
     const deps = counting()
     const st = sch.state(`${copy.address}:${copy.port}`)
     const before = st?.completed ?? 0
+    const dispatchedBefore = st?.dispatched ?? 0
+    const ttftBefore = st?.ttftMs.value
     const sent = sendShadow(deps, plan, shadowRequest(srv, groupBody(k)))
     // Started synchronously: in flight on the copy's pod, and in the gate.
     expect(st?.inFlight).toBe(1)
@@ -187,9 +203,9 @@ describe('hot-group copies by shadow request (real engines)', () => {
     const copyStats = (copy.name === a.name ? a : b).stats()
     expect(copyStats.requests).toBe(1)
     expect(copyStats.generationTokens).toBe(1)
-    // Not a latency sample and not a trial: no TTFT learned, dispatches of its own none.
-    expect(st?.ttftMs.value).toBeUndefined()
-    expect(st?.dispatched).toBe(1)
+    // Not a latency sample and not a trial: its TTFT not learned, no dispatch but its own counted.
+    expect(st?.ttftMs.value).toBe(ttftBefore)
+    expect(st?.dispatched).toBe(dispatchedBefore + 1)
     expect(st?.completed).toBe(before + 1)
     // The group's next request sees two holders: no second copy.
     clock += 50

@@ -3,13 +3,26 @@
 // LORA_LOADS=0.7,0.8 LORA_SCALE=2.5 (engine time scale; the offered rate stays that of 2.5, so 3
 // is a slower machine) LORA_SCRAPE=200 LORA_POLICY=default,lora,rr,lp LORA_SHOW=3 misses printed).
 // UNIFORM_SWEEP=1: uniform prompts, TTFT p90/p99/mean per policy (U_SEEDS, U_LOADS, U_POLICY).
+// COPY_SWEEP=1: hot-group copies (predicted-latency hotCopyTheta) on against off in every regime
+// of bench:routing, with and without the simulator's prefill interference: per regime the median
+// and worst TTFT p90 ratio on/off, and for the restart regime how many seeds stay within 10 % of
+// their own fresh run (C_SEEDS=10-49, C_REGIMES=sp,sp-restart,db,un,rep3 C_INTERFERENCE=0,1
+// C_LOAD=0.7 C_ILOAD=0.4 (the load with interference: 0.7 saturates that shape) C_SHOW=1 per seed).
 import { afterEach, beforeEach, describe, it, vi } from 'vitest'
 import type { SnapshotSchedulerPlugin } from '../../api/snapshot.js'
+import { DEFAULT_PROFILE } from '../../dataplane/scheduler/profile.js'
 import { EndpointState } from '../../dataplane/scheduler/state.js'
 import { seeded } from '../../dataplane/scheduler/testkit.js'
 import { generateWords } from '../sim/rng.js'
 import { poissonTimes } from './routing-load.js'
-import { PREFILL_BOUND, runVirtualFleet, ttftPercentile } from './virtual-fleet.js'
+import {
+  DECODE_BOUND,
+  type EngineShape,
+  PREFILL_BOUND,
+  runVirtualFleet,
+  ttftPercentile,
+  type VirtualRequest,
+} from './virtual-fleet.js'
 
 const env = process.env
 const range = (s: string): number[] => {
@@ -164,4 +177,146 @@ describe.skipIf(env['UNIFORM_SWEEP'] !== '1')('uniform sweep (diagnosis)', () =>
       )
     }
   }, 600_000)
+})
+
+describe.skipIf(env['COPY_SWEEP'] !== '1')('hot-group copies sweep (diagnosis)', () => {
+  // bench:routing --quick's regimes (routing.ts): the workload, engine shape, time scale and
+  // whether 2 of 4 engines restart (pod-1 at 35 %, pod-2 at 50 % of the 8 s, down 1 s each).
+  const MS = 8000
+  const restarts = [
+    { pod: 1, at: 0.35 * MS, downMs: 1000 },
+    { pod: 2, at: 0.5 * MS, downMs: 1000 },
+  ]
+  const cap = (e: EngineShape, prompt: number, out: number, scale: number): number =>
+    (4 * e.maxNumSeqs) /
+    ((scale *
+      (e.prefillOverheadMs +
+        prompt * e.prefillMsPerToken +
+        out * e.decodeMsPerToken * (1 + (e.batchSlowdown * (e.maxNumSeqs - 1)) / 2))) /
+      1000)
+  const shared = (rate: number, out: number, seed: number): VirtualRequest[] => {
+    const r = seeded(seed)
+    const systems = Array.from(
+      { length: 16 },
+      (_, g) => `Group ${g} policy. ${generateWords(100 + g, 'system', 1500).join('')}`,
+    )
+    return poissonTimes(rate, MS, r).map((at, k) => {
+      const g = Math.floor(r() * systems.length)
+      const user = generateWords(seed, `q${k}`, 60).join('')
+      return { at, system: systems[g] as string, user, maxTokens: out, tag: `g${g}` }
+    })
+  }
+  interface Regime {
+    readonly shape: EngineShape
+    readonly scale: number
+    readonly replicas: number
+    readonly restart: boolean
+    requests(load: number, seed: number): VirtualRequest[]
+  }
+  const sp = (load: number, seed: number) =>
+    shared(load * cap(PREFILL_BOUND, 1560, 16, 1), 16, seed)
+  const REGIMES: Record<string, Regime> = {
+    sp: { shape: PREFILL_BOUND, scale: 1, replicas: 1, restart: false, requests: sp },
+    'sp-restart': { shape: PREFILL_BOUND, scale: 1, replicas: 1, restart: true, requests: sp },
+    db: {
+      shape: DECODE_BOUND,
+      scale: 1,
+      replicas: 1,
+      restart: false,
+      requests: (load, seed) => shared(load * cap(DECODE_BOUND, 1560, 64, 1), 64, seed),
+    },
+    'db-restart': {
+      shape: DECODE_BOUND,
+      scale: 1,
+      replicas: 1,
+      restart: true,
+      requests: (load, seed) => shared(load * cap(DECODE_BOUND, 1560, 64, 1), 64, seed),
+    },
+    un: {
+      shape: PREFILL_BOUND,
+      scale: 2,
+      replicas: 1,
+      restart: false,
+      requests: (load, seed) => {
+        const r = seeded(seed)
+        return poissonTimes(load * cap(PREFILL_BOUND, 600, 16, 2), MS, r).map((at, k) => ({
+          at,
+          user: generateWords(seed, `u${k}`, 600).join(''),
+          maxTokens: 16,
+        }))
+      },
+    },
+    rep3: { shape: PREFILL_BOUND, scale: 1, replicas: 3, restart: false, requests: sp },
+  }
+  const profile = (theta?: number): SnapshotSchedulerPlugin[] =>
+    DEFAULT_PROFILE.plugins.map((p) =>
+      p.name === 'predicted-latency' && theta !== undefined
+        ? { name: p.name, weight: p.weight, args: { ...p.args, hotCopyTheta: theta } }
+        : { name: p.name, weight: p.weight, args: p.args },
+    )
+  const median = (xs: readonly number[]): number => {
+    const s = [...xs].sort((a, b) => a - b)
+    return s.length === 0
+      ? Number.NaN
+      : ((s[(s.length - 1) >> 1] as number) + (s[s.length >> 1] as number)) / 2
+  }
+
+  it('sweeps', async () => {
+    const seeds = range(env['C_SEEDS'] ?? '10-49')
+    const regimes = (env['C_REGIMES'] ?? 'sp,sp-restart,db,un,rep3').split(',')
+    const modes = (env['C_INTERFERENCE'] ?? '0,1').split(',').map((x) => x === '1')
+    const show = env['C_SHOW'] === '1'
+    for (const interference of modes) {
+      const load = Number(interference ? (env['C_ILOAD'] ?? 0.4) : (env['C_LOAD'] ?? 0.7))
+      for (const name of regimes) {
+        const g = REGIMES[name]
+        if (g === undefined) throw new Error(`unknown regime ${name}`)
+        const shape = interference ? { ...g.shape, prefillInterference: true } : g.shape
+        const ratios: number[] = []
+        const within = { on: 0, off: 0 }
+        let copies = 0
+        let copiedSeeds = 0
+        const lines: string[] = []
+        for (const seed of seeds) {
+          const requests = g.requests(load, seed)
+          const p90 = async (theta: number | undefined, restart: boolean) => {
+            const x = await runVirtualFleet({
+              shape,
+              pods: 4,
+              timeScale: g.scale,
+              replicas: g.replicas,
+              requests,
+              plugins: profile(theta),
+              ...(restart ? { restarts } : {}),
+              advance: async (t) => vi.advanceTimersByTime(t),
+            })
+            return { p90: ttftPercentile(x.results, 90, 2000), copies: x.shadows.sent }
+          }
+          const on = await p90(undefined, g.restart)
+          const off = await p90(0, g.restart)
+          ratios.push(on.p90 / off.p90)
+          copies += on.copies
+          if (on.copies > 0) copiedSeeds++
+          let extra = ''
+          if (g.restart) {
+            const fOn = await p90(undefined, false)
+            const fOff = await p90(0, false)
+            if (on.p90 <= 1.1 * fOn.p90) within.on++
+            if (off.p90 <= 1.1 * fOff.p90) within.off++
+            extra = ` fresh on ${fOn.p90.toFixed(0)} off ${fOff.p90.toFixed(0)}`
+          }
+          lines.push(
+            `  seed ${seed}: on ${on.p90.toFixed(0)} off ${off.p90.toFixed(0)} (${(on.p90 / off.p90).toFixed(2)}) copies ${on.copies}${extra}`,
+          )
+        }
+        const worst = Math.max(...ratios)
+        const restartNote = g.restart
+          ? `; restart within 10 % of own fresh: on ${within.on}/${seeds.length} off ${within.off}/${seeds.length}`
+          : ''
+        process.stdout.write(
+          `COPY ${name} interference ${interference ? 1 : 0} load ${load}: p90 on/off median ${median(ratios).toFixed(3)} worst ${worst.toFixed(2)} (seed ${seeds[ratios.indexOf(worst)]}), worse by >5 % ${ratios.filter((r) => r > 1.05).length}/${seeds.length}; copies ${copies} in ${copiedSeeds} seeds${restartNote}\n${show ? `${lines.join('\n')}\n` : ''}`,
+        )
+      }
+    }
+  }, 3_600_000)
 })

@@ -69,6 +69,25 @@ const HOT_MIN_AGE_MS = 1_000
 const HOT_GROUPS = 4_096
 /** Copies started at most per second (token bucket, this many at once at most). */
 const COPIES_PER_SECOND = 4
+/**
+ * Prefill interference (#interference): a request's prefill counts as backlog for the requests
+ * sent to its pod after it while its uncached part is predicted at least this long (ms); below
+ * it a hit request's TTFT is a no-backlog sample.
+ */
+const BACKLOG_MIN_MS = 20
+/** Per-sample forgetting of the backlog samples (about the last 20 count). */
+const INTERFERENCE_DECAY = 0.95
+/**
+ * Backlog samples (decayed) before the estimate is believed: one. They come only while cold
+ * prefills run (a group's placement, a move, a copy), rare once the groups are placed; with 3,
+ * 5 of 20 seeds had none before the first kill of the restart regime, and copies made late, for
+ * some groups only, cost up to 2.2x off's TTFT p90 (virtual time, seed 20).
+ */
+const INTERFERENCE_MIN_SAMPLES = 1
+/** At or above this share of a backlog showing in hit requests' TTFT, no hot-group copies. */
+const INTERFERENCE_MAX = 0.5
+/** EWMA weight of a no-backlog sample in the baseline residual. */
+const BASELINE_ALPHA = 0.05
 
 /** A prefix group's request rate as this replica sees it, and its copy (#replicate). */
 interface HotGroup {
@@ -124,6 +143,11 @@ interface Dispatched {
   readonly uncached: number
   readonly waitMs: number
   readonly slotKnownFree: boolean
+  /**
+   * Predicted prefill left (ms) of this replica's other-prefix requests and copies on the endpoint
+   * at dispatch (#interference); undefined when copies are off.
+   */
+  readonly backlog?: number
   /** LoRA requests: what the adapter needed there (see #adapterMs). */
   readonly adapter?: AdapterNeed
   /** A move of a known prefix: counted in the endpoint model's `movesInFlight` until it ends. */
@@ -203,6 +227,17 @@ export class PredictedLatencyPlugin implements Plugin {
   /** Copies started and ended with a 2xx (for /debug/endpoints). */
   #copiesStarted = 0
   #copiesOk = 0
+  /**
+   * This replica's prefills in flight by endpoint, long enough to delay others' (BACKLOG_MIN_MS):
+   * the prefix key and the predicted end (#interference).
+   */
+  readonly #prefills = new Map<EndpointState, { key: number; end: number }[]>()
+  /** Hit requests' TTFT above the prefill line with no backlog ahead (EWMA, ms). */
+  #baseResidual: number | undefined
+  /** Decayed sums over the backlog samples: weight, backlog², backlog × excess residual. */
+  #ifN = 0
+  #ifBB = 0
+  #ifBR = 0
   /**
    * A group whose own rate × a cold prefill reaches this many requests (arriving during one cold
    * prefill) gets a second warm copy, made by a shadow request (#replicate); 0 = never.
@@ -448,6 +483,9 @@ export class PredictedLatencyPlugin implements Plugin {
    * copy in flight per group, COPIES_PER_SECOND at most. The copy's pod: among the pods with a
    * free batch slot that do not hold it and are not ejected, by rendezvous on the group's key
    * weighted by free slots (as #placeCold), so replicas that decide to copy pick the same pod.
+   * Only once the engines are measured not to hold a request up behind other prefills
+   * (prefillInterference below INTERFERENCE_MAX): where they do, a copy's prefill delays everyone
+   * sent to its pod meanwhile (virtual time, 40 % load: fresh TTFT p90 up to 13.5x without copies).
    * Copies made by client requests instead (the next request sent cold to the copy's pod) did not
    * pay: each waited a cold prefill, and every kill displaced twice the groups (docs/scheduling.md).
    */
@@ -487,6 +525,12 @@ export class PredictedLatencyPlugin implements Plugin {
     // prefill on the copy's pod (its predicted TTFT without the wait for a slot).
     const cold = (this.#ttft.get(n)[target] as number) - (this.#waitMs.get(n)[target] as number)
     if (((g.n - 1) / age) * cold < this.hotCopyTheta) return
+    // An engine whose prefills hold up its other requests pays a copy with the TTFT of everyone
+    // sent to the copy's pod during its prefill, for a gain only if the holder dies: copies only
+    // once the engines are seen not to (unknown is not safe: one copy on such an engine can tip
+    // its pod into a queue it does not leave).
+    const kappa = this.prefillInterference()
+    if (kappa === undefined || kappa >= INTERFERENCE_MAX) return
     if (this.#copyTokensAt(now) < 1) return
     const ep = eps[target] as EndpointState
     req.mirror = {
@@ -497,6 +541,7 @@ export class PredictedLatencyPlugin implements Plugin {
         g.copying = true
         g.copyEp = ep
         g.warmUntil = at + cold
+        this.#prefillStarted(ep, key, at + cold)
         // Recorded as a dispatch is: the group's next requests see the copy at once.
         this.index.onDispatch(req, ep)
       },
@@ -505,6 +550,76 @@ export class PredictedLatencyPlugin implements Plugin {
         if (ok) this.#copiesOk++
       },
     }
+  }
+
+  /**
+   * How much of the prefill work ahead on a pod shows in a hit request's TTFT there (0..~1;
+   * undefined until INTERFERENCE_MIN_SAMPLES backlog samples). An engine that computes prompts
+   * between decode steps (vLLM without chunked prefill; the simulator's prefillInterference) makes
+   * a request wait for the prefills scheduled before its own: ~1. One that overlaps them (the
+   * simulator's default model) does not: ~0. Measured on this replica's own traffic: a hit
+   * request sent with a free batch slot (its TTFT is its short prefill) while other prefixes'
+   * prefills this replica sent there were still predicted to run (the backlog), its TTFT's excess
+   * over the prefill line beyond the no-backlog baseline, regressed on the backlog through the
+   * origin. Requests of the same prefix are not backlog: they wait for the blocks that prefill
+   * computes whatever the engine.
+   */
+  prefillInterference(): number | undefined {
+    return this.#ifN >= INTERFERENCE_MIN_SAMPLES && this.#ifBB > 0
+      ? this.#ifBR / this.#ifBB
+      : undefined
+  }
+
+  /** A completed request's sample for prefillInterference (only hits sent with a free slot). */
+  #interference(ep: EndpointState, rec: Dispatched, ttftMs: number): void {
+    const b = rec.backlog as number
+    if (Number.isNaN(b) || rec.waitMs > 0 || !rec.slotKnownFree) return
+    if (rec.uncached >= this.affinityBlocks * this.index.blockTokens) return
+    const p = this.model.prefill(ep)
+    const r = ttftMs - p.overhead - rec.uncached * p.perToken
+    if (b < BACKLOG_MIN_MS) {
+      this.#baseResidual =
+        this.#baseResidual === undefined
+          ? r
+          : this.#baseResidual + BASELINE_ALPHA * (r - this.#baseResidual)
+      return
+    }
+    this.#ifN = this.#ifN * INTERFERENCE_DECAY + 1
+    this.#ifBB = this.#ifBB * INTERFERENCE_DECAY + b * b
+    this.#ifBR = this.#ifBR * INTERFERENCE_DECAY + b * (r - (this.#baseResidual ?? 0))
+  }
+
+  /** The prefix key of a request (#score's), NaN for a prompt no longer than it (no group). */
+  #keyOf(req: SchedRequest): number {
+    const hashes = this.index.hashes(req)
+    return hashes.length > this.affinityBlocks
+      ? (hashes[this.affinityBlocks - 1] as number)
+      : Number.NaN
+  }
+
+  /**
+   * Predicted prefill left (ms) on `ep` of prefixes other than `key` (ended ones dropped); NaN
+   * while a prefill of `key` itself runs there: the request then waits for its blocks whatever
+   * the engine, and says nothing about interference.
+   */
+  #backlog(ep: EndpointState, key: number, now: number): number {
+    const list = this.#prefills.get(ep)
+    if (list === undefined) return 0
+    let b = 0
+    let keep = 0
+    for (const x of list) {
+      if (x.end <= now) continue
+      list[keep++] = x
+      b += x.key === key ? Number.NaN : x.end - now
+    }
+    list.length = keep
+    return b
+  }
+
+  #prefillStarted(ep: EndpointState, key: number, end: number): void {
+    const list = this.#prefills.get(ep)
+    if (list === undefined) this.#prefills.set(ep, [{ key, end }])
+    else list.push({ key, end })
   }
 
   /** Copy tokens available at `now` (the bucket refilled, not taken). */
@@ -719,6 +834,14 @@ export class PredictedLatencyPlugin implements Plugin {
     // As scored: this request is in the endpoint's in-flight adapters by now.
     const scoredNeeds = req.scratch.get(this.#needs) as Needs | undefined
     const adapter = scoredNeeds?.needs[scoredNeeds.eps.indexOf(ep)]
+    let backlog: number | undefined
+    if (this.hotCopyTheta > 0 && req.lora === undefined) {
+      const key = this.#keyOf(req)
+      backlog = this.#backlog(ep, key, req.now)
+      if (p.uncachedTokens * this.model.prefill(ep).perToken >= BACKLOG_MIN_MS) {
+        this.#prefillStarted(ep, key, req.now + p.ttftMs)
+      }
+    }
     const rec: Dispatched = {
       ep,
       move,
@@ -726,6 +849,7 @@ export class PredictedLatencyPlugin implements Plugin {
       uncached: p.uncachedTokens,
       waitMs: p.waitMs,
       slotKnownFree: p.pending < this.knownSlots(ep),
+      ...(backlog !== undefined ? { backlog } : {}),
       ...(adapter !== undefined ? { adapter } : {}),
     }
     req.scratch.set(this, rec)
@@ -770,6 +894,8 @@ export class PredictedLatencyPlugin implements Plugin {
     // Only a stream's first byte is its first token; a plain response's is the whole answer.
     const stream = req.ticket.stream && o.firstByteMs !== undefined
     const tokens = o.completionTokens
+    // Before the line learns from this answer: the residual is against what was predicted.
+    if (stream && rec.backlog !== undefined) this.#interference(ep, rec, o.firstByteMs as number)
     this.model.observed(ep, rec, {
       ...(stream ? { ttftMs: o.firstByteMs } : {}),
       ...(stream && tokens !== undefined && tokens > 1
@@ -782,6 +908,7 @@ export class PredictedLatencyPlugin implements Plugin {
   forget(ep: EndpointState): void {
     this.index.forget(ep)
     this.model.forget(ep)
+    this.#prefills.delete(ep)
   }
 
   /** The engine restarted: its KV cache is empty and what was learned of it may not hold. */
@@ -792,6 +919,7 @@ export class PredictedLatencyPlugin implements Plugin {
   debug(now: number): Record<string, unknown> {
     const recent = this.#recent ?? []
     this.#recent ??= []
+    const interference = this.prefillInterference()
     const endpoints: Record<string, unknown> = {}
     for (const [ep, m] of this.model.endpoints) {
       const p = this.model.prefill(ep)
@@ -817,6 +945,7 @@ export class PredictedLatencyPlugin implements Plugin {
         groups: this.#groups.size,
         started: this.#copiesStarted,
         ok: this.#copiesOk,
+        interference: interference === undefined ? null : round(interference, 2),
       },
       waitScale: round(this.model.waitScale, 3),
       meanOutputTokens: roundOrNull(this.model.meanOutputTokens),
