@@ -137,9 +137,12 @@ async function main(): Promise<void> {
   // As the proxy does right after the pick (serve/shadow.ts): a hot group's copy the pick asked
   // for is sent, here ended at once like the requests. Without it every decision of a group one
   // pod holds would ask for the copy again, which the proxy's first copy settles.
+  let copies = 0
   const shadow = (ctx: PickContext): void => {
     const plan = sched.shadow(ctx)
-    if (plan !== undefined) plan.start()(true)
+    if (plan === undefined) return
+    copies++
+    plan.start()(true)
   }
   // Warm-up: fills the prefix index and sessions, lets V8 optimise.
   const warm = { length: 3000 }
@@ -215,7 +218,10 @@ One decision = admission (fairness, not saturated) + filters + all eleven plugin
 prefix index and a **~${PROMPT_TOKENS}-token chat prompt** (${CHARS} characters: 32 shared system
 prompts, unique questions; the prompt is flattened and hashed inside the decision). ${DECISIONS}
 decisions after ${warm.length} warm-up ones, µs. Recording the prompt's blocks at dispatch (a
-separate step, also on the request path) is shown on its own row.
+separate step, also on the request path) is shown on its own row. Hot-group copies started over
+the run, warm-up included: ${copies} (predicted-latency makes them only once it has measured, from
+streamed requests' first tokens, that the engines do not stall requests behind other prefills;
+these requests give it no such sample, so the copy bookkeeping is not in these figures, only its gate).
 
 ${table(['step', 'p50', 'p90', 'p99', 'max'], [row('decision (admit + pick)', decide), row('dispatch record', dispatch)])}
 
@@ -228,6 +234,7 @@ Measured ${new Date().toISOString().slice(0, 10)} on ${process.platform}/${proce
       endpoints: N,
       promptTokens: PROMPT_TOKENS,
       decisions: DECISIONS,
+      copiesStarted: copies,
       decisionUs: {
         p50: percentile(decide, 50),
         p90: percentile(decide, 90),
