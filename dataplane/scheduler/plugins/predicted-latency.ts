@@ -366,11 +366,9 @@ export class PredictedLatencyPlugin implements Plugin {
       }
     }
     this.model.engineTtftMs = Number.isFinite(engineTtft) ? engineTtft : undefined
-    // A shared prefix's group (its key as below), counted when copies are on.
-    const group =
-      this.hotCopyTheta > 0 && blocks > this.affinityBlocks && req.lora === undefined
-        ? this.#group(hashes[this.affinityBlocks - 1] as number, req.now)
-        : undefined
+    // A shared prefix's group (#keyOf), counted when copies are on.
+    const groupKey = this.hotCopyTheta > 0 && req.lora === undefined ? this.#keyOf(req) : Number.NaN
+    const group = Number.isNaN(groupKey) ? undefined : this.#group(groupKey, req.now)
     let best = Number.POSITIVE_INFINITY
     let minTpot = Number.POSITIVE_INFINITY
     for (let i = 0; i < n; i++) {
@@ -589,7 +587,10 @@ export class PredictedLatencyPlugin implements Plugin {
     this.#ifBR = this.#ifBR * INTERFERENCE_DECAY + b * (r - (this.#baseResidual ?? 0))
   }
 
-  /** The prefix key of a request (#score's), NaN for a prompt no longer than it (no group). */
+  /**
+   * The prefix key of a request (its group's, for hot-group copies and the backlog of
+   * prefills), NaN for a prompt no longer than it (no group).
+   */
   #keyOf(req: SchedRequest): number {
     const hashes = this.index.hashes(req)
     return hashes.length > this.affinityBlocks
