@@ -92,6 +92,59 @@ function copyHeaders(
   return out
 }
 
+function isEventStream(contentType: unknown): boolean {
+  return typeof contentType === 'string' && contentType.startsWith('text/event-stream')
+}
+
+/**
+ * The raw client's response head (name, value, name, value, …) without the hop-by-hop fields,
+ * and whether it is an event stream.
+ */
+function keptHead(h: readonly string[]): { lines: string[]; sse: boolean } {
+  const lines: string[] = []
+  let sse = false
+  for (let k = 0; k < h.length; k += 2) {
+    const name = h[k] as string
+    const value = h[k + 1] as string
+    const lower = name.toLowerCase()
+    if (lower === 'content-type' && isEventStream(value)) sse = true
+    if (!DROP_RESPONSE.has(lower)) lines.push(name, value)
+  }
+  return { lines, sse }
+}
+
+/**
+ * The engine's answer, its body a Node Readable: an event stream piped chunk by chunk (the
+ * engine's body given up when the client leaves), any other body collected and written with its
+ * length (the data plane's wire shape).
+ */
+function answerReadable(
+  res: ServerResponse,
+  status: number,
+  headers: Record<string, string | string[]>,
+  sse: boolean,
+  body: Readable,
+): void {
+  if (sse) {
+    res.writeHead(status, headers)
+    body.pipe(res)
+    body.on('error', () => res.destroy())
+    res.on('close', () => {
+      if (!body.readableEnded) body.destroy()
+    })
+    return
+  }
+  const parts: Buffer[] = []
+  body.on('data', (c: Buffer) => parts.push(c))
+  body.on('error', () => res.destroy())
+  body.on('end', () => {
+    const whole = parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts)
+    headers['content-length'] = String(whole.byteLength)
+    res.writeHead(status, headers)
+    res.end(whole)
+  })
+}
+
 const BAD_GATEWAY = JSON.stringify({
   error: { message: 'upstream failed', type: 'server_error', code: 'upstream_error', param: null },
 })
@@ -153,26 +206,9 @@ export async function startFloor(opts: {
           })
           .then(
             (up) => {
-              const headers = copyHeaders(up.headers, DROP_RESPONSE)
               const ct = up.headers['content-type']
-              if (typeof ct === 'string' && ct.startsWith('text/event-stream')) {
-                res.writeHead(up.statusCode, headers)
-                up.body.pipe(res)
-                up.body.on('error', () => res.destroy())
-                res.on('close', () => {
-                  if (!up.body.readableEnded) up.body.destroy()
-                })
-                return
-              }
-              const parts: Buffer[] = []
-              up.body.on('data', (c: Buffer) => parts.push(c))
-              up.body.on('error', () => res.destroy())
-              up.body.on('end', () => {
-                const whole = parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts)
-                headers['content-length'] = String(whole.byteLength)
-                res.writeHead(up.statusCode, headers)
-                res.end(whole)
-              })
+              const headers = copyHeaders(up.headers, DROP_RESPONSE)
+              answerReadable(res, up.statusCode, headers, isEventStream(ct), up.body)
             },
             () => badGateway(res),
           )
@@ -238,32 +274,12 @@ function rawReadableHandler(pool: RawPool): Handler {
         {
           onHead(status, h) {
             headed = true
+            const head = keptHead(h)
             const headers: Record<string, string> = {}
-            let sse = false
-            for (let k = 0; k < h.length; k += 2) {
-              const lower = (h[k] as string).toLowerCase()
-              if (lower === 'content-type' && (h[k + 1] as string).startsWith('text/event-stream'))
-                sse = true
-              if (!DROP_RESPONSE.has(lower)) headers[lower] = h[k + 1] as string
+            for (let k = 0; k < head.lines.length; k += 2) {
+              headers[(head.lines[k] as string).toLowerCase()] = head.lines[k + 1] as string
             }
-            if (sse) {
-              res.writeHead(status, headers)
-              stream.pipe(res)
-              stream.on('error', () => res.destroy())
-              res.on('close', () => {
-                if (!stream.readableEnded) stream.destroy()
-              })
-              return
-            }
-            const parts: Buffer[] = []
-            stream.on('data', (c: Buffer) => parts.push(c))
-            stream.on('error', () => res.destroy())
-            stream.on('end', () => {
-              const whole = parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts)
-              headers['content-length'] = String(whole.byteLength)
-              res.writeHead(status, headers)
-              res.end(whole)
-            })
+            answerReadable(res, status, headers, head.sse, stream)
           },
           onBody(chunk) {
             if (!stream.push(chunk)) up?.pause()
@@ -295,14 +311,9 @@ function rawHandler(pool: RawPool): Handler {
       const up = pool.request(req.method === 'GET' ? 'GET' : 'POST', req.url ?? '/', lines, body, {
         onHead(s, h) {
           status = s
-          out = []
-          for (let k = 0; k < h.length; k += 2) {
-            const name = h[k] as string
-            const lower = name.toLowerCase()
-            if (lower === 'content-type' && (h[k + 1] as string).startsWith('text/event-stream'))
-              stream = true
-            if (!DROP_RESPONSE.has(lower)) out.push(name, h[k + 1] as string)
-          }
+          const head = keptHead(h)
+          out = head.lines
+          stream = head.sse
           if (stream) {
             res.writeHead(status, out)
             res.on('drain', () => up.resume())
@@ -352,13 +363,9 @@ function replayHandler(pool: RawPool): Handler {
       pool.request(method, path, 'content-type: application/json\r\n', body, {
         onHead(s, h) {
           status = s
-          headers = []
-          for (let k = 0; k < h.length; k += 2) {
-            const lower = (h[k] as string).toLowerCase()
-            if (lower === 'content-type' && (h[k + 1] as string).startsWith('text/event-stream'))
-              stream = true
-            if (!DROP_RESPONSE.has(lower)) headers.push(h[k] as string, h[k + 1] as string)
-          }
+          const head = keptHead(h)
+          headers = head.lines
+          stream = head.sse
         },
         onBody: (c) => chunks.push(Buffer.from(c)),
         onEnd() {
@@ -429,22 +436,13 @@ function httpHandler(
         },
         (ur) => {
           const out = copyHeaders(ur.headers, DROP_RESPONSE)
-          const ct = ur.headers['content-type']
-          if (typeof ct === 'string' && ct.startsWith('text/event-stream')) {
-            res.writeHead(ur.statusCode ?? 502, out)
-            ur.pipe(res)
-            ur.on('error', () => res.destroy())
-            return
-          }
-          const parts: Buffer[] = []
-          ur.on('data', (c: Buffer) => parts.push(c))
-          ur.on('error', () => res.destroy())
-          ur.on('end', () => {
-            const whole = parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts)
-            out['content-length'] = String(whole.byteLength)
-            res.writeHead(ur.statusCode ?? 502, out)
-            res.end(whole)
-          })
+          answerReadable(
+            res,
+            ur.statusCode ?? 502,
+            out,
+            isEventStream(ur.headers['content-type']),
+            ur,
+          )
         },
       )
       up.on('error', () => badGateway(res))
