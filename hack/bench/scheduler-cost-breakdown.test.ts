@@ -1,5 +1,11 @@
 import { describe, expect, it } from 'vitest'
-import { chunkFloor, gcOverlaps, heapPerCall, median } from './scheduler-cost-breakdown.js'
+import {
+  chunkFloor,
+  gcOverlaps,
+  heapPerCall,
+  median,
+  slowShare,
+} from './scheduler-cost-breakdown.js'
 
 describe('chunkFloor', () => {
   it('averages consecutive chunks and reports the lowest and the 10th percentile', () => {
@@ -66,5 +72,18 @@ describe('median', () => {
     expect(median([5, 1, 3])).toBe(3)
     expect(median([4, 1, 3, 2])).toBe(2.5)
     expect(median([])).toBeNaN()
+  })
+})
+
+describe('slowShare', () => {
+  it('gives each kind its share of all calls, of the slow ones, and its median', () => {
+    const us = [10, 50, 12, 60, 11, 14, 90]
+    const kinds = ['a', 'b', 'a', 'b', 'a', 'c', 'c']
+    const rows = slowShare(us, kinds, 50)
+    expect(rows).toEqual([
+      { kind: 'a', share: 3 / 7, slowShare: 0, p50: 11 },
+      { kind: 'b', share: 2 / 7, slowShare: 2 / 3, p50: 55 },
+      { kind: 'c', share: 2 / 7, slowShare: 1 / 3, p50: 52 },
+    ])
   })
 })

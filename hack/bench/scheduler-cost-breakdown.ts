@@ -51,14 +51,18 @@ export function floorOf<T>(items: readonly T[], reps: number, fn: (item: T) => v
   return best
 }
 
-/** Per plugin that scores: the floor of its `score` over `ctxs` (requests made from them). */
+/**
+ * Per plugin that scores: the floor of its `score` over `ctxs` (requests made from them, at
+ * `now` on the scheduler's clock).
+ */
 export function pluginFloors(
   plugins: readonly Plugin[],
   eps: readonly EndpointState[],
   ctxs: readonly PickContext[],
+  now: number,
   reps = 200,
 ): { name: string; us: number }[] {
-  const reqs = ctxs.map((c) => request(c, performance.now()))
+  const reqs = ctxs.map((c) => request(c, now))
   const out = new Float64Array(Math.max(64, eps.length))
   const rows: { name: string; us: number }[] = []
   for (const p of plugins) {
@@ -149,4 +153,39 @@ export function watchGc(): { pauses: [number, number][]; stop: () => Promise<voi
       obs.disconnect()
     },
   }
+}
+
+/**
+ * Per kind of decision: its share of all decisions, its share of those at or above `slow` (µs),
+ * and its median (µs). `us` and `kinds` are in the same order; kinds in order of first appearance.
+ */
+export function slowShare(
+  us: readonly number[],
+  kinds: readonly string[],
+  slow: number,
+): { kind: string; share: number; slowShare: number; p50: number }[] {
+  const all = new Map<string, number[]>()
+  let slowN = 0
+  const slowBy = new Map<string, number>()
+  for (let i = 0; i < us.length && i < kinds.length; i++) {
+    const k = kinds[i] as string
+    const v = us[i] as number
+    let xs = all.get(k)
+    if (xs === undefined) {
+      xs = []
+      all.set(k, xs)
+    }
+    xs.push(v)
+    if (v >= slow) {
+      slowN++
+      slowBy.set(k, (slowBy.get(k) ?? 0) + 1)
+    }
+  }
+  const n = Math.min(us.length, kinds.length)
+  return [...all].map(([kind, xs]) => ({
+    kind,
+    share: xs.length / n,
+    slowShare: slowN === 0 ? 0 : (slowBy.get(kind) ?? 0) / slowN,
+    p50: median(xs),
+  }))
 }

@@ -1,18 +1,21 @@
 // `tsx hack/bench/scheduler-cost.ts`: what one scheduling decision costs on the request path.
-// 64 endpoints with fresh engine metrics (KV, queue, latency, LoRA), mixed GPU labels, a warm
-// prefix index, and an ~8k-token chat prompt per request (shared system prompts, unique
-// questions) with every plugin on: admission (fairness fast path) + filter + all scorers +
-// ordering. Budget: p99 ≤ 100 µs per decision. Recording at dispatch is timed separately.
+// 64 endpoints with engine metrics scraped every 200 ms (KV, queue, latency, LoRA), mixed GPU
+// labels, a warm prefix index, and an ~8k-token chat prompt per request (shared system prompts,
+// unique questions, follow-up turns) with every plugin on: admission (fairness fast path) +
+// filter + all scorers + ordering. Traffic, engines and their answers run on a virtual clock
+// (scheduler-cost-workload.ts), so predicted-latency sees what it sees in a gateway and makes
+// hot-group copies. Budget: p99 ≤ 100 µs per decision. Recording at dispatch is timed separately.
 // `--breakdown` adds where the time goes, as floors that hold on a busy machine
 // (scheduler-cost-breakdown.ts); it is printed, not written.
 import { parseArgs } from 'node:util'
-import type { SnapshotScheduler } from '../../api/snapshot.js'
+import type { SnapshotEndpoint, SnapshotScheduler } from '../../api/snapshot.js'
+import type { EngineMetrics } from '../../dataplane/engines/view.js'
 import type { PickContext } from '../../dataplane/picker.js'
 import { Scheduler } from '../../dataplane/scheduler/index.js'
 import { PredictedLatencyPlugin } from '../../dataplane/scheduler/plugins/predicted-latency.js'
 import { PrefixCachePlugin } from '../../dataplane/scheduler/plugins/prefix-cache.js'
 import type { EndpointState } from '../../dataplane/scheduler/state.js'
-import { metrics, seeded, server, snapshot } from '../../dataplane/scheduler/testkit.js'
+import { seeded, server, snapshot } from '../../dataplane/scheduler/testkit.js'
 import { percentile } from './load.js'
 import { fmt, table, writeSection } from './report.js'
 import {
@@ -22,8 +25,10 @@ import {
   hashingFloor,
   heapPerCall,
   pluginFloors,
+  slowShare,
   watchGc,
 } from './scheduler-cost-breakdown.js'
+import { CostWorkload, GROUPS, SCRAPE_MS, type WorkloadRequest } from './scheduler-cost-workload.js'
 
 const { values: opts } = parseArgs({
   options: {
@@ -32,12 +37,17 @@ const { values: opts } = parseArgs({
     'prompt-tokens': { type: 'string', default: '8192' },
     'no-write': { type: 'boolean', default: false },
     breakdown: { type: 'boolean', default: false },
+    rate: { type: 'string', default: '200' },
+    'group-every': { type: 'string', default: '200' },
   },
 })
 const DECISIONS = Number(opts.decisions)
 const N = Number(opts.endpoints)
 const PROMPT_TOKENS = Number(opts['prompt-tokens'])
 const CHARS = PROMPT_TOKENS * 4
+/** Requests per second of virtual time, and requests between two new prefix groups. */
+const RATE = Number(opts.rate)
+const GROUP_EVERY = Number(opts['group-every'])
 
 const ALL_PLUGINS: SnapshotScheduler = {
   plugins: [
@@ -55,150 +65,159 @@ const ALL_PLUGINS: SnapshotScheduler = {
   ],
 }
 
-const GPUS = ['H100', 'A100', 'L40S', 'A10']
 const rnd = seeded(42)
 
-function words(n: number, seed: number): string {
-  const r = seeded(seed)
-  let s = ''
-  while (s.length < n) s += `w${Math.floor(r() * 5000)} `
-  return s.slice(0, n)
+/** A completion or a copy's end, due at `at` on the virtual clock. */
+interface Due {
+  readonly at: number
+  readonly run: () => void
 }
 
 async function main(): Promise<void> {
-  let now = 0
-  const sched = new Scheduler({ scrape: false, now: () => performance.now(), random: rnd })
-  const eps = Array.from({ length: N }, (_, i) => ({
-    name: `pod-${i}`,
-    address: `10.0.${Math.floor(i / 250)}.${(i % 250) + 1}`,
-    port: 8000,
-    ready: true,
-    labels: { 'nvidia.com/gpu.product': `NVIDIA-${GPUS[i % GPUS.length]}` },
-  }))
+  const work = new CostWorkload({
+    endpoints: N,
+    promptTokens: PROMPT_TOKENS,
+    rate: RATE,
+    groupEvery: GROUP_EVERY,
+  })
+  // The scheduler runs on the workload's virtual clock (see scheduler-cost-workload.ts); the
+  // bench times it with the performance clock.
+  const sched = new Scheduler({ scrape: false, now: () => work.now, random: rnd })
+  const eps = work.endpoints
+  const ids = eps.map((e) => `${e.address}:${e.port}`)
   const srv = server(eps, { scheduler: ALL_PLUGINS, attempts: 3 })
   sched.onSnapshot(snapshot([srv]))
-  now = performance.now()
-  for (const [i, e] of eps.entries()) {
-    const st = sched.state(`${e.address}:${e.port}`)
-    st?.scrapeStarted()
-    st?.scrapeSucceeded(
-      now,
-      metrics({
-        running: 4 + (i % 9),
-        waiting: i % 3,
-        kvCacheUsage: (i % 10) / 10,
-        ttftMeanSec: 0.05 + (i % 7) / 100,
-        tpotMeanSec: 0.01 + (i % 5) / 1000,
-        numGpuBlocks: 30_000,
-        blockSize: 16,
-        lora: { maxLora: 4, running: [`lora-${i % 12}`], waiting: [] },
-      }),
-    )
+  const scrape = (i: number, m: EngineMetrics): void => {
+    const id = ids[i] as string
+    sched.scrapeStarted(id)
+    sched.ingestScrape(id, { ok: true, metrics: m, durationMs: 1 })
   }
-  // Shared system prompts (7/8 of the prompt) in 32 groups, unique questions.
-  const systems = Array.from({ length: 32 }, (_, g) => words(Math.floor(CHARS * 0.875), g + 1))
-  let q = 0
-  const ctxFor = (): PickContext => {
-    q++
-    const lora = q % 2 === 0
-    const model = lora ? `lora-${q % 12}` : 'base'
-    const headers: Record<string, string> = {
-      'x-session-id': `s-${q % 500}`,
-      'x-tenant-id': `t-${q % 7}`,
+  // Answers and copies in flight, soonest first; each run at its own time on the clock.
+  const due: Due[] = []
+  const later = (at: number, run: () => void): void => {
+    let lo = 0
+    let hi = due.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if ((due[mid] as Due).at <= at) lo = mid + 1
+      else hi = mid
     }
-    return {
-      requestId: `r${q}`,
-      model,
-      isLora: lora,
-      server: srv,
-      // Parsed from JSON as the proxy parses a request: every request's strings are its own
-      // objects, as in production, not the same system-prompt string shared by reference.
-      body: JSON.parse(
-        JSON.stringify({
-          model,
-          max_tokens: 128,
-          messages: [
-            { role: 'system', content: systems[q % systems.length] },
-            { role: 'user', content: words(Math.floor(CHARS * 0.125), 100_000 + q) },
-          ],
-        }),
-      ) as Record<string, unknown>,
-      header: (n) => headers[n],
-    }
-  }
-  const ok = {
-    status: 200,
-    durationMs: 10,
-    firstByteMs: 5,
-    promptTokens: 8000,
-    completionTokens: 20,
+    due.splice(lo, 0, { at, run })
   }
   const signal = new AbortController().signal
-  // As the proxy does right after the pick (serve/shadow.ts): a hot group's copy the pick asked
-  // for is sent, here ended at once like the requests. Without it every decision of a group one
-  // pod holds would ask for the copy again, which the proxy's first copy settles.
-  let copies = 0
-  const shadow = (ctx: PickContext): void => {
-    const plan = sched.shadow(ctx)
-    if (plan === undefined) return
-    copies++
-    plan.start()(true)
+  const counts = { copies: 0, copiesTimed: 0, queued: 0, opened: 0 }
+  /** The next request: answers due before it delivered, scrapes due made, the clock at it. */
+  const arrive = (): WorkloadRequest => {
+    const r = work.next(srv)
+    const arrival = work.now
+    while (due.length > 0 && (due[0] as Due).at <= arrival) {
+      const d = due.shift() as Due
+      work.now = d.at
+      d.run()
+    }
+    work.now = arrival
+    work.scrapeDue(scrape)
+    if (r.opensGroup) counts.opened++
+    return r
   }
-  // Warm-up: fills the prefix index and sessions, lets V8 optimise.
+  /**
+   * After the pick: the copy the pick asked for (as the proxy does right after it,
+   * serve/shadow.ts) and the request sent, then their ends scheduled: the engine model's answer,
+   * the copy's end once its prefill ran.
+   */
+  const send = (
+    ctx: PickContext,
+    t: SnapshotEndpoint,
+    a: ReturnType<Scheduler['admit']>,
+    timed: number[] | undefined,
+    inRun: boolean,
+  ): void => {
+    const t2 = performance.now()
+    const plan = sched.shadow(ctx)
+    const finish = plan?.start()
+    sched.onDispatch(ctx, t)
+    if (timed !== undefined) timed.push((performance.now() - t2) * 1000)
+    const at = work.now
+    if (plan !== undefined && finish !== undefined) {
+      counts.copies++
+      if (inRun) counts.copiesTimed++
+      later(at + work.copied(ctx, work.podOf(plan.endpoint)), () => finish(true))
+    }
+    const o = work.answer(ctx, work.podOf(t))
+    later(at + o.durationMs, () => {
+      sched.onComplete(ctx, t, o)
+      if (a !== undefined && !(a instanceof Promise)) a.release()
+    })
+  }
+  // Warm-up: fills the prefix index, sessions and the latency model, lets V8 optimise.
   const warm = { length: 3000 }
   for (let w = 0; w < warm.length; w++) {
-    const ctx = ctxFor()
-    await sched.admit(ctx, signal)
+    const { ctx } = arrive()
+    const a = sched.admit(ctx, signal)
+    if (a instanceof Promise) throw new Error('admission queued a request in the warm-up')
     const [t] = sched.pick(ctx)
-    if (t) {
-      shadow(ctx)
-      sched.onDispatch(ctx, t)
-      sched.onComplete(ctx, t, ok)
-    }
+    if (t) send(ctx, t, a, undefined, false)
   }
   const decide: number[] = []
   const dispatch: number[] = []
+  const kinds: string[] = []
   const breakdown = opts.breakdown === true
   const spans: [number, number][] = []
   const gc = breakdown ? watchGc() : undefined
+  const openedBefore = counts.opened
   for (let d = 0; d < DECISIONS; d++) {
-    // Built outside the timed window; only what the data plane does per request is timed.
-    const ctx = ctxFor()
+    // Made outside the timed window; only what the data plane does per request is timed.
+    const r = arrive()
+    const ctx = r.ctx
     const t0 = performance.now()
     const a = sched.admit(ctx, signal)
     const picked = sched.pick(ctx)
     const t1 = performance.now()
     decide.push((t1 - t0) * 1000)
     if (breakdown) spans.push([t0, t1])
+    if (a instanceof Promise) counts.queued++
     const t = picked[0]
     if (t === undefined) throw new Error('no endpoint picked')
-    shadow(ctx)
-    const t2 = performance.now()
-    sched.onDispatch(ctx, t)
-    dispatch.push((performance.now() - t2) * 1000)
-    sched.onComplete(ctx, t, ok)
-    if (a !== undefined && !(a instanceof Promise)) a.release()
+    const copiesBefore = counts.copies
+    send(ctx, t, a, dispatch, true)
+    if (breakdown) {
+      kinds.push(counts.copies > copiesBefore ? 'copy asked' : r.opensGroup ? 'new group' : r.kind)
+    }
   }
+  const openedTimed = counts.opened - openedBefore
+  const copiesRun = counts.copies
+  const predicted = sched
+    .plugins(srv.key)
+    .find((p): p is PredictedLatencyPlugin => p instanceof PredictedLatencyPlugin)
+  const kappa = predicted?.prefillInterference()
   let parts = ''
   if (breakdown && gc !== undefined) {
     await gc.stop()
     // Heap per decision: requests made beforehand, each decided (admit + pick) inside the
     // reading, then sent and completed as in the timed run.
     const heap = heapPerCall(2000, () => {
-      const ctx = ctxFor()
+      const { ctx } = arrive()
       return () => {
         const a = sched.admit(ctx, signal)
         const t = sched.pick(ctx)[0]
         return () => {
           if (t === undefined) throw new Error('no endpoint picked')
-          shadow(ctx)
-          sched.onDispatch(ctx, t)
-          sched.onComplete(ctx, t, ok)
-          if (a !== undefined && !(a instanceof Promise)) a.release()
+          send(ctx, t, a, undefined, false)
         }
       }
     })
-    parts = breakdownText(sched, srv, eps, ctxFor, decide, spans, gc.pauses, heap)
+    parts = breakdownText(
+      sched,
+      srv,
+      ids,
+      () => arrive().ctx,
+      decide,
+      kinds,
+      spans,
+      gc.pauses,
+      heap,
+      work.now,
+    )
   }
   await sched.close()
   decide.sort((a, b) => a - b)
@@ -214,16 +233,20 @@ async function main(): Promise<void> {
   const text = `## Scheduling cost (\`tsx hack/bench/scheduler-cost.ts\`)
 
 One decision = admission (fairness, not saturated) + filters + all eleven plugins' scores + ordering
-(target + 2 fallbacks), for **${N} endpoints** with fresh engine metrics, mixed GPU labels, a warm
-prefix index and a **~${PROMPT_TOKENS}-token chat prompt** (${CHARS} characters: 32 shared system
-prompts, unique questions; the prompt is flattened and hashed inside the decision). ${DECISIONS}
-decisions after ${warm.length} warm-up ones, µs. Recording the prompt's blocks at dispatch (a
-separate step, also on the request path) is shown on its own row. Hot-group copies started over
-the run, warm-up included: ${copies} (predicted-latency makes them only once it has measured, from
-streamed requests' first tokens, that the engines do not stall requests behind other prefills;
-these requests give it no such sample, so the copy bookkeeping is not in these figures, only its gate).
+(target + 2 fallbacks), for **${N} endpoints** with engine metrics scraped every ${SCRAPE_MS} ms,
+mixed GPU labels, a warm prefix index and a **~${PROMPT_TOKENS}-token chat prompt** (${CHARS}
+characters: ${GROUPS} live shared system prompts, a new one every ${GROUP_EVERY} requests; unique
+questions, every other base request the next turn of an earlier conversation; half LoRA; the
+prompt is flattened and hashed inside the decision). Traffic and engines on a virtual clock at
+${RATE} requests/s (scheduler-cost-workload.ts): answers are streams that come back when the
+engine model says, and predicted-latency learns from their first tokens. ${DECISIONS} decisions
+after ${warm.length} warm-up ones, µs. The dispatch record (the prompt's blocks recorded, and a
+hot-group copy started when the pick asked for one) is a separate step, also on the request path,
+on its own row. Hot-group copies: ${counts.copiesTimed} started in the timed run (${copiesRun}
+with the warm-up), ${openedTimed} groups opened in it; prefill interference measured
+${kappa === undefined ? 'not yet (no copies)' : fmt(kappa, 2)} (copies need it below 0.5).${counts.queued > 0 ? ` Admission queued ${counts.queued} requests.` : ''}
 
-${table(['step', 'p50', 'p90', 'p99', 'max'], [row('decision (admit + pick)', decide), row('dispatch record', dispatch)])}
+${table(['step', 'p50', 'p90', 'p99', 'max'], [row('decision (admit + pick)', decide), row('dispatch record (+ copy start)', dispatch)])}
 
 Budget: p99 ≤ 100 µs per decision → **${p99 <= 100 ? 'met' : 'NOT met'}** (p99 ${fmt(p99, 1)} µs).
 Measured ${new Date().toISOString().slice(0, 10)} on ${process.platform}/${process.arch}, Node ${process.version}, single process.`
@@ -234,7 +257,12 @@ Measured ${new Date().toISOString().slice(0, 10)} on ${process.platform}/${proce
       endpoints: N,
       promptTokens: PROMPT_TOKENS,
       decisions: DECISIONS,
-      copiesStarted: copies,
+      requestsPerSecond: RATE,
+      groupEvery: GROUP_EVERY,
+      copiesStarted: copiesRun,
+      copiesStartedTimed: counts.copiesTimed,
+      groupsOpenedTimed: openedTimed,
+      prefillInterference: kappa ?? null,
       decisionUs: {
         p50: percentile(decide, 50),
         p90: percentile(decide, 90),
@@ -252,18 +280,23 @@ Measured ${new Date().toISOString().slice(0, 10)} on ${process.platform}/${proce
   }
 }
 
-/** The `--breakdown` report (decide: µs in run order; spans and pauses: ms, performance clock). */
+/**
+ * The `--breakdown` report (decide: µs in run order, kinds: each decision's request kind in the
+ * same order; spans and pauses: ms, performance clock; now: the virtual clock).
+ */
 function breakdownText(
   sched: Scheduler,
   srv: ReturnType<typeof server>,
-  eps: readonly { address: string; port: number }[],
+  ids: readonly string[],
   ctxFor: () => PickContext,
   decide: readonly number[],
+  kinds: readonly string[],
   spans: readonly (readonly [number, number])[],
   pauses: readonly (readonly [number, number])[],
   heap: number,
+  now: number,
 ): string {
-  const states = eps.map((e) => sched.state(`${e.address}:${e.port}`) as EndpointState)
+  const states = ids.map((id) => sched.state(id) as EndpointState)
   const plugins = sched.plugins(srv.key)
   // The cutting hashed: prefix-cache's, or predicted-latency's index of the same kind.
   const prefix = plugins
@@ -273,6 +306,7 @@ function breakdownText(
     plugins,
     states,
     Array.from({ length: CHUNK }, () => ctxFor()),
+    now,
   )
   const hashing =
     prefix === undefined ? Number.NaN : hashingFloor(ctxFor, prefix.blockChars, prefix.maxBlocks)
@@ -294,6 +328,12 @@ function breakdownText(
     ['prompt block hashes, fresh bodies', fmt(hashing, 1), ''],
     ...floors.map((f) => [`score: ${f.name}`, fmt(f.us, 1), '']),
   ]
+  const byKind = slowShare(decide, kinds, slow).map((k) => [
+    k.kind,
+    `${fmt(k.share * 100, 1)} %`,
+    `${fmt(k.slowShare * 100, 1)} %`,
+    fmt(k.p50, 1),
+  ])
   return `### Breakdown (floors: lowest and 10th-percentile mean of ${CHUNK} consecutive calls, µs)
 
 ${table(['part', 'floor', 'p10 of chunks'], rows)}
@@ -301,7 +341,11 @@ ${table(['part', 'floor', 'p10 of chunks'], rows)}
 Each plugin alone matches the prompt against the prefix index itself; in a decision the first
 reader's match is reused. GC: ${pauses.length} pauses during the timed run, overlapping
 ${hit.filter((h) => h).length} of ${decide.length} decisions and ${slowGc} of the ${slowN} at or above p99.
-Heap allocated per decision (admit + pick, median of 2000): ${fmt(heap / 1024, 1)} KiB.`
+Heap allocated per decision (admit + pick, median of 2000): ${fmt(heap / 1024, 1)} KiB.
+
+Decisions by request kind: share of all, share of those at or above p99, p50 (µs).
+
+${table(['kind', 'all', 'at/above p99', 'p50'], byKind)}`
 }
 
 main().catch((e: unknown) => {
