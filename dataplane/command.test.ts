@@ -1,6 +1,12 @@
 // The snapshot-source flags, parsed once for the data plane and the EPP (snapshotSourceArgs).
 import { describe, expect, it } from 'vitest'
-import { scrapeModeArg, scrapeOption, snapshotSourceArgs, UsageError } from './command.js'
+import {
+  engineClientArg,
+  scrapeModeArg,
+  scrapeOption,
+  snapshotSourceArgs,
+  UsageError,
+} from './command.js'
 
 describe('snapshotSourceArgs', () => {
   it('--config (repeatable) is the standalone YAML source', () => {
@@ -41,5 +47,15 @@ describe('--scrape (data plane and EPP)', () => {
     expect(scrapeOption(scrapeModeArg('off'))).toBe(false)
     expect(() => scrapeModeArg('worker')).toThrow(UsageError)
     expect(() => scrapeModeArg('')).toThrow(/--scrape must be one of thread, inline, off, got ""/)
+  })
+})
+
+describe('--engine-client', () => {
+  it('raw and undici are the clients; anything else is a usage error', () => {
+    expect(engineClientArg('raw')).toBe('raw')
+    expect(engineClientArg('undici')).toBe('undici')
+    expect(() => engineClientArg('http')).toThrow(
+      /--engine-client must be one of raw, undici, got "http"/,
+    )
   })
 })

@@ -11,7 +11,7 @@ import { type Logger, silentLogger } from './log.js'
 import { GatewayMetrics } from './metrics.js'
 import type { EndpointPicker } from './picker.js'
 import { ProviderRuntime } from './providers/index.js'
-import { UpstreamPool } from './proxy/upstream-pool.js'
+import { type EngineClientKind, UpstreamPool } from './proxy/upstream-pool.js'
 import { PushSource } from './push-source.js'
 import { Scheduler, type SchedulerOptions } from './scheduler/index.js'
 import { type ConnectionLimits, listen, type RunningServer } from './server.js'
@@ -36,6 +36,8 @@ export interface GatewayOptions {
   readonly maxSseLineBytes?: number
   /** Connections per engine pod (default 256); requests past it wait, visible in /metrics. */
   readonly upstreamConnections?: number
+  /** The client requests to engines go through (default `undici`; CLI `--engine-client`). */
+  readonly engineClient?: EngineClientKind
   /** Serve GET /debug/endpoints and the explain header (off by default: they reveal pod names and scores). */
   readonly explain?: boolean
   /** Old name of `explain` (same effect). */
@@ -130,11 +132,12 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const metrics = new GatewayMetrics({ processMetrics: opts.processMetrics ?? false })
   const store = new SnapshotStore(opts.random, opts.gateway)
   const lifecycle: Lifecycle = { draining: false }
-  const pool = new UpstreamPool(
-    opts.upstreamConnections !== undefined
+  const pool = new UpstreamPool({
+    ...(opts.upstreamConnections !== undefined
       ? { connectionsPerOrigin: opts.upstreamConnections }
-      : {},
-  )
+      : {}),
+    ...(opts.engineClient !== undefined ? { engineClient: opts.engineClient } : {}),
+  })
   metrics.upstreamPools = () => pool.serverStats(store.snapshot?.servers ?? {})
   const { source, push } = configSources(opts, store, metrics, log)
   const picker: EndpointPicker = opts.picker ?? new Scheduler({ log, ...opts.scheduler })

@@ -4,11 +4,16 @@ import { deadPort, json, startUpstream, type TestUpstream } from '../../test/hel
 import { GatewayError } from '../errors.js'
 import { backoffMs } from '../retry.js'
 import { forward } from './forward.js'
-import { UpstreamPool } from './upstream-pool.js'
+import { ENGINE_CLIENTS, UpstreamPool } from './upstream-pool.js'
 
 let u1: TestUpstream
 let u2: TestUpstream
-const pool = new UpstreamPool()
+// The same semantics through either engine client (--engine-client).
+const pools = {
+  raw: new UpstreamPool({ engineClient: 'raw' }),
+  undici: new UpstreamPool({ engineClient: 'undici' }),
+}
+let pool = pools.raw
 
 beforeAll(async () => {
   u1 = await startUpstream('127.0.0.2', (_q, res) => json(res, 200, { from: 'u1' }))
@@ -19,7 +24,7 @@ afterEach(() => {
   u2.handler = (_q, res) => json(res, 200, { from: 'u2' })
 })
 afterAll(async () => {
-  await pool.close()
+  await Promise.all(Object.values(pools).map((p) => p.close()))
   await Promise.all([u1.close(), u2.close()])
 })
 
@@ -39,7 +44,11 @@ function send(srv: ReturnType<typeof server>, signal = new AbortController().sig
   )
 }
 
-describe('forward', () => {
+describe.each(ENGINE_CLIENTS)('forward through %s', (client) => {
+  beforeAll(() => {
+    pool = pools[client]
+  })
+
   it('retries a refused connection on the next endpoint', async () => {
     const dead = await deadPort('127.0.0.4')
     const srv = server(

@@ -6,7 +6,7 @@ import type { RetryOn, SnapshotEndpoint, SnapshotServer } from '../../api/snapsh
 import type { AbortLike } from '../abort.js'
 import { errors, GatewayError } from '../errors.js'
 import { backoffMs, errCode, sleep } from '../retry.js'
-import { originOf, type UpstreamPool } from './upstream-pool.js'
+import type { EngineAnswer, UpstreamBody, UpstreamPool } from './upstream-pool.js'
 
 export interface ForwardRequest {
   readonly server: SnapshotServer
@@ -42,7 +42,8 @@ export interface UpstreamResponse {
   readonly attempts: number
   readonly statusCode: number
   readonly headers: Dispatcher.ResponseData['headers']
-  readonly body: Dispatcher.ResponseData['body']
+  /** undici's BodyReadable or the raw client's EngineBody (`--engine-client`). */
+  readonly body: UpstreamBody
   /** ms from the first attempt until response headers of the final one. */
   readonly headersMs: number
 }
@@ -98,7 +99,6 @@ export async function forward(
   const retryOn = policy.retry.retryOn
   const attempts = Math.max(1, policy.retry.attempts)
   if (req.candidates.length === 0) throw errors.noReadyEndpoint(server.key)
-  const agent = pool.agent(policy.timeouts.connectMs)
   const started = performance.now()
   // Created only on failure: an Error captures a stack trace, too costly for every request.
   let lastError: GatewayError | undefined
@@ -119,21 +119,18 @@ export async function forward(
       )
     }
     skipBackoff = false
-    const origin = originOf(server, endpoint)
-    let res: Dispatcher.ResponseData
+    let res: EngineAnswer
     req.onAttemptStart?.(endpoint, attempt)
     try {
-      res = await agent.request({
-        origin,
+      res = await pool.request(server, endpoint, {
         path: req.path,
         method: req.method,
         headers: req.headers,
-        body: req.body ?? null,
-        // undici reads only `aborted`, `reason` and add/removeEventListener of it
-        // (undici/lib/api/abort-signal.js): the request path's ClientSignal is enough.
-        signal: req.signal as AbortSignal,
-        headersTimeout: policy.timeouts.responseHeaderMs,
-        bodyTimeout: policy.timeouts.idleMs,
+        body: req.body,
+        signal: req.signal,
+        connectMs: policy.timeouts.connectMs,
+        headersMs: policy.timeouts.responseHeaderMs,
+        idleMs: policy.timeouts.idleMs,
       })
     } catch (e) {
       if (req.signal.aborted) {

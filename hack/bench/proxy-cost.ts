@@ -61,7 +61,7 @@ const { values: opts } = parseArgs({
     floor: { type: 'boolean', default: false },
     /**
      * The floor's upstream clients (repeatable; default undici): undici = F, raw (node:net and
-     * raw-upstream.ts) = R, raw-readable (its body as a Node Readable) = Q, http (node:http's client) = H, none (the engine's answers replayed
+     * dataplane/proxy/engine-client.ts) = R, raw-readable (its body as a Node Readable) = Q, http (node:http's client) = H, none (the engine's answers replayed
      * from memory: the inbound half alone) = N, each a target of its own.
      */
     'floor-client': { type: 'string', multiple: true, default: [] },

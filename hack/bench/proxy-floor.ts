@@ -28,10 +28,10 @@ import { Readable } from 'node:stream'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import { Pool } from 'undici'
-import { RawPool, type RawRequest } from './raw-upstream.js'
+import { RawPool, type RawRequest } from '../../dataplane/proxy/engine-client.js'
 
 /**
- * The floor's upstream client: `undici` (a Pool, as the data plane), `raw` (raw-upstream.ts: plain
+ * The floor's upstream client: `undici` (a Pool, as the data plane), `raw` (dataplane/proxy/engine-client.ts: plain
  * node:net sockets and a small parser), `raw-readable` (the same, its body handed on as a Node
  * Readable consumed as the undici variant consumes undici's: what of raw's saving survives the
  * data plane's body interface) or `http` (node:http's own client, a keep-alive Agent).
@@ -491,7 +491,7 @@ export async function floorBundle(outdir: string): Promise<string> {
     target: 'node20',
     format: 'esm',
     logLevel: 'warning',
-    // proxy-cost --cpu-prof names undici's and raw-upstream's files through it.
+    // proxy-cost --cpu-prof names undici's and engine-client's files through it.
     sourcemap: true,
     // esbuild itself stays out: only floorBundle imports it, never the floor's server.
     external: ['esbuild'],

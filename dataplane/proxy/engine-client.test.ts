@@ -2,17 +2,23 @@
 // only works on whole chunks passes loopback benchmarks and fails on a real network), the framing
 // rules a proxy depends on, and the pool over real loopback sockets: reuse, the connection cap,
 // resets and aborts settling their slot.
-import { createServer, type Server } from 'node:http'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import {
+  EngineClient,
+  EngineHeaderError,
+  type EngineRequest,
+  type EngineResponse,
+  EngineTimeoutError,
   H1ProtocolError,
   H1ResponseParser,
   H1SocketError,
   RawPool,
   type RawSink,
+  type RawTimeouts,
   type ResponseSink,
-} from './raw-upstream.js'
+} from './engine-client.js'
 
 type Event = ['head', number, string[]] | ['body', string] | ['end', boolean]
 
@@ -327,7 +333,7 @@ describe('RawPool', () => {
       `POST /echo text/plain 127.0.0.181:${port}`,
       `POST /echo text/plain 127.0.0.181:${port}`,
     ])
-    expect(pool.stats).toEqual({ open: 1, idle: 1, waiting: 0 })
+    expect(pool.stats).toEqual({ open: 1, idle: 1, waiting: 0, active: 0 })
   })
 
   it('sends a body larger than the one-write size whole', async () => {
@@ -451,6 +457,333 @@ describe('RawPool', () => {
     pool = new RawPool({ host: '127.0.0.181', port, connections: 1 })
     const r = await send(pool)
     expect((r.error as NodeJS.ErrnoException).code).toBe('ECONNREFUSED')
-    expect(pool.stats).toEqual({ open: 0, idle: 0, waiting: 0 })
+    expect(pool.stats).toEqual({ open: 0, idle: 0, waiting: 0, active: 0 })
+  })
+})
+
+/** Resolves with the next request the server gets (its socket too). */
+function nextRequest(): Promise<{ req: IncomingMessage; res: ServerResponse }> {
+  return new Promise((resolve) => server?.once('request', (req, res) => resolve({ req, res })))
+}
+
+describe('RawPool: the stale keep-alive race and timeouts', () => {
+  it('sends again, once, on a fresh connection when a reused one closes before any byte', async () => {
+    let n = 0
+    const { port, sockets } = await listen((req, res) => {
+      req.resume()
+      // The second request arrives on the kept connection, which the engine closes unanswered
+      // (its keep-alive timer fired as the request crossed it).
+      if (++n === 2) req.socket.destroy()
+      else req.on('end', () => res.end(`answer ${n}`))
+    })
+    pool = new RawPool({ host: '127.0.0.181', port, connections: 1 })
+    expect(await send(pool)).toEqual({ status: 200, body: 'answer 1' })
+    expect(await send(pool)).toEqual({ status: 200, body: 'answer 3' })
+    expect(n).toBe(3)
+    expect(sockets.size).toBe(2)
+    expect(pool.stats).toEqual({ open: 1, idle: 1, waiting: 0, active: 0 })
+  })
+
+  it('does not send again when a fresh connection closes, or a reused one after answering', async () => {
+    let n = 0
+    const { port } = await listen((req, res) => {
+      req.resume()
+      n++
+      if (req.url === '/fresh') req.socket.destroy()
+      else if (req.url === '/partial') {
+        res.writeHead(200, { 'content-length': 10 })
+        res.write('abc', () => req.socket.destroy())
+      } else req.on('end', () => res.end('ok'))
+    })
+    pool = new RawPool({ host: '127.0.0.181', port, connections: 1 })
+    const call = (path: string): Promise<Result> =>
+      new Promise((resolve) => {
+        let status = 0
+        let body = ''
+        ;(pool as RawPool).request('GET', path, '', undefined, {
+          onHead: (s) => {
+            status = s
+          },
+          onBody: (c) => {
+            body += c.toString()
+          },
+          onEnd: () => resolve({ status, body }),
+          onError: (error) => resolve({ status, body, error }),
+        })
+      })
+    const fresh = await call('/fresh')
+    expect(fresh.error).toBeInstanceOf(H1SocketError)
+    expect(n).toBe(1)
+    expect((await call('/ok')).body).toBe('ok')
+    // On the reused connection, but bytes of the answer came: the request was read.
+    const partial = await call('/partial')
+    expect(partial).toMatchObject({ status: 200, body: 'abc' })
+    expect(partial.error).toBeInstanceOf(H1SocketError)
+    expect(n).toBe(3)
+    expect(pool.stats.open).toBe(0)
+  })
+
+  function clocked(port: number): { pool: RawPool; advance: (ms: number) => void } {
+    let t = 1_000
+    const p = new RawPool({ host: '127.0.0.181', port, connections: 2, now: () => t, tickMs: 0 })
+    return {
+      pool: p,
+      advance: (ms) => {
+        t += ms
+        p.sweep()
+      },
+    }
+  }
+
+  function errorOf(p: RawPool, timeouts: RawTimeouts, onBody?: () => void): Promise<Error> {
+    return new Promise((resolve) =>
+      p.request(
+        'POST',
+        '/t',
+        '',
+        Buffer.from('x'),
+        {
+          onHead: () => {},
+          onBody: () => onBody?.(),
+          onEnd: () => resolve(new Error('ended')),
+          onError: resolve,
+        },
+        timeouts,
+      ),
+    )
+  }
+
+  it('fails a request with no response head past headersMs (one sweep, injected clock)', async () => {
+    const { port } = await listen(() => {})
+    const c = clocked(port)
+    pool = c.pool
+    const seen = nextRequest()
+    const err = errorOf(c.pool, { connectMs: 0, headersMs: 1000, idleMs: 0 })
+    await seen
+    c.advance(999)
+    expect(c.pool.stats.active).toBe(1)
+    c.advance(2)
+    const e = await err
+    expect(e).toBeInstanceOf(EngineTimeoutError)
+    expect((e as EngineTimeoutError).code).toBe('UND_ERR_HEADERS_TIMEOUT')
+    expect(c.pool.stats).toEqual({ open: 0, idle: 0, waiting: 0, active: 0 })
+  })
+
+  it('fails a body that stalls past idleMs, each piece restarting the wait', async () => {
+    const { port } = await listen((req, res) => {
+      req.resume()
+      res.writeHead(200, { 'content-length': 100 })
+      res.write('part')
+    })
+    const c = clocked(port)
+    pool = c.pool
+    let gotBody!: () => void
+    const body = new Promise<void>((r) => {
+      gotBody = r
+    })
+    const err = errorOf(c.pool, { connectMs: 0, headersMs: 50, idleMs: 500 }, () => gotBody())
+    await body
+    // The header timeout no longer applies once the head is here.
+    c.advance(499)
+    expect(c.pool.stats.active).toBe(1)
+    c.advance(2)
+    expect(((await err) as EngineTimeoutError).code).toBe('UND_ERR_BODY_TIMEOUT')
+    expect(c.pool.stats.open).toBe(0)
+  })
+
+  it('fails a connection not made within connectMs as a connect timeout', async () => {
+    const { port } = await listen(() => {})
+    const c = clocked(port)
+    pool = c.pool
+    const err = errorOf(c.pool, { connectMs: 100, headersMs: 0, idleMs: 0 })
+    // Swept before the socket's connect event (it comes on a later turn).
+    c.advance(101)
+    expect(((await err) as EngineTimeoutError).code).toBe('UND_ERR_CONNECT_TIMEOUT')
+    expect(c.pool.stats.open).toBe(0)
+  })
+})
+
+describe('EngineClient and EngineBody', () => {
+  let client: EngineClient | undefined
+  afterEach(() => {
+    client?.close()
+    client = undefined
+  })
+  const signal = (): AbortController => new AbortController()
+  const call = (
+    port: number,
+    over: Partial<EngineRequest> = {},
+    host = '127.0.0.181',
+  ): Promise<EngineResponse> => {
+    client ??= new EngineClient({ connectionsPerOrigin: 2, tickMs: 0 })
+    return client.request({
+      host,
+      port,
+      method: 'POST',
+      path: '/p',
+      headers: { 'content-type': 'application/json' },
+      body: '{}',
+      signal: signal().signal,
+      timeouts: { connectMs: 0, headersMs: 0, idleMs: 0 },
+      ...over,
+    })
+  }
+
+  it('gives headers as undici does (lowercased, repeats in an array) and the body as text', async () => {
+    const { port } = await listen((req, res) => {
+      req.resume()
+      res.setHeader('Set-Cookie', ['a=1', 'b=2'])
+      res.setHeader('X-Engine', 'e0')
+      res.end(`{"seen":"${req.headers['content-type']}"}`)
+    })
+    const r = await call(port)
+    expect(r.statusCode).toBe(200)
+    expect(r.headers['x-engine']).toBe('e0')
+    expect(r.headers['set-cookie']).toEqual(['a=1', 'b=2'])
+    expect(await r.body.json()).toEqual({ seen: 'application/json' })
+  })
+
+  it('refuses a header value that would split the request (typed error), sending nothing', async () => {
+    let n = 0
+    const { port } = await listen(() => {
+      n++
+    })
+    const e = await call(port, { headers: { 'x-a': 'v\r\nx-injected: 1' } }).catch(
+      (err: unknown) => err,
+    )
+    expect(e).toBeInstanceOf(EngineHeaderError)
+    expect(n).toBe(0)
+  })
+
+  it('reaches an IPv6 engine', async () => {
+    const s = createServer((req, res) => {
+      req.resume()
+      res.end(req.headers.host)
+    })
+    await new Promise<void>((r) => s.listen(0, '::1', () => r()))
+    try {
+      const port = (s.address() as AddressInfo).port
+      const r = await call(port, {}, '::1')
+      expect(await r.body.text()).toBe(`[::1]:${port}`)
+    } finally {
+      s.closeAllConnections()
+      await new Promise<void>((r) => s.close(() => r()))
+    }
+  })
+
+  it('rejects with the signal reason when aborted before the head; the connection is closed', async () => {
+    const { port } = await listen(() => {})
+    const ctl = signal()
+    const seen = nextRequest()
+    const p = call(port, { signal: ctl.signal })
+    const { req } = await seen
+    const closed = new Promise((r) => req.socket.once('close', r))
+    const reason = new Error('client left')
+    ctl.abort(reason)
+    await expect(p).rejects.toBe(reason)
+    await closed
+    expect(client?.existing('127.0.0.181', port)?.stats.open).toBe(0)
+  })
+
+  it('errors the body with the reason when aborted mid-stream, the engine sees the close', async () => {
+    const { port } = await listen((req, res) => {
+      req.resume()
+      res.writeHead(200, { 'content-type': 'text/event-stream' })
+      res.write('data: 1\n\n')
+    })
+    const ctl = signal()
+    const seen = nextRequest()
+    const r = await call(port, { signal: ctl.signal })
+    const { req } = await seen
+    const closed = new Promise((res) => req.socket.once('close', res))
+    const events: string[] = []
+    const errored = new Promise<unknown>((resolve) => r.body.on('error', resolve))
+    r.body.on('close', () => events.push('close'))
+    ctl.abort(new Error('gone'))
+    expect(((await errored) as Error).message).toBe('gone')
+    await closed
+    expect(events).toEqual(['close'])
+    expect(client?.existing('127.0.0.181', port)?.stats).toMatchObject({ open: 0, active: 0 })
+  })
+
+  it('tells listeners added after the body ended: readable, then end and close', async () => {
+    const { port } = await listen((req, res) => {
+      req.resume()
+      res.end('whole')
+    })
+    const r = await call(port)
+    // Head and body came in one packet: both are here before anyone listens.
+    await new Promise((res) => setImmediate(res))
+    const got: string[] = []
+    const read = (): void => {
+      for (let c = r.body.read(); c !== null; c = r.body.read()) got.push(`data ${c.toString()}`)
+    }
+    r.body.on('end', () => got.push('end'))
+    r.body.on('close', () => got.push('close'))
+    r.body.on('readable', read)
+    await new Promise((res) => setImmediate(res))
+    expect(got).toEqual(['data whole', 'end', 'close'])
+  })
+
+  it('pauses the engine while a data reader is paused, and dump() reuses the connection', async () => {
+    const chunks = 40
+    const { port, sockets } = await listen((req, res) => {
+      req.resume()
+      if (req.url === '/small') {
+        res.end('small')
+        return
+      }
+      res.writeHead(200, { 'content-length': chunks * 16384 })
+      let k = 0
+      const more = (): void => {
+        while (k < chunks) {
+          k++
+          if (!res.write(Buffer.alloc(16384, 97))) {
+            res.once('drain', more)
+            return
+          }
+        }
+        res.end()
+      }
+      more()
+    })
+    const r = await call(port)
+    let n = 0
+    let once = false
+    const paused = new Promise<void>((resolve) =>
+      r.body.on('data', (c) => {
+        n += c.byteLength
+        if (!once && n >= 16384 && n < chunks * 16384) {
+          once = true
+          r.body.pause()
+          resolve()
+        }
+      }),
+    )
+    await paused
+    const at = n
+    await new Promise((res) => setTimeout(res, 50))
+    // Nothing delivered while paused (what arrived is kept, the socket paused).
+    expect(n).toBe(at)
+    const ended = new Promise<void>((res) => r.body.on('end', () => res()))
+    r.body.resume()
+    await ended
+    expect(n).toBe(chunks * 16384)
+    const small = await call(port, { path: '/small' })
+    await small.body.dump()
+    expect((await (await call(port, { path: '/small' })).body.text()).length).toBe(5)
+    expect(sockets.size).toBe(1)
+  })
+
+  it('reads a body through its async iterator', async () => {
+    const { port } = await listen((req, res) => {
+      req.resume()
+      res.write('a')
+      setTimeout(() => res.end('b'), 5)
+    })
+    const r = await call(port)
+    const parts: string[] = []
+    for await (const c of r.body) parts.push(c.toString())
+    expect(parts.join('')).toBe('ab')
   })
 })
