@@ -4,6 +4,7 @@ import {
   gcOverlaps,
   heapPerCall,
   median,
+  Phases,
   slowShare,
 } from './scheduler-cost-breakdown.js'
 
@@ -85,5 +86,35 @@ describe('slowShare', () => {
       { kind: 'b', share: 2 / 7, slowShare: 2 / 3, p50: 55 },
       { kind: 'c', share: 2 / 7, slowShare: 1 / 3, p50: 52 },
     ])
+  })
+})
+
+describe('Phases', () => {
+  it('adds each wrapped call to its phase and compares slow decisions by median', () => {
+    const ph = new Phases()
+    const calls: number[] = []
+    const obj = {
+      base: 10,
+      work(x: number): number {
+        calls.push(x)
+        return this.base + x
+      },
+    }
+    ph.wrap(obj, 'work', 'work')
+    ph.wrap(obj, 'absent', 'absent')
+    expect(ph.names).toEqual(['work'])
+    // The wrapper keeps `this` and the result; a decision with no call records 0.
+    expect(obj.work(1)).toBe(11)
+    expect(obj.work(2)).toBe(12)
+    ph.endDecision()
+    ph.endDecision()
+    expect(calls).toEqual([1, 2])
+    const rows = ph.rows[0] as number[]
+    expect(rows.length).toBe(2)
+    expect(rows[0]).toBeGreaterThan(0)
+    expect(rows[1]).toBe(0)
+    // Decision 0 is the slow one: its phase time is the slow median; all = median of both.
+    const cmp = ph.compare([100, 1], 50)
+    expect(cmp).toEqual([{ name: 'work', all: (rows[0] as number) / 2, slow: rows[0] }])
   })
 })

@@ -189,3 +189,59 @@ export function slowShare(
     p50: median(xs),
   }))
 }
+
+/**
+ * Per-phase timing inside decisions (`--phases`): each plugin's filter, score and admit, and the
+ * prompt hasher, wrapped so their µs add up per decision (the hasher's inside the plugin that
+ * first asks for the request's hashes). Costs a clock read either side of each call, so the
+ * decisions it times are a little slower than unwrapped ones.
+ */
+export class Phases {
+  readonly names: string[] = []
+  /** µs per decision, one row per phase (phase-major, decision order). */
+  readonly rows: number[][] = []
+  #cur: Float64Array = new Float64Array(0)
+
+  /** Wraps `obj[method]` (an own property shadowing the prototype's) into phase `name`. */
+  wrap(obj: object, method: string, name: string): void {
+    const o = obj as Record<string, unknown>
+    const f = o[method]
+    if (typeof f !== 'function') return
+    const at = this.names.length
+    this.names.push(name)
+    this.rows.push([])
+    this.#cur = new Float64Array(this.names.length)
+    const self = this
+    o[method] = function (this: unknown, ...args: unknown[]): unknown {
+      const t0 = performance.now()
+      try {
+        return (f as (...a: unknown[]) => unknown).apply(this, args)
+      } finally {
+        const cur = self.#cur
+        cur[at] = (cur[at] as number) + (performance.now() - t0) * 1000
+      }
+    }
+  }
+
+  /** The decision just timed is over: its phases are kept, the next one starts at 0. */
+  endDecision(): void {
+    for (let i = 0; i < this.names.length; i++) {
+      ;(this.rows[i] as number[]).push(this.#cur[i] as number)
+      this.#cur[i] = 0
+    }
+  }
+
+  /**
+   * Median µs per phase over all decisions and over those at or above `slow` (`us`: run order).
+   * Medians: on a busy machine a few preempted calls of milliseconds swamp any mean.
+   */
+  compare(us: readonly number[], slow: number): { name: string; all: number; slow: number }[] {
+    return this.names.map((name, p) => {
+      const xs = this.rows[p] as number[]
+      const slowXs: number[] = []
+      for (let i = 0; i < xs.length; i++)
+        if ((us[i] as number) >= slow) slowXs.push(xs[i] as number)
+      return { name, all: median(xs), slow: median(slowXs) }
+    })
+  }
+}

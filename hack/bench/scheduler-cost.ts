@@ -14,6 +14,7 @@ import type { PickContext } from '../../dataplane/picker.js'
 import { Scheduler } from '../../dataplane/scheduler/index.js'
 import { PredictedLatencyPlugin } from '../../dataplane/scheduler/plugins/predicted-latency.js'
 import { PrefixCachePlugin } from '../../dataplane/scheduler/plugins/prefix-cache.js'
+import { promptHasher } from '../../dataplane/scheduler/prompt-hasher.js'
 import type { EndpointState } from '../../dataplane/scheduler/state.js'
 import { seeded, server, snapshot } from '../../dataplane/scheduler/testkit.js'
 import { percentile } from './load.js'
@@ -24,6 +25,7 @@ import {
   gcOverlaps,
   hashingFloor,
   heapPerCall,
+  Phases,
   pluginFloors,
   slowShare,
   watchGc,
@@ -37,6 +39,7 @@ const { values: opts } = parseArgs({
     'prompt-tokens': { type: 'string', default: '8192' },
     'no-write': { type: 'boolean', default: false },
     breakdown: { type: 'boolean', default: false },
+    phases: { type: 'boolean', default: false },
     rate: { type: 'string', default: '200' },
     'group-every': { type: 'string', default: '200' },
   },
@@ -165,6 +168,16 @@ async function main(): Promise<void> {
   const spans: [number, number][] = []
   const gc = breakdown ? watchGc() : undefined
   const openedBefore = counts.opened
+  const phases = opts.phases === true ? new Phases() : undefined
+  if (phases !== undefined) {
+    for (const p of sched.plugins(srv.key)) {
+      phases.wrap(p, 'admit', `admit: ${p.name}`)
+      phases.wrap(p, 'filter', `filter: ${p.name}`)
+      phases.wrap(p, 'score', `score: ${p.name}`)
+    }
+    phases.wrap(promptHasher, 'hash', 'prompt hasher (inside a score)')
+  }
+  const hasherBefore = promptHasher.stats()
   for (let d = 0; d < DECISIONS; d++) {
     // Made outside the timed window; only what the data plane does per request is timed.
     const r = arrive()
@@ -174,6 +187,7 @@ async function main(): Promise<void> {
     const picked = sched.pick(ctx)
     const t1 = performance.now()
     decide.push((t1 - t0) * 1000)
+    phases?.endDecision()
     if (breakdown) spans.push([t0, t1])
     if (a instanceof Promise) counts.queued++
     const t = picked[0]
@@ -186,6 +200,12 @@ async function main(): Promise<void> {
   }
   const openedTimed = counts.opened - openedBefore
   const copiesRun = counts.copies
+  const hasherAfter = promptHasher.stats()
+  const hasher = {
+    hits: hasherAfter.hits - hasherBefore.hits,
+    misses: hasherAfter.misses - hasherBefore.misses,
+    entries: hasherAfter.entries,
+  }
   const predicted = sched
     .plugins(srv.key)
     .find((p): p is PredictedLatencyPlugin => p instanceof PredictedLatencyPlugin)
@@ -218,6 +238,19 @@ async function main(): Promise<void> {
       heap,
       work.now,
     )
+    parts += `\n\nPrompt hasher over the timed run: ${hasher.hits} long pieces reused, ${hasher.misses} hashed (${hasher.entries} entries held).`
+  }
+  if (phases !== undefined) {
+    const slow = percentile(
+      [...decide].sort((a, b) => a - b),
+      99,
+    )
+    const rows = phases
+      .compare(decide, slow)
+      .map((r) => [r.name, fmt(r.all, 2), fmt(r.slow, 2), fmt(r.slow - r.all, 2)])
+    parts += `${parts === '' ? '' : '\n\n'}### Phases (µs per decision, median; decisions timed with every call wrapped)
+
+${table(['phase', 'all', 'at/above p99', 'difference'], rows)}`
   }
   await sched.close()
   decide.sort((a, b) => a - b)
