@@ -53,6 +53,7 @@ import {
   type StateOptions,
 } from './state.js'
 import type { Mirror, Plugin, PluginEnv, SchedRequest } from './types.js'
+import { runWarmup, seededRandom, warmupServers } from './warmup.js'
 
 export interface ScrapeOptions {
   /** Default 200 ms. */
@@ -89,6 +90,13 @@ export interface SchedulerOptions {
    * worker's placements. Default false.
    */
   readonly shareDispatches?: boolean
+  /**
+   * Synthetic decisions per scheduling profile, run on a throwaway scheduler after the first
+   * snapshot naming that profile (warmup.ts), so real requests meet optimised code rather than a
+   * cold start. Nothing of this scheduler's state or decision figures sees them. Default 0 (off);
+   * the data plane command turns it on.
+   */
+  readonly warmup?: number
 }
 
 /** A dispatch's prefix blocks, as one worker tells the others (plain data: it crosses IPC). */
@@ -216,6 +224,10 @@ export class Scheduler implements EndpointPicker {
   readonly #rows = new Scratch()
   readonly #rowNames: string[] = []
   readonly #wasEjected = new WeakMap<EndpointState, boolean>()
+  readonly #warmup: number
+  /** Profiles (canonical JSON) warmed up or being warmed, and the runs still going. */
+  readonly #warmed = new Set<string>()
+  readonly #warming = new Set<{ readonly done: Promise<number>; cancel(): void }>()
 
   constructor(opts: SchedulerOptions = {}) {
     this.#now = opts.now ?? (() => performance.now())
@@ -232,6 +244,7 @@ export class Scheduler implements EndpointPicker {
     this.#health = new HealthLog(opts.log)
     this.#probed = scrape !== undefined
     this.#share = opts.shareDispatches === true
+    this.#warmup = opts.warmup ?? 0
     if (scrape !== undefined && scrape.external !== true) {
       const o = {
         intervalMs: interval,
@@ -307,6 +320,23 @@ export class Scheduler implements EndpointPicker {
     this.#states = states
     this.#servers = next
     this.#scraper?.sync(scrapeTargetsOf(snapshot))
+    if (this.#warmup > 0) this.#warm(snapshot)
+  }
+
+  /** Settles once every warm-up started so far has finished or been cancelled (tests, benches). */
+  async warmedUp(): Promise<void> {
+    while (this.#warming.size > 0) await Promise.all([...this.#warming].map((w) => w.done))
+  }
+
+  /** Profiles of `snapshot` not warmed yet: warmed on a throwaway scheduler (warmup.ts). */
+  #warm(snapshot: RoutingSnapshot): void {
+    const servers = warmupServers(snapshot, this.#warmed)
+    if (servers.length === 0) return
+    // Scraped "externally" (by the warm-up itself), as the data plane's own endpoints are scraped.
+    const target = new Scheduler({ scrape: { external: true }, random: seededRandom(1) })
+    const run = runWarmup(target, servers, { decisions: this.#warmup })
+    this.#warming.add(run)
+    void run.done.then(() => this.#warming.delete(run))
   }
 
   admit(ctx: PickContext, signal: AbortLike): Admission | Promise<Admission> | undefined {
@@ -613,6 +643,7 @@ export class Scheduler implements EndpointPicker {
   }
 
   async close(): Promise<void> {
+    for (const w of this.#warming) w.cancel()
     for (const ss of this.#servers.values()) for (const e of ss.entries) e.plugin.close?.()
     await this.#scraper?.close()
   }
