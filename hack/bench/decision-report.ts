@@ -1,0 +1,82 @@
+// What bench:decision-live reads and prints: a decision's cost from the explain header, and the
+// probe's records (decision-probe.ts) sorted by what else happened inside each decision.
+import type { ProbeDump } from './decision-probe.js'
+
+/** The last field of an explain line (`… | 12.3us`): that decision's cost in µs. */
+export function explainUs(line: string | undefined): number | undefined {
+  const m = line === undefined ? null : /\| ([\d.]+)us$/.exec(line)
+  return m === null ? undefined : Number(m[1])
+}
+
+/** Nearest-rank percentile of ascending values (NaN when empty). */
+export function pct(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN
+  return sorted[
+    Math.max(0, Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1))
+  ] as number
+}
+
+export function summary(xs: readonly number[]): string {
+  const s = [...xs].sort((a, b) => a - b)
+  const f = (v: number): string => v.toFixed(1)
+  return `n ${s.length} p50 ${f(pct(s, 0.5))} p90 ${f(pct(s, 0.9))} p99 ${f(pct(s, 0.99))} max ${f(s[s.length - 1] ?? Number.NaN)}`
+}
+
+export interface ProbeClasses {
+  /** Wall µs of decisions a garbage collection overlapped. */
+  readonly gc: number[]
+  /** Of the rest, those whose thread waited for a CPU or was switched out inside. */
+  readonly preempted: number[]
+  /** Neither: the decision's own work (cold or warm code and caches). */
+  readonly neither: number[]
+  /** Every decision's wall µs less the GC and the run-queue wait inside it. */
+  readonly own: number[]
+  /** Decisions over 1 ms: how many, with GC inside, preempted. */
+  readonly slow: { readonly n: number; readonly gc: number; readonly preempted: number }
+}
+
+/** The last `last` decisions of a probe dump, by what else happened in them. */
+export function classifyProbe(d: ProbeDump, last: number): ProbeClasses {
+  const rows = last > 0 ? d.decisions.slice(-last) : []
+  const gcUs = (t0: number, us: number): number => {
+    let ms = 0
+    for (const [s, dur] of d.gc) {
+      const a = Math.max(s, t0)
+      const b = Math.min(s + dur, t0 + us / 1000)
+      if (b > a) ms += b - a
+    }
+    return ms * 1000
+  }
+  const out = {
+    gc: [] as number[],
+    preempted: [] as number[],
+    neither: [] as number[],
+    own: [] as number[],
+    slow: { n: 0, gc: 0, preempted: 0 },
+  }
+  for (const r of rows) {
+    const g = gcUs(r.t0, r.wallUs)
+    const pre = r.waitUs > 0 || r.switches > 0
+    if (g > 0) out.gc.push(r.wallUs)
+    else if (pre) out.preempted.push(r.wallUs)
+    else out.neither.push(r.wallUs)
+    out.own.push(Math.max(0, r.wallUs - g - r.waitUs))
+    if (r.wallUs > 1000) {
+      out.slow.n++
+      if (g > 0) out.slow.gc++
+      if (pre) out.slow.preempted++
+    }
+  }
+  return out
+}
+
+export function probeText(c: ProbeClasses): string {
+  return [
+    `  probe (${c.own.length} decisions of the measured phase, wall us):`,
+    `    GC inside: ${summary(c.gc)}`,
+    `    preempted (run-queue wait or a switch inside): ${summary(c.preempted)}`,
+    `    neither: ${summary(c.neither)}`,
+    `    wall less GC and run-queue wait: ${summary(c.own)}`,
+    `    over 1 ms: ${c.slow.n} (${c.slow.gc} with GC, ${c.slow.preempted} preempted)`,
+  ].join('\n')
+}
