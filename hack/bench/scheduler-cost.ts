@@ -168,6 +168,7 @@ async function main(): Promise<void> {
   const spans: [number, number][] = []
   const gc = breakdown ? watchGc() : undefined
   const openedBefore = counts.opened
+  let digest = 0x811c9dc5
   const phases = opts.phases === true ? new Phases() : undefined
   if (phases !== undefined) {
     for (const p of sched.plugins(srv.key)) {
@@ -192,6 +193,8 @@ async function main(): Promise<void> {
     if (a instanceof Promise) counts.queued++
     const t = picked[0]
     if (t === undefined) throw new Error('no endpoint picked')
+    // Every pick and its fallbacks in order, digested: two builds' runs route identically iff equal.
+    for (const e of picked) digest = Math.imul(digest ^ work.podOf(e), 0x01000193) >>> 0
     const copiesBefore = counts.copies
     send(ctx, t, a, dispatch, true)
     if (breakdown) {
@@ -275,7 +278,8 @@ ${RATE} requests/s (scheduler-cost-workload.ts): answers are streams that come b
 engine model says, and predicted-latency learns from their first tokens. ${DECISIONS} decisions
 after ${warm.length} warm-up ones, µs. The dispatch record (the prompt's blocks recorded, and a
 hot-group copy started when the pick asked for one) is a separate step, also on the request path,
-on its own row. Hot-group copies: ${counts.copiesTimed} started in the timed run (${copiesRun}
+on its own row. Picks (target and fallbacks of every timed decision) digest to
+${digest.toString(16).padStart(8, '0')}. Hot-group copies: ${counts.copiesTimed} started in the timed run (${copiesRun}
 with the warm-up), ${openedTimed} groups opened in it; prefill interference measured
 ${kappa === undefined ? 'not yet (no copies)' : fmt(kappa, 2)} (copies need it below 0.5).${counts.queued > 0 ? ` Admission queued ${counts.queued} requests.` : ''}
 

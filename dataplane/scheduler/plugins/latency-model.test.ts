@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest'
+import { state } from '../testkit.js'
 import { EndpointModel, LatencyModel } from './latency-model.js'
 
 const priors = { prefillMsPerToken: 0.1, overheadMs: 10, decodeMsPerToken: 15 }
@@ -43,5 +44,58 @@ describe('LatencyModel.wait with admission times', () => {
     expect(own.starts).toEqual([0, 10])
     expect(own.admits[0]).toBe(0)
     expect(Number.isNaN(own.admits[1] as number)).toBe(true)
+  })
+})
+
+describe('LatencyModel prefill lines kept between observations', () => {
+  const priors = { prefillMsPerToken: 0.1, overheadMs: 10, decodeMsPerToken: 20 }
+  const a = state('a', 1)
+  const b = state('b', 2)
+
+  /** The line as `prefill` computed it before lines were kept: pooled fit, shrunk own fit. */
+  function fresh(m: LatencyModel, ep: typeof a): { perToken: number; overhead: number } {
+    const ps = m.pool.slope(priors.prefillMsPerToken)
+    const po =
+      m.pool.n > 0
+        ? m.pool.intercept(ps)
+        : m.engineTtftMs !== undefined
+          ? Math.max(0, m.engineTtftMs - ps * (m.meanUncachedTokens ?? 0))
+          : priors.overheadMs
+    const own = m.peek(ep)?.fit
+    if (own === undefined || own.n < 0.5) return { perToken: ps, overhead: po }
+    const s = own.slope(ps)
+    const w = own.n / (own.n + 4)
+    return { perToken: w * s + (1 - w) * ps, overhead: w * own.intercept(s) + (1 - w) * po }
+  }
+
+  it('hands out the same line until a TTFT, an engine mean or the mean prompt changes it', () => {
+    const m = new LatencyModel(priors)
+    const first = m.prefill(a)
+    expect(m.prefill(a)).toBe(first)
+    expect(first).toEqual(fresh(m, a))
+    // Before any sample the engines' TTFT stands in for the overhead, less the mean prefill.
+    m.engineTtftMs = 60
+    m.dispatched(200)
+    expect(m.prefill(a)).toEqual({ perToken: 0.1, overhead: 40 })
+    expect(m.prefill(a)).toEqual(fresh(m, a))
+    // Samples on a (slope 0.2 over a spread of prompts) make its own line and the pool's.
+    const ys: [number, number][] = [
+      [100, 30],
+      [600, 130],
+      [1100, 230],
+      [50, 20],
+    ]
+    for (const [u, y] of ys) m.observed(a, { uncached: u, waitMs: 0 }, { ttftMs: y })
+    const la = m.prefill(a)
+    expect(la).toEqual(fresh(m, a))
+    expect(m.prefill(b)).toEqual(fresh(m, b))
+    expect(m.prefill(a)).toBe(la)
+    expect(m.prefillOf(m.peek(a))).toBe(la)
+    // A sample on b moves the pool, and with it a's shrunk line.
+    m.observed(b, { uncached: 400, waitMs: 0 }, { ttftMs: 300 })
+    const la2 = m.prefill(a)
+    expect(la2).not.toBe(la)
+    expect(la2).toEqual(fresh(m, a))
+    expect(m.prefill(b)).toEqual(fresh(m, b))
   })
 })

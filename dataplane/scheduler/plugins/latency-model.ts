@@ -51,12 +51,15 @@ export interface LatencyPriors {
 /** Observed TTFT (y, ms) against uncached prompt tokens (u), exponentially forgotten. */
 export class PrefillFit {
   n = 0
+  /** Samples added so far: what a line computed from this fit is valid for (see LatencyModel). */
+  version = 0
   #su = 0
   #sy = 0
   #suu = 0
   #suy = 0
 
   add(u: number, y: number): void {
+    this.version++
     this.n = this.n * DECAY + 1
     this.#su = this.#su * DECAY + u
     this.#sy = this.#sy * DECAY + y
@@ -84,6 +87,13 @@ export class PrefillFit {
 /** What is learned about one endpoint. */
 export class EndpointModel {
   readonly fit = new PrefillFit()
+  /**
+   * The endpoint's prefill line as last computed (LatencyModel.prefillOf), valid while neither its
+   * fit (`lineFit`: fit.version) nor the pooled line (`linePool`) changed since.
+   */
+  line: Prefill | undefined = undefined
+  lineFit = -1
+  linePool = -1
   /** Highest `running` the engine reported: its batch holds at least that many. */
   maxRunning = 0
   /**
@@ -240,6 +250,54 @@ export class LatencyModel {
 
   /** Prefill line for `ep`: its own fit shrunk towards the pooled one. */
   prefill(ep: EndpointState): Prefill {
+    return this.prefillOf(this.#endpoints.get(ep))
+  }
+
+  /**
+   * `prefill` for the endpoint whose model is `m` (undefined: none yet), the caller having looked
+   * it up. A decision asks for every candidate's line several times and the lines change only when
+   * a TTFT is observed, so they are kept (the pooled line, and each endpoint's on its model) and
+   * handed out as long as what they were computed from is unchanged: not recomputed, with two
+   * divisions per fit, nor allocated, per candidate and call. The same values as computing afresh.
+   */
+  prefillOf(m: EndpointModel | undefined): Prefill {
+    const pool = this.#poolLine()
+    const own = m?.fit
+    if (m === undefined || own === undefined || own.n < 0.5) return pool
+    if (m.line !== undefined && m.lineFit === own.version && m.linePool === this.#poolVersion) {
+      return m.line
+    }
+    const slope = own.slope(pool.perToken)
+    const w = own.n / (own.n + SHRINK_SAMPLES)
+    const line: Prefill = {
+      perToken: w * slope + (1 - w) * pool.perToken,
+      overhead: w * own.intercept(slope) + (1 - w) * pool.overhead,
+    }
+    m.line = line
+    m.lineFit = own.version
+    m.linePool = this.#poolVersion
+    return line
+  }
+
+  /** The pooled line and what it was computed from (see #poolLine). */
+  #pool: Prefill | undefined
+  #poolFit = -1
+  #poolEngine: number | undefined
+  #poolMeanUncached: number | undefined
+  /** Counts changes of the pooled line's value: endpoint lines computed from an older one are stale. */
+  #poolVersion = 0
+
+  /** The line pooled over all endpoints (the priors, or the engines' TTFT, until samples come). */
+  #poolLine(): Prefill {
+    const p = this.#pool
+    if (
+      p !== undefined &&
+      this.#poolFit === this.pool.version &&
+      this.#poolEngine === this.engineTtftMs &&
+      this.#poolMeanUncached === this.meanUncachedTokens
+    ) {
+      return p
+    }
     const poolSlope = this.pool.slope(this.priors.prefillMsPerToken)
     const poolOverhead =
       this.pool.n > 0
@@ -247,14 +305,14 @@ export class LatencyModel {
         : this.engineTtftMs !== undefined
           ? Math.max(0, this.engineTtftMs - poolSlope * (this.meanUncachedTokens ?? 0))
           : this.priors.overheadMs
-    const own = this.#endpoints.get(ep)?.fit
-    if (own === undefined || own.n < 0.5) return { perToken: poolSlope, overhead: poolOverhead }
-    const slope = own.slope(poolSlope)
-    const w = own.n / (own.n + SHRINK_SAMPLES)
-    return {
-      perToken: w * slope + (1 - w) * poolSlope,
-      overhead: w * own.intercept(slope) + (1 - w) * poolOverhead,
-    }
+    this.#poolFit = this.pool.version
+    this.#poolEngine = this.engineTtftMs
+    this.#poolMeanUncached = this.meanUncachedTokens
+    if (p !== undefined && p.perToken === poolSlope && p.overhead === poolOverhead) return p
+    const line: Prefill = { perToken: poolSlope, overhead: poolOverhead }
+    this.#pool = line
+    this.#poolVersion++
+    return line
   }
 
   tpot(ep: EndpointState, now: number): number {

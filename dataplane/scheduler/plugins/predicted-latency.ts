@@ -208,8 +208,17 @@ export class PredictedLatencyPlugin implements Plugin {
   /** The decision scored last, waiting for its dispatch (recording only). */
   #scored: RecentDecision | undefined
   #scoredReq: SchedRequest | undefined
-  /** Requests whose prefix some pod held at the decision, candidate or not (see onDispatch). */
-  readonly #known = new WeakSet<SchedRequest>()
+  /**
+   * req.scratch key marking requests whose prefix some pod held at the decision, candidate or not
+   * (see onDispatch). On the request, not in a WeakSet: each entry of one is an ephemeron the
+   * garbage collector has to visit, one per request.
+   */
+  readonly #known = {}
+  /**
+   * The model of each candidate of the decision being scored, by position (#score fills it; #rehome,
+   * called from it, reads it): six Map lookups per candidate were a third of this plugin's time.
+   */
+  readonly #models: (EndpointModel | undefined)[] = []
   /** req.scratch key of the adapter needs per candidate (#needsOf). */
   readonly #needs = {}
   /**
@@ -278,7 +287,12 @@ export class PredictedLatencyPlugin implements Plugin {
    * for the next prompt stops admission below `max_num_seqs`.
    */
   capacity(ep: EndpointState, now: number): number {
-    const seen = this.model.peek(ep)?.maxRunning ?? 0
+    return this.#capacityOf(ep, this.model.peek(ep), now)
+  }
+
+  /** `capacity` of `ep` whose model (looked up by the caller) is `own`. */
+  #capacityOf(ep: EndpointState, own: EndpointModel | undefined, now: number): number {
+    const seen = own?.maxRunning ?? 0
     let c =
       ep.learnedCapacity > 0
         ? ep.learnedCapacity
@@ -352,11 +366,19 @@ export class PredictedLatencyPlugin implements Plugin {
     const uncachedS = this.#uncachedTokens.get(n)
     let engineTtft = Number.POSITIVE_INFINITY
     const needs = req.lora !== undefined ? this.#needsOf(req, eps) : undefined
-    for (const ep of eps) {
+    // Each candidate's model, looked up once for the whole decision (see #models).
+    const models = this.#models
+    models.length = n
+    for (let i = 0; i < n; i++) {
+      const ep = eps[i] as EndpointState
       const m = ep.fresh(req.now)
-      if (m === undefined) continue
+      if (m === undefined) {
+        models[i] = this.model.peek(ep)
+        continue
+      }
       if (ep.learnedCapacity > this.pooledCapacity) this.pooledCapacity = ep.learnedCapacity
       const own = m.running > 0 ? this.model.of(ep) : this.model.peek(ep)
+      models[i] = own
       if (own !== undefined) {
         if (m.running > own.maxRunning) own.maxRunning = m.running
         own.scraped(ep.scrapedAt, m.prefixCacheHitRate)
@@ -373,21 +395,31 @@ export class PredictedLatencyPlugin implements Plugin {
     let minTpot = Number.POSITIVE_INFINITY
     for (let i = 0; i < n; i++) {
       const ep = eps[i] as EndpointState
-      const p = this.model.prefill(ep)
+      const own = models[i]
+      const p = this.model.prefillOf(own)
       const pend = ep.pending(req.now)
-      const cap = this.capacity(ep, req.now)
+      const cap = this.#capacityOf(ep, own, req.now)
       const depth = match === undefined ? 0 : (match[ep.slot] ?? 0)
-      const uncached = this.#uncached(req, depth, ep)
-      const wait = this.model.wait(
-        pend,
-        cap,
-        this.#slotMs(req, ep, p),
-        this.#ages(req, ep),
-        req.now,
-      )
-      const a = this.#adapterMs(req, ep, p)
-      if (needs !== undefined) needs[i] = a.need
-      let t = p.overhead + uncached * p.perToken + wait + a.ms
+      const uncached = this.#uncachedOf(req, depth, own)
+      // With a free slot there is no wait (model.wait's first line): its slot time and the
+      // requests' ages are not worked out for nothing.
+      const wait =
+        pend < cap
+          ? 0
+          : this.model.wait(
+              pend,
+              cap,
+              this.#slotMs(req, ep, p),
+              this.#agesOf(req, ep, own),
+              req.now,
+            )
+      let adapter = 0
+      if (needs !== undefined) {
+        const need = adapterNeed(ep, req.lora as string, req.now)
+        needs[i] = need
+        adapter = this.#adapterCost(req, ep, p, need)
+      }
+      let t = p.overhead + uncached * p.perToken + wait + adapter
       // A copy still being computed is a hit only once its prefill ends (the engine holds the
       // request until then).
       if (group?.copyEp === ep && req.now < group.warmUntil) t += group.warmUntil - req.now
@@ -415,7 +447,7 @@ export class PredictedLatencyPlugin implements Plugin {
     if (shared && match !== undefined) {
       let held = false
       for (const ep of eps) if ((match[ep.slot] ?? 0) >= this.affinityBlocks) held = true
-      if (held || this.index.heldOutside(key, eps)) this.#known.add(req)
+      if (held || this.index.heldOutside(key, eps)) req.scratch.set(this.#known, true)
     }
     // Not for an adapter's request: where its adapter is loaded matters more (#adapterMs).
     if (shared && req.lora === undefined && this.#placeCold(key, match, eps, out)) return true
@@ -705,7 +737,7 @@ export class PredictedLatencyPlugin implements Plugin {
       hrw[i] = -1
       if ((match[ep.slot] ?? 0) >= this.affinityBlocks) continue
       if ((pending[i] as number) >= (capacity[i] as number)) continue
-      const m = this.model.peek(ep)?.movesInFlight ?? 0
+      const m = this.#models[i]?.movesInFlight ?? 0
       hrw[i] = m
       if (m < fewest) fewest = m
     }
@@ -830,7 +862,8 @@ export class PredictedLatencyPlugin implements Plugin {
     // A prefix some pod held (candidate or not) sent where it is not held: a move, whose prefill
     // draws the group's next requests here (#rehome counts them).
     const move =
-      p.indexedTokens < this.affinityBlocks * this.index.blockTokens && this.#known.has(req)
+      p.indexedTokens < this.affinityBlocks * this.index.blockTokens &&
+      req.scratch.get(this.#known) === true
     if (move) own.movesInFlight++
     // As scored: this request is in the endpoint's in-flight adapters by now.
     const scoredNeeds = req.scratch.get(this.#needs) as Needs | undefined
@@ -964,15 +997,29 @@ export class PredictedLatencyPlugin implements Plugin {
    * request is not the next to leave and the wait includes loading the adapter.
    */
   #ages(req: SchedRequest, ep: EndpointState, offset = 0): EndpointModel | undefined {
+    return this.#agesOf(req, ep, this.model.peek(ep), offset)
+  }
+
+  /** `#ages` of `ep` whose model (looked up by the caller) is `own`. */
+  #agesOf(
+    req: SchedRequest,
+    ep: EndpointState,
+    own: EndpointModel | undefined,
+    offset = 0,
+  ): EndpointModel | undefined {
     if (req.lora !== undefined) return undefined
-    const own = this.model.peek(ep)
     return own !== undefined && own.starts.length === ep.inFlight - offset ? own : undefined
   }
 
   /** Prompt tokens `ep` will have to prefill: what the index says it holds, as far as trusted. */
   #uncached(req: SchedRequest, depth: number, ep: EndpointState): number {
+    return this.#uncachedOf(req, depth, this.model.peek(ep))
+  }
+
+  /** `#uncached` on an endpoint whose model (looked up by the caller) is `own`. */
+  #uncachedOf(req: SchedRequest, depth: number, own: EndpointModel | undefined): number {
     const cached = Math.min(req.ticket.promptTokens, depth * this.index.blockTokens)
-    return req.ticket.promptTokens - cached * (this.model.peek(ep)?.trust ?? 1)
+    return req.ticket.promptTokens - cached * (own?.trust ?? 1)
   }
 
   /**
@@ -986,16 +1033,19 @@ export class PredictedLatencyPlugin implements Plugin {
   #adapterMs(req: SchedRequest, ep: EndpointState, p: Prefill): { ms: number; need: AdapterNeed } {
     if (req.lora === undefined) return { ms: 0, need: 'resident' }
     const need = adapterNeed(ep, req.lora, req.now)
+    return { ms: this.#adapterCost(req, ep, p, need), need }
+  }
+
+  /** The ms of `#adapterMs` for what the adapter needs (`need`, found by the caller). */
+  #adapterCost(req: SchedRequest, ep: EndpointState, p: Prefill, need: AdapterNeed): number {
     const load = this.loraLoadMs
-    const ms =
-      need === 'resident'
-        ? 0
-        : need === 'freeSlot'
-          ? load
-          : need === 'evictIdle'
-            ? 2 * load
-            : 2 * load + this.#slotMs(req, ep, p)
-    return { ms, need }
+    return need === 'resident'
+      ? 0
+      : need === 'freeSlot'
+        ? load
+        : need === 'evictIdle'
+          ? 2 * load
+          : 2 * load + this.#slotMs(req, ep, p)
   }
 
   /**
