@@ -17,6 +17,12 @@ export interface ProbeRecord {
   readonly waitUs: number
   /** Times the thread was put on a CPU inside the window (0: it never left it). */
   readonly switches: number
+  /**
+   * The process's CPU time across the window (getrusage: exact for the calling thread, and V8's
+   * helper threads are mostly idle for so short a window): the decision's cost without the time
+   * another process held the core.
+   */
+  readonly cpuUs: number
 }
 
 export interface ProbeDump {
@@ -45,11 +51,19 @@ if (out !== undefined) {
   const pick = Scheduler.prototype.pick
   Scheduler.prototype.pick = function (this: Scheduler, ctx: PickContext) {
     const [w0, s0] = read()
+    const c0 = process.cpuUsage()
     const t0 = performance.now()
     const res = pick.call(this, ctx)
     const t1 = performance.now()
+    const c1 = process.cpuUsage(c0)
     const [w1, s1] = read()
-    decisions.push({ t0, wallUs: (t1 - t0) * 1000, waitUs: (w1 - w0) / 1000, switches: s1 - s0 })
+    decisions.push({
+      t0,
+      wallUs: (t1 - t0) * 1000,
+      waitUs: (w1 - w0) / 1000,
+      switches: s1 - s0,
+      cpuUs: c1.user + c1.system,
+    })
     return res
   }
   process.on('exit', () => {

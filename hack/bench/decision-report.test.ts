@@ -35,12 +35,12 @@ describe('classifyProbe', () => {
       {
         decisions: [
           // Not among the last four: left out.
-          { t0: 0, wallUs: 9000, waitUs: 0, switches: 0 },
+          { t0: 0, wallUs: 9000, waitUs: 0, switches: 0, cpuUs: 0 },
           // A 0.5 ms collection from 10.1 ms overlaps 0.4 ms of this 0.5 ms decision.
-          { t0: 10, wallUs: 500, waitUs: 0, switches: 0 },
-          { t0: 20, wallUs: 2500, waitUs: 2000, switches: 1 },
-          { t0: 30, wallUs: 1200, waitUs: 0, switches: 1 },
-          { t0: 40, wallUs: 80, waitUs: 0, switches: 0 },
+          { t0: 10, wallUs: 500, waitUs: 0, switches: 0, cpuUs: 90 },
+          { t0: 20, wallUs: 2500, waitUs: 2000, switches: 1, cpuUs: 480 },
+          { t0: 30, wallUs: 1200, waitUs: 0, switches: 1, cpuUs: 1100 },
+          { t0: 40, wallUs: 80, waitUs: 0, switches: 0, cpuUs: 70 },
         ],
         gc: [[10.1, 0.5]],
       },
@@ -50,6 +50,7 @@ describe('classifyProbe', () => {
     expect(c.preempted).toEqual([2500, 1200])
     expect(c.neither).toEqual([80])
     expect(c.own.map((x) => Math.round(x))).toEqual([100, 500, 1200, 80])
+    expect(c.cpu).toEqual([90, 480, 1100, 70])
     expect(c.slow).toEqual({ n: 2, gc: 0, preempted: 2 })
   })
 })

@@ -31,6 +31,8 @@ export interface ProbeClasses {
   readonly neither: number[]
   /** Every decision's wall µs less the GC and the run-queue wait inside it. */
   readonly own: number[]
+  /** Every decision's process CPU µs (the probe's cpuUs). */
+  readonly cpu: number[]
   /** Decisions over 1 ms: how many, with GC inside, preempted. */
   readonly slow: { readonly n: number; readonly gc: number; readonly preempted: number }
 }
@@ -52,6 +54,7 @@ export function classifyProbe(d: ProbeDump, last: number): ProbeClasses {
     preempted: [] as number[],
     neither: [] as number[],
     own: [] as number[],
+    cpu: [] as number[],
     slow: { n: 0, gc: 0, preempted: 0 },
   }
   for (const r of rows) {
@@ -61,6 +64,7 @@ export function classifyProbe(d: ProbeDump, last: number): ProbeClasses {
     else if (pre) out.preempted.push(r.wallUs)
     else out.neither.push(r.wallUs)
     out.own.push(Math.max(0, r.wallUs - g - r.waitUs))
+    out.cpu.push(r.cpuUs)
     if (r.wallUs > 1000) {
       out.slow.n++
       if (g > 0) out.slow.gc++
@@ -77,6 +81,7 @@ export function probeText(c: ProbeClasses): string {
     `    preempted (run-queue wait or a switch inside): ${summary(c.preempted)}`,
     `    neither: ${summary(c.neither)}`,
     `    wall less GC and run-queue wait: ${summary(c.own)}`,
+    `    process CPU (us): ${summary(c.cpu)}`,
     `    over 1 ms: ${c.slow.n} (${c.slow.gc} with GC, ${c.slow.preempted} preempted)`,
   ].join('\n')
 }
