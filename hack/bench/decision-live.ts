@@ -19,8 +19,8 @@
 //
 //   npm run bench:decision-live -- [--rate 16] [--seconds 10] [--profile default|round-robin]
 //     [--time-scale 1] [--warm-rate r --warm-seconds s] [--probe] [--no-explain]
-//     [--dp-args="--scheduler-warmup 0"] [--node-args=--trace-gc] [--log file]
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises'
+//     [--dp-args="--scheduler-warmup 0"] [--node-args=--trace-gc] [--log file] [--cpu-profile]
+import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -28,10 +28,18 @@ import { parseArgs } from 'node:util'
 import { Pool } from 'undici'
 import { createRng } from '../sim/rng.js'
 import type { ProbeDump } from './decision-probe.js'
-import { classifyProbe, explainUs, probeText, summary } from './decision-report.js'
+import {
+  classifyProbe,
+  explainUs,
+  probeText,
+  summary,
+  underFunction,
+  underFunctionText,
+} from './decision-report.js'
 import { startFleet } from './fleet-process.js'
 import { watchGc } from './gc-trace.js'
 import { spawnCli } from './procs.js'
+import type { CpuProfile } from './proxy-cost-profile.js'
 import { routingManifests } from './routing-config.js'
 import { poissonTimes } from './routing-load.js'
 import { words } from './words.js'
@@ -50,6 +58,8 @@ const { values: opts } = parseArgs({
     port: { type: 'string', default: '18931' },
     // Load decision-probe.ts into the data plane: what each slow decision was (GC, preemption).
     probe: { type: 'boolean', default: false },
+    // A V8 CPU profile of the data plane: the split of Scheduler.pick's time by callee.
+    'cpu-profile': { type: 'boolean', default: false },
     // A first phase at another rate, reported apart (e.g. a burst that warms V8 up first).
     'warm-rate': { type: 'string', default: '0' },
     'warm-seconds': { type: 'string', default: '0' },
@@ -96,6 +106,9 @@ async function main(): Promise<void> {
   const probeFile = join(dir, 'probe.json')
   const nodeArgs = [
     ...(opts.probe ? ['--import', 'tsx', '--import', PROBE] : []),
+    ...(opts['cpu-profile']
+      ? ['--cpu-prof', `--cpu-prof-dir=${join(dir, 'prof')}`, '--cpu-prof-interval=25']
+      : []),
     ...(opts['node-args'] as string).split(' ').filter((a) => a !== ''),
   ]
   if (opts.probe) process.env['DECISION_PROBE_OUT'] = probeFile
@@ -247,6 +260,16 @@ async function main(): Promise<void> {
         ),
       ),
     )
+  if (opts['cpu-profile']) {
+    // One profile per thread with JavaScript: the main thread's is the one with picks in it.
+    const splits = await Promise.all(
+      (await readdir(join(dir, 'prof'))).map(async (f) =>
+        underFunction(JSON.parse(await readFile(join(dir, 'prof', f), 'utf8')) as CpuProfile, 1),
+      ),
+    )
+    const main = splits.sort((a, b) => b.totalUs - a.totalUs)[0]
+    if (main !== undefined) out(underFunctionText(main))
+  }
   if (pauses.length > 0) {
     const ms = pauses.reduce((n, p) => n + p.pauseMs, 0)
     process.stdout.write(

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { schedstatWait } from './decision-probe.js'
-import { classifyProbe, explainUs, pct } from './decision-report.js'
+import { classifyProbe, explainUs, pct, underFunction } from './decision-report.js'
 
 describe('explainUs', () => {
   it('reads the cost at the end of an explain line', () => {
@@ -52,5 +52,46 @@ describe('classifyProbe', () => {
     expect(c.own.map((x) => Math.round(x))).toEqual([100, 500, 1200, 80])
     expect(c.cpu).toEqual([90, 480, 1100, 70])
     expect(c.slow).toEqual({ n: 2, gc: 0, preempted: 2 })
+  })
+})
+
+describe('underFunction', () => {
+  const frame = (functionName: string, url = 'file:///x/dataplane/scheduler/plugins/p.ts') => ({
+    functionName,
+    url,
+    lineNumber: 0,
+    columnNumber: 0,
+  })
+  it('splits the samples under the scheduler pick by callee and by leaf, per decision', () => {
+    // root -> serve -> pick -> score -> hash; pick's own samples; a pick elsewhere is not it.
+    const prof = {
+      startTime: 0,
+      endTime: 1000,
+      nodes: [
+        { id: 1, callFrame: frame('(root)', ''), children: [2, 7] },
+        { id: 2, callFrame: frame('serve'), children: [3] },
+        {
+          id: 3,
+          callFrame: frame('pick', 'file:///x/dataplane/scheduler/scheduler.ts'),
+          hitCount: 2,
+          children: [4],
+        },
+        { id: 4, callFrame: frame('score'), hitCount: 3, children: [5] },
+        { id: 5, callFrame: frame('hash'), hitCount: 4 },
+        { id: 7, callFrame: frame('pick', 'file:///x/dataplane/picker.ts'), hitCount: 1 },
+      ],
+    }
+    // 10 samples over 1000 us: 100 us each; 9 of them in the scheduler's pick, over 3 decisions.
+    const u = underFunction(prof, 3)
+    expect(u.totalUs).toBe(300)
+    expect(u.children).toEqual([
+      ['score p.ts', 700 / 3],
+      ['(self)', 200 / 3],
+    ])
+    expect(u.leaves).toEqual([
+      ['hash p.ts', 400 / 3],
+      ['score p.ts', 100],
+      ['pick scheduler.ts', 200 / 3],
+    ])
   })
 })

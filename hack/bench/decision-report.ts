@@ -1,6 +1,7 @@
 // What bench:decision-live reads and prints: a decision's cost from the explain header, and the
 // probe's records (decision-probe.ts) sorted by what else happened inside each decision.
 import type { ProbeDump } from './decision-probe.js'
+import type { CpuProfile } from './proxy-cost-profile.js'
 
 /** The last field of an explain line (`… | 12.3us`): that decision's cost in µs. */
 export function explainUs(line: string | undefined): number | undefined {
@@ -83,5 +84,80 @@ export function probeText(c: ProbeClasses): string {
     `    wall less GC and run-queue wait: ${summary(c.own)}`,
     `    process CPU (us): ${summary(c.cpu)}`,
     `    over 1 ms: ${c.slow.n} (${c.slow.gc} with GC, ${c.slow.preempted} preempted)`,
+  ].join('\n')
+}
+
+/** Inside `fn` (the outermost frame of that name in a file matching `file`): time by callee. */
+export interface UnderFunction {
+  /** µs per decision in `fn`, inclusive. */
+  readonly totalUs: number
+  /** µs per decision by `fn`'s direct callee (`(self)`: `fn`'s own code), largest first. */
+  readonly children: readonly (readonly [string, number])[]
+  /** µs per decision by the function on top of the stack, largest first. */
+  readonly leaves: readonly (readonly [string, number])[]
+}
+
+/**
+ * Where a data plane's CPU profile spent its time inside `fn` (Scheduler.pick), per decision.
+ * Samples are the profiler's interval of the thread's time, preempted or not: read the split as
+ * shares, the probe's figures as the cost.
+ */
+export function underFunction(
+  prof: CpuProfile,
+  decisions: number,
+  fn = 'pick',
+  file = /scheduler\/scheduler\.ts/,
+): UnderFunction {
+  const total = prof.nodes.reduce((a, n) => a + (n.hitCount ?? 0), 0)
+  const usPerSample = total > 0 ? (prof.endTime - prof.startTime) / total : 0
+  const byId = new Map(prof.nodes.map((n) => [n.id, n]))
+  const parent = new Map<number, number>()
+  for (const n of prof.nodes) for (const c of n.children ?? []) parent.set(c, n.id)
+  // `score predicted-latency.ts`: plugins' methods share names.
+  const name = (id: number): string => {
+    const f = byId.get(id)?.callFrame
+    const file = f?.url.split('/').pop() ?? ''
+    return `${f?.functionName || '(anonymous)'}${file !== '' ? ` ${file}` : ''}`
+  }
+  const children = new Map<string, number>()
+  const leaves = new Map<string, number>()
+  let inside = 0
+  for (const n of prof.nodes) {
+    const hits = n.hitCount ?? 0
+    if (hits === 0) continue
+    // Root-first chain; the outermost frame of `fn`.
+    const chain: number[] = []
+    for (let id: number | undefined = n.id; id !== undefined; id = parent.get(id)) chain.unshift(id)
+    const at = chain.findIndex((id) => {
+      const f = byId.get(id)?.callFrame
+      return f !== undefined && f.functionName === fn && file.test(f.url)
+    })
+    if (at < 0) continue
+    inside += hits
+    const child = chain[at + 1]
+    const c = child === undefined ? '(self)' : name(child)
+    children.set(c, (children.get(c) ?? 0) + hits)
+    const l = name(n.id)
+    leaves.set(l, (leaves.get(l) ?? 0) + hits)
+  }
+  const per = (m: Map<string, number>): [string, number][] =>
+    [...m.entries()]
+      .map(([k, v]): [string, number] => [k, (v * usPerSample) / decisions])
+      .sort((a, b) => b[1] - a[1])
+  return {
+    totalUs: (inside * usPerSample) / decisions,
+    children: per(children),
+    leaves: per(leaves),
+  }
+}
+
+/** `u` from underFunction(prof, 1): total ms in pick and each callee's share of it. */
+export function underFunctionText(u: UnderFunction, top = 8): string {
+  const row = ([k, v]: readonly [string, number]): string =>
+    `${k} ${((v / u.totalUs) * 100).toFixed(0)} %`
+  return [
+    `  CPU profile: ${(u.totalUs / 1000).toFixed(1)} ms sampled in Scheduler.pick (warm-up decisions included)`,
+    `    by callee: ${u.children.slice(0, top).map(row).join(', ')}`,
+    `    by function on top: ${u.leaves.slice(0, top).map(row).join(', ')}`,
   ].join('\n')
 }
