@@ -13,16 +13,23 @@
 //   bad answer, detected engine restart) are broadcast; workers feed them to their scheduler as
 //   if they had scraped (`Scheduler.scrapeStarted` / `ingestScrape`, ScrapeOptions.external), so
 //   health, staleness and restart handling are the single-process code. Workers never scrape.
-// - In-flight agreed: every LOAD_REPORT_MS (25 ms), and only when it changed, a worker sends its
-//   in-flight requests and tokens per endpoint; the primary sums the other workers' for each worker
-//   (load.ts) and sends that view when it changed, at most every BROADCAST_MS. A worker's blended
+// - One message each way (relay.ts): at most every LOAD_REPORT_MS a worker sends one report holding
+//   what changed (its in-flight, the prefix blocks it dispatched); the primary relays at once (at
+//   most every BROADCAST_MS) one message per worker holding what changed for it (the others'
+//   in-flight, the blocks they dispatched). Each message wakes a process, which is most of what
+//   this traffic costs (relay.ts has the figures).
+// - In-flight agreed: at most every LOAD_REPORT_MS (25 ms; 50 ms after the last request event,
+//   relay.ts ReportPacer), and only when it changed, a worker sends its in-flight requests and
+//   tokens per endpoint; the primary sums the other workers' for each worker (load.ts) and sends
+//   that view when it changed, at most every BROADCAST_MS. A worker's blended
 //   load is then the engine's waiting+running at the last scrape plus ALL workers' in-flight change
 //   since that scrape (own exactly, others' as of the latest view; scheduler/state.ts), never below
 //   everyone's in-flight. Between two scrapes a burst on one worker is seen by the others within
 //   tens of milliseconds instead of at the next scrape.
-// - Prefix index shared: every LOAD_REPORT_MS a worker sends the prefix blocks it dispatched
+// - Prefix index shared: with the same reports a worker sends the prefix blocks it dispatched
 //   (per server, profile plugin and endpoint: `Scheduler.takeDispatches`), the primary relays them
-//   to the other workers, which record them in the same plugin (`applyPeerDispatches`). Without
+//   to the other workers with the next broadcast (at most BROADCAST_MS later), which record them in
+//   the same plugin (`applyPeerDispatches`). Without
 //   this each worker places prefixes on its own and a shared prefix can end up cached on up to N
 //   pods. Dispatches arrive a few tens of milliseconds late; rendezvous tie-breaks on the prompt's
 //   head make workers that see the same state agree in the meantime.
@@ -46,7 +53,6 @@ import type { Logger } from '../log.js'
 import { GatewayMetrics } from '../metrics.js'
 import { scrapeTargetsOf } from '../scheduler/index.js'
 import { SnapshotStore } from '../snapshot-store.js'
-import { LoadAggregator, loadKey } from './load.js'
 import {
   isOurs,
   type ToPrimary,
@@ -55,8 +61,11 @@ import {
   WORKER_INDEX_ENV,
 } from './protocol.js'
 import { LeaseServer } from './ratelimit.js'
+import { PeerRelay } from './relay.js'
 
-/** At most this often the primary sends each worker the others' in-flight (when it changed). */
+/**
+ * At most this often the primary sends each worker what the others changed (in-flight, dispatches).
+ */
 export const BROADCAST_MS = 10
 const RESTART_MIN_MS = 500
 const RESTART_MAX_MS = 30_000
@@ -84,7 +93,6 @@ interface Slot {
   startedAt: number
   ready: boolean
   backoffMs: number
-  sentPeerKey: string
   restartTimer: NodeJS.Timeout | undefined
 }
 
@@ -99,7 +107,6 @@ export async function runPrimary(o: PrimaryOptions): Promise<void> {
     startedAt: 0,
     ready: false,
     backoffMs: RESTART_MIN_MS,
-    sentPeerKey: '',
     restartTimer: undefined,
   }))
   const broadcast = (m: ToWorker): void => {
@@ -113,18 +120,29 @@ export async function runPrimary(o: PrimaryOptions): Promise<void> {
   })
   store.onSwap((s) => scraper.sync(scrapeTargetsOf(s)))
 
-  const load = new LoadAggregator()
+  const relay = new PeerRelay()
+  const indices = slots.map((s) => s.index)
   let broadcastTimer: NodeJS.Timeout | undefined
-  const sendPeerLoads = (): void => {
+  let lastBroadcast = Number.NEGATIVE_INFINITY
+  const sendPeers = (): void => {
+    if (broadcastTimer !== undefined) clearTimeout(broadcastTimer)
     broadcastTimer = undefined
+    lastBroadcast = performance.now()
     for (const s of slots) {
       if (!s.worker?.isConnected()) continue
-      const others = load.othersOf(s.index)
-      const key = loadKey(others)
-      if (key === s.sentPeerKey) continue
-      s.sentPeerKey = key
-      s.worker.send({ t: 'igw:peer-load', load: others } satisfies ToWorker)
+      const u = relay.take(s.index)
+      if (u !== undefined) s.worker.send({ t: 'igw:peers', ...u } satisfies ToWorker)
     }
+  }
+  // Leading edge: relayed in the turn the report woke the primary for, unless a broadcast went out
+  // less than BROADCAST_MS ago (then a timer sends what gathered). Waiting BROADCAST_MS after each
+  // load report, as before, woke the primary a second time for it (relay.ts: wake-ups are most of
+  // what this traffic costs).
+  const schedulePeers = (): void => {
+    if (broadcastTimer !== undefined) return
+    const wait = lastBroadcast + BROADCAST_MS - performance.now()
+    if (wait <= 0) sendPeers()
+    else broadcastTimer = setTimeout(sendPeers, wait)
   }
   const aggregator = new AggregatorRegistry()
   // The one set of local rate-limit counters; workers lease from it (ratelimit.ts).
@@ -142,7 +160,7 @@ export async function runPrimary(o: PrimaryOptions): Promise<void> {
   const fork = (s: Slot): void => {
     s.restartTimer = undefined
     s.ready = false
-    s.sentPeerKey = ''
+    relay.reset(s.index)
     s.startedAt = performance.now()
     const w = cluster.fork({
       [WORKER_INDEX_ENV]: String(s.index),
@@ -169,16 +187,10 @@ export async function runPrimary(o: PrimaryOptions): Promise<void> {
           allReady(m.url)
         }
         // A (re)started worker gets the others' in-flight view at once.
-        if (anyReady) sendPeerLoads()
+        if (anyReady) sendPeers()
         break
-      case 'igw:dispatches':
-        for (const x of slots) {
-          if (x !== s && x.worker?.isConnected()) x.worker.send(m satisfies ToWorker)
-        }
-        break
-      case 'igw:load':
-        load.report(s.index, m.load)
-        broadcastTimer ??= setTimeout(sendPeerLoads, BROADCAST_MS)
+      case 'igw:report':
+        if (relay.report(s.index, m, indices)) schedulePeers()
         break
       case 'igw:rl-reserve':
         if (worker.isConnected()) worker.send(rateLimits.reserve(m) satisfies ToWorker)
@@ -200,8 +212,8 @@ export async function runPrimary(o: PrimaryOptions): Promise<void> {
     const s = slots.find((x) => x.worker === worker)
     if (s === undefined) return
     s.worker = undefined
-    load.remove(s.index)
-    broadcastTimer ??= setTimeout(sendPeerLoads, BROADCAST_MS)
+    relay.remove(s.index)
+    schedulePeers()
     if (stopping) return
     if (!anyReady) {
       startupFailed(

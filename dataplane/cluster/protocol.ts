@@ -2,9 +2,8 @@
 // `advanced` serialization, so scraped metrics travel as structured clones). Every message of ours
 // has a `t` starting with `igw:`; prom-client's own cluster messages (`type`) pass by untouched.
 import type { ScrapeResult } from '../engines/scraper.js'
-import type { PeerDispatch } from '../scheduler/index.js'
-import type { LoadEntry } from './load.js'
 import type { RateLimitToPrimary, RateLimitToWorker } from './ratelimit.js'
+import type { PeerUpdate } from './relay.js'
 
 /** Env of a worker: its stable index (1..N, kept across restarts) and the command's arguments. */
 export const WORKER_INDEX_ENV = 'INFER_GATEWAY_WORKER_INDEX'
@@ -18,16 +17,17 @@ export type ToWorker =
   /** A scrape of endpoint `id` is leaving now (the worker snapshots its in-flight counts). */
   | { readonly t: 'igw:scrape-start'; readonly id: string }
   | { readonly t: 'igw:scrape'; readonly id: string; readonly r: ScrapeResult }
-  /** What the other workers have in flight, per endpoint (a full view: absent = none). */
-  | { readonly t: 'igw:peer-load'; readonly load: readonly LoadEntry[] }
+  /**
+   * From the other workers, in one message (relay.ts): their in-flight per endpoint (a full view:
+   * an endpoint absent = none; `load` absent = unchanged) and the prefix blocks they dispatched.
+   */
+  | ({ readonly t: 'igw:peers' } & PeerUpdate)
   | {
       readonly t: 'igw:metrics'
       readonly rid: number
       readonly text?: string
       readonly error?: string
     }
-  /** Prefix blocks other workers dispatched (relayed as they came). */
-  | { readonly t: 'igw:dispatches'; readonly d: readonly PeerDispatch[] }
   /** Drain and exit (the primary got SIGTERM/SIGINT). */
   | { readonly t: 'igw:shutdown' }
   /** The primary's answer to a rate-limit reservation (ratelimit.ts). */
@@ -35,10 +35,11 @@ export type ToWorker =
 
 export type ToPrimary =
   | { readonly t: 'igw:ready'; readonly url: string }
-  /** This worker's in-flight per endpoint (a full view), sent only when it changed. */
-  | { readonly t: 'igw:load'; readonly load: readonly LoadEntry[] }
-  /** Prefix blocks this worker dispatched since its last report, for the others. */
-  | { readonly t: 'igw:dispatches'; readonly d: readonly PeerDispatch[] }
+  /**
+   * This worker's in-flight per endpoint (a full view; absent = unchanged) and the prefix blocks
+   * it dispatched since its last report, in one message (relay.ts).
+   */
+  | ({ readonly t: 'igw:report' } & PeerUpdate)
   /** `/metrics` was asked of this worker: the primary answers with every worker's sum. */
   | { readonly t: 'igw:metrics-req'; readonly rid: number }
   /** Local rate limits: the counters live in the primary, workers hold leases (ratelimit.ts). */

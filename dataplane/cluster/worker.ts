@@ -5,14 +5,15 @@
 // a worker that drained on its own would be killed by the primary's SIGTERM that follows.
 import process from 'node:process'
 import { AggregatorRegistry } from 'prom-client'
-import type { SnapshotEndpoint } from '../../api/snapshot.js'
+import type { RoutingSnapshot, SnapshotEndpoint } from '../../api/snapshot.js'
 import { type Gateway, type GatewayOptions, startGateway } from '../gateway.js'
 import type { Logger } from '../log.js'
-import type { PickContext } from '../picker.js'
+import type { DispatchOutcome, PickContext, ShadowPlan } from '../picker.js'
 import { Scheduler, type SchedulerOptions } from '../scheduler/index.js'
-import { type LoadEntry, loadKey } from './load.js'
+import type { LoadEntry } from './load.js'
 import { isOurs, type ToPrimary, type ToWorker, WORKER_INDEX_ENV } from './protocol.js'
 import { LeasedBackend } from './ratelimit.js'
+import { packDispatches, ReportBuilder, ReportPacer, unpackDispatches } from './relay.js'
 
 /**
  * Gauges that must not be summed over workers (prom-client sums by default): every worker loads
@@ -24,15 +25,62 @@ const NOT_ADDITIVE: readonly (readonly [string, 'min'])[] = [
   ['infer_gateway_config_last_reload_success_timestamp_seconds', 'min'],
 ]
 
-/** How often in-flight counts go to the primary (only when they changed). */
+/**
+ * At most this often in-flight counts and dispatches go to the primary (only when they changed;
+ * relay.ts ReportPacer: from the turn of a request event, 2× this after the last without one).
+ */
 export const LOAD_REPORT_MS = 25
+/**
+ * A report is also considered this often whatever happens: in-flight may change without a request
+ * event of this scheduler (an endpoint leaving the config), and this catches it. Slow on purpose:
+ * it is the only wake-up an idle worker has for reports.
+ */
+const REPORT_SWEEP_MS = 1_000
 
 /** The scheduler of a worker: scraped by the primary; says which worker decided, when asked. */
 export class WorkerScheduler extends Scheduler {
   readonly worker: number
+  /** Called after every event that may change what the worker reports (dispatch, completion…). */
+  changed: () => void = () => {}
   constructor(worker: number, opts: SchedulerOptions) {
     super(opts)
     this.worker = worker
+  }
+
+  override onDispatch(ctx: PickContext, endpoint: SnapshotEndpoint): void {
+    super.onDispatch(ctx, endpoint)
+    this.changed()
+  }
+
+  override onComplete(
+    ctx: PickContext,
+    endpoint: SnapshotEndpoint,
+    outcome: DispatchOutcome,
+  ): void {
+    super.onComplete(ctx, endpoint, outcome)
+    this.changed()
+  }
+
+  override onSnapshot(snapshot: RoutingSnapshot): void {
+    super.onSnapshot(snapshot)
+    this.changed()
+  }
+
+  /** A shadow request counts in flight from its start to its end, like a dispatch. */
+  override shadow(ctx: PickContext): ShadowPlan | undefined {
+    const plan = super.shadow(ctx)
+    if (plan === undefined) return undefined
+    return {
+      endpoint: plan.endpoint,
+      start: () => {
+        const end = plan.start()
+        this.changed()
+        return (ok) => {
+          end(ok)
+          this.changed()
+        }
+      },
+    }
   }
 
   override pick(ctx: PickContext): readonly SnapshotEndpoint[] {
@@ -86,11 +134,10 @@ export async function runWorker(
       case 'igw:scrape':
         scheduler.ingestScrape(m.id, m.r)
         break
-      case 'igw:dispatches':
-        scheduler.applyPeerDispatches(m.d)
-        break
-      case 'igw:peer-load':
-        scheduler.setPeerLoad(new Map(m.load.map(([id, n, t]) => [id, [n, t] as const])))
+      case 'igw:peers':
+        if (m.d !== undefined) scheduler.applyPeerDispatches(unpackDispatches(m.d))
+        if (m.load !== undefined)
+          scheduler.setPeerLoad(new Map(m.load.map(([id, n, t]) => [id, [n, t] as const])))
         break
       case 'igw:metrics': {
         const w = waiting.get(m.rid)
@@ -150,17 +197,27 @@ export async function runWorker(
       send({ t: 'igw:metrics-req', rid: id })
     })
 
-  let last = ''
-  const report = setInterval(() => {
-    const d = scheduler.takeDispatches()
-    if (d.length > 0) send({ t: 'igw:dispatches', d })
-    const load: LoadEntry[] = []
-    for (const [id, [n, t]] of scheduler.localLoad()) load.push([id, n, t])
-    const key = loadKey(load)
-    if (key === last) return
-    last = key
-    send({ t: 'igw:load', load })
-  }, LOAD_REPORT_MS)
+  // One message for both (relay.ts), none when nothing changed, sent from the turn of a request
+  // event rather than from a timer waking the process for it.
+  const reports = new ReportBuilder()
+  const pacer = new ReportPacer(
+    () => {
+      const load: LoadEntry[] = []
+      for (const [id, [n, t]] of scheduler.localLoad()) load.push([id, n, t])
+      const d = scheduler.takeDispatches()
+      const u = reports.build(load, d.length > 0 ? packDispatches(d) : [])
+      if (u !== undefined) send({ t: 'igw:report', ...u })
+    },
+    LOAD_REPORT_MS,
+    {
+      now: () => performance.now(),
+      after: (ms, fn) => setTimeout(fn, ms).unref(),
+      cancel: (h) => clearTimeout(h as NodeJS.Timeout),
+      soon: (fn) => setImmediate(fn),
+    },
+  )
+  scheduler.changed = () => pacer.kick()
+  const report = setInterval(() => pacer.kick(), REPORT_SWEEP_MS)
   report.unref()
   send({ t: 'igw:ready', url: gw.url })
   log('info', 'worker listening', { worker: index, pid: process.pid, url: gw.url })
@@ -169,6 +226,8 @@ export async function runWorker(
   log('info', 'worker draining', { worker: index })
   const { forced } = await gw.shutdown(drain)
   clearInterval(report)
+  pacer.stop()
+  scheduler.changed = () => {}
   await scheduler.close()
   log('info', 'worker stopped', { worker: index, forcedConnections: forced })
   // The IPC channel would keep the process alive; everything is closed by now.
