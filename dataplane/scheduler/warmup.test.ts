@@ -1,8 +1,9 @@
 import { describe, expect, it, vi } from 'vitest'
+import { EngineMetricsTracker } from '../engines/tracker.js'
 import { DEFAULT_PROFILE } from './profile.js'
 import { Scheduler } from './scheduler.js'
 import { chat, endpoint, pickContext, seeded, server, snapshot } from './testkit.js'
-import { runWarmup, warmupContext, warmupServers } from './warmup.js'
+import { runWarmup, warmupContext, warmupMetricsText, warmupServers } from './warmup.js'
 
 const LEAST_PENDING = { plugins: [{ name: 'least-pending' as const, weight: 1, args: {} }] }
 const KV = { plugins: [{ name: 'kv-cache' as const, weight: 1, args: {} }] }
@@ -47,6 +48,26 @@ describe('warmupContext', () => {
     expect((b.body['messages'] as { content: string }[])[0]?.content).toBe('sys-b')
     expect(a.body['stream']).toBe(true)
     expect(b.body['stream']).toBe(false)
+  })
+})
+
+describe('warmupMetricsText', () => {
+  it('reads through the vLLM adapter as a scrape with every load signal', () => {
+    const t = new EngineMetricsTracker('vLLM')
+    const first = t.ingestText(warmupMetricsText(3, 1))
+    expect(first.metrics).toMatchObject({
+      running: 4,
+      waiting: 1,
+      missing: [],
+      kvCacheUsage: 0.4,
+      blockSize: 16,
+      numGpuBlocks: 1024,
+    })
+    expect(first.restart).toBeUndefined()
+    // The next scrape's interval: 10 more requests at 50 ms to the first token each.
+    const next = t.ingestText(warmupMetricsText(4, 1))
+    expect(next.metrics.ttftMeanSec).toBeCloseTo(0.05, 9)
+    expect(next.restart).toBeUndefined()
   })
 })
 

@@ -14,14 +14,22 @@
 
 import { canonicalJson } from '../../api/canonical-json.js'
 import type { RoutingSnapshot, SnapshotServer } from '../../api/snapshot.js'
-import type { PickContext } from '../picker.js'
+import { EngineMetricsTracker } from '../engines/tracker.js'
+import { dispatchOutcome, type PickContext } from '../picker.js'
 import { DEFAULT_PROFILE } from './profile.js'
 import type { Scheduler } from './scheduler.js'
 
 /** What the warm-up drives: the throwaway Scheduler. */
 export type WarmupTarget = Pick<
   Scheduler,
-  'onSnapshot' | 'admit' | 'pick' | 'onDispatch' | 'onComplete' | 'ingestScrape' | 'close'
+  | 'onSnapshot'
+  | 'admit'
+  | 'pick'
+  | 'onDispatch'
+  | 'onComplete'
+  | 'scrapeStarted'
+  | 'ingestScrape'
+  | 'close'
 >
 
 /** Synthetic endpoints per warmed server: enough for the scoring loops, as a small pool has. */
@@ -65,6 +73,34 @@ export function warmupServers(snapshot: RoutingSnapshot, done: Set<string>): Sna
     })
   }
   return out
+}
+
+/**
+ * The i-th scrape of a synthetic vLLM engine: what the metrics go through is the real path (the
+ * parser, the engine's adapter, the interval arithmetic), so the objects the scheduler's code
+ * meets have the shapes real scrapes give it. Synthetic objects of other shapes made V8
+ * deoptimise the warmed code on the first real requests ("wrong map", bench:decision-live
+ * --node-args=--trace-deopt).
+ */
+export function warmupMetricsText(i: number, k: number): string {
+  const m = 'model_name="warmup"'
+  const done = 10 * i + k
+  return [
+    `vllm:num_requests_running{${m}} ${(i + k) % 8}`,
+    `vllm:num_requests_waiting{${m}} ${(i + k) % 3}`,
+    `vllm:kv_cache_usage_perc{${m}} ${((i + k) % 10) / 10}`,
+    `vllm:prefix_cache_queries_total{${m}} ${1600 * done}`,
+    `vllm:prefix_cache_hits_total{${m}} ${1200 * done}`,
+    'vllm:cache_config_info{block_size="16",num_gpu_blocks="1024"} 1',
+    `vllm:time_to_first_token_seconds_count{${m}} ${done}`,
+    `vllm:time_to_first_token_seconds_sum{${m}} ${0.05 * done}`,
+    `vllm:time_per_output_token_seconds_count{${m}} ${16 * done}`,
+    `vllm:time_per_output_token_seconds_sum{${m}} ${0.16 * done}`,
+    `vllm:prompt_tokens_total{${m}} ${1100 * done}`,
+    `vllm:request_success_total{${m}} ${done}`,
+    'process_start_time_seconds 1700000000',
+    '',
+  ].join('\n')
 }
 
 /** A small deterministic generator (mulberry32): the same synthetic prompts in every process. */
@@ -151,42 +187,46 @@ export function runWarmup(
       const r = seededRandom(7)
       const systems = Array.from({ length: GROUPS }, () => text(SYSTEM_CHARS, r))
       const signal = new AbortController().signal
+      const trackers = servers.map((s) => s.endpoints.map(() => new EngineMetricsTracker(s.engine)))
       for (let i = 0; i < opts.decisions && !cancelled; i++) {
         if (i % batch === 0) {
           await new Promise((res) => setImmediate(res))
           if (cancelled) break
           // Engine numbers as a scrape brings them, moving so the load paths see change.
-          for (const s of servers)
-            for (const [k, ep] of s.endpoints.entries())
-              target.ingestScrape(`${ep.address}:${ep.port}`, {
-                ok: true,
-                durationMs: 1,
-                metrics: {
-                  waiting: (i + k) % 3,
-                  running: (i + k) % 8,
-                  missing: [],
-                  kvCacheUsage: ((i + k) % 10) / 10,
-                  blockSize: 16,
-                  numGpuBlocks: 1024,
-                  ttftMeanSec: 0.05,
-                  tpotMeanSec: 0.01,
-                  engineType: s.engine,
-                },
-              })
+          for (const [j, s] of servers.entries())
+            for (const [k, ep] of s.endpoints.entries()) {
+              const id = `${ep.address}:${ep.port}`
+              const tracker = trackers[j]?.[k]
+              if (tracker === undefined) continue
+              target.scrapeStarted(id)
+              const { metrics } = tracker.ingestText(warmupMetricsText(i / batch, k))
+              // Keys in the scraper's order (engines/scraper.ts), for the same object shape.
+              target.ingestScrape(id, { ok: true, metrics, durationMs: 1 })
+            }
         }
         for (const s of servers) {
           const ctx = warmupContext(s, i, systems)
           const a = target.admit(ctx, signal)
           const chosen = target.pick(ctx)[0]
           if (chosen !== undefined) {
+            const at = performance.now()
             target.onDispatch(ctx, chosen)
-            target.onComplete(ctx, chosen, {
-              status: 200,
-              firstByteMs: 20 + (i % 7),
-              durationMs: 200 + (i % 13),
-              promptTokens: 1100,
-              completionTokens: 16,
-            })
+            // Made by the proxy's own function, as a real completion is.
+            target.onComplete(
+              ctx,
+              chosen,
+              dispatchOutcome(
+                {
+                  status: 200,
+                  usage: { promptTokens: 1100, completionTokens: 16 },
+                  firstByteMs: 20 + (i % 7),
+                  bytes: 2048,
+                  stream: i % 2 === 0,
+                },
+                at,
+                at,
+              ),
+            )
           }
           releaseAdmission(a)
           made++
