@@ -249,8 +249,8 @@ async function main(): Promise<void> {
   }
   if (WARM > 0) out(`  TTFT ms, warm phase: ${summary(ok(ttfts.slice(0, WARM)))}`)
   out(`  TTFT ms, measured phase: ${summary(ok(ttfts.slice(WARM)))}`)
-  // The probe sees every pick in the process, the scheduler's start-up warm-up too (it has ended
-  // before the load starts): the measured phase is the last of them.
+  // The probe records the data plane's own scheduler (not its warm-up's): the measured phase is
+  // the last of its decisions.
   if (opts.probe)
     out(
       probeText(

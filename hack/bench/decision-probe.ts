@@ -48,8 +48,18 @@ if (out !== undefined) {
   new PerformanceObserver((list) => {
     for (const e of list.getEntries()) gc.push([e.startTime, e.duration])
   }).observe({ entryTypes: ['gc'] })
+  // Only the data plane's own scheduler: the first to take a snapshot. Its start-up warm-up
+  // (warmup.ts) makes a throwaway Scheduler inside that call, whose picks may still run while
+  // the first real requests arrive on a busy machine.
+  let real: Scheduler | undefined
+  const onSnapshot = Scheduler.prototype.onSnapshot
+  Scheduler.prototype.onSnapshot = function (this: Scheduler, snapshot) {
+    real ??= this
+    onSnapshot.call(this, snapshot)
+  }
   const pick = Scheduler.prototype.pick
   Scheduler.prototype.pick = function (this: Scheduler, ctx: PickContext) {
+    if (this !== real) return pick.call(this, ctx)
     const [w0, s0] = read()
     const c0 = process.cpuUsage()
     const t0 = performance.now()
