@@ -51,10 +51,9 @@ Options:
   --upstream-connections <n>
                            Connections per engine pod (default 256); requests past it wait for a
                            free one (infer_gateway_upstream_waiting_requests)
-  --engine-client <c>      The client requests to engines go through: undici (default) or raw
-                           (plain sockets, a keep-alive pool per engine; about 0.6x undici's CPU
-                           per stream in the proxy floor). https engines and providers always use
-                           undici
+  --engine-client <c>      The client requests to engines go through: raw (default: plain
+                           sockets, a keep-alive pool per engine, docs/proxy-cost.md) or undici.
+                           https engines and providers always use undici
   --poll-interval <ms>     Config re-read interval (default 500)
   --drain-delay <ms>       On SIGTERM, keep serving this long after /readyz fails (default 5000)
   --shutdown-timeout <ms>  Then wait at most this long for in-flight requests (default 30000)

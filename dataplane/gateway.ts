@@ -36,7 +36,7 @@ export interface GatewayOptions {
   readonly maxSseLineBytes?: number
   /** Connections per engine pod (default 256); requests past it wait, visible in /metrics. */
   readonly upstreamConnections?: number
-  /** The client requests to engines go through (default `undici`; CLI `--engine-client`). */
+  /** The client requests to engines go through (default `raw`; CLI `--engine-client`). */
   readonly engineClient?: EngineClientKind
   /** Serve GET /debug/endpoints and the explain header (off by default: they reveal pod names and scores). */
   readonly explain?: boolean

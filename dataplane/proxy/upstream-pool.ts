@@ -23,7 +23,7 @@ export interface PoolOptions {
   /** Max sockets per origin (engine pod); default DEFAULT_UPSTREAM_CONNECTIONS. */
   readonly connectionsPerOrigin?: number
   readonly keepAliveTimeoutMs?: number
-  /** Default `undici` (CLI `--engine-client`). */
+  /** Default `raw` (CLI `--engine-client`). */
   readonly engineClient?: EngineClientKind
 }
 
@@ -99,7 +99,7 @@ export class UpstreamPool {
     this.opts = {
       connectionsPerOrigin: opts.connectionsPerOrigin ?? DEFAULT_UPSTREAM_CONNECTIONS,
       keepAliveTimeoutMs: opts.keepAliveTimeoutMs ?? 60_000,
-      engineClient: opts.engineClient ?? 'undici',
+      engineClient: opts.engineClient ?? 'raw',
     }
     if (!Number.isInteger(this.opts.connectionsPerOrigin) || this.opts.connectionsPerOrigin < 1)
       throw new RangeError(

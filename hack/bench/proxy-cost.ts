@@ -51,6 +51,11 @@ const { values: opts } = parseArgs({
     compare: { type: 'string' },
     /** Node options of the second data plane (repeatable; with no --compare: the same bundle). */
     'compare-node-arg': { type: 'string', multiple: true, default: [] },
+    /**
+     * Data plane options of the second data plane only (repeatable; with no --compare: the same
+     * bundle), e.g. --gateway-arg=--engine-client=undici --compare-gateway-arg=--engine-client=raw.
+     */
+    'compare-gateway-arg': { type: 'string', multiple: true, default: [] },
     rounds: { type: 'string', default: '1' },
     /** Rows of the allocation table. */
     top: { type: 'string', default: '25' },
@@ -219,13 +224,20 @@ async function main(): Promise<void> {
       label: string
       bundle: string
       nodeArgs: readonly string[]
+      gatewayArgs?: readonly string[]
       floor?: FloorClient
     }[] = [{ label: 'A', bundle, nodeArgs: opts['node-arg'] ?? [] }]
-    if (opts.compare !== undefined || (opts['compare-node-arg'] ?? []).length > 0)
+    const compareGatewayArgs = opts['compare-gateway-arg'] ?? []
+    if (
+      opts.compare !== undefined ||
+      (opts['compare-node-arg'] ?? []).length > 0 ||
+      compareGatewayArgs.length > 0
+    )
       variants.push({
         label: 'B',
         bundle: opts.compare ?? bundle,
         nodeArgs: opts['compare-node-arg'] ?? [],
+        gatewayArgs: compareGatewayArgs,
       })
     if (FLOORS.length > 0) {
       const fb = await floorBundle(join(dir, 'floor'))
@@ -252,7 +264,12 @@ async function main(): Promise<void> {
               '--client',
               v.floor,
             ]
-          : benchGatewayArgs(config, port, ['--workers', '1', ...(opts['gateway-arg'] ?? [])]),
+          : benchGatewayArgs(config, port, [
+              '--workers',
+              '1',
+              ...(opts['gateway-arg'] ?? []),
+              ...(v.gatewayArgs ?? []),
+            ]),
         v.floor !== undefined ? /floor listening/ : /data plane listening/,
         [`--import=${probe}`, ...v.nodeArgs],
         undefined,
@@ -261,7 +278,7 @@ async function main(): Promise<void> {
       procs.push(gw)
       const pid = gw.child.pid ?? 0
       out(
-        `${v.label}: ${v.bundle}${v.floor !== undefined ? ` --client ${v.floor}` : ''} ${v.nodeArgs.join(' ')} (pid ${pid}, port ${port})`,
+        `${v.label}: ${v.bundle}${v.floor !== undefined ? ` --client ${v.floor}` : ''} ${v.nodeArgs.join(' ')} ${(v.gatewayArgs ?? []).join(' ')} (pid ${pid}, port ${port})`,
       )
       targets.push({
         label: v.label,
