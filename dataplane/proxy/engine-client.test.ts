@@ -15,6 +15,7 @@ import {
   H1ResponseParser,
   H1SocketError,
   RawPool,
+  type RawRequest,
   type RawSink,
   type RawTimeouts,
   type ResponseSink,
@@ -591,6 +592,46 @@ describe('RawPool: the stale keep-alive race and timeouts', () => {
     expect(c.pool.stats.open).toBe(0)
   })
 
+  it('holds the body timeout while the reader pauses, and restarts it on resume', async () => {
+    const { port } = await listen((req, res) => {
+      req.resume()
+      res.writeHead(200, { 'content-length': 100 })
+      res.write('part')
+    })
+    const c = clocked(port)
+    pool = c.pool
+    let gotBody!: () => void
+    const body = new Promise<void>((r) => {
+      gotBody = r
+    })
+    let handle: RawRequest | undefined
+    const err = new Promise<Error>((resolve) => {
+      handle = c.pool.request(
+        'POST',
+        '/t',
+        '',
+        undefined,
+        {
+          onHead: () => {},
+          onBody: () => gotBody(),
+          onEnd: () => resolve(new Error('ended')),
+          onError: resolve,
+        },
+        { connectMs: 0, headersMs: 0, idleMs: 500 },
+      )
+    })
+    await body
+    handle?.pause()
+    // A slow client's pause is not the engine stalling.
+    c.advance(10_000)
+    expect(c.pool.stats.active).toBe(1)
+    handle?.resume()
+    c.advance(499)
+    expect(c.pool.stats.active).toBe(1)
+    c.advance(2)
+    expect(((await err) as EngineTimeoutError).code).toBe('UND_ERR_BODY_TIMEOUT')
+  })
+
   it('fails a connection not made within connectMs as a connect timeout', async () => {
     const { port } = await listen(() => {})
     const c = clocked(port)
@@ -653,6 +694,19 @@ describe('EngineClient and EngineBody', () => {
     )
     expect(e).toBeInstanceOf(EngineHeaderError)
     expect(n).toBe(0)
+  })
+
+  it("times requests out through the client's one sweep (its pools have no timer)", async () => {
+    const { port } = await listen(() => {})
+    let t = 0
+    client = new EngineClient({ connectionsPerOrigin: 1, tickMs: 0, now: () => t })
+    const seen = nextRequest()
+    const p = call(port, { timeouts: { connectMs: 0, headersMs: 200, idleMs: 0 } })
+    await seen
+    t += 201
+    client.sweep()
+    await expect(p).rejects.toMatchObject({ code: 'UND_ERR_HEADERS_TIMEOUT' })
+    expect(client.existing('127.0.0.181', port)?.stats.open).toBe(0)
   })
 
   it('reaches an IPv6 engine', async () => {

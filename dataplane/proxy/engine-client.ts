@@ -484,6 +484,11 @@ interface Job {
   headed: boolean
   /** pool.now() past which the request fails (headers or body timeout); Infinity: none. */
   deadline: number
+  /**
+   * The reader holds the body back (its client is slow): the engine's silence is ours, so the
+   * body timeout waits, and restarts on resume (as undici's does).
+   */
+  paused: boolean
 }
 
 class Conn implements ResponseSink {
@@ -619,7 +624,7 @@ export class RawPool {
             c,
             new EngineTimeoutError('UND_ERR_CONNECT_TIMEOUT', 'connect to the engine timed out'),
           )
-      } else if (job !== undefined && job.deadline <= now) {
+      } else if (job !== undefined && job.deadline <= now && !(job.headed && job.paused)) {
         this.fail(
           c,
           job.headed
@@ -667,6 +672,7 @@ export class RawPool {
       resent: false,
       headed: false,
       deadline: Number.POSITIVE_INFINITY,
+      paused: false,
     }
     this.dispatch(job)
     return {
@@ -683,8 +689,15 @@ export class RawPool {
           if (k >= 0) this.queue.splice(k, 1)
         }
       },
-      pause: () => job.conn?.socket.pause(),
-      resume: () => job.conn?.socket.resume(),
+      pause: () => {
+        job.paused = true
+        job.conn?.socket.pause()
+      },
+      resume: () => {
+        job.paused = false
+        if (job.headed && job.timeouts.idleMs > 0) job.deadline = this.now() + job.timeouts.idleMs
+        job.conn?.socket.resume()
+      },
     }
   }
 
@@ -1320,13 +1333,24 @@ export interface EngineClientOptions {
   readonly tickMs?: number
 }
 
-/** Pools per engine (address and port) of the raw client; what the engine path sends through. */
+/**
+ * Pools per engine (address and port) of the raw client; what the engine path sends through. One
+ * timer sweeps them all (each pool's timeouts and idle connections), however many engines.
+ */
 export class EngineClient {
   private readonly pools = new Map<string, RawPool>()
   private readonly opts: EngineClientOptions
+  private readonly timer: NodeJS.Timeout | undefined
 
   constructor(opts: EngineClientOptions) {
     this.opts = opts
+    const tick = opts.tickMs ?? 100
+    this.timer = tick > 0 ? setInterval(() => this.sweep(), tick).unref() : undefined
+  }
+
+  /** Every pool's sweep (RawPool.sweep): run by the client's timer. */
+  sweep(): void {
+    for (const p of this.pools.values()) p.sweep()
   }
 
   /** The pool of one engine (made on first use). */
@@ -1340,7 +1364,8 @@ export class EngineClient {
         connections: this.opts.connectionsPerOrigin,
         ...(this.opts.keepAliveMs !== undefined ? { keepAliveMs: this.opts.keepAliveMs } : {}),
         ...(this.opts.now !== undefined ? { now: this.opts.now } : {}),
-        ...(this.opts.tickMs !== undefined ? { tickMs: this.opts.tickMs } : {}),
+        // Swept by the client's one timer.
+        tickMs: 0,
       })
       this.pools.set(key, p)
     }
@@ -1375,6 +1400,7 @@ export class EngineClient {
 
   /** Closes every pool: waiting requests fail, busy connections are torn down. */
   close(): void {
+    if (this.timer !== undefined) clearInterval(this.timer)
     for (const p of this.pools.values()) p.destroy()
     this.pools.clear()
   }
