@@ -277,7 +277,8 @@ export type ScrapeMode = 'thread' | 'inline' | 'off'
 /**
  * Synthetic decisions per profile at start-up (`--scheduler-warmup`): about what it took V8 to
  * optimise the decision path in bench:decision-live (TurboFan compiled pick and the default
- * profile's scorers within the first ~600-1,000 decisions); ~0.1-0.2 s of CPU in 16-decision turns.
+ * profile's scorers within the first ~600-1,000 decisions). It costs 0.4-0.6 s of CPU at start-up
+ * per process (in-process, 4 endpoints, default profile, load 5), in 16-decision turns.
  */
 export const DEFAULT_SCHEDULER_WARMUP = 2000
 const SCRAPE_MODES: readonly ScrapeMode[] = ['thread', 'inline', 'off']
