@@ -72,12 +72,12 @@ describe('LatencyModel prefill lines kept between observations', () => {
     const m = new LatencyModel(priors)
     const first = m.prefill(a)
     expect(m.prefill(a)).toBe(first)
-    expect(first).toEqual(fresh(m, a))
+    expect({ ...first }).toEqual(fresh(m, a))
     // Before any sample the engines' TTFT stands in for the overhead, less the mean prefill.
     m.engineTtftMs = 60
     m.dispatched(200)
-    expect(m.prefill(a)).toEqual({ perToken: 0.1, overhead: 40 })
-    expect(m.prefill(a)).toEqual(fresh(m, a))
+    expect({ ...m.prefill(a) }).toEqual({ perToken: 0.1, overhead: 40 })
+    expect({ ...m.prefill(a) }).toEqual(fresh(m, a))
     // Samples on a (slope 0.2 over a spread of prompts) make its own line and the pool's.
     const ys: [number, number][] = [
       [100, 30],
@@ -86,16 +86,17 @@ describe('LatencyModel prefill lines kept between observations', () => {
       [50, 20],
     ]
     for (const [u, y] of ys) m.observed(a, { uncached: u, waitMs: 0 }, { ttftMs: y })
-    const la = m.prefill(a)
+    const la = { ...m.prefill(a) }
     expect(la).toEqual(fresh(m, a))
-    expect(m.prefill(b)).toEqual(fresh(m, b))
-    expect(m.prefill(a)).toBe(la)
-    expect(m.prefillOf(m.peek(a))).toBe(la)
-    // A sample on b moves the pool, and with it a's shrunk line.
+    expect({ ...m.prefill(b) }).toEqual(fresh(m, b))
+    expect(m.prefill(a)).toBe(m.prefillOf(m.peek(a)))
+    // A sample on b moves the pool, and with it a's shrunk line (the same object, new values).
     m.observed(b, { uncached: 400, waitMs: 0 }, { ttftMs: 300 })
-    const la2 = m.prefill(a)
-    expect(la2).not.toBe(la)
+    const la2 = { ...m.prefill(a) }
+    expect(la2).not.toEqual(la)
     expect(la2).toEqual(fresh(m, a))
-    expect(m.prefill(b)).toEqual(fresh(m, b))
+    expect({ ...m.prefill(b) }).toEqual(fresh(m, b))
+    // a's line is computed from its own fit and the pool's: b's sample changed only the latter.
+    expect(la2.perToken).not.toBe(la.perToken)
   })
 })

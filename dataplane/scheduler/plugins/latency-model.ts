@@ -89,9 +89,9 @@ export class EndpointModel {
   readonly fit = new PrefillFit()
   /**
    * The endpoint's prefill line as last computed (LatencyModel.prefillOf), valid while neither its
-   * fit (`lineFit`: fit.version) nor the pooled line (`linePool`) changed since.
+   * fit (`lineFit`: fit.version) nor the pooled line (`linePool`) changed since; updated in place.
    */
-  line: Prefill | undefined = undefined
+  readonly line: { perToken: number; overhead: number } = { perToken: 0, overhead: 0 }
   lineFit = -1
   linePool = -1
   /** Highest `running` the engine reported: its batch holds at least that many. */
@@ -258,29 +258,28 @@ export class LatencyModel {
    * it up. A decision asks for every candidate's line several times and the lines change only when
    * a TTFT is observed, so they are kept (the pooled line, and each endpoint's on its model) and
    * handed out as long as what they were computed from is unchanged: not recomputed, with two
-   * divisions per fit, nor allocated, per candidate and call. The same values as computing afresh.
+   * divisions per fit, per candidate and call. The same values as computing afresh. The object
+   * is the model's own (or the pool's), updated in place when a TTFT moves the line: read it at
+   * once, do not keep it across an observation. (A new object per candidate and decision, each
+   * with its two numbers boxed, was a fifth of the bytes a decision allocated.)
    */
   prefillOf(m: EndpointModel | undefined): Prefill {
     const pool = this.#poolLine()
     const own = m?.fit
     if (m === undefined || own === undefined || own.n < 0.5) return pool
-    if (m.line !== undefined && m.lineFit === own.version && m.linePool === this.#poolVersion) {
-      return m.line
-    }
+    const line = m.line
+    if (m.lineFit === own.version && m.linePool === this.#poolVersion) return line
     const slope = own.slope(pool.perToken)
     const w = own.n / (own.n + SHRINK_SAMPLES)
-    const line: Prefill = {
-      perToken: w * slope + (1 - w) * pool.perToken,
-      overhead: w * own.intercept(slope) + (1 - w) * pool.overhead,
-    }
-    m.line = line
+    line.perToken = w * slope + (1 - w) * pool.perToken
+    line.overhead = w * own.intercept(slope) + (1 - w) * pool.overhead
     m.lineFit = own.version
     m.linePool = this.#poolVersion
     return line
   }
 
-  /** The pooled line and what it was computed from (see #poolLine). */
-  #pool: Prefill | undefined
+  /** The pooled line (updated in place) and what it was computed from (see #poolLine). */
+  readonly #pool: { perToken: number; overhead: number } = { perToken: 0, overhead: 0 }
   #poolFit = -1
   #poolEngine: number | undefined
   #poolMeanUncached: number | undefined
@@ -291,7 +290,7 @@ export class LatencyModel {
   #poolLine(): Prefill {
     const p = this.#pool
     if (
-      p !== undefined &&
+      this.#poolVersion > 0 &&
       this.#poolFit === this.pool.version &&
       this.#poolEngine === this.engineTtftMs &&
       this.#poolMeanUncached === this.meanUncachedTokens
@@ -308,11 +307,11 @@ export class LatencyModel {
     this.#poolFit = this.pool.version
     this.#poolEngine = this.engineTtftMs
     this.#poolMeanUncached = this.meanUncachedTokens
-    if (p !== undefined && p.perToken === poolSlope && p.overhead === poolOverhead) return p
-    const line: Prefill = { perToken: poolSlope, overhead: poolOverhead }
-    this.#pool = line
+    if (this.#poolVersion > 0 && p.perToken === poolSlope && p.overhead === poolOverhead) return p
+    p.perToken = poolSlope
+    p.overhead = poolOverhead
     this.#poolVersion++
-    return line
+    return p
   }
 
   tpot(ep: EndpointState, now: number): number {
