@@ -52,6 +52,8 @@ const { values: opts } = parseArgs({
     'no-write': { type: 'boolean', default: false },
     /** Run our data plane from the sources through tsx instead of the esbuild bundle. */
     tsx: { type: 'boolean', default: false },
+    /** Extra data plane options for ours (repeatable), e.g. --gateway-arg=--engine-client=undici. */
+    'gateway-arg': { type: 'string', multiple: true, default: [] },
   },
 })
 
@@ -146,7 +148,7 @@ async function startGateway(
   nodeArgs: readonly string[] = [],
 ): Promise<Proc> {
   const w = (await dataplaneHasWorkers()) ? ['--workers', String(workers)] : []
-  const args = benchGatewayArgs(config, port, [...w, ...extra])
+  const args = benchGatewayArgs(config, port, [...w, ...extra, ...(opts['gateway-arg'] ?? [])])
   // What the image runs (proxy-bundle.ts); --tsx: the sources, for iterating without a build.
   if (bundle !== undefined) return spawnBundle(bundle, args, /data plane listening/, nodeArgs)
   return spawnCli(['dataplane', ...args], /data plane listening/, nodeArgs)
@@ -231,6 +233,7 @@ async function main(): Promise<void> {
       ...(opts['no-peers'] ? ['--no-peers'] : []),
       ...(opts.targets !== undefined ? [`--targets ${opts.targets}`] : []),
       ...(opts.tsx ? ['--tsx'] : []),
+      ...(opts['gateway-arg'] ?? []).map((a) => `--gateway-arg=${a}`),
     ].join(' ')
     const run: ProxyRun = {
       command,
