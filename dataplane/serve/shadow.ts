@@ -13,9 +13,10 @@
 // that a shadow is dropped, not queued (a late copy is worth little, a queue of them is load).
 // In EPP mode (Envoy sends the requests) no shadows are sent.
 import type { SnapshotServer } from '../../api/snapshot.js'
+import type { AbortLike } from '../abort.js'
 import type { PickContext, ShadowPlan } from '../picker.js'
 import type { ProviderApi } from '../providers/types.js'
-import { originOf, type UpstreamPool } from '../proxy/upstream-pool.js'
+import type { UpstreamPool } from '../proxy/upstream-pool.js'
 import type { ChainContext } from './types.js'
 
 /** Shadows in flight per process at most (per gateway: per upstream pool). */
@@ -181,6 +182,14 @@ export function serveShadow(
   )
 }
 
+/** A shadow copy has no client to leave: only its timeouts end it. */
+const NO_CLIENT: AbortLike = {
+  aborted: false,
+  reason: undefined,
+  addEventListener: () => {},
+  removeEventListener: () => {},
+}
+
 async function send(
   pool: UpstreamPool,
   plan: ShadowPlan,
@@ -192,18 +201,20 @@ async function send(
   headers['x-request-id'] = `${headers['x-request-id'] ?? ''}-shadow`
   // Not part of the client's trace.
   delete headers['traceparent']
-  const res = await pool.agent(policy.connectMs).request({
-    origin: originOf(r.server, plan.endpoint),
+  // Through the engine client the request path uses (its connection cap counts the copy too).
+  const res = await pool.request(r.server, plan.endpoint, {
     path: r.path,
     method: 'POST',
     headers,
     body,
-    headersTimeout: Math.min(
+    signal: NO_CLIENT,
+    connectMs: policy.connectMs,
+    headersMs: Math.min(
       SHADOW_TIMEOUT_MS,
       policy.requestMs > 0 ? policy.requestMs : SHADOW_TIMEOUT_MS,
       policy.responseHeaderMs > 0 ? policy.responseHeaderMs : SHADOW_TIMEOUT_MS,
     ),
-    bodyTimeout: Math.min(SHADOW_TIMEOUT_MS, policy.idleMs > 0 ? policy.idleMs : SHADOW_TIMEOUT_MS),
+    idleMs: Math.min(SHADOW_TIMEOUT_MS, policy.idleMs > 0 ? policy.idleMs : SHADOW_TIMEOUT_MS),
   })
   // Read to the end so the connection goes back to the pool; the answer itself is dropped.
   await res.body.dump({ limit: 1 << 20 })
