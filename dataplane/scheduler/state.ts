@@ -190,8 +190,11 @@ export class EndpointState {
    */
   readonly loraInFlight = new Map<string, number>()
   /**
-   * Bumped whenever what is believed about adapters here may change (a scrape, a LoRA dispatch or
-   * completion, a restart): lora-affinity's view of the endpoint holds while it is unchanged.
+   * Bumped whenever this replica's own adapter traffic here changes (a LoRA dispatch or
+   * completion) and on a restart: lora-affinity's view of the endpoint holds while it is
+   * unchanged and the engine's adapters (the fresh scrape's) are the same. Not by a scrape: the
+   * view compares what a new scrape says with what it was made from (most scrapes report the
+   * same adapters, and rebuilding every endpoint's view after each one landed in one decision).
    */
   loraVersion = 0
 
@@ -317,7 +320,6 @@ export class EndpointState {
   scrapeSucceeded(now: number, metrics: EngineMetrics, restart?: RestartSignal): boolean {
     this.metrics = metrics
     this.scrapedAt = now
-    this.loraVersion++
     this.scrapeFailures = 0
     this.lastScrapeError = undefined
     this.#inFlightAtScrape = this.#inFlightAtScrapeStart

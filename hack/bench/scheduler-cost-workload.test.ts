@@ -33,10 +33,12 @@ describe('CostWorkload', () => {
     const w = make()
     const srv = server(w.endpoints)
     const scrapes: number[] = []
+    let rounds = 0
     for (let i = 0; i < 100; i++) {
       w.next(srv)
-      w.scrapeDue((pod) => scrapes.push(pod))
+      rounds += w.scrapeDue((pod) => scrapes.push(pod))
     }
+    expect(rounds).toBe(3)
     expect(w.now).toBe(500)
     // Scrapes at 0, 200 and 400 ms (every SCRAPE_MS up to 500), 8 pods each.
     expect(scrapes.length).toBe((Math.floor(500 / SCRAPE_MS) + 1) * 8)

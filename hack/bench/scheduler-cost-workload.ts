@@ -111,12 +111,18 @@ export class CostWorkload {
     })
   }
 
-  /** Scrapes due by `now`: calls `scrape(i, metrics)` for each pod, once per SCRAPE_MS. */
-  scrapeDue(scrape: (i: number, m: EngineMetrics) => void): void {
+  /**
+   * Scrapes due by `now`: calls `scrape(i, metrics)` for each pod, once per SCRAPE_MS. Returns
+   * how many rounds it made.
+   */
+  scrapeDue(scrape: (i: number, m: EngineMetrics) => void): number {
+    let rounds = 0
     while (this.#scrapes * SCRAPE_MS <= this.now) {
       for (let i = 0; i < this.endpoints.length; i++) scrape(i, this.metricsOf(i, this.#scrapes))
       this.#scrapes++
+      rounds++
     }
+    return rounds
   }
 
   /** The prefix group of request q: slot q % GROUPS, renewed every GROUPS × groupEvery requests. */

@@ -111,6 +111,8 @@ async function main(): Promise<void> {
   }
   const signal = new AbortController().signal
   const counts = { copies: 0, copiesTimed: 0, queued: 0, opened: 0 }
+  /** The request `arrive` made last came right after a round of scrapes. */
+  let afterScrape = false
   /** The next request: answers due before it delivered, scrapes due made, the clock at it. */
   const arrive = (): WorkloadRequest => {
     const r = work.next(srv)
@@ -121,7 +123,7 @@ async function main(): Promise<void> {
       d.run()
     }
     work.now = arrival
-    work.scrapeDue(scrape)
+    afterScrape = work.scrapeDue(scrape) > 0
     if (r.opensGroup) counts.opened++
     return r
   }
@@ -216,7 +218,15 @@ async function main(): Promise<void> {
     const copiesBefore = counts.copies
     send(ctx, t, a, dispatch, true)
     if (breakdown) {
-      kinds.push(counts.copies > copiesBefore ? 'copy asked' : r.opensGroup ? 'new group' : r.kind)
+      kinds.push(
+        counts.copies > copiesBefore
+          ? 'copy asked'
+          : r.opensGroup
+            ? 'new group'
+            : afterScrape
+              ? 'first after a scrape'
+              : r.kind,
+      )
     }
   }
   const openedTimed = counts.opened - openedBefore

@@ -79,3 +79,74 @@ describe('adapterOn', () => {
     expect(checked - resident).toBeGreaterThan(1000)
   })
 })
+
+describe('adapterOn across scrapes that report the same adapters', () => {
+  it('keeps the view through them, rebuilds it when the adapters or own traffic change', () => {
+    const ep = state('l4', 73)
+    const lora = (running: string[], maxLora = 2) => ({ lora: { maxLora, running, waiting: [] } })
+    scraped(ep, 0, lora(['a']))
+    const first = adapterOn(ep, 'a', 0)
+    expect(first).toEqual(walk(ep, 'a', 0))
+    // A new scrape, a new metrics object, the same adapters: the same view (same answer object).
+    scraped(ep, 200, lora(['a']))
+    expect(adapterOn(ep, 'a', 200)).toBe(first)
+    expect(adapterOn(ep, 'b', 200)).toEqual(walk(ep, 'b', 200))
+    // Another running adapter, another slot count, own traffic: each rebuilds it.
+    scraped(ep, 400, lora(['a', 'b']))
+    const two = adapterOn(ep, 'b', 400)
+    expect(two).not.toBe(first)
+    expect(two).toEqual(walk(ep, 'b', 400))
+    scraped(ep, 600, lora(['a', 'b'], 3))
+    expect(adapterOn(ep, 'c', 600)).toEqual(walk(ep, 'c', 600))
+    expect(adapterOn(ep, 'c', 600).used).toBe(2)
+    ep.dispatchStarted(ticket('c'), 600)
+    expect(adapterOn(ep, 'c', 600)).toEqual(walk(ep, 'c', 600))
+    expect(adapterOn(ep, 'c', 600).resident).toBe(true)
+    // Stale, then fresh again with the same adapters: rebuilt from the new scrape.
+    expect(adapterOn(ep, 'a', 2000)).toEqual(walk(ep, 'a', 2000))
+    scraped(ep, 2100, lora(['a', 'b'], 3))
+    expect(adapterOn(ep, 'a', 2100)).toEqual(walk(ep, 'a', 2100))
+  })
+
+  it('answers as the walk does when most scrapes repeat the adapters', () => {
+    const rnd = seeded(12)
+    const eps = [state('l5', 74), state('l6', 75)]
+    const inFlight: [EndpointState, string][] = []
+    const last = new Map<EndpointState, { maxLora: number; running: string[] }>()
+    let now = 0
+    let checked = 0
+    for (let step = 0; step < 3000; step++) {
+      const ep = eps[Math.floor(rnd() * eps.length)] as EndpointState
+      const name = names[Math.floor(rnd() * names.length)] as string
+      const r = rnd()
+      if (r < 0.25) {
+        ep.dispatchStarted(ticket(name), now)
+        inFlight.push([ep, name])
+      } else if (r < 0.45 && inFlight.length > 0) {
+        const [e, n] = inFlight.splice(Math.floor(rnd() * inFlight.length), 1)[0] as [
+          EndpointState,
+          string,
+        ]
+        e.dispatchEnded(ticket(n), { status: 200, durationMs: 1 }, now)
+      } else if (r < 0.75) {
+        // Nine in ten scrapes repeat the last adapters (new arrays, equal content).
+        const prev = last.get(ep)
+        const same = prev !== undefined && rnd() < 0.9
+        const l = same
+          ? { maxLora: prev.maxLora, running: [...prev.running] }
+          : { maxLora: 1 + Math.floor(rnd() * 3), running: names.filter(() => rnd() < 0.3) }
+        last.set(ep, l)
+        scraped(ep, now, { lora: { ...l, waiting: [] } })
+      } else if (r < 0.85) {
+        now += 600 * rnd()
+      }
+      for (const e of eps) {
+        for (const n of names) {
+          expect(adapterOn(e, n, now)).toEqual(walk(e, n, now))
+          checked++
+        }
+      }
+    }
+    expect(checked).toBe(3000 * eps.length * names.length)
+  })
+})

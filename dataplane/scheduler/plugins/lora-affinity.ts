@@ -41,23 +41,48 @@ export interface AdapterPlace {
  * recently used idle one), as many as the busy ones leave slots for.
  * This runs for every candidate of every LoRA request, twice (this plugin, predicted-latency's
  * TTFT): the answer for every adapter is worked out once per endpoint (viewOf) and kept while
- * nothing about its adapters changed (the endpoint's loraVersion, the scrape still fresh or not).
+ * nothing about its adapters changed (the endpoint's loraVersion; the scrape still fresh or not,
+ * and a new one reporting the same adapters: sameAdapters).
  */
 export function adapterOn(ep: EndpointState, adapter: string, now: number): AdapterPlace {
   const fresh = ep.fresh(now)
   let v = views[ep.slot]
   if (v === undefined || v.ep !== ep || v.version !== ep.loraVersion || v.fresh !== fresh) {
-    v = viewOf(ep, fresh)
-    views[ep.slot] = v
+    if (
+      v !== undefined &&
+      v.ep === ep &&
+      v.version === ep.loraVersion &&
+      sameAdapters(v.fresh, fresh)
+    ) {
+      v.fresh = fresh
+    } else {
+      v = viewOf(ep, fresh)
+      views[ep.slot] = v
+    }
   }
   return v.resident.has(adapter) ? v.yes : v.no
+}
+
+/**
+ * Two fresh scrapes whose adapter part gives viewOf the same answers: the same slot count and the
+ * same running adapters in the same order (a stale one, undefined, is never the same as a fresh).
+ */
+function sameAdapters(a: EngineMetrics | undefined, b: EngineMetrics | undefined): boolean {
+  if (a === undefined || b === undefined) return false
+  const x = a.lora
+  const y = b.lora
+  if (x === undefined || y === undefined) return x === y
+  if (x.maxLora !== y.maxLora || x.running.length !== y.running.length) return false
+  for (let i = 0; i < x.running.length; i++) if (x.running[i] !== y.running[i]) return false
+  return true
 }
 
 /** adapterOn's answers for one endpoint, and what they were worked out from. */
 interface LoraView {
   readonly ep: EndpointState
   readonly version: number
-  readonly fresh: EngineMetrics | undefined
+  /** The scrape it was made from, or a later one reporting the same adapters. */
+  fresh: EngineMetrics | undefined
   /** Adapters believed held in a slot there. */
   readonly resident: ReadonlySet<string>
   readonly yes: AdapterPlace
