@@ -42,6 +42,7 @@ import { spawnCli } from './procs.js'
 import type { CpuProfile } from './proxy-cost-profile.js'
 import { routingManifests } from './routing-config.js'
 import { poissonTimes } from './routing-load.js'
+import { PREFILL_BOUND } from './virtual-fleet.js'
 import { words } from './words.js'
 
 const { values: opts } = parseArgs({
@@ -83,13 +84,7 @@ async function main(): Promise<void> {
       metricsFormat: 'vllm' as const,
       seed: 1000 + i,
       timeScale: Number(opts['time-scale']),
-      maxNumSeqs: 8,
-      blockSize: 16,
-      numGpuBlocks: 1024,
-      prefillOverheadMs: 10,
-      prefillMsPerToken: 0.25,
-      decodeMsPerToken: 10,
-      batchSlowdown: 0.02,
+      ...PREFILL_BOUND,
     })),
   )
   const dir = await mkdtemp(join(tmpdir(), 'decision-live-'))

@@ -32,6 +32,7 @@ import {
   runOpenLoop,
 } from './routing-load.js'
 import { runScenario, type ScenarioOptions, scenarioArgs } from './scenario.js'
+import { PREFILL_BOUND } from './virtual-fleet.js'
 import { words } from './words.js'
 
 const run = promisify(execFile)
@@ -40,16 +41,7 @@ const MODEL = 'bench-llm'
 
 // ------------------------------------------------------------------ the shared-prefix regime
 
-const ENGINE = {
-  maxNumSeqs: 8,
-  blockSize: 16,
-  numGpuBlocks: 1024,
-  prefillOverheadMs: 10,
-  prefillMsPerToken: 0.25,
-  decodeMsPerToken: 10,
-  batchSlowdown: 0.02,
-  loraLoadMs: 50,
-} as const
+const ENGINE = PREFILL_BOUND
 const PODS = 4
 const OUT = 16
 const GROUPS = 16

@@ -44,6 +44,10 @@ import {
 import { runPdBench } from './routing-pd.js'
 import { runSpillBench } from './routing-spill.js'
 import { runScenario, type ScenarioOptions } from './scenario.js'
+import {
+  DECODE_BOUND as SIM_DECODE_BOUND,
+  PREFILL_BOUND as SIM_PREFILL_BOUND,
+} from './virtual-fleet.js'
 import { words } from './words.js'
 
 const { values: opts } = parseArgs({
@@ -112,29 +116,9 @@ interface EngineShape {
   readonly loraLoadMs: number
 }
 
-const PREFILL_BOUND: EngineShape = {
-  name: 'prefill-bound',
-  maxNumSeqs: 8,
-  blockSize: 16,
-  numGpuBlocks: 1024,
-  prefillOverheadMs: 10,
-  prefillMsPerToken: 0.25,
-  decodeMsPerToken: 10,
-  batchSlowdown: 0.02,
-  loraLoadMs: 50,
-}
-
-const DECODE_BOUND: EngineShape = {
-  name: 'decode-bound',
-  maxNumSeqs: 4,
-  blockSize: 16,
-  numGpuBlocks: 1024,
-  prefillOverheadMs: 10,
-  prefillMsPerToken: 0.1,
-  decodeMsPerToken: 15,
-  batchSlowdown: 0.02,
-  loraLoadMs: 50,
-}
+// The engine shapes are virtual-fleet.ts's (the virtual-time sweeps model the same engines).
+const PREFILL_BOUND: EngineShape = { name: 'prefill-bound', ...SIM_PREFILL_BOUND }
+const DECODE_BOUND: EngineShape = { name: 'decode-bound', ...SIM_DECODE_BOUND }
 
 const SHAPES = [PREFILL_BOUND, DECODE_BOUND] as const
 
