@@ -137,13 +137,5 @@ export function scores(
   return plugin.score(req, eps, out) ? Array.from(out) : undefined
 }
 
-/** A deterministic random source (mulberry32). */
-export function seeded(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) | 0
-    let t = Math.imul(a ^ (a >>> 15), 1 | a)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
-  }
-}
+/** A deterministic random source (mulberry32): the warm-up's, one generator for both. */
+export { seededRandom as seeded } from './warmup.js'
