@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { type SimHandle, startSimulator } from '../../hack/sim/index.js'
 import { manifests } from '../../test/helpers/config.js'
 import { until } from '../../test/helpers/until.js'
+import { DEFAULT_SCHEDULER_WARMUP } from '../command.js'
 import { memoryLogger, silentLogger } from '../log.js'
 import { parseEppArgs, type RunningEpp, startEpp } from './command.js'
 import { BodyMode } from './proto.js'
@@ -73,6 +74,14 @@ describe('parseEppArgs', () => {
   it('--scrape inline and off', () => {
     expect(parse('--pool', 'a/b', '--config', 'a', '--scrape', 'inline')?.scrape).toBe('inline')
     expect(parse('--pool', 'a/b', '--config', 'a', '--scrape', 'off')?.scrape).toBe('off')
+  })
+
+  it("--scheduler-warmup: the data plane's default, 0 turns it off, a bad count is refused", () => {
+    expect(parse('--pool', 'a/b', '--config', 'a')?.warmup).toBe(DEFAULT_SCHEDULER_WARMUP)
+    expect(parse('--pool', 'a/b', '--config', 'a', '--scheduler-warmup', '0')?.warmup).toBe(0)
+    expect(() => parse('--pool', 'a/b', '--config', 'a', '--scheduler-warmup', 'many')).toThrow(
+      /--scheduler-warmup/,
+    )
   })
 
   it('--debug-phases (off by default)', () => {

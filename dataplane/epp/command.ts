@@ -3,6 +3,7 @@
 // pool gets each request (docs/epp.md).
 import { parseArgs } from 'node:util'
 import {
+  DEFAULT_SCHEDULER_WARMUP,
   intArg,
   type ScrapeMode,
   scrapeModeArg,
@@ -52,6 +53,9 @@ Options:
   --scrape <where>         Engine /metrics scraping: thread (default: in a worker thread, off the
                            thread that decides), inline (on that thread), or off (no engine
                            metrics: in-flight counts and measured latency only)
+  --scheduler-warmup <n>   Synthetic scheduling decisions per profile at start-up, on a throwaway
+                           scheduler, so the first requests run optimised code (default 2000;
+                           0 = off), as the data plane does
   --explain                Serve GET /debug/endpoints on the metrics port (pod names, load, scores)
   --debug-phases           Time each decision's steps (body parse, pick, answers, writes) and
                            serve GET /debug/phases on the metrics port (?reset=1 starts over)
@@ -83,6 +87,8 @@ export interface EppOptions {
   readonly debugPhases?: boolean
   /** Default 'thread'. */
   readonly scrape?: ScrapeMode
+  /** Synthetic decisions per profile at start-up (scheduler/warmup.ts); default 0 (off). */
+  readonly warmup?: number
   readonly log: Logger
 }
 
@@ -97,7 +103,11 @@ export interface RunningEpp {
 export async function startEpp(opts: EppOptions): Promise<RunningEpp> {
   const metrics = new GatewayMetrics({ processMetrics: false })
   const store = new SnapshotStore()
-  const scheduler = new Scheduler({ log: opts.log, scrape: scrapeOption(opts.scrape ?? 'thread') })
+  const scheduler = new Scheduler({
+    log: opts.log,
+    scrape: scrapeOption(opts.scrape ?? 'thread'),
+    warmup: opts.warmup ?? 0,
+  })
   store.onSwap((s) => scheduler.onSnapshot(s))
   const { source, push } = configSources(
     {
@@ -183,6 +193,7 @@ export function parseEppArgs(argv: readonly string[], log: Logger): EppOptions |
       explain: { type: 'boolean', default: false },
       'debug-phases': { type: 'boolean', default: false },
       scrape: { type: 'string', default: 'thread' },
+      'scheduler-warmup': { type: 'string', default: String(DEFAULT_SCHEDULER_WARMUP) },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -222,6 +233,7 @@ export function parseEppArgs(argv: readonly string[], log: Logger): EppOptions |
     ...(values.explain ? { explain: true } : {}),
     ...(values['debug-phases'] ? { debugPhases: true } : {}),
     scrape,
+    warmup: intArg('scheduler-warmup', values['scheduler-warmup']),
     log,
   }
 }
