@@ -28,10 +28,10 @@ import { Readable } from 'node:stream'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import { Pool } from 'undici'
-import { RawPool, type RawRequest } from '../../dataplane/proxy/engine-client.js'
+import { RawPool, type RawRequest } from '../../dataplane/proxy/engine-pool.js'
 
 /**
- * The floor's upstream client: `undici` (a Pool, as the data plane), `raw` (dataplane/proxy/engine-client.ts: plain
+ * The floor's upstream client: `undici` (a Pool, as the data plane), `raw` (the engine client's RawPool, dataplane/proxy/engine-pool.ts: plain
  * node:net sockets and a small parser), `raw-readable` (the same, its body handed on as a Node
  * Readable consumed as the undici variant consumes undici's: what of raw's saving survives the
  * data plane's body interface) or `http` (node:http's own client, a keep-alive Agent).
