@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import {
   chunkFloor,
+  gcBefore,
   gcOverlaps,
   heapPerCall,
   median,
@@ -42,6 +43,28 @@ describe('gcOverlaps', () => {
     ]
     expect(gcOverlaps(spans, pauses)).toEqual([false, true, false, true])
     expect(gcOverlaps(spans, [])).toEqual([false, false, false, false])
+  })
+})
+
+describe('gcBefore', () => {
+  it('marks the decisions a pause came before, since the previous one ended', () => {
+    const spans: [number, number][] = [
+      [1, 2],
+      [3, 4],
+      [5, 6],
+      [7, 8],
+    ]
+    // One before the first, one inside the 2nd (an overlap: not before the 3rd), one between the
+    // 3rd and the 4th; unsorted.
+    const pauses: [number, number][] = [
+      [6.5, 0.1],
+      [0.2, 0.1],
+      [3.5, 0.1],
+    ]
+    expect(gcBefore(spans, pauses)).toEqual([true, false, false, true])
+    expect(gcBefore(spans, [])).toEqual([false, false, false, false])
+    // A pause after the last decision marks none.
+    expect(gcBefore(spans, [[9, 1]])).toEqual([false, false, false, false])
   })
 })
 

@@ -8,7 +8,8 @@
 // - per plugin: its `score` alone over 25 requests (prompt hashes memoised), repeated;
 // - hashing: the prompt's block hashes of fresh requests (JSON-parsed bodies, as the proxy
 //   makes them), the shared prompt-hasher cache warm;
-// - GC: how many timed decisions a garbage collection overlapped, and how many of the slowest 1 %;
+// - GC: how many timed decisions a garbage collection overlapped or came right after (caches
+//   cold), and how many of the slowest 1 %;
 // - heap: bytes a decision allocates (what makes young-generation collections come, and with
 //   them the pauses that land inside decisions).
 
@@ -135,6 +136,27 @@ export function gcOverlaps(
       if (s + d > a) return true
     }
     return false
+  })
+}
+
+/**
+ * Decisions (start, end in ms, in run order) that came right after a GC pause: one began between
+ * the end of the previous decision and this one's start (the first decision counts pauses before
+ * it). A scavenge moves the young objects and walks megabytes, so the next decision finds its
+ * data out of the CPU's caches: GC makes a slow call there without overlapping it.
+ */
+export function gcBefore(
+  spans: readonly (readonly [number, number])[],
+  gcs: readonly (readonly [number, number])[],
+): boolean[] {
+  const starts = gcs.map((g) => g[0]).sort((a, b) => a - b)
+  let j = 0
+  let prevEnd = Number.NEGATIVE_INFINITY
+  return spans.map(([a, b]) => {
+    while (j < starts.length && (starts[j] as number) < prevEnd) j++
+    const hit = j < starts.length && (starts[j] as number) < a
+    prevEnd = b
+    return hit
   })
 }
 

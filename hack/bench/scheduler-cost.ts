@@ -22,6 +22,7 @@ import { fmt, table, writeSection } from './report.js'
 import {
   CHUNK,
   chunkFloor,
+  gcBefore,
   gcOverlaps,
   hashingFloor,
   heapPerCall,
@@ -386,12 +387,17 @@ function breakdownText(
     [...decide].sort((a, b) => a - b),
     99,
   )
+  const after = gcBefore(spans, pauses)
   let slowN = 0
   let slowGc = 0
+  let slowAfter = 0
+  const afterUs: number[] = []
   for (let i = 0; i < decide.length; i++) {
+    if (after[i]) afterUs.push(decide[i] as number)
     if ((decide[i] as number) < slow) continue
     slowN++
     if (hit[i]) slowGc++
+    if (after[i]) slowAfter++
   }
   const rows = [
     ['decision (admit + pick), timed run', fmt(whole.min, 1), fmt(whole.p10, 1)],
@@ -410,7 +416,8 @@ ${table(['part', 'floor', 'p10 of chunks'], rows)}
 
 Each plugin alone matches the prompt against the prefix index itself; in a decision the first
 reader's match is reused. GC: ${pauses.length} pauses during the timed run, overlapping
-${hit.filter((h) => h).length} of ${decide.length} decisions and ${slowGc} of the ${slowN} at or above p99.
+${hit.filter((h) => h).length} of ${decide.length} decisions and ${slowGc} of the ${slowN} at or above p99;
+${afterUs.length} decisions came right after one (their median ${fmt(median(afterUs), 1)} µs), ${slowAfter} of the ${slowN} at or above p99.
 Heap allocated per decision (admit + pick, median of 2000): ${fmt(heap / 1024, 1)} KiB.
 
 Decisions by request kind: share of all, share of those at or above p99, p50 (µs).
