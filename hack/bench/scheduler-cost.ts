@@ -392,13 +392,16 @@ function breakdownText(
   let slowGc = 0
   let slowAfter = 0
   const afterUs: number[] = []
+  const clearUs: number[] = []
   for (let i = 0; i < decide.length; i++) {
     if (after[i]) afterUs.push(decide[i] as number)
+    else if (!hit[i]) clearUs.push(decide[i] as number)
     if ((decide[i] as number) < slow) continue
     slowN++
     if (hit[i]) slowGc++
     if (after[i]) slowAfter++
   }
+  clearUs.sort((a, b) => a - b)
   const rows = [
     ['decision (admit + pick), timed run', fmt(whole.min, 1), fmt(whole.p10, 1)],
     ['prompt block hashes, fresh bodies', fmt(hashing, 1), ''],
@@ -418,6 +421,7 @@ Each plugin alone matches the prompt against the prefix index itself; in a decis
 reader's match is reused. GC: ${pauses.length} pauses during the timed run, overlapping
 ${hit.filter((h) => h).length} of ${decide.length} decisions and ${slowGc} of the ${slowN} at or above p99;
 ${afterUs.length} decisions came right after one (their median ${fmt(median(afterUs), 1)} µs), ${slowAfter} of the ${slowN} at or above p99.
+The others (no GC pause in or right before them): p50 ${fmt(percentile(clearUs, 50), 1)}, p99 ${fmt(percentile(clearUs, 99), 1)} µs.
 Heap allocated per decision (admit + pick, median of 2000): ${fmt(heap / 1024, 1)} KiB.
 
 Decisions by request kind: share of all, share of those at or above p99, p50 (µs).
