@@ -105,12 +105,16 @@ describe('LeasedBackend with leases: one budget over all workers', () => {
     const [a, b] = w.workers as [LeasedBackend, LeasedBackend]
     const op = (cost: number) => bucket(`idle-${process.pid}`, 'rq', 100, 3_600_000, cost)
     const key = op(1).key
+    expect(a.sweeping).toBe(false)
     expect((await a.reserve([op(1)])).allowed).toBe(true)
     expect(a.leaseOf(key)).toBe(5)
+    expect(a.sweeping).toBe(true)
     // 94 free at the primary, 5 parked in a's lease.
     expect((await b.reserve([op(99)])).allowed).toBe(false)
     await new Promise((r) => setTimeout(r, 80))
     expect(a.leaseOf(key)).toBe(0)
+    // No lease left: nothing to sweep, so no timer wakes the worker.
+    expect(a.sweeping).toBe(false)
     await a.sync()
     expect((await b.reserve([op(99)])).allowed).toBe(true)
   })
