@@ -2,10 +2,12 @@ import { describe, expect, it } from 'vitest'
 import {
   type ClientRecord,
   type CpuProfile,
+  parseProcStatCpu,
   parseVegetaCsv,
   place,
   profileSamples,
   samplesWithin,
+  stealShare,
   summarise,
   TailAnalysisError,
   toProbeClock,
@@ -162,5 +164,26 @@ describe('profileSamples', () => {
     const noMarker = { ...profile, samples: [2, 5] }
     expect(() => profileSamples(noMarker, 0, ours)).toThrow(/igwTailMarker/)
     expect([...profileSamples(noMarker, 0, ours, 10).timesMs]).toEqual([50, 51])
+  })
+})
+
+describe('parseProcStatCpu / stealShare', () => {
+  const stat = (steal: number, idle: number) =>
+    `cpu  1376006 230649 272940 ${idle} 4370 0 26455 ${steal} 500 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n`
+  it('takes steal (8th number) and the total of the first eight, not the guest columns', () => {
+    expect(parseProcStatCpu(stat(22969, 1677311))).toEqual({
+      steal: 22969,
+      total: 1376006 + 230649 + 272940 + 1677311 + 4370 + 0 + 26455 + 22969,
+    })
+  })
+  it('gives the stolen share of the ticks between two readings', () => {
+    const a = parseProcStatCpu(stat(100, 1000))
+    const b = parseProcStatCpu(stat(130, 1270))
+    expect(stealShare(a, b)).toBeCloseTo(30 / 300, 9)
+    expect(stealShare(a, a)).toBeNaN()
+  })
+  it('refuses a line that is not the cpu line', () => {
+    expect(() => parseProcStatCpu('intr 1 2 3 4 5 6 7 8 9\n')).toThrow(TailAnalysisError)
+    expect(() => parseProcStatCpu('cpu 1 2 3\n')).toThrow(/not a \/proc\/stat cpu line/)
   })
 })

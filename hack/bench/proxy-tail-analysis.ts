@@ -434,3 +434,33 @@ export function samplesWithin(
   }
   return out
 }
+
+/** The machine-wide `cpu` line of /proc/stat: steal and total ticks (USER_HZ). */
+export interface CpuTicks {
+  readonly steal: number
+  readonly total: number
+}
+
+/**
+ * Steal and total ticks from /proc/stat's first line (`cpu user nice system idle iowait irq
+ * softirq steal …`). Steal is time the hypervisor ran something else while a vCPU wanted to run:
+ * on the two-vCPU bench VM the slowest streams sat in "preempted" stalls with nothing else on the
+ * machine, so each window says how much steal it had. Guest columns are already inside user/nice
+ * and are not added again.
+ */
+export function parseProcStatCpu(stat: string): CpuTicks {
+  const line = stat.split('\n', 1)[0] ?? ''
+  const f = line.trim().split(/\s+/)
+  if (f[0] !== 'cpu' || f.length < 9)
+    throw new TailAnalysisError(`not a /proc/stat cpu line: ${line}`)
+  const n = f.slice(1, 9).map(Number)
+  if (n.some((x) => !Number.isFinite(x)))
+    throw new TailAnalysisError(`not a /proc/stat cpu line: ${line}`)
+  return { steal: n[7] ?? 0, total: n.reduce((a, b) => a + b, 0) }
+}
+
+/** Share of all CPU time between two readings that was stolen (NaN when no ticks passed). */
+export function stealShare(before: CpuTicks, after: CpuTicks): number {
+  const total = after.total - before.total
+  return total > 0 ? (after.steal - before.steal) / total : Number.NaN
+}

@@ -30,11 +30,13 @@ import {
   type ClientRecord,
   type CpuProfile,
   type Placed,
+  parseProcStatCpu,
   parseVegetaCsv,
   place,
   profileSamples,
   quantile,
   samplesWithin,
+  stealShare,
   summarise,
 } from './proxy-tail-analysis.js'
 import { TAIL_PROBE_SOURCE, type TailWindow } from './proxy-tail-probe.js'
@@ -322,7 +324,9 @@ async function main(): Promise<void> {
       if (opts.cpu) await writeFile(`${f}.cpu`, '')
       process.kill(t.pid, 'SIGUSR2')
       await until('the probe to open', () => existsSync(`${f}.opened`))
+      const cpu0 = parseProcStatCpu(await readFile('/proc/stat', 'utf8'))
       const { records, clock } = await load(`http://127.0.0.1:${t.port}`, seconds)
+      const steal = stealShare(cpu0, parseProcStatCpu(await readFile('/proc/stat', 'utf8')))
       process.kill(t.pid, 'SIGUSR2')
       await until('the probe to close', () => existsSync(f))
       const w = JSON.parse(await readFile(f, 'utf8')) as TailWindow
@@ -334,7 +338,7 @@ async function main(): Promise<void> {
       t.windows.push(w)
       const failed = records.filter((r) => r.code !== 200).length
       out(
-        `${t.label} window: ${records.length} requests${failed > 0 ? ` (${failed} failed)` : ''}, p50 ${f2(s.p50Ms)} p99 ${f2(s.p99Ms)} ms; ${w.stalls.length} stalls ≥ ${stallMs} ms (longest ${f2(Math.max(0, ...w.stalls.map((x) => x.gapMs)))}), GC ${w.gc.filter((g) => g.kind === 'minor').length} minor / ${w.gc.filter((g) => g.kind !== 'minor').length} other (longest ${f2(Math.max(0, ...w.gc.map((g) => g.durationMs)))} ms), loop p99 ${f2(w.eventLoopDelay.p99Ms)} ms, busy ${pct(w.utilisation)}`,
+        `${t.label} window: ${records.length} requests${failed > 0 ? ` (${failed} failed)` : ''}, p50 ${f2(s.p50Ms)} p99 ${f2(s.p99Ms)} ms; ${w.stalls.length} stalls ≥ ${stallMs} ms (longest ${f2(Math.max(0, ...w.stalls.map((x) => x.gapMs)))}), GC ${w.gc.filter((g) => g.kind === 'minor').length} minor / ${w.gc.filter((g) => g.kind !== 'minor').length} other (longest ${f2(Math.max(0, ...w.gc.map((g) => g.durationMs)))} ms), loop p99 ${f2(w.eventLoopDelay.p99Ms)} ms, busy ${pct(w.utilisation)}, machine steal ${(steal * 100).toFixed(1)}%`,
       )
       if (w.profile === undefined) return
       const prof = JSON.parse(await readFile(w.profile.file, 'utf8')) as CpuProfile
