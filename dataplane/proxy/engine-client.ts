@@ -10,17 +10,10 @@
 // Split along those seams: h1-parser.ts (the response parser, its strictness and error codes),
 // engine-pool.ts (RawPool and its timeouts), engine-body.ts (EngineBody); this module is the
 // client the engine path sends through (EngineClient: a pool per engine, request header checks).
+import type { AbortLike } from '../abort.js'
 import { EngineBody } from './engine-body.js'
 import { RawPool, type RawSink, type RawTimeouts } from './engine-pool.js'
 import { TOKEN } from './h1-parser.js'
-
-/** The request's abort signal as the client reads it (a Node AbortSignal is one). */
-export interface AbortSource {
-  readonly aborted: boolean
-  readonly reason: unknown
-  addEventListener(type: 'abort', listener: () => void): void
-  removeEventListener(type: 'abort', listener: () => void): void
-}
 
 export interface EngineRequest {
   /** The engine's address (IPv6 without brackets) and port. */
@@ -32,7 +25,7 @@ export interface EngineRequest {
   readonly headers: Readonly<Record<string, string>>
   readonly body: string | Uint8Array | undefined
   /** Before the head the promise rejects with its reason; after, the body errors with it. */
-  readonly signal: AbortSource
+  readonly signal: AbortLike
   readonly timeouts: RawTimeouts
 }
 
@@ -105,12 +98,12 @@ function headersOf(raw: readonly string[]): Record<string, string | string[]> {
 class Exchange implements RawSink {
   readonly body = new EngineBody()
   private headed = false
-  private readonly signal: AbortSource
+  private readonly signal: AbortLike
   private readonly resolve: (r: EngineResponse) => void
   private readonly reject: (e: unknown) => void
 
   constructor(
-    signal: AbortSource,
+    signal: AbortLike,
     resolve: (r: EngineResponse) => void,
     reject: (e: unknown) => void,
   ) {

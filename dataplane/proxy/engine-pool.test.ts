@@ -192,7 +192,7 @@ describe('RawPool', () => {
 })
 
 describe('RawPool: the stale keep-alive race and timeouts', () => {
-  it('sends again, once, on a fresh connection when a reused one closes before any byte', async () => {
+  it('sends again, once, on a fresh connection when a reused one closes before its first response byte', async () => {
     let n = 0
     const { port, sockets } = await listen((req, res) => {
       req.resume()

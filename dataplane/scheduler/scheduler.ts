@@ -36,6 +36,7 @@ import type {
   Saturation,
   ShadowPlan,
 } from '../picker.js'
+import { seededRandom } from '../seeded-random.js'
 import { HealthLog } from './health-log.js'
 import { withPdRoles } from './pd-pairs.js'
 import { winningPlugin } from './pick-reason.js'
@@ -53,7 +54,7 @@ import {
   type StateOptions,
 } from './state.js'
 import type { Mirror, Plugin, PluginEnv, SchedRequest } from './types.js'
-import { runWarmup, seededRandom, warmupServers } from './warmup.js'
+import { runWarmup, warmupServers } from './warmup.js'
 
 export interface ScrapeOptions {
   /** Default 200 ms. */

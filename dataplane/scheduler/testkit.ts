@@ -137,5 +137,5 @@ export function scores(
   return plugin.score(req, eps, out) ? Array.from(out) : undefined
 }
 
-/** A deterministic random source (mulberry32): the warm-up's, one generator for both. */
-export { seededRandom as seeded } from './warmup.js'
+/** A deterministic random source (mulberry32, dataplane/seeded-random.ts). */
+export { seededRandom as seeded } from '../seeded-random.js'

@@ -16,6 +16,7 @@ import { canonicalJson } from '../../api/canonical-json.js'
 import type { RoutingSnapshot, SnapshotServer } from '../../api/snapshot.js'
 import { EngineMetricsTracker } from '../engines/tracker.js'
 import { dispatchOutcome, type PickContext } from '../picker.js'
+import { seededRandom } from '../seeded-random.js'
 import { DEFAULT_PROFILE } from './profile.js'
 import type { Scheduler } from './scheduler.js'
 
@@ -101,18 +102,6 @@ export function warmupMetricsText(i: number, k: number): string {
     'process_start_time_seconds 1700000000',
     '',
   ].join('\n')
-}
-
-/** A small deterministic generator (mulberry32): the same synthetic prompts in every process. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
-  }
 }
 
 function text(chars: number, r: () => number): string {

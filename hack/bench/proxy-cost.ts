@@ -31,7 +31,7 @@ import { bundleSourceMap, profileLines, summarizeProfile } from './proxy-cost-pr
 import { treeCpuSeconds } from './proxy-cpu.js'
 import { FLOOR_CLIENTS, type FloorClient, floorBundle } from './proxy-floor.js'
 import { attack, ensureVegeta, failures, report } from './proxy-vegeta.js'
-import { routingManifests } from './routing-config.js'
+import { singleEngineManifests } from './routing-config.js'
 
 const { values: opts } = parseArgs({
   options: {
@@ -130,12 +130,7 @@ const chat = (stream: boolean) =>
     stream,
   })
 
-const CONFIG = routingManifests({
-  server: 'bench',
-  model: MODEL,
-  endpoints: [{ name: 'sim-0', address: SIM_HOST, port: SIM_PORT }],
-  retries: 0,
-})
+const CONFIG = singleEngineManifests(MODEL, SIM_HOST, SIM_PORT)
 
 async function until(what: string, ok: () => boolean, timeoutMs = 30_000): Promise<void> {
   const deadline = performance.now() + timeoutMs

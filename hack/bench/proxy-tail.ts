@@ -41,7 +41,7 @@ import {
 } from './proxy-tail-analysis.js'
 import { TAIL_PROBE_SOURCE, type TailWindow } from './proxy-tail-probe.js'
 import { attack, ensureVegeta } from './proxy-vegeta.js'
-import { routingManifests } from './routing-config.js'
+import { singleEngineManifests } from './routing-config.js'
 
 const USAGE = `usage: npx tsx hack/bench/proxy-tail.ts [options]
   --mode nonstream|stream   vegeta at --rate, or streams at --stream-rate timed to the first byte
@@ -228,15 +228,7 @@ async function main(): Promise<void> {
     const confDir = join(dir, 'config')
     await mkdir(confDir)
     const config = join(confDir, 'gateway.yaml')
-    await writeFile(
-      config,
-      routingManifests({
-        server: 'bench',
-        model: MODEL,
-        endpoints: [{ name: 'sim-0', address: SIM_HOST, port: SIM_PORT }],
-        retries: 0,
-      }),
-    )
+    await writeFile(config, singleEngineManifests(MODEL, SIM_HOST, SIM_PORT))
     const bodyFile = join(dir, 'body.json')
     await writeFile(bodyFile, chat(false))
     procs.push(await startZeroLatencySim(SIM_HOST, SIM_PORT, MODEL))

@@ -25,7 +25,7 @@ import {
 } from './proxy-cost-profile.js'
 import { processTree } from './proxy-procfs.js'
 import { attack, ensureVegeta, failures, report } from './proxy-vegeta.js'
-import { routingManifests } from './routing-config.js'
+import { singleEngineManifests } from './routing-config.js'
 
 const { values: opts } = parseArgs({
   options: {
@@ -123,15 +123,7 @@ async function main(): Promise<void> {
     const confDir = join(dir, 'conf')
     await mkdir(confDir)
     const config = join(confDir, 'gateway.yaml')
-    await writeFile(
-      config,
-      routingManifests({
-        server: 'bench',
-        model: MODEL,
-        endpoints: [{ name: 'sim-0', address: SIM_HOST, port: SIM_PORT }],
-        retries: 0,
-      }),
-    )
+    await writeFile(config, singleEngineManifests(MODEL, SIM_HOST, SIM_PORT))
     const body = join(dir, 'body.json')
     await writeFile(
       body,

@@ -31,7 +31,7 @@ import {
 import { type SlowStreamsResult, slowStreams } from './proxy-streams.js'
 import { attack, describeFailures, ensureVegeta, failures, report } from './proxy-vegeta.js'
 import { writeSection } from './report.js'
-import { routingManifests } from './routing-config.js'
+import { singleEngineManifests } from './routing-config.js'
 
 const { values: opts } = parseArgs({
   options: {
@@ -115,16 +115,6 @@ const chat = (stream: boolean, maxTokens = 16) =>
     max_tokens: maxTokens,
     stream,
   })
-
-/** One ModelServer over one engine, one route: the proxy path with nothing else on it. */
-function gatewayYaml(host: string, port: number): string {
-  return routingManifests({
-    server: 'bench',
-    model: MODEL,
-    endpoints: [{ name: 'sim-0', address: host, port }],
-    retries: 0,
-  })
-}
 
 let hasWorkers: Promise<boolean> | undefined
 
@@ -276,7 +266,11 @@ async function fastPaths(
   procs: Proc[],
   skipped: Skipped[],
 ): Promise<Measured[]> {
-  const config = await configFile(dir, 'gateway.yaml', gatewayYaml(SIM_HOST, SIM_PORT))
+  const config = await configFile(
+    dir,
+    'gateway.yaml',
+    singleEngineManifests(MODEL, SIM_HOST, SIM_PORT),
+  )
   const bodies = { json: join(dir, 'body.json') }
   await writeFile(bodies.json, chat(false))
 
@@ -493,7 +487,11 @@ async function manyStreams(
   prof?: { readonly gateway: string; readonly engine: string },
 ): Promise<SlowStreamsResult> {
   out(`${STREAMS} slow streams through ours…`)
-  const slowConfig = await configFile(dir, 'slow.yaml', gatewayYaml(SLOW_SIM_HOST, SLOW_SIM_PORT))
+  const slowConfig = await configFile(
+    dir,
+    'slow.yaml',
+    singleEngineManifests(MODEL, SLOW_SIM_HOST, SLOW_SIM_PORT),
+  )
   const slowSim = await spawnCli(
     [
       'sim',

@@ -74,6 +74,19 @@ export function fleetEndpoints(
   }))
 }
 
+/**
+ * One ModelServer `bench` over one engine `sim-0`, no retries: the proxy path with nothing else
+ * on it (bench:proxy, proxy-cost, proxy-tail, proxy-workers, bench:tracing).
+ */
+export function singleEngineManifests(model: string, host: string, port: number): string {
+  return routingManifests({
+    server: 'bench',
+    model,
+    endpoints: [{ name: 'sim-0', address: host, port }],
+    retries: 0,
+  })
+}
+
 export function routingManifests(c: RoutingConfig): string {
   const server = c.server ?? 'pool'
   const pd = c.pd

@@ -44,7 +44,7 @@ import { type Proc, spawnCli, spawnProc, startZeroLatencySim } from './procs.js'
 import { benchGatewayArgs, bundleDataplane, spawnBundle } from './proxy-bundle.js'
 import { attack, ensureVegeta, report, type VegetaReport } from './proxy-vegeta.js'
 import { fmt, table, writeSection } from './report.js'
-import { routingManifests } from './routing-config.js'
+import { singleEngineManifests } from './routing-config.js'
 import { nodeThreads, runNs, sampleThreads, sampleTree, threadDeltas } from './thread-cpu.js'
 import {
   type Condition,
@@ -93,12 +93,7 @@ const RATIOS = values.ratios ?? (values.paired || values.micro ? '1,0.1,0' : '1,
 const SECONDS = Number(values.seconds ?? (values.paired ? 4 : 15))
 const ROUNDS = Number(values.rounds ?? (values.paired ? 12 : 3))
 
-const yaml = routingManifests({
-  server: 'bench',
-  model: MODEL,
-  endpoints: [{ name: 'sim-0', address: SIM_HOST, port: SIM_PORT }],
-  retries: 0,
-})
+const yaml = singleEngineManifests(MODEL, SIM_HOST, SIM_PORT)
 
 /** The data plane's tracing settings under test; the first is the baseline. */
 const MODES: readonly { readonly name: string; readonly ratio: string | undefined }[] = [

@@ -1,6 +1,11 @@
 // Deterministic pseudo-randomness. Everything the simulator "decides" (output words, embedding
 // values, injected errors) comes from here so that two runs with the same seed behave identically.
 
+import { seededRandom } from '../../dataplane/seeded-random.js'
+
+/** mulberry32, the data plane's (one generator, dataplane/seeded-random.ts). */
+export const createRng = seededRandom
+
 /** 32-bit FNV-1a over a string; cheap, stable across platforms, good enough to derive seeds. */
 export function hash32(text: string, seed = 0): number {
   let h = (0x811c9dc5 ^ seed) >>> 0
@@ -9,18 +14,6 @@ export function hash32(text: string, seed = 0): number {
     h = Math.imul(h, 0x01000193) >>> 0
   }
   return h >>> 0
-}
-
-/** mulberry32: a tiny PRNG with a 32-bit state; returns floats in [0, 1). */
-export function createRng(seed: number): () => number {
-  let state = seed >>> 0
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0
-    let t = state
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 const WORDS = [
