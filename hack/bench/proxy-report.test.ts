@@ -1,6 +1,33 @@
 import { describe, expect, it } from 'vitest'
-import { checks, type Measured, type ProxyRun, render } from './proxy-report.js'
+import { checks, type Measured, type ProxyRun, render, windowTable } from './proxy-report.js'
 import type { SlowStreamsResult } from './proxy-streams.js'
+import type { LatencyWindow, WindowedLatency } from './proxy-windows.js'
+
+/** One counted window whose figures are also the medians and the pooled ones. */
+function one(p50Ms: number, p99Ms: number): WindowedLatency {
+  const w: LatencyWindow = { requests: 1000, failed: 0, p50Ms, p99Ms, steal: 0.01 }
+  return { p50Ms, p99Ms, pooledP50Ms: p50Ms, pooledP99Ms: p99Ms, failed: 0, windows: [w] }
+}
+
+/** Three windows with these p99s (p50 1.0 each), pooled p99 given apart: median ≠ pooled. */
+function three(p99s: readonly [number, number, number], pooledP99Ms: number): WindowedLatency {
+  const windows = p99s.map((p99Ms, i) => ({
+    requests: 1000,
+    failed: 0,
+    p50Ms: 1,
+    p99Ms,
+    steal: [0.004, 0.13, 0.02][i] ?? 0,
+  }))
+  const sorted = [...p99s].sort((a, b) => a - b)
+  return {
+    p50Ms: 1,
+    p99Ms: sorted[1] ?? 0,
+    pooledP50Ms: 1.05,
+    pooledP99Ms,
+    failed: 0,
+    windows,
+  }
+}
 
 function m(
   key: Measured['key'],
@@ -14,9 +41,9 @@ function m(
   return {
     key,
     label,
-    fixed: { p50Ms: p50, p99Ms: p99, failed: 0 },
+    fixed: one(p50, p99),
     max: { rps, failed: 0 },
-    ttfb: { p50Ms: ttfb50, p99Ms: ttfb99, failed: 0 },
+    ttfb: one(ttfb50, ttfb99),
     peakRssMb: 100,
   }
 }
@@ -46,7 +73,11 @@ function run(over: Partial<ProxyRun> = {}): ProxyRun {
   return {
     command: 'npm run bench:proxy',
     rate: 500,
-    fixedSeconds: 10,
+    warmupSeconds: 3,
+    windows: 5,
+    windowSeconds: 4,
+    streamWindows: 5,
+    streamWindowSeconds: 5,
     maxSeconds: 10,
     connections: 64,
     streamRate: 200,
@@ -112,6 +143,35 @@ describe('checks', () => {
     expect(verdictOf(r, 'ours (2 workers): added p50')).toBe('pass')
   })
 
+  it("judges p99 by the median of the windows' p99 and prints the pooled p99 beside it", () => {
+    const base = run()
+    const ours = base.measured.find((x) => x.key === 'ours')
+    const direct = base.measured.find((x) => x.key === 'direct')
+    if (ours === undefined || direct === undefined) throw new Error('fixture')
+    // Stream p99s 3.0 / 3.8 / 9.0: median 3.8 ≤ 4, pooled 7.0 > 4 — the median decides.
+    // Non-stream p99s 1.5 / 1.7 / 6.0 against direct's one window of 1.0: added 0.7 by the
+    // median, 3.0 pooled.
+    const r = run({
+      measured: [
+        { ...direct },
+        { ...ours, fixed: three([1.5, 6.0, 1.7], 4.0), ttfb: three([3.0, 9.0, 3.8], 7.0) },
+        ...base.measured.filter((x) => x.key === 'sglang' || x.key === 'vllm'),
+      ],
+    })
+    const ttfb = checks(r).find((c) => c.target.startsWith('ours (1 worker): stream TTFB p99'))
+    expect(ttfb).toEqual({
+      target: "ours (1 worker): stream TTFB p99 ≤ 4 ms (median of 3 windows' p99)",
+      measured: '3.800 ms (pooled: 7.000)',
+      verdict: 'pass',
+    })
+    const add = checks(r).find((c) => c.target.startsWith('ours (1 worker): added p99'))
+    expect(add).toEqual({
+      target: "ours (1 worker): added p99 at 500 req/s ≤ 1 ms (median of 3 windows' p99)",
+      measured: '0.700 ms (pooled: 3.000)',
+      verdict: 'pass',
+    })
+  })
+
   it('says n/a with the reason when a peer was skipped', () => {
     const r = run({
       measured: run().measured.filter((x) => x.key !== 'vllm'),
@@ -119,7 +179,7 @@ describe('checks', () => {
     })
     const c = checks(r).find((x) => x.target.startsWith('ours (1 worker): added p50'))
     expect(c).toEqual({
-      target: "ours (1 worker): added p50 at 500 req/s ≤ vllm-router's",
+      target: "ours (1 worker): added p50 at 500 req/s ≤ vllm-router's (one window's p50)",
       measured: 'vllm-router 0.1.17 skipped',
       verdict: 'n/a',
     })
@@ -150,7 +210,7 @@ describe('render', () => {
     expect(text).toContain('| ours (1 worker) ÷ vllm-router 0.1.17 | 0.80× / 4.00× | 0.75× |')
     expect(text).toContain('- ours (N workers): skipped — no --workers yet')
     expect(text).toContain(
-      "| ours (1 worker): stream TTFB p50 ≤ 1.2× vllm-router's | 2.000 vs 1.800 ms | **fail** |",
+      "| ours (1 worker): stream TTFB p50 ≤ 1.2× vllm-router's (one window's p50) | 2.000 vs 1.800 ms (pooled: 2.000 vs 1.800) | **fail** |",
     )
   })
 
@@ -197,5 +257,40 @@ describe('render', () => {
     // 9 s over 4900 opened; 4 s over 50000 chunks.
     expect(text).toContain('9.0 s over the ramp (1.84 ms per stream opened')
     expect(text).toContain('4.0 s over the hold (80 µs per chunk delivered)')
+  })
+})
+
+describe('windowTable', () => {
+  it("gives each window's p99 with its steal, then the medians and the pooled figures", () => {
+    const base = run().measured
+    const ours = base.find((x) => x.key === 'ours')
+    const direct = base.find((x) => x.key === 'direct')
+    if (ours === undefined || direct === undefined) throw new Error('fixture')
+    const text = windowTable(
+      [direct, { ...ours, ttfb: three([3.0, 9.0, 3.8], 7.0) }],
+      (m) => m.ttfb,
+    )
+    expect(text.split('\n')[0]).toBe(
+      '| target | window 1 p99 (steal) | window 2 p99 (steal) | window 3 p99 (steal) | median of windows p50 / p99 | pooled p50 / p99 | failed |',
+    )
+    expect(text).toContain(
+      '| ours (1 worker) | 3.00 (0.4 %) | 9.00 (13.0 %) | 3.80 (2.0 %) | 1.000 / 3.800 | 1.050 / 7.000 | 0 |',
+    )
+    // direct ran one window: the missing ones are dashes, not zeros.
+    expect(text).toContain('| direct | 1.50 (1.0 %) | — | — | 0.500 / 1.500 | 0.500 / 1.500 | 0 |')
+  })
+})
+
+describe('render, the method', () => {
+  it('says the warm-up is not counted and how many windows of how long each phase ran', () => {
+    const text = render(run())
+    expect(text).toContain('after a warm-up of 3 s per target at the same rate that is not counted')
+    expect(text).toContain('vegeta at 500 req/s, 5 windows of 4 s per target')
+    expect(text).toContain('at 200 req/s, 5 windows of 5 s per target')
+    expect(text).toContain('Stream time to first byte at 200 req/s, by window:')
+  })
+
+  it('says when there was no warm-up', () => {
+    expect(render(run({ warmupSeconds: 0 }))).toContain('with no warm-up')
   })
 })

@@ -2,6 +2,7 @@
 // against direct, ours against each peer router, and the issue's targets with pass/fail beside
 // them. Pure (numbers in, markdown out) so the verdicts are unit-tested.
 import type { SlowStreamsResult } from './proxy-streams.js'
+import { fmtSteal, type WindowedLatency } from './proxy-windows.js'
 import { fmt, table } from './report.js'
 
 export type TargetKey = 'direct' | 'ours' | 'oursN' | 'sglang' | 'vllm'
@@ -10,12 +11,15 @@ export interface Measured {
   readonly key: TargetKey
   /** As printed: "direct", "ours (1 worker)", "sglang-router 0.3.2". */
   readonly label: string
-  /** vegeta at a fixed rate, non-stream; ms. */
-  readonly fixed: { readonly p50Ms: number; readonly p99Ms: number; readonly failed: number }
+  /**
+   * vegeta at a fixed rate, non-stream, ms: p50Ms/p99Ms are the medians over the counted windows
+   * (proxy-windows.ts), the pooled figures beside them.
+   */
+  readonly fixed: WindowedLatency
   /** vegeta closed loop, non-stream. */
   readonly max: { readonly rps: number; readonly failed: number }
-  /** Stream time to first body byte at a fixed rate; ms. */
-  readonly ttfb: { readonly p50Ms: number; readonly p99Ms: number; readonly failed: number }
+  /** Stream time to first body byte at a fixed rate, ms; medians over windows as for `fixed`. */
+  readonly ttfb: WindowedLatency
   /** Peak resident memory of the target's process tree over the run, MB. */
   readonly peakRssMb: number
   /**
@@ -35,10 +39,17 @@ export interface Skipped {
 export interface ProxyRun {
   readonly command: string
   readonly rate: number
-  readonly fixedSeconds: number
   readonly maxSeconds: number
   readonly connections: number
   readonly streamRate: number
+  /** Uncounted warm-up per target before each phase's windows, s (0: none). */
+  readonly warmupSeconds: number
+  /** Counted non-stream windows per target and the length of each, s. */
+  readonly windows: number
+  readonly windowSeconds: number
+  /** Counted stream windows per target and the length of each, s. */
+  readonly streamWindows: number
+  readonly streamWindowSeconds: number
   readonly measured: readonly Measured[]
   readonly skipped: readonly Skipped[]
   readonly streams: SlowStreamsResult | { readonly skipped: string }
@@ -69,8 +80,24 @@ function by(run: ProxyRun, key: TargetKey): Measured | undefined {
   return run.measured.find((m) => m.key === key)
 }
 
+/** Added latency from the medians of the windows (what the verdicts use). */
 function added(m: Measured, d: Measured): { p50: number; p99: number } {
   return { p50: m.fixed.p50Ms - d.fixed.p50Ms, p99: m.fixed.p99Ms - d.fixed.p99Ms }
+}
+
+/** Added latency from every counted request pooled (printed beside the medians). */
+function addedPooled(m: Measured, d: Measured): { p50: number; p99: number } {
+  return {
+    p50: m.fixed.pooledP50Ms - d.fixed.pooledP50Ms,
+    p99: m.fixed.pooledP99Ms - d.fixed.pooledP99Ms,
+  }
+}
+
+/** Which figure a verdict reads, said in its target line. */
+function windowsOf(w: WindowedLatency, q: 'p50' | 'p99'): string {
+  return w.windows.length === 1
+    ? `one window's ${q}`
+    : `median of ${w.windows.length} windows' ${q}`
 }
 
 function ratio(m: Measured, d: Measured): number {
@@ -98,23 +125,21 @@ export function checks(run: ProxyRun): Check[] {
   if (d === undefined) return out
   for (const m of ours) {
     const a = added(m, d)
+    const pooled = addedPooled(m, d)
+    const p50Target = `${m.label}: added p50 at ${run.rate} req/s ≤ vllm-router's (${windowsOf(m.fixed, 'p50')})`
     if (vllm) {
       const v = added(vllm, d).p50
       out.push({
-        target: `${m.label}: added p50 at ${run.rate} req/s ≤ vllm-router's`,
-        measured: `${fmt(a.p50)} vs ${fmt(v)} ms`,
+        target: p50Target,
+        measured: `${fmt(a.p50)} vs ${fmt(v)} ms (pooled: ${fmt(pooled.p50)} vs ${fmt(addedPooled(vllm, d).p50)})`,
         verdict: verdict(a.p50 <= v),
       })
     } else {
-      out.push({
-        target: `${m.label}: added p50 at ${run.rate} req/s ≤ vllm-router's`,
-        measured: why(run, 'vllm'),
-        verdict: 'n/a',
-      })
+      out.push({ target: p50Target, measured: why(run, 'vllm'), verdict: 'n/a' })
     }
     out.push({
-      target: `${m.label}: added p99 at ${run.rate} req/s ≤ ${TARGETS.addedP99Ms} ms`,
-      measured: `${fmt(a.p99)} ms`,
+      target: `${m.label}: added p99 at ${run.rate} req/s ≤ ${TARGETS.addedP99Ms} ms (${windowsOf(m.fixed, 'p99')})`,
+      measured: `${fmt(a.p99)} ms (pooled: ${fmt(pooled.p99)})`,
       verdict: verdict(a.p99 <= TARGETS.addedP99Ms),
     })
   }
@@ -149,22 +174,19 @@ export function checks(run: ProxyRun): Check[] {
         },
   )
   for (const m of ours) {
+    const p50Target = `${m.label}: stream TTFB p50 ≤ ${TARGETS.ttfbVsVllm}× vllm-router's (${windowsOf(m.ttfb, 'p50')})`
     out.push(
       vllm
         ? {
-            target: `${m.label}: stream TTFB p50 ≤ ${TARGETS.ttfbVsVllm}× vllm-router's`,
-            measured: `${fmt(m.ttfb.p50Ms)} vs ${fmt(TARGETS.ttfbVsVllm * vllm.ttfb.p50Ms)} ms`,
+            target: p50Target,
+            measured: `${fmt(m.ttfb.p50Ms)} vs ${fmt(TARGETS.ttfbVsVllm * vllm.ttfb.p50Ms)} ms (pooled: ${fmt(m.ttfb.pooledP50Ms)} vs ${fmt(TARGETS.ttfbVsVllm * vllm.ttfb.pooledP50Ms)})`,
             verdict: verdict(m.ttfb.p50Ms <= TARGETS.ttfbVsVllm * vllm.ttfb.p50Ms),
           }
-        : {
-            target: `${m.label}: stream TTFB p50 ≤ ${TARGETS.ttfbVsVllm}× vllm-router's`,
-            measured: why(run, 'vllm'),
-            verdict: 'n/a',
-          },
+        : { target: p50Target, measured: why(run, 'vllm'), verdict: 'n/a' },
     )
     out.push({
-      target: `${m.label}: stream TTFB p99 ≤ ${TARGETS.ttfbP99Ms} ms`,
-      measured: `${fmt(m.ttfb.p99Ms)} ms`,
+      target: `${m.label}: stream TTFB p99 ≤ ${TARGETS.ttfbP99Ms} ms (${windowsOf(m.ttfb, 'p99')})`,
+      measured: `${fmt(m.ttfb.p99Ms)} ms (pooled: ${fmt(m.ttfb.pooledP99Ms)})`,
       verdict: verdict(m.ttfb.p99Ms <= TARGETS.ttfbP99Ms),
     })
   }
@@ -203,6 +225,41 @@ function quotient(a: number, b: number): string {
   return b > 0 && Number.isFinite(a) ? `${fmt(a / b, 2)}×` : 'n/a'
 }
 
+/**
+ * Each target's windows in the order they ran: p99 and the machine's steal share in each, then
+ * the median of the windows and the pooled figures.
+ */
+export function windowTable(
+  measured: readonly Measured[],
+  pick: (m: Measured) => WindowedLatency,
+): string {
+  const k = Math.max(0, ...measured.map((m) => pick(m).windows.length))
+  const rows = measured.map((m) => {
+    const w = pick(m)
+    const cells = Array.from({ length: k }, (_, i) => {
+      const x = w.windows[i]
+      return x ? `${fmt(x.p99Ms, 2)} (${fmtSteal(x.steal)})` : '—'
+    })
+    return [
+      m.label,
+      ...cells,
+      pair(w.p50Ms, w.p99Ms),
+      pair(w.pooledP50Ms, w.pooledP99Ms),
+      String(w.failed),
+    ]
+  })
+  return table(
+    [
+      'target',
+      ...Array.from({ length: k }, (_, i) => `window ${i + 1} p99 (steal)`),
+      'median of windows p50 / p99',
+      'pooled p50 / p99',
+      'failed',
+    ],
+    rows,
+  )
+}
+
 export function render(run: ProxyRun): string {
   const d = by(run, 'direct')
   const rows = run.measured.map((m) => {
@@ -227,18 +284,22 @@ export function render(run: ProxyRun): string {
     )
   }
   parts.push(`Reproduce: \`${run.command}\``)
+  const warm =
+    run.warmupSeconds > 0
+      ? `after a warm-up of ${run.warmupSeconds} s per target at the same rate that is not counted (a fresh process's first seconds are the slowest of the run for every target, the engine alone too)`
+      : 'with no warm-up (`--warmup-seconds 0`: the first window of each target includes its cold start)'
   parts.push(
-    `One simulated engine (\`infer-gateway sim --zero-latency\`) answers instantly; every router sits in front of the same engine and the load tools run in their own processes. Non-stream: vegeta at ${run.rate} req/s for ${run.fixedSeconds} s per target (two alternating halves so drift hits all alike), then a vegeta closed loop with ${run.connections} connections for ${run.maxSeconds} s per target. Streams: time to the first SSE byte at ${run.streamRate} req/s (our undici client, the same for every target; vegeta cannot time the first byte of a stream). Latency in ms (p50 / p99); added = target − direct; CPU = user + system time of the target's process tree during the ${run.rate} req/s run per request sent, in µs (the measure other work on the machine disturbs least; direct is the engine's own cost, which every router adds to); peak RSS = VmHWM of the target's process tree.`,
+    `One simulated engine (\`infer-gateway sim --zero-latency\`) answers instantly; every router sits in front of the same engine and the load tools run in their own processes. Each latency phase measures every target in several short windows, the targets in turn window by window (the order rotated each round) so that a slow moment of the shared machine falls on all of them alike, ${warm}. Non-stream: vegeta at ${run.rate} req/s, ${run.windows} windows of ${run.windowSeconds} s per target; then a vegeta closed loop with ${run.connections} connections for ${run.maxSeconds} s per target. Streams: time to the first SSE byte at ${run.streamRate} req/s, ${run.streamWindows} windows of ${run.streamWindowSeconds} s per target (our undici client, the same for every target; vegeta cannot time the first byte of a stream). Latency in ms (p50 / p99) is the median over a target's windows of each window's p50 / p99, the figure the verdicts use: one window in which the machine stalled (the hypervisor took the vCPUs away, or other work burst) moves it less than it moves the p99 of all requests pooled, which the window tables below give beside it with each window's p99 and the share of the machine's CPU time stolen by the hypervisor during that window (/proc/stat; windows with more steal read higher p99s, docs/proxy-cost.md "The tail"; other work on the machine shows in the load average at the end, not in the steal). Added = target − direct, from those medians; CPU = user + system time of the target's process tree over its counted ${run.rate} req/s windows per request sent, in µs (the measure other work on the machine disturbs least; direct is the engine's own cost, which every router adds to); peak RSS = VmHWM of the target's process tree.`,
   )
   parts.push(
     table(
       [
         'target',
-        `${run.rate} req/s p50 / p99`,
+        `${run.rate} req/s p50 / p99 (median of windows)`,
         'added p50 / p99',
         `max req/s (${run.connections} conns)`,
         '÷ direct',
-        'stream TTFB p50 / p99',
+        'stream TTFB p50 / p99 (median of windows)',
         'CPU µs/req',
         'peak RSS MB',
         'errors (rate / max / stream)',
@@ -247,6 +308,10 @@ export function render(run: ProxyRun): string {
     ),
   )
   for (const s of run.skipped) parts.push(`- ${s.label}: skipped — ${s.reason}`)
+  parts.push(`Non-stream at ${run.rate} req/s, by window:`)
+  parts.push(windowTable(run.measured, (m) => m.fixed))
+  parts.push(`Stream time to first byte at ${run.streamRate} req/s, by window:`)
+  parts.push(windowTable(run.measured, (m) => m.ttfb))
   const ours = run.measured.filter((m) => m.key === 'ours' || m.key === 'oursN')
   const peers = run.measured.filter((m) => m.key === 'sglang' || m.key === 'vllm')
   if (d && ours.length > 0 && peers.length > 0) {

@@ -4,7 +4,10 @@
 // sglang-router and vllm-router (PyPI, cached venvs from peers.ts; skipped with the reason when
 // they cannot be installed). vegeta (Go module proxy, cached) measures added latency at a fixed
 // rate and max throughput in a closed loop; stream time-to-first-byte comes from load.ts (vegeta
-// cannot time the first byte of a stream), the same client for every target. Then thousands of
+// cannot time the first byte of a stream), the same client for every target. Both latency phases
+// run an uncounted warm-up per target and then short windows, the targets in turn, each window
+// with the machine's CPU steal share; the verdicts read the median of the windows' p99, the
+// pooled p99 printed beside it (proxy-windows.ts: why). Then thousands of
 // slow streams through ours: memory and event-loop delay. Ours is the esbuild bundle the image
 // runs (proxy-bundle.ts; `--tsx`: the sources through tsx). `--profile` writes a CPU profile of
 // our 1-worker data plane and prints its top self time (with --tsx it names source files). `--targets direct,ours` (with short
@@ -14,7 +17,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promis
 import { availableParallelism, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs, promisify } from 'node:util'
-import { fixedRate, type LoadResult, type LoadTarget, percentile } from './load.js'
+import { fixedRate, type LoadTarget, percentile } from './load.js'
 import { ensurePeer, PEERS, type PeerName, startPeer } from './peers.js'
 import { CLI, type OutputProc, type Proc, spawnCli, startZeroLatencySim } from './procs.js'
 import { benchGatewayArgs, bundleDataplane, spawnBundle } from './proxy-bundle.js'
@@ -29,18 +32,57 @@ import {
   type TargetKey,
 } from './proxy-report.js'
 import { type SlowStreamsResult, slowStreams } from './proxy-streams.js'
+import { type CpuTicks, parseProcStatCpu, stealShare } from './proxy-tail-analysis.js'
 import { attack, describeFailures, ensureVegeta, failures, report } from './proxy-vegeta.js'
+import {
+  type LatencyWindow,
+  pooledQuantiles,
+  summariseWindows,
+  summaryText,
+  type WindowedLatency,
+  windowText,
+} from './proxy-windows.js'
 import { writeSection } from './report.js'
 import { singleEngineManifests } from './routing-config.js'
+import { roundOrder } from './tracing-paired.js'
+
+const USAGE = `usage: npm run bench:proxy -- [options]
+  --rate N              non-stream requests per second, vegeta (default 500)
+  --windows N           counted non-stream windows per target, targets in turn (default 5)
+  --seconds N           length of each non-stream window (default 4)
+  --max-seconds N       closed-loop max-throughput run per target (default 10)
+  --connections N       closed-loop connections (default 64)
+  --stream-rate N       streams per second, timed to the first byte (default 200)
+  --stream-windows N    counted stream windows per target, targets in turn (default 5)
+  --stream-seconds N    length of each stream window (default 5)
+  --warmup-seconds N    uncounted warm-up per target before each phase's windows, at the
+                        phase's rate (default 3; 0: none)
+  --workers N           workers of the "ours (N workers)" target (default: the cores, ${availableParallelism()})
+  --streams N           concurrent slow streams through ours (default 5000; 0: skip)
+  --hold-seconds N      how long the slow streams are held open (default 15)
+  --no-peers            skip sglang-router and vllm-router
+  --targets a,b         a subset of direct,ours,oursN,sglang,vllm (never writes the docs)
+  --streams-only        only the slow streams (never writes the docs)
+  --profile             CPU profiles of ours (1 worker) and of the slow-stream gateway and sim
+  --no-write            print only; do not rewrite docs/benchmarks.md and docs/bench/proxy.json
+  --tsx                 run our data plane from the sources through tsx, not the esbuild bundle
+  --gateway-arg X       extra data plane option for ours, repeatable
+                        (e.g. --gateway-arg=--engine-client=undici)
+  --help                this text
+A run with fewer than 3 windows or under 10 s counted per target in a phase, --max-seconds
+under 10 or --hold-seconds under 15 is marked a smoke run in its report.`
 
 const { values: opts } = parseArgs({
   options: {
     rate: { type: 'string', default: '500' },
-    seconds: { type: 'string', default: '10' },
+    windows: { type: 'string', default: '5' },
+    seconds: { type: 'string', default: '4' },
     'max-seconds': { type: 'string', default: '10' },
     connections: { type: 'string', default: '64' },
     'stream-rate': { type: 'string', default: '200' },
-    'stream-seconds': { type: 'string', default: '10' },
+    'stream-windows': { type: 'string', default: '5' },
+    'stream-seconds': { type: 'string', default: '5' },
+    'warmup-seconds': { type: 'string', default: '3' },
     workers: { type: 'string' },
     streams: { type: 'string', default: '5000' },
     'hold-seconds': { type: 'string', default: '15' },
@@ -54,8 +96,14 @@ const { values: opts } = parseArgs({
     tsx: { type: 'boolean', default: false },
     /** Extra data plane options for ours (repeatable), e.g. --gateway-arg=--engine-client=undici. */
     'gateway-arg': { type: 'string', multiple: true, default: [] },
+    help: { type: 'boolean', default: false },
   },
 })
+
+if (opts.help) {
+  process.stdout.write(`${USAGE}\n`)
+  process.exit(0)
+}
 
 function positive(name: string, v: string | undefined, min = 0): number {
   const n = Number(v)
@@ -65,11 +113,14 @@ function positive(name: string, v: string | undefined, min = 0): number {
 }
 
 const RATE = positive('rate', opts.rate, 1)
+const WINDOWS = Math.round(positive('windows', opts.windows, 1))
 const SECONDS = positive('seconds', opts.seconds, 1)
 const MAX_SECONDS = positive('max-seconds', opts['max-seconds'], 1)
 const CONNECTIONS = positive('connections', opts.connections, 1)
 const STREAM_RATE = positive('stream-rate', opts['stream-rate'], 1)
+const STREAM_WINDOWS = Math.round(positive('stream-windows', opts['stream-windows'], 1))
 const STREAM_SECONDS = positive('stream-seconds', opts['stream-seconds'], 1)
+const WARMUP_SECONDS = positive('warmup-seconds', opts['warmup-seconds'], 0)
 const STREAMS = positive('streams', opts.streams, 0)
 const HOLD_SECONDS = positive('hold-seconds', opts['hold-seconds'], 1)
 const WORKERS = positive('workers', opts.workers ?? String(availableParallelism()), 1)
@@ -88,8 +139,15 @@ function parseTargets(v: string | undefined): ReadonlySet<TargetKey> {
   }
   return out
 }
-// Shorter than the defaults: a proof that every part runs, not a measurement.
-const SMOKE = SECONDS < 10 || MAX_SECONDS < 10 || STREAM_SECONDS < 10 || HOLD_SECONDS < 15
+// Shorter than this: a proof that every part runs, not a measurement (a median of fewer than 3
+// windows is not the method).
+const SMOKE =
+  WINDOWS < 3 ||
+  STREAM_WINDOWS < 3 ||
+  WINDOWS * SECONDS < 10 ||
+  STREAM_WINDOWS * STREAM_SECONDS < 10 ||
+  MAX_SECONDS < 10 ||
+  HOLD_SECONDS < 15
 
 const SIM_HOST = '127.0.0.2'
 const SIM_PORT = 18000
@@ -217,8 +275,9 @@ async function main(): Promise<void> {
 
     const command = [
       'npm run bench:proxy --',
-      `--rate ${RATE} --seconds ${SECONDS} --max-seconds ${MAX_SECONDS} --connections ${CONNECTIONS}`,
-      `--stream-rate ${STREAM_RATE} --stream-seconds ${STREAM_SECONDS} --workers ${WORKERS}`,
+      `--rate ${RATE} --windows ${WINDOWS} --seconds ${SECONDS} --max-seconds ${MAX_SECONDS} --connections ${CONNECTIONS}`,
+      `--stream-rate ${STREAM_RATE} --stream-windows ${STREAM_WINDOWS} --stream-seconds ${STREAM_SECONDS}`,
+      `--warmup-seconds ${WARMUP_SECONDS} --workers ${WORKERS}`,
       `--streams ${STREAMS} --hold-seconds ${HOLD_SECONDS}`,
       ...(opts['no-peers'] ? ['--no-peers'] : []),
       ...(opts.targets !== undefined ? [`--targets ${opts.targets}`] : []),
@@ -228,7 +287,11 @@ async function main(): Promise<void> {
     const run: ProxyRun = {
       command,
       rate: RATE,
-      fixedSeconds: SECONDS,
+      warmupSeconds: WARMUP_SECONDS,
+      windows: WINDOWS,
+      windowSeconds: SECONDS,
+      streamWindows: STREAM_WINDOWS,
+      streamWindowSeconds: STREAM_SECONDS,
       maxSeconds: MAX_SECONDS,
       connections: CONNECTIONS,
       streamRate: STREAM_RATE,
@@ -254,8 +317,8 @@ async function main(): Promise<void> {
 }
 
 /**
- * Direct, ours and the peers against one zero-latency engine: vegeta at a fixed rate and in a
- * closed loop, then stream time to first byte. Started processes go to `procs` (stopped by the
+ * Direct, ours and the peers against one zero-latency engine: vegeta at a fixed rate (windowed)
+ * and in a closed loop, then stream time to first byte (windowed). Started processes go to `procs` (stopped by the
  * caller); targets that cannot run go to `skipped`.
  */
 async function fastPaths(
@@ -375,48 +438,44 @@ async function fastPaths(
     out(`  ${t.label} log tail:\n${lines.map((l) => `    ${l.slice(0, 300)}`).join('\n')}`)
   }
   const url = (t: Running) => `${t.origin}/v1/chat/completions`
-  out('warming up…')
-  for (const t of targets) {
-    await attack(vegetaBin, {
-      url: url(t),
-      bodyFile: bodies.json,
-      rate: RATE,
-      seconds: 1,
-      output: join(dir, `warm-${t.key}.bin`),
-    })
-  }
-
-  // Fixed rate, non-stream: two alternating halves per target so drift on the shared machine
-  // hits every target alike; vegeta merges the halves' latencies in one report.
-  const half = Math.max(1, Math.round(SECONDS / 2))
-  /** CPU seconds each target's process tree used during its fixed-rate halves. */
-  const cpuUsed = new Map<TargetKey, number>()
-  for (const round of [1, 2]) {
-    for (const t of targets) {
-      const before = await treeCpuSeconds(t.pid)
+  // Both latency phases: an uncounted warm-up per target, then counted windows with the targets
+  // in turn (proxy-windows.ts says why).
+  const fixed = await windowed({
+    what: `${RATE} req/s`,
+    targets,
+    windows: WINDOWS,
+    measure: async (t, seconds, name) => {
+      const file = join(dir, `rate-${t.key}-${name}.bin`)
       await attack(vegetaBin, {
         url: url(t),
         bodyFile: bodies.json,
         rate: RATE,
-        seconds: half,
-        output: join(dir, `rate-${t.key}-${round}.bin`),
+        seconds,
+        output: file,
       })
-      cpuUsed.set(t.key, (cpuUsed.get(t.key) ?? 0) + (await treeCpuSeconds(t.pid)) - before)
-    }
-  }
-  const cpuUs = (t: Running): number => cpuUsPerRequest(0, cpuUsed.get(t.key) ?? 0, RATE * half * 2)
-  const fixed = new Map<TargetKey, Measured['fixed']>()
-  for (const t of targets) {
-    const r = await report(vegetaBin, [
-      join(dir, `rate-${t.key}-1.bin`),
-      join(dir, `rate-${t.key}-2.bin`),
-    ])
-    fixed.set(t.key, { p50Ms: r.p50Ms, p99Ms: r.p99Ms, failed: failures(r) })
-    out(
-      `${RATE} req/s ${t.label}: p50 ${r.p50Ms.toFixed(3)} p99 ${r.p99Ms.toFixed(3)} ms, CPU ${cpuUs(t).toFixed(0)} µs/req, ${failures(r)} failed${describeFailures(r)}`,
-    )
-    if (failures(r) > 0) peerTail(t)
-  }
+      const r = await report(vegetaBin, [file])
+      if (failures(r) > 0) {
+        out(`  ${t.label}: ${failures(r)} failed${describeFailures(r)}`)
+        peerTail(t)
+      }
+      // vegeta gives the quantiles, not the latencies: pooled comes from its report over all files.
+      return {
+        window: {
+          p50Ms: r.p50Ms,
+          p99Ms: r.p99Ms,
+          failed: failures(r),
+          requests: r.requests - failures(r),
+        },
+        pooled: file,
+      }
+    },
+    pooled: async (_t, files) => report(vegetaBin, files),
+    seconds: SECONDS,
+  })
+  const cpuUs = (t: Running): number =>
+    cpuUsPerRequest(0, fixed.cpuS.get(t.key) ?? 0, RATE * SECONDS * WINDOWS)
+  for (const t of targets)
+    out(`${RATE} req/s ${t.label}: CPU ${cpuUs(t).toFixed(0)} µs/req over the counted windows`)
 
   const max = new Map<TargetKey, Measured['max']>()
   for (const t of targets) {
@@ -437,35 +496,38 @@ async function fastPaths(
     if (failures(r) > 0) peerTail(t)
   }
 
-  const ttfb = new Map<TargetKey, Measured['ttfb']>()
-  const streamHalves = new Map<TargetKey, LoadResult[]>()
-  for (const _round of [1, 2]) {
-    for (const t of targets) {
+  const ttfb = await windowed({
+    what: `stream ${STREAM_RATE} req/s TTFB`,
+    targets,
+    windows: STREAM_WINDOWS,
+    measure: async (t, seconds) => {
       const target: LoadTarget = {
         origin: t.origin,
         path: '/v1/chat/completions',
         body: chat(true),
         firstByte: true,
       }
-      const r = await fixedRate(target, STREAM_RATE, (STREAM_SECONDS * 1000) / 2)
-      streamHalves.set(t.key, [...(streamHalves.get(t.key) ?? []), r])
-    }
-  }
-  for (const t of targets) {
-    const halves = streamHalves.get(t.key) ?? []
-    const fb = halves.flatMap((h) => h.firstByte ?? []).sort((a, b) => a - b)
-    const failed = halves.reduce((a, h) => a + h.errors, 0)
-    ttfb.set(t.key, { p50Ms: percentile(fb, 50), p99Ms: percentile(fb, 99), failed })
-    out(
-      `stream ${STREAM_RATE} req/s ${t.label}: TTFB p50 ${percentile(fb, 50).toFixed(3)} p99 ${percentile(fb, 99).toFixed(3)} ms, ${failed} failed`,
-    )
-  }
+      const r = await fixedRate(target, STREAM_RATE, seconds * 1000)
+      const fb = r.firstByte ?? []
+      return {
+        window: {
+          p50Ms: percentile(fb, 50),
+          p99Ms: percentile(fb, 99),
+          failed: r.errors,
+          requests: fb.length,
+        },
+        pooled: fb,
+      }
+    },
+    pooled: async (_t, samples) => pooledQuantiles(samples),
+    seconds: STREAM_SECONDS,
+  })
 
   const measured: Measured[] = []
   for (const t of targets) {
-    const f = fixed.get(t.key)
+    const f = fixed.results.get(t.key)
     const m = max.get(t.key)
-    const s = ttfb.get(t.key)
+    const s = ttfb.results.get(t.key)
     if (!f || !m || !s) throw new Error(`missing results for ${t.label}`)
     measured.push({
       key: t.key,
@@ -478,6 +540,81 @@ async function fastPaths(
     })
   }
   return measured
+}
+
+/** The machine-wide CPU ticks of /proc/stat, for the steal share of a window. */
+async function cpuTicks(): Promise<CpuTicks> {
+  return parseProcStatCpu(await readFile('/proc/stat', 'utf8'))
+}
+
+/** A latency phase run the same way for every target; `P` is what pools a target's windows. */
+interface Phase<P> {
+  /** As printed: "500 req/s", "stream 200 req/s TTFB". */
+  readonly what: string
+  readonly targets: readonly Running[]
+  readonly windows: number
+  /** Length of each counted window, s. */
+  readonly seconds: number
+  /** Loads `t` for `seconds`; `name` ('warm', '1', …) tells the windows' files apart. */
+  readonly measure: (
+    t: Running,
+    seconds: number,
+    name: string,
+  ) => Promise<{ readonly window: Omit<LatencyWindow, 'steal'>; readonly pooled: P }>
+  /** p50 / p99 of all of a target's counted requests together. */
+  readonly pooled: (
+    t: Running,
+    parts: readonly P[],
+  ) => Promise<{ readonly p50Ms: number; readonly p99Ms: number }>
+}
+
+interface PhaseResult {
+  readonly results: ReadonlyMap<TargetKey, WindowedLatency>
+  /** CPU seconds each target's process tree used over its counted windows. */
+  readonly cpuS: ReadonlyMap<TargetKey, number>
+}
+
+/**
+ * A warm-up window per target that is printed and not counted (a fresh process's, and a fresh
+ * client's, first seconds are the slowest of a run), then `windows` rounds in which every target
+ * gets one window in turn, the order rotated each round: a stretch of CPU steal or another
+ * process's burst then lands on some window of every target instead of all of one target's run.
+ * Each window records the machine's steal share over it.
+ */
+async function windowed<P>(phase: Phase<P>): Promise<PhaseResult> {
+  const { what, targets, windows, seconds } = phase
+  if (WARMUP_SECONDS > 0) {
+    out(`${what}: warm-up of ${WARMUP_SECONDS} s per target, not counted`)
+    for (const t of targets) {
+      const { window } = await phase.measure(t, WARMUP_SECONDS, 'warm')
+      out(
+        `  warm-up (not counted) ${t.label}: p50 ${window.p50Ms.toFixed(3)} p99 ${window.p99Ms.toFixed(3)} ms`,
+      )
+    }
+  }
+  out(`${what}: ${windows} counted windows of ${seconds} s per target, targets in turn`)
+  const parts = new Map<TargetKey, P[]>()
+  const ws = new Map<TargetKey, LatencyWindow[]>()
+  const cpuS = new Map<TargetKey, number>()
+  for (let round = 0; round < windows; round++) {
+    for (const t of roundOrder(targets, round)) {
+      const cpu0 = await treeCpuSeconds(t.pid)
+      const stat0 = await cpuTicks()
+      const { window, pooled } = await phase.measure(t, seconds, String(round + 1))
+      const w: LatencyWindow = { ...window, steal: stealShare(stat0, await cpuTicks()) }
+      cpuS.set(t.key, (cpuS.get(t.key) ?? 0) + (await treeCpuSeconds(t.pid)) - cpu0)
+      ws.set(t.key, [...(ws.get(t.key) ?? []), w])
+      parts.set(t.key, [...(parts.get(t.key) ?? []), pooled])
+      out(`  window ${round + 1}/${windows} ${t.label}: ${windowText(w)}`)
+    }
+  }
+  const results = new Map<TargetKey, WindowedLatency>()
+  for (const t of targets) {
+    const s = summariseWindows(ws.get(t.key) ?? [], await phase.pooled(t, parts.get(t.key) ?? []))
+    results.set(t.key, s)
+    out(`${what} ${t.label}: ${summaryText(s)}`)
+  }
+  return { results, cpuS }
 }
 
 /** Thousands of slow streams through a fresh 1-worker data plane in front of a slow engine. */
