@@ -5,7 +5,7 @@ import type { LatencyWindow, WindowedLatency } from './proxy-windows.js'
 
 /** One counted window whose figures are also the medians and the pooled ones. */
 function one(p50Ms: number, p99Ms: number): WindowedLatency {
-  const w: LatencyWindow = { requests: 1000, failed: 0, p50Ms, p99Ms, steal: 0.01 }
+  const w: LatencyWindow = { requests: 1000, failed: 0, p50Ms, p99Ms, steal: 0.01, cpuWait: 0.2 }
   return { p50Ms, p99Ms, pooledP50Ms: p50Ms, pooledP99Ms: p99Ms, failed: 0, windows: [w] }
 }
 
@@ -17,6 +17,7 @@ function three(p99s: readonly [number, number, number], pooledP99Ms: number): Wi
     p50Ms: 1,
     p99Ms,
     steal: [0.004, 0.13, 0.02][i] ?? 0,
+    cpuWait: [0.25, 0.6, Number.NaN][i] ?? 0,
   }))
   const sorted = [...p99s].sort((a, b) => a - b)
   return {
@@ -261,7 +262,7 @@ describe('render', () => {
 })
 
 describe('windowTable', () => {
-  it("gives each window's p99 with its steal, then the medians and the pooled figures", () => {
+  it("gives each window's p99 with its steal and CPU wait, then the medians and the pooled figures", () => {
     const base = run().measured
     const ours = base.find((x) => x.key === 'ours')
     const direct = base.find((x) => x.key === 'direct')
@@ -271,13 +272,15 @@ describe('windowTable', () => {
       (m) => m.ttfb,
     )
     expect(text.split('\n')[0]).toBe(
-      '| target | window 1 p99 (steal) | window 2 p99 (steal) | window 3 p99 (steal) | median of windows p50 / p99 | pooled p50 / p99 | failed |',
+      '| target | window 1 p99 (steal / CPU wait) | window 2 p99 (steal / CPU wait) | window 3 p99 (steal / CPU wait) | median of windows p50 / p99 | pooled p50 / p99 | failed |',
     )
     expect(text).toContain(
-      '| ours (1 worker) | 3.00 (0.4 %) | 9.00 (13.0 %) | 3.80 (2.0 %) | 1.000 / 3.800 | 1.050 / 7.000 | 0 |',
+      '| ours (1 worker) | 3.00 (0.4 % / 25 %) | 9.00 (13.0 % / 60 %) | 3.80 (2.0 % / n/a) | 1.000 / 3.800 | 1.050 / 7.000 | 0 |',
     )
     // direct ran one window: the missing ones are dashes, not zeros.
-    expect(text).toContain('| direct | 1.50 (1.0 %) | — | — | 0.500 / 1.500 | 0.500 / 1.500 | 0 |')
+    expect(text).toContain(
+      '| direct | 1.50 (1.0 % / 20 %) | — | — | 0.500 / 1.500 | 0.500 / 1.500 | 0 |',
+    )
   })
 })
 

@@ -2,7 +2,7 @@
 // against direct, ours against each peer router, and the issue's targets with pass/fail beside
 // them. Pure (numbers in, markdown out) so the verdicts are unit-tested.
 import type { SlowStreamsResult } from './proxy-streams.js'
-import { fmtSteal, type WindowedLatency } from './proxy-windows.js'
+import { fmtShare, type WindowedLatency } from './proxy-windows.js'
 import { fmt, table } from './report.js'
 
 export type TargetKey = 'direct' | 'ours' | 'oursN' | 'sglang' | 'vllm'
@@ -226,8 +226,8 @@ function quotient(a: number, b: number): string {
 }
 
 /**
- * Each target's windows in the order they ran: p99 and the machine's steal share in each, then
- * the median of the windows and the pooled figures.
+ * Each target's windows in the order they ran: p99, the machine's steal and CPU-wait shares in
+ * each, then the median of the windows and the pooled figures.
  */
 export function windowTable(
   measured: readonly Measured[],
@@ -238,7 +238,7 @@ export function windowTable(
     const w = pick(m)
     const cells = Array.from({ length: k }, (_, i) => {
       const x = w.windows[i]
-      return x ? `${fmt(x.p99Ms, 2)} (${fmtSteal(x.steal)})` : '—'
+      return x ? `${fmt(x.p99Ms, 2)} (${fmtShare(x.steal)} / ${fmtShare(x.cpuWait, 0)})` : '—'
     })
     return [
       m.label,
@@ -251,7 +251,7 @@ export function windowTable(
   return table(
     [
       'target',
-      ...Array.from({ length: k }, (_, i) => `window ${i + 1} p99 (steal)`),
+      ...Array.from({ length: k }, (_, i) => `window ${i + 1} p99 (steal / CPU wait)`),
       'median of windows p50 / p99',
       'pooled p50 / p99',
       'failed',
@@ -289,7 +289,7 @@ export function render(run: ProxyRun): string {
       ? `after a warm-up of ${run.warmupSeconds} s per target at the same rate that is not counted (a fresh process's first seconds are the slowest of the run for every target, the engine alone too)`
       : 'with no warm-up (`--warmup-seconds 0`: the first window of each target includes its cold start)'
   parts.push(
-    `One simulated engine (\`infer-gateway sim --zero-latency\`) answers instantly; every router sits in front of the same engine and the load tools run in their own processes. Each latency phase measures every target in several short windows, the targets in turn window by window (the order rotated each round) so that a slow moment of the shared machine falls on all of them alike, ${warm}. Non-stream: vegeta at ${run.rate} req/s, ${run.windows} windows of ${run.windowSeconds} s per target; then a vegeta closed loop with ${run.connections} connections for ${run.maxSeconds} s per target. Streams: time to the first SSE byte at ${run.streamRate} req/s, ${run.streamWindows} windows of ${run.streamWindowSeconds} s per target (our undici client, the same for every target; vegeta cannot time the first byte of a stream). Latency in ms (p50 / p99) is the median over a target's windows of each window's p50 / p99, the figure the verdicts use: one window in which the machine stalled (the hypervisor took the vCPUs away, or other work burst) moves it less than it moves the p99 of all requests pooled, which the window tables below give beside it with each window's p99 and the share of the machine's CPU time stolen by the hypervisor during that window (/proc/stat; windows with more steal read higher p99s, docs/proxy-cost.md "The tail"; other work on the machine shows in the load average at the end, not in the steal). Added = target − direct, from those medians; CPU = user + system time of the target's process tree over its counted ${run.rate} req/s windows per request sent, in µs (the measure other work on the machine disturbs least; direct is the engine's own cost, which every router adds to); peak RSS = VmHWM of the target's process tree.`,
+    `One simulated engine (\`infer-gateway sim --zero-latency\`) answers instantly; every router sits in front of the same engine and the load tools run in their own processes. Each latency phase measures every target in several short windows, the targets in turn window by window (the order rotated each round) so that a slow moment of the shared machine falls on all of them alike, ${warm}. Non-stream: vegeta at ${run.rate} req/s, ${run.windows} windows of ${run.windowSeconds} s per target; then a vegeta closed loop with ${run.connections} connections for ${run.maxSeconds} s per target. Streams: time to the first SSE byte at ${run.streamRate} req/s, ${run.streamWindows} windows of ${run.streamWindowSeconds} s per target (our undici client, the same for every target; vegeta cannot time the first byte of a stream). Latency in ms (p50 / p99) is the median over a target's windows of each window's p50 / p99, the figure the verdicts use: one window in which the machine stalled (the hypervisor took the vCPUs away, or other work burst) moves it less than it moves the p99 of all requests pooled, which the window tables below give beside it with each window's p99, the share of the machine's CPU time the hypervisor stole during that window (/proc/stat; windows with more steal read higher p99s, docs/proxy-cost.md "The tail") and the share of its wall time in which some task on the machine waited for a CPU (/proc/pressure/cpu "some": other work in this VM, which steal does not show; the benchmark's own load tool, router and engine compete for the cores too, so it is never 0: compare windows and runs with each other, not with 0). Added = target − direct, from those medians; CPU = user + system time of the target's process tree over its counted ${run.rate} req/s windows per request sent, in µs (the measure other work on the machine disturbs least; direct is the engine's own cost, which every router adds to); peak RSS = VmHWM of the target's process tree.`,
   )
   parts.push(
     table(

@@ -1,12 +1,17 @@
 import { describe, expect, it } from 'vitest'
 import {
-  fmtSteal,
+  cpuWaitShare,
+  fmtShare,
   latencyWindow,
+  PressureParseError,
   pooledQuantiles,
+  pressureSomeTotalUs,
   summariseWindows,
   summaryText,
   windowText,
 } from './proxy-windows.js'
+
+const quiet = { steal: 0.025, cpuWait: 0.3 }
 
 /** 1..n ms, ascending. */
 const ramp = (n: number, offset = 0): number[] =>
@@ -14,13 +19,20 @@ const ramp = (n: number, offset = 0): number[] =>
 
 describe('latencyWindow', () => {
   it('takes nearest-rank p50 and p99 of the sorted latencies and keeps failures and steal', () => {
-    const w = latencyWindow(ramp(200), 3, 0.025)
+    const w = latencyWindow(ramp(200), 3, quiet)
     // 200 samples: p50 is the 100th, p99 the 198th.
-    expect(w).toEqual({ requests: 200, failed: 3, p50Ms: 100, p99Ms: 198, steal: 0.025 })
+    expect(w).toEqual({
+      requests: 200,
+      failed: 3,
+      p50Ms: 100,
+      p99Ms: 198,
+      steal: 0.025,
+      cpuWait: 0.3,
+    })
   })
 
   it('is NaN, not zero, for a window with no successful request', () => {
-    const w = latencyWindow([], 5, 0)
+    const w = latencyWindow([], 5, quiet)
     expect(w.requests).toBe(0)
     expect(w.p99Ms).toBeNaN()
   })
@@ -41,6 +53,7 @@ describe('summariseWindows', () => {
     p50Ms,
     p99Ms,
     steal,
+    cpuWait: 0.3,
   })
 
   it("uses the median of the windows' p50 and p99, one slow window does not move it", () => {
@@ -66,18 +79,39 @@ describe('summariseWindows', () => {
   })
 })
 
+describe('CPU pressure', () => {
+  const psi = (someUs: number) =>
+    `some avg10=61.35 avg60=79.26 avg300=65.54 total=${someUs}\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n`
+
+  it('reads the "some" total, not the "full" one', () => {
+    expect(pressureSomeTotalUs(psi(6547330395))).toBe(6547330395)
+  })
+
+  it('refuses text without a "some" line with a typed error', () => {
+    expect(() => pressureSomeTotalUs('full avg10=0.00 total=0')).toThrow(PressureParseError)
+  })
+
+  it('gives the share of the elapsed time that some task waited', () => {
+    // 1.5 s of waiting over a 5 s window.
+    expect(cpuWaitShare(1_000_000, 2_500_000, 5000)).toBe(0.3)
+    expect(cpuWaitShare(Number.NaN, 2_500_000, 5000)).toBeNaN()
+    expect(cpuWaitShare(0, 0, 0)).toBeNaN()
+  })
+})
+
 describe('text', () => {
-  it('prints steal as a percentage, n/a when unknown', () => {
-    expect(fmtSteal(0.1304)).toBe('13.0 %')
-    expect(fmtSteal(Number.NaN)).toBe('n/a')
+  it('prints a share as a percentage, n/a when unknown', () => {
+    expect(fmtShare(0.1304)).toBe('13.0 %')
+    expect(fmtShare(0.456, 0)).toBe('46 %')
+    expect(fmtShare(Number.NaN)).toBe('n/a')
   })
 
   it('prints a window and a summary with the median first and the pooled beside it', () => {
-    expect(windowText(latencyWindow(ramp(200), 2, 0.004))).toBe(
-      'p50 100.000 p99 198.000 ms, 200 timed, 2 failed, machine steal 0.4 %',
+    expect(windowText(latencyWindow(ramp(200), 2, { steal: 0.004, cpuWait: 0.456 }))).toBe(
+      'p50 100.000 p99 198.000 ms, 200 timed, 2 failed, machine steal 0.4 %, CPU wait 46 %',
     )
     const s = summariseWindows(
-      [latencyWindow(ramp(100), 0, 0), latencyWindow(ramp(100, 1000), 0, 0.2)],
+      [latencyWindow(ramp(100), 0, quiet), latencyWindow(ramp(100, 1000), 0, quiet)],
       pooledQuantiles([ramp(100), ramp(100, 1000)]),
     )
     expect(summaryText(s)).toBe(

@@ -17,6 +17,12 @@ export interface LatencyWindow {
   readonly p99Ms: number
   /** Share of the machine's CPU time stolen by the hypervisor over the window (NaN: unknown). */
   readonly steal: number
+  /**
+   * Share of the window's wall time in which some runnable task on the machine waited for a CPU
+   * (/proc/pressure/cpu "some"; NaN: unknown). Steal misses other work inside this VM; this sees
+   * it, and also the benchmark's own processes competing for the two cores, so it is never 0.
+   */
+  readonly cpuWait: number
 }
 
 /** A target's figures over its counted windows. */
@@ -39,15 +45,34 @@ export interface WindowedLatency {
 export function latencyWindow(
   sortedMs: readonly number[],
   failed: number,
-  steal: number,
+  machine: { readonly steal: number; readonly cpuWait: number },
 ): LatencyWindow {
   return {
     requests: sortedMs.length,
     failed,
     p50Ms: percentile(sortedMs, 50),
     p99Ms: percentile(sortedMs, 99),
-    steal,
+    steal: machine.steal,
+    cpuWait: machine.cpuWait,
   }
+}
+
+export class PressureParseError extends Error {
+  override readonly name = 'PressureParseError'
+  readonly code = 'PROXY_PRESSURE_PARSE'
+}
+
+/** The cumulative "some" stall time, µs, of a /proc/pressure/cpu reading. */
+export function pressureSomeTotalUs(text: string): number {
+  const m = /^some\b.*\btotal=(\d+)/m.exec(text)
+  if (m === null) throw new PressureParseError(`no "some … total=" line in: ${text.slice(0, 120)}`)
+  return Number(m[1])
+}
+
+/** Share of `elapsedMs` that two "some" totals (µs) say a task waited for a CPU; NaN if unknown. */
+export function cpuWaitShare(beforeUs: number, afterUs: number, elapsedMs: number): number {
+  if (!(elapsedMs > 0) || !Number.isFinite(beforeUs) || !Number.isFinite(afterUs)) return Number.NaN
+  return (afterUs - beforeUs) / 1000 / elapsedMs
 }
 
 /** p50 and p99 of several windows' latencies (each ascending, ms) taken as one sample. */
@@ -78,13 +103,13 @@ export function summariseWindows(
 }
 
 /** "3.2 %", or "n/a" when the share is unknown. */
-export function fmtSteal(share: number): string {
-  return Number.isFinite(share) ? `${(share * 100).toFixed(1)} %` : 'n/a'
+export function fmtShare(share: number, digits = 1): string {
+  return Number.isFinite(share) ? `${(share * 100).toFixed(digits)} %` : 'n/a'
 }
 
-/** One window as printed while the benchmark runs: "p50 1.812 p99 3.951 ms, steal 0.4 %". */
+/** One window as printed while the benchmark runs. */
 export function windowText(w: LatencyWindow): string {
-  return `p50 ${w.p50Ms.toFixed(3)} p99 ${w.p99Ms.toFixed(3)} ms, ${w.requests} timed${w.failed > 0 ? `, ${w.failed} failed` : ''}, machine steal ${fmtSteal(w.steal)}`
+  return `p50 ${w.p50Ms.toFixed(3)} p99 ${w.p99Ms.toFixed(3)} ms, ${w.requests} timed${w.failed > 0 ? `, ${w.failed} failed` : ''}, machine steal ${fmtShare(w.steal)}, CPU wait ${fmtShare(w.cpuWait, 0)}`
 }
 
 /** A target's summary as printed: the median of the windows first, the pooled figures beside. */

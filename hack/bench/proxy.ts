@@ -6,7 +6,7 @@
 // rate and max throughput in a closed loop; stream time-to-first-byte comes from load.ts (vegeta
 // cannot time the first byte of a stream), the same client for every target. Both latency phases
 // run an uncounted warm-up per target and then short windows, the targets in turn, each window
-// with the machine's CPU steal share; the verdicts read the median of the windows' p99, the
+// with the machine's CPU steal and CPU-wait shares; the verdicts read the median of the windows' p99, the
 // pooled p99 printed beside it (proxy-windows.ts: why). Then thousands of
 // slow streams through ours: memory and event-loop delay. Ours is the esbuild bundle the image
 // runs (proxy-bundle.ts; `--tsx`: the sources through tsx). `--profile` writes a CPU profile of
@@ -35,8 +35,10 @@ import { type SlowStreamsResult, slowStreams } from './proxy-streams.js'
 import { type CpuTicks, parseProcStatCpu, stealShare } from './proxy-tail-analysis.js'
 import { attack, describeFailures, ensureVegeta, failures, report } from './proxy-vegeta.js'
 import {
+  cpuWaitShare,
   type LatencyWindow,
   pooledQuantiles,
+  pressureSomeTotalUs,
   summariseWindows,
   summaryText,
   type WindowedLatency,
@@ -542,9 +544,33 @@ async function fastPaths(
   return measured
 }
 
-/** The machine-wide CPU ticks of /proc/stat, for the steal share of a window. */
-async function cpuTicks(): Promise<CpuTicks> {
-  return parseProcStatCpu(await readFile('/proc/stat', 'utf8'))
+/**
+ * What the machine was doing, read before and after a window: /proc/stat's CPU ticks (steal) and
+ * /proc/pressure/cpu's "some" total (NaN where the kernel has no PSI).
+ */
+interface MachineReading {
+  readonly ticks: CpuTicks
+  readonly waitUs: number
+  readonly atMs: number
+}
+
+async function machineReading(): Promise<MachineReading> {
+  const ticks = parseProcStatCpu(await readFile('/proc/stat', 'utf8'))
+  const waitUs = await readFile('/proc/pressure/cpu', 'utf8').then(
+    pressureSomeTotalUs,
+    () => Number.NaN,
+  )
+  return { ticks, waitUs, atMs: performance.now() }
+}
+
+function machineShares(
+  a: MachineReading,
+  b: MachineReading,
+): { readonly steal: number; readonly cpuWait: number } {
+  return {
+    steal: stealShare(a.ticks, b.ticks),
+    cpuWait: cpuWaitShare(a.waitUs, b.waitUs, b.atMs - a.atMs),
+  }
 }
 
 /** A latency phase run the same way for every target; `P` is what pools a target's windows. */
@@ -560,7 +586,10 @@ interface Phase<P> {
     t: Running,
     seconds: number,
     name: string,
-  ) => Promise<{ readonly window: Omit<LatencyWindow, 'steal'>; readonly pooled: P }>
+  ) => Promise<{
+    readonly window: Omit<LatencyWindow, 'steal' | 'cpuWait'>
+    readonly pooled: P
+  }>
   /** p50 / p99 of all of a target's counted requests together. */
   readonly pooled: (
     t: Running,
@@ -579,7 +608,7 @@ interface PhaseResult {
  * client's, first seconds are the slowest of a run), then `windows` rounds in which every target
  * gets one window in turn, the order rotated each round: a stretch of CPU steal or another
  * process's burst then lands on some window of every target instead of all of one target's run.
- * Each window records the machine's steal share over it.
+ * Each window records the machine's steal and CPU-wait shares over it.
  */
 async function windowed<P>(phase: Phase<P>): Promise<PhaseResult> {
   const { what, targets, windows, seconds } = phase
@@ -599,9 +628,9 @@ async function windowed<P>(phase: Phase<P>): Promise<PhaseResult> {
   for (let round = 0; round < windows; round++) {
     for (const t of roundOrder(targets, round)) {
       const cpu0 = await treeCpuSeconds(t.pid)
-      const stat0 = await cpuTicks()
+      const m0 = await machineReading()
       const { window, pooled } = await phase.measure(t, seconds, String(round + 1))
-      const w: LatencyWindow = { ...window, steal: stealShare(stat0, await cpuTicks()) }
+      const w: LatencyWindow = { ...window, ...machineShares(m0, await machineReading()) }
       cpuS.set(t.key, (cpuS.get(t.key) ?? 0) + (await treeCpuSeconds(t.pid)) - cpu0)
       ws.set(t.key, [...(ws.get(t.key) ?? []), w])
       parts.set(t.key, [...(parts.get(t.key) ?? []), pooled])
