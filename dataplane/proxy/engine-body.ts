@@ -139,7 +139,9 @@ export class EngineBody implements RawSink {
   off(event: BodyEvent, listener: (arg: never) => void): this {
     const ls = this.listeners[event]
     const k = ls.indexOf(listener as Listener)
-    if (k >= 0) ls.splice(k, 1)
+    // The last one (the usual case: one listener per event) without splice's removed-items array.
+    if (k === ls.length - 1) ls.pop()
+    else if (k >= 0) ls.splice(k, 1)
     return this
   }
 

@@ -177,8 +177,18 @@ export class EngineClient {
     for (const p of this.pools.values()) p.sweep()
   }
 
+  /**
+   * The last pool asked for and its engine's address and port: a repeat skips the key string and
+   * the Map lookup (consecutive requests often go to the same engine).
+   */
+  private lastHost = ''
+  private lastPort = -1
+  private lastPool: RawPool | undefined
+
   /** The pool of one engine (made on first use). */
   pool(host: string, port: number): RawPool {
+    if (this.lastPool !== undefined && port === this.lastPort && host === this.lastHost)
+      return this.lastPool
     const key = `${host}|${port}`
     let p = this.pools.get(key)
     if (p === undefined) {
@@ -193,6 +203,9 @@ export class EngineClient {
       })
       this.pools.set(key, p)
     }
+    this.lastHost = host
+    this.lastPort = port
+    this.lastPool = p
     return p
   }
 
@@ -227,5 +240,6 @@ export class EngineClient {
     if (this.timer !== undefined) clearInterval(this.timer)
     for (const p of this.pools.values()) p.destroy()
     this.pools.clear()
+    this.lastPool = undefined
   }
 }

@@ -68,6 +68,36 @@ describe('RawPool', () => {
     expect(pool.stats).toEqual({ open: 1, idle: 1, waiting: 0, active: 0 })
   })
 
+  it("does not reuse a connection within a second of the engine's Keep-Alive timeout", async () => {
+    const { port, sockets } = await listen((_req, res) => res.end('ok'))
+    const server = engineServer()
+    if (server === undefined) throw new Error('no engine')
+    let t = 0
+    pool = new RawPool({ host: '127.0.0.181', port, connections: 4, now: () => t, tickMs: 0 })
+    // Node's server sends `Keep-Alive: timeout=5`: reused until 4 s after the answer.
+    await send(pool)
+    t = 3_900
+    await send(pool)
+    expect(sockets.size).toBe(1)
+    t = 7_950
+    await send(pool)
+    expect(sockets.size).toBe(2)
+    // The engine's timeout changes: the new value is read, not the one remembered.
+    server.keepAliveTimeout = 2_000
+    await send(pool)
+    t = 9_100
+    await send(pool)
+    expect(sockets.size).toBe(3)
+  })
+
+  it('reads the timeout of a Keep-Alive value, and none from a value without one', () => {
+    pool = new RawPool({ host: '127.0.0.181', port: 1, connections: 1, tickMs: 0 })
+    expect(pool.keepAliveOf('timeout=5')).toBe(5_000)
+    expect(pool.keepAliveOf('timeout=5')).toBe(5_000)
+    expect(pool.keepAliveOf('max=100')).toBe(-1)
+    expect(pool.keepAliveOf('timeout=30, max=100')).toBe(30_000)
+  })
+
   it('sends a body larger than the one-write size whole', async () => {
     const { port } = await listen((req, res) => {
       let n = 0

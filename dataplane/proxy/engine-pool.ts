@@ -56,27 +56,71 @@ export interface RawTimeouts {
 
 const NO_TIMEOUTS: RawTimeouts = { connectMs: 0, headersMs: 0, idleMs: 0 }
 
-interface Job {
+/**
+ * One request: what the pool sends and where its answer goes, and (as a class with methods, not
+ * an object of three closures per request) the handle its caller aborts, pauses and resumes.
+ */
+class Job implements RawRequest {
+  readonly pool: RawPool
   readonly method: string
   readonly bytes: Buffer
   readonly body: Buffer | undefined
   readonly sink: RawSink
   readonly timeouts: RawTimeouts
-  conn: Conn | undefined
-  aborted: boolean
+  conn: Conn | undefined = undefined
+  aborted = false
   /** A response byte arrived for this request (after that, a close is not a stale keep-alive). */
-  answered: boolean
+  answered = false
   /** Resent once already after a reused connection closed before answering. */
-  resent: boolean
+  resent = false
   /** Whether the head has arrived (the timeout then is the body's). */
-  headed: boolean
+  headed = false
   /** pool.now() past which the request fails (headers or body timeout); Infinity: none. */
-  deadline: number
+  deadline = Number.POSITIVE_INFINITY
   /**
    * The reader holds the body back (its client is slow): the engine's silence is ours, so the
    * body timeout waits, and restarts on resume (as undici's does).
    */
-  paused: boolean
+  paused = false
+
+  constructor(
+    pool: RawPool,
+    method: string,
+    bytes: Buffer,
+    body: Buffer | undefined,
+    sink: RawSink,
+    timeouts: RawTimeouts,
+  ) {
+    this.pool = pool
+    this.method = method
+    this.bytes = bytes
+    this.body = body
+    this.sink = sink
+    this.timeouts = timeouts
+  }
+
+  abort(): void {
+    if (this.aborted) return
+    this.aborted = true
+    const c = this.conn
+    if (c !== undefined) {
+      this.conn = undefined
+      c.job = undefined
+      c.destroy()
+    } else this.pool.unqueue(this)
+  }
+
+  pause(): void {
+    this.paused = true
+    this.conn?.socket.pause()
+  }
+
+  resume(): void {
+    this.paused = false
+    if (this.headed && this.timeouts.idleMs > 0)
+      this.deadline = this.pool.now() + this.timeouts.idleMs
+    this.conn?.socket.resume()
+  }
 }
 
 class Conn implements ResponseSink {
@@ -107,8 +151,8 @@ class Conn implements ResponseSink {
     for (let k = 0; k < raw.length; k += 2) {
       const name = raw[k] as string
       if (name.length === 10 && name.toLowerCase() === 'keep-alive') {
-        const m = /timeout=(\d+)/.exec(raw[k + 1] as string)
-        if (m !== null) this.expiresAt = this.pool.now() + Number(m[1]) * 1000 - 1000
+        const ms = this.pool.keepAliveOf(raw[k + 1] as string)
+        if (ms >= 0) this.expiresAt = this.pool.now() + ms - 1000
       }
     }
     const job = this.job
@@ -223,6 +267,20 @@ export class RawPool {
     }
   }
 
+  /** The last `Keep-Alive` value read and its timeout in ms (-1: none): an engine sends the same one. */
+  private keepAliveValue = ''
+  private keepAliveValueMs = -1
+
+  /** The timeout in ms of a `Keep-Alive` header's value (`timeout=5`); -1 if it names none. */
+  keepAliveOf(value: string): number {
+    if (value !== this.keepAliveValue) {
+      const m = /timeout=(\d+)/.exec(value)
+      this.keepAliveValue = value
+      this.keepAliveValueMs = m !== null ? Number(m[1]) * 1000 : -1
+    }
+    return this.keepAliveValueMs
+  }
+
   /**
    * Sends `method path` with `headerLines` (each `name: value\r\n`, already checked) and `body`.
    * Host and Content-Length are added here.
@@ -248,45 +306,15 @@ export class RawPool {
       bytes = Buffer.from(head, 'latin1')
       rest = body
     }
-    const job: Job = {
-      method,
-      bytes,
-      body: rest,
-      sink,
-      timeouts,
-      conn: undefined,
-      aborted: false,
-      answered: false,
-      resent: false,
-      headed: false,
-      deadline: Number.POSITIVE_INFINITY,
-      paused: false,
-    }
+    const job = new Job(this, method, bytes, rest, sink, timeouts)
     this.dispatch(job)
-    return {
-      abort: () => {
-        if (job.aborted) return
-        job.aborted = true
-        const c = job.conn
-        if (c !== undefined) {
-          job.conn = undefined
-          c.job = undefined
-          c.destroy()
-        } else {
-          const k = this.queue.indexOf(job)
-          if (k >= 0) this.queue.splice(k, 1)
-        }
-      },
-      pause: () => {
-        job.paused = true
-        job.conn?.socket.pause()
-      },
-      resume: () => {
-        job.paused = false
-        if (job.headed && job.timeouts.idleMs > 0) job.deadline = this.now() + job.timeouts.idleMs
-        job.conn?.socket.resume()
-      },
-    }
+    return job
+  }
+
+  /** Drops a request still waiting for a connection (aborted by its caller). */
+  unqueue(job: Job): void {
+    const k = this.queue.indexOf(job)
+    if (k >= 0) this.queue.splice(k, 1)
   }
 
   private dispatch(job: Job): void {

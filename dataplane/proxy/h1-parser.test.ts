@@ -204,6 +204,31 @@ describe('H1ResponseParser', () => {
     expect(() => parse([text])).toThrow(expect.objectContaining({ code }))
   })
 
+  it.each([
+    ['a reason with a bare CR', 'HTTP/1.1 200 O\rK\r\n\r\n', 'HPE_INVALID_STATUS'],
+    ['a status code of four digits', 'HTTP/1.1 2000 OK\r\n\r\n', 'HPE_INVALID_STATUS'],
+    ['no space after the code', 'HTTP/1.1 200OK\r\n\r\n', 'HPE_INVALID_STATUS'],
+    ['HTTP/1.2', 'HTTP/1.2 200 OK\r\n\r\n', 'HPE_INVALID_STATUS'],
+    ['a field starting with a colon', 'HTTP/1.1 200 OK\r\n: v\r\n\r\n', 'HPE_INVALID_HEADER_TOKEN'],
+    [
+      'a latin1 letter in a name',
+      'HTTP/1.1 200 OK\r\nx\u00e9: 1\r\n\r\n',
+      'HPE_INVALID_HEADER_TOKEN',
+    ],
+    ['a NUL in a value', 'HTTP/1.1 200 OK\r\na: b\u0000c\r\n\r\n', 'HPE_INVALID_HEADER_TOKEN'],
+  ])('refuses %s (status line and field checks)', (_what, text, code) => {
+    expect(() => parse([text])).toThrow(expect.objectContaining({ code }))
+  })
+
+  it('reads a status line without a reason, and trims values as String.trim does', () => {
+    expect(
+      parse(['HTTP/1.0 204\r\nA: \t v w \u00a0\r\nB:\r\nC:x\r\nConnection: keep-alive\r\n\r\n']),
+    ).toEqual([
+      ['head', 204, ['A', 'v w', 'B', '', 'C', 'x', 'Connection', 'keep-alive']],
+      ['end', true],
+    ])
+  })
+
   it('refuses bytes the engine sends with no request outstanding', () => {
     expect(() => parse(['HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nxy'])).toThrow(
       expect.objectContaining({ code: 'HPE_INVALID_CONSTANT' }),

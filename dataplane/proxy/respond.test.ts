@@ -223,4 +223,13 @@ describe('usageOfJson', () => {
       completionTokens: 0,
     })
   })
+  it('finds the key far from the end, and a key past string values "usage" at either side of the tail', () => {
+    const far = `{"usage":{"prompt_tokens":2,"completion_tokens":3},"pad":"${'x'.repeat(2000)}"}`
+    expect(usageOfJson(b(far))).toEqual({ promptTokens: 2, completionTokens: 3 })
+    // A string "usage" in the last bytes, the key itself a few hundred bytes further back (the
+    // search goes on past the byte loop's stretch into the native one).
+    const straddle = `{"usage":{"prompt_tokens":4},"pad":"${'y'.repeat(490)}","note":"usage"}`
+    expect(usageOfJson(b(straddle))).toEqual({ promptTokens: 4, completionTokens: 0 })
+    expect(usageOfJson(b(`{"pad":"${'z'.repeat(3000)}"}`))).toBeUndefined()
+  })
 })

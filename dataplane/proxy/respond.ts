@@ -144,11 +144,7 @@ function usageAt(b: Buffer, from = 0, to = b.length): number {
  * key; OpenAI-style answers (chat, completions, embeddings, Responses) put it last, at the top.
  */
 export function usageOfJson(b: Buffer): Usage | undefined {
-  for (
-    let at = b.lastIndexOf(USAGE_KEY);
-    at >= 0;
-    at = at > 0 ? b.lastIndexOf(USAGE_KEY, at - 1) : -1
-  ) {
+  for (let at = lastUsageKey(b, b.length); at >= 0; at = at > 0 ? lastUsageKey(b, at - 1) : -1) {
     let j = skipSpace(b, at + USAGE_KEY.length)
     if (b[j] !== 0x3a) continue // a string value "usage", not a key
     j = skipSpace(b, j + 1)
@@ -163,6 +159,27 @@ export function usageOfJson(b: Buffer): Usage | undefined {
     }
   }
   return undefined
+}
+
+/** How far from the end `lastUsageKey` looks byte by byte before it asks Buffer's native search. */
+const USAGE_TAIL_BYTES = 512
+
+/**
+ * Where the last `"usage"` starting at or before `from` is; -1 if none. The answer's usage is
+ * near its end: a loop over the last bytes finds it for less than a call into native code costs
+ * here (`lastIndexOf` about 0.6 µs a call); further back, the native search.
+ */
+function lastUsageKey(b: Buffer, from: number): number {
+  const k = USAGE_KEY
+  const stop = Math.max(0, b.length - USAGE_TAIL_BYTES)
+  let i = Math.min(from, b.length - k.length)
+  for (; i >= stop; i--) {
+    if (b[i] !== 0x22 || b[i + 1] !== 0x75) continue
+    let j = 2
+    while (j < k.length && b[i + j] === k[j]) j++
+    if (j === k.length) return i
+  }
+  return i < 0 ? -1 : b.lastIndexOf(k, i)
 }
 
 /** Index of the `}` closing the object that opens at `start`, strings skipped; -1 if none. */
