@@ -119,6 +119,91 @@ describe('Outcome', () => {
     })
   })
 
+  it('writes the access-log fields in one fixed order, the optional ones only when known', () => {
+    const t = setup(false)
+    t.out.identity = {
+      method: 'api-key',
+      subject: 'key:team-a',
+      tenant: 'team-a',
+      tier: 'gold',
+      roles: [],
+      source: 'team-a',
+    }
+    t.out.tried.push({ target: 'server:x', reason: '5xx', status: 503, code: 'upstream_error' })
+    t.out.spill = { reason: 'queue', detail: 'waiting 9' }
+    t.out.finish({
+      status: 200,
+      code: 'upstream_cut',
+      stream: true,
+      bytes: 10,
+      firstByteMs: 3.00049,
+      usage: { promptTokens: 4, completionTokens: 6, cachedPromptTokens: 2 },
+      endpoint: '127.0.0.2:8000',
+      prefillEndpoint: '127.0.0.3:8000',
+      attempts: 2,
+      headersMs: 2,
+      errorMessage: 'cut',
+    })
+    const line = t.log[0] ?? {}
+    expect(Object.keys(line)).toEqual([
+      'time',
+      'request_id',
+      'method',
+      'path',
+      'status',
+      'duration_ms',
+      'model',
+      'route',
+      'rule',
+      'auth',
+      'subject',
+      'tenant',
+      'tier',
+      'target_kind',
+      'server',
+      'upstream_model',
+      'fallbacks',
+      'spilled',
+      'spill_reason',
+      'spill_detail',
+      'endpoint',
+      'prefill_endpoint',
+      'attempts',
+      'stream',
+      'prompt_tokens',
+      'completion_tokens',
+      'cached_prompt_tokens',
+      'first_byte_ms',
+      'upstream_headers_ms',
+      'bytes',
+      'error_message',
+      'error_code',
+    ])
+    expect(line).toMatchObject({
+      tier: 'gold',
+      spill_reason: 'queue',
+      cached_prompt_tokens: 2,
+      first_byte_ms: 3,
+      error_code: 'upstream_cut',
+    })
+    // A plain rule's failure without caller or target: only what is known.
+    const u = setup(true)
+    u.out.target = undefined
+    u.out.fail(errors.internal())
+    expect(Object.keys(u.log[0] ?? {})).toEqual([
+      'time',
+      'request_id',
+      'method',
+      'path',
+      'status',
+      'duration_ms',
+      'model',
+      'route',
+      'rule',
+      'error_code',
+    ])
+  })
+
   it('metric children are bound once per model and API', () => {
     const m = new GatewayMetrics()
     expect(m.series('m', 'chat')).toBe(m.series('m', 'chat'))

@@ -55,9 +55,6 @@ export interface OutcomeEnv {
   readonly observe?: (identity: Identity | undefined, status: number) => void
 }
 
-/** Access-log fields beyond the common ones (the JSON-line logger writes whatever it gets). */
-type Entry = AccessLogEntry & Record<string, unknown>
-
 /**
  * The client went away: no fault whose stack anyone reads, so none is captured. It is the reason
  * every upstream request of that client is aborted with, and Node formats the stack of the error a
@@ -148,17 +145,8 @@ export class Outcome {
     s.requests(err.status, err.code).inc()
     s.duration.observe(duration / 1000)
     if (this.#env.accessLog === discardLogger) return errorResponse(err, this.requestId)
-    const entry: Entry = {
-      time: new Date().toISOString(),
-      request_id: this.requestId,
-      method: 'POST',
-      path: this.path,
-      status: err.status,
-      duration_ms: round(duration),
-      ...(this.model !== undefined ? { model: clip(this.model) } : {}),
-      ...this.routeFields(),
-      error_code: err.code,
-    }
+    const entry = this.#entry(err.status, duration)
+    entry.error_code = err.code
     this.#env.accessLog(entry)
     return errorResponse(err, this.requestId)
   }
@@ -209,30 +197,25 @@ export class Outcome {
     }
     // Without an access log (--no-access-log) the line is not even built.
     if (this.#env.accessLog === discardLogger) return
-    const entry: Entry = {
-      time: new Date().toISOString(),
-      request_id: this.requestId,
-      method: 'POST',
-      path: this.path,
-      status: f.status,
-      duration_ms: round(duration),
-      ...(this.model !== undefined ? { model: clip(this.model) } : {}),
-      ...this.routeFields(),
-      ...(f.endpoint !== undefined ? { endpoint: f.endpoint } : {}),
-      ...(f.prefillEndpoint !== undefined ? { prefill_endpoint: f.prefillEndpoint } : {}),
-      ...(f.attempts !== undefined ? { attempts: f.attempts } : {}),
-      stream: f.stream,
-      ...(u ? { prompt_tokens: u.promptTokens, completion_tokens: u.completionTokens } : {}),
-      ...(u?.cachedPromptTokens ? { cached_prompt_tokens: u.cachedPromptTokens } : {}),
-      ...(cost !== undefined && currency !== undefined
-        ? { cost: Math.round(cost * 1e9) / 1e9, currency }
-        : {}),
-      ...(f.firstByteMs !== undefined ? { first_byte_ms: round(f.firstByteMs) } : {}),
-      ...(f.headersMs !== undefined ? { upstream_headers_ms: round(f.headersMs) } : {}),
-      bytes: f.bytes,
-      ...(f.errorMessage !== undefined ? { error_message: f.errorMessage } : {}),
-      ...(f.code !== '' ? { error_code: f.code } : {}),
+    const entry = this.#entry(f.status, duration)
+    if (f.endpoint !== undefined) entry.endpoint = f.endpoint
+    if (f.prefillEndpoint !== undefined) entry['prefill_endpoint'] = f.prefillEndpoint
+    if (f.attempts !== undefined) entry.attempts = f.attempts
+    entry.stream = f.stream
+    if (u) {
+      entry.prompt_tokens = u.promptTokens
+      entry.completion_tokens = u.completionTokens
     }
+    if (u?.cachedPromptTokens) entry['cached_prompt_tokens'] = u.cachedPromptTokens
+    if (cost !== undefined && currency !== undefined) {
+      entry['cost'] = Math.round(cost * 1e9) / 1e9
+      entry['currency'] = currency
+    }
+    if (f.firstByteMs !== undefined) entry.first_byte_ms = round(f.firstByteMs)
+    if (f.headersMs !== undefined) entry.upstream_headers_ms = round(f.headersMs)
+    entry.bytes = f.bytes
+    if (f.errorMessage !== undefined) entry['error_message'] = f.errorMessage
+    if (f.code !== '') entry.error_code = f.code
     this.#env.accessLog(entry)
   }
 
@@ -306,43 +289,61 @@ export class Outcome {
     return this.#series
   }
 
-  /** Route, rule, caller and target: what the access log says about where the request went. */
-  private routeFields(): Record<string, unknown> {
+  /**
+   * The access-log line's common fields, then route, rule, caller and target (what it says about
+   * where the request went). Assigned one by one in the line's order: the conditional object
+   * spreads this was built with before took a generic copy per field group, and the line is
+   * written for every request.
+   */
+  #entry(status: number, duration: number): MutableEntry {
+    const e: MutableEntry = {
+      time: new Date().toISOString(),
+      request_id: this.requestId,
+      method: 'POST',
+      path: this.path,
+      status,
+      duration_ms: round(duration),
+    }
+    if (this.model !== undefined) e.model = clip(this.model)
     const d = this.decision
     const id = this.identity
     const t = this.target
-    const chain = d !== undefined && !d.plain
-    return {
-      ...(d !== undefined ? { route: d.route.key, rule: d.rule.name } : {}),
-      ...(id !== undefined
-        ? {
-            auth: id.method,
-            subject: id.subject,
-            tenant: id.tenant,
-            ...(id.tier ? { tier: id.tier } : {}),
-          }
-        : {}),
-      ...(t === undefined
-        ? {}
-        : t.kind === 'server'
-          ? {
-              ...(chain ? { target_kind: 'server' } : {}),
-              server: t.server.key,
-              upstream_model: t.upstreamModel,
-            }
-          : {
-              target_kind: 'provider',
-              provider: t.provider.key,
-              provider_type: t.provider.type,
-              upstream_model: t.upstreamModel,
-            }),
-      ...(this.tried.length > 0 ? { fallbacks: [...this.tried] } : {}),
-      ...(this.spill !== undefined
-        ? { spilled: true, spill_reason: this.spill.reason, spill_detail: this.spill.detail }
-        : {}),
+    if (d !== undefined) {
+      e.route = d.route.key
+      e.rule = d.rule.name
     }
+    if (id !== undefined) {
+      e.auth = id.method
+      e.subject = id.subject
+      e.tenant = id.tenant
+      if (id.tier) e.tier = id.tier
+    }
+    if (t !== undefined) {
+      if (t.kind === 'server') {
+        if (d !== undefined && !d.plain) e['target_kind'] = 'server'
+        e.server = t.server.key
+      } else {
+        e['target_kind'] = 'provider'
+        e['provider'] = t.provider.key
+        e['provider_type'] = t.provider.type
+      }
+      e.upstream_model = t.upstreamModel
+    }
+    if (this.tried.length > 0) e['fallbacks'] = [...this.tried]
+    if (this.spill !== undefined) {
+      e['spilled'] = true
+      e['spill_reason'] = this.spill.reason
+      e['spill_detail'] = this.spill.detail
+    }
+    return e
   }
 }
+
+/** An access-log line being built (AccessLogEntry's fields writable, plus the others by name). */
+type MutableEntry = { -readonly [K in keyof AccessLogEntry]: AccessLogEntry[K] } & Record<
+  string,
+  unknown
+>
 
 function round(ms: number): number {
   return Math.round(ms * 1000) / 1000

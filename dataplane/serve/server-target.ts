@@ -177,7 +177,8 @@ async function dispatch(
     return failed(err, lastFailure === 'connect-failure' ? 'connect-failure' : undefined)
   }
 
-  return answer({
+  // Built field by field: a conditional spread is a generic copy per request.
+  const a: Writable<Answer> = {
     t,
     ctx,
     more,
@@ -187,8 +188,9 @@ async function dispatch(
     admission,
     dl,
     injectUsage,
-    ...(owned !== undefined ? { owned } : {}),
-  })
+  }
+  if (owned !== undefined) a.owned = owned
+  return answer(a)
 }
 
 /** A self-hosted answer on its way to the client (shared with the prefill/decode target). */
