@@ -106,6 +106,28 @@ export class EngineBody implements RawSink {
     return null
   }
 
+  /** See UpstreamBody.takeWhole: the pieces of a body that ended unread, at most `max` bytes. */
+  takeWhole(max: number): Buffer[] | undefined {
+    if (
+      !this.ended ||
+      this.closed ||
+      this.head !== 0 ||
+      this.readableLength > max ||
+      this.flushQueued ||
+      this.listeners.data.length > 0 ||
+      this.listeners.readable.length > 0 ||
+      this.listeners.end.length > 0
+    )
+      return undefined
+    const chunks = this.chunks.splice(0)
+    this.readableLength = 0
+    // Ended as if read to its end ('end' and 'close' had nobody to tell).
+    this.endEmitted = true
+    this.closed = true
+    this.settle()
+    return chunks
+  }
+
   private pauseSocket(): void {
     if (this.socketPaused) return
     this.socketPaused = true

@@ -149,6 +149,34 @@ describe('EngineClient and EngineBody', () => {
     expect(got).toEqual(['data whole', 'end', 'close'])
   })
 
+  it('hands a body that came whole over at once (takeWhole), then it has ended; not one that has not', async () => {
+    const { port, sockets } = await listen((req, res) => {
+      req.resume()
+      if (req.url === '/slow') {
+        res.write('part')
+        setTimeout(() => res.end(' rest'), 30)
+      } else res.end('whole')
+    })
+    const r = await call(port)
+    // Over the cap asked for: left to be read as a stream.
+    expect(r.body.takeWhole(4)).toBeUndefined()
+    const chunks = r.body.takeWhole(1024)
+    expect(Buffer.concat(chunks ?? []).toString()).toBe('whole')
+    expect(r.body.destroyed).toBe(true)
+    expect(r.body.read()).toBeNull()
+    // Taken once; dump() of an ended body resolves; the connection is reused.
+    expect(r.body.takeWhole(1024)).toBeUndefined()
+    await r.body.dump()
+    const slow = await call(port, { path: '/slow' })
+    expect(slow.body.takeWhole(1024)).toBeUndefined()
+    expect(await slow.body.text()).toBe('part rest')
+    expect(sockets.size).toBe(1)
+    // A body someone listens to is theirs.
+    const listened = await call(port)
+    listened.body.on('end', () => {})
+    expect(listened.body.takeWhole(1024)).toBeUndefined()
+  })
+
   it('pauses the engine while a data reader is paused, and dump() reuses the connection', async () => {
     const chunks = 40
     const { port, sockets } = await listen((req, res) => {

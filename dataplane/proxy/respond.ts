@@ -402,6 +402,16 @@ export function toClientResponse(
     if (opts.nodeResponse !== undefined) return streamToNode(up, opts, opts.nodeResponse)
     return streamResponse(up, responseHeaders(up.headers, opts.extraHeaders), opts)
   }
+  // The raw client's answer that came whole with its head (the usual non-streamed one): answered
+  // now, no stream read, no promise.
+  const limit = opts.maxBodyBytes ?? DEFAULT_MAX_UPSTREAM_BODY_BYTES
+  const whole = up.body.takeWhole?.(Math.min(limit, HOLD_WHOLE_BYTES))
+  if (whole !== undefined) {
+    let bytes = 0
+    for (const c of whole) bytes += c.byteLength
+    const firstByteMs = bytes > 0 ? performance.now() - opts.startedAt : undefined
+    return wholeResponse(up, opts, whole, bytes, firstByteMs)
+  }
   return bufferedResponse(up, opts)
 }
 
@@ -514,6 +524,17 @@ async function bufferedResponse(up: UpstreamResponse, opts: RespondOptions): Pro
       bytes,
       firstByteMs,
     )
+  return wholeResponse(up, opts, chunks, bytes, firstByteMs)
+}
+
+/** A non-streamed body read whole: its usage, the outcome, then the client's response. */
+function wholeResponse(
+  up: UpstreamResponse,
+  opts: RespondOptions,
+  chunks: readonly Uint8Array[],
+  bytes: number,
+  firstByteMs: number | undefined,
+): Response {
   const body = chunks.length === 1 && chunks[0] !== undefined ? chunks[0] : Buffer.concat(chunks)
   let usage: Usage | undefined
   const ct = contentType(up.headers)

@@ -51,6 +51,13 @@ export interface UpstreamBody extends AsyncIterable<unknown> {
   dump(opts?: { limit: number }): Promise<void>
   text(): Promise<string>
   json(): Promise<unknown>
+  /**
+   * The raw client's body only: when the body has already arrived whole (at most `max` bytes)
+   * and nothing has read or listened to it, its pieces, handed over at once (the body has then
+   * ended); undefined otherwise. A non-streamed answer usually comes in the read that brings its
+   * head: taking it skips the listeners, the promise and the tick of reading it as a stream.
+   */
+  takeWhole?(max: number): Buffer[] | undefined
 }
 
 /** A response head and its body, from either client. */
