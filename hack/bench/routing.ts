@@ -1,5 +1,6 @@
 // `npm run bench:routing` (tsx hack/bench/routing.ts [--quick] [--no-write] [--only <regime>] [--trace <dir>]
-// [--routers <a,b>] [--seconds <n>] [--no-peers] [--workers <n>] [--prefill-interference]): routing quality of the scheduler. A fleet of
+// [--routers <a,b>] [--seconds <n>] [--no-peers] [--workers <n>] [--prefill-interference]
+// [--gateway-args=<flags>] [--gateway-node-args=<flags>] [--poll-metrics <ms>]): routing quality of the scheduler. A fleet of
 // simulated engines (own process) behind the real data plane (own process, the CLI), driven by an
 // open-loop load generator (this process), for several workloads, engine shapes, arrival rates and
 // routers. Every router sees the same request sequence (seeded), and each run starts with a fresh
@@ -23,13 +24,13 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { DEFAULT_PROFILE } from '../../dataplane/scheduler/profile.js'
-import type { SimOptions, SimStats } from '../sim/index.js'
+import { applyChatTemplate, countTokens, type SimOptions, type SimStats } from '../sim/index.js'
 import { createRng } from '../sim/rng.js'
 import { type Fleet, startFleet, startGateway } from './fleet-process.js'
 import { percentile } from './load.js'
 import { ensurePeer, PEERS, type PeerInstall, type PeerName, startPeer } from './peers.js'
 import { benchRoleOf, cpuBetween, treeCpu } from './proc-cpu.js'
-import { type Proc, spawnScript } from './procs.js'
+import { type Proc, spawnCli, spawnScript } from './procs.js'
 import { fmt, table, writeSection } from './report.js'
 import { routingManifests, type SchedulerPluginSpec } from './routing-config.js'
 import { runEppRoutingBench } from './routing-epp.js'
@@ -41,6 +42,7 @@ import {
   type RequestResult,
   runOpenLoop,
 } from './routing-load.js'
+import { aboveFloor, type EngineSide, engineSide } from './routing-path.js'
 import { runPdBench } from './routing-pd.js'
 import { runSpillBench } from './routing-spill.js'
 import { runScenario, type ScenarioOptions } from './scenario.js'
@@ -67,8 +69,19 @@ const { values: opts } = parseArgs({
     // Every engine's prefills delay its other requests (the simulator's prefillInterference: one
     // GPU computes prompts one after another and decode waits for them), off by default.
     'prefill-interference': { type: 'boolean', default: false },
+    // More flags for our data plane (space-separated, e.g. "--scrape off"): A/B of the path.
+    'gateway-args': { type: 'string' },
+    // Node flags for our data plane's process (e.g. "--cpu-prof --cpu-prof-dir=/tmp/p").
+    'gateway-node-args': { type: 'string' },
+    // While the load runs, GET every engine's /metrics this often (ms) from this process: gives a
+    // peer router's engines the scrape load our data plane puts on them (it scrapes every 200 ms).
+    'poll-metrics': { type: 'string' },
   },
 })
+const GATEWAY_ARGS = (opts['gateway-args'] ?? '').split(' ').filter((a) => a !== '')
+const GATEWAY_NODE_ARGS = (opts['gateway-node-args'] ?? '').split(' ').filter((a) => a !== '')
+const POLL_METRICS_MS =
+  opts['poll-metrics'] !== undefined ? Number(opts['poll-metrics']) : undefined
 const WORKERS = Number(opts.workers ?? 1)
 if (!Number.isInteger(WORKERS) || WORKERS < 1) throw new Error('--workers must be an integer >= 1')
 const QUICK = opts.quick
@@ -180,6 +193,12 @@ interface Workload {
   readonly maxLoras?: number
   /** 100 % load in requests per second. */
   readonly capacity: number
+  /**
+   * Every request's engine-side TTFT with no queue (its whole prompt prefilled), when that is one
+   * figure for the workload (distinct prompts of one length): what the client sees above it is
+   * queueing or the path (routing-path.ts). Printed per run.
+   */
+  readonly floorMs?: number
   /** The request sequence for a given load (fraction of capacity); same seed for every policy. */
   plan(load: number): PlannedRequest[]
 }
@@ -265,7 +284,8 @@ function decodeBound(): Workload {
 function uniform(): Workload {
   const e = PREFILL_BOUND
   const prompt = 600
-  const pods = homogeneous(2)
+  const scale = 2
+  const pods = homogeneous(scale)
   const cap = capacity(e, pods, prompt, OUT)
   return {
     name: 'uniform',
@@ -274,6 +294,12 @@ function uniform(): Workload {
     shape: e,
     pods,
     capacity: cap,
+    // The chat template adds its tokens to the words (617 in all here).
+    floorMs:
+      scale *
+      (e.prefillOverheadMs +
+        countTokens(applyChatTemplate([{ role: 'user', content: words(prompt, createRng(0)) }])) *
+          e.prefillMsPerToken),
     plan(load) {
       const r = createRng(20)
       return poissonTimes(load * cap, DURATION_MS, r).map((at) => ({
@@ -568,6 +594,115 @@ interface DebugView {
   servers: Record<string, { state?: Record<string, Record<string, unknown>> }>
 }
 
+/**
+ * Our data plane with --gateway-args / --gateway-node-args, as startGateway starts it otherwise.
+ * With `--scrape off` it never has fresh metrics: then wait for it to list every pod only.
+ */
+async function startGatewayWith(file: string, port: number, pods: number): Promise<Proc> {
+  const gw = await spawnCli(
+    [
+      'dataplane',
+      '--config',
+      file,
+      ...GATEWAY_ARGS,
+      '--explain',
+      '--workers',
+      String(WORKERS),
+      '--host',
+      '127.0.0.1',
+      '--port',
+      String(port),
+      '--no-access-log',
+      '--drain-delay',
+      '0',
+    ],
+    /"msg":"data plane listening"/,
+    GATEWAY_NODE_ARGS,
+    60_000 * WORKERS,
+  )
+  const scraped = !GATEWAY_ARGS.join(' ').includes('--scrape off')
+  const deadline = Date.now() + 10_000
+  for (;;) {
+    try {
+      const d = await getJson<DebugView>(`http://127.0.0.1:${port}/debug/endpoints`)
+      if (d.endpoints.length === pods && (!scraped || d.endpoints.every((e) => e.scrape.fresh)))
+        return gw
+    } catch {
+      // not yet
+    }
+    if (Date.now() > deadline) {
+      await gw.stop()
+      throw new Error('gateway never listed its endpoints')
+    }
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
+/** GETs each engine's /metrics every `everyMs` (one loop per engine) until the returned stop. */
+function pollMetrics(urls: readonly string[], everyMs: number): () => Promise<void> {
+  let on = true
+  const loops = urls.map(async (url) => {
+    while (on) {
+      const t = performance.now()
+      try {
+        await (await fetch(`${url}/metrics`)).text()
+      } catch {
+        // a restarting engine: next round
+      }
+      await new Promise((r) => setTimeout(r, Math.max(0, everyMs - (performance.now() - t))))
+    }
+  })
+  return async () => {
+    on = false
+    await Promise.all(loops)
+  }
+}
+
+/**
+ * Choice or path (routing-path.ts): the client's TTFT above the workload's floor over the measured
+ * window, and per engine (whole run, as its counters are) requests, engine-side queue and TTFT
+ * against the client's mean TTFT of the requests it served.
+ */
+function pathLines(
+  floorMs: number,
+  measured: readonly RequestResult[],
+  all: readonly RequestResult[],
+  engines: readonly (readonly [string, EngineSide])[],
+): string {
+  const a = aboveFloor(measured, floorMs)
+  const f = (n: number) => fmt(n, 1)
+  let out = `  above the ${f(floorMs)} ms floor (client TTFT - prefill; measured window): p10/p50/p75/p90/p99 ${f(a.p10)}/${f(a.p50)}/${f(a.p75)}/${f(a.p90)}/${f(a.p99)} ms; queued (> 15 ms) ${a.queued}/${a.n}; not queued p50/p90 ${f(a.pathP50)}/${f(a.pathP90)} ms\n`
+  // Over the run (warm-up included): a start-up cost of the router shows in the first seconds.
+  const bySec = new Map<number, RequestResult[]>()
+  for (const r of all) {
+    const k = Math.floor(r.at / 1000)
+    bySec.set(k, [...(bySec.get(k) ?? []), r])
+  }
+  out += `    above the floor per second of the run, p50/p90: ${[...bySec.entries()]
+    .sort((x, y) => x[0] - y[0])
+    .map(([k, rs]) => {
+      const b = aboveFloor(rs, floorMs)
+      return `${k}s ${fmt(b.p50, 1)}/${fmt(b.p90, 1)}`
+    })
+    .join(', ')}\n`
+  let clientSum = 0
+  let engineSum = 0
+  let n = 0
+  for (const [pod, e] of engines) {
+    const mine = all.filter(
+      (r) =>
+        r.pod === pod && r.status === 200 && r.error === undefined && Number.isFinite(r.ttftMs),
+    )
+    const clientMean = mine.reduce((s, r) => s + r.ttftMs, 0) / mine.length
+    clientSum += clientMean * mine.length
+    engineSum += e.ttftMeanMs * e.requests
+    n += mine.length
+    out += `    ${pod} (whole run): ${mine.length} ok (engine counted ${e.requests}), engine queue mean ${f(e.queueMeanMs)} ms (total ${fmt(e.queueTotalMs, 0)} ms), engine TTFT mean ${f(e.ttftMeanMs)} ms, client TTFT mean ${f(clientMean)} ms → path ${f(clientMean - e.ttftMeanMs)} ms\n`
+  }
+  out += `    all pods: client − engine TTFT mean ${f((clientSum - engineSum) / n)} ms\n`
+  return out
+}
+
 // ---------------------------------------------------------------------------------------------
 // one run
 
@@ -748,7 +883,11 @@ async function runOne(spec: RunSpec, dir: string, peers: PeerInstalls): Promise<
       const ports = Array.from({ length: replicas }, (_, i) => GW_PORT + i)
       // One at a time: starting several CLIs at once on two cores only makes each slower.
       for (const port of ports)
-        procs.push(await startGateway(file, port, w.pods.length, { workers: WORKERS }))
+        procs.push(
+          GATEWAY_ARGS.length + GATEWAY_NODE_ARGS.length > 0
+            ? await startGatewayWith(file, port, w.pods.length)
+            : await startGateway(file, port, w.pods.length, { workers: WORKERS }),
+        )
       if (balancerHop(scenario)) {
         procs.push(await startBalancerProc(ports))
         origin = `http://127.0.0.1:${BALANCER_PORT}`
@@ -789,7 +928,15 @@ async function runOne(spec: RunSpec, dir: string, peers: PeerInstalls): Promise<
     const cpu0 = await treeCpu(process.pid, benchRoleOf)
     const loadStart = performance.now()
     armRestarts()
+    const stopPolling =
+      POLL_METRICS_MS !== undefined
+        ? pollMetrics(
+            fleet.members.map((m) => m.url),
+            POLL_METRICS_MS,
+          )
+        : undefined
     const results = await runOpenLoop(origin, plan)
+    await stopPolling?.()
     const loadSec = (performance.now() - loadStart) / 1000
     const cpu = [...cpuBetween(cpu0, await treeCpu(process.pid, benchRoleOf))].filter(
       ([, s]) => s > 0,
@@ -830,6 +977,15 @@ async function runOne(spec: RunSpec, dir: string, peers: PeerInstalls): Promise<
       ...(await Promise.all(fleet.members.map((m) => getJson<SimStats>(`${m.url}/sim/stats`)))),
       ...retired,
     ]
+    if (w.floorMs !== undefined) {
+      const engines = await Promise.all(
+        fleet.members.map(
+          async (m) =>
+            [m.name, engineSide(await (await fetch(`${m.url}/metrics`)).text())] as const,
+        ),
+      )
+      process.stdout.write(pathLines(w.floorMs, measured, results, engines))
+    }
     const debug =
       policy.peer === undefined
         ? await getJson<DebugView>(`http://127.0.0.1:${GW_PORT}/debug/endpoints`)
