@@ -43,6 +43,12 @@ export class PrefixIndex {
   /** The user that feeds this index from request events (see the header); any object. */
   owner: object | undefined
   readonly #blocks = new Map<EndpointState, BlockTable>()
+  /**
+   * Each table's size by its endpoint's slot, and the state it is for (see occupancy): read for
+   * most candidates of a decision, the Map entry and the table object were two cache misses each.
+   */
+  #sizeOf = new Int32Array(64)
+  readonly #sizeEp: (EndpointState | undefined)[] = []
   /** Match depth by endpoint slot, reused across decisions. */
   #match = new Int32Array(64)
   /** What #match holds: depths of `#memoHashes` for `#memoEps` as of `#memoGen`. */
@@ -160,6 +166,19 @@ export class PrefixIndex {
     for (let i = hashes.length - 1; i >= 0; i--) slot = table.touch(hashes[i] as number, slot + 1)
     // The head, touched last, is in `slot` (an earlier touch may have evicted its old place).
     if (hashes.length > 0 && table.markFirst(slot)) this.#firstAdd(hashes[0] as number, ep.slot)
+    this.#sized(ep, table.size)
+  }
+
+  /** `ep`'s table now holds `size` blocks (see #sizeOf). */
+  #sized(ep: EndpointState, size: number): void {
+    const s = ep.slot
+    if (s >= this.#sizeOf.length) {
+      const grown = new Int32Array(Math.max(s + 1, this.#sizeOf.length * 2))
+      grown.set(this.#sizeOf)
+      this.#sizeOf = grown
+    }
+    this.#sizeOf[s] = size
+    this.#sizeEp[s] = ep
   }
 
   /**
@@ -300,8 +319,12 @@ export class PrefixIndex {
 
   /** Share of the endpoint's KV cache the blocks remembered for it fill (0..1). */
   occupancy(ep: EndpointState): number {
-    const t = this.#blocks.get(ep)
-    return t === undefined ? 0 : Math.min(1, t.size / this.capacityOf(ep))
+    // A state sharing its slot with another (a throwaway one) looks its table up.
+    const size =
+      this.#sizeEp[ep.slot] === ep
+        ? (this.#sizeOf[ep.slot] as number)
+        : (this.#blocks.get(ep)?.size ?? 0)
+    return size === 0 ? 0 : Math.min(1, size / this.capacityOf(ep))
   }
 
   /**
@@ -337,6 +360,7 @@ export class PrefixIndex {
     for (const h of table.firstHashes()) this.#firstRemove(h, ep.slot)
     table.onEvictFirst = undefined
     this.#blocks.delete(ep)
+    if (this.#sizeEp[ep.slot] === ep) this.#sized(ep, 0)
     this.#gen++
   }
 

@@ -65,6 +65,9 @@ describe('EndpointState: blended load', () => {
     s.dispatchStarted(ticket, 0)
     scraped(s, 0, { missing: ['waiting', 'running'] })
     expect(s.pending(1)).toBe(1)
+    // The next scrape reports them again: counted from then on.
+    scraped(s, 2, { waiting: 3, running: 4 })
+    expect(s.pending(3)).toBe(7)
   })
 
   it('measures TTFT and TPOT on proxied streams, preferring them over the engine means', () => {
@@ -76,6 +79,11 @@ describe('EndpointState: blended load', () => {
     s.dispatchEnded(ticket, ok, 2)
     expect(s.ttft(2)).toBe(40)
     expect(s.tpot(2)).toBe(10) // (100 − 40) / (7 − 1)
+    // Older than latencyMaxAgeMs: the engine's means again.
+    const later = 2 + DEFAULT_STATE_OPTIONS.latencyMaxAgeMs + 1
+    scraped(s, later, { ttftMeanSec: 0.5, tpotMeanSec: 0.02 })
+    expect(s.ttft(later)).toBe(500)
+    expect(s.tpot(later)).toBe(20)
     // Non-stream bodies say nothing about TTFT.
     const s2 = state('b', 3)
     s2.dispatchStarted({ ...ticket, stream: false }, 0)

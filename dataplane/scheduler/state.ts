@@ -149,6 +149,23 @@ export class EndpointState {
   readonly #opts: StateOptions
   /** #opts.staleAfterMs, read by `fresh` many times per decision (one load fewer each). */
   readonly #staleAfterMs: number
+  /** #opts.latencyMaxAgeMs, read by `ttft` and `tpot` for every candidate (as #staleAfterMs). */
+  readonly #latencyMaxAgeMs: number
+  /**
+   * ttftMs's and tpotMs's value and time (NaN, -∞ before the first), copied here on each add:
+   * read for every candidate of a decision, the two Ewma objects were two more objects, each a
+   * cache miss, per candidate.
+   */
+  #ttftOwn = Number.NaN
+  #ttftOwnAt = Number.NEGATIVE_INFINITY
+  #tpotOwn = Number.NaN
+  #tpotOwnAt = Number.NEGATIVE_INFINITY
+  /**
+   * The scrape `#loadUnknown` was worked out for, and whether it reported neither waiting nor
+   * running (`pending` reads this for every candidate instead of the scrape's `missing` array).
+   */
+  #loadOf: EngineMetrics | undefined
+  #loadUnknown = false
 
   // engine view
   metrics: EngineMetrics | undefined
@@ -239,6 +256,7 @@ export class EndpointState {
     this.nameHash = hashString(ep.name)
     this.#opts = opts
     this.#staleAfterMs = opts.staleAfterMs
+    this.#latencyMaxAgeMs = opts.latencyMaxAgeMs
   }
 
   /** Scraped metrics young enough to trust. */
@@ -254,7 +272,12 @@ export class EndpointState {
   pending(now: number): number {
     const m = this.fresh(now)
     const mine = this.inFlight + this.peerInFlight
-    if (m === undefined || m.missing.length === 2) return mine
+    if (m === undefined) return mine
+    if (m !== this.#loadOf) {
+      this.#loadOf = m
+      this.#loadUnknown = m.missing.length === 2
+    }
+    if (this.#loadUnknown) return mine
     return Math.max(mine, m.waiting + m.running + mine - this.#inFlightAtScrape)
   }
 
@@ -282,8 +305,12 @@ export class EndpointState {
 
   /** Time to first token in ms: own measurement when recent, else the engine's interval mean. */
   ttft(now: number): number | undefined {
-    if (this.ttftMs.value !== undefined && now - this.ttftMs.at <= this.#opts.latencyMaxAgeMs) {
-      return this.ttftMs.value
+    // (Never measured: -∞, and then not even an unbounded latencyMaxAgeMs takes the NaN.)
+    if (
+      this.#ttftOwnAt !== Number.NEGATIVE_INFINITY &&
+      now - this.#ttftOwnAt <= this.#latencyMaxAgeMs
+    ) {
+      return this.#ttftOwn
     }
     const s = this.fresh(now)?.ttftMeanSec
     return s === undefined ? undefined : s * 1000
@@ -291,8 +318,12 @@ export class EndpointState {
 
   /** Time per output token in ms, same preference as `ttft`. */
   tpot(now: number): number | undefined {
-    if (this.tpotMs.value !== undefined && now - this.tpotMs.at <= this.#opts.latencyMaxAgeMs) {
-      return this.tpotMs.value
+    // (Never measured: -∞, and then not even an unbounded latencyMaxAgeMs takes the NaN.)
+    if (
+      this.#tpotOwnAt !== Number.NEGATIVE_INFINITY &&
+      now - this.#tpotOwnAt <= this.#latencyMaxAgeMs
+    ) {
+      return this.#tpotOwn
     }
     const s = this.fresh(now)?.tpotMeanSec
     return s === undefined ? undefined : s * 1000
@@ -417,8 +448,14 @@ export class EndpointState {
     this.#outlierSucceeded(now, sentAt)
     if (t.stream && o.firstByteMs !== undefined && o.status < 300) {
       this.ttftMs.add(o.firstByteMs, now)
+      this.#ttftOwn = this.ttftMs.value as number
+      this.#ttftOwnAt = now
       const n = o.completionTokens ?? 0
-      if (n > 1) this.tpotMs.add((o.durationMs - o.firstByteMs) / (n - 1), now)
+      if (n > 1) {
+        this.tpotMs.add((o.durationMs - o.firstByteMs) / (n - 1), now)
+        this.#tpotOwn = this.tpotMs.value as number
+        this.#tpotOwnAt = now
+      }
     }
   }
 

@@ -40,6 +40,15 @@ describe('gpu-aware', () => {
     expect(h100.inFlight).toBeLessThanOrEqual(41)
   })
 
+  it('follows an endpoint whose labels changed (a new snapshot)', () => {
+    const a = state('a', 2, { labels: { gpu: 'H100' } })
+    const b = state('b', 3, { labels: { gpu: 'A10' } })
+    const p = gpuAware({})
+    expect(scores(p, req(), [a, b])).toEqual([1, 0])
+    a.labels = { gpu: 'T4' }
+    expect(scores(p, req(), [a, b])).toEqual([0, 1])
+  })
+
   it('takes the capacity table and label keys from the profile', () => {
     const big = state('x', 2, { labels: { accel: 'fast' } })
     const small = state('y', 3, { labels: { accel: 'slow' } })

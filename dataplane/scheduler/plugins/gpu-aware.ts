@@ -68,15 +68,22 @@ export function gpuAware(args: PluginArgs): Plugin {
   const given = numMapArg(args, 'capacities')
   const table = given.size > 0 ? given : new Map(Object.entries(DEFAULT_GPU_CAPACITY))
   const dflt = numArg(args, 'defaultCapacity', 1, 0.01, 10_000)
-  // Labels change only with a snapshot; keep the lookup off the per-request path.
-  const cache = new WeakMap<Readonly<Record<string, string>>, number>()
+  // Labels change only with a snapshot; keep the lookup off the per-request path. By endpoint
+  // slot, checked against the labels object it was worked out for: a WeakMap keyed by the labels
+  // read each candidate's labels object (a cache miss per candidate) to find its entry.
+  let capBySlot = new Float64Array(64)
+  const labelsBySlot: (Readonly<Record<string, string>> | undefined)[] = []
   const capacityOf = (e: EndpointState): number => {
-    let c = cache.get(e.labels)
-    if (c === undefined) {
-      c = gpuCapacity(e.labels, labelKeys, table, dflt)
-      cache.set(e.labels, c)
+    const s = e.slot
+    if (labelsBySlot[s] === e.labels) return capBySlot[s] as number
+    if (s >= capBySlot.length) {
+      const grown = new Float64Array(Math.max(s + 1, capBySlot.length * 2))
+      grown.set(capBySlot)
+      capBySlot = grown
     }
-    return c
+    capBySlot[s] = gpuCapacity(e.labels, labelKeys, table, dflt)
+    labelsBySlot[s] = e.labels
+    return capBySlot[s] as number
   }
   const costs = new Scratch()
   return {

@@ -84,14 +84,23 @@ export class PrefillFit {
   }
 }
 
-/** What is learned about one endpoint. */
-export class EndpointModel {
-  readonly fit = new PrefillFit()
+/**
+ * What is learned about one endpoint. Its prefill fit and its line are fields of this one object
+ * (it is its own PrefillFit, `fit`, and its own Prefill): a decision reads them for every
+ * candidate, and as three objects (model, fit, line) they were three cache misses each, the
+ * first reads of prefillOf and #score being the costliest lines of the plugin.
+ */
+export class EndpointModel extends PrefillFit implements Prefill {
+  /** The endpoint's own fit (this object). */
+  get fit(): PrefillFit {
+    return this
+  }
   /**
    * The endpoint's prefill line as last computed (LatencyModel.prefillOf), valid while neither its
-   * fit (`lineFit`: fit.version) nor the pooled line (`linePool`) changed since; updated in place.
+   * fit (`lineFit`: its version) nor the pooled line (`linePool`) changed since; updated in place.
    */
-  readonly line: { perToken: number; overhead: number } = { perToken: 0, overhead: 0 }
+  perToken = 0
+  overhead = 0
   lineFit = -1
   linePool = -1
   /** Highest `running` the engine reported: its batch holds at least that many. */
@@ -265,17 +274,15 @@ export class LatencyModel {
    */
   prefillOf(m: EndpointModel | undefined): Prefill {
     const pool = this.#poolLine()
-    const own = m?.fit
-    if (m === undefined || own === undefined || own.n < 0.5) return pool
-    const line = m.line
-    if (m.lineFit === own.version && m.linePool === this.#poolVersion) return line
-    const slope = own.slope(pool.perToken)
-    const w = own.n / (own.n + SHRINK_SAMPLES)
-    line.perToken = w * slope + (1 - w) * pool.perToken
-    line.overhead = w * own.intercept(slope) + (1 - w) * pool.overhead
-    m.lineFit = own.version
+    if (m === undefined || m.n < 0.5) return pool
+    if (m.lineFit === m.version && m.linePool === this.#poolVersion) return m
+    const slope = m.slope(pool.perToken)
+    const w = m.n / (m.n + SHRINK_SAMPLES)
+    m.perToken = w * slope + (1 - w) * pool.perToken
+    m.overhead = w * m.intercept(slope) + (1 - w) * pool.overhead
+    m.lineFit = m.version
     m.linePool = this.#poolVersion
-    return line
+    return m
   }
 
   /** The pooled line (updated in place) and what it was computed from (see #poolLine). */
@@ -385,7 +392,7 @@ export class LatencyModel {
       const p = this.prefill(ep)
       const line = p.overhead + predicted.uncached * p.perToken
       const v = this.pool.n >= CLAMP_AFTER_SAMPLES ? Math.min(y, CLAMP_FACTOR * line) : y
-      this.of(ep).fit.add(predicted.uncached, v)
+      this.of(ep).add(predicted.uncached, v)
       this.pool.add(predicted.uncached, v)
       return
     }

@@ -1,6 +1,12 @@
 import { describe, expect, it } from 'vitest'
 import { pickContext, request, scores, scraped, server, state } from '../testkit.js'
-import { adapterNeed, LORA_SCORES, loraAffinity, residentAdapters } from './lora-affinity.js'
+import {
+  adapterNeed,
+  adapterNeeds,
+  LORA_SCORES,
+  loraAffinity,
+  residentAdapters,
+} from './lora-affinity.js'
 
 const loraReq = (adapter: string, now = 1) =>
   request(pickContext(server([]), {}, {}, { model: adapter, isLora: true }), now)
@@ -30,6 +36,28 @@ describe('lora-affinity', () => {
       LORA_SCORES.freeSlot,
       LORA_SCORES.mustEvict,
     ])
+  })
+
+  it('adapterNeeds: adapterNeed per candidate, worked out once per candidates and time', () => {
+    const [loaded, free, full] = [state('a', 2), state('b', 3), state('c', 4)]
+    scraped(loaded, 0, { lora: { maxLora: 2, running: ['sql'], waiting: [] } })
+    scraped(free, 0, { lora: { maxLora: 2, running: ['x'], waiting: [] } })
+    scraped(full, 0, { lora: { maxLora: 1, running: ['x'], waiting: [] } })
+    const eps = [loaded, free, full]
+    const r = loraReq('sql')
+    const needs = adapterNeeds(r, eps)
+    expect(needs).toEqual(['resident', 'freeSlot', 'blocked'])
+    expect(needs).toEqual(eps.map((e) => adapterNeed(e, 'sql', r.now)))
+    expect(adapterNeeds(r, eps)).toBe(needs)
+    // Another candidate list, or another time: worked out again, the earlier answer untouched.
+    expect(adapterNeeds(r, [full, loaded])).toEqual(['blocked', 'resident'])
+    r.now = 2
+    free.dispatchStarted(ticket('sql'), 2)
+    const later = adapterNeeds(r, eps)
+    expect(later).not.toBe(needs)
+    expect(later).toEqual(['resident', 'resident', 'blocked'])
+    expect(needs).toEqual(['resident', 'freeSlot', 'blocked'])
+    expect(adapterNeeds(request(pickContext(server([]))), eps)).toBeUndefined()
   })
 
   it('keeps the engine slot count (max_lora) when its scrape goes stale', () => {

@@ -147,6 +147,43 @@ export function adapterNeed(ep: EndpointState, adapter: string, now: number): Ad
   return on.busy < on.slots ? 'evictIdle' : 'blocked'
 }
 
+/** req.scratch key of adapterNeeds' answer for the request's last candidates. */
+const NEEDS = {}
+
+/** What adapterNeeds worked out, and for which candidates, adapter and time. */
+interface NeedsMemo {
+  readonly eps: readonly EndpointState[]
+  readonly adapter: string
+  readonly now: number
+  readonly needs: readonly AdapterNeed[]
+}
+
+/**
+ * `adapterNeed` of `req`'s adapter on each of `eps` (by position), at `req.now`; undefined for a
+ * base-model request. Worked out once per decision and shared by its plugins (predicted-latency
+ * prices it, lora-affinity ranks by it): each asked for every candidate, and the lookups were a
+ * tenth of an adapter request's decision. A new array whenever the candidates, the adapter or the
+ * time differ (a caller may keep one it was handed).
+ */
+export function adapterNeeds(
+  req: SchedRequest,
+  eps: readonly EndpointState[],
+): readonly AdapterNeed[] | undefined {
+  const adapter = req.lora
+  if (adapter === undefined) return undefined
+  const memo = req.scratch.get(NEEDS) as NeedsMemo | undefined
+  if (memo !== undefined && memo.eps === eps && memo.now === req.now && memo.adapter === adapter) {
+    return memo.needs
+  }
+  const needs: AdapterNeed[] = new Array(eps.length)
+  for (let i = 0; i < eps.length; i++) {
+    needs[i] = adapterNeed(eps[i] as EndpointState, adapter, req.now)
+  }
+  const next: NeedsMemo = { eps, adapter, now: req.now, needs }
+  req.scratch.set(NEEDS, next)
+  return needs
+}
+
 /** Adapters believed resident on `ep` (tests, debug). */
 export function residentAdapters(ep: EndpointState, now: number): Set<string> {
   const info = ep.fresh(now)?.lora
@@ -164,17 +201,20 @@ export function loraAffinity(args: PluginArgs): Plugin {
       if (adapter === undefined) return false
       let minLoad = Number.POSITIVE_INFINITY
       for (const e of eps) minLoad = Math.min(minLoad, e.pending(req.now))
+      // As adapterOn answers: 'resident' is held there; 'freeSlot' not held with a slot free; the
+      // other two not held with every slot used.
+      const needs = adapterNeeds(req, eps) as readonly AdapterNeed[]
       for (let i = 0; i < eps.length; i++) {
         const e = eps[i] as EndpointState
         if (e.pending(req.now) - minLoad > margin) {
           out[i] = 0
           continue
         }
-        const on = adapterOn(e, adapter, req.now)
-        if (on.resident) out[i] = LORA_SCORES.loaded
+        const need = needs[i]
+        if (need === 'resident') out[i] = LORA_SCORES.loaded
         else if (e.fresh(req.now)?.lora?.waiting.includes(adapter) === true) {
           out[i] = LORA_SCORES.queuedThere
-        } else if (on.used < on.slots) out[i] = LORA_SCORES.freeSlot
+        } else if (need === 'freeSlot') out[i] = LORA_SCORES.freeSlot
         else out[i] = LORA_SCORES.mustEvict
       }
       return true

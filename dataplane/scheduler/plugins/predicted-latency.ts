@@ -40,7 +40,7 @@ import { Scratch } from '../scores.js'
 import type { EndpointState } from '../state.js'
 import type { Plugin, PluginArgs, PluginEnv, SchedRequest } from '../types.js'
 import { type EndpointModel, LatencyModel, type Prefill } from './latency-model.js'
-import { type AdapterNeed, adapterNeed } from './lora-affinity.js'
+import { type AdapterNeed, adapterNeed, adapterNeeds } from './lora-affinity.js'
 import { PrefixCachePlugin } from './prefix-cache.js'
 
 /** Batch slots assumed before the engine showed its limit and none was configured. */
@@ -171,7 +171,7 @@ function newDraws(slots: number): Draws {
 /** What a LoRA request's adapter needed on each candidate (by position in `eps`) when scored. */
 interface Needs {
   readonly eps: readonly EndpointState[]
-  readonly needs: AdapterNeed[]
+  readonly needs: readonly AdapterNeed[]
 }
 
 export interface Prediction {
@@ -219,7 +219,7 @@ export class PredictedLatencyPlugin implements Plugin {
    * called from it, reads it): six Map lookups per candidate were a third of this plugin's time.
    */
   readonly #models: (EndpointModel | undefined)[] = []
-  /** req.scratch key of the adapter needs per candidate (#needsOf). */
+  /** req.scratch key of the adapter needs per candidate as scored (adapterNeeds), for onDispatch. */
   readonly #needs = {}
   /**
    * log(u) of rendezvous draws by prefix key, by endpoint slot (see #logUOf): the band,
@@ -365,7 +365,8 @@ export class PredictedLatencyPlugin implements Plugin {
     const waits = this.#waitMs.get(n)
     const uncachedS = this.#uncachedTokens.get(n)
     let engineTtft = Number.POSITIVE_INFINITY
-    const needs = req.lora !== undefined ? this.#needsOf(req, eps) : undefined
+    const needs = adapterNeeds(req, eps)
+    if (needs !== undefined) req.scratch.set(this.#needs, { eps, needs })
     // Each candidate's model, looked up once for the whole decision (see #models).
     const models = this.#models
     models.length = n
@@ -414,11 +415,7 @@ export class PredictedLatencyPlugin implements Plugin {
               req.now,
             )
       let adapter = 0
-      if (needs !== undefined) {
-        const need = adapterNeed(ep, req.lora as string, req.now)
-        needs[i] = need
-        adapter = this.#adapterCost(req, ep, p, need)
-      }
+      if (needs !== undefined) adapter = this.#adapterCost(req, ep, p, needs[i] as AdapterNeed)
       let t = p.overhead + uncached * p.perToken + wait + adapter
       // A copy still being computed is a hit only once its prefill ends (the engine holds the
       // request until then).
@@ -1046,18 +1043,6 @@ export class PredictedLatencyPlugin implements Plugin {
         : need === 'evictIdle'
           ? 2 * load
           : 2 * load + this.#slotMs(req, ep, p)
-  }
-
-  /**
-   * Per LoRA request, what its adapter needed on each of the candidates `eps` (by position) when
-   * scored last (for onComplete): an array filled in the scoring loop, not a Map entry per
-   * candidate.
-   */
-  #needsOf(req: SchedRequest, eps: readonly EndpointState[]): AdapterNeed[] {
-    const needs: AdapterNeed[] = new Array(eps.length)
-    const rec: Needs = { eps, needs }
-    req.scratch.set(this.#needs, rec)
-    return needs
   }
 
   /**

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { chat, pickContext, request, scores, scraped, server, state } from '../testkit.js'
+import { EndpointState } from '../state.js'
+import { chat, endpoint, pickContext, request, scores, scraped, server, state } from '../testkit.js'
 import { COLD_PLACEMENT_SCORE, PrefixCachePlugin } from './prefix-cache.js'
 
 const SYSTEM = 'You are a careful assistant for the billing team. '.repeat(30) // ~1.5 kB shared
@@ -27,6 +28,24 @@ describe('prefix-cache', () => {
     expect(p.occupancy(a)).toBe(1)
     p.onEndpointReset(a)
     expect(p.occupancy(a)).toBe(0)
+  })
+
+  it("occupancy: a throwaway state sharing a live one's slot reads its own table", () => {
+    const p = new PrefixCachePlugin({})
+    const live = state('a', 2)
+    const other = new EndpointState(endpoint('a', 2), live.slot)
+    for (const e of [live, other]) scraped(e, 0, { numGpuBlocks: 100, blockSize: 16 })
+    const r = req(`${SYSTEM} Question one?`)
+    const n = p.hashes(r).length
+    p.onDispatch(r, live)
+    expect(p.occupancy(other)).toBe(0)
+    p.onDispatch(req(`other ${SYSTEM}`), other)
+    const m = p.hashes(req(`other ${SYSTEM}`)).length
+    expect(p.occupancy(other)).toBeCloseTo(m / 100, 12)
+    expect(p.occupancy(live)).toBeCloseTo(n / 100, 12)
+    p.forget(other)
+    expect(p.occupancy(other)).toBe(0)
+    expect(p.occupancy(live)).toBeCloseTo(n / 100, 12)
   })
 
   it('scores the fraction of the prompt each endpoint holds, recorded at dispatch', () => {
