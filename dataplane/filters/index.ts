@@ -105,21 +105,20 @@ export class Filters {
     const rt = this.rt
     const a = rt.authenticator
     if (a === undefined || !a.enabled) {
-      this.metrics.auth.inc({ method: 'none', result: 'success' })
+      this.metrics.authCounted('none', 'success')
       return a?.anonymous(req.remoteAddress) ?? OPEN_IDENTITY
     }
     const started = performance.now()
     try {
       const id = await a.authenticate(req)
       if (id.method === 'anonymous' && !rt.anyAnonymous) throw authErrors.missingCredentials()
-      this.metrics.auth.inc({ method: id.method, result: 'success' })
+      this.metrics.authCounted(id.method, 'success')
       return id
     } catch (e) {
-      if (e instanceof GatewayError)
-        this.metrics.auth.inc({ method: 'none', result: authErrorResult(e) })
+      if (e instanceof GatewayError) this.metrics.authCounted('none', authErrorResult(e))
       throw e
     } finally {
-      this.metrics.duration.observe({ filter: 'auth' }, (performance.now() - started) / 1000)
+      this.metrics.authSeconds.observe((performance.now() - started) / 1000)
     }
   }
 
@@ -128,10 +127,7 @@ export class Filters {
     const rule = route.authorization ?? this.rt.defaultAuthorization
     const err = authorize(identity, rule, model)
     if (err === undefined) return
-    this.metrics.auth.inc({
-      method: identity.method,
-      result: err.status === 403 ? 'forbidden' : 'missing',
-    })
+    this.metrics.authCounted(identity.method, err.status === 403 ? 'forbidden' : 'missing')
     throw err
   }
 
@@ -143,13 +139,13 @@ export class Filters {
     try {
       return await limiter.admit(req)
     } finally {
-      this.metrics.duration.observe({ filter: 'ratelimit' }, (performance.now() - started) / 1000)
+      this.metrics.ratelimitSeconds.observe((performance.now() - started) / 1000)
     }
   }
 
   /** Counts the finished request by tier. */
   observe(identity: Identity | undefined, status: number): void {
-    this.metrics.tierRequests.inc({ tier: tierLabel(identity), status_class: statusClass(status) })
+    this.metrics.tierRequest(tierLabel(identity), statusClass(status))
   }
 
   /** The models this caller may see in /v1/models. */

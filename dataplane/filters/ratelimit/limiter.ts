@@ -277,11 +277,7 @@ export class RateLimiter {
       typeof so === 'object' &&
       so !== null &&
       (so as Record<string, unknown>)['include_usage'] === true
-    this.deps.metrics.decisions.inc({
-      tier,
-      scope: '',
-      result: states === undefined ? 'fail_open' : 'allowed',
-    })
+    this.deps.metrics.decision(tier, '', states === undefined ? 'fail_open' : 'allowed')
     return new Admission({
       limiter: this,
       counters,
@@ -341,7 +337,7 @@ export class RateLimiter {
     if (unavailable) {
       if (this.config.failureMode === 'closed') {
         undoAllowed()
-        this.deps.metrics.decisions.inc({ tier, scope: '', result: 'unavailable' })
+        this.deps.metrics.decision(tier, '', 'unavailable')
         throw limitErrors.unavailable()
       }
       // Fail open: admit, and charge the counters that could not be checked once the store is
@@ -375,11 +371,11 @@ export class RateLimiter {
     const headers = rateLimitHeaders(counters, states)
     if (c === undefined || s === undefined)
       return limitErrors.rateLimited('rate limit reached', headers)
-    this.deps.metrics.decisions.inc({
+    this.deps.metrics.decision(
       tier,
-      scope: c.scope.label,
-      result: c.op.kind === 'window' ? 'budget_exhausted' : 'limited',
-    })
+      c.scope.label,
+      c.op.kind === 'window' ? 'budget_exhausted' : 'limited',
+    )
     const who =
       c.scope.label === 'route'
         ? `model ${c.scope.base.slice(2)}`
