@@ -2,9 +2,9 @@
 // Checked against the per-call walk it replaced, under random dispatches, completions, scrapes
 // and staleness, asked many times at one clock reading (as one decision does).
 import { describe, expect, it } from 'vitest'
-import type { EndpointState } from '../state.js'
-import { scraped, seeded, state } from '../testkit.js'
-import { type AdapterPlace, adapterOn } from './lora-affinity.js'
+import { EndpointState } from '../state.js'
+import { endpoint, scraped, seeded, state } from '../testkit.js'
+import { type AdapterPlace, adapterOn, loraViewsMade } from './lora-affinity.js'
 
 /** The walk adapterOn did on every call before. */
 function walk(ep: EndpointState, adapter: string, now: number): AdapterPlace {
@@ -87,14 +87,16 @@ describe('adapterOn across scrapes that report the same adapters', () => {
     scraped(ep, 0, lora(['a']))
     const first = adapterOn(ep, 'a', 0)
     expect(first).toEqual(walk(ep, 'a', 0))
-    // A new scrape, a new metrics object, the same adapters: the same view (same answer object).
+    const made = loraViewsMade()
+    // A new scrape, a new metrics object, the same adapters: the same view (not made again).
     scraped(ep, 200, lora(['a']))
-    expect(adapterOn(ep, 'a', 200)).toBe(first)
+    expect(adapterOn(ep, 'a', 200)).toEqual(first)
     expect(adapterOn(ep, 'b', 200)).toEqual(walk(ep, 'b', 200))
+    expect(loraViewsMade()).toBe(made)
     // Another running adapter, another slot count, own traffic: each rebuilds it.
     scraped(ep, 400, lora(['a', 'b']))
     const two = adapterOn(ep, 'b', 400)
-    expect(two).not.toBe(first)
+    expect(loraViewsMade()).toBe(made + 1)
     expect(two).toEqual(walk(ep, 'b', 400))
     scraped(ep, 600, lora(['a', 'b'], 3))
     expect(adapterOn(ep, 'c', 600)).toEqual(walk(ep, 'c', 600))
@@ -106,6 +108,27 @@ describe('adapterOn across scrapes that report the same adapters', () => {
     expect(adapterOn(ep, 'a', 2000)).toEqual(walk(ep, 'a', 2000))
     scraped(ep, 2100, lora(['a', 'b'], 3))
     expect(adapterOn(ep, 'a', 2100)).toEqual(walk(ep, 'a', 2100))
+  })
+
+  it('tells slots apart past the first 32 and forgets an adapter that left', () => {
+    const lora = (running: string[]) => ({ lora: { maxLora: 1, running, waiting: [] } })
+    const [low, high] = [5, 70].map((slot) => new EndpointState(endpoint(`s${slot}`, slot), slot))
+    scraped(low as EndpointState, 0, lora(['a']))
+    scraped(high as EndpointState, 0, lora(['b']))
+    for (const ep of [low, high] as EndpointState[]) {
+      for (const name of ['a', 'b']) expect(adapterOn(ep, name, 0)).toEqual(walk(ep, name, 0))
+    }
+    expect(adapterOn(high as EndpointState, 'b', 0).resident).toBe(true)
+    expect(adapterOn(low as EndpointState, 'b', 0).resident).toBe(false)
+    // 'b' leaves the high slot for the low one.
+    scraped(high as EndpointState, 200, lora(['c']))
+    scraped(low as EndpointState, 200, lora(['b']))
+    for (const ep of [low, high] as EndpointState[]) {
+      for (const name of ['a', 'b', 'c'])
+        expect(adapterOn(ep, name, 200)).toEqual(walk(ep, name, 200))
+    }
+    expect(adapterOn(high as EndpointState, 'b', 200).resident).toBe(false)
+    expect(adapterOn(low as EndpointState, 'b', 200).resident).toBe(true)
   })
 
   it('answers as the walk does when most scrapes repeat the adapters', () => {

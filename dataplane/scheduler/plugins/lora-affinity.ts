@@ -39,28 +39,21 @@ export interface AdapterPlace {
  * included: they are in its batch or queue, whatever the scrape said). Idle but still loaded: the
  * adapters this replica sent there most recently, newest first (the engine evicts the least
  * recently used idle one), as many as the busy ones leave slots for.
- * This runs for every candidate of every LoRA request, twice (this plugin, predicted-latency's
- * TTFT): the answer for every adapter is worked out once per endpoint (viewOf) and kept while
- * nothing about its adapters changed (the endpoint's loraVersion; the scrape still fresh or not,
- * and a new one reporting the same adapters: sameAdapters).
+ * This runs for every candidate of every LoRA request: the answer for every adapter is worked out
+ * once per endpoint (#viewOf) and kept while nothing about its adapters changed (the endpoint's
+ * loraVersion; the scrape still fresh or not, and a new one reporting the same adapters:
+ * sameAdapters). Kept by endpoint slot in arrays, and which slots hold an adapter as a bitset per
+ * adapter (residentSlots): an object and a Set per endpoint, read for each candidate, were three
+ * cache misses per candidate and most of an adapter request's lookups (CPU profile).
  */
 export function adapterOn(ep: EndpointState, adapter: string, now: number): AdapterPlace {
-  const fresh = ep.fresh(now)
-  let v = views[ep.slot]
-  if (v === undefined || v.ep !== ep || v.version !== ep.loraVersion || v.fresh !== fresh) {
-    if (
-      v !== undefined &&
-      v.ep === ep &&
-      v.version === ep.loraVersion &&
-      sameAdapters(v.fresh, fresh)
-    ) {
-      v.fresh = fresh
-    } else {
-      v = viewOf(ep, fresh)
-      views[ep.slot] = v
-    }
+  const s = viewSlot(ep, now)
+  return {
+    resident: held(residentSlots.get(adapter), s),
+    used: views.used[s] as number,
+    busy: views.busy[s] as number,
+    slots: views.slots[s] as number,
   }
-  return v.resident.has(adapter) ? v.yes : v.no
 }
 
 /**
@@ -77,23 +70,110 @@ function sameAdapters(a: EngineMetrics | undefined, b: EngineMetrics | undefined
   return true
 }
 
-/** adapterOn's answers for one endpoint, and what they were worked out from. */
-interface LoraView {
-  readonly ep: EndpointState
-  readonly version: number
-  /** The scrape it was made from, or a later one reporting the same adapters. */
-  fresh: EngineMetrics | undefined
-  /** Adapters believed held in a slot there. */
-  readonly resident: ReadonlySet<string>
-  readonly yes: AdapterPlace
-  readonly no: AdapterPlace
+/**
+ * adapterOn's answers by endpoint slot (one state held per slot at most), and what each was
+ * worked out from: the state, its loraVersion, the scrape (or a later one reporting the same
+ * adapters). `resident`: the adapters believed held there, to clear their bits when remade.
+ */
+const views = {
+  ep: [] as (EndpointState | undefined)[],
+  fresh: [] as (EngineMetrics | undefined)[],
+  resident: [] as (ReadonlySet<string> | undefined)[],
+  version: new Float64Array(64) as Float64Array,
+  used: new Int32Array(64) as Int32Array,
+  busy: new Int32Array(64) as Int32Array,
+  slots: new Int32Array(64) as Int32Array,
 }
 
-/** The view of each endpoint slot (one state held per slot at most). */
-const views: (LoraView | undefined)[] = []
+/** Adapter → bit s set when slot s's view holds it resident (no entry: no slot does). */
+const residentSlots = new Map<string, Uint32Array>()
+
+/** Whether bit `s` of `bits` is set. */
+function held(bits: Uint32Array | undefined, s: number): boolean {
+  return (
+    bits !== undefined &&
+    s >>> 5 < bits.length &&
+    (((bits[s >>> 5] as number) >>> (s & 31)) & 1) === 1
+  )
+}
+
+/** The slot of `ep`, its view there made current. */
+function viewSlot(ep: EndpointState, now: number): number {
+  const s = ep.slot
+  const fresh = ep.fresh(now)
+  if (views.ep[s] === ep && views.version[s] === ep.loraVersion) {
+    if (views.fresh[s] === fresh) return s
+    if (sameAdapters(views.fresh[s], fresh)) {
+      views.fresh[s] = fresh
+      return s
+    }
+  }
+  remake(ep, fresh)
+  return s
+}
+
+let made = 0
+
+/** Views worked out so far, in this process (tests: kept, or made again). */
+export function loraViewsMade(): number {
+  return made
+}
+
+/** Slot `ep.slot`'s view worked out afresh from `ep` and its scrape `fresh`. */
+function remake(ep: EndpointState, fresh: EngineMetrics | undefined): void {
+  made++
+  const s = ep.slot
+  if (s >= views.version.length) {
+    const n = Math.max(s + 1, views.version.length * 2)
+    views.version = grownF64(views.version, n)
+    views.used = grownI32(views.used, n)
+    views.busy = grownI32(views.busy, n)
+    views.slots = grownI32(views.slots, n)
+  }
+  for (const name of views.resident[s] ?? NONE) {
+    const bits = residentSlots.get(name)
+    if (bits === undefined || s >>> 5 >= bits.length) continue
+    bits[s >>> 5] = (bits[s >>> 5] as number) & ~(1 << (s & 31))
+    if (bits.every((w) => w === 0)) residentSlots.delete(name)
+  }
+  const v = viewOf(ep, fresh)
+  for (const name of v.resident) {
+    let bits = residentSlots.get(name)
+    if (bits === undefined || s >>> 5 >= bits.length) {
+      const grown = new Uint32Array(Math.max((s >>> 5) + 1, views.version.length >>> 5))
+      if (bits !== undefined) grown.set(bits)
+      bits = grown
+      residentSlots.set(name, bits)
+    }
+    bits[s >>> 5] = (bits[s >>> 5] as number) | (1 << (s & 31))
+  }
+  views.ep[s] = ep
+  views.fresh[s] = fresh
+  views.resident[s] = v.resident
+  views.version[s] = ep.loraVersion
+  views.used[s] = v.used
+  views.busy[s] = v.busy
+  views.slots[s] = v.slots
+}
+
+function grownF64(a: Float64Array, n: number): Float64Array {
+  const g = new Float64Array(n)
+  g.set(a)
+  return g
+}
+
+function grownI32(a: Int32Array, n: number): Int32Array {
+  const g = new Int32Array(n)
+  g.set(a)
+  return g
+}
+
 const NONE: readonly string[] = []
 
-function viewOf(ep: EndpointState, fresh: EngineMetrics | undefined): LoraView {
+function viewOf(
+  ep: EndpointState,
+  fresh: EngineMetrics | undefined,
+): { resident: Set<string>; used: number; busy: number; slots: number } {
   const info = fresh?.lora
   // The slot count is the engine's configuration (`--max-loras`): a stale scrape (a busy engine
   // answers /metrics late) still tells it. Assuming 1 then would count only the adapter sent
@@ -122,14 +202,7 @@ function viewOf(ep: EndpointState, fresh: EngineMetrics | undefined): LoraView {
     }
   }
   const used = Math.min(slots, busy + Math.min(room, idle))
-  return {
-    ep,
-    version: ep.loraVersion,
-    fresh,
-    resident,
-    yes: { resident: true, used, busy, slots },
-    no: { resident: false, used, busy, slots },
-  }
+  return { resident, used, busy, slots }
 }
 
 /**
@@ -141,10 +214,15 @@ function viewOf(ep: EndpointState, fresh: EngineMetrics | undefined): LoraView {
 export type AdapterNeed = 'resident' | 'freeSlot' | 'evictIdle' | 'blocked'
 
 export function adapterNeed(ep: EndpointState, adapter: string, now: number): AdapterNeed {
-  const on = adapterOn(ep, adapter, now)
-  if (on.resident) return 'resident'
-  if (on.used < on.slots) return 'freeSlot'
-  return on.busy < on.slots ? 'evictIdle' : 'blocked'
+  return needOf(residentSlots.get(adapter), viewSlot(ep, now))
+}
+
+/** adapterNeed at slot `s` (its view current), the adapter's slot bits looked up by the caller. */
+function needOf(bits: Uint32Array | undefined, s: number): AdapterNeed {
+  if (held(bits, s)) return 'resident'
+  const slots = views.slots[s] as number
+  if ((views.used[s] as number) < slots) return 'freeSlot'
+  return (views.busy[s] as number) < slots ? 'evictIdle' : 'blocked'
 }
 
 /** req.scratch key of adapterNeeds' answer for the request's last candidates. */
@@ -176,9 +254,10 @@ export function adapterNeeds(
     return memo.needs
   }
   const needs: AdapterNeed[] = new Array(eps.length)
-  for (let i = 0; i < eps.length; i++) {
-    needs[i] = adapterNeed(eps[i] as EndpointState, adapter, req.now)
-  }
+  // Views first: remaking one may change the adapter's bits.
+  for (let i = 0; i < eps.length; i++) viewSlot(eps[i] as EndpointState, req.now)
+  const bits = residentSlots.get(adapter)
+  for (let i = 0; i < eps.length; i++) needs[i] = needOf(bits, (eps[i] as EndpointState).slot)
   const next: NeedsMemo = { eps, adapter, now: req.now, needs }
   req.scratch.set(NEEDS, next)
   return needs
