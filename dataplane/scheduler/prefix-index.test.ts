@@ -1,5 +1,6 @@
 import { describe, expect, it, vi } from 'vitest'
 import type { SnapshotScheduler } from '../../api/snapshot.js'
+import { BlockTable } from './block-table.js'
 import type { PredictedLatencyPlugin } from './plugins/predicted-latency.js'
 import type { PrefixCachePlugin } from './plugins/prefix-cache.js'
 import { PrefixIndex } from './prefix-index.js'
@@ -261,6 +262,39 @@ describe('PrefixIndex first-block filter', () => {
     // Every endpoint dropped: nothing counted.
     for (const e of all) idx.drop(e)
     expect(idx.firstBlocksTracked()).toBe(0)
+  })
+
+  it('starts where the last holder of the same first block stopped: same depths, few probes', () => {
+    const idx = new PrefixIndex({
+      blockTokens: 16,
+      blockChars: 64,
+      maxBlocks: 512,
+      lruCapacity: 4096,
+    })
+    const holders = [state('g1', 81), state('g2', 82)]
+    const none = state('g3', 83)
+    const system = 'Shared system prompt. '.repeat(1200) // ~26 kB: ~410 blocks
+    const cut = (q: string) => blockHashes(`${system}${q.repeat(20)}`, 64, 512, 7)
+    holders.forEach((e, i) => idx.record(e, cut(` question ${i} `)))
+    const has = vi.spyOn(BlockTable.prototype, 'has')
+    const depths = (q: Int32Array) => {
+      has.mockClear()
+      const m = idx.matchDepths(q, [...holders, none])
+      const calls = has.mock.calls.length
+      for (const e of [...holders, none]) expect(m[e.slot]).toBe(probed(idx, q, e))
+      expect(m[none.slot]).toBe(0)
+      return calls
+    }
+    // The first query bisects once; the next ones start at the depth found (about two probes).
+    const cold = depths(cut(' question a '))
+    const warm = depths(cut(' question b '))
+    // A longer match on one holder (its own earlier conversation) is still found exactly.
+    const own = cut(' question 1 ')
+    has.mockClear()
+    expect(idx.matchDepths(own, holders)[(holders[1] as EndpointState).slot]).toBe(own.length)
+    has.mockRestore()
+    expect(warm).toBeLessThanOrEqual(3 * holders.length)
+    expect(cold).toBeGreaterThan(warm)
   })
 
   it('gives the twin and the live state of one slot their own answers when asked apart', () => {
