@@ -152,13 +152,14 @@ export class EndpointState {
   /** #opts.latencyMaxAgeMs, read by `ttft` and `tpot` for every candidate (as #staleAfterMs). */
   readonly #latencyMaxAgeMs: number
   /**
-   * ttftMs's and tpotMs's value and time (NaN, -∞ before the first), copied here on each add:
-   * read for every candidate of a decision, the two Ewma objects were two more objects, each a
-   * cache miss, per candidate.
+   * ttftMs's and tpotMs's value and time, copied here on each add: read for every candidate of a
+   * decision, the two Ewma objects were two more objects, each a cache miss, per candidate. The
+   * values stay `number | undefined` as in the Ewma: a field that only ever held numbers is kept
+   * unboxed, and returning it from ttft()/tpot() then allocated a HeapNumber per call.
    */
-  #ttftOwn = Number.NaN
+  #ttftOwn: number | undefined = undefined
   #ttftOwnAt = Number.NEGATIVE_INFINITY
-  #tpotOwn = Number.NaN
+  #tpotOwn: number | undefined = undefined
   #tpotOwnAt = Number.NEGATIVE_INFINITY
   /**
    * The scrape `#loadUnknown` was worked out for, and whether it reported neither waiting nor
@@ -305,26 +306,16 @@ export class EndpointState {
 
   /** Time to first token in ms: own measurement when recent, else the engine's interval mean. */
   ttft(now: number): number | undefined {
-    // (Never measured: -∞, and then not even an unbounded latencyMaxAgeMs takes the NaN.)
-    if (
-      this.#ttftOwnAt !== Number.NEGATIVE_INFINITY &&
-      now - this.#ttftOwnAt <= this.#latencyMaxAgeMs
-    ) {
-      return this.#ttftOwn
-    }
+    const own = this.#ttftOwn
+    if (own !== undefined && now - this.#ttftOwnAt <= this.#latencyMaxAgeMs) return own
     const s = this.fresh(now)?.ttftMeanSec
     return s === undefined ? undefined : s * 1000
   }
 
   /** Time per output token in ms, same preference as `ttft`. */
   tpot(now: number): number | undefined {
-    // (Never measured: -∞, and then not even an unbounded latencyMaxAgeMs takes the NaN.)
-    if (
-      this.#tpotOwnAt !== Number.NEGATIVE_INFINITY &&
-      now - this.#tpotOwnAt <= this.#latencyMaxAgeMs
-    ) {
-      return this.#tpotOwn
-    }
+    const own = this.#tpotOwn
+    if (own !== undefined && now - this.#tpotOwnAt <= this.#latencyMaxAgeMs) return own
     const s = this.fresh(now)?.tpotMeanSec
     return s === undefined ? undefined : s * 1000
   }
@@ -448,12 +439,12 @@ export class EndpointState {
     this.#outlierSucceeded(now, sentAt)
     if (t.stream && o.firstByteMs !== undefined && o.status < 300) {
       this.ttftMs.add(o.firstByteMs, now)
-      this.#ttftOwn = this.ttftMs.value as number
+      this.#ttftOwn = this.ttftMs.value
       this.#ttftOwnAt = now
       const n = o.completionTokens ?? 0
       if (n > 1) {
         this.tpotMs.add((o.durationMs - o.firstByteMs) / (n - 1), now)
-        this.#tpotOwn = this.tpotMs.value as number
+        this.#tpotOwn = this.tpotMs.value
         this.#tpotOwnAt = now
       }
     }
