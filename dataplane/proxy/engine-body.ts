@@ -5,7 +5,6 @@
 import type { RawRequest, RawSink } from './engine-pool.js'
 import { H1SocketError } from './h1-parser.js'
 
-const EMPTY = Buffer.alloc(0)
 /** Bytes a body keeps unread before the engine's socket is paused (a Readable's default). */
 const HIGH_WATER = 64 * 1024
 
@@ -27,7 +26,6 @@ const NOOP = (): void => {}
  */
 export class EngineBody implements RawSink {
   private readonly chunks: Buffer[] = []
-  private head = 0
   /** Bytes kept, not read yet. */
   readableLength = 0
   private readonly listeners: Record<BodyEvent, Listener[]> = {
@@ -87,16 +85,19 @@ export class EngineBody implements RawSink {
     this.emitError()
   }
 
+  /**
+   * Everything kept, in one piece (as a Node byte stream's `read()` gives it): what piled up
+   * while the reader was busy (a stream's events, each its own HTTP chunk) is one write to the
+   * client, one pass of the stream's scanner and filter, instead of one of each per chunk.
+   */
   read(): Buffer | null {
-    if (this.head < this.chunks.length) {
-      const c = this.chunks[this.head] as Buffer
-      this.chunks[this.head++] = EMPTY
-      if (this.head === this.chunks.length) {
-        this.chunks.length = 0
-        this.head = 0
-      }
-      this.readableLength -= c.length
-      if (this.readableLength === 0) this.drained()
+    const n = this.chunks.length
+    if (n > 0) {
+      const c =
+        n === 1 ? (this.chunks[0] as Buffer) : Buffer.concat(this.chunks, this.readableLength)
+      this.chunks.length = 0
+      this.readableLength = 0
+      this.drained()
       return c
     }
     // Nothing kept: the engine may send again (a reader that paused and left, as holdBody
@@ -111,7 +112,6 @@ export class EngineBody implements RawSink {
     if (
       !this.ended ||
       this.closed ||
-      this.head !== 0 ||
       this.readableLength > max ||
       this.flushQueued ||
       this.listeners.data.length > 0 ||
@@ -186,7 +186,6 @@ export class EngineBody implements RawSink {
     this.closed = true
     this.handle?.abort()
     this.chunks.length = 0
-    this.head = 0
     this.readableLength = 0
     this.settle()
     if (err !== undefined) {
@@ -214,7 +213,6 @@ export class EngineBody implements RawSink {
       }
       let n = this.readableLength
       this.chunks.length = 0
-      this.head = 0
       this.readableLength = 0
       if (n > limit) {
         this.destroy()

@@ -177,6 +177,22 @@ describe('EngineClient and EngineBody', () => {
     expect(listened.body.takeWhole(1024)).toBeUndefined()
   })
 
+  it('reads everything kept in one piece: HTTP chunks that piled up come as one', async () => {
+    const { port } = await listen((req, res) => {
+      req.resume()
+      // Three HTTP chunks, sent before anyone reads.
+      res.write('data: a\n\n')
+      res.write('data: b\n\n')
+      res.end('data: c\n\n')
+    })
+    const r = await call(port)
+    await new Promise((res) => setTimeout(res, 20))
+    expect(r.body.readableLength).toBe(27)
+    expect(r.body.read()?.toString()).toBe('data: a\n\ndata: b\n\ndata: c\n\n')
+    expect(r.body.readableLength).toBe(0)
+    expect(r.body.read()).toBeNull()
+  })
+
   it('pauses the engine while a data reader is paused, and dump() reuses the connection', async () => {
     const chunks = 40
     const { port, sockets } = await listen((req, res) => {
