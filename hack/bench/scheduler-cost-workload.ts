@@ -23,10 +23,27 @@
 // System prompts (prefix groups) churn: 32 live at a time, a new one every `groupEvery`
 // requests replacing the oldest, so groups keep being placed, getting hot and being copied.
 
-import type { SnapshotEndpoint, SnapshotServer } from '../../api/snapshot.js'
+import type { SnapshotEndpoint, SnapshotScheduler, SnapshotServer } from '../../api/snapshot.js'
 import type { EngineMetrics } from '../../dataplane/engines/view.js'
 import type { DispatchOutcome, PickContext } from '../../dataplane/picker.js'
 import { metrics, seeded } from '../../dataplane/scheduler/testkit.js'
+
+/** Every plugin on (the profile bench:scheduler-cost and its in-process A/B time). */
+export const ALL_PLUGINS: SnapshotScheduler = {
+  plugins: [
+    { name: 'predicted-latency', weight: 6, args: {} },
+    { name: 'prefix-cache', weight: 3, args: {} },
+    { name: 'least-pending', weight: 2, args: { maxWaitingRequests: 50 } },
+    { name: 'least-kv-cache', weight: 1, args: {} },
+    { name: 'least-latency', weight: 1, args: {} },
+    { name: 'lora-affinity', weight: 3, args: {} },
+    { name: 'session-affinity', weight: 4, args: {} },
+    { name: 'gpu-aware', weight: 2, args: {} },
+    { name: 'random', weight: 0.1, args: {} },
+    { name: 'round-robin', weight: 0.1, args: {} },
+    { name: 'fairness', weight: 0, args: {} },
+  ],
+}
 
 /** Scrape interval (virtual ms): the scheduler's default. */
 export const SCRAPE_MS = 200

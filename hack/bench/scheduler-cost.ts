@@ -8,7 +8,7 @@
 // `--breakdown` adds where the time goes, as floors that hold on a busy machine
 // (scheduler-cost-breakdown.ts); it is printed, not written.
 import { parseArgs } from 'node:util'
-import type { SnapshotEndpoint, SnapshotScheduler } from '../../api/snapshot.js'
+import type { SnapshotEndpoint } from '../../api/snapshot.js'
 import type { EngineMetrics } from '../../dataplane/engines/view.js'
 import type { PickContext } from '../../dataplane/picker.js'
 import { Scheduler } from '../../dataplane/scheduler/index.js'
@@ -32,7 +32,13 @@ import {
   slowShare,
   watchGc,
 } from './scheduler-cost-breakdown.js'
-import { CostWorkload, GROUPS, SCRAPE_MS, type WorkloadRequest } from './scheduler-cost-workload.js'
+import {
+  ALL_PLUGINS,
+  CostWorkload,
+  GROUPS,
+  SCRAPE_MS,
+  type WorkloadRequest,
+} from './scheduler-cost-workload.js'
 
 const { values: opts } = parseArgs({
   options: {
@@ -54,22 +60,6 @@ const CHARS = PROMPT_TOKENS * 4
 /** Requests per second of virtual time, and requests between two new prefix groups. */
 const RATE = Number(opts.rate)
 const GROUP_EVERY = Number(opts['group-every'])
-
-const ALL_PLUGINS: SnapshotScheduler = {
-  plugins: [
-    { name: 'predicted-latency', weight: 6, args: {} },
-    { name: 'prefix-cache', weight: 3, args: {} },
-    { name: 'least-pending', weight: 2, args: { maxWaitingRequests: 50 } },
-    { name: 'least-kv-cache', weight: 1, args: {} },
-    { name: 'least-latency', weight: 1, args: {} },
-    { name: 'lora-affinity', weight: 3, args: {} },
-    { name: 'session-affinity', weight: 4, args: {} },
-    { name: 'gpu-aware', weight: 2, args: {} },
-    { name: 'random', weight: 0.1, args: {} },
-    { name: 'round-robin', weight: 0.1, args: {} },
-    { name: 'fairness', weight: 0, args: {} },
-  ],
-}
 
 const rnd = seeded(42)
 
