@@ -659,3 +659,62 @@ describe('parsePrometheusText: large input', () => {
     expect(parsed.sampleCount).toBe(one.sampleCount * parts.length)
   }, 60_000)
 })
+
+describe('parsePrometheusText: histogramBuckets false', () => {
+  const text = [
+    '# TYPE lat histogram',
+    'lat_bucket{le="0.1"} 1',
+    'lat_bucket{le="+Inf"} 3',
+    'lat_sum 0.9',
+    'lat_count 3',
+    '# TYPE depth_bucket gauge',
+    'depth_bucket{q="a"} 4',
+    'plain_bucket 5',
+    '# TYPE old counter',
+    'old_bucket 6',
+  ].join('\n')
+
+  it('counts a histogram family’s buckets but keeps only its other samples', () => {
+    const full = parsePrometheusText(text)
+    const lean = parsePrometheusText(text, { histogramBuckets: false })
+    expect(lean.sampleCount).toBe(full.sampleCount)
+    expect(lean.families.get('lat')?.samples.map((s) => s.name)).toEqual(['lat_sum', 'lat_count'])
+    expect(full.families.get('lat')?.samples.map((s) => s.name)).toEqual([
+      'lat_bucket',
+      'lat_bucket',
+      'lat_sum',
+      'lat_count',
+    ])
+    // `_bucket` names outside a histogram are samples like any other.
+    for (const name of ['depth_bucket', 'plain_bucket', 'old_bucket']) {
+      expect(lean.families.get(name)).toEqual(full.families.get(name))
+    }
+    expect([...lean.families.keys()]).toEqual([...full.families.keys()])
+  })
+
+  it('does not read a skipped bucket line, so its errors go unreported', () => {
+    const bad = '# TYPE lat histogram\nlat_bucket{le="0.1" 1\nlat_count x\n'
+    expect(parsePrometheusText(bad).errors.map((e) => e.code)).toEqual([
+      'PROM_INVALID_LABEL',
+      'PROM_INVALID_VALUE',
+    ])
+    const lean = parsePrometheusText(bad, { histogramBuckets: false })
+    expect(lean.errors.map((e) => e.code)).toEqual(['PROM_INVALID_VALUE'])
+    expect(lean.sampleCount).toBe(1)
+  })
+
+  it('leaves every fixture’s non-bucket samples as the full parse has them', () => {
+    for (const name of FIXTURES) {
+      const full = parsePrometheusText(fixture(name))
+      const lean = parsePrometheusText(fixture(name), { histogramBuckets: false })
+      expect(lean.sampleCount).toBe(full.sampleCount)
+      expect(lean.errorCount).toBe(full.errorCount)
+      expect([...lean.families.keys()]).toEqual([...full.families.keys()])
+      for (const [k, f] of full.families) {
+        const kept =
+          f.type === 'histogram' ? f.samples.filter((s) => s.name !== `${k}_bucket`) : f.samples
+        expect(lean.families.get(k)).toEqual({ ...f, samples: kept })
+      }
+    }
+  })
+})

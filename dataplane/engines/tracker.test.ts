@@ -1,4 +1,9 @@
+import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
+import type { InferenceEngine } from '../../api/snapshot.js'
+import { adapterFor } from './adapters/index.js'
+import { parsePrometheusText } from './prom-parser.js'
+import { fingerprint } from './restart.js'
 import { EngineMetricsTracker } from './tracker.js'
 
 const scrape = (sum: number, count: number, waiting = 1): string =>
@@ -57,5 +62,39 @@ describe('EngineMetricsTracker', () => {
     const withStart = (s: number) => `process_start_time_seconds ${s}\n${typed(5, 30)}`
     expect(t.ingestText(withStart(1.7e9)).restart).toBeUndefined()
     expect(t.ingestText(withStart(1.7e9 + 5)).restart).toBe('start_time')
+  })
+})
+
+describe('EngineMetricsTracker: histogram buckets skipped', () => {
+  const fixtures: readonly (readonly [InferenceEngine, string])[] = [
+    ['vLLM', 'vllm-metrics-sample.txt'],
+    ['vLLM', 'llm-d-inference-sim-metrics-sample.txt'],
+    ['SGLang', 'sglang-metrics-sample.txt'],
+    ['TGI', 'tgi-metrics-sample.txt'],
+    ['TensorRT-LLM', 'trtllm-serve-metrics-sample.txt'],
+  ]
+  it.each(fixtures)('%s (%s): the same view and restart signals as a full parse', (engine, f) => {
+    const text = readFileSync(new URL(`./testdata/${f}`, import.meta.url), 'utf8')
+    // Counters up by one and a histogram count up: the second scrape has interval means.
+    const later = text.replace(/(_count(?:\{[^}]*\})? )(\d+)/g, (_m, p: string, n: string) => {
+      return `${p}${Number(n) + 2}`
+    })
+    const t = new EngineMetricsTracker(engine)
+    const full = parsePrometheusText(text)
+    const adapter = adapterFor(engine)
+    const ref1 = adapter.extract(full)
+    const got1 = t.ingestText(text)
+    expect(got1.metrics).toEqual(ref1.metrics)
+    expect(got1.parsed.sampleCount).toBe(full.sampleCount)
+    expect(fingerprint(got1.parsed)).toEqual(fingerprint(full))
+    const ref2 = adapter.extract(parsePrometheusText(later), ref1.state)
+    const got2 = t.ingestText(later)
+    expect(got2.metrics).toEqual(ref2.metrics)
+    expect(got2.restart).toBeUndefined()
+    // The tracker did skip them.
+    const buckets = [...got1.parsed.families.values()].flatMap((fam) =>
+      fam.samples.filter((s) => fam.type === 'histogram' && s.name === `${fam.name}_bucket`),
+    )
+    expect(buckets).toEqual([])
   })
 })

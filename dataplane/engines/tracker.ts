@@ -43,7 +43,8 @@ export class EngineMetricsTracker {
   constructor(engine: InferenceEngine, options: EngineMetricsTrackerOptions = {}) {
     this.#adapter = adapterFor(engine, options.generic)
     this.#detect = options.detect === true
-    this.#parse = options.parse ?? {}
+    // Histogram buckets are skipped: no adapter and no restart check reads them (prom-parser.ts).
+    this.#parse = { histogramBuckets: false, ...options.parse }
   }
 
   get adapter(): EngineAdapter {
