@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { pickContext, request, scores, scraped, server, state } from '../testkit.js'
+import { EndpointState } from '../state.js'
+import { endpoint, pickContext, request, scores, scraped, server, state } from '../testkit.js'
 import {
   adapterNeed,
   adapterNeeds,
@@ -58,6 +59,15 @@ describe('lora-affinity', () => {
     expect(later).toEqual(['resident', 'resident', 'blocked'])
     expect(needs).toEqual(['resident', 'freeSlot', 'blocked'])
     expect(adapterNeeds(request(pickContext(server([]))), eps)).toBeUndefined()
+  })
+
+  it("adapterNeeds: a throwaway state sharing a live one's slot gets its own answer", () => {
+    const live = state('a', 2)
+    const twin = new EndpointState(endpoint('a-old', 9), live.slot)
+    scraped(live, 0, { lora: { maxLora: 1, running: ['sql'], waiting: [] } })
+    scraped(twin, 0, { lora: { maxLora: 1, running: ['x'], waiting: [] } })
+    expect(adapterNeeds(loraReq('sql'), [live, twin])).toEqual(['resident', 'blocked'])
+    expect(adapterNeeds(loraReq('sql'), [twin, live])).toEqual(['blocked', 'resident'])
   })
 
   it('keeps the engine slot count (max_lora) when its scrape goes stale', () => {

@@ -254,10 +254,19 @@ export function adapterNeeds(
     return memo.needs
   }
   const needs: AdapterNeed[] = new Array(eps.length)
-  // Views first: remaking one may change the adapter's bits.
-  for (let i = 0; i < eps.length; i++) viewSlot(eps[i] as EndpointState, req.now)
-  const bits = residentSlots.get(adapter)
-  for (let i = 0; i < eps.length; i++) needs[i] = needOf(bits, (eps[i] as EndpointState).slot)
+  // Each candidate's view read right after it is made current: two candidates may share a slot (a
+  // throwaway state beside a live one), each remaking it for itself. A remake may replace or drop
+  // the adapter's bits: looked up again after one.
+  let bits = residentSlots.get(adapter)
+  let seen = made
+  for (let i = 0; i < eps.length; i++) {
+    const s = viewSlot(eps[i] as EndpointState, req.now)
+    if (made !== seen) {
+      bits = residentSlots.get(adapter)
+      seen = made
+    }
+    needs[i] = needOf(bits, s)
+  }
   const next: NeedsMemo = { eps, adapter, now: req.now, needs }
   req.scratch.set(NEEDS, next)
   return needs
