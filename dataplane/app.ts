@@ -173,6 +173,10 @@ export function createApp(deps: AppDeps): Hono {
     // 404s: not ready, so load balancers keep sending to replicas that do route.
     if ((deps.store.table?.models.length ?? 0) === 0)
       return c.json({ status: 'no-routes', snapshotVersion: snap.version }, 503)
+    // The start-up warm-up (--scheduler-warmup) costs ~0.5 s of CPU; traffic sent before it ends
+    // meets cold code and shares the core with it.
+    if (deps.picker.warming?.() === true)
+      return c.json({ status: 'warming', snapshotVersion: snap.version }, 503)
     return c.json({ status: 'ready', snapshotVersion: snap.version })
   })
   const explainOn = deps.explain === true || deps.debugEndpoints === true

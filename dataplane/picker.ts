@@ -109,6 +109,12 @@ export interface EndpointPicker {
   onComplete?(ctx: PickContext, endpoint: SnapshotEndpoint, outcome: DispatchOutcome): void
   /** A new snapshot went live (start/stop watching endpoints). */
   onSnapshot?(snapshot: RoutingSnapshot): void
+  /**
+   * True while the warm-up started by the first snapshot runs (the scheduler's
+   * `--scheduler-warmup`): /readyz answers `warming` until then, so the first real requests meet
+   * optimised code. Later snapshots warm new profiles while the process serves.
+   */
+  warming?(): boolean
   /** The picker's view of endpoints, served as JSON by GET /debug/endpoints. */
   debug?(): unknown
   /** Decision and health-transition metrics go to `o` (dataplane/metrics.ts). */

@@ -257,6 +257,10 @@ export class Scheduler implements EndpointPicker {
   /** Profiles (canonical JSON) warmed up or being warmed, and the runs still going. */
   readonly #warmed = new Set<string>()
   readonly #warming = new Set<{ readonly done: Promise<number>; cancel(): void }>()
+  /** The first snapshot's warm-up, until it ends (`warming()`, what /readyz waits for). */
+  #startupWarm: { readonly done: Promise<number> } | undefined
+  /** Whether a warm-up has started yet: only the first one gates readiness. */
+  #firstWarmSeen = false
 
   constructor(opts: SchedulerOptions = {}) {
     this.#now = opts.now ?? (() => performance.now())
@@ -357,15 +361,27 @@ export class Scheduler implements EndpointPicker {
     while (this.#warming.size > 0) await Promise.all([...this.#warming].map((w) => w.done))
   }
 
+  /** The first snapshot's warm-up is still running (EndpointPicker.warming). */
+  warming(): boolean {
+    return this.#startupWarm !== undefined
+  }
+
   /** Profiles of `snapshot` not warmed yet: warmed on a throwaway scheduler (warmup.ts). */
   #warm(snapshot: RoutingSnapshot): void {
     const servers = warmupServers(snapshot, this.#warmed)
     if (servers.length === 0) return
+    // The first snapshot with an engine server to warm; a config of providers only has none.
+    const first = !this.#firstWarmSeen
+    this.#firstWarmSeen = true
     // Scraped "externally" (by the warm-up itself), as the data plane's own endpoints are scraped.
     const target = new Scheduler({ scrape: { external: true }, random: seededRandom(1) })
     const run = runWarmup(target, servers, { decisions: this.#warmup })
     this.#warming.add(run)
-    void run.done.then(() => this.#warming.delete(run))
+    if (first) this.#startupWarm = run
+    void run.done.then(() => {
+      this.#warming.delete(run)
+      if (this.#startupWarm === run) this.#startupWarm = undefined
+    })
   }
 
   admit(ctx: PickContext, signal: AbortLike): Admission | Promise<Admission> | undefined {

@@ -127,6 +127,34 @@ describe('Scheduler warmup option', () => {
     expect(view(warm).decisions.decisions).toBe(6)
   })
 
+  it('says it is warming only during the first warm-up (what /readyz waits for)', async () => {
+    const s = new Scheduler({ scrape: false, warmup: 64 })
+    expect(s.warming()).toBe(false)
+    s.onSnapshot(snapshot([server([endpoint('pod-0', 10)])]))
+    expect(s.warming()).toBe(true)
+    await s.warmedUp()
+    expect(s.warming()).toBe(false)
+    // A later snapshot's new profile warms while the process serves: readiness is not withdrawn.
+    s.onSnapshot(
+      snapshot(
+        [
+          server([endpoint('pod-0', 10)]),
+          server([endpoint('pod-1', 11)], { name: 'lp', scheduler: LEAST_PENDING }),
+        ],
+        2,
+      ),
+    )
+    expect(s.warming()).toBe(false)
+    await s.warmedUp()
+    await s.close()
+  })
+
+  it('is not warming when the warm-up is off', () => {
+    const s = new Scheduler({ scrape: false, warmup: 0 })
+    s.onSnapshot(snapshot([server([endpoint('pod-0', 10)])]))
+    expect(s.warming()).toBe(false)
+  })
+
   it('stops warming when the scheduler closes', async () => {
     // A million decisions would take minutes: close() must end the run at its next turn.
     const s = new Scheduler({ scrape: false, warmup: 1_000_000 })

@@ -55,8 +55,9 @@ export interface GatewayProcOptions {
 }
 
 /**
- * `infer-gateway dataplane` (--explain, no access log) on `port` over `file`; resolves once it has
- * a fresh scrape of each of its `pods`, as a long-running gateway would.
+ * `infer-gateway dataplane` (--explain, no access log) on `port` over `file`; resolves once it is
+ * ready (start-up warm-up done) and has a fresh scrape of each of its `pods`, as a long-running
+ * gateway would.
  */
 export async function startGateway(
   file: string,
@@ -76,7 +77,10 @@ export async function startGateway(
     try {
       const res = await fetch(`http://127.0.0.1:${port}/debug/endpoints`)
       const d = (await res.json()) as { endpoints: { scrape: { fresh: boolean } }[] }
-      if (d.endpoints.length === pods && d.endpoints.every((e) => e.scrape.fresh)) return gw
+      // /readyz also waits for the start-up warm-up: load sent before it ends shares the core.
+      const ready = (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200
+      if (ready && d.endpoints.length === pods && d.endpoints.every((e) => e.scrape.fresh))
+        return gw
     } catch {
       // not yet
     }
