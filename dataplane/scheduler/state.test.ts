@@ -92,6 +92,43 @@ describe('EndpointState: blended load', () => {
   })
 })
 
+describe('EndpointState: the scrape numbers kept on the state', () => {
+  it('reads each new scrape, not the first one seen, and none once stale', () => {
+    const s = state('a', 2)
+    s.dispatchStarted(ticket, 0)
+    scraped(s, 0, {
+      running: 4,
+      waiting: 2,
+      ttftMeanSec: 0.25,
+      tpotMeanSec: 0.02,
+      prefixCacheHitRate: 0.5,
+      lora: { maxLora: 1, running: ['x'], waiting: ['y'] },
+    })
+    expect([s.isFresh(10), s.scrapedRunning, s.scrapedWaiting]).toEqual([true, 4, 2])
+    expect([s.scrapedTtftSec, s.scrapedHitRate, s.scrapedAdapterBound]).toEqual([0.25, 0.5, true])
+    expect([s.pending(10), s.ttft(10), s.tpot(10)]).toEqual([6, 250, 20])
+    // The next scrape reports no load and no latency: nothing of the first one stays.
+    scraped(s, 100, { missing: ['waiting', 'running'] })
+    expect([s.scrapedRunning, s.scrapedWaiting, s.scrapedAdapterBound]).toEqual([0, 0, false])
+    expect([s.scrapedTtftSec, s.scrapedHitRate]).toEqual([undefined, undefined])
+    expect([s.pending(110), s.waiting(110), s.ttft(110), s.tpot(110)]).toEqual([
+      1,
+      0,
+      undefined,
+      undefined,
+    ])
+    scraped(s, 200, { running: 3, waiting: 1, ttftMeanSec: 0.5 })
+    expect([s.pending(210), s.waiting(210), s.ttft(210)]).toEqual([4, 1, 500])
+    const stale = 200 + DEFAULT_STATE_OPTIONS.staleAfterMs + 1
+    expect([s.isFresh(stale), s.pending(stale), s.waiting(stale), s.ttft(stale)]).toEqual([
+      false,
+      1,
+      0,
+      undefined,
+    ])
+  })
+})
+
 describe('EndpointState: passive health, liveness track', () => {
   const connectFail = { status: 0, failure: 'connect' as const, durationMs: 1 }
   const base = DEFAULT_HEALTH.baseEjectionMs

@@ -162,11 +162,21 @@ export class EndpointState {
   #tpotOwn: number | undefined = undefined
   #tpotOwnAt = Number.NEGATIVE_INFINITY
   /**
-   * The scrape `#loadUnknown` was worked out for, and whether it reported neither waiting nor
-   * running (`pending` reads this for every candidate instead of the scrape's `missing` array).
+   * The last scrape's numbers that the load and latency signals read for every candidate of a
+   * decision, copied here by scrapeSucceeded (the only place `metrics` is set): reading them off
+   * the scrape's EngineMetrics was one more object, a cache miss, per candidate and decision.
+   * Exactly the scrape's values (an EngineMetrics is not changed once handed over). `#loadUnknown`:
+   * the scrape reported neither waiting nor running; `#scrapedLoad`: its waiting + running. The
+   * optional ones stay `number | undefined` as on the scrape (see #ttftOwn).
    */
-  #loadOf: EngineMetrics | undefined
   #loadUnknown = false
+  #scrapedLoad = 0
+  #scrapedWaiting = 0
+  #scrapedRunning = 0
+  #scrapedAdapterBound = false
+  #scrapedTtftSec: number | undefined = undefined
+  #scrapedTpotSec: number | undefined = undefined
+  #scrapedHitRate: number | undefined = undefined
 
   // engine view
   metrics: EngineMetrics | undefined
@@ -266,27 +276,54 @@ export class EndpointState {
   }
 
   /**
+   * `fresh(now) !== undefined` without reading the scrape (scrapedAt is finite only once a scrape
+   * set `metrics`). The `scraped*` getters below are that scrape's values; read them only when
+   * fresh, as `fresh(now)?.x` would.
+   */
+  isFresh(now: number): boolean {
+    return now - this.scrapedAt <= this.#staleAfterMs
+  }
+
+  /** The last scrape's `waiting`. */
+  get scrapedWaiting(): number {
+    return this.#scrapedWaiting
+  }
+
+  /** The last scrape's `running`. */
+  get scrapedRunning(): number {
+    return this.#scrapedRunning
+  }
+
+  /** `adapterBound` of the last scrape. */
+  get scrapedAdapterBound(): boolean {
+    return this.#scrapedAdapterBound
+  }
+
+  /** The last scrape's `ttftMeanSec`. */
+  get scrapedTtftSec(): number | undefined {
+    return this.#scrapedTtftSec
+  }
+
+  /** The last scrape's `prefixCacheHitRate`. */
+  get scrapedHitRate(): number | undefined {
+    return this.#scrapedHitRate
+  }
+
+  /**
    * Requests outstanding at the engine (running + queued), including other replicas' traffic as
    * of the last scrape plus this replica's change since. Never below this replica's own in-flight
    * count, which it knows exactly.
    */
   pending(now: number): number {
-    const m = this.fresh(now)
     const mine = this.inFlight + this.peerInFlight
-    if (m === undefined) return mine
-    if (m !== this.#loadOf) {
-      this.#loadOf = m
-      this.#loadUnknown = m.missing.length === 2
-    }
-    if (this.#loadUnknown) return mine
-    return Math.max(mine, m.waiting + m.running + mine - this.#inFlightAtScrape)
+    if (!this.isFresh(now) || this.#loadUnknown) return mine
+    return Math.max(mine, this.#scrapedLoad + mine - this.#inFlightAtScrape)
   }
 
   /** Requests queued at the engine (not running), estimated between scrapes. */
   waiting(now: number): number {
     if (this.learnedCapacity > 0) return Math.max(0, this.pending(now) - this.learnedCapacity)
-    const m = this.fresh(now)
-    return m === undefined ? 0 : m.waiting
+    return this.isFresh(now) ? this.#scrapedWaiting : 0
   }
 
   /**
@@ -308,7 +345,7 @@ export class EndpointState {
   ttft(now: number): number | undefined {
     const own = this.#ttftOwn
     if (own !== undefined && now - this.#ttftOwnAt <= this.#latencyMaxAgeMs) return own
-    const s = this.fresh(now)?.ttftMeanSec
+    const s = this.isFresh(now) ? this.#scrapedTtftSec : undefined
     return s === undefined ? undefined : s * 1000
   }
 
@@ -316,7 +353,7 @@ export class EndpointState {
   tpot(now: number): number | undefined {
     const own = this.#tpotOwn
     if (own !== undefined && now - this.#tpotOwnAt <= this.#latencyMaxAgeMs) return own
-    const s = this.fresh(now)?.tpotMeanSec
+    const s = this.isFresh(now) ? this.#scrapedTpotSec : undefined
     return s === undefined ? undefined : s * 1000
   }
 
@@ -341,6 +378,14 @@ export class EndpointState {
    */
   scrapeSucceeded(now: number, metrics: EngineMetrics, restart?: RestartSignal): boolean {
     this.metrics = metrics
+    this.#loadUnknown = metrics.missing.length === 2
+    this.#scrapedLoad = metrics.waiting + metrics.running
+    this.#scrapedWaiting = metrics.waiting
+    this.#scrapedRunning = metrics.running
+    this.#scrapedAdapterBound = adapterBound(metrics)
+    this.#scrapedTtftSec = metrics.ttftMeanSec
+    this.#scrapedTpotSec = metrics.tpotMeanSec
+    this.#scrapedHitRate = metrics.prefixCacheHitRate
     this.scrapedAt = now
     this.scrapeFailures = 0
     this.lastScrapeError = undefined
@@ -351,7 +396,11 @@ export class EndpointState {
     if (restart !== undefined) this.#restarted(now, restart)
     // An engine only queues once its batch is full, so `running` at that moment is its limit —
     // unless what waits is an adapter without a slot (adapterBound): then it is not.
-    if (metrics.waiting > 0 && metrics.running > this.learnedCapacity && !adapterBound(metrics)) {
+    if (
+      metrics.waiting > 0 &&
+      metrics.running > this.learnedCapacity &&
+      !this.#scrapedAdapterBound
+    ) {
       this.learnedCapacity = metrics.running
     }
     return restart !== undefined

@@ -32,7 +32,6 @@
 // preferred (a pod back from a restart takes its share again), and a request refused by a pod
 // that died since the last scrape is retried on that same re-home.
 
-import { adapterBound } from '../../engines/view.js'
 import type { DispatchOutcome } from '../../picker.js'
 import { intArg, numArg } from '../args.js'
 import { rendezvous } from '../prompt.js'
@@ -301,9 +300,11 @@ export class PredictedLatencyPlugin implements Plugin {
           : this.pooledCapacity > 0
             ? Math.max(this.pooledCapacity, seen)
             : Math.max(ASSUMED_CAPACITY, seen)
-    const m = ep.fresh(now)
-    if (m !== undefined && m.waiting > 0 && m.running > 0 && m.running < c && !adapterBound(m)) {
-      c = m.running
+    // The scrape's numbers as copied on the state (no read of the EngineMetrics object).
+    if (ep.isFresh(now)) {
+      const running = ep.scrapedRunning
+      if (ep.scrapedWaiting > 0 && running > 0 && running < c && !ep.scrapedAdapterBound)
+        c = running
     }
     return c
   }
@@ -372,21 +373,21 @@ export class PredictedLatencyPlugin implements Plugin {
     models.length = n
     for (let i = 0; i < n; i++) {
       const ep = eps[i] as EndpointState
-      const m = ep.fresh(req.now)
-      if (m === undefined) {
+      // The scrape's numbers as copied on the state (no read of the EngineMetrics object).
+      if (!ep.isFresh(req.now)) {
         models[i] = this.model.peek(ep)
         continue
       }
       if (ep.learnedCapacity > this.pooledCapacity) this.pooledCapacity = ep.learnedCapacity
-      const own = m.running > 0 ? this.model.of(ep) : this.model.peek(ep)
+      const running = ep.scrapedRunning
+      const own = running > 0 ? this.model.of(ep) : this.model.peek(ep)
       models[i] = own
       if (own !== undefined) {
-        if (m.running > own.maxRunning) own.maxRunning = m.running
-        own.scraped(ep.scrapedAt, m.prefixCacheHitRate)
+        if (running > own.maxRunning) own.maxRunning = running
+        own.scraped(ep.scrapedAt, ep.scrapedHitRate)
       }
-      if (m.ttftMeanSec !== undefined && m.ttftMeanSec * 1000 < engineTtft) {
-        engineTtft = m.ttftMeanSec * 1000
-      }
+      const ttftSec = ep.scrapedTtftSec
+      if (ttftSec !== undefined && ttftSec * 1000 < engineTtft) engineTtft = ttftSec * 1000
     }
     this.model.engineTtftMs = Number.isFinite(engineTtft) ? engineTtft : undefined
     // A shared prefix's group (#keyOf), counted when copies are on.
