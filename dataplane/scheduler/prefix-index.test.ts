@@ -275,7 +275,7 @@ describe('PrefixIndex first-block filter', () => {
     const none = state('g3', 83)
     const system = 'Shared system prompt. '.repeat(1200) // ~26 kB: ~410 blocks
     const cut = (q: string) => blockHashes(`${system}${q.repeat(20)}`, 64, 512, 7)
-    holders.forEach((e, i) => idx.record(e, cut(` question ${i} `)))
+    for (const [i, e] of holders.entries()) idx.record(e, cut(` question ${i} `))
     const has = vi.spyOn(BlockTable.prototype, 'has')
     const depths = (q: Int32Array) => {
       has.mockClear()
