@@ -2,7 +2,13 @@ import { readFileSync } from 'node:fs'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
-import { lateLimit, MetricsScraper, type ScrapeResult, type ScrapeTarget } from './scraper.js'
+import {
+  alignedWait,
+  lateLimit,
+  MetricsScraper,
+  type ScrapeResult,
+  type ScrapeTarget,
+} from './scraper.js'
 
 const VLLM = readFileSync(new URL('./testdata/vllm-metrics-sample.txt', import.meta.url), 'utf8')
 
@@ -176,6 +182,42 @@ describe('MetricsScraper', () => {
     expect(results.get('x')?.[0]).toMatchObject({ ok: false, kind: 'bad_response' })
   })
 
+  it('reads a body sent in pieces whole, and fails one past maxBytes or cut short', async () => {
+    const pieces = (body: string, cut: boolean) => (_q: IncomingMessage, res: ServerResponse) => {
+      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' })
+      const third = Math.ceil(body.length / 3)
+      res.write(body.slice(0, third))
+      setTimeout(() => {
+        res.write(body.slice(third, 2 * third))
+        setTimeout(() => {
+          if (cut) res.destroy()
+          else res.end(body.slice(2 * third))
+        }, 5)
+      }, 5)
+    }
+    const whole = await fake('127.0.0.27', pieces(VLLM, false))
+    const cut = await fake('127.0.0.28', pieces(VLLM, true))
+    cleanups.push(
+      () => whole.close(),
+      () => cut.close(),
+    )
+    const { s, results } = scraper()
+    s.sync([target('whole', whole.origin), target('cut', cut.origin)])
+    await until(
+      () => (results.get('whole')?.length ?? 0) >= 1 && (results.get('cut')?.length ?? 0) >= 1,
+    )
+    expect(results.get('whole')?.[0]).toMatchObject({ ok: true, metrics: { engineType: 'vLLM' } })
+    expect(results.get('cut')?.[0]).toMatchObject({ ok: false, kind: 'unreachable' })
+    const small = scraper({ maxBytes: Math.floor(VLLM.length / 2) })
+    small.s.sync([target('big', whole.origin)])
+    await until(() => (small.results.get('big')?.length ?? 0) >= 1)
+    expect(small.results.get('big')?.[0]).toMatchObject({
+      ok: false,
+      kind: 'bad_response',
+      error: `metrics larger than ${Math.floor(VLLM.length / 2)} bytes`,
+    })
+  })
+
   it('bounds scrapes in flight across endpoints', async () => {
     const fakes = await Promise.all(
       [30, 31, 32, 33, 34, 35].map((h) => fake(`127.0.0.${h}`, text(VLLM, 60))),
@@ -234,5 +276,19 @@ describe('MetricsScraper', () => {
     expect(f.hits).toBe(1)
     s.sync(at({ ...generic, running: 'other_running' }))
     await until(() => f.hits >= 2)
+  })
+})
+
+describe('alignedWait', () => {
+  it('waits for the interval tick nearest the due time, so loops share their wake-ups', () => {
+    // Two loops that scraped at 1003 and 1047 (interval 200) both wake at 1200.
+    expect(alignedWait(1010, 1203, 200)).toBe(190)
+    expect(alignedWait(1060, 1247, 200)).toBe(140)
+    // A loop that started late (at 1130) waits for 1400 rather than crowd 1200 with a short gap.
+    expect(alignedWait(1140, 1330, 200)).toBe(260)
+    // A timer that fired a little early still keeps its tick.
+    expect(alignedWait(1199.6, 1399.6, 200)).toBeCloseTo(200.4, 9)
+    // A scrape that overran its tick: at once, never a negative wait.
+    expect(alignedWait(1450, 1200, 200)).toBe(0)
   })
 })

@@ -65,6 +65,42 @@ describe('EngineMetricsTracker', () => {
   })
 })
 
+describe('EngineMetricsTracker: a body equal to the previous one', () => {
+  it('gives the previous view again without a parse, and never a restart twice', () => {
+    const t = new EngineMetricsTracker('SGLang')
+    const first = t.ingestText(scrape(10, 10))
+    const again = t.ingestText(scrape(10, 10))
+    expect(again.parsed).toBe(first.parsed)
+    expect(again.metrics).toBe(first.metrics)
+    // A counter went back: a restart, said once; the same body again is no second restart.
+    const counted = (n: number): string =>
+      `# TYPE sglang:prompt_tokens counter\nsglang:prompt_tokens_total ${n}\n${scrape(1, 1)}`
+    t.ingestText(counted(50))
+    const restarted = t.ingestText(counted(5))
+    expect(restarted.restart).toBe('counter_reset')
+    const same = t.ingestText(counted(5))
+    expect(same.restart).toBeUndefined()
+    expect(same.metrics).toBe(restarted.metrics)
+  })
+
+  it('parses it again after reset() or an ingest() of parsed metrics', () => {
+    const t = new EngineMetricsTracker('SGLang')
+    t.ingestText(scrape(10, 10))
+    t.ingestText(scrape(12, 20))
+    // The same body as the last: the interval mean stays 0.2 (nothing moved since).
+    expect(t.ingestText(scrape(12, 20)).metrics.ttftMeanSec).toBeCloseTo(0.2, 12)
+    t.reset()
+    const afterReset = t.ingestText(scrape(12, 20))
+    expect(afterReset.metrics.ttftMeanSec).toBe(0.6)
+    t.ingest(parsePrometheusText(scrape(14, 30)))
+    // ingest() moved the state on: the same text as before is a new interval (12-14 over 20-30
+    // went backwards: starts over with the cumulative mean).
+    const after = t.ingestText(scrape(12, 20))
+    expect(after.parsed).not.toBe(afterReset.parsed)
+    expect(after.metrics.ttftMeanSec).toBe(0.6)
+  })
+})
+
 describe('EngineMetricsTracker: histogram buckets skipped', () => {
   const fixtures: readonly (readonly [InferenceEngine, string])[] = [
     ['vLLM', 'vllm-metrics-sample.txt'],

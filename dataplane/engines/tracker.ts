@@ -39,6 +39,9 @@ export class EngineMetricsTracker {
   readonly #parse: ParseOptions
   #state: AdapterState | undefined
   #process: ProcessFingerprint | undefined
+  /** The last body ingestText parsed and what it made of it. */
+  #lastText: string | undefined
+  #last: IngestResult | undefined
 
   constructor(engine: InferenceEngine, options: EngineMetricsTrackerOptions = {}) {
     this.#adapter = adapterFor(engine, options.generic)
@@ -61,8 +64,24 @@ export class EngineMetricsTracker {
     return this.#adapter.metricsPath
   }
 
-  /** Parses one exposition body and folds it into the interval state. */
+  /**
+   * Parses one exposition body and folds it into the interval state. A body equal to the previous
+   * one (an idle engine's, scrape after scrape) gives the previous result again without a parse:
+   * the same totals make the same view (intervalRatio keeps the last value when nothing moved),
+   * the same fingerprint no restart, and the same names the same detected engine.
+   */
   ingestText(text: string): IngestResult {
+    const last = this.#last
+    if (last !== undefined && text === this.#lastText) {
+      return last.restart === undefined ? last : { metrics: last.metrics, parsed: last.parsed }
+    }
+    const result = this.#ingestText(text)
+    this.#lastText = text
+    this.#last = result
+    return result
+  }
+
+  #ingestText(text: string): IngestResult {
     const parsed = parsePrometheusText(text, this.#parse)
     if (this.#detect) {
       const seen = detectEngine(parsed)
@@ -77,11 +96,17 @@ export class EngineMetricsTracker {
     this.#process = process
     // Interval means across a restart would mix two processes: start over from this scrape.
     if (restart !== undefined) this.#state = undefined
-    const metrics = this.ingest(parsed)
+    const metrics = this.#extract(parsed)
     return restart !== undefined ? { metrics, parsed, restart } : { metrics, parsed }
   }
 
   ingest(parsed: ParsedMetrics): EngineMetrics {
+    // The interval state moves on without a text: the next text is news whatever it says.
+    this.#forgetText()
+    return this.#extract(parsed)
+  }
+
+  #extract(parsed: ParsedMetrics): EngineMetrics {
     const { metrics, state } = this.#adapter.extract(parsed, this.#state)
     this.#state = state
     return metrics
@@ -91,5 +116,11 @@ export class EngineMetricsTracker {
   reset(): void {
     this.#state = undefined
     this.#process = undefined
+    this.#forgetText()
+  }
+
+  #forgetText(): void {
+    this.#lastText = undefined
+    this.#last = undefined
   }
 }

@@ -7,7 +7,7 @@
 //
 //   tsx hack/bench/scrape-cost.ts [--engines 4,64] [--seconds 10] [--rounds 3]
 //     [--modes inline,off] [--cli <path to bin/infer-gateway.js>] [--cli-b <path>]
-//     [--gateway-node-args="--cpu-prof --cpu-prof-dir=/tmp/p"] [--workers 1]
+//     [--gateway-node-args="--cpu-prof --cpu-prof-dir=/tmp/p"] [--workers 1] [--engine-traffic 0]
 //
 // `--cli-b` A/Bs two checkouts (e.g. a `git archive` of the base commit with node_modules linked):
 // every (engines, mode) cell runs A then B then A … alternating by round, so load drift on a shared
@@ -38,6 +38,9 @@ const { values: opts } = parseArgs({
     // bench:routing's default. Above 1 the primary scrapes for every worker (and ignores
     // `--scrape off`), so the off floor is not one there.
     workers: { type: 'string', default: '1' },
+    // Requests per second sent by this process straight to each engine (not through the gateway):
+    // their counters and gauges then move, so scrapes do not repeat the previous body.
+    'engine-traffic': { type: 'string', default: '0' },
   },
 })
 
@@ -220,12 +223,44 @@ function median(xs: readonly number[]): number {
 const f1 = (n: number): string => n.toFixed(1)
 const f0 = (n: number): string => n.toFixed(0)
 
+/** Requests straight to every engine at `perSec` each until the returned stop. */
+function engineTraffic(sims: readonly SimHandle[], perSec: number): () => Promise<void> {
+  if (perSec <= 0) return async () => {}
+  let on = true
+  let seq = 0
+  const loops = sims.map(async (sim) => {
+    while (on) {
+      const t = performance.now()
+      try {
+        const res = await fetch(`${sim.url}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({
+            model: MODEL,
+            messages: [{ role: 'user', content: `question ${seq++}` }],
+            max_tokens: 4,
+          }),
+        })
+        await res.text()
+      } catch {
+        // next round
+      }
+      await new Promise((r) => setTimeout(r, Math.max(0, 1000 / perSec - (performance.now() - t))))
+    }
+  })
+  return async () => {
+    on = false
+    await Promise.all(loops)
+  }
+}
+
 async function main(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'scrape-cost-'))
   const cells: Cell[] = []
   try {
     for (const n of ENGINE_COUNTS) {
       const sims = await startEngines(n)
+      const stopTraffic = engineTraffic(sims, Number(opts['engine-traffic']))
       try {
         const file = join(dir, `gateway-${n}.yaml`)
         await writeFile(
@@ -249,6 +284,7 @@ async function main(): Promise<void> {
           }
         }
       } finally {
+        await stopTraffic()
         await Promise.all(sims.map((s) => s.close()))
       }
     }
