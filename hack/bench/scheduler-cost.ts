@@ -82,7 +82,8 @@ async function main(): Promise<void> {
   const eps = work.endpoints
   const ids = eps.map((e) => `${e.address}:${e.port}`)
   const srv = server(eps, { scheduler: ALL_PLUGINS, attempts: 3 })
-  sched.onSnapshot(snapshot([srv]))
+  const snap = snapshot([srv])
+  sched.onSnapshot(snap)
   const scrape = (i: number, m: EngineMetrics): void => {
     const id = ids[i] as string
     sched.scrapeStarted(id)
@@ -178,6 +179,9 @@ async function main(): Promise<void> {
       phases.wrap(p, 'score', `score: ${p.name}`)
     }
     phases.wrap(promptHasher, 'hash', 'prompt hasher (inside a score)')
+    // The scheduler reads each plugin's filter/score once per snapshot (ServerScheduler): the
+    // same snapshot again keeps the plugins and their state and picks up the wrapped methods.
+    sched.onSnapshot(snap)
   }
   const hasherBefore = promptHasher.stats()
   for (let d = 0; d < DECISIONS; d++) {
