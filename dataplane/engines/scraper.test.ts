@@ -6,6 +6,7 @@ import {
   alignedWait,
   lateLimit,
   MetricsScraper,
+  phaseOf,
   type ScrapeResult,
   type ScrapeTarget,
 } from './scraper.js'
@@ -290,5 +291,17 @@ describe('alignedWait', () => {
     expect(alignedWait(1199.6, 1399.6, 200)).toBeCloseTo(200.4, 9)
     // A scrape that overran its tick: at once, never a negative wait.
     expect(alignedWait(1450, 1200, 200)).toBe(0)
+    // In phase 50 the ticks are 1050, 1250, …
+    expect(alignedWait(1060, 1247, 200, 50)).toBe(190)
+    expect(alignedWait(1010, 1140, 200, 50)).toBe(40)
+  })
+
+  it('deals loops over phases, at most SCRAPES_PER_TICK a tick', () => {
+    expect([0, 1, 2, 3].map((k) => phaseOf(k, 4, 200))).toEqual([0, 0, 0, 0])
+    expect([0, 1, 2, 3, 4].map((k) => phaseOf(k, 5, 200))).toEqual([0, 100, 0, 100, 0])
+    const of64 = Array.from({ length: 64 }, (_, k) => phaseOf(k, 64, 200))
+    expect(new Set(of64).size).toBe(16)
+    expect(of64.slice(0, 3)).toEqual([0, 12.5, 25])
+    expect(Math.max(...[...new Set(of64)].map((p) => of64.filter((x) => x === p).length))).toBe(4)
   })
 })
