@@ -5,7 +5,9 @@
 // endpoints get ejected).
 //
 // Why per-endpoint loops instead of one global tick: a slow or dead pod then only delays its own
-// next scrape, never the fleet's, and jitter keeps the loops from synchronising into bursts.
+// next scrape, never the fleet's. The loops' ticks are aligned in phases of at most
+// SCRAPES_PER_TICK (alignedWait, phaseOf): a wake-up is the dear part of an idle process's scrape,
+// and a small group per phase keeps each burst short.
 
 import { Agent } from 'undici'
 import type { InferenceEngine } from '../../api/snapshot.js'
