@@ -520,3 +520,26 @@ describe('dataplane --workers 1', () => {
     expect(gw.stderr()).not.toContain('worker')
   }, 90_000)
 })
+
+describe('dataplane --workers 2 --scrape off', () => {
+  it('nobody scrapes: not the primary, and the workers do not wait for scrapes from it', async () => {
+    const gw = await dataplane(['--workers', '2', '--scrape', 'off'])
+    const before = scrapes
+    const byWorker = await connectionsByWorker(gw.url)
+    expect([...byWorker.keys()].sort()).toEqual([1, 2])
+    for (const a of byWorker.values()) {
+      expect((await debugView(a, gw.url)).scrape).toEqual({ enabled: false })
+      // The counted engine is routed to on request outcomes alone.
+      const r = await http(a, gw.url, '/v1/chat/completions', chat(COUNTED, 'no scrape'))
+      expect(r.status, r.body).toBe(200)
+    }
+    // Several 200 ms intervals: a scraping primary would have fetched /metrics about 6 times.
+    await new Promise((r) => setTimeout(r, 1200))
+    expect(scrapes - before).toBe(0)
+    const code = await new Promise<number | null>((resolve) => {
+      gw.child.once('exit', (c) => resolve(c))
+      gw.child.kill('SIGTERM')
+    })
+    expect(code).toBe(0)
+  }, 90_000)
+})

@@ -113,12 +113,16 @@ export async function runPrimary(o: PrimaryOptions): Promise<void> {
     for (const s of slots) if (s.worker?.isConnected()) s.worker.send(m)
   }
   const scrape = o.gateway.scheduler?.scrape
-  const scraper = new MetricsScraper({
-    ...(scrape ? scrape : {}),
-    onStart: (id) => broadcast({ t: 'igw:scrape-start', id }),
-    onResult: (id: string, r: ScrapeResult) => broadcast({ t: 'igw:scrape', id, r }),
-  })
-  store.onSwap((s) => scraper.sync(scrapeTargetsOf(s)))
+  // `--scrape off`: nobody scrapes (the workers' schedulers are told so too, worker.ts).
+  const scraper =
+    scrape === false
+      ? undefined
+      : new MetricsScraper({
+          ...(scrape ?? {}),
+          onStart: (id) => broadcast({ t: 'igw:scrape-start', id }),
+          onResult: (id: string, r: ScrapeResult) => broadcast({ t: 'igw:scrape', id, r }),
+        })
+  store.onSwap((s) => scraper?.sync(scrapeTargetsOf(s)))
 
   const relay = new PeerRelay()
   const indices = slots.map((s) => s.index)
@@ -262,12 +266,12 @@ export async function runPrimary(o: PrimaryOptions): Promise<void> {
     if (broadcastTimer) clearTimeout(broadcastTimer)
     source?.stop()
     await push?.stop()
-    await scraper.close()
+    await scraper?.close()
   }
 
   await push?.start()
   await source?.start()
-  if (store.snapshot) scraper.sync(scrapeTargetsOf(store.snapshot))
+  if (store.snapshot) scraper?.sync(scrapeTargetsOf(store.snapshot))
   // Listen for the stop signal before the first fork: a SIGTERM that arrives once "worker
   // starting" is logged but before a handler exists would kill the primary by default action and
   // orphan the workers.

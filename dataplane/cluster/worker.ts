@@ -115,7 +115,11 @@ export async function runWorker(
   const scheduler = new WorkerScheduler(index, {
     log,
     ...opts.scheduler,
-    scrape: { ...(opts.scheduler?.scrape || {}), external: true },
+    // Scraped by the primary; `--scrape off` is off here too (not "scraped elsewhere, never heard").
+    scrape:
+      opts.scheduler?.scrape === false
+        ? false
+        : { ...(opts.scheduler?.scrape || {}), external: true },
     shareDispatches: true,
   })
   // Local rate-limit counters are the primary's (one budget for all workers); see ratelimit.ts.
