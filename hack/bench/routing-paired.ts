@@ -24,6 +24,7 @@ import { percentile } from './load.js'
 import { ensurePeer, type PeerName, startPeer } from './peers.js'
 import { cpuBetween, treeCpu } from './proc-cpu.js'
 import { type Proc, spawnCli } from './procs.js'
+import { benchGatewayArgs } from './proxy-bundle.js'
 import { fmt } from './report.js'
 import { routingManifests, type SchedulerPluginSpec } from './routing-config.js'
 import { poissonTimes, type RequestResult, runOpenLoop } from './routing-load.js'
@@ -148,19 +149,7 @@ async function start(name: string, k: number, dir: string): Promise<Running> {
         : await spawnCli(
             [
               'dataplane',
-              '--config',
-              file,
-              ...args,
-              '--explain',
-              '--workers',
-              '1',
-              '--host',
-              '127.0.0.1',
-              '--port',
-              String(port),
-              '--no-access-log',
-              '--drain-delay',
-              '0',
+              ...benchGatewayArgs(file, port, [...args, '--explain', '--workers', '1']),
             ],
             /"msg":"data plane listening"/,
           ),

@@ -31,6 +31,7 @@ import { percentile } from './load.js'
 import { ensurePeer, PEERS, type PeerInstall, type PeerName, startPeer } from './peers.js'
 import { benchRoleOf, cpuBetween, treeCpu } from './proc-cpu.js'
 import { type Proc, spawnCli, spawnScript } from './procs.js'
+import { benchGatewayArgs } from './proxy-bundle.js'
 import { fmt, table, writeSection } from './report.js'
 import { routingManifests, type SchedulerPluginSpec } from './routing-config.js'
 import { runEppRoutingBench } from './routing-epp.js'
@@ -602,19 +603,7 @@ async function startGatewayWith(file: string, port: number, pods: number): Promi
   const gw = await spawnCli(
     [
       'dataplane',
-      '--config',
-      file,
-      ...GATEWAY_ARGS,
-      '--explain',
-      '--workers',
-      String(WORKERS),
-      '--host',
-      '127.0.0.1',
-      '--port',
-      String(port),
-      '--no-access-log',
-      '--drain-delay',
-      '0',
+      ...benchGatewayArgs(file, port, [...GATEWAY_ARGS, '--explain', '--workers', String(WORKERS)]),
     ],
     /"msg":"data plane listening"/,
     GATEWAY_NODE_ARGS,
