@@ -685,7 +685,7 @@ describe('parsePrometheusText: histogramBuckets false', () => {
       'lat_sum',
       'lat_count',
     ])
-    // `_bucket` names outside a histogram are samples like any other.
+    // `_bucket` names outside a histogram are ordinary samples.
     for (const name of ['depth_bucket', 'plain_bucket', 'old_bucket']) {
       expect(lean.families.get(name)).toEqual(full.families.get(name))
     }

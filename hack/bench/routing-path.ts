@@ -5,7 +5,7 @@
 // engine whose batch was full) or the path (the router's proxying, and the CPU the router takes
 // from the engines and the client on the shared cores: timers firing late, chunks read late).
 //
-// Two views, both from what any deployment has: the client's TTFT minus the floor, per request;
+// Two views, both from what every deployment has: the client's TTFT minus the floor, per request;
 // and each engine's own `/metrics` counters at the end of a run (vLLM's queue-time and TTFT
 // histograms: their _sum and _count), which count the engine-side part only.
 import { percentile } from './load.js'
