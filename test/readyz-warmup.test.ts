@@ -36,6 +36,15 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true })
 })
 
+function start(picker: Scheduler): Promise<Gateway> {
+  return startGateway({
+    config: { kind: 'manifests', paths: [file] },
+    port: 0,
+    picker,
+    log: memoryLogger(),
+  })
+}
+
 async function readyz(): Promise<{ status: number; body: { status: string } }> {
   const r = await fetch(`${gw?.url}/readyz`)
   return { status: r.status, body: (await r.json()) as { status: string } }
@@ -45,12 +54,7 @@ describe('/readyz and the start-up warm-up', () => {
   it('answers 503 warming while the first warm-up runs', async () => {
     // A million decisions take minutes: the warm-up is certainly still running when asked.
     const picker = new Scheduler({ scrape: false, warmup: 1_000_000 })
-    gw = await startGateway({
-      config: { kind: 'manifests', paths: [file] },
-      port: 0,
-      picker,
-      log: memoryLogger(),
-    })
+    gw = await start(picker)
     expect(await readyz()).toEqual({
       status: 503,
       body: { status: 'warming', snapshotVersion: gw?.store.snapshot?.version },
@@ -59,12 +63,7 @@ describe('/readyz and the start-up warm-up', () => {
 
   it('is ready once the warm-up has ended', async () => {
     const picker = new Scheduler({ scrape: false, warmup: 32 })
-    gw = await startGateway({
-      config: { kind: 'manifests', paths: [file] },
-      port: 0,
-      picker,
-      log: memoryLogger(),
-    })
+    gw = await start(picker)
     await picker.warmedUp()
     expect(await readyz()).toEqual({
       status: 200,

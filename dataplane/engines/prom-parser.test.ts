@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
+import { seededRandom } from '../seeded-random.js'
 import { labelOf } from './adapters/common.js'
 import { type MetricFamily, type ParsedMetrics, parsePrometheusText } from './prom-parser.js'
 
@@ -368,17 +369,6 @@ describe('parsePrometheusText: fixtures', () => {
 // ---------------------------------------------------------------------------------------------
 // Fuzzing. A seeded generator keeps failures reproducible: the seed is in the test name.
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 interface Gen {
   int(n: number): number
   pick<T>(xs: readonly T[]): T
@@ -386,7 +376,7 @@ interface Gen {
 }
 
 function gen(seed: number): Gen {
-  const r = rng(seed)
+  const r = seededRandom(seed)
   return {
     int: (n) => Math.floor(r() * n),
     pick: (xs) => {

@@ -166,11 +166,10 @@ export class EndpointState {
    * decision, copied here by scrapeSucceeded (the only place `metrics` is set): reading them off
    * the scrape's EngineMetrics was one more object, a cache miss, per candidate and decision.
    * Exactly the scrape's values (an EngineMetrics is not changed once handed over). `#loadUnknown`:
-   * the scrape reported neither waiting nor running; `#scrapedLoad`: its waiting + running. The
+   * the scrape reported neither waiting nor running. The
    * optional ones stay `number | undefined` as on the scrape (see #ttftOwn).
    */
   #loadUnknown = false
-  #scrapedLoad = 0
   #scrapedWaiting = 0
   #scrapedRunning = 0
   #scrapedAdapterBound = false
@@ -317,7 +316,10 @@ export class EndpointState {
   pending(now: number): number {
     const mine = this.inFlight + this.peerInFlight
     if (!this.isFresh(now) || this.#loadUnknown) return mine
-    return Math.max(mine, this.#scrapedLoad + mine - this.#inFlightAtScrape)
+    return Math.max(
+      mine,
+      this.#scrapedWaiting + this.#scrapedRunning + mine - this.#inFlightAtScrape,
+    )
   }
 
   /** Requests queued at the engine (not running), estimated between scrapes. */
@@ -379,7 +381,6 @@ export class EndpointState {
   scrapeSucceeded(now: number, metrics: EngineMetrics, restart?: RestartSignal): boolean {
     this.metrics = metrics
     this.#loadUnknown = metrics.missing.length === 2
-    this.#scrapedLoad = metrics.waiting + metrics.running
     this.#scrapedWaiting = metrics.waiting
     this.#scrapedRunning = metrics.running
     this.#scrapedAdapterBound = adapterBound(metrics)
