@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { filterKept, inverseMinMax } from './scores.js'
+import { filterKept, inverseMinMax, keepMarked } from './scores.js'
 
 describe('filterKept', () => {
   it('returns the same array when nothing is removed, else what filter returns', () => {
@@ -22,5 +22,17 @@ describe('inverseMinMax', () => {
     expect(Array.from(out)).toEqual([1, 0, 0.5])
     inverseMinMax([7, 7, 7], 3, out)
     expect(Array.from(out)).toEqual([1, 1, 1])
+  })
+})
+
+describe('keepMarked', () => {
+  it('returns the same array when every mark is 1, else the marked ones in order', () => {
+    const xs = ['a', 'b', 'c', 'd', 'e']
+    expect(keepMarked(xs, Uint8Array.of(1, 1, 1, 1, 1), 5)).toBe(xs)
+    expect(keepMarked(xs, Uint8Array.of(0, 1, 0, 1, 1), 3)).toEqual(['b', 'd', 'e'])
+    expect(keepMarked(xs, Uint8Array.of(1, 0, 0, 0, 0), 1)).toEqual(['a'])
+    expect(keepMarked(xs, Uint8Array.of(0, 0, 0, 0, 0), 0)).toEqual([])
+    // Marks past xs (a scratch longer than the list, left from a longer call) are not read.
+    expect(keepMarked(['a', 'b'], Uint8Array.of(0, 1, 1, 1), 1)).toEqual(['b'])
   })
 })

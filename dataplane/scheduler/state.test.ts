@@ -58,6 +58,15 @@ describe('EndpointState: blended load', () => {
     scraped(t, 0, { kvCacheUsage: 0.25 })
     t.dispatchStarted({ promptTokens: 300, outputTokens: 100, stream: false }, 1)
     expect(t.kvCacheUsage(2)).toBe(0.25) // size unknown: the engine's number as is
+    // The NaN-for-unknown form least-kv-cache reads: the same numbers.
+    expect(s.kvCacheUsageOrNaN(2)).toBe(0.5)
+    expect(t.kvCacheUsageOrNaN(2)).toBe(0.25)
+    expect(Number.isNaN(t.kvCacheUsageOrNaN(1e9))).toBe(true) // stale
+    expect(t.kvCacheUsage(1e9)).toBeUndefined()
+    const u = state('c', 4)
+    scraped(u, 0, { running: 1 })
+    expect(Number.isNaN(u.kvCacheUsageOrNaN(1))).toBe(true) // not reported
+    expect(u.kvCacheUsage(1)).toBeUndefined()
   })
 
   it('falls back to local signals when the engine exports no request counts', () => {

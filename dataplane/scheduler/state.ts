@@ -334,13 +334,26 @@ export class EndpointState {
    * does not all land on the pod that looked emptiest).
    */
   kvCacheUsage(now: number): number | undefined {
+    const u = this.kvCacheUsageOrNaN(now)
+    return Number.isNaN(u) ? undefined : u
+  }
+
+  /**
+   * `kvCacheUsage(now)`, NaN for undefined (a usage is never NaN: engines/view.ts keeps finite
+   * ones, block counts and sizes above 0): what least-kv-cache reads for every candidate. A `number | undefined` result is a tagged value, a
+   * new HeapNumber per call for a fractional usage (a sixth of the bytes a decision allocated);
+   * a plain number stays unboxed where the call is inlined.
+   */
+  kvCacheUsageOrNaN(now: number): number {
     const m = this.fresh(now)
-    if (m?.kvCacheUsage === undefined) return undefined
-    if (m.numGpuBlocks === undefined || m.blockSize === undefined) return m.kvCacheUsage
+    if (m === undefined) return Number.NaN
+    const usage = m.kvCacheUsage
+    if (usage === undefined) return Number.NaN
+    if (m.numGpuBlocks === undefined || m.blockSize === undefined) return usage
     const delta =
       (this.inFlightTokens + this.peerInFlightTokens - this.#tokensAtScrape) /
       (m.numGpuBlocks * m.blockSize)
-    return Math.min(1, Math.max(0, m.kvCacheUsage + delta))
+    return Math.min(1, Math.max(0, usage + delta))
   }
 
   /** Time to first token in ms: own measurement when recent, else the engine's interval mean. */

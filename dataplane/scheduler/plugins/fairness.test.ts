@@ -313,6 +313,34 @@ describe('fairness', () => {
     expect(p.filter(req, [a, b])).toEqual([])
   })
 
+  it('filters each call on its own candidates (its marks are reused, none carried over)', () => {
+    const p = new FairnessPlugin(
+      { maxInFlightPerEndpoint: 1 },
+      { random: Math.random, now: () => 0 },
+    )
+    const eps = ['a', 'b', 'c', 'd', 'e'].map((n, i) => state(n, i + 2))
+    const t = { promptTokens: 1, outputTokens: 1, stream: false }
+    const req = request(pickContext(server([]), chat('x')))
+    const [a, b, c, d, e] = eps as [
+      EndpointState,
+      EndpointState,
+      EndpointState,
+      EndpointState,
+      EndpointState,
+    ]
+    b.dispatchStarted(t, 0)
+    d.dispatchStarted(t, 0)
+    expect(p.filter(req, eps)).toEqual([a, c, e])
+    // A shorter list after a longer one: the marks left past its end are not read.
+    expect(p.filter(req, [b, e])).toEqual([e])
+    expect(p.filter(req, [c, d])).toEqual([c])
+    // Nothing full: the list itself, not a copy.
+    const all = [a, c, e]
+    expect(p.filter(req, all)).toBe(all)
+    d.dispatchEnded(t, ok, 1)
+    expect(p.filter(req, eps)).toEqual([a, c, d, e])
+  })
+
   it('a place released before dispatch (e.g. no endpoint) frees capacity again', async () => {
     const p = new FairnessPlugin(
       { maxInFlightPerEndpoint: 1, headroom: 0 },

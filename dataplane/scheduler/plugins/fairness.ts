@@ -40,7 +40,7 @@ import type { AbortLike } from '../../abort.js'
 import { GatewayError } from '../../errors.js'
 import type { DispatchOutcome } from '../../picker.js'
 import { intArg, numArg, numMapArg, strArg } from '../args.js'
-import { filterKept } from '../scores.js'
+import { keepMarked } from '../scores.js'
 import type { EndpointState } from '../state.js'
 import type { Admission, Plugin, PluginArgs, PluginEnv, SchedRequest } from '../types.js'
 
@@ -126,6 +126,8 @@ export class FairnessPlugin implements Plugin {
   #reserved = 0
   #seq = 0
   #eps: () => readonly EndpointState[] = () => []
+  /** filter's kept-or-not per candidate, read only within the call (keepMarked). */
+  #marks = new Uint8Array(64)
   #timer: NodeJS.Timeout | undefined
   admittedTotal = 0
   queuedTotal = 0
@@ -269,10 +271,18 @@ export class FairnessPlugin implements Plugin {
   /** Place admitted requests where there is room, so the engines do not queue them. */
   filter(req: SchedRequest, eps: readonly EndpointState[]): readonly EndpointState[] {
     const pooled = pooledLimit(eps)
-    return filterKept(eps, (e) => {
+    const n = eps.length
+    if (this.#marks.length < n) this.#marks = new Uint8Array(Math.max(n, this.#marks.length * 2))
+    const marks = this.#marks
+    let kept = 0
+    for (let i = 0; i < n; i++) {
+      const e = eps[i] as EndpointState
       const limit = this.limitOf(e, pooled)
-      return limit === 0 || e.pending(req.now) < limit
-    })
+      const keep = limit === 0 || e.pending(req.now) < limit
+      marks[i] = keep ? 1 : 0
+      if (keep) kept++
+    }
+    return keepMarked(eps, marks, kept)
   }
 
   onDispatch(req: SchedRequest): void {

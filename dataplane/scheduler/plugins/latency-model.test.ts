@@ -105,3 +105,42 @@ describe('LatencyModel prefill lines kept between observations', () => {
     expect(la2.perToken).not.toBe(la.perToken)
   })
 })
+
+describe('PrefillFit.shrunkInto', () => {
+  // The line prefillOf computed before shrunkInto: slope and intercept, then the shrinking.
+  const oldLine = (f: EndpointModel, pool: Prefill) => {
+    const slope = f.slope(pool.perToken)
+    const w = f.n / (f.n + 4)
+    return {
+      perToken: w * slope + (1 - w) * pool.perToken,
+      overhead: w * f.intercept(slope) + (1 - w) * pool.overhead,
+    }
+  }
+
+  it('gives exactly the line of slope() and intercept() shrunk towards the pool', () => {
+    const pool = { perToken: 0.173, overhead: 11.3 }
+    let x = 7
+    const next = () => {
+      x = (x * 1103515245 + 12345) % 2147483648
+      return x / 2147483648
+    }
+    const fits = [new EndpointModel(), new EndpointModel(), new EndpointModel()]
+    for (let k = 0; k < 60; k++) {
+      // One fit of spread-out prompts, one of alike ones (variance below the bound: the prior
+      // slope), one of a steep line (slope clamped at 100).
+      fits[0]?.add(200 + next() * 4000, 20 + next() * 400)
+      fits[1]?.add(1000 + next() * 10, 50 + next() * 5)
+      fits[2]?.add(next() * 400, next() * 400 * 150)
+      for (const f of fits) {
+        const got = { perToken: Number.NaN, overhead: Number.NaN }
+        f.shrunkInto(pool, got)
+        expect(got).toEqual(oldLine(f, pool))
+      }
+    }
+    const one = new EndpointModel()
+    one.add(100, 30) // n < 2: the prior slope
+    const got = { perToken: 0, overhead: 0 }
+    one.shrunkInto(pool, got)
+    expect(got).toEqual(oldLine(one, pool))
+  })
+})

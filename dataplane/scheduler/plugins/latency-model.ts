@@ -82,6 +82,31 @@ export class PrefillFit {
     if (this.n <= 0) return 0
     return Math.max(0, (this.#sy - slope * this.#su) / this.n)
   }
+
+  /**
+   * This fit's line shrunk towards `pool` (weight n / (n + SHRINK_SAMPLES) on its own), written
+   * into `to`: `slope(pool.perToken)` and `intercept` of it worked out in place, the same
+   * arithmetic. A decision asks for every candidate's line after each pooled-line change, and
+   * slope and intercept called from LatencyModel.prefillOf returned their numbers boxed, two
+   * HeapNumbers per candidate (~0.8 KiB per decision); here they are locals.
+   */
+  shrunkInto(pool: Prefill, to: { perToken: number; overhead: number }): void {
+    const n = this.n
+    let slope = pool.perToken
+    if (n >= 2) {
+      const mu = this.#su / n
+      const variance = this.#suu / n - mu * mu
+      // As slope(): only a variance below the bound keeps the prior (NaN goes on, as there).
+      if (!(variance < MIN_VARIANCE)) {
+        const cov = this.#suy / n - mu * (this.#sy / n)
+        slope = Math.min(100, Math.max(0, cov / variance))
+      }
+    }
+    const intercept = n <= 0 ? 0 : Math.max(0, (this.#sy - slope * this.#su) / n)
+    const w = n / (n + SHRINK_SAMPLES)
+    to.perToken = w * slope + (1 - w) * pool.perToken
+    to.overhead = w * intercept + (1 - w) * pool.overhead
+  }
 }
 
 /**
@@ -276,10 +301,7 @@ export class LatencyModel {
     const pool = this.#poolLine()
     if (m === undefined || m.n < 0.5) return pool
     if (m.lineFit === m.version && m.linePool === this.#poolVersion) return m
-    const slope = m.slope(pool.perToken)
-    const w = m.n / (m.n + SHRINK_SAMPLES)
-    m.perToken = w * slope + (1 - w) * pool.perToken
-    m.overhead = w * m.intercept(slope) + (1 - w) * pool.overhead
+    m.shrunkInto(pool, m)
     m.lineFit = m.version
     m.linePool = this.#poolVersion
     return m

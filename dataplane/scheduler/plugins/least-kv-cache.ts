@@ -11,8 +11,9 @@ export function leastKvCache(): Plugin {
     score(req: SchedRequest, eps: readonly EndpointState[], out: Float64Array): boolean {
       let known = 0
       for (let i = 0; i < eps.length; i++) {
-        const u = (eps[i] as EndpointState).kvCacheUsage(req.now)
-        if (u === undefined) out[i] = 0.5
+        // NaN = unknown (see kvCacheUsageOrNaN: no HeapNumber per candidate).
+        const u = (eps[i] as EndpointState).kvCacheUsageOrNaN(req.now)
+        if (Number.isNaN(u)) out[i] = 0.5
         else {
           out[i] = 1 - u
           known++

@@ -1,5 +1,5 @@
 // predicted-latency keeps each candidate's rendezvous draw (its log) per prefix key and endpoint
-// slot across decisions (#logUOf). These check that the kept draws never change a score: in any
+// slot across decisions (#drawsWith). These check that the kept draws never change a score: in any
 // order of keys, past the bound on keys kept, and when a slot is taken over by another pod.
 import { describe, expect, it } from 'vitest'
 import { EndpointState } from '../state.js'

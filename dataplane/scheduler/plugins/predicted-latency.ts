@@ -153,7 +153,7 @@ interface Dispatched {
   readonly move: boolean
 }
 
-/** Prefix keys whose rendezvous draws are kept (#logUOf; 2 × 8 bytes per endpoint slot each). */
+/** Prefix keys whose rendezvous draws are kept (#drawsWith; 2 × 8 bytes per endpoint slot each). */
 const MAX_DRAW_KEYS = 512
 
 /** log(u) of rendezvous draws for one prefix key by endpoint slot, and the name hash drawn for. */
@@ -221,7 +221,7 @@ export class PredictedLatencyPlugin implements Plugin {
   /** req.scratch key of the adapter needs per candidate as scored (adapterNeeds), for onDispatch. */
   readonly #needs = {}
   /**
-   * log(u) of rendezvous draws by prefix key, by endpoint slot (see #logUOf): the band,
+   * log(u) of rendezvous draws by prefix key, by endpoint slot (see #drawsWith): the band,
    * #placeCold, #rehome and #replicate weigh the same draws, and a group's requests repeat them.
    */
   readonly #draws = new Map<number, Draws>()
@@ -466,10 +466,11 @@ export class PredictedLatencyPlugin implements Plugin {
       const over = Math.max(0, pend - minPending - Math.max(1, Math.round(cap * LOAD_SLACK)))
       // A full cache pays for a new prefix with another one's eviction (misses later): prefer
       // room, e.g. an engine that restarted empty, over one holding as much as it can.
-      const room = 1 - ROOM_WEIGHT * this.index.occupancy(eps[i] as EndpointState)
+      const ep = eps[i] as EndpointState
+      const room = 1 - ROOM_WEIGHT * this.index.occupancy(ep)
       const w =
         ((free >= 1 ? Math.min(free, cap * HEADROOM_CAP) : 1 / (2 - free)) * room) / (1 + over) ** 2
-      const v = -w / this.#logUOf(key, eps, i)
+      const v = -w / (this.#drawsWith(key, ep).logU[ep.slot] as number)
       weighted[i] = v
       if (v > top) top = v
     }
@@ -542,7 +543,8 @@ export class PredictedLatencyPlugin implements Plugin {
       const cap = capacity[i] as number
       const free = cap - (pending[i] as number)
       if (free < 1 || ep.isEjected(now)) continue
-      const v = -Math.min(free, cap * HEADROOM_CAP) / this.#logUOf(key, eps, i)
+      const v =
+        -Math.min(free, cap * HEADROOM_CAP) / (this.#drawsWith(key, ep).logU[ep.slot] as number)
       if (v > top) {
         top = v
         target = i
@@ -750,7 +752,9 @@ export class PredictedLatencyPlugin implements Plugin {
       // Room in its KV cache as in the band: a pod that restarted empty takes moves before one
       // that must evict another group for them.
       const room = 1 - ROOM_WEIGHT * this.index.occupancy(ep)
-      hrw[i] = (-Math.min(free, cap * HEADROOM_CAP) * room) / this.#logUOf(key, eps, i)
+      hrw[i] =
+        (-Math.min(free, cap * HEADROOM_CAP) * room) /
+        (this.#drawsWith(key, ep).logU[ep.slot] as number)
     }
     return hrw
   }
@@ -794,8 +798,10 @@ export class PredictedLatencyPlugin implements Plugin {
         if ((pending[i] as number) >= (capacity[i] as number)) continue
         // Free slots capped at half the batch: pods with plenty of room are alike.
         const cap = capacity[i] as number
+        const ep = eps[i] as EndpointState
         hrw[i] =
-          -Math.min(cap - (pending[i] as number), cap * HEADROOM_CAP) / this.#logUOf(key, eps, i)
+          -Math.min(cap - (pending[i] as number), cap * HEADROOM_CAP) /
+          (this.#drawsWith(key, ep).logU[ep.slot] as number)
       }
     }
     let top = 0
@@ -1047,12 +1053,14 @@ export class PredictedLatencyPlugin implements Plugin {
   }
 
   /**
-   * log(u) of candidate i's rendezvous draw for `key` (u in (0, 1)). It depends on the key and the
-   * pod's name hash only, so it is kept per key and slot (checked against the name hash there):
-   * Math.log was the costliest line of a decision, taken up to three times per candidate.
+   * The draws of `key` with `ep`'s filled in: log(u) of its rendezvous draw (u in (0, 1)) is
+   * `.logU[ep.slot]`, read it at once (a later call may replace the arrays). It depends on the key
+   * and the pod's name hash only, so it is kept per key and slot (checked against the name hash
+   * there): Math.log was the costliest line of a decision, taken up to three times per candidate.
+   * The arrays are handed out rather than the number: a number returned from here came back boxed,
+   * a HeapNumber per candidate and use (~0.8 KiB per decision).
    */
-  #logUOf(key: number, eps: readonly EndpointState[], i: number): number {
-    const ep = eps[i] as EndpointState
+  #drawsWith(key: number, ep: EndpointState): Draws {
     let d = this.#drawsOfKey
     if (d === undefined || this.#drawKey !== key) {
       d = this.#draws.get(key)
@@ -1076,11 +1084,11 @@ export class PredictedLatencyPlugin implements Plugin {
       this.#draws.set(key, d)
       this.#drawsOfKey = d
     }
-    if (d.nameHash[s] === ep.nameHash) return d.logU[s] as number
-    const v = Math.log((rendezvous(key, ep.nameHash) + 0.5) / 4_294_967_296)
-    d.nameHash[s] = ep.nameHash
-    d.logU[s] = v
-    return v
+    if (d.nameHash[s] !== ep.nameHash) {
+      d.nameHash[s] = ep.nameHash
+      d.logU[s] = Math.log((rendezvous(key, ep.nameHash) + 0.5) / 4_294_967_296)
+    }
+    return d
   }
 
   #slotMs(req: SchedRequest, ep: EndpointState, p: Prefill): number {
