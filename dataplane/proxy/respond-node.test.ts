@@ -1,11 +1,11 @@
 // An engine's event stream written straight to the client's Node response: real sockets on
 // loopback (engine → undici → toClientResponse → Node response → client).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { type AddressInfo, connect } from 'node:net'
 import { request } from 'undici'
 import { afterEach, describe, expect, it } from 'vitest'
 import { endpoint } from '../../test/helpers/snapshot.js'
-import { type ResponseOutcome, type StreamFilter, toClientResponse } from './respond.js'
+import { chunkFrame, type ResponseOutcome, type StreamFilter, toClientResponse } from './respond.js'
 
 const servers: Server[] = []
 afterEach(async () => {
@@ -198,5 +198,90 @@ describe('event streams to the Node response', () => {
     await expect.poll(() => done.length).toBe(1)
     expect(done[0]?.error).toBe('client_closed')
     await expect.poll(() => engineClosed).toBe(true)
+  })
+})
+
+/** A raw request to `url`; resolves with every byte the server sent until it closed. */
+function rawGet(
+  url: string,
+  head: string,
+  /** Not read for this long first (the gateway's writes back up). */
+  stallMs = 0,
+): Promise<string> {
+  const u = new URL(url)
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: u.hostname, port: Number(u.port) })
+    const parts: Buffer[] = []
+    s.on('data', (c: Buffer) => parts.push(c))
+    s.on('end', () => resolve(Buffer.concat(parts).toString('latin1')))
+    s.on('error', reject)
+    if (stallMs > 0) {
+      s.pause()
+      setTimeout(() => s.resume(), stallMs)
+    }
+    s.write(head)
+  })
+}
+
+/** The body of a chunked HTTP/1.1 message (`text`: the whole response), framing checked. */
+function dechunk(text: string): string {
+  let rest = text.slice(text.indexOf('\r\n\r\n') + 4)
+  let body = ''
+  for (;;) {
+    const eol = rest.indexOf('\r\n')
+    const size = Number.parseInt(rest.slice(0, eol), 16)
+    if (!Number.isFinite(size)) throw new Error(`bad chunk size line: ${rest.slice(0, 20)}`)
+    if (size === 0) return body
+    body += rest.slice(eol + 2, eol + 2 + size)
+    if (rest.slice(eol + 2 + size, eol + 4 + size) !== '\r\n') throw new Error('no CRLF after data')
+    rest = rest.slice(eol + 4 + size)
+  }
+}
+
+describe('chunks written to the client socket', () => {
+  it('chunkFrame: size in hex, CRLF, the bytes, CRLF', () => {
+    expect(chunkFrame(Buffer.from('a')).toString('latin1')).toBe('1\r\na\r\n')
+    expect(chunkFrame(Buffer.alloc(15, 120)).toString('latin1')).toBe(`f\r\n${'x'.repeat(15)}\r\n`)
+    expect(chunkFrame(Buffer.alloc(16, 120)).toString('latin1')).toBe(`10\r\n${'x'.repeat(16)}\r\n`)
+    const big = chunkFrame(new Uint8Array(0x1ab).fill(121))
+    expect(big.toString('latin1')).toBe(`1ab\r\n${'y'.repeat(0x1ab)}\r\n`)
+  })
+
+  it('a client that reads late gets every event in order (the socket drains, the engine waits)', async () => {
+    // 4 MiB in 1 KiB events: far past what the sockets between hold while the client stalls.
+    const event = (k: number) => `data: ${String(k).padStart(8, '0')}${'x'.repeat(1000)}\n\n`
+    const n = 4096
+    const engine = await listen('127.0.0.32', (_req, res) => {
+      sse(res)
+      let k = 0
+      const more = (): void => {
+        while (k < n) if (!res.write(event(k++))) return void res.once('drain', more)
+        res.end()
+      }
+      more()
+    })
+    const done: ResponseOutcome[] = []
+    const gw = await gateway(engine, done)
+    const text = await rawGet(gw, 'GET / HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n', 300)
+    expect(text.startsWith('HTTP/1.1 200')).toBe(true)
+    const body = dechunk(text)
+    expect(body.length).toBe(n * event(0).length)
+    expect(body).toBe(Array.from({ length: n }, (_, k) => event(k)).join(''))
+    await expect.poll(() => done.length).toBe(1)
+    expect(done[0]?.error).toBeUndefined()
+  })
+
+  it('an HTTP/1.0 client (no chunked encoding) gets the events as they are, then the close', async () => {
+    const engine = await listen('127.0.0.32', (_req, res) => {
+      sse(res)
+      res.write('data: {"n":1}\n\n')
+      setTimeout(() => res.end('data: [DONE]\n\n'), 5)
+    })
+    const done: ResponseOutcome[] = []
+    const text = await rawGet(await gateway(engine, done), 'GET / HTTP/1.0\r\n\r\n')
+    expect(text.startsWith('HTTP/1.1 200')).toBe(true)
+    expect(text.toLowerCase()).not.toContain('transfer-encoding')
+    expect(text.slice(text.indexOf('\r\n\r\n') + 4)).toBe('data: {"n":1}\n\ndata: [DONE]\n\n')
+    await expect.poll(() => done.length).toBe(1)
   })
 })

@@ -4,6 +4,7 @@
 // (the upstream finishes them anyway) so usage can be logged and a stalled body can still be a 504.
 
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response'
 import type { AbortLike } from '../abort.js'
 import { errors } from '../errors.js'
@@ -824,10 +825,57 @@ function streamToNode(up: UpstreamResponse, opts: RespondOptions, res: ServerRes
   res.writeHead(up.statusCode, headers)
   // The status line goes out now, not with the first token; when the engine's first bytes are
   // already here (they came with its headers), they go out with it in one write instead.
-  if (up.body.readableLength === 0) res.flushHeaders()
-  pumpToNode(up, opts, res)
+  const headersOut = up.body.readableLength === 0
+  if (headersOut) res.flushHeaders()
+  pumpToNode(up, opts, res, headersOut)
   return RESPONSE_ALREADY_SENT
 }
+
+/** What a Node response keeps of writes made before it had a socket (Node's own field). */
+interface OutgoingBuffer {
+  readonly outputSize?: number
+}
+
+/**
+ * The client's socket, when a chunk may be written to it directly as one HTTP/1.1 chunk: the
+ * response is chunked, its head went out (`headersOut`), and nothing of it waits in the
+ * response's own buffer (a pipelined response before its turn has no socket). Otherwise
+ * undefined: `res.write` then frames and orders the bytes.
+ */
+function directSocket(res: ServerResponse, headersOut: boolean): Socket | undefined {
+  const s = res.socket
+  if (
+    !headersOut ||
+    s === null ||
+    !res.chunkedEncoding ||
+    (res as unknown as OutgoingBuffer).outputSize !== 0 ||
+    s.destroyed
+  )
+    return undefined
+  return s
+}
+
+/**
+ * `out` as one HTTP/1.1 chunk (size line, data, CRLF) in one buffer. `res.write` of a chunked
+ * response corks the socket until the next tick and hands it four pieces (the size as a string,
+ * CRLF, the data, CRLF) for a `writev`: per SSE chunk a `process.nextTick`, four buffered writes
+ * and a gathered write, where this is one copy of a few hundred bytes and one plain write.
+ */
+export function chunkFrame(out: Uint8Array): Buffer {
+  const n = out.byteLength
+  let digits = 1
+  while (n >= 16 ** digits) digits++
+  const buf = Buffer.allocUnsafe(digits + n + 4)
+  for (let i = digits - 1, v = n; i >= 0; i--, v >>>= 4) buf[i] = HEX[v & 15] as number
+  buf[digits] = 13
+  buf[digits + 1] = 10
+  buf.set(out, digits + 2)
+  buf[digits + 2 + n] = 13
+  buf[digits + 3 + n] = 10
+  return buf
+}
+
+const HEX = Buffer.from('0123456789abcdef', 'latin1')
 
 /**
  * The engine's chunks into the client's response with plain listeners: on 'readable' everything
@@ -836,7 +884,13 @@ function streamToNode(up: UpstreamResponse, opts: RespondOptions, res: ServerRes
  * engine's socket is then paused by undici). The async iterator used before cost a promise, an
  * iterator result and a microtask hop per chunk, thousands a second with thousands of streams.
  */
-function pumpToNode(up: UpstreamResponse, opts: RespondOptions, res: ServerResponse): void {
+function pumpToNode(
+  up: UpstreamResponse,
+  opts: RespondOptions,
+  res: ServerResponse,
+  /** The response's head went out already (flushed); else the first write carries it. */
+  headersOut: boolean,
+): void {
   const body = up.body
   const scanner = new SseUsageScanner()
   const maxLine = opts.maxSseLineBytes ?? DEFAULT_MAX_SSE_LINE_BYTES
@@ -848,6 +902,8 @@ function pumpToNode(up: UpstreamResponse, opts: RespondOptions, res: ServerRespo
   let stopped = false
   /** Not reading until the client's socket drains. */
   let waitingDrain = false
+  /** Where 'drain' is awaited: the response (after `res.write`) or its socket (direct writes). */
+  let drainFrom: ServerResponse | Socket | undefined
   /** Not reading until an asynchronous stream filter answers. */
   let waitingFilter = false
   /**
@@ -869,7 +925,7 @@ function pumpToNode(up: UpstreamResponse, opts: RespondOptions, res: ServerRespo
     body.off('end', onEnd)
     body.off('error', onError)
     body.off('close', onClose)
-    res.off('drain', onDrain)
+    drainFrom?.off('drain', onDrain)
     res.off('close', onClientClose)
     // An error after we stopped listening must not become an uncaught exception.
     body.on('error', IGNORE)
@@ -883,9 +939,22 @@ function pumpToNode(up: UpstreamResponse, opts: RespondOptions, res: ServerRespo
       finish('client_closed')
       return
     }
-    if (out !== undefined && out.byteLength > 0 && !res.write(out) && end === undefined) {
-      waitingDrain = true
-      res.once('drain', onDrain)
+    if (out !== undefined && out.byteLength > 0) {
+      const socket = directSocket(res, headersOut)
+      let more: boolean
+      if (socket !== undefined) {
+        more = socket.write(chunkFrame(out))
+        drainFrom = socket
+      } else {
+        more = res.write(out)
+        // The head went out with these bytes.
+        headersOut = true
+        drainFrom = res
+      }
+      if (!more && end === undefined) {
+        waitingDrain = true
+        drainFrom.once('drain', onDrain)
+      }
     }
     if (end !== undefined) {
       stop(true)
