@@ -308,6 +308,37 @@ describe('RawPool: the stale keep-alive race and timeouts', () => {
     )
   }
 
+  it('body pieces kept past their read stay intact (every connection reads into one buffer)', async () => {
+    const { port } = await listen((req, res) => {
+      req.resume()
+      // A head split over two reads, then body pieces in reads of their own, on two responses at
+      // once: each read overwrites the shared buffer the parser was given.
+      res.socket?.write('HTTP/1.1 200 OK\r\ncontent-')
+      setTimeout(() => res.socket?.write('length: 12\r\n\r\n'), 10)
+      setTimeout(() => res.socket?.write('first-'), 20)
+      setTimeout(() => res.socket?.write('second'), 30)
+    })
+    pool = new RawPool({ host: '127.0.0.181', port, connections: 2 })
+    const call = (): Promise<{ status: number; body: string }> =>
+      new Promise((resolve, reject) => {
+        let status = 0
+        // The pieces themselves, read only at the end.
+        const kept: Buffer[] = []
+        pool?.request('GET', '/kept', '', undefined, {
+          onHead: (s) => {
+            status = s
+          },
+          onBody: (c) => kept.push(c),
+          onEnd: () => resolve({ status, body: Buffer.concat(kept).toString() }),
+          onError: reject,
+        })
+      })
+    expect(await Promise.all([call(), call()])).toEqual([
+      { status: 200, body: 'first-second' },
+      { status: 200, body: 'first-second' },
+    ])
+  })
+
   it('fails a request with no response head past headersMs (one sweep, injected clock)', async () => {
     const { port } = await listen(() => {})
     const c = clocked(port)

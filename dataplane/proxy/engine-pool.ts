@@ -57,6 +57,17 @@ export interface RawTimeouts {
 const NO_TIMEOUTS: RawTimeouts = { connectMs: 0, headersMs: 0, idleMs: 0 }
 
 /**
+ * The one buffer every engine connection of this thread reads into (`net`'s `onread`). A socket
+ * read the usual way costs, per read, a 64 KiB allocation shrunk to the bytes read, a Buffer
+ * object, the Readable's push, a 'data' event and a `process.nextTick` (maybeReadMore): for an
+ * engine streaming one token per read, that was per SSE chunk. Reads never overlap in one
+ * thread, so one buffer serves them all: the parser is done with it when the callback returns,
+ * and the body bytes handed on are copied (Conn.onBody), the head decoded to strings, an
+ * unfinished head copied (h1-parser.ts).
+ */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024)
+
+/**
  * One request: what the pool sends and where its answer goes, and (as a class with methods, not
  * an object of three closures per request) the handle its caller aborts, pauses and resumes.
  */
@@ -167,7 +178,9 @@ class Conn implements ResponseSink {
     const job = this.job
     if (job === undefined) return
     if (job.timeouts.idleMs > 0) job.deadline = this.pool.now() + job.timeouts.idleMs
-    job.sink.onBody(chunk)
+    // A copy: `chunk` is a slice of READ_BUFFER, which the next read overwrites (the reader may
+    // keep it: a partial SSE line, a non-streamed body, a write still queued on the client).
+    job.sink.onBody(Buffer.from(chunk))
   }
 
   onEnd(reusable: boolean): void {
@@ -355,21 +368,18 @@ export class RawPool {
 
   private connect(connectMs: number): Conn {
     this.open++
-    const socket = connect({ host: this.opts.host, port: this.opts.port, noDelay: true })
+    const socket = connect({
+      host: this.opts.host,
+      port: this.opts.port,
+      noDelay: true,
+      // true: keep reading (back-pressure pauses the socket itself, Job.pause).
+      onread: { buffer: READ_BUFFER, callback: (n) => this.onRead(c, n) },
+    })
     const c = new Conn(this, socket)
     if (connectMs > 0) c.connectDeadline = this.now() + connectMs
     socket.setKeepAlive(true, this.keepAliveMs)
     socket.once('connect', () => {
       c.connected = true
-    })
-    socket.on('data', (b: Buffer) => {
-      const job = c.job
-      if (job !== undefined) job.answered = true
-      try {
-        c.parser.execute(b)
-      } catch (e) {
-        this.fail(c, e instanceof Error ? e : new Error(String(e)))
-      }
     })
     socket.on('end', () => {
       try {
@@ -389,6 +399,18 @@ export class RawPool {
       else c.destroy()
     })
     return c
+  }
+
+  /** `n` bytes from the engine in READ_BUFFER (the socket's `onread` callback). */
+  private onRead(c: Conn, n: number): true {
+    const job = c.job
+    if (job !== undefined) job.answered = true
+    try {
+      c.parser.execute(READ_BUFFER.subarray(0, n))
+    } catch (e) {
+      this.fail(c, e instanceof Error ? e : new Error(String(e)))
+    }
+    return true
   }
 
   private fail(c: Conn, e: Error): void {

@@ -41,7 +41,7 @@ export class H1SocketError extends Error {
 export interface ResponseSink {
   /** Status and header fields as sent (name, value, name, value, …), names as the server spelt them. */
   onHead(status: number, rawHeaders: string[]): void
-  /** A slice of a socket chunk (not copied: keep it, do not write into it). */
+  /** A slice of the bytes passed to `execute` (not copied: valid only as long as they are). */
   onBody(chunk: Buffer): void
   /** The response is complete; `reusable`: the connection may carry another request. */
   onEnd(reusable: boolean): void
@@ -335,7 +335,9 @@ export class H1ResponseParser {
     if (end < 0) {
       if (data.length - from > this.maxHeaderBytes)
         throw new H1ProtocolError('HPE_HEADER_OVERFLOW', 'response head too large')
-      this.pending = from === 0 ? data : data.subarray(from)
+      // A copy when it is the caller's buffer: the raw client reads every socket into one
+      // buffer (engine-pool.ts), overwritten by the next read.
+      this.pending = data !== buf ? data : Buffer.from(data.subarray(from))
       return buf.length
     }
     if (end + 4 - from > this.maxHeaderBytes)
