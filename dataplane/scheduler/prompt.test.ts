@@ -4,6 +4,7 @@ import {
   chainSeed,
   expectedOutputTokens,
   flattenPrompt,
+  headHash,
   rendezvous,
 } from './prompt.js'
 
@@ -152,5 +153,37 @@ describe('blockHashes paths', () => {
     const a = blockHashes('ab', 64, 10, 1)
     const b = blockHashes('ab\u0000', 64, 10, 1)
     expect(a[0]).not.toBe(b[0])
+  })
+})
+
+describe('headHash', () => {
+  it('is blockHashes(pieces, bytes, 1, seed)[0] ?? 0 for every kind of head', () => {
+    const ascii = 'You are a helpful assistant. Answer briefly. '.repeat(20)
+    const cases: string[][] = [
+      [],
+      [''],
+      ['a'],
+      ['ab', 'c'],
+      [ascii.slice(0, 255)],
+      [ascii.slice(0, 256)],
+      [ascii.slice(0, 257)],
+      [ascii],
+      ['<|im_start|>', 'system', '\n', ascii, '<|im_end|>'],
+      ['', '', ascii.slice(0, 100), '', ascii.slice(100, 130)],
+      [`héllo ${ascii}`], // multi-byte in the head: blockHashes' path
+      [ascii.slice(0, 250), 'wörld ✓ and more'], // multi-byte crossing the block's end
+      [ascii.slice(0, 256), 'ü after the block'], // past the block: never read
+      ['\u{1F600}'.repeat(100)],
+    ]
+    for (const pieces of cases) {
+      for (const bytes of [8, 64, 256, 12]) {
+        for (const seed of [0, 1, chainSeed('m'), chainSeed('adapter-7')]) {
+          expect(headHash(pieces, bytes, seed)).toBe(blockHashes(pieces, bytes, 1, seed)[0] ?? 0)
+        }
+      }
+    }
+    // A larger block after a smaller one (its buffer grows), then the smaller again.
+    expect(headHash([ascii], 512, 3)).toBe(blockHashes([ascii], 512, 1, 3)[0])
+    expect(headHash(['xy'], 64, 3)).toBe(blockHashes(['xy'], 64, 1, 3)[0])
   })
 })

@@ -30,4 +30,17 @@ describe('topK', () => {
     }
     expect(topK(new Float64Array([1, 3, 3, 2]), 4, 3)).toEqual([1, 2, 3])
   })
+
+  it('fills a kept array afresh each time (pick reuses one): nothing of a longer call left', () => {
+    const kept: number[] = []
+    const rnd = seeded(5)
+    for (let t = 0; t < 2000; t++) {
+      const n = Math.floor(rnd() * 70)
+      const values = new Float64Array(n)
+      for (let i = 0; i < n; i++) values[i] = Math.floor(rnd() * 6) / 2
+      const k = Math.floor(rnd() * 6)
+      expect(topK(values, n, k, kept)).toBe(kept)
+      expect(kept).toEqual(byScans(values, n, k))
+    }
+  })
 })

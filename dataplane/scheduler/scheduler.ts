@@ -42,7 +42,7 @@ import { withPdRoles } from './pd-pairs.js'
 import { winningPlugin } from './pick-reason.js'
 import { PredictedLatencyPlugin } from './plugins/predicted-latency.js'
 import { buildProfile, DEFAULT_PROFILE, type ProfileEntry } from './profile.js'
-import { blockHashes, chainSeed, expectedOutputTokens, promptPieces, rendezvous } from './prompt.js'
+import { chainSeed, expectedOutputTokens, headHash, promptPieces, rendezvous } from './prompt.js'
 import { Scratch } from './scores.js'
 import {
   DEFAULT_HEALTH,
@@ -156,7 +156,7 @@ class Request implements SchedRequest {
   /** Hash of the model and the prompt's first bytes: the same on every replica. */
   tieKey(): number {
     if (this.#tieKey === undefined) {
-      this.#tieKey = blockHashes(this.pieces, TIE_KEY_BYTES, 1, chainSeed(this.ctx.model))[0] ?? 0
+      this.#tieKey = headHash(this.pieces, TIE_KEY_BYTES, chainSeed(this.ctx.model))
     }
     return this.#tieKey
   }
@@ -251,6 +251,8 @@ export class Scheduler implements EndpointPicker {
   // Metrics (see observe): nothing of this runs without an observer.
   #observer: SchedulerObserver | undefined
   readonly #rows = new Scratch()
+  /** pick's topK, refilled by each pick (nothing keeps it past the call). */
+  readonly #order: number[] = []
   readonly #rowNames: string[] = []
   readonly #wasEjected = new WeakMap<EndpointState, boolean>()
   readonly #warmup: number
@@ -451,7 +453,9 @@ export class Scheduler implements EndpointPicker {
     total.fill(0, 0, n)
     const part = this.#part.get(n)
     const explain = ctx.explain
-    const rows: { name: string; weight: number; scores: number[] }[] = []
+    // Only with explain (an array per decision otherwise).
+    const rows: { name: string; weight: number; scores: number[] }[] | undefined =
+      explain === undefined ? undefined : []
     const observer = this.#observer
     const names = this.#rowNames
     names.length = 0
@@ -467,7 +471,7 @@ export class Scheduler implements EndpointPicker {
         if (byPlugin !== undefined) byPlugin[row + i] = w
       }
       if (byPlugin !== undefined) names.push(entry.name)
-      if (explain !== undefined) {
+      if (rows !== undefined) {
         rows.push({
           name: entry.name,
           weight: entry.weight,
@@ -484,7 +488,8 @@ export class Scheduler implements EndpointPicker {
       total[i] = (total[i] as number) + rv * 1e-9
     }
     const k = Math.min(n, Math.max(1, ctx.server.trafficPolicy.retry.attempts))
-    const order = topK(total, n, k)
+    // The order in a kept array (read only below); the answer is the caller's, a new array.
+    const order = topK(total, n, k, this.#order)
     const out: SnapshotEndpoint[] = []
     for (const i of order) out.push(ss.endpointOf.get(list[i] as EndpointState) as SnapshotEndpoint)
     // A copy where the request itself goes is no copy (another plugin outweighed the holder).
@@ -495,7 +500,7 @@ export class Scheduler implements EndpointPicker {
     this.#costs.add(us)
     if (observer !== undefined && byPlugin !== undefined)
       observer.decision(ss.key, us / 1e6, winningPlugin(names, byPlugin, n, total, order[0] ?? 0))
-    if (explain !== undefined) {
+    if (explain !== undefined && rows !== undefined) {
       explain.text = explainLine(ss, list, total, rows, topK(total, n, Math.min(n, EXPLAIN_TOP)), {
         panic,
         ejected,
@@ -810,11 +815,12 @@ export function scrapeTargetsOf(snapshot: RoutingSnapshot): ScrapeTarget[] {
 
 /**
  * Indices of the k largest values, largest first, equal values in index order (k is small: the
- * retry budget). One pass keeping the k best in order, where picking each rank by a scan of all
+ * retry budget), in `into` when given (emptied first: pick's kept array). One pass keeping the k best in order, where picking each rank by a scan of all
  * values did k passes with a lookup of the ones taken per value.
  */
-export function topK(values: Float64Array, n: number, k: number): number[] {
-  const out: number[] = []
+export function topK(values: Float64Array, n: number, k: number, into?: number[]): number[] {
+  const out = into ?? []
+  out.length = 0
   if (k <= 0) return out
   for (let i = 0; i < n; i++) {
     const v = values[i] as number
