@@ -49,11 +49,14 @@ export class EngineBody implements RawSink {
   handle: RawRequest | undefined
   /** Called once, when the body finishes in any way (the request's abort listener goes). */
   onSettled: () => void = NOOP
+  /** See UpstreamBody.lastIn: the bytes handed over last are the body's last, its end next. */
+  lastIn = false
 
   // RawSink: the pool's events for this request after its head.
   onHead(): void {}
-  onBody(chunk: Buffer): void {
+  onBody(chunk: Buffer, last = false): void {
     if (this.closed) return
+    this.lastIn = last
     if (this.listeners.data.length > 0 && !this.paused && this.readableLength === 0) {
       for (const l of this.listeners.data) l(chunk)
       return

@@ -3,9 +3,9 @@
 // Request object, header normalisation, llhttp through WASM, a Readable per body and a timer per
 // request cost 1.5-1.9x this client's CPU on streams. A keep-alive pool per engine (RawPool:
 // connection cap with a waiting queue, one timer for every timeout), the request head and body
-// written in one `socket.write`, a small response parser (H1ResponseParser) that hands the body
-// on as slices of the socket's own chunks, and a body (EngineBody) with the members the gateway
-// reads of one, pushing chunks to its reader in the socket's turn.
+// written in one `socket.write`, every connection read into one buffer, a small response parser
+// (H1ResponseParser) that hands the body on as copies of its bytes, and a body (EngineBody) with
+// the members the gateway reads of one, pushing chunks to its reader in the socket's turn.
 //
 // Split along those seams: h1-parser.ts (the response parser, its strictness and error codes),
 // engine-pool.ts (RawPool and its timeouts), engine-body.ts (EngineBody); this module is the
@@ -132,8 +132,8 @@ class Exchange implements RawSink {
     this.headed = true
     this.resolve({ statusCode: status, headers: headersOf(raw), body: this.body })
   }
-  onBody(chunk: Buffer): void {
-    this.body.onBody(chunk)
+  onBody(chunk: Buffer, last: boolean): void {
+    this.body.onBody(chunk, last)
   }
   onEnd(): void {
     this.body.onEnd()

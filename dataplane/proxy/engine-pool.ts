@@ -16,7 +16,8 @@ export interface RawRequest {
 
 export interface RawSink {
   onHead(status: number, rawHeaders: string[]): void
-  onBody(chunk: Buffer): void
+  /** `last`: the body's end follows before the read that brought `chunk` is done (h1-parser.ts). */
+  onBody(chunk: Buffer, last: boolean): void
   onEnd(): void
   /**
    * Connect failure (the net error, its code), reset (H1SocketError), protocol (H1ProtocolError),
@@ -174,13 +175,13 @@ class Conn implements ResponseSink {
     job.sink.onHead(status, raw)
   }
 
-  onBody(chunk: Buffer): void {
+  onBody(chunk: Buffer, last: boolean): void {
     const job = this.job
     if (job === undefined) return
     if (job.timeouts.idleMs > 0) job.deadline = this.pool.now() + job.timeouts.idleMs
     // A copy: `chunk` is a slice of READ_BUFFER, which the next read overwrites (the reader may
     // keep it: a partial SSE line, a non-streamed body, a write still queued on the client).
-    job.sink.onBody(Buffer.from(chunk))
+    job.sink.onBody(Buffer.from(chunk), last)
   }
 
   onEnd(reusable: boolean): void {

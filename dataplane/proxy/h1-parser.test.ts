@@ -40,7 +40,50 @@ function everySplit(text: string, expected: Event[], method = 'POST'): void {
   expect(parse([...text], method), 'byte by byte').toEqual(expected)
 }
 
+/**
+ * Feeds `parts`; per part, the `last` flags of its body pieces and whether the end came in it.
+ */
+function lastFlags(parts: readonly string[]): { last: boolean[]; ended: boolean }[] {
+  let cur = { last: [] as boolean[], ended: false }
+  const p = new H1ResponseParser({
+    onHead: () => {},
+    onBody: (_chunk, last) => cur.last.push(last),
+    onEnd: () => {
+      cur.ended = true
+    },
+  })
+  p.expect('POST')
+  return parts.map((part) => {
+    cur = { last: [], ended: false }
+    p.execute(Buffer.from(part, 'latin1'))
+    return cur
+  })
+}
+
 describe('H1ResponseParser', () => {
+  it("marks a body's last bytes when its end is in the same read, never otherwise", () => {
+    const chunked =
+      'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6;x\r\n world\r\n0\r\n\r\n'
+    const trailers = `${chunked.slice(0, -2)}x-t: 1\r\n\r\n`
+    const length = 'HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\nhello world'
+    // Whole: the last piece is marked, the one before not.
+    expect(lastFlags([chunked])).toEqual([{ last: [false, true], ended: true }])
+    expect(lastFlags([length])).toEqual([{ last: [true], ended: true }])
+    // The zero-size chunk in a read of its own: nothing said before it came.
+    const cut = chunked.indexOf('0\r\n\r\n')
+    expect(lastFlags([chunked.slice(0, cut), chunked.slice(cut)])).toEqual([
+      { last: [false, false], ended: false },
+      { last: [], ended: true },
+    ])
+    // Trailers after the zero-size chunk: not looked for, nothing said.
+    expect(lastFlags([trailers])).toEqual([{ last: [false, false], ended: true }])
+    // At every split: a piece marked last is always followed by the end in the same read.
+    for (const text of [chunked, length, trailers])
+      for (let k = 0; k <= text.length; k++)
+        for (const r of lastFlags([text.slice(0, k), text.slice(k)]))
+          if (r.last.includes(true)) expect(r.ended, `split at ${k}`).toBe(true)
+  })
+
   it('reads a content-length body at every split', () => {
     everySplit(
       'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}',

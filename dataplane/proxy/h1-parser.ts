@@ -41,8 +41,12 @@ export class H1SocketError extends Error {
 export interface ResponseSink {
   /** Status and header fields as sent (name, value, name, value, …), names as the server spelt them. */
   onHead(status: number, rawHeaders: string[]): void
-  /** A slice of the bytes passed to `execute` (not copied: valid only as long as they are). */
-  onBody(chunk: Buffer): void
+  /**
+   * A slice of the bytes passed to `execute` (not copied: valid only as long as they are).
+   * `last`: the body's end follows in these same bytes (its length reached, or the zero-size
+   * chunk next), so onEnd comes before `execute` returns.
+   */
+  onBody(chunk: Buffer, last: boolean): void
   /** The response is complete; `reusable`: the connection may carry another request. */
   onEnd(reusable: boolean): void
 }
@@ -125,6 +129,24 @@ function headEnd(b: Buffer, from: number): number {
   return -1
 }
 
+/**
+ * Whether `buf` holds, at `at`, the CRLF ending a chunk's data and then the whole zero-size chunk
+ * with no trailers (`0` CRLF CRLF): an engine's stream usually ends so, in the read of its last
+ * event. Seven bytes looked at, at a chunk's end only; an extension or trailers are not looked
+ * for (the body then ends unannounced).
+ */
+function lastChunkAt(buf: Buffer, at: number): boolean {
+  return (
+    buf[at] === CR &&
+    buf[at + 1] === LF &&
+    buf[at + 2] === 0x30 &&
+    buf[at + 3] === CR &&
+    buf[at + 4] === LF &&
+    buf[at + 5] === CR &&
+    buf[at + 6] === LF
+  )
+}
+
 /** One connection's response parser: `expect` before each request, `execute` each chunk. */
 export class H1ResponseParser {
   private state: State = S.Idle
@@ -204,7 +226,10 @@ export class H1ResponseParser {
         case S.Length: {
           const take = Math.min(this.remaining, n - i)
           this.remaining -= take
-          this.sink.onBody(take === n && i === 0 ? buf : buf.subarray(i, i + take))
+          this.sink.onBody(
+            take === n && i === 0 ? buf : buf.subarray(i, i + take),
+            this.remaining === 0,
+          )
           // The sink may have aborted the request (the parser is dead then).
           if (this.state !== S.Length) return
           i += take
@@ -212,13 +237,16 @@ export class H1ResponseParser {
           break
         }
         case S.UntilClose: {
-          this.sink.onBody(i === 0 ? buf : buf.subarray(i))
+          this.sink.onBody(i === 0 ? buf : buf.subarray(i), false)
           return
         }
         case S.ChunkData: {
           const take = Math.min(this.remaining, n - i)
           this.remaining -= take
-          this.sink.onBody(buf.subarray(i, i + take))
+          this.sink.onBody(
+            buf.subarray(i, i + take),
+            this.remaining === 0 && lastChunkAt(buf, i + take),
+          )
           if (this.state !== S.ChunkData) return
           i += take
           if (this.remaining === 0) this.state = S.ChunkDataCr

@@ -5,6 +5,7 @@ import { type AddressInfo, connect } from 'node:net'
 import { request } from 'undici'
 import { afterEach, describe, expect, it } from 'vitest'
 import { endpoint } from '../../test/helpers/snapshot.js'
+import { EngineBody } from './engine-body.js'
 import { chunkFrame, type ResponseOutcome, type StreamFilter, toClientResponse } from './respond.js'
 
 const servers: Server[] = []
@@ -283,5 +284,70 @@ describe('chunks written to the client socket', () => {
     expect(text.toLowerCase()).not.toContain('transfer-encoding')
     expect(text.slice(text.indexOf('\r\n\r\n') + 4)).toBe('data: {"n":1}\n\ndata: [DONE]\n\n')
     await expect.poll(() => done.length).toBe(1)
+  })
+})
+
+describe('the end of a stream from the raw client', () => {
+  it("the engine's last event and the response's end go out in one write", async () => {
+    // The raw client's body, fed by hand as its parser feeds it.
+    const body = new EngineBody()
+    let writes = 0
+    let lastFed = (): void => {}
+    const fed = new Promise<void>((r) => {
+      lastFed = r
+    })
+    const done: ResponseOutcome[] = []
+    const gw = await listen('127.0.0.31', (_req, res) => {
+      const socket = res.socket as unknown as {
+        _write: (...a: unknown[]) => void
+        _writev: (...a: unknown[]) => void
+      }
+      // Every write that reaches the socket's handle, one system call each.
+      const w = socket._write.bind(socket)
+      const wv = socket._writev.bind(socket)
+      socket._write = (...a) => {
+        writes++
+        w(...a)
+      }
+      socket._writev = (...a) => {
+        writes++
+        wv(...a)
+      }
+      const ctl = new AbortController()
+      void toClientResponse(
+        {
+          endpoint: endpoint('e0', '127.0.0.32', 1),
+          attempts: 1,
+          statusCode: 200,
+          headers: { 'content-type': 'text/event-stream' },
+          body,
+          headersMs: 0,
+        },
+        {
+          startedAt: performance.now(),
+          extraHeaders: {},
+          signal: ctl.signal,
+          timedOut: () => false,
+          onDone: (o) => done.push(o),
+          nodeResponse: res,
+        },
+      )
+      setTimeout(() => {
+        body.onBody(Buffer.from('data: {"n":1}\n\n'), false)
+        setTimeout(() => {
+          writes = 0
+          // The parser saw the zero-size chunk after these bytes: the end follows now.
+          body.onBody(Buffer.from('data: [DONE]\n\n'), true)
+          body.onEnd()
+          lastFed()
+        }, 10)
+      }, 10)
+    })
+    const text = await (await fetch(gw)).text()
+    await fed
+    expect(text).toBe('data: {"n":1}\n\ndata: [DONE]\n\n')
+    expect(writes).toBe(1)
+    await expect.poll(() => done.length).toBe(1)
+    expect(done[0]?.error).toBeUndefined()
   })
 })

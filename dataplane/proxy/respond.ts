@@ -877,6 +877,10 @@ export function chunkFrame(out: Uint8Array): Buffer {
 
 const HEX = Buffer.from('0123456789abcdef', 'latin1')
 
+function uncork(socket: Socket): void {
+  socket.uncork()
+}
+
 /**
  * The engine's chunks into the client's response with plain listeners: on 'readable' everything
  * buffered is read at once (what piled up while the process was busy goes out in one write), and
@@ -943,6 +947,13 @@ function pumpToNode(
       const socket = directSocket(res, headersOut)
       let more: boolean
       if (socket !== undefined) {
+        // The engine's last bytes, its end in this same turn: the chunk waits corked for the
+        // response's terminating chunk (res.end, which uncorks), one write for both where two
+        // would wake the client twice. The tick is a guard only (uncork is then a no-op).
+        if (body.lastIn === true && !socket.writableCorked) {
+          socket.cork()
+          process.nextTick(uncork, socket)
+        }
         more = socket.write(chunkFrame(out))
         drainFrom = socket
       } else {

@@ -58,6 +58,12 @@ export interface UpstreamBody extends AsyncIterable<unknown> {
    * head: taking it skips the listeners, the promise and the tick of reading it as a stream.
    */
   takeWhole?(max: number): Buffer[] | undefined
+  /**
+   * The raw client's body only: true while the bytes it handed over last are the body's last
+   * and its end ('end', after the reader took them) comes in the same turn. A stream's writer
+   * holds its last write for the response's end, to send them together.
+   */
+  readonly lastIn?: boolean
 }
 
 /** A response head and its body, from either client. */
