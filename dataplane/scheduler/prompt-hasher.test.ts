@@ -19,6 +19,24 @@ function copy(s: string): string {
 const same = (a: Int32Array, b: Int32Array) => expect(Array.from(a)).toEqual(Array.from(b))
 
 describe('PromptHasher', () => {
+  it('keeps every result its own: results held across later hashes (shared blocks) stay unchanged', () => {
+    const h = new PromptHasher()
+    const r = seeded(11)
+    const held: { got: Int32Array; want: number[] }[] = []
+    // Sizes from in-heap (≤ 16 values) through shared (≤ 1024) to sliced (> 1024), enough of them
+    // to fill several shared blocks; each compared again at the end, after all the others.
+    for (let q = 0; q < 120; q++) {
+      const chars = [40, 700, 3000, 9000, 30000, 70000][q % 6] as number
+      const pieces = promptPieces({ messages: [{ role: 'user', content: text(r, chars) }] })
+      const seed = chainSeed('m')
+      const got = h.hash(pieces, 64, 2048, seed)
+      const want = Array.from(blockHashes(pieces, 64, 2048, seed))
+      expect(Array.from(got)).toEqual(want)
+      held.push({ got, want })
+    }
+    for (const { got, want } of held) expect(Array.from(got)).toEqual(want)
+  })
+
   it('equals blockHashes for chat prompts, first time and from the cache, any head length', () => {
     const h = new PromptHasher()
     const r = seeded(7)

@@ -38,6 +38,16 @@ export const MAX_BYTES = 4 * 1024 * 1024
 const SEEN_MAX = 4096
 /** Characters sampled into a piece's fingerprint (plus its length). */
 const SAMPLES = 16
+/**
+ * Values per shared block of results (#result): 16 KB. A result is held as long as its request
+ * (req.scratch, until completion), and holds its whole block: a long-running request can keep up
+ * to 16 KB alive where its own array was 0.1-4 KB. Results up to IN_HEAP_VALUES (V8 keeps such
+ * typed arrays inside the heap: cheap, nothing to share) and above RESULT_MAX_SHARED (at least
+ * a quarter of a block on their own) are sliced as before.
+ */
+const RESULT_BLOCK = 4096
+const RESULT_MAX_SHARED = 1024
+const IN_HEAP_VALUES = 16
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1
 const encoder = new TextEncoder()
@@ -184,7 +194,30 @@ export class PromptHasher {
       lanes[1] = h2
       out[k++] = mixBlockBytes(this.#buf, 0, pend)
     }
-    return out.slice(0, k)
+    return this.#result(out, k)
+  }
+
+  /** Results share blocks of RESULT_BLOCK values (see there); the next free one at #resultAt. */
+  #results = new Int32Array(RESULT_BLOCK)
+  #resultAt = 0
+
+  /**
+   * `out.slice(0, k)`, as a view of a shared block for mid-sized results: a slice past 64 bytes
+   * is an ArrayBuffer of its own outside the heap (an allocation, its accounting, and sweeping
+   * once dead), ~1.5-2 µs for 512 values on this machine against ~0.5 for a view and a copy.
+   * Results never overlap (a block only fills up), so one request's array is never another's.
+   */
+  #result(out: Int32Array, k: number): Int32Array {
+    if (k <= IN_HEAP_VALUES || k > RESULT_MAX_SHARED) return out.slice(0, k)
+    if (this.#resultAt + k > this.#results.length) {
+      this.#results = new Int32Array(RESULT_BLOCK)
+      this.#resultAt = 0
+    }
+    const at = this.#resultAt
+    this.#resultAt = at + k
+    const r = this.#results.subarray(at, at + k)
+    r.set(out.subarray(0, k))
+    return r
   }
 
   stats(): PromptHasherStats {
