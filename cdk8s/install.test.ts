@@ -10,7 +10,9 @@ import {
   SNAPSHOT_KEY,
   SYSTEM_NAMESPACE,
 } from '../api/crd.js'
+import { semiSpaceFlag } from '../dataplane/engines/scrape-thread.js'
 import { IMAGE_PATHS, IMAGE_UID } from '../hack/image/record.js'
+import { DATAPLANE_NODE_ARGS } from './dataplane-node.js'
 import {
   DRAIN_DELAY_MS,
   IMAGE_BUNDLES,
@@ -55,6 +57,7 @@ interface Container {
   resources: { requests: Record<string, string>; limits?: Record<string, string> }
   securityContext: Record<string, unknown>
   volumeMounts?: { name: string; mountPath: string; readOnly: boolean }[]
+  env?: { name: string; value?: string }[]
 }
 interface Deployment extends Obj {
   spec: {
@@ -295,10 +298,25 @@ describe('install manifests', () => {
       find<Deployment>('Deployment', name).spec.template.spec.containers[0]?.args ?? []
     expect(args(OPERATOR_NAME).slice(0, 2)).toEqual(['/app/infer-gateway.mjs', 'operator'])
     // dist/dataplane.mjs takes the data-plane flags directly (no subcommand) and has no
-    // Kubernetes client inside (hack/build.ts refuses to build it otherwise).
-    expect(args(DATAPLANE_NAME)[0]).toBe('/app/dataplane.mjs')
-    expect(args(DATAPLANE_NAME)).not.toContain('dataplane')
-    expect(args(DATAPLANE_NAME)[1]).toBe('--snapshot')
+    // Kubernetes client inside (hack/build.ts refuses to build it otherwise); before it, only
+    // Node's flags (the entrypoint is node).
+    const dp = args(DATAPLANE_NAME)
+    const at = dp.indexOf('/app/dataplane.mjs')
+    expect(dp.slice(0, at)).toEqual(DATAPLANE_NODE_ARGS)
+    expect(dp).not.toContain('dataplane')
+    expect(dp[at + 1]).toBe('--snapshot')
+  })
+
+  it("give the data plane a young generation fixed above Node's 16 MB, in Node's flags", () => {
+    const c = find<Deployment>('Deployment', DATAPLANE_NAME).spec.template.spec.containers[0]
+    const flags = (c?.args ?? []).slice(0, (c?.args ?? []).indexOf('/app/dataplane.mjs'))
+    // The cap as the scrape thread reads it (it keeps its own worker's cap under it), and a
+    // minimum equal to it: the cap alone leaves the proxy's young generation at 16 MB.
+    const max = semiSpaceFlag(flags, undefined)
+    expect(max).toBeGreaterThan(16)
+    expect(flags).toContain(`--min-semi-space-size=${max}`)
+    // Not in NODE_OPTIONS, which refuses --min-semi-space-size (Node exits at start).
+    expect(c?.env ?? []).toEqual([])
   })
 
   it('agree with the image (npm run image) on the bundle paths and the user', () => {

@@ -25,6 +25,7 @@ import { API_GROUP, KTHENA_API_GROUP } from '../api/schema.js'
 import { IMAGE_PATHS, IMAGE_UID } from '../hack/image/record.js'
 import { COMMON_LABELS, crdManifests } from './crds.js'
 import { dashboardConfigMap } from './dashboard.js'
+import { DATAPLANE_NODE_ARGS } from './dataplane-node.js'
 import { type EndpointPickerPool, endpointPickers } from './epp.js'
 
 export interface InstallOptions {
@@ -491,6 +492,9 @@ export class InstallChart extends Chart {
           image,
           imagePullPolicy: kplus.ImagePullPolicy.IF_NOT_PRESENT,
           args: [
+            // Node's flags first (the entrypoint is node): the young generation the benchmarks
+            // measured (cdk8s/dataplane-node.ts).
+            ...DATAPLANE_NODE_ARGS,
             IMAGE_BUNDLES.dataplane,
             '--snapshot',
             `${MOUNT_PATHS.snapshotDir}/${SNAPSHOT_KEY}`,

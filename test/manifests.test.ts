@@ -36,6 +36,16 @@ function dataplanePod(): PodSpec {
   return d.spec.template.spec
 }
 
+/**
+ * The container's args split at the bundle (the image's entrypoint is node): Node's flags before
+ * it (cdk8s/dataplane-node.ts), the data plane's after.
+ */
+function splitArgs(args: readonly string[]): { node: string[]; dataplane: string[] } {
+  const at = args.indexOf('/app/dataplane.mjs')
+  if (at < 0) throw new Error(`no /app/dataplane.mjs in ${args.join(' ')}`)
+  return { node: args.slice(0, at), dataplane: args.slice(at + 1) }
+}
+
 function snap(version: number) {
   const s = server('llama', [endpoint('llama-0', '127.0.0.31', 9)], { model: 'llama' })
   return snapshot(
@@ -96,7 +106,7 @@ afterAll(async () => {
 describe('the data-plane container args from install.yaml', () => {
   it('are all flags the data plane knows', () => {
     const [c] = dataplanePod().containers
-    for (const flag of c?.args.filter((a) => a.startsWith('--')) ?? [])
+    for (const flag of splitArgs(c?.args ?? []).dataplane.filter((a) => a.startsWith('--')))
       expect(dataplaneHelp).toContain(`${flag} `)
   })
 
@@ -115,17 +125,12 @@ describe('the data-plane container args from install.yaml', () => {
       [MOUNT_PATHS.credentialsDir]: tmp,
       [`${PUSH_TOKEN_DIR}/token`]: tokenFile,
     }
-    // args[0] is the bundle path (the image's CMD); from a checkout it is DATAPLANE_ENTRY.
-    expect(c.args[0]).toBe('/app/dataplane.mjs')
-    const args = [
-      ...c.args.slice(1).map((a) => swap[a] ?? a),
-      '--host',
-      '127.0.0.1',
-      '--no-access-log',
-    ]
+    // The bundle path (the image's CMD) after Node's flags; from a checkout it is DATAPLANE_ENTRY.
+    const { node, dataplane } = splitArgs(c.args)
+    const args = [...dataplane.map((a) => swap[a] ?? a), '--host', '127.0.0.1', '--no-access-log']
     expect(args).toContain(snapshotFile)
     expect(args).toContain(pushSrv.url)
-    const proc = spawn(process.execPath, [...DATAPLANE_ENTRY, ...args], {
+    const proc = spawn(process.execPath, [...node, ...DATAPLANE_ENTRY, ...args], {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
     })
@@ -147,6 +152,17 @@ describe('the data-plane container args from install.yaml', () => {
     const version = async () =>
       /^infer_gateway_snapshot_version (\d+)/m.exec((await get(`${base}/metrics`)).body)?.[1]
     expect(await until('snapshot v1 from the file', version)).toBe('1')
+    // Node took the manifest's flags: the young generation starts at its minimum (one semi-space
+    // committed), where Node's defaults start it at 1 MiB.
+    const minMb = Number(
+      /^--min-semi-space-size=(\d+)$/.exec(node.find((a) => a.startsWith('--min-semi')) ?? '')?.[1],
+    )
+    const newSpace = Number(
+      /^nodejs_heap_space_size_total_bytes\{space="new"\} (\d+)/m.exec(
+        (await get(`${base}/metrics`)).body,
+      )?.[1],
+    )
+    expect(newSpace).toBeGreaterThanOrEqual(minMb * 2 ** 20)
     // The push channel (the operator Service in the cluster) delivers newer versions.
     push.publish(snap(7))
     await until('snapshot v7 over the push channel', async () =>
@@ -185,13 +201,9 @@ describe('the data-plane container args from install.yaml', () => {
       [MOUNT_PATHS.credentialsDir]: tmp,
       [`${PUSH_TOKEN_DIR}/token`]: lateToken,
     }
-    const args = [
-      ...c.args.slice(1).map((a) => swap[a] ?? a),
-      '--host',
-      '127.0.0.1',
-      '--no-access-log',
-    ]
-    const proc = spawn(process.execPath, [...DATAPLANE_ENTRY, ...args], {
+    const { node, dataplane } = splitArgs(c.args)
+    const args = [...dataplane.map((a) => swap[a] ?? a), '--host', '127.0.0.1', '--no-access-log']
+    const proc = spawn(process.execPath, [...node, ...DATAPLANE_ENTRY, ...args], {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
     })

@@ -178,7 +178,10 @@ export async function runPrimary(o: PrimaryOptions): Promise<void> {
     s.worker = w
   }
 
-  cluster.setupPrimary({ serialization: 'advanced' })
+  // Workers run with this process's Node flags (Node's default, spelt out so that it stays): the
+  // young generation the manifests give the data plane (cdk8s/dataplane-node.ts) must hold in the
+  // processes that serve requests, not only in this one.
+  cluster.setupPrimary({ serialization: 'advanced', execArgv: process.execArgv })
   cluster.on('message', (worker: Worker, m: unknown) => {
     if (!isOurs<ToPrimary>(m)) return
     const s = slots.find((x) => x.worker === worker)

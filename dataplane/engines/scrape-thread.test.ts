@@ -197,10 +197,15 @@ describe('ScrapeThread', () => {
     expect(s.restarts).toBe(MAX_QUICK_EXITS - 1)
   })
 
-  it("keeps the worker's young generation at its cap under --max-semi-space-size", async () => {
-    // A process started as the EPP's manifests start it (32 MB semi-spaces for the main thread):
-    // the scrape worker's code reports its isolate's new space; a plain Worker created afterwards
-    // with the same resourceLimits shows the flag again in force for every other isolate.
+  it.each([
+    // As the EPP's manifests start it (NODE_OPTIONS: the cap only).
+    [['--max-semi-space-size=32']],
+    // As the data plane's start it (cdk8s/dataplane-node.ts: the cap and the same minimum).
+    [['--max-semi-space-size=32', '--min-semi-space-size=32']],
+  ])("keeps the worker's young generation at its cap under %j", async (flags: string[]) => {
+    // A process with 32 MB semi-spaces for the main thread: the scrape worker's code reports its
+    // isolate's new space; a plain Worker created afterwards with the same resourceLimits shows
+    // the flags again in force for every other isolate.
     const probe = [
       "const v8 = require('node:v8'); const { parentPort } = require('node:worker_threads')",
       'let keep = []',
@@ -234,7 +239,7 @@ describe('ScrapeThread', () => {
     await writeFile(file, script)
     const { stdout } = await promisify(execFile)(
       process.execPath,
-      ['--max-semi-space-size=32', '--import', 'tsx', file],
+      [...flags, '--import', 'tsx', file],
       { cwd: fileURLToPath(new URL('../../', import.meta.url)), timeout: 60_000 },
     )
     const { scraped, plain } = JSON.parse(stdout) as { scraped: number; plain: number }
@@ -249,5 +254,9 @@ describe('ScrapeThread', () => {
     expect(semiSpaceFlag([], '--max-semi-space-size=32')).toBe(32)
     expect(semiSpaceFlag(['--max_semi_space_size', '64'], '--max-semi-space-size=32')).toBe(64)
     expect(semiSpaceFlag(['--trace-gc'], '--enable-source-maps  --max-semi-space-size=16')).toBe(16)
+    const both = ['--max-semi-space-size=32', '--min_semi_space_size', '8']
+    expect(semiSpaceFlag(both, undefined, 'min')).toBe(8)
+    expect(semiSpaceFlag(both, undefined)).toBe(32)
+    expect(semiSpaceFlag(['--max-semi-space-size=32'], undefined, 'min')).toBeUndefined()
   })
 })

@@ -58,17 +58,19 @@ export const SCRAPE_WORKER_LIMITS: Readonly<ResourceLimits> = {
 }
 
 /**
- * `--max-semi-space-size` as given to this process (command line or NODE_OPTIONS, the last one
- * wins), MB; undefined when not given.
+ * `--max-semi-space-size` (or with `bound` 'min', `--min-semi-space-size`) as given to this
+ * process (command line or NODE_OPTIONS, the last one wins), MB; undefined when not given.
  */
 export function semiSpaceFlag(
   execArgv: readonly string[],
   nodeOptions: string | undefined,
+  bound: 'max' | 'min' = 'max',
 ): number | undefined {
   const args = [...(nodeOptions ?? '').split(/\s+/).filter((a) => a !== ''), ...execArgv]
+  const flag = new RegExp(`^--${bound}[-_]semi[-_]space[-_]size(?:=(.*))?$`)
   let mb: number | undefined
   for (let i = 0; i < args.length; i++) {
-    const m = /^--max[-_]semi[-_]space[-_]size(?:=(.*))?$/.exec(args[i] as string)
+    const m = flag.exec(args[i] as string)
     if (m === null) continue
     const v = Number(m[1] ?? args[++i])
     if (Number.isFinite(v)) mb = v
@@ -168,16 +170,22 @@ export class ScrapeThread implements Scraper {
       (script) => {
         if (this.#state.kind !== 'starting') return
         let w: Worker
-        // V8 applies --max-semi-space-size (meant for the thread that decides: the EPP's
-        // NODE_OPTIONS) to every isolate created while it is set, over a worker's own
-        // resourceLimits; it is lifted while this worker's isolate is made, then put back.
-        const semi = semiSpaceFlag(process.execArgv, process.env['NODE_OPTIONS'])
-        let lifted = semi !== undefined
+        // V8 applies --max-semi-space-size and --min-semi-space-size (meant for the thread that
+        // serves or decides: the EPP's NODE_OPTIONS, the data plane's flags) to every isolate
+        // created while they are set, over a worker's own resourceLimits (the minimum too: it
+        // is not held to the worker's cap); they are lifted while this worker's isolate is made,
+        // then put back.
+        const env = process.env['NODE_OPTIONS']
+        const bounds = (['max', 'min'] as const)
+          .map((b) => ({ b, mb: semiSpaceFlag(process.execArgv, env, b) }))
+          .filter((x) => x.mb !== undefined)
+        let lifted = bounds.length > 0
         const restore = (): void => {
-          if (lifted) setFlagsFromString(`--max-semi-space-size=${semi}`)
+          if (lifted)
+            for (const { b, mb } of bounds) setFlagsFromString(`--${b}-semi-space-size=${mb}`)
           lifted = false
         }
-        if (semi !== undefined) setFlagsFromString('--max-semi-space-size=0')
+        for (const { b } of bounds) setFlagsFromString(`--${b}-semi-space-size=0`)
         try {
           w = new Worker(script, {
             eval: true,

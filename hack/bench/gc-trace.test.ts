@@ -28,6 +28,19 @@ describe('gc-trace', () => {
       afterMb: 40.2,
       committedMb: 79.9,
     })
+    // Node 24 (the image's): `pooled: N MB,` before the pause.
+    expect(
+      parseTraceGc(
+        '[14033:0x36172000]       49 ms: Scavenge 4.8 (5.6) -> 3.9 (6.6) MB, pooled: 0 MB, 1.72 / 0.00 ms  (average mu = 1.000, current mu = 1.000) allocation failure; ',
+      ),
+    ).toEqual({
+      kind: 'scavenge',
+      pauseMs: 1.72,
+      isolate: '0x36172000',
+      atMs: 49,
+      afterMb: 3.9,
+      committedMb: 6.6,
+    })
     expect(parseTraceGc('{"level":"info","msg":"epp listening"}')).toBeUndefined()
     const at = { isolate: '0x1', atMs: 0, afterMb: 1, committedMb: 2 }
     const s = summariseGc([

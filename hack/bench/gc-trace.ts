@@ -31,8 +31,9 @@ export interface GcPause {
   readonly committedMb: number
 }
 
+// Node 24's V8 adds `pooled: N MB,` (pages held in its pool) before the pause.
 const LINE =
-  /^\[\d+:(0x[0-9a-f]+)\] +([\d.]+) ms: ([A-Za-z-]+)(?: \([^)]*\))? [\d.]+ \([\d.]+\) -> ([\d.]+) \(([\d.]+)\) MB, ([\d.]+) \//
+  /^\[\d+:(0x[0-9a-f]+)\] +([\d.]+) ms: ([A-Za-z-]+)(?: \([^)]*\))? [\d.]+ \([\d.]+\) -> ([\d.]+) \(([\d.]+)\) MB,(?: pooled: [\d.]+ MB,)? ([\d.]+) \//
 
 /** One `--trace-gc` line; undefined for anything else. */
 export function parseTraceGc(line: string): GcPause | undefined {

@@ -1,8 +1,11 @@
+import { spawnSync } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { BundleStartError, spawnBundle } from './proxy-bundle.js'
+import { DATAPLANE_NODE_ARGS } from '../../cdk8s/dataplane-node.js'
+import { semiSpaceFlag } from '../../dataplane/engines/scrape-thread.js'
+import { BundleStartError, benchGatewayNodeArgs, spawnBundle } from './proxy-bundle.js'
 
 let dir = ''
 beforeAll(async () => {
@@ -31,5 +34,31 @@ describe('spawnBundle', () => {
     const err = await spawnBundle(script, [], /data plane listening/).catch((e: unknown) => e)
     expect(err).toBeInstanceOf(BundleStartError)
     expect((err as BundleStartError).message).toContain('bad flag --nope')
+  })
+})
+
+describe('benchGatewayNodeArgs', () => {
+  // The young generation a started process holds at once (one semi-space, MiB): with the
+  // Deployment's flags it starts at their minimum; with Node's defaults at 1 MiB.
+  const newSpaceMiB = async (nodeArgs: readonly string[]): Promise<number> => {
+    const script = join(dir, 'new-space.mjs')
+    await writeFile(
+      script,
+      "import v8 from 'node:v8'\n" +
+        "const s = v8.getHeapSpaceStatistics().find((x) => x.space_name === 'new_space')\n" +
+        'console.log(s.space_size / 2 ** 20)\n',
+    )
+    const r = spawnSync(process.execPath, [...nodeArgs, script], { encoding: 'utf8' })
+    expect(r.status, r.stderr).toBe(0)
+    return Number(r.stdout)
+  }
+
+  it("starts the data plane with the Deployment's young generation, or Node's with ''", async () => {
+    expect(benchGatewayNodeArgs()).toEqual(DATAPLANE_NODE_ARGS)
+    expect(benchGatewayNodeArgs(' --a  --b=1 ')).toEqual(['--a', '--b=1'])
+    expect(await newSpaceMiB(benchGatewayNodeArgs())).toBe(
+      semiSpaceFlag(DATAPLANE_NODE_ARGS, undefined),
+    )
+    expect(await newSpaceMiB(benchGatewayNodeArgs(''))).toBeLessThan(16)
   })
 })

@@ -4,6 +4,7 @@
 // and 1-2 % of the CPU per proxied request in a profile), and its module loader shares the
 // process: numbers from it were the development build's, not the product's.
 import { join } from 'node:path'
+import { DATAPLANE_NODE_ARGS } from '../../cdk8s/dataplane-node.js'
 import { buildAll } from '../build.js'
 import { type Proc, spawnProc } from './procs.js'
 
@@ -40,6 +41,17 @@ export function benchGatewayArgs(
     '0',
     ...extra,
   ]
+}
+
+/**
+ * The Node flags every proxy benchmark starts our data plane with, before the bundle: the
+ * data-plane Deployment's (cdk8s/dataplane-node.ts: its young generation), so that a benchmark
+ * measures the heap the pods run with, in every process of `--workers N` (they inherit them).
+ * `flags` (space-separated) replaces them: '' for Node's defaults, or others to compare.
+ */
+export function benchGatewayNodeArgs(flags?: string): string[] {
+  if (flags === undefined) return [...DATAPLANE_NODE_ARGS]
+  return flags.split(/\s+/).filter((a) => a !== '')
 }
 
 /**

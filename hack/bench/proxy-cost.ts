@@ -9,7 +9,10 @@
 // the comparison with the peers.
 //
 //   npx tsx hack/bench/proxy-cost.ts --seconds 10 --heap --strace
-//   npx tsx hack/bench/proxy-cost.ts --node-arg=--max-semi-space-size=32 --mode nonstream
+//   npx tsx hack/bench/proxy-cost.ts --node-flags= \
+//     --compare-node-flags='--max-semi-space-size=64 --min-semi-space-size=64'   # young gen
+//   npx tsx hack/bench/proxy-cost.ts --compare-node-arg=--max-semi-space-size=64 \
+//     --compare-node-arg=--min-semi-space-size=64 --mode nonstream
 //   npx tsx hack/bench/proxy-cost.ts --bundle /tmp/before/dataplane.mjs --compare dist/dataplane.mjs \
 //     --rounds 4 --seconds 5 --heap
 //   npx tsx hack/bench/proxy-cost.ts --floor --rounds 3 --seconds 5 --heap   # ours against the floor
@@ -25,7 +28,12 @@ import { parseArgs } from 'node:util'
 import { fixedRate } from './load.js'
 import { ensurePeer, PEERS, type PeerName, startPeer } from './peers.js'
 import { type Proc, startZeroLatencySim } from './procs.js'
-import { benchGatewayArgs, bundleDataplane, spawnBundle } from './proxy-bundle.js'
+import {
+  benchGatewayArgs,
+  benchGatewayNodeArgs,
+  bundleDataplane,
+  spawnBundle,
+} from './proxy-bundle.js'
 import { PROBE_SOURCE, type ProbeWindow, straceCounts } from './proxy-cost-probe.js'
 import { bundleSourceMap, profileLines, summarizeProfile } from './proxy-cost-profile.js'
 import { treeCpuSeconds } from './proxy-cpu.js'
@@ -41,7 +49,17 @@ const { values: opts } = parseArgs({
     seconds: { type: 'string', default: '10' },
     heap: { type: 'boolean', default: false },
     strace: { type: 'boolean', default: false },
-    /** Extra Node options for the data plane (repeatable), e.g. --node-arg=--max-semi-space-size=32. */
+    /**
+     * Node flags (space-separated) of every data plane (and floor) measured: default the
+     * data-plane Deployment's (cdk8s/dataplane-node.ts), '' for Node's defaults.
+     */
+    'node-flags': { type: 'string' },
+    /** Node flags (space-separated) of the second data plane (default: as --node-flags). */
+    'compare-node-flags': { type: 'string' },
+    /**
+     * Extra Node options for the data plane (repeatable; after --node-flags, so they win), e.g.
+     * --node-arg=--max-semi-space-size=64.
+     */
     'node-arg': { type: 'string', multiple: true, default: [] },
     /** Extra data plane options (repeatable). */
     'gateway-arg': { type: 'string', multiple: true, default: [] },
@@ -215,22 +233,29 @@ async function main(): Promise<void> {
     // A: the bundle with --node-arg; B (--compare): another bundle or other Node options, measured
     // in alternating windows so that drift on a shared machine hits both alike.
     // F (--floor): the floor proxy, with the same probe and Node options as A.
+    const nodeFlags = benchGatewayNodeArgs(opts['node-flags'])
     const variants: {
       label: string
       bundle: string
+      nodeFlags: readonly string[]
       nodeArgs: readonly string[]
       gatewayArgs?: readonly string[]
       floor?: FloorClient
-    }[] = [{ label: 'A', bundle, nodeArgs: opts['node-arg'] ?? [] }]
+    }[] = [{ label: 'A', bundle, nodeFlags, nodeArgs: opts['node-arg'] ?? [] }]
     const compareGatewayArgs = opts['compare-gateway-arg'] ?? []
     if (
       opts.compare !== undefined ||
       (opts['compare-node-arg'] ?? []).length > 0 ||
+      opts['compare-node-flags'] !== undefined ||
       compareGatewayArgs.length > 0
     )
       variants.push({
         label: 'B',
         bundle: opts.compare ?? bundle,
+        nodeFlags:
+          opts['compare-node-flags'] !== undefined
+            ? benchGatewayNodeArgs(opts['compare-node-flags'])
+            : nodeFlags,
         nodeArgs: opts['compare-node-arg'] ?? [],
         gatewayArgs: compareGatewayArgs,
       })
@@ -240,6 +265,7 @@ async function main(): Promise<void> {
         variants.push({
           label: FLOOR_LABEL[c],
           bundle: fb,
+          nodeFlags,
           nodeArgs: opts['node-arg'] ?? [],
           floor: c,
         })
@@ -266,14 +292,14 @@ async function main(): Promise<void> {
               ...(v.gatewayArgs ?? []),
             ]),
         v.floor !== undefined ? /floor listening/ : /data plane listening/,
-        [`--import=${probe}`, ...v.nodeArgs],
+        [`--import=${probe}`, ...v.nodeFlags, ...v.nodeArgs],
         undefined,
         { IGW_COST_OUT: probeOut },
       )
       procs.push(gw)
       const pid = gw.child.pid ?? 0
       out(
-        `${v.label}: ${v.bundle}${v.floor !== undefined ? ` --client ${v.floor}` : ''} ${v.nodeArgs.join(' ')} ${(v.gatewayArgs ?? []).join(' ')} (pid ${pid}, port ${port})`,
+        `${v.label}: ${v.bundle}${v.floor !== undefined ? ` --client ${v.floor}` : ''} ${[...v.nodeFlags, ...v.nodeArgs].join(' ')} ${(v.gatewayArgs ?? []).join(' ')} (pid ${pid}, port ${port})`,
       )
       targets.push({
         label: v.label,

@@ -17,10 +17,16 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promis
 import { availableParallelism, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs, promisify } from 'node:util'
+import { DATAPLANE_NODE_ARGS } from '../../cdk8s/dataplane-node.js'
 import { fixedRate, type LoadTarget, percentile } from './load.js'
 import { ensurePeer, PEERS, type PeerName, startPeer } from './peers.js'
 import { CLI, type OutputProc, type Proc, spawnCli, startZeroLatencySim } from './procs.js'
-import { benchGatewayArgs, bundleDataplane, spawnBundle } from './proxy-bundle.js'
+import {
+  benchGatewayArgs,
+  benchGatewayNodeArgs,
+  bundleDataplane,
+  spawnBundle,
+} from './proxy-bundle.js'
 import { cpuUsPerRequest, treeCpuSeconds } from './proxy-cpu.js'
 import { treeMemory } from './proxy-procfs.js'
 import {
@@ -70,6 +76,9 @@ const USAGE = `usage: npm run bench:proxy -- [options]
   --tsx                 run our data plane from the sources through tsx, not the esbuild bundle
   --gateway-arg X       extra data plane option for ours, repeatable
                         (e.g. --gateway-arg=--engine-client=undici)
+  --node-flags S        Node flags of ours, space-separated (default: the data-plane
+                        Deployment's, "${DATAPLANE_NODE_ARGS.join(' ')}";
+                        --node-flags= for Node's defaults)
   --help                this text
 A run with fewer than 3 windows or under 10 s counted per target in a phase, --max-seconds
 under 10 or --hold-seconds under 15 is marked a smoke run in its report.`
@@ -98,6 +107,8 @@ const { values: opts } = parseArgs({
     tsx: { type: 'boolean', default: false },
     /** Extra data plane options for ours (repeatable), e.g. --gateway-arg=--engine-client=undici. */
     'gateway-arg': { type: 'string', multiple: true, default: [] },
+    /** Node flags of our data plane (default: the Deployment's; '' = Node's defaults). */
+    'node-flags': { type: 'string' },
     help: { type: 'boolean', default: false },
   },
 })
@@ -199,9 +210,11 @@ async function startGateway(
 ): Promise<Proc> {
   const w = (await dataplaneHasWorkers()) ? ['--workers', String(workers)] : []
   const args = benchGatewayArgs(config, port, [...w, ...extra, ...(opts['gateway-arg'] ?? [])])
-  // What the image runs (proxy-bundle.ts); --tsx: the sources, for iterating without a build.
-  if (bundle !== undefined) return spawnBundle(bundle, args, /data plane listening/, nodeArgs)
-  return spawnCli(['dataplane', ...args], /data plane listening/, nodeArgs)
+  // What the image runs (proxy-bundle.ts) with the Deployment's Node flags; --tsx: the sources,
+  // for iterating without a build.
+  const flags = [...benchGatewayNodeArgs(opts['node-flags']), ...nodeArgs]
+  if (bundle !== undefined) return spawnBundle(bundle, args, /data plane listening/, flags)
+  return spawnCli(['dataplane', ...args], /data plane listening/, flags)
 }
 
 /**
@@ -285,6 +298,7 @@ async function main(): Promise<void> {
       ...(opts.targets !== undefined ? [`--targets ${opts.targets}`] : []),
       ...(opts.tsx ? ['--tsx'] : []),
       ...(opts['gateway-arg'] ?? []).map((a) => `--gateway-arg=${a}`),
+      ...(opts['node-flags'] !== undefined ? [`--node-flags='${opts['node-flags']}'`] : []),
     ].join(' ')
     const run: ProxyRun = {
       command,
@@ -302,7 +316,7 @@ async function main(): Promise<void> {
       streams,
       streamsSetup,
       smoke: SMOKE,
-      machine: `Measured ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC on ${process.platform}/${process.arch}, ${availableParallelism()} cores shared by the engine, the router under test and the load tool, Node ${process.version}, vegeta ${vegeta.version}. ${loadNote(loadAtStart, loadavg()[0] ?? 0)}`,
+      machine: `Measured ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC on ${process.platform}/${process.arch}, ${availableParallelism()} cores shared by the engine, the router under test and the load tool, Node ${process.version}, vegeta ${vegeta.version}; ours with the Node flags "${benchGatewayNodeArgs(opts['node-flags']).join(' ')}"${opts['node-flags'] === undefined ? " (the data-plane Deployment's)" : ''}. ${loadNote(loadAtStart, loadavg()[0] ?? 0)}`,
     }
     const text = render(run)
     out(`\n${text}\n`)
