@@ -216,7 +216,7 @@ describe('ScrapeThread', () => {
     const module = new URL('./scrape-thread.ts', import.meta.url).href
     const script = `
       import { Worker } from 'node:worker_threads'
-      import { ScrapeThread, SCRAPE_WORKER_LIMITS } from ${JSON.stringify(module)}
+      import { liftSemiSpaceFlags, ScrapeThread, SCRAPE_WORKER_LIMITS } from ${JSON.stringify(module)}
       // The scrape worker is unref'd: something else keeps the process up until the end.
       const alive = setInterval(() => {}, 1000)
       const scraped = await new Promise((resolve) => {
@@ -229,7 +229,14 @@ describe('ScrapeThread', () => {
         const w = new Worker(${JSON.stringify(probe)}, { eval: true, resourceLimits: SCRAPE_WORKER_LIMITS })
         w.on('message', (m) => { void w.terminate(); resolve(Number(m.r.error)) })
       })
-      process.stdout.write(JSON.stringify({ scraped, plain }))
+      // A worker with no limits of its own (the tracing worker) made while the flags are lifted.
+      const lifted = await new Promise((resolve) => {
+        const restore = liftSemiSpaceFlags()
+        const w = new Worker(${JSON.stringify(probe)}, { eval: true })
+        w.once('online', restore)
+        w.on('message', (m) => { void w.terminate(); resolve(Number(m.r.error)) })
+      })
+      process.stdout.write(JSON.stringify({ scraped, plain, lifted }))
       clearInterval(alive)
     `
     // A file, not -e: eval'd workers would inherit -e's --input-type=module.
@@ -242,11 +249,18 @@ describe('ScrapeThread', () => {
       [...flags, '--import', 'tsx', file],
       { cwd: fileURLToPath(new URL('../../', import.meta.url)), timeout: 60_000 },
     )
-    const { scraped, plain } = JSON.parse(stdout) as { scraped: number; plain: number }
+    const { scraped, plain, lifted } = JSON.parse(stdout) as {
+      scraped: number
+      plain: number
+      lifted: number
+    }
     const mb = 1024 * 1024
     expect(scraped).toBeGreaterThan(0)
     expect(scraped).toBeLessThanOrEqual((SCRAPE_WORKER_LIMITS.maxYoungGenerationSizeMb ?? 0) * mb)
     expect(plain).toBeGreaterThanOrEqual(32 * mb)
+    // V8's own sizing (at most 16 MB semi-spaces), not the process's 32 MB ones (64 MB in all).
+    expect(lifted).toBeGreaterThan(0)
+    expect(lifted).toBeLessThan(64 * mb)
   })
 
   it('reads --max-semi-space-size from the command line and NODE_OPTIONS', () => {

@@ -78,6 +78,27 @@ export function semiSpaceFlag(
   return mb
 }
 
+/**
+ * Takes this process's `--max-semi-space-size` and `--min-semi-space-size` out of V8's flags until
+ * the returned function (idempotent) puts them back. V8 applies both (meant for the thread that
+ * serves or decides: the EPP's NODE_OPTIONS, the data plane's flags, cdk8s/dataplane-node.ts) to
+ * every isolate created while they are set, over a worker's own resourceLimits (the minimum too:
+ * it is not held to the worker's cap). A worker thread is created between the two calls and the
+ * flags are put back once its isolate exists ('online', or 'exit' if it never got that far).
+ */
+export function liftSemiSpaceFlags(): () => void {
+  const env = process.env['NODE_OPTIONS']
+  const bounds = (['max', 'min'] as const)
+    .map((b) => ({ b, mb: semiSpaceFlag(process.execArgv, env, b) }))
+    .filter((x) => x.mb !== undefined)
+  for (const { b } of bounds) setFlagsFromString(`--${b}-semi-space-size=0`)
+  let lifted = bounds.length > 0
+  return () => {
+    if (lifted) for (const { b, mb } of bounds) setFlagsFromString(`--${b}-semi-space-size=${mb}`)
+    lifted = false
+  }
+}
+
 export interface ScrapeThreadOptions extends ScraperOptions {
   readonly log?: Logger
   /** The worker's code. Default: scrape-worker.ts (tests: a worker that fails). */
@@ -170,22 +191,8 @@ export class ScrapeThread implements Scraper {
       (script) => {
         if (this.#state.kind !== 'starting') return
         let w: Worker
-        // V8 applies --max-semi-space-size and --min-semi-space-size (meant for the thread that
-        // serves or decides: the EPP's NODE_OPTIONS, the data plane's flags) to every isolate
-        // created while they are set, over a worker's own resourceLimits (the minimum too: it
-        // is not held to the worker's cap); they are lifted while this worker's isolate is made,
-        // then put back.
-        const env = process.env['NODE_OPTIONS']
-        const bounds = (['max', 'min'] as const)
-          .map((b) => ({ b, mb: semiSpaceFlag(process.execArgv, env, b) }))
-          .filter((x) => x.mb !== undefined)
-        let lifted = bounds.length > 0
-        const restore = (): void => {
-          if (lifted)
-            for (const { b, mb } of bounds) setFlagsFromString(`--${b}-semi-space-size=${mb}`)
-          lifted = false
-        }
-        for (const { b } of bounds) setFlagsFromString(`--${b}-semi-space-size=0`)
+        // The process's young-generation flags would override this worker's resourceLimits.
+        const restore = liftSemiSpaceFlags()
         try {
           w = new Worker(script, {
             eval: true,

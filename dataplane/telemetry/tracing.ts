@@ -38,6 +38,7 @@ import { randomFillSync } from 'node:crypto'
 import { Worker } from 'node:worker_threads'
 import { SpanStatusCode } from '@opentelemetry/api'
 import { Counter, type Registry } from 'prom-client'
+import { liftSemiSpaceFlags } from '../engines/scrape-thread.js'
 import type { Logger } from '../log.js'
 import {
   COUNTER_SLOTS,
@@ -443,7 +444,19 @@ class SpanSender {
           counters: this.#counters.buffer as SharedArrayBuffer,
           nice: this.#nice,
         }
-        const w = new Worker(code, { eval: true, workerData: data })
+        // V8's own sizing for the worker's heap, not the young generation the process's flags
+        // fix for the thread serving requests (cdk8s/dataplane-node.ts).
+        const restore = liftSemiSpaceFlags()
+        let w: Worker
+        try {
+          w = new Worker(code, { eval: true, workerData: data })
+        } catch (e) {
+          restore()
+          throw e
+        }
+        // Put back once its isolate exists ('exit' if it never got that far).
+        w.once('online', restore)
+        w.once('exit', restore)
         // Never what keeps the process alive: shutdown ends it, and without shutdown spans are lost.
         w.unref()
         this.priority = undefined
