@@ -4,9 +4,11 @@
 // counted only in stacks under the scheduler's admit or pick. Same workload, seed and warm-up as
 // the bench; requests are sent and completed around the decisions as there, but only the
 // decision's share is printed, per decision. Function names only: the source tsx runs is one line
-// per module. For line numbers, bundle it first (the profile then names bundle lines):
+// per module. For line numbers, bundle it first (the profile then names bundle lines; written
+// under node_modules so that the packages left out of the bundle resolve):
 //   npx esbuild --bundle hack/bench/scheduler-cost-profile.ts --platform=node --format=esm \
-//     --packages=external --outfile=/tmp/prof.mjs && node /tmp/prof.mjs --cpu
+//     --packages=external --outfile=node_modules/.cache/prof.mjs && \
+//     node node_modules/.cache/prof.mjs --cpu
 // Profiles of one build, not an A/B: the sampling itself slows the decision (a heap sample every
 // 128 bytes, a CPU sample every 50 µs), and which numbers come back boxed depends on what V8
 // inlined in that run: compare two runs before believing a difference under ~100 bytes.
