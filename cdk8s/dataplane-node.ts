@@ -11,7 +11,7 @@
  * each a pause of 2-3 ms for the requests in flight, and more once V8 has shrunk the young
  * generation after a mark-compact or an idle spell. 32 MB fixed halves the scavenges; a pause got
  * somewhat longer, the pause time per request fell in most runs, RSS under load rose 30-50 MB,
- * CPU per request: non-stream unchanged, streams +2-5 % on a busy machine (docs/proxy-cost.md,
+ * CPU per request: non-stream unchanged, streams +2-9 % on a busy machine (docs/proxy-cost.md,
  * "Young generation"; to be confirmed on a quiet one).
  *
  * Both bounds: `--max-semi-space-size` alone raises only the cap, and V8 grows the young
