@@ -3,6 +3,7 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { basename } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { DATAPLANE_NODE_ARGS } from '../../cdk8s/dataplane-node.js'
 
 export const CLI = fileURLToPath(new URL('../../bin/infer-gateway.js', import.meta.url))
 
@@ -102,6 +103,8 @@ export interface DataplaneOptions {
   readonly port?: number
   /** How long it may take to listen (default 60 s: every worker loads the whole data plane). */
   readonly timeoutMs?: number
+  /** Node's flags; default the data-plane Deployment's (cdk8s/dataplane-node.ts), as deployed. */
+  readonly nodeArgs?: readonly string[]
 }
 
 export interface DataplaneProc extends CliProc {
@@ -127,7 +130,7 @@ export async function startDataplane(o: DataplaneOptions): Promise<DataplaneProc
       '0',
     ],
     DATAPLANE_LISTENING,
-    [],
+    o.nodeArgs ?? DATAPLANE_NODE_ARGS,
     o.timeoutMs ?? 60_000,
   )
   return { ...proc, url: proc.match[1] ?? '' }

@@ -23,6 +23,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { DATAPLANE_NODE_ARGS } from '../../cdk8s/dataplane-node.js'
 import { DEFAULT_PROFILE } from '../../dataplane/scheduler/profile.js'
 import { applyChatTemplate, countTokens, type SimOptions, type SimStats } from '../sim/index.js'
 import { createRng } from '../sim/rng.js'
@@ -606,7 +607,8 @@ async function startGatewayWith(file: string, port: number, pods: number): Promi
       ...benchGatewayArgs(file, port, [...GATEWAY_ARGS, '--explain', '--workers', String(WORKERS)]),
     ],
     /"msg":"data plane listening"/,
-    GATEWAY_NODE_ARGS,
+    // Without --gateway-node-args, the Deployment's flags, as startGateway (startDataplane) gives.
+    opts['gateway-node-args'] === undefined ? DATAPLANE_NODE_ARGS : GATEWAY_NODE_ARGS,
     60_000 * WORKERS,
   )
   const scraped = !GATEWAY_ARGS.join(' ').includes('--scrape off')
