@@ -27,7 +27,12 @@ import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import type { Proc } from './procs.js'
-import { benchGatewayArgs, bundleDataplane, spawnBundle } from './proxy-bundle.js'
+import {
+  benchGatewayArgs,
+  benchGatewayNodeArgs,
+  bundleDataplane,
+  spawnBundle,
+} from './proxy-bundle.js'
 import { singleEngineManifests } from './routing-config.js'
 import { nodeThreads, runNs, sampleThreads, threadDeltas } from './thread-cpu.js'
 
@@ -273,7 +278,8 @@ async function main(): Promise<void> {
           ...(opts['gateway-arg'] ?? []),
         ]),
         /data plane listening/,
-        opts['node-arg'] ?? [],
+        // As deployed (cdk8s/dataplane-node.ts) unless --node-arg says otherwise.
+        opts['node-arg'] ?? benchGatewayNodeArgs(),
       )
       procs.push(gw)
       const label = String.fromCharCode(65 + i)
