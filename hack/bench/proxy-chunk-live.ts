@@ -46,7 +46,7 @@ const { values: opts } = parseArgs({
     'cadence-ms': { type: 'string', default: '15' },
     seconds: { type: 'string', default: '8' },
     rounds: { type: 'string', default: '3' },
-    'node-arg': { type: 'string', multiple: true, default: [] },
+    'node-arg': { type: 'string', multiple: true },
     'gateway-arg': { type: 'string', multiple: true, default: [] },
     /** One data plane loaded at a time (default: all at once, each with its own streams). */
     alternate: { type: 'boolean', default: false },
