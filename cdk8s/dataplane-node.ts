@@ -22,7 +22,7 @@
  * Flags, not NODE_OPTIONS: Node (20 and 24) refuses `--min-semi-space-size` there. The cluster
  * workers of `--workers N` inherit them (dataplane/cluster/primary.ts forks with this process's
  * execArgv). The scrape and tracing worker threads are made with both flags lifted
- * (liftSemiSpaceFlags, dataplane/engines/scrape-thread.ts): V8 would give their isolates the same
+ * (workerWithOwnHeap, dataplane/worker-heap.ts): V8 would give their isolates the same
  * fixed young generation, over a worker's resourceLimits.
  */
 export const DATAPLANE_NODE_ARGS: readonly string[] = [

@@ -10,7 +10,7 @@ import {
   SNAPSHOT_KEY,
   SYSTEM_NAMESPACE,
 } from '../api/crd.js'
-import { semiSpaceFlag } from '../dataplane/engines/scrape-thread.js'
+import { semiSpaceFlag } from '../dataplane/worker-heap.js'
 import { IMAGE_PATHS, IMAGE_UID } from '../hack/image/record.js'
 import { DATAPLANE_NODE_ARGS } from './dataplane-node.js'
 import {

@@ -20,7 +20,6 @@ import {
   SCRAPE_WORKER_LIMITS,
   ScrapeThread,
   type ScrapeThreadOptions,
-  semiSpaceFlag,
 } from './scrape-thread.js'
 import type { ScrapeResult, ScrapeTarget } from './scraper.js'
 import { EngineMetricsTracker } from './tracker.js'
@@ -214,9 +213,11 @@ describe('ScrapeThread', () => {
       "parentPort.postMessage({ t: 'result', id: 'new_space', r: { ok: false, kind: 'bad_response', error: String(size), durationMs: 0 } })",
     ].join('\n')
     const module = new URL('./scrape-thread.ts', import.meta.url).href
+    const heap = new URL('../worker-heap.ts', import.meta.url).href
     const script = `
       import { Worker } from 'node:worker_threads'
-      import { liftSemiSpaceFlags, ScrapeThread, SCRAPE_WORKER_LIMITS } from ${JSON.stringify(module)}
+      import { ScrapeThread, SCRAPE_WORKER_LIMITS } from ${JSON.stringify(module)}
+      import { workerWithOwnHeap } from ${JSON.stringify(heap)}
       // The scrape worker is unref'd: something else keeps the process up until the end.
       const alive = setInterval(() => {}, 1000)
       const scraped = await new Promise((resolve) => {
@@ -231,9 +232,7 @@ describe('ScrapeThread', () => {
       })
       // A worker with no limits of its own (the tracing worker) made while the flags are lifted.
       const lifted = await new Promise((resolve) => {
-        const restore = liftSemiSpaceFlags()
-        const w = new Worker(${JSON.stringify(probe)}, { eval: true })
-        w.once('online', restore)
+        const w = workerWithOwnHeap(${JSON.stringify(probe)}, { eval: true })
         w.on('message', (m) => { void w.terminate(); resolve(Number(m.r.error)) })
       })
       process.stdout.write(JSON.stringify({ scraped, plain, lifted }))
@@ -261,16 +260,5 @@ describe('ScrapeThread', () => {
     // V8's own sizing (at most 16 MB semi-spaces), not the process's 32 MB ones (64 MB in all).
     expect(lifted).toBeGreaterThan(0)
     expect(lifted).toBeLessThan(64 * mb)
-  })
-
-  it('reads --max-semi-space-size from the command line and NODE_OPTIONS', () => {
-    expect(semiSpaceFlag([], undefined)).toBeUndefined()
-    expect(semiSpaceFlag([], '--max-semi-space-size=32')).toBe(32)
-    expect(semiSpaceFlag(['--max_semi_space_size', '64'], '--max-semi-space-size=32')).toBe(64)
-    expect(semiSpaceFlag(['--trace-gc'], '--enable-source-maps  --max-semi-space-size=16')).toBe(16)
-    const both = ['--max-semi-space-size=32', '--min_semi_space_size', '8']
-    expect(semiSpaceFlag(both, undefined, 'min')).toBe(8)
-    expect(semiSpaceFlag(both, undefined)).toBe(32)
-    expect(semiSpaceFlag(['--max-semi-space-size=32'], undefined, 'min')).toBeUndefined()
   })
 })

@@ -21,9 +21,9 @@
 // under the EPP's `--max-semi-space-size=32`, for a live set of ~10 MB). A worker that reaches the
 // old-generation cap is ended by Node (ERR_WORKER_OUT_OF_MEMORY) and started again like any worker
 // that ends: a leak in the scrape path costs a restart, never the process.
-import { setFlagsFromString } from 'node:v8'
-import { type ResourceLimits, Worker } from 'node:worker_threads'
+import type { ResourceLimits, Worker } from 'node:worker_threads'
 import type { Logger } from '../log.js'
+import { workerWithOwnHeap } from '../worker-heap.js'
 import type { ScrapeWorkerData, ScrapeWorkerReply, ScrapeWorkerRequest } from './scrape-worker.js'
 import { scrapeWorkerCode } from './scrape-worker-code.js'
 import {
@@ -55,48 +55,6 @@ const CLOSE_WAIT_MS = 1_000
 export const SCRAPE_WORKER_LIMITS: Readonly<ResourceLimits> = {
   maxYoungGenerationSizeMb: 8,
   maxOldGenerationSizeMb: 64,
-}
-
-/**
- * `--max-semi-space-size` (or with `bound` 'min', `--min-semi-space-size`) as given to this
- * process (command line or NODE_OPTIONS, the last one wins), MB; undefined when not given.
- */
-export function semiSpaceFlag(
-  execArgv: readonly string[],
-  nodeOptions: string | undefined,
-  bound: 'max' | 'min' = 'max',
-): number | undefined {
-  const args = [...(nodeOptions ?? '').split(/\s+/).filter((a) => a !== ''), ...execArgv]
-  const flag = new RegExp(`^--${bound}[-_]semi[-_]space[-_]size(?:=(.*))?$`)
-  let mb: number | undefined
-  for (let i = 0; i < args.length; i++) {
-    const m = flag.exec(args[i] as string)
-    if (m === null) continue
-    const v = Number(m[1] ?? args[++i])
-    if (Number.isFinite(v)) mb = v
-  }
-  return mb
-}
-
-/**
- * Takes this process's `--max-semi-space-size` and `--min-semi-space-size` out of V8's flags until
- * the returned function (idempotent) puts them back. V8 applies both (meant for the thread that
- * serves or decides: the EPP's NODE_OPTIONS, the data plane's flags, cdk8s/dataplane-node.ts) to
- * every isolate created while they are set, over a worker's own resourceLimits (the minimum too:
- * it is not held to the worker's cap). A worker thread is created between the two calls and the
- * flags are put back once its isolate exists ('online', or 'exit' if it never got that far).
- */
-export function liftSemiSpaceFlags(): () => void {
-  const env = process.env['NODE_OPTIONS']
-  const bounds = (['max', 'min'] as const)
-    .map((b) => ({ b, mb: semiSpaceFlag(process.execArgv, env, b) }))
-    .filter((x) => x.mb !== undefined)
-  for (const { b } of bounds) setFlagsFromString(`--${b}-semi-space-size=0`)
-  let lifted = bounds.length > 0
-  return () => {
-    if (lifted) for (const { b, mb } of bounds) setFlagsFromString(`--${b}-semi-space-size=${mb}`)
-    lifted = false
-  }
 }
 
 export interface ScrapeThreadOptions extends ScraperOptions {
@@ -192,21 +150,16 @@ export class ScrapeThread implements Scraper {
         if (this.#state.kind !== 'starting') return
         let w: Worker
         // The process's young-generation flags would override this worker's resourceLimits.
-        const restore = liftSemiSpaceFlags()
         try {
-          w = new Worker(script, {
+          w = workerWithOwnHeap(script, {
             eval: true,
             workerData: this.#data,
             resourceLimits: this.#opts.resourceLimits ?? SCRAPE_WORKER_LIMITS,
           })
         } catch (e) {
-          restore()
           this.#inline('the scrape worker could not be created', e)
           return
         }
-        // 'online': its isolate exists (running JavaScript); 'exit' if it never got that far.
-        w.once('online', restore)
-        w.once('exit', restore)
         // Like the scraper's timers: scraping never keeps a process alive on its own.
         w.unref()
         w.on('message', (m: ScrapeWorkerReply) => this.#message(w, m))

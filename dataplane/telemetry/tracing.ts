@@ -35,11 +35,11 @@
 // The worker runs its thread at nice 19 (thread-priority.ts): its export work yields the core to
 // the thread serving requests whenever both are ready.
 import { randomFillSync } from 'node:crypto'
-import { Worker } from 'node:worker_threads'
+import type { Worker } from 'node:worker_threads'
 import { SpanStatusCode } from '@opentelemetry/api'
 import { Counter, type Registry } from 'prom-client'
-import { liftSemiSpaceFlags } from '../engines/scrape-thread.js'
 import type { Logger } from '../log.js'
+import { workerWithOwnHeap } from '../worker-heap.js'
 import {
   COUNTER_SLOTS,
   type EventRecord,
@@ -446,17 +446,7 @@ class SpanSender {
         }
         // V8's own sizing for the worker's heap, not the young generation the process's flags
         // fix for the thread serving requests (cdk8s/dataplane-node.ts).
-        const restore = liftSemiSpaceFlags()
-        let w: Worker
-        try {
-          w = new Worker(code, { eval: true, workerData: data })
-        } catch (e) {
-          restore()
-          throw e
-        }
-        // Put back once its isolate exists ('exit' if it never got that far).
-        w.once('online', restore)
-        w.once('exit', restore)
+        const w = workerWithOwnHeap(code, { eval: true, workerData: data })
         // Never what keeps the process alive: shutdown ends it, and without shutdown spans are lost.
         w.unref()
         this.priority = undefined

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { DATAPLANE_NODE_ARGS } from '../../cdk8s/dataplane-node.js'
-import { semiSpaceFlag } from '../../dataplane/engines/scrape-thread.js'
+import { semiSpaceFlag } from '../../dataplane/worker-heap.js'
 import { BundleStartError, benchGatewayNodeArgs, spawnBundle } from './proxy-bundle.js'
 
 let dir = ''
