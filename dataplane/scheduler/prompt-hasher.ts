@@ -154,7 +154,9 @@ export class PromptHasher {
       const len = pend + written
       const full = Math.floor(len / blockBytes)
       const k0 = k
-      // Whole blocks, word by word in two lanes: the loop of blockHashes' aligned path.
+      // Whole blocks, word by word in two lanes: mixBlockWords (prompt.ts) written out here, the
+      // lanes in locals. Calling it per block read 2-3 % slower decisions in 3 of 4 in-process
+      // A/B pairs (bench:scheduler-cost-ab, 2026-12-03); tests hold both to blockHashes.
       const words = this.#words
       const wordsPerBlock = blockBytes >>> 2
       let w = 0

@@ -121,8 +121,14 @@ export function chainSeed(model: string): number {
 
 const encoder = new TextEncoder()
 
-/** The two lane states of the chained block hash, carried between mixBlockBytes calls. */
+/** The two lane states of the chained block hash, carried between mixBlock* calls. */
 export const lanes = new Int32Array(2)
+
+/** `lanes` at a chain's start for `seed`. */
+export function seedLanes(seed: number): void {
+  lanes[0] = seed | 0
+  lanes[1] = (seed ^ 0x5bd1e995) | 0
+}
 
 /**
  * One block of the byte path of blockHashes: mixes b[from..end) into `lanes` (words past the end
@@ -152,6 +158,25 @@ export function mixBlockBytes(b: Uint8Array, from: number, end: number): number 
   lanes[0] = h1
   lanes[1] = h2
   return fmix32(h1 ^ Math.imul(h2, 0xc2b2ae3d) ^ (end & 3)) & 0x3fffffff
+}
+
+/**
+ * One whole block of the aligned path of blockHashes: mixes words[from..end) (two at a time, one
+ * per lane) into `lanes` and returns the block's value (a whole block has no length mixed in):
+ * blockHashes and headHash use it; prompt-hasher writes the same loop out in its hot path.
+ */
+export function mixBlockWords(words: Int32Array, from: number, end: number): number {
+  let h1 = lanes[0] as number
+  let h2 = lanes[1] as number
+  for (let w = from; w < end; w += 2) {
+    h1 = Math.imul(h1 ^ (words[w] as number), 0x9e3779b1)
+    h2 = Math.imul(h2 ^ (words[w + 1] as number), 0x85ebca77)
+    h1 ^= h1 >>> 15
+    h2 ^= h2 >>> 13
+  }
+  lanes[0] = h1
+  lanes[1] = h2
+  return fmix32(h1 ^ Math.imul(h2, 0xc2b2ae3d)) & 0x3fffffff
 }
 let scratch = new Uint8Array(64 * 1024)
 
@@ -183,29 +208,17 @@ export function blockHashes(
   }
   const out = new Int32Array(Math.ceil(len / blockBytes))
   // Two lanes over alternating words: independent multiply chains the CPU runs in parallel.
-  let h1 = seed | 0
-  let h2 = (seed ^ 0x5bd1e995) | 0
+  seedLanes(seed)
   let i = 0
   let k = 0
   if (LITTLE_ENDIAN && blockBytes % 8 === 0) {
     // The same words as the byte path below, read from an aligned view.
     const words = new Int32Array(scratch.buffer, 0, len >>> 2)
     const wordsPerBlock = blockBytes >>> 2
-    let w = 0
-    while (i + blockBytes <= len) {
-      const end = w + wordsPerBlock
-      for (; w < end; w += 2) {
-        h1 = Math.imul(h1 ^ (words[w] as number), 0x9e3779b1)
-        h2 = Math.imul(h2 ^ (words[w + 1] as number), 0x85ebca77)
-        h1 ^= h1 >>> 15
-        h2 ^= h2 >>> 13
-      }
-      i += blockBytes
-      out[k++] = fmix32(h1 ^ Math.imul(h2, 0xc2b2ae3d)) & 0x3fffffff
+    for (let w = 0; i + blockBytes <= len; w += wordsPerBlock, i += blockBytes) {
+      out[k++] = mixBlockWords(words, w, w + wordsPerBlock)
     }
   }
-  lanes[0] = h1
-  lanes[1] = h2
   while (i < len) {
     const end = Math.min(i + blockBytes, len)
     out[k++] = mixBlockBytes(scratch, i, end)
@@ -246,23 +259,11 @@ export function headHash(pieces: readonly string[], blockBytes: number, seed: nu
     }
   }
   if (len === 0) return 0
-  // blockHashes's two paths for its first block: whole (words), or partial (mixBlockBytes).
-  let h1 = seed | 0
-  let h2 = (seed ^ 0x5bd1e995) | 0
-  if (len < blockBytes) {
-    lanes[0] = h1
-    lanes[1] = h2
-    return mixBlockBytes(buf, 0, len)
-  }
-  const words = headWords
-  const end = blockBytes >>> 2
-  for (let w = 0; w < end; w += 2) {
-    h1 = Math.imul(h1 ^ (words[w] as number), 0x9e3779b1)
-    h2 = Math.imul(h2 ^ (words[w + 1] as number), 0x85ebca77)
-    h1 ^= h1 >>> 15
-    h2 ^= h2 >>> 13
-  }
-  return fmix32(h1 ^ Math.imul(h2, 0xc2b2ae3d)) & 0x3fffffff
+  // blockHashes's two paths for its first block: whole (words), or partial (bytes).
+  seedLanes(seed)
+  return len < blockBytes
+    ? mixBlockBytes(buf, 0, len)
+    : mixBlockWords(headWords, 0, blockBytes >>> 2)
 }
 
 /** Highest-random-weight score of `endpointHash` for `key`: larger wins; same on every replica. */

@@ -815,8 +815,9 @@ export function scrapeTargetsOf(snapshot: RoutingSnapshot): ScrapeTarget[] {
 
 /**
  * Indices of the k largest values, largest first, equal values in index order (k is small: the
- * retry budget), in `into` when given (emptied first: pick's kept array). One pass keeping the k best in order, where picking each rank by a scan of all
- * values did k passes with a lookup of the ones taken per value.
+ * retry budget), in `into` when given (emptied first: pick's kept array). One pass keeping the k
+ * best in order, where picking each rank by a scan of all values did k passes with a lookup of
+ * the ones taken per value.
  */
 export function topK(values: Float64Array, n: number, k: number, into?: number[]): number[] {
   const out = into ?? []

@@ -166,8 +166,8 @@ export class EndpointState {
    * decision, copied here by scrapeSucceeded (the only place `metrics` is set): reading them off
    * the scrape's EngineMetrics was one more object, a cache miss, per candidate and decision.
    * Exactly the scrape's values (an EngineMetrics is not changed once handed over). `#loadUnknown`:
-   * the scrape reported neither waiting nor running. The
-   * optional ones stay `number | undefined` as on the scrape (see #ttftOwn).
+   * the scrape reported neither waiting nor running. The optional ones stay `number | undefined`
+   * as on the scrape (see #ttftOwn).
    */
   #loadUnknown = false
   #scrapedWaiting = 0
@@ -340,9 +340,10 @@ export class EndpointState {
 
   /**
    * `kvCacheUsage(now)`, NaN for undefined (a usage is never NaN: engines/view.ts keeps finite
-   * ones, block counts and sizes above 0): what least-kv-cache reads for every candidate. A `number | undefined` result is a tagged value, a
-   * new HeapNumber per call for a fractional usage (a sixth of the bytes a decision allocated);
-   * a plain number stays unboxed where the call is inlined.
+   * ones, block counts and sizes above 0): what least-kv-cache reads for every candidate. A
+   * `number | undefined` result is a tagged value, a new HeapNumber per call for a fractional
+   * usage (a sixth of the bytes a decision allocated); a plain number stays unboxed where the call
+   * is inlined.
    */
   kvCacheUsageOrNaN(now: number): number {
     const m = this.fresh(now)
