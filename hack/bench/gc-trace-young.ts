@@ -21,7 +21,7 @@ import { parseProm, promValue } from '../sim/testkit.js'
 import { type GcPause, watchGc } from './gc-trace.js'
 import { fixedRate, percentile } from './load.js'
 import { type Proc, startZeroLatencySim } from './procs.js'
-import { benchGatewayArgs, bundleDataplane, spawnBundle } from './proxy-bundle.js'
+import { benchChatBody, benchGatewayArgs, bundleDataplane, spawnBundle } from './proxy-bundle.js'
 import { statusKb } from './proxy-procfs.js'
 import { attack, ensureVegeta, failures, report } from './proxy-vegeta.js'
 import { singleEngineManifests } from './routing-config.js'
@@ -68,13 +68,7 @@ const GW_PORT = 18151
 const MODEL = 'bench-model'
 const out = (line: string) => process.stdout.write(`${line}\n`)
 
-const chat = (stream: boolean) =>
-  JSON.stringify({
-    model: MODEL,
-    messages: [{ role: 'user', content: 'Say hello to the benchmark in a few words.' }],
-    max_tokens: 16,
-    stream,
-  })
+const chat = (stream: boolean, maxTokens?: number) => benchChatBody(MODEL, stream, maxTokens)
 
 export interface SegmentGc {
   readonly scavenges: number

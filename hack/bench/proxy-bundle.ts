@@ -80,3 +80,16 @@ export async function spawnBundle(
   }
   return p
 }
+
+/**
+ * The proxy benches' request body: a short chat completion for `model` (16 output tokens unless
+ * told), streamed or not. One body for every proxy bench, so their figures compare.
+ */
+export function benchChatBody(model: string, stream: boolean, maxTokens = 16): string {
+  return JSON.stringify({
+    model,
+    messages: [{ role: 'user', content: 'Say hello to the benchmark in a few words.' }],
+    max_tokens: maxTokens,
+    stream,
+  })
+}

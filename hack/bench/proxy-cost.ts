@@ -29,6 +29,7 @@ import { fixedRate } from './load.js'
 import { ensurePeer, PEERS, type PeerName, startPeer } from './peers.js'
 import { type Proc, startZeroLatencySim } from './procs.js'
 import {
+  benchChatBody,
   benchGatewayArgs,
   benchGatewayNodeArgs,
   bundleDataplane,
@@ -140,13 +141,7 @@ const GW_PORT = 18131
 const MODEL = 'bench-model'
 const out = (line: string) => process.stdout.write(`${line}\n`)
 
-const chat = (stream: boolean) =>
-  JSON.stringify({
-    model: MODEL,
-    messages: [{ role: 'user', content: 'Say hello to the benchmark in a few words.' }],
-    max_tokens: 16,
-    stream,
-  })
+const chat = (stream: boolean, maxTokens?: number) => benchChatBody(MODEL, stream, maxTokens)
 
 const CONFIG = singleEngineManifests(MODEL, SIM_HOST, SIM_PORT)
 

@@ -23,7 +23,7 @@ import { basename, join } from 'node:path'
 import { parseArgs, promisify } from 'node:util'
 import { Pool } from 'undici'
 import { type Proc, startZeroLatencySim } from './procs.js'
-import { benchGatewayArgs, bundleDataplane, spawnBundle } from './proxy-bundle.js'
+import { benchChatBody, benchGatewayArgs, bundleDataplane, spawnBundle } from './proxy-bundle.js'
 import {
   CAUSES,
   type ClientClock,
@@ -103,13 +103,7 @@ const out = (line: string) => process.stdout.write(`${line}\n`)
 const f2 = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : '—')
 const pct = (n: number) => `${(n * 100).toFixed(0)}%`
 
-const chat = (stream: boolean) =>
-  JSON.stringify({
-    model: MODEL,
-    messages: [{ role: 'user', content: 'Say hello to the benchmark in a few words.' }],
-    max_tokens: 16,
-    stream,
-  })
+const chat = (stream: boolean, maxTokens?: number) => benchChatBody(MODEL, stream, maxTokens)
 
 async function until(what: string, ok: () => boolean, timeoutMs = 30_000): Promise<void> {
   const deadline = performance.now() + timeoutMs

@@ -22,6 +22,7 @@ import { fixedRate, type LoadTarget, percentile } from './load.js'
 import { ensurePeer, PEERS, type PeerName, startPeer } from './peers.js'
 import { CLI, type OutputProc, type Proc, spawnCli, startZeroLatencySim } from './procs.js'
 import {
+  benchChatBody,
   benchGatewayArgs,
   benchGatewayNodeArgs,
   bundleDataplane,
@@ -179,13 +180,7 @@ const SLOW_MAX_TOKENS = 1000
 
 const out = (line: string) => process.stdout.write(`${line}\n`)
 
-const chat = (stream: boolean, maxTokens = 16) =>
-  JSON.stringify({
-    model: MODEL,
-    messages: [{ role: 'user', content: 'Say hello to the benchmark in a few words.' }],
-    max_tokens: maxTokens,
-    stream,
-  })
+const chat = (stream: boolean, maxTokens?: number) => benchChatBody(MODEL, stream, maxTokens)
 
 let hasWorkers: Promise<boolean> | undefined
 
