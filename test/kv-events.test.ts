@@ -154,9 +154,17 @@ describe('kv-cache routing from engine KV events', () => {
   }, 60_000)
 
   it('follows the blocks when the holder evicts them and another engine computes them', async () => {
+    const before = await events()
     const first = await ask('the shipping desk', 'Where is my parcel?')
     const holder = sims.find((s) => first.startsWith(s.host)) as SimHandle
     const other = sims.find((s) => s !== holder) as SimHandle
+    // The group follows the holder's events, not our dispatch: ask again once they are in (on a
+    // busy machine the second request can otherwise beat the store event and see a tie).
+    await until(
+      async () => ((await events())[holder.name] ?? 0) > (before[holder.name] ?? 0),
+      20_000,
+      "the holder's store event",
+    )
     expect(await ask('the shipping desk', 'Can I change the address?')).toBe(first)
 
     // Straight to the engines, not through the gateway: the holder's cache fills with other

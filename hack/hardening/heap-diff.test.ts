@@ -89,4 +89,40 @@ describe('heap-diff', () => {
     expect(ib.pathTo(3)).toEqual(['(hidden).cache', 'Map.[1]'])
     expect(ib.totalBytes).toBe(32 + 40 * 3 + 16)
   })
+
+  it("leaves out what Node's source maps hold (parsed once, on the first formatted stack)", () => {
+    const a = snapshot(
+      [],
+      [
+        [0, '(root)', 1, 0, 1],
+        [3, 'ModuleWrap', 3, 32, 0],
+      ],
+      [[2, 'module', 1]],
+    )
+    // B: the module now holds its parsed map (an object with two mapping arrays), and a list
+    // held elsewhere grew by one array: only that one counts.
+    const b = snapshot(
+      [],
+      [
+        [0, '(root)', 1, 0, 2],
+        [3, 'ModuleWrap', 3, 32, 1],
+        [3, 'SourceMap', 5, 40, 2],
+        [3, 'Array', 7, 16, 0],
+        [3, 'Array', 9, 16, 0],
+        [3, 'Array', 11, 16, 0],
+      ],
+      [
+        [2, 'module', 1],
+        [2, 'list', 5],
+        [2, '<symbol node:source_map_data_private_symbol>', 2],
+        [1, 0, 3],
+        [1, 1, 4],
+      ],
+    )
+    const ib = indexSnapshot(b)
+    expect([...ib.sourceMapHeld]).toEqual([0, 0, 1, 1, 1, 0])
+    const d = diffSnapshots(indexSnapshot(a), ib)
+    expect(d.find((x) => x.group === 'Array')).toMatchObject({ added: 1, net: 1 })
+    expect(d.find((x) => x.group === 'SourceMap')).toBeUndefined()
+  })
 })

@@ -53,7 +53,17 @@ export interface HeapIndex {
   retainedSize(node: number): number
   /** Nodes whose group is `group`. */
   nodesOf(group: string): number[]
+  /**
+   * 1 for each node held through Node's source maps: with source maps on (tsx turns them on), a
+   * module's map is parsed the first time an error's stack is formatted through it (a scrape that
+   * timed out once, say), ~1,100 arrays of mappings at once. A cache per module filled once, never
+   * state that grows with traffic, so the diff leaves it out.
+   */
+  readonly sourceMapHeld: Uint8Array
 }
+
+/** The edge from a module to its parsed source map (Node's private symbol, by its description). */
+const SOURCE_MAP_EDGE = /source_map_data_private_symbol/
 
 function names(v: unknown): readonly string[] {
   if (!Array.isArray(v)) throw new HeapDiffError('snapshot meta lacks the node or edge type names')
@@ -170,12 +180,23 @@ export function indexSnapshot(raw: RawSnapshot): HeapIndex {
       }
     }
   }
+  const sourceMapHeld = new Uint8Array(count)
+  forEachEdge((_o, to, e) => {
+    const type = edgeTypes[raw.edges[e + eType] as number]
+    if (type !== 'property' && type !== 'internal') return
+    if (
+      sourceMapHeld[to] === 0 &&
+      SOURCE_MAP_EDGE.test(raw.strings[raw.edges[e + eName] as number] ?? '')
+    )
+      reach(to, -1, sourceMapHeld, 1)
+  })
   return {
     count,
     ids,
     selfSize,
     group,
     totalBytes,
+    sourceMapHeld,
     retainedSize(node) {
       const seen = new Uint8Array(count)
       reach(0, node, seen, 1)
@@ -251,6 +272,7 @@ export function diffSnapshots(a: HeapIndex, b: HeapIndex): GroupDiff[] {
   const netCount = new Map<string, { n: number; bytes: number }>()
   const tally = (ix: HeapIndex, sign: number): void => {
     for (let i = 0; i < ix.count; i++) {
+      if (ix.sourceMapHeld[i] !== 0) continue
       const k = ix.group[i] as string
       const v = netCount.get(k) ?? { n: 0, bytes: 0 }
       v.n += sign
@@ -261,7 +283,7 @@ export function diffSnapshots(a: HeapIndex, b: HeapIndex): GroupDiff[] {
   tally(a, -1)
   tally(b, 1)
   const inA = new Map<number, number>()
-  for (let i = 0; i < a.count; i++) inA.set(a.ids[i] as number, i)
+  for (let i = 0; i < a.count; i++) if (a.sourceMapHeld[i] === 0) inA.set(a.ids[i] as number, i)
   const groups = new Map<
     string,
     {
@@ -282,7 +304,7 @@ export function diffSnapshots(a: HeapIndex, b: HeapIndex): GroupDiff[] {
   }
   for (let i = 0; i < b.count; i++) {
     const id = b.ids[i] as number
-    if (inA.delete(id)) continue
+    if (inA.delete(id) || b.sourceMapHeld[i] !== 0) continue
     const v = g(b.group[i] as string)
     v.added++
     v.addedBytes += b.selfSize[i] as number
