@@ -2,7 +2,8 @@
 // 64 endpoints with engine metrics scraped every 200 ms (KV, queue, latency, LoRA), mixed GPU
 // labels, a warm prefix index, and an ~8k-token chat prompt per request (shared system prompts,
 // unique questions, follow-up turns) with every plugin on: admission (fairness fast path) +
-// filter + all scorers + ordering. Traffic, engines and their answers run on a virtual clock
+// filter + all scorers + ordering (`--profile default`: the default profile instead, written to
+// its own section). Traffic, engines and their answers run on a virtual clock
 // (scheduler-cost-workload.ts), so predicted-latency sees what it sees in a gateway and makes
 // hot-group copies. Budget: p99 ≤ 100 µs per decision. Recording at dispatch is timed separately.
 // Each timed decision is followed by a fixed loop of the decisions' median size, timed the same
@@ -13,7 +14,7 @@ import { parseArgs } from 'node:util'
 import type { SnapshotEndpoint } from '../../api/snapshot.js'
 import type { EngineMetrics } from '../../dataplane/engines/view.js'
 import type { PickContext } from '../../dataplane/picker.js'
-import { Scheduler } from '../../dataplane/scheduler/index.js'
+import { DEFAULT_PROFILE, Scheduler } from '../../dataplane/scheduler/index.js'
 import { PredictedLatencyPlugin } from '../../dataplane/scheduler/plugins/predicted-latency.js'
 import { PrefixCachePlugin } from '../../dataplane/scheduler/plugins/prefix-cache.js'
 import { promptHasher } from '../../dataplane/scheduler/prompt-hasher.js'
@@ -54,8 +55,21 @@ const { values: opts } = parseArgs({
     cpu: { type: 'boolean', default: false },
     rate: { type: 'string', default: '200' },
     'group-every': { type: 'string', default: '200' },
+    // `all`: every plugin on (the worst case, the budget's); `default`: DEFAULT_PROFILE, what a
+    // ModelServer without spec.scheduler runs. Each writes its own section.
+    profile: { type: 'string', default: 'all' },
   },
 })
+if (opts.profile !== 'all' && opts.profile !== 'default') {
+  process.stderr.write(`--profile must be all or default, not ${opts.profile}\n`)
+  process.exit(2)
+}
+const PROFILE = opts.profile === 'default' ? DEFAULT_PROFILE : ALL_PLUGINS
+const PROFILE_TEXT =
+  opts.profile === 'default'
+    ? `the default profile (${DEFAULT_PROFILE.plugins.map((p) => p.name).join(', ')}; no admission step) + filters + scores + ordering`
+    : "admission (fairness, not saturated) + filters + all eleven plugins' scores + ordering"
+const SECTION = opts.profile === 'default' ? 'scheduler-cost-default' : 'scheduler-cost'
 const DECISIONS = Number(opts.decisions)
 const N = Number(opts.endpoints)
 const PROMPT_TOKENS = Number(opts['prompt-tokens'])
@@ -84,7 +98,7 @@ async function main(): Promise<void> {
   const sched = new Scheduler({ scrape: false, now: () => work.now, random: rnd })
   const eps = work.endpoints
   const ids = eps.map((e) => `${e.address}:${e.port}`)
-  const srv = server(eps, { scheduler: ALL_PLUGINS, attempts: 3 })
+  const srv = server(eps, { scheduler: PROFILE, attempts: 3 })
   const snap = snapshot([srv])
   sched.onSnapshot(snap)
   const scrape = (i: number, m: EngineMetrics): void => {
@@ -315,9 +329,9 @@ ${table(['phase', 'all', 'at/above p99', 'difference'], rows)}`
   const cpuNet = cpu.map((c) => c - cpuBase).sort((a, b) => a - b)
   const refCpuNet = referenceCpu.map((c) => c - cpuBase).sort((a, b) => a - b)
   const tail = (xs: readonly number[]) => percentile(xs, 99) / percentile(xs, 50)
-  const text = `## Scheduling cost (\`tsx hack/bench/scheduler-cost.ts\`)
+  const text = `## Scheduling cost, ${opts.profile === 'default' ? 'default profile' : 'every plugin on'} (\`tsx hack/bench/scheduler-cost.ts${opts.profile === 'default' ? ' --profile default' : ''}\`)
 
-One decision = admission (fairness, not saturated) + filters + all eleven plugins' scores + ordering
+One decision = ${PROFILE_TEXT}
 (target + 2 fallbacks), for **${N} endpoints** with engine metrics scraped every ${SCRAPE_MS} ms,
 mixed GPU labels, a warm prefix index and a **~${PROMPT_TOKENS}-token chat prompt** (${CHARS}
 characters: ${GROUPS} live shared system prompts, a new one every ${GROUP_EVERY} requests; unique
@@ -343,7 +357,8 @@ Measured ${new Date().toISOString().slice(0, 10)} on ${process.platform}/${proce
   process.stdout.write(`${text}\n`)
   if (parts !== '') process.stdout.write(`\n${parts}\n`)
   if (!opts['no-write']) {
-    const file = await writeSection('scheduler-cost', text, {
+    const file = await writeSection(SECTION, text, {
+      profile: opts.profile,
       endpoints: N,
       promptTokens: PROMPT_TOKENS,
       decisions: DECISIONS,
