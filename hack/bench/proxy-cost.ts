@@ -19,6 +19,8 @@
 //   npx tsx hack/bench/proxy-cost.ts --floor --mode stream --cpu-prof /tmp/prof   # where it goes
 //   npx tsx hack/bench/proxy-cost.ts --floor --floor-client undici --floor-client raw \
 //     --floor-client http --floor-client none --peers --rounds 2 --seconds 5   # clients, peers
+//   npx tsx hack/bench/proxy-cost.ts --floor-client none --floor-client raw --floor-server node \
+//     --floor-server raw --rounds 3 --seconds 5 --heap   # node:http's server against a raw one
 import { type ChildProcess, spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { copyFile, mkdir, mkdtemp, readFile, rm, unlink, writeFile } from 'node:fs/promises'
@@ -38,7 +40,14 @@ import {
 import { PROBE_SOURCE, type ProbeWindow, straceCounts } from './proxy-cost-probe.js'
 import { bundleSourceMap, profileLines, summarizeProfile } from './proxy-cost-profile.js'
 import { treeCpuSeconds } from './proxy-cpu.js'
-import { FLOOR_CLIENTS, type FloorClient, floorBundle } from './proxy-floor.js'
+import {
+  FLOOR_CLIENTS,
+  FLOOR_SERVERS,
+  type FloorClient,
+  type FloorServer,
+  floorBundle,
+  RAW_SERVER_CLIENTS,
+} from './proxy-floor.js'
 import { attack, ensureVegeta, failures, report } from './proxy-vegeta.js'
 import { singleEngineManifests } from './routing-config.js'
 
@@ -90,6 +99,12 @@ const { values: opts } = parseArgs({
      */
     'floor-client': { type: 'string', multiple: true, default: [] },
     /**
+     * The floors' inbound servers (repeatable; default node): node (node:http) or raw
+     * (raw-inbound.ts on node:net, with the raw and none clients only; labels Rx, Nx). Every
+     * client asked runs on every server asked.
+     */
+    'floor-server': { type: 'string', multiple: true, default: [] },
+    /**
      * Also sglang-router and vllm-router (peers.ts, cached venvs) in the same alternation. They
      * have no probe: their CPU is the process tree's from /proc around the window (as bench:proxy
      * reads it), printed as "CPU (procfs)" for every target so the columns compare.
@@ -120,9 +135,10 @@ const FLOOR_LABEL: Readonly<Record<FloorClient, string>> = {
   http: 'H',
   none: 'N',
 }
-const FLOORS: readonly FloorClient[] = (() => {
+const FLOOR_CLIENTS_ASKED: readonly FloorClient[] = (() => {
   const asked = opts['floor-client'] ?? []
-  if (asked.length === 0) return opts.floor ? ['undici'] : []
+  if (asked.length === 0)
+    return opts.floor || (opts['floor-server'] ?? []).length > 0 ? ['undici'] : []
   return asked.map((c) => {
     const f = FLOOR_CLIENTS.find((x) => x === c)
     if (f === undefined)
@@ -130,6 +146,28 @@ const FLOORS: readonly FloorClient[] = (() => {
     return f
   })
 })()
+const FLOOR_SERVERS_ASKED: readonly FloorServer[] = (opts['floor-server'] ?? ['node']).map((v) => {
+  const f = FLOOR_SERVERS.find((x) => x === v)
+  if (f === undefined)
+    throw new Error(`--floor-server must be one of ${FLOOR_SERVERS.join(', ')}, got ${v}`)
+  return f
+})
+/** Every floor measured: each client asked on each server asked. */
+const FLOORS: readonly { client: FloorClient; server: FloorServer; label: string }[] = (
+  FLOOR_SERVERS_ASKED.length > 0 ? FLOOR_SERVERS_ASKED : (['node'] as const)
+).flatMap((server) =>
+  FLOOR_CLIENTS_ASKED.map((client) => {
+    if (server === 'raw' && !RAW_SERVER_CLIENTS.includes(client))
+      throw new Error(
+        `--floor-server raw runs with --floor-client ${RAW_SERVER_CLIENTS.join(' or ')}, not ${client}`,
+      )
+    return {
+      client,
+      server,
+      label: server === 'raw' ? `${FLOOR_LABEL[client]}x` : FLOOR_LABEL[client],
+    }
+  }),
+)
 for (const m of MODES)
   if (m !== 'nonstream' && m !== 'stream')
     throw new Error(`--mode must be nonstream, stream or both, got ${m}`)
@@ -236,6 +274,7 @@ async function main(): Promise<void> {
       nodeArgs: readonly string[]
       gatewayArgs?: readonly string[]
       floor?: FloorClient
+      server?: FloorServer
     }[] = [{ label: 'A', bundle, nodeFlags, nodeArgs: opts['node-arg'] ?? [] }]
     const compareGatewayArgs = opts['compare-gateway-arg'] ?? []
     if (
@@ -256,13 +295,14 @@ async function main(): Promise<void> {
       })
     if (FLOORS.length > 0) {
       const fb = await floorBundle(join(dir, 'floor'))
-      for (const c of FLOORS)
+      for (const f of FLOORS)
         variants.push({
-          label: FLOOR_LABEL[c],
+          label: f.label,
           bundle: fb,
           nodeFlags,
           nodeArgs: opts['node-arg'] ?? [],
-          floor: c,
+          floor: f.client,
+          server: f.server,
         })
     }
     const targets: Target[] = []
@@ -279,6 +319,8 @@ async function main(): Promise<void> {
               `http://${SIM_HOST}:${SIM_PORT}`,
               '--client',
               v.floor,
+              '--server',
+              v.server ?? 'node',
             ]
           : benchGatewayArgs(config, port, [
               '--workers',
@@ -294,7 +336,7 @@ async function main(): Promise<void> {
       procs.push(gw)
       const pid = gw.child.pid ?? 0
       out(
-        `${v.label}: ${v.bundle}${v.floor !== undefined ? ` --client ${v.floor}` : ''} ${[...v.nodeFlags, ...v.nodeArgs].join(' ')} ${(v.gatewayArgs ?? []).join(' ')} (pid ${pid}, port ${port})`,
+        `${v.label}: ${v.bundle}${v.floor !== undefined ? ` --client ${v.floor} --server ${v.server ?? 'node'}` : ''} ${[...v.nodeFlags, ...v.nodeArgs].join(' ')} ${(v.gatewayArgs ?? []).join(' ')} (pid ${pid}, port ${port})`,
       )
       targets.push({
         label: v.label,

@@ -8,10 +8,12 @@
 // does, and which part is ours.
 //
 // `--client raw|http` swaps the upstream half (FloorClient): is undici the floor, or would a
-// cheaper client move it?
+// cheaper client move it? `--server raw` swaps the inbound half (FloorServer): raw-inbound.ts, a
+// strict HTTP/1.1 server on plain `node:net` sockets, instead of `node:http`'s (with the `raw`
+// and `none` clients): what would a raw inbound server save?
 //
 // Bundled with esbuild like the data plane (floorBundle), started as
-// `node [--import probe] proxy-floor.mjs --port P --upstream http://host:port [--client C]`; prints
+// `node [--import probe] proxy-floor.mjs --port P --upstream http://host:port [--client C] [--server S]`; prints
 // `floor listening` when ready and stops on SIGTERM.
 import {
   createServer,
@@ -29,6 +31,13 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import { Pool } from 'undici'
 import { RawPool, type RawRequest } from '../../dataplane/proxy/engine-pool.js'
+import {
+  type InboundRequest,
+  type RawHandler,
+  type RawResponse,
+  type RawServer,
+  startRawServer,
+} from './raw-inbound.js'
 
 /**
  * The floor's upstream client: `undici` (a Pool, as the data plane), `raw` (the engine client's RawPool, dataplane/proxy/engine-pool.ts: plain
@@ -47,6 +56,15 @@ export const FLOOR_CLIENTS: readonly FloorClient[] = [
   'http',
   'none',
 ]
+
+/**
+ * The floor's inbound server: `node` (node:http's, as the data plane) or `raw` (raw-inbound.ts on
+ * node:net; with the `raw` and `none` clients only).
+ */
+export type FloorServer = 'node' | 'raw'
+export const FLOOR_SERVERS: readonly FloorServer[] = ['node', 'raw']
+/** The clients the raw server is written for. */
+export const RAW_SERVER_CLIENTS: readonly FloorClient[] = ['raw', 'none']
 
 /** Request headers a proxy does not pass on (hop by hop, and what undici sets itself). */
 const DROP_REQUEST = new Set([
@@ -75,7 +93,7 @@ const DROP_RESPONSE = new Set([
 ])
 
 export interface Floor {
-  readonly server: Server
+  readonly server: Server | RawServer['server']
   readonly port: number
   close(): Promise<void>
 }
@@ -158,8 +176,11 @@ export async function startFloor(opts: {
   readonly connections?: number
   /** The upstream client (default undici). */
   readonly client?: FloorClient
+  /** The inbound server (default node). */
+  readonly server?: FloorServer
 }): Promise<Floor> {
   const client = opts.client ?? 'undici'
+  if (opts.server === 'raw') return startRawFloor(opts, client)
   if (client === 'raw' || client === 'raw-readable') {
     const u = new URL(opts.upstream)
     const pool = new RawPool({
@@ -346,40 +367,55 @@ function rawHandler(pool: RawPool): Handler {
 
 interface Recorded {
   readonly status: number
+  /** With the Content-Length of a non-streamed body (node:http's writeHead takes it). */
   readonly headers: string[]
+  /** Without it (the raw server writes its own). */
+  readonly bare: string[]
   readonly chunks: readonly Buffer[]
   readonly stream: boolean
+}
+
+/**
+ * The engine's answer to one request, recorded (through the raw client) for `none`: a
+ * non-streamed body joined and given its length, a stream's chunks as they came.
+ */
+function record(
+  pool: RawPool,
+  method: string,
+  path: string,
+  body: Buffer | undefined,
+): Promise<Recorded> {
+  return new Promise((resolve, reject) => {
+    let status = 0
+    let headers: string[] = []
+    let stream = false
+    const chunks: Buffer[] = []
+    pool.request(method, path, 'content-type: application/json\r\n', body, {
+      onHead(s, h) {
+        status = s
+        const head = keptHead(h)
+        headers = head.lines
+        stream = head.sse
+      },
+      onBody: (c) => chunks.push(Buffer.from(c)),
+      onEnd() {
+        const bare = headers.slice()
+        if (!stream) {
+          const whole = Buffer.concat(chunks)
+          chunks.length = 0
+          chunks.push(whole)
+          headers.push('content-length', String(whole.byteLength))
+        }
+        resolve({ status, headers, bare, chunks, stream })
+      },
+      onError: reject,
+    })
+  })
 }
 
 /** `none`: answers from memory what the engine answered the first time. */
 function replayHandler(pool: RawPool): Handler {
   const recorded = new Map<string, Recorded | Promise<Recorded>>()
-  const record = (method: string, path: string, body: Buffer | undefined): Promise<Recorded> =>
-    new Promise((resolve, reject) => {
-      let status = 0
-      let headers: string[] = []
-      let stream = false
-      const chunks: Buffer[] = []
-      pool.request(method, path, 'content-type: application/json\r\n', body, {
-        onHead(s, h) {
-          status = s
-          const head = keptHead(h)
-          headers = head.lines
-          stream = head.sse
-        },
-        onBody: (c) => chunks.push(Buffer.from(c)),
-        onEnd() {
-          if (!stream) {
-            const whole = Buffer.concat(chunks)
-            chunks.length = 0
-            chunks.push(whole)
-            headers.push('content-length', String(whole.byteLength))
-          }
-          resolve({ status, headers, chunks, stream })
-        },
-        onError: reject,
-      })
-    })
   const replay = (r: Recorded, res: ServerResponse): void => {
     res.writeHead(r.status, r.headers)
     if (!r.stream) {
@@ -396,7 +432,7 @@ function replayHandler(pool: RawPool): Handler {
       const key = `${method} ${path} ${body?.toString('latin1') ?? ''}`
       let r = recorded.get(key)
       if (r === undefined) {
-        r = record(method, path, body)
+        r = record(pool, method, path, body)
         recorded.set(key, r)
         r.then(
           (done) => recorded.set(key, done),
@@ -451,6 +487,139 @@ function httpHandler(
       })
       up.end(body)
     })
+  }
+}
+
+/** The raw server's floor: `raw` (the raw client) or `none` (replayed answers). */
+async function startRawFloor(
+  opts: {
+    readonly host: string
+    readonly port: number
+    readonly upstream: string
+    readonly connections?: number
+  },
+  client: FloorClient,
+): Promise<Floor> {
+  if (client !== 'raw' && client !== 'none')
+    throw new Error(
+      `--server raw runs with --client ${RAW_SERVER_CLIENTS.join(' or ')}, not ${client}`,
+    )
+  const u = new URL(opts.upstream)
+  const pool = new RawPool({
+    host: u.hostname.replace(/^\[|\]$/g, ''),
+    port: Number(u.port || 80),
+    connections: client === 'none' ? 1 : (opts.connections ?? 256),
+  })
+  const raw = await startRawServer({
+    host: opts.host,
+    port: opts.port,
+    handler: client === 'raw' ? rawServerRawHandler(pool) : rawServerReplayHandler(pool),
+    // The data plane's default cap, as the node:http floor's pool.
+    maxConnections: 16_384,
+  })
+  return {
+    server: raw.server,
+    port: raw.port,
+    async close() {
+      await raw.close()
+      pool.close()
+    },
+  }
+}
+
+/** The raw server's request header lines for the engine (hop by hop ones dropped). */
+function rawRequestLines(raw: readonly string[]): string {
+  let lines = ''
+  for (let k = 0; k < raw.length; k += 2) {
+    const name = raw[k] as string
+    // raw-inbound's parser already refused CR, LF and NUL in names and values.
+    if (!DROP_REQUEST.has(name.toLowerCase())) lines += `${name}: ${raw[k + 1]}\r\n`
+  }
+  return lines
+}
+
+function rawBadGateway(res: RawResponse): void {
+  if (res.finished) return
+  try {
+    res.end(502, ['content-type', 'application/json'], BAD_GATEWAY)
+  } catch {
+    // The head went out already (a stream that failed midway): only a cut says so.
+    res.destroy()
+  }
+}
+
+const methodOf = (req: InboundRequest): string => (req.method === 'GET' ? 'GET' : 'POST')
+
+/** The raw server with the raw client: rawHandler's work, without node:http on either side. */
+function rawServerRawHandler(pool: RawPool): RawHandler {
+  return (req, res) => {
+    let stream = false
+    let status = 0
+    let out: string[] = []
+    const parts: Buffer[] = []
+    const up = pool.request(methodOf(req), req.target, rawRequestLines(req.rawHeaders), req.body, {
+      onHead(s, h) {
+        status = s
+        const head = keptHead(h)
+        out = head.lines
+        stream = head.sse
+        if (stream) {
+          res.writeHead(status, out)
+          res.onDrain = () => up.resume()
+        }
+      },
+      onBody(chunk, last) {
+        if (!stream) parts.push(chunk)
+        else if (!res.write(chunk, last)) up.pause()
+      },
+      onEnd() {
+        if (stream) {
+          res.finish()
+          return
+        }
+        res.end(status, out, parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts))
+      },
+      onError() {
+        rawBadGateway(res)
+      },
+    })
+    res.onAbort = () => up.abort()
+  }
+}
+
+/** The raw server answering from memory (`none`): the inbound half alone. */
+function rawServerReplayHandler(pool: RawPool): RawHandler {
+  const recorded = new Map<string, Recorded | Promise<Recorded>>()
+  const replay = (r: Recorded, res: RawResponse): void => {
+    if (!r.stream) {
+      res.end(r.status, r.bare, r.chunks[0])
+      return
+    }
+    // One system call for the lot: the raw server corks a stream's frames within a turn, as
+    // node:http does.
+    res.writeHead(r.status, r.bare)
+    const n = r.chunks.length
+    for (let k = 0; k < n; k++) res.write(r.chunks[k] as Buffer, k === n - 1)
+    res.finish()
+  }
+  return (req, res) => {
+    const method = methodOf(req)
+    const key = `${method} ${req.target} ${req.body?.toString('latin1') ?? ''}`
+    let r = recorded.get(key)
+    if (r === undefined) {
+      r = record(pool, method, req.target, req.body)
+      recorded.set(key, r)
+      r.then(
+        (done) => recorded.set(key, done),
+        () => recorded.delete(key),
+      )
+    }
+    if (r instanceof Promise)
+      r.then(
+        (done) => replay(done, res),
+        () => rawBadGateway(res),
+      )
+    else replay(r, res)
   }
 }
 
@@ -511,14 +680,19 @@ if (main !== undefined && import.meta.url === pathToFileURL(main).href) {
       upstream: { type: 'string' },
       connections: { type: 'string', default: '256' },
       client: { type: 'string', default: 'undici' },
+      server: { type: 'string', default: 'node' },
     },
   })
   if (values.upstream === undefined) throw new Error('--upstream is required')
   const client = FLOOR_CLIENTS.find((c) => c === values.client)
   if (client === undefined)
     throw new Error(`--client must be one of ${FLOOR_CLIENTS.join(', ')}, got ${values.client}`)
+  const server = FLOOR_SERVERS.find((c) => c === values.server)
+  if (server === undefined)
+    throw new Error(`--server must be one of ${FLOOR_SERVERS.join(', ')}, got ${values.server}`)
   startFloor({
     client,
+    server,
     host: values.host,
     port: Number(values.port),
     upstream: values.upstream,
