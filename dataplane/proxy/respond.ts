@@ -10,6 +10,7 @@ import type { AbortLike } from '../abort.js'
 import { errors } from '../errors.js'
 import { isBodyTimeout } from '../retry.js'
 import { isProtocolError, type UpstreamResponse } from './forward.js'
+import { NOT_PLAIN, usageCounts } from './usage-bytes.js'
 
 /**
  * Largest non-streamed upstream body the gateway buffers (64 MiB). A chat answer is kilobytes; a
@@ -150,6 +151,9 @@ export function usageOfJson(b: Buffer): Usage | undefined {
     if (b[j] !== 0x3a) continue // a string value "usage", not a key
     j = skipSpace(b, j + 1)
     if (b[j] !== 0x7b) return undefined // `"usage": null` or not an object
+    // Engines' usage objects are read from the bytes; only another shape is decoded and parsed.
+    const counts = usageCounts(b, j)
+    if (counts !== NOT_PLAIN) return counts
     const end = objectEnd(b, j)
     if (end < 0) return undefined
     try {
