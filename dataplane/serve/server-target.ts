@@ -215,9 +215,11 @@ export interface Answer {
 
 /**
  * A status the rule falls back on goes back to the chain (drained); anything else goes to the
- * client, and its end feeds the picker, the endpoint metrics and the request's outcome.
+ * client, and its end feeds the picker, the endpoint metrics and the request's outcome. Not an
+ * async function: a non-streamed answer that came whole and an event stream are answered in
+ * this call (no promise, no suspended frame, no microtask for the caller's await to pass).
  */
-export async function answer(a: Answer): Promise<Step> {
+export function answer(a: Answer): Step | Promise<Step> {
   const { t, ctx, more, up, pickCtx, dispatchedAt, admission, owned, dl, injectUsage } = a
   const { req, deps, out } = ctx
   const server = t.server
@@ -307,19 +309,34 @@ export async function answer(a: Answer): Promise<Step> {
     if (deps.maxSseLineBytes !== undefined) opts.maxSseLineBytes = deps.maxSseLineBytes
     const nodeResponse = req.inbound.nodeResponse
     if (nodeResponse !== undefined) opts.nodeResponse = nodeResponse
-    const response = await toClientResponse(up, opts)
+    const response = toClientResponse(up, opts)
+    if (response instanceof Promise)
+      return response.then(
+        (r): Step => {
+          if (owned !== undefined) owned.byStream = !settled
+          return { kind: 'done', response: r }
+        },
+        (e: unknown) => bodyCut(e, a),
+      )
     if (owned !== undefined) owned.byStream = !settled
     return { kind: 'done', response }
   } catch (e) {
-    // A non-streamed body that broke before anything reached the client (onDone already ran):
-    // we can still answer.
-    const err = dl.timedOut()
-      ? errors.upstreamTimeout('response body')
-      : ctx.client.aborted
-        ? clientClosed()
-        : e instanceof GatewayError
-          ? e
-          : errors.upstreamUnavailable(`${up.endpoint.name}: response body cut`)
-    return { kind: 'done', response: errorResponse(err, out.requestId) }
+    return bodyCut(e, a)
   }
+}
+
+/**
+ * A non-streamed body that broke before anything reached the client (onDone already ran): we can
+ * still answer.
+ */
+function bodyCut(e: unknown, a: Answer): Step {
+  const { dl, ctx, up } = a
+  const err = dl.timedOut()
+    ? errors.upstreamTimeout('response body')
+    : ctx.client.aborted
+      ? clientClosed()
+      : e instanceof GatewayError
+        ? e
+        : errors.upstreamUnavailable(`${up.endpoint.name}: response body cut`)
+  return { kind: 'done', response: errorResponse(err, ctx.out.requestId) }
 }
