@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { isValidRequestId, requestIdOf } from './request-id.js'
+import { isValidRequestId, newUuid, requestIdOf } from './request-id.js'
 
 describe('request id', () => {
   it('keeps a valid client id', () => {
@@ -21,5 +21,20 @@ describe('request id', () => {
       expect(requestIdOf(bad)).toMatch(uuid)
     expect(isValidRequestId('x'.repeat(128))).toBe(true)
     expect(isValidRequestId('x'.repeat(129))).toBe(false)
+  })
+  it('makes version 4 UUIDs, each new, across refills of its random pool', () => {
+    // Version nibble 4, variant bits 10 (8, 9, a or b), as crypto.randomUUID.
+    const v4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
+    const seen = new Set<string>()
+    // 600 ids: the pool (256 ids) is refilled twice.
+    for (let i = 0; i < 600; i++) {
+      const id = newUuid()
+      expect(id).toMatch(v4)
+      seen.add(id)
+    }
+    expect(seen.size).toBe(600)
+    // The variant's two possible top bits and the digits' spread: a fixed byte would show here.
+    const variants = new Set([...seen].map((id) => id[19]))
+    expect(variants.size).toBe(4)
   })
 })
