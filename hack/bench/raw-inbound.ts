@@ -17,8 +17,9 @@
 // What it does not (docs/proxy-cost.md, "A raw inbound server"): chunked request bodies (answered
 // 411, any other transfer coding 501), trailers, absolute-form targets and CONNECT (400), a Date
 // header (the floor passes the engine's), the production listener's eviction of idle
-// connections at the cap and its JSON 503, and the per-request timeouts after the head (only the
-// whole request's arrival and keep-alive idleness are bounded).
+// connections at the cap and its JSON 503, and node:http's deadlines for a whole head and a whole
+// request (here only a stalled request, no byte for `requestMs`, and keep-alive idleness are
+// bounded).
 import { STATUS_CODES } from 'node:http'
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net'
 import { TOKEN } from '../../dataplane/proxy/h1-parser.js'
@@ -505,7 +506,10 @@ export interface RawServerOptions {
   readonly maxBodyBytes?: number
   /** An idle keep-alive connection is closed after this long (default 65 s, as the floor's node:http). */
   readonly keepAliveMs?: number
-  /** A request's head and body must be in within this long of its first byte (default 60 s). */
+  /**
+   * A request partly in is answered 408 when none of its bytes came for this long (default
+   * 60 s): a stall bound, not node:http's deadline for the whole request.
+   */
   readonly requestMs?: number
   /** The sweep's period: deadlines are kept to within it (default 1 s). */
   readonly tickMs?: number
