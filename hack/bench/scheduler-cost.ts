@@ -179,7 +179,8 @@ async function main(): Promise<void> {
   }
   // The machine's own tail (machine-reference.ts): a fixed loop sized to the warm decisions'
   // median, timed right after each timed decision, so both see the same moments of the machine.
-  const refRounds = roundsFor(median(warmUs), perRoundUs())
+  const roundUs = perRoundUs()
+  const refRounds = roundsFor(median(warmUs), roundUs)
   const reference: number[] = []
   const referenceCpu: number[] = []
   let refSink = 0
@@ -351,7 +352,8 @@ ${table(['step', 'p50', 'p90', 'p99', 'max'], [row('decision (admit + pick)', de
 Budget: p99 ≤ 100 µs per decision → **${p99 <= 100 ? 'met' : 'NOT met'}** (p99 ${fmt(p99, 1)} µs).
 The machine reference (hack/bench/machine-reference.ts) does the same instructions on the same
 32 KiB every call, sized to the warm-up decisions' median: its tail is the machine's (interrupts,
-the hypervisor taking the core, frequency), not code. p99 ÷ p50: decisions ${fmt(tail(decide), 2)}, the
+the hypervisor taking the core, frequency), not code. One round of it took ${fmt(roundUs, 2)} µs here
+(the same work in every run: a host that is busier or slower shows in this figure). p99 ÷ p50: decisions ${fmt(tail(decide), 2)}, the
 reference ${fmt(tail(reference), 2)}${cpuOn ? ` (CPU time: ${fmt(tail(cpuNet), 2)} and ${fmt(tail(refCpuNet), 2)})` : ''}.
 Measured ${new Date().toISOString().slice(0, 10)} on ${process.platform}/${process.arch}, Node ${process.version}, single process.`
   process.stdout.write(`${text}\n`)
@@ -378,6 +380,7 @@ Measured ${new Date().toISOString().slice(0, 10)} on ${process.platform}/${proce
         ? { decisionCpuUs: { p50: percentile(cpuNet, 50), p99: percentile(cpuNet, 99) } }
         : {}),
       referenceRounds: refRounds,
+      referenceRoundUs: roundUs,
       referenceUs: {
         p50: percentile(reference, 50),
         p90: percentile(reference, 90),
