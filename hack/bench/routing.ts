@@ -742,7 +742,10 @@ interface RunResult {
  */
 const ttftByRequest = new WeakMap<RunResult, ReadonlyMap<number, number>>()
 
-/** "(+0.6 ms, 90 % interval −1.1 to +2.0 over 812 paired requests)" for default vs `other`. */
+/**
+ * "(p90 difference +0.6 ms, 90 % interval −1.1 to +2.0 over 812 paired requests)" for `def`
+ * against `other` (another router, or the same one fresh).
+ */
 function pairedNote(def: RunResult, other: RunResult | undefined): string {
   const a = ttftByRequest.get(def)
   const b = other === undefined ? undefined : ttftByRequest.get(other)
@@ -1192,7 +1195,7 @@ function headlineTargets(rs: readonly RunResult[]): string[] {
       if (fresh && restarted) {
         const d = restarted.all.ttft.p90 / fresh.all.ttft.p90 - 1
         out.push(
-          `${sc === 'restart' ? 'Restarts under load' : 'Restarts while idle'} (${w}): default TTFT p90 ${ms(restarted.all.ttft.p90)} ms vs ${ms(fresh.all.ttft.p90)} ms fresh → ${d >= 0 ? '+' : ''}${fmt(d * 100, 1)} % (target within 10 %): ${verdict(d <= 0.1)}; ${restarted.errorsAllRun} failed requests over the whole run; requests per pod ${JSON.stringify(restarted.perPod)}.`,
+          `${sc === 'restart' ? 'Restarts under load' : 'Restarts while idle'} (${w}): default TTFT p90 ${ms(restarted.all.ttft.p90)} ms vs ${ms(fresh.all.ttft.p90)} ms fresh → ${d >= 0 ? '+' : ''}${fmt(d * 100, 1)} % (target within 10 %): ${verdict(d <= 0.1)}${pairedNote(restarted, fresh)}; ${restarted.errorsAllRun} failed requests over the whole run; requests per pod ${JSON.stringify(restarted.perPod)}.`,
         )
       }
     }
