@@ -413,6 +413,30 @@ function record(
   })
 }
 
+/**
+ * `none`'s memory, for either server: the recorded answer to `method path body`, or the recording
+ * under way (started here on the first ask; forgotten if it fails, so the next ask tries again).
+ */
+function recordingFor(
+  recorded: Map<string, Recorded | Promise<Recorded>>,
+  pool: RawPool,
+  method: string,
+  path: string,
+  body: Buffer | undefined,
+): Recorded | Promise<Recorded> {
+  const key = `${method} ${path} ${body?.toString('latin1') ?? ''}`
+  let r = recorded.get(key)
+  if (r === undefined) {
+    r = record(pool, method, path, body)
+    recorded.set(key, r)
+    r.then(
+      (done) => recorded.set(key, done),
+      () => recorded.delete(key),
+    )
+  }
+  return r
+}
+
 /** `none`: answers from memory what the engine answered the first time. */
 function replayHandler(pool: RawPool): Handler {
   const recorded = new Map<string, Recorded | Promise<Recorded>>()
@@ -428,17 +452,7 @@ function replayHandler(pool: RawPool): Handler {
   return (req, res) => {
     readBody(req, (body) => {
       const method = req.method === 'GET' ? 'GET' : 'POST'
-      const path = req.url ?? '/'
-      const key = `${method} ${path} ${body?.toString('latin1') ?? ''}`
-      let r = recorded.get(key)
-      if (r === undefined) {
-        r = record(pool, method, path, body)
-        recorded.set(key, r)
-        r.then(
-          (done) => recorded.set(key, done),
-          () => recorded.delete(key),
-        )
-      }
+      const r = recordingFor(recorded, pool, method, req.url ?? '/', body)
       if (r instanceof Promise)
         r.then(
           (done) => replay(done, res),
@@ -603,17 +617,7 @@ function rawServerReplayHandler(pool: RawPool): RawHandler {
     res.finish()
   }
   return (req, res) => {
-    const method = methodOf(req)
-    const key = `${method} ${req.target} ${req.body?.toString('latin1') ?? ''}`
-    let r = recorded.get(key)
-    if (r === undefined) {
-      r = record(pool, method, req.target, req.body)
-      recorded.set(key, r)
-      r.then(
-        (done) => recorded.set(key, done),
-        () => recorded.delete(key),
-      )
-    }
+    const r = recordingFor(recorded, pool, methodOf(req), req.target, req.body)
     if (r instanceof Promise)
       r.then(
         (done) => replay(done, res),
