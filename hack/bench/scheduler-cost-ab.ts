@@ -14,6 +14,7 @@ import { parseArgs } from 'node:util'
 import type { SnapshotEndpoint } from '../../api/snapshot.js'
 import type { EngineMetrics } from '../../dataplane/engines/view.js'
 import type { PickContext } from '../../dataplane/picker.js'
+import { DueQueue } from './due-queue.js'
 import { percentile } from './load.js'
 import { fmt, table } from './report.js'
 // This checkout's profile for both builds (an older checkout may not export it).
@@ -61,18 +62,9 @@ async function side(root: string): Promise<Side> {
     sched.scrapeStarted(id)
     sched.ingestScrape(id, { ok: true, metrics: m, durationMs: 1 })
   }
-  // Answers and copies in flight, soonest first.
-  const due: { at: number; run: () => void }[] = []
-  const later = (t: number, run: () => void): void => {
-    let lo = 0
-    let hi = due.length
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1
-      if ((due[mid]?.at ?? 0) <= t) lo = mid + 1
-      else hi = mid
-    }
-    due.splice(lo, 0, { at: t, run })
-  }
+  // Answers and copies in flight.
+  const due = new DueQueue()
+  const later = (t: number, run: () => void): void => due.later(t, run)
   const signal = new AbortController().signal
   const s: Side = {
     root,
@@ -81,13 +73,7 @@ async function side(root: string): Promise<Side> {
     digest: 0x811c9dc5,
     step(timed: boolean): void {
       const { ctx } = work.next(srv)
-      const arrival = work.now
-      for (let d = due[0]; d !== undefined && d.at <= arrival; d = due[0]) {
-        due.shift()
-        work.now = d.at
-        d.run()
-      }
-      work.now = arrival
+      due.runUntil(work, work.now)
       work.scrapeDue(scrape)
       const c0 = process.cpuUsage()
       const t0 = performance.now()

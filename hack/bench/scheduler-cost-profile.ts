@@ -18,6 +18,7 @@ import type { EngineMetrics } from '../../dataplane/engines/view.js'
 import type { DispatchOutcome } from '../../dataplane/picker.js'
 import { Scheduler } from '../../dataplane/scheduler/index.js'
 import { seeded, server, snapshot } from '../../dataplane/scheduler/testkit.js'
+import { DueQueue } from './due-queue.js'
 import { fmt, table } from './report.js'
 import { ALL_PLUGINS, CostWorkload } from './scheduler-cost-workload.js'
 
@@ -83,28 +84,13 @@ async function main(): Promise<void> {
     sched.scrapeStarted(id)
     sched.ingestScrape(id, { ok: true, metrics: m, durationMs: 1 })
   }
-  // Answers and copies in flight, soonest first (as bench:scheduler-cost).
-  const due: { at: number; run: () => void }[] = []
-  const later = (t: number, run: () => void): void => {
-    let lo = 0
-    let hi = due.length
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1
-      if ((due[mid]?.at ?? 0) <= t) lo = mid + 1
-      else hi = mid
-    }
-    due.splice(lo, 0, { at: t, run })
-  }
+  // Answers and copies in flight (as bench:scheduler-cost).
+  const due = new DueQueue()
+  const later = (t: number, run: () => void): void => due.later(t, run)
   const signal = new AbortController().signal
   const step = (): void => {
     const { ctx } = work.next(srv)
-    const arrival = work.now
-    for (let d = due[0]; d !== undefined && d.at <= arrival; d = due[0]) {
-      due.shift()
-      work.now = d.at
-      d.run()
-    }
-    work.now = arrival
+    due.runUntil(work, work.now)
     work.scrapeDue(scrape)
     const a = sched.admit(ctx, signal)
     const t = sched.pick(ctx)[0]

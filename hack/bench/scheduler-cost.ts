@@ -20,6 +20,7 @@ import { PrefixCachePlugin } from '../../dataplane/scheduler/plugins/prefix-cach
 import { promptHasher } from '../../dataplane/scheduler/prompt-hasher.js'
 import type { EndpointState } from '../../dataplane/scheduler/state.js'
 import { seeded, server, snapshot } from '../../dataplane/scheduler/testkit.js'
+import { DueQueue } from './due-queue.js'
 import { percentile } from './load.js'
 import { fixedWork, perRoundUs, roundsFor } from './machine-reference.js'
 import { fmt, table, writeSection } from './report.js'
@@ -80,12 +81,6 @@ const GROUP_EVERY = Number(opts['group-every'])
 
 const rnd = seeded(42)
 
-/** A completion or a copy's end, due at `at` on the virtual clock. */
-interface Due {
-  readonly at: number
-  readonly run: () => void
-}
-
 async function main(): Promise<void> {
   const work = new CostWorkload({
     endpoints: N,
@@ -107,17 +102,8 @@ async function main(): Promise<void> {
     sched.ingestScrape(id, { ok: true, metrics: m, durationMs: 1 })
   }
   // Answers and copies in flight, soonest first; each run at its own time on the clock.
-  const due: Due[] = []
-  const later = (at: number, run: () => void): void => {
-    let lo = 0
-    let hi = due.length
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1
-      if ((due[mid] as Due).at <= at) lo = mid + 1
-      else hi = mid
-    }
-    due.splice(lo, 0, { at, run })
-  }
+  const due = new DueQueue()
+  const later = (at: number, run: () => void): void => due.later(at, run)
   const signal = new AbortController().signal
   const counts = { copies: 0, copiesTimed: 0, queued: 0, opened: 0 }
   /** The request `arrive` made last came right after a round of scrapes. */
@@ -125,13 +111,7 @@ async function main(): Promise<void> {
   /** The next request: answers due before it delivered, scrapes due made, the clock at it. */
   const arrive = (): WorkloadRequest => {
     const r = work.next(srv)
-    const arrival = work.now
-    while (due.length > 0 && (due[0] as Due).at <= arrival) {
-      const d = due.shift() as Due
-      work.now = d.at
-      d.run()
-    }
-    work.now = arrival
+    due.runUntil(work, work.now)
     afterScrape = work.scrapeDue(scrape) > 0
     if (r.opensGroup) counts.opened++
     return r
