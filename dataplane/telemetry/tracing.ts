@@ -34,11 +34,11 @@
 // (infer_gateway_trace_spans_dropped_total{reason}). Shutdown flushes the worker, then ends it.
 // The worker runs its thread at nice 19 (thread-priority.ts): its export work yields the core to
 // the thread serving requests whenever both are ready.
-import { randomFillSync } from 'node:crypto'
 import type { Worker } from 'node:worker_threads'
 import { SpanStatusCode } from '@opentelemetry/api'
 import { Counter, type Registry } from 'prom-client'
 import type { Logger } from '../log.js'
+import { RANDOM_POOL, takeRandom } from '../random-pool.js'
 import { workerWithOwnHeap } from '../worker-heap.js'
 import {
   COUNTER_SLOTS,
@@ -108,18 +108,10 @@ export function parseTraceparent(value: string, tracestate?: string): TraceParen
     : { traceId, spanId, sampled }
 }
 
-// Span and trace ids from a pool of crypto-random bytes refilled 4 KiB at a time: one
-// randomFillSync per ~170 spans, not a syscall per span.
-const POOL = Buffer.allocUnsafe(4096)
-let poolAt = POOL.length
-
+// Span and trace ids from the shared pool of crypto-random bytes (random-pool.ts).
 function randomHex(bytes: number): string {
-  if (poolAt + bytes > POOL.length) {
-    randomFillSync(POOL)
-    poolAt = 0
-  }
-  const s = POOL.toString('hex', poolAt, poolAt + bytes)
-  poolAt += bytes
+  const from = takeRandom(bytes)
+  const s = RANDOM_POOL.toString('hex', from, from + bytes)
   // All zeros is the invalid id (probability 2^-64 for a span id): draw again.
   return /[^0]/.test(s) ? s : randomHex(bytes)
 }
