@@ -174,6 +174,8 @@ interface ScoreStep {
   readonly weight: number
   readonly plugin: Plugin
   readonly score: NonNullable<Plugin['score']>
+  /** Its `single`, called instead of score for one candidate (absent: score is). */
+  readonly single: Plugin['single']
 }
 
 class ServerScheduler {
@@ -202,10 +204,10 @@ class ServerScheduler {
     this.custom = custom
     this.admission = entries.find((e) => e.plugin.admit !== undefined)?.plugin
     for (const e of entries) {
-      const { filter, score } = e.plugin
+      const { filter, score, single } = e.plugin
       if (filter !== undefined) this.filters.push({ plugin: e.plugin, filter })
       if (score !== undefined && e.weight > 0) {
-        this.scorers.push({ name: e.name, weight: e.weight, plugin: e.plugin, score })
+        this.scorers.push({ name: e.name, weight: e.weight, plugin: e.plugin, score, single })
       }
     }
   }
@@ -449,6 +451,9 @@ export class Scheduler implements EndpointPicker {
       if (kept.length > 0) list = kept
     }
     const n = list.length
+    // One candidate (a one-endpoint server, or filters left one): its order needs no scores, the
+    // tie key (the prompt's head hashed) nor a sort. With explain the scores are shown as usual.
+    if (n === 1 && ctx.explain === undefined) return this.#single(ss, req, list, t0)
     const total = this.#total.get(n)
     total.fill(0, 0, n)
     const part = this.#part.get(n)
@@ -509,6 +514,32 @@ export class Scheduler implements EndpointPicker {
       })
     }
     return out
+  }
+
+  /**
+   * pick for one candidate: each scorer does what its score does besides scoring (Plugin.single),
+   * or scores as before when it does not say. For a one-endpoint server under the proxy's load,
+   * scoring its one candidate was about half of pick's time (docs/proxy-cost.md, 2026-12-03 late).
+   */
+  #single(
+    ss: ServerScheduler,
+    req: Request,
+    list: readonly EndpointState[],
+    t0: number,
+  ): readonly SnapshotEndpoint[] {
+    const part = this.#part.get(1)
+    for (const step of ss.scorers) {
+      if (step.single !== undefined) step.single.call(step.plugin, req, list)
+      else step.score.call(step.plugin, req, list, part)
+    }
+    const ep = list[0] as EndpointState
+    // As pick: a copy where the request itself goes is no copy.
+    const mirror = req.mirror as Mirror | undefined
+    if (mirror !== undefined && mirror.ep === ep) req.mirror = undefined
+    const us = (this.#now() - t0) * 1000
+    this.#costs.add(us)
+    this.#observer?.decision(ss.key, us / 1e6, 'single')
+    return [ss.endpointOf.get(ep) as SnapshotEndpoint]
   }
 
   /**

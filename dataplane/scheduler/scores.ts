@@ -17,6 +17,12 @@ export function inverseMinMax(costs: ArrayLike<number>, n: number, out: Float64A
   for (let i = 0; i < n; i++) out[i] = span > 0 ? (max - (costs[i] ?? 0)) / span : 1
 }
 
+/**
+ * `Plugin.single` of a plugin whose score only writes scores (no state, no draws): with one
+ * candidate there is nothing to do.
+ */
+export function noScoreEffects(): void {}
+
 /** A reusable scratch array of at least `n` doubles (scoring allocates nothing per request). */
 export class Scratch {
   #buf = new Float64Array(64)

@@ -65,6 +65,14 @@ export interface Plugin {
    */
   score?(req: SchedRequest, eps: readonly EndpointState[], out: Float64Array): boolean
   /**
+   * The filters left one candidate (`eps` holds it): no scores are needed to order one, and the
+   * scheduler calls this instead of `score` (explain off). It must do what `score` does besides
+   * scoring that later decisions or this request's dispatch read (a model refreshed from the last
+   * scrape, a request counted, a random draw taken); `noScoreEffects` (scores.ts) for a score
+   * that does nothing else. Absent: `score` is called as for more candidates.
+   */
+  single?(req: SchedRequest, eps: readonly EndpointState[]): void
+  /**
    * Admission before scoring: resolve to proceed, reject with a GatewayError (429/503) to refuse.
    * `undefined` = admitted at once without a place to release. `signal`: the client left.
    */

@@ -16,7 +16,7 @@ import { Session } from 'node:inspector/promises'
 import { parseArgs } from 'node:util'
 import type { EngineMetrics } from '../../dataplane/engines/view.js'
 import type { DispatchOutcome } from '../../dataplane/picker.js'
-import { Scheduler } from '../../dataplane/scheduler/index.js'
+import { DEFAULT_PROFILE, Scheduler } from '../../dataplane/scheduler/index.js'
 import { seeded, server, snapshot } from '../../dataplane/scheduler/testkit.js'
 import { DueQueue } from './due-queue.js'
 import { fmt, table } from './report.js'
@@ -29,8 +29,18 @@ const { values: opts } = parseArgs({
     heap: { type: 'boolean', default: false },
     cpu: { type: 'boolean', default: false },
     top: { type: 'string', default: '30' },
+    // As bench:scheduler-cost: fewer endpoints (1: a one-endpoint server) and the default
+    // profile instead of every plugin.
+    endpoints: { type: 'string', default: '64' },
+    profile: { type: 'string', default: 'all' },
+    // Count stacks under onDispatch too (the dispatch record, also on the request path).
+    dispatch: { type: 'boolean', default: false },
   },
 })
+if (opts.profile !== 'all' && opts.profile !== 'default') {
+  process.stderr.write(`--profile must be all or default, not ${opts.profile}\n`)
+  process.exit(2)
+}
 
 interface CallFrame {
   readonly functionName: string
@@ -59,9 +69,17 @@ function frameName(f: CallFrame): string {
   return `${f.functionName === '' ? '(anonymous)' : f.functionName} ${file}`
 }
 
-/** A stack (innermost first) runs inside the decision: under the scheduler's admit or pick. */
+/**
+ * The steps counted: the scheduler's admit and pick (the decision), and with --dispatch its
+ * onDispatch too (a bundle's frames name the .mjs file).
+ */
+const STEPS = new RegExp(
+  `^(admit|pick${opts.dispatch ? '|onDispatch' : ''}) (dataplane\\/scheduler\\/scheduler\\.ts|\\S*\\.mjs)`,
+)
+
+/** A stack (innermost first) runs inside the counted steps (STEPS). */
 function inDecision(stack: readonly string[]): boolean {
-  return stack.some((f) => /^(admit|pick) (dataplane\/scheduler\/scheduler\.ts|\S*\.mjs)/.test(f))
+  return stack.some((f) => STEPS.test(f))
 }
 
 /** Self counts by innermost frame, largest first, the top `k` as rows (per decision). */
@@ -74,10 +92,18 @@ function rows(self: Map<string, number>, per: number, digits: number, k: number)
 
 async function main(): Promise<void> {
   const decisions = Number(opts.decisions)
-  const work = new CostWorkload({ endpoints: 64, promptTokens: 8192, rate: 200, groupEvery: 200 })
+  const work = new CostWorkload({
+    endpoints: Number(opts.endpoints),
+    promptTokens: 8192,
+    rate: 200,
+    groupEvery: 200,
+  })
   const sched = new Scheduler({ scrape: false, now: () => work.now, random: seeded(42) })
   const ids = work.endpoints.map((e) => `${e.address}:${e.port}`)
-  const srv = server(work.endpoints, { scheduler: ALL_PLUGINS, attempts: 3 })
+  const srv = server(work.endpoints, {
+    scheduler: opts.profile === 'default' ? DEFAULT_PROFILE : ALL_PLUGINS,
+    attempts: 3,
+  })
   sched.onSnapshot(snapshot([srv]))
   const scrape = (i: number, m: EngineMetrics): void => {
     const id = ids[i] as string

@@ -5,7 +5,7 @@
 // placed, so on an idle fleet the bigger GPU wins. On a homogeneous fleet the plugin abstains.
 
 import { numArg, numMapArg, strListArg } from '../args.js'
-import { inverseMinMax, Scratch } from '../scores.js'
+import { inverseMinMax, noScoreEffects, Scratch } from '../scores.js'
 import type { EndpointState } from '../state.js'
 import type { Plugin, PluginArgs, SchedRequest } from '../types.js'
 
@@ -88,6 +88,7 @@ export function gpuAware(args: PluginArgs): Plugin {
   const costs = new Scratch()
   return {
     name: 'gpu-aware',
+    single: noScoreEffects,
     score(req: SchedRequest, eps: readonly EndpointState[], out: Float64Array): boolean {
       const c = costs.get(eps.length)
       let first = 0

@@ -2,12 +2,14 @@
 // engine to evict cached prefixes or to stop admitting, so free space is both speed and headroom.
 // Endpoints with stale or missing metrics score the neutral 0.5: unknown is neither good nor bad.
 
+import { noScoreEffects } from '../scores.js'
 import type { EndpointState } from '../state.js'
 import type { Plugin, SchedRequest } from '../types.js'
 
 export function leastKvCache(): Plugin {
   return {
     name: 'least-kv-cache',
+    single: noScoreEffects,
     score(req: SchedRequest, eps: readonly EndpointState[], out: Float64Array): boolean {
       let known = 0
       for (let i = 0; i < eps.length; i++) {

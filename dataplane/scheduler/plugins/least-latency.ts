@@ -5,6 +5,7 @@
 // engine's interval means from its histograms.
 
 import { numArg } from '../args.js'
+import { noScoreEffects } from '../scores.js'
 import type { EndpointState } from '../state.js'
 import type { Plugin, PluginArgs, SchedRequest } from '../types.js'
 
@@ -34,6 +35,7 @@ export function leastLatency(args: PluginArgs): Plugin {
   let tpot = new Float64Array(64)
   return {
     name: 'least-latency',
+    single: noScoreEffects,
     score(req: SchedRequest, eps: readonly EndpointState[], out: Float64Array): boolean {
       const n = eps.length
       if (ttft.length < n) {

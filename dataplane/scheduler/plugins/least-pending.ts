@@ -4,7 +4,7 @@
 // own dispatches and completions since, so a burst is spread at once.
 
 import { intArg, numArg } from '../args.js'
-import { filterKept, inverseMinMax, Scratch } from '../scores.js'
+import { filterKept, inverseMinMax, noScoreEffects, Scratch } from '../scores.js'
 import type { EndpointState } from '../state.js'
 import type { Plugin, PluginArgs, SchedRequest } from '../types.js'
 
@@ -14,6 +14,7 @@ export function leastPending(args: PluginArgs): Plugin {
   const costs = new Scratch()
   const plugin: Plugin = {
     name: 'least-pending',
+    single: noScoreEffects,
     score(req: SchedRequest, eps: readonly EndpointState[], out: Float64Array): boolean {
       const c = costs.get(eps.length)
       for (let i = 0; i < eps.length; i++) {

@@ -13,6 +13,7 @@
 
 import type { EngineMetrics } from '../../engines/view.js'
 import { numArg } from '../args.js'
+import { noScoreEffects } from '../scores.js'
 import type { EndpointState } from '../state.js'
 import type { Plugin, PluginArgs, SchedRequest } from '../types.js'
 
@@ -284,6 +285,7 @@ export function loraAffinity(args: PluginArgs): Plugin {
   const margin = numArg(args, 'loadMargin', 16, 0, 100_000)
   return {
     name: 'lora-affinity',
+    single: noScoreEffects,
     score(req: SchedRequest, eps: readonly EndpointState[], out: Float64Array): boolean {
       const adapter = req.lora
       if (adapter === undefined) return false

@@ -198,6 +198,8 @@ export class PredictedLatencyPlugin implements Plugin {
   readonly #weighted = new Scratch()
   readonly #waitMs = new Scratch()
   readonly #uncachedTokens = new Scratch()
+  /** Scores of `single` when it scores in full (debug recording on): read by no one. */
+  readonly #singleOut = new Scratch()
   /**
    * The last decisions' per-candidate predictions, for /debug/endpoints (bench:routing --trace):
    * recorded only once `debug` was read (--explain), so a gateway nobody inspects pays nothing.
@@ -365,31 +367,9 @@ export class PredictedLatencyPlugin implements Plugin {
     const capacity = this.#capacity.get(n)
     const waits = this.#waitMs.get(n)
     const uncachedS = this.#uncachedTokens.get(n)
-    let engineTtft = Number.POSITIVE_INFINITY
     const needs = adapterNeeds(req, eps)
     if (needs !== undefined) req.scratch.set(this.#needs, { eps, needs })
-    // Each candidate's model, looked up once for the whole decision (see #models).
-    const models = this.#models
-    models.length = n
-    for (let i = 0; i < n; i++) {
-      const ep = eps[i] as EndpointState
-      // The scrape's numbers as copied on the state (no read of the EngineMetrics object).
-      if (!ep.isFresh(req.now)) {
-        models[i] = this.model.peek(ep)
-        continue
-      }
-      if (ep.learnedCapacity > this.pooledCapacity) this.pooledCapacity = ep.learnedCapacity
-      const running = ep.scrapedRunning
-      const own = running > 0 ? this.model.of(ep) : this.model.peek(ep)
-      models[i] = own
-      if (own !== undefined) {
-        if (running > own.maxRunning) own.maxRunning = running
-        own.scraped(ep.scrapedAt, ep.scrapedHitRate)
-      }
-      const ttftSec = ep.scrapedTtftSec
-      if (ttftSec !== undefined && ttftSec * 1000 < engineTtft) engineTtft = ttftSec * 1000
-    }
-    this.model.engineTtftMs = Number.isFinite(engineTtft) ? engineTtft : undefined
+    const models = this.#refresh(req, eps)
     // A shared prefix's group (#keyOf), counted when copies are on.
     const groupKey = this.hotCopyTheta > 0 && req.lora === undefined ? this.#keyOf(req) : Number.NaN
     const group = Number.isNaN(groupKey) ? undefined : this.#group(groupKey, req.now)
@@ -483,6 +463,66 @@ export class PredictedLatencyPlugin implements Plugin {
     }
     if (shared) this.#orderFallbacks(key, match, eps, best, band, out)
     return true
+  }
+
+  /**
+   * Each candidate's model, looked up once for the decision (#models), and refreshed from the
+   * candidates' last scrapes: the batch limit seen, the engine's hit rate, its fastest TTFT.
+   */
+  #refresh(req: SchedRequest, eps: readonly EndpointState[]): (EndpointModel | undefined)[] {
+    const n = eps.length
+    let engineTtft = Number.POSITIVE_INFINITY
+    const models = this.#models
+    models.length = n
+    for (let i = 0; i < n; i++) {
+      const ep = eps[i] as EndpointState
+      // The scrape's numbers as copied on the state (no read of the EngineMetrics object).
+      if (!ep.isFresh(req.now)) {
+        models[i] = this.model.peek(ep)
+        continue
+      }
+      if (ep.learnedCapacity > this.pooledCapacity) this.pooledCapacity = ep.learnedCapacity
+      const running = ep.scrapedRunning
+      const own = running > 0 ? this.model.of(ep) : this.model.peek(ep)
+      models[i] = own
+      if (own !== undefined) {
+        if (running > own.maxRunning) own.maxRunning = running
+        own.scraped(ep.scrapedAt, ep.scrapedHitRate)
+      }
+      const ttftSec = ep.scrapedTtftSec
+      if (ttftSec !== undefined && ttftSec * 1000 < engineTtft) engineTtft = ttftSec * 1000
+    }
+    this.model.engineTtftMs = Number.isFinite(engineTtft) ? engineTtft : undefined
+    return models
+  }
+
+  /**
+   * One candidate (Plugin.single): what #score does besides scoring. The candidate's model
+   * refreshed from its scrape (#refresh), the request counted in its prefix's hot group, and what
+   * its dispatch reads: the adapter need, and whether some pod held the prefix (a move). Not the
+   * predictions, the band, the draws nor the placements: they only order candidates, and a copy
+   * needs a second candidate (#replicate). With decisions recorded for debug, scored in full.
+   */
+  single(req: SchedRequest, eps: readonly EndpointState[]): void {
+    if (this.#recent !== undefined) {
+      this.score(req, eps, this.#singleOut.get(eps.length))
+      return
+    }
+    const needs = adapterNeeds(req, eps)
+    if (needs !== undefined) req.scratch.set(this.#needs, { eps, needs })
+    this.#refresh(req, eps)
+    if (this.hotCopyTheta > 0 && req.lora === undefined) {
+      const groupKey = this.#keyOf(req)
+      if (!Number.isNaN(groupKey)) this.#group(groupKey, req.now)
+    }
+    const hashes = this.index.hashes(req)
+    if (hashes.length > this.affinityBlocks) {
+      const key = hashes[this.affinityBlocks - 1] as number
+      const match = this.index.matchDepths(hashes, eps)
+      let held = false
+      for (const ep of eps) if ((match[ep.slot] ?? 0) >= this.affinityBlocks) held = true
+      if (held || this.index.heldOutside(key, eps)) req.scratch.set(this.#known, true)
+    }
   }
 
   /** The group of prefix `key`, this request counted (most recently seen last). */

@@ -30,6 +30,7 @@ import { intArg, numArg } from '../args.js'
 import { PrefixIndex } from '../prefix-index.js'
 import { rendezvous } from '../prompt.js'
 import { requestBlocks } from '../prompt-hasher.js'
+import { noScoreEffects } from '../scores.js'
 import type { EndpointState } from '../state.js'
 import type { Plugin, PluginArgs, SchedRequest } from '../types.js'
 
@@ -97,6 +98,8 @@ export class PrefixCachePlugin implements Plugin {
   matchDepths(hashes: ArrayLike<number>, eps: readonly EndpointState[]): Int32Array {
     return this.index.matchDepths(hashes, eps)
   }
+
+  readonly single = noScoreEffects
 
   score(req: SchedRequest, eps: readonly EndpointState[], out: Float64Array): boolean {
     const hashes = this.hashes(req)

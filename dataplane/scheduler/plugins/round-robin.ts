@@ -9,6 +9,10 @@ export function roundRobin(): Plugin {
   let next = 0
   return {
     name: 'round-robin',
+    // One candidate: the turn still advances, as it did when one candidate was scored.
+    single(): void {
+      next = (next + 1) % 1_000_000_007
+    },
     score(_req: SchedRequest, eps: readonly EndpointState[], out: Float64Array): boolean {
       const n = eps.length
       const start = next % n

@@ -5,6 +5,7 @@
 // inactivity and are capped at `maxSessions` (least recently used first out).
 
 import { intArg, numArg, optStrArg, strArg } from '../args.js'
+import { noScoreEffects } from '../scores.js'
 import type { EndpointState } from '../state.js'
 import type { Plugin, PluginArgs, PluginEnv, SchedRequest } from '../types.js'
 
@@ -51,6 +52,8 @@ export class SessionAffinityPlugin implements Plugin {
       ? undefined
       : cookieValue(req.ctx.header('cookie'), this.cookie)
   }
+
+  readonly single = noScoreEffects
 
   score(req: SchedRequest, eps: readonly EndpointState[], out: Float64Array): boolean {
     const key = this.key(req)
