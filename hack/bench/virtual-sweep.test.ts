@@ -7,13 +7,16 @@
 // of bench:routing, with and without the simulator's prefill interference: per regime the median
 // and worst TTFT p90 ratio on/off, and for the restart regime how many seeds stay within 10 % of
 // their own fresh run (C_SEEDS=10-49, C_REGIMES=sp,sp-restart,db,un,rep3 C_INTERFERENCE=0,1
-// C_LOAD=0.7 C_ILOAD=0.4 (the load with interference: 0.7 saturates that shape) C_SHOW=1 per seed).
+// C_LOAD=0.7 C_ILOAD=0.4 (the load with interference: 0.7 saturates that shape) C_SHOW=1 per seed,
+// C_THETA=0.5 the "on" side's hotCopyTheta instead of the default's).
+// RESTART_CLASSIFY=1: the restart regime's slow requests sorted into what a router could still
+// save and what it cannot (R_SEEDS=10-49, see the block).
 import { afterEach, beforeEach, describe, it, vi } from 'vitest'
 import type { SnapshotSchedulerPlugin } from '../../api/snapshot.js'
 import { DEFAULT_PROFILE } from '../../dataplane/scheduler/profile.js'
 import { EndpointState } from '../../dataplane/scheduler/state.js'
 import { seeded } from '../../dataplane/scheduler/testkit.js'
-import { generateWords } from '../sim/rng.js'
+import { createRng, generateWords } from '../sim/rng.js'
 import { poissonTimes } from './routing-load.js'
 import {
   DECODE_BOUND,
@@ -23,6 +26,7 @@ import {
   ttftPercentile,
   type VirtualRequest,
 } from './virtual-fleet.js'
+import { words } from './words.js'
 
 const env = process.env
 const range = (s: string): number[] => {
@@ -266,6 +270,8 @@ describe.skipIf(env['COPY_SWEEP'] !== '1')('hot-group copies sweep (diagnosis)',
     const regimes = (env['C_REGIMES'] ?? 'sp,sp-restart,db,un,rep3').split(',')
     const modes = (env['C_INTERFERENCE'] ?? '0,1').split(',').map((x) => x === '1')
     const show = env['C_SHOW'] === '1'
+    // The "on" side's hotCopyTheta (the default profile's when not given).
+    const THETA = env['C_THETA'] !== undefined ? Number(env['C_THETA']) : undefined
     for (const interference of modes) {
       const load = Number(interference ? (env['C_ILOAD'] ?? 0.4) : (env['C_LOAD'] ?? 0.7))
       for (const name of regimes) {
@@ -292,14 +298,14 @@ describe.skipIf(env['COPY_SWEEP'] !== '1')('hot-group copies sweep (diagnosis)',
             })
             return { p90: ttftPercentile(x.results, 90, 2000), copies: x.shadows.sent }
           }
-          const on = await p90(undefined, g.restart)
+          const on = await p90(THETA, g.restart)
           const off = await p90(0, g.restart)
           ratios.push(on.p90 / off.p90)
           copies += on.copies
           if (on.copies > 0) copiedSeeds++
           let extra = ''
           if (g.restart) {
-            const fOn = await p90(undefined, false)
+            const fOn = await p90(THETA, false)
             const fOff = await p90(0, false)
             if (on.p90 <= 1.1 * fOn.p90) within.on++
             if (off.p90 <= 1.1 * fOff.p90) within.off++
@@ -320,3 +326,122 @@ describe.skipIf(env['COPY_SWEEP'] !== '1')('hot-group copies sweep (diagnosis)',
     }
   }, 3_600_000)
 })
+
+describe.skipIf(env['RESTART_CLASSIFY'] !== '1')(
+  'restart slow requests classified (diagnosis)',
+  () => {
+    // bench:routing --quick's shared-prefix + restart regime (pod-1 killed at 2.8 s, pod-2 at 4.0 s,
+    // each down 1 s; the first 2 s not judged), default profile. Every judged request slower than
+    // R_SLOW_MS (100) in the restarted run is put in one class, to see what a router could still
+    // save: "forced" cold prefills (the group's previous request went to an engine killed since, or
+    // to the same pod: no live pod had it), "needless" cold prefills (sent away from a pod that was
+    // up all along and had served the group), "followers" (a hit that waited for its group's cold
+    // prefill, sent within R_WAIT_MS (450) of it), "other" (queued). "rewarm" is the upper bound of
+    // re-warming a killed engine's groups elsewhere as soon as the kill is seen: forced cold
+    // prefills arriving more than R_REWARM_MS (460: seen + a cold prefill) after the kill, and their
+    // followers. R_SEEDS=10-49; the bench's own sequence (createRng(10)) is always included.
+    const MS = 8000
+    const restarts = [
+      { pod: 1, at: 0.35 * MS, downMs: 1000 },
+      { pod: 2, at: 0.5 * MS, downMs: 1000 },
+    ]
+    const e = PREFILL_BOUND
+    const decode = 16 * e.decodeMsPerToken * (1 + (e.batchSlowdown * (e.maxNumSeqs - 1)) / 2)
+    const rate =
+      (0.7 * 4 * e.maxNumSeqs) /
+      ((e.prefillOverheadMs + 1560 * e.prefillMsPerToken + decode) / 1000)
+    const seededSequence = (seed: number): VirtualRequest[] => {
+      const r = seeded(seed)
+      const systems = Array.from(
+        { length: 16 },
+        (_, g) => `Group ${g} policy. ${generateWords(100 + g, 'system', 1500).join('')}`,
+      )
+      return poissonTimes(rate, MS, r).map((at, k) => {
+        const g = Math.floor(r() * systems.length)
+        const user = generateWords(seed, `q${k}`, 60).join('')
+        return { at, system: systems[g] as string, user, maxTokens: 16, tag: `g${g}` }
+      })
+    }
+    const benchSequence = (): VirtualRequest[] => {
+      const r = createRng(10)
+      const systems = Array.from(
+        { length: 16 },
+        (_, g) => `Group ${g} policy. ${words(1500, createRng(100 + g))}`,
+      )
+      return poissonTimes(rate, MS, r).map((at) => {
+        const g = Math.floor(r() * 16)
+        return { at, system: systems[g] as string, user: words(60, r), maxTokens: 16, tag: `g${g}` }
+      })
+    }
+
+    it('classifies', async () => {
+      const slowMs = Number(env['R_SLOW_MS'] ?? 100)
+      const waitMs = Number(env['R_WAIT_MS'] ?? 450)
+      const rewarmMs = Number(env['R_REWARM_MS'] ?? 460)
+      const cases: [string, VirtualRequest[]][] = [['bench', benchSequence()]]
+      for (const s of range(env['R_SEEDS'] ?? '10-49')) cases.push([String(s), seededSequence(s)])
+      const total = {
+        slow: 0,
+        forced: 0,
+        needless: 0,
+        followers: 0,
+        other: 0,
+        rewarm: 0,
+        judged: 0,
+      }
+      const lines: string[] = []
+      for (const [name, requests] of cases) {
+        const run = await runVirtualFleet({
+          shape: PREFILL_BOUND,
+          pods: 4,
+          requests,
+          restarts,
+          advance: async (t) => vi.advanceTimersByTime(t),
+        })
+        const c = { slow: 0, forced: 0, needless: 0, followers: 0, other: 0, rewarm: 0 }
+        const last = new Map<string, { pod: string; at: number }>()
+        // Per group: when its last cold prefill was sent, and whether a re-warm could have saved it.
+        const cold = new Map<string, { at: number; saved: boolean }>()
+        for (const x of [...run.results].sort((a, b) => a.at - b.at)) {
+          if (!x.ok || x.tag === undefined) continue
+          const prev = last.get(x.tag)
+          const isCold = x.cachedTokens < 1000
+          // The kill that took the pod this group's previous request went to, if any.
+          const kill = restarts.find(
+            (k) =>
+              prev !== undefined && `pod-${k.pod}` === prev.pod && k.at > prev.at && k.at <= x.at,
+          )
+          const saved = isCold && kill !== undefined && x.at - kill.at > rewarmMs
+          if (x.at >= 2000) total.judged++
+          if (x.at >= 2000 && x.ttftMs > slowMs) {
+            c.slow++
+            const c0 = cold.get(x.tag)
+            if (isCold) {
+              const died =
+                prev === undefined ||
+                prev.pod === x.pod ||
+                restarts.some(
+                  (k) => `pod-${k.pod}` === prev.pod && k.at > prev.at && k.at <= x.at + x.ttftMs,
+                )
+              if (died) c.forced++
+              else c.needless++
+              if (saved) c.rewarm++
+            } else if (c0 !== undefined && c0.at > x.at - waitMs) {
+              c.followers++
+              if (c0.saved) c.rewarm++
+            } else c.other++
+          }
+          if (isCold) cold.set(x.tag, { at: x.at, saved })
+          last.set(x.tag, { pod: x.pod, at: x.at })
+        }
+        for (const k of Object.keys(c) as (keyof typeof c)[]) total[k] += c[k]
+        lines.push(
+          `${name}: ${c.slow} = ${c.forced}+${c.needless}n+${c.followers}f+${c.other}o (rewarm ${c.rewarm})`,
+        )
+      }
+      process.stdout.write(
+        `RESTART slow > ${slowMs} ms over ${cases.length} runs: ${JSON.stringify(total)}\n  ${lines.join('\n  ')}\n`,
+      )
+    }, 3_600_000)
+  },
+)
