@@ -12,6 +12,7 @@
 // Profiles of one build, not an A/B: the sampling itself slows the decision (a heap sample every
 // 128 bytes, a CPU sample every 50 µs), and which numbers come back boxed depends on what V8
 // inlined in that run: compare two runs before believing a difference under ~100 bytes.
+import { writeFileSync } from 'node:fs'
 import { Session } from 'node:inspector/promises'
 import { parseArgs } from 'node:util'
 import type { EngineMetrics } from '../../dataplane/engines/view.js'
@@ -35,6 +36,8 @@ const { values: opts } = parseArgs({
     profile: { type: 'string', default: 'all' },
     // Count stacks under onDispatch too (the dispatch record, also on the request path).
     dispatch: { type: 'boolean', default: false },
+    // --cpu: the profile written as JSON too (a .cpuprofile: DevTools, or inclusive times).
+    save: { type: 'string' },
   },
 })
 if (opts.profile !== 'all' && opts.profile !== 'default') {
@@ -143,6 +146,7 @@ async function main(): Promise<void> {
     await session.post('Profiler.start')
     for (let i = 0; i < decisions; i++) step()
     const { profile } = (await session.post('Profiler.stop')) as unknown as { profile: CpuProfile }
+    if (opts.save !== undefined) writeFileSync(opts.save, JSON.stringify(profile))
     const byId = new Map<number, CpuNode>()
     const parent = new Map<number, number>()
     for (const n of profile.nodes) {
@@ -174,7 +178,7 @@ async function main(): Promise<void> {
         ? `\n\n${table(['innermost function:line', '% of the decision'], rows(lines, total / 100, 1, top))}`
         : ''
     process.stdout.write(
-      `CPU samples (every 50 µs) inside admit + pick: ${total}, ~${fmt((total * 50) / decisions, 1)} µs per decision (sampled, so slower than the bench)\n\n${table(
+      `CPU samples (every 50 µs) inside admit + pick${opts.dispatch ? ' + onDispatch' : ''}: ${total}, ~${fmt((total * 50) / decisions, 1)} µs per decision (sampled, so slower than the bench)\n\n${table(
         ['innermost function', '% of the decision'],
         rows(self, total / 100, 1, top),
       )}${lineRows}\n`,
@@ -203,7 +207,7 @@ async function main(): Promise<void> {
   }
   walk(profile.head, [])
   process.stdout.write(
-    `Bytes allocated inside admit + pick (sampled every 128 bytes, collected objects included): ${fmt(total / decisions, 0)} per decision\n\n${table(
+    `Bytes allocated inside admit + pick${opts.dispatch ? ' + onDispatch' : ''} (sampled every 128 bytes, collected objects included): ${fmt(total / decisions, 0)} per decision\n\n${table(
       ['innermost function', 'bytes per decision'],
       rows(self, decisions, 0, top),
     )}\n`,
