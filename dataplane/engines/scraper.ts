@@ -11,7 +11,9 @@
 
 import { Agent } from 'undici'
 import type { InferenceEngine } from '../../api/snapshot.js'
+import { RawPool } from '../proxy/engine-pool.js'
 import type { GenericMapping } from './adapters/index.js'
+import { originAddress, RawGet, RawGetTooLargeError } from './raw-get.js'
 import type { RestartSignal } from './restart.js'
 import { EngineMetricsTracker } from './tracker.js'
 import type { EngineMetrics } from './view.js'
@@ -121,6 +123,8 @@ interface Loop {
   phase: number
   timer: NodeJS.Timeout | undefined
   wake: (() => void) | undefined
+  /** The engine's connection for `http:` origins (raw-get.ts); undefined: undici's agent. */
+  readonly pool: RawPool | undefined
 }
 
 /** Counting semaphore; waiters are served in arrival order. */
@@ -145,6 +149,9 @@ class Semaphore {
 }
 
 const TEXT_ACCEPT = 'text/plain;version=0.0.4;q=1,*/*;q=0.1'
+const TEXT_ACCEPT_LINE = `accept: ${TEXT_ACCEPT}\r\n`
+/** Idle keep-alive connections of the raw path are closed within this of their expiry. */
+const RAW_SWEEP_MS = 1000
 
 export class MetricsScraper implements Scraper {
   readonly intervalMs: number
@@ -206,6 +213,7 @@ export class MetricsScraper implements Scraper {
     }
     for (const t of want.values()) {
       if (this.#loops.has(t.id)) continue
+      const addr = originAddress(t.origin)
       const loop: Loop = {
         target: t,
         tracker: new EngineMetricsTracker(t.engine, {
@@ -217,6 +225,12 @@ export class MetricsScraper implements Scraper {
         phase: 0,
         timer: undefined,
         wake: undefined,
+        // One connection per engine, as the undici agent had. The scrape's own timer bounds it
+        // (no per-request timeouts in the pool); the pool's timer only closes idle connections.
+        pool:
+          addr !== undefined
+            ? new RawPool({ ...addr, connections: 1, keepAliveMs: 10_000, tickMs: RAW_SWEEP_MS })
+            : undefined,
       }
       this.#loops.set(t.id, loop)
       void this.#run(loop)
@@ -237,6 +251,7 @@ export class MetricsScraper implements Scraper {
     loop.abort.abort()
     if (loop.timer) clearTimeout(loop.timer)
     loop.wake?.()
+    loop.pool?.destroy()
   }
 
   #sleep(loop: Loop, ms: number): Promise<void> {
@@ -291,46 +306,49 @@ export class MetricsScraper implements Scraper {
     const elapsed = (): number => performance.now() - t0
     // A timer we clear ourselves: AbortSignal.timeout would fire after a completed scrape and
     // abort a body nobody listens to any more.
-    const ac = new AbortController()
     let late = 0
+    let timedOut = false
+    let stop: (reason: unknown) => void
     const timer = setTimeout(() => {
       late = performance.now() - t0 - this.timeoutMs
-      ac.abort(new ScrapeTimeoutError())
+      timedOut = true
+      stop(new ScrapeTimeoutError())
     }, this.timeoutMs)
-    const onStop = (): void => ac.abort()
+    const onStop = (): void => stop(new DOMException('This operation was aborted', 'AbortError'))
     loop.abort.signal.addEventListener('abort', onStop, { once: true })
     let text: string
     try {
-      const res = await this.#agent.request({
-        origin: loop.target.origin,
-        path: loop.tracker.metricsPath,
-        method: 'GET',
-        headers: { accept: TEXT_ACCEPT },
-        signal: ac.signal,
-      })
-      // Errors after this point surface through the reads below, never as a stray event.
-      res.body.on('error', () => {})
-      if (res.statusCode !== 200) {
-        await res.body.dump().catch(() => {})
-        return {
-          ok: false,
-          kind: 'bad_response',
-          error: `HTTP ${res.statusCode}`,
-          durationMs: elapsed(),
+      let status: number
+      if (loop.pool !== undefined) {
+        const get = new RawGet(
+          loop.pool,
+          loop.tracker.metricsPath,
+          TEXT_ACCEPT_LINE,
+          this.#maxBytes,
+        )
+        stop = (reason) => get.abort(reason)
+        try {
+          ;({ status, text } = await get.done)
+        } catch (e) {
+          if (e instanceof RawGetTooLargeError) {
+            return { ok: false, kind: 'bad_response', error: e.message, durationMs: elapsed() }
+          }
+          throw e
         }
+      } else {
+        ;({ status, text } = await this.#undiciGet(loop, (f) => {
+          stop = f
+        }))
       }
-      try {
-        text = await readLimited(res.body, this.#maxBytes)
-      } catch (e) {
-        res.body.destroy()
-        if (e instanceof ScraperError) {
-          return { ok: false, kind: 'bad_response', error: e.message, durationMs: elapsed() }
-        }
-        throw e
+      if (status !== 200) {
+        return { ok: false, kind: 'bad_response', error: `HTTP ${status}`, durationMs: elapsed() }
       }
     } catch (e) {
+      if (e instanceof ScraperError) {
+        return { ok: false, kind: 'bad_response', error: e.message, durationMs: elapsed() }
+      }
       // A gateway busy elsewhere must not eject every engine it failed to listen to in time.
-      if (ac.signal.reason instanceof ScrapeTimeoutError && late > lateLimit(this.timeoutMs)) {
+      if (timedOut && late > lateLimit(this.timeoutMs)) {
         return {
           ok: false,
           kind: 'inconclusive',
@@ -358,6 +376,34 @@ export class MetricsScraper implements Scraper {
     return restart !== undefined
       ? { ok: true, metrics, durationMs: elapsed(), restart }
       : { ok: true, metrics, durationMs: elapsed() }
+  }
+
+  /** The GET through undici (origins that are not `http:`); `onStop` receives its abort. */
+  async #undiciGet(
+    loop: Loop,
+    onStop: (stop: (reason: unknown) => void) => void,
+  ): Promise<{ status: number; text: string }> {
+    const ac = new AbortController()
+    onStop((reason) => ac.abort(reason))
+    const res = await this.#agent.request({
+      origin: loop.target.origin,
+      path: loop.tracker.metricsPath,
+      method: 'GET',
+      headers: { accept: TEXT_ACCEPT },
+      signal: ac.signal,
+    })
+    // Errors after this point surface through the reads below, never as a stray event.
+    res.body.on('error', () => {})
+    if (res.statusCode !== 200) {
+      await res.body.dump().catch(() => {})
+      return { status: res.statusCode, text: '' }
+    }
+    try {
+      return { status: 200, text: await readLimited(res.body, this.#maxBytes) }
+    } catch (e) {
+      res.body.destroy()
+      throw e
+    }
   }
 }
 
