@@ -1,8 +1,10 @@
 // The simulated fleet (hack/bench/routing-fleet.ts in its own process) and a data plane in front
 // of it, as the routing benchmarks (routing, routing-kv, routing-pd, routing-spill) start them.
 import { fileURLToPath } from 'node:url'
+import { DATAPLANE_NODE_ARGS } from '../../cdk8s/dataplane-node.js'
 import type { SimOptions, SimStats } from '../sim/index.js'
 import { type Proc, spawnScript, startDataplane } from './procs.js'
+import { benchGatewayArgs, spawnBundle } from './proxy-bundle.js'
 import type { FleetMember, RestartReply, RestartRequest } from './routing-fleet.js'
 
 const FLEET_SCRIPT = fileURLToPath(new URL('./routing-fleet.ts', import.meta.url))
@@ -52,6 +54,11 @@ export interface GatewayProcOptions {
   readonly workers?: number
   /** How long to wait for every pod's first fresh scrape (default 10 s). */
   readonly freshWithinMs?: number
+  /**
+   * An esbuild bundle (dataplane.mjs, hack/build.ts) to run as the image does, with the same flags
+   * and Node flags; default the sources through tsx (bin/infer-gateway.js).
+   */
+  readonly bundle?: string
 }
 
 /**
@@ -66,12 +73,19 @@ export async function startGateway(
   o: GatewayProcOptions = {},
 ): Promise<Proc> {
   const workers = o.workers ?? 1
-  const gw = await startDataplane({
-    args: ['--config', file, ...(o.args ?? []), '--explain', '--workers', String(workers)],
-    port,
-    // Each worker loads the whole data plane too: on a busy machine that takes a while.
-    timeoutMs: 60_000 * workers,
-  })
+  const extra = [...(o.args ?? []), '--explain', '--workers', String(workers)]
+  // Each worker loads the whole data plane too: on a busy machine that takes a while.
+  const timeoutMs = 60_000 * workers
+  const gw =
+    o.bundle !== undefined
+      ? await spawnBundle(
+          o.bundle,
+          benchGatewayArgs(file, port, extra),
+          /"msg":"data plane listening"/,
+          DATAPLANE_NODE_ARGS,
+          timeoutMs,
+        )
+      : await startDataplane({ args: ['--config', file, ...extra], port, timeoutMs })
   const deadline = Date.now() + (o.freshWithinMs ?? 10_000)
   for (;;) {
     try {

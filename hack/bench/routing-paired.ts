@@ -1,5 +1,5 @@
 // `tsx hack/bench/routing-paired.ts [--routers ours,sglang] [--rounds 3] [--seconds 8] [--load 0.7]
-// [--gateway-args "<flags>"]`: bench:routing's uniform regime (distinct 600-word prompts, 16
+// [--gateway-args "<flags>"] [--bundle <dataplane.mjs>] [--bundle-b <dataplane.mjs>] [--idle <s>]`: bench:routing's uniform regime (distinct 600-word prompts, 16
 // output tokens, 4 prefill-bound engines at time scale 2) with every listed router at once, each
 // in front of a fleet of its own, all sent the same request at the same moment. Issue 9: the 1-3
 // ms TTFT p90 between sglang-router and us there is smaller than what other work on two shared
@@ -9,11 +9,19 @@
 // Routers: `ours` (default profile), `ours-rr` (round-robin), `ours-lp` (least-pending), `sglang`,
 // `vllm` (cache_aware, PyPI; see peers.ts). --gateway-args applies to every `ours*` router;
 // `ours+` is the default profile with --gateway-args and plain `ours` without them, to A/B a flag.
+// Our routers run from the sources through tsx (bin/infer-gateway.js) unless --bundle names an
+// esbuild bundle (hack/build.ts, as the image runs it: no tsx loader thread, no keepNames
+// wrappers); --bundle-b runs `ours+` from another bundle, to A/B a code change. Every `ours*`
+// starts the same way (the Deployment's Node flags, --explain, one worker, waits for a fresh
+// scrape of each engine and /readyz).
+//
+// --idle <s>: before the load, each router's CPU with its engines up and no request, per thread
+// name (ms of CPU per second): what runs whether requests come or not (scrapes, timers, GC).
 //
 // Per router and round: TTFT percentiles, the excess over the no-queue floor (routing-path.ts:
 // queueing or path), the engines' own queue total, client - engine TTFT, and the router process's
 // CPU per request. Diagnostic only (stdout).
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -23,12 +31,13 @@ import { type Fleet, startFleet, startGateway } from './fleet-process.js'
 import { percentile } from './load.js'
 import { ensurePeer, type PeerName, startPeer } from './peers.js'
 import { cpuBetween, treeCpu } from './proc-cpu.js'
-import { type Proc, spawnCli } from './procs.js'
-import { benchGatewayArgs } from './proxy-bundle.js'
+import type { Proc } from './procs.js'
+import { processTree } from './proxy-procfs.js'
 import { fmt } from './report.js'
 import { routingManifests, type SchedulerPluginSpec } from './routing-config.js'
 import { poissonTimes, type RequestResult, runOpenLoop } from './routing-load.js'
 import { aboveFloor, engineSide } from './routing-path.js'
+import { sampleThreads, type ThreadSample, threadDeltas } from './thread-cpu.js'
 import { PREFILL_BOUND } from './virtual-fleet.js'
 import { words } from './words.js'
 
@@ -39,6 +48,9 @@ const { values: opts } = parseArgs({
     seconds: { type: 'string', default: '8' },
     load: { type: 'string', default: '0.7' },
     'gateway-args': { type: 'string' },
+    bundle: { type: 'string' },
+    'bundle-b': { type: 'string' },
+    idle: { type: 'string', default: '0' },
   },
 })
 const ROUTERS = (opts.routers ?? '').split(',').filter((r) => r !== '')
@@ -47,6 +59,7 @@ const DURATION_MS = Number(opts.seconds) * 1000
 const WARMUP_MS = Math.min(3000, DURATION_MS / 4)
 const LOAD = Number(opts.load)
 const GATEWAY_ARGS = (opts['gateway-args'] ?? '').split(' ').filter((a) => a !== '')
+const IDLE_MS = Number(opts.idle) * 1000
 const MODEL = 'bench-llm'
 const PODS = 4
 const SCALE = 2
@@ -142,17 +155,12 @@ async function start(name: string, k: number, dir: string): Promise<Running> {
       }),
     )
     const port = OUR_PORT + k
-    const args = name === 'ours' ? [] : GATEWAY_ARGS
+    const bundle = name === 'ours+' ? (opts['bundle-b'] ?? opts.bundle) : opts.bundle
     procs.push(
-      args.length === 0
-        ? await startGateway(file, port, PODS)
-        : await spawnCli(
-            [
-              'dataplane',
-              ...benchGatewayArgs(file, port, [...args, '--explain', '--workers', '1']),
-            ],
-            /"msg":"data plane listening"/,
-          ),
+      await startGateway(file, port, PODS, {
+        ...(name === 'ours' ? {} : { args: GATEWAY_ARGS }),
+        ...(bundle !== undefined ? { bundle } : {}),
+      }),
     )
     return { name, fleet, procs, origin: `http://127.0.0.1:${port}`, port }
   } catch (e) {
@@ -174,6 +182,49 @@ function roleOf(cmd: string, pid: number): string {
   return port !== undefined ? `:${port}` : 'other'
 }
 
+/** Thread names (comm) of `samples`, by tid; a thread gone since reads as '?'. */
+async function threadNames(samples: readonly ThreadSample[]): Promise<Map<number, string>> {
+  const out = new Map<number, string>()
+  for (const t of samples) {
+    const comm = await readFile(`/proc/${t.pid}/task/${t.tid}/comm`, 'utf8').catch(() => '?')
+    // Threads of one kind share a name but for a number (V8's "V8 DefaultWorke", libuv's pool).
+    out.set(t.tid, `${t.pid === t.tid ? 'main' : comm.trim().replace(/\d+$/, '#')}`)
+  }
+  return out
+}
+
+/**
+ * Each router's CPU per second with no requests (engines up, scrapes running), in total and by
+ * thread name: the background work that a request at low rate pays a share of.
+ */
+async function idleCpu(running: readonly Running[], ms: number): Promise<string[]> {
+  const pids = await Promise.all(
+    running.map(async (r) =>
+      (await Promise.all(r.procs.map((p) => processTree(p.child.pid ?? 0)))).flat(),
+    ),
+  )
+  const before = await Promise.all(pids.map((p) => sampleThreads(p)))
+  await new Promise((r) => setTimeout(r, ms))
+  const after = await Promise.all(pids.map((p) => sampleThreads(p)))
+  const lines: string[] = []
+  for (const [j, r] of running.entries()) {
+    const d = threadDeltas(before[j] ?? [], after[j] ?? [])
+    const names = await threadNames(d)
+    const by = new Map<string, number>()
+    for (const t of d) {
+      const n = names.get(t.tid) ?? '?'
+      by.set(n, (by.get(n) ?? 0) + t.runNs)
+    }
+    const perS = (ns: number) => fmt(ns / 1e6 / (ms / 1000), 2)
+    const total = d.reduce((a, t) => a + t.runNs, 0)
+    const parts = [...by.entries()].sort((a, b) => b[1] - a[1]).map(([n, ns]) => `${n} ${perS(ns)}`)
+    lines.push(
+      `  ${r.name.padEnd(8)} idle CPU ${perS(total)} ms/s (${d.length} threads: ${parts.join(', ')})`,
+    )
+  }
+  return lines
+}
+
 interface Row {
   readonly round: number
   readonly name: string
@@ -193,7 +244,7 @@ function ok(r: RequestResult): boolean {
   return r.status === 200 && r.error === undefined && Number.isFinite(r.ttftMs)
 }
 
-async function round(i: number, dir: string): Promise<Row[]> {
+async function round(i: number, dir: string): Promise<{ rows: Row[]; idle: string[] }> {
   // Each round starts the routers and their loops in a rotated order (who goes first each instant).
   const order = ROUTERS.map((_, j) => ROUTERS[(j + i) % ROUTERS.length] as string)
   const running: Running[] = []
@@ -202,6 +253,7 @@ async function round(i: number, dir: string): Promise<Row[]> {
     // Our warm-up (2000 synthetic decisions at start-up) runs after the data plane listens: let
     // it finish before the load, as a peer has nothing of the kind.
     await new Promise((r) => setTimeout(r, 3000))
+    const idle = IDLE_MS > 0 ? await idleCpu(running, IDLE_MS) : []
     const p = plan()
     const cpu0 = await treeCpu(process.pid, roleOf)
     const results = await Promise.all(running.map((r) => runOpenLoop(r.origin, p)))
@@ -238,7 +290,7 @@ async function round(i: number, dir: string): Promise<Row[]> {
         cpuMsPerReq: ((cpu.get(`:${r.port}`) ?? Number.NaN) * 1000) / all.length,
       })
     }
-    return rows
+    return { rows, idle }
   } finally {
     for (const r of running) {
       for (const p of r.procs) await p.stop()
@@ -256,8 +308,9 @@ async function main(): Promise<void> {
   const rows: Row[] = []
   try {
     for (let i = 0; i < ROUNDS; i++) {
-      const rs = await round(i, dir)
+      const { rows: rs, idle } = await round(i, dir)
       rows.push(...rs)
+      for (const l of idle) process.stdout.write(`${l}\n`)
       const avg = loadavg().map((x) => x.toFixed(2))
       process.stdout.write(`round ${i + 1}/${ROUNDS} (load average ${avg.join(' ')})\n`)
       for (const r of rs) process.stdout.write(`${line(r)}\n`)
