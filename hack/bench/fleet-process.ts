@@ -59,6 +59,8 @@ export interface GatewayProcOptions {
    * and Node flags; default the sources through tsx (bin/infer-gateway.js).
    */
   readonly bundle?: string
+  /** Wait for a fresh scrape of every pod (default true; false for `--scrape off`). */
+  readonly fresh?: boolean
 }
 
 /**
@@ -93,8 +95,8 @@ export async function startGateway(
       const d = (await res.json()) as { endpoints: { scrape: { fresh: boolean } }[] }
       // /readyz also waits for the start-up warm-up: load sent before it ends shares the core.
       const ready = (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200
-      if (ready && d.endpoints.length === pods && d.endpoints.every((e) => e.scrape.fresh))
-        return gw
+      const fresh = o.fresh === false || d.endpoints.every((e) => e.scrape.fresh)
+      if (ready && d.endpoints.length === pods && fresh) return gw
     } catch {
       // not yet
     }

@@ -1,5 +1,6 @@
 // `tsx hack/bench/routing-paired.ts [--routers ours,sglang] [--rounds 3] [--seconds 8] [--load 0.7]
-// [--gateway-args "<flags>"] [--bundle <dataplane.mjs>] [--bundle-b <dataplane.mjs>] [--idle <s>]`: bench:routing's uniform regime (distinct 600-word prompts, 16
+// [--gateway-args "<flags>"] [--bundle <dataplane.mjs>] [--bundle-b <dataplane.mjs>] [--idle <s>]
+// [--warm <s>]`: bench:routing's uniform regime (distinct 600-word prompts, 16
 // output tokens, 4 prefill-bound engines at time scale 2) with every listed router at once, each
 // in front of a fleet of its own, all sent the same request at the same moment. Issue 9: the 1-3
 // ms TTFT p90 between sglang-router and us there is smaller than what other work on two shared
@@ -15,8 +16,14 @@
 // starts the same way (the Deployment's Node flags, --explain, one worker, waits for a fresh
 // scrape of each engine and /readyz).
 //
+// --warm <s>: an uncounted load of that many seconds (other prompts) before the measured one: what
+// is left once V8 has compiled the hot code (a fresh process at ~25 requests/s still optimizes
+// functions 20 s in, on its helper threads).
+//
 // --idle <s>: before the load, each router's CPU with its engines up and no request, per thread
 // name (ms of CPU per second): what runs whether requests come or not (scrapes, timers, GC).
+// Every round also prints each router's CPU per request under the load by thread name (schedstat:
+// the main thread that serves, V8's helper threads, a worker), beside the per-process tick figure.
 //
 // Per router and round: TTFT percentiles, the excess over the no-queue floor (routing-path.ts:
 // queueing or path), the engines' own queue total, client - engine TTFT, and the router process's
@@ -51,6 +58,7 @@ const { values: opts } = parseArgs({
     bundle: { type: 'string' },
     'bundle-b': { type: 'string' },
     idle: { type: 'string', default: '0' },
+    warm: { type: 'string', default: '0' },
   },
 })
 const ROUTERS = (opts.routers ?? '').split(',').filter((r) => r !== '')
@@ -60,6 +68,7 @@ const WARMUP_MS = Math.min(3000, DURATION_MS / 4)
 const LOAD = Number(opts.load)
 const GATEWAY_ARGS = (opts['gateway-args'] ?? '').split(' ').filter((a) => a !== '')
 const IDLE_MS = Number(opts.idle) * 1000
+const WARM_MS = Number(opts.warm) * 1000
 const MODEL = 'bench-llm'
 const PODS = 4
 const SCALE = 2
@@ -72,13 +81,16 @@ const PEER_PORTS: Record<PeerName, { port: number; metrics: number }> = {
 }
 
 /** bench:routing's uniform plan (routing.ts uniform(): same seed, prompts and bodies). */
-function plan(): { at: number; body: string; tag: string; outputTokens: number }[] {
+function plan(
+  durationMs = DURATION_MS,
+  seed = 20,
+): { at: number; body: string; tag: string; outputTokens: number }[] {
   const e = PREFILL_BOUND
   const decode = OUT * e.decodeMsPerToken * (1 + (e.batchSlowdown * (e.maxNumSeqs - 1)) / 2)
   const sec = (SCALE * (e.prefillOverheadMs + PROMPT * e.prefillMsPerToken + decode)) / 1000
   const cap = (PODS * e.maxNumSeqs) / sec
-  const r = createRng(20)
-  return poissonTimes(LOAD * cap, DURATION_MS, r).map((at) => ({
+  const r = createRng(seed)
+  return poissonTimes(LOAD * cap, durationMs, r).map((at) => ({
     at,
     body: JSON.stringify({
       model: MODEL,
@@ -159,6 +171,10 @@ async function start(name: string, k: number, dir: string): Promise<Running> {
     procs.push(
       await startGateway(file, port, PODS, {
         ...(name === 'ours' ? {} : { args: GATEWAY_ARGS }),
+        // `--scrape off` (to read what scraping costs) never has fresh metrics.
+        ...(name !== 'ours' && GATEWAY_ARGS.join(' ').includes('--scrape off')
+          ? { fresh: false }
+          : {}),
         ...(bundle !== undefined ? { bundle } : {}),
       }),
     )
@@ -193,36 +209,60 @@ async function threadNames(samples: readonly ThreadSample[]): Promise<Map<number
   return out
 }
 
-/**
- * Each router's CPU per second with no requests (engines up, scrapes running), in total and by
- * thread name: the background work that a request at low rate pays a share of.
- */
-async function idleCpu(running: readonly Running[], ms: number): Promise<string[]> {
+/** Each router's CPU by thread name (ns) while `during` runs, and how long that took (ms). */
+async function cpuByThread<T>(
+  running: readonly Running[],
+  during: () => Promise<T>,
+): Promise<{ result: T; ms: number; by: Map<string, number>[]; threads: number[] }> {
   const pids = await Promise.all(
     running.map(async (r) =>
       (await Promise.all(r.procs.map((p) => processTree(p.child.pid ?? 0)))).flat(),
     ),
   )
   const before = await Promise.all(pids.map((p) => sampleThreads(p)))
-  await new Promise((r) => setTimeout(r, ms))
+  const t0 = performance.now()
+  const result = await during()
+  const ms = performance.now() - t0
   const after = await Promise.all(pids.map((p) => sampleThreads(p)))
-  const lines: string[] = []
-  for (const [j, r] of running.entries()) {
+  const by: Map<string, number>[] = []
+  const threads: number[] = []
+  for (const [j] of running.entries()) {
     const d = threadDeltas(before[j] ?? [], after[j] ?? [])
     const names = await threadNames(d)
-    const by = new Map<string, number>()
+    const m = new Map<string, number>()
     for (const t of d) {
       const n = names.get(t.tid) ?? '?'
-      by.set(n, (by.get(n) ?? 0) + t.runNs)
+      m.set(n, (m.get(n) ?? 0) + t.runNs)
     }
-    const perS = (ns: number) => fmt(ns / 1e6 / (ms / 1000), 2)
-    const total = d.reduce((a, t) => a + t.runNs, 0)
-    const parts = [...by.entries()].sort((a, b) => b[1] - a[1]).map(([n, ns]) => `${n} ${perS(ns)}`)
-    lines.push(
-      `  ${r.name.padEnd(8)} idle CPU ${perS(total)} ms/s (${d.length} threads: ${parts.join(', ')})`,
-    )
+    by.push(m)
+    threads.push(d.length)
   }
-  return lines
+  return { result, ms, by, threads }
+}
+
+/** `name total (n threads: main x, node y, …)` with each figure as `scale` makes it of ns. */
+function threadLine(
+  by: Map<string, number>,
+  threads: number,
+  scale: (ns: number) => number,
+): string {
+  const total = [...by.values()].reduce((a, b) => a + b, 0)
+  const parts = [...by.entries()]
+    .sort((a, b) => b[1] - a[1])
+    .map(([n, ns]) => `${n} ${fmt(scale(ns), 2)}`)
+  return `${fmt(scale(total), 2)} (${threads} threads: ${parts.join(', ')})`
+}
+
+/**
+ * Each router's CPU per second with no requests (engines up, scrapes running), in total and by
+ * thread name: the background work that a request at low rate pays a share of.
+ */
+async function idleCpu(running: readonly Running[], ms: number): Promise<string[]> {
+  const c = await cpuByThread(running, () => new Promise((r) => setTimeout(r, ms)))
+  return running.map(
+    (r, j) =>
+      `  ${r.name.padEnd(8)} idle CPU ms/s ${threadLine(c.by[j] ?? new Map(), c.threads[j] ?? 0, (ns) => ns / 1e6 / (c.ms / 1000))}`,
+  )
 }
 
 interface Row {
@@ -253,11 +293,35 @@ async function round(i: number, dir: string): Promise<{ rows: Row[]; idle: strin
     // Our warm-up (2000 synthetic decisions at start-up) runs after the data plane listens: let
     // it finish before the load, as a peer has nothing of the kind.
     await new Promise((r) => setTimeout(r, 3000))
+    // An uncounted load first (other prompts): a fresh Node process compiles its hot code in
+    // background threads for tens of seconds at this rate; a Rust router has nothing of the kind.
+    if (WARM_MS > 0) await Promise.all(running.map((r) => runOpenLoop(r.origin, plan(WARM_MS, 21))))
     const idle = IDLE_MS > 0 ? await idleCpu(running, IDLE_MS) : []
     const p = plan()
+    // The engines' own sums before the measured load (a --warm load is in them): differences.
+    const engineTotals = (r: Running) =>
+      Promise.all(
+        r.fleet.members.map(async (m) =>
+          engineSide(await (await fetch(`${m.url}/metrics`)).text()),
+        ),
+      ).then((es) => ({
+        ttftMs: es.reduce((s, e) => s + (e.requests > 0 ? e.ttftMeanMs * e.requests : 0), 0),
+        queueMs: es.reduce((s, e) => s + e.queueTotalMs, 0),
+      }))
+    const engines0 = await Promise.all(running.map(engineTotals))
     const cpu0 = await treeCpu(process.pid, roleOf)
-    const results = await Promise.all(running.map((r) => runOpenLoop(r.origin, p)))
+    const loaded = await cpuByThread(running, () =>
+      Promise.all(running.map((r) => runOpenLoop(r.origin, p))),
+    )
+    const results = loaded.result
     const cpu = cpuBetween(cpu0, await treeCpu(process.pid, roleOf))
+    for (const [j, r] of running.entries()) {
+      const n = results[j]?.length ?? 0
+      // Per thread from schedstat (ns), beside the tick-based per-process figure of the rows.
+      idle.push(
+        `  ${r.name.padEnd(8)} CPU ms/request under load ${threadLine(loaded.by[j] ?? new Map(), loaded.threads[j] ?? 0, (ns) => ns / 1e6 / n)}`,
+      )
+    }
     const rows: Row[] = []
     for (const [j, r] of running.entries()) {
       const all = results[j] ?? []
@@ -267,12 +331,9 @@ async function round(i: number, dir: string): Promise<{ rows: Row[]; idle: strin
         .map((x) => x.ttftMs)
         .sort((a, b) => a - b)
       const a = aboveFloor(measured, FLOOR_MS)
-      const engines = await Promise.all(
-        r.fleet.members.map(async (m) =>
-          engineSide(await (await fetch(`${m.url}/metrics`)).text()),
-        ),
-      )
-      const engineTtftSum = engines.reduce((s, e) => s + e.ttftMeanMs * e.requests, 0)
+      const e1 = await engineTotals(r)
+      const e0 = engines0[j] ?? { ttftMs: 0, queueMs: 0 }
+      const engineTtftSum = e1.ttftMs - e0.ttftMs
       const good = all.filter(ok)
       const clientSum = good.reduce((s, x) => s + x.ttftMs, 0)
       rows.push({
@@ -285,7 +346,7 @@ async function round(i: number, dir: string): Promise<{ rows: Row[]; idle: strin
         aboveP90: a.p90,
         queued: a.queued,
         n: a.n,
-        engineQueueMs: engines.reduce((s, e) => s + e.queueTotalMs, 0),
+        engineQueueMs: e1.queueMs - e0.queueMs,
         clientMinusEngineMs: (clientSum - engineTtftSum) / good.length,
         cpuMsPerReq: ((cpu.get(`:${r.port}`) ?? Number.NaN) * 1000) / all.length,
       })
