@@ -59,6 +59,10 @@ function post(session, method, params) {
 }
 
 async function open() {
+  // proxy-cost-warmup.ts --gc-before-window (node --expose-gc): a full, non-memory-reducing
+  // collection before the window, outside what it counts, to see what optimized code a
+  // mark-compact throws away after the previous window's client connections have closed.
+  if (process.env.IGW_COST_GC_BEFORE === '1' && typeof globalThis.gc === 'function') globalThis.gc()
   const gc = { minor: 0, major: 0, pauseMs: 0, maxPauseMs: 0 }
   const obs = new PerformanceObserver((list) => {
     for (const e of list.getEntries()) {
