@@ -4,7 +4,8 @@
 
 /**
  * Node flags of the data-plane container, before the bundle in its args (the image's entrypoint
- * is `node --enable-source-maps`): a young generation fixed at Node's own cap, 16 MB semi-spaces.
+ * is `node --enable-source-maps`): a young generation fixed at Node's own cap, 16 MB semi-spaces,
+ * and no memory reducer (below).
  *
  * A proxied request allocates 30-50 KB that dies young, so the data plane's collections are
  * scavenges. V8 starts the young generation at 1 MB, grows it only as bytes survive scavenges
@@ -28,4 +29,13 @@
 export const DATAPLANE_NODE_ARGS: readonly string[] = [
   '--max-semi-space-size=16',
   '--min-semi-space-size=16',
+  // Optimized code kept through idle spells. V8's memory reducer runs a full collection when the
+  // process idles (first ~100 s after start, then every ~100 s of quiet); one that fell between
+  // two bursts of load threw away the optimized code of 131-154 hot functions (handleInference,
+  // serveChain, pick, Node's HTTP parser callbacks: "weak objects"), and the next 2,000 requests
+  // ran at 729-839 µs of CPU each against 300-500 around them while V8 compiled them again. A
+  // gateway between bursts of traffic is exactly that process. Without the reducer the idle heap
+  // stays ~18 MB larger (committed 79 against 61 MB); docs/proxy-cost.md "Warm-up: the first
+  // windows" has the runs.
+  '--no-memory-reducer',
 ]

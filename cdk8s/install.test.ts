@@ -319,6 +319,14 @@ describe('install manifests', () => {
     expect(c?.env ?? []).toEqual([])
   })
 
+  it("keep V8 from throwing the hot path's optimized code away when the data plane idles", () => {
+    const c = find<Deployment>('Deployment', DATAPLANE_NAME).spec.template.spec.containers[0]
+    const flags = (c?.args ?? []).slice(0, (c?.args ?? []).indexOf('/app/dataplane.mjs'))
+    // The memory reducer's idle collections discarded ~140 optimized functions at once
+    // (docs/proxy-cost.md "Warm-up: the first windows").
+    expect(flags).toContain('--no-memory-reducer')
+  })
+
   it('agree with the image (npm run image) on the bundle paths and the user', () => {
     // hack/image/image.test.ts runs these paths from the built image in a container.
     expect(IMAGE_BUNDLES).toEqual({ cli: IMAGE_PATHS.cli, dataplane: IMAGE_PATHS.dataplane })

@@ -65,7 +65,8 @@ const USAGE = `usage: npm run bench:proxy -- [options]
   --stream-windows N    counted stream windows per target, targets in turn (default 5)
   --stream-seconds N    length of each stream window (default 5)
   --warmup-seconds N    uncounted warm-up per target before each phase's windows, at the
-                        phase's rate (default 3; 0: none)
+                        phase's rate (default 16: 8,000 requests at 500 req/s, what our
+                        data plane takes to compile its hot path; 0: none)
   --workers N           workers of the "ours (N workers)" target (default: the cores, ${availableParallelism()})
   --streams N           concurrent slow streams through ours (default 5000; 0: skip)
   --hold-seconds N      how long the slow streams are held open (default 15)
@@ -94,7 +95,7 @@ const { values: opts } = parseArgs({
     'stream-rate': { type: 'string', default: '200' },
     'stream-windows': { type: 'string', default: '5' },
     'stream-seconds': { type: 'string', default: '5' },
-    'warmup-seconds': { type: 'string', default: '3' },
+    'warmup-seconds': { type: 'string', default: '16' },
     workers: { type: 'string' },
     streams: { type: 'string', default: '5000' },
     'hold-seconds': { type: 'string', default: '15' },
