@@ -50,6 +50,23 @@ afterEach(() => {
   vi.useRealTimers()
 })
 
+/**
+ * The shared-prefix requests of the copy and restart sweeps: 16 groups of a 1,500-word system
+ * prompt and a 60-word question each, Poisson at `rate` per second over `ms`, seeded.
+ */
+function sharedSequence(rate: number, out: number, seed: number, ms: number): VirtualRequest[] {
+  const r = seeded(seed)
+  const systems = Array.from(
+    { length: 16 },
+    (_, g) => `Group ${g} policy. ${generateWords(100 + g, 'system', 1500).join('')}`,
+  )
+  return poissonTimes(rate, ms, r).map((at, k) => {
+    const g = Math.floor(r() * systems.length)
+    const user = generateWords(seed, `q${k}`, 60).join('')
+    return { at, system: systems[g] as string, user, maxTokens: out, tag: `g${g}` }
+  })
+}
+
 describe.skipIf(env['LORA_SWEEP'] !== '1')('multi-LoRA sweep (diagnosis)', () => {
   it('sweeps', async () => {
     const seeds = range(env['LORA_SEEDS'] ?? '30-39')
@@ -198,18 +215,8 @@ describe.skipIf(env['COPY_SWEEP'] !== '1')('hot-group copies sweep (diagnosis)',
         prompt * e.prefillMsPerToken +
         out * e.decodeMsPerToken * (1 + (e.batchSlowdown * (e.maxNumSeqs - 1)) / 2))) /
       1000)
-  const shared = (rate: number, out: number, seed: number): VirtualRequest[] => {
-    const r = seeded(seed)
-    const systems = Array.from(
-      { length: 16 },
-      (_, g) => `Group ${g} policy. ${generateWords(100 + g, 'system', 1500).join('')}`,
-    )
-    return poissonTimes(rate, MS, r).map((at, k) => {
-      const g = Math.floor(r() * systems.length)
-      const user = generateWords(seed, `q${k}`, 60).join('')
-      return { at, system: systems[g] as string, user, maxTokens: out, tag: `g${g}` }
-    })
-  }
+  const shared = (rate: number, out: number, seed: number): VirtualRequest[] =>
+    sharedSequence(rate, out, seed, MS)
   interface Regime {
     readonly shape: EngineShape
     readonly scale: number
@@ -353,18 +360,7 @@ describe.skipIf(env['RESTART_CLASSIFY'] !== '1')(
     const rate =
       (0.7 * 4 * e.maxNumSeqs) /
       ((e.prefillOverheadMs + 1560 * e.prefillMsPerToken + decode) / 1000)
-    const seededSequence = (seed: number): VirtualRequest[] => {
-      const r = seeded(seed)
-      const systems = Array.from(
-        { length: 16 },
-        (_, g) => `Group ${g} policy. ${generateWords(100 + g, 'system', 1500).join('')}`,
-      )
-      return poissonTimes(rate, MS, r).map((at, k) => {
-        const g = Math.floor(r() * systems.length)
-        const user = generateWords(seed, `q${k}`, 60).join('')
-        return { at, system: systems[g] as string, user, maxTokens: 16, tag: `g${g}` }
-      })
-    }
+    const seededSequence = (seed: number): VirtualRequest[] => sharedSequence(rate, 16, seed, MS)
     const benchSequence = (): VirtualRequest[] => {
       const r = createRng(10)
       const systems = Array.from(
