@@ -18,6 +18,7 @@ import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { parseProm, promValue } from '../sim/testkit.js'
+import { BenchUsageError, positiveArg } from './cli-args.js'
 import { type GcPause, watchGc } from './gc-trace.js'
 import { fixedRate, percentile } from './load.js'
 import { type Proc, startZeroLatencySim } from './procs.js'
@@ -37,11 +38,6 @@ const USAGE = `usage: npx tsx hack/bench/gc-trace-young.ts [options]
   --segment N        seconds per printed segment (default 20)
   --bundle FILE      a data plane bundle built beforehand (default: bundle the tree)`
 
-class UsageError extends Error {
-  override readonly name = 'UsageError'
-  readonly code = 'GC_YOUNG_USAGE'
-}
-
 const { values: opts } = parseArgs({
   options: {
     variant: { type: 'string', multiple: true, default: [] },
@@ -54,12 +50,6 @@ const { values: opts } = parseArgs({
     help: { type: 'boolean', default: false },
   },
 })
-
-const num = (name: string, v: string | undefined): number => {
-  const n = Number(v)
-  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--${name} must be a positive number`)
-  return n
-}
 
 // Own addresses and ports: the other proxy benches may run on this machine at the same time.
 const SIM_HOST = '127.0.0.8'
@@ -104,13 +94,13 @@ async function main(): Promise<void> {
   }
   const mode = opts.mode
   if (mode !== 'nonstream' && mode !== 'stream')
-    throw new UsageError(`--mode must be nonstream or stream, got ${mode}`)
-  const rate = num(
+    throw new BenchUsageError(`--mode must be nonstream or stream, got ${mode}`)
+  const rate = positiveArg(
     mode === 'stream' ? 'stream-rate' : 'rate',
     mode === 'stream' ? opts['stream-rate'] : opts.rate,
   )
-  const seconds = num('seconds', opts.seconds)
-  const segment = num('segment', opts.segment)
+  const seconds = positiveArg('seconds', opts.seconds)
+  const segment = positiveArg('segment', opts.segment)
   const variants = (opts.variant ?? []).length > 0 ? (opts.variant ?? []) : ['']
   const dir = await mkdtemp(join(tmpdir(), 'igw-gc-young-'))
   const procs: Proc[] = []

@@ -26,6 +26,7 @@ import { type AddressInfo, createServer as createNetServer } from 'node:net'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
+import { positiveArg } from './cli-args.js'
 import type { Proc } from './procs.js'
 import {
   benchGatewayArgs,
@@ -52,16 +53,11 @@ const { values: opts } = parseArgs({
     alternate: { type: 'boolean', default: false },
   },
 })
-const num = (name: string, v: string | undefined): number => {
-  const n = Number(v)
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number`)
-  return n
-}
-const STREAMS = num('streams', opts.streams)
-const TOKENS = num('tokens', opts.tokens)
-const CADENCE = num('cadence-ms', opts['cadence-ms'])
-const SECONDS = num('seconds', opts.seconds)
-const ROUNDS = num('rounds', opts.rounds)
+const STREAMS = positiveArg('streams', opts.streams)
+const TOKENS = positiveArg('tokens', opts.tokens)
+const CADENCE = positiveArg('cadence-ms', opts['cadence-ms'])
+const SECONDS = positiveArg('seconds', opts.seconds)
+const ROUNDS = positiveArg('rounds', opts.rounds)
 const MODEL = 'bench-model'
 const ENGINE_HOST = '127.0.0.7'
 const out = (l: string) => process.stdout.write(`${l}\n`)

@@ -23,6 +23,7 @@ import { mkdir, mkdtemp, readFile, rm, stat, unlink, writeFile } from 'node:fs/p
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
+import { positiveArg } from './cli-args.js'
 import { startZeroLatencySim } from './procs.js'
 import {
   benchChatBody,
@@ -68,14 +69,9 @@ const { values: opts } = parseArgs({
   },
 })
 
-const num = (name: string, v: string | undefined): number => {
-  const n = Number(v)
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number`)
-  return n
-}
-const WINDOWS = num('windows', opts.windows)
-const SECONDS = num('seconds', opts.seconds)
-const RATE = num('rate', opts.rate)
+const WINDOWS = positiveArg('windows', opts.windows)
+const SECONDS = positiveArg('seconds', opts.seconds)
+const RATE = positiveArg('rate', opts.rate)
 const FLOOR_CLIENT: FloorClient = (() => {
   const f = FLOOR_CLIENTS.find((c) => c === opts['floor-client'])
   if (f === undefined) throw new Error(`--floor-client must be one of ${FLOOR_CLIENTS.join(', ')}`)

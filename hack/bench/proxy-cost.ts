@@ -27,6 +27,7 @@ import { copyFile, mkdir, mkdtemp, readFile, rm, unlink, writeFile } from 'node:
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
+import { positiveArg } from './cli-args.js'
 import { fixedRate } from './load.js'
 import { ensurePeer, PEERS, type PeerName, startPeer } from './peers.js'
 import { type Proc, startZeroLatencySim } from './procs.js'
@@ -118,15 +119,10 @@ const { values: opts } = parseArgs({
   },
 })
 
-const num = (name: string, v: string | undefined): number => {
-  const n = Number(v)
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number`)
-  return n
-}
-const RATE = num('rate', opts.rate)
-const STREAM_RATE = num('stream-rate', opts['stream-rate'])
-const SECONDS = num('seconds', opts.seconds)
-const ROUNDS = num('rounds', opts.rounds)
+const RATE = positiveArg('rate', opts.rate)
+const STREAM_RATE = positiveArg('stream-rate', opts['stream-rate'])
+const SECONDS = positiveArg('seconds', opts.seconds)
+const ROUNDS = positiveArg('rounds', opts.rounds)
 const MODES = opts.mode === 'both' ? ['nonstream', 'stream'] : [opts.mode]
 const FLOOR_LABEL: Readonly<Record<FloorClient, string>> = {
   undici: 'F',

@@ -22,6 +22,7 @@ import { tmpdir } from 'node:os'
 import { basename, join } from 'node:path'
 import { parseArgs, promisify } from 'node:util'
 import { Pool } from 'undici'
+import { BenchUsageError, positiveArg } from './cli-args.js'
 import { type Proc, startZeroLatencySim } from './procs.js'
 import { benchChatBody, benchGatewayArgs, bundleDataplane, spawnBundle } from './proxy-bundle.js'
 import {
@@ -82,17 +83,6 @@ const { values: opts } = parseArgs({
     help: { type: 'boolean', default: false },
   },
 })
-
-class UsageError extends Error {
-  override readonly name = 'UsageError'
-  readonly code = 'TAIL_USAGE'
-}
-
-const num = (name: string, v: string | undefined): number => {
-  const n = Number(v)
-  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--${name} must be a positive number`)
-  return n
-}
 
 const MODEL = 'bench-model'
 // Own addresses and ports: bench:proxy and proxy-cost.ts may run on this machine at the same time.
@@ -200,14 +190,14 @@ async function main(): Promise<void> {
   }
   const mode = opts.mode
   if (mode !== 'nonstream' && mode !== 'stream')
-    throw new UsageError(`--mode must be nonstream or stream, got ${mode}`)
-  const rate = num('rate', opts.rate)
-  const streamRate = num('stream-rate', opts['stream-rate'])
-  const seconds = num('seconds', opts.seconds)
-  const rounds = num('rounds', opts.rounds)
-  const top = num('top', opts.top)
-  const stallMs = num('stall-ms', opts['stall-ms'])
-  const cpuUs = num('cpu-us', opts['cpu-us'])
+    throw new BenchUsageError(`--mode must be nonstream or stream, got ${mode}`)
+  const rate = positiveArg('rate', opts.rate)
+  const streamRate = positiveArg('stream-rate', opts['stream-rate'])
+  const seconds = positiveArg('seconds', opts.seconds)
+  const rounds = positiveArg('rounds', opts.rounds)
+  const top = positiveArg('top', opts.top)
+  const stallMs = positiveArg('stall-ms', opts['stall-ms'])
+  const cpuUs = positiveArg('cpu-us', opts['cpu-us'])
   const dir = await mkdtemp(join(tmpdir(), 'igw-proxy-tail-'))
   const procs: Proc[] = []
   try {
@@ -437,6 +427,6 @@ async function main(): Promise<void> {
 
 main().catch((e: unknown) => {
   process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
-  if (e instanceof UsageError) process.stderr.write(`${USAGE}\n`)
+  if (e instanceof BenchUsageError) process.stderr.write(`${USAGE}\n`)
   process.exitCode = 1
 })
