@@ -3,7 +3,8 @@
 // continuous load, the standalone `--config` file is rewritten that way again and again; no request
 // may see a 404 (or any non-200) for the model, and when the file is finally left empty the last
 // good config stays live (and /readyz stays ready).
-import { open, writeFile } from 'node:fs/promises'
+import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs'
+import { writeFile } from 'node:fs/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { chatBody, metric, runLoad, sleep } from '../../hack/hardening/kit.js'
 import { STACK_MODEL, type Stack, startStack } from '../../hack/hardening/stack.js'
@@ -29,19 +30,42 @@ function withMarker(marker: string): string {
   return `${stack.config}\n---\n${JSON.stringify(route, null, 2)}\n`
 }
 
-/** Truncate, wait, then write in `parts` pieces with waits between: what a slow writer does. */
-async function truncateThenWrite(text: string, pauseMs: number, parts: number): Promise<void> {
-  const f = await open(stack.configFile, 'w')
+const pauseCell = new Int32Array(new SharedArrayBuffer(4))
+/** Blocks this thread for `ms` (no event-loop turn can stretch it). */
+function pauseSync(ms: number): void {
+  if (ms > 0) Atomics.wait(pauseCell, 0, 0, ms)
+}
+
+/** The longest time the file sat truncated or part-written between two writes, this test. */
+let longestGapMs = 0
+
+/**
+ * Truncate, wait, then write in `parts` pieces with waits between: what a slow writer does. The
+ * writes and pauses are synchronous: the gateway trusts a file that has not changed for 200 ms
+ * (config-source.ts settleMs), so the writer's pauses must stay what the test says. With async
+ * sleeps, this process's own load (8 clients against fast answers) and a full CI run on 2 cores
+ * once stretched a 15-60 ms pause past 200 ms, and a part-written file (valid YAML, the model's
+ * route cut off) was loaded: a slower writer than the one this test means to be.
+ */
+function truncateThenWrite(text: string, pauseMs: number, parts: number): void {
+  const fd = openSync(stack.configFile, 'w')
+  let last = performance.now()
+  const gap = (): void => {
+    const now = performance.now()
+    longestGapMs = Math.max(longestGapMs, now - last)
+    last = now
+  }
   try {
-    await sleep(pauseMs)
-    const step = Math.ceil(text.length / parts)
+    pauseSync(pauseMs)
+    const step = Math.max(1, Math.ceil(text.length / parts))
     for (let i = 0; i < text.length; i += step) {
-      await f.write(text.slice(i, i + step))
-      await f.sync()
-      if (i + step < text.length) await sleep(pauseMs)
+      writeSync(fd, text.slice(i, i + step))
+      fsyncSync(fd)
+      gap()
+      if (i + step < text.length) pauseSync(pauseMs)
     }
   } finally {
-    await f.close()
+    closeSync(fd)
   }
 }
 
@@ -68,17 +92,17 @@ describe('hot reload racing truncate-then-write', () => {
     let k = 0
     while (performance.now() < until) {
       k++
-      if (k % 5 === 0) await truncateThenWrite('# being edited\n', 40, 1)
-      await truncateThenWrite(withMarker(`marker-${k}`), k % 3 === 0 ? 60 : 15, 1 + (k % 3))
+      if (k % 5 === 0) truncateThenWrite('# being edited\n', 40, 1)
+      truncateThenWrite(withMarker(`marker-${k}`), k % 3 === 0 ? 60 : 15, 1 + (k % 3))
       await sleep(30)
     }
     // The last good config, then the file left empty (and then comments only) for a while.
-    await truncateThenWrite(withMarker('marker-final'), 10, 1)
+    truncateThenWrite(withMarker('marker-final'), 10, 1)
     const deadline = performance.now() + 5000
     while (!(await models()).includes('marker-final') && performance.now() < deadline)
       await sleep(50)
     expect(await models()).toContain('marker-final')
-    await truncateThenWrite('', 0, 1)
+    truncateThenWrite('', 0, 1)
     await sleep(1000)
     await writeFile(stack.configFile, '# nothing here yet\n')
     await sleep(1000)
@@ -87,6 +111,7 @@ describe('hot reload racing truncate-then-write', () => {
 
     const seen = JSON.stringify({
       rewrites: k,
+      longestWriterGapMs: Math.round(longestGapMs),
       byStatus: r.byStatus,
       samples: r.samples.slice(0, 5),
     })
