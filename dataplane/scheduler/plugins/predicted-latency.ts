@@ -422,11 +422,7 @@ export class PredictedLatencyPlugin implements Plugin {
     // A prefix no candidate holds goes to its rendezvous home (see #placeCold). Only prompts
     // longer than the key: a shorter one's key ends in its own last block, no shared prefix.
     const shared = blocks > this.affinityBlocks
-    if (shared && match !== undefined) {
-      let held = false
-      for (const ep of eps) if ((match[ep.slot] ?? 0) >= this.affinityBlocks) held = true
-      if (held || this.index.heldOutside(key, eps)) req.scratch.set(this.#known, true)
-    }
+    if (shared && match !== undefined) this.#markKnown(req, key, match, eps)
     // Not for an adapter's request: where its adapter is loaded matters more (#adapterMs).
     if (shared && req.lora === undefined && this.#placeCold(key, match, eps, out)) return true
     if (group !== undefined && match !== undefined) this.#replicate(req, group, key, match, eps)
@@ -518,11 +514,23 @@ export class PredictedLatencyPlugin implements Plugin {
     const hashes = this.index.hashes(req)
     if (hashes.length > this.affinityBlocks) {
       const key = hashes[this.affinityBlocks - 1] as number
-      const match = this.index.matchDepths(hashes, eps)
-      let held = false
-      for (const ep of eps) if ((match[ep.slot] ?? 0) >= this.affinityBlocks) held = true
-      if (held || this.index.heldOutside(key, eps)) req.scratch.set(this.#known, true)
+      this.#markKnown(req, key, this.index.matchDepths(hashes, eps), eps)
     }
+  }
+
+  /**
+   * Marks the request's prefix as known (its dispatch reads it as a move, not a new prefix) when a
+   * candidate holds its key's blocks or a pod outside the candidates does.
+   */
+  #markKnown(
+    req: SchedRequest,
+    key: number,
+    match: ArrayLike<number>,
+    eps: readonly EndpointState[],
+  ): void {
+    let held = false
+    for (const ep of eps) if ((match[ep.slot] ?? 0) >= this.affinityBlocks) held = true
+    if (held || this.index.heldOutside(key, eps)) req.scratch.set(this.#known, true)
   }
 
   /** The group of prefix `key`, this request counted (most recently seen last). */
