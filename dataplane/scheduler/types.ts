@@ -93,7 +93,9 @@ export interface Plugin {
   /** The endpoint left this server: drop what is remembered about it. */
   forget?(ep: EndpointState): void
   /** The engine behind the endpoint restarted (empty KV cache, no adapters): drop what is known. */
-  onEndpointReset?(state: EndpointState): void
+  onEndpointReset?(state: EndpointState, now?: number): void
+  /** The endpoint went out of rotation (ejected; its engine may be dead): `now` the clock. */
+  onEndpointDown?(state: EndpointState, now: number): void
   /** Plugin state for GET /debug/endpoints. */
   debug?(now: number): Record<string, unknown>
   /** Requests waiting in this plugin's admission queue (the queue-depth gauge). */

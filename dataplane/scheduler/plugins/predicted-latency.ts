@@ -41,6 +41,7 @@ import type { Plugin, PluginArgs, PluginEnv, SchedRequest } from '../types.js'
 import { type EndpointModel, LatencyModel, type Prefill } from './latency-model.js'
 import { type AdapterNeed, adapterNeed, adapterNeeds } from './lora-affinity.js'
 import { PrefixCachePlugin } from './prefix-cache.js'
+import { groupWarm, lostGroups, pickRewarm, type RewarmTarget, type RewarmView } from './rewarm.js'
 
 /** Batch slots assumed before the engine showed its limit and none was configured. */
 export const ASSUMED_CAPACITY = 8
@@ -89,7 +90,7 @@ const INTERFERENCE_MAX = 0.5
 const BASELINE_ALPHA = 0.05
 
 /** A prefix group's request rate as this replica sees it, and its copy (#replicate). */
-interface HotGroup {
+export interface HotGroup {
   /** Requests, decayed with HOT_TAU_MS. */
   n: number
   /** When `n` was last decayed. */
@@ -100,6 +101,8 @@ interface HotGroup {
   /** The pod of its last copy, and when that copy's prefill should be done. */
   copyEp: EndpointState | undefined
   warmUntil: number
+  /** The last kept prompt's blocks and tokens (keepGroup), what a re-warm records (rewarm.ts). */
+  kept: { readonly hashes: Int32Array; readonly tokens: number } | undefined
 }
 
 /** Learning the time an adapter load adds (onComplete): EWMA weight, and the most one counts. */
@@ -231,6 +234,11 @@ export class PredictedLatencyPlugin implements Plugin {
   #drawsOfKey: Draws | undefined
   /** Hot-group rates by prefix key, least recently seen first (#replicate). */
   readonly #groups = new Map<number, HotGroup>()
+  /** Groups a dead or restarted engine held, waiting for a re-warm (plugins/rewarm.ts). */
+  readonly #lost = new Set<number>()
+  /** Re-warms started and ended with a 2xx (for /debug/endpoints). */
+  #rewarmsStarted = 0
+  #rewarmsOk = 0
   /** Copy tokens left (COPIES_PER_SECOND bucket) and when it was refilled. */
   #copyTokens = COPIES_PER_SECOND
   #copyRefill = Number.NEGATIVE_INFINITY
@@ -537,7 +545,15 @@ export class PredictedLatencyPlugin implements Plugin {
   #group(key: number, now: number): HotGroup {
     let g = this.#groups.get(key)
     if (g === undefined) {
-      g = { n: 0, t: now, first: now, copying: false, copyEp: undefined, warmUntil: 0 }
+      g = {
+        n: 0,
+        t: now,
+        first: now,
+        copying: false,
+        copyEp: undefined,
+        warmUntil: 0,
+        kept: undefined,
+      }
       if (this.#groups.size >= HOT_GROUPS) {
         const oldest = this.#groups.keys().next()
         if (oldest.done !== true) this.#groups.delete(oldest.value)
@@ -547,6 +563,83 @@ export class PredictedLatencyPlugin implements Plugin {
     g.n = g.n * Math.exp(-(now - g.t) / HOT_TAU_MS) + 1
     g.t = now
     return g
+  }
+
+  /** The engine behind `ep` went out of rotation (ejected): its groups may need a re-warm. */
+  onEndpointDown(ep: EndpointState, now: number): void {
+    lostGroups(this.#rewarmView(), ep, now)
+  }
+
+  /** The request's group key when its prompt is worth keeping for a re-warm (rewarm.ts). */
+  keepGroup(req: SchedRequest): number | undefined {
+    if (this.hotCopyTheta <= 0 || req.lora !== undefined) return undefined
+    const key = this.#keyOf(req)
+    const g = Number.isNaN(key) ? undefined : this.#groups.get(key)
+    if (g === undefined || !groupWarm(g, req.now, HOT_TAU_MS)) return undefined
+    g.kept = { hashes: this.index.hashes(req).slice(), tokens: req.ticket.promptTokens }
+    // This request is the group's re-home (placed by #rehome as it lost its pod): no re-warm.
+    this.#lost.delete(key)
+    return key
+  }
+
+  /** The blocks kept for group `key` (keepGroup), for the other workers (Scheduler.rewarm). */
+  keptBlocks(key: number): Int32Array | undefined {
+    return this.#groups.get(key)?.kept?.hashes
+  }
+
+  /** One re-warm of a lost group among `eps` (live candidates), or undefined (rewarm.ts). */
+  planRewarm(
+    eps: readonly EndpointState[],
+    now: number,
+    has: (group: number) => boolean,
+  ): RewarmTarget | undefined {
+    const n = eps.length
+    if (n < 2 || this.#lost.size === 0) return undefined
+    // #rehome reads pending, capacity and each candidate's model by position: filled for `eps`.
+    const pending = this.#pending.get(n)
+    const capacity = this.#capacity.get(n)
+    const models = this.#models
+    models.length = n
+    for (let i = 0; i < n; i++) {
+      const ep = eps[i] as EndpointState
+      const own = this.model.peek(ep)
+      models[i] = own
+      pending[i] = ep.pending(now)
+      capacity[i] = this.#capacityOf(ep, own, now)
+    }
+    return pickRewarm(this.#rewarmView(), eps, now, has, (key, match) =>
+      this.#rehome(key, match, eps),
+    )
+  }
+
+  /** What rewarm.ts reads and updates of this plugin's state. */
+  #rewarmView(): RewarmView {
+    return {
+      groups: this.#groups,
+      lost: this.#lost,
+      index: this.index,
+      affinityBlocks: this.affinityBlocks,
+      tauMs: HOT_TAU_MS,
+      coldMs: (ep, tokens) => {
+        const p = this.model.prefill(ep)
+        return p.overhead + tokens * p.perToken
+      },
+      started: (ep, key, g, at, cold) => {
+        this.#rewarmsStarted++
+        g.copying = true
+        g.copyEp = ep
+        g.warmUntil = at + cold
+        this.#prefillStarted(ep, key, at + cold)
+        // A move of the group: #rehome bounds those in flight per pod.
+        this.model.of(ep).movesInFlight++
+      },
+      ended: (ep, g, ok) => {
+        g.copying = false
+        if (ok) this.#rewarmsOk++
+        const own = this.model.peek(ep)
+        if (own !== undefined && own.movesInFlight > 0) own.movesInFlight--
+      },
+    }
   }
 
   /**
@@ -998,7 +1091,8 @@ export class PredictedLatencyPlugin implements Plugin {
   }
 
   /** The engine restarted: its KV cache is empty and what was learned of it may not hold. */
-  onEndpointReset(ep: EndpointState): void {
+  onEndpointReset(ep: EndpointState, now?: number): void {
+    if (now !== undefined) lostGroups(this.#rewarmView(), ep, now)
     this.forget(ep)
   }
 
@@ -1033,6 +1127,7 @@ export class PredictedLatencyPlugin implements Plugin {
         ok: this.#copiesOk,
         interference: interference === undefined ? null : round(interference, 2),
       },
+      rewarms: { started: this.#rewarmsStarted, ok: this.#rewarmsOk, lost: this.#lost.size },
       waitScale: round(this.model.waitScale, 3),
       meanOutputTokens: roundOrNull(this.model.meanOutputTokens),
       meanUncachedTokens: roundOrNull(this.model.meanUncachedTokens),
