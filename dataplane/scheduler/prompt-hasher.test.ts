@@ -82,6 +82,41 @@ describe('PromptHasher', () => {
     expect(h.stats().hits).toBe(1)
   })
 
+  it('several hits in one prompt, with blocks hashed before, between and after them, on each result path', () => {
+    const r = seeded(17)
+    // Block size and documents' length put the result in V8's heap (≤ 16 values), a shared
+    // block (≤ 1024) or a slice of its own (> 1024).
+    for (const [bb, chars] of [
+      [512, 1500],
+      [64, 3000],
+      [64, 40_000],
+    ] as const) {
+      const h = new PromptHasher()
+      const docs = [text(r, chars), text(r, chars)]
+      // Hashed in every call (short), the same each time: the second document then arrives in
+      // the same chain state and hits too.
+      const between = text(r, 700)
+      let hits = 0
+      for (let round = 0; round < 4; round++) {
+        const pieces = [
+          '<|im_start|>system\n',
+          copy(docs[0] as string),
+          copy(between),
+          copy(docs[1] as string),
+          text(r, 1 + Math.floor(r() * 300)),
+        ]
+        const got = h.hash(pieces, bb, 4096, 9)
+        same(got, blockHashes(pieces, bb, 4096, 9))
+        hits = h.stats().hits
+        // Another prompt as long, hashed in full: the hasher's working array no longer holds
+        // this one's blocks (a hit must come from its entry).
+        h.hash([text(r, 2 * chars + 1000)], bb, 4096, 10)
+      }
+      // Admitted on the second sighting: rounds 3 and 4 hit both documents.
+      expect(hits).toBe(4)
+    }
+  })
+
   it('prompts longer than maxBlocks are cut exactly as blockHashes cuts them, cached or not', () => {
     const h = new PromptHasher()
     const r = seeded(11)
