@@ -257,8 +257,8 @@ export class GatewayMetrics {
   })
   readonly shadowRequests = new Counter({
     name: 'infer_gateway_shadow_requests_total',
-    help: "Shadow requests (a hot prefix group's warm copy made on a second engine: the prompt with one output token, answer dropped), by outcome: ok, failed, dropped (over the in-flight bound).",
-    labelNames: ['outcome'] as const,
+    help: "Shadow requests (the prompt with one output token, answer dropped) by reason: copy (a hot prefix group's warm copy on a second engine), rewarm (a group a dead or restarted engine held, computed on its new pod); and by outcome: ok, failed, dropped (over the in-flight bound).",
+    labelNames: ['outcome', 'reason'] as const,
     registers: [this.registry],
   })
 

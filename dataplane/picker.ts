@@ -77,6 +77,15 @@ export interface ShadowPlan {
   start(): (ok: boolean) => void
 }
 
+/**
+ * A re-warm (issue 9): a shadow of a prefix group's last kept prompt to the pod its group is
+ * re-homed to, after the engine that held it died or restarted (scheduler/plugins/rewarm.ts).
+ * `group` names the prompt to send (the key `rewarmGroup` returned when it was kept).
+ */
+export interface RewarmPlan extends ShadowPlan {
+  readonly group: number
+}
+
 /** How loaded a server is for one request (spill-over, `fallback.on: [saturated]`). */
 export interface Saturation {
   /** Lowest predicted time to first token (ms) over the healthy endpoints, when the picker predicts. */
@@ -103,6 +112,18 @@ export interface EndpointPicker {
    * sends shadows asks (the proxy path, serve/shadow.ts; not the EPP, where Envoy sends).
    */
   shadow?(ctx: PickContext): ShadowPlan | undefined
+  /**
+   * After `pick`: the key of the request's prefix group when its prompt is worth keeping for a
+   * re-warm (a warm group, not LoRA); undefined = do not keep it. Only a caller that sends
+   * shadows asks, and keeps the prompt under this key (serve/rewarm.ts).
+   */
+  rewarmGroup?(ctx: PickContext): number | undefined
+  /**
+   * After `pick`: one re-warm of a group a dead or restarted engine held, among the groups the
+   * caller `has` a kept prompt for; undefined = none now. Asked once per pick by callers that
+   * send shadows (not the EPP).
+   */
+  rewarm?(server: SnapshotServer, has: (group: number) => boolean): RewarmPlan | undefined
   /** A request is being sent to `endpoint` (once per attempt). */
   onDispatch?(ctx: PickContext, endpoint: SnapshotEndpoint): void
   /** Exactly once per `onDispatch`: feeds in-flight counts, latency and health. */

@@ -121,6 +121,11 @@ export async function runWorker(
         ? false
         : { ...(opts.scheduler?.scrape || {}), external: true },
     shareDispatches: true,
+    // Re-warms of a dead engine's groups (scheduler/plugins/rewarm.ts) from the first worker only:
+    // the bodies are in the workers (the primary never sees one), and one sender keeps a kill from
+    // sending each lost group N times. Its warm groups are those it sees (its share of the
+    // traffic); its index has every worker's placements (shared dispatches).
+    rewarm: index === 0,
   })
   // Local rate-limit counters are the primary's (one budget for all workers); see ratelimit.ts.
   const rateLimits = new LeasedBackend({ send: sendOrThrow })

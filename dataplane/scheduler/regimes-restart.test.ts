@@ -218,8 +218,11 @@ describe('engines restarted under load, quick window (issue 9)', () => {
     // With hot-group copies (predicted-latency #replicate) a group has two homes and the engines'
     // caches hold more groups: the older home, no longer used, is evicted by the engine before
     // the prefix index drops it, and a request sent back there finds a few blocks only (seed 48:
-    // g9 at 7.9 s, seed 49: g6 at 6.1 s, 464 of 1520 tokens; none without copies).
-    expect(moves.length, moves.join('; ')).toBeLessThanOrEqual(2)
+    // g9 at 7.9 s, seed 49: g6 at 6.1 s, 464 of 1520 tokens; none without copies). With re-warms
+    // (plugins/rewarm.ts) the survivors take the lost groups at once and hold more of them: 3
+    // (seed 40: g8 at 5.0 s and g10 at 6.2 s, seed 47: g10 at 5.4 s, each placed as a prefix no
+    // pod held: the index no longer listed them on pod-0).
+    expect(moves.length, moves.join('; ')).toBeLessThanOrEqual(3)
     expect(within, p90s.join(', ')).toBeGreaterThanOrEqual(7)
   }, 120_000)
 
@@ -268,6 +271,39 @@ describe('engines restarted under load, quick window (issue 9)', () => {
         expect(ttftPercentile(without.results, 90, WARMUP_MS)).toBeGreaterThan(2 * f)
       }
     }
+  }, 120_000)
+
+  // Re-warms (plugins/rewarm.ts, sent as the proxy sends them): each group the kill left with no
+  // live pod gets its prefix computed on its re-home as soon as the kill is seen, instead of at
+  // its next request. Seeds 10-49 and the bench sequence (hack/bench/virtual-sweep.test.ts,
+  // RESTART_CLASSIFY=1): 482 → 347 requests over 100 ms, within 10 % of fresh 40 → 41 of 41.
+  // Here the bench sequence and seeds 10-19: fewer slow requests by more than 15 %; none sent
+  // when no shadows are (the EPP: Envoy sends the requests).
+  it('re-warms of the lost groups: fewer slow requests than without', async () => {
+    const cases: VirtualRequest[][] = [benchSequence()]
+    for (let seed = 10; seed < 20; seed++) cases.push(sharedPrefix(seed))
+    const slow = (r: VirtualRun): number =>
+      r.results.filter((x) => x.ok && x.at >= WARMUP_MS && x.ttftMs > 100).length
+    let on = 0
+    let off = 0
+    let rewarms = 0
+    for (const requests of cases) {
+      const base = { shape: PREFILL_BOUND, pods: 4, requests, restarts: RESTARTS }
+      const with_ = await run(base)
+      on += slow(with_)
+      rewarms += with_.shadows.rewarms
+      off += slow(await run({ ...base, rewarm: false }))
+    }
+    expect(rewarms).toBeGreaterThan(cases.length)
+    expect(on, `slow with ${on}, without ${off}`).toBeLessThan(0.85 * off)
+    const epp = await run({
+      shape: PREFILL_BOUND,
+      pods: 4,
+      requests: benchSequence(),
+      restarts: RESTARTS,
+      shadows: false,
+    })
+    expect(epp.shadows).toEqual({ sent: 0, dropped: 0, rewarms: 0 })
   }, 120_000)
 
   // The real bench's own sequence replayed here gives what the real run showed (a traced quiet

@@ -33,6 +33,7 @@ import type {
   DispatchOutcome,
   EndpointPicker,
   PickContext,
+  RewarmPlan,
   Saturation,
   ShadowPlan,
 } from '../picker.js'
@@ -98,6 +99,11 @@ export interface SchedulerOptions {
    * the data plane command turns it on.
    */
   readonly warmup?: number
+  /**
+   * Plan re-warms of the groups a dead or restarted engine held (`rewarm`). Default true; a
+   * `--workers N` worker other than the first says false, so one process sends them.
+   */
+  readonly rewarm?: boolean
 }
 
 /** A dispatch's prefix blocks, as one worker tells the others (plain data: it crosses IPC). */
@@ -196,6 +202,8 @@ class ServerScheduler {
   /** Every endpoint of the server (ready or not): plugins forget the ones that leave. */
   members = new Set<EndpointState>()
   admission: Plugin | undefined
+  /** The profile's predicted-latency plugin (re-warms), if it has one. */
+  readonly predicted: PredictedLatencyPlugin | undefined
 
   constructor(server: SnapshotServer, entries: ProfileEntry[], custom: boolean) {
     this.key = server.key
@@ -203,6 +211,8 @@ class ServerScheduler {
     this.entries = entries
     this.custom = custom
     this.admission = entries.find((e) => e.plugin.admit !== undefined)?.plugin
+    const pl = entries.find((e) => e.plugin instanceof PredictedLatencyPlugin)?.plugin
+    this.predicted = pl instanceof PredictedLatencyPlugin ? pl : undefined
     for (const e of entries) {
       const { filter, score, single } = e.plugin
       if (filter !== undefined) this.filters.push({ plugin: e.plugin, filter })
@@ -258,6 +268,7 @@ export class Scheduler implements EndpointPicker {
   readonly #rowNames: string[] = []
   readonly #wasEjected = new WeakMap<EndpointState, boolean>()
   readonly #warmup: number
+  readonly #rewarm: boolean
   /** Profiles (canonical JSON) warmed up or being warmed, and the runs still going. */
   readonly #warmed = new Set<string>()
   readonly #warming = new Set<{ readonly done: Promise<number>; cancel(): void }>()
@@ -282,6 +293,7 @@ export class Scheduler implements EndpointPicker {
     this.#probed = scrape !== undefined
     this.#share = opts.shareDispatches === true
     this.#warmup = opts.warmup ?? 0
+    this.#rewarm = opts.rewarm !== false
     if (scrape !== undefined && scrape.external !== true) {
       const o = {
         intervalMs: interval,
@@ -581,6 +593,67 @@ export class Scheduler implements EndpointPicker {
     }
   }
 
+  /** The request's group key when its prompt is worth keeping for a re-warm (EndpointPicker). */
+  rewarmGroup(ctx: PickContext): number | undefined {
+    if (!this.#rewarm) return undefined
+    const req = (ctx as PickContext & { [REQUEST]?: Request })[REQUEST]
+    if (req === undefined) return undefined
+    return this.#servers.get(ctx.server.key)?.predicted?.keepGroup(req)
+  }
+
+  /**
+   * One re-warm of a group a dead or restarted engine held (EndpointPicker.rewarm), among the
+   * server's ready endpoints in rotation: none in panic mode, none when the profile filters
+   * (a filter may confine a tenant or adapter to some pods; a re-warm has no request to filter
+   * for). Started, it counts in flight on its endpoint as a shadow does, and its blocks go to
+   * the other workers; ended, it only leaves.
+   */
+  rewarm(server: SnapshotServer, has: (group: number) => boolean): RewarmPlan | undefined {
+    if (!this.#rewarm) return undefined
+    const ss = this.#servers.get(server.key)
+    const pl = ss?.predicted
+    if (ss === undefined || pl === undefined || ss.filters.length > 0) return undefined
+    const now = this.#now()
+    const list: EndpointState[] = []
+    for (const e of ss.ready) if (!e.isEjected(now)) list.push(e)
+    if (list.length < this.#stateOpts.health.panicThreshold * ss.ready.length) return undefined
+    const t = pl.planRewarm(list, now, has)
+    if (t === undefined) return undefined
+    const endpoint = ss.endpointOf.get(t.ep)
+    if (endpoint === undefined) return undefined
+    const st = t.ep
+    const ticket: LoadTicket = { promptTokens: t.tokens, outputTokens: 1, stream: false }
+    const entry = ss.entries.findIndex((e) => e.plugin === pl)
+    return {
+      endpoint,
+      group: t.key,
+      start: () => {
+        const t0 = this.#now()
+        st.dispatchStarted(ticket, t0)
+        t.started(t0)
+        if (this.#share) {
+          if (this.#outbox.length >= MAX_OUTBOX) this.#outbox.shift()
+          const e = ss.entries[entry] as ProfileEntry
+          this.#outbox.push({
+            server: ss.key,
+            entry,
+            plugin: e.name,
+            id: st.id,
+            hashes: Int32Array.from(pl.keptBlocks(t.key) ?? []),
+          })
+        }
+        let ended = false
+        return (ok) => {
+          if (ended) return
+          ended = true
+          const now = this.#now()
+          st.dispatchEnded(ticket, { status: 0, failure: 'aborted', durationMs: now - t0 }, now)
+          t.ended(ok)
+        }
+      },
+    }
+  }
+
   onDispatch(ctx: PickContext, endpoint: SnapshotEndpoint): void {
     const st = this.#states.get(endpointKey(endpoint))
     if (st === undefined) return
@@ -649,13 +722,22 @@ export class Scheduler implements EndpointPicker {
   /** Health log, and the ejection/readmission counters on a transition. */
   #note(st: EndpointState, now: number): void {
     this.#health.note(st, now)
-    const o = this.#observer
-    if (o === undefined) return
     const active = st.ejectionActive
     if (active === (this.#wasEjected.get(st) ?? false)) return
     this.#wasEjected.set(st, active)
+    // Out of rotation: the plugins may re-home what it held (predicted-latency's re-warms).
+    if (active) this.#endpointDown(st, now)
+    const o = this.#observer
+    if (o === undefined) return
     if (active) o.ejected(st.lastEjection?.reason ?? 'unknown')
     else o.readmitted()
+  }
+
+  #endpointDown(st: EndpointState, now: number): void {
+    for (const ss of this.#servers.values()) {
+      if (!ss.members.has(st)) continue
+      for (const e of ss.entries) e.plugin.onEndpointDown?.(st, now)
+    }
   }
 
   /** Per-endpoint load and engine numbers, and admission queues, for the /metrics gauges. */
@@ -767,7 +849,7 @@ export class Scheduler implements EndpointPicker {
   #endpointReset(st: EndpointState, now: number): void {
     for (const ss of this.#servers.values()) {
       if (!ss.members.has(st)) continue
-      for (const e of ss.entries) e.plugin.onEndpointReset?.(st)
+      for (const e of ss.entries) e.plugin.onEndpointReset?.(st, now)
     }
     this.#log?.('info', 'engine restart detected', {
       endpoint: st.name,

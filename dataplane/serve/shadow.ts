@@ -17,6 +17,7 @@ import type { AbortLike } from '../abort.js'
 import type { PickContext, ShadowPlan } from '../picker.js'
 import type { ProviderApi } from '../providers/types.js'
 import type { UpstreamPool } from '../proxy/upstream-pool.js'
+import { RewarmStore } from './rewarm.js'
 import type { ChainContext } from './types.js'
 
 /** Shadows in flight per process at most (per gateway: per upstream pool). */
@@ -158,7 +159,9 @@ export function sendShadow(
 
 /**
  * The proxy path's hook (serve/server-target.ts, right after the pick): the shadow the pick asked
- * for, if any, goes out beside the client's request.
+ * for, if any, goes out beside the client's request (reason="copy"). Then the re-warms
+ * (serve/rewarm.ts): this request is kept if the scheduler calls its group warm, and one re-warm
+ * of a group a dead engine held goes out if the scheduler has one (reason="rewarm").
  */
 export function serveShadow(
   ctx: ChainContext,
@@ -168,17 +171,44 @@ export function serveShadow(
   headers: Readonly<Record<string, string>>,
 ): void {
   const { deps, req } = ctx
-  const plan = deps.picker.shadow?.(pickCtx)
-  if (plan === undefined) return
+  const picker = deps.picker
+  const plan = picker.shadow?.(pickCtx)
   const metrics = deps.metrics
+  const r: ShadowRequest = {
+    server,
+    api: req.api,
+    path: req.path,
+    body: req.body,
+    upstreamModel,
+    headers,
+  }
+  if (plan !== undefined) {
+    void sendShadow(
+      {
+        pool: deps.pool,
+        gate: shadowGateOf(deps.pool),
+        count: (outcome) => metrics.shadowRequests.inc({ outcome, reason: 'copy' }),
+      },
+      plan,
+      r,
+    )
+  }
+  if (picker.rewarm === undefined || picker.rewarmGroup === undefined) return
+  const store = rewarmStoreOf(deps.pool)
+  const now = performance.now()
+  const group = picker.rewarmGroup(pickCtx)
+  if (group !== undefined) store.keep(server.key, group, r, req.raw.length, now)
+  const re = picker.rewarm(server, (g) => store.get(server.key, g, now) !== undefined)
+  const kept = re === undefined ? undefined : store.get(server.key, re.group, now)
+  if (re === undefined || kept === undefined) return
   void sendShadow(
     {
       pool: deps.pool,
       gate: shadowGateOf(deps.pool),
-      count: (outcome) => metrics.shadowRequests.inc({ outcome }),
+      count: (outcome) => metrics.shadowRequests.inc({ outcome, reason: 'rewarm' }),
     },
-    plan,
-    { server, api: req.api, path: req.path, body: req.body, upstreamModel, headers },
+    re,
+    kept,
   )
 }
 
@@ -219,6 +249,18 @@ async function send(
   // Read to the end so the connection goes back to the pool; the answer itself is dropped.
   await res.body.dump({ limit: 1 << 20 })
   return res.statusCode >= 200 && res.statusCode < 300
+}
+
+/** One re-warm store per gateway (its upstream pool): its recent requests of warm groups. */
+const rewarmStores = new WeakMap<UpstreamPool, RewarmStore<ShadowRequest>>()
+
+export function rewarmStoreOf(pool: UpstreamPool): RewarmStore<ShadowRequest> {
+  let s = rewarmStores.get(pool)
+  if (s === undefined) {
+    s = new RewarmStore<ShadowRequest>()
+    rewarmStores.set(pool, s)
+  }
+  return s
 }
 
 /** One gate per gateway (its upstream pool): the bound holds across its requests. */

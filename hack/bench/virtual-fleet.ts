@@ -24,7 +24,7 @@ import type {
 } from '../../api/snapshot.js'
 import { EngineMetricsTracker } from '../../dataplane/engines/tracker.js'
 import { encodeBatch, type WireEvent } from '../../dataplane/kv-events/wire.js'
-import type { Admission, DispatchOutcome } from '../../dataplane/picker.js'
+import type { Admission, DispatchOutcome, ShadowPlan } from '../../dataplane/picker.js'
 import { KvCachePlugin } from '../../dataplane/scheduler/plugins/kv-cache.js'
 import { Scheduler } from '../../dataplane/scheduler/scheduler.js'
 import {
@@ -34,6 +34,7 @@ import {
   server,
   snapshot,
 } from '../../dataplane/scheduler/testkit.js'
+import { RewarmStore } from '../../dataplane/serve/rewarm.js'
 import { ShadowGate } from '../../dataplane/serve/shadow.js'
 import { Engine, type EngineConfig, type EngineObserver } from '../sim/engine.js'
 import { kvEventListener } from '../sim/kv-events.js'
@@ -119,6 +120,13 @@ export interface VirtualFleetOptions {
    * false = as the EPP (Envoy sends the requests, nobody sends shadows).
    */
   readonly shadows?: boolean
+  /**
+   * Re-warm the groups a dead or restarted engine held (scheduler/plugins/rewarm.ts), as the
+   * proxy does (serve/shadow.ts serveShadow): each replica keeps its warm groups' last prompts in
+   * a RewarmStore and, after each pick, sends the one re-warm its scheduler plans. Default true,
+   * as the data plane (only with `shadows`).
+   */
+  readonly rewarm?: boolean
 }
 
 export interface VirtualResult {
@@ -157,8 +165,11 @@ export interface VirtualRun {
   /** Requests that did not have to load their adapter (when adapters are requested). */
   readonly adapterHitRate: number
   readonly perPod: Record<string, number>
-  /** Shadow requests started (all replicas), and those the in-flight bound dropped. */
-  readonly shadows: { readonly sent: number; readonly dropped: number }
+  /**
+   * Shadow requests started (all replicas), and those the in-flight bound dropped; `rewarms`: how
+   * many of the started ones were re-warms (the rest hot-group copies).
+   */
+  readonly shadows: { readonly sent: number; readonly dropped: number; readonly rewarms: number }
 }
 
 const MODEL = 'bench-llm'
@@ -294,7 +305,7 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
     sch.onSnapshot(snapshot([srv]))
     // One tracker per replica and endpoint: each scraper keeps its own interval state.
     const trackers = pods.map(() => new EngineMetricsTracker('vLLM'))
-    return { sch, trackers, gate: new ShadowGate() }
+    return { sch, trackers, gate: new ShadowGate(), kept: new RewarmStore<string>() }
   })
   const timers: NodeJS.Timeout[] = []
   // Scrapes: every endpoint every `scrapeMs`, replicas and endpoints staggered as independent
@@ -347,18 +358,30 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
   // Shadows as the proxy sends them (serve/shadow.ts sendShadow): right after the pick, bounded in
   // flight per replica, counted in flight by the scheduler while they run, never retried.
   const shadowsOn = opts.shadows !== false
+  const rewarmOn = shadowsOn && opts.rewarm !== false
   let shadowsSent = 0
   let shadowsDropped = 0
+  let rewarms = 0
   const sendShadow = (
     rep: (typeof replicas)[number],
     ctx: ReturnType<typeof pickContext>,
     prompt: string,
   ): void => {
     const plan = shadowsOn ? rep.sch.shadow(ctx) : undefined
-    if (plan === undefined) return
+    if (plan !== undefined) sendPlan(rep, plan, prompt)
+    if (!rewarmOn) return
+    const t = Date.now()
+    const group = rep.sch.rewarmGroup(ctx)
+    if (group !== undefined) rep.kept.keep(srv.key, group, prompt, prompt.length, t)
+    const re = rep.sch.rewarm(srv, (g) => rep.kept.get(srv.key, g, t) !== undefined)
+    const kept = re === undefined ? undefined : rep.kept.get(srv.key, re.group, t)
+    if (re === undefined || kept === undefined) return
+    if (sendPlan(rep, re, kept)) rewarms++
+  }
+  const sendPlan = (rep: (typeof replicas)[number], plan: ShadowPlan, prompt: string): boolean => {
     if (!rep.gate.tryAcquire()) {
       shadowsDropped++
-      return
+      return false
     }
     shadowsSent++
     const end = plan.start()
@@ -374,7 +397,7 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
     const cut = (): void => finish(false)
     if (!pod.up) {
       finish(false)
-      return
+      return true
     }
     pod.shadowsInFlight.add(cut)
     pod.engine.submit(
@@ -387,6 +410,7 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
       },
       { token: () => {}, finish: () => finish(true) },
     )
+    return true
   }
   const results: VirtualResult[] = []
   const done: Promise<void>[] = []
@@ -592,7 +616,7 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
     clientPrefixHitRate: clientHitRate(results),
     adapterHitRate: 1 - loads / Math.max(1, opts.requests.length),
     perPod,
-    shadows: { sent: shadowsSent, dropped: shadowsDropped },
+    shadows: { sent: shadowsSent, dropped: shadowsDropped, rewarms },
   }
 }
 

@@ -10,7 +10,7 @@
 // C_LOAD=0.7 C_ILOAD=0.4 (the load with interference: 0.7 saturates that shape) C_SHOW=1 per seed,
 // C_THETA=0.5 the "on" side's hotCopyTheta instead of the default's).
 // RESTART_CLASSIFY=1: the restart regime's slow requests sorted into what a router could still
-// save and what it cannot (R_SEEDS=10-49, see the block).
+// save and what it cannot (R_SEEDS=10-49, R_REWARM=0 without re-warms, see the block).
 import { afterEach, beforeEach, describe, it, vi } from 'vitest'
 import type { SnapshotSchedulerPlugin } from '../../api/snapshot.js'
 import { DEFAULT_PROFILE } from '../../dataplane/scheduler/profile.js'
@@ -387,6 +387,9 @@ describe.skipIf(env['RESTART_CLASSIFY'] !== '1')(
         other: 0,
         rewarm: 0,
         judged: 0,
+        rewarms: 0,
+        shadows: 0,
+        dropped: 0,
       }
       const lines: string[] = []
       for (const [name, requests] of cases) {
@@ -395,8 +398,12 @@ describe.skipIf(env['RESTART_CLASSIFY'] !== '1')(
           pods: 4,
           requests,
           restarts,
+          rewarm: env['R_REWARM'] !== '0',
           advance: async (t) => vi.advanceTimersByTime(t),
         })
+        total.rewarms += run.shadows.rewarms
+        total.shadows += run.shadows.sent
+        total.dropped += run.shadows.dropped
         const c = { slow: 0, forced: 0, needless: 0, followers: 0, other: 0, rewarm: 0 }
         const last = new Map<string, { pod: string; at: number }>()
         // Per group: when its last cold prefill was sent, and whether a re-warm could have saved it.
@@ -435,7 +442,7 @@ describe.skipIf(env['RESTART_CLASSIFY'] !== '1')(
         }
         for (const k of Object.keys(c) as (keyof typeof c)[]) total[k] += c[k]
         lines.push(
-          `${name}: ${c.slow} = ${c.forced}+${c.needless}n+${c.followers}f+${c.other}o (rewarm ${c.rewarm})`,
+          `${name}: ${c.slow} = ${c.forced}+${c.needless}n+${c.followers}f+${c.other}o (rewarm ${c.rewarm}; re-warms sent ${run.shadows.rewarms})`,
         )
       }
       process.stdout.write(
