@@ -475,7 +475,9 @@ export class Scheduler implements EndpointPicker {
       explain === undefined ? undefined : []
     const observer = this.#observer
     const names = this.#rowNames
-    names.length = 0
+    // Filled only with an observer; emptied only when filled (setting an array's length calls the
+    // length setter even to the same value: 0.4 % of a 64-endpoint decision in a CPU profile).
+    if (names.length > 0) names.length = 0
     const byPlugin = observer === undefined ? undefined : this.#rows.get(n * ss.entries.length)
     for (const entry of ss.scorers) {
       if (!entry.score.call(entry.plugin, req, list, part)) continue
@@ -934,21 +936,24 @@ export function scrapeTargetsOf(snapshot: RoutingSnapshot): ScrapeTarget[] {
  */
 export function topK(values: Float64Array, n: number, k: number, into?: number[]): number[] {
   const out = into ?? []
-  out.length = 0
-  if (k <= 0) return out
-  for (let i = 0; i < n; i++) {
-    const v = values[i] as number
-    let m = out.length
-    // Full, and not strictly above the last: an equal value keeps the earlier index ahead.
-    if (m === k && !(v > (values[out[m - 1] as number] as number))) continue
-    if (m < k) out[m++] = i
-    else out[m - 1] = i
-    // Up past the values it beats strictly.
-    for (let at = m - 1; at > 0 && v > (values[out[at - 1] as number] as number); at--) {
-      out[at] = out[at - 1] as number
-      out[at - 1] = i
+  // Filled in place, the first `m` so far; the length set once at the end, only when it differs
+  // (emptying a kept array first trimmed its store and grew it again: ~0.5 % of a decision).
+  let m = 0
+  if (k > 0) {
+    for (let i = 0; i < n; i++) {
+      const v = values[i] as number
+      // Full, and not strictly above the last: an equal value keeps the earlier index ahead.
+      if (m === k && !(v > (values[out[m - 1] as number] as number))) continue
+      if (m < k) out[m++] = i
+      else out[m - 1] = i
+      // Up past the values it beats strictly.
+      for (let at = m - 1; at > 0 && v > (values[out[at - 1] as number] as number); at--) {
+        out[at] = out[at - 1] as number
+        out[at - 1] = i
+      }
     }
   }
+  if (out.length !== m) out.length = m
   return out
 }
 

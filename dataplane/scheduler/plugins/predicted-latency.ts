@@ -477,7 +477,9 @@ export class PredictedLatencyPlugin implements Plugin {
     const n = eps.length
     let engineTtft = Number.POSITIVE_INFINITY
     const models = this.#models
-    models.length = n
+    // Only when it differs: the length setter runs even for the same value (0.3-0.4 % of a
+    // 64-endpoint decision in a CPU profile).
+    if (models.length !== n) models.length = n
     for (let i = 0; i < n; i++) {
       const ep = eps[i] as EndpointState
       // The scrape's numbers as copied on the state (no read of the EngineMetrics object).
@@ -599,7 +601,9 @@ export class PredictedLatencyPlugin implements Plugin {
     const pending = this.#pending.get(n)
     const capacity = this.#capacity.get(n)
     const models = this.#models
-    models.length = n
+    // Only when it differs: the length setter runs even for the same value (0.3-0.4 % of a
+    // 64-endpoint decision in a CPU profile).
+    if (models.length !== n) models.length = n
     for (let i = 0; i < n; i++) {
       const ep = eps[i] as EndpointState
       const own = this.model.peek(ep)
