@@ -614,7 +614,10 @@ export class Scheduler implements EndpointPicker {
     if (!this.#rewarm) return undefined
     const ss = this.#servers.get(server.key)
     const pl = ss?.predicted
-    if (ss === undefined || pl === undefined || ss.filters.length > 0) return undefined
+    // Asked after every pick: nothing below (the live list, the clock) unless a group is lost.
+    if (ss === undefined || pl === undefined || !pl.rewarmPending || ss.filters.length > 0) {
+      return undefined
+    }
     const now = this.#now()
     const list: EndpointState[] = []
     for (const e of ss.ready) if (!e.isEjected(now)) list.push(e)

@@ -584,6 +584,11 @@ export class PredictedLatencyPlugin implements Plugin {
     return key
   }
 
+  /** Whether any group waits for a re-warm: false on almost every pick (no engine died lately). */
+  get rewarmPending(): boolean {
+    return this.#lost.size > 0
+  }
+
   /** The blocks kept for group `key` (keepGroup), for the other workers (Scheduler.rewarm). */
   keptBlocks(key: number): Int32Array | undefined {
     return this.#groups.get(key)?.kept?.hashes
