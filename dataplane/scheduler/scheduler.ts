@@ -578,20 +578,16 @@ export class Scheduler implements EndpointPicker {
     }
     return {
       endpoint,
-      start: () => {
-        const t0 = this.#now()
-        st.dispatchStarted(ticket, t0)
-        m.started(t0)
-        if (this.#share) this.#shareDispatch(ss, req, st)
-        let ended = false
-        return (ok) => {
-          if (ended) return
-          ended = true
-          const now = this.#now()
-          st.dispatchEnded(ticket, { status: 0, failure: 'aborted', durationMs: now - t0 }, now)
-          m.ended(ok, now)
-        }
-      },
+      start: () =>
+        this.#shadowStart(
+          st,
+          ticket,
+          (t0) => {
+            m.started(t0)
+            if (this.#share) this.#shareDispatch(ss, req, st)
+          },
+          (ok, now) => m.ended(ok, now),
+        ),
     }
   }
 
@@ -632,30 +628,17 @@ export class Scheduler implements EndpointPicker {
     return {
       endpoint,
       group: t.key,
-      start: () => {
-        const t0 = this.#now()
-        st.dispatchStarted(ticket, t0)
-        t.started(t0)
-        if (this.#share) {
-          if (this.#outbox.length >= MAX_OUTBOX) this.#outbox.shift()
-          const e = ss.entries[entry] as ProfileEntry
-          this.#outbox.push({
-            server: ss.key,
-            entry,
-            plugin: e.name,
-            id: st.id,
-            hashes: Int32Array.from(pl.keptBlocks(t.key) ?? []),
-          })
-        }
-        let ended = false
-        return (ok) => {
-          if (ended) return
-          ended = true
-          const now = this.#now()
-          st.dispatchEnded(ticket, { status: 0, failure: 'aborted', durationMs: now - t0 }, now)
-          t.ended(ok)
-        }
-      },
+      start: () =>
+        this.#shadowStart(
+          st,
+          ticket,
+          (t0) => {
+            t.started(t0)
+            const blocks = pl.keptBlocks(t.key)
+            if (this.#share && blocks !== undefined) this.#shareBlocks(ss, entry, st, blocks)
+          },
+          (ok) => t.ended(ok),
+        ),
     }
   }
 
@@ -674,17 +657,49 @@ export class Scheduler implements EndpointPicker {
   /** A dispatch's prefix blocks for the other workers (`shareDispatches`). */
   #shareDispatch(ss: ServerScheduler, req: SchedRequest, st: EndpointState): void {
     for (let i = 0; i < ss.entries.length; i++) {
-      const e = ss.entries[i] as ProfileEntry
-      const blocks = e.plugin.blocksOf?.(req)
-      if (blocks === undefined || blocks.length === 0) continue
-      if (this.#outbox.length >= MAX_OUTBOX) this.#outbox.shift()
-      this.#outbox.push({
-        server: ss.key,
-        entry: i,
-        plugin: e.name,
-        id: st.id,
-        hashes: Int32Array.from(blocks),
-      })
+      const blocks = (ss.entries[i] as ProfileEntry).plugin.blocksOf?.(req)
+      if (blocks !== undefined) this.#shareBlocks(ss, i, st, blocks)
+    }
+  }
+
+  /** One plugin's prefix blocks recorded on `st`, for the other workers (bounded outbox). */
+  #shareBlocks(
+    ss: ServerScheduler,
+    entry: number,
+    st: EndpointState,
+    blocks: ArrayLike<number>,
+  ): void {
+    if (blocks.length === 0) return
+    if (this.#outbox.length >= MAX_OUTBOX) this.#outbox.shift()
+    this.#outbox.push({
+      server: ss.key,
+      entry,
+      plugin: (ss.entries[entry] as ProfileEntry).name,
+      id: st.id,
+      hashes: Int32Array.from(blocks),
+    })
+  }
+
+  /**
+   * A shadow's start (a copy or a re-warm): it counts in flight on its endpoint while it runs and
+   * ends, once, as an aborted dispatch (never a latency sample or a failure held against it).
+   */
+  #shadowStart(
+    st: EndpointState,
+    ticket: LoadTicket,
+    started: (t0: number) => void,
+    ended: (ok: boolean, now: number) => void,
+  ): (ok: boolean) => void {
+    const t0 = this.#now()
+    st.dispatchStarted(ticket, t0)
+    started(t0)
+    let done = false
+    return (ok) => {
+      if (done) return
+      done = true
+      const now = this.#now()
+      st.dispatchEnded(ticket, { status: 0, failure: 'aborted', durationMs: now - t0 }, now)
+      ended(ok, now)
     }
   }
 
