@@ -1,7 +1,8 @@
 // Shadow requests on real loopback engines (the project's simulator): the body a shadow carries,
 // the scheduler's hot-group copy sent for real (counted in flight while it runs, its prefix
 // recorded on the copy's pod, no health or latency learned), failures that leave nothing behind,
-// and the proxy path's hook (the client's answer and accounting untouched).
+// the proxy path's hook (the client's answer and accounting untouched), and the re-warm of a warm
+// group whose only engine died, end to end: kill seen by the scrape, sent over real HTTP.
 import { afterEach, describe, expect, it } from 'vitest'
 import type { SnapshotEndpoint, SnapshotServer } from '../../api/snapshot.js'
 import { type SimHandle, startSimulator } from '../../hack/sim/index.js'
@@ -15,6 +16,7 @@ import { ProviderTransport } from '../providers/transport.js'
 import { UpstreamPool } from '../proxy/upstream-pool.js'
 import type { ChainDecision } from '../router.js'
 import { PredictedLatencyPlugin } from '../scheduler/plugins/predicted-latency.js'
+import { REWARM_MIN_COUNT } from '../scheduler/plugins/rewarm.js'
 import { Scheduler } from '../scheduler/scheduler.js'
 import { pickContext, server, snapshot } from '../scheduler/testkit.js'
 import { serveChain } from './chain.js'
@@ -377,3 +379,225 @@ function requestOf(ctx: PickContext): import('../scheduler/types.js').SchedReque
     sym
   ] as import('../scheduler/types.js').SchedRequest
 }
+
+/** A pool that notes every request it sends: where to, the x-request-id, the body. */
+class RecordingPool extends UpstreamPool {
+  readonly sent: { to: string; id: string; body: Record<string, unknown> }[] = []
+
+  override request(
+    server: SnapshotServer,
+    endpoint: SnapshotEndpoint,
+    call: Parameters<UpstreamPool['request']>[2],
+  ): ReturnType<UpstreamPool['request']> {
+    const text =
+      typeof call.body === 'string' ? call.body : new TextDecoder().decode(call.body ?? undefined)
+    this.sent.push({
+      to: endpoint.name,
+      id: call.headers['x-request-id'] ?? '',
+      body: JSON.parse(text) as Record<string, unknown>,
+    })
+    return super.request(server, endpoint, call)
+  }
+}
+
+/** Polls `cond` every 5 ms, up to `ms` (a bound, not a timing assertion). */
+async function until(cond: () => boolean | Promise<boolean>, ms = 2_000): Promise<boolean> {
+  for (let i = 0; i * 5 < ms && !(await cond()); i++) await new Promise((r) => setTimeout(r, 5))
+  return cond()
+}
+
+/**
+ * Three engines behind the proxy path (serveChain, Scheduler with predicted-latency, scraped
+ * every 20 ms on its own clock for the rest), the group's requests served through it, its pod
+ * killed and seen by the scrape, then one request of another prompt. What went out, where.
+ */
+async function rewarmScene(
+  hosts: readonly [string, string, string],
+  o: { groupRequests: number; rewarm?: boolean },
+) {
+  const sims = [await sim(hosts[0]), await sim(hosts[1]), await sim(hosts[2])]
+  let clock = 1_000
+  const sch = new Scheduler({
+    scrape: { intervalMs: 20, timeoutMs: 200 },
+    now: () => clock,
+    ...(o.rewarm === false ? { rewarm: false } : {}),
+  })
+  cleanups.push(() => sch.close())
+  const srv = server(sims.map(ep), {
+    attempts: 1,
+    scheduler: { plugins: [{ name: 'predicted-latency', weight: 1, args: {} }] },
+  })
+  sch.onSnapshot(snapshot([srv]))
+  const p = new RecordingPool()
+  cleanups.push(() => p.close())
+  const metrics = new GatewayMetrics()
+  const log: Record<string, unknown>[] = []
+  const r = route('r', { modelName: 'm', rules: [{ name: 'x', targets: [] }] })
+  const d: ChainDecision = {
+    route: r,
+    rule: r.rules[0] ?? { name: 'x', targets: [] },
+    isLora: false,
+    targets: [{ kind: 'server', server: srv, upstreamModel: 'm' }],
+    fallbackOn: new Set(),
+    plain: true,
+  }
+  let served = 0
+  /** One client request through the proxy path; its status and the engine it went to. */
+  const serve = async (system: string, k: number): Promise<{ status: number; to: string }> => {
+    clock += 10
+    const id = `req-${++served}`
+    const body = {
+      model: 'm',
+      messages: [
+        { role: 'system', content: system },
+        { role: 'user', content: `Question number ${k}: what applies here?` },
+      ],
+      max_tokens: 8,
+      stream: false,
+    }
+    const raw = new TextEncoder().encode(JSON.stringify(body))
+    const out = new Outcome(
+      { metrics, accessLog: (e) => log.push({ ...e }) },
+      id,
+      '/v1/chat/completions',
+      'chat',
+      0, // a start time is an input only: no duration is asserted here
+    )
+    out.model = 'm'
+    out.modelLabel = 'm'
+    const res = await serveChain(
+      d,
+      {
+        path: '/v1/chat/completions',
+        api: 'chat',
+        model: 'm',
+        body,
+        raw,
+        inbound: fetchInbound(
+          new Request('http://gw/v1', {
+            method: 'POST',
+            body: raw,
+            headers: { 'x-request-id': id },
+          }),
+        ),
+      },
+      out,
+      {
+        pool: p,
+        picker: sch,
+        metrics,
+        transport: new ProviderTransport(),
+        credentials: new ProviderCredentials(undefined, silentLogger),
+        random: () => 0,
+      },
+    )
+    await res.arrayBuffer()
+    const mine = p.sent.filter((s) => s.id === id)
+    return { status: res.status, to: mine.at(-1)?.to ?? '' }
+  }
+  const byName = (name: string) => sims.find((s) => s.name === name) as SimHandle
+
+  const firsts: string[] = []
+  for (let k = 0; k < o.groupRequests; k++) {
+    const a = await serve(SYSTEM, k)
+    expect(a.status).toBe(200)
+    firsts.push(a.to)
+  }
+  const home = firsts[0] as string
+  // Affinity holds: the group's requests all went to its first pod.
+  expect(new Set(firsts)).toEqual(new Set([home]))
+  // The engine dies; the scrape sees it (two failed scrapes eject it: #note → #endpointDown).
+  const homeSim = byName(home)
+  await homeSim.close()
+  const homeSt = sch.state(`${homeSim.host}:${homeSim.port}`)
+  expect(await until(() => homeSt?.ejectionActive === true)).toBe(true)
+  const before = new Map(sims.map((s) => [s.name, s.stats()]))
+  const sentBefore = p.sent.length
+  // Another prompt (its own group, cold): the pick after which the re-warm is asked for.
+  const other = await serve(
+    `Another assistant entirely. ${'Short and plain answers. '.repeat(40)}`,
+    0,
+  )
+  expect(other.status).toBe(200)
+  expect(other.to).not.toBe(home)
+  const shadows = p.sent.slice(sentBefore).filter((s) => s.id.endsWith('-shadow'))
+  return { p, metrics, log, serve, home, before, other, shadows, byName }
+}
+
+async function shadowCounts(metrics: GatewayMetrics): Promise<[string, string, number][]> {
+  return (await metrics.shadowRequests.get()).values.map((v) => [
+    String(v.labels['reason']),
+    String(v.labels['outcome']),
+    v.value,
+  ])
+}
+
+async function clientRequests(metrics: GatewayMetrics): Promise<number> {
+  return (await metrics.requests.get()).values.reduce((n, v) => n + v.value, 0)
+}
+
+describe('re-warms after an engine dies (real engines)', () => {
+  it('a warm group whose only pod died: one re-warm of its prompt (one token, not streamed) to a live engine, where its next request then goes', async () => {
+    // Warm: a decayed count of REWARM_MIN_COUNT (HOT_TAU_MS 5 s); two requests 10 ms apart make
+    // 1.998, so three.
+    const s = await rewarmScene(['127.0.0.71', '127.0.0.72', '127.0.0.73'], {
+      groupRequests: REWARM_MIN_COUNT + 1,
+    })
+    // Exactly one re-warm, sent beside the other prompt's request (req-4). It is the group's kept
+    // request (serve/rewarm.ts keeps its upstream headers): the x-request-id is that request's,
+    // suffixed, not req-4's.
+    expect(s.shadows).toHaveLength(1)
+    const re = s.shadows[0] as (typeof s.shadows)[number]
+    expect(re.id).toBe('req-3-shadow')
+    expect(re.to).not.toBe(s.home)
+    // The group's prompt (its last request's), one output token, not streamed.
+    expect(re.body['messages']).toEqual([
+      { role: 'system', content: SYSTEM },
+      { role: 'user', content: 'Question number 2: what applies here?' },
+    ])
+    expect(re.body['max_tokens']).toBe(1)
+    expect(re.body['stream']).toBe(false)
+    expect(re.body['stream_options']).toBeUndefined()
+    // Counted once, as a re-warm that succeeded (its answer arrives in the background).
+    await until(async () => (await shadowCounts(s.metrics)).length > 0)
+    expect(await shadowCounts(s.metrics)).toEqual([['rewarm', 'ok', 1]])
+    // The engine got it: one request more (two if the other prompt went there too), one token.
+    const both = s.other.to === re.to
+    const was = s.before.get(re.to)
+    const now = s.byName(re.to).stats()
+    expect(now.requests - (was?.requests ?? 0)).toBe(both ? 2 : 1)
+    expect(now.generationTokens - (was?.generationTokens ?? 0)).toBe(both ? 9 : 1)
+    // Not a client request: four requests counted and logged (three of the group, the other).
+    expect(await clientRequests(s.metrics)).toBe(4)
+    expect(s.log).toHaveLength(4)
+    // The group's next request goes where the re-warm went, and finds its prefix cached there (the
+    // system prompt: 608 of its tokens in this run; a pod that never saw it hits none of them).
+    const hitBefore = now.prefixHitTokens
+    const next = await s.serve(SYSTEM, 3)
+    expect(next.status).toBe(200)
+    expect(next.to).toBe(re.to)
+    expect(s.byName(re.to).stats().prefixHitTokens - hitBefore).toBeGreaterThan(400)
+    // Nothing more re-warmed.
+    expect(s.p.sent.filter((x) => x.id.endsWith('-shadow'))).toHaveLength(1)
+    expect(await shadowCounts(s.metrics)).toEqual([['rewarm', 'ok', 1]])
+  }, 20_000)
+
+  it('no re-warm for a cold group (one request)', async () => {
+    const s = await rewarmScene(['127.0.0.74', '127.0.0.75', '127.0.0.76'], { groupRequests: 1 })
+    // A re-warm is handed to the pool within the pick's serveShadow (synchronously): none by the
+    // time the other request was answered is none at all.
+    expect(s.shadows).toEqual([])
+    expect(await shadowCounts(s.metrics)).toEqual([])
+    expect(await clientRequests(s.metrics)).toBe(2)
+  }, 20_000)
+
+  it('no re-warm when the scheduler was built with rewarm: false', async () => {
+    const s = await rewarmScene(['127.0.0.77', '127.0.0.78', '127.0.0.79'], {
+      groupRequests: REWARM_MIN_COUNT + 1,
+      rewarm: false,
+    })
+    expect(s.shadows).toEqual([])
+    expect(await shadowCounts(s.metrics)).toEqual([])
+    expect(await clientRequests(s.metrics)).toBe(4)
+  }, 20_000)
+})
