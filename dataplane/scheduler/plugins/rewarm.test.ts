@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest'
 import type { SnapshotEndpoint, SnapshotServer } from '../../../api/snapshot.js'
 import type { PickContext } from '../../picker.js'
 import { Scheduler } from '../scheduler.js'
-import { endpoint, pickContext, server, snapshot } from '../testkit.js'
+import { endpoint, metrics, pickContext, server, snapshot } from '../testkit.js'
 import type { PredictedLatencyPlugin } from './predicted-latency.js'
 
 function system(g: string): string {
@@ -196,6 +196,46 @@ describe('re-warms of a dead engine’s groups', () => {
     kill(f, homes.get('Alpha')?.pod as string)
     serve(f, pickContext(f.srv, body('One-off', 0)), 90)
     expect(f.sch.rewarm(f.srv, () => true)).toBeUndefined()
+  })
+
+  it('one per group a restarted pod held alone, seen by a scrape only (never ejected)', () => {
+    const f = fleet()
+    const homes = warm(f, GROUPS, 10)
+    const count = new Map<string, number>()
+    for (const h of homes.values()) count.set(h.pod, (count.get(h.pod) ?? 0) + 1)
+    const pod = [...count.entries()].sort((a, b) => b[1] - a[1])[0]?.[0] as string
+    const lost = GROUPS.filter((g) => homes.get(g)?.pod === pod)
+    expect(lost.length).toBeGreaterThan(0)
+    // A container restart faster than any request noticed: the next scrape shows a new process
+    // start time (Scheduler #onScrape -> #endpointReset -> onEndpointReset).
+    const ep = f.srv.endpoints.find((e) => e.name === pod) as SnapshotEndpoint
+    const id = `${ep.address}:${ep.port}`
+    f.sch.scrapeStarted(id)
+    f.sch.ingestScrape(id, {
+      ok: true,
+      metrics: metrics({ running: 0, waiting: 0 }),
+      durationMs: 1,
+      restart: 'start_time',
+    })
+    expect(f.sch.state(id)?.isEjected(f.clock.t)).toBe(false)
+    const plans = new Map<number, string>()
+    for (let i = 0; i < 10; i++) {
+      f.clock.t += 5
+      serve(f, pickContext(f.srv, body(`One-off ${i}`, i)), 90)
+      const plan = f.sch.rewarm(f.srv, () => true)
+      if (plan === undefined) continue
+      expect(plans.has(plan.group)).toBe(false)
+      plans.set(plan.group, plan.endpoint.name)
+      plan.start()(true)
+    }
+    expect([...plans.keys()].sort()).toEqual(lost.map((g) => homes.get(g)?.key).sort())
+    // The restarted pod is live and empty: it may be a group's re-home. Either way the group's
+    // next request goes where its re-warm went.
+    f.clock.t += 300
+    for (const g of lost) {
+      const { pod: next } = serve(f, pickContext(f.srv, body(g, 99)))
+      expect(next.name).toBe(plans.get(homes.get(g)?.key as number))
+    }
   })
 
   it('none when the profile filters candidates (a re-warm has no request to filter for)', () => {
