@@ -10,7 +10,12 @@ import { route } from '../../test/helpers/snapshot.js'
 import { fetchInbound } from '../inbound.js'
 import { silentLogger } from '../log.js'
 import { GatewayMetrics } from '../metrics.js'
-import { type PickContext, RoundRobinPicker, type ShadowPlan } from '../picker.js'
+import {
+  type EndpointPicker,
+  type PickContext,
+  RoundRobinPicker,
+  type ShadowPlan,
+} from '../picker.js'
 import { ProviderCredentials } from '../providers/credentials.js'
 import { ProviderTransport } from '../providers/transport.js'
 import { UpstreamPool } from '../proxy/upstream-pool.js'
@@ -296,48 +301,14 @@ describe('the proxy path sends the shadow beside the client request', () => {
         return { endpoint: ep(b), start: () => (ok) => (ended = ok) }
       }
     }
-    const r = route('r', { modelName: 'm', rules: [{ name: 'x', targets: [] }] })
-    const d: ChainDecision = {
-      route: r,
-      rule: r.rules[0] ?? { name: 'x', targets: [] },
-      isLora: false,
-      targets: [{ kind: 'server', server: srv, upstreamModel: 'm' }],
-      fallbackOn: new Set(),
-      plain: true,
-    }
     const metrics = new GatewayMetrics()
     const log: Record<string, unknown>[] = []
-    const out = new Outcome(
-      { metrics, accessLog: (e) => log.push({ ...e }) },
-      'req-1',
-      '/v1/chat/completions',
-      'chat',
-      0, // a start time is an input only: no duration is asserted here
-    )
-    out.model = 'm'
-    out.modelLabel = 'm'
     const { stream_options: _, ...rest } = groupBody(0)
-    const body = { model: 'm', ...rest, stream: false }
-    const raw = new TextEncoder().encode(JSON.stringify(body))
     const res = await serveChain(
-      d,
-      {
-        path: '/v1/chat/completions',
-        api: 'chat',
-        model: 'm',
-        body,
-        raw,
-        inbound: fetchInbound(new Request('http://gw/v1', { method: 'POST', body: raw })),
-      },
-      out,
-      {
-        pool: pool(),
-        picker: new Mirroring(),
-        metrics,
-        transport: new ProviderTransport(),
-        credentials: new ProviderCredentials(undefined, silentLogger),
-        random: () => 0,
-      },
+      serverDecision(srv),
+      chainRequest({ model: 'm', ...rest, stream: false }),
+      clientOutcome(metrics, log, 'req-1'),
+      chainDeps(pool(), new Mirroring(), metrics),
     )
     expect(res.status).toBe(200)
     const json = (await res.json()) as { usage: { completion_tokens: number } }
@@ -358,6 +329,63 @@ describe('the proxy path sends the shadow beside the client request', () => {
     expect(shadows).toEqual([['ok', 1]])
   })
 })
+
+/** The decision of a route whose one rule serves `srv` (no fallback). */
+function serverDecision(srv: SnapshotServer): ChainDecision {
+  const r = route('r', { modelName: 'm', rules: [{ name: 'x', targets: [] }] })
+  return {
+    route: r,
+    rule: r.rules[0] ?? { name: 'x', targets: [] },
+    isLora: false,
+    targets: [{ kind: 'server', server: srv, upstreamModel: 'm' }],
+    fallbackOn: new Set(),
+    plain: true,
+  }
+}
+
+/** A chat request to the proxy path, `body` as the client sent it (and its x-request-id). */
+function chainRequest(body: Record<string, unknown>, id?: string) {
+  const raw = new TextEncoder().encode(JSON.stringify(body))
+  const headers: Record<string, string> = id === undefined ? {} : { 'x-request-id': id }
+  return {
+    path: '/v1/chat/completions',
+    api: 'chat' as const,
+    model: 'm',
+    body,
+    raw,
+    inbound: fetchInbound(new Request('http://gw/v1', { method: 'POST', body: raw, headers })),
+  }
+}
+
+/** A client request's outcome, recorded in `metrics` and `log`. */
+function clientOutcome(
+  metrics: GatewayMetrics,
+  log: Record<string, unknown>[],
+  id: string,
+): Outcome {
+  const out = new Outcome(
+    { metrics, accessLog: (e) => log.push({ ...e }) },
+    id,
+    '/v1/chat/completions',
+    'chat',
+    0, // a start time is an input only: no duration is asserted here
+  )
+  out.model = 'm'
+  out.modelLabel = 'm'
+  return out
+}
+
+/** What serveChain needs besides the request: the pool and picker under test. */
+function chainDeps(p: UpstreamPool, picker: EndpointPicker, metrics: GatewayMetrics) {
+  return {
+    pool: p,
+    picker,
+    metrics,
+    transport: new ProviderTransport(),
+    credentials: new ProviderCredentials(undefined, silentLogger),
+    random: () => 0,
+  }
+}
 
 /** A plan the scheduler would hand out for `target` (its Mirror set directly: no hot group needed). */
 function planFor(sch: Scheduler, srv: SnapshotServer, target: SnapshotEndpoint): ShadowPlan {
@@ -432,15 +460,7 @@ async function rewarmScene(
   cleanups.push(() => p.close())
   const metrics = new GatewayMetrics()
   const log: Record<string, unknown>[] = []
-  const r = route('r', { modelName: 'm', rules: [{ name: 'x', targets: [] }] })
-  const d: ChainDecision = {
-    route: r,
-    rule: r.rules[0] ?? { name: 'x', targets: [] },
-    isLora: false,
-    targets: [{ kind: 'server', server: srv, upstreamModel: 'm' }],
-    fallbackOn: new Set(),
-    plain: true,
-  }
+  const d = serverDecision(srv)
   let served = 0
   /** One client request through the proxy path; its status and the engine it went to. */
   const serve = async (system: string, k: number): Promise<{ status: number; to: string }> => {
@@ -455,41 +475,11 @@ async function rewarmScene(
       max_tokens: 8,
       stream: false,
     }
-    const raw = new TextEncoder().encode(JSON.stringify(body))
-    const out = new Outcome(
-      { metrics, accessLog: (e) => log.push({ ...e }) },
-      id,
-      '/v1/chat/completions',
-      'chat',
-      0, // a start time is an input only: no duration is asserted here
-    )
-    out.model = 'm'
-    out.modelLabel = 'm'
     const res = await serveChain(
       d,
-      {
-        path: '/v1/chat/completions',
-        api: 'chat',
-        model: 'm',
-        body,
-        raw,
-        inbound: fetchInbound(
-          new Request('http://gw/v1', {
-            method: 'POST',
-            body: raw,
-            headers: { 'x-request-id': id },
-          }),
-        ),
-      },
-      out,
-      {
-        pool: p,
-        picker: sch,
-        metrics,
-        transport: new ProviderTransport(),
-        credentials: new ProviderCredentials(undefined, silentLogger),
-        random: () => 0,
-      },
+      chainRequest(body, id),
+      clientOutcome(metrics, log, id),
+      chainDeps(p, sch, metrics),
     )
     await res.arrayBuffer()
     const mine = p.sent.filter((s) => s.id === id)
