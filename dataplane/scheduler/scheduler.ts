@@ -454,9 +454,7 @@ export class Scheduler implements EndpointPicker {
     let list: readonly EndpointState[] = all
     let ejected = 0
     for (const e of all) if (e.isEjected(t0)) ejected++
-    const healthy = all.length - ejected
-    const panicBelow = this.#stateOpts.health.panicThreshold * all.length
-    const panic = ejected > 0 && (healthy === 0 || healthy < panicBelow)
+    const panic = this.#panic(all.length, ejected)
     if (ejected > 0 && !panic) list = all.filter((e) => !e.isEjected(t0))
     for (const step of ss.filters) {
       const kept = step.filter.call(step.plugin, req, list)
@@ -617,7 +615,7 @@ export class Scheduler implements EndpointPicker {
     const now = this.#now()
     const list: EndpointState[] = []
     for (const e of ss.ready) if (!e.isEjected(now)) list.push(e)
-    if (list.length < this.#stateOpts.health.panicThreshold * ss.ready.length) return undefined
+    if (this.#panic(ss.ready.length, ss.ready.length - list.length)) return undefined
     const t = pl.planRewarm(list, now, has)
     if (t === undefined) return undefined
     const endpoint = ss.endpointOf.get(t.ep)
@@ -678,6 +676,15 @@ export class Scheduler implements EndpointPicker {
       id: st.id,
       hashes: Int32Array.from(blocks),
     })
+  }
+
+  /**
+   * Panic mode (Envoy's panic threshold): some of `total` endpoints are ejected and fewer than
+   * `panicThreshold` of them, or none, are healthy; ejection is then ignored (the header).
+   */
+  #panic(total: number, ejected: number): boolean {
+    const healthy = total - ejected
+    return ejected > 0 && (healthy === 0 || healthy < this.#stateOpts.health.panicThreshold * total)
   }
 
   /**

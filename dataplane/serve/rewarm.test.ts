@@ -1,7 +1,9 @@
 // The store of kept prompts for re-warms (rewarm.ts): bounded in groups, bytes and age, one entry
 // per group, and nothing left behind once the groups cool. Times are given, not read.
 import { describe, expect, it } from 'vitest'
-import { RewarmStore } from './rewarm.js'
+import type { SnapshotServer } from '../../api/snapshot.js'
+import type { EndpointPicker, PickContext } from '../picker.js'
+import { nextRewarm, RewarmStore } from './rewarm.js'
 
 describe('RewarmStore', () => {
   it('keeps the most recent request per group, its bytes counted once', () => {
@@ -58,5 +60,45 @@ describe('RewarmStore', () => {
     s.expire(40_000)
     expect(s.size).toBe(0)
     expect(s.bytes).toBe(0)
+  })
+})
+
+describe('nextRewarm (after a pick)', () => {
+  const srv = { key: 'ns/pool' } as SnapshotServer
+  const ctx = {} as PickContext
+  const ep = { name: 'pod-b', address: '127.0.0.2', port: 8000, ready: true, labels: {} }
+
+  /** A picker that calls every request of group `warm` worth keeping and plans `planned` once. */
+  function picker(warm: number | undefined, planned: number | undefined): EndpointPicker {
+    let asked: ((g: number) => boolean) | undefined
+    return {
+      pick: () => [],
+      rewarmGroup: () => warm,
+      rewarm: (_s, has) => {
+        asked = has
+        if (planned === undefined || !asked(planned)) return undefined
+        return { endpoint: ep, group: planned, start: () => () => {} }
+      },
+    }
+  }
+
+  it('keeps the request of a warm group, then returns the planned re-warm with its kept request', () => {
+    const store = new RewarmStore<string>()
+    expect(nextRewarm(picker(7, undefined), store, ctx, srv, 'req-a', 10, 0)).toBeUndefined()
+    expect(store.get(srv.key, 7, 1)).toBe('req-a')
+    // Another request (group 9, not warm) picked; the scheduler plans group 7's re-warm.
+    const re = nextRewarm(picker(undefined, 7), store, ctx, srv, 'req-b', 10, 2)
+    expect(re?.plan.group).toBe(7)
+    expect(re?.plan.endpoint.name).toBe('pod-b')
+    expect(re?.kept).toBe('req-a')
+    expect(store.size).toBe(1)
+  })
+
+  it('no re-warm for a group whose request the store does not hold, nor from a picker without re-warms', () => {
+    const store = new RewarmStore<string>()
+    expect(nextRewarm(picker(undefined, 7), store, ctx, srv, 'req', 10, 0)).toBeUndefined()
+    const plain: EndpointPicker = { pick: () => [] }
+    expect(nextRewarm(plain, store, ctx, srv, 'req', 10, 0)).toBeUndefined()
+    expect(store.size).toBe(0)
   })
 })

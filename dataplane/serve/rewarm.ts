@@ -15,6 +15,9 @@
 // to REWARM_TTL_MS. Per process: a `--workers N` worker other than the first asks nothing
 // (scheduler `rewarm: false`), so its store stays empty.
 
+import type { SnapshotServer } from '../../api/snapshot.js'
+import type { EndpointPicker, PickContext, RewarmPlan } from '../picker.js'
+
 export const REWARM_MAX_GROUPS = 256
 export const REWARM_MAX_BYTES = 16 << 20
 export const REWARM_TTL_MS = 15_000
@@ -92,4 +95,27 @@ export class RewarmStore<T> {
 
 function keyOf(server: string, group: number): string {
   return `${server}\u0000${group}`
+}
+
+/**
+ * What a caller that sends shadows does after each pick (serve/shadow.ts; the virtual fleet the
+ * same): keeps `value` (the request, `bytes` long) if the picker calls its group warm, then asks
+ * for the one re-warm planned now among the groups the store holds a request for, and returns it
+ * with that group's kept request. Undefined: nothing to send.
+ */
+export function nextRewarm<T>(
+  picker: EndpointPicker,
+  store: RewarmStore<T>,
+  ctx: PickContext,
+  server: SnapshotServer,
+  value: T,
+  bytes: number,
+  now: number,
+): { readonly plan: RewarmPlan; readonly kept: T } | undefined {
+  if (picker.rewarm === undefined || picker.rewarmGroup === undefined) return undefined
+  const group = picker.rewarmGroup(ctx)
+  if (group !== undefined) store.keep(server.key, group, value, bytes, now)
+  const plan = picker.rewarm(server, (g) => store.get(server.key, g, now) !== undefined)
+  const kept = plan === undefined ? undefined : store.get(server.key, plan.group, now)
+  return plan === undefined || kept === undefined ? undefined : { plan, kept }
 }

@@ -17,7 +17,7 @@ import type { AbortLike } from '../abort.js'
 import type { PickContext, ShadowPlan } from '../picker.js'
 import type { ProviderApi } from '../providers/types.js'
 import type { UpstreamPool } from '../proxy/upstream-pool.js'
-import { RewarmStore } from './rewarm.js'
+import { nextRewarm, RewarmStore } from './rewarm.js'
 import type { ChainContext } from './types.js'
 
 /** Shadows in flight per process at most (per gateway: per upstream pool). */
@@ -193,22 +193,24 @@ export function serveShadow(
       r,
     )
   }
-  if (picker.rewarm === undefined || picker.rewarmGroup === undefined) return
-  const store = rewarmStoreOf(deps.pool)
-  const now = performance.now()
-  const group = picker.rewarmGroup(pickCtx)
-  if (group !== undefined) store.keep(server.key, group, r, req.raw.length, now)
-  const re = picker.rewarm(server, (g) => store.get(server.key, g, now) !== undefined)
-  const kept = re === undefined ? undefined : store.get(server.key, re.group, now)
-  if (re === undefined || kept === undefined) return
+  const re = nextRewarm(
+    picker,
+    rewarmStoreOf(deps.pool),
+    pickCtx,
+    server,
+    r,
+    req.raw.length,
+    performance.now(),
+  )
+  if (re === undefined) return
   void sendShadow(
     {
       pool: deps.pool,
       gate: shadowGateOf(deps.pool),
       count: (outcome) => metrics.shadowRequests.inc({ outcome, reason: 'rewarm' }),
     },
-    re,
-    kept,
+    re.plan,
+    re.kept,
   )
 }
 

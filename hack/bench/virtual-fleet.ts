@@ -34,7 +34,7 @@ import {
   server,
   snapshot,
 } from '../../dataplane/scheduler/testkit.js'
-import { RewarmStore } from '../../dataplane/serve/rewarm.js'
+import { nextRewarm, RewarmStore } from '../../dataplane/serve/rewarm.js'
 import { ShadowGate } from '../../dataplane/serve/shadow.js'
 import { Engine, type EngineConfig, type EngineObserver } from '../sim/engine.js'
 import { kvEventListener } from '../sim/kv-events.js'
@@ -370,13 +370,8 @@ async function run(opts: VirtualFleetOptions): Promise<VirtualRun> {
     const plan = shadowsOn ? rep.sch.shadow(ctx) : undefined
     if (plan !== undefined) sendPlan(rep, plan, prompt)
     if (!rewarmOn) return
-    const t = Date.now()
-    const group = rep.sch.rewarmGroup(ctx)
-    if (group !== undefined) rep.kept.keep(srv.key, group, prompt, prompt.length, t)
-    const re = rep.sch.rewarm(srv, (g) => rep.kept.get(srv.key, g, t) !== undefined)
-    const kept = re === undefined ? undefined : rep.kept.get(srv.key, re.group, t)
-    if (re === undefined || kept === undefined) return
-    if (sendPlan(rep, re, kept)) rewarms++
+    const re = nextRewarm(rep.sch, rep.kept, ctx, srv, prompt, prompt.length, Date.now())
+    if (re !== undefined && sendPlan(rep, re.plan, re.kept)) rewarms++
   }
   const sendPlan = (rep: (typeof replicas)[number], plan: ShadowPlan, prompt: string): boolean => {
     if (!rep.gate.tryAcquire()) {
