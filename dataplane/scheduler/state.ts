@@ -217,8 +217,9 @@ export class EndpointState {
    */
   readonly loraInFlight = new Map<string, number>()
   /**
-   * Bumped whenever this replica's own adapter traffic here changes (a LoRA dispatch or
-   * completion) and on a restart: lora-affinity's view of the endpoint holds while it is
+   * Bumped whenever this replica's own adapter traffic here changes what lora-affinity's view
+   * reads (an adapter starts or stops being in flight here, or is first remembered; not another
+   * request for one already in flight) and on a restart: the view of the endpoint holds while it is
    * unchanged and the engine's adapters (the fresh scrape's) are the same. Not by a scrape: the
    * view compares what a new scrape says with what it was made from (most scrapes report the
    * same adapters, and rebuilding every endpoint's view after each one landed in one decision).
@@ -452,8 +453,12 @@ export class EndpointState {
     // On probation, this request is the trial: no other goes here until it ends (see isEjected).
     if (this.#outlier.active && now >= this.#outlier.until) this.#trialAt = now
     if (t.lora !== undefined) {
-      this.loraVersion++
-      this.loraInFlight.set(t.lora, (this.loraInFlight.get(t.lora) ?? 0) + 1)
+      const held = this.loraInFlight.get(t.lora) ?? 0
+      // Another request for an adapter already in flight here and remembered: the view of its
+      // adapters (lora-affinity's viewOf reads which adapters are in flight, not how many, and
+      // the idle ones' order, which skips those in flight) is the same, so it is not made again.
+      if (held === 0 || !this.loraSeen.has(t.lora)) this.loraVersion++
+      this.loraInFlight.set(t.lora, held + 1)
       // Re-insert so iteration order is recency order (oldest first).
       this.loraSeen.delete(t.lora)
       this.loraSeen.set(t.lora, now)
@@ -468,10 +473,14 @@ export class EndpointState {
     this.inFlight = Math.max(0, this.inFlight - 1)
     this.inFlightTokens = Math.max(0, this.inFlightTokens - t.promptTokens - t.outputTokens)
     if (t.lora !== undefined) {
-      this.loraVersion++
       const left = (this.loraInFlight.get(t.lora) ?? 0) - 1
       if (left > 0) this.loraInFlight.set(t.lora, left)
-      else this.loraInFlight.delete(t.lora)
+      else {
+        // The adapter is no longer in flight here (idle now): the view changes. With others of
+        // its requests still in flight it does not (see dispatchStarted).
+        this.loraInFlight.delete(t.lora)
+        this.loraVersion++
+      }
     }
     this.completed++
     // A client that left says nothing about the engine.

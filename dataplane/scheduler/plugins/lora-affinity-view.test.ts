@@ -173,3 +173,57 @@ describe('adapterOn across scrapes that report the same adapters', () => {
     expect(checked).toBe(3000 * eps.length * names.length)
   })
 })
+
+describe('adapterOn and own traffic', () => {
+  const done = { status: 200, durationMs: 1 }
+
+  it('is not made again for another request of an adapter already in flight, nor for its end while one is left', () => {
+    const ep = state('l7', 76)
+    scraped(ep, 0, { lora: { maxLora: 2, running: [], waiting: [] } })
+    const check = (now: number) => {
+      for (const n of ['a', 'b', 'c']) expect(adapterOn(ep, n, now)).toEqual(walk(ep, n, now))
+    }
+    ep.dispatchStarted(ticket('a'), 10)
+    check(10)
+    const made = loraViewsMade()
+    // A second and third request for 'a': the adapters in flight are the same.
+    ep.dispatchStarted(ticket('a'), 20)
+    ep.dispatchStarted(ticket('a'), 30)
+    check(30)
+    expect(loraViewsMade()).toBe(made)
+    // 'b' starts: made again once.
+    ep.dispatchStarted(ticket('b'), 40)
+    check(40)
+    expect(loraViewsMade()).toBe(made + 1)
+    expect(adapterOn(ep, 'c', 40).used).toBe(2)
+    // Two of the three 'a' end: one is left in flight, the view holds.
+    ep.dispatchEnded(ticket('a'), done, 50)
+    ep.dispatchEnded(ticket('a'), done, 60)
+    check(60)
+    expect(loraViewsMade()).toBe(made + 1)
+    // The last 'a' ends: 'a' is idle now (still resident, one slot each), made again.
+    ep.dispatchEnded(ticket('a'), done, 70)
+    check(70)
+    expect(loraViewsMade()).toBe(made + 2)
+    expect(adapterOn(ep, 'a', 70)).toEqual({ resident: true, used: 2, busy: 1, slots: 2 })
+  })
+
+  it('is made again when a request of an adapter in flight but no longer remembered evicts another', () => {
+    // 'x' in flight, then 64 other adapters sent and done here: 'x' falls out of loraSeen (it
+    // keeps 64). Another 'x' is remembered again and pushes out the oldest idle one, 'a0'.
+    const ep = state('l8', 77)
+    const others = Array.from({ length: 64 }, (_, i) => `a${i}`)
+    scraped(ep, 0, { lora: { maxLora: 100, running: [], waiting: [] } })
+    ep.dispatchStarted(ticket('x'), 1)
+    for (const [i, n] of others.entries()) {
+      ep.dispatchStarted(ticket(n), 2 + i)
+      ep.dispatchEnded(ticket(n), done, 2 + i)
+    }
+    expect(ep.loraSeen.has('x')).toBe(false)
+    expect(adapterOn(ep, 'a0', 100).resident).toBe(true)
+    ep.dispatchStarted(ticket('x'), 101)
+    expect(adapterOn(ep, 'a0', 101)).toEqual(walk(ep, 'a0', 101))
+    expect(adapterOn(ep, 'a0', 101).resident).toBe(false)
+    for (const n of ['x', 'a1', 'a63']) expect(adapterOn(ep, n, 101)).toEqual(walk(ep, n, 101))
+  })
+})
