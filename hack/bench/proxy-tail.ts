@@ -24,7 +24,13 @@ import { parseArgs, promisify } from 'node:util'
 import { Pool } from 'undici'
 import { BenchUsageError, positiveArg } from './cli-args.js'
 import { type Proc, startZeroLatencySim } from './procs.js'
-import { benchChatBody, benchGatewayArgs, bundleDataplane, spawnBundle } from './proxy-bundle.js'
+import {
+  benchChatBody,
+  benchGatewayArgs,
+  benchGatewayNodeArgs,
+  bundleDataplane,
+  spawnBundle,
+} from './proxy-bundle.js'
 import {
   CAUSES,
   type ClientClock,
@@ -55,7 +61,9 @@ const USAGE = `usage: npx tsx hack/bench/proxy-tail.ts [options]
   --cpu-us N                the profile's sampling interval (default 250)
   --cpu                     CPU profile per window (sampling every --cpu-us µs): code run in the stalls
   --gateway-arg X           extra data plane option, repeatable (e.g. --gateway-arg=--scrape --gateway-arg=off)
-  --node-arg X              extra Node option for the data plane, repeatable
+  --node-flags S            Node flags of the data plane, space-separated (default: the data-plane
+                            Deployment's, as bench:proxy; --node-flags= for Node's defaults)
+  --node-arg X              extra Node option for the data plane, repeatable (after --node-flags)
   --bundle FILE             a data plane bundle built beforehand (default: bundle the tree)
   --compare FILE            a second bundle, run in alternating windows with the first
   --compare-gateway-arg X   data plane options of the second (same bundle unless --compare)
@@ -74,6 +82,7 @@ const { values: opts } = parseArgs({
     cpu: { type: 'boolean', default: false },
     direct: { type: 'boolean', default: false },
     'gateway-arg': { type: 'string', multiple: true, default: [] },
+    'node-flags': { type: 'string' },
     'node-arg': { type: 'string', multiple: true, default: [] },
     bundle: { type: 'string' },
     compare: { type: 'string' },
@@ -216,12 +225,15 @@ async function main(): Promise<void> {
     const bodyFile = join(dir, 'body.json')
     await writeFile(bodyFile, chat(false))
     procs.push(await startZeroLatencySim(SIM_HOST, SIM_PORT, MODEL))
+    // The Deployment's young generation and memory reducer by default, as every proxy benchmark
+    // (a tail measured under Node's defaults is not the one the pods have).
+    const nodeBase = [...benchGatewayNodeArgs(opts['node-flags']), ...(opts['node-arg'] ?? [])]
     const variants: Variant[] = [
       {
         label: 'A',
         bundle,
         gatewayArgs: opts['gateway-arg'] ?? [],
-        nodeArgs: opts['node-arg'] ?? [],
+        nodeArgs: nodeBase,
       },
     ]
     const cmpGw = opts['compare-gateway-arg'] ?? []
@@ -231,7 +243,7 @@ async function main(): Promise<void> {
         label: 'B',
         bundle: opts.compare ?? bundle,
         gatewayArgs: [...(opts['gateway-arg'] ?? []), ...cmpGw],
-        nodeArgs: [...(opts['node-arg'] ?? []), ...cmpNode],
+        nodeArgs: [...nodeBase, ...cmpNode],
       })
     const targets: Target[] = []
     for (const [i, v] of variants.entries()) {
